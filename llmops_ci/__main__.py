@@ -1,0 +1,3 @@
+from llmops_ci.cli import main
+
+raise SystemExit(main())

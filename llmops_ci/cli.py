@@ -1,0 +1,71 @@
+"""The command line: ``llmops-ci <step>``; the only place that turns exceptions into exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from llmops_ci import __version__
+from llmops_ci import log as logsetup
+from llmops_ci.errors import ConfigError, LlmopsError
+from llmops_ci.platforms import PLATFORMS, detect
+from llmops_ci.steps import Context, Step
+from llmops_ci.steps.lint import STEP as LINT
+
+STEPS: dict[str, Step] = {step.name: step for step in (LINT,)}
+
+log = logging.getLogger("llmops_ci")
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("common options")
+    group.add_argument("--config", type=Path, metavar="PATH", help="project config (default: llmops.yaml)")
+    group.add_argument("--state-dir", type=Path, default=Path(".llmops"), metavar="PATH",
+                       help="where results are kept between steps (default: .llmops)")
+    group.add_argument("--flow", action="append", metavar="NAME", help="only this flow (repeatable; default: all)")
+    group.add_argument("--backend", choices=("local", "azureml"), default="local",
+                       help="local prompt flow executor, or an Azure ML workspace (default: local)")
+    group.add_argument("--platform", choices=("auto", *PLATFORMS), default="auto",
+                       help="where results go (default: auto-detect from the CI environment)")
+    group.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmops-ci",
+        description="Lint, run, evaluate and gate prompt flow apps, the same way in CI and on a laptop.",
+        epilog="exit codes: 0 passed, 1 a check failed, 2 bad usage/config/input, 3 an outside service failed, "
+               "130 interrupted",
+    )
+    parser.add_argument("--version", action="version", version=f"llmops-ci {__version__}")
+    sub = parser.add_subparsers(dest="step", metavar="<step>", required=True)
+    common = _common()
+    for step in STEPS.values():
+        step_parser = sub.add_parser(step.name, help=step.help, description=step.help, parents=[common])
+        step.add_arguments(step_parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    platform = detect(args.platform, os.environ)
+    logsetup.setup(platform.formatter(), verbose=args.verbose)
+    ctx = Context(platform=platform, environ=os.environ, stdout=sys.stdout, state_dir=args.state_dir)
+    try:
+        return STEPS[args.step].run(args, ctx)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("%s", problem)
+        return exc.return_code
+    except LlmopsError as exc:
+        log.error("%s", exc)
+        return exc.return_code
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130

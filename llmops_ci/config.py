@@ -1,0 +1,418 @@
+"""``llmops.yaml`` (and the prompt flow ``run.yml`` files it points at) as typed values."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmops_ci.errors import ConfigError, Problem
+from llmops_ci.schema import (
+    BOOL,
+    INT,
+    NUM,
+    SCALAR,
+    STR,
+    STR_MAP,
+    AnyValue,
+    ListOf,
+    MapOf,
+    OneOf,
+    Scalar,
+    Spec,
+    Struct,
+    as_dict,
+    did_you_mean,
+)
+from llmops_ci.yamldoc import Key, YamlDoc, load_yaml
+
+DEFAULT_CONFIG = "llmops.yaml"
+FLOW_NAME = r"[a-z0-9][a-z0-9_-]*"
+ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+_ENV_START = re.compile(r"\$\{\s*env\s*:")
+RUN_FIGURES = ("lines_failed", "lines_failed_ratio", "latency_p50", "latency_p95", "duration_s",
+               "tokens_prompt", "tokens_completion", "tokens_total")
+
+CONNECTION_FIELDS: dict[str, tuple[str, ...]] = {
+    "open_ai": ("api_key", "base_url", "organization"),
+    "azure_open_ai": ("api_key", "api_base", "api_type", "api_version", "auth_mode"),
+    "custom": ("configs", "secrets"),
+}
+CONNECTION_REQUIRED = {"open_ai": ("api_key",), "azure_open_ai": ("api_base",), "custom": ()}
+
+
+class _ConnectionSpec(Spec):
+    def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> None:
+        ctype = value.get("type") if isinstance(value, dict) else None
+        if ctype not in CONNECTION_FIELDS:
+            Struct({"type": Scalar((str,), choices=tuple(CONNECTION_FIELDS))}, required=("type",),
+                   what="in a connection").check(doc, {"type": ctype} if isinstance(value, dict) else value,
+                                                 path, out)
+            return
+        fields: dict[str, Spec] = {"type": STR}
+        for name in CONNECTION_FIELDS[ctype]:
+            fields[name] = STR_MAP if name in ("configs", "secrets") else STR
+        Struct(fields, required=CONNECTION_REQUIRED[ctype], what=f"in a connection of type {ctype}").check(
+            doc, value, path, out)
+
+
+MAPPING = MapOf(SCALAR)
+NODE_CONNECTIONS = MapOf(MapOf(Scalar((str, int, float, bool))))
+GATE_RULE = Struct({"min": NUM, "max": NUM, "max_drop": NUM, "max_rise": NUM, "significant": BOOL,
+                    "score": STR}, what="in a gate rule")
+EVALUATION = Struct({"path": STR, "data": STR, "column_mapping": MAPPING, "connections": NODE_CONNECTIONS,
+                     "environment_variables": STR_MAP}, required=("path",), what="in an evaluation")
+FLOW = Struct(
+    {
+        "path": STR, "data": STR, "column_mapping": MAPPING, "variant": STR, "connections": NODE_CONNECTIONS,
+        "environment_variables": STR_MAP, "max_failed_lines": Scalar((int,)), "run_file": STR,
+        "evaluations": MapOf(EVALUATION, key_pattern=FLOW_NAME,
+                             key_hint=": use lowercase letters, digits, '-' and '_'"),
+        "gate": MapOf(GATE_RULE, key_pattern=r"[^.\s]+\.[^\s]+", key_hint=": write '<evaluation>.<metric>'"),
+        "register": Struct({"name": STR, "description": STR, "tags": STR_MAP}, what="in register"),
+        "deploy": Struct({"endpoint": STR, "instance_type": STR, "instance_count": INT, "traffic": ListOf(INT),
+                          "smoke_tests": STR, "environment_variables": STR_MAP, "request_timeout_ms": INT},
+                         required=("endpoint",), what="in deploy"),
+    },
+    what="in a flow", exclusive=(("run_file", "path"), ("run_file", "data"), ("run_file", "column_mapping")),
+)
+CONFIG = Struct(
+    {
+        "version": Scalar((int,), choices=(1,)),
+        "connections": MapOf(_ConnectionSpec()),
+        "flows": MapOf(FLOW, key_pattern=FLOW_NAME, key_hint=": use lowercase letters, digits, '-' and '_'"),
+        "azureml": Struct({"subscription_id": STR, "resource_group": STR, "workspace": STR},
+                          required=("subscription_id", "resource_group", "workspace"), what="in azureml"),
+    },
+    required=("version", "flows"), what="at the top of llmops.yaml",
+)
+RUN_YML = Struct(
+    {
+        "$schema": STR, "name": STR, "display_name": STR, "description": STR, "tags": STR_MAP,
+        "properties": STR_MAP, "flow": STR, "data": STR, "run": STR, "column_mapping": MAPPING, "variant": STR,
+        "connections": NODE_CONNECTIONS, "runtime": STR, "resources": MapOf(AnyValue()), "identity": AnyValue(),
+        "init": AnyValue(),
+        "environment_variables": OneOf((STR_MAP, STR), "a mapping of names to values, or a path to a .env file"),
+    },
+    required=("flow",), what="in a run.yml (see Run.schema.json)",
+)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a group of settings was written, so later checks can point at the exact line."""
+
+    doc: YamlDoc
+    prefix: Key = ()
+    renames: tuple[tuple[str, str], ...] = ()
+
+    def problem(self, sub: Key, message: str, rule: str, *, at_key: bool = False) -> Problem:
+        names = dict(self.renames)
+        if sub and isinstance(sub[0], str):
+            sub = (names.get(sub[0], sub[0]), *sub[1:])
+        return self.doc.problem((*self.prefix, *sub), message, rule, at_key=at_key)
+
+
+@dataclass(frozen=True)
+class Connection:
+    name: str
+    type: str
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class GateRule:
+    metric: str
+    min: float | None = None
+    max: float | None = None
+    max_drop: float | None = None
+    max_rise: float | None = None
+    significant: bool = False
+    score: str | None = None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    name: str
+    path: Path
+    data: Path | None
+    column_mapping: dict[str, Any]
+    connections: dict[str, dict[str, Any]]
+    environment_variables: dict[str, Any]
+    origin: Origin = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class RegisterSpec:
+    name: str | None
+    description: str | None = None
+    tags: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    endpoint: str
+    instance_type: str | None = None
+    instance_count: int = 1
+    traffic: tuple[int, ...] = (100,)
+    smoke_tests: str | None = None
+    environment_variables: dict[str, Any] = field(default_factory=dict)
+    request_timeout_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    name: str
+    path: Path
+    data: Path | None
+    column_mapping: dict[str, Any]
+    variant: str | None
+    connections: dict[str, dict[str, Any]]
+    environment_variables: dict[str, Any]
+    max_failed_lines: int
+    evaluations: dict[str, Evaluation]
+    gate: dict[str, GateRule]
+    register: RegisterSpec | None
+    deploy: DeploySpec | None
+    run_file: Path | None
+    base_run: str | None
+    resources: dict[str, Any]
+    origin: Origin = field(repr=False, compare=False)
+    run_origin: Origin | None = field(default=None, repr=False, compare=False)
+
+    def where(self, *sub: Any) -> Origin:
+        """The file that holds a setting: llmops.yaml when written there, else the flow's run.yml."""
+        if self.run_origin is None or (*self.origin.prefix, *sub) in self.origin.doc.keys:
+            return self.origin
+        return self.run_origin
+
+
+@dataclass(frozen=True)
+class AzureML:
+    subscription_id: str
+    resource_group: str
+    workspace: str
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    version: int
+    connections: dict[str, Connection]
+    flows: dict[str, FlowSpec]
+    azureml: AzureML | None
+    doc: YamlDoc = field(repr=False, compare=False)
+    run_docs: tuple[YamlDoc, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def select(self, names: list[str] | None) -> list[FlowSpec]:
+        """The flows named on the command line (all when none), or a usage error naming the valid ones."""
+        from llmops_ci.errors import UsageError
+
+        if not names:
+            return list(self.flows.values())
+        unknown = [n for n in names if n not in self.flows]
+        if unknown:
+            raise UsageError(f"--flow {unknown[0]}: no such flow in {self.doc.display}; "
+                             f"{did_you_mean(unknown[0], self.flows)}")
+        return [self.flows[n] for n in names]
+
+
+# --- ${env:NAME} ---------------------------------------------------------------------------------
+
+def env_problems(doc: YamlDoc, environ: Mapping[str, str] | None) -> list[Problem]:
+    """Malformed ``${env:...}`` everywhere; unset variables too unless ``environ`` is None (lint)."""
+    out: list[Problem] = []
+
+    def walk(value: Any, path: Key) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, (*path, k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, (*path, i))
+        elif isinstance(value, str) and "${" in value:
+            stripped = ENV_REF.sub("", value)
+            if _ENV_START.search(stripped):
+                out.append(doc.problem(path, "malformed environment reference; write ${env:NAME} with NAME made "
+                                       "of letters, digits and '_'", "env-syntax"))
+            if environ is not None:
+                for name in ENV_REF.findall(value):
+                    if name not in environ:
+                        out.append(doc.problem(path, f"environment variable {name} is not set; export {name} "
+                                               "(or set it as a CI secret/variable) and run again", "env-unset"))
+
+    walk(doc.data, ())
+    return out
+
+
+def expand_env(value: Any, environ: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        return ENV_REF.sub(lambda m: environ.get(m.group(1), m.group(0)), value)
+    if isinstance(value, dict):
+        return {k: expand_env(v, environ) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, environ) for v in value]
+    return value
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+def read_config(path: Path, environ: Mapping[str, str] | None) -> tuple[Config | None, list[Problem]]:
+    """Best-effort load: the config built from every valid part, and every problem found.
+
+    ``environ=None`` leaves ``${env:...}`` unresolved (lint); otherwise unset names are problems.
+    """
+    path = Path(path).absolute()
+    try:
+        doc = load_yaml(path)
+    except ConfigError as exc:
+        return None, exc.problems
+    problems = list(doc.duplicates)
+    if not isinstance(doc.data, dict):
+        problems.append(doc.problem((), "llmops.yaml must be a mapping with 'version: 1' and 'flows:'",
+                                    "wrong-type"))
+        return None, problems
+    CONFIG.check(doc, doc.data, (), problems)
+    problems += env_problems(doc, environ)
+    data = expand_env(doc.data, environ) if environ is not None else doc.data
+    root = path.parent
+    connections = {}
+    for name, raw in as_dict(data.get("connections")).items():
+        if isinstance(raw, dict) and raw.get("type") in CONNECTION_FIELDS:
+            connections[str(name)] = Connection(str(name), raw["type"], {k: v for k, v in raw.items() if k != "type"})
+    flows: dict[str, FlowSpec] = {}
+    run_docs: list[YamlDoc] = []
+    for name, raw in as_dict(data.get("flows")).items():
+        if not isinstance(raw, dict):
+            continue
+        flow, flow_problems, run_doc = _build_flow(str(name), raw, doc, root, environ)
+        problems += flow_problems
+        if run_doc is not None:
+            run_docs.append(run_doc)
+        if flow is not None:
+            flows[str(name)] = flow
+    azure = data.get("azureml")
+    azureml = None
+    if isinstance(azure, dict) and all(isinstance(azure.get(k), str)
+                                       for k in ("subscription_id", "resource_group", "workspace")):
+        azureml = AzureML(azure["subscription_id"], azure["resource_group"], azure["workspace"])
+    version = data["version"] if isinstance(data.get("version"), int) else 1
+    return Config(path, version, connections, flows, azureml, doc, tuple(run_docs)), problems
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """The config, or ConfigError listing every problem (exit 2). Resolves ``${env:...}`` from ``environ``."""
+    config, problems = read_config(path, os.environ if environ is None else environ)
+    if problems or config is None:
+        raise ConfigError(problems)
+    return config
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _rel(root: Path, value: Any) -> Path | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return Path(os.path.normpath(root / value))
+
+
+def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
+                environ: Mapping[str, str] | None) -> tuple[FlowSpec | None, list[Problem], YamlDoc | None]:
+    origin = Origin(doc, ("flows", name))
+    problems: list[Problem] = []
+    run: dict[str, Any] = {}
+    run_root = root
+    run_origin = None
+    run_doc = None
+    run_file = _rel(root, raw.get("run_file"))
+    if run_file is not None:
+        try:
+            run_doc = load_yaml(run_file)
+        except ConfigError as exc:
+            problems += [p if p.rule != "path-missing" else origin.problem(
+                ("run_file",), f"run_file '{raw['run_file']}' does not exist (paths are relative to "
+                f"{doc.display})", "path-missing") for p in exc.problems]
+            return None, problems, None
+        problems += run_doc.duplicates
+        if not isinstance(run_doc.data, dict):
+            problems.append(run_doc.problem((), "a run.yml must be a mapping with at least 'flow:'", "wrong-type"))
+            return None, problems, run_doc
+        RUN_YML.check(run_doc, run_doc.data, (), problems)
+        run = run_doc.data
+        run_root = run_file.parent
+        run_origin = Origin(run_doc, (), (("path", "flow"), ("base_run", "run")))
+    elif "path" not in raw:
+        problems.append(origin.problem((), f"flow '{name}' needs 'path:' (the folder holding flow.dag.yaml) "
+                                       "or 'run_file:' (a prompt flow run.yml)", "missing-key", at_key=True))
+        return None, problems, None
+    source = run if run_file is not None else raw
+    src_root = run_root if run_file is not None else root
+    flow_path = _rel(src_root, source.get("flow" if run_file is not None else "path"))
+    if flow_path is None:
+        return None, problems, run_doc
+    connections: dict[str, dict[str, Any]] = {}
+    for layer in (source.get("connections"), raw.get("connections")) if run_file is not None else (raw.get(
+            "connections"),):
+        for node, values in as_dict(layer).items():
+            if isinstance(values, dict):
+                connections.setdefault(str(node), {}).update(values)
+    env_vars = dict(as_dict(source.get("environment_variables")))
+    env_vars.update(as_dict(raw.get("environment_variables")))
+    evaluations = {}
+    for ename, eraw in as_dict(raw.get("evaluations")).items():
+        if isinstance(eraw, dict) and isinstance(eraw.get("path"), str):
+            evaluations[str(ename)] = Evaluation(
+                str(ename), _rel(root, eraw["path"]) or root, _rel(root, eraw.get("data")),
+                dict(as_dict(eraw.get("column_mapping"))),
+                {str(k): dict(v) for k, v in as_dict(eraw.get("connections")).items() if isinstance(v, dict)},
+                dict(as_dict(eraw.get("environment_variables"))),
+                Origin(doc, ("flows", name, "evaluations", str(ename))))
+    gate = {}
+    for metric, rule in as_dict(raw.get("gate")).items():
+        if isinstance(rule, dict):
+            gate[str(metric)] = GateRule(str(metric), _num(rule.get("min")), _num(rule.get("max")),
+                                         _num(rule.get("max_drop")), _num(rule.get("max_rise")),
+                                         rule.get("significant") is True,
+                                         rule.get("score") if isinstance(rule.get("score"), str) else None)
+    reg = raw.get("register")
+    register = RegisterSpec(reg.get("name") if isinstance(reg.get("name"), str) else None,
+                            reg.get("description"), dict(as_dict(reg.get("tags")))) if isinstance(reg, dict) else None
+    dep = raw.get("deploy")
+    deploy = None
+    if isinstance(dep, dict) and isinstance(dep.get("endpoint"), str):
+        traffic = tuple(t for t in dep.get("traffic") or [100] if isinstance(t, int))
+        deploy = DeploySpec(dep["endpoint"], dep.get("instance_type"),
+                            dep["instance_count"] if isinstance(dep.get("instance_count"), int) else 1,
+                            traffic or (100,), dep.get("smoke_tests"),
+                            dict(as_dict(dep.get("environment_variables"))), dep.get("request_timeout_ms"))
+        problems += _traffic_problems(origin, traffic)
+    max_failed = raw.get("max_failed_lines", 0)
+    if isinstance(max_failed, int) and max_failed < 0:
+        problems.append(origin.problem(("max_failed_lines",), "max_failed_lines must be 0 or more", "wrong-type"))
+    variant = raw.get("variant", source.get("variant"))
+    flow = FlowSpec(
+        name=name, path=flow_path, data=_rel(src_root, source.get("data")),
+        column_mapping=dict(as_dict(source.get("column_mapping"))),
+        variant=variant if isinstance(variant, str) else None,
+        connections=connections, environment_variables=env_vars,
+        max_failed_lines=max_failed if isinstance(max_failed, int) and max_failed >= 0 else 0,
+        evaluations=evaluations, gate=gate, register=register, deploy=deploy, run_file=run_file,
+        base_run=source.get("run") if run_file is not None and isinstance(source.get("run"), str) else None,
+        resources=dict(as_dict(source.get("resources"))), origin=origin, run_origin=run_origin)
+    return flow, problems, run_doc
+
+
+def _traffic_problems(origin: Origin, traffic: tuple[int, ...]) -> list[Problem]:
+    if any(t < 1 or t > 100 for t in traffic) or list(traffic) != sorted(traffic) or traffic[-1] != 100:
+        return [origin.problem(("deploy", "traffic"), "traffic must be rising percentages from 1 to 100 that end "
+                               "at 100, e.g. [10, 100]", "wrong-type")]
+    return []

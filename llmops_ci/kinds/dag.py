@@ -1,0 +1,518 @@
+"""DAG flows (``flow.dag.yaml``): schema, graph, tools, prompts, variants and files, checked statically."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmops_ci.errors import ConfigError, Problem
+from llmops_ci.kinds import ConnectionUse, FlowInfo, FlowInput
+from llmops_ci.kinds.jinja import TemplateSyntax, template_vars
+from llmops_ci.kinds.python_tool import ToolFileError, read_tool
+from llmops_ci.lint.findings import finding, from_problem
+from llmops_ci.schema import BOOL, STR, STR_MAP, AnyValue, ListOf, MapOf, Scalar, Struct, as_dict, as_list, closest
+from llmops_ci.yamldoc import Key, YamlDoc, display_path, load_yaml
+
+DAG_FILES = ("flow.dag.yaml", "flow.dag.yml")
+NODE_TYPES = ("python", "llm", "prompt", "custom_llm")
+VALUE_TYPES = ("string", "int", "double", "bool", "list", "object", "image", "file_path", "assistant_definition")
+# Inputs an LLM node passes to the model rather than to its template.
+LLM_PARAMS = frozenset({
+    "deployment_name", "model", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop",
+    "presence_penalty", "frequency_penalty", "logit_bias", "response_format", "n", "stream", "user", "suffix",
+    "logprobs", "top_logprobs", "echo", "best_of", "seed", "tools", "tool_choice", "functions", "function_call",
+    "detail", "connection",
+})
+_REF = re.compile(r"^\$\{([^}]*)\}$")
+
+SOURCE = Struct({"type": Scalar((str,), choices=("code", "package", "package_with_prompt")), "path": STR,
+                 "tool": STR}, required=("type",), what="in a node source")
+ACTIVATE = Struct({"when": AnyValue(), "is": AnyValue()}, required=("when", "is"), what="in activate")
+_NODE_FIELDS = {
+    "type": STR, "source": SOURCE, "inputs": MapOf(AnyValue()), "tool": STR, "comment": STR, "api": STR,
+    "provider": STR, "module": STR, "connection": STR, "aggregation": BOOL, "enable_cache": BOOL,
+    "activate": ACTIVATE,
+}
+NODE = Struct({"name": STR, "use_variants": BOOL, **_NODE_FIELDS}, required=("name",), what="in a node")
+VARIANT = Struct({"node": Struct(_NODE_FIELDS, what="in a variant node"), "description": STR},
+                 required=("node",), what="in a variant")
+IO_TYPE = Scalar((str,))
+DAG = Struct(
+    {
+        "$schema": STR, "id": STR, "name": STR, "display_name": STR, "description": STR, "tags": STR_MAP,
+        "type": Scalar((str,), choices=("standard", "evaluation", "chat")), "language": STR,
+        "message_format": STR,
+        "inputs": MapOf(Struct({"type": IO_TYPE, "default": AnyValue(), "description": STR, "enum": ListOf(AnyValue()),
+                                "is_chat_input": BOOL, "is_chat_history": BOOL}, required=("type",),
+                               what="in a flow input")),
+        "outputs": MapOf(Struct({"type": IO_TYPE, "reference": STR, "description": STR, "is_chat_output": BOOL,
+                                 "evaluation_only": BOOL}, required=("type",), what="in a flow output")),
+        "nodes": ListOf(NODE),
+        "node_variants": MapOf(Struct({"default_variant_id": STR, "variants": MapOf(VARIANT)},
+                                      required=("default_variant_id", "variants"), what="in node_variants")),
+        "additional_includes": ListOf(STR),
+        "environment": Struct({"python_requirements_txt": STR, "image": STR}, what="in environment"),
+        "environment_variables": STR_MAP,
+    },
+    what="in flow.dag.yaml",
+)
+
+
+@dataclass(frozen=True)
+class Ref:
+    kind: str  # "input" or "node"
+    name: str
+    section: str = "output"
+
+
+def parse_ref(value: Any) -> Ref | None:
+    """``${inputs.x}`` / ``${flow.x}`` -> input; ``${node.output[.field]}`` -> node; anything else is a literal."""
+    if not isinstance(value, str):
+        return None
+    m = _REF.match(value)
+    if not m:
+        return None
+    body = m.group(1).strip()
+    for prefix in ("inputs.", "flow."):
+        if body.startswith(prefix):
+            return Ref("input", body[len(prefix):])
+    name, _, rest = body.partition(".")
+    return Ref("node", name, rest.split(".", 1)[0] if rest else "output")
+
+
+@dataclass
+class _Body:
+    """One executable definition of a node: the node itself, or one of its variants."""
+
+    node: str
+    data: dict[str, Any]
+    key: Key
+    variant: str | None = None
+
+
+class DagFlowKind:
+    name = "dag"
+
+    def matches(self, path: Path) -> bool:
+        if path.is_file():
+            return path.name in DAG_FILES
+        return any((path / f).is_file() for f in DAG_FILES)
+
+    def inspect(self, path: Path) -> FlowInfo:
+        definition = path if path.is_file() else next((path / f for f in DAG_FILES if (path / f).is_file()),
+                                                       path / DAG_FILES[0])
+        return _DagChecker(definition).run()
+
+
+class _DagChecker:
+    def __init__(self, definition: Path) -> None:
+        self.definition = definition
+        self.folder = definition.parent
+        self.info = FlowInfo("dag", self.folder, definition)
+        self.doc: YamlDoc | None = None
+
+    # -- helpers -------------------------------------------------------------------------------
+    def add(self, rule: str, key: Key, message: str, *, at_key: bool = False) -> None:
+        assert self.doc is not None
+        line, col = self.doc.key_pos(*key) if at_key else self.doc.pos(*key)
+        self.info.findings.append(finding(rule, self.doc.display, line, col, message))
+
+    def add_at(self, rule: str, path: Path, line: int | None, col: int | None, message: str) -> None:
+        self.info.findings.append(finding(rule, display_path(path), line, col, message))
+
+    def resolve(self, rel: str) -> Path | None:
+        """A file of the flow, also looking through additional_includes as prompt flow does."""
+        direct = self.folder / rel
+        if direct.exists():
+            return direct
+        includes = as_list(as_dict(self.doc.data if self.doc else None).get("additional_includes"))
+        rel_path = Path(rel)
+        for inc in includes:
+            if not isinstance(inc, str):
+                continue
+            src = (self.folder / inc)
+            if src.is_file() and src.name == rel_path.as_posix():
+                return src
+            if src.is_dir() and rel_path.parts and rel_path.parts[0] == src.name:
+                candidate = src.parent / rel_path
+                if candidate.exists():
+                    return candidate
+        return None
+
+    # -- main ------------------------------------------------------------------------------------
+    def run(self) -> FlowInfo:
+        try:
+            self.doc = load_yaml(self.definition)
+        except ConfigError as exc:
+            self.info.findings += [from_problem(p) for p in exc.problems]
+            self.info.loaded = False
+            return self.info
+        doc = self.doc
+        self.info.docs.append(doc)
+        self.info.findings += [from_problem(p) for p in doc.duplicates]
+        if not isinstance(doc.data, dict):
+            self.add("wrong-type", (), "flow.dag.yaml must be a mapping with inputs, outputs and nodes")
+            self.info.loaded = False
+            return self.info
+        problems: list[Problem] = []
+        DAG.check(doc, doc.data, (), problems)
+        self.info.findings += [from_problem(p) for p in problems]
+        data = doc.data
+        inputs = as_dict(data.get("inputs"))
+        outputs = as_dict(data.get("outputs"))
+        nodes = [n for n in as_list(data.get("nodes")) if isinstance(n, dict)]
+        self._inputs(inputs)
+        self.info.outputs = {str(k) for k in outputs}
+        bodies, node_keys = self._nodes(data, nodes)
+        aggregation = {n["name"] for n in nodes if n.get("aggregation") is True and isinstance(n.get("name"), str)}
+        used_inputs, used_nodes = self._references(bodies, node_keys, aggregation)
+        self._outputs(outputs, node_keys, aggregation, used_inputs, used_nodes)
+        self._cycles(bodies, node_keys)
+        for name in inputs:
+            if name not in used_inputs:
+                self.add("input-unused", ("inputs", name), f"flow input '{name}' is not used by any node or "
+                         "output; remove it or reference it with ${inputs." + str(name) + "}", at_key=True)
+        for name, key in node_keys.items():
+            if name not in used_nodes and name not in aggregation:
+                self.add("node-unused", (*key, "name"), f"nothing uses the output of node '{name}'; reference it "
+                         "from a node or a flow output, or remove it")
+        for body in bodies:
+            self._body(body)
+        self._files(data)
+        return self.info
+
+    def _inputs(self, inputs: dict[str, Any]) -> None:
+        for name, spec in inputs.items():
+            spec = spec if isinstance(spec, dict) else {}
+            itype = spec.get("type")
+            if isinstance(itype, str) and itype not in VALUE_TYPES:
+                best = closest(itype, VALUE_TYPES)
+                self.add("input-type", ("inputs", name, "type"), f"flow input '{name}' has unknown type '{itype}'; "
+                         + (f"did you mean '{best}'?" if best else "use one of: " + ", ".join(VALUE_TYPES)))
+            self.info.inputs[str(name)] = FlowInput(str(name), str(itype), "default" in spec)
+
+    def _nodes(self, data: dict[str, Any], nodes: list[dict[str, Any]]) -> tuple[list[_Body], dict[str, Key]]:
+        raw_nodes = as_list(data.get("nodes"))
+        variants = as_dict(data.get("node_variants"))
+        node_keys: dict[str, Key] = {}
+        bodies: list[_Body] = []
+        for i, node in enumerate(raw_nodes):
+            if not isinstance(node, dict) or not isinstance(node.get("name"), str):
+                continue
+            name = node["name"]
+            key: Key = ("nodes", i)
+            if name in node_keys:
+                first = self.doc.pos(*node_keys[name], "name")[0] if self.doc else None
+                self.add("node-duplicate", (*key, "name"), f"node name '{name}' is already used on line {first}; "
+                         "node names must be unique")
+                continue
+            node_keys[name] = key
+            self.info.nodes.add(name)
+            if node.get("use_variants") is True:
+                spec = variants.get(name)
+                if not isinstance(spec, dict):
+                    self.add("variant-mismatch", (*key, "use_variants"), f"node '{name}' has use_variants: true but "
+                             f"node_variants has no entry '{name}'; add one or remove use_variants")
+                    continue
+                vmap = as_dict(spec.get("variants"))
+                self.info.variants[name] = {str(v) for v in vmap}
+                default = spec.get("default_variant_id")
+                if isinstance(default, str) and default not in vmap:
+                    best = closest(default, [str(v) for v in vmap])
+                    self.add("variant-default-unknown", ("node_variants", name, "default_variant_id"),
+                             f"default_variant_id '{default}' is not among the variants of '{name}' ("
+                             + ", ".join(map(str, vmap)) + ")" + (f"; did you mean '{best}'?" if best else ""))
+                for vid, variant in vmap.items():
+                    vnode = variant.get("node") if isinstance(variant, dict) else None
+                    if isinstance(vnode, dict):
+                        bodies.append(_Body(name, vnode, ("node_variants", name, "variants", vid, "node"), str(vid)))
+            else:
+                bodies.append(_Body(name, node, key))
+        for name in variants:
+            node_key = node_keys.get(name)
+            if node_key is None:
+                best = closest(str(name), node_keys)
+                self.add("variant-mismatch", ("node_variants", name), f"node_variants has '{name}' but no node has "
+                         "that name" + (f"; did you mean '{best}'?" if best else ""), at_key=True)
+            elif not any(n.get("name") == name and n.get("use_variants") is True for n in nodes):
+                self.add("variant-mismatch", (*node_key, "name"), f"node '{name}' has variants in node_variants "
+                         "but not 'use_variants: true'; add it so the variants are used")
+        return bodies, node_keys
+
+    def _check_ref(self, ref: Ref, key: Key, owner: str, node_keys: dict[str, Key], rule: str) -> bool:
+        if ref.kind == "input":
+            if ref.name not in self.info.inputs:
+                best = closest(ref.name, self.info.inputs)
+                self.add(rule, key, f"{owner} references flow input '{ref.name}', which does not exist"
+                         + (f"; did you mean '{best}'?" if best else "; declare it under 'inputs:'"))
+                return False
+            return True
+        if ref.name not in node_keys:
+            best = closest(ref.name, node_keys)
+            self.add(rule, key, f"{owner} references node '{ref.name}', which does not exist"
+                     + (f"; did you mean '{best}'?" if best else ""))
+            return False
+        if ref.section != "output":
+            self.add(rule, key, f"{owner} references '{ref.name}.{ref.section}'; a node's result is "
+                     f"${{{ref.name}.output}}")
+            return False
+        return True
+
+    def _references(self, bodies: list[_Body], node_keys: dict[str, Key],
+                    aggregation: set[str]) -> tuple[set[str], set[str]]:
+        used_inputs: set[str] = set()
+        used_nodes: set[str] = set()
+        for body in bodies:
+            owner = f"node '{body.node}'" + (f" (variant {body.variant})" if body.variant else "")
+            refs: list[tuple[Ref, Key]] = []
+            for arg, value in as_dict(body.data.get("inputs")).items():
+                ref = parse_ref(value)
+                if ref:
+                    refs.append((ref, (*body.key, "inputs", arg)))
+            activate = body.data.get("activate")
+            if isinstance(activate, dict):
+                ref = parse_ref(activate.get("when"))
+                if ref:
+                    refs.append((ref, (*body.key, "activate", "when")))
+            for ref, key in refs:
+                if not self._check_ref(ref, key, owner, node_keys, "node-ref-unknown"):
+                    continue
+                if ref.kind == "input":
+                    used_inputs.add(ref.name)
+                    continue
+                used_nodes.add(ref.name)
+                is_agg = body.data.get("aggregation") is True or body.node in aggregation
+                if ref.name in aggregation and not is_agg:
+                    self.add("node-ref-aggregation", key, f"{owner} references aggregation node '{ref.name}', "
+                             "which only runs after all lines; only other aggregation nodes may use it")
+        return used_inputs, used_nodes
+
+    def _outputs(self, outputs: dict[str, Any], node_keys: dict[str, Key], aggregation: set[str],
+                 used_inputs: set[str], used_nodes: set[str]) -> None:
+        for name, spec in outputs.items():
+            spec = spec if isinstance(spec, dict) else {}
+            otype = spec.get("type")
+            if isinstance(otype, str) and otype not in VALUE_TYPES:
+                self.add("input-type", ("outputs", name, "type"), f"flow output '{name}' has unknown type '{otype}'")
+            if "reference" not in spec:
+                self.add("missing-key", ("outputs", name), f"flow output '{name}' has no 'reference'; write "
+                         "reference: ${<node>.output}", at_key=True)
+                continue
+            ref = parse_ref(spec["reference"])
+            key = ("outputs", name, "reference")
+            if ref is None:
+                self.add("output-ref-unknown", key, f"flow output '{name}' must reference ${{<node>.output}} or "
+                         "${inputs.<name>}")
+                continue
+            if not self._check_ref(ref, key, f"flow output '{name}'", node_keys, "output-ref-unknown"):
+                continue
+            (used_inputs if ref.kind == "input" else used_nodes).add(ref.name)
+            if ref.kind == "node" and ref.name in aggregation:
+                self.add("output-ref-aggregation", key, f"flow output '{name}' references aggregation node "
+                         f"'{ref.name}'; aggregation results are metrics (log_metric), not outputs")
+
+    def _cycles(self, bodies: list[_Body], node_keys: dict[str, Key]) -> None:
+        edges: dict[str, set[str]] = {n: set() for n in node_keys}
+        for body in bodies:
+            values = list(as_dict(body.data.get("inputs")).values())
+            if isinstance(body.data.get("activate"), dict):
+                values.append(body.data["activate"].get("when"))
+            for value in values:
+                ref = parse_ref(value)
+                if ref and ref.kind == "node" and ref.name in node_keys and body.node in edges:
+                    edges[body.node].add(ref.name)
+        seen: set[frozenset[str]] = set()
+        state: dict[str, int] = {}
+        stack: list[str] = []
+
+        def visit(start: str) -> None:
+            # iterative DFS; state 1 = on stack, 2 = done
+            work: list[tuple[str, list[str]]] = [(start, sorted(edges[start]))]
+            state[start] = 1
+            stack.append(start)
+            while work:
+                node, pending = work[-1]
+                if not pending:
+                    work.pop()
+                    stack.pop()
+                    state[node] = 2
+                    continue
+                nxt = pending.pop(0)
+                if state.get(nxt) == 1:
+                    cycle = stack[stack.index(nxt):]
+                    if frozenset(cycle) not in seen:
+                        seen.add(frozenset(cycle))
+                        first = min(cycle, key=lambda n: node_keys[n][1])
+                        i = cycle.index(first)
+                        ordered = cycle[i:] + cycle[:i]
+                        # edges point from a node to what it reads, so data flows the other way
+                        shown = " -> ".join(reversed([*ordered, first]))
+                        self.add("node-cycle", (*node_keys[first], "name"), f"nodes form a cycle: {shown}; "
+                                 "a node cannot depend on its own output")
+                elif state.get(nxt) is None:
+                    state[nxt] = 1
+                    stack.append(nxt)
+                    work.append((nxt, sorted(edges[nxt])))
+
+        for name in node_keys:
+            if name not in state:
+                visit(name)
+
+    # -- node bodies ---------------------------------------------------------------------------------
+    def _body(self, body: _Body) -> None:
+        data, key = body.data, body.key
+        label = f"node '{body.node}'" + (f" (variant {body.variant})" if body.variant else "")
+        ntype = data.get("type")
+        source = data["source"] if isinstance(data.get("source"), dict) else None
+        if "type" not in data:
+            self.add("missing-key", key, f"{label} has no 'type'; use one of: " + ", ".join(NODE_TYPES),
+                     at_key=True)
+        elif isinstance(ntype, str) and ntype not in NODE_TYPES:
+            best = closest(ntype, NODE_TYPES)
+            self.add("node-type-unknown", (*key, "type"), f"{label} has unknown type '{ntype}'; "
+                     + (f"did you mean '{best}'?" if best else "use one of: " + ", ".join(NODE_TYPES)))
+        if "source" not in data:
+            self.add("missing-key", key, f"{label} has no 'source'; e.g. source: {{type: code, path: tool.py}}",
+                     at_key=True)
+        inputs = as_dict(data.get("inputs"))
+        if ntype == "llm":
+            self._llm(body, label, inputs)
+        if source is None:
+            return
+        stype, spath = source.get("type"), source.get("path")
+        if stype in ("package", "package_with_prompt"):
+            self._package(body, label, source.get("tool") or data.get("tool"))
+        if ntype == "python" and stype == "code":
+            self._python(body, label, inputs, spath)
+        elif ntype in ("llm", "prompt", "custom_llm") and stype in ("code", "package_with_prompt"):
+            self._template(body, label, inputs, spath, warn_unused=stype == "code", llm=ntype != "prompt")
+
+    def _llm(self, body: _Body, label: str, inputs: dict[str, Any]) -> None:
+        data, key = body.data, body.key
+        conn = data.get("connection")
+        if not conn:
+            self.add("llm-connection-missing", key, f"{label} is an LLM node without 'connection'; name the "
+                     "connection it calls (declared under 'connections:' in llmops.yaml)", at_key=True)
+        api = data.get("api")
+        if api not in ("chat", "completion"):
+            self.add("llm-api-invalid", (*key, "api") if "api" in data else key,
+                     f"{label} has api '{api}'; an LLM node's api must be 'chat' or 'completion'",
+                     at_key="api" not in data)
+        if isinstance(conn, str) and conn:
+            line, col = self.doc.pos(*key, "connection") if self.doc else (None, None)
+            self.info.connections.append(ConnectionUse(body.node, conn, "connection", self.doc.display if self.doc
+                                                       else "", line, col))
+
+    def _package(self, body: _Body, label: str, tool: Any) -> None:
+        if not isinstance(tool, str) or not tool:
+            self.add("missing-key", (*body.key, "source"), f"{label} uses a package tool but names none; add "
+                     "source.tool (e.g. promptflow.tools.embedding.embedding)")
+            return
+        if not _module_installed(tool):
+            top = tool.split(".")[0]
+            self.add("package-tool-unchecked", (*body.key, "source", "tool"), f"{label} uses package tool '{tool}', "
+                     f"which is not installed here, so its inputs were not checked; install the package that "
+                     f"provides '{top}' to check them")
+
+    def _python(self, body: _Body, label: str, inputs: dict[str, Any], spath: Any) -> None:
+        key = (*body.key, "source", "path")
+        if not isinstance(spath, str) or not spath:
+            self.add("missing-key", (*body.key, "source"), f"{label} has no source.path (the .py file of its tool)")
+            return
+        file = self.resolve(spath)
+        if file is None or not file.is_file():
+            self.add("tool-file-missing", key, f"{label} runs '{spath}', which does not exist in "
+                     f"{display_path(self.folder)} (nor in additional_includes)")
+            return
+        try:
+            sig = read_tool(file)
+        except ToolFileError as exc:
+            self.add_at(exc.rule, file, exc.line, exc.column, f"{label}: {exc.message}")
+            return
+        for arg in inputs:
+            if arg not in sig.params and not sig.var_kwargs:
+                best = closest(str(arg), sig.params)
+                self.add("tool-arg-unknown", (*body.key, "inputs", arg), f"{label} passes '{arg}' but "
+                         f"{sig.name}() in {file.name} has no such parameter"
+                         + (f"; did you mean '{best}'?" if best else ""), at_key=True)
+        for param in sig.params.values():
+            if not param.has_default and param.name not in inputs:
+                self.add("tool-arg-missing", (*body.key, "inputs") if inputs else body.key,
+                         f"{label} does not pass '{param.name}', which {sig.name}() in {file.name} "
+                         f"(line {param.line}) requires; add it under the node's inputs", at_key=not inputs)
+        for arg, value in inputs.items():
+            used = sig.params.get(arg)
+            if used is not None and used.connection and isinstance(value, str) and parse_ref(value) is None:
+                line, col = self.doc.pos(*body.key, "inputs", arg) if self.doc else (None, None)
+                self.info.connections.append(ConnectionUse(body.node, value, arg, self.doc.display if self.doc
+                                                           else "", line, col))
+
+    def _template(self, body: _Body, label: str, inputs: dict[str, Any], spath: Any, *, warn_unused: bool,
+                  llm: bool) -> None:
+        key = (*body.key, "source", "path")
+        if not isinstance(spath, str) or not spath:
+            self.add("missing-key", (*body.key, "source"), f"{label} has no source.path (its Jinja2 template)")
+            return
+        file = self.resolve(spath)
+        if file is None or not file.is_file():
+            self.add("tool-file-missing", key, f"{label} uses template '{spath}', which does not exist in "
+                     f"{display_path(self.folder)}")
+            return
+        try:
+            text = file.read_text(encoding="utf-8")
+            used = template_vars(text).used
+        except TemplateSyntax as exc:
+            self.add_at("prompt-syntax", file, exc.line, None, f"{label}: Jinja2 syntax error: {exc.message}")
+            return
+        except (OSError, UnicodeDecodeError) as exc:
+            self.add("tool-file-missing", key, f"{label}: cannot read '{spath}': {exc}")
+            return
+        for var, line in sorted(used.items(), key=lambda kv: kv[1]):
+            if var not in inputs:
+                self.add_at("prompt-var-unbound", file, line, None, f"{label}: template uses '{{{{ {var} }}}}' but "
+                            f"the node does not pass '{var}', so it would render empty; add '{var}: ...' to the "
+                            "node's inputs")
+        if warn_unused:
+            for arg in inputs:
+                if arg not in used and not (llm and arg in LLM_PARAMS):
+                    self.add("prompt-input-unused", (*body.key, "inputs", arg), f"{label} passes '{arg}' but "
+                             f"{file.name} never uses it", at_key=True)
+
+    def _files(self, data: dict[str, Any]) -> None:
+        for i, inc in enumerate(as_list(data.get("additional_includes"))):
+            if isinstance(inc, str) and not (self.folder / inc).exists():
+                self.add("include-missing", ("additional_includes", i), f"additional include '{inc}' does not exist "
+                         f"(relative to {display_path(self.folder)})")
+        env = data.get("environment")
+        req = env.get("python_requirements_txt") if isinstance(env, dict) else None
+        if isinstance(req, str) and self.resolve(req) is None:
+            self.add("requirements-missing", ("environment", "python_requirements_txt"),
+                     f"python_requirements_txt '{req}' does not exist in {display_path(self.folder)}")
+
+
+def _module_installed(tool: str) -> bool:
+    """Whether the module behind a package tool id exists, found without importing anything."""
+    parts = tool.split(".")
+    try:
+        spec = importlib.util.find_spec(parts[0])
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return False
+    locations = list(spec.submodule_search_locations or [])
+    if not locations:
+        return len(parts) <= 2  # a single-file module: tool ids are module.function
+    for part in parts[1:]:
+        for loc in locations:
+            base = Path(loc) / part
+            if base.with_suffix(".py").is_file():
+                return True
+            if base.is_dir():
+                locations = [str(base)]
+                break
+        else:
+            return False
+    return True

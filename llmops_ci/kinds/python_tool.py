@@ -1,0 +1,108 @@
+"""Static checks of a Python tool file: it parses, has one @tool function, and matches its node."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONNECTION_CLASSES = frozenset({
+    "AzureOpenAIConnection", "OpenAIConnection", "CustomConnection", "SerpConnection", "CognitiveSearchConnection",
+    "AzureContentSafetyConnection", "FormRecognizerConnection", "ServerlessConnection", "WeaviateConnection",
+    "QdrantConnection", "PineconeConnection",
+})
+
+
+@dataclass
+class Param:
+    name: str
+    has_default: bool
+    line: int
+    connection: bool = False
+
+
+@dataclass
+class ToolSignature:
+    name: str
+    line: int
+    params: dict[str, Param] = field(default_factory=dict)
+    var_kwargs: bool = False
+
+
+class ToolFileError(Exception):
+    def __init__(self, rule: str, message: str, line: int | None = None, column: int | None = None) -> None:
+        super().__init__(message)
+        self.rule, self.message, self.line, self.column = rule, message, line, column
+
+
+def _is_tool_decorator(node: ast.expr) -> bool:
+    target = node.func if isinstance(node, ast.Call) else node
+    if isinstance(target, ast.Name):
+        return target.id == "tool"
+    if isinstance(target, ast.Attribute):
+        return target.attr == "tool"
+    return False
+
+
+def _annotation_name(node: ast.expr | None) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value.rsplit(".", 1)[-1]
+    if isinstance(node, ast.BinOp):  # Conn | None
+        return _annotation_name(node.left) or _annotation_name(node.right)
+    if isinstance(node, ast.Subscript):  # Optional[Conn], Union[...]
+        inner = node.slice
+        elts = inner.elts if isinstance(inner, ast.Tuple) else [inner]
+        for elt in elts:
+            name = _annotation_name(elt)
+            if name in CONNECTION_CLASSES:
+                return name
+    return None
+
+
+def _signature(fn: ast.FunctionDef | ast.AsyncFunctionDef, skip_self: bool) -> ToolSignature:
+    sig = ToolSignature(fn.name, fn.lineno, var_kwargs=fn.args.kwarg is not None)
+    positional = [*fn.args.posonlyargs, *fn.args.args]
+    if skip_self and positional:
+        positional = positional[1:]
+    first_default = len(positional) - len(fn.args.defaults)
+    for i, arg in enumerate(positional):
+        sig.params[arg.arg] = Param(arg.arg, i >= first_default, arg.lineno,
+                                    _annotation_name(arg.annotation) in CONNECTION_CLASSES)
+    for arg, default in zip(fn.args.kwonlyargs, fn.args.kw_defaults, strict=True):
+        sig.params[arg.arg] = Param(arg.arg, default is not None, arg.lineno,
+                                    _annotation_name(arg.annotation) in CONNECTION_CLASSES)
+    return sig
+
+
+def read_tool(path: Path) -> ToolSignature:
+    """The one @tool function in ``path``; ToolFileError says what is wrong otherwise."""
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ToolFileError("tool-file-missing", f"cannot read {path.name}: {exc}") from None
+    try:
+        tree = ast.parse(source, filename=str(path))
+    except SyntaxError as exc:
+        raise ToolFileError("tool-syntax", f"Python syntax error: {exc.msg}", exc.lineno, exc.offset) from None
+    found: list[ToolSignature] = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if any(_is_tool_decorator(d) for d in node.decorator_list):
+                found.append(_signature(node, skip_self=False))
+        elif isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
+                        _is_tool_decorator(d) for d in item.decorator_list):
+                    found.append(_signature(item, skip_self=True))
+    if not found:
+        raise ToolFileError("tool-function", f"{path.name} has no function decorated with @tool; decorate the "
+                            "entry function with 'from promptflow.core import tool' / '@tool'", 1, 1)
+    if len(found) > 1:
+        names = ", ".join(f"{s.name} (line {s.line})" for s in found)
+        raise ToolFileError("tool-function", f"{path.name} has {len(found)} @tool functions ({names}); prompt "
+                            "flow needs exactly one per file: move the others to their own files", found[1].line, 1)
+    return found[0]

@@ -1,0 +1,305 @@
+"""Lint a whole project: llmops.yaml, every flow it names, their data, mappings, connections and gates."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmops_ci.config import RUN_FIGURES, Config, FlowSpec, Origin, read_config
+from llmops_ci.errors import UsageError
+from llmops_ci.kinds import FlowInfo, kind_for
+from llmops_ci.lint import secrets
+from llmops_ci.lint.data import DataInfo, read_data
+from llmops_ci.lint.findings import ERROR, WARNING, Finding, finding, from_problem
+from llmops_ci.schema import closest
+from llmops_ci.yamldoc import YamlDoc, display_path
+
+_MAPPING_REF = re.compile(r"^\$\{([^}]*)\}$")
+_SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", ".venv", "venv", ".tox", ".nox", "__pycache__", ".llmops",
+              "site-packages", ".mypy_cache", ".ruff_cache", ".pytest_cache", "build", "dist"}
+
+
+@dataclass(frozen=True)
+class LintRequest:
+    config: Path | None = None
+    paths: tuple[Path, ...] = ()
+    flows: tuple[str, ...] = ()
+
+
+@dataclass
+class LintReport:
+    findings: list[Finding] = field(default_factory=list)
+    flows_checked: int = 0
+
+    @property
+    def errors(self) -> int:
+        return sum(f.severity == ERROR for f in self.findings)
+
+    @property
+    def warnings(self) -> int:
+        return sum(f.severity == WARNING for f in self.findings)
+
+
+def discover(root: Path) -> list[Path]:
+    """Flow folders below ``root`` (any kind), skipping VCS, virtualenv and build folders."""
+    found = []
+    for dirpath, dirnames, _ in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
+        path = Path(dirpath)
+        if kind_for(path) is not None:
+            found.append(path)
+    return found
+
+
+def lint(request: LintRequest) -> LintReport:
+    project = _Project()
+    if request.config is not None:
+        project.config(request.config, request.flows)
+    else:
+        paths = list(request.paths) or discover(Path.cwd())
+        if not paths:
+            raise UsageError(f"no flows found under {Path.cwd()}: pass flow folders, or --config llmops.yaml")
+        for path in paths:
+            if not path.exists():
+                raise UsageError(f"{path}: no such file or folder")
+            project.flow_folder(path)
+    report = LintReport(sorted(set(project.findings), key=lambda f: f.sort_key), len(project.infos))
+    return report
+
+
+class _Project:
+    def __init__(self) -> None:
+        self.findings: list[Finding] = []
+        self.infos: dict[Path, FlowInfo] = {}
+        self.data: dict[Path, DataInfo] = {}
+        self.scanned: set[Path] = set()
+
+    def scan_secrets(self, docs: Iterable[YamlDoc]) -> None:
+        for doc in docs:
+            if doc.path not in self.scanned:
+                self.scanned.add(doc.path)
+                self.findings += secrets.scan(doc)
+
+    def flow_folder(self, path: Path) -> FlowInfo | None:
+        path = path.absolute()
+        if path in self.infos:
+            return self.infos[path]
+        kind = kind_for(path)
+        if kind is None:
+            self.findings.append(finding("flow-kind-unknown", display_path(path), None, None,
+                                         "not a flow: no flow.dag.yaml here (flex flows and .prompty files are "
+                                         "not supported yet)"))
+            return None
+        info = kind.inspect(path)
+        self.infos[path] = info
+        self.findings += info.findings
+        self.scan_secrets(info.docs)
+        return info
+
+    def dataset(self, path: Path, origin: Origin, sub: tuple[Any, ...]) -> DataInfo | None:
+        if path in self.data:
+            return self.data[path]
+        if not path.exists():
+            self.findings.append(from_problem(origin.problem(sub, f"data '{display_path(path)}' does not exist",
+                                                             "data-missing")))
+            return None
+        info = read_data(path)
+        self.data[path] = info
+        shown = display_path(path)
+        if info.fatal:
+            self.findings.append(finding("data-parse", shown, None, None, info.fatal))
+            return None
+        for line, message in info.errors:
+            self.findings.append(finding("data-parse", shown, line, None, f"line {line} {message}"))
+        if info.error_count > len(info.errors):
+            line = info.errors[-1][0]
+            self.findings.append(finding("data-parse", shown, line, None,
+                                         f"{info.error_count - len(info.errors)} more bad lines after line {line}"))
+        return info
+
+    # -- config mode ---------------------------------------------------------------------------------
+    def config(self, path: Path, names: tuple[str, ...]) -> None:
+        if not path.is_file():
+            raise UsageError(f"{path}: config file not found; pass --config PATH, or flow folders to lint "
+                             "without a config")
+        config, problems = read_config(path, environ=None)
+        self.findings += [from_problem(p) for p in problems]
+        if config is None:
+            return
+        self.scan_secrets([config.doc, *config.run_docs])
+        for flow in config.select(list(names)):
+            self.flow(config, flow)
+
+    def flow(self, config: Config, flow: FlowSpec) -> None:
+        where = flow.where("path")
+        if not flow.path.exists():
+            self.findings.append(from_problem(where.problem(("path",), f"flow folder '{display_path(flow.path)}' "
+                                                            "does not exist", "path-missing")))
+            return
+        info = self.flow_folder(flow.path)
+        if info is None or not info.loaded:
+            return
+        data = self.dataset(flow.data, flow.where("data"), ("data",)) if flow.data else None
+        if flow.data is None:
+            self.findings.append(from_problem(flow.where("path").problem(
+                (), f"flow '{flow.name}' has no 'data:'; batch-run needs a data set", "missing-key", at_key=True)))
+        self.mapping(flow.column_mapping, flow.where("column_mapping"), ("column_mapping",), info, data, None,
+                     flow.name)
+        self.connections(config, info, flow.connections, flow)
+        self.variant(flow, info)
+        for evaluation in flow.evaluations.values():
+            self.evaluation(config, flow, info, data, evaluation)
+        self.gate(flow)
+
+    def evaluation(self, config: Config, flow: FlowSpec, base: FlowInfo, base_data: DataInfo | None,
+                   evaluation: Any) -> None:
+        origin = evaluation.origin
+        if not evaluation.path.exists():
+            self.findings.append(from_problem(origin.problem(("path",), f"evaluation flow "
+                                 f"'{display_path(evaluation.path)}' does not exist", "path-missing")))
+            return
+        info = self.flow_folder(evaluation.path)
+        if info is None or not info.loaded:
+            return
+        data = base_data
+        if evaluation.data is not None:
+            data = self.dataset(evaluation.data, origin, ("data",))
+        self.mapping(evaluation.column_mapping, origin, ("column_mapping",), info, data, base,
+                     f"{flow.name}/{evaluation.name}")
+        self.connections(config, info, evaluation.connections, None, origin)
+
+    def mapping(self, mapping: dict[str, Any], origin: Origin, sub: tuple[Any, ...], info: FlowInfo,
+                data: DataInfo | None, base: FlowInfo | None, label: str) -> None:
+        def add(rule: str, key: tuple[Any, ...], message: str, at_key: bool = False) -> None:
+            self.findings.append(from_problem(origin.problem((*sub, *key), message, rule, at_key=at_key)))
+
+        for name, value in mapping.items():
+            if name not in info.inputs:
+                best = closest(str(name), info.inputs)
+                add("mapping-input-unknown", (name,), f"column_mapping maps '{name}', which is not an input of "
+                    f"{display_path(info.definition)}" + (f"; did you mean '{best}'?" if best else ""), True)
+            m = _MAPPING_REF.match(value) if isinstance(value, str) else None
+            if m is None:
+                continue  # a literal value
+            source, _, rest = m.group(1).strip().partition(".")
+            if source == "data":
+                if data is None or not rest:
+                    continue
+                if rest not in data.columns:
+                    best = closest(rest, data.columns)
+                    add("mapping-column-unknown", (name,), f"'{value}': the data {display_path(data.path)} has no "
+                        f"column '{rest}'" + (f"; did you mean '{best}'?" if best else
+                                              f"; its columns are: {', '.join(sorted(data.columns))}"))
+                elif data.missing_in(rest):
+                    add("mapping-column-unknown", (name,), f"'{value}': column '{rest}' is missing on "
+                        f"{data.missing_in(rest)} of {data.rows} lines of {display_path(data.path)} (first: "
+                        f"line {data.first_missing.get(rest)}); those lines would fail")
+            elif source == "run" and base is not None:
+                part, _, field_name = rest.partition(".")
+                names = base.outputs if part == "outputs" else set(base.inputs) if part == "inputs" else None
+                if names is None or not field_name:
+                    add("mapping-invalid", (name,), f"'{value}': write ${{run.outputs.<output>}} or "
+                        "${run.inputs.<input>}")
+                elif field_name.split(".")[0] not in names:
+                    best = closest(field_name, names)
+                    add("mapping-output-unknown", (name,), f"'{value}': the evaluated flow has no {part[:-1]} "
+                        f"'{field_name}'" + (f"; did you mean '{best}'?" if best else
+                                             f"; it has: {', '.join(sorted(names)) or 'none'}"))
+            elif source == "run":
+                add("mapping-invalid", (name,), f"'{value}': ${{run.*}} needs a base run; only evaluations "
+                    "have one")
+            else:
+                add("mapping-invalid", (name,), f"'{value}': a column mapping value is ${{data.<column>}}"
+                    + (", ${run.outputs.<output>}" if base else "") + " or a literal")
+        if data is None:
+            return
+        for name, spec in info.inputs.items():
+            if not spec.has_default and name not in mapping and name not in data.columns:
+                add("input-unmapped", (), f"{label}: flow input '{name}' has no default, no column_mapping entry "
+                    f"and no '{name}' column in {display_path(data.path)}; add '{name}: ${{data.<column>}}' to "
+                    "column_mapping", True)
+
+    def connections(self, config: Config, info: FlowInfo, overrides: dict[str, dict[str, Any]],
+                    flow: FlowSpec | None, origin: Origin | None = None) -> None:
+        def where(node: str) -> Origin:
+            if flow is not None:
+                return flow.where("connections", node)
+            assert origin is not None
+            return origin
+
+        declared = config.connections
+        fields = {(u.node, u.field) for u in info.connections}
+        for node, values in overrides.items():
+            if node not in info.nodes:
+                best = closest(node, info.nodes)
+                self.findings.append(from_problem(where(node).problem(
+                    ("connections", node), f"connections: node '{node}' is not in "
+                    f"{display_path(info.definition)}" + (f"; did you mean '{best}'?" if best else ""),
+                    "node-override-unknown", at_key=True)))
+                continue
+            for key, value in values.items():
+                if (key == "connection" or (node, key) in fields) and isinstance(value, str) \
+                        and value not in declared and "${" not in value:
+                    self.findings.append(from_problem(where(node).problem(
+                        ("connections", node, key), self._undeclared(value, declared, config),
+                        "connection-undeclared")))
+        for use in info.connections:
+            if use.field in overrides.get(use.node, {}):
+                continue
+            if use.connection and use.connection not in declared and "${" not in use.connection:
+                self.findings.append(finding("connection-undeclared", use.path, use.line, use.column,
+                                             f"node '{use.node}': " + self._undeclared(use.connection, declared,
+                                                                                       config)))
+
+    @staticmethod
+    def _undeclared(name: str, declared: dict[str, Any], config: Config) -> str:
+        best = closest(name, declared)
+        return (f"connection '{name}' is not declared under 'connections:' in {config.doc.display}"
+                + (f"; did you mean '{best}'?" if best else "; add it there (type, and secrets as ${env:NAME})"))
+
+    def variant(self, flow: FlowSpec, info: FlowInfo) -> None:
+        if flow.variant is None:
+            return
+        where = flow.where("variant")
+        m = _MAPPING_REF.match(flow.variant)
+        node, _, vid = (m.group(1).strip() if m else "").partition(".")
+        if not m or not vid:
+            message = f"variant '{flow.variant}' must be written ${{<node>.<variant_id>}}"
+        elif node not in info.nodes:
+            message = f"variant '{flow.variant}': the flow has no node '{node}'"
+        elif node not in info.variants:
+            message = f"variant '{flow.variant}': node '{node}' has no variants (no use_variants/node_variants)"
+        elif vid not in info.variants[node]:
+            best = closest(vid, info.variants[node])
+            known = ", ".join(sorted(info.variants[node]))
+            message = (f"variant '{flow.variant}': node '{node}' has no variant '{vid}'"
+                       + (f"; did you mean '{best}'?" if best else f"; it has: {known}"))
+        else:
+            return
+        self.findings.append(from_problem(where.problem(("variant",), message, "variant-unknown")))
+
+    def gate(self, flow: FlowSpec) -> None:
+        for metric, rule in flow.gate.items():
+            sub = ("gate", metric)
+            source, _, name = metric.partition(".")
+            if source == "run":
+                if name not in RUN_FIGURES:
+                    best = closest(name, RUN_FIGURES)
+                    self.findings.append(from_problem(flow.origin.problem(sub, f"gate rule '{metric}': the run has "
+                                         f"no figure '{name}'" + (f"; did you mean 'run.{best}'?" if best else
+                                         "; available: " + ", ".join("run." + f for f in RUN_FIGURES)),
+                                         "gate-unknown-evaluation", at_key=True)))
+            elif source not in flow.evaluations:
+                best = closest(source, flow.evaluations)
+                available = ", ".join(sorted(flow.evaluations)) or "none (add 'evaluations:' to the flow)"
+                self.findings.append(from_problem(flow.origin.problem(sub, f"gate rule '{metric}': flow '{flow.name}' "
+                                     f"has no evaluation '{source}'" + (f"; did you mean '{best}'?" if best else
+                                                                        f"; its evaluations: {available}"),
+                                     "gate-unknown-evaluation", at_key=True)))
+            if rule.min is None and rule.max is None and rule.max_drop is None and rule.max_rise is None:
+                self.findings.append(from_problem(flow.origin.problem(sub, f"gate rule '{metric}' sets no limit; "
+                                     "give min, max, max_drop or max_rise", "gate-rule-empty", at_key=True)))

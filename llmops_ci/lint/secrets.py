@@ -1,0 +1,65 @@
+"""Literal credentials in YAML files. Messages name the key and line, never the value."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from llmops_ci.lint.findings import Finding, finding
+from llmops_ci.yamldoc import Key, YamlDoc
+
+_SECRET_KEY = re.compile(
+    r"(?:^|[_-])(?:api[_-]?key|apikey|secret|client[_-]?secret|password|passwd|pwd|token|access[_-]?token|"
+    r"auth[_-]?token|sas[_-]?token|connection[_-]?string|access[_-]?key|account[_-]?key|subscription[_-]?key|"
+    r"ocp-apim-subscription-key)$",
+    re.IGNORECASE,
+)
+_SECRET_VALUES = [
+    ("an OpenAI-style key", re.compile(r"\bsk-(?:proj-|svcacct-)?[A-Za-z0-9_\-]{20,}")),
+    ("a GitHub token", re.compile(r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}|\bgithub_pat_[A-Za-z0-9_]{30,}")),
+    ("an Azure storage key", re.compile(r"AccountKey=[A-Za-z0-9+/=]{20,}")),
+    ("a shared access signature", re.compile(r"[?&]sig=[A-Za-z0-9%+/=]{20,}")),
+    ("an AWS access key", re.compile(r"\bAKIA[0-9A-Z]{16}\b")),
+    ("a Slack token", re.compile(r"\bxox[abpr]-[A-Za-z0-9-]{10,}")),
+    ("a JSON web token", re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.")),
+]
+_AZURE_KEY = re.compile(r"^[0-9a-fA-F]{32}$|^[A-Za-z0-9]{84}$")
+
+
+def _placeholder(value: str) -> bool:
+    v = value.strip()
+    return (not v or "${" in v or (v.startswith("<") and v.endswith(">")) or set(v) <= {"*", "x", "X"}
+            or v.lower() in {"none", "null", "changeme", "todo"})
+
+
+def scan(doc: YamlDoc) -> list[Finding]:
+    out: list[Finding] = []
+
+    def report(path: Key, what: str) -> None:
+        line, col = doc.pos(*path)
+        name = next((str(p) for p in reversed(path) if isinstance(p, str)), "value")
+        out.append(finding("secret-literal", doc.display, line, col,
+                           f"'{name}' holds {what}; never commit credentials: remove it, rotate it, and write "
+                           "${env:NAME} (set NAME as a CI secret)"))
+
+    def walk(value: Any, path: Key, secret_context: bool) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, (*path, k), secret_context or str(k) == "secrets")
+            return
+        if isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, (*path, i), secret_context)
+            return
+        if not isinstance(value, str):
+            return
+        for what, pattern in _SECRET_VALUES:
+            if pattern.search(value):
+                report(path, what)
+                return
+        key = str(path[-1]) if path and isinstance(path[-1], str) else ""
+        if (secret_context or _SECRET_KEY.search(key)) and not _placeholder(value):
+            report(path, "a literal credential" if not _AZURE_KEY.match(value.strip()) else "an Azure key")
+
+    walk(doc.data, (), False)
+    return out

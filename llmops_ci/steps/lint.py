@@ -1,0 +1,71 @@
+"""``llmops-ci lint``: static checks of config, flows, prompts, tool code, data and mappings."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from llmops_ci.config import DEFAULT_CONFIG
+from llmops_ci.errors import CheckFailed, UsageError
+from llmops_ci.lint.formats import FORMATS, text
+from llmops_ci.lint.project import LintRequest, lint
+from llmops_ci.state import update_summary
+from llmops_ci.steps import Context
+
+log = logging.getLogger("llmops_ci.lint")
+
+
+class LintStep:
+    name = "lint"
+    help = "static checks of config, flows, prompts, tool code, data and mappings (no LLM call)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("paths", nargs="*", type=Path, metavar="FLOW_DIR",
+                            help="flow folders to lint without a config (default: llmops.yaml if present, "
+                                 "else every flow below the current folder)")
+        parser.add_argument("--format", choices=sorted(FORMATS), default="text", help="report format")
+        parser.add_argument("--output", type=Path, metavar="FILE",
+                            help="write the report to FILE (the text report still goes to the log)")
+
+    def run(self, args: argparse.Namespace, ctx: Context) -> int:
+        request = make_request(args.config, tuple(args.paths), tuple(args.flow or ()))
+        report = lint(request)
+        rendered = FORMATS[args.format](report)
+        if args.output is not None:
+            try:
+                args.output.parent.mkdir(parents=True, exist_ok=True)
+                args.output.write_text(rendered, encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"--output {args.output}: cannot write ({exc.strerror})") from None
+            ctx.stdout.write(text(report))
+        else:
+            ctx.stdout.write(rendered)
+        ctx.stdout.flush()
+        update_summary(ctx.state_dir, "lint", {"findings": [f.to_json() for f in report.findings]})
+        if report.errors:
+            raise CheckFailed(f"lint found {report.errors} error{'s' if report.errors != 1 else ''}; fix them and "
+                              "run 'llmops-ci lint' again")
+        return 0
+
+
+def make_request(config: Path | None, paths: tuple[Path, ...], flows: tuple[str, ...]) -> LintRequest:
+    if paths and config is not None:
+        raise UsageError("give either flow folders or --config, not both")
+    if paths:
+        if flows:
+            raise UsageError("--flow selects flows from llmops.yaml; with flow folders, list only the ones to lint")
+        return LintRequest(paths=paths)
+    if config is not None:
+        if not config.is_file():
+            raise UsageError(f"{config}: config file not found")
+        return LintRequest(config=config, flows=flows)
+    default = Path(DEFAULT_CONFIG)
+    if default.is_file():
+        return LintRequest(config=default, flows=flows)
+    if flows:
+        raise UsageError(f"--flow needs a config: {DEFAULT_CONFIG} not found here; pass --config PATH")
+    return LintRequest()
+
+
+STEP = LintStep()

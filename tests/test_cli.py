@@ -1,0 +1,154 @@
+"""The command line end to end: exit codes, formats, the state dir, and no heavy imports in lint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from llmops_ci import __version__, cli
+from tests.conftest import CliResult, Project
+
+Cli = Callable[..., CliResult]
+
+
+def test_version_and_help(cli: Cli) -> None:
+    assert cli("--version") == CliResult(0, f"llmops-ci {__version__}\n", "")
+    assert cli("lint", "--help").code == 0
+    no_step = cli()
+    assert no_step.code == 2 and "required" in no_step.err
+
+
+def test_lint_clean_project(cli: Cli, project: Callable[..., Project]) -> None:
+    proj = project()
+    result = cli("lint")
+    assert result.code == 0, result
+    assert "No problems found (2 flows checked)." in result.out
+    summary = json.loads(proj.read(".llmops/summary.json"))
+    assert summary == {"schema": "llmops-ci/summary@1", "lint": {"findings": []}}
+
+
+def test_lint_errors_exit_1_and_json(cli: Cli, project: Callable[..., Project]) -> None:
+    proj = project()
+    proj.replace("flows/classify/flow.dag.yaml", "raw: ${classify.output}", "raw: ${clasify.output}")
+    result = cli("lint", "--format", "json", "--state-dir", "out/state")
+    assert result.code == 1
+    findings = json.loads(result.out)["findings"]
+    # the misspelt reference also leaves the node it meant unread
+    assert [(f["rule"], f["path"], f["line"], f["column"]) for f in findings] == [
+        ("node-unused", "flows/classify/flow.dag.yaml", 19, 9),
+        ("node-ref-unknown", "flows/classify/flow.dag.yaml", 27, 10)]
+    assert "lint found 1 error" in result.err
+    assert json.loads(proj.read("out/state/summary.json"))["lint"]["findings"] == findings
+
+
+def test_warnings_only_exit_0(cli: Cli, project: Callable[..., Project]) -> None:
+    proj = project()
+    proj.replace("llmops.yaml", "text: ${data.text}", "txt: ${data.text}")
+    result = cli("lint")
+    assert result.code == 0 and "0 errors, 1 warning" in result.out
+
+
+def test_output_file_keeps_text_in_log(cli: Cli, project: Callable[..., Project]) -> None:
+    proj = project()
+    result = cli("lint", "--format", "sarif", "--output", "reports/lint.sarif")
+    assert result.code == 0
+    assert json.loads(proj.read("reports/lint.sarif"))["version"] == "2.1.0"
+    assert "No problems found" in result.out
+
+
+def test_summary_keeps_other_sections(cli: Cli, project: Callable[..., Project]) -> None:
+    proj = project({".llmops/summary.json": '{"schema": "llmops-ci/summary@1", "flows": {"x": {}}}'})
+    assert cli("lint").code == 0
+    assert json.loads(proj.read(".llmops/summary.json"))["flows"] == {"x": {}}
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("lint", "--config", "nope.yaml"), "nope.yaml: config file not found"),
+    (("lint", "flows/none"), "flows/none: no such file or folder"),
+    (("lint", "--flow", "clasify"), "did you mean 'classify'"),
+    (("lint", "flows/classify", "--config", "llmops.yaml"), "either flow folders or --config"),
+    (("lint", "--format", "xml"), "invalid choice"),
+])
+def test_usage_errors_exit_2(argv: tuple[str, ...], message: str, cli: Cli, project: Callable[..., Project]) -> None:
+    project()
+    result = cli(*argv)
+    assert result.code == 2
+    assert message in result.err
+    assert "Traceback" not in result.err
+
+
+def test_corrupt_summary_is_exit_2(cli: Cli, project: Callable[..., Project]) -> None:
+    project({".llmops/summary.json": "{not json"})
+    result = cli("lint")
+    assert result.code == 2 and ".llmops/summary.json: not a readable summary" in result.err
+
+
+def test_no_config_discovers_flows(cli: Cli, project: Callable[..., Project]) -> None:
+    proj = project()
+    proj.path("llmops.yaml").unlink()
+    result = cli("lint")
+    # without the config, the variant and connections are not checked, the flows themselves are
+    assert result.code == 0 and "(2 flows checked)" in result.out
+
+
+def test_no_flows_anywhere(cli: Cli, project: Callable[..., Project]) -> None:
+    project({"README.md": "nothing"}, base=False)
+    result = cli("lint")
+    assert result.code == 2 and "no flows found" in result.err
+
+
+def test_github_platform_annotations_in_log(cli: Cli, project: Callable[..., Project]) -> None:
+    proj = project()
+    proj.replace("flows/classify/flow.dag.yaml", "api: chat\n", "api: chatt\n")
+    result = cli("lint", "--platform", "github")
+    assert result.code == 1
+    assert "::error::lint found 1 error" in result.err
+
+
+class _Boom:
+    name = "boom"
+    help = "raises"
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def add_arguments(self, parser: object) -> None:
+        return None
+
+    def run(self, args: object, ctx: object) -> int:
+        raise self.exc
+
+
+def test_interrupt_is_130_and_unexpected_errors_keep_traceback(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(cli_steps(), "boom", _Boom(KeyboardInterrupt()))
+    assert cli("boom").code == 130
+    monkeypatch.setitem(cli_steps(), "boom", _Boom(RuntimeError("bug")))
+    with pytest.raises(RuntimeError, match="bug"):
+        cli("boom")
+
+
+def cli_steps() -> dict[str, object]:
+    return cli.STEPS  # type: ignore[return-value]
+
+
+def test_whole_process_lint_imports_neither_promptflow_nor_azure(project: Callable[..., Project]) -> None:
+    proj = project()
+    code = ("import sys\nfrom llmops_ci.cli import main\nrc = main(['lint'])\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('promptflow', 'azure'))\n"
+            "print('HEAVY', heavy)\nsys.exit(rc)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=proj.root, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout
+
+
+def test_python_dash_m(project: Callable[..., Project]) -> None:
+    proj = project()
+    out = subprocess.run([sys.executable, "-m", "llmops_ci", "lint", "--format", "json"], cwd=proj.root,
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and json.loads(out.stdout) == {"findings": []}
+    assert Path(proj.root / ".llmops" / "summary.json").is_file()

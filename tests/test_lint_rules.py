@@ -1,0 +1,228 @@
+"""Every lint rule: one change to the valid base project that breaks it, one near miss that must not.
+
+The base project (conftest.BASE_PROJECT) lints with no findings at all; each case edits it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from llmops_ci.lint.findings import RULES
+from tests.conftest import Project
+
+DAG = "flows/classify/flow.dag.yaml"
+EVAL = "flows/eval/flow.dag.yaml"
+CFG = "llmops.yaml"
+PROMPT = "flows/classify/classify.jinja2"
+CLEAN_PY = "flows/classify/clean.py"
+
+Edit = Callable[[Project], None]
+
+
+def replace(rel: str, old: str, new: str) -> Edit:
+    return lambda p: p.replace(rel, old, new)
+
+
+def write(rel: str, text: str) -> Edit:
+    return lambda p: p.write(rel, text)
+
+
+def both(*edits: Edit) -> Edit:
+    def run(p: Project) -> None:
+        for e in edits:
+            e(p)
+    return run
+
+
+def nothing(p: Project) -> None:
+    return None
+
+
+@dataclass
+class Case:
+    bad: Edit
+    good: Edit
+    where: str  # file the finding must point at
+    line: int | None = None
+    says: str = ""  # a fragment the message must contain
+
+
+LANG = "    text: ${inputs.text}\n    lang: en\n"
+UNUSED_NODE = """\
+- name: extra
+  type: python
+  source:
+    type: code
+    path: clean.py
+  inputs:
+    text: ${inputs.text}
+"""
+
+CASES: dict[str, Case] = {
+    "yaml-syntax": Case(replace(DAG, "  text:\n    type: string", "  text: [string\n"),
+                        replace(DAG, "  inputs:\n    text: ${inputs.text}", '  inputs: {text: "${inputs.text}"}'),
+                        DAG, 4),
+    "yaml-duplicate-key": Case(replace(CFG, "    data: data/classify.jsonl\n",
+                                       "    data: data/classify.jsonl\n    data: data/other.jsonl\n"),
+                               nothing, CFG, 11, "duplicate key 'data'"),
+    "unknown-key": Case(replace(DAG, "    raw: ${classify.output}\n",
+                                "    raw: ${classify.output}\n  activte:\n    when: ${clean.output}\n    is: x\n"),
+                        replace(DAG, "    raw: ${classify.output}\n",
+                                "    raw: ${classify.output}\n  activate:\n    when: ${clean.output}\n    is: x\n"),
+                        DAG, 28, "did you mean 'activate'"),
+    "wrong-type": Case(replace(CFG, "    path: flows/classify\n",
+                               "    path: flows/classify\n    max_failed_lines: x\n"),
+                       replace(CFG, "    path: flows/classify\n",
+                               "    path: flows/classify\n    max_failed_lines: 2\n"),
+                       CFG, 10, "max_failed_lines"),
+    "missing-key": Case(replace(DAG, "- name: clean\n  type: python\n", "- name: clean\n"), nothing, DAG, 12,
+                        "has no 'type'"),
+    "path-missing": Case(replace(CFG, "path: flows/classify", "path: flows/classifyy"),
+                         replace(CFG, "path: flows/classify", "path: ./flows/classify"), CFG, 9),
+    "env-syntax": Case(replace(CFG, "${env:OPENAI_API_KEY}", "${env:OPENAI API KEY}"),
+                       replace(CFG, "${env:OPENAI_API_KEY}", "prefix-${env:OPENAI_API_KEY}"), CFG, 6),
+    "secret-literal": Case(replace(CFG, "${env:OPENAI_API_KEY}", "sk-proj-abcdefghijklmnopqrstuvwx0123456789"),
+                           replace(CFG, "base_url: ${env:OPENAI_BASE_URL}",
+                                   "base_url: https://api.openai.com/v1\n    organization: org-1234"),
+                           CFG, 6, "'api_key'"),
+    "input-type": Case(replace(DAG, "    type: list\n", "    type: lisst\n"), nothing, DAG, 5, "did you mean 'list'"),
+    "input-unused": Case(replace(DAG, "inputs:\n  text:\n", "inputs:\n  spare:\n    type: string\n    default: x\n"
+                                 "  text:\n"), nothing, DAG, 2, "'spare'"),
+    "output-ref-unknown": Case(replace(DAG, "${parse.output.category}", "${parsed.output.category}"),
+                               replace(DAG, "${parse.output.category}", "${ parse.output.category }"),
+                               DAG, 10, "did you mean 'parse'"),
+    "output-ref-aggregation": Case(replace(EVAL, "    reference: ${grade.output}\n",
+                                           "    reference: ${grade.output}\n  acc:\n    type: double\n"
+                                           "    reference: ${accuracy.output}\n"),
+                                   nothing, EVAL, 12),
+    "node-ref-unknown": Case(replace(DAG, "raw: ${classify.output}", "raw: ${clasify.output}"),
+                             replace(DAG, "raw: ${classify.output}", "raw: ${classify.output.text}"),
+                             DAG, 27, "did you mean 'classify'"),
+    "node-ref-aggregation": Case(replace(EVAL, "    grades: ${grade.output}\n  aggregation: true\n",
+                                         "    grades: ${grade.output}\n  aggregation: true\n- name: report\n"
+                                         "  type: python\n  source:\n    type: code\n    path: grade.py\n  inputs:\n"
+                                         "    groundtruth: ${accuracy.output}\n    prediction: x\n"),
+                                 replace(EVAL, "    grades: ${grade.output}\n  aggregation: true\n",
+                                         "    grades: ${grade.output}\n  aggregation: true\n- name: report\n"
+                                         "  type: python\n  source:\n    type: code\n    path: accuracy.py\n"
+                                         "  inputs:\n    grades: ${accuracy.output}\n  aggregation: true\n"),
+                                 EVAL, 33, "aggregation node 'accuracy'"),
+    "node-cycle": Case(replace(DAG, "text: ${inputs.text}", "text: ${parse.output}"), nothing, DAG, None,
+                       "clean -> classify -> parse -> clean"),
+    "node-duplicate": Case(replace(DAG, "- name: parse", "- name: clean"), nothing, DAG, 21, "already used"),
+    "node-type-unknown": Case(replace(DAG, "- name: clean\n  type: python", "- name: clean\n  type: pyhton"),
+                              nothing, DAG, 13, "did you mean 'python'"),
+    "node-unused": Case(replace(DAG, "node_variants:\n", UNUSED_NODE + "node_variants:\n"), nothing, DAG, 28),
+    "tool-file-missing": Case(replace(DAG, "path: clean.py", "path: clean2.py"), nothing, DAG, 16),
+    "tool-syntax": Case(write(CLEAN_PY, "from promptflow.core import tool\n\n@tool\ndef clean(text:\n"), nothing,
+                        CLEAN_PY, 4),
+    "tool-function": Case(replace(CLEAN_PY, "@tool\n", ""),
+                          replace(CLEAN_PY, "@tool\n", "@tool()\n"), CLEAN_PY, None, "no function decorated"),
+    "tool-arg-unknown": Case(replace(DAG, "    text: ${inputs.text}\n", LANG),
+                             both(replace(DAG, "    text: ${inputs.text}\n", LANG),
+                                  replace(CLEAN_PY, "limit: int = 2000)", "limit: int = 2000, **kwargs)")),
+                             DAG, 19, "'lang'"),
+    "tool-arg-missing": Case(replace(CLEAN_PY, "limit: int = 2000)", "limit: int = 2000, *, mode: str)"),
+                             replace(CLEAN_PY, "limit: int = 2000)", "limit: int = 2000, *, mode: str = 'x')"),
+                             DAG, 18, "'mode'"),
+    "package-tool-unchecked": Case(replace(DAG, "  source:\n    type: code\n    path: parse.py\n",
+                                           "  source:\n    type: package\n    tool: no_such_pkg.tools.parse.run\n"),
+                                   replace(DAG, "  source:\n    type: code\n    path: parse.py\n",
+                                           "  source:\n    type: package\n    tool: json.decoder.scanstring\n"),
+                                   DAG, 25, "not checked"),
+    "prompt-syntax": Case(replace(PROMPT, "{% for turn in history %}", "{% for turn in %}"), nothing, PROMPT, 3),
+    "prompt-var-unbound": Case(replace(PROMPT, "{{ label }}: {{ text }}", "{{ label }}: {{ text }} {{ examples }}"),
+                               replace(PROMPT, "{{ label }}: {{ text }}", "{{ label }}: {{ text }} {{ range(2) }}"),
+                               PROMPT, 11, "'examples'"),
+    "prompt-input-unused": Case(replace(DAG, "temperature: 0.2\n", "temperature: 0.2\n            tone: calm\n"),
+                                nothing, DAG, 55, "'tone'"),
+    "llm-connection-missing": Case(replace(DAG, "          connection: openai\n          api: chat\n          inputs:\n"
+                                           "            deployment_name: gpt-4o-mini\n            temperature",
+                                           "          api: chat\n          inputs:\n"
+                                           "            deployment_name: gpt-4o-mini\n            temperature"),
+                                   nothing, DAG, 45),
+    "llm-api-invalid": Case(replace(DAG, "api: chat", "api: chat2"),
+                            replace(DAG, "api: chat", "api: completion"), DAG, 39, "'chat' or 'completion'"),
+    "connection-undeclared": Case(replace(CFG, "{connection: openai,", "{connection: azure,"), nothing, CFG, 15,
+                                  "'azure' is not declared"),
+    "node-override-unknown": Case(replace(CFG, "      classify: {connection", "      classifier: {connection"),
+                                  nothing, CFG, 15, "did you mean 'classify'"),
+    "variant-default-unknown": Case(replace(DAG, "default_variant_id: variant_0", "default_variant_id: variant_9"),
+                                    replace(DAG, "default_variant_id: variant_0", "default_variant_id: variant_1"),
+                                    DAG, 30),
+    # a node that declares use_variants with no node_variants entry
+    "variant-mismatch": Case(replace(DAG, "- name: parse\n", "- name: parse\n  use_variants: true\n"),
+                             nothing, DAG, 22, "no entry 'parse'"),
+    "variant-unknown": Case(replace(CFG, "${classify.variant_0}", "${classify.variant_7}"),
+                            replace(CFG, "${classify.variant_0}", "${classify.variant_1}"), CFG, 13,
+                            "no variant 'variant_7'"),
+    "include-missing": Case(replace(DAG, "inputs:\n  text:", "additional_includes:\n- ../shared/missing.py\n"
+                                    "inputs:\n  text:"),
+                            both(write("flows/shared/common.py", "X = 1\n"),
+                                 replace(DAG, "inputs:\n  text:", "additional_includes:\n- ../shared/common.py\n"
+                                         "inputs:\n  text:")), DAG, 2),
+    "requirements-missing": Case(replace(DAG, "inputs:\n  text:", "environment:\n  python_requirements_txt: req.txt\n"
+                                         "inputs:\n  text:"),
+                                 both(write("flows/classify/req.txt", "promptflow-tools\n"),
+                                      replace(DAG, "inputs:\n  text:", "environment:\n  python_requirements_txt: "
+                                              "req.txt\ninputs:\n  text:")), DAG, 2),
+    "data-missing": Case(replace(CFG, "data/classify.jsonl", "data/missing.jsonl"), nothing, CFG, 10),
+    "data-parse": Case(replace("data/classify.jsonl", '{"text": "Watch', '{"text": Watch'), nothing,
+                       "data/classify.jsonl", 2, "line 2"),
+    "mapping-invalid": Case(replace(CFG, "text: ${data.text}", "text: ${inputs.text}"),
+                            replace(CFG, "text: ${data.text}", "text: a literal value"), CFG, 12),
+    "mapping-column-unknown": Case(replace(CFG, "text: ${data.text}", "text: ${data.txt}"), nothing, CFG, 12,
+                                   "did you mean 'text'"),
+    "mapping-input-unknown": Case(replace(CFG, "text: ${data.text}", "txt: ${data.text}"), nothing, CFG, 12,
+                                  "did you mean 'text'"),
+    "mapping-output-unknown": Case(replace(CFG, "${run.outputs.category}", "${run.outputs.categry}"),
+                                   replace(CFG, "${run.outputs.category}", "${run.inputs.text}"), CFG, 21,
+                                   "did you mean 'category'"),
+    "input-unmapped": Case(both(replace(CFG, "    column_mapping:\n      text: ${data.text}\n", ""),
+                                lambda p: p.write("data/classify.jsonl",
+                                                  p.read("data/classify.jsonl").replace('"text"', '"body"'))),
+                           replace(CFG, "    column_mapping:\n      text: ${data.text}\n", ""), CFG, None,
+                           "flow input 'text'"),
+    "gate-unknown-evaluation": Case(replace(CFG, "accuracy.accuracy:", "acuracy.accuracy:"), nothing, CFG, 23,
+                                    "did you mean 'accuracy'"),
+    "gate-rule-empty": Case(replace(CFG, "{min: 0.8, max_drop: 0.05}", "{significant: true}"),
+                            replace(CFG, "{min: 0.8, max_drop: 0.05}", "{max_drop: 0.05, significant: true}"),
+                            CFG, 23),
+    "flow-kind-unknown": Case(lambda p: p.path(DAG).rename(p.path("flows/classify/flow.yaml")), nothing,
+                              "flows/classify"),
+}
+
+
+def test_every_rule_has_a_case() -> None:
+    assert set(CASES) == set(RULES)
+
+
+def test_base_project_is_clean(project: Callable[..., Project]) -> None:
+    assert project().lint().findings == []
+
+
+@pytest.mark.parametrize("rule", sorted(CASES))
+def test_rule_fires(rule: str, project: Callable[..., Project]) -> None:
+    case = CASES[rule]
+    proj = project()
+    case.bad(proj)
+    report = proj.lint()
+    hits = [f for f in report.findings if f.rule == rule]
+    assert hits, f"{rule} did not fire; got {[(f.rule, f.message) for f in report.findings]}"
+    hit = hits[0]
+    assert hit.path == case.where
+    assert hit.severity == RULES[rule].severity
+    if case.line is not None:
+        assert hit.line == case.line, hit
+    assert case.says in hit.message
+
+
+@pytest.mark.parametrize("rule", sorted(CASES))
+def test_rule_near_miss_is_clean(rule: str, project: Callable[..., Project]) -> None:
+    proj = project()
+    CASES[rule].good(proj)
+    findings = proj.lint().findings
+    assert findings == [], [(f.rule, f.path, f.line, f.message) for f in findings]
