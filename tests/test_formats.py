@@ -44,3 +44,11 @@ def test_sarif_2_1_0_for_code_scanning() -> None:
         assert not loc["artifactLocation"]["uri"].startswith("/")
         assert loc["region"]["startLine"] >= 1
     assert run["results"][2]["locations"][0]["physicalLocation"]["region"] == {"startLine": 1}
+
+
+def test_readme_documents_every_rule() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    for rule in RULES.values():
+        assert f"| `{rule.id}` | {rule.severity} | {rule.summary} |" in readme

@@ -226,3 +226,18 @@ def test_rule_near_miss_is_clean(rule: str, project: Callable[..., Project]) -> 
     CASES[rule].good(proj)
     findings = proj.lint().findings
     assert findings == [], [(f.rule, f.path, f.line, f.message) for f in findings]
+
+
+@pytest.mark.parametrize(("node", "key", "ok"), [
+    ("classify", "deploymnet_name", False),
+    ("classify", "model", True),
+    ("clean", "connection", False),   # a python node without connection arguments
+    ("clean", "deployment_name", True),
+])
+def test_connection_override_keys(node: str, key: str, ok: bool, project: Callable[..., Project]) -> None:
+    proj = project()
+    proj.replace(CFG, "      classify: {connection: openai, deployment_name: gpt-4o-mini}",
+                 f"      classify: {{connection: openai}}\n      {node}: {{{key}: x}}"
+                 if node != "classify" else f"      classify: {{connection: openai, {key}: x}}")
+    hits = [f for f in proj.lint().findings if f.rule == "node-override-unknown"]
+    assert not hits if ok else hits and f"cannot override '{key}'" in hits[0].message, hits

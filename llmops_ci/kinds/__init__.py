@@ -44,6 +44,8 @@ class FlowInfo:
     nodes: set[str] = field(default_factory=set)
     variants: dict[str, set[str]] = field(default_factory=dict)
     connections: list[ConnectionUse] = field(default_factory=list)
+    # per node, the keys a run's `connections:` override may set (None: cannot tell statically)
+    override_keys: dict[str, frozenset[str] | None] = field(default_factory=dict)
     docs: list[YamlDoc] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     loaded: bool = True

@@ -27,6 +27,9 @@ LLM_PARAMS = frozenset({
     "detail", "connection",
 })
 _REF = re.compile(r"^\$\{([^}]*)\}$")
+# what prompt flow's run-time `connections` override accepts (promptflow._sdk._constants)
+LLM_OVERRIDES = frozenset({"connection", "deployment_name", "model"})
+MODEL_OVERRIDES = frozenset({"deployment_name", "model"})
 
 SOURCE = Struct({"type": Scalar((str,), choices=("code", "package", "package_with_prompt")), "path": STR,
                  "tool": STR}, required=("type",), what="in a node source")
@@ -380,6 +383,9 @@ class _DagChecker:
         inputs = as_dict(data.get("inputs"))
         if ntype == "llm":
             self._llm(body, label, inputs)
+            self.info.override_keys[body.node] = LLM_OVERRIDES
+        elif ntype != "python" or (source is not None and source.get("type") != "code"):
+            self.info.override_keys[body.node] = None
         if source is None:
             return
         stype, spath = source.get("type"), source.get("path")
@@ -443,6 +449,10 @@ class _DagChecker:
                 self.add("tool-arg-missing", (*body.key, "inputs") if inputs else body.key,
                          f"{label} does not pass '{param.name}', which {sig.name}() in {file.name} "
                          f"(line {param.line}) requires; add it under the node's inputs", at_key=not inputs)
+        allowed = self.info.override_keys.get(body.node, MODEL_OVERRIDES)
+        if allowed is not None:
+            conn_args = frozenset(p.name for p in sig.params.values() if p.connection)
+            self.info.override_keys[body.node] = allowed | conn_args
         for arg, value in inputs.items():
             used = sig.params.get(arg)
             if used is not None and used.connection and isinstance(value, str) and parse_ref(value) is None:

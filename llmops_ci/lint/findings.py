@@ -57,7 +57,8 @@ _RULES = [
     Rule("llm-api-invalid", ERROR, "an LLM node whose 'api' is not chat or completion"),
     Rule("connection-undeclared", ERROR, "a connection used by a node (after config overrides) that llmops.yaml "
                                          "does not declare"),
-    Rule("node-override-unknown", ERROR, "config 'connections:' names a node the flow does not have"),
+    Rule("node-override-unknown", ERROR, "config 'connections:' names a node the flow does not have, or a key prompt "
+                                         "flow cannot override on it"),
     # variants
     Rule("variant-default-unknown", ERROR, "default_variant_id names a variant that does not exist"),
     Rule("variant-mismatch", ERROR, "use_variants and node_variants disagree"),

@@ -241,6 +241,15 @@ class _Project:
                     f"{display_path(info.definition)}" + (f"; did you mean '{best}'?" if best else ""),
                     "node-override-unknown", at_key=True)))
                 continue
+            allowed = info.override_keys.get(node)
+            for key in values:
+                if allowed is not None and key not in allowed:
+                    best = closest(str(key), allowed)
+                    self.findings.append(from_problem(where(node).problem(
+                        ("connections", node, key), f"connections: prompt flow cannot override '{key}' on node "
+                        f"'{node}'" + (f"; did you mean '{best}'?" if best else "; it accepts: "
+                                       + (", ".join(sorted(allowed)) or "nothing on this node")),
+                        "node-override-unknown", at_key=True)))
             for key, value in values.items():
                 if (key == "connection" or (node, key) in fields) and isinstance(value, str) \
                         and value not in declared and "${" not in value:
