@@ -30,7 +30,7 @@ BASE_PROJECT: dict[str, str] = {
               text: ${data.text}
             variant: ${classify.variant_0}
             connections:
-              classify: {connection: openai, deployment_name: gpt-4o-mini}
+              classify: {connection: openai, model: gpt-4o-mini}
             evaluations:
               accuracy:
                 path: flows/eval

@@ -24,7 +24,7 @@ def test_typed_config_with_paths_relative_to_the_file(project: Callable[..., Pro
     assert flow.data == proj.path("data/classify.jsonl")
     assert flow.column_mapping == {"text": "${data.text}"}
     assert flow.variant == "${classify.variant_0}"
-    assert flow.connections == {"classify": {"connection": "openai", "deployment_name": "gpt-4o-mini"}}
+    assert flow.connections == {"classify": {"connection": "openai", "model": "gpt-4o-mini"}}
     assert flow.max_failed_lines == 0
     assert flow.evaluations["accuracy"].path == proj.path("flows/eval")
     assert flow.evaluations["accuracy"].data is None

@@ -144,6 +144,10 @@ CASES: dict[str, Case] = {
                                            "          api: chat\n          inputs:\n"
                                            "            deployment_name: gpt-4o-mini\n            temperature"),
                                    nothing, DAG, 45),
+    "llm-model-missing": Case(replace(CFG, "{connection: openai, model: gpt-4o-mini}", "{connection: openai}"),
+                              both(replace(CFG, "{connection: openai, model: gpt-4o-mini}", "{connection: openai}"),
+                                   lambda p: p.write(DAG, p.read(DAG).replace("deployment_name:", "model:"))),
+                              CFG, 15, "sets no 'model'"),
     "llm-api-invalid": Case(replace(DAG, "api: chat", "api: chat2"),
                             replace(DAG, "api: chat", "api: completion"), DAG, 39, "'chat' or 'completion'"),
     "connection-undeclared": Case(replace(CFG, "{connection: openai,", "{connection: azure,"), nothing, CFG, 15,
@@ -236,7 +240,7 @@ def test_rule_near_miss_is_clean(rule: str, project: Callable[..., Project]) -> 
 ])
 def test_connection_override_keys(node: str, key: str, ok: bool, project: Callable[..., Project]) -> None:
     proj = project()
-    proj.replace(CFG, "      classify: {connection: openai, deployment_name: gpt-4o-mini}",
+    proj.replace(CFG, "      classify: {connection: openai, model: gpt-4o-mini}",
                  f"      classify: {{connection: openai}}\n      {node}: {{{key}: x}}"
                  if node != "classify" else f"      classify: {{connection: openai, {key}: x}}")
     hits = [f for f in proj.lint().findings if f.rule == "node-override-unknown"]

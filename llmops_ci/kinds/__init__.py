@@ -32,6 +32,7 @@ class ConnectionUse:
     path: str
     line: int | None
     column: int | None
+    params: frozenset[str] = frozenset()  # the node's input names (an LLM node's model settings among them)
 
 
 @dataclass

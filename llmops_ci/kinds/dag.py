@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 from llmops_ci.errors import ConfigError, Problem
 from llmops_ci.kinds import ConnectionUse, FlowInfo, FlowInput
 from llmops_ci.kinds.jinja import TemplateSyntax, template_vars
-from llmops_ci.kinds.python_tool import ToolFileError, read_tool
+from llmops_ci.kinds.python_tool import ToolFileError, module_installed, read_tool
 from llmops_ci.lint.findings import finding, from_problem
 from llmops_ci.schema import BOOL, STR, STR_MAP, AnyValue, ListOf, MapOf, Scalar, Struct, as_dict, as_list, closest
 from llmops_ci.yamldoc import Key, YamlDoc, display_path, load_yaml
@@ -410,14 +409,14 @@ class _DagChecker:
         if isinstance(conn, str) and conn:
             line, col = self.doc.pos(*key, "connection") if self.doc else (None, None)
             self.info.connections.append(ConnectionUse(body.node, conn, "connection", self.doc.display if self.doc
-                                                       else "", line, col))
+                                                       else "", line, col, frozenset(map(str, inputs))))
 
     def _package(self, body: _Body, label: str, tool: Any) -> None:
         if not isinstance(tool, str) or not tool:
             self.add("missing-key", (*body.key, "source"), f"{label} uses a package tool but names none; add "
                      "source.tool (e.g. promptflow.tools.embedding.embedding)")
             return
-        if not _module_installed(tool):
+        if not module_installed(tool):
             top = tool.split(".")[0]
             self.add("package-tool-unchecked", (*body.key, "source", "tool"), f"{label} uses package tool '{tool}', "
                      f"which is not installed here, so its inputs were not checked; install the package that "
@@ -502,27 +501,3 @@ class _DagChecker:
             self.add("requirements-missing", ("environment", "python_requirements_txt"),
                      f"python_requirements_txt '{req}' does not exist in {display_path(self.folder)}")
 
-
-def _module_installed(tool: str) -> bool:
-    """Whether the module behind a package tool id exists, found without importing anything."""
-    parts = tool.split(".")
-    try:
-        spec = importlib.util.find_spec(parts[0])
-    except (ImportError, ValueError):
-        return False
-    if spec is None:
-        return False
-    locations = list(spec.submodule_search_locations or [])
-    if not locations:
-        return len(parts) <= 2  # a single-file module: tool ids are module.function
-    for part in parts[1:]:
-        for loc in locations:
-            base = Path(loc) / part
-            if base.with_suffix(".py").is_file():
-                return True
-            if base.is_dir():
-                locations = [str(base)]
-                break
-        else:
-            return False
-    return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,3 +107,27 @@ def read_tool(path: Path) -> ToolSignature:
         raise ToolFileError("tool-function", f"{path.name} has {len(found)} @tool functions ({names}); prompt "
                             "flow needs exactly one per file: move the others to their own files", found[1].line, 1)
     return found[0]
+
+def module_installed(tool: str) -> bool:
+    """Whether the module behind a package tool id exists, found without importing anything."""
+    parts = tool.split(".")
+    try:
+        spec = importlib.util.find_spec(parts[0])
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return False
+    locations = list(spec.submodule_search_locations or [])
+    if not locations:
+        return len(parts) <= 2  # a single-file module: tool ids are module.function
+    for part in parts[1:]:
+        for loc in locations:
+            base = Path(loc) / part
+            if base.with_suffix(".py").is_file():
+                return True
+            if base.is_dir():
+                locations = [str(base)]
+                break
+        else:
+            return False
+    return True

@@ -54,6 +54,8 @@ _RULES = [
     Rule("prompt-input-unused", WARNING, "a node input that the template never uses"),
     # llm nodes and connections
     Rule("llm-connection-missing", ERROR, "an LLM node without 'connection'"),
+    Rule("llm-model-missing", ERROR, "an LLM node that sets no 'model' (open_ai connection) or 'deployment_name' "
+                                     "(azure_open_ai), so it sends an empty one"),
     Rule("llm-api-invalid", ERROR, "an LLM node whose 'api' is not chat or completion"),
     Rule("connection-undeclared", ERROR, "a connection used by a node (after config overrides) that llmops.yaml "
                                          "does not declare"),

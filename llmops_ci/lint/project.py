@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.config import RUN_FIGURES, Config, FlowSpec, Origin, read_config
+from llmops_ci.config import RUN_FIGURES, Config, Connection, FlowSpec, Origin, read_config
 from llmops_ci.errors import UsageError
-from llmops_ci.kinds import FlowInfo, kind_for
+from llmops_ci.kinds import ConnectionUse, FlowInfo, kind_for
 from llmops_ci.lint import secrets
 from llmops_ci.lint.data import DataInfo, read_data
 from llmops_ci.lint.findings import ERROR, WARNING, Finding, finding, from_problem
@@ -257,12 +257,32 @@ class _Project:
                         ("connections", node, key), self._undeclared(value, declared, config),
                         "connection-undeclared")))
         for use in info.connections:
-            if use.field in overrides.get(use.node, {}):
+            override = overrides.get(use.node, {})
+            if use.field == "connection":
+                self.model_setting(use, override, declared, where)
+            if use.field in override:
                 continue
             if use.connection and use.connection not in declared and "${" not in use.connection:
                 self.findings.append(finding("connection-undeclared", use.path, use.line, use.column,
                                              f"node '{use.node}': " + self._undeclared(use.connection, declared,
                                                                                        config)))
+
+    def model_setting(self, use: ConnectionUse, override: dict[str, Any], declared: dict[str, Connection],
+                      where: Callable[[str], Origin]) -> None:
+        """An LLM node must name its model the way its connection type reads it, or it sends an empty one."""
+        name = override.get("connection", use.connection)
+        connection = declared.get(name) if isinstance(name, str) else None
+        needed = {"open_ai": "model", "azure_open_ai": "deployment_name"}.get(connection.type if connection else "")
+        if needed is None or needed in use.params or needed in override:
+            return
+        message = (f"node '{use.node}' uses {connection.type if connection else ''} connection '{name}' but sets no "
+                   f"'{needed}', so the request goes out without one; add '{needed}: ...' to the node's inputs or to "
+                   "its connections override")
+        if "connection" in override:
+            self.findings.append(from_problem(where(use.node).problem(("connections", use.node, "connection"),
+                                                                      message, "llm-model-missing")))
+        else:
+            self.findings.append(finding("llm-model-missing", use.path, use.line, use.column, message))
 
     @staticmethod
     def _undeclared(name: str, declared: dict[str, Any], config: Config) -> str:
