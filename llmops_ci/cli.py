@@ -13,9 +13,12 @@ from llmops_ci import log as logsetup
 from llmops_ci.errors import ConfigError, LlmopsError
 from llmops_ci.platforms import PLATFORMS, detect
 from llmops_ci.steps import Context, Step
+from llmops_ci.steps.batch_run import STEP as BATCH_RUN
+from llmops_ci.steps.eval_run import STEP as EVAL_RUN
 from llmops_ci.steps.lint import STEP as LINT
+from llmops_ci.steps.test import STEP as TEST
 
-STEPS: dict[str, Step] = {step.name: step for step in (LINT,)}
+STEPS: dict[str, Step] = {step.name: step for step in (LINT, TEST, BATCH_RUN, EVAL_RUN)}
 
 log = logging.getLogger("llmops_ci")
 
@@ -56,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     platform = detect(args.platform, os.environ)
     logsetup.setup(platform.formatter(), verbose=args.verbose)
-    ctx = Context(platform=platform, environ=os.environ, stdout=sys.stdout, state_dir=args.state_dir)
+    ctx = Context(platform=platform, environ=os.environ, stdout=sys.stdout, stderr=sys.stderr,
+                  state_dir=args.state_dir)
     try:
         return STEPS[args.step].run(args, ctx)
     except ConfigError as exc:

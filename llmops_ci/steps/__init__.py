@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TextIO
 
+from llmops_ci.config import DEFAULT_CONFIG, Config, read_config
+from llmops_ci.errors import ConfigError, UsageError
+from llmops_ci.execute import RunContext
+from llmops_ci.log import register_secret
 from llmops_ci.platforms import Platform
+from llmops_ci.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -18,6 +23,7 @@ class Context:
     platform: Platform
     environ: Mapping[str, str]
     stdout: TextIO
+    stderr: TextIO
     state_dir: Path
 
 
@@ -28,3 +34,47 @@ class Step(Protocol):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
 
     def run(self, args: argparse.Namespace, ctx: Context) -> int: ...
+
+
+def load_project(config: Path | None) -> Config:
+    """llmops.yaml for a step that runs flows: every problem is exit 2; ``${env:...}`` is resolved per run."""
+    path = config or Path(DEFAULT_CONFIG)
+    if not path.is_file():
+        raise UsageError(f"{path}: config file not found; pass --config PATH")
+    loaded, problems = read_config(path, environ=None)
+    if problems or loaded is None:
+        raise ConfigError(problems)
+    return loaded
+
+
+def run_context(backend: str, ctx: Context) -> RunContext:
+    from llmops_ci.backends import BACKENDS
+
+    if backend not in BACKENDS:
+        raise UsageError(f"--backend {backend} is not available in this version; use --backend local")
+    live = ctx.stderr.isatty() and ctx.platform.name == "local"
+
+    def on_secret(value: str) -> None:
+        register_secret(value)
+        ctx.platform.mask(value, ctx.stdout)
+
+    return RunContext(backend=BACKENDS[backend](ctx.state_dir), state_dir=ctx.state_dir, environ=ctx.environ,
+                      progress=lambda label, total: Progress(label, total, ctx.stderr, live=live),
+                      on_secret=on_secret)
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=_positive, default=4, metavar="N",
+                        help="lines run in parallel (default: 4)")
+    parser.add_argument("--line-timeout", type=_positive, default=300, metavar="S",
+                        help="seconds one line may take before it fails (default: 300)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value

@@ -1,0 +1,122 @@
+"""The local backend: prompt flow's own executor (``PFClient``) in a private home under the state dir."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from llmops_ci.backends.artifacts import count_lines_done, read_run
+from llmops_ci.backends.pf_home import PFHome
+from llmops_ci.errors import CheckFailed, LlmopsError, ServiceError, UsageError
+from llmops_ci.progress import Progress
+from llmops_ci.runs import RunJob, RunRecord, TestJob, TestRecord
+
+log = logging.getLogger("llmops_ci.local")
+POLL_S = 0.25
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, state_dir: Path, environ: dict[str, str] | None = None) -> None:
+        self.state_dir = state_dir.absolute()
+        self.home = PFHome(self.state_dir / "pf-home")
+        self.environ = dict(os.environ if environ is None else environ)
+
+    def run(self, job: RunJob, progress: Progress) -> RunRecord:
+        self.home.prepare()
+        flow = self.home.copy_flow(job.flow, job.name)
+        request = {
+            "action": "run", "flow": str(flow), "data": str(job.data.absolute()), "name": job.name,
+            "column_mapping": job.column_mapping, "variant": job.variant, "connections": job.connections,
+            "environment_variables": job.environment_variables, "run": job.base_run,
+            "worker_count": job.options.workers, "line_timeout_sec": job.options.line_timeout,
+        }
+        run_folder = self.home.runs / job.name
+        started = time.monotonic()
+        outcome = self._child(job.name, request, job.provider_connections,
+                              lambda: progress.update(count_lines_done(run_folder)))
+        duration = time.monotonic() - started
+        artifacts = read_run(run_folder) if run_folder.is_dir() else None
+        progress.finish(len(artifacts.lines) if artifacts else 0)
+        if artifacts is None:
+            raise self._failure(job.label, outcome)
+        return RunRecord(job.label, job.name, str(outcome.get("status")), artifacts.lines, duration,
+                         artifacts.metrics, outcome.get("error"))
+
+    def test(self, job: TestJob) -> TestRecord:
+        self.home.prepare()
+        name = f"test_{os.getpid()}_{time.time_ns()}"
+        flow = self.home.copy_flow(job.flow, name, job.connections)
+        request = {"action": "test", "flow": str(flow), "inputs": job.inputs, "variant": job.variant,
+                   "environment_variables": job.environment_variables,
+                   "output_path": str(self.home.root / "tmp" / name)}
+        started = time.monotonic()
+        outcome = self._child(name, request, job.provider_connections, lambda: None)
+        if "output" not in outcome and outcome.get("status") == "Failed":
+            raise self._failure("test", outcome)
+        return TestRecord(str(outcome.get("status")), outcome.get("output"), outcome.get("error"),
+                          list(outcome.get("nodes") or []), time.monotonic() - started)
+
+    # -- the runner process ----------------------------------------------------------------------------
+    def _child(self, name: str, request: dict[str, Any], connections: tuple[Any, ...], tick: Any) -> dict[str, Any]:
+        result = self.home.root / "results" / f"{name}.json"
+        result.unlink(missing_ok=True)
+        request = {**request, "result": str(result), "provider_connections": [asdict(c) for c in connections]}
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"{name}.log"
+        with log_path.open("w", encoding="utf-8") as log_file:
+            proc = subprocess.Popen([sys.executable, "-m", "llmops_ci.backends.pf_runner"], stdin=subprocess.PIPE,
+                                    stdout=log_file, stderr=subprocess.STDOUT, cwd=self.home.root,
+                                    env=self.home.environment(self.environ), start_new_session=True, text=True)
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write(json.dumps(request))
+                proc.stdin.close()
+                while proc.poll() is None:
+                    tick()
+                    time.sleep(POLL_S)
+                tick()
+            finally:
+                _reap(proc)
+        log.debug("prompt flow log: %s", log_path)
+        if not result.is_file():
+            tail = "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
+            raise CheckFailed(f"the prompt flow runner stopped without a result (exit {proc.returncode}); "
+                              f"its log is {log_path}:\n{tail}")
+        outcome: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
+        result.unlink()
+        return outcome
+
+    @staticmethod
+    def _failure(label: str, outcome: dict[str, Any]) -> LlmopsError:
+        message = f"{label}: prompt flow could not start the run: {outcome.get('error')}"
+        if outcome.get("user_error"):
+            return UsageError(message)
+        log.debug("%s", outcome.get("traceback"))
+        return ServiceError(message) if "Connection" in str(outcome.get("error")) else CheckFailed(message)
+
+
+def _reap(proc: subprocess.Popen[str]) -> None:
+    """Stop the runner and everything it started (its own session), even on Ctrl-C."""
+    if proc.poll() is None:
+        _signal_group(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+    _signal_group(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

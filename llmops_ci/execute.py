@@ -1,0 +1,131 @@
+"""Run flows and evaluations through a backend, keep the results, and decide pass or fail."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmops_ci.backends import Backend
+from llmops_ci.config import Config, FlowSpec
+from llmops_ci.errors import CheckFailed, ServiceError, UsageError
+from llmops_ci.progress import Progress
+from llmops_ci.runs import (
+    RunOptions,
+    RunRecord,
+    batch_job,
+    eval_jobs,
+    load_run,
+    save_run,
+    secret_values,
+    update_flow_summary,
+)
+
+log = logging.getLogger("llmops_ci.run")
+
+ProgressFactory = Callable[[str, int], Progress]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a run needs from outside: the backend, where state goes, the environment and how to show progress."""
+
+    backend: Backend
+    state_dir: Path
+    environ: Mapping[str, str]
+    progress: ProgressFactory
+    on_secret: Callable[[str], None]
+
+
+def one_line(text: Any, limit: int = 300) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _count_data_lines(path: Path) -> int:
+    if path.is_dir():
+        return sum(_count_data_lines(p) for p in path.iterdir() if p.suffix in (".jsonl", ".csv", ".tsv"))
+    with path.open("rb") as fh:
+        lines = sum(1 for raw in fh if raw.strip())
+    return lines - 1 if path.suffix in (".csv", ".tsv") and lines else lines
+
+
+def _report(record: RunRecord, summary: dict[str, Any], allowed: int | None) -> None:
+    failed = summary["lines_failed"]
+    tokens = summary["tokens"]["total"]
+    log.info("%s: %s, %d/%d lines ok in %.1f s (p50 %s s, p95 %s s, %d tokens)", record.label, summary["status"],
+             record.lines_total - failed, record.lines_total, record.duration_s, summary["latency_p50"],
+             summary["latency_p95"], tokens)
+    if record.error:
+        log.error("%s: %s", record.label, one_line(record.error))
+    if failed:
+        allowance = f" (allowed {allowed})" if allowed is not None else ""
+        report = log.error if allowed is not None and failed > allowed else log.warning
+        report("%s: %d line%s failed%s", record.label, failed, "s" if failed != 1 else "", allowance)
+        for line in record.failed[:5]:
+            report("  line %d%s: %s", line.line, f" (node {line.node})" if line.node else "", one_line(line.error))
+
+
+def _execute(rc: RunContext, job: Any) -> RunRecord:
+    for secret in secret_values(job.provider_connections):
+        rc.on_secret(secret)
+    total = _count_data_lines(job.data)
+    return rc.backend.run(job, rc.progress(job.label, total))
+
+
+def batch_run(config: Config, flows: list[FlowSpec], options: RunOptions, rc: RunContext) -> list[dict[str, Any]]:
+    """Run each flow over its data; raise CheckFailed when failed lines exceed a flow's allowance."""
+    jobs = [(flow, batch_job(config, flow, options, rc.environ)) for flow in flows]  # env checked up front
+    summaries: list[dict[str, Any]] = []
+    broken: list[str] = []
+    down: list[str] = []
+    for flow, job in jobs:
+        record = _execute(rc, job)
+        summary = save_run(rc.state_dir, record, flow.max_failed_lines)
+        update_flow_summary(rc.state_dir, flow.name, "run", {k: v for k, v in summary.items() if k != "metrics"})
+        _report(record, summary, flow.max_failed_lines)
+        summaries.append(summary)
+        if summary["status"] != "completed":
+            (down if record.service_down() else broken).append(flow.name)
+    if down and not broken:
+        raise ServiceError(f"every line of {', '.join(down)} failed calling the LLM endpoint; check that it is up "
+                           "and that the connection's base URL and key are right")
+    if broken or down:
+        raise CheckFailed(f"batch-run failed for {', '.join(broken + down)}: more failed lines than "
+                          "max_failed_lines allows (see the errors above and <state-dir>/runs/<flow>/lines.jsonl)")
+    return summaries
+
+
+def eval_run(config: Config, flows: list[FlowSpec], options: RunOptions, rc: RunContext) -> dict[str, Any]:
+    """Run every evaluation of each flow against that flow's batch run from the state dir."""
+    plans = []
+    for flow in flows:
+        if not flow.evaluations:
+            log.info("%s: no evaluations configured", flow.name)
+            continue
+        base = load_run(rc.state_dir, flow.name)
+        if base is None:
+            raise UsageError(f"flow '{flow.name}' has no batch run in {rc.state_dir}; run "
+                             f"'llmops-ci batch-run --flow {flow.name}' first (with the same --state-dir)")
+        plans.append((flow, eval_jobs(config, flow, str(base["name"]), options, rc.environ)))
+    results: dict[str, Any] = {}
+    failed = []
+    for flow, jobs in plans:
+        for job in jobs:
+            record = _execute(rc, job)
+            summary = save_run(rc.state_dir, record, None)
+            evaluation = job.label.split("/", 1)[1]
+            entry = {"run": record.name, "status": summary["status"], "metrics": record.metrics,
+                     "lines_total": summary["lines_total"], "lines_failed": summary["lines_failed"]}
+            update_flow_summary(rc.state_dir, flow.name, "evaluations", {evaluation: entry})
+            _report(record, summary, None)
+            if record.metrics:
+                log.info("%s: %s", job.label, ", ".join(f"{k} = {v}" for k, v in sorted(record.metrics.items())))
+            results[job.label] = entry
+            if summary["status"] != "completed":
+                failed.append(job.label)
+    if failed:
+        raise CheckFailed(f"evaluation run failed for {', '.join(failed)}")
+    return results

@@ -1,0 +1,277 @@
+"""Batch, evaluation and single-line runs: what to run (jobs), what came out (records), where it is kept."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmops_ci.backends.artifacts import LineResult
+from llmops_ci.config import ENV_REF, Config, FlowSpec, Origin
+from llmops_ci.errors import ConfigError, Problem, UsageError
+from llmops_ci.kinds import kind_for
+from llmops_ci.lint.findings import ERROR
+from llmops_ci.lint.project import LintRequest, lint
+from llmops_ci.state import read_summary, write_json_atomic
+
+SECRET_FIELDS = ("api_key", "secrets")
+MAX_ERRORS = 5
+# LLM endpoint failures: when every line fails with one of these, the service is down (exit 3).
+SERVICE_ERRORS = ("APIConnectionError", "APITimeoutError", "InternalServerError", "RateLimitError",
+                  "ServiceUnavailableError", "OpenAIError")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    workers: int = 4
+    line_timeout: int = 300
+
+
+@dataclass(frozen=True)
+class ProviderConnection:
+    name: str
+    type: str
+    values: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RunJob:
+    label: str  # "classify" or "classify/accuracy"
+    name: str  # unique run name within the private home
+    flow: Path
+    data: Path
+    column_mapping: dict[str, Any]
+    variant: str | None
+    connections: dict[str, dict[str, Any]]
+    environment_variables: dict[str, str]
+    provider_connections: tuple[ProviderConnection, ...]
+    options: RunOptions
+    base_run: str | None = None
+
+
+@dataclass(frozen=True)
+class TestJob:
+    flow: Path
+    inputs: dict[str, Any]
+    variant: str | None
+    connections: dict[str, dict[str, Any]]
+    environment_variables: dict[str, str]
+    provider_connections: tuple[ProviderConnection, ...]
+
+
+@dataclass
+class TestRecord:
+    status: str
+    output: Any
+    error: str | None
+    nodes: list[dict[str, Any]]
+    duration_s: float | None
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+@dataclass
+class RunRecord:
+    label: str
+    name: str
+    pf_status: str
+    lines: list[LineResult]
+    duration_s: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def lines_total(self) -> int:
+        return len(self.lines)
+
+    @property
+    def failed(self) -> list[LineResult]:
+        return [line for line in self.lines if line.status != "Completed"]
+
+    @property
+    def tokens(self) -> dict[str, int]:
+        return {k: sum(line.tokens.get(k, 0) for line in self.lines) for k in ("prompt", "completion", "total")}
+
+    def latency(self, q: float) -> float | None:
+        value = percentile([line.duration_s for line in self.lines if line.duration_s is not None], q)
+        return round(value, 3) if value is not None else None
+
+    def service_down(self) -> bool:
+        return bool(self.lines) and len(self.failed) == len(self.lines) and all(
+            line.error_code in SERVICE_ERRORS and line.error and "Error code: 4" not in line.error
+            for line in self.failed)
+
+    def summary(self, allowed_failures: int | None) -> dict[str, Any]:
+        failed = len(self.failed)
+        ok = self.pf_status == "Completed" and (allowed_failures is None or failed <= allowed_failures)
+        out: dict[str, Any] = {
+            "name": self.name, "status": "completed" if ok else "failed", "lines_total": self.lines_total,
+            "lines_failed": failed, "duration_s": round(self.duration_s, 3),
+            "latency_p50": self.latency(0.5), "latency_p95": self.latency(0.95), "tokens": self.tokens,
+            "errors": [{"line": line.line, "node": line.node, "message": line.error}
+                       for line in self.failed[:MAX_ERRORS]],
+        }
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+# --- what to run ---------------------------------------------------------------------------------
+
+def run_name(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", label) + time.strftime("_%Y%m%d_%H%M%S_") + secrets.token_hex(3)
+
+
+def preflight(config: Config, flows: list[FlowSpec]) -> None:
+    """Everything lint can tell before a run: a broken mapping or flow is exit 2 before anything starts."""
+    report = lint(LintRequest(config=config.path, flows=tuple(f.name for f in flows)))
+    errors = [f for f in report.findings if f.severity == ERROR]
+    if errors:
+        raise ConfigError([Problem(f.path, f.line, f.column, f"{f.message} [{f.rule}]", f.rule) for f in errors])
+
+
+def _require_env(origin: Origin, sub: tuple[Any, ...], value: Any, environ: Mapping[str, str],
+                 problems: list[Problem]) -> Any:
+    if isinstance(value, dict):
+        return {k: _require_env(origin, (*sub, k), v, environ, problems) for k, v in value.items()}
+    if not isinstance(value, str):
+        return value
+    for name in ENV_REF.findall(value):
+        if name not in environ:
+            problems.append(origin.problem(sub, f"environment variable {name} is not set; export {name} (or set it "
+                                           "as a CI secret) and run again", "env-unset"))
+    return ENV_REF.sub(lambda m: environ.get(m.group(1), ""), value)
+
+
+def used_connections(config: Config, flow: Path, overrides: dict[str, dict[str, Any]]) -> set[str]:
+    kind = kind_for(flow)
+    names = {v["connection"] for v in overrides.values() if isinstance(v.get("connection"), str)}
+    if kind is not None:
+        for use in kind.inspect(flow).connections:
+            name = overrides.get(use.node, {}).get(use.field, use.connection)
+            if isinstance(name, str):
+                names.add(name)
+    return {n for n in names if n in config.connections}
+
+
+def provider_connections(config: Config, names: set[str], environ: Mapping[str, str]) -> tuple[ProviderConnection,
+                                                                                                 ...]:
+    """The declared connections a run needs, with ``${env:...}`` resolved; unset names are exit 2."""
+    problems: list[Problem] = []
+    out = []
+    for name in sorted(names):
+        conn = config.connections[name]
+        origin = Origin(config.doc, ("connections", name))
+        values = {k: _require_env(origin, (k,), v, environ, problems) for k, v in conn.values.items()}
+        out.append(ProviderConnection(name, conn.type, values))
+    if problems:
+        raise ConfigError(problems)
+    return tuple(out)
+
+
+def environment(origin: Origin, values: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
+    problems: list[Problem] = []
+    out = {str(k): str(_require_env(origin, ("environment_variables", k), v, environ, problems))
+           for k, v in values.items()}
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def secret_values(connections: tuple[ProviderConnection, ...]) -> list[str]:
+    out: list[str] = []
+    for conn in connections:
+        for key in SECRET_FIELDS:
+            value = conn.values.get(key)
+            if isinstance(value, str):
+                out.append(value)
+            elif isinstance(value, dict):
+                out += [str(v) for v in value.values()]
+    return [v for v in out if v]
+
+
+def batch_job(config: Config, flow: FlowSpec, options: RunOptions, environ: Mapping[str, str]) -> RunJob:
+    if flow.data is None:
+        raise UsageError(f"{flow.origin.doc.display}: flow '{flow.name}' has no 'data:' to run over")
+    return RunJob(
+        label=flow.name, name=run_name(flow.name), flow=flow.path, data=flow.data,
+        column_mapping=flow.column_mapping, variant=flow.variant, connections=flow.connections,
+        environment_variables=environment(flow.where("environment_variables"), flow.environment_variables, environ),
+        provider_connections=provider_connections(config, used_connections(config, flow.path, flow.connections),
+                                                  environ),
+        options=options, base_run=flow.base_run)
+
+
+def eval_jobs(config: Config, flow: FlowSpec, base_run: str, options: RunOptions,
+              environ: Mapping[str, str]) -> list[RunJob]:
+    jobs = []
+    for evaluation in flow.evaluations.values():
+        data = evaluation.data or flow.data
+        assert data is not None
+        jobs.append(RunJob(
+            label=f"{flow.name}/{evaluation.name}", name=run_name(f"{flow.name}_{evaluation.name}"),
+            flow=evaluation.path, data=data, column_mapping=evaluation.column_mapping, variant=None,
+            connections=evaluation.connections,
+            environment_variables=environment(evaluation.origin, evaluation.environment_variables, environ),
+            provider_connections=provider_connections(
+                config, used_connections(config, evaluation.path, evaluation.connections), environ),
+            options=options, base_run=base_run))
+    return jobs
+
+
+# --- where results are kept ------------------------------------------------------------------------
+
+def run_dir(state_dir: Path, label: str) -> Path:
+    flow, _, evaluation = label.partition("/")
+    return state_dir / "runs" / flow / ("evals/" + evaluation if evaluation else "")
+
+
+def save_run(state_dir: Path, record: RunRecord, allowed_failures: int | None) -> dict[str, Any]:
+    folder = run_dir(state_dir, record.label)
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = record.summary(allowed_failures)
+    if record.metrics:
+        summary["metrics"] = record.metrics
+    write_json_atomic(folder / "run.json", summary)
+    tmp = folder / "lines.jsonl.tmp"
+    with tmp.open("w", encoding="utf-8") as fh:
+        for line in record.lines:
+            fh.write(json.dumps(line.to_json(), default=str) + "\n")
+    tmp.replace(folder / "lines.jsonl")
+    return summary
+
+
+def load_run(state_dir: Path, label: str) -> dict[str, Any] | None:
+    path = run_dir(state_dir, label) / "run.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path}: unreadable ({exc}); run batch-run again") from None
+    return data if isinstance(data, dict) else None
+
+
+def update_flow_summary(state_dir: Path, flow: str, key: str, value: Any) -> None:
+    data = read_summary(state_dir)
+    flows = data.setdefault("flows", {})
+    entry = flows.setdefault(flow, {})
+    if key == "evaluations":
+        entry.setdefault("evaluations", {}).update(value)
+    else:
+        entry[key] = value
+    write_json_atomic(state_dir / "summary.json", data)

@@ -1,0 +1,27 @@
+"""``llmops-ci batch-run``: each selected flow over its data set, on the real prompt flow executor."""
+
+from __future__ import annotations
+
+import argparse
+
+from llmops_ci.execute import batch_run
+from llmops_ci.runs import RunOptions, preflight
+from llmops_ci.steps import Context, add_run_options, load_project, run_context
+
+
+class BatchRunStep:
+    name = "batch-run"
+    help = "run each flow over its data set (lines, failures, latency, tokens into the state dir)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add_run_options(parser)
+
+    def run(self, args: argparse.Namespace, ctx: Context) -> int:
+        config = load_project(args.config)
+        flows = config.select(args.flow)
+        preflight(config, flows)
+        batch_run(config, flows, RunOptions(args.workers, args.line_timeout), run_context(args.backend, ctx))
+        return 0
+
+
+STEP = BatchRunStep()
