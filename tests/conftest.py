@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +13,7 @@ import pytest
 
 from llmops_ci.cli import main
 from llmops_ci.lint.project import LintReport, LintRequest, lint
+from tests.fake_openai import FakeOpenAI
 
 BASE_PROJECT: dict[str, str] = {
     "llmops.yaml": """\
@@ -259,3 +260,43 @@ def clean_env() -> dict[str, str]:
 
 
 __all__ = ["CliResult", "Project", "io"]
+
+
+# --- real runs ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+def processes_using(path: Path) -> list[str]:
+    """Processes whose environment or command line mentions ``path`` (our runner, pf's workers)."""
+    found = []
+    needle = str(path).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            blob = (proc / "environ").read_bytes() + (proc / "cmdline").read_bytes()
+            state = (proc / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if needle in blob and state != "Z":
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ")[:120]
+            found.append(f"{proc.name}: {command!r}")
+    return found
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, float]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime) for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture
+def run_env(monkeypatch: pytest.MonkeyPatch, fake_openai: FakeOpenAI, tmp_path: Path) -> Iterator[FakeOpenAI]:
+    """Connection settings pointing at the fake server; afterwards no process of the run may be left."""
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.url + "/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-" + "k" * 24)
+    yield fake_openai
+    assert processes_using(tmp_path) == []

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -59,7 +60,7 @@ class LocalBackend:
         flow = self.home.copy_flow(job.flow, name, job.connections)
         request = {"action": "test", "flow": str(flow), "inputs": job.inputs, "variant": job.variant,
                    "environment_variables": job.environment_variables,
-                   "output_path": str(self.home.root / "tmp" / name)}
+                   "output_path": str(self.home.root / "work" / f"{name}.out")}
         started = time.monotonic()
         outcome = self._child(name, request, job.provider_connections, lambda: None)
         if "output" not in outcome and outcome.get("status") == "Failed":
@@ -75,10 +76,11 @@ class LocalBackend:
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{name}.log"
-        with log_path.open("w", encoding="utf-8") as log_file:
+        with log_path.open("w", encoding="utf-8") as log_file, tempfile.TemporaryDirectory(prefix="llmops-") as tmp:
             proc = subprocess.Popen([sys.executable, "-m", "llmops_ci.backends.pf_runner"], stdin=subprocess.PIPE,
                                     stdout=log_file, stderr=subprocess.STDOUT, cwd=self.home.root,
-                                    env=self.home.environment(self.environ), start_new_session=True, text=True)
+                                    env=self.home.environment(self.environ, Path(tmp)), start_new_session=True,
+                                    text=True)
             try:
                 assert proc.stdin is not None
                 proc.stdin.write(json.dumps(request))

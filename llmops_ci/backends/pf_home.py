@@ -35,14 +35,16 @@ class PFHome:
         return self.root / ".runs"
 
     def prepare(self) -> PFHome:
-        for sub in ("tmp", "work", "results", "xdg-data", "xdg-config"):
+        for sub in ("work", "results", "xdg-data", "xdg-config"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         pf_yaml = self.root / "pf.yaml"
         if not pf_yaml.exists():
             pf_yaml.write_text(yaml.safe_dump(PF_YAML), encoding="utf-8")
         return self
 
-    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+    def environment(self, base: Mapping[str, str], tmp: Path) -> dict[str, str]:
+        """The runner's environment. ``tmp`` must be a short path: multiprocessing puts its Unix sockets
+        there and a socket path may not exceed 107 bytes, which a state dir deep in a checkout can."""
         env = {k: v for k, v in base.items() if k not in _DROP}
         env.update({
             "PF_HOME_DIRECTORY": str(self.root),
@@ -53,7 +55,7 @@ class PFHome:
             "XDG_CONFIG_HOME": str(self.root / "xdg-config"),
             "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
             "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
-            "TMPDIR": str(self.root / "tmp"),
+            "TMPDIR": str(tmp),
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONUNBUFFERED": "1",
         })

@@ -81,10 +81,8 @@ def main() -> int:
                    "traceback": traceback.format_exc()}
     finally:
         for name in created:
-            try:
-                pf.connections.delete(name)
-            except Exception:  # the home is private; a leftover entry is harmless
-                pass
+            # secrets must not outlive the run in the store (the state dir may become a CI artifact)
+            pf.connections.delete(name)
     result_path.write_text(json.dumps(outcome, default=str), encoding="utf-8")
     return 0
 

@@ -1,0 +1,306 @@
+"""Real runs: prompt flow's executor in a child process, LLM nodes over HTTP to a server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+from tests.conftest import CliResult, Project, snapshot
+from tests.fake_openai import FakeOpenAI
+
+Cli = Callable[..., CliResult]
+
+RUN_PROJECT: dict[str, str] = {
+    "llmops.yaml": """\
+        version: 1
+        connections:
+          openai:
+            type: open_ai
+            base_url: ${env:OPENAI_BASE_URL}
+            api_key: ${env:OPENAI_API_KEY}
+        flows:
+          echo:
+            path: flows/echo
+            data: data/echo.jsonl
+            column_mapping:
+              text: ${data.text}
+            evaluations:
+              match:
+                path: flows/match
+                column_mapping:
+                  loud: ${run.outputs.loud}
+                  expected: ${data.expected}
+          chat:
+            path: flows/chat
+            data: data/chat.jsonl
+            connections:
+              answer: {connection: openai, model: gpt-test}
+          chat-run-file:
+            run_file: runs/chat.run.yml
+        """,
+    "flows/echo/flow.dag.yaml": """\
+        inputs:
+          text:
+            type: string
+        outputs:
+          loud:
+            type: string
+            reference: ${shout.output}
+        nodes:
+        - name: shout
+          type: python
+          source:
+            type: code
+            path: shout.py
+          inputs:
+            text: ${inputs.text}
+        """,
+    "flows/echo/shout.py": """\
+        import time
+
+        from promptflow.core import tool
+
+
+        @tool
+        def shout(text: str) -> str:
+            if text == "boom":
+                raise ValueError("cannot shout boom")
+            if text == "sleep":
+                time.sleep(4)
+            return text.upper()
+        """,
+    "data/echo.jsonl": '{"text": "a", "expected": "A"}\n{"text": "b", "expected": "B"}\n'
+                       '{"text": "c", "expected": "X"}\n{"text": "d", "expected": "D"}\n',
+    "flows/match/flow.dag.yaml": """\
+        inputs:
+          loud:
+            type: string
+          expected:
+            type: string
+        outputs:
+          score:
+            type: double
+            reference: ${match.output}
+        nodes:
+        - name: match
+          type: python
+          source:
+            type: code
+            path: match.py
+          inputs:
+            loud: ${inputs.loud}
+            expected: ${inputs.expected}
+        - name: rate
+          type: python
+          source:
+            type: code
+            path: rate.py
+          inputs:
+            scores: ${match.output}
+          aggregation: true
+        """,
+    "flows/match/match.py": """\
+        from promptflow.core import tool
+
+
+        @tool
+        def match(loud: str, expected: str) -> float:
+            return 1.0 if loud == expected else 0.0
+        """,
+    "flows/match/rate.py": """\
+        from promptflow.core import log_metric, tool
+
+
+        @tool
+        def rate(scores: list) -> float:
+            value = sum(scores) / len(scores)
+            log_metric("match_rate", value)
+            return value
+        """,
+    "flows/chat/flow.dag.yaml": """\
+        inputs:
+          question:
+            type: string
+        outputs:
+          answer:
+            type: string
+            reference: ${answer.output}
+        nodes:
+        - name: answer
+          type: llm
+          source:
+            type: code
+            path: answer.jinja2
+          connection: openai
+          api: chat
+          inputs:
+            model: gpt-4o-mini
+            question: ${inputs.question}
+        """,
+    "flows/chat/answer.jinja2": "# system:\nBe brief.\n# user:\n{{ question }}\n",
+    "data/chat.jsonl": '{"question": "What is 1+1?"}\n{"question": "Name a colour"}\n{"question": "Say hi"}\n',
+    "runs/chat.run.yml": """\
+        $schema: https://azuremlschemas.azureedge.net/promptflow/latest/Run.schema.json
+        flow: ../flows/chat
+        data: ../data/chat.jsonl
+        column_mapping:
+          question: ${data.question}
+        connections:
+          answer:
+            connection: openai
+            model: gpt-from-run-yml
+        """,
+}
+
+
+@pytest.fixture
+def run_project(project: Callable[..., Project]) -> Callable[..., Project]:
+    def make(extra: dict[str, str] | None = None) -> Project:
+        return project({**RUN_PROJECT, **(extra or {})}, base=False)
+    return make
+
+
+def summary(proj: Project) -> dict:
+    return json.loads(proj.read(".llmops/summary.json"))
+
+
+def test_python_flow_then_evaluation(cli: Cli, run_project: Callable[..., Project], run_env: FakeOpenAI) -> None:
+    proj = run_project()
+    before = snapshot(proj.path("flows"))
+    result = cli("batch-run", "--flow", "echo", "--workers", "2")
+    assert result.code == 0, result.err
+    run = summary(proj)["flows"]["echo"]["run"]
+    assert (run["status"], run["lines_total"], run["lines_failed"], run["errors"]) == ("completed", 4, 0, [])
+    assert run["latency_p50"] is not None and run["latency_p95"] >= run["latency_p50"]
+    lines = [json.loads(x) for x in proj.read(".llmops/runs/echo/lines.jsonl").splitlines()]
+    assert [(x["line"], x["outputs"]) for x in lines] == [(0, {"loud": "A"}), (1, {"loud": "B"}),
+                                                         (2, {"loud": "C"}), (3, {"loud": "D"})]
+
+    result = cli("eval-run", "--flow", "echo")
+    assert result.code == 0, result.err
+    evaluation = summary(proj)["flows"]["echo"]["evaluations"]["match"]
+    assert evaluation["metrics"] == {"match_rate": 0.75}
+    assert evaluation["status"] == "completed" and evaluation["lines_total"] == 4
+    scores = [json.loads(x) for x in proj.read(".llmops/runs/echo/evals/match/lines.jsonl").splitlines()]
+    assert [x["outputs"]["score"] for x in scores] == [1.0, 1.0, 0.0, 1.0]
+    assert "match_rate = 0.75" in result.err
+    assert snapshot(proj.path("flows")) == before
+    assert run_env.requests == []
+
+
+def test_failed_line_is_reported_and_fails_the_run(cli: Cli, run_project: Callable[..., Project],
+                                                  run_env: FakeOpenAI) -> None:
+    proj = run_project({"data/echo.jsonl": '{"text": "a", "expected": "A"}\n{"text": "boom", "expected": "B"}\n'
+                                           '{"text": "c", "expected": "C"}\n'})
+    result = cli("batch-run", "--flow", "echo")
+    assert result.code == 1
+    run = summary(proj)["flows"]["echo"]["run"]
+    assert (run["status"], run["lines_total"], run["lines_failed"]) == ("failed", 3, 1)
+    (error,) = run["errors"]
+    assert (error["line"], error["node"]) == (1, "shout")
+    assert "cannot shout boom" in error["message"]
+    assert "line 1 (node shout): " in result.err and "cannot shout boom" in result.err
+    assert "1 line failed (allowed 0)" in result.err
+
+
+def test_failed_lines_within_the_allowance_pass(cli: Cli, run_project: Callable[..., Project],
+                                               run_env: FakeOpenAI) -> None:
+    proj = run_project({"data/echo.jsonl": '{"text": "a", "expected": "A"}\n{"text": "boom", "expected": "B"}\n'})
+    proj.replace("llmops.yaml", "    path: flows/echo\n", "    path: flows/echo\n    max_failed_lines: 1\n")
+    result = cli("batch-run", "--flow", "echo")
+    assert result.code == 0, result.err
+    assert summary(proj)["flows"]["echo"]["run"]["status"] == "completed"
+
+
+def test_line_timeout(cli: Cli, run_project: Callable[..., Project], run_env: FakeOpenAI) -> None:
+    proj = run_project({"data/echo.jsonl": '{"text": "a", "expected": "A"}\n{"text": "sleep", "expected": "B"}\n'})
+    result = cli("batch-run", "--flow", "echo", "--line-timeout", "1")
+    assert result.code == 1
+    (error,) = summary(proj)["flows"]["echo"]["run"]["errors"]
+    assert error["line"] == 1 and "timeout" in error["message"].lower()
+
+
+def test_llm_flow_counts_tokens_over_real_http(cli: Cli, run_project: Callable[..., Project],
+                                              run_env: FakeOpenAI) -> None:
+    proj = run_project()
+    result = cli("batch-run", "--flow", "chat")
+    assert result.code == 0, result.err
+    run = summary(proj)["flows"]["chat"]["run"]
+    assert run["lines_failed"] == 0 and run["lines_total"] == 3
+    assert run["tokens"]["total"] == run["tokens"]["prompt"] + run["tokens"]["completion"] > 0
+    assert len(run_env.requests) == 3
+    assert {r["body"]["model"] for r in run_env.requests} == {"gpt-test"}  # the config's override
+    assert all(r["authorization"] for r in run_env.requests)
+    outputs = [json.loads(x)["outputs"]["answer"] for x in proj.read(".llmops/runs/chat/lines.jsonl").splitlines()]
+    assert outputs == ["ECHO: What is 1+1?", "ECHO: Name a colour", "ECHO: Say hi"]
+    key = "sk-test-" + "k" * 24
+    assert key not in result.err + result.out
+    assert not any(key.encode() in p.read_bytes() for p in proj.path(".llmops").rglob("*") if p.is_file())
+
+
+def test_run_yml_defined_run(cli: Cli, run_project: Callable[..., Project], run_env: FakeOpenAI) -> None:
+    proj = run_project()
+    result = cli("batch-run", "--flow", "chat-run-file")
+    assert result.code == 0, result.err
+    assert summary(proj)["flows"]["chat-run-file"]["run"]["lines_total"] == 3
+    assert {r["body"]["model"] for r in run_env.requests} == {"gpt-from-run-yml"}
+
+
+def test_llm_errors_fail_their_lines(cli: Cli, run_project: Callable[..., Project], run_env: FakeOpenAI) -> None:
+    proj = run_project({"data/chat.jsonl": '{"question": "fine"}\n{"question": "please FAIL"}\n'})
+    result = cli("batch-run", "--flow", "chat")
+    assert result.code == 1
+    (error,) = summary(proj)["flows"]["chat"]["run"]["errors"]
+    assert (error["line"], error["node"]) == (1, "answer")
+    assert "400" in error["message"]
+
+
+def test_single_line_test_step(cli: Cli, run_project: Callable[..., Project], run_env: FakeOpenAI) -> None:
+    proj = run_project()
+    before = snapshot(proj.path("flows"))
+    result = cli("test", "--flow", "chat", "--input", "question=How are you?")
+    assert result.code == 0, result.err
+    out = result.out.splitlines()
+    assert out[0] == "{" and '"answer": "ECHO: How are you?"' in result.out
+    assert any(line.split()[:2] == ["answer", "Completed"] for line in out)
+    assert run_env.requests[0]["body"]["model"] == "gpt-test"
+    assert snapshot(proj.path("flows")) == before
+    failed = cli("test", "--flow", "echo", "--input", "text=boom")
+    assert failed.code == 1 and "cannot shout boom" in failed.err
+
+
+@pytest.mark.parametrize(("edit", "argv", "message"), [
+    (("llmops.yaml", "text: ${data.text}", "text: ${data.txt}"), ("batch-run", "--flow", "echo"),
+     "llmops.yaml:12:13: '${data.txt}': the data data/echo.jsonl has no column 'txt'; did you mean 'text'?"),
+    (None, ("eval-run", "--flow", "echo"), "flow 'echo' has no batch run in .llmops; run 'llmops-ci batch-run"),
+    (None, ("batch-run", "--flow", "chat", "--backend", "azureml"), "--backend azureml is not available"),
+    (None, ("test",), "test needs exactly one --flow NAME; flows: echo, chat, chat-run-file"),
+    (None, ("test", "--flow", "chat", "--input", "question"), "--input question: write --input NAME=VALUE"),
+    (("llmops.yaml", "version: 1", "version: 2"), ("batch-run",), "llmops.yaml:1:10: 'version' is '2'"),
+])
+def test_bad_input_stops_before_anything_runs(edit: tuple[str, str, str] | None, argv: tuple[str, ...], message: str,
+                                              cli: Cli, run_project: Callable[..., Project],
+                                              run_env: FakeOpenAI) -> None:
+    proj = run_project()
+    if edit:
+        proj.replace(*edit)
+    result = cli(*argv)
+    assert result.code == 2, result
+    assert message in result.err
+    assert "Traceback" not in result.err
+    assert not proj.path(".llmops/pf-home").exists()
+    assert run_env.requests == []
+
+
+def test_unset_env_names_the_variable(cli: Cli, run_project: Callable[..., Project], run_env: FakeOpenAI,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    proj = run_project()
+    monkeypatch.delenv("OPENAI_API_KEY")
+    result = cli("batch-run", "--flow", "chat")
+    assert result.code == 2
+    assert "llmops.yaml:6:14: environment variable OPENAI_API_KEY is not set" in result.err
+    assert not proj.path(".llmops/pf-home").exists()
+    # a flow that needs no connection does not need the variable
+    assert cli("batch-run", "--flow", "echo").code == 0
