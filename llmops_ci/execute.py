@@ -11,6 +11,7 @@ from typing import Any
 from llmops_ci.backends import Backend
 from llmops_ci.config import Config, FlowSpec
 from llmops_ci.errors import CheckFailed, ServiceError, UsageError
+from llmops_ci.lint.data import read_data
 from llmops_ci.progress import Progress
 from llmops_ci.runs import (
     RunOptions,
@@ -44,14 +45,6 @@ def one_line(text: Any, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _count_data_lines(path: Path) -> int:
-    if path.is_dir():
-        return sum(_count_data_lines(p) for p in path.iterdir() if p.suffix in (".jsonl", ".csv", ".tsv"))
-    with path.open("rb") as fh:
-        lines = sum(1 for raw in fh if raw.strip())
-    return lines - 1 if path.suffix in (".csv", ".tsv") and lines else lines
-
-
 def _report(record: RunRecord, summary: dict[str, Any], allowed: int | None) -> None:
     failed = summary["lines_failed"]
     tokens = summary["tokens"]["total"]
@@ -71,8 +64,7 @@ def _report(record: RunRecord, summary: dict[str, Any], allowed: int | None) -> 
 def _execute(rc: RunContext, job: Any) -> RunRecord:
     for secret in secret_values(job.provider_connections):
         rc.on_secret(secret)
-    total = _count_data_lines(job.data)
-    return rc.backend.run(job, rc.progress(job.label, total))
+    return rc.backend.run(job, rc.progress(job.label, read_data(job.data).rows))
 
 
 def batch_run(config: Config, flows: list[FlowSpec], options: RunOptions, rc: RunContext) -> list[dict[str, Any]]:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from llmops_ci.lint.project import LintRequest, lint
+from tests.conftest import CliResult, processes_using, snapshot
+from tests.fake_openai import FakeOpenAI
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "web-classification"
 
@@ -34,3 +38,36 @@ def test_example_without_model_is_caught(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.chdir(copy)
     rules = [(f.rule, f.path) for f in lint(LintRequest(config=cfg, flows=("classify",))).findings]
     assert rules == [("llm-model-missing", "llmops.yaml")]
+
+
+def classify_by_url(prompt: str) -> str:
+    """A stand-in model: reads the last URL in the prompt and answers in the format the prompt asks for."""
+    url = [word for word in prompt.split() if word.startswith("http")][-1].lower()
+    rules = [("youtube", "Channel"), ("twitch", "Channel"), ("imdb", "Movie"), ("arxiv", "Academic"),
+             (".pdf", "PDF"), ("linkedin", "Profile"), ("github.com/", "Profile"), ("apps.", "App"),
+             ("play.google", "App"), ("store", "App")]
+    category = next((c for key, c in rules if key in url), "None")
+    return json.dumps({"category": category, "evidence": "Url"})
+
+
+def test_example_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 cli: Callable[..., CliResult]) -> None:
+    server = FakeOpenAI(answer=classify_by_url).start()
+    try:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url + "/v1")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-example-" + "x" * 20)
+        monkeypatch.chdir(EXAMPLE.parent.parent)
+        state = str(tmp_path / "state")
+        config = str(EXAMPLE / "llmops.yaml")
+        before = snapshot(EXAMPLE)
+        assert cli("batch-run", "--config", config, "--flow", "classify", "--state-dir", state).code == 0
+        assert cli("eval-run", "--config", config, "--flow", "classify", "--state-dir", state).code == 0
+        flow = json.loads((tmp_path / "state" / "summary.json").read_text())["flows"]["classify"]
+        assert flow["run"]["lines_total"] == 42 and flow["run"]["lines_failed"] == 0
+        assert flow["run"]["tokens"]["total"] > 0
+        assert 0.5 < flow["evaluations"]["accuracy"]["metrics"]["accuracy"] <= 1.0
+        assert len(server.requests) == 42
+        assert snapshot(EXAMPLE) == before
+        assert processes_using(tmp_path) == []
+    finally:
+        server.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable
 
 import pytest
@@ -304,3 +305,17 @@ def test_unset_env_names_the_variable(cli: Cli, run_project: Callable[..., Proje
     assert not proj.path(".llmops/pf-home").exists()
     # a flow that needs no connection does not need the variable
     assert cli("batch-run", "--flow", "echo").code == 0
+
+
+def test_unreachable_endpoint_is_exit_3(cli: Cli, run_project: Callable[..., Project], run_env: FakeOpenAI,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{port}/v1")
+    proj = run_project()
+    result = cli("batch-run", "--flow", "chat")
+    assert result.code == 3, result.err
+    assert "every line of chat failed calling the LLM endpoint" in result.err
+    run = summary(proj)["flows"]["chat"]["run"]
+    assert run["lines_failed"] == 3 and "APIConnectionError" in run["errors"][0]["message"]

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,8 +45,11 @@ class LocalBackend:
         }
         run_folder = self.home.runs / job.name
         started = time.monotonic()
-        outcome = self._child(job.name, request, job.provider_connections,
-                              lambda: progress.update(count_lines_done(run_folder)))
+        try:
+            outcome = self._child(job.name, request, job.provider_connections,
+                                  lambda: progress.update(count_lines_done(run_folder)))
+        finally:
+            shutil.rmtree(flow, ignore_errors=True)  # the run keeps its own snapshot
         duration = time.monotonic() - started
         artifacts = read_run(run_folder) if run_folder.is_dir() else None
         progress.finish(len(artifacts.lines) if artifacts else 0)
@@ -62,7 +66,11 @@ class LocalBackend:
                    "environment_variables": job.environment_variables,
                    "output_path": str(self.home.root / "work" / f"{name}.out")}
         started = time.monotonic()
-        outcome = self._child(name, request, job.provider_connections, lambda: None)
+        try:
+            outcome = self._child(name, request, job.provider_connections, lambda: None)
+        finally:
+            shutil.rmtree(flow, ignore_errors=True)
+            shutil.rmtree(self.home.root / "work" / f"{name}.out", ignore_errors=True)
         if "output" not in outcome and outcome.get("status") == "Failed":
             raise self._failure("test", outcome)
         return TestRecord(str(outcome.get("status")), outcome.get("output"), outcome.get("error"),

@@ -1,0 +1,563 @@
+#!/usr/bin/env python3
+"""Benchmark ``llmops-ci batch-run`` against ``pf run create`` on one LLM flow and a fake OpenAI server.
+
+    python bench/batch_bench.py [--lines 200] [--latency 0.1] [--workers 8] [--runs 2] [--python PATH]
+
+What it does:
+
+1. Writes a project in a temporary folder: one flow with one LLM node (api chat, connection ``openai``,
+   ``model: gpt-4o-mini``, a tiny Jinja2 prompt on ``{{question}}``), a JSONL data file of --lines lines
+   and an ``llmops.yaml`` whose ``openai`` connection reads ``${env:OPENAI_BASE_URL}`` and
+   ``${env:OPENAI_API_KEY}``.
+2. Starts ``tests.fake_openai.FakeOpenAI`` in this process with a fixed latency per call.
+3. Times the whole ``python -m llmops_ci batch-run --workers W`` process --runs times (a fresh state dir
+   each time); checks exit 0, the summary's line counts and that the server saw one call per line.
+4. Prints the ideal time (lines x latency / workers) and the overhead over it.
+5. Times ``pf run create`` with default settings (a private, hermetic PF home; the ``openai`` connection
+   created first with ``pf connection create``, timed separately) on a copy of the flow, checks its line
+   counts and the server's calls, and looks for processes it left behind (killed and reported).
+6. Prints a closing block with the headline numbers and where llmops-ci's time goes.
+7. Stops the server, deletes the temporary folder and makes sure no process it started is left.
+
+Standard library only (plus the repo's tests/fake_openai.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.fake_openai import FakeOpenAI  # noqa: E402
+
+FLOW_DAG = """\
+$schema: https://azuremlschemas.azureedge.net/promptflow/latest/Flow.schema.json
+inputs:
+  question:
+    type: string
+outputs:
+  answer:
+    type: string
+    reference: ${answer.output}
+nodes:
+- name: answer
+  type: llm
+  source:
+    type: code
+    path: answer.jinja2
+  connection: openai
+  api: chat
+  inputs:
+    model: gpt-4o-mini
+    question: ${inputs.question}
+"""
+PROMPT = "# system:\nAnswer in one short sentence.\n# user:\n{{question}}\n"
+LLMOPS_YAML = """\
+version: 1
+connections:
+  openai:
+    type: open_ai
+    base_url: ${env:OPENAI_BASE_URL}
+    api_key: ${env:OPENAI_API_KEY}
+flows:
+  bench:
+    path: flows/bench
+    data: data/bench.jsonl
+    column_mapping:
+      question: ${data.question}
+"""
+CONN_YAML = """\
+$schema: https://azuremlschemas.azureedge.net/promptflow/latest/OpenAIConnection.schema.json
+name: openai
+type: open_ai
+api_key: dummy
+base_url: {base_url}
+"""
+PF_YAML = """\
+telemetry:
+  enabled: false
+trace:
+  destination: none
+cli:
+  installation_id: 00000000-0000-0000-0000-000000000000
+"""
+# variables of the caller that would point a run somewhere else or change pf's defaults
+DROP_ENV = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "PF_HOME_DIRECTORY",
+            "PF_CONNECTION_PROVIDER", "PF_WORKER_COUNT", "PF_LINE_TIMEOUT_SEC", "PF_BATCH_TIMEOUT_SEC")
+
+
+class TimedFakeOpenAI(FakeOpenAI):
+    """FakeOpenAI that also keeps the wall-clock arrival time of every request (for the breakdown)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.arrivals: list[float] = []
+        self._lock = threading.Lock()
+
+    def handle(self, handler: Any) -> None:
+        with self._lock:
+            self.arrivals.append(time.time())
+        super().handle(handler)
+
+
+# -- helpers ----------------------------------------------------------------------------------------------
+
+
+def write_project(root: Path, lines: int) -> Path:
+    flow = root / "flows" / "bench"
+    flow.mkdir(parents=True)
+    (flow / "flow.dag.yaml").write_text(FLOW_DAG, encoding="utf-8")
+    (flow / "answer.jinja2").write_text(PROMPT, encoding="utf-8")
+    (root / "data").mkdir()
+    with (root / "data" / "bench.jsonl").open("w", encoding="utf-8") as fh:
+        for i in range(lines):
+            fh.write(json.dumps({"question": f"Question number {i}: what is {i} + {i}?"}) + "\n")
+    cfg = root / "llmops.yaml"
+    cfg.write_text(LLMOPS_YAML, encoding="utf-8")
+    return cfg
+
+
+def find_pf(python: str) -> str | None:
+    folder = Path(python).parent
+    for name in ("pf", "pf.exe", "pf.cmd", "pf.bat"):
+        if (folder / name).is_file():
+            return str(folder / name)
+    return shutil.which("pf")
+
+
+def procs_with_env(needle: str) -> list[tuple[int, str]]:
+    """Live (non-zombie) processes on Linux whose environment holds the exact entry ``needle``."""
+    found: list[tuple[int, str]] = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return found
+    want = needle.encode()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if want not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        found.append((int(entry.name), cmd))
+    return found
+
+
+def kill_pids(pids: list[int]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def leftovers(needle: str, label: str, notes: list[str]) -> None:
+    """Report and kill processes still carrying ``needle`` in their environment (give them 2 s to exit)."""
+    deadline = time.monotonic() + 2
+    found = procs_with_env(needle)
+    while found and time.monotonic() < deadline:
+        time.sleep(0.2)
+        found = procs_with_env(needle)
+    if found:
+        notes.append(f"{label}: {len(found)} process(es) still running after it exited (killed):")
+        notes += [f"    pid {pid}: {cmd[:160]}" for pid, cmd in found]
+        kill_pids([pid for pid, _ in found])
+
+
+def run_timed(cmd: list[str], env: dict[str, str], cwd: Path, out: Path) -> tuple[float, float, int]:
+    """Run ``cmd`` (own session, stdout+stderr to ``out``); returns (seconds, wall-clock start, exit code)."""
+    with out.open("w", encoding="utf-8") as fh:
+        wall = time.time()
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            code = proc.wait()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+        seconds = time.perf_counter() - start
+    return seconds, wall, code
+
+
+def tail(path: Path, n: int = 20) -> str:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return "(no output)"
+    return "\n".join("    " + x for x in lines[-n:])
+
+
+def mtime(path: Path) -> float | None:
+    with contextlib.suppress(OSError):
+        return path.stat().st_mtime
+    return None
+
+
+@dataclass
+class RunFolder:
+    """What a prompt flow run folder (``<home>/.runs/<name>``) tells: line counts and timings."""
+
+    lines: int = 0
+    failed: int = 0
+    durations: list[float] = field(default_factory=list)
+    done_times: list[float] = field(default_factory=list)  # mtime of each line's record
+    process_count: str | None = None
+
+    @classmethod
+    def read(cls, run_dir: Path) -> RunFolder:
+        rf = cls()
+        for path in sorted((run_dir / "flow_artifacts").glob("*.jsonl")):
+            t = mtime(path)
+            for raw in path.read_text(encoding="utf-8").splitlines():
+                if not raw.strip():
+                    continue
+                info = json.loads(raw).get("run_info") or {}
+                rf.lines += 1
+                rf.failed += str(info.get("status")) != "Completed"
+                duration = (info.get("system_metrics") or {}).get("duration")
+                if isinstance(duration, (int, float)):
+                    rf.durations.append(float(duration))
+                if t is not None:
+                    rf.done_times.append(t)
+        logs = run_dir / "logs.txt"
+        if logs.is_file():
+            found = re.search(r"Set process count to (\d+)[^\n]*", logs.read_text(encoding="utf-8", errors="replace"))
+            if found:
+                rf.process_count = found.group(1)
+        return rf
+
+
+def timeline(label: str, wall: float, seconds: float, arrivals: list[float], latency: float, rf: RunFolder,
+             marks: list[tuple[str, float | None]]) -> list[str]:
+    """Offsets from the process start of: the given file marks, first/last LLM call, first/last line done."""
+    points: list[tuple[float, str]] = [(t - wall, name) for name, t in marks if t is not None]
+    if arrivals:
+        points += [(min(arrivals) - wall, "first LLM request reaches the server"),
+                   (max(arrivals) - wall, "last LLM request reaches the server")]
+    if rf.done_times:
+        points += [(min(rf.done_times) - wall, "first line record written"),
+                   (max(rf.done_times) - wall, "last line record written")]
+    points.append((seconds, "process exit"))
+    points.sort()
+    out = [f"  {label} timeline (s from process start; file mtimes and server arrival times):"]
+    prev = 0.0
+    for t, name in points:
+        out.append(f"    {t:6.2f}  (+{t - prev:5.2f})  {name}")
+        prev = t
+    if len(arrivals) > 1:
+        span = max(arrivals) - min(arrivals) + latency
+        out.append(f"    LLM phase: {len(arrivals)} calls in {span:.2f} s = {len(arrivals) / span:.0f} calls/s")
+    if rf.durations:
+        d = sorted(rf.durations)
+        out.append(f"    line duration inside pf: p50 {d[len(d) // 2]:.3f} s, p95 {d[int(len(d) * 0.95)]:.3f} s, "
+                   f"max {d[-1]:.3f} s (the server sleeps {latency:.3f} s)")
+    return out
+
+
+def cpu_children() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+# -- llmops-ci ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Measure:
+    seconds: float
+    wall_start: float
+    code: int
+    requests: int
+    arrivals: list[float]
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def run_llmops(args: argparse.Namespace, cfg: Path, tmp: Path, fake: TimedFakeOpenAI, index: int) -> Measure:
+    state = tmp / f"state{index}"
+    env = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
+    env.update(OPENAI_BASE_URL=f"{fake.url}/v1", OPENAI_API_KEY="dummy", PYTHONUNBUFFERED="1")
+    cmd = [args.python, "-m", "llmops_ci", "batch-run", "--config", str(cfg), "--workers", str(args.workers),
+           "--state-dir", str(state)]
+    before = len(fake.requests)
+    seconds, wall, code = run_timed(cmd, env, REPO, tmp / f"llmops{index}.out")
+    arrivals = fake.arrivals[before:]
+    requests = len(fake.requests) - before
+    problems: list[str] = []
+    if code != 0:
+        problems.append(f"exit {code} (expected 0): {' '.join(cmd)}\n{tail(tmp / f'llmops{index}.out')}")
+    try:
+        summary = json.loads((state / "summary.json").read_text(encoding="utf-8"))
+        run = summary["flows"]["bench"]["run"]
+        total, failed = run.get("lines_total"), run.get("lines_failed")
+        if (total, failed) != (args.lines, 0):
+            problems.append(f"summary.json says {total} lines, {failed} failed (expected {args.lines}, 0); "
+                            f"status {run.get('status')}, errors {str(run.get('errors'))[:300]}")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        problems.append(f"no usable {state / 'summary.json'}: {type(exc).__name__}: {exc}")
+    if requests != args.lines:
+        problems.append(f"the fake server got {requests} requests (expected {args.lines})")
+    m = Measure(seconds, wall, code, requests, arrivals, not problems, problems)
+    leftovers(f"PF_HOME_DIRECTORY={state / 'pf-home'}", f"llmops-ci run {index}", m.notes)
+    if m.notes:
+        m.problems += m.notes
+        m.ok = False
+    # breakdown from server arrival times and the runner log
+    if arrivals:
+        first, last = min(arrivals) - wall, max(arrivals) - wall
+        m.notes.append(f"  breakdown run {index}: start -> 1st LLM call {first:.2f} s; calls span "
+                       f"{last - first:.2f} s (+{args.latency:.2f} s for the last reply); last call -> exit "
+                       f"{seconds - last - args.latency:.2f} s")
+    logs = sorted((state / "logs").glob("*.log")) if (state / "logs").is_dir() else []
+    for log_path in logs:
+        events = log_events(log_path)
+        if events:
+            m.notes.append(f"  runner log {log_path.name} (offsets from process start; log stamps are whole "
+                           f"seconds):")
+            m.notes += milestones(events, wall)
+    return m
+
+
+# -- pf run create -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PfMeasure:
+    seconds: float | None = None
+    conn_seconds: float | None = None
+    code: int | None = None
+    conn_code: int | None = None
+    requests: int = 0
+    arrivals: list[float] = field(default_factory=list)
+    wall_start: float = 0.0
+    lines_total: int | None = None
+    lines_failed: int | None = None
+    status: str | None = None
+    process_count: str | None = None
+    ok: bool = False
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def pf_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
+    env.update({
+        "PF_HOME_DIRECTORY": str(home),
+        "PF_TRACING_SKIP_LOCAL_SETUP": "true",
+        "PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
+        "XDG_DATA_HOME": str(home / "xdg-data"),
+        "XDG_CONFIG_HOME": str(home / "xdg-config"),
+        "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+        "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
+        "TMPDIR": str(home / "tmp"),
+        "PYTHONIOENCODING": "utf-8",
+    })
+    return env
+
+
+def run_pf(args: argparse.Namespace, pf: str, project: Path, tmp: Path, fake: TimedFakeOpenAI) -> PfMeasure:
+    m = PfMeasure()
+    home = tmp / "pfh"
+    for sub in ("tmp", "xdg-data", "xdg-config"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    (home / "pf.yaml").write_text(PF_YAML, encoding="utf-8")
+    env = pf_env(home)
+    needle = f"PF_HOME_DIRECTORY={home}"
+
+    conn = tmp / "conn.yaml"
+    conn.write_text(CONN_YAML.format(base_url=f"{fake.url}/v1"), encoding="utf-8")
+    m.conn_seconds, _, m.conn_code = run_timed([pf, "connection", "create", "--file", str(conn)], env, tmp,
+                                               tmp / "pf-conn.out")
+    leftovers(needle, "pf connection create", m.notes)
+    if m.conn_code != 0:
+        m.problems.append(f"pf connection create: exit {m.conn_code}\n{tail(tmp / 'pf-conn.out')}")
+        return m
+
+    flow = tmp / "pf-flow" / "bench"
+    shutil.copytree(project / "flows" / "bench", flow)
+    name = f"bench_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}"
+    cmd = [pf, "run", "create", "--flow", str(flow), "--data", str(project / "data" / "bench.jsonl"),
+           "--column-mapping", "question=${data.question}", "--name", name]
+    before = len(fake.requests)
+    m.seconds, m.wall_start, m.code = run_timed(cmd, env, tmp, tmp / "pf-run.out")
+    m.requests = len(fake.requests) - before
+    m.arrivals = fake.arrivals[before:]
+    leftovers(needle, "pf run create", m.notes)
+    if m.code != 0:
+        m.problems.append(f"pf run create: exit {m.code}: {' '.join(cmd)}\n{tail(tmp / 'pf-run.out')}")
+
+    run_dir = home / ".runs" / name
+    records = []
+    for path in sorted((run_dir / "flow_artifacts").glob("*.jsonl")):
+        for raw in path.read_text(encoding="utf-8").splitlines():
+            if raw.strip():
+                records.append(json.loads(raw))
+    if records:
+        statuses = [str((r.get("run_info") or {}).get("status")) for r in records]
+        m.lines_total = len(records)
+        m.lines_failed = sum(1 for s in statuses if s != "Completed")
+    # the run's status and counts as pf reports them (the JSON pf run create prints)
+    out = (tmp / "pf-run.out").read_text(encoding="utf-8", errors="replace")
+    start = out.find("{")
+    with contextlib.suppress(ValueError):
+        printed, _ = json.JSONDecoder().raw_decode(out, start) if start >= 0 else ({}, 0)
+        m.status = printed.get("status")
+        metrics = (printed.get("properties") or {}).get("system_metrics") or {}
+        if "__pf__.lines.completed" in metrics:
+            m.notes.append(f"  pf's own counts: {metrics.get('__pf__.lines.completed')} completed, "
+                           f"{metrics.get('__pf__.lines.failed')} failed, status {m.status}")
+    if (m.lines_total, m.lines_failed) != (args.lines, 0):
+        m.problems.append(f"pf run {name}: {m.lines_total} line records, {m.lines_failed} not Completed "
+                          f"(expected {args.lines}, 0) in {run_dir / 'flow_artifacts'}")
+    if m.requests != args.lines:
+        m.problems.append(f"the fake server got {m.requests} requests during pf run create (expected {args.lines})")
+    logs = run_dir / "logs.txt"
+    text = logs.read_text(encoding="utf-8", errors="replace") if logs.is_file() else out
+    found = re.search(r"Set process count to (\d+)[^\n]*", text)
+    if found:
+        m.process_count = found.group(1)
+        m.notes.append(f"  pf log: {found.group(0).strip()[:200]}")
+    if m.arrivals:
+        first, last = min(m.arrivals) - m.wall_start, max(m.arrivals) - m.wall_start
+        m.notes.append(f"  breakdown pf: start -> 1st LLM call {first:.2f} s; calls span {last - first:.2f} s "
+                       f"(+{args.latency:.2f} s for the last reply); last call -> exit "
+                       f"{m.seconds - last - args.latency:.2f} s")
+    if logs.is_file():
+        events = log_events(logs)
+        if events:
+            m.notes.append("  pf run log logs.txt (offsets from process start; whole-second stamps):")
+            m.notes += milestones(events, m.wall_start)
+    m.ok = not m.problems and not any("still running" in n for n in m.notes)
+    return m
+
+
+# -- main ---------------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lines", type=int, default=200)
+    parser.add_argument("--latency", type=float, default=0.1, help="seconds per fake LLM call")
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=2, help="llmops-ci batch-run repetitions")
+    parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--skip-pf", action="store_true", help="do not run the pf run create comparison")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bb-"))  # short: pf's TMPDIR below it holds Unix sockets
+    fake = TimedFakeOpenAI(latency=args.latency).start()
+    problems: list[str] = []
+    try:
+        project = tmp / "project"
+        cfg = write_project(project, args.lines)
+        print(f"project: {project} ({args.lines} lines); fake OpenAI at {fake.url} with {args.latency:.3f} s "
+              f"latency; python {args.python}")
+
+        results: list[Measure] = []
+        for i in range(1, args.runs + 1):
+            m = run_llmops(args, cfg, tmp, fake, i)
+            results.append(m)
+            print(f"llmops-ci batch-run run {i}: {m.seconds:.2f} s, exit {m.code}, {m.requests} requests"
+                  + ("" if m.ok else "  ** PROBLEM **"))
+            for line in m.notes:
+                print(line)
+            for p in m.problems:
+                print("  PROBLEM: " + p)
+                problems.append(f"llmops-ci run {i}: {p}")
+
+        pf_m: PfMeasure | None = None
+        pf = find_pf(args.python)
+        if args.skip_pf:
+            print("pf run create: skipped (--skip-pf)")
+        elif pf is None:
+            print(f"pf not found next to {args.python} nor on PATH: the pf run create comparison was skipped")
+        else:
+            pf_m = run_pf(args, pf, project, tmp, fake)
+            print(f"pf connection create: {pf_m.conn_seconds:.2f} s, exit {pf_m.conn_code}")
+            if pf_m.seconds is not None:
+                print(f"pf run create: {pf_m.seconds:.2f} s, exit {pf_m.code}, {pf_m.requests} requests, "
+                      f"{pf_m.lines_total} line records, {pf_m.lines_failed} not completed"
+                      + ("" if pf_m.ok else "  ** PROBLEM **"))
+            for line in pf_m.notes:
+                print(line)
+            for p in pf_m.problems:
+                print("  PROBLEM: " + p)
+                problems.append(f"pf: {p}")
+
+        # closing block
+        times = [m.seconds for m in results]
+        best = min(times)
+        ideal = args.lines * args.latency / args.workers
+        overhead = best - ideal
+        print()
+        print(f"llmops-ci batch-run --workers {args.workers}: best {best:.2f} s (runs: "
+              f"{', '.join(f'{t:.2f}' for t in times)}) for {args.lines} lines x {args.latency:g} s"
+              + ("" if all(m.ok for m in results) else "  [some runs had problems, see above]"))
+        print(f"ideal ({args.lines} x {args.latency:g} s / {args.workers} workers): {ideal:.2f} s -> overhead "
+              f"{overhead:.2f} s (goal < 3 s: {'PASS' if overhead < 3 else 'FAIL'})")
+        if pf_m is not None and pf_m.seconds is not None:
+            ratio = pf_m.seconds / best
+            workers = pf_m.process_count or "unknown"
+            pf_ideal = (f"; its ideal with {workers} workers {args.lines * args.latency / int(workers):.2f} s"
+                        if workers.isdigit() else "")
+            print(f"pf run create (default settings): {pf_m.seconds:.2f} s -> llmops-ci is {ratio:.1f}x faster "
+                  f"(goal: faster: {'PASS' if pf_m.seconds > best else 'FAIL'})"
+                  + ("" if pf_m.ok else "  [pf run had problems, see above]"))
+            print(f"pf default worker count: {workers}{pf_ideal}; pf connection create took "
+                  f"{pf_m.conn_seconds:.2f} s (not counted)")
+        if problems:
+            print(f"\n{len(problems)} problem(s), see above.")
+        return 1 if problems else 0
+    finally:
+        fake.stop()
+        stray = []  # anything with a PF home under our temp dir (a prefix match, unlike procs_with_env)
+        for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            with contextlib.suppress(OSError):
+                if f"PF_HOME_DIRECTORY={tmp}".encode() in (entry / "environ").read_bytes() and _alive(int(entry.name)):
+                    stray.append(int(entry.name))
+        if stray:
+            print(f"cleanup: killing {len(stray)} leftover process(es): {stray}")
+            kill_pids(stray)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
