@@ -299,58 +299,64 @@ def cpu_children() -> float:
 
 @dataclass
 class Measure:
-    seconds: float
-    wall_start: float
-    code: int
-    requests: int
-    arrivals: list[float]
-    ok: bool
+    seconds: float = 0.0
+    wall_start: float = 0.0
+    code: int | None = None
+    cpu: float = 0.0  # user+sys seconds of the process tree (children that were waited for)
+    requests: int = 0
+    arrivals: list[float] = field(default_factory=list)
+    run: RunFolder | None = None
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
 
 def run_llmops(args: argparse.Namespace, cfg: Path, tmp: Path, fake: TimedFakeOpenAI, index: int) -> Measure:
+    m = Measure()
     state = tmp / f"state{index}"
     env = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
-    env.update(OPENAI_BASE_URL=f"{fake.url}/v1", OPENAI_API_KEY="dummy", PYTHONUNBUFFERED="1")
+    env.update(OPENAI_BASE_URL=f"{fake.url}/v1", OPENAI_API_KEY="dummy")
     cmd = [args.python, "-m", "llmops_ci", "batch-run", "--config", str(cfg), "--workers", str(args.workers),
            "--state-dir", str(state)]
-    before = len(fake.requests)
-    seconds, wall, code = run_timed(cmd, env, REPO, tmp / f"llmops{index}.out")
-    arrivals = fake.arrivals[before:]
-    requests = len(fake.requests) - before
-    problems: list[str] = []
-    if code != 0:
-        problems.append(f"exit {code} (expected 0): {' '.join(cmd)}\n{tail(tmp / f'llmops{index}.out')}")
+    out = tmp / f"llmops{index}.out"
+    before, cpu = len(fake.requests), cpu_children()
+    m.seconds, m.wall_start, m.code = run_timed(cmd, env, REPO, out)
+    m.cpu = cpu_children() - cpu
+    m.requests = len(fake.requests) - before
+    m.arrivals = fake.arrivals[before:]
+    if m.code != 0:
+        m.problems.append(f"exit {m.code} (expected 0): {' '.join(cmd)}\n{tail(out)}")
+    name = None
     try:
-        summary = json.loads((state / "summary.json").read_text(encoding="utf-8"))
-        run = summary["flows"]["bench"]["run"]
+        run = json.loads((state / "summary.json").read_text(encoding="utf-8"))["flows"]["bench"]["run"]
+        name = run.get("name")
         total, failed = run.get("lines_total"), run.get("lines_failed")
         if (total, failed) != (args.lines, 0):
-            problems.append(f"summary.json says {total} lines, {failed} failed (expected {args.lines}, 0); "
-                            f"status {run.get('status')}, errors {str(run.get('errors'))[:300]}")
+            m.problems.append(f"summary.json says {total} lines, {failed} failed (expected {args.lines}, 0); "
+                              f"status {run.get('status')}, errors {str(run.get('errors'))[:300]}")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        problems.append(f"no usable {state / 'summary.json'}: {type(exc).__name__}: {exc}")
-    if requests != args.lines:
-        problems.append(f"the fake server got {requests} requests (expected {args.lines})")
-    m = Measure(seconds, wall, code, requests, arrivals, not problems, problems)
-    leftovers(f"PF_HOME_DIRECTORY={state / 'pf-home'}", f"llmops-ci run {index}", m.notes)
-    if m.notes:
-        m.problems += m.notes
-        m.ok = False
-    # breakdown from server arrival times and the runner log
-    if arrivals:
-        first, last = min(arrivals) - wall, max(arrivals) - wall
-        m.notes.append(f"  breakdown run {index}: start -> 1st LLM call {first:.2f} s; calls span "
-                       f"{last - first:.2f} s (+{args.latency:.2f} s for the last reply); last call -> exit "
-                       f"{seconds - last - args.latency:.2f} s")
-    logs = sorted((state / "logs").glob("*.log")) if (state / "logs").is_dir() else []
-    for log_path in logs:
-        events = log_events(log_path)
-        if events:
-            m.notes.append(f"  runner log {log_path.name} (offsets from process start; log stamps are whole "
-                           f"seconds):")
-            m.notes += milestones(events, wall)
+        m.problems.append(f"no usable {state / 'summary.json'}: {type(exc).__name__}: {exc}")
+    if m.requests != args.lines:
+        m.problems.append(f"the fake server got {m.requests} requests (expected {args.lines})")
+    left: list[str] = []
+    leftovers(f"PF_HOME_DIRECTORY={state / 'pf-home'}", f"llmops-ci run {index}", left)
+    m.problems += left
+    if name:
+        run_dir = state / "pf-home" / ".runs" / name
+        m.run = RunFolder.read(run_dir)
+        m.notes.append(f"  pf inside llmops-ci: {m.run.lines} line records, {m.run.failed} not completed; "
+                       f"'Set process count to {m.run.process_count}'; CPU {m.cpu:.1f} s on {os.cpu_count()} CPUs")
+        m.notes += timeline(f"run {index}", m.wall_start, m.seconds, m.arrivals, args.latency, m.run, [
+            ("pf run folder created (.runs/<name>/meta.json)", mtime(run_dir / "meta.json")),
+            ("runner log last written (worker pool shut down)", mtime(state / "logs" / f"{name}.log")),
+            ("pf run finalized (.runs/<name>/outputs.jsonl)", mtime(run_dir / "outputs.jsonl")),
+            ("pf.sqlite last written (run record, connection deleted)", mtime(state / "pf-home" / "pf.sqlite")),
+            ("llmops-ci wrote runs/bench/lines.jsonl", mtime(state / "runs" / "bench" / "lines.jsonl")),
+            ("llmops-ci wrote summary.json", mtime(state / "summary.json")),
+        ])
     return m
 
 
@@ -358,21 +364,10 @@ def run_llmops(args: argparse.Namespace, cfg: Path, tmp: Path, fake: TimedFakeOp
 
 
 @dataclass
-class PfMeasure:
-    seconds: float | None = None
+class PfMeasure(Measure):
     conn_seconds: float | None = None
-    code: int | None = None
     conn_code: int | None = None
-    requests: int = 0
-    arrivals: list[float] = field(default_factory=list)
-    wall_start: float = 0.0
-    lines_total: int | None = None
-    lines_failed: int | None = None
-    status: str | None = None
-    process_count: str | None = None
-    ok: bool = False
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)  # processes pf left running (killed), reported not failed
 
 
 def pf_env(home: Path) -> dict[str, str]:
@@ -402,68 +397,53 @@ def run_pf(args: argparse.Namespace, pf: str, project: Path, tmp: Path, fake: Ti
 
     conn = tmp / "conn.yaml"
     conn.write_text(CONN_YAML.format(base_url=f"{fake.url}/v1"), encoding="utf-8")
-    m.conn_seconds, _, m.conn_code = run_timed([pf, "connection", "create", "--file", str(conn)], env, tmp,
-                                               tmp / "pf-conn.out")
-    leftovers(needle, "pf connection create", m.notes)
+    conn_cmd = [pf, "connection", "create", "--file", str(conn)]
+    m.conn_seconds, _, m.conn_code = run_timed(conn_cmd, env, tmp, tmp / "pf-conn.out")
+    leftovers(needle, "pf connection create", m.left)
     if m.conn_code != 0:
-        m.problems.append(f"pf connection create: exit {m.conn_code}\n{tail(tmp / 'pf-conn.out')}")
+        m.problems.append(f"exit {m.conn_code}: {' '.join(conn_cmd)}\n{tail(tmp / 'pf-conn.out')}")
         return m
 
-    flow = tmp / "pf-flow" / "bench"
+    flow = tmp / "pf-flow" / "bench"  # pf writes into the flow folder: run a copy
     shutil.copytree(project / "flows" / "bench", flow)
     name = f"bench_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}"
     cmd = [pf, "run", "create", "--flow", str(flow), "--data", str(project / "data" / "bench.jsonl"),
            "--column-mapping", "question=${data.question}", "--name", name]
-    before = len(fake.requests)
-    m.seconds, m.wall_start, m.code = run_timed(cmd, env, tmp, tmp / "pf-run.out")
+    out = tmp / "pf-run.out"
+    before, cpu = len(fake.requests), cpu_children()
+    m.seconds, m.wall_start, m.code = run_timed(cmd, env, tmp, out)
+    m.cpu = cpu_children() - cpu
     m.requests = len(fake.requests) - before
     m.arrivals = fake.arrivals[before:]
-    leftovers(needle, "pf run create", m.notes)
+    leftovers(needle, "pf run create", m.left)
     if m.code != 0:
-        m.problems.append(f"pf run create: exit {m.code}: {' '.join(cmd)}\n{tail(tmp / 'pf-run.out')}")
+        m.problems.append(f"exit {m.code}: {' '.join(cmd)}\n{tail(out)}")
 
     run_dir = home / ".runs" / name
-    records = []
-    for path in sorted((run_dir / "flow_artifacts").glob("*.jsonl")):
-        for raw in path.read_text(encoding="utf-8").splitlines():
-            if raw.strip():
-                records.append(json.loads(raw))
-    if records:
-        statuses = [str((r.get("run_info") or {}).get("status")) for r in records]
-        m.lines_total = len(records)
-        m.lines_failed = sum(1 for s in statuses if s != "Completed")
-    # the run's status and counts as pf reports them (the JSON pf run create prints)
-    out = (tmp / "pf-run.out").read_text(encoding="utf-8", errors="replace")
-    start = out.find("{")
-    with contextlib.suppress(ValueError):
-        printed, _ = json.JSONDecoder().raw_decode(out, start) if start >= 0 else ({}, 0)
-        m.status = printed.get("status")
-        metrics = (printed.get("properties") or {}).get("system_metrics") or {}
-        if "__pf__.lines.completed" in metrics:
-            m.notes.append(f"  pf's own counts: {metrics.get('__pf__.lines.completed')} completed, "
-                           f"{metrics.get('__pf__.lines.failed')} failed, status {m.status}")
-    if (m.lines_total, m.lines_failed) != (args.lines, 0):
-        m.problems.append(f"pf run {name}: {m.lines_total} line records, {m.lines_failed} not Completed "
+    m.run = RunFolder.read(run_dir)
+    if (m.run.lines, m.run.failed) != (args.lines, 0):
+        m.problems.append(f"pf run {name}: {m.run.lines} line records, {m.run.failed} not completed "
                           f"(expected {args.lines}, 0) in {run_dir / 'flow_artifacts'}")
     if m.requests != args.lines:
         m.problems.append(f"the fake server got {m.requests} requests during pf run create (expected {args.lines})")
-    logs = run_dir / "logs.txt"
-    text = logs.read_text(encoding="utf-8", errors="replace") if logs.is_file() else out
-    found = re.search(r"Set process count to (\d+)[^\n]*", text)
-    if found:
-        m.process_count = found.group(1)
-        m.notes.append(f"  pf log: {found.group(0).strip()[:200]}")
-    if m.arrivals:
-        first, last = min(m.arrivals) - m.wall_start, max(m.arrivals) - m.wall_start
-        m.notes.append(f"  breakdown pf: start -> 1st LLM call {first:.2f} s; calls span {last - first:.2f} s "
-                       f"(+{args.latency:.2f} s for the last reply); last call -> exit "
-                       f"{m.seconds - last - args.latency:.2f} s")
-    if logs.is_file():
-        events = log_events(logs)
-        if events:
-            m.notes.append("  pf run log logs.txt (offsets from process start; whole-second stamps):")
-            m.notes += milestones(events, m.wall_start)
-    m.ok = not m.problems and not any("still running" in n for n in m.notes)
+    # pf's own view: the run JSON that pf run create prints last (status, created_on, duration, tokens)
+    text = out.read_text(encoding="utf-8", errors="replace")
+    printed: dict[str, Any] = {}
+    for found in re.finditer(r"^\{", text, re.M):
+        with contextlib.suppress(ValueError):
+            printed = json.JSONDecoder().raw_decode(text, found.start())[0]
+    metrics = (printed.get("properties") or {}).get("system_metrics") or {}
+    created = None
+    with contextlib.suppress(TypeError, ValueError):
+        created = datetime.fromisoformat(str(printed.get("created_on"))).timestamp()
+    m.notes.append(f"  pf says: status {printed.get('status')}, run duration {metrics.get('duration')} s, "
+                   f"{metrics.get('total_tokens')} tokens; 'Set process count to {m.run.process_count}'; "
+                   f"CPU {m.cpu:.1f} s on {os.cpu_count()} CPUs")
+    m.notes += timeline("pf run create", m.wall_start, m.seconds, m.arrivals, args.latency, m.run, [
+        ("pf run created (created_on in the run JSON pf prints)", created),
+        ("pf run finalized (.runs/<name>/outputs.jsonl)", mtime(run_dir / "outputs.jsonl")),
+        ("pf.sqlite last written (run record)", mtime(home / "pf.sqlite")),
+    ])
     return m
 
 
@@ -481,7 +461,8 @@ def main() -> int:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bb-"))  # short: pf's TMPDIR below it holds Unix sockets
-    fake = TimedFakeOpenAI(latency=args.latency).start()
+    fake = TimedFakeOpenAI(latency=args.latency)
+    fake.start()
     problems: list[str] = []
     try:
         project = tmp / "project"
@@ -510,12 +491,14 @@ def main() -> int:
         else:
             pf_m = run_pf(args, pf, project, tmp, fake)
             print(f"pf connection create: {pf_m.conn_seconds:.2f} s, exit {pf_m.conn_code}")
-            if pf_m.seconds is not None:
+            if pf_m.code is not None:
+                run = pf_m.run or RunFolder()
                 print(f"pf run create: {pf_m.seconds:.2f} s, exit {pf_m.code}, {pf_m.requests} requests, "
-                      f"{pf_m.lines_total} line records, {pf_m.lines_failed} not completed"
-                      + ("" if pf_m.ok else "  ** PROBLEM **"))
+                      f"{run.lines} line records, {run.failed} not completed" + ("" if pf_m.ok else "  ** PROBLEM **"))
             for line in pf_m.notes:
                 print(line)
+            for line in pf_m.left:
+                print("  LEFTOVER: " + line)
             for p in pf_m.problems:
                 print("  PROBLEM: " + p)
                 problems.append(f"pf: {p}")
@@ -531,16 +514,18 @@ def main() -> int:
               + ("" if all(m.ok for m in results) else "  [some runs had problems, see above]"))
         print(f"ideal ({args.lines} x {args.latency:g} s / {args.workers} workers): {ideal:.2f} s -> overhead "
               f"{overhead:.2f} s (goal < 3 s: {'PASS' if overhead < 3 else 'FAIL'})")
-        if pf_m is not None and pf_m.seconds is not None:
+        if pf_m is not None and pf_m.code is not None:
             ratio = pf_m.seconds / best
-            workers = pf_m.process_count or "unknown"
-            pf_ideal = (f"; its ideal with {workers} workers {args.lines * args.latency / int(workers):.2f} s"
-                        if workers.isdigit() else "")
+            workers = (pf_m.run.process_count if pf_m.run else None) or "unknown"
+            pf_ideal = (f" (its ideal: {args.lines} x {args.latency:g} s / {workers} = "
+                        f"{args.lines * args.latency / int(workers):.2f} s)" if workers.isdigit() else "")
             print(f"pf run create (default settings): {pf_m.seconds:.2f} s -> llmops-ci is {ratio:.1f}x faster "
                   f"(goal: faster: {'PASS' if pf_m.seconds > best else 'FAIL'})"
                   + ("" if pf_m.ok else "  [pf run had problems, see above]"))
-            print(f"pf default worker count: {workers}{pf_ideal}; pf connection create took "
-                  f"{pf_m.conn_seconds:.2f} s (not counted)")
+            print(f"pf default worker count: {workers}{pf_ideal}; pf connection create: {pf_m.conn_seconds:.2f} s "
+                  f"(not counted)")
+            print("pf left processes running (killed, see LEFTOVER above)" if pf_m.left
+                  else "pf connection create / pf run create left no process running")
         if problems:
             print(f"\n{len(problems)} problem(s), see above.")
         return 1 if problems else 0
@@ -557,6 +542,8 @@ def main() -> int:
             print(f"cleanup: killing {len(stray)} leftover process(es): {stray}")
             kill_pids(stray)
         shutil.rmtree(tmp, ignore_errors=True)
+        print(f"cleanup: fake server stopped, {tmp} deleted"
+              + ("" if stray else ", no process with a PF home under it left"))
 
 
 if __name__ == "__main__":

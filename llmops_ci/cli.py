@@ -15,10 +15,11 @@ from llmops_ci.platforms import PLATFORMS, detect
 from llmops_ci.steps import Context, Step
 from llmops_ci.steps.batch_run import STEP as BATCH_RUN
 from llmops_ci.steps.eval_run import STEP as EVAL_RUN
+from llmops_ci.steps.gate import STEP as GATE
 from llmops_ci.steps.lint import STEP as LINT
 from llmops_ci.steps.test import STEP as TEST
 
-STEPS: dict[str, Step] = {step.name: step for step in (LINT, TEST, BATCH_RUN, EVAL_RUN)}
+STEPS: dict[str, Step] = {step.name: step for step in (LINT, TEST, BATCH_RUN, EVAL_RUN, GATE)}
 
 log = logging.getLogger("llmops_ci")
 

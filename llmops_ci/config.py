@@ -61,10 +61,11 @@ class _ConnectionSpec(Spec):
 
 MAPPING = MapOf(SCALAR)
 NODE_CONNECTIONS = MapOf(MapOf(Scalar((str, int, float, bool))))
-GATE_RULE = Struct({"min": NUM, "max": NUM, "max_drop": NUM, "max_rise": NUM, "significant": BOOL,
-                    "score": STR}, what="in a gate rule")
+GATE_RULE = Struct({"min": NUM, "max": NUM, "max_drop": NUM, "max_rise": NUM, "significant": BOOL},
+                   what="in a gate rule")
 EVALUATION = Struct({"path": STR, "data": STR, "column_mapping": MAPPING, "connections": NODE_CONNECTIONS,
-                     "environment_variables": STR_MAP}, required=("path",), what="in an evaluation")
+                     "environment_variables": STR_MAP, "scores": MapOf(STR)}, required=("path",),
+                    what="in an evaluation")
 FLOW = Struct(
     {
         "path": STR, "data": STR, "column_mapping": MAPPING, "variant": STR, "connections": NODE_CONNECTIONS,
@@ -131,7 +132,6 @@ class GateRule:
     max_drop: float | None = None
     max_rise: float | None = None
     significant: bool = False
-    score: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,7 @@ class Evaluation:
     connections: dict[str, dict[str, Any]]
     environment_variables: dict[str, Any]
     origin: Origin = field(repr=False, compare=False)
+    scores: dict[str, str] = field(default_factory=dict)  # metric -> the per-line output behind it
 
 
 @dataclass(frozen=True)
@@ -375,14 +376,14 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
                 dict(as_dict(eraw.get("column_mapping"))),
                 {str(k): dict(v) for k, v in as_dict(eraw.get("connections")).items() if isinstance(v, dict)},
                 dict(as_dict(eraw.get("environment_variables"))),
-                Origin(doc, ("flows", name, "evaluations", str(ename))))
+                Origin(doc, ("flows", name, "evaluations", str(ename))),
+                {str(k): v for k, v in as_dict(eraw.get("scores")).items() if isinstance(v, str)})
     gate = {}
     for metric, rule in as_dict(raw.get("gate")).items():
         if isinstance(rule, dict):
             gate[str(metric)] = GateRule(str(metric), _num(rule.get("min")), _num(rule.get("max")),
                                          _num(rule.get("max_drop")), _num(rule.get("max_rise")),
-                                         rule.get("significant") is True,
-                                         rule.get("score") if isinstance(rule.get("score"), str) else None)
+                                         rule.get("significant") is True)
     reg = raw.get("register")
     register = RegisterSpec(reg.get("name") if isinstance(reg.get("name"), str) else None,
                             reg.get("description"), dict(as_dict(reg.get("tags")))) if isinstance(reg, dict) else None

@@ -43,9 +43,13 @@ def test_example_without_model_is_caught(tmp_path: Path, monkeypatch: pytest.Mon
 def classify_by_url(prompt: str) -> str:
     """A stand-in model: reads the last URL in the prompt and answers in the format the prompt asks for."""
     url = [word for word in prompt.split() if word.startswith("http")][-1].lower()
-    rules = [("youtube", "Channel"), ("twitch", "Channel"), ("imdb", "Movie"), ("arxiv", "Academic"),
-             (".pdf", "PDF"), ("linkedin", "Profile"), ("github.com/", "Profile"), ("apps.", "App"),
-             ("play.google", "App"), ("store", "App")]
+    rules = [(".pdf", "PDF"), ("/pdf/", "PDF"), ("sitrep", "PDF"), ("youtube", "Channel"), ("twitch", "Channel"),
+             ("vimeo", "Channel"), ("podcast", "Channel"), ("imdb", "Movie"), ("letterboxd", "Movie"),
+             ("netflix", "Movie"), ("rottentomatoes", "Movie"), ("moviedb", "Movie"), ("arxiv", "Academic"),
+             ("acl", "Academic"), ("doi", "Academic"), ("ocw.", "Academic"), ("scholar", "Academic"),
+             ("nature.com", "Academic"), ("linkedin", "Profile"), ("github.com/", "Profile"), ("about.me", "Profile"),
+             ("/people/", "Profile"), ("x.com/", "Profile"), ("apps.", "App"), ("play.google", "App"),
+             ("f-droid", "App"), ("store/", "App")]
     category = next((c for key, c in rules if key in url), "None")
     return json.dumps({"category": category, "evidence": "Url"})
 
@@ -65,8 +69,14 @@ def test_example_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         flow = json.loads((tmp_path / "state" / "summary.json").read_text())["flows"]["classify"]
         assert flow["run"]["lines_total"] == 42 and flow["run"]["lines_failed"] == 0
         assert flow["run"]["tokens"]["total"] > 0
-        assert 0.5 < flow["evaluations"]["accuracy"]["metrics"]["accuracy"] <= 1.0
+        assert flow["evaluations"]["accuracy"]["metrics"]["accuracy"] == pytest.approx(41 / 42, abs=1e-4)
         assert len(server.requests) == 42
+        # the same results as their own baseline: every rule passes, the paired comparison says unchanged
+        gate = cli("gate", "--config", config, "--flow", "classify", "--state-dir", state, "--baseline", state)
+        assert gate.code == 0, gate.err
+        checks = json.loads((tmp_path / "state" / "summary.json").read_text())["flows"]["classify"]["gate"]["checks"]
+        drop = next(c for c in checks if c["rule"] == "max_drop")
+        assert (drop["verdict"], drop["delta"], drop["interval"], drop["lines"]) == ("unchanged", 0.0, [0.0, 0.0], 42)
         assert snapshot(EXAMPLE) == before
         assert processes_using(tmp_path) == []
     finally:

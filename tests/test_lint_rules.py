@@ -192,6 +192,10 @@ CASES: dict[str, Case] = {
                            "flow input 'text'"),
     "gate-unknown-evaluation": Case(replace(CFG, "accuracy.accuracy:", "acuracy.accuracy:"), nothing, CFG, 23,
                                     "did you mean 'accuracy'"),
+    "score-output-unknown": Case(replace(CFG, "        path: flows/eval\n", "        path: flows/eval\n"
+                                         "        scores: {accuracy: grades}\n"),
+                                 replace(CFG, "        path: flows/eval\n", "        path: flows/eval\n"
+                                         "        scores: {accuracy: grade}\n"), CFG, 19, "did you mean 'grade'"),
     "gate-rule-empty": Case(replace(CFG, "{min: 0.8, max_drop: 0.05}", "{significant: true}"),
                             replace(CFG, "{min: 0.8, max_drop: 0.05}", "{max_drop: 0.05, significant: true}"),
                             CFG, 23),

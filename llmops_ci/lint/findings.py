@@ -79,6 +79,7 @@ _RULES = [
                                           "evaluated flow"),
     Rule("input-unmapped", ERROR, "a flow input without a default that is neither mapped nor a data column"),
     # gate
+    Rule("score-output-unknown", ERROR, "an evaluation's 'scores:' names an output its flow does not have"),
     Rule("gate-unknown-evaluation", ERROR, "a gate rule names an evaluation (or run figure) that does not exist"),
     Rule("gate-rule-empty", ERROR, "a gate rule with no min, max, max_drop or max_rise"),
     # discovery

@@ -170,6 +170,13 @@ class _Project:
             data = self.dataset(evaluation.data, origin, ("data",))
         self.mapping(evaluation.column_mapping, origin, ("column_mapping",), info, data, base,
                      f"{flow.name}/{evaluation.name}")
+        for metric, output in evaluation.scores.items():
+            if output not in info.outputs:
+                best = closest(output, info.outputs)
+                self.findings.append(from_problem(origin.problem(
+                    ("scores", metric), f"scores: '{output}' is not an output of {display_path(info.definition)}"
+                    + (f"; did you mean '{best}'?" if best else f"; it has: {', '.join(sorted(info.outputs))}"),
+                    "score-output-unknown")))
         self.connections(config, info, evaluation.connections, None, origin)
 
     def mapping(self, mapping: dict[str, Any], origin: Origin, sub: tuple[Any, ...], info: FlowInfo,

@@ -1,0 +1,66 @@
+"""``llmops-ci gate``: check metrics against thresholds and a baseline; fail the build when a rule breaks."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from tabulate import tabulate
+
+from llmops_ci.errors import CheckFailed
+from llmops_ci.gate import FlowGate, gate_flow, load_baseline
+from llmops_ci.runs import update_flow_summary
+from llmops_ci.state import read_summary
+from llmops_ci.steps import Context, load_project
+
+log = logging.getLogger("llmops_ci.gate")
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def table(gate: FlowGate) -> str:
+    rows = []
+    for c in gate.checks:
+        interval = f"[{_num(c.interval[0])}, {_num(c.interval[1])}]" if c.interval else "-"
+        rows.append((c.metric, _num(c.value), _num(c.baseline), _num(c.delta), interval, f"{c.rule} {_num(c.limit)}",
+                     c.verdict or "-", "pass" if c.passed else "FAIL"))
+    return tabulate(rows, headers=["metric", "value", "baseline", "delta", "95% CI", "rule", "verdict", "result"])
+
+
+class GateStep:
+    name = "gate"
+    help = "check metrics against thresholds and a baseline; exit 1 when a rule breaks"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--baseline", type=Path, metavar="PATH",
+                            help="state dir (or its summary.json) of a run on the target branch, for "
+                                 "max_drop/max_rise rules")
+
+    def run(self, args: argparse.Namespace, ctx: Context) -> int:
+        config = load_project(args.config)
+        flows = config.select(args.flow)
+        baseline = load_baseline(args.baseline)
+        summary = read_summary(ctx.state_dir)
+        failed = []
+        for flow in flows:
+            if not flow.gate:
+                log.info("%s: no gate rules", flow.name)
+                continue
+            result = gate_flow(flow, ctx.state_dir, summary, baseline)
+            update_flow_summary(ctx.state_dir, flow.name, "gate", result.to_json())
+            log.info("%s: gate %s%s\n%s", flow.name, "passed" if result.passed else "FAILED",
+                     f" (baseline: {baseline.source})" if baseline else " (no baseline)", table(result))
+            for check in result.checks:
+                if check.note:
+                    log.info("  %s %s: %s", check.metric, check.rule, check.note)
+            if not result.passed:
+                failed.append(flow.name)
+        if failed:
+            raise CheckFailed(f"gate failed for {', '.join(failed)}: see the table above")
+        return 0
+
+
+STEP = GateStep()
