@@ -169,6 +169,10 @@ def gate_flow(flow: FlowSpec, state_dir: Path, summary: dict[str, Any], baseline
     result = FlowGate(flow.name)
     for metric, rule in flow.gate.items():
         source, _, name = metric.partition(".")
+        if source != "run" and source not in flow.evaluations:
+            names = [f"run.{f}" for f in RUN_FIGURES] + [f"{e}.<metric>" for e in flow.evaluations]
+            raise UsageError(f"gate rule '{metric}' of flow '{flow.name}': no evaluation '{source}' in the config; "
+                             f"rules can name: {', '.join(names)}")
         if source != "run" and source not in as_dict(as_dict(as_dict(summary.get("flows")).get(flow.name))
                                                      .get("evaluations")):
             raise UsageError(f"gate rule '{metric}' of flow '{flow.name}': no results for evaluation '{source}' in "

@@ -155,6 +155,7 @@ def test_no_baseline_and_summary_only_baseline(cli: Cli, gate_project: Callable[
 @pytest.mark.parametrize(("rule", "message"), [
     ("judge.acuracy: {min: 0.5}", "no such metric in .llmops; available: judge.accuracy"),
     ("run.tokens: {max: 5}", "available: run.lines_failed, run.lines_failed_ratio"),
+    ("judges.accuracy: {min: 0.5}", "no evaluation 'judges' in the config; rules can name: run.lines_failed"),
 ])
 def test_unknown_metric_is_exit_2(rule: str, message: str, cli: Cli, gate_project: Callable[[str], Project]) -> None:
     proj = gate_project(f"      {rule}\n")
