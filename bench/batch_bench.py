@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark ``llmops-ci batch-run`` against ``pf run create`` on one LLM flow and a fake OpenAI server.
 
-    python bench/batch_bench.py [--lines 200] [--latency 0.1] [--workers 8] [--runs 2] [--python PATH]
+    python bench/batch_bench.py [--lines 200] [--latency 0.1] [--workers 8] [--runs 2] [--python PATH] [--skip-pf]
 
 What it does:
 

@@ -23,7 +23,7 @@ from llmops_ci.progress import Progress
 from llmops_ci.runs import RunJob, RunRecord, TestJob, TestRecord
 
 log = logging.getLogger("llmops_ci.local")
-POLL_S = 0.25
+POLL_S = 0.1
 
 
 class LocalBackend:

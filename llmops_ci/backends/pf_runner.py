@@ -10,6 +10,7 @@ JSON to ``request["result"]``. Connections are deleted from the private store be
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -93,4 +94,9 @@ def _is_user_error(exc: BaseException) -> bool:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The result is written and the store closed; skipping interpreter teardown (prompt flow's thread
+    # pools and atexit hooks) saves most of a second per run.
+    os._exit(code)
