@@ -11,15 +11,18 @@ from pathlib import Path
 from llmops_ci import __version__
 from llmops_ci import log as logsetup
 from llmops_ci.errors import ConfigError, LlmopsError
-from llmops_ci.platforms import PLATFORMS, detect
+from llmops_ci.http import Http, new_session
+from llmops_ci.platforms import PLATFORMS, Publication, detect
+from llmops_ci.state import read_summary
 from llmops_ci.steps import Context, Step
 from llmops_ci.steps.batch_run import STEP as BATCH_RUN
+from llmops_ci.steps.comment import STEP as COMMENT
 from llmops_ci.steps.eval_run import STEP as EVAL_RUN
 from llmops_ci.steps.gate import STEP as GATE
 from llmops_ci.steps.lint import STEP as LINT
 from llmops_ci.steps.test import STEP as TEST
 
-STEPS: dict[str, Step] = {step.name: step for step in (LINT, TEST, BATCH_RUN, EVAL_RUN, GATE)}
+STEPS: dict[str, Step] = {step.name: step for step in (LINT, TEST, BATCH_RUN, EVAL_RUN, GATE, COMMENT)}
 
 log = logging.getLogger("llmops_ci")
 
@@ -35,6 +38,10 @@ def _common() -> argparse.ArgumentParser:
                        help="local prompt flow executor, or an Azure ML workspace (default: local)")
     group.add_argument("--platform", choices=("auto", *PLATFORMS), default="auto",
                        help="where results go (default: auto-detect from the CI environment)")
+    group.add_argument("--comment", choices=("auto", "off"), default="auto",
+                       help="update the PR comment after this step when running for a pull request (default: auto)")
+    group.add_argument("--pr", type=int, metavar="N", help="the pull request to comment on (default: from the CI "
+                       "environment)")
     group.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return common
 
@@ -55,22 +62,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _publish(step: str, args: argparse.Namespace, ctx: Context) -> None:
+    """After a step, the platform shows everything known so far; this never changes the exit code."""
+    try:
+        summary = read_summary(ctx.state_dir)
+        ctx.platform.publish(Publication(summary, ctx.state_dir, comment=args.comment != "off",
+                                         annotate=step == "lint", pr=args.pr), ctx.environ, ctx.http, ctx.stdout)
+    except Exception as exc:  # reporting must not fail a build whose checks passed
+        log.warning("could not publish the results: %s", exc)
+        log.debug("publish failed", exc_info=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     platform = detect(args.platform, os.environ)
     logsetup.setup(platform.formatter(), verbose=args.verbose)
     ctx = Context(platform=platform, environ=os.environ, stdout=sys.stdout, stderr=sys.stderr,
-                  state_dir=args.state_dir)
+                  state_dir=args.state_dir, http=Http(new_session()))
+    step = STEPS[args.step]
     try:
-        return STEPS[args.step].run(args, ctx)
+        code = step.run(args, ctx)
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("%s", problem)
         return exc.return_code
     except LlmopsError as exc:
         log.error("%s", exc)
-        return exc.return_code
+        code = exc.return_code
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    if code in (0, 1, 3) and not getattr(step, "publishes", False):
+        _publish(step.name, args, ctx)
+    return code

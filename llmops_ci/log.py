@@ -6,6 +6,8 @@ import logging
 import sys
 from typing import TextIO
 
+from llmops_ci.safe_text import log_safe
+
 LOGGER = "llmops_ci"
 
 
@@ -39,8 +41,7 @@ class GitHubFormatter(logging.Formatter):
             return f"::warning::{escape_github(msg)}"
         if record.levelno <= logging.DEBUG:
             return f"::debug::{escape_github(msg)}"
-        # a plain line from us must not read as a workflow command
-        return "\n".join(("  " + line if line.lstrip().startswith("::") else line) for line in msg.split("\n"))
+        return log_safe(msg)
 
 
 class AzureDevOpsFormatter(logging.Formatter):
@@ -52,7 +53,7 @@ class AzureDevOpsFormatter(logging.Formatter):
             return f"##vso[task.logissue type=warning]{escape_azure(msg)}"
         if record.levelno <= logging.DEBUG:
             return f"##[debug]{msg}"
-        return "\n".join(line.replace("##vso[", "##vso%5B") for line in msg.split("\n"))
+        return log_safe(msg)
 
 
 class SecretFilter(logging.Filter):

@@ -19,7 +19,7 @@ def emit(formatter: logging.Formatter, level: int, msg: str) -> str:
 def test_github_commands_are_escaped() -> None:
     out = emit(log.GitHubFormatter(), logging.ERROR, "bad 100%\n::set-output name=x::y")
     assert out == "::error::bad 100%25%0A::set-output name=x::y\n"
-    assert emit(log.GitHubFormatter(), logging.INFO, "fine\n::stop-commands::t") == "fine\n  ::stop-commands::t\n"
+    assert emit(log.GitHubFormatter(), logging.INFO, "fine\n::stop-commands::t") == "fine\n:\u200b:stop-commands::t\n"
 
 
 def test_azure_commands_are_escaped() -> None:

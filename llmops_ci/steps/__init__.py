@@ -11,6 +11,7 @@ from typing import Protocol, TextIO
 from llmops_ci.config import DEFAULT_CONFIG, Config, read_config
 from llmops_ci.errors import ConfigError, UsageError
 from llmops_ci.execute import RunContext
+from llmops_ci.http import Http
 from llmops_ci.log import register_secret
 from llmops_ci.platforms import Platform
 from llmops_ci.progress import Progress
@@ -25,6 +26,7 @@ class Context:
     stdout: TextIO
     stderr: TextIO
     state_dir: Path
+    http: Http
 
 
 class Step(Protocol):

@@ -1,0 +1,124 @@
+"""Azure Pipelines: one PR thread over REST 7.1 (found by a thread property), summary tab, log issues."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from llmops_ci import log
+from llmops_ci.http import Http, HttpFailure
+from llmops_ci.platforms import Publication, Published
+from llmops_ci.report import outcome, render
+from llmops_ci.schema import as_dict, as_list
+
+logger = logging.getLogger("llmops_ci.azure_devops")
+API = {"api-version": "7.1"}
+PROPERTY = "llmops-ci.comment"
+COMMENT_LIMIT = 150_000
+ISSUES_LIMIT = 50
+
+
+def _prop(value: object) -> str:
+    return log.escape_azure(str(value))
+
+
+class AzureDevOpsThreads:
+    def __init__(self, http: Http, collection: str, project: str, repository: str, token: str) -> None:
+        self.http = http
+        self.collection, self.project, self.repository = collection.rstrip("/"), project, repository
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def threads_url(self, pr: int) -> str:
+        return (f"{self.collection}/{self.project}/_apis/git/repositories/{self.repository}/pullRequests/{pr}"
+                "/threads")
+
+    def find(self, pr: int) -> dict[str, Any] | None:
+        threads = self.http.request("GET", self.threads_url(pr), headers=self.headers, params=API).json()
+        for thread in as_list(as_dict(threads).get("value")):
+            if PROPERTY in as_dict(thread.get("properties")) and not thread.get("isDeleted"):
+                return dict(thread)
+        return None
+
+    def upsert(self, pr: int, content: str, status: str) -> tuple[str, str]:
+        thread = self.find(pr)
+        if thread is None:
+            created = self.http.request("POST", self.threads_url(pr), headers=self.headers, params=API, json={
+                "comments": [{"parentCommentId": 0, "content": content, "commentType": 1}],
+                "status": status, "properties": {PROPERTY: "1"},
+            }).json()
+            return self.web_url(pr, created.get("id")), "created"
+        url = f"{self.threads_url(pr)}/{thread['id']}"
+        first = as_list(thread.get("comments"))[0] if as_list(thread.get("comments")) else {}
+        action = "unchanged"
+        if first.get("content") != content:
+            self.http.request("PATCH", f"{url}/comments/{first.get('id', 1)}", headers=self.headers, params=API,
+                              json={"content": content})
+            action = "updated"
+        if thread.get("status") != status:
+            self.http.request("PATCH", url, headers=self.headers, params=API, json={"status": status})
+            action = "updated"
+        return self.web_url(pr, thread["id"]), action
+
+    def web_url(self, pr: int, thread_id: Any) -> str:
+        return f"{self.collection}/{self.project}/_git/{self.repository}/pullrequest/{pr}?discussionId={thread_id}"
+
+
+class AzureDevOps:
+    name = "azure-devops"
+
+    def formatter(self) -> logging.Formatter:
+        return log.AzureDevOpsFormatter()
+
+    def mask(self, secret: str, out: TextIO) -> None:
+        out.write(f"##vso[task.setsecret]{log.escape_azure(secret)}\n")
+
+    def publish(self, pub: Publication, environ: Mapping[str, str], http: Http, out: TextIO) -> Published:
+        result = Published(outcome(pub.summary).passed)
+        if pub.annotate:
+            findings = as_list(as_dict(pub.summary.get("lint")).get("findings"))
+            for f in sorted(findings, key=lambda f: f.get("severity") != "error")[:ISSUES_LIMIT]:
+                props = [f"type={'error' if f.get('severity') == 'error' else 'warning'}",
+                         f"sourcepath={_prop(f.get('path'))}"]
+                if f.get("line"):
+                    props.append(f"linenumber={f['line']}")
+                if f.get("column"):
+                    props.append(f"columnnumber={f['column']}")
+                props.append(f"code={_prop(f.get('rule'))}")
+                out.write(f"##vso[task.logissue {';'.join(props)}]{log.escape_azure(str(f.get('message')))}\n")
+        pr = pub.pr or (int(environ["SYSTEM_PULLREQUEST_PULLREQUESTID"])
+                        if environ.get("SYSTEM_PULLREQUEST_PULLREQUESTID", "").isdigit() else None)
+        if pub.comment and pr is not None:
+            self._comment(pub, environ, http, pr, result)
+        pub.state_dir.mkdir(parents=True, exist_ok=True)
+        summary_md = pub.state_dir / "summary.md"
+        summary_md.write_text(render(pub.summary, limit=COMMENT_LIMIT * 4, full_report="the state dir artifact")
+                              + "\n", encoding="utf-8")
+        out.write(f"##vso[task.uploadsummary]{summary_md.absolute()}\n")
+        out.write(f"##vso[task.setvariable variable=passed;isOutput=true]{'true' if result.passed else 'false'}\n")
+        out.write(f"##vso[task.setvariable variable=summary;isOutput=true]{(pub.state_dir / 'summary.json').absolute()}"
+                  "\n")
+        if result.comment_url:
+            out.write(f"##vso[task.setvariable variable=commentUrl;isOutput=true]{result.comment_url}\n")
+        return result
+
+    def _comment(self, pub: Publication, environ: Mapping[str, str], http: Http, pr: int, result: Published) -> None:
+        needed = ("SYSTEM_COLLECTIONURI", "SYSTEM_TEAMPROJECTID", "BUILD_REPOSITORY_ID", "SYSTEM_ACCESSTOKEN")
+        missing = [name for name in needed if not environ.get(name)]
+        if missing:
+            logger.warning("no PR comment: %s not set (map it in the pipeline: env: SYSTEM_ACCESSTOKEN: "
+                           "$(System.AccessToken))", ", ".join(missing))
+            return
+        client = AzureDevOpsThreads(http, environ["SYSTEM_COLLECTIONURI"], environ["SYSTEM_TEAMPROJECTID"],
+                                    environ["BUILD_REPOSITORY_ID"], environ["SYSTEM_ACCESSTOKEN"])
+        body = render(pub.summary, limit=COMMENT_LIMIT, full_report="the build summary tab and the state dir artifact")
+        try:
+            result.comment_url, result.comment = client.upsert(pr, body, "fixed" if result.passed else "active")
+        except HttpFailure as exc:
+            result.comment = "failed"
+            if exc.status in (401, 403) or "TF401027" in exc.text:
+                logger.warning("could not write the PR thread (HTTP %s): grant 'Contribute to pull requests' to the "
+                               "build service identity in the repository's security settings; the report is on the "
+                               "summary tab", exc.status)
+            else:
+                logger.warning("could not write the PR thread: %s; the report is on the summary tab", exc)

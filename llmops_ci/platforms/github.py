@@ -1,0 +1,147 @@
+"""GitHub Actions: one sticky PR comment over the REST API, the job summary, annotations, step outputs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from llmops_ci import log
+from llmops_ci.http import Http, HttpFailure
+from llmops_ci.platforms import Publication, Published
+from llmops_ci.report import GITHUB_LIMIT, MARKER, outcome, render
+from llmops_ci.schema import as_dict, as_list
+
+logger = logging.getLogger("llmops_ci.github")
+ACTIONS_BOT = "github-actions[bot]"
+SUMMARY_LIMIT = 1_000_000  # GitHub refuses a step summary over 1 MiB
+ANNOTATIONS_PER_TYPE = 10  # GitHub shows at most 10 error and 10 warning annotations per step
+
+
+def _prop(value: object) -> str:
+    return log.escape_github(str(value)).replace(":", "%3A").replace(",", "%2C")
+
+
+def pr_number(environ: Mapping[str, str], override: int | None) -> int | None:
+    if override is not None:
+        return override
+    path = environ.get("GITHUB_EVENT_PATH")
+    if not path or environ.get("GITHUB_EVENT_NAME") not in ("pull_request", "pull_request_target"):
+        return None
+    try:
+        event = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    number = as_dict(as_dict(event).get("pull_request")).get("number")
+    return number if isinstance(number, int) else None
+
+
+class GitHubComments:
+    """The one comment on a PR that carries our marker and was written by our own identity."""
+
+    def __init__(self, http: Http, api_url: str, token: str, repository: str) -> None:
+        self.http, self.api, self.repository = http, api_url.rstrip("/"), repository
+        self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
+                        "X-GitHub-Api-Version": "2022-11-28"}
+
+    def login(self) -> str:
+        try:
+            return str(self.http.request("GET", f"{self.api}/user", headers=self.headers).json()["login"])
+        except (HttpFailure, KeyError, ValueError):
+            return ACTIONS_BOT  # an Actions token may not read /user; its comments are github-actions[bot]'s
+
+    def find(self, number: int, login: str) -> dict[str, Any] | None:
+        url: str | None = f"{self.api}/repos/{self.repository}/issues/{number}/comments?per_page=100"
+        found = None
+        while url:
+            response = self.http.request("GET", url, headers=self.headers)
+            for comment in response.json():
+                if MARKER in str(comment.get("body", "")) and as_dict(comment.get("user")).get("login") == login:
+                    found = comment
+            url = response.links.get("next", {}).get("url")
+        return found
+
+    def upsert(self, number: int, body: str) -> tuple[str, str]:
+        existing = self.find(number, self.login())
+        if existing is not None and existing.get("body") == body:
+            return str(existing.get("html_url")), "unchanged"
+        if existing is not None:
+            response = self.http.request("PATCH", f"{self.api}/repos/{self.repository}/issues/comments/"
+                                         f"{existing['id']}", headers=self.headers, json={"body": body})
+            return str(response.json().get("html_url")), "updated"
+        response = self.http.request("POST", f"{self.api}/repos/{self.repository}/issues/{number}/comments",
+                                     headers=self.headers, json={"body": body})
+        return str(response.json().get("html_url")), "created"
+
+
+class GitHub:
+    name = "github"
+
+    def formatter(self) -> logging.Formatter:
+        return log.GitHubFormatter()
+
+    def mask(self, secret: str, out: TextIO) -> None:
+        out.write(f"::add-mask::{log.escape_github(secret)}\n")
+
+    def annotate(self, summary: dict[str, Any], out: TextIO) -> int:
+        """Annotations for lint findings, worst first, within GitHub's per-step cap; returns how many were left out."""
+        findings = as_list(as_dict(summary.get("lint")).get("findings"))
+        left_out = 0
+        for severity in ("error", "warning"):
+            of_kind = [f for f in findings if f.get("severity") == severity]
+            for f in of_kind[:ANNOTATIONS_PER_TYPE]:
+                props = [f"file={_prop(f.get('path'))}"]
+                if f.get("line"):
+                    props.append(f"line={f['line']}")
+                if f.get("column"):
+                    props.append(f"col={f['column']}")
+                props.append(f"title={_prop('llmops-ci ' + str(f.get('rule')))}")
+                out.write(f"::{severity} {','.join(props)}::{log.escape_github(str(f.get('message')))}\n")
+            left_out += max(0, len(of_kind) - ANNOTATIONS_PER_TYPE)
+        return left_out
+
+    def publish(self, pub: Publication, environ: Mapping[str, str], http: Http, out: TextIO) -> Published:
+        result = Published(outcome(pub.summary).passed)
+        server = environ.get("GITHUB_SERVER_URL", "https://github.com")
+        run_url = (f"{server}/{environ['GITHUB_REPOSITORY']}/actions/runs/{environ['GITHUB_RUN_ID']}"
+                   if environ.get("GITHUB_REPOSITORY") and environ.get("GITHUB_RUN_ID") else None)
+        left_out = self.annotate(pub.summary, out) if pub.annotate else 0
+        number = pr_number(environ, pub.pr)
+        if pub.comment and number is not None:
+            self._comment(pub, environ, http, number, run_url, result)
+        elif pub.comment:
+            logger.debug("no pull request in this event: no PR comment")
+        full = render(pub.summary, limit=SUMMARY_LIMIT, run_url=run_url, full_report="the state dir artifact")
+        if left_out:
+            full += f"\n\n{left_out} lint findings were not annotated (GitHub shows {ANNOTATIONS_PER_TYPE} per type)."
+        if environ.get("GITHUB_STEP_SUMMARY"):
+            with open(environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as fh:
+                fh.write(full.replace(MARKER, "", 1).lstrip() + "\n")
+        if environ.get("GITHUB_OUTPUT"):
+            with open(environ["GITHUB_OUTPUT"], "a", encoding="utf-8") as fh:
+                fh.write(f"passed={'true' if result.passed else 'false'}\n")
+                fh.write(f"summary={(pub.state_dir / 'summary.json').absolute()}\n")
+                fh.write(f"comment-url={result.comment_url or ''}\n")
+        return result
+
+    def _comment(self, pub: Publication, environ: Mapping[str, str], http: Http, number: int, run_url: str | None,
+                 result: Published) -> None:
+        token, repository = environ.get("GITHUB_TOKEN"), environ.get("GITHUB_REPOSITORY")
+        if not token or not repository:
+            logger.warning("no PR comment: GITHUB_TOKEN and GITHUB_REPOSITORY must be set (pass the token with "
+                           "env: GITHUB_TOKEN: ${{ github.token }})")
+            return
+        client = GitHubComments(http, environ.get("GITHUB_API_URL", "https://api.github.com"), token, repository)
+        body = render(pub.summary, limit=GITHUB_LIMIT, run_url=run_url)
+        try:
+            result.comment_url, result.comment = client.upsert(number, body)
+        except HttpFailure as exc:
+            result.comment = "failed"
+            if exc.status in (401, 403, 404):
+                logger.warning("could not write the PR comment (HTTP %s): the token cannot write to this pull "
+                               "request (a PR from a fork, or the workflow lacks 'permissions: pull-requests: "
+                               "write'); the report is in the job summary", exc.status)
+            else:
+                logger.warning("could not write the PR comment: %s; the report is in the job summary", exc)

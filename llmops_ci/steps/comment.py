@@ -1,0 +1,32 @@
+"""``llmops-ci comment``: render everything in the state dir into the PR comment and the job summary."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from llmops_ci.platforms import Publication
+from llmops_ci.state import read_summary
+from llmops_ci.steps import Context
+
+log = logging.getLogger("llmops_ci.comment")
+
+
+class CommentStep:
+    name = "comment"
+    help = "render the state dir into the one PR comment, the job summary and step outputs"
+    publishes = True  # main does not publish again after this step
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        return None
+
+    def run(self, args: argparse.Namespace, ctx: Context) -> int:
+        summary = read_summary(ctx.state_dir)
+        result = ctx.platform.publish(Publication(summary, ctx.state_dir, comment=args.comment != "off",
+                                                  annotate=True, pr=args.pr, echo=True),
+                                      ctx.environ, ctx.http, ctx.stdout)
+        log.info("comment %s%s", result.comment, f": {result.comment_url}" if result.comment_url else "")
+        return 0
+
+
+STEP = CommentStep()

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from llmops_ci.report import GITHUB_LIMIT, MARKER, outcome, render
+
+
+def summary_with(flows: int = 1, findings: int = 0, failed_gate: bool = False) -> dict:
+    data: dict = {"schema": "llmops-ci/summary@1", "flows": {}}
+    for i in range(flows):
+        data["flows"][f"flow-{i:03d}"] = {
+            "run": {"name": f"r{i}", "status": "failed" if i == 0 else "completed", "lines_total": 50,
+                    "lines_failed": 2 if i == 0 else 0, "duration_s": 12.3, "latency_p50": 0.2, "latency_p95": 0.9,
+                    "tokens": {"prompt": 900, "completion": 100, "total": 1000},
+                    "errors": [{"line": 3, "node": "chat", "message": "boom <b>@octocat</b> " + "x" * 400}] * 2},
+            "evaluations": {"acc": {"run": "e", "status": "completed", "metrics": {"accuracy": 0.84}}},
+            "gate": {"passed": not failed_gate, "checks": [
+                {"metric": "acc.accuracy", "value": 0.84, "baseline": 0.86, "delta": -0.02, "rule": "max_drop",
+                 "limit": 0.03, "passed": not failed_gate, "verdict": "inconclusive",
+                 "interval": [-0.05, 0.01], "lines": 50}]},
+        }
+    data["lint"] = {"findings": [
+        {"rule": "node-ref-unknown" if i % 3 else "input-unused", "severity": "error" if i % 3 else "warning",
+         "path": f"flows/f{i}/flow.dag.yaml", "line": i + 1, "column": 3, "message": f"problem number {i} " + "y" * 80}
+        for i in range(findings)]}
+    return data
+
+
+def test_sections_and_headline() -> None:
+    body = render(summary_with(findings=3, failed_gate=True), run_url="https://ci/run/1")
+    assert body.startswith(MARKER + "\n\n## ❌ llmops-ci: 2 lint errors; run of flow-000 failed; "
+                           "gate of flow-000 failed")
+    for heading in ("### Gate", "### Runs", "### Evaluations", "### Lint"):
+        assert heading in body
+    row = "| `flow-000` | acc\\.accuracy | 0.84 | 0.86 | -0.02 | [-0.05, 0.01] | max_drop 0.03 | inconclusive | ❌ |"
+    assert row in re.sub(r" +", " ", body)
+    assert "<b>" not in body and "@octocat" not in body
+    assert body.rstrip().endswith("[CI run](https://ci/run/1)")
+
+
+def test_sections_for_steps_that_did_not_run_are_left_out() -> None:
+    body = render({"schema": "llmops-ci/summary@1", "lint": {"findings": []}})
+    assert "### Lint\n\n0 errors, 0 warnings ✅" in body
+    assert "### Runs" not in body and "### Gate" not in body
+    assert outcome({"schema": "x"}).passed
+
+
+def test_huge_report_fits_and_says_where_the_rest_is() -> None:
+    data = summary_with(flows=200, findings=5000, failed_gate=True)
+    body = render(data)
+    assert len(body) <= GITHUB_LIMIT
+    assert body.startswith(MARKER)
+    assert "full report is in the job summary and the state dir artifact" in body
+    assert "❌" in body.splitlines()[2]
+    assert len(render(data, limit=2000)) <= 2000
+
+
+def test_renders_a_real_state_dir(tmp_path: Path) -> None:
+    (tmp_path / "summary.json").write_text(json.dumps(summary_with()))
+    assert "flow-000" in render(json.loads((tmp_path / "summary.json").read_text()))
