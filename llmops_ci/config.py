@@ -85,6 +85,8 @@ CONFIG = Struct(
         "version": Scalar((int,), choices=(1,)),
         "connections": MapOf(_ConnectionSpec()),
         "flows": MapOf(FLOW, key_pattern=FLOW_NAME, key_hint=": use lowercase letters, digits, '-' and '_'"),
+        "llm_cache": Struct({"mode": Scalar((str,), choices=("off", "record", "replay", "auto")), "dir": STR},
+                            what="in llm_cache"),
         "azureml": Struct({"subscription_id": STR, "resource_group": STR, "workspace": STR},
                           required=("subscription_id", "resource_group", "workspace"), what="in azureml"),
     },
@@ -199,6 +201,12 @@ class AzureML:
 
 
 @dataclass(frozen=True)
+class LlmCacheConfig:
+    mode: str = "off"
+    dir: Path | None = None  # default: <config dir>/cassettes
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     version: int
@@ -207,6 +215,11 @@ class Config:
     azureml: AzureML | None
     doc: YamlDoc = field(repr=False, compare=False)
     run_docs: tuple[YamlDoc, ...] = field(default=(), repr=False, compare=False)
+    llm_cache: LlmCacheConfig = field(default_factory=LlmCacheConfig)
+
+    @property
+    def cassettes(self) -> Path:
+        return self.llm_cache.dir or self.root / "cassettes"
 
     @property
     def root(self) -> Path:
@@ -305,7 +318,10 @@ def read_config(path: Path, environ: Mapping[str, str] | None) -> tuple[Config |
                                        for k in ("subscription_id", "resource_group", "workspace")):
         azureml = AzureML(azure["subscription_id"], azure["resource_group"], azure["workspace"])
     version = data["version"] if isinstance(data.get("version"), int) else 1
-    return Config(path, version, connections, flows, azureml, doc, tuple(run_docs)), problems
+    cache = as_dict(data.get("llm_cache"))
+    llm_cache = LlmCacheConfig(cache["mode"] if cache.get("mode") in ("off", "record", "replay", "auto") else "off",
+                               _rel(root, cache.get("dir")))
+    return Config(path, version, connections, flows, azureml, doc, tuple(run_docs), llm_cache), problems
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:

@@ -70,7 +70,8 @@ def _gate(flows: dict[str, Any], only_failed: bool) -> str:
             interval = as_list(check.get("interval"))
             rows.append([code(name), md(check.get("metric"), 80), _num(check.get("value")), _num(check.get("baseline")),
                          _num(check.get("delta")), f"[{_num(interval[0])}, {_num(interval[1])}]" if interval else "-",
-                         f"{check.get('rule')} {_num(check.get('limit'))}", md(check.get("verdict") or "-", 30),
+                         f"{check.get('rule')} {_num(check.get('limit'))}",
+                         md(check["verdict"], 30) if check.get("verdict") else "-",
                          "✅" if check.get("passed") else "❌"])
     if not rows:
         return ""
@@ -99,6 +100,27 @@ def _runs(flows: dict[str, Any], errors_per_flow: int, only_failed: bool) -> str
     if details:
         out += "\n\n<details><summary>First failed lines</summary>\n\n" + "\n\n".join(details) + "\n\n</details>"
     return out
+
+
+def _unchanged(flows: dict[str, Any]) -> str:
+    entries = {name: as_dict(as_dict(flow).get("unchanged")) for name, flow in sorted(flows.items())}
+    entries = {name: e for name, e in entries.items() if e}
+    if not entries:
+        return ""
+    since = {str(e.get("since")) for e in entries.values()}
+    names = ", ".join(code(n) + ("" if e.get("carried_over") else " (no baseline results)") for n, e in entries.items())
+    return (f"### Not run: unchanged since {code(', '.join(sorted(since)))}\n\n{names}; "
+            "the results shown for them are the baseline's.")
+
+
+def _cache(flows: dict[str, Any]) -> str:
+    stats = [as_dict(as_dict(as_dict(flow).get("run")).get("llm_cache")) for flow in flows.values()]
+    stats = [s for s in stats if s]
+    if not stats:
+        return ""
+    hits, misses = sum(int(s.get("hits", 0)) for s in stats), sum(int(s.get("misses", 0)) for s in stats)
+    saved = sum(int(s.get("tokens_saved", 0)) for s in stats)
+    return f"LLM cache: {hits} hits, {misses} misses, {saved} tokens saved."
 
 
 def _metrics(flows: dict[str, Any]) -> str:
@@ -150,7 +172,8 @@ def render(summary: dict[str, Any], *, limit: int = GITHUB_LIMIT, run_url: str |
     footer = f"\n\n---\n[CI run]({run_url})" if run_url else "\n\n---"
     for level, (listed, folded, errors, only_failed) in enumerate(_LEVELS):
         parts = [MARKER, f"## {result.headline}", _gate(flows, only_failed), _runs(flows, errors, only_failed),
-                 "" if only_failed else _metrics(flows), _lint(as_dict(summary.get("lint")), listed, folded)]
+                 _cache(flows), "" if only_failed else _metrics(flows), _unchanged(flows),
+                 _lint(as_dict(summary.get("lint")), listed, folded)]
         note = "" if level == 0 else f"\n\n_Shortened to fit the comment; the full report is in {full_report}._"
         body = "\n\n".join(p for p in parts if p) + note + footer
         if len(body) <= limit:

@@ -6,6 +6,7 @@ import json
 import math
 import re
 import secrets
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from llmops_ci.errors import ConfigError, Problem, UsageError
 from llmops_ci.kinds import kind_for
 from llmops_ci.lint.findings import ERROR
 from llmops_ci.lint.project import LintRequest, lint
+from llmops_ci.llm_cache import CacheSettings
+from llmops_ci.schema import as_dict
 from llmops_ci.state import read_summary, write_json_atomic
 
 SECRET_FIELDS = ("api_key", "secrets")
@@ -31,6 +34,14 @@ SERVICE_ERRORS = ("APIConnectionError", "APITimeoutError", "InternalServerError"
 class RunOptions:
     workers: int = 4
     line_timeout: int = 300
+    llm_cache: str | None = None  # overrides llmops.yaml's llm_cache.mode
+
+
+def cache_settings(config: Config, label: str, override: str | None) -> CacheSettings | None:
+    mode = override or config.llm_cache.mode
+    if mode == "off":
+        return None
+    return CacheSettings(mode, config.cassettes / (label.replace("/", ".") + ".json"))
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,7 @@ class RunJob:
     provider_connections: tuple[ProviderConnection, ...]
     options: RunOptions
     base_run: str | None = None
+    cache: CacheSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,7 @@ class TestJob:
     connections: dict[str, dict[str, Any]]
     environment_variables: dict[str, str]
     provider_connections: tuple[ProviderConnection, ...]
+    cache: CacheSettings | None = None
 
 
 @dataclass
@@ -93,6 +106,7 @@ class RunRecord:
     duration_s: float
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    llm_cache: dict[str, Any] | None = None
 
     @property
     def lines_total(self) -> int:
@@ -127,6 +141,8 @@ class RunRecord:
         }
         if self.error:
             out["error"] = self.error
+        if self.llm_cache:
+            out["llm_cache"] = self.llm_cache
         return out
 
 
@@ -145,13 +161,14 @@ def preflight(config: Config, flows: list[FlowSpec]) -> None:
 
 
 def _require_env(origin: Origin, sub: tuple[Any, ...], value: Any, environ: Mapping[str, str],
-                 problems: list[Problem]) -> Any:
+                 problems: list[Problem] | None) -> Any:
+    """``${env:NAME}`` resolved; unset names are problems, or empty when ``problems`` is None (replay)."""
     if isinstance(value, dict):
         return {k: _require_env(origin, (*sub, k), v, environ, problems) for k, v in value.items()}
     if not isinstance(value, str):
         return value
     for name in ENV_REF.findall(value):
-        if name not in environ:
+        if name not in environ and problems is not None:
             problems.append(origin.problem(sub, f"environment variable {name} is not set; export {name} (or set it "
                                            "as a CI secret) and run again", "env-unset"))
     return ENV_REF.sub(lambda m: environ.get(m.group(1), ""), value)
@@ -168,15 +185,19 @@ def used_connections(config: Config, flow: Path, overrides: dict[str, dict[str, 
     return {n for n in names if n in config.connections}
 
 
-def provider_connections(config: Config, names: set[str], environ: Mapping[str, str]) -> tuple[ProviderConnection,
-                                                                                                 ...]:
-    """The declared connections a run needs, with ``${env:...}`` resolved; unset names are exit 2."""
+def provider_connections(config: Config, names: set[str], environ: Mapping[str, str], *,
+                         lenient: bool = False) -> tuple[ProviderConnection, ...]:
+    """The declared connections a run needs, with ``${env:...}`` resolved; unset names are exit 2.
+
+    ``lenient`` (replaying LLM calls) leaves unset names empty: a cassette needs no endpoint or key.
+    """
     problems: list[Problem] = []
     out = []
     for name in sorted(names):
         conn = config.connections[name]
         origin = Origin(config.doc, ("connections", name))
-        values = {k: _require_env(origin, (k,), v, environ, problems) for k, v in conn.values.items()}
+        values = {k: _require_env(origin, (k,), v, environ, None if lenient else problems)
+                  for k, v in conn.values.items()}
         out.append(ProviderConnection(name, conn.type, values))
     if problems:
         raise ConfigError(problems)
@@ -207,13 +228,14 @@ def secret_values(connections: tuple[ProviderConnection, ...]) -> list[str]:
 def batch_job(config: Config, flow: FlowSpec, options: RunOptions, environ: Mapping[str, str]) -> RunJob:
     if flow.data is None:
         raise UsageError(f"{flow.origin.doc.display}: flow '{flow.name}' has no 'data:' to run over")
+    cache = cache_settings(config, flow.name, options.llm_cache)
     return RunJob(
         label=flow.name, name=run_name(flow.name), flow=flow.path, data=flow.data,
         column_mapping=flow.column_mapping, variant=flow.variant, connections=flow.connections,
         environment_variables=environment(flow.where("environment_variables"), flow.environment_variables, environ),
         provider_connections=provider_connections(config, used_connections(config, flow.path, flow.connections),
-                                                  environ),
-        options=options, base_run=flow.base_run)
+                                                  environ, lenient=cache is not None),
+        options=options, base_run=flow.base_run, cache=cache)
 
 
 def eval_jobs(config: Config, flow: FlowSpec, base_run: str, options: RunOptions,
@@ -222,14 +244,16 @@ def eval_jobs(config: Config, flow: FlowSpec, base_run: str, options: RunOptions
     for evaluation in flow.evaluations.values():
         data = evaluation.data or flow.data
         assert data is not None
+        cache = cache_settings(config, f"{flow.name}/{evaluation.name}", options.llm_cache)
         jobs.append(RunJob(
             label=f"{flow.name}/{evaluation.name}", name=run_name(f"{flow.name}_{evaluation.name}"),
             flow=evaluation.path, data=data, column_mapping=evaluation.column_mapping, variant=None,
             connections=evaluation.connections,
             environment_variables=environment(evaluation.origin, evaluation.environment_variables, environ),
             provider_connections=provider_connections(
-                config, used_connections(config, evaluation.path, evaluation.connections), environ),
-            options=options, base_run=base_run))
+                config, used_connections(config, evaluation.path, evaluation.connections), environ,
+                lenient=cache is not None),
+            options=options, base_run=base_run, cache=cache))
     return jobs
 
 
@@ -264,6 +288,24 @@ def load_run(state_dir: Path, label: str) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError) as exc:
         raise UsageError(f"{path}: unreadable ({exc}); run batch-run again") from None
     return data if isinstance(data, dict) else None
+
+
+def mark_unchanged(state_dir: Path, flow: str, since: str, reasons_elsewhere: str | None,
+                   baseline_dir: Path | None) -> bool:
+    """Record that ``flow`` was not run; carry its results over from the baseline state dir when there are any."""
+    carried = False
+    if baseline_dir is not None and (baseline_dir / "summary.json").is_file():
+        base_flow = as_dict(as_dict(read_summary(baseline_dir).get("flows")).get(flow))
+        for key in ("run", "evaluations"):
+            if key in base_flow:
+                update_flow_summary(state_dir, flow, key, base_flow[key])
+                carried = True
+        source = baseline_dir / "runs" / flow
+        if source.is_dir():
+            shutil.copytree(source, state_dir / "runs" / flow, dirs_exist_ok=True)
+    update_flow_summary(state_dir, flow, "unchanged", {"since": since, "carried_over": carried,
+                                                       "baseline": str(baseline_dir) if carried else None})
+    return carried
 
 
 def update_flow_summary(state_dir: Path, flow: str, key: str, value: Any) -> None:

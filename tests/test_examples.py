@@ -54,29 +54,34 @@ def classify_by_url(prompt: str) -> str:
     return json.dumps({"category": category, "evidence": "Url"})
 
 
-def test_example_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                 cli: Callable[..., CliResult]) -> None:
+def test_example_runs_end_to_end_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         cli: Callable[..., CliResult]) -> None:
+    """The README's main path: lint, batch-run, eval-run, gate, comment from the shipped cassettes, no key."""
     server = FakeOpenAI(answer=classify_by_url).start()
     try:
-        monkeypatch.setenv("OPENAI_BASE_URL", server.url + "/v1")
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-example-" + "x" * 20)
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url + "/v1")  # reachable, yet it must not be called
         monkeypatch.chdir(EXAMPLE.parent.parent)
         state = str(tmp_path / "state")
         config = str(EXAMPLE / "llmops.yaml")
         before = snapshot(EXAMPLE)
-        assert cli("batch-run", "--config", config, "--flow", "classify", "--state-dir", state).code == 0
-        assert cli("eval-run", "--config", config, "--flow", "classify", "--state-dir", state).code == 0
+        for step in ("lint", "batch-run", "eval-run"):
+            result = cli(step, "--config", config, "--flow", "classify", "--state-dir", state)
+            assert result.code == 0, (step, result.err)
         flow = json.loads((tmp_path / "state" / "summary.json").read_text())["flows"]["classify"]
         assert flow["run"]["lines_total"] == 42 and flow["run"]["lines_failed"] == 0
         assert flow["run"]["tokens"]["total"] > 0
+        assert flow["run"]["llm_cache"]["hits"] == 42 and flow["run"]["llm_cache"]["misses"] == 0
         assert flow["evaluations"]["accuracy"]["metrics"]["accuracy"] == pytest.approx(41 / 42, abs=1e-4)
-        assert len(server.requests) == 42
+        assert server.requests == []
         # the same results as their own baseline: every rule passes, the paired comparison says unchanged
         gate = cli("gate", "--config", config, "--flow", "classify", "--state-dir", state, "--baseline", state)
         assert gate.code == 0, gate.err
         checks = json.loads((tmp_path / "state" / "summary.json").read_text())["flows"]["classify"]["gate"]["checks"]
         drop = next(c for c in checks if c["rule"] == "max_drop")
         assert (drop["verdict"], drop["delta"], drop["interval"], drop["lines"]) == ("unchanged", 0.0, [0.0, 0.0], 42)
+        comment = cli("comment", "--config", config, "--state-dir", state)
+        assert "✅ llmops-ci: all checks passed" in comment.out and "LLM cache: 42 hits, 0 misses" in comment.out
         assert snapshot(EXAMPLE) == before
         assert processes_using(tmp_path) == []
     finally:

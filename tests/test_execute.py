@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -319,3 +321,76 @@ def test_unreachable_endpoint_is_exit_3(cli: Cli, run_project: Callable[..., Pro
     assert "every line of chat failed calling the LLM endpoint" in result.err
     run = summary(proj)["flows"]["chat"]["run"]
     assert run["lines_failed"] == 3 and "APIConnectionError" in run["errors"][0]["message"]
+
+
+def outputs(proj: Project, flow: str) -> list:
+    return [json.loads(x)["outputs"] for x in proj.read(f".llmops/runs/{flow}/lines.jsonl").splitlines()]
+
+
+def test_record_then_replay_offline(cli: Cli, run_project: Callable[..., Project], run_env: FakeOpenAI,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    proj = run_project()
+    assert cli("batch-run", "--flow", "chat", "--llm-cache", "record").code == 0
+    recorded = outputs(proj, "chat")
+    assert len(run_env.requests) == 3
+    assert summary(proj)["flows"]["chat"]["run"]["llm_cache"] == {
+        "mode": "record", "hits": 0, "misses": 3, "recorded": 3, "tokens_saved": 0}
+    cassette = proj.read("cassettes/chat.json")
+    assert "sk-test-" not in cassette
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    monkeypatch.delenv("OPENAI_API_KEY")  # offline, no key
+    result = cli("batch-run", "--flow", "chat", "--llm-cache", "replay")
+    assert result.code == 0, result.err
+    assert outputs(proj, "chat") == recorded
+    assert len(run_env.requests) == 3
+    cache = summary(proj)["flows"]["chat"]["run"]["llm_cache"]
+    assert (cache["hits"], cache["misses"]) == (3, 0) and cache["tokens_saved"] > 0
+
+
+def test_a_changed_line_misses_exactly_its_line(cli: Cli, run_project: Callable[..., Project],
+                                               run_env: FakeOpenAI) -> None:
+    proj = run_project()
+    assert cli("batch-run", "--flow", "chat", "--llm-cache", "record").code == 0
+    proj.replace("data/chat.jsonl", "Name a colour", "Name a flower")
+    replay = cli("batch-run", "--flow", "chat", "--llm-cache", "replay")
+    assert replay.code == 1
+    (error,) = summary(proj)["flows"]["chat"]["run"]["errors"]
+    assert (error["line"], error["node"]) == (1, "answer")
+    assert "no recording of this call" in error["message"] and "--llm-cache record" in error["message"]
+    assert len(run_env.requests) == 3
+    auto = cli("batch-run", "--flow", "chat", "--llm-cache", "auto")
+    assert auto.code == 0, auto.err
+    cache = summary(proj)["flows"]["chat"]["run"]["llm_cache"]
+    assert (cache["hits"], cache["misses"], cache["recorded"]) == (2, 1, 1)
+    assert len(run_env.requests) == 4 and outputs(proj, "chat")[1] == {"answer": "ECHO: Name a flower"}
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, check=True,
+                   capture_output=True)
+
+
+def test_changed_since_runs_only_touched_flows_and_carries_the_rest(cli: Cli, run_project: Callable[..., Project],
+                                                                    run_env: FakeOpenAI, tmp_path: Path) -> None:
+    proj = run_project()
+    baseline = tmp_path / "baseline"
+    assert cli("batch-run", "--flow", "chat", "--state-dir", str(baseline)).code == 0
+    git(proj.root, "init", "-q", "-b", "main")
+    git(proj.root, "add", "llmops.yaml", "flows", "data", "runs")
+    git(proj.root, "commit", "-q", "-m", "base")
+    git(proj.root, "checkout", "-q", "-b", "change")
+    proj.replace("data/echo.jsonl", '"text": "d"', '"text": "e"')
+    calls = len(run_env.requests)
+    result = cli("batch-run", "--changed-since", "main", "--baseline", str(baseline))
+    assert result.code == 0, result.err
+    assert "echo: changed (data/echo.jsonl changed (data))" in result.err
+    assert "chat: unchanged since main, not run; baseline results carried over" in result.err
+    flows = summary(proj)["flows"]
+    assert flows["echo"]["run"]["lines_total"] == 4
+    assert flows["chat"]["unchanged"] == {"since": "main", "carried_over": True, "baseline": str(baseline)}
+    assert flows["chat"]["run"] == json.loads((baseline / "summary.json").read_text())["flows"]["chat"]["run"]
+    assert flows["chat-run-file"]["unchanged"]["carried_over"] is False
+    assert len(run_env.requests) == calls  # the LLM flows did not run
+    comment = cli("comment")
+    assert "### Not run: unchanged since `main`" in comment.out
+    assert "`chat-run-file` (no baseline results)" in comment.out

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,14 @@ from typing import Any
 from llmops_ci.backends.artifacts import count_lines_done, read_run
 from llmops_ci.backends.pf_home import PFHome
 from llmops_ci.errors import CheckFailed, LlmopsError, ServiceError, UsageError
+from llmops_ci.llm_cache import CacheSettings, LlmProxy
 from llmops_ci.progress import Progress
-from llmops_ci.runs import RunJob, RunRecord, TestJob, TestRecord
+from llmops_ci.runs import ProviderConnection, RunJob, RunRecord, TestJob, TestRecord
 
 log = logging.getLogger("llmops_ci.local")
 POLL_S = 0.1
+# endpoints that flows building their own clients read; rerouted through the cache proxy too
+ENV_ENDPOINTS = ("OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT")
 
 
 class LocalBackend:
@@ -45,9 +49,12 @@ class LocalBackend:
         }
         run_folder = self.home.runs / job.name
         started = time.monotonic()
+        stats = None
         try:
-            outcome = self._child(job.name, request, job.provider_connections,
-                                  lambda: progress.update(count_lines_done(run_folder)))
+            with self._llm_calls(job.cache, job.provider_connections) as (connections, env, proxy):
+                outcome = self._child(job.name, request, connections,
+                                      lambda: progress.update(count_lines_done(run_folder)), env)
+            stats = proxy.stats.to_json() if proxy else None
         finally:
             shutil.rmtree(flow, ignore_errors=True)  # the run keeps its own snapshot
         duration = time.monotonic() - started
@@ -56,7 +63,7 @@ class LocalBackend:
         if artifacts is None:
             raise self._failure(job.label, outcome)
         return RunRecord(job.label, job.name, str(outcome.get("status")), artifacts.lines, duration,
-                         artifacts.metrics, outcome.get("error"))
+                         artifacts.metrics, outcome.get("error"), stats)
 
     def test(self, job: TestJob) -> TestRecord:
         self.home.prepare()
@@ -67,7 +74,8 @@ class LocalBackend:
                    "output_path": str(self.home.root / "work" / f"{name}.out")}
         started = time.monotonic()
         try:
-            outcome = self._child(name, request, job.provider_connections, lambda: None)
+            with self._llm_calls(job.cache, job.provider_connections) as (connections, env, _):
+                outcome = self._child(name, request, connections, lambda: None, env)
         finally:
             shutil.rmtree(flow, ignore_errors=True)
             shutil.rmtree(self.home.root / "work" / f"{name}.out", ignore_errors=True)
@@ -76,8 +84,38 @@ class LocalBackend:
         return TestRecord(str(outcome.get("status")), outcome.get("output"), outcome.get("error"),
                           list(outcome.get("nodes") or []), time.monotonic() - started)
 
+    @contextlib.contextmanager
+    def _llm_calls(self, cache: CacheSettings | None, connections: tuple[ProviderConnection, ...]
+                   ) -> Iterator[tuple[tuple[ProviderConnection, ...], dict[str, str], LlmProxy | None]]:
+        """Without a cache: the connections as they are. With one: rerouted through the record/replay proxy."""
+        if cache is None:
+            yield connections, {}, None
+            return
+        upstreams: dict[str, str | None] = {}
+        for conn in connections:
+            if conn.type == "open_ai":
+                upstreams[conn.name] = conn.values.get("base_url") or (
+                    "https://api.openai.com/v1" if conn.values.get("api_key") else None)
+            elif conn.type == "azure_open_ai":
+                upstreams[conn.name] = conn.values.get("api_base") or None
+        routes = {var: f"env-{var.lower()}" for var in ENV_ENDPOINTS if self.environ.get(var)}
+        upstreams.update({route: self.environ[var] for var, route in routes.items()})
+        with LlmProxy(cache, upstreams) as proxy:
+            rerouted = []
+            for conn in connections:
+                values = dict(conn.values)
+                field = {"open_ai": "base_url", "azure_open_ai": "api_base"}.get(conn.type)
+                if field:
+                    values[field] = proxy.url_for(conn.name)
+                    values["api_key"] = values.get("api_key") or "llmops-ci-replay"  # the client insists on one
+                rerouted.append(ProviderConnection(conn.name, conn.type, values))
+            yield tuple(rerouted), {var: proxy.url_for(route) for var, route in routes.items()}, proxy
+        log.info("LLM cache (%s): %d hits, %d misses, %d recorded, %d tokens saved -> %s", cache.mode,
+                 proxy.stats.hits, proxy.stats.misses, proxy.stats.recorded, proxy.stats.tokens_saved, cache.cassette)
+
     # -- the runner process ----------------------------------------------------------------------------
-    def _child(self, name: str, request: dict[str, Any], connections: tuple[Any, ...], tick: Any) -> dict[str, Any]:
+    def _child(self, name: str, request: dict[str, Any], connections: tuple[Any, ...], tick: Any,
+               extra_env: dict[str, str] | None = None) -> dict[str, Any]:
         result = self.home.root / "results" / f"{name}.json"
         result.unlink(missing_ok=True)
         request = {**request, "result": str(result), "provider_connections": [asdict(c) for c in connections]}
@@ -87,8 +125,8 @@ class LocalBackend:
         with log_path.open("w", encoding="utf-8") as log_file, tempfile.TemporaryDirectory(prefix="llmops-") as tmp:
             proc = subprocess.Popen([sys.executable, "-m", "llmops_ci.backends.pf_runner"], stdin=subprocess.PIPE,
                                     stdout=log_file, stderr=subprocess.STDOUT, cwd=self.home.root,
-                                    env=self.home.environment(self.environ, Path(tmp)), start_new_session=True,
-                                    text=True)
+                                    env={**self.home.environment(self.environ, Path(tmp)), **(extra_env or {})},
+                                    start_new_session=True, text=True)
             try:
                 assert proc.stdin is not None
                 proc.stdin.write(json.dumps(request))

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from llmops_ci.config import DEFAULT_CONFIG, Config, read_config
+from llmops_ci.config import DEFAULT_CONFIG, Config, FlowSpec, read_config
 from llmops_ci.errors import ConfigError, UsageError
 from llmops_ci.execute import RunContext
 from llmops_ci.http import Http
+from llmops_ci.llm_cache import MODES
 from llmops_ci.log import register_secret
 from llmops_ci.platforms import Platform
 from llmops_ci.progress import Progress
+from llmops_ci.runs import RunOptions, mark_unchanged
+
+log = logging.getLogger("llmops_ci.steps")
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,40 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="lines run in parallel (default: 4)")
     parser.add_argument("--line-timeout", type=_positive, default=300, metavar="S",
                         help="seconds one line may take before it fails (default: 300)")
+    parser.add_argument("--changed-since", metavar="REF",
+                        help="run only the flows whose files, data, evaluations or config entry changed since the "
+                             "merge base with REF (e.g. origin/main); the others are reported as unchanged")
+    parser.add_argument("--baseline", type=Path, metavar="PATH",
+                        help="with --changed-since: the target branch's state dir, whose results are carried over "
+                             "for the flows that are not run")
+    parser.add_argument("--llm-cache", choices=MODES, metavar="MODE",
+                        help="record/replay LLM calls: off, record, replay or auto (default: llmops.yaml's "
+                             "llm_cache.mode, else off)")
+
+
+def select_for_run(config: Config, args: argparse.Namespace, ctx: Context) -> list[FlowSpec]:
+    """The flows to run: ``--flow`` (default all), narrowed by ``--changed-since`` to those a change touches."""
+    flows = config.select(args.flow)
+    if not args.changed_since:
+        return flows
+    from llmops_ci.changes import changed_files, select_flows
+
+    selection = select_flows(config, changed_files(args.changed_since))
+    if selection.all_reason:
+        log.info("all flows selected: %s", selection.all_reason)
+    for flow in flows:
+        if flow.name in selection.selected:
+            log.info("%s: changed (%s)", flow.name, "; ".join(selection.reasons.get(flow.name, [])[:3]))
+        else:
+            carried = mark_unchanged(ctx.state_dir, flow.name, args.changed_since, selection.all_reason,
+                                     args.baseline if args.baseline and args.baseline.is_dir() else None)
+            log.info("%s: unchanged since %s, not run%s", flow.name, args.changed_since,
+                     "; baseline results carried over" if carried else "")
+    return [f for f in flows if f.name in selection.selected]
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    return RunOptions(args.workers, args.line_timeout, args.llm_cache)
 
 
 def _positive(text: str) -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from llmops_ci.execute import eval_run
-from llmops_ci.runs import RunOptions, preflight
-from llmops_ci.steps import Context, add_run_options, load_project, run_context
+from llmops_ci.runs import preflight
+from llmops_ci.steps import Context, add_run_options, load_project, run_context, run_options, select_for_run
 
 
 class EvalRunStep:
@@ -18,9 +18,11 @@ class EvalRunStep:
 
     def run(self, args: argparse.Namespace, ctx: Context) -> int:
         config = load_project(args.config)
-        flows = config.select(args.flow)
+        flows = select_for_run(config, args, ctx)
+        if not flows:
+            return 0
         preflight(config, flows)
-        eval_run(config, flows, RunOptions(args.workers, args.line_timeout), run_context(args.backend, ctx))
+        eval_run(config, flows, run_options(args), run_context(args.backend, ctx))
         return 0
 
 

@@ -49,6 +49,11 @@ class GateStep:
             if not flow.gate:
                 log.info("%s: no gate rules", flow.name)
                 continue
+            unchanged = summary.get("flows", {}).get(flow.name, {}).get("unchanged")
+            if unchanged and not unchanged.get("carried_over"):
+                log.info("%s: unchanged since %s and no baseline results carried over: nothing to gate", flow.name,
+                         unchanged.get("since"))
+                continue
             result = gate_flow(flow, ctx.state_dir, summary, baseline)
             update_flow_summary(ctx.state_dir, flow.name, "gate", result.to_json())
             log.info("%s: gate %s%s\n%s", flow.name, "passed" if result.passed else "FAILED",

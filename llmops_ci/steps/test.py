@@ -11,7 +11,16 @@ from tabulate import tabulate
 
 from llmops_ci.errors import CheckFailed, UsageError
 from llmops_ci.execute import one_line
-from llmops_ci.runs import TestJob, environment, preflight, provider_connections, secret_values, used_connections
+from llmops_ci.llm_cache import MODES
+from llmops_ci.runs import (
+    TestJob,
+    cache_settings,
+    environment,
+    preflight,
+    provider_connections,
+    secret_values,
+    used_connections,
+)
 from llmops_ci.steps import Context, load_project, run_context
 
 log = logging.getLogger("llmops_ci.test")
@@ -39,6 +48,8 @@ class TestStep:
         parser.add_argument("--input", action="append", default=[], metavar="NAME=VALUE",
                             help="a flow input (repeatable); JSON values are parsed; missing inputs use defaults")
         parser.add_argument("--variant", metavar="${NODE.VARIANT}", help="variant to use (default: the config's)")
+        parser.add_argument("--llm-cache", choices=MODES, metavar="MODE",
+                            help="record/replay LLM calls: off, record, replay or auto (default: llmops.yaml's)")
 
     def run(self, args: argparse.Namespace, ctx: Context) -> int:
         config = load_project(args.config)
@@ -47,10 +58,11 @@ class TestStep:
         (flow,) = config.select(args.flow)
         preflight(config, [flow])
         rc = run_context(args.backend, ctx)
+        cache = cache_settings(config, flow.name, args.llm_cache)
         job = TestJob(flow.path, parse_inputs(args.input), args.variant or flow.variant, flow.connections,
                       environment(flow.where("environment_variables"), flow.environment_variables, ctx.environ),
                       provider_connections(config, used_connections(config, flow.path, flow.connections),
-                                           ctx.environ))
+                                           ctx.environ, lenient=cache is not None), cache)
         for secret in secret_values(job.provider_connections):
             rc.on_secret(secret)
         record = rc.backend.test(job)

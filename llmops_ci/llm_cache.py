@@ -1,0 +1,239 @@
+"""Record and replay LLM calls: an OpenAI/Azure-OpenAI-compatible proxy on 127.0.0.1 for the length of a run.
+
+The run's connections point at the proxy (``/u/<connection>/...``); it answers from the flow's
+cassette or forwards to the real endpoint and records. The key is the connection, the path
+(which carries the Azure deployment) and the canonical request body, so the same cassette works
+whatever URL or key an environment uses; authorization headers and keys are never stored.
+Cassettes are JSON, sorted by key, one entry per request: a changed prompt changes only its own
+entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import requests
+
+from llmops_ci.schema import as_dict
+
+log = logging.getLogger("llmops_ci.llm_cache")
+MODES = ("off", "record", "replay", "auto")
+_FORWARD_HEADERS = ("authorization", "api-key", "openai-organization", "openai-project")
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    mode: str
+    cassette: Path
+
+
+@dataclass
+class CacheStats:
+    mode: str
+    hits: int = 0
+    misses: int = 0
+    recorded: int = 0
+    tokens_saved: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "hits": self.hits, "misses": self.misses, "recorded": self.recorded,
+                "tokens_saved": self.tokens_saved}
+
+
+def request_key(upstream: str, path: str, body: Any) -> str:
+    canonical = json.dumps({"upstream": upstream, "path": path, "body": body}, sort_keys=True,
+                           separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass
+class Cassette:
+    path: Path
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dirty: bool = False
+
+    @classmethod
+    def load(cls, path: Path) -> Cassette:
+        cassette = cls(path)
+        if path.is_file():
+            data = as_dict(json.loads(path.read_text(encoding="utf-8")))
+            cassette.entries = {e["key"]: e for e in data.get("entries", []) if isinstance(e, dict) and "key" in e}
+        return cassette
+
+    def put(self, entry: dict[str, Any]) -> None:
+        self.entries[entry["key"]] = entry
+        self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        ordered = sorted(self.entries.values(), key=lambda e: (e["upstream"], e["path"], e["key"]))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"version": 1, "entries": ordered}, indent=1, ensure_ascii=False, sort_keys=True)
+                       + "\n", encoding="utf-8")
+        tmp.replace(self.path)
+        self.dirty = False
+
+
+def _usage_total(response: dict[str, Any]) -> int:
+    if "body" in response:
+        return int(as_dict(as_dict(response["body"]).get("usage")).get("total_tokens") or 0)
+    total = 0
+    for chunk in response.get("stream", []):
+        try:
+            total = int(as_dict(as_dict(json.loads(chunk)).get("usage")).get("total_tokens") or total)
+        except ValueError:
+            continue
+    return total
+
+
+class LlmProxy:
+    """Use as a context manager around a run; ``url_for(name)`` is the base URL for connection ``name``."""
+
+    def __init__(self, settings: CacheSettings, upstreams: dict[str, str | None],
+                 session: requests.Session | None = None) -> None:
+        self.settings = settings
+        self.upstreams = upstreams
+        self.session = session or requests.Session()
+        self.cassette = Cassette.load(settings.cassette)
+        self.stats = CacheStats(settings.mode)
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    def __enter__(self) -> LlmProxy:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:
+                proxy.handle(self)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        with self._lock:
+            self.cassette.save()
+
+    def url_for(self, name: str) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}/u/{name}"
+
+    # -- one request -------------------------------------------------------------------------------------
+    def handle(self, handler: BaseHTTPRequestHandler) -> None:
+        route, _, query = handler.path.partition("?")
+        parts = route.split("/", 3)
+        if len(parts) < 4 or parts[1] != "u" or parts[2] not in self.upstreams:
+            return self._json(handler, 404, _error(f"llmops-ci proxy: unknown route {route}"))
+        name, path = parts[2], "/" + parts[3]
+        raw = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            return self._json(handler, 400, _error("llmops-ci proxy: the request body is not JSON"))
+        key = request_key(name, path, body)
+        with self._lock:
+            entry = self.cassette.entries.get(key) if self.settings.mode in ("replay", "auto") else None
+            if entry is not None:
+                self.stats.hits += 1
+                self.stats.tokens_saved += _usage_total(entry["response"])
+        if entry is not None:
+            return self._replay(handler, entry["response"])
+        if self.settings.mode == "replay":
+            with self._lock:
+                self.stats.misses += 1
+            return self._json(handler, 400, _error(
+                f"llmops-ci replay: no recording of this call to connection '{name}' ({path}) in "
+                f"{self.settings.cassette}; the prompt or inputs changed since it was recorded. Record it with "
+                "--llm-cache record (or auto) and the endpoint's URL and key set", "llm_cache_miss"))
+        with self._lock:
+            self.stats.misses += 1
+        upstream = self.upstreams.get(name)
+        if not upstream:
+            return self._json(handler, 502, _error(
+                f"llmops-ci cache: no recording of this call to '{name}' ({path}) and no endpoint to record it from; "
+                "set the connection's URL and key (see llmops.yaml) and run again", "llm_cache_miss"))
+        self._forward(handler, name, upstream, path, query, body, key)
+
+    def _forward(self, handler: BaseHTTPRequestHandler, name: str, upstream: str, path: str, query: str,
+                 body: Any, key: str) -> None:
+        headers = {k: v for k, v in handler.headers.items() if k.lower() in _FORWARD_HEADERS}
+        url = upstream.rstrip("/") + path + (f"?{query}" if query else "")
+        stream = isinstance(body, dict) and bool(body.get("stream"))
+        try:
+            response = self.session.post(url, json=body, headers=headers, stream=stream, timeout=600)
+        except requests.RequestException as exc:
+            return self._json(handler, 502, _error(f"llmops-ci cache: cannot reach {name}: {type(exc).__name__}"))
+        if not stream or response.status_code != 200:
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = _error(response.text[:500])
+            if response.status_code == 200:
+                self._record(key, name, path, body, {"status": 200, "body": payload})
+            return self._json(handler, response.status_code, payload)
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        chunks = []
+        for line in response.iter_lines(decode_unicode=True):
+            if not line or not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            chunks.append(data)
+            handler.wfile.write(f"data: {data}\n\n".encode())
+            handler.wfile.flush()
+        handler.close_connection = True
+        self._record(key, name, path, body, {"status": 200, "stream": chunks})
+
+    def _record(self, key: str, name: str, path: str, body: Any, response: dict[str, Any]) -> None:
+        if self.settings.mode == "off":
+            return
+        with self._lock:
+            self.cassette.put({"key": key, "upstream": name, "path": path, "request": body, "response": response})
+            self.stats.recorded += 1
+
+    def _replay(self, handler: BaseHTTPRequestHandler, response: dict[str, Any]) -> None:
+        if "stream" not in response:
+            return self._json(handler, int(response.get("status", 200)), response.get("body"))
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        for chunk in response["stream"]:
+            handler.wfile.write(f"data: {chunk}\n\n".encode())
+        handler.wfile.flush()
+        handler.close_connection = True
+
+    @staticmethod
+    def _json(handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+
+def _error(message: str, code: str = "llmops_ci_proxy") -> dict[str, Any]:
+    return {"error": {"message": message, "type": "invalid_request_error", "code": code}}
