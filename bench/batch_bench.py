@@ -31,8 +31,6 @@ import os
 import re
 import resource
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,6 +39,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from _harness import _alive, kill_pids, run_timed, tail
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -165,24 +165,6 @@ def procs_with_env(needle: str) -> list[tuple[int, str]]:
     return found
 
 
-def kill_pids(pids: list[int]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
-            time.sleep(0.1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def leftovers(needle: str, label: str, notes: list[str]) -> None:
     """Report and kill processes still carrying ``needle`` in their environment (give them 2 s to exit)."""
     deadline = time.monotonic() + 2
@@ -194,32 +176,6 @@ def leftovers(needle: str, label: str, notes: list[str]) -> None:
         notes.append(f"{label}: {len(found)} process(es) still running after it exited (killed):")
         notes += [f"    pid {pid}: {cmd[:160]}" for pid, cmd in found]
         kill_pids([pid for pid, _ in found])
-
-
-def run_timed(cmd: list[str], env: dict[str, str], cwd: Path, out: Path) -> tuple[float, float, int]:
-    """Run ``cmd`` (own session, stdout+stderr to ``out``); returns (seconds, wall-clock start, exit code)."""
-    with out.open("w", encoding="utf-8") as fh:
-        wall = time.time()
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            code = proc.wait()
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
-        seconds = time.perf_counter() - start
-    return seconds, wall, code
-
-
-def tail(path: Path, n: int = 20) -> str:
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return "(no output)"
-    return "\n".join("    " + x for x in lines[-n:])
 
 
 def mtime(path: Path) -> float | None:

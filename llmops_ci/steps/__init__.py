@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TextIO
@@ -17,7 +17,7 @@ from llmops_ci.llm_cache import MODES
 from llmops_ci.log import register_secret
 from llmops_ci.platforms import Platform
 from llmops_ci.progress import Progress
-from llmops_ci.runs import RunOptions, mark_unchanged
+from llmops_ci.runs import RunOptions, mark_unchanged, preflight
 
 log = logging.getLogger("llmops_ci.steps")
 
@@ -119,3 +119,23 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
     return value
+
+
+class RunStep:
+    """A step that runs flows on a backend: batch-run and eval-run differ only in the library call."""
+
+    def __init__(self, name: str, help: str,
+                 action: Callable[[Config, list[FlowSpec], RunOptions, RunContext], object]) -> None:
+        self.name, self.help, self.action = name, help, action
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add_run_options(parser)
+
+    def run(self, args: argparse.Namespace, ctx: Context) -> int:
+        config = load_project(args.config)
+        flows = select_for_run(config, args, ctx)
+        if not flows:
+            return 0
+        preflight(config, flows)
+        self.action(config, flows, run_options(args), run_context(args.backend, ctx))
+        return 0

@@ -1,29 +1,7 @@
 """``llmops-ci batch-run``: each selected flow over its data set, on the real prompt flow executor."""
 
-from __future__ import annotations
-
-import argparse
-
 from llmops_ci.execute import batch_run
-from llmops_ci.runs import preflight
-from llmops_ci.steps import Context, add_run_options, load_project, run_context, run_options, select_for_run
+from llmops_ci.steps import RunStep
 
-
-class BatchRunStep:
-    name = "batch-run"
-    help = "run each flow over its data set (lines, failures, latency, tokens into the state dir)"
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        add_run_options(parser)
-
-    def run(self, args: argparse.Namespace, ctx: Context) -> int:
-        config = load_project(args.config)
-        flows = select_for_run(config, args, ctx)
-        if not flows:
-            return 0
-        preflight(config, flows)
-        batch_run(config, flows, run_options(args), run_context(args.backend, ctx))
-        return 0
-
-
-STEP = BatchRunStep()
+STEP = RunStep("batch-run", "run each flow over its data set (lines, failures, latency, tokens into the state dir)",
+               batch_run)
