@@ -1,0 +1,226 @@
+"""What register and deploy act on: a model spec (versioned by content) and smoke tests.
+
+A model's version is the hash of what it would run: the flow's files (with additional_includes
+merged), the variant and the connection overrides. Registering the same content again creates
+nothing new. The model declares the resources its nodes call (connections, deployments, models)
+so the endpoint can be checked, and granted access, before a deployment goes live.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmops_ci.config import Config, FlowSpec
+from llmops_ci.errors import UsageError
+from llmops_ci.kinds import kind_for
+from llmops_ci.schema import as_dict, as_list
+
+_IGNORED = ("__pycache__", ".promptflow", ".runs")
+
+
+@dataclass(frozen=True)
+class Resource:
+    node: str
+    connection: str | None
+    deployment: str | None  # deployment_name or model the node asks for
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    version: str
+    flow: str  # the flow's name in llmops.yaml
+    path: Path  # the flow folder
+    description: str | None
+    tags: dict[str, str]
+    resources: tuple[Resource, ...]
+    variant: str | None = None
+    connections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    chat_input: str | None = None
+    chat_output: str | None = None
+    chat_history: str | None = None
+
+
+@dataclass(frozen=True)
+class SmokeTest:
+    name: str
+    request: dict[str, Any]
+    status: int = 200
+    fields: tuple[str, ...] = ()
+    contains: str | None = None
+    regex: str | None = None
+
+    def check(self, status: int, body: Any) -> str | None:
+        """None when the response meets the expectations, else what is wrong."""
+        if status != self.status:
+            return f"HTTP {status}, expected {self.status}: {str(body)[:200]}"
+        text = json.dumps(body, ensure_ascii=False) if not isinstance(body, str) else body
+        missing = [f for f in self.fields if not isinstance(body, dict) or f not in body]
+        if missing:
+            return f"the response has no {', '.join(missing)} (it has: {', '.join(as_dict(body)) or 'nothing'})"
+        if self.contains is not None and self.contains not in text:
+            return f"the response does not contain {self.contains!r}"
+        if self.regex is not None and not re.search(self.regex, text):
+            return f"the response does not match /{self.regex}/"
+        return None
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    model: ModelSpec
+    endpoint: str
+    instance_type: str | None
+    instance_count: int
+    traffic: tuple[int, ...]  # percent on the new deployment, step by step, ending at 100
+    smoke_tests: tuple[SmokeTest, ...]
+    environment_variables: dict[str, str] = field(default_factory=dict)
+    request_timeout_ms: int | None = None
+
+
+@dataclass
+class SmokeResult:
+    name: str
+    passed: bool
+    error: str | None = None
+    seconds: float | None = None
+
+
+@dataclass
+class DeployResult:
+    endpoint: str
+    deployment: str  # the slot deployed to: blue or green
+    previous: str | None  # the slot that served before, if any
+    status: str  # deployed | rolled_back
+    traffic: dict[str, int]  # what serves now
+    smoke: list[SmokeResult] = field(default_factory=list)
+    url: str | None = None
+    message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "deployment": self.deployment, "previous": self.previous,
+                "status": self.status, "traffic": self.traffic, "url": self.url, "message": self.message,
+                "smoke": [{"name": s.name, "passed": s.passed, "error": s.error, "seconds": s.seconds}
+                          for s in self.smoke]}
+
+
+def other_slot(serving: str | None) -> str:
+    return "green" if serving == "blue" else "blue"
+
+
+def _files(folder: Path) -> list[Path]:
+    out = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d not in _IGNORED)
+        out += [Path(root) / f for f in sorted(files) if not f.endswith(".pyc")]
+    return out
+
+
+def content_hash(flow: FlowSpec) -> str:
+    """A short hash of everything that decides what the flow does (not when or where it was built)."""
+    digest = hashlib.sha256()
+    folders = [flow.path]
+    kind = kind_for(flow.path)
+    if kind is not None:
+        info = kind.inspect(flow.path)
+        for doc in info.docs:
+            for inc in as_list(as_dict(doc.data).get("additional_includes")):
+                if isinstance(inc, str):
+                    folders.append((flow.path / inc).resolve())
+    for folder in folders:
+        for file in _files(folder) if folder.is_dir() else [folder] if folder.is_file() else []:
+            digest.update(file.relative_to(folder if folder.is_dir() else folder.parent).as_posix().encode())
+            digest.update(b"\0" + file.read_bytes() + b"\0")
+    digest.update(json.dumps({"variant": flow.variant, "connections": flow.connections}, sort_keys=True).encode())
+    return digest.hexdigest()[:12]
+
+
+def git_commit(environ: Mapping[str, str], cwd: Path) -> str | None:
+    for var in ("GITHUB_SHA", "BUILD_SOURCEVERSION"):
+        if environ.get(var):
+            return environ[var]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def model_spec(config: Config, flow: FlowSpec, summary: dict[str, Any], environ: Mapping[str, str]) -> ModelSpec:
+    entry = as_dict(as_dict(summary.get("flows")).get(flow.name))
+    tags: dict[str, str] = {"llmops.flow": flow.name}
+    commit = git_commit(environ, config.root)
+    if commit:
+        tags["git.commit"] = commit
+    build = environ.get("GITHUB_RUN_ID") or environ.get("BUILD_BUILDID")
+    if build:
+        tags["ci.build"] = build
+    pr = environ.get("SYSTEM_PULLREQUEST_PULLREQUESTID") or (
+        environ.get("GITHUB_REF", "").split("/")[2] if environ.get("GITHUB_REF", "").startswith("refs/pull/") else "")
+    if pr:
+        tags["ci.pr"] = pr
+    run = as_dict(entry.get("run")).get("name")
+    if run:
+        tags["llmops.run"] = str(run)
+    for ename, evaluation in as_dict(entry.get("evaluations")).items():
+        tags[f"llmops.eval.{ename}.run"] = str(as_dict(evaluation).get("run"))
+        for metric, value in as_dict(as_dict(evaluation).get("metrics")).items():
+            tags[f"metric.{ename}.{metric}"] = str(value)
+    if flow.register and flow.register.tags:
+        tags.update({str(k): str(v) for k, v in flow.register.tags.items()})
+    resources: list[Resource] = []
+    chat: tuple[str | None, str | None, str | None] = (None, None, None)
+    kind = kind_for(flow.path)
+    if kind is not None:
+        info = kind.inspect(flow.path)
+        for use in info.connections:
+            override = flow.connections.get(use.node, {})
+            deployment = override.get("deployment_name") or override.get("model")
+            resources.append(Resource(use.node, override.get(use.field, use.connection),
+                                      str(deployment) if deployment else None))
+        chat = _chat_io(info.docs[0].data if info.docs else {})
+    name = (flow.register.name if flow.register and flow.register.name else None) or flow.name
+    return ModelSpec(name=name, version=content_hash(flow), flow=flow.name, path=flow.path,
+                     description=flow.register.description if flow.register else None, tags=tags,
+                     resources=tuple(sorted(resources, key=lambda r: r.node)), variant=flow.variant,
+                     connections=flow.connections, chat_input=chat[0], chat_output=chat[1], chat_history=chat[2])
+
+
+def _chat_io(dag: Any) -> tuple[str | None, str | None, str | None]:
+    inputs, outputs = as_dict(as_dict(dag).get("inputs")), as_dict(as_dict(dag).get("outputs"))
+    chat_in = next((k for k, v in inputs.items() if as_dict(v).get("is_chat_input")), None)
+    history = next((k for k, v in inputs.items() if as_dict(v).get("is_chat_history")), None)
+    chat_out = next((k for k, v in outputs.items() if as_dict(v).get("is_chat_output")), None)
+    return chat_in, chat_out, history
+
+
+def load_smoke_tests(config: Config, flow: FlowSpec) -> list[SmokeTest]:
+    """Request bodies (JSON files); a file may wrap one as {"request": ..., "expect": {status, fields, contains,
+    regex}}."""
+    pattern = flow.deploy.smoke_tests if flow.deploy else None
+    if not pattern:
+        return []
+    files = sorted(glob.glob(str(config.root / pattern)))
+    if not files:
+        raise UsageError(f"{config.doc.display}: smoke_tests '{pattern}' of flow '{flow.name}' matches no file")
+    tests = []
+    for file in files:
+        try:
+            data = json.loads(Path(file).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{file}: not a JSON smoke test ({exc})") from None
+        if not isinstance(data, dict):
+            raise UsageError(f"{file}: a smoke test is a JSON object (the request body, or {{request, expect}})")
+        expect = as_dict(data.get("expect")) if "request" in data else {}
+        request = as_dict(data["request"]) if "request" in data else data
+        tests.append(SmokeTest(Path(file).name, request, int(expect.get("status", 200)),
+                               tuple(as_list(expect.get("fields"))), expect.get("contains"), expect.get("regex")))
+    return tests
