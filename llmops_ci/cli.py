@@ -17,12 +17,15 @@ from llmops_ci.state import read_summary
 from llmops_ci.steps import Context, Step
 from llmops_ci.steps.batch_run import STEP as BATCH_RUN
 from llmops_ci.steps.comment import STEP as COMMENT
+from llmops_ci.steps.deploy import STEP as DEPLOY
 from llmops_ci.steps.eval_run import STEP as EVAL_RUN
 from llmops_ci.steps.gate import STEP as GATE
 from llmops_ci.steps.lint import STEP as LINT
+from llmops_ci.steps.register import STEP as REGISTER
 from llmops_ci.steps.test import STEP as TEST
 
-STEPS: dict[str, Step] = {step.name: step for step in (LINT, TEST, BATCH_RUN, EVAL_RUN, GATE, COMMENT)}
+STEPS: dict[str, Step] = {step.name: step for step in (LINT, TEST, BATCH_RUN, EVAL_RUN, GATE, REGISTER, DEPLOY,
+                                                       COMMENT)}
 
 log = logging.getLogger("llmops_ci")
 

@@ -190,7 +190,8 @@ def model_spec(config: Config, flow: FlowSpec, summary: dict[str, Any], environ:
     name = (flow.register.name if flow.register and flow.register.name else None) or flow.name
     return ModelSpec(name=name, version=content_hash(flow), flow=flow.name, path=flow.path,
                      description=flow.register.description if flow.register else None, tags=tags,
-                     resources=tuple(sorted(resources, key=lambda r: r.node)), variant=flow.variant,
+                     resources=tuple(sorted(set(resources), key=lambda r: (r.node, str(r.connection)))),
+                     variant=flow.variant,
                      connections=flow.connections, chat_input=chat[0], chat_output=chat[1], chat_history=chat[2])
 
 

@@ -42,6 +42,8 @@ def outcome(summary: dict[str, Any]) -> Outcome:
                 problems.append(f"evaluation {name}/{ename} failed")
         if as_dict(flow.get("gate")).get("passed") is False:
             problems.append(f"gate of {name} failed")
+        if as_dict(flow.get("deploy")).get("status") == "rolled_back":
+            problems.append(f"deploy of {name} rolled back")
     if problems:
         return Outcome(False, "❌ llmops-ci: " + "; ".join(problems[:5]) + (" …" if len(problems) > 5 else ""),
                        problems)
@@ -123,6 +125,26 @@ def _cache(flows: dict[str, Any]) -> str:
     return f"LLM cache: {hits} hits, {misses} misses, {saved} tokens saved."
 
 
+def _release(flows: dict[str, Any]) -> str:
+    rows = []
+    for name, flow in sorted(flows.items()):
+        registered = as_dict(as_dict(flow).get("register"))
+        deploy = as_dict(as_dict(flow).get("deploy"))
+        if not registered and not deploy:
+            continue
+        smoke = as_list(deploy.get("smoke"))
+        passed = sum(1 for s in smoke if as_dict(s).get("passed"))
+        traffic = ", ".join(f"{md(k, 20)} {v}%" for k, v in as_dict(deploy.get("traffic")).items())
+        model = deploy.get("model") or (f"{registered.get('name')}:{registered.get('version')}" if registered else "-")
+        rows.append([code(name), code(model), code(deploy["endpoint"]) if deploy.get("endpoint") else "-",
+                     md(deploy.get("deployment") or "-", 20), traffic or "-",
+                     f"{passed}/{len(smoke)}" if smoke else "-",
+                     {"deployed": "✅", "rolled_back": "❌ rolled back"}.get(str(deploy.get("status")), "-")])
+    if not rows:
+        return ""
+    return "### Release\n\n" + _table(rows, ["flow", "model", "endpoint", "slot", "traffic", "smoke", ""])
+
+
 def _metrics(flows: dict[str, Any]) -> str:
     rows = []
     for name, flow in sorted(flows.items()):
@@ -172,7 +194,7 @@ def render(summary: dict[str, Any], *, limit: int = GITHUB_LIMIT, run_url: str |
     footer = f"\n\n---\n[CI run]({run_url})" if run_url else "\n\n---"
     for level, (listed, folded, errors, only_failed) in enumerate(_LEVELS):
         parts = [MARKER, f"## {result.headline}", _gate(flows, only_failed), _runs(flows, errors, only_failed),
-                 _cache(flows), "" if only_failed else _metrics(flows), _unchanged(flows),
+                 _cache(flows), "" if only_failed else _metrics(flows), _release(flows), _unchanged(flows),
                  _lint(as_dict(summary.get("lint")), listed, folded)]
         note = "" if level == 0 else f"\n\n_Shortened to fit the comment; the full report is in {full_report}._"
         body = "\n\n".join(p for p in parts if p) + note + footer

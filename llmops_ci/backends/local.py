@@ -136,7 +136,7 @@ class LocalBackend:
                     time.sleep(POLL_S)
                 tick()
             finally:
-                _reap(proc)
+                reap(proc)
         log.debug("prompt flow log: %s", log_path)
         if not result.is_file():
             tail = "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
@@ -155,7 +155,7 @@ class LocalBackend:
         return ServiceError(message) if "Connection" in str(outcome.get("error")) else CheckFailed(message)
 
 
-def _reap(proc: subprocess.Popen[str]) -> None:
+def reap(proc: subprocess.Popen[str]) -> None:
     """Stop the runner and everything it started (its own session), even on Ctrl-C."""
     if proc.poll() is None:
         _signal_group(proc.pid, signal.SIGTERM)

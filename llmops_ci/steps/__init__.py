@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from llmops_ci.config import DEFAULT_CONFIG, Config, FlowSpec, read_config
 from llmops_ci.errors import ConfigError, UsageError
@@ -139,3 +139,13 @@ class RunStep:
         preflight(config, flows)
         self.action(config, flows, run_options(args), run_context(args.backend, ctx))
         return 0
+
+
+def release_for(args: argparse.Namespace, ctx: Context, config: Config) -> Any:
+    """The registry and endpoints of ``--backend``: a local file registry, or an Azure ML workspace."""
+    if args.backend == "local":
+        from llmops_ci.backends.local_release import LocalRelease
+
+        return LocalRelease(ctx.state_dir, args.registry or ctx.state_dir / "registry", dict(ctx.environ))
+    raise UsageError(f"--backend {args.backend}: register and deploy on Azure ML are not wired in this version; "
+                     "use --dry-run to see the entities, or --backend local")

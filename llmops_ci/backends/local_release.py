@@ -1,0 +1,145 @@
+"""Register and deploy without a cloud: a file registry and a blue/green endpoint served on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from llmops_ci.backends.local import reap
+from llmops_ci.backends.pf_home import PFHome, copy_flow
+from llmops_ci.errors import UsageError
+from llmops_ci.release import DeployPlan, DeployResult, ModelSpec, SmokeResult, other_slot
+from llmops_ci.runs import ProviderConnection
+from llmops_ci.state import write_json_atomic
+
+log = logging.getLogger("llmops_ci.local_release")
+START_TIMEOUT_S = 90
+
+
+class LocalRelease:
+    """``registry/<model>/<version>/`` holds the flow as registered; ``endpoints/<name>.json`` which slot serves."""
+
+    def __init__(self, state_dir: Path, registry: Path, environ: dict[str, str]) -> None:
+        self.state_dir, self.registry, self.environ = state_dir.absolute(), registry.absolute(), environ
+        self.home = PFHome(self.state_dir / "pf-home")
+
+    def model_dir(self, name: str, version: str) -> Path:
+        return self.registry / name / version
+
+    def register(self, spec: ModelSpec) -> tuple[str, str, bool]:
+        folder = self.model_dir(spec.name, spec.version)
+        if (folder / "model.json").is_file():
+            return spec.name, spec.version, False
+        copy_flow(spec.path, folder / "flow", spec.connections, spec.variant)
+        record = {"name": spec.name, "version": spec.version, "flow": spec.flow, "description": spec.description,
+                  "tags": spec.tags, "resources": [asdict(r) for r in spec.resources], "variant": spec.variant,
+                  "registered_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        write_json_atomic(folder / "model.json", record)
+        return spec.name, spec.version, True
+
+    def endpoint_state(self, endpoint: str) -> dict[str, Any]:
+        path = self.state_dir / "endpoints" / f"{endpoint}.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"serving": None, "slots": {}}
+
+    def deploy(self, plan: DeployPlan, connections: tuple[ProviderConnection, ...], keep: bool) -> DeployResult:
+        model = plan.model
+        flow = self.model_dir(model.name, model.version) / "flow"
+        if not flow.is_dir():
+            raise UsageError(f"{model.name}:{model.version} is not in the registry {self.registry}; run "
+                             f"'llmops-ci register --flow {model.flow}' first")
+        state = self.endpoint_state(plan.endpoint)
+        previous = state.get("serving")
+        slot = other_slot(previous)
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        log.info("%s: deploying %s:%s to slot %s (%s)", plan.endpoint, model.name, model.version, slot, url)
+        proc = self._serve(flow, port, connections, plan.environment_variables, f"{plan.endpoint}-{slot}")
+        result = DeployResult(plan.endpoint, slot, previous, "rolled_back", {previous: 100} if previous else {},
+                              url=url)
+        try:
+            failure = self._wait_healthy(url, proc)
+            if failure is None:
+                result.smoke = [_smoke(url, test, plan.request_timeout_ms) for test in plan.smoke_tests]
+                failed = [s for s in result.smoke if not s.passed]
+                if failed:
+                    failure = "; ".join(f"smoke test {s.name}: {s.error}" for s in failed)
+            if failure is not None:
+                result.message = (f"{failure}; {'traffic stays on ' + previous if previous else 'nothing was serving'}"
+                                  f", {slot} does not serve")
+                return result
+            for percent in plan.traffic:
+                result.traffic = {slot: percent, **({previous: 100 - percent} if previous else {})}
+                log.info("%s: traffic %s", plan.endpoint, ", ".join(f"{k} {v}%" for k, v in result.traffic.items()))
+            result.traffic = {slot: 100}
+            result.status = "deployed"
+            state["slots"][slot] = {"model": model.name, "version": model.version, "deployed_at": time.time()}
+            state["serving"] = slot
+            write_json_atomic(self.state_dir / "endpoints" / f"{plan.endpoint}.json", state)
+            return result
+        finally:
+            if keep and result.status == "deployed":
+                log.info("%s: %s keeps serving at %s/score (--keep); stop it with: kill %d", plan.endpoint, slot,
+                         url, proc.pid)
+            else:
+                reap(proc)
+
+    def _serve(self, flow: Path, port: int, connections: tuple[ProviderConnection, ...], env: dict[str, str],
+               name: str) -> subprocess.Popen[str]:
+        self.home.prepare()
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix="llmops-serve-"))
+        request = {"flow": str(flow), "port": port, "environment_variables": env,
+                   "provider_connections": [asdict(c) for c in connections]}
+        with (logs / f"serve-{name}.log").open("w", encoding="utf-8") as log_file:
+            proc = subprocess.Popen([sys.executable, "-m", "llmops_ci.backends.pf_serve"], stdin=subprocess.PIPE,
+                                    stdout=log_file, stderr=subprocess.STDOUT, cwd=self.home.root,
+                                    env=self.home.environment(self.environ, tmp), start_new_session=True, text=True)
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(request))
+        proc.stdin.close()
+        return proc
+
+    @staticmethod
+    def _wait_healthy(url: str, proc: subprocess.Popen[str]) -> str | None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return f"the serving process exited ({proc.returncode}) before it was up; see its log"
+            try:
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    return None
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        return f"the flow was not serving after {START_TIMEOUT_S} s"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _smoke(url: str, test: Any, timeout_ms: int | None) -> SmokeResult:
+    started = time.monotonic()
+    try:
+        response = requests.post(f"{url}/score", json=test.request, timeout=(timeout_ms or 60_000) / 1000)
+    except requests.RequestException as exc:
+        return SmokeResult(test.name, False, f"{type(exc).__name__}: {exc}", time.monotonic() - started)
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text
+    error = test.check(response.status_code, body)
+    return SmokeResult(test.name, error is None, error, round(time.monotonic() - started, 3))

@@ -1,0 +1,46 @@
+"""Child process that serves a flow with prompt flow's own serving app (what ``pf flow serve`` runs).
+
+Started by the local backend's deploy inside the private home, like ``pf_runner``; the request
+(flow folder, port, connections with their secrets) comes on stdin. Connections are removed from
+the private store when the process is told to stop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from llmops_ci.backends.pf_runner import _connection
+
+
+def main() -> int:
+    req: dict[str, Any] = json.loads(sys.stdin.read())
+    from promptflow._sdk._utilities.serve_utils import serve_python_flow
+    from promptflow.client import PFClient
+
+    pf = PFClient()
+    created = []
+    for spec in req.get("provider_connections", []):
+        pf.connections.create_or_update(_connection(spec))
+        created.append(spec["name"])
+
+    def stop(signum: int, frame: Any) -> None:
+        for name in created:
+            pf.connections.delete(name)
+        sys.stdout.flush()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    flow = Path(req["flow"])
+    serve_python_flow(flow_file_path=flow / "flow.dag.yaml", flow_dir=flow, port=int(req["port"]), host="127.0.0.1",
+                      static_folder=None, config=None, environment_variables=req.get("environment_variables") or {},
+                      init=None, skip_open_browser=True, engine="flask", chat_page_url="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""``llmops-ci deploy``: blue/green to the flow's endpoint, smoke tests, traffic steps, rollback on failure."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from llmops_ci.errors import CheckFailed, UsageError
+from llmops_ci.release import DeployPlan, load_smoke_tests, model_spec
+from llmops_ci.runs import environment, provider_connections, update_flow_summary
+from llmops_ci.state import read_summary
+from llmops_ci.steps import Context, load_project, release_for
+from llmops_ci.steps.register import add_release_options, dry_run_model
+
+log = logging.getLogger("llmops_ci.deploy")
+
+
+class DeployStep:
+    name = "deploy"
+    help = "deploy each registered flow to its endpoint (blue/green, smoke tests, traffic steps, rollback)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add_release_options(parser)
+        parser.add_argument("--keep", action="store_true", help="local backend: keep the new deployment serving")
+
+    def run(self, args: argparse.Namespace, ctx: Context) -> int:
+        config = load_project(args.config)
+        summary = read_summary(ctx.state_dir)
+        flows = [f for f in config.select(args.flow) if f.deploy is not None]
+        if not flows:
+            raise UsageError(f"{config.doc.display}: no selected flow has a 'deploy:' block")
+        failed = []
+        for flow in flows:
+            assert flow.deploy is not None
+            spec = model_spec(config, flow, summary, ctx.environ)
+            plan = DeployPlan(spec, flow.deploy.endpoint, flow.deploy.instance_type, flow.deploy.instance_count,
+                              flow.deploy.traffic, tuple(load_smoke_tests(config, flow)),
+                              environment(flow.origin, flow.deploy.environment_variables, ctx.environ),
+                              flow.deploy.request_timeout_ms)
+            if args.dry_run:
+                ctx.stdout.write(dry_run_plan(args.backend, plan))
+                continue
+            names = {r.connection for r in spec.resources if r.connection}
+            missing = sorted(n for n in names if n not in config.connections)
+            if missing:
+                raise UsageError(f"{flow.name}: the flow calls connection(s) {', '.join(missing)} that "
+                                 f"{config.doc.display} does not declare; the endpoint could not reach them")
+            connections = provider_connections(config, names, ctx.environ)
+            release = release_for(args, ctx, config)
+            result = release.deploy(plan, connections, args.keep)
+            update_flow_summary(ctx.state_dir, flow.name, "deploy", {"model": f"{spec.name}:{spec.version}",
+                                                                      **result.to_json()})
+            for smoke in result.smoke:
+                log.info("  smoke %s: %s%s", smoke.name, "pass" if smoke.passed else "FAIL",
+                         f" ({smoke.error})" if smoke.error else "")
+            if result.status != "deployed":
+                log.error("%s: deployment to %s rolled back: %s", flow.name, result.deployment, result.message)
+                failed.append(flow.name)
+            else:
+                log.info("%s: %s:%s serves on %s (slot %s)", flow.name, spec.name, spec.version, plan.endpoint,
+                         result.deployment)
+        if failed:
+            raise CheckFailed(f"deploy failed for {', '.join(failed)}; the previous deployment keeps serving")
+        return 0
+
+
+def dry_run_plan(backend: str, plan: DeployPlan) -> str:
+    if backend == "azureml":
+        from llmops_ci.backends.azureml import dry_run_yaml
+
+        return dry_run_yaml(plan, plan.model)
+    steps = " -> ".join(f"{p}%" for p in plan.traffic)
+    return (dry_run_model(backend, plan.model) + f"# would deploy to local endpoint {plan.endpoint}: the idle slot, "
+            f"{len(plan.smoke_tests)} smoke test(s), traffic {steps}\n")
+
+
+STEP = DeployStep()

@@ -1,0 +1,113 @@
+"""Register and deploy on the local backend: content-versioned models, blue/green, smoke tests, rollback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from llmops_ci.release import SmokeTest
+from tests.conftest import CliResult, processes_using
+from tests.fake_openai import FakeOpenAI
+from tests.test_examples import EXAMPLE, classify_by_url
+
+Cli = Callable[..., CliResult]
+PASSED = {"schema": "llmops-ci/summary@1", "flows": {"classify": {"gate": {"passed": True, "checks": []}},
+                                                     "classify-run-file": {"gate": {"passed": False, "checks": []}}}}
+
+
+@pytest.fixture
+def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    root = tmp_path / "ex"
+    shutil.copytree(EXAMPLE, root)
+    (root / ".llmops").mkdir()
+    (root / ".llmops" / "summary.json").write_text(json.dumps(PASSED))
+    server = FakeOpenAI(answer=classify_by_url).start()
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url + "/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-deploy-" + "d" * 20)
+    monkeypatch.chdir(root)
+    yield root
+    server.stop()
+    assert processes_using(tmp_path) == []
+
+
+def state(root: Path) -> dict:
+    return json.loads((root / ".llmops" / "summary.json").read_text())["flows"]
+
+
+def test_register_follows_content_and_the_gate(cli: Cli, example: Path) -> None:
+    first = cli("register")
+    assert first.code == 0, first.err
+    assert "classify-run-file: not registered: its gate failed" in first.err
+    version = state(example)["classify"]["register"]["version"]
+    assert state(example)["classify"]["register"]["created"] is True
+    assert cli("register", "--flow", "classify").code == 0
+    assert state(example)["classify"]["register"] == {"name": "web-classification", "version": version,
+                                                      "created": False, "backend": "local"}
+    assert [p.name for p in (example / ".llmops" / "registry" / "web-classification").iterdir()] == [version]
+    model = json.loads((example / ".llmops" / "registry" / "web-classification" / version / "model.json").read_text())
+    assert model["resources"] == [{"node": "classify_with_llm", "connection": "openai", "deployment": "gpt-4o-mini"}]
+    assert model["tags"]["llmops.flow"] == "classify"
+    (example / "flows" / "classify" / "clean_text.py").write_text(
+        (example / "flows" / "classify" / "clean_text.py").read_text() + "\n# changed\n")
+    assert cli("register", "--flow", "classify").code == 0
+    assert state(example)["classify"]["register"]["version"] != version
+    assert cli("register", "--flow", "classify-run-file", "--force").code == 0
+
+
+def test_dry_run_changes_nothing(cli: Cli, example: Path) -> None:
+    result = cli("deploy", "--flow", "classify", "--dry-run")
+    assert result.code == 0, result.err
+    assert '"name": "web-classification"' in result.out and "traffic 10% -> 100%" in result.out
+    assert not (example / ".llmops" / "registry").exists() and not (example / ".llmops" / "endpoints").exists()
+
+
+def test_blue_green_with_rollback(cli: Cli, example: Path) -> None:
+    assert cli("register", "--flow", "classify").code == 0
+    first = cli("deploy", "--flow", "classify")
+    assert first.code == 0, first.err
+    deploy = state(example)["classify"]["deploy"]
+    assert (deploy["status"], deploy["deployment"], deploy["previous"], deploy["traffic"]) == (
+        "deployed", "blue", None, {"blue": 100})
+    assert deploy["smoke"][0]["passed"] is True
+    assert "traffic blue 10%" in first.err and "traffic blue 100%" in first.err
+
+    # a new version whose smoke test fails: green is tried, blue keeps serving
+    (example / "tests" / "smoke" / "movie.json").write_text(json.dumps({
+        "request": {"url": "https://www.imdb.com/title/tt0111161/", "text": "The Shawshank Redemption"},
+        "expect": {"status": 200, "fields": ["category"], "contains": "App"}}))
+    (example / "flows" / "classify" / "clean_text.py").write_text(
+        (example / "flows" / "classify" / "clean_text.py").read_text() + "\n# v2\n")
+    assert cli("register", "--flow", "classify").code == 0
+    second = cli("deploy", "--flow", "classify")
+    assert second.code == 1
+    deploy = state(example)["classify"]["deploy"]
+    assert (deploy["status"], deploy["deployment"], deploy["previous"], deploy["traffic"]) == (
+        "rolled_back", "green", "blue", {"blue": 100})
+    failed = [s for s in deploy["smoke"] if not s["passed"]]
+    assert [s["name"] for s in failed] == ["movie.json"] and "does not contain 'App'" in failed[0]["error"]
+    endpoint = json.loads((example / ".llmops" / "endpoints" / "web-classification-ep.json").read_text())
+    assert endpoint["serving"] == "blue" and "green" not in endpoint["slots"]
+    assert "the previous deployment keeps serving" in second.err
+    comment = cli("comment").out
+    assert "### Release" in comment and "❌ rolled back" in comment and "deploy of classify rolled back" in comment
+
+
+def test_deploy_needs_a_registered_model(cli: Cli, example: Path) -> None:
+    result = cli("deploy", "--flow", "classify")
+    assert result.code == 2 and "run 'llmops-ci register --flow classify' first" in result.err
+
+
+@pytest.mark.parametrize(("test", "status", "body", "error"), [
+    (SmokeTest("a", {}), 200, {"x": 1}, None),
+    (SmokeTest("a", {}, 200, ("category",)), 200, {"x": 1}, "the response has no category"),
+    (SmokeTest("a", {}, 200, (), "App"), 200, {"category": "Movie"}, "does not contain 'App'"),
+    (SmokeTest("a", {}, 200, (), None, r'"category": "(App|Movie)"'), 200, {"category": "Movie"}, None),
+    (SmokeTest("a", {}), 500, "oops", "HTTP 500, expected 200"),
+])
+def test_smoke_expectations(test: SmokeTest, status: int, body: object, error: str | None) -> None:
+    result = test.check(status, body)
+    assert result == error if error is None else error in (result or "")
