@@ -204,13 +204,19 @@ def provider_connections(config: Config, names: set[str], environ: Mapping[str, 
     return tuple(out)
 
 
-def environment(origin: Origin, values: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
+def resolve_values(origin: Origin, values: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
+    """Settings under ``origin`` with ``${env:...}`` resolved; unset names are exit 2 naming file and line."""
     problems: list[Problem] = []
-    out = {str(k): str(_require_env(origin, ("environment_variables", k), v, environ, problems))
-           for k, v in values.items()}
+    out = {str(k): str(_require_env(origin, (k,), v, environ, problems)) for k, v in values.items()}
     if problems:
         raise ConfigError(problems)
     return out
+
+
+def environment(origin: Origin, values: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
+    """A run's ``environment_variables`` (written under ``origin``), resolved."""
+    return resolve_values(Origin(origin.doc, (*origin.prefix, "environment_variables"), origin.renames), values,
+                          environ)
 
 
 def secret_values(connections: tuple[ProviderConnection, ...]) -> list[str]:

@@ -111,3 +111,28 @@ def test_deploy_needs_a_registered_model(cli: Cli, example: Path) -> None:
 def test_smoke_expectations(test: SmokeTest, status: int, body: object, error: str | None) -> None:
     result = test.check(status, body)
     assert result == error if error is None else error in (result or "")
+
+
+def test_azureml_dry_run_round_trips_through_azure_loaders(cli: Cli, example: Path, tmp_path: Path) -> None:
+    entities = pytest.importorskip("azure.ai.ml")
+    cfg = example / "llmops.yaml"
+    cfg.write_text(cfg.read_text() + "azureml:\n  subscription_id: ${env:AZ_SUB}\n  resource_group: rg\n"
+                   "  workspace: ws\n")
+    result = cli("deploy", "--flow", "classify", "--backend", "azureml", "--dry-run")
+    assert result.code == 0, result.err
+    docs = result.out.split("\n---\n")
+    assert len(docs) == 3
+    loaders = [entities.load_model, entities.load_online_endpoint, entities.load_online_deployment]
+    loaded = []
+    for i, (doc, load) in enumerate(zip(docs, loaders, strict=True)):
+        path = tmp_path / f"doc{i}.yaml"
+        path.write_text(doc)
+        loaded.append(load(source=str(path)))
+    model, endpoint, deployment = loaded
+    assert (model.name, endpoint.name, deployment.name) == ("web-classification", "web-classification-ep", "blue")
+    assert model.properties["azureml.promptflow.source_flow_id"] == "classify"
+    assert deployment.environment_variables["PROMPTFLOW_RUN_MODE"] == "serving"
+    assert not (example / ".llmops" / "registry").exists()
+    # without the dry run, an unset ${env:...} in azureml: is exit 2 naming it, before any call
+    failed = cli("register", "--flow", "classify", "--backend", "azureml")
+    assert failed.code == 2 and "environment variable AZ_SUB is not set" in failed.err

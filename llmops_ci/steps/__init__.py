@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from llmops_ci.config import DEFAULT_CONFIG, Config, FlowSpec, read_config
+from llmops_ci.config import DEFAULT_CONFIG, Config, FlowSpec, Origin, read_config
 from llmops_ci.errors import ConfigError, UsageError
 from llmops_ci.execute import RunContext
 from llmops_ci.http import Http
@@ -17,7 +17,7 @@ from llmops_ci.llm_cache import MODES
 from llmops_ci.log import register_secret
 from llmops_ci.platforms import Platform
 from llmops_ci.progress import Progress
-from llmops_ci.runs import RunOptions, mark_unchanged, preflight
+from llmops_ci.runs import RunOptions, mark_unchanged, preflight, resolve_values
 
 log = logging.getLogger("llmops_ci.steps")
 
@@ -147,5 +147,28 @@ def release_for(args: argparse.Namespace, ctx: Context, config: Config) -> Any:
         from llmops_ci.backends.local_release import LocalRelease
 
         return LocalRelease(ctx.state_dir, args.registry or ctx.state_dir / "registry", dict(ctx.environ))
-    raise UsageError(f"--backend {args.backend}: register and deploy on Azure ML are not wired in this version; "
-                     "use --dry-run to see the entities, or --backend local")
+    if args.backend != "azureml":
+        raise UsageError(f"--backend {args.backend} cannot register or deploy")
+    if config.azureml is None:
+        raise UsageError(f"{config.doc.display}: --backend azureml needs an 'azureml:' block (subscription_id, "
+                         "resource_group, workspace)")
+    from llmops_ci.backends.azureml import AzureMLRelease, WorkspaceScope, connect
+
+    values = resolve_values(Origin(config.doc, ("azureml",)), {
+        "subscription_id": config.azureml.subscription_id, "resource_group": config.azureml.resource_group,
+        "workspace": config.azureml.workspace}, ctx.environ)
+    return AzureRelease(AzureMLRelease(connect(WorkspaceScope(**values))))
+
+
+class AzureRelease:
+    """Azure ML behind the same calls as the local release: declared resources are checked before deploying."""
+
+    def __init__(self, release: Any) -> None:
+        self.release = release
+
+    def register(self, spec: Any) -> tuple[str, str, bool]:
+        return self.release.register(spec)
+
+    def deploy(self, plan: Any, connections: Any, keep: bool) -> Any:
+        self.release.check_resources(plan.model, environment_variables=plan.environment_variables)
+        return self.release.deploy(plan, plan.model.version)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from llmops_ci.config import Origin
 from llmops_ci.errors import CheckFailed, UsageError
 from llmops_ci.release import DeployPlan, load_smoke_tests, model_spec
 from llmops_ci.runs import environment, provider_connections, update_flow_summary
@@ -35,7 +36,8 @@ class DeployStep:
             spec = model_spec(config, flow, summary, ctx.environ)
             plan = DeployPlan(spec, flow.deploy.endpoint, flow.deploy.instance_type, flow.deploy.instance_count,
                               flow.deploy.traffic, tuple(load_smoke_tests(config, flow)),
-                              environment(flow.origin, flow.deploy.environment_variables, ctx.environ),
+                              environment(Origin(flow.origin.doc, (*flow.origin.prefix, "deploy")),
+                                          flow.deploy.environment_variables, ctx.environ),
                               flow.deploy.request_timeout_ms)
             if args.dry_run:
                 ctx.stdout.write(dry_run_plan(args.backend, plan))
