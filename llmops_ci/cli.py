@@ -10,22 +10,22 @@ from pathlib import Path
 
 from llmops_ci import __version__
 from llmops_ci import log as logsetup
-from llmops_ci.errors import ConfigError, LlmopsError
 from llmops_ci.http import Http, new_session
 from llmops_ci.platforms import PLATFORMS, Publication, detect
 from llmops_ci.state import read_summary
-from llmops_ci.steps import Context, Step
+from llmops_ci.steps import Context, Step, run_step
 from llmops_ci.steps.batch_run import STEP as BATCH_RUN
 from llmops_ci.steps.comment import STEP as COMMENT
 from llmops_ci.steps.deploy import STEP as DEPLOY
 from llmops_ci.steps.eval_run import STEP as EVAL_RUN
 from llmops_ci.steps.gate import STEP as GATE
 from llmops_ci.steps.lint import STEP as LINT
+from llmops_ci.steps.pr import STEP as PR
 from llmops_ci.steps.register import STEP as REGISTER
 from llmops_ci.steps.test import STEP as TEST
 
 STEPS: dict[str, Step] = {step.name: step for step in (LINT, TEST, BATCH_RUN, EVAL_RUN, GATE, REGISTER, DEPLOY,
-                                                       COMMENT)}
+                                                       COMMENT, PR)}
 
 log = logging.getLogger("llmops_ci")
 
@@ -85,17 +85,12 @@ def main(argv: list[str] | None = None) -> int:
                   state_dir=args.state_dir, http=Http(new_session()))
     step = STEPS[args.step]
     try:
-        code = step.run(args, ctx)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            log.error("%s", problem)
-        return exc.return_code
-    except LlmopsError as exc:
-        log.error("%s", exc)
-        code = exc.return_code
+        code = run_step(step, args, ctx)
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
-    if code in (0, 1, 3) and not getattr(step, "publishes", False):
+    if code == 2:
+        return code
+    if not getattr(step, "publishes", False):
         _publish(step.name, args, ctx)
     return code

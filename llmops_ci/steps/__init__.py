@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from llmops_ci.config import DEFAULT_CONFIG, Config, FlowSpec, Origin, read_config
-from llmops_ci.errors import ConfigError, UsageError
+from llmops_ci.errors import ConfigError, LlmopsError, UsageError
 from llmops_ci.execute import RunContext
 from llmops_ci.http import Http
 from llmops_ci.llm_cache import MODES
@@ -172,3 +172,16 @@ class AzureRelease:
     def deploy(self, plan: Any, connections: Any, keep: bool) -> Any:
         self.release.check_resources(plan.model, environment_variables=plan.environment_variables)
         return self.release.deploy(plan, plan.model.version)
+
+
+def run_step(step: Step, args: argparse.Namespace, ctx: Context) -> int:
+    """Run one step; an expected failure is logged and becomes its exit code (unexpected ones propagate)."""
+    try:
+        return step.run(args, ctx)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("%s", problem)
+        return exc.return_code
+    except LlmopsError as exc:
+        log.error("%s", exc)
+        return exc.return_code

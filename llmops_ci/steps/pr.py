@@ -1,0 +1,58 @@
+"""``llmops-ci pr``: the pull-request check: lint, batch-run, eval-run, gate and comment in one process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from llmops_ci.platforms import Publication
+from llmops_ci.state import read_summary
+from llmops_ci.steps import Context, Step, add_run_options, run_step
+
+log = logging.getLogger("llmops_ci.pr")
+
+
+def combined(codes: list[int]) -> int:
+    """One exit code for several steps: bad input first, then an outside service, then a failed check."""
+    for code in (2, 3, 1):
+        if code in codes:
+            return code
+    return 0
+
+
+class PrStep:
+    name = "pr"
+    help = "the pull-request check: lint, batch-run, eval-run, gate and comment in one go"
+    publishes = True
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add_run_options(parser)
+
+    def run(self, args: argparse.Namespace, ctx: Context) -> int:
+        from llmops_ci.steps.batch_run import STEP as BATCH_RUN
+        from llmops_ci.steps.eval_run import STEP as EVAL_RUN
+        from llmops_ci.steps.gate import STEP as GATE
+        from llmops_ci.steps.lint import STEP as LINT
+
+        lint_args = argparse.Namespace(**{**vars(args), "paths": [], "format": "text", "output": None})
+        codes = [run_step(LINT, lint_args, ctx)]
+        if codes[-1] != 0:
+            log.error("lint failed: no flow was run; fix the findings above")
+        else:
+            steps: list[Step] = [BATCH_RUN, EVAL_RUN, GATE]
+            for step in steps:
+                codes.append(run_step(step, args, ctx))
+                if codes[-1] in (2, 3):  # bad input or a dead endpoint: later steps cannot say more
+                    break
+        try:
+            summary = read_summary(ctx.state_dir)
+            result = ctx.platform.publish(Publication(summary, ctx.state_dir, comment=args.comment != "off",
+                                                      annotate=True, pr=args.pr, echo=ctx.platform.name == "local"),
+                                          ctx.environ, ctx.http, ctx.stdout)
+            log.info("comment %s%s", result.comment, f": {result.comment_url}" if result.comment_url else "")
+        except Exception as exc:  # reporting never changes the outcome
+            log.warning("could not publish the results: %s", exc)
+        return combined(codes)
+
+
+STEP = PrStep()

@@ -1,0 +1,46 @@
+"""``pr``: lint, batch-run, eval-run, gate and comment in one process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+from llmops_ci.steps.pr import combined
+from tests.conftest import CliResult, Project
+from tests.fake_openai import FakeOpenAI
+from tests.test_execute import RUN_PROJECT
+
+Cli = Callable[..., CliResult]
+
+
+@pytest.mark.parametrize(("codes", "code"), [([0, 0, 0], 0), ([0, 1, 0], 1), ([1, 3], 3), ([3, 2], 2), ([], 0)])
+def test_exit_codes_combine(codes: list[int], code: int) -> None:
+    assert combined(codes) == code
+
+
+def test_lint_errors_stop_the_runs_but_still_comment(cli: Cli, project: Callable[..., Project],
+                                                     run_env: FakeOpenAI) -> None:
+    proj = project(RUN_PROJECT, base=False)
+    proj.replace("flows/echo/flow.dag.yaml", "text: ${inputs.text}", "text: ${inputs.txt}")
+    result = cli("pr", "--flow", "echo")
+    assert result.code == 1
+    assert "lint failed: no flow was run" in result.err
+    summary = json.loads(proj.read(".llmops/summary.json"))
+    assert "flows" not in summary and summary["lint"]["findings"]
+    assert "node-ref-unknown" in proj.read(".llmops/comment.md") and result.out.rstrip().endswith("---")
+    assert run_env.requests == []
+
+
+def test_the_whole_check_in_one_go(cli: Cli, project: Callable[..., Project], run_env: FakeOpenAI) -> None:
+    proj = project({**RUN_PROJECT, "llmops.yaml": RUN_PROJECT["llmops.yaml"].replace(
+        "                  expected: ${data.expected}\n",
+        "                  expected: ${data.expected}\n            gate:\n              match.match_rate: {min: 0.7}\n")},
+        base=False)
+    result = cli("pr", "--flow", "echo")
+    assert result.code == 0, result.err
+    flow = json.loads(proj.read(".llmops/summary.json"))["flows"]["echo"]
+    assert flow["run"]["status"] == "completed" and flow["evaluations"]["match"]["metrics"] == {"match_rate": 0.75}
+    assert flow["gate"]["passed"] is True
+    assert "## ✅ llmops-ci: all checks passed" in result.out
