@@ -36,7 +36,8 @@ def test_lint_errors_stop_the_runs_but_still_comment(cli: Cli, project: Callable
 def test_the_whole_check_in_one_go(cli: Cli, project: Callable[..., Project], run_env: FakeOpenAI) -> None:
     proj = project({**RUN_PROJECT, "llmops.yaml": RUN_PROJECT["llmops.yaml"].replace(
         "                  expected: ${data.expected}\n",
-        "                  expected: ${data.expected}\n            gate:\n              match.match_rate: {min: 0.7}\n")},
+        "                  expected: ${data.expected}\n"
+        "            gate:\n              match.match_rate: {min: 0.7}\n")},
         base=False)
     result = cli("pr", "--flow", "echo")
     assert result.code == 0, result.err

