@@ -381,3 +381,14 @@ def test_run_step_pr_on_the_example(tmp_path: Path, fake_github: FakeGitHub) -> 
     assert code == 0, log
     assert f"--baseline={baseline}" in command_line(log)
     assert len(fake_github.bodies(11)) == 1
+
+
+def test_readme_documents_every_action_input_and_pipeline_parameter() -> None:
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    action = yaml.safe_load((root / "action.yml").read_text(encoding="utf-8"))
+    for name in [*action["inputs"], *action["outputs"]]:
+        assert f"| `{name}` |" in readme, name
+    template = yaml.safe_load((root / "azure-pipelines-template.yml").read_text(encoding="utf-8"))
+    for parameter in template["parameters"]:
+        assert f"| `{parameter['name']}` |" in readme, parameter["name"]
