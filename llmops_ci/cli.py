@@ -10,7 +10,7 @@ from pathlib import Path
 
 from llmops_ci import __version__
 from llmops_ci import log as logsetup
-from llmops_ci.http import Http, new_session
+from llmops_ci.http import Http
 from llmops_ci.platforms import PLATFORMS, Publication, detect
 from llmops_ci.state import read_summary
 from llmops_ci.steps import Context, Step, run_step
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     platform = detect(args.platform, os.environ)
     logsetup.setup(platform.formatter(), verbose=args.verbose)
     ctx = Context(platform=platform, environ=os.environ, stdout=sys.stdout, stderr=sys.stderr,
-                  state_dir=args.state_dir, http=Http(new_session()))
+                  state_dir=args.state_dir, http=Http())
     step = STEPS[args.step]
     try:
         code = run_step(step, args, ctx)

@@ -6,11 +6,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from llmops_ci import __version__
+
+if TYPE_CHECKING:  # requests costs ~80 ms to import; lint and local runs never make an API call
+    import requests
 
 log = logging.getLogger("llmops_ci.http")
 RETRY_STATUS = frozenset({500, 502, 503, 504, 429})
@@ -33,6 +34,8 @@ class HttpFailure(Exception):
 
 
 def new_session() -> requests.Session:
+    import requests
+
     session = requests.Session()
     session.headers["User-Agent"] = f"llmops-ci/{__version__}"
     return session
@@ -48,7 +51,7 @@ def _rate_limited(response: requests.Response) -> bool:
 
 @dataclass
 class Http:
-    session: requests.Session
+    session: requests.Session | None = None  # created on the first request
     attempts: int = 4
     max_wait: float = 60.0
     timeout: float = 30.0
@@ -68,6 +71,10 @@ class Http:
 
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """The response of a request that succeeded (2xx); HttpFailure otherwise."""
+        import requests
+
+        if self.session is None:
+            self.session = new_session()
         response: requests.Response | None = None
         for attempt in range(self.attempts):
             try:

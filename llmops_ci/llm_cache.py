@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from llmops_ci.schema import as_dict
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger("llmops_ci.llm_cache")
 MODES = ("off", "record", "replay", "auto")
@@ -103,6 +104,8 @@ class LlmProxy:
                  session: requests.Session | None = None) -> None:
         self.settings = settings
         self.upstreams = upstreams
+        import requests
+
         self.session = session or requests.Session()
         self.cassette = Cassette.load(settings.cassette)
         self.stats = CacheStats(settings.mode)
@@ -178,6 +181,8 @@ class LlmProxy:
                  body: Any, key: str) -> None:
         headers = {k: v for k, v in handler.headers.items() if k.lower() in _FORWARD_HEADERS}
         url = upstream.rstrip("/") + path + (f"?{query}" if query else "")
+        import requests
+
         stream = isinstance(body, dict) and bool(body.get("stream"))
         try:
             response = self.session.post(url, json=body, headers=headers, stream=stream, timeout=600)

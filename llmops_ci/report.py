@@ -11,8 +11,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from tabulate import tabulate
-
 from llmops_ci.safe_text import code, md
 from llmops_ci.schema import as_dict, as_list
 
@@ -59,6 +57,8 @@ def _num(value: Any, digits: int = 4) -> str:
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
+    from tabulate import tabulate  # only when a table is drawn: it is slow to import
+
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 

@@ -6,8 +6,6 @@ import argparse
 import logging
 from pathlib import Path
 
-from tabulate import tabulate
-
 from llmops_ci.errors import CheckFailed
 from llmops_ci.gate import FlowGate, gate_flow, load_baseline
 from llmops_ci.runs import update_flow_summary
@@ -22,6 +20,8 @@ def _num(value: float | None) -> str:
 
 
 def table(gate: FlowGate) -> str:
+    from tabulate import tabulate  # only when a table is drawn: it is slow to import
+
     rows = []
     for c in gate.checks:
         interval = f"[{_num(c.interval[0])}, {_num(c.interval[1])}]" if c.interval else "-"

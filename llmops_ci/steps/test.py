@@ -7,8 +7,6 @@ import json
 import logging
 from typing import Any
 
-from tabulate import tabulate
-
 from llmops_ci.errors import CheckFailed, UsageError
 from llmops_ci.execute import one_line
 from llmops_ci.llm_cache import MODES
@@ -68,6 +66,8 @@ class TestStep:
         record = rc.backend.test(job)
         ctx.stdout.write(json.dumps(record.output, indent=2, ensure_ascii=False, default=str) + "\n")
         if record.nodes:
+            from tabulate import tabulate
+
             rows = [(n["node"], n["status"], f"{n['duration_s']:.3f}" if n.get("duration_s") is not None else "-",
                      n.get("tokens") or "-") for n in record.nodes]
             ctx.stdout.write(tabulate(rows, headers=["node", "status", "seconds", "tokens"]) + "\n")
