@@ -52,3 +52,26 @@ def tail(path: Path, n: int = 20) -> str:
     except OSError:
         return "(no output)"
     return "\n".join("    " + x for x in lines[-n:])
+
+
+def processes_mentioning(needle: str, *, env_entry: bool = False) -> list[tuple[int, str]]:
+    """Live (non-zombie) processes on Linux that mention ``needle``: as one exact ``NAME=value`` entry of their
+    environment (``env_entry``), or anywhere in their environment or command line."""
+    found: list[tuple[int, str]] = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return found
+    want = needle.encode()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            env = (entry / "environ").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes()
+            hit = want in env.split(b"\0") if env_entry else want in env + cmdline
+            if not hit or (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+        except OSError:
+            continue
+        found.append((int(entry.name), cmdline.replace(b"\0", b" ").decode(errors="replace").strip()))
+    return found

@@ -40,7 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from _harness import _alive, kill_pids, run_timed, tail
+from _harness import _alive, kill_pids, processes_mentioning, run_timed, tail
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -143,35 +143,13 @@ def find_pf(python: str) -> str | None:
     return shutil.which("pf")
 
 
-def procs_with_env(needle: str) -> list[tuple[int, str]]:
-    """Live (non-zombie) processes on Linux whose environment holds the exact entry ``needle``."""
-    found: list[tuple[int, str]] = []
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return found
-    want = needle.encode()
-    for entry in proc.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if want not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        found.append((int(entry.name), cmd))
-    return found
-
-
 def leftovers(needle: str, label: str, notes: list[str]) -> None:
     """Report and kill processes still carrying ``needle`` in their environment (give them 2 s to exit)."""
     deadline = time.monotonic() + 2
-    found = procs_with_env(needle)
+    found = processes_mentioning(needle, env_entry=True)
     while found and time.monotonic() < deadline:
         time.sleep(0.2)
-        found = procs_with_env(needle)
+        found = processes_mentioning(needle, env_entry=True)
     if found:
         notes.append(f"{label}: {len(found)} process(es) still running after it exited (killed):")
         notes += [f"    pid {pid}: {cmd[:160]}" for pid, cmd in found]

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _harness import processes_mentioning
+
 # -- defects ------------------------------------------------------------------------------------------
 
 
@@ -553,30 +555,6 @@ def parse_pf_output(stdout: str) -> dict | None:
     return None
 
 
-def _our_processes(marker: str) -> list[tuple[int, str]]:
-    """Live processes (Linux /proc) whose environment carries our private PF_HOME_DIRECTORY."""
-    found = []
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return found
-    needle = f"PF_HOME_DIRECTORY={marker}".encode()
-    for entry in proc.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            env = (entry / "environ").read_bytes()
-            if needle not in env.split(b"\0"):
-                continue
-            stat = (entry / "stat").read_text()
-            if stat.rsplit(")", 1)[1].split()[0] == "Z":
-                continue
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        found.append((int(entry.name), cmd))
-    return found
-
-
 def _messages(report: dict, key: str) -> list[str]:
     return [f"{e.get('message', e)} ({e.get('path')})" if isinstance(e, dict) else str(e)
             for e in report.get(key) or []]
@@ -625,7 +603,7 @@ def run_pf(pf: str, root: Path, sample: list[GenFlow]) -> tuple[list[PfResult], 
             result = str(report.get("result"))
             errors, warnings = _messages(report, "errors"), _messages(report, "warnings")
         results.append(PfResult(flow, seconds, proc.returncode, result, errors, warnings))
-    left = _our_processes(str(home))
+    left = processes_mentioning(f"PF_HOME_DIRECTORY={home}", env_entry=True)
     notes = []
     for pid, cmd in left:
         notes.append(f"pf left process {pid} running ({cmd[:120]}); terminated it")
@@ -633,7 +611,7 @@ def run_pf(pf: str, root: Path, sample: list[GenFlow]) -> tuple[list[PfResult], 
             os.kill(pid, signal.SIGTERM)
     if left:
         time.sleep(1.0)
-        for pid, _ in _our_processes(str(home)):
+        for pid, _ in processes_mentioning(f"PF_HOME_DIRECTORY={home}", env_entry=True):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
     return results, notes

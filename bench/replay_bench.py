@@ -38,7 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from _harness import _alive, kill_pids, run_timed, tail
+from _harness import kill_pids, processes_mentioning, run_timed, tail
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -75,34 +75,13 @@ def write_project(root: Path, lines: int) -> tuple[Path, int]:
     return root / "llmops.yaml", len(source)
 
 
-def processes_using(needle: str) -> list[tuple[int, str]]:
-    """Live (non-zombie) processes whose environment or command line mentions ``needle`` (as tests/conftest.py)."""
-    found: list[tuple[int, str]] = []
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return found
-    want = needle.encode()
-    for entry in proc.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            blob = (entry / "environ").read_bytes() + (entry / "cmdline").read_bytes()
-            if want not in blob or not _alive(int(entry.name)):
-                continue
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        found.append((int(entry.name), cmd))
-    return found
-
-
 def leftovers(needle: str, label: str) -> list[str]:
     """Processes still mentioning ``needle`` 2 s after ``label`` exited: reported and killed."""
     deadline = time.monotonic() + 2
-    found = processes_using(needle)
+    found = processes_mentioning(needle)
     while found and time.monotonic() < deadline:
         time.sleep(0.2)
-        found = processes_using(needle)
+        found = processes_mentioning(needle)
     if not found:
         return []
     kill_pids([pid for pid, _ in found])
@@ -326,7 +305,7 @@ def main() -> int:
         return 1 if problems else 0
     finally:
         fake.stop()
-        stray = processes_using(str(tmp))
+        stray = processes_mentioning(str(tmp))
         if stray:
             print(f"cleanup: killing {len(stray)} leftover process(es): "
                   + ", ".join(f"{pid} ({cmd[:80]})" for pid, cmd in stray))
