@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,9 +30,11 @@ def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("OPENAI_BASE_URL", server.url + "/v1")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-deploy-" + "d" * 20)
     monkeypatch.chdir(root)
+    before = set(Path(tempfile.gettempdir()).glob("llmops-serve-*"))
     yield root
     server.stop()
     assert processes_using(tmp_path) == []
+    assert set(Path(tempfile.gettempdir()).glob("llmops-serve-*")) == before
 
 
 def state(root: Path) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import socket
 import subprocess
 import sys
@@ -63,7 +64,7 @@ class LocalRelease:
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
         log.info("%s: deploying %s:%s to slot %s (%s)", plan.endpoint, model.name, model.version, slot, url)
-        proc = self._serve(flow, port, connections, plan.environment_variables, f"{plan.endpoint}-{slot}")
+        proc, tmp = self._serve(flow, port, connections, plan.environment_variables, f"{plan.endpoint}-{slot}")
         result = DeployResult(plan.endpoint, slot, previous, "rolled_back", {previous: 100} if previous else {},
                               url=url)
         try:
@@ -92,9 +93,10 @@ class LocalRelease:
                          url, proc.pid)
             else:
                 reap(proc)
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def _serve(self, flow: Path, port: int, connections: tuple[ProviderConnection, ...], env: dict[str, str],
-               name: str) -> subprocess.Popen[str]:
+               name: str) -> tuple[subprocess.Popen[str], Path]:
         self.home.prepare()
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -108,7 +110,7 @@ class LocalRelease:
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(request))
         proc.stdin.close()
-        return proc
+        return proc, tmp
 
     @staticmethod
     def _wait_healthy(url: str, proc: subprocess.Popen[str]) -> str | None:
