@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.errors import ConfigError, Problem
+from llmops_ci.errors import ConfigError, Problem, UsageError
 from llmops_ci.schema import (
     BOOL,
     INT,
@@ -227,8 +227,6 @@ class Config:
 
     def select(self, names: list[str] | None) -> list[FlowSpec]:
         """The flows named on the command line (all when none), or a usage error naming the valid ones."""
-        from llmops_ci.errors import UsageError
-
         if not names:
             return list(self.flows.values())
         unknown = [n for n in names if n not in self.flows]

@@ -21,7 +21,7 @@ from typing import Any
 
 from llmops_ci.config import Config, FlowSpec
 from llmops_ci.errors import UsageError
-from llmops_ci.kinds import kind_for
+from llmops_ci.kinds import FlowInfo, kind_for
 from llmops_ci.schema import as_dict, as_list
 
 _IGNORED = ("__pycache__", ".promptflow", ".runs")
@@ -124,17 +124,14 @@ def _files(folder: Path) -> list[Path]:
     return out
 
 
-def content_hash(flow: FlowSpec) -> str:
+def content_hash(flow: FlowSpec, info: FlowInfo | None) -> str:
     """A short hash of everything that decides what the flow does (not when or where it was built)."""
     digest = hashlib.sha256()
     folders = [flow.path]
-    kind = kind_for(flow.path)
-    if kind is not None:
-        info = kind.inspect(flow.path)
-        for doc in info.docs:
-            for inc in as_list(as_dict(doc.data).get("additional_includes")):
-                if isinstance(inc, str):
-                    folders.append((flow.path / inc).resolve())
+    for doc in info.docs if info is not None else []:
+        for inc in as_list(as_dict(doc.data).get("additional_includes")):
+            if isinstance(inc, str):
+                folders.append((flow.path / inc).resolve())
     for folder in folders:
         for file in _files(folder) if folder.is_dir() else [folder] if folder.is_file() else []:
             digest.update(file.relative_to(folder if folder.is_dir() else folder.parent).as_posix().encode())
@@ -179,8 +176,8 @@ def model_spec(config: Config, flow: FlowSpec, summary: dict[str, Any], environ:
     resources: list[Resource] = []
     chat: tuple[str | None, str | None, str | None] = (None, None, None)
     kind = kind_for(flow.path)
-    if kind is not None:
-        info = kind.inspect(flow.path)
+    info = kind.inspect(flow.path) if kind is not None else None
+    if info is not None:
         for use in info.connections:
             override = flow.connections.get(use.node, {})
             deployment = override.get("deployment_name") or override.get("model")
@@ -188,7 +185,7 @@ def model_spec(config: Config, flow: FlowSpec, summary: dict[str, Any], environ:
                                       str(deployment) if deployment else None))
         chat = _chat_io(info.docs[0].data if info.docs else {})
     name = (flow.register.name if flow.register and flow.register.name else None) or flow.name
-    return ModelSpec(name=name, version=content_hash(flow), flow=flow.name, path=flow.path,
+    return ModelSpec(name=name, version=content_hash(flow, info), flow=flow.name, path=flow.path,
                      description=flow.register.description if flow.register else None, tags=tags,
                      resources=tuple(sorted(set(resources), key=lambda r: (r.node, str(r.connection)))),
                      variant=flow.variant,

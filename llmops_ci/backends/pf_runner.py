@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _connection(spec: dict[str, Any]) -> Any:
+def make_connection(spec: dict[str, Any]) -> Any:
     from promptflow.connections import AzureOpenAIConnection, CustomConnection, OpenAIConnection
 
     values = dict(spec["values"])
@@ -74,7 +74,7 @@ def main() -> int:
     created = []
     try:
         for spec in req.get("provider_connections", []):
-            pf.connections.create_or_update(_connection(spec))
+            pf.connections.create_or_update(make_connection(spec))
             created.append(spec["name"])
         outcome = _test(pf, req) if req["action"] == "test" else _run(pf, req)
     except Exception as exc:  # reported to the parent, which decides the exit code

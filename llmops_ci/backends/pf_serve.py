@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.backends.pf_runner import _connection
+from llmops_ci.backends.pf_runner import make_connection
 
 
 def main() -> int:
@@ -25,7 +25,7 @@ def main() -> int:
     pf = PFClient()
     created = []
     for spec in req.get("provider_connections", []):
-        pf.connections.create_or_update(_connection(spec))
+        pf.connections.create_or_update(make_connection(spec))
         created.append(spec["name"])
 
     def stop(signum: int, frame: Any) -> None:
