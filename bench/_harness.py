@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -75,3 +76,12 @@ def processes_mentioning(needle: str, *, env_entry: bool = False) -> list[tuple[
             continue
         found.append((int(entry.name), cmdline.replace(b"\0", b" ").decode(errors="replace").strip()))
     return found
+
+
+def find_pf(python: str) -> str | None:
+    """The ``pf`` CLI next to ``python`` (its virtualenv), else on PATH."""
+    folder = Path(python).parent
+    for name in ("pf", "pf.exe", "pf.cmd", "pf.bat"):
+        if (folder / name).is_file():
+            return str(folder / name)
+    return shutil.which("pf")

@@ -40,7 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from _harness import _alive, kill_pids, processes_mentioning, run_timed, tail
+from _harness import _alive, find_pf, kill_pids, processes_mentioning, run_timed, tail
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -133,14 +133,6 @@ def write_project(root: Path, lines: int) -> Path:
     cfg = root / "llmops.yaml"
     cfg.write_text(LLMOPS_YAML, encoding="utf-8")
     return cfg
-
-
-def find_pf(python: str) -> str | None:
-    folder = Path(python).parent
-    for name in ("pf", "pf.exe", "pf.cmd", "pf.bat"):
-        if (folder / name).is_file():
-            return str(folder / name)
-    return shutil.which("pf")
 
 
 def leftovers(needle: str, label: str, notes: list[str]) -> None:

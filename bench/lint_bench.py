@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _harness import processes_mentioning
+from _harness import find_pf, processes_mentioning
 
 # -- defects ------------------------------------------------------------------------------------------
 
@@ -516,14 +516,6 @@ def run_lint(python: str, root: Path, flows: list[GenFlow], runs: int) -> tuple[
 
 
 # -- pf flow validate -----------------------------------------------------------------------------------------
-
-
-def find_pf(python: str) -> str | None:
-    folder = Path(python).parent
-    for name in ("pf", "pf.exe", "pf.cmd", "pf.bat"):
-        if (folder / name).is_file():
-            return str(folder / name)
-    return shutil.which("pf")
 
 
 def pick_sample(flows: list[GenFlow], k: int) -> list[GenFlow]:
