@@ -61,6 +61,18 @@ class _ConnectionSpec(Spec):
 
 MAPPING = MapOf(SCALAR)
 NODE_CONNECTIONS = MapOf(MapOf(Scalar((str, int, float, bool))))
+AGENT_RESOURCE_TYPES = ("serving_endpoint", "vector_search_index", "function", "genie_space", "sql_warehouse", "table",
+                        "uc_connection")
+AGENT_RESOURCE = OneOf((STR, Struct({"name": STR, "on_behalf_of_user": BOOL}, required=("name",),
+                                    what="in a resource")),
+                       "a name, or {name: ..., on_behalf_of_user: true}")
+AGENT_RESOURCES = Struct({t: ListOf(AGENT_RESOURCE) for t in AGENT_RESOURCE_TYPES}, what="in resources")
+MLFLOW_AGENT = Struct(
+    {"code": STR, "interface": Scalar((str,), choices=("responses", "chat")), "resources": AGENT_RESOURCES,
+     "pip_requirements": ListOf(STR),
+     "auth_policy": Struct({"system_resources": AGENT_RESOURCES, "api_scopes": ListOf(STR)},
+                           what="in auth_policy")},
+    required=("code", "interface"), what="in mlflow_agent", exclusive=(("resources", "auth_policy"),))
 GATE_RULE = Struct({"min": NUM, "max": NUM, "max_drop": NUM, "max_rise": NUM, "significant": BOOL},
                    what="in a gate rule")
 EVALUATION = Struct({"path": STR, "data": STR, "column_mapping": MAPPING, "connections": NODE_CONNECTIONS,
@@ -77,8 +89,10 @@ FLOW = Struct(
         "deploy": Struct({"endpoint": STR, "instance_type": STR, "instance_count": INT, "traffic": ListOf(INT),
                           "smoke_tests": STR, "environment_variables": STR_MAP, "request_timeout_ms": INT},
                          required=("endpoint",), what="in deploy"),
+        "mlflow_agent": MLFLOW_AGENT,
     },
-    what="in a flow", exclusive=(("run_file", "path"), ("run_file", "data"), ("run_file", "column_mapping")),
+    what="in a flow", exclusive=(("run_file", "path"), ("run_file", "data"), ("run_file", "column_mapping"),
+                                 ("run_file", "mlflow_agent"), ("variant", "mlflow_agent")),
 )
 CONFIG = Struct(
     {
@@ -89,6 +103,7 @@ CONFIG = Struct(
                             what="in llm_cache"),
         "azureml": Struct({"subscription_id": STR, "resource_group": STR, "workspace": STR},
                           required=("subscription_id", "resource_group", "workspace"), what="in azureml"),
+        "databricks": Struct({"host": STR}, required=("host",), what="in databricks"),
     },
     required=("version", "flows"), what="at the top of llmops.yaml",
 )
@@ -167,6 +182,27 @@ class DeploySpec:
 
 
 @dataclass(frozen=True)
+class AgentResource:
+    """A Databricks resource the agent may use; ``type`` is a key of ``resources:`` (serving_endpoint, ...)."""
+
+    type: str
+    name: str
+    on_behalf_of_user: bool = False
+    key: Key = field(default=(), repr=False, compare=False)  # where in mlflow_agent: it is written
+
+
+@dataclass(frozen=True)
+class MlflowAgentSpec:
+    code: Path  # absolute: the file that calls mlflow.models.set_model
+    interface: str  # responses | chat
+    resources: tuple[AgentResource, ...]
+    pip_requirements: tuple[str, ...]
+    auth_policy: bool = False  # resources came from auth_policy.system_resources
+    api_scopes: tuple[str, ...] = ()
+    origin: Origin | None = field(default=None, repr=False, compare=False)  # at flows.<name>.mlflow_agent
+
+
+@dataclass(frozen=True)
 class FlowSpec:
     name: str
     path: Path
@@ -185,6 +221,7 @@ class FlowSpec:
     resources: dict[str, Any]
     origin: Origin = field(repr=False, compare=False)
     run_origin: Origin | None = field(default=None, repr=False, compare=False)
+    mlflow_agent: MlflowAgentSpec | None = None
 
     def where(self, *sub: Any) -> Origin:
         """The file that holds a setting: llmops.yaml when written there, else the flow's run.yml."""
@@ -198,6 +235,11 @@ class AzureML:
     subscription_id: str
     resource_group: str
     workspace: str
+
+
+@dataclass(frozen=True)
+class DatabricksConfig:
+    host: str
 
 
 @dataclass(frozen=True)
@@ -216,6 +258,7 @@ class Config:
     doc: YamlDoc = field(repr=False, compare=False)
     run_docs: tuple[YamlDoc, ...] = field(default=(), repr=False, compare=False)
     llm_cache: LlmCacheConfig = field(default_factory=LlmCacheConfig)
+    databricks: DatabricksConfig | None = None
 
     @property
     def cassettes(self) -> Path:
@@ -319,7 +362,10 @@ def read_config(path: Path, environ: Mapping[str, str] | None) -> tuple[Config |
     cache = as_dict(data.get("llm_cache"))
     llm_cache = LlmCacheConfig(cache["mode"] if cache.get("mode") in ("off", "record", "replay", "auto") else "off",
                                _rel(root, cache.get("dir")))
-    return Config(path, version, connections, flows, azureml, doc, tuple(run_docs), llm_cache), problems
+    host = as_dict(data.get("databricks")).get("host")
+    databricks = DatabricksConfig(host) if isinstance(host, str) else None
+    return Config(path, version, connections, flows, azureml, doc, tuple(run_docs), llm_cache,
+                  databricks), problems
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -422,8 +468,40 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
         max_failed_lines=max_failed if isinstance(max_failed, int) and max_failed >= 0 else 0,
         evaluations=evaluations, gate=gate, register=register, deploy=deploy, run_file=run_file,
         base_run=source.get("run") if run_file is not None and isinstance(source.get("run"), str) else None,
-        resources=dict(as_dict(source.get("resources"))), origin=origin, run_origin=run_origin)
+        resources=dict(as_dict(source.get("resources"))), origin=origin, run_origin=run_origin,
+        mlflow_agent=_agent_spec(flow_path, raw.get("mlflow_agent"), Origin(doc, ("flows", name, "mlflow_agent"))))
     return flow, problems, run_doc
+
+
+def _agent_resources(raw: Any, key: Key) -> tuple[AgentResource, ...]:
+    out = []
+    for rtype, items in as_dict(raw).items():
+        if rtype not in AGENT_RESOURCE_TYPES or not isinstance(items, list):
+            continue
+        for i, item in enumerate(items):
+            if isinstance(item, str):
+                out.append(AgentResource(rtype, item, False, (*key, rtype, i)))
+            elif isinstance(item, dict) and isinstance(item.get("name"), str):
+                out.append(AgentResource(rtype, item["name"], item.get("on_behalf_of_user") is True,
+                                         (*key, rtype, i)))
+    return tuple(out)
+
+
+def _agent_spec(folder: Path, raw: Any, origin: Origin) -> MlflowAgentSpec | None:
+    if not isinstance(raw, dict) or not isinstance(raw.get("code"), str) or raw.get("interface") not in (
+            "responses", "chat"):
+        return None
+    policy = raw.get("auth_policy")
+    if isinstance(policy, dict):
+        resources = _agent_resources(policy.get("system_resources"), ("auth_policy", "system_resources"))
+    else:
+        resources = _agent_resources(raw.get("resources"), ("resources",))
+    return MlflowAgentSpec(
+        code=Path(os.path.normpath(folder / raw["code"])), interface=raw["interface"], resources=resources,
+        pip_requirements=tuple(r for r in raw.get("pip_requirements") or [] if isinstance(r, str)),
+        auth_policy=isinstance(policy, dict),
+        api_scopes=tuple(s for s in as_dict(policy).get("api_scopes") or [] if isinstance(s, str)),
+        origin=origin)
 
 
 def _traffic_problems(origin: Origin, traffic: tuple[int, ...]) -> list[Problem]:
