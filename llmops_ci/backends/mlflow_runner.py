@@ -1,0 +1,198 @@
+"""Child process that drives MLflow for an agent; the only module besides the release ones that imports mlflow.
+
+It runs as ``python -m llmops_ci.backends.mlflow_runner`` with the environment ``mlflow_environment``
+builds: a sqlite tracking store and registry under the state dir, telemetry and the model price
+catalog lookup off. The request comes on stdin as JSON; the result is written as JSON to
+``request["result"]``; a batch run also appends each finished line to ``request["lines"]`` so the
+parent can show progress.
+
+Actions: ``batch`` (predict once per data line: a list of requests would silently answer only the
+first), ``log`` (log the model from code with its declared resources, optionally register it by
+content hash and alias it), ``alias``, ``predict`` (load a logged model and predict each request).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+HASH_TAG = "llmops.content_hash"
+
+
+def as_request(line: dict[str, Any], interface: str, mapping: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A data line as the agent's request: only the interface's fields (after ``column_mapping``, whose
+    ``${data.col}`` values pick columns); a plain string becomes one user message."""
+    field = "input" if interface == "responses" else "messages"
+    if mapping:
+        line = {k: line.get(v[7:-1]) if isinstance(v, str) and v.startswith("${data.") and v.endswith("}") else v
+                for k, v in mapping.items()}
+    request = {k: line[k] for k in (field, "custom_inputs", "context") if k in line}
+    if isinstance(request.get(field), str):
+        request[field] = [{"role": "user", "content": request[field]}]
+    return request
+
+
+def usage_tokens(response: Any) -> dict[str, int]:
+    usage = response.get("usage") if isinstance(response, dict) else None
+    if not isinstance(usage, dict):
+        return {}
+    prompt = usage.get("input_tokens", usage.get("prompt_tokens"))
+    completion = usage.get("output_tokens", usage.get("completion_tokens"))
+    out = {k: int(v) for k, v in (("prompt", prompt), ("completion", completion)) if isinstance(v, int)}
+    total = usage.get("total_tokens")
+    if isinstance(total, int) or out:
+        out["total"] = int(total) if isinstance(total, int) else sum(out.values())
+    return out
+
+
+def _wrapper(req: dict[str, Any]) -> Any:
+    """The agent loaded from its code, behind the same dict-in/dict-out wrapper serving uses."""
+    from mlflow.models.utils import _load_model_code_path
+    from mlflow.pyfunc.model import PythonModelContext
+
+    code = Path(req["code"])
+    sys.path.insert(0, str(code.parent))
+    os.chdir(code.parent)
+    agent = _load_model_code_path(str(code), req.get("model_config"))
+    if req["interface"] == "responses":
+        from mlflow.pyfunc.loaders.responses_agent import _ResponsesAgentPyfuncWrapper
+
+        return _ResponsesAgentPyfuncWrapper(agent, PythonModelContext({}, req.get("model_config")))
+    from mlflow.pyfunc.loaders.chat_agent import _ChatAgentPyfuncWrapper
+
+    return _ChatAgentPyfuncWrapper(agent)
+
+
+def _batch(req: dict[str, Any]) -> dict[str, Any]:
+    model = _wrapper(req)
+    lines = [json.loads(raw) for raw in Path(req["data"]).read_text(encoding="utf-8").splitlines() if raw.strip()]
+    lock = threading.Lock()
+    progress = Path(req["lines"])
+
+    def one(index: int, line: dict[str, Any]) -> dict[str, Any]:
+        request = as_request(line, req["interface"], req.get("column_mapping"))
+        started = time.monotonic()
+        record: dict[str, Any] = {"line": index, "inputs": request}
+        try:
+            response = model.predict(request)
+            record.update(status="Completed", outputs=response, error=None, error_code=None,
+                          tokens=usage_tokens(response))
+        except Exception as exc:  # one line's failure is that line's result
+            cause = exc.__cause__ or exc
+            record.update(status="Failed", outputs=None, error=f"{type(exc).__name__}: {exc}",
+                          error_code=type(cause).__name__, tokens={})
+        record["duration_s"] = round(time.monotonic() - started, 3)
+        with lock, progress.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, default=str) + "\n")
+        return record
+
+    with ThreadPoolExecutor(max_workers=max(1, int(req.get("workers") or 1))) as pool:
+        records = list(pool.map(lambda pair: one(*pair), enumerate(lines)))
+    return {"status": "Completed", "lines": records}
+
+
+def _resources(req: dict[str, Any]) -> list[Any]:
+    from mlflow.models import resources as mr
+
+    return [getattr(mr, cls)(**{arg: name}, **({"on_behalf_of_user": True} if obo else {}))
+            for cls, arg, name, obo in req.get("resources") or []]
+
+
+def _experiment(req: dict[str, Any]) -> None:
+    import mlflow
+
+    name = req.get("experiment") or "llmops-ci"
+    if mlflow.get_experiment_by_name(name) is None:
+        mlflow.create_experiment(name, artifact_location=Path(req["artifacts"]).as_uri())
+    mlflow.set_experiment(name)
+
+
+def _log(req: dict[str, Any]) -> dict[str, Any]:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    name, content = req.get("register_name"), req.get("content_hash")
+    if name and content:
+        for found in client.search_model_versions(f"name = '{name}' and tags.`{HASH_TAG}` = '{content}'"):
+            _set_alias(client, name, str(found.version), req.get("alias"))
+            return {"status": "Completed", "name": name, "version": str(found.version), "created": False,
+                    "model_uri": f"models:/{name}/{found.version}", "run_id": found.run_id}
+    _experiment(req)
+    resources = _resources(req)
+    policy = None
+    if req.get("auth_policy") is not None:
+        from mlflow.models.auth_policy import AuthPolicy, SystemAuthPolicy, UserAuthPolicy
+
+        policy = AuthPolicy(user_auth_policy=UserAuthPolicy(api_scopes=req["auth_policy"]["api_scopes"]),
+                            system_auth_policy=SystemAuthPolicy(resources=resources))
+    code = Path(req["code"])
+    os.chdir(code.parent)
+    sys.path.insert(0, str(code.parent))
+    with mlflow.start_run(run_name=req.get("run_name")) as run:
+        mlflow.set_tags(req.get("tags") or {})
+        info = mlflow.pyfunc.log_model(
+            name="agent", python_model=str(code), pip_requirements=req["pip_requirements"],
+            resources=None if policy is not None else resources, auth_policy=policy,
+            input_example=req.get("input_example"), model_config=req.get("model_config"),
+            code_paths=req.get("code_paths") or None)
+    out: dict[str, Any] = {"status": "Completed", "model_uri": info.model_uri, "run_id": run.info.run_id,
+                           "created": True}
+    if name:
+        version = mlflow.register_model(info.model_uri, name, tags={HASH_TAG: content} if content else None)
+        for key, value in (req.get("version_tags") or {}).items():
+            client.set_model_version_tag(name, str(version.version), key, str(value))
+        _set_alias(client, name, str(version.version), req.get("alias"))
+        out.update(name=name, version=str(version.version), model_uri=f"models:/{name}/{version.version}")
+    return out
+
+
+def _set_alias(client: Any, name: str, version: str, alias: str | None) -> None:
+    if alias:
+        client.set_registered_model_alias(name, alias, version)
+
+
+def _alias(req: dict[str, Any]) -> dict[str, Any]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    _set_alias(client, req["name"], str(req["version"]), req["alias"])
+    aliases = client.get_registered_model(req["name"]).aliases
+    return {"status": "Completed", "aliases": {k: str(v) for k, v in aliases.items()}}
+
+
+def _predict(req: dict[str, Any]) -> dict[str, Any]:
+    import mlflow
+
+    model = mlflow.pyfunc.load_model(req["model_uri"])
+    return {"status": "Completed", "outputs": [model.predict(r) for r in req["requests"]]}
+
+
+ACTIONS = {"batch": _batch, "log": _log, "alias": _alias, "predict": _predict}
+
+
+def main() -> int:
+    req = json.loads(sys.stdin.read())
+    result = Path(req["result"])
+    try:
+        outcome = ACTIONS[req["action"]](req)
+    except Exception as exc:  # reported to the parent, which decides the exit code
+        outcome = {"status": "Failed", "error": f"{type(exc).__name__}: {exc}", "error_code": type(exc).__name__,
+                   "traceback": traceback.format_exc()}
+    result.write_text(json.dumps(outcome, default=str), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # the result is written; skip interpreter teardown (MLflow's async loggers and thread pools)
+    os._exit(code)
