@@ -48,7 +48,11 @@ def tracking_uri(state_dir: Path) -> str:
 def mlflow_environment(state_dir: Path, environ: Mapping[str, str], extra: Mapping[str, str] | None = None
                        ) -> dict[str, str]:
     uri = tracking_uri(state_dir)
-    env = {**environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true",
+    # the scoring server starts `uvicorn` by name: our interpreter's scripts must come first on PATH
+    scripts = str(Path(sys.executable).parent)
+    path = environ.get("PATH", "")
+    env = {**environ, "PATH": path if path.split(os.pathsep)[0] == scripts else os.pathsep.join([scripts, path]),
+           "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true",
            "DO_NOT_TRACK": "true", "MLFLOW_MODEL_CATALOG_URI": "", "PYTHONUNBUFFERED": "1",
            "GIT_PYTHON_REFRESH": "quiet"}
     env.update(extra or {})

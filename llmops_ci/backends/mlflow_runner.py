@@ -13,6 +13,7 @@ content hash and alias it), ``alias``, ``predict`` (load a logged model and pred
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -159,6 +160,17 @@ def _set_alias(client: Any, name: str, version: str, alias: str | None) -> None:
         client.set_registered_model_alias(name, alias, version)
 
 
+def _find(req: dict[str, Any]) -> dict[str, Any]:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    found: list[Any] = []
+    with contextlib.suppress(MlflowException):  # no such model yet
+        found = list(MlflowClient().search_model_versions(
+            f"name = '{req['name']}' and tags.`{HASH_TAG}` = '{req['content_hash']}'"))
+    return {"status": "Completed", "version": str(found[0].version) if found else None}
+
+
 def _alias(req: dict[str, Any]) -> dict[str, Any]:
     from mlflow.tracking import MlflowClient
 
@@ -175,7 +187,7 @@ def _predict(req: dict[str, Any]) -> dict[str, Any]:
     return {"status": "Completed", "outputs": [model.predict(r) for r in req["requests"]]}
 
 
-ACTIONS = {"batch": _batch, "log": _log, "alias": _alias, "predict": _predict}
+ACTIONS = {"batch": _batch, "log": _log, "find": _find, "alias": _alias, "predict": _predict}
 
 
 def main() -> int:

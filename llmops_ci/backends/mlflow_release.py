@@ -1,0 +1,221 @@
+"""Register and deploy MLflow agents without a cloud: the sqlite registry and MLflow's scoring server on 127.0.0.1.
+
+``register`` logs the agent from its code (the declared resources written into MLmodel) and
+registers it; the version carries the content hash as a tag, so registering unchanged content
+again reuses its version. The new version gets the alias ``challenger``; a successful deploy moves
+``champion`` to it. ``deploy`` serves the version in the idle slot (blue/green) with
+``mlflow models serve --env-manager local``, smoke tests ``/invocations`` and only then switches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from llmops_ci.backends.local import reap
+from llmops_ci.backends.mlflow_local import MlflowChild, data_example, mlflow_environment, model_config_path, snapshot
+from llmops_ci.config import FlowSpec, MlflowAgentSpec
+from llmops_ci.errors import CheckFailed, UsageError
+from llmops_ci.kinds.mlflow_agent import resources_for_mlflow
+from llmops_ci.release import DeployPlan, DeployResult, ModelSpec, SmokeResult, SmokeTest, other_slot
+from llmops_ci.runs import ProviderConnection
+from llmops_ci.state import write_json_atomic
+
+log = logging.getLogger("llmops_ci.mlflow_release")
+START_TIMEOUT_S = 120
+CHALLENGER, CHAMPION = "challenger", "champion"
+
+
+def agent_of(flows: Mapping[str, FlowSpec], spec: ModelSpec) -> tuple[FlowSpec, MlflowAgentSpec]:
+    flow = flows.get(spec.flow)
+    if flow is None or flow.mlflow_agent is None:
+        raise UsageError(f"flow '{spec.flow}' is not an MLflow agent (no mlflow_agent: block in llmops.yaml)")
+    return flow, flow.mlflow_agent
+
+
+def mlmodel_resources(agent: MlflowAgentSpec) -> dict[str, Any]:
+    """The resources block as MLflow writes it into MLmodel (``resources:`` or ``auth_policy:``)."""
+    databricks: dict[str, list[dict[str, Any]]] = {}
+    for res in agent.resources:
+        item: dict[str, Any] = {"name": res.name}
+        if res.on_behalf_of_user:
+            item["on_behalf_of_user"] = True
+        databricks.setdefault(res.type, []).append(item)
+    block = {"api_version": "1", "databricks": databricks}
+    if agent.auth_policy:
+        return {"auth_policy": {"system_auth_policy": {"resources": block},
+                                "user_auth_policy": {"api_scopes": list(agent.api_scopes)}}}
+    return {"resources": block}
+
+
+def log_request(flow: FlowSpec, agent: MlflowAgentSpec, spec: ModelSpec, code: Path) -> dict[str, Any]:
+    """What the runner's ``log`` action needs; the same for the local and the Unity Catalog registry."""
+    return {"code": str(code), "interface": agent.interface, "pip_requirements": list(agent.pip_requirements),
+            "resources": [list(r) for r in resources_for_mlflow(agent)],
+            "auth_policy": {"api_scopes": list(agent.api_scopes)} if agent.auth_policy else None,
+            "input_example": data_example(flow.data, agent.interface), "model_config": model_config_path(code),
+            "register_name": spec.name, "content_hash": spec.version, "alias": CHALLENGER,
+            "tags": spec.tags, "version_tags": spec.tags, "run_name": f"register-{spec.flow}-{spec.version}",
+            "experiment": f"llmops-ci/{spec.flow}"}
+
+
+def dry_run_model(flows: Mapping[str, FlowSpec], spec: ModelSpec, registry: str) -> str:
+    _, agent = agent_of(flows, spec)
+    doc = {"registry": registry, "name": spec.name, "content_hash": spec.version, "flow": spec.flow,
+           "log_model": {"python_model": str(agent.code), "pip_requirements": list(agent.pip_requirements),
+                         **mlmodel_resources(agent)},
+           "mlflow_resources": [f"{cls}({arg}={name!r})" for cls, arg, name, _ in resources_for_mlflow(agent)],
+           "aliases": [CHALLENGER, f"{CHAMPION} (after a successful deploy)"], "tags": spec.tags}
+    if spec.description:
+        doc["description"] = spec.description
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
+
+class MlflowRelease:
+    """The ``local`` release for MLflow agents (Release shape). ``flows``: the config's flows by name."""
+
+    name = "local"
+
+    def __init__(self, state_dir: Path, flows: Mapping[str, FlowSpec], environ: Mapping[str, str]) -> None:
+        self.state_dir, self.flows, self.environ = state_dir.absolute(), dict(flows), dict(environ)
+        self.child = MlflowChild(self.state_dir, self.environ)
+
+    def _call(self, action: str, request: dict[str, Any], name: str) -> dict[str, Any]:
+        outcome = self.child.call(action, request, name=name)
+        if outcome.get("status") != "Completed":
+            raise CheckFailed(f"MLflow {action} failed: {outcome.get('error')}")
+        return outcome
+
+    def register(self, spec: ModelSpec) -> tuple[str, str, bool]:
+        flow, agent = agent_of(self.flows, spec)
+        work = self.child.root / "work" / f"register-{spec.flow}-{spec.version}"
+        try:
+            code = snapshot(agent, flow.path, work)
+            out = self._call("log", log_request(flow, agent, spec, code), f"register-{spec.flow}")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        log.info("%s: version %s (content %s) %s, alias %s", spec.name, out["version"], spec.version,
+                 "registered" if out["created"] else "already registered", CHALLENGER)
+        return spec.name, str(out["version"]), bool(out["created"])
+
+    def find_version(self, spec: ModelSpec) -> str | None:
+        out = self._call("find", {"name": spec.name, "content_hash": spec.version}, f"find-{spec.flow}")
+        return str(out["version"]) if out.get("version") is not None else None
+
+    def endpoint_state(self, endpoint: str) -> dict[str, Any]:
+        path = self.state_dir / "endpoints" / f"{endpoint}.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"serving": None, "slots": {}}
+
+    def deploy(self, plan: DeployPlan, connections: tuple[ProviderConnection, ...], keep: bool) -> DeployResult:
+        model = plan.model
+        version = self.find_version(model)
+        if version is None:
+            raise UsageError(f"{model.name} (content {model.version}) is not in the MLflow registry "
+                             f"{self.child.root / 'mlflow.db'}; run 'llmops-ci register --flow {model.flow}' first")
+        state = self.endpoint_state(plan.endpoint)
+        previous = state.get("serving")
+        slot = other_slot(previous)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        uri = f"models:/{model.name}/{version}"
+        log.info("%s: serving %s in slot %s (%s)", plan.endpoint, uri, slot, url)
+        proc = self._serve(uri, port, plan.environment_variables, f"{plan.endpoint}-{slot}")
+        result = DeployResult(plan.endpoint, slot, previous, "rolled_back", {previous: 100} if previous else {},
+                              url=url)
+        try:
+            failure = wait_healthy(url, proc)
+            if failure is None:
+                result.smoke = [smoke(f"{url}/invocations", t, plan.request_timeout_ms) for t in plan.smoke_tests]
+                failed = [s for s in result.smoke if not s.passed]
+                if failed:
+                    failure = "; ".join(f"smoke test {s.name}: {s.error}" for s in failed)
+            if failure is not None:
+                result.message = (f"{failure}; {'traffic stays on ' + previous if previous else 'nothing was serving'}"
+                                  f", {slot} does not serve; the alias {CHAMPION} is unchanged")
+                return result
+            for percent in plan.traffic:
+                result.traffic = {slot: percent, **({previous: 100 - percent} if previous else {})}
+                log.info("%s: traffic %s", plan.endpoint, ", ".join(f"{k} {v}%" for k, v in result.traffic.items()))
+            self._call("alias", {"name": model.name, "version": version, "alias": CHAMPION}, f"alias-{model.flow}")
+            result.traffic, result.status = {slot: 100}, "deployed"
+            state["slots"][slot] = {"model": model.name, "version": version, "content_hash": model.version,
+                                    "deployed_at": time.time()}
+            state["serving"] = slot
+            write_json_atomic(self.state_dir / "endpoints" / f"{plan.endpoint}.json", state)
+            return result
+        finally:
+            if keep and result.status == "deployed":
+                log.info("%s: %s keeps serving at %s/invocations (--keep); stop it with: kill %d", plan.endpoint,
+                         slot, url, proc.pid)
+            else:
+                reap(proc)
+
+    def _serve(self, uri: str, port: int, env: dict[str, str], name: str) -> subprocess.Popen[str]:
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with (logs / f"serve-{name}.log").open("w", encoding="utf-8") as log_file:
+            return subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
+                 "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+                stdout=log_file, stderr=subprocess.STDOUT, cwd=self.child.root, text=True, start_new_session=True,
+                env=mlflow_environment(self.state_dir, self.environ, env))
+
+    def dry_run_model(self, spec: ModelSpec) -> str:
+        return dry_run_model(self.flows, spec, f"sqlite {self.child.root / 'mlflow.db'}")
+
+    def dry_run_plan(self, plan: DeployPlan) -> str:
+        state = self.endpoint_state(plan.endpoint)
+        slot = other_slot(state.get("serving"))
+        doc = {"endpoint": plan.endpoint, "slot": slot, "serving_now": state.get("serving"),
+               "model": f"models:/{plan.model.name}/<the version tagged llmops.content_hash={plan.model.version}>",
+               "command": "mlflow models serve -m <model> --env-manager local -h 127.0.0.1 -p <free port> -w 1",
+               "traffic": list(plan.traffic), "smoke_tests": [t.name for t in plan.smoke_tests],
+               "on_success": f"alias {CHAMPION} -> the version", "environment_variables": sorted(
+                   plan.environment_variables)}
+        return yaml.safe_dump(doc, sort_keys=False)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = START_TIMEOUT_S) -> str | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return f"the scoring server exited ({proc.returncode}) before it was up; see its log"
+        try:
+            if requests.get(f"{url}/ping", timeout=2).ok:
+                return None
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    return f"the scoring server was not up after {timeout:.0f} s"
+
+
+def smoke(url: str, test: SmokeTest, timeout_ms: int | None) -> SmokeResult:
+    started = time.monotonic()
+    try:
+        response = requests.post(url, json=test.request, timeout=(timeout_ms or 60_000) / 1000)
+    except requests.RequestException as exc:
+        return SmokeResult(test.name, False, f"{type(exc).__name__}: {exc}", round(time.monotonic() - started, 3))
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text
+    error = test.check(response.status_code, body)
+    return SmokeResult(test.name, error is None, error, round(time.monotonic() - started, 3))
+
