@@ -111,7 +111,9 @@ def _experiment(req: dict[str, Any]) -> None:
 
     name = req.get("experiment") or "llmops-ci"
     if mlflow.get_experiment_by_name(name) is None:
-        mlflow.create_experiment(name, artifact_location=Path(req["artifacts"]).as_uri())
+        # a workspace (Databricks) keeps the artifacts where it decides; locally they stay under the state dir
+        location = Path(req["artifacts"]).as_uri() if req.get("artifacts") else None
+        mlflow.create_experiment(name, artifact_location=location)
     mlflow.set_experiment(name)
 
 
@@ -122,7 +124,7 @@ def _log(req: dict[str, Any]) -> dict[str, Any]:
     client = MlflowClient()
     name, content = req.get("register_name"), req.get("content_hash")
     if name and content:
-        for found in client.search_model_versions(f"name = '{name}' and tags.`{HASH_TAG}` = '{content}'"):
+        for found in _versions(client, name, content):
             _set_alias(client, name, str(found.version), req.get("alias"))
             return {"status": "Completed", "name": name, "version": str(found.version), "created": False,
                     "model_uri": f"models:/{name}/{found.version}", "run_id": found.run_id}
@@ -160,14 +162,21 @@ def _set_alias(client: Any, name: str, version: str, alias: str | None) -> None:
         client.set_registered_model_alias(name, alias, version)
 
 
-def _find(req: dict[str, Any]) -> dict[str, Any]:
+def _versions(client: Any, name: str, content: str) -> list[Any]:
+    """Versions of ``name`` tagged with this content hash, newest first (filtered here: Unity Catalog's
+    search accepts only a name filter)."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     found: list[Any] = []
     with contextlib.suppress(MlflowException):  # no such model yet
-        found = list(MlflowClient().search_model_versions(
-            f"name = '{req['name']}' and tags.`{HASH_TAG}` = '{req['content_hash']}'"))
+        found = [v for v in client.search_model_versions(f"name = '{name}'") if (v.tags or {}).get(HASH_TAG) == content]
+    return sorted(found, key=lambda v: -int(v.version))
+
+
+def _find(req: dict[str, Any]) -> dict[str, Any]:
+    from mlflow.tracking import MlflowClient
+
+    found = _versions(MlflowClient(), req["name"], req["content_hash"])
     return {"status": "Completed", "version": str(found[0].version) if found else None}
 
 

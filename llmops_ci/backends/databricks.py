@@ -1,0 +1,302 @@
+"""``--backend databricks``: MLflow agents in the Unity Catalog registry, served by Databricks model serving.
+
+Deploys go through ``databricks-sdk``'s WorkspaceClient, not ``databricks.agents.deploy`` (which moves
+all traffic at once): the new version joins the endpoint as a second served entity, takes the first
+traffic share, is smoke tested on its own (``/serving-endpoints/<name>/served-models/<entity>/invocations``),
+then takes each next share, each step waiting until the endpoint is ready again. A failed step or
+smoke test puts all traffic back on the entity that served before. An update refused because
+another one is in progress (409 ResourceConflict) waits and tries again, a bounded number of times.
+Credentials come from the environment the SDK reads (PAT, OAuth, OIDC workload identity in CI).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from llmops_ci.backends.mlflow_local import MlflowChild, snapshot
+from llmops_ci.backends.mlflow_release import CHALLENGER, CHAMPION, agent_of, dry_run_model, log_request
+from llmops_ci.config import FlowSpec
+from llmops_ci.errors import ServiceError, UsageError
+from llmops_ci.release import DeployPlan, DeployResult, ModelSpec, SmokeResult, SmokeTest
+from llmops_ci.runs import ProviderConnection
+
+log = logging.getLogger("llmops_ci.databricks")
+T = TypeVar("T")
+UC_NAME = re.compile(r"[^.\s]+\.[^.\s]+\.[^.\s]+")
+HASH_TAG = "llmops.content_hash"
+AUTH_HINT = ("set DATABRICKS_HOST and DATABRICKS_TOKEN (a personal access token), or DATABRICKS_CLIENT_ID and "
+             "DATABRICKS_CLIENT_SECRET (a service principal), or OIDC in CI (DATABRICKS_AUTH_TYPE=github-oidc or "
+             "azure-devops-oidc with DATABRICKS_CLIENT_ID)")
+
+
+def entity_name(model: str, version: str) -> str:
+    """The served entity's name on the endpoint: the model's last name part and its version."""
+    short = re.sub(r"[^A-Za-z0-9_-]", "-", model.split(".")[-1])[:50]
+    return f"{short}-{version}"
+
+
+def endpoint_config(entities: list[dict[str, Any]], routes: dict[str, int]) -> dict[str, Any]:
+    """The JSON body of a config update (``PUT /api/2.0/serving-endpoints/<name>/config``)."""
+    return {"served_entities": entities,
+            "traffic_config": {"routes": [{"served_entity_name": n, "traffic_percentage": p}
+                                          for n, p in routes.items()]}}
+
+
+def served_entity(model: str, version: str, plan: DeployPlan) -> dict[str, Any]:
+    entity: dict[str, Any] = {"name": entity_name(model, version), "entity_name": model, "entity_version": version,
+                              "workload_size": plan.instance_type or "Small", "scale_to_zero_enabled": True}
+    if plan.environment_variables:
+        entity["environment_vars"] = dict(plan.environment_variables)
+    return entity
+
+
+def plan_steps(new: dict[str, Any], previous: dict[str, Any] | None, traffic: tuple[int, ...]
+               ) -> list[dict[str, Any]]:
+    """Each config the deploy submits: both entities while traffic moves, then the new one alone."""
+    if previous is None:
+        return [endpoint_config([new], {new["name"]: 100})]
+    steps = [endpoint_config([new, previous], {new["name"]: p, previous["name"]: 100 - p}) for p in traffic]
+    steps.append(endpoint_config([new], {new["name"]: 100}))
+    return steps
+
+
+class DatabricksRelease:
+    """Release shape. ``client`` builds the WorkspaceClient on first use (a dry run never builds one)."""
+
+    name = "databricks"
+
+    def __init__(self, state_dir: Path, flows: Mapping[str, FlowSpec], environ: Mapping[str, str],
+                 host: str | None = None, *, client: Callable[[], Any] | None = None, poll_s: float = 10.0,
+                 ready_timeout_s: float = 3600.0, conflict_retries: int = 6) -> None:
+        self.state_dir, self.flows, self.environ = state_dir.absolute(), dict(flows), dict(environ)
+        self.host = host or self.environ.get("DATABRICKS_HOST")
+        self._factory = client or self._default_client
+        self._client: Any = None
+        self.poll_s, self.ready_timeout_s, self.conflict_retries = poll_s, ready_timeout_s, conflict_retries
+
+    def _default_client(self) -> Any:
+        from databricks.sdk import WorkspaceClient
+
+        return WorkspaceClient(host=self.host) if self.host else WorkspaceClient()
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            try:
+                self._client = self._factory()
+            except ValueError as exc:  # the SDK's "cannot configure default credentials"
+                raise UsageError(f"Databricks: {exc}; {AUTH_HINT}") from None
+        return self._client
+
+    # -- register -------------------------------------------------------------------------------------------
+    def register(self, spec: ModelSpec) -> tuple[str, str, bool]:
+        flow, agent = agent_of(self.flows, spec)
+        if not UC_NAME.fullmatch(spec.name):
+            raise UsageError(f"flow '{spec.flow}': register.name '{spec.name}' must be a Unity Catalog name, "
+                             "catalog.schema.model")
+        child = MlflowChild(self.state_dir, self.environ)
+        work = child.root / "work" / f"uc-{spec.flow}-{spec.version}"
+        env = {"MLFLOW_TRACKING_URI": "databricks", "MLFLOW_REGISTRY_URI": "databricks-uc",
+               **({"DATABRICKS_HOST": self.host} if self.host else {})}
+        try:
+            code = snapshot(agent, flow.path, work)
+            request = {**log_request(flow, agent, spec, code), "artifacts": None,
+                       "experiment": f"/Shared/llmops-ci/{spec.flow}"}
+            out = child.call("log", request, name=f"uc-register-{spec.flow}", extra_env=env)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        if out.get("status") != "Completed":
+            raise ServiceError(f"registering {spec.name} in Unity Catalog failed: {out.get('error')}")
+        return spec.name, str(out["version"]), bool(out["created"])
+
+    def find_version(self, spec: ModelSpec) -> str | None:
+        """The Unity Catalog version tagged with this content hash (newest), read over MLflow's UC REST API."""
+        found = self._api(lambda: self.client.api_client.do(
+            "GET", "/api/2.0/mlflow/unity-catalog/model-versions/search",
+            query={"filter": f"name='{spec.name}'", "max_results": 1000}))
+        versions = [v for v in found.get("model_versions", [])
+                    if any(t.get("key") == HASH_TAG and t.get("value") == spec.version for t in v.get("tags", []))]
+        return str(max(versions, key=lambda v: int(v["version"]))["version"]) if versions else None
+
+    # -- deploy ------------------------------------------------------------------------------------------------
+    def deploy(self, plan: DeployPlan, connections: tuple[ProviderConnection, ...], keep: bool) -> DeployResult:
+        from databricks.sdk.errors import NotFound
+
+        model = plan.model
+        version = self.find_version(model)
+        if version is None:
+            raise UsageError(f"{model.name} (content {model.version}) is not in Unity Catalog; run "
+                             f"'llmops-ci register --backend databricks --flow {model.flow}' first")
+        new = served_entity(model.name, version, plan)
+        try:
+            current = self._api(lambda: self.client.serving_endpoints.get(plan.endpoint))
+        except NotFound:
+            current = None
+        previous = _serving_entity(current) if current is not None else None
+        result = DeployResult(plan.endpoint, new["name"], previous["name"] if previous else None, "rolled_back",
+                              {previous["name"]: 100} if previous else {},
+                              url=f"{self.host or ''}/serving-endpoints/{plan.endpoint}/invocations")
+        if previous is not None and previous["name"] == new["name"]:
+            result.previous = None
+            steps: list[dict[str, Any]] = []
+        else:
+            steps = plan_steps(new, previous, plan.traffic)
+        for i, config in enumerate(steps):
+            routes = {r["served_entity_name"]: r["traffic_percentage"] for r in config["traffic_config"]["routes"]}
+            log.info("%s: %s", plan.endpoint, ", ".join(f"{k} {v}%" for k, v in routes.items()))
+            self._submit(partial(self._create if i == 0 and current is None else self._update, plan.endpoint, config))
+            failure = self._wait_ready(plan.endpoint)
+            if failure is None and i == 0:
+                result.smoke = [self._smoke(plan.endpoint, new["name"], t) for t in plan.smoke_tests]
+                bad = [s for s in result.smoke if not s.passed]
+                failure = "; ".join(f"smoke test {s.name}: {s.error}" for s in bad) or None
+            if failure is not None:
+                result.message = self._rollback(plan.endpoint, previous, failure)
+                return result
+            result.traffic = routes
+        if not steps:
+            result.smoke = [self._smoke(plan.endpoint, new["name"], t) for t in plan.smoke_tests]
+            bad = [s for s in result.smoke if not s.passed]
+            if bad:
+                result.message = "; ".join(f"smoke test {s.name}: {s.error}" for s in bad) + (
+                    f"; {new['name']} already served and still does")
+                result.traffic = {new["name"]: 100}
+                return result
+        self._api(lambda: self.client.registered_models.set_alias(model.name, CHAMPION, int(version)))
+        result.traffic, result.status = {new["name"]: 100}, "deployed"
+        return result
+
+    def _rollback(self, endpoint: str, previous: dict[str, Any] | None, failure: str) -> str:
+        if previous is None:
+            return (f"{failure}; nothing served before this deploy, so there is nothing to put traffic back on: fix "
+                    f"the agent and deploy again, or delete the endpoint {endpoint}")
+        log.warning("%s: %s; putting all traffic back on %s", endpoint, failure, previous["name"])
+        self._submit(partial(self._update, endpoint, endpoint_config([previous], {previous["name"]: 100})))
+        after = self._wait_ready(endpoint)
+        tail = f"all traffic is back on {previous['name']}" if after is None else (
+            f"putting traffic back on {previous['name']} failed too ({after}); check the endpoint in the workspace")
+        return f"{failure}; {tail}; the alias {CHAMPION} is unchanged"
+
+    def _create(self, endpoint: str, config: dict[str, Any]) -> None:
+        self.client.serving_endpoints.create(endpoint, config=_core(config))
+
+    def _update(self, endpoint: str, config: dict[str, Any]) -> None:
+        core = _core(config)
+        self.client.serving_endpoints.update_config(endpoint, served_entities=core.served_entities,
+                                                    traffic_config=core.traffic_config)
+
+    def _submit(self, call: Callable[[], Any]) -> None:
+        """Submit a config; 409 (another update in progress) waits for it and tries again, a bounded number of times."""
+        from databricks.sdk.errors import ResourceConflict
+
+        for attempt in range(self.conflict_retries + 1):
+            try:
+                self._api(call)
+                return
+            except ResourceConflict as exc:
+                if attempt == self.conflict_retries:
+                    raise ServiceError(f"Databricks: the endpoint is still being updated after "
+                                       f"{self.conflict_retries + 1} tries ({exc}); wait for that update to finish "
+                                       "and deploy again") from None
+                log.info("endpoint busy (%s); waiting before try %d", exc, attempt + 2)
+                time.sleep(self.poll_s)
+
+    def _wait_ready(self, endpoint: str) -> str | None:
+        """None once the endpoint is ready with no update in progress, else why not."""
+        deadline = time.monotonic() + self.ready_timeout_s
+        while True:
+            state = self._api(lambda: self.client.serving_endpoints.get(endpoint)).state
+            update = getattr(state.config_update, "value", None) if state else None
+            if update in ("UPDATE_FAILED", "UPDATE_CANCELED"):
+                return f"the endpoint update ended {update}; see the served entity's events in the workspace"
+            if update == "NOT_UPDATING" and getattr(state.ready, "value", None) == "READY":
+                return None
+            if time.monotonic() > deadline:
+                return f"the endpoint was not ready after {self.ready_timeout_s:.0f} s"
+            time.sleep(self.poll_s)
+
+    def _smoke(self, endpoint: str, entity: str, test: SmokeTest) -> SmokeResult:
+        from databricks.sdk.errors import DatabricksError
+
+        started = time.monotonic()
+        try:
+            body: Any = self._api(lambda: self.client.api_client.do(
+                "POST", f"/serving-endpoints/{endpoint}/served-models/{entity}/invocations", body=test.request))
+            status = 200
+        except DatabricksError as exc:
+            status, body = _status(exc), str(exc)
+        error = test.check(status, body)
+        return SmokeResult(test.name, error is None, error, round(time.monotonic() - started, 3))
+
+    def _api(self, call: Callable[[], T]) -> T:
+        """One SDK call; rejected credentials are bad input (exit 2), an unreachable workspace a service failure."""
+        import requests
+        from databricks.sdk.errors import PermissionDenied, Unauthenticated
+
+        try:
+            return call()
+        except (Unauthenticated, PermissionDenied) as exc:
+            raise UsageError(f"Databricks at {self.host or 'the configured host'} refused the credentials "
+                             f"({type(exc).__name__}: {exc}); {AUTH_HINT}") from None
+        except (requests.ConnectionError, requests.Timeout, TimeoutError) as exc:
+            raise ServiceError(f"Databricks at {self.host} is not reachable: {exc}") from None
+
+    # -- dry runs -------------------------------------------------------------------------------------------------
+    def dry_run_model(self, spec: ModelSpec) -> str:
+        return dry_run_model(self.flows, spec, "databricks-uc (Unity Catalog)")
+
+    def dry_run_plan(self, plan: DeployPlan) -> str:
+        version = f"<version tagged {HASH_TAG}={plan.model.version}>"
+        new = served_entity(plan.model.name, version, plan)
+        new["name"] = entity_name(plan.model.name, "<version>")
+        previous = {"name": "<the entity serving now>", "entity_name": plan.model.name,
+                    "entity_version": "<its version>"}
+        doc = {"endpoint": plan.endpoint, "model": plan.model.name, "content_hash": plan.model.version,
+               "if_new": {"POST /api/2.0/serving-endpoints": {"name": plan.endpoint,
+                                                              "config": plan_steps(new, None, plan.traffic)[0]}},
+               "if_serving": [{f"PUT /api/2.0/serving-endpoints/{plan.endpoint}/config": c}
+                              for c in plan_steps(new, previous, plan.traffic)],
+               "smoke_tests": [f"POST /serving-endpoints/{plan.endpoint}/served-models/{new['name']}/invocations "
+                               f"{t.name}" for t in plan.smoke_tests],
+               "on_success": f"alias {CHAMPION} -> the version (register set {CHALLENGER})",
+               "on_failure": "all traffic back on the entity serving now"}
+        return yaml.safe_dump(json.loads(json.dumps(doc)), sort_keys=False)
+
+
+def _core(config: dict[str, Any]) -> Any:
+    from databricks.sdk.service.serving import EndpointCoreConfigInput
+
+    return EndpointCoreConfigInput.from_dict(config)
+
+
+def _serving_entity(endpoint: Any) -> dict[str, Any] | None:
+    """The served entity with the most traffic now, as the input a config update takes."""
+    config = endpoint.config
+    if config is None or not config.served_entities:
+        return None
+    routes = {(r.served_entity_name or r.served_model_name): r.traffic_percentage
+              for r in (config.traffic_config.routes if config.traffic_config and config.traffic_config.routes else [])}
+    best = max(config.served_entities, key=lambda e: routes.get(e.name, 0))
+    keep = ("name", "entity_name", "entity_version", "workload_size", "workload_type", "scale_to_zero_enabled",
+            "environment_vars", "min_provisioned_throughput", "max_provisioned_throughput")
+    return {k: v for k, v in best.as_dict().items() if k in keep}
+
+
+def _status(exc: Exception) -> int:
+    codes = {"NotFound": 404, "BadRequest": 400, "InternalError": 500, "TooManyRequests": 429,
+             "TemporarilyUnavailable": 503, "DeadlineExceeded": 504, "InvalidParameterValue": 400}
+    for cls in type(exc).__mro__:
+        if cls.__name__ in codes:
+            return codes[cls.__name__]
+    return 500
+

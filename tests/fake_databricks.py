@@ -1,0 +1,190 @@
+"""A Databricks workspace API fake on 127.0.0.1 for the real ``databricks-sdk`` WorkspaceClient (stdlib only).
+
+Serves what a deploy of an agent touches: the host-metadata probe (``/.well-known/databricks-config``),
+model serving endpoints (create, get, update config, query one served entity), Unity Catalog model
+version search (MLflow's UC REST path, with tags) and aliases. Updates take ``update_polls`` GETs to
+finish; a served entity whose version is in ``failing_versions`` makes its update fail; an update
+while another is in progress answers 409 RESOURCE_CONFLICT, and ``conflicts`` more are injected on
+demand. A bearer token other than ``token`` answers 401.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+
+def echo_agent(entity: str, body: dict[str, Any]) -> tuple[int, Any]:
+    text = json.dumps(body.get("input") or body.get("messages"))
+    return 200, {"object": "response", "output": [{"type": "message", "role": "assistant", "id": "m1",
+                                                   "content": [{"type": "output_text", "text": f"{entity}: {text}"}]}]}
+
+
+@dataclass
+class FakeDatabricks:
+    token: str = "dapi-test-token"
+    update_polls: int = 2
+    failing_versions: set[str] = field(default_factory=set)
+    conflicts: int = 0  # 409s to answer on the next config updates, whatever the state
+    answer: Callable[[str, dict[str, Any]], tuple[int, Any]] = echo_agent
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    model_versions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # UC name -> versions
+    aliases: dict[str, dict[str, str]] = field(default_factory=dict)
+    requests: list[tuple[str, str, Any]] = field(default_factory=list)
+    _pending: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # name -> (polls left, config)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> FakeDatabricks:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+            def do_GET(self) -> None:
+                fake.handle(self, "GET")
+
+            def do_POST(self) -> None:
+                fake.handle(self, "POST")
+
+            def do_PUT(self) -> None:
+                fake.handle(self, "PUT")
+
+            def do_DELETE(self) -> None:
+                fake.handle(self, "DELETE")
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def add_version(self, name: str, version: str, content_hash: str) -> None:
+        self.model_versions.setdefault(name, []).append(
+            {"name": name, "version": version, "status": "READY",
+             "tags": [{"key": "llmops.content_hash", "value": content_hash}]})
+
+    # -- one request ------------------------------------------------------------------------------------
+    @staticmethod
+    def _send(handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    @staticmethod
+    def _error(code: str, message: str) -> dict[str, Any]:
+        return {"error_code": code, "message": message}
+
+    def handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        url = urlsplit(handler.path)
+        path, query = url.path, parse_qs(url.query)
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = json.loads(handler.rfile.read(length) or b"{}") if length else {}
+        with self._lock:
+            self.requests.append((method, path, body))
+        if path == "/.well-known/databricks-config":
+            return self._send(handler, 200, {"oidc_endpoint": f"{self.url}/oidc", "workspace_id": "1234"})
+        if handler.headers.get("Authorization") != f"Bearer {self.token}":
+            return self._send(handler, 401, self._error("UNAUTHENTICATED", "Invalid access token."))
+        with self._lock:
+            status, payload = self._route(method, path, query, body)
+        self._send(handler, status, payload)
+
+    def _route(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+        parts = [unquote(p) for p in path.strip("/").split("/")]
+        if parts[:3] == ["api", "2.0", "serving-endpoints"]:
+            return self._serving(method, parts[3:], body)
+        if parts[:1] == ["serving-endpoints"] and len(parts) == 5 and parts[2] == "served-models":
+            endpoint = self.endpoints.get(parts[1])
+            names = [e["name"] for e in (endpoint or {}).get("config", {}).get("served_entities", [])]
+            if endpoint is None or parts[3] not in names:
+                return 404, self._error("RESOURCE_DOES_NOT_EXIST", f"served model {parts[3]} not found")
+            return self.answer(parts[3], body)
+        if path == "/api/2.0/mlflow/unity-catalog/model-versions/search":
+            name = (query.get("filter") or [""])[0].split("=", 1)[-1].strip().strip("'\"")
+            return 200, {"model_versions": copy.deepcopy(self.model_versions.get(name, []))}
+        if parts[:4] == ["api", "2.1", "unity-catalog", "models"] and len(parts) == 7 and parts[5] == "aliases":
+            self.aliases.setdefault(parts[4], {})[parts[6]] = str(body.get("version_num"))
+            return 200, {"alias_name": parts[6], "version_num": body.get("version_num")}
+        return 404, self._error("ENDPOINT_NOT_FOUND", f"no API at {method} {path}")
+
+    def _serving(self, method: str, rest: list[str], body: Any) -> tuple[int, Any]:
+        if method == "POST" and not rest:
+            name = body["name"]
+            if name in self.endpoints:
+                return 400, self._error("RESOURCE_ALREADY_EXISTS", f"endpoint {name} exists")
+            self.endpoints[name] = {"name": name, "id": f"id-{name}", "config": {"served_entities": [],
+                                                                                 "traffic_config": {"routes": []}},
+                                    "state": {"ready": "NOT_READY", "config_update": "IN_PROGRESS"}}
+            self._start_update(name, body.get("config") or {})
+            return 200, self._view(name)
+        if not rest or rest[0] not in self.endpoints:
+            return 404, self._error("RESOURCE_DOES_NOT_EXIST", f"Endpoint with name '{rest[0] if rest else ''}' "
+                                                                "does not exist.")
+        name = rest[0]
+        if method == "GET" and len(rest) == 1:
+            self._tick(name)
+            return 200, self._view(name)
+        if method == "PUT" and rest[1:] == ["config"]:
+            if self.conflicts > 0 or name in self._pending:
+                self.conflicts = max(0, self.conflicts - 1)
+                return 409, self._error("RESOURCE_CONFLICT", f"Endpoint {name} is currently being updated.")
+            self._start_update(name, body)
+            return 200, self._view(name)
+        if method == "DELETE" and len(rest) == 1:
+            del self.endpoints[name]
+            return 200, {}
+        return 404, self._error("ENDPOINT_NOT_FOUND", f"no API at {method} {'/'.join(rest)}")
+
+    def _start_update(self, name: str, config: dict[str, Any]) -> None:
+        config = {"served_entities": copy.deepcopy(config.get("served_entities") or []),
+                  "traffic_config": copy.deepcopy(config.get("traffic_config") or {"routes": []})}
+        self._pending[name] = (self.update_polls, config)
+        self.endpoints[name]["state"]["config_update"] = "IN_PROGRESS"
+        self.endpoints[name]["pending_config"] = config
+
+    def _tick(self, name: str) -> None:
+        if name not in self._pending:
+            return
+        left, config = self._pending[name]
+        if left > 0:
+            self._pending[name] = (left - 1, config)
+            return
+        del self._pending[name]
+        endpoint = self.endpoints[name]
+        endpoint.pop("pending_config", None)
+        if any(str(e.get("entity_version")) in self.failing_versions for e in config["served_entities"]):
+            endpoint["state"]["config_update"] = "UPDATE_FAILED"
+            return
+        for entity in config["served_entities"]:
+            entity["state"] = {"deployment": "DEPLOYMENT_READY"}
+        endpoint["config"] = config
+        endpoint["state"] = {"ready": "READY", "config_update": "NOT_UPDATING"}
+
+    def _view(self, name: str) -> dict[str, Any]:
+        return copy.deepcopy(self.endpoints[name])
+
+    def routes(self, name: str) -> dict[str, int]:
+        return {r.get("served_entity_name") or r.get("served_model_name"): r["traffic_percentage"]
+                for r in self.endpoints[name]["config"]["traffic_config"]["routes"]}
