@@ -59,3 +59,24 @@ class EchoChat(ChatAgent):
 
 mlflow.models.set_model(EchoChat())
 '''
+
+DATABRICKS_AGENT = '''\
+import mlflow
+from databricks.sdk import WorkspaceClient
+from mlflow.pyfunc import ResponsesAgent
+from mlflow.types.responses import ResponsesAgentRequest, ResponsesAgentResponse
+
+LLM_ENDPOINT = "databricks-meta-llama-3-3-70b-instruct"
+
+
+class DatabricksAgent(ResponsesAgent):
+    def predict(self, request: ResponsesAgentRequest) -> ResponsesAgentResponse:
+        client = WorkspaceClient().serving_endpoints.get_open_ai_client()
+        messages = [{"role": i.model_dump()["role"], "content": i.model_dump()["content"]} for i in request.input]
+        reply = client.chat.completions.create(model=LLM_ENDPOINT, messages=messages)
+        return ResponsesAgentResponse(output=[self.create_text_output_item(reply.choices[0].message.content,
+                                                                           reply.id)])
+
+
+mlflow.models.set_model(DatabricksAgent())
+'''

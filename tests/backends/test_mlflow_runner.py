@@ -16,7 +16,7 @@ from llmops_ci.errors import UsageError
 from llmops_ci.llm_cache import CacheSettings
 from llmops_ci.progress import Progress
 from llmops_ci.runs import RunJob, RunOptions, TestJob
-from tests.backends.mlflow_agents import CHAT_AGENT, RESPONSES_AGENT
+from tests.backends.mlflow_agents import CHAT_AGENT, DATABRICKS_AGENT, RESPONSES_AGENT
 from tests.fake_openai import FakeOpenAI
 
 pytest.importorskip("mlflow", reason="needs the [mlflow] extra")
@@ -135,3 +135,22 @@ def test_log_load_predict_with_resources_in_the_sqlite_store(agent: Agent, fake:
     assert tracking_uri(tmp_path / "state").endswith("state/mlflow/mlflow.db")
     mlmodel = next((tmp_path / "state/mlflow/artifacts").rglob("MLmodel")).read_text()
     assert "serving_endpoint" in mlmodel and "support-llm" in mlmodel and "pip_requirements" not in mlmodel
+
+
+@pytest.mark.executor
+def test_databricks_client_through_the_proxy_records_and_replays(agent: Agent, fake: FakeOpenAI,
+                                                                  tmp_path: Path) -> None:
+    lines = [{"input": "hello databricks"}]
+    env = {"PATH": "/usr/bin:/bin", "DATABRICKS_HOST": fake.url, "DATABRICKS_TOKEN": "dapi-x",
+           "DATABRICKS_AUTH_TYPE": "pat"}
+    runner, _, data = agent(DATABRICKS_AGENT, lines=lines, environ=env)
+    cassette = CacheSettings("record", tmp_path / "cassettes/support.json")
+    recorded = runner.run(job(data, cache=cassette), progress())
+    assert recorded.lines[0].status == "Completed", recorded.lines[0].error
+    assert fake.requests[-1]["path"] == "/serving-endpoints/chat/completions"
+    assert fake.requests[-1]["body"]["model"] == "databricks-meta-llama-3-3-70b-instruct"
+    offline, _, _ = agent(DATABRICKS_AGENT, lines=lines, environ={"PATH": "/usr/bin:/bin",
+                                                                 "DATABRICKS_AUTH_TYPE": "pat"})
+    replayed = offline.run(job(data, cache=CacheSettings("replay", cassette.cassette)), progress())
+    assert replayed.lines[0].status == "Completed", replayed.lines[0].error
+    assert replayed.llm_cache["hits"] == 1 and len(fake.requests) == 1
