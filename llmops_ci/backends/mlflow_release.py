@@ -24,10 +24,18 @@ import requests
 import yaml
 
 from llmops_ci.backends.local import reap
-from llmops_ci.backends.mlflow_local import MlflowChild, data_example, mlflow_environment, model_config_path, snapshot
+from llmops_ci.backends.mlflow_local import (
+    MlflowChild,
+    data_example,
+    llm_routes,
+    mlflow_environment,
+    model_config_path,
+    snapshot,
+)
 from llmops_ci.config import FlowSpec, MlflowAgentSpec
 from llmops_ci.errors import CheckFailed, UsageError
 from llmops_ci.kinds.mlflow_agent import resources_for_mlflow
+from llmops_ci.llm_cache import CacheSettings
 from llmops_ci.release import DeployPlan, DeployResult, ModelSpec, SmokeResult, SmokeTest, other_slot
 from llmops_ci.runs import ProviderConnection
 from llmops_ci.state import write_json_atomic
@@ -87,12 +95,16 @@ class MlflowRelease:
 
     name = "local"
 
-    def __init__(self, state_dir: Path, flows: Mapping[str, FlowSpec], environ: Mapping[str, str]) -> None:
+    def __init__(self, state_dir: Path, flows: Mapping[str, FlowSpec], environ: Mapping[str, str],
+                 caches: Mapping[str, CacheSettings] | None = None) -> None:
+        """``caches``: per flow, the LLM cassette that logging (it predicts once) and smoke tests go through."""
         self.state_dir, self.flows, self.environ = state_dir.absolute(), dict(flows), dict(environ)
+        self.caches = dict(caches or {})
         self.child = MlflowChild(self.state_dir, self.environ)
 
-    def _call(self, action: str, request: dict[str, Any], name: str) -> dict[str, Any]:
-        outcome = self.child.call(action, request, name=name)
+    def _call(self, action: str, request: dict[str, Any], name: str, env: Mapping[str, str] | None = None
+              ) -> dict[str, Any]:
+        outcome = self.child.call(action, request, name=name, extra_env=env)
         if outcome.get("status") != "Completed":
             raise CheckFailed(f"MLflow {action} failed: {outcome.get('error')}")
         return outcome
@@ -102,7 +114,8 @@ class MlflowRelease:
         work = self.child.root / "work" / f"register-{spec.flow}-{spec.version}"
         try:
             code = snapshot(agent, flow.path, work)
-            out = self._call("log", log_request(flow, agent, spec, code), f"register-{spec.flow}")
+            with llm_routes(self.caches.get(spec.flow), self.environ) as (routes, _):
+                out = self._call("log", log_request(flow, agent, spec, code), f"register-{spec.flow}", routes)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         log.info("%s: version %s (content %s) %s, alias %s", spec.name, out["version"], spec.version,
@@ -118,6 +131,12 @@ class MlflowRelease:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"serving": None, "slots": {}}
 
     def deploy(self, plan: DeployPlan, connections: tuple[ProviderConnection, ...], keep: bool) -> DeployResult:
+        # a server kept running (--keep) outlives the proxy, so it calls the real endpoints
+        cache = None if keep else self.caches.get(plan.model.flow)
+        with llm_routes(cache, self.environ) as (routes, _):
+            return self._deploy(plan, keep, routes)
+
+    def _deploy(self, plan: DeployPlan, keep: bool, routes: dict[str, str]) -> DeployResult:
         model = plan.model
         version = self.find_version(model)
         if version is None:
@@ -130,7 +149,7 @@ class MlflowRelease:
         url = f"http://127.0.0.1:{port}"
         uri = f"models:/{model.name}/{version}"
         log.info("%s: serving %s in slot %s (%s)", plan.endpoint, uri, slot, url)
-        proc = self._serve(uri, port, plan.environment_variables, f"{plan.endpoint}-{slot}")
+        proc = self._serve(uri, port, {**plan.environment_variables, **routes}, f"{plan.endpoint}-{slot}")
         result = DeployResult(plan.endpoint, slot, previous, "rolled_back", {previous: 100} if previous else {},
                               url=url)
         try:

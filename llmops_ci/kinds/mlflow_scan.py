@@ -32,6 +32,7 @@ CALLS: dict[str, list[tuple[str, tuple[str, ...], int | None]]] = {
     "VectorSearchRetrieverTool": [("vector_search_index", ("index_name",), None)],
     "DatabricksVectorSearch": [("vector_search_index", ("index_name",), 0)],
     "get_index": [("vector_search_index", ("index_name",), 1)],
+    "query_index": [("vector_search_index", ("index_name",), 0)],
     "UCFunctionToolkit": [("function", ("function_names",), None)],
     "execute_function": [("function", ("function_name",), 0)],
     "GenieAgent": [("genie_space", ("genie_space_id",), 0)],
@@ -174,6 +175,8 @@ class Scanner:
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 for t in targets:
                     if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self":
+                        if _is_none(node.value):
+                            continue  # `self.x = None` first, set for real later (lazy start-up)
                         table[t.attr] = None if t.attr in table else (node.value, scope)
 
     # -- following expressions ------------------------------------------------------------------------------
@@ -190,7 +193,27 @@ class Scanner:
             entry = self.attrs.get(scope.cls, {}).get(node.attr)
             if entry is not None:
                 return self.origin(entry[0], entry[1], depth + 1)
+        if isinstance(node, ast.Call):
+            returned = self._returns(node, scope)
+            if returned is not None:
+                return self.origin(returned[0], returned[1], depth + 1)
         return node, scope
+
+    def _returns(self, call: ast.Call, scope: _Scope) -> tuple[ast.expr, _Scope] | None:
+        """What a call to one of this file's functions or ``self`` methods returns, when it returns one thing."""
+        fn: ast.FunctionDef | ast.AsyncFunctionDef | None = None
+        func = call.func
+        if isinstance(func, ast.Name):
+            fn = self.functions.get(func.id)
+        elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self" \
+                and scope.cls in self.classes:
+            fn = next((m for m in self.classes[scope.cls].body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))
+                       and m.name == func.attr), None)
+        if fn is None or id(fn) not in self.scopes:
+            return None
+        values = [r.value for r in ast.walk(fn) if isinstance(r, ast.Return) and r.value is not None
+                  and not _is_none(r.value)]
+        return (values[0], self.scopes[id(fn)]) if len(values) == 1 else None
 
     def _lookup(self, name: str, scope: _Scope) -> tuple[ast.expr, _Scope] | None:
         if scope is not self.module:
@@ -370,6 +393,10 @@ class Scanner:
         literal = "".join(p.value for p in ast.walk(expr) if isinstance(p, ast.Constant) and isinstance(p.value, str))
         return bool(_DATABRICKS_URL.search(literal)) or "DATABRICKS_HOST" in {_env_name(n) for n in ast.walk(expr)
                                                                                if isinstance(n, ast.expr)}
+
+
+def _is_none(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and node.value is None
 
 
 def _env_name(node: ast.AST) -> str | None:

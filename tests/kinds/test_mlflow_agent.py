@@ -520,3 +520,33 @@ print(json.dumps({{"findings": [f.rule for f in info.findings], "heavy": heavy}}
                          cwd=Path(__file__).parents[2])
     result = json.loads(out.stdout)
     assert result == {"findings": ["agent-requirements-missing"], "heavy": []}
+
+
+def test_lazy_client_behind_a_method_and_vector_search_rest(inspect: Inspect) -> None:
+    code = """
+        import mlflow
+        from mlflow.pyfunc import ResponsesAgent
+        from databricks.sdk import WorkspaceClient
+        INDEX = "main.docs.docs_index"
+
+        class Agent(ResponsesAgent):
+            def __init__(self):
+                self._client = None
+                self.w = WorkspaceClient()
+
+            def client(self):
+                if self._client is None:
+                    self._client = self.w.serving_endpoints.get_open_ai_client()
+                return self._client
+
+            def predict(self, request):
+                hits = self.w.vector_search_indexes.query_index(index_name=INDEX, columns=["text"], query_text="q")
+                return self.client().chat.completions.create(model="llm", messages=[])
+
+        mlflow.models.set_model(Agent())
+        """
+    _, findings = inspect(code, {"serving_endpoint": ["llm"], "vector_search_index": ["main.docs.docs_index"]},
+                          raw=True)
+    assert rules(findings) == []
+    _, findings = inspect(code, {"serving_endpoint": ["llm"]}, raw=True)
+    assert "'main.docs.docs_index'" in only(findings, "resource-undeclared").message

@@ -1,0 +1,46 @@
+"""The support-agent example: lint is clean and its batch run replays offline from the shipped cassette."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from llmops_ci.config import read_config
+from llmops_ci.kinds.mlflow_agent import inspect_agent
+from llmops_ci.llm_cache import CacheSettings
+from llmops_ci.progress import Progress
+from llmops_ci.runs import RunJob, RunOptions
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "support-agent"
+
+
+def test_example_config_and_agent_lint_clean() -> None:
+    config, problems = read_config(EXAMPLE / "llmops.yaml", {})
+    assert config is not None and problems == []
+    flow = config.flows["support"]
+    assert flow.mlflow_agent is not None
+    info = inspect_agent(flow.path, flow.mlflow_agent, flow.mlflow_agent.origin)
+    assert info.findings == []
+    assert "input" in info.inputs and "output" in info.outputs
+
+
+@pytest.mark.executor
+def test_example_batch_run_replays_offline(tmp_path: Path) -> None:
+    pytest.importorskip("mlflow", reason="needs the [mlflow] extra")
+    from llmops_ci.backends.mlflow_local import MlflowAgentRunner
+
+    config, _ = read_config(EXAMPLE / "llmops.yaml", {})
+    assert config is not None
+    flow = config.flows["support"]
+    assert flow.mlflow_agent is not None and flow.data is not None
+    runner = MlflowAgentRunner(tmp_path, {"support": flow.mlflow_agent}, {"support": flow.path},
+                               {"PATH": "/usr/bin:/bin", "DATABRICKS_AUTH_TYPE": "pat"})
+    job = RunJob("support", "support_replay", flow.path, flow.data, {}, None, {}, {}, (), RunOptions(workers=2),
+                 cache=CacheSettings("replay", config.cassettes / "support.json"))
+    record = runner.run(job, Progress("support", 4, io.StringIO(), live=False))
+    assert [line.status for line in record.lines] == ["Completed"] * 4, [line.error for line in record.lines]
+    assert record.llm_cache == {"mode": "replay", "hits": 4, "misses": 0, "recorded": 0, "tokens_saved": 245}
+    assert "refund within one business day" in str(record.lines[1].outputs)
+    assert record.tokens["total"] == 245
