@@ -25,7 +25,7 @@ import yaml
 
 from llmops_ci.backends.mlflow_local import MlflowChild, snapshot
 from llmops_ci.backends.mlflow_release import CHALLENGER, CHAMPION, agent_of, dry_run_model, log_request
-from llmops_ci.config import FlowSpec
+from llmops_ci.config import Config, FlowSpec
 from llmops_ci.errors import ServiceError, UsageError
 from llmops_ci.release import DeployPlan, DeployResult, ModelSpec, SmokeResult, SmokeTest
 from llmops_ci.runs import ProviderConnection
@@ -83,6 +83,10 @@ class DatabricksRelease:
         self._factory = client or self._default_client
         self._client: Any = None
         self.poll_s, self.ready_timeout_s, self.conflict_retries = poll_s, ready_timeout_s, conflict_retries
+
+    @classmethod
+    def for_config(cls, state_dir: Path, config: Config, environ: Mapping[str, str]) -> DatabricksRelease:
+        return cls(state_dir, config.flows, environ, config.databricks.host if config.databricks else None)
 
     def _default_client(self) -> Any:
         from databricks.sdk import WorkspaceClient

@@ -22,7 +22,7 @@ from typing import Any
 
 from llmops_ci.backends.artifacts import LineResult
 from llmops_ci.backends.local import reap
-from llmops_ci.config import MlflowAgentSpec
+from llmops_ci.config import Config, MlflowAgentSpec
 from llmops_ci.errors import CheckFailed, UsageError
 from llmops_ci.kinds.mlflow_agent import MLMODEL_SKIP
 from llmops_ci.llm_cache import CacheSettings, LlmProxy
@@ -147,6 +147,12 @@ class MlflowAgentRunner:
         self.specs, self.folders = dict(specs), dict(folders)
         self.environ = dict(os.environ if environ is None else environ)
         self.child = MlflowChild(self.state_dir, self.environ)
+
+    @classmethod
+    def for_config(cls, state_dir: Path, config: Config, environ: Mapping[str, str]) -> MlflowAgentRunner:
+        agents = {n: f for n, f in config.flows.items() if f.mlflow_agent is not None}
+        return cls(state_dir, {n: f.mlflow_agent for n, f in agents.items() if f.mlflow_agent is not None},
+                   {n: f.path for n, f in agents.items()}, environ)
 
     def _spec(self, label: str, path: Path) -> tuple[MlflowAgentSpec, Path]:
         flow = label.partition("/")[0]

@@ -32,12 +32,12 @@ from llmops_ci.backends.mlflow_local import (
     model_config_path,
     snapshot,
 )
-from llmops_ci.config import FlowSpec, MlflowAgentSpec
+from llmops_ci.config import Config, FlowSpec, MlflowAgentSpec
 from llmops_ci.errors import CheckFailed, UsageError
 from llmops_ci.kinds.mlflow_agent import resources_for_mlflow
 from llmops_ci.llm_cache import CacheSettings
 from llmops_ci.release import DeployPlan, DeployResult, ModelSpec, SmokeResult, SmokeTest, other_slot
-from llmops_ci.runs import ProviderConnection
+from llmops_ci.runs import ProviderConnection, cache_settings
 from llmops_ci.state import write_json_atomic
 
 log = logging.getLogger("llmops_ci.mlflow_release")
@@ -101,6 +101,13 @@ class MlflowRelease:
         self.state_dir, self.flows, self.environ = state_dir.absolute(), dict(flows), dict(environ)
         self.caches = dict(caches or {})
         self.child = MlflowChild(self.state_dir, self.environ)
+
+    @classmethod
+    def for_config(cls, state_dir: Path, config: Config, environ: Mapping[str, str],
+                   llm_cache: str | None = None) -> MlflowRelease:
+        """``llm_cache``: --llm-cache (overrides llm_cache.mode in llmops.yaml)."""
+        caches = {name: c for name in config.flows if (c := cache_settings(config, name, llm_cache)) is not None}
+        return cls(state_dir, config.flows, environ, caches)
 
     def _call(self, action: str, request: dict[str, Any], name: str, env: Mapping[str, str] | None = None
               ) -> dict[str, Any]:

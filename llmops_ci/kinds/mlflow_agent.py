@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.config import AGENT_RESOURCE_TYPES, AgentResource, MlflowAgentSpec, Origin
+from llmops_ci.config import AGENT_RESOURCE_TYPES, AgentResource, FlowSpec, MlflowAgentSpec, Origin
 from llmops_ci.errors import ConfigError, UsageError
 from llmops_ci.kinds import FlowInfo, FlowInput
 from llmops_ci.kinds.mlflow_scan import AgentCode, Use, scan
@@ -339,6 +339,13 @@ class MlflowAgentKind:
 
     def rules(self) -> dict[str, tuple[str, str]]:
         return {rid: (RULES[rid].severity, RULES[rid].summary) for rid in AGENT_RULES}
+
+
+def inspect_flow(flow: FlowSpec) -> FlowInfo | None:
+    """The FlowInfo of a flow entry with an ``mlflow_agent:`` block (None for other flows)."""
+    if flow.mlflow_agent is None:
+        return None
+    return inspect_agent(flow.path, flow.mlflow_agent, flow.mlflow_agent.origin)
 
 
 def resources_for_mlflow(spec: MlflowAgentSpec) -> list[tuple[str, str, str, bool]]:

@@ -44,3 +44,15 @@ def test_example_batch_run_replays_offline(tmp_path: Path) -> None:
     assert record.llm_cache == {"mode": "replay", "hits": 4, "misses": 0, "recorded": 0, "tokens_saved": 245}
     assert "refund within one business day" in str(record.lines[1].outputs)
     assert record.tokens["total"] == 245
+
+
+def test_factories_read_the_config(tmp_path: Path) -> None:
+    from llmops_ci.backends.databricks import DatabricksRelease
+    from llmops_ci.kinds.mlflow_agent import inspect_flow
+
+    config, _ = read_config(EXAMPLE / "llmops.yaml", {})
+    assert config is not None
+    info = inspect_flow(config.flows["support"])
+    assert info is not None and info.kind == "mlflow_agent" and info.definition.name == "agent.py"
+    release = DatabricksRelease.for_config(tmp_path, config, {"DATABRICKS_HOST": "https://adb-1.azuredatabricks.net"})
+    assert release.host == "https://adb-1.azuredatabricks.net" and release._client is None  # nothing connected
