@@ -170,7 +170,8 @@ class MlflowAgentRunner:
         lines_file = work.parent / f"{job.name}.lines.jsonl"
         lines_file.unlink(missing_ok=True)
         request = {"code": str(code), "interface": spec.interface, "data": str(job.data.absolute()),
-                   "workers": job.options.workers, "lines": str(lines_file), "column_mapping": job.column_mapping,
+                   "workers": job.options.workers, "line_timeout": job.options.line_timeout, "lines": str(lines_file),
+                   "column_mapping": job.column_mapping,
                    "model_config": model_config_path(code)}
 
         def tick() -> None:

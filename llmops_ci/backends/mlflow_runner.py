@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +73,20 @@ def _wrapper(req: dict[str, Any]) -> Any:
 def _batch(req: dict[str, Any]) -> dict[str, Any]:
     model = _wrapper(req)
     lines = [json.loads(raw) for raw in Path(req["data"]).read_text(encoding="utf-8").splitlines() if raw.strip()]
+    workers, timeout = max(1, int(req.get("workers") or 1)), float(req.get("line_timeout") or 300)
     lock = threading.Lock()
     progress = Path(req["lines"])
+    records: list[dict[str, Any] | None] = [None] * len(lines)
 
-    def one(index: int, line: dict[str, Any]) -> dict[str, Any]:
-        request = as_request(line, req["interface"], req.get("column_mapping"))
+    def finish(index: int, record: dict[str, Any]) -> None:
+        with lock:
+            if records[index] is not None:  # timed out already; a late answer is dropped
+                return
+            records[index] = record
+            with progress.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record, default=str) + "\n")
+
+    def one(index: int, request: dict[str, Any]) -> None:
         started = time.monotonic()
         record: dict[str, Any] = {"line": index, "inputs": request}
         try:
@@ -90,12 +98,28 @@ def _batch(req: dict[str, Any]) -> dict[str, Any]:
             record.update(status="Failed", outputs=None, error=f"{type(exc).__name__}: {exc}",
                           error_code=type(cause).__name__, tokens={})
         record["duration_s"] = round(time.monotonic() - started, 3)
-        with lock, progress.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, default=str) + "\n")
-        return record
+        finish(index, record)
 
-    with ThreadPoolExecutor(max_workers=max(1, int(req.get("workers") or 1))) as pool:
-        records = list(pool.map(lambda pair: one(*pair), enumerate(lines)))
+    # a thread per line, at most `workers` at once; a line past its timeout fails and its thread is
+    # abandoned (os._exit ends it), so one hung call cannot hold a worker for the rest of the run
+    queue = [(i, as_request(line, req["interface"], req.get("column_mapping"))) for i, line in enumerate(lines)]
+    queue.reverse()
+    running: dict[int, tuple[threading.Thread, float, dict[str, Any]]] = {}
+    while queue or running:
+        while queue and len(running) < workers:
+            index, request = queue.pop()
+            thread = threading.Thread(target=one, args=(index, request), daemon=True)
+            running[index] = (thread, time.monotonic(), request)
+            thread.start()
+        time.sleep(0.02)
+        for index, (thread, started, request) in list(running.items()):
+            if not thread.is_alive():
+                del running[index]
+            elif time.monotonic() - started > timeout:
+                del running[index]
+                finish(index, {"line": index, "inputs": request, "status": "Failed", "outputs": None, "tokens": {},
+                               "error": f"TimeoutError: the line took more than {timeout:.0f} s (--line-timeout)",
+                               "error_code": "TimeoutError", "duration_s": round(time.monotonic() - started, 3)})
     return {"status": "Completed", "lines": records}
 
 

@@ -154,3 +154,16 @@ def test_databricks_client_through_the_proxy_records_and_replays(agent: Agent, f
     replayed = offline.run(job(data, cache=CacheSettings("replay", cassette.cassette)), progress())
     assert replayed.lines[0].status == "Completed", replayed.lines[0].error
     assert replayed.llm_cache["hits"] == 1 and len(fake.requests) == 1
+
+
+@pytest.mark.executor
+def test_a_hung_line_times_out_and_the_rest_go_on(agent: Agent, fake: FakeOpenAI) -> None:
+    fake.slow_seconds = 120  # "SLOW" in a prompt hangs far past the line timeout
+    lines = [{"input": "SLOW please"}, {"input": "one"}, {"input": "two"}]
+    runner, _, data = agent(lines=lines)
+    slow_job = RunJob(label="support", name="support_slow", flow=data.parent, data=data, column_mapping={},
+                      variant=None, connections={}, environment_variables={}, provider_connections=(),
+                      options=RunOptions(workers=1, line_timeout=8))
+    record = runner.run(slow_job, progress())
+    assert [line.status for line in record.lines] == ["Failed", "Completed", "Completed"]
+    assert record.lines[0].error_code == "TimeoutError" and "--line-timeout" in (record.lines[0].error or "")
