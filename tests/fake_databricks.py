@@ -130,6 +130,9 @@ class FakeDatabricks:
         return 404, self._error("ENDPOINT_NOT_FOUND", f"no API at {method} {path}")
 
     def _serving(self, method: str, rest: list[str], body: Any) -> tuple[int, Any]:
+        invalid = self._invalid(body.get("config", body) if isinstance(body, dict) else {})
+        if method in ("POST", "PUT") and invalid:
+            return 400, self._error("INVALID_PARAMETER_VALUE", invalid)
         if method == "POST" and not rest:
             name = body["name"]
             if name in self.endpoints:
@@ -156,6 +159,13 @@ class FakeDatabricks:
             del self.endpoints[name]
             return 200, {}
         return 404, self._error("ENDPOINT_NOT_FOUND", f"no API at {method} {'/'.join(rest)}")
+
+    @staticmethod
+    def _invalid(config: dict[str, Any]) -> str | None:
+        for entity in config.get("served_entities") or []:
+            if entity.get("workload_size") not in (None, "Small", "Medium", "Large"):
+                return f"Invalid workload size {entity.get('workload_size')}; use Small, Medium or Large"
+        return None
 
     def _start_update(self, name: str, config: dict[str, Any]) -> None:
         config = {"served_entities": copy.deepcopy(config.get("served_entities") or []),

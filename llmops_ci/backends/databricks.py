@@ -234,8 +234,9 @@ class DatabricksRelease:
 
         started = time.monotonic()
         try:
-            body: Any = self._api(lambda: self.client.api_client.do(
-                "POST", f"/serving-endpoints/{endpoint}/served-models/{entity}/invocations", body=test.request))
+            # not through _api: an error answer is this smoke test's result, not the deploy's
+            body: Any = self.client.api_client.do(
+                "POST", f"/serving-endpoints/{endpoint}/served-models/{entity}/invocations", body=test.request)
             status = 200
         except DatabricksError as exc:
             status, body = _status(exc), str(exc)
@@ -245,13 +246,27 @@ class DatabricksRelease:
     def _api(self, call: Callable[[], T]) -> T:
         """One SDK call; rejected credentials are bad input (exit 2), an unreachable workspace a service failure."""
         import requests
-        from databricks.sdk.errors import PermissionDenied, Unauthenticated
+        from databricks.sdk.errors import (
+            BadRequest,
+            DatabricksError,
+            NotFound,
+            PermissionDenied,
+            ResourceConflict,
+            Unauthenticated,
+        )
 
         try:
             return call()
+        except (NotFound, ResourceConflict):
+            raise  # the callers decide
         except (Unauthenticated, PermissionDenied) as exc:
             raise UsageError(f"Databricks at {self.host or 'the configured host'} refused the credentials "
                              f"({type(exc).__name__}: {exc}); {AUTH_HINT}") from None
+        except BadRequest as exc:  # InvalidParameterValue among them: what we sent came from llmops.yaml
+            raise UsageError(f"Databricks rejected the request: {exc}; check the flow's deploy: settings "
+                             "(instance_type is the workload size: Small, Medium or Large)") from None
+        except DatabricksError as exc:
+            raise ServiceError(f"Databricks failed: {type(exc).__name__}: {exc}") from None
         except (requests.ConnectionError, requests.Timeout, TimeoutError) as exc:
             raise ServiceError(f"Databricks at {self.host} is not reachable: {exc}") from None
 

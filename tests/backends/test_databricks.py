@@ -148,3 +148,10 @@ def test_dry_run_prints_the_configs_without_credentials(tmp_path: Path) -> None:
                                                  "traffic_percentage": 90}]
     assert body["served_entities"][0]["entity_name"] == NAME
     assert doc["if_new"]["POST /api/2.0/serving-endpoints"]["name"] == "support-agent"
+
+
+def test_rejected_config_is_bad_input(fake: FakeDatabricks, tmp_path: Path) -> None:
+    bad = plan("hash1")
+    bad = DeployPlan(bad.model, bad.endpoint, "Huge", 1, bad.traffic, bad.smoke_tests)
+    with pytest.raises(UsageError, match="Invalid workload size Huge"):
+        release(fake, tmp_path).deploy(bad, (), keep=False)
