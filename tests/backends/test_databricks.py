@@ -155,3 +155,20 @@ def test_rejected_config_is_bad_input(fake: FakeDatabricks, tmp_path: Path) -> N
     bad = DeployPlan(bad.model, bad.endpoint, "Huge", 1, bad.traffic, bad.smoke_tests)
     with pytest.raises(UsageError, match="Invalid workload size Huge"):
         release(fake, tmp_path).deploy(bad, (), keep=False)
+
+
+def test_register_needs_a_unity_catalog_name(tmp_path: Path) -> None:
+    from llmops_ci.config import read_config
+
+    (tmp_path / "agent").mkdir()
+    (tmp_path / "agent/agent.py").write_text("X = 1\n")
+    (tmp_path / "llmops.yaml").write_text(
+        "version: 1\nflows:\n  support:\n    path: agent\n    mlflow_agent: {code: agent.py, interface: responses}\n"
+        "    register: {name: support}\n")
+    config, _ = read_config(tmp_path / "llmops.yaml", {})
+    assert config is not None
+    rel = DatabricksRelease.for_config(tmp_path / "state", config, {})
+    spec = ModelSpec(name="support", version="h", flow="support", path=tmp_path / "agent", description=None,
+                     tags={}, resources=())
+    with pytest.raises(UsageError, match="catalog.schema.model"):
+        rel.register(spec)

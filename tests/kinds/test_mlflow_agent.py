@@ -550,3 +550,18 @@ def test_lazy_client_behind_a_method_and_vector_search_rest(inspect: Inspect) ->
     assert rules(findings) == []
     _, findings = inspect(code, {"serving_endpoint": ["llm"]}, raw=True)
     assert "'main.docs.docs_index'" in only(findings, "resource-undeclared").message
+
+
+def test_config_block_shape(tmp_path: Path) -> None:
+    (tmp_path / "llmops.yaml").write_text(
+        "version: 1\nflows:\n  a:\n    path: a\n    variant: ${x.y}\n"
+        "    mlflow_agent:\n      code: agent.py\n      interface: agents\n"
+        "      resources: {serving_endpoints: [x], table: [{name: main.a.b, obo: true}]}\n")
+    config, problems = read_config(tmp_path / "llmops.yaml", None)
+    messages = [(p.line, p.message) for p in problems]
+    assert any("'interface' is 'agents'; it must be one of: responses, chat" in m for _, m in messages), messages
+    assert any("unknown key 'serving_endpoints'" in m and "did you mean 'serving_endpoint'" in m
+               for _, m in messages), messages
+    assert any("either 'variant' or 'mlflow_agent'" in m for _, m in messages), messages
+    assert any(line == 9 and "a name, or {name: ..., on_behalf_of_user: true}" in m for line, m in messages)
+    assert config is not None and config.flows["a"].mlflow_agent is None  # not built from a broken block
