@@ -170,5 +170,5 @@ def test_register_needs_a_unity_catalog_name(tmp_path: Path) -> None:
     rel = DatabricksRelease.for_config(tmp_path / "state", config, {})
     spec = ModelSpec(name="support", version="h", flow="support", path=tmp_path / "agent", description=None,
                      tags={}, resources=())
-    with pytest.raises(UsageError, match="catalog.schema.model"):
+    with pytest.raises(UsageError, match=r"catalog\.schema\.model"):
         rel.register(spec)
