@@ -56,6 +56,9 @@ FORMATS: dict[str, tuple[re.Pattern[str], str]] = {
     "sql_warehouse": (re.compile(r"[0-9a-f]{16}"), "a warehouse id: 16 hex digits"),
     "uc_connection": (re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*"), "letters, digits, '-' and '_'"),
 }
+SECRET_VALUES = [("a Databricks personal access token", re.compile(r"\bdapi[0-9a-f]{32}(?:-\d+)?\b")),
+                 ("an OpenAI-style key", re.compile(r"\bsk-(?:proj-|svcacct-)?[A-Za-z0-9_\-]{20,}"))]
+SECRET_NAME = re.compile(r"(?:^|_)(?:api_?key|token|secret|password|client_secret)$", re.IGNORECASE)
 UC_TYPES = ("vector_search_index", "function", "table", "uc_connection")
 # import name -> distribution, where they differ
 DISTRIBUTIONS = {"databricks_langchain": "databricks-langchain", "databricks_openai": "databricks-openai",
@@ -133,12 +136,36 @@ def inspect_agent(folder: Path, spec: MlflowAgentSpec, config_origin: Origin | N
         info.loaded = False
         return info
     code = scan(tree, spec.code.parent)
+    out.extend(secret_findings(tree, shown))
     _check_model(code, spec, shown, out)
     _check_requirements(code, spec, folder, shown, config)
     _check_resources(code, spec, shown, out, config)
     for path in [mlmodel] if mlmodel is not None else _mlmodels(folder):
         out.extend(mlmodel_findings(path, spec))
     return info
+
+
+def secret_findings(tree: ast.Module, shown: str) -> list[Finding]:
+    """Literal credentials in the agent's code (a served model's code is readable by whoever can load it)."""
+    out = []
+    for node in ast.walk(tree):
+        targets: list[tuple[str, ast.expr]] = []
+        if isinstance(node, ast.keyword) and node.arg:
+            targets.append((node.arg, node.value))
+        elif isinstance(node, ast.Assign):
+            targets += [(t.id, node.value) for t in node.targets if isinstance(t, ast.Name)]
+        for name, value in targets:
+            if not (isinstance(value, ast.Constant) and isinstance(value.value, str)):
+                continue
+            text = value.value
+            what = next((w for w, pattern in SECRET_VALUES if pattern.search(text)), None)
+            if what is None and SECRET_NAME.search(name) and len(text) >= 16 and " " not in text:
+                what = "a literal credential"
+            if what:
+                out.append(finding("secret-literal", shown, value.lineno, value.col_offset + 1,
+                                   f"'{name}' holds {what}; never commit credentials: remove it, rotate it, and read "
+                                   "it from the environment (serving injects Databricks credentials itself)"))
+    return out
 
 
 def _check_model(code: AgentCode, spec: MlflowAgentSpec, shown: str, out: list[Finding]) -> None:

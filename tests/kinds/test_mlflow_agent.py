@@ -565,3 +565,17 @@ def test_config_block_shape(tmp_path: Path) -> None:
     assert any("either 'variant' or 'mlflow_agent'" in m for _, m in messages), messages
     assert any(line == 9 and "a name, or {name: ..., on_behalf_of_user: true}" in m for line, m in messages)
     assert config is not None and config.flows["a"].mlflow_agent is None  # not built from a broken block
+
+
+def test_literal_credentials_in_the_code(inspect: Inspect) -> None:
+    token = "dapi" + "0123456789abcdef" * 2
+    _, findings = inspect(f"""
+        from openai import OpenAI
+        DATABRICKS_TOKEN = "{token}"
+        client = OpenAI(api_key="not-a-real-key-but-long-enough", base_url="http://x")
+        label = OpenAI(api_key=os.environ["OPENAI_API_KEY"], base_url="http://x")
+        """, {})
+    hits = [f for f in findings if f.rule == "secret-literal"]
+    assert [("Databricks personal access token" in f.message, f.severity) for f in hits] == [
+        (True, "error"), (False, "error")]
+    assert all(token not in f.message for f in hits)
