@@ -21,7 +21,8 @@ from typing import Any
 
 from llmops_ci.config import Config, FlowSpec
 from llmops_ci.errors import UsageError
-from llmops_ci.kinds import FlowInfo, kind_for
+from llmops_ci.kinds import FlowInfo
+from llmops_ci.project import Project
 from llmops_ci.schema import as_dict, as_list
 
 _IGNORED = ("__pycache__", ".promptflow", ".runs")
@@ -128,10 +129,9 @@ def content_hash(flow: FlowSpec, info: FlowInfo | None) -> str:
     """A short hash of everything that decides what the flow does (not when or where it was built)."""
     digest = hashlib.sha256()
     folders = [flow.path]
-    for doc in info.docs if info is not None else []:
-        for inc in as_list(as_dict(doc.data).get("additional_includes")):
-            if isinstance(inc, str):
-                folders.append((flow.path / inc).resolve())
+    for dep in info.dependencies if info is not None else []:
+        if dep.path not in folders and not dep.path.is_relative_to(flow.path.absolute()):
+            folders.append(dep.path.resolve())
     for folder in folders:
         for file in _files(folder) if folder.is_dir() else [folder] if folder.is_file() else []:
             digest.update(file.relative_to(folder if folder.is_dir() else folder.parent).as_posix().encode())
@@ -151,7 +151,8 @@ def git_commit(environ: Mapping[str, str], cwd: Path) -> str | None:
     return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
-def model_spec(config: Config, flow: FlowSpec, summary: dict[str, Any], environ: Mapping[str, str]) -> ModelSpec:
+def model_spec(project: Project, flow: FlowSpec, summary: dict[str, Any], environ: Mapping[str, str]) -> ModelSpec:
+    config = project.config
     entry = as_dict(as_dict(summary.get("flows")).get(flow.name))
     tags: dict[str, str] = {"llmops.flow": flow.name}
     commit = git_commit(environ, config.root)
@@ -174,30 +175,21 @@ def model_spec(config: Config, flow: FlowSpec, summary: dict[str, Any], environ:
     if flow.register and flow.register.tags:
         tags.update({str(k): str(v) for k, v in flow.register.tags.items()})
     resources: list[Resource] = []
-    chat: tuple[str | None, str | None, str | None] = (None, None, None)
-    kind = kind_for(flow.path)
-    info = kind.inspect(flow.path) if kind is not None else None
+    info = project.info(flow.path)
     if info is not None:
         for use in info.connections:
             override = flow.connections.get(use.node, {})
             deployment = override.get("deployment_name") or override.get("model")
             resources.append(Resource(use.node, override.get(use.field, use.connection),
                                       str(deployment) if deployment else None))
-        chat = _chat_io(info.docs[0].data if info.docs else {})
     name = (flow.register.name if flow.register and flow.register.name else None) or flow.name
     return ModelSpec(name=name, version=content_hash(flow, info), flow=flow.name, path=flow.path,
                      description=flow.register.description if flow.register else None, tags=tags,
                      resources=tuple(sorted(set(resources), key=lambda r: (r.node, str(r.connection)))),
                      variant=flow.variant,
-                     connections=flow.connections, chat_input=chat[0], chat_output=chat[1], chat_history=chat[2])
-
-
-def _chat_io(dag: Any) -> tuple[str | None, str | None, str | None]:
-    inputs, outputs = as_dict(as_dict(dag).get("inputs")), as_dict(as_dict(dag).get("outputs"))
-    chat_in = next((k for k, v in inputs.items() if as_dict(v).get("is_chat_input")), None)
-    history = next((k for k, v in inputs.items() if as_dict(v).get("is_chat_history")), None)
-    chat_out = next((k for k, v in outputs.items() if as_dict(v).get("is_chat_output")), None)
-    return chat_in, chat_out, history
+                     connections=flow.connections, chat_input=info.chat_input if info else None,
+                     chat_output=info.chat_output if info else None,
+                     chat_history=info.chat_history if info else None)
 
 
 def load_smoke_tests(config: Config, flow: FlowSpec) -> list[SmokeTest]:

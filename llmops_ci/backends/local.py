@@ -20,6 +20,7 @@ from typing import Any
 from llmops_ci.backends.artifacts import count_lines_done, read_run
 from llmops_ci.backends.pf_home import PFHome
 from llmops_ci.errors import CheckFailed, LlmopsError, ServiceError, UsageError
+from llmops_ci.kinds import snapshot
 from llmops_ci.llm_cache import CacheSettings, LlmProxy
 from llmops_ci.progress import Progress
 from llmops_ci.runs import ProviderConnection, RunJob, RunRecord, TestJob, TestRecord
@@ -32,6 +33,7 @@ ENV_ENDPOINTS = ("OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT")
 
 class LocalBackend:
     name = "local"
+    routes_local_proxy = True
 
     def __init__(self, state_dir: Path, environ: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir.absolute()
@@ -40,9 +42,10 @@ class LocalBackend:
 
     def run(self, job: RunJob, progress: Progress) -> RunRecord:
         self.home.prepare()
-        flow = self.home.copy_flow(job.flow, job.name)
+        snap = snapshot(job.info, self.home.root / "work" / job.name)
+        flow = snap.folder
         request = {
-            "action": "run", "flow": str(flow), "data": str(job.data.absolute()), "name": job.name,
+            "action": "run", "flow": str(snap.entry), "data": str(job.data.absolute()), "name": job.name,
             "column_mapping": job.column_mapping, "variant": job.variant, "connections": job.connections,
             "environment_variables": job.environment_variables, "run": job.base_run,
             "worker_count": job.options.workers, "line_timeout_sec": job.options.line_timeout,
@@ -68,8 +71,10 @@ class LocalBackend:
     def test(self, job: TestJob) -> TestRecord:
         self.home.prepare()
         name = f"test_{os.getpid()}_{time.time_ns()}"
-        flow = self.home.copy_flow(job.flow, name, job.connections)
-        request = {"action": "test", "flow": str(flow), "inputs": job.inputs, "variant": job.variant,
+        # pf.test takes no connection overrides, so the snapshot carries them
+        snap = snapshot(job.info, self.home.root / "work" / name, overrides=job.connections)
+        flow = snap.folder
+        request = {"action": "test", "flow": str(snap.entry), "inputs": job.inputs, "variant": job.variant,
                    "environment_variables": job.environment_variables,
                    "output_path": str(self.home.root / "work" / f"{name}.out")}
         started = time.monotonic()

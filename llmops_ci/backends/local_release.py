@@ -17,8 +17,9 @@ from typing import Any
 import requests
 
 from llmops_ci.backends.local import reap
-from llmops_ci.backends.pf_home import PFHome, copy_flow
+from llmops_ci.backends.pf_home import PFHome
 from llmops_ci.errors import UsageError
+from llmops_ci.kinds import inspect, snapshot_of
 from llmops_ci.release import DeployPlan, DeployResult, ModelSpec, SmokeResult, other_slot
 from llmops_ci.runs import ProviderConnection
 from llmops_ci.state import write_json_atomic
@@ -29,6 +30,8 @@ START_TIMEOUT_S = 90
 
 class LocalRelease:
     """``registry/<model>/<version>/`` holds the flow as registered; ``endpoints/<name>.json`` which slot serves."""
+
+    name = "local"
 
     def __init__(self, state_dir: Path, registry: Path, environ: dict[str, str]) -> None:
         self.state_dir, self.registry, self.environ = state_dir.absolute(), registry.absolute(), environ
@@ -41,12 +44,23 @@ class LocalRelease:
         folder = self.model_dir(spec.name, spec.version)
         if (folder / "model.json").is_file():
             return spec.name, spec.version, False
-        copy_flow(spec.path, folder / "flow", spec.connections, spec.variant)
+        entry = snapshot_of(spec.path, folder / "flow", variant=spec.variant, overrides=spec.connections).entry
         record = {"name": spec.name, "version": spec.version, "flow": spec.flow, "description": spec.description,
+                  "entry": entry.name,
                   "tags": spec.tags, "resources": [asdict(r) for r in spec.resources], "variant": spec.variant,
                   "registered_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         write_json_atomic(folder / "model.json", record)
         return spec.name, spec.version, True
+
+    def dry_run_model(self, spec: ModelSpec) -> str:
+        record = {k: v for k, v in asdict(spec).items() if k not in ("path", "connections")}
+        record["path"] = str(spec.path)
+        return "# would register (local registry)\n" + json.dumps(record, indent=2, default=str) + "\n"
+
+    def dry_run_plan(self, plan: DeployPlan) -> str:
+        steps = " -> ".join(f"{p}%" for p in plan.traffic)
+        return (self.dry_run_model(plan.model) + f"# would deploy to local endpoint {plan.endpoint}: the idle slot, "
+                f"{len(plan.smoke_tests)} smoke test(s), traffic {steps}\n")
 
     def endpoint_state(self, endpoint: str) -> dict[str, Any]:
         path = self.state_dir / "endpoints" / f"{endpoint}.json"
@@ -101,7 +115,11 @@ class LocalRelease:
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix="llmops-serve-"))
-        request = {"flow": str(flow), "port": port, "environment_variables": env,
+        info = inspect(flow)
+        if info is None:
+            raise UsageError(f"{flow}: the registered model holds no flow that llmops-ci recognises; register it "
+                             "again")
+        request = {"flow": str(flow), "entry": str(info.definition), "port": port, "environment_variables": env,
                    "provider_connections": [asdict(c) for c in connections]}
         with (logs / f"serve-{name}.log").open("w", encoding="utf-8") as log_file:
             proc = subprocess.Popen([sys.executable, "-m", "llmops_ci.backends.pf_serve"], stdin=subprocess.PIPE,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from pathlib import Path
 
 from llmops_ci.config import DEFAULT_CONFIG
-from llmops_ci.errors import CheckFailed, UsageError
+from llmops_ci.errors import CheckFailed, ConfigError, UsageError
 from llmops_ci.lint.formats import FORMATS, text
 from llmops_ci.lint.project import LintRequest, lint
 from llmops_ci.state import update_summary
@@ -30,7 +31,12 @@ class LintStep:
 
     def run(self, args: argparse.Namespace, ctx: Context) -> int:
         request = make_request(args.config, tuple(args.paths), tuple(args.flow or ()))
-        report = lint(request)
+        loaded = None
+        if request.config is not None:
+            # a valid config is loaded once and kept for the steps after lint (pr); lint reports a broken one
+            with contextlib.suppress(ConfigError):
+                loaded = ctx.project(request.config)
+        report = lint(request, loaded)
         rendered = FORMATS[args.format](report)
         if args.output is not None:
             try:

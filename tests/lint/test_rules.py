@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from llmops_ci.lint.findings import RULES
-from tests.conftest import Project
+from tests.helpers.projects import Project
 
 DAG = "flows/classify/flow.dag.yaml"
 EVAL = "flows/eval/flow.dag.yaml"
