@@ -7,6 +7,7 @@ import contextlib
 import logging
 from pathlib import Path
 
+from llmops_ci import redaction
 from llmops_ci.config import DEFAULT_CONFIG
 from llmops_ci.errors import CheckFailed, ConfigError, UsageError
 from llmops_ci.lint.formats import FORMATS, text
@@ -41,7 +42,7 @@ class LintStep:
         if args.output is not None:
             try:
                 args.output.parent.mkdir(parents=True, exist_ok=True)
-                args.output.write_text(rendered, encoding="utf-8")
+                args.output.write_text(redaction.redact(rendered), encoding="utf-8")
             except OSError as exc:
                 raise UsageError(f"--output {args.output}: cannot write ({exc.strerror})") from None
             ctx.stdout.write(text(report))
