@@ -43,7 +43,9 @@ class Project:
 
 def secret_env_names(config: Config) -> set[str]:
     """Environment variables the config reads into a secret: a connection's api_key or secrets, or any key
-    named like a credential (an environment variable ``MY_API_KEY: ${env:X}``), in llmops.yaml and run.yml."""
+    named like a credential (an environment variable ``MY_API_KEY: ${env:X}``), in llmops.yaml and run.yml.
+    A literal written there (lint's secret-literal error) becomes a secret of this process too, so it is
+    never repeated in an output."""
     names: set[str] = set()
 
     def walk(value: Any, secret: bool) -> None:
@@ -55,6 +57,8 @@ def secret_env_names(config: Config) -> set[str]:
                 walk(item, secret)
         elif isinstance(value, str) and secret:
             names.update(ENV_REF.findall(value))
+            if "${" not in value:
+                redaction.add(value)
 
     for doc in (config.doc, *config.run_docs):
         walk(doc.data, False)

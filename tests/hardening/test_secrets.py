@@ -206,3 +206,18 @@ def test_secret_names_from_environment_and_config(project: Callable[..., Project
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     cli("eval-run")  # loads the project: every secret the config reads is known from here on
     assert redaction.redact("zz-internal-value-1 not-a-secret-value") == "*** not-a-secret-value"
+
+
+def test_literal_secrets_in_the_config_are_never_repeated(cli: Cli, project: Callable[..., Project]) -> None:
+    proj = project()
+    proj.replace("llmops.yaml", "api_key: ${env:OPENAI_API_KEY}", "api_key: literal-key-0123456789")
+    proj.replace("llmops.yaml", "flows:\n  classify:\n", "flows:\n  classify:\n    register:\n      name: m\n"
+                 "      tags: {service_token: tag-token-987654}\n")
+    lint = cli("lint")
+    assert lint.code == 1 and "secret-literal" in lint.out
+    dry = cli("register", "--force", "--dry-run")
+    printed = lint.out + lint.err + dry.out + dry.err
+    assert dry.code == 0, dry.err
+    assert "literal-key-0123456789" not in printed and "tag-token-987654" not in printed
+    assert all(b"literal-key-0123456789" not in p.read_bytes() for p in (proj.root / ".llmops").rglob("*")
+               if p.is_file())
