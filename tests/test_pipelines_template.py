@@ -3,10 +3,10 @@ executed with bash the way the agent would run it (offline: a fake Azure DevOps 
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
-import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from llmops_ci.ci import dispatch
+from llmops_ci.ci.hosts import AzureDevOps
 from tests.fake_ado import FakeAzureDevOps
 from tests.fake_openai import FakeOpenAI
 
@@ -268,7 +270,7 @@ class Agent:
             self.macros[name] = resolve(str(value), self.values, self.macros)
         self.predefined = predefined
 
-    def run(self, step: dict[str, Any], extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def env(self, step: dict[str, Any], extra_env: dict[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("SYSTEM_", "BUILD_", "LLMOPS_", "GITHUB_", "OPENAI_")) and k != "TF_BUILD"}
         env["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -277,8 +279,14 @@ class Agent:
         env.update({k: v for k, v in self.macros.items() if k.startswith("LLMOPS_")})  # job variables
         env.update(step_env(step.get("env", {}), self.values, self.macros))
         env.update(extra_env or {})
-        cwd = resolve(step.get("workingDirectory") or step.get("inputs", {}).get("workingDirectory", "."),
-                      self.values, self.macros)
+        return env
+
+    def cwd(self, step: dict[str, Any]) -> str:
+        return resolve(step.get("workingDirectory") or step.get("inputs", {}).get("workingDirectory", "."),
+                       self.values, self.macros)
+
+    def run(self, step: dict[str, Any], extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        env, cwd = self.env(step, extra_env), self.cwd(step)
         script = self.workspace / "_temp" / "step.sh"
         script.parent.mkdir(parents=True, exist_ok=True)
         script.write_text(resolve(script_of(step), self.values, self.macros), encoding="utf-8")
@@ -335,50 +343,43 @@ def test_run_script_on_a_fake_azure_devops(template: dict[str, Any], tmp_path: P
         assert "llmops-ci pr --config llmops.yaml" in result.stdout
 
 
-# --- the script's argument handling, with a stand-in for python -------------------------------------------------
-
-FAKE_PYTHON = """#!/bin/sh
-# records "-m llmops_ci <step> args..." one argument a line, fails the step named in FAKE_FAIL
-shift 2
-{ printf '%s\\n' "$@"; echo '--'; } >> "$FAKE_LOG"
-if [ "$1" = "${FAKE_FAIL:-}" ]; then exit 1; fi
-"""
+# --- the run's argument handling: the run step's environment, as the agent builds it, given to llmops_ci.ci ------
+# with a stand-in for llmops-ci itself that records each command line and fails the step named in ``fail``
 
 
 @pytest.fixture
-def fake(template: dict[str, Any], tmp_path: Path) -> Iterator[Any]:
+def fake(template: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     workspace = tmp_path / "w"
     (workspace / "s" / "self").mkdir(parents=True)
-    python = workspace / "llmops-venv" / "bin" / "python"
-    python.parent.mkdir(parents=True)
-    python.write_text(FAKE_PYTHON, encoding="utf-8")
-    python.chmod(python.stat().st_mode | stat.S_IXUSR)
-    log = tmp_path / "calls.log"
 
     def run(parameters: dict[str, Any], baseline: bool = False, fail: str = "",
             provider: str = "TfsGit") -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
         if baseline:
             (workspace / "llmops-baseline").mkdir(exist_ok=True)
             (workspace / "llmops-baseline" / "summary.json").write_text("{}", encoding="utf-8")
-        log.write_text("", encoding="utf-8")
         agent = Agent(template, workspace, parameters, {
             "System.AccessToken": "t", "Build.Reason": "PullRequest", "Build.Repository.Provider": provider})
-        result = agent.run(plain_run_step(template), {"FAKE_LOG": str(log), "FAKE_FAIL": fail})
+        step = plain_run_step(template)
+        assert script_of(step).strip().endswith('"$py" -m llmops_ci.ci run')
         calls: list[list[str]] = []
-        current: list[str] = []
-        for line in log.read_text(encoding="utf-8").splitlines():
-            if line == "--":
-                calls.append(current)
-                current = []
-            else:
-                current.append(line)
-        return result, calls
+
+        def llmops_ci(argv: list[str]) -> int:
+            calls.append(argv)
+            return 1 if argv[0] == fail else 0
+
+        env = agent.env(step)
+        monkeypatch.chdir(agent.cwd(step))
+        out = io.StringIO()
+        code = dispatch("run", env, AzureDevOps(env, out), call=llmops_ci)
+        return subprocess.CompletedProcess(["llmops_ci.ci", "run"], code, out.getvalue(), ""), calls
 
     yield run
 
 
 def _opt(call: list[str], name: str) -> list[str]:
-    return [call[i + 1] for i, arg in enumerate(call) if arg == name]
+    """The values of option ``name``, given as ``name VALUE`` or ``name=VALUE``."""
+    return [call[i + 1] if arg == name else arg.partition("=")[2] for i, arg in enumerate(call)
+            if arg == name or arg.startswith(name + "=")]
 
 
 def test_arguments_per_step(fake: Any, tmp_path: Path) -> None:
