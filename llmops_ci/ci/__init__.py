@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Mapping
 
-from llmops_ci.ci.hosts import detect
+from llmops_ci.ci.hosts import Host, detect
 from llmops_ci.ci.plan import InputError
 
 COMMANDS = ("run", "baseline", "prepare")
+Call = Callable[[list[str]], int]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,19 +33,23 @@ def main(argv: list[str] | None = None) -> int:
         host.message("error", f"usage: python -m llmops_ci.ci [{'|'.join(COMMANDS)}] (inputs come from LLMOPS_* "
                               "environment variables: docs/github-action.md, docs/azure-pipelines.md)")
         return 2
-    command = args[0] if args else "run"
+    return dispatch(args[0] if args else "run", os.environ, host)
+
+
+def dispatch(command: str, environ: Mapping[str, str], host: Host, call: Call | None = None) -> int:
+    """``call`` runs one llmops-ci command line (default: ``llmops_ci.cli.main`` in this process)."""
     try:
         if command == "prepare":
             from llmops_ci.ci.prepare import prepare
 
-            return prepare(os.environ, host)
+            return prepare(environ, host)
         if command == "baseline":
             from llmops_ci.ci.baseline import save
 
-            return save(os.environ, host)
-        from llmops_ci.ci.run import run
+            return save(environ, host)
+        from llmops_ci.ci.run import call_cli, run
 
-        return run(os.environ, host)
+        return run(environ, host, call or call_cli)
     except InputError as exc:
         host.message("error", str(exc))
         if command == "run":
