@@ -352,13 +352,14 @@ def fake(template: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPat
     workspace = tmp_path / "w"
     (workspace / "s" / "self").mkdir(parents=True)
 
-    def run(parameters: dict[str, Any], baseline: bool = False, fail: str = "",
-            provider: str = "TfsGit") -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
+    def run(parameters: dict[str, Any], baseline: bool = False, fail: str = "", provider: str = "TfsGit",
+            predefined: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
         if baseline:
             (workspace / "llmops-baseline").mkdir(exist_ok=True)
             (workspace / "llmops-baseline" / "summary.json").write_text("{}", encoding="utf-8")
         agent = Agent(template, workspace, parameters, {
-            "System.AccessToken": "t", "Build.Reason": "PullRequest", "Build.Repository.Provider": provider})
+            "System.AccessToken": "t", "Build.Reason": "PullRequest", "Build.Repository.Provider": provider,
+            **(predefined or {})})
         step = plain_run_step(template)
         assert script_of(step).strip().endswith('"$py" -m llmops_ci.ci run')
         calls: list[list[str]] = []
@@ -425,3 +426,67 @@ def test_bad_steps_are_refused_before_anything_runs(fake: Any, tmp_path: Path, b
     assert result.returncode == 2 and calls == []
     assert "##vso[task.logissue type=error]steps:" in result.stdout
     assert not list(tmp_path.rglob("pwned"))
+
+
+def test_changed_since_reaches_the_run_steps_and_fetches_the_history(template: dict[str, Any], fake: Any,
+                                                                      tmp_path: Path) -> None:
+    self_checkout = next(s for s in steps(template) if s.get("checkout") == "self")
+    assert self_checkout["${{ if ne(parameters.changedSince, '') }}"] == {"fetchDepth": 0}
+    result, calls = fake({"steps": "pr batch-run gate", "changedSince": "auto"}, baseline=True,
+                         predefined={"System.PullRequest.TargetBranch": "refs/heads/main"})
+    assert result.returncode == 0, result.stdout
+    assert [_opt(c, "--changed-since") for c in calls] == [["origin/main"], ["origin/main"], []]
+    baseline = str(tmp_path / "w" / "llmops-baseline")
+    assert [_opt(c, "--baseline") for c in calls] == [[baseline], [baseline], [baseline]]
+    _, calls = fake({"steps": "batch-run", "changedSince": "origin/release"})
+    assert _opt(calls[0], "--changed-since") == ["origin/release"]
+
+
+def test_flows_items_may_hold_several_names(fake: Any) -> None:
+    _, calls = fake({"steps": "lint", "flows": ["classify", "summarize, rag\nqa"]})
+    assert _opt(calls[0], "--flow") == ["classify", "summarize", "rag", "qa"]
+
+
+def example_agent(template: dict[str, Any], tmp_path: Path, parameters: dict[str, Any],
+                  predefined: dict[str, str]) -> Agent:
+    workspace = tmp_path / "w"
+    shutil.copytree(EXAMPLE, workspace / "s" / "self", ignore=shutil.ignore_patterns(".llmops", "__pycache__"))
+    (workspace / "llmops-venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+    return Agent(template, workspace, parameters, {"System.AccessToken": "t", **predefined})
+
+
+def test_the_run_script_stops_at_the_first_failing_step(template: dict[str, Any], tmp_path: Path) -> None:
+    agent = example_agent(template, tmp_path, {"steps": "lint gate register", "config": "missing.yaml"},
+                          {"Build.Reason": "IndividualCI"})
+    result = agent.run(plain_run_step(template))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "llmops-ci lint --config missing.yaml" in result.stdout
+    assert "llmops-ci gate" not in result.stdout and "llmops-ci register" not in result.stdout
+    assert "##vso[task.setvariable variable=passed;isOutput=true]false" in result.stdout
+    assert "##vso[task.setvariable variable=LLMOPS_EXIT_CODE]2" in result.stdout
+
+
+@pytest.mark.parametrize(("exit_code", "kept"), [("0", True), ("1", True), ("3", False), ("4", False),
+                                                 ("130", False), ("143", False)])
+def test_the_baseline_step_publishes_only_complete_results(template: dict[str, Any], tmp_path: Path,
+                                                           exit_code: str, kept: bool) -> None:
+    agent = example_agent(template, tmp_path, {}, {"Build.Reason": "IndividualCI",
+                                                   "Build.SourceBranch": "refs/heads/main",
+                                                   "LLMOPS_EXIT_CODE": exit_code})
+    state = Path(agent.macros["LLMOPS_STATE_DIR"])
+    (state / "runs" / "classify").mkdir(parents=True)
+    (state / "runs" / "classify" / "lines.jsonl").write_text("{}\n", encoding="utf-8")
+    (state / "pf-home").mkdir()
+    (state / "summary.json").write_text('{"schema": "llmops-ci/summary@1", "flows": {}}', encoding="utf-8")
+    prepare = next(s for s in steps(template) if s.get("displayName") == "Prepare the baseline")
+    assert prepare["condition"].startswith("and(succeededOrFailed(),")  # a failed gate on main is still a baseline
+    result = agent.run(prepare)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = Path(agent.macros["Pipeline.Workspace"]) / "llmops-baseline-out"
+    assert f"##vso[task.setvariable variable=LLMOPS_BASELINE_READY]{str(kept).lower()}" in result.stdout
+    assert (out / "summary.json").is_file() is kept
+    if kept:
+        assert (out / "runs" / "classify" / "lines.jsonl").is_file() and not (out / "pf-home").exists()
+    publish = next(s for s in steps(template) if s.get("task") == "PublishPipelineArtifact@1"
+                   and s["inputs"]["artifact"] == "llmops-baseline")
+    assert publish["condition"] == "and(succeededOrFailed(), eq(variables['LLMOPS_BASELINE_READY'], 'true'))"
