@@ -421,6 +421,11 @@ def test_run_step_reads_a_multi_line_flows_input(tmp_path: Path, fake_github: Fa
 
 @pytest.mark.parametrize("step_id", ["prep", "run"])
 def test_pull_request_target_is_refused(tmp_path: Path, fake_github: FakeGitHub, step_id: str) -> None:
+    # a PR's own llmops_ci package in the workspace must not replace the guard (python -P)
+    forged = tmp_path / "workspace" / "llmops_ci" / "ci"
+    forged.mkdir(parents=True)
+    (forged.parent / "__init__.py").write_text("raise SystemExit(0)\n")
+    (forged / "__init__.py").write_text("")
     code, log, tmp = run_action_step(tmp_path, fake_github, {
         "step": "lint", "working-directory": "examples/web-classification"}, pr=13, step_id=step_id,
         event_name="pull_request_target", context=prepare_context())

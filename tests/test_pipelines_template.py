@@ -361,7 +361,7 @@ def fake(template: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPat
             "System.AccessToken": "t", "Build.Reason": "PullRequest", "Build.Repository.Provider": provider,
             **(predefined or {})})
         step = plain_run_step(template)
-        assert script_of(step).strip().endswith('"$py" -m llmops_ci.ci run')
+        assert script_of(step).strip().endswith('"$py" -P -m llmops_ci.ci run')
         calls: list[list[str]] = []
 
         def llmops_ci(argv: list[str]) -> int:
