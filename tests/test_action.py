@@ -372,6 +372,7 @@ def test_run_step_rejects_an_unknown_step(tmp_path: Path, fake_github: FakeGitHu
     assert not (tmp_path / "workspace" / "examples" / "web-classification" / "pwned").exists()
 
 
+@pytest.mark.executor
 def test_run_step_pr_on_the_example(tmp_path: Path, fake_github: FakeGitHub) -> None:
     if not has_step("pr"):
         pytest.skip("this llmops-ci has no 'pr' step yet")

@@ -303,6 +303,7 @@ def has_pr_step() -> bool:
     return re.search(r"^\s+pr\s", out.stdout, re.M) is not None
 
 
+@pytest.mark.executor
 def test_run_script_on_a_fake_azure_devops(template: dict[str, Any], tmp_path: Path) -> None:
     """The run step's script, as the agent would run it on a PR build: lint (and pr) on the example, offline."""
     assert sys.prefix != sys.base_prefix, "the tests run from a venv that has llmops-ci installed"
