@@ -62,8 +62,12 @@ class LocalRelease:
 
     def dry_run_plan(self, plan: DeployPlan) -> str:
         steps = " -> ".join(f"{p}%" for p in plan.traffic)
+        deployment = {"endpoint": plan.endpoint, "slot": "the idle one (blue on a new endpoint)",
+                      "environment_variables": plan.environment_variables,
+                      "smoke_tests": [t.name for t in plan.smoke_tests], "traffic": list(plan.traffic)}
         return (self.dry_run_model(plan.model) + f"# would deploy to local endpoint {plan.endpoint}: the idle slot, "
-                f"{len(plan.smoke_tests)} smoke test(s), traffic {steps}\n")
+                f"{len(plan.smoke_tests)} smoke test(s), traffic {steps}\n"
+                + json.dumps(deployment, indent=2) + "\n")
 
     def endpoint_state(self, endpoint: str) -> dict[str, Any]:
         path = self.state_dir / "endpoints" / f"{endpoint}.json"

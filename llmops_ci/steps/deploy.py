@@ -36,10 +36,12 @@ class DeployStep:
         for flow in flows:
             assert flow.deploy is not None
             spec = model_spec(project, flow, summary, ctx.environ)
+            # a dry run shows ${env:NAME} as written: it needs no secret and prints none
+            env = ({str(k): str(v) for k, v in flow.deploy.environment_variables.items()} if args.dry_run else
+                   environment(Origin(flow.origin.doc, (*flow.origin.prefix, "deploy")),
+                               flow.deploy.environment_variables, ctx.environ))
             plan = DeployPlan(spec, flow.deploy.endpoint, flow.deploy.instance_type, flow.deploy.instance_count,
-                              flow.deploy.traffic, tuple(load_smoke_tests(config, flow)),
-                              environment(Origin(flow.origin.doc, (*flow.origin.prefix, "deploy")),
-                                          flow.deploy.environment_variables, ctx.environ),
+                              flow.deploy.traffic, tuple(load_smoke_tests(config, flow)), env,
                               flow.deploy.request_timeout_ms)
             if args.dry_run:
                 ctx.stdout.write(release.dry_run_plan(plan))

@@ -221,3 +221,16 @@ def test_literal_secrets_in_the_config_are_never_repeated(cli: Cli, project: Cal
     assert "literal-key-0123456789" not in printed and "tag-token-987654" not in printed
     assert all(b"literal-key-0123456789" not in p.read_bytes() for p in (proj.root / ".llmops").rglob("*")
                if p.is_file())
+
+
+def test_deploy_dry_run_prints_references_not_secrets(cli: Cli, project: Callable[..., Project],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    proj = project()
+    proj.replace("llmops.yaml", "flows:\n  classify:\n", "flows:\n  classify:\n    deploy:\n      endpoint: cls-ep\n"
+                 "      environment_variables: {SERVICE_URL: '${env:SERVICE_URL}'}\n")
+    monkeypatch.setenv("SERVICE_URL", "https://user:pw-0123456789@internal.example.test/")
+    for backend in ("local", "azureml"):
+        result = cli("deploy", "--dry-run", "--backend", backend)
+        assert result.code == 0, result.err
+        assert "pw-0123456789" not in result.out + result.err
+        assert "${env:SERVICE_URL}" in result.out
