@@ -21,7 +21,7 @@ from llmops_ci.lint.findings import ERROR
 from llmops_ci.lint.project import LintRequest, lint
 from llmops_ci.llm_cache import CacheSettings
 from llmops_ci.schema import as_dict
-from llmops_ci.state import read_summary, write_json_atomic
+from llmops_ci.state import atomic_writer, dumps_line, read_summary, update_flow, write_json_atomic
 
 SECRET_FIELDS = ("api_key", "secrets")
 MAX_ERRORS = 5
@@ -277,11 +277,9 @@ def save_run(state_dir: Path, record: RunRecord, allowed_failures: int | None) -
     if record.metrics:
         summary["metrics"] = record.metrics
     write_json_atomic(folder / "run.json", summary)
-    tmp = folder / "lines.jsonl.tmp"
-    with tmp.open("w", encoding="utf-8") as fh:
+    with atomic_writer(folder / "lines.jsonl") as fh:
         for line in record.lines:
-            fh.write(json.dumps(line.to_json(), default=str) + "\n")
-    tmp.replace(folder / "lines.jsonl")
+            fh.write(dumps_line(line.to_json()) + "\n")
     return summary
 
 
@@ -315,11 +313,4 @@ def mark_unchanged(state_dir: Path, flow: str, since: str, reasons_elsewhere: st
 
 
 def update_flow_summary(state_dir: Path, flow: str, key: str, value: Any) -> None:
-    data = read_summary(state_dir)
-    flows = data.setdefault("flows", {})
-    entry = flows.setdefault(flow, {})
-    if key == "evaluations":
-        entry.setdefault("evaluations", {}).update(value)
-    else:
-        entry[key] = value
-    write_json_atomic(state_dir / "summary.json", data)
+    update_flow(state_dir, flow, key, value)  # read-modify-write under the state dir's lock
