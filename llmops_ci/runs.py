@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmops_ci import redaction
 from llmops_ci.config import ENV_REF, Config, FlowSpec, Origin
 from llmops_ci.errors import ConfigError, Problem, UsageError
 from llmops_ci.kinds import FlowInfo
@@ -26,7 +25,7 @@ from llmops_ci.lint.project import LintRequest, lint
 from llmops_ci.llm_cache import CacheSettings
 from llmops_ci.project import Project
 from llmops_ci.schema import as_dict
-from llmops_ci.state import read_summary, write_json_atomic
+from llmops_ci.state import atomic_writer, dumps_line, read_summary, update_flow, write_json_atomic
 
 SECRET_FIELDS = ("api_key", "secrets")
 MAX_ERRORS = 5
@@ -315,11 +314,9 @@ def save_run(state_dir: Path, record: RunRecord, allowed_failures: int | None) -
     if record.metrics:
         summary["metrics"] = record.metrics
     write_json_atomic(folder / "run.json", summary)
-    tmp = folder / "lines.jsonl.tmp"
-    with tmp.open("w", encoding="utf-8") as fh:
+    with atomic_writer(folder / "lines.jsonl") as fh:
         for line in record.lines:
-            fh.write(json.dumps(redaction.redact_data(line.to_json()), default=str) + "\n")
-    tmp.replace(folder / "lines.jsonl")
+            fh.write(dumps_line(line.to_json()) + "\n")
     return summary
 
 
@@ -353,11 +350,4 @@ def mark_unchanged(state_dir: Path, flow: str, since: str, reasons_elsewhere: st
 
 
 def update_flow_summary(state_dir: Path, flow: str, key: str, value: Any) -> None:
-    data = read_summary(state_dir)
-    flows = data.setdefault("flows", {})
-    entry = flows.setdefault(flow, {})
-    if key == "evaluations":
-        entry.setdefault("evaluations", {}).update(value)
-    else:
-        entry[key] = value
-    write_json_atomic(state_dir / "summary.json", data)
+    update_flow(state_dir, flow, key, value)  # read-modify-write under the state dir's lock

@@ -26,6 +26,7 @@ _RULES = [
     Rule("wrong-type", ERROR, "a value of the wrong type or outside its allowed values"),
     Rule("missing-key", ERROR, "a required key is absent (e.g. a node without 'type' or 'source')"),
     Rule("path-missing", ERROR, "a path in llmops.yaml or run.yml does not exist"),
+    Rule("path-outside", ERROR, "a path in llmops.yaml or run.yml that leads out of the project folder"),
     Rule("env-syntax", ERROR, "a malformed ${env:NAME} reference"),
     Rule("secret-literal", ERROR, "a literal credential in llmops.yaml, run.yml or flow.dag.yaml (never repeated)"),
     # flow interface

@@ -204,7 +204,10 @@ class _Project:
                 continue  # a literal value
             source, _, rest = m.group(1).strip().partition(".")
             if source == "data":
-                if data is None or not rest:
+                if not rest.strip():
+                    add("mapping-invalid", (name,), f"'{value}': name the column, as in ${{data.<column>}}")
+                    continue
+                if data is None:
                     continue
                 if rest not in data.columns:
                     best = closest(rest, data.columns)
