@@ -19,11 +19,11 @@ from typing import Any
 
 from llmops_ci.config import Config, FlowSpec
 from llmops_ci.errors import ConfigError, UsageError
-from llmops_ci.kinds.dag import DAG_FILES
-from llmops_ci.schema import as_dict, as_list
-from llmops_ci.yamldoc import load_yaml, parse_yaml
+from llmops_ci.project import Project
+from llmops_ci.schema import as_dict
+from llmops_ci.yamldoc import parse_yaml
 
-# What prompt flow and Python leave in a flow folder; never part of what runs (see backends/pf_home.py).
+# What prompt flow and Python leave in a flow folder; never part of what runs.
 NOISE_PARTS = frozenset({"__pycache__", ".promptflow", ".runs"})
 NOISE_SUFFIXES = (".pyc", ".pyo")
 _FETCH_DEPTH = "(with actions/checkout use fetch-depth: 0); on Azure Pipelines set fetchDepth: 0 on the checkout step"
@@ -167,35 +167,20 @@ def _noise(rel: Path) -> bool:
     return any(part in NOISE_PARTS for part in rel.parts) or rel.suffix in NOISE_SUFFIXES
 
 
-def _flow_folder_deps(path: Path, label: str) -> list[tuple[Path, str]]:
-    """A flow folder, its additional includes and its requirements file, each with why it matters."""
+def _flow_folder_deps(project: Project, path: Path, label: str) -> list[tuple[Path, str]]:
+    """A flow's folder and what its kind says it depends on besides (includes, requirements), each with why."""
     folder = path.parent if path.is_file() else path
     of = f" of {label}" if label else ""
     deps: list[tuple[Path, str]] = [(folder, label)]
-    definition = path if path.is_file() else next((folder / f for f in DAG_FILES if (folder / f).is_file()), None)
-    if definition is None:
-        return deps
-    try:
-        data = as_dict(load_yaml(definition).data)
-    except ConfigError:
-        return deps  # the file itself is in the folder, so editing it still selects the flow
-    includes = [inc for inc in as_list(data.get("additional_includes")) if isinstance(inc, str) and inc]
-    env = data.get("environment")
-    req = env.get("python_requirements_txt") if isinstance(env, dict) else None
-    if isinstance(req, str) and req:
-        deps.append((_norm(folder, req), f"python_requirements_txt{of}"))
-        first = Path(req).parts[0] if Path(req).parts else ""
-        for inc in includes:  # prompt flow also finds files through a folder include of the same name
-            src = _norm(folder, inc)
-            if src.name == first:
-                deps.append((_norm(src.parent, req), f"python_requirements_txt{of}"))
-    deps += [(_norm(folder, inc), f"additional include{of}") for inc in includes]
+    info = project.info(path)
+    if info is not None:
+        deps += [(dep.path, f"{dep.label}{of}") for dep in info.dependencies]
     return deps
 
 
-def flow_dependencies(flow: FlowSpec) -> list[tuple[Path, str]]:
+def flow_dependencies(project: Project, flow: FlowSpec) -> list[tuple[Path, str]]:
     """Every file or folder whose change selects ``flow``, with a short label ('' for the flow folder)."""
-    deps = _flow_folder_deps(flow.path, "")
+    deps = _flow_folder_deps(project, flow.path, "")
     if flow.data is not None:
         deps.append((flow.data, "data"))
     if flow.run_file is not None:
@@ -206,7 +191,7 @@ def flow_dependencies(flow: FlowSpec) -> list[tuple[Path, str]]:
             deps.append((_norm(flow.run_file.parent, env_file), "environment_variables file"))
     for ev in flow.evaluations.values():
         label = f"evaluation {ev.name}"
-        deps += _flow_folder_deps(ev.path, label)
+        deps += _flow_folder_deps(project, ev.path, label)
         if ev.data is not None:
             deps.append((ev.data, f"data of {label}"))
     return [(_real(path), label) for path, label in deps]
@@ -257,13 +242,15 @@ def _config_changes(config: Config, base: str | None, top: Path | None) -> tuple
     return all_reason, reasons
 
 
-def select_flows(config: Config, changed: set[Path], *, base: str | None = None,
+def select_flows(config: Config | Project, changed: set[Path], *, base: str | None = None,
                  repo_root: Path | None = None) -> Selection:
     """The flows of ``config`` that the ``changed`` files touch.
 
     ``base`` is the commit llmops.yaml is compared with (default: the one ``changed_files`` used);
     without it, a change to llmops.yaml selects every flow.
     """
+    project = config if isinstance(config, Project) else Project(config)
+    config = project.config
     if isinstance(changed, ChangedFiles):
         base = base if base is not None else changed.base
         repo_root = repo_root if repo_root is not None else changed.root
@@ -278,7 +265,7 @@ def select_flows(config: Config, changed: set[Path], *, base: str | None = None,
         for name, why in entry_reasons.items():
             found[name] += why
     for name, flow in config.flows.items():
-        deps = flow_dependencies(flow)
+        deps = flow_dependencies(project, flow)
         for file in sorted(files):
             for dep, label in deps:
                 if file != dep and dep not in file.parents:

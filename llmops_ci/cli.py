@@ -6,13 +6,17 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
+from typing import Any
 
-from llmops_ci import __version__
+from llmops_ci import __version__, redaction
 from llmops_ci import log as logsetup
+from llmops_ci.backends import backend_names
+from llmops_ci.errors import INTERNAL_ERROR, INTERRUPTED
 from llmops_ci.http import Http
 from llmops_ci.platforms import PLATFORMS, Publication, detect
-from llmops_ci.state import read_summary
+from llmops_ci.state import read_summary, update_summary, write_json_atomic
 from llmops_ci.steps import Context, Step, run_step
 from llmops_ci.steps.batch_run import STEP as BATCH_RUN
 from llmops_ci.steps.comment import STEP as COMMENT
@@ -37,8 +41,9 @@ def _common() -> argparse.ArgumentParser:
     group.add_argument("--state-dir", type=Path, default=Path(".llmops"), metavar="PATH",
                        help="where results are kept between steps (default: .llmops)")
     group.add_argument("--flow", action="append", metavar="NAME", help="only this flow (repeatable; default: all)")
-    group.add_argument("--backend", choices=("local", "azureml"), default="local",
-                       help="local prompt flow executor, or an Azure ML workspace (default: local)")
+    group.add_argument("--backend", choices=backend_names(), default="local",
+                       help="where flows run and models go (default: local: the embedded executor, registry and "
+                            "endpoints)")
     group.add_argument("--platform", choices=("auto", *PLATFORMS), default="auto",
                        help="where results go (default: auto-detect from the CI environment)")
     group.add_argument("--comment", choices=("auto", "off"), default="auto",
@@ -54,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="llmops-ci",
         description="Lint, run, evaluate and gate prompt flow apps, the same way in CI and on a laptop.",
         epilog="exit codes: 0 passed, 1 a check failed, 2 bad usage/config/input, 3 an outside service failed, "
-               "130 interrupted",
+               "4 internal error in llmops-ci, 130 interrupted",
     )
     parser.add_argument("--version", action="version", version=f"llmops-ci {__version__}")
     sub = parser.add_subparsers(dest="step", metavar="<step>", required=True)
@@ -80,17 +85,54 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     platform = detect(args.platform, os.environ)
-    logsetup.setup(platform.formatter(), verbose=args.verbose)
-    ctx = Context(platform=platform, environ=os.environ, stdout=sys.stdout, stderr=sys.stderr,
+    redaction.from_environment(os.environ)
+    stdout, stderr = logsetup.SafeStream(sys.stdout), logsetup.SafeStream(sys.stderr)
+    logsetup.setup(platform.formatter(), stream=sys.stderr, verbose=args.verbose)
+    ctx = Context(platform=platform, environ=os.environ, stdout=stdout, stderr=stderr,  # type: ignore[arg-type]
                   state_dir=args.state_dir, http=Http())
     step = STEPS[args.step]
     try:
         code = run_step(step, args, ctx)
     except KeyboardInterrupt:
         log.error("interrupted")
-        return 130
+        return INTERRUPTED
+    except Exception as exc:  # the one place a bug becomes exit 4; what is known is still published
+        _internal_error(step.name, exc, ctx)
+        _publish(step.name, args, ctx)
+        return INTERNAL_ERROR
+    _clear_internal_error(step.name, ctx)
     if code == 2:
         return code
     if not getattr(step, "publishes", False):
         _publish(step.name, args, ctx)
     return code
+
+
+def _internal_error(step: str, exc: BaseException, ctx: Context) -> None:
+    log.error("internal error in llmops-ci during '%s' (a bug, not your input): %s: %s\n%s"
+              "please report it with this traceback; the results known so far are published, and this state dir "
+              "is marked so that it is never used as a baseline", step, type(exc).__name__, exc,
+              traceback.format_exc())
+    try:  # a mark in summary.json: wrappers and --baseline refuse such a result
+        errors: dict[str, Any] = dict(read_summary(ctx.state_dir).get("internal_error") or {})
+        errors[step] = {"error": f"{type(exc).__name__}: {exc}"}
+        update_summary(ctx.state_dir, "internal_error", errors)
+    except Exception:  # the state dir itself may be what broke
+        log.debug("could not mark the summary", exc_info=True)
+
+
+def _clear_internal_error(step: str, ctx: Context) -> None:
+    """A step that ran through removes the mark an earlier crash of the same step left."""
+    path = ctx.state_dir / "summary.json"
+    if not path.is_file():
+        return
+    try:
+        data = read_summary(ctx.state_dir)
+        errors = data.get("internal_error")
+        if isinstance(errors, dict) and step in errors:
+            errors.pop(step)
+            if not errors:
+                data.pop("internal_error")
+            write_json_atomic(path, data)
+    except Exception:
+        log.debug("could not read the summary", exc_info=True)

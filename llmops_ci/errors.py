@@ -56,3 +56,20 @@ class ServiceError(LlmopsError):
     """An outside service (LLM endpoint, Azure, GitHub, Azure DevOps) failed after retries."""
 
     return_code = 3
+
+
+INTERNAL_ERROR = 4
+INTERRUPTED = 130
+TERMINATED = 143
+# When several steps ran (pr), the code that says most about what to do: a stop first, then a bug in
+# llmops-ci, then bad input, then an outside service, then a failed check.
+PRECEDENCE = (INTERRUPTED, TERMINATED, INTERNAL_ERROR, UsageError.return_code, ServiceError.return_code,
+              CheckFailed.return_code)
+
+
+def combined(codes: list[int]) -> int:
+    """One exit code for several steps."""
+    for code in PRECEDENCE:
+        if code in codes:
+            return code
+    return max(codes, default=0)

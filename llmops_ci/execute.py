@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from llmops_ci.backends import Backend
-from llmops_ci.config import Config, FlowSpec
+from llmops_ci.config import FlowSpec
 from llmops_ci.errors import CheckFailed, ServiceError, UsageError
-from llmops_ci.lint.data import read_data
 from llmops_ci.progress import Progress
+from llmops_ci.project import Project
 from llmops_ci.runs import (
     RunOptions,
     RunRecord,
@@ -61,20 +61,24 @@ def _report(record: RunRecord, summary: dict[str, Any], allowed: int | None) -> 
             report("  line %d%s: %s", line.line, f" (node {line.node})" if line.node else "", one_line(line.error))
 
 
-def _execute(rc: RunContext, job: Any) -> RunRecord:
+def _execute(project: Project, rc: RunContext, job: Any) -> RunRecord:
     for secret in secret_values(job.provider_connections):
         rc.on_secret(secret)
-    return rc.backend.run(job, rc.progress(job.label, read_data(job.data).rows))
+    if job.cache is not None and not rc.backend.routes_local_proxy:
+        raise UsageError(f"{job.label}: --backend {rc.backend.name} runs flows where the local LLM cache cannot "
+                         f"reach them, so llm_cache mode '{job.cache.mode}' cannot be honoured; run with "
+                         "--llm-cache off (or on --backend local)")
+    return rc.backend.run(job, rc.progress(job.label, project.data(job.data).rows))
 
 
-def batch_run(config: Config, flows: list[FlowSpec], options: RunOptions, rc: RunContext) -> list[dict[str, Any]]:
+def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: RunContext) -> list[dict[str, Any]]:
     """Run each flow over its data; raise CheckFailed when failed lines exceed a flow's allowance."""
-    jobs = [(flow, batch_job(config, flow, options, rc.environ)) for flow in flows]  # env checked up front
+    jobs = [(flow, batch_job(project, flow, options, rc.environ)) for flow in flows]  # env checked up front
     summaries: list[dict[str, Any]] = []
     broken: list[str] = []
     down: list[str] = []
     for flow, job in jobs:
-        record = _execute(rc, job)
+        record = _execute(project, rc, job)
         summary = save_run(rc.state_dir, record, flow.max_failed_lines)
         update_flow_summary(rc.state_dir, flow.name, "run", {k: v for k, v in summary.items() if k != "metrics"})
         _report(record, summary, flow.max_failed_lines)
@@ -90,7 +94,7 @@ def batch_run(config: Config, flows: list[FlowSpec], options: RunOptions, rc: Ru
     return summaries
 
 
-def eval_run(config: Config, flows: list[FlowSpec], options: RunOptions, rc: RunContext) -> dict[str, Any]:
+def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: RunContext) -> dict[str, Any]:
     """Run every evaluation of each flow against that flow's batch run from the state dir."""
     plans = []
     for flow in flows:
@@ -101,12 +105,12 @@ def eval_run(config: Config, flows: list[FlowSpec], options: RunOptions, rc: Run
         if base is None:
             raise UsageError(f"flow '{flow.name}' has no batch run in {rc.state_dir}; run "
                              f"'llmops-ci batch-run --flow {flow.name}' first (with the same --state-dir)")
-        plans.append((flow, eval_jobs(config, flow, str(base["name"]), options, rc.environ)))
+        plans.append((flow, eval_jobs(project, flow, str(base["name"]), options, rc.environ)))
     results: dict[str, Any] = {}
     failed = []
     for flow, jobs in plans:
         for job in jobs:
-            record = _execute(rc, job)
+            record = _execute(project, rc, job)
             summary = save_run(rc.state_dir, record, None)
             evaluation = job.label.split("/", 1)[1]
             entry = {"run": record.name, "status": summary["status"], "metrics": record.metrics,

@@ -1,4 +1,8 @@
-"""Batch, evaluation and single-line runs: what to run (jobs), what came out (records), where it is kept."""
+"""Batch, evaluation and single-line runs: what to run (jobs), what came out (records), where it is kept.
+
+Jobs and records are the same whatever the flow kind and the backend: a backend turns a ``RunJob``
+into a ``RunRecord`` of ``LineResult``s.
+"""
 
 from __future__ import annotations
 
@@ -13,21 +17,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.backends.artifacts import LineResult
 from llmops_ci.config import ENV_REF, Config, FlowSpec, Origin
 from llmops_ci.errors import ConfigError, Problem, UsageError
-from llmops_ci.kinds import kind_for
+from llmops_ci.kinds import FlowInfo
 from llmops_ci.lint.findings import ERROR
 from llmops_ci.lint.project import LintRequest, lint
 from llmops_ci.llm_cache import CacheSettings
+from llmops_ci.project import Project
 from llmops_ci.schema import as_dict
-from llmops_ci.state import read_summary, write_json_atomic
+from llmops_ci.state import atomic_writer, dumps_line, read_summary, update_flow, write_json_atomic
 
 SECRET_FIELDS = ("api_key", "secrets")
 MAX_ERRORS = 5
 # LLM endpoint failures: when every line fails with one of these, the service is down (exit 3).
 SERVICE_ERRORS = ("APIConnectionError", "APITimeoutError", "InternalServerError", "RateLimitError",
                   "ServiceUnavailableError", "OpenAIError")
+
+
+@dataclass
+class LineResult:
+    line: int
+    status: str
+    inputs: dict[str, Any]
+    outputs: Any
+    duration_s: float | None
+    tokens: dict[str, int]
+    error: str | None = None
+    error_code: str | None = None
+    node: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"line": self.line, "status": self.status, "inputs": self.inputs, "outputs": self.outputs,
+                "duration_s": self.duration_s, "tokens": self.tokens, "error": self.error, "node": self.node}
 
 
 @dataclass(frozen=True)
@@ -56,6 +77,7 @@ class RunJob:
     label: str  # "classify" or "classify/accuracy"
     name: str  # unique run name within the private home
     flow: Path
+    info: FlowInfo  # what the flow's kind found in it (and how to snapshot it)
     data: Path
     column_mapping: dict[str, Any]
     variant: str | None
@@ -69,7 +91,10 @@ class RunJob:
 
 @dataclass(frozen=True)
 class TestJob:
+    __test__ = False  # not a pytest class
+
     flow: Path
+    info: FlowInfo
     inputs: dict[str, Any]
     variant: str | None
     connections: dict[str, dict[str, Any]]
@@ -80,6 +105,8 @@ class TestJob:
 
 @dataclass
 class TestRecord:
+    __test__ = False
+
     status: str
     output: Any
     error: str | None
@@ -101,7 +128,7 @@ def percentile(values: list[float], q: float) -> float | None:
 class RunRecord:
     label: str
     name: str
-    pf_status: str
+    status: str  # the backend's word for how the run as a whole ended: Completed, Failed, Canceled
     lines: list[LineResult]
     duration_s: float
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -131,7 +158,7 @@ class RunRecord:
 
     def summary(self, allowed_failures: int | None) -> dict[str, Any]:
         failed = len(self.failed)
-        ok = self.pf_status == "Completed" and (allowed_failures is None or failed <= allowed_failures)
+        ok = self.status == "Completed" and (allowed_failures is None or failed <= allowed_failures)
         out: dict[str, Any] = {
             "name": self.name, "status": "completed" if ok else "failed", "lines_total": self.lines_total,
             "lines_failed": failed, "duration_s": round(self.duration_s, 3),
@@ -152,9 +179,9 @@ def run_name(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", label) + time.strftime("_%Y%m%d_%H%M%S_") + secrets.token_hex(3)
 
 
-def preflight(config: Config, flows: list[FlowSpec]) -> None:
+def preflight(project: Project, flows: list[FlowSpec]) -> None:
     """Everything lint can tell before a run: a broken mapping or flow is exit 2 before anything starts."""
-    report = lint(LintRequest(config=config.path, flows=tuple(f.name for f in flows)))
+    report = lint(LintRequest(config=project.config.path, flows=tuple(f.name for f in flows)), project)
     errors = [f for f in report.findings if f.severity == ERROR]
     if errors:
         raise ConfigError([Problem(f.path, f.line, f.column, f"{f.message} [{f.rule}]", f.rule) for f in errors])
@@ -174,11 +201,10 @@ def _require_env(origin: Origin, sub: tuple[Any, ...], value: Any, environ: Mapp
     return ENV_REF.sub(lambda m: environ.get(m.group(1), ""), value)
 
 
-def used_connections(config: Config, flow: Path, overrides: dict[str, dict[str, Any]]) -> set[str]:
-    kind = kind_for(flow)
+def used_connections(config: Config, info: FlowInfo | None, overrides: dict[str, dict[str, Any]]) -> set[str]:
     names = {v["connection"] for v in overrides.values() if isinstance(v.get("connection"), str)}
-    if kind is not None:
-        for use in kind.inspect(flow).connections:
+    if info is not None:
+        for use in info.connections:
             name = overrides.get(use.node, {}).get(use.field, use.connection)
             if isinstance(name, str):
                 names.add(name)
@@ -231,33 +257,44 @@ def secret_values(connections: tuple[ProviderConnection, ...]) -> list[str]:
     return [v for v in out if v]
 
 
-def batch_job(config: Config, flow: FlowSpec, options: RunOptions, environ: Mapping[str, str]) -> RunJob:
+def flow_info(project: Project, path: Path) -> FlowInfo:
+    info = project.info(path)
+    if info is None:  # preflight lint reports it first; this guards library callers that skip it
+        raise UsageError(f"{path}: not a flow that llmops-ci can run (no flow kind recognises it)")
+    return info
+
+
+def batch_job(project: Project, flow: FlowSpec, options: RunOptions, environ: Mapping[str, str]) -> RunJob:
+    config = project.config
     if flow.data is None:
         raise UsageError(f"{flow.origin.doc.display}: flow '{flow.name}' has no 'data:' to run over")
     cache = cache_settings(config, flow.name, options.llm_cache)
+    info = flow_info(project, flow.path)
     return RunJob(
-        label=flow.name, name=run_name(flow.name), flow=flow.path, data=flow.data,
+        label=flow.name, name=run_name(flow.name), flow=flow.path, info=info, data=flow.data,
         column_mapping=flow.column_mapping, variant=flow.variant, connections=flow.connections,
         environment_variables=environment(flow.where("environment_variables"), flow.environment_variables, environ),
-        provider_connections=provider_connections(config, used_connections(config, flow.path, flow.connections),
+        provider_connections=provider_connections(config, used_connections(config, info, flow.connections),
                                                   environ, lenient=cache is not None),
         options=options, base_run=flow.base_run, cache=cache)
 
 
-def eval_jobs(config: Config, flow: FlowSpec, base_run: str, options: RunOptions,
+def eval_jobs(project: Project, flow: FlowSpec, base_run: str, options: RunOptions,
               environ: Mapping[str, str]) -> list[RunJob]:
+    config = project.config
     jobs = []
     for evaluation in flow.evaluations.values():
         data = evaluation.data or flow.data
         assert data is not None
         cache = cache_settings(config, f"{flow.name}/{evaluation.name}", options.llm_cache)
+        info = flow_info(project, evaluation.path)
         jobs.append(RunJob(
             label=f"{flow.name}/{evaluation.name}", name=run_name(f"{flow.name}_{evaluation.name}"),
-            flow=evaluation.path, data=data, column_mapping=evaluation.column_mapping, variant=None,
+            flow=evaluation.path, info=info, data=data, column_mapping=evaluation.column_mapping, variant=None,
             connections=evaluation.connections,
             environment_variables=environment(evaluation.origin, evaluation.environment_variables, environ),
             provider_connections=provider_connections(
-                config, used_connections(config, evaluation.path, evaluation.connections), environ,
+                config, used_connections(config, info, evaluation.connections), environ,
                 lenient=cache is not None),
             options=options, base_run=base_run, cache=cache))
     return jobs
@@ -277,11 +314,9 @@ def save_run(state_dir: Path, record: RunRecord, allowed_failures: int | None) -
     if record.metrics:
         summary["metrics"] = record.metrics
     write_json_atomic(folder / "run.json", summary)
-    tmp = folder / "lines.jsonl.tmp"
-    with tmp.open("w", encoding="utf-8") as fh:
+    with atomic_writer(folder / "lines.jsonl") as fh:
         for line in record.lines:
-            fh.write(json.dumps(line.to_json(), default=str) + "\n")
-    tmp.replace(folder / "lines.jsonl")
+            fh.write(dumps_line(line.to_json()) + "\n")
     return summary
 
 
@@ -315,11 +350,4 @@ def mark_unchanged(state_dir: Path, flow: str, since: str, reasons_elsewhere: st
 
 
 def update_flow_summary(state_dir: Path, flow: str, key: str, value: Any) -> None:
-    data = read_summary(state_dir)
-    flows = data.setdefault("flows", {})
-    entry = flows.setdefault(flow, {})
-    if key == "evaluations":
-        entry.setdefault("evaluations", {}).update(value)
-    else:
-        entry[key] = value
-    write_json_atomic(state_dir / "summary.json", data)
+    update_flow(state_dir, flow, key, value)  # read-modify-write under the state dir's lock

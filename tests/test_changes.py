@@ -13,7 +13,7 @@ import pytest
 from llmops_ci.changes import ChangedFiles, Selection, changed_files, select_flows
 from llmops_ci.config import Config, read_config
 from llmops_ci.errors import UsageError
-from tests.conftest import BASE_PROJECT, Project
+from tests.helpers.projects import BASE_PROJECT, Project
 
 OTHER_ENTRY = """\
           other:

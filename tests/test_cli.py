@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from llmops_ci import __version__, cli
-from tests.conftest import CliResult, Project
+from tests.helpers.projects import CliResult, Project
 
 Cli = Callable[..., CliResult]
 
@@ -114,13 +114,15 @@ class _Boom:
     name = "boom"
     help = "raises"
 
-    def __init__(self, exc: BaseException) -> None:
+    def __init__(self, exc: BaseException | None) -> None:
         self.exc = exc
 
     def add_arguments(self, parser: object) -> None:
         return None
 
     def run(self, args: object, ctx: object) -> int:
+        if self.exc is None:
+            return 0
         raise self.exc
 
 
@@ -128,8 +130,26 @@ def test_interrupt_is_130_and_unexpected_errors_keep_traceback(cli: Cli, monkeyp
     monkeypatch.setitem(cli_steps(), "boom", _Boom(KeyboardInterrupt()))
     assert cli("boom").code == 130
     monkeypatch.setitem(cli_steps(), "boom", _Boom(RuntimeError("bug")))
-    with pytest.raises(RuntimeError, match="bug"):
-        cli("boom")
+    result = cli("boom")
+    assert result.code == 4
+    assert "internal error in llmops-ci" in result.err and "Traceback" in result.err
+    assert "RuntimeError: bug" in result.err
+
+
+def test_crash_exits_4_publishes_and_marks_the_summary(cli: Cli, project: Callable[..., Project],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    proj = project()
+    assert cli("lint").code == 0
+    monkeypatch.setitem(cli_steps(), "boom", _Boom(ZeroDivisionError("division by zero")))
+    result = cli("boom")
+    assert result.code == 4
+    summary = json.loads((proj.root / ".llmops" / "summary.json").read_text())
+    assert summary["internal_error"] == {"boom": {"error": "ZeroDivisionError: division by zero"}}
+    assert "lint" in summary  # what was known before the crash is kept
+    assert (proj.root / ".llmops" / "comment.md").is_file()  # and still published
+    monkeypatch.setitem(cli_steps(), "boom", _Boom(None))
+    assert cli("boom").code == 0  # the same step running through clears its mark
+    assert "internal_error" not in json.loads((proj.root / ".llmops" / "summary.json").read_text())
 
 
 def cli_steps() -> dict[str, object]:

@@ -9,7 +9,7 @@ import pytest
 
 from llmops_ci.config import load_config, read_config
 from llmops_ci.errors import ConfigError, UsageError
-from tests.conftest import Project
+from tests.helpers.projects import Project
 
 ENV = {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "test-key-123"}
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from llmops_ci.lint.project import LintRequest, lint
-from tests.conftest import CliResult, processes_using, snapshot
 from tests.fake_openai import FakeOpenAI
+from tests.helpers.projects import EXAMPLE, CliResult, classify_by_url, processes_using, snapshot
 
-EXAMPLE = Path(__file__).parent.parent / "examples" / "web-classification"
+pytestmark = pytest.mark.executor
 
 
 def test_example_lints_clean(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,20 +38,6 @@ def test_example_without_model_is_caught(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.chdir(copy)
     rules = [(f.rule, f.path) for f in lint(LintRequest(config=cfg, flows=("classify",))).findings]
     assert rules == [("llm-model-missing", "llmops.yaml")]
-
-
-def classify_by_url(prompt: str) -> str:
-    """A stand-in model: reads the last URL in the prompt and answers in the format the prompt asks for."""
-    url = [word for word in prompt.split() if word.startswith("http")][-1].lower()
-    rules = [(".pdf", "PDF"), ("/pdf/", "PDF"), ("sitrep", "PDF"), ("youtube", "Channel"), ("twitch", "Channel"),
-             ("vimeo", "Channel"), ("podcast", "Channel"), ("imdb", "Movie"), ("letterboxd", "Movie"),
-             ("netflix", "Movie"), ("rottentomatoes", "Movie"), ("moviedb", "Movie"), ("arxiv", "Academic"),
-             ("acl", "Academic"), ("doi", "Academic"), ("ocw.", "Academic"), ("scholar", "Academic"),
-             ("nature.com", "Academic"), ("linkedin", "Profile"), ("github.com/", "Profile"), ("about.me", "Profile"),
-             ("/people/", "Profile"), ("x.com/", "Profile"), ("apps.", "App"), ("play.google", "App"),
-             ("f-droid", "App"), ("store/", "App")]
-    category = next((c for key, c in rules if key in url), "None")
-    return json.dumps({"category": category, "evidence": "Url"})
 
 
 def test_example_runs_end_to_end_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -11,7 +11,7 @@ import pytest
 
 from llmops_ci.config import GateRule
 from llmops_ci.gate import compare
-from tests.conftest import CliResult, Project
+from tests.helpers.projects import CliResult, Project
 
 Cli = Callable[..., CliResult]
 

@@ -7,10 +7,11 @@ from collections.abc import Callable
 
 import pytest
 
-from llmops_ci.steps.pr import combined
-from tests.conftest import CliResult, Project
+from llmops_ci.errors import combined
 from tests.fake_openai import FakeOpenAI
-from tests.test_execute import RUN_PROJECT
+from tests.helpers.projects import RUN_PROJECT, CliResult, Project
+
+pytestmark = pytest.mark.executor
 
 Cli = Callable[..., CliResult]
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from llmops_ci.release import SmokeTest
-from tests.conftest import CliResult, processes_using
 from tests.fake_openai import FakeOpenAI
-from tests.test_examples import EXAMPLE, classify_by_url
+from tests.helpers.projects import EXAMPLE, CliResult, classify_by_url, processes_using
+
+pytestmark = pytest.mark.executor
 
 Cli = Callable[..., CliResult]
 PASSED = {"schema": "llmops-ci/summary@1", "flows": {"classify": {"gate": {"passed": True, "checks": []}},

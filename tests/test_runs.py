@@ -5,9 +5,8 @@ import logging
 
 import pytest
 
-from llmops_ci.backends.artifacts import LineResult
 from llmops_ci.progress import Progress
-from llmops_ci.runs import RunRecord, percentile
+from llmops_ci.runs import LineResult, RunRecord, percentile
 
 
 def line(n: int, status: str = "Completed", duration: float = 1.0, code: str | None = None,

@@ -8,26 +8,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from llmops_ci.runs import LineResult
 from llmops_ci.schema import as_dict
 
 FAILED = ("Failed", "Canceled")
-
-
-@dataclass
-class LineResult:
-    line: int
-    status: str
-    inputs: dict[str, Any]
-    outputs: Any
-    duration_s: float | None
-    tokens: dict[str, int]
-    error: str | None = None
-    error_code: str | None = None
-    node: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"line": self.line, "status": self.status, "inputs": self.inputs, "outputs": self.outputs,
-                "duration_s": self.duration_s, "tokens": self.tokens, "error": self.error, "node": self.node}
 
 
 @dataclass

@@ -37,9 +37,12 @@ from azure.ai.ml.entities import (
 )
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
-from llmops_ci.backends.pf_home import copy_flow
+from llmops_ci.backends import BackendContext
+from llmops_ci.config import Origin
 from llmops_ci.errors import ServiceError, UsageError
+from llmops_ci.kinds import snapshot_of
 from llmops_ci.release import DeployPlan, DeployResult, ModelSpec, SmokeResult, SmokeTest, other_slot
+from llmops_ci.runs import ProviderConnection, resolve_values
 
 log = logging.getLogger("llmops_ci.azureml")
 
@@ -245,7 +248,8 @@ class AzureMLRelease:
                 pass
         with tempfile.TemporaryDirectory(prefix="llmops-model-") as tmp, \
                 _service(f"registering model {spec.name}:{spec.version}"):
-            folder = copy_flow(spec.path, Path(tmp) / spec.path.name, spec.connections, spec.variant)
+            folder = snapshot_of(spec.path, Path(tmp) / spec.path.name, variant=spec.variant,
+                                 overrides=spec.connections).folder
             created = self.ml.models.create_or_update(model_entity(spec, folder))
         log.info("registered model %s:%s", created.name or spec.name, created.version or spec.version)
         return created.name or spec.name, created.version or spec.version, True
@@ -407,3 +411,40 @@ def _json_or_text(text: Any) -> Any:
 
 def _where_traffic(previous: str | None) -> str:
     return f"traffic stays on {previous}" if previous else "nothing serves on the endpoint"
+
+
+class ProjectRelease:
+    """The ``Release`` of ``--backend azureml``: the workspace named by llmops.yaml's ``azureml:`` block,
+    reached only when something is registered or deployed (dry runs need no credentials)."""
+
+    name = "azureml"
+
+    def __init__(self, ctx: BackendContext) -> None:
+        self.ctx = ctx
+        self._release: AzureMLRelease | None = None
+
+    def _connected(self) -> AzureMLRelease:
+        if self._release is None:
+            config = self.ctx.project.config
+            if config.azureml is None:
+                raise UsageError(f"{config.doc.display}: --backend azureml needs an 'azureml:' block "
+                                 "(subscription_id, resource_group, workspace)")
+            values = resolve_values(Origin(config.doc, ("azureml",)), {
+                "subscription_id": config.azureml.subscription_id, "resource_group": config.azureml.resource_group,
+                "workspace": config.azureml.workspace}, self.ctx.environ)
+            self._release = AzureMLRelease(connect(WorkspaceScope(**values)))
+        return self._release
+
+    def register(self, spec: ModelSpec) -> tuple[str, str, bool]:
+        return self._connected().register(spec)
+
+    def deploy(self, plan: DeployPlan, connections: tuple[ProviderConnection, ...], keep: bool) -> DeployResult:
+        release = self._connected()
+        release.check_resources(plan.model, environment_variables=plan.environment_variables)
+        return release.deploy(plan, plan.model.version)
+
+    def dry_run_model(self, spec: ModelSpec) -> str:
+        return dry_run_yaml(None, spec)
+
+    def dry_run_plan(self, plan: DeployPlan) -> str:
+        return dry_run_yaml(plan, plan.model)

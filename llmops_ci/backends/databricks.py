@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
@@ -29,6 +29,9 @@ from llmops_ci.config import Config, FlowSpec
 from llmops_ci.errors import ServiceError, UsageError
 from llmops_ci.release import DeployPlan, DeployResult, ModelSpec, SmokeResult, SmokeTest
 from llmops_ci.runs import ProviderConnection
+
+if TYPE_CHECKING:
+    from llmops_ci.backends import BackendContext
 
 log = logging.getLogger("llmops_ci.databricks")
 T = TypeVar("T")
@@ -319,3 +322,7 @@ def _status(exc: Exception) -> int:
             return codes[cls.__name__]
     return 500
 
+
+def from_context(ctx: BackendContext) -> DatabricksRelease:
+    """The factory for ``RELEASES["databricks"]``; builds no client (a dry run needs no credentials)."""
+    return DatabricksRelease.for_config(ctx.state_dir, ctx.project.config, ctx.environ)

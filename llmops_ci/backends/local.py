@@ -17,9 +17,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from llmops_ci import redaction
 from llmops_ci.backends.artifacts import count_lines_done, read_run
 from llmops_ci.backends.pf_home import PFHome
 from llmops_ci.errors import CheckFailed, LlmopsError, ServiceError, UsageError
+from llmops_ci.kinds import snapshot
 from llmops_ci.llm_cache import CacheSettings, LlmProxy
 from llmops_ci.progress import Progress
 from llmops_ci.runs import ProviderConnection, RunJob, RunRecord, TestJob, TestRecord
@@ -32,6 +34,7 @@ ENV_ENDPOINTS = ("OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT")
 
 class LocalBackend:
     name = "local"
+    routes_local_proxy = True
 
     def __init__(self, state_dir: Path, environ: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir.absolute()
@@ -40,9 +43,10 @@ class LocalBackend:
 
     def run(self, job: RunJob, progress: Progress) -> RunRecord:
         self.home.prepare()
-        flow = self.home.copy_flow(job.flow, job.name)
+        snap = snapshot(job.info, self.home.root / "work" / job.name)
+        flow = snap.folder
         request = {
-            "action": "run", "flow": str(flow), "data": str(job.data.absolute()), "name": job.name,
+            "action": "run", "flow": str(snap.entry), "data": str(job.data.absolute()), "name": job.name,
             "column_mapping": job.column_mapping, "variant": job.variant, "connections": job.connections,
             "environment_variables": job.environment_variables, "run": job.base_run,
             "worker_count": job.options.workers, "line_timeout_sec": job.options.line_timeout,
@@ -58,6 +62,9 @@ class LocalBackend:
         finally:
             shutil.rmtree(flow, ignore_errors=True)  # the run keeps its own snapshot
         duration = time.monotonic() - started
+        # prompt flow's own records of the run stay for an evaluation to read; no secret may stay in them
+        redaction.redact_files(run_folder)
+        redaction.redact_files(self.state_dir / "logs" / f"{job.name}.log")
         artifacts = read_run(run_folder) if run_folder.is_dir() else None
         progress.finish(len(artifacts.lines) if artifacts else 0)
         if artifacts is None:
@@ -68,8 +75,10 @@ class LocalBackend:
     def test(self, job: TestJob) -> TestRecord:
         self.home.prepare()
         name = f"test_{os.getpid()}_{time.time_ns()}"
-        flow = self.home.copy_flow(job.flow, name, job.connections)
-        request = {"action": "test", "flow": str(flow), "inputs": job.inputs, "variant": job.variant,
+        # pf.test takes no connection overrides, so the snapshot carries them
+        snap = snapshot(job.info, self.home.root / "work" / name, overrides=job.connections)
+        flow = snap.folder
+        request = {"action": "test", "flow": str(snap.entry), "inputs": job.inputs, "variant": job.variant,
                    "environment_variables": job.environment_variables,
                    "output_path": str(self.home.root / "work" / f"{name}.out")}
         started = time.monotonic()
@@ -79,6 +88,7 @@ class LocalBackend:
         finally:
             shutil.rmtree(flow, ignore_errors=True)
             shutil.rmtree(self.home.root / "work" / f"{name}.out", ignore_errors=True)
+            redaction.redact_files(self.state_dir / "logs" / f"{name}.log")
         if "output" not in outcome and outcome.get("status") == "Failed":
             raise self._failure("test", outcome)
         return TestRecord(str(outcome.get("status")), outcome.get("output"), outcome.get("error"),

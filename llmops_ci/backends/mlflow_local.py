@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmops_ci.backends.artifacts import LineResult
 from llmops_ci.backends.local import reap
@@ -28,6 +28,9 @@ from llmops_ci.kinds.mlflow_agent import MLMODEL_SKIP
 from llmops_ci.llm_cache import CacheSettings, LlmProxy
 from llmops_ci.progress import Progress
 from llmops_ci.runs import RunJob, RunRecord, TestJob, TestRecord
+
+if TYPE_CHECKING:
+    from llmops_ci.backends import BackendContext
 
 log = logging.getLogger("llmops_ci.mlflow")
 POLL_S = 0.1
@@ -251,3 +254,8 @@ def data_example(path: Path | None, interface: str) -> dict[str, Any] | None:
                 line = json.loads(raw)
                 return as_request(line, interface) if isinstance(line, dict) else None
     return None
+
+
+def from_context(ctx: BackendContext) -> MlflowAgentRunner:
+    """The factory for ``BACKENDS`` (runs of ``mlflow_agent`` flows)."""
+    return MlflowAgentRunner.for_config(ctx.state_dir, ctx.project.config, ctx.environ)

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 import yaml
@@ -39,6 +39,9 @@ from llmops_ci.llm_cache import CacheSettings
 from llmops_ci.release import DeployPlan, DeployResult, ModelSpec, SmokeResult, SmokeTest, other_slot
 from llmops_ci.runs import ProviderConnection, cache_settings
 from llmops_ci.state import write_json_atomic
+
+if TYPE_CHECKING:
+    from llmops_ci.backends import BackendContext
 
 log = logging.getLogger("llmops_ci.mlflow_release")
 START_TIMEOUT_S = 120
@@ -245,3 +248,7 @@ def smoke(url: str, test: SmokeTest, timeout_ms: int | None) -> SmokeResult:
     error = test.check(response.status_code, body)
     return SmokeResult(test.name, error is None, error, round(time.monotonic() - started, 3))
 
+
+def from_context(ctx: BackendContext) -> MlflowRelease:
+    """The factory for ``RELEASES["local"]`` when the flow is an MLflow agent."""
+    return MlflowRelease.for_config(ctx.state_dir, ctx.project.config, ctx.environ)

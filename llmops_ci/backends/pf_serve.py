@@ -36,7 +36,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     flow = Path(req["flow"])
-    serve_python_flow(flow_file_path=flow / "flow.dag.yaml", flow_dir=flow, port=int(req["port"]), host="127.0.0.1",
+    serve_python_flow(flow_file_path=Path(req["entry"]), flow_dir=flow, port=int(req["port"]), host="127.0.0.1",
                       static_folder=None, config=None, environment_variables=req.get("environment_variables") or {},
                       init=None, skip_open_browser=True, engine="flask", chat_page_url="")
     return 0

@@ -1,18 +1,18 @@
-"""The seam between the steps and the kinds of flow (DAG flows today; flex, prompty, MLflow later).
+"""The seam between the steps and the kinds of flow (DAG flows, and the kinds that plug in beside them).
 
-A kind recognises a folder and describes the flow in kind-neutral terms (``FlowInfo``):
-its inputs and outputs, the nodes and variants that config can point at, the connections
-it uses, and the findings from checking its own files. Steps only ever see ``FlowInfo``.
+A kind recognises a folder or file, describes the flow in kind-neutral terms (``FlowInfo``: its
+inputs and outputs, the nodes and variants config can point at, the connections it uses, the files
+it depends on, its chat interface and the findings from checking its own files) and makes a private
+runnable ``Snapshot`` of it. Nothing outside this package reads a flow's definition file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from llmops_ci.lint.findings import Finding
-from llmops_ci.yamldoc import YamlDoc
+from llmops_ci.lint.findings import Finding, Rule, register_rules
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,15 @@ class ConnectionUse:
     line: int | None
     column: int | None
     params: frozenset[str] = frozenset()  # the node's input names (an LLM node's model settings among them)
+    llm: bool = True  # an LLM node (it must name a model); False for a tool argument typed as a connection
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """A file or folder besides the flow's own folder that decides what the flow does."""
+
+    path: Path  # absolute, normalised (not resolved: a symlinked include is reported where it is written)
+    label: str  # why, e.g. "additional include", "python_requirements_txt"
 
 
 @dataclass
@@ -47,20 +56,41 @@ class FlowInfo:
     connections: list[ConnectionUse] = field(default_factory=list)
     # per node, the keys a run's `connections:` override may set (None: cannot tell statically)
     override_keys: dict[str, frozenset[str] | None] = field(default_factory=dict)
-    docs: list[YamlDoc] = field(default_factory=list)
+    dependencies: list[Dependency] = field(default_factory=list)
+    chat_input: str | None = None
+    chat_output: str | None = None
+    chat_history: str | None = None
+    environment_variables: dict[str, str] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     loaded: bool = True
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A private runnable copy of a flow: includes merged, the variant and connection overrides applied."""
+
+    folder: Path
+    entry: Path  # the file an executor is given (flow.dag.yaml, flow.flex.yaml, a .prompty file)
 
 
 class FlowKind(Protocol):
     name: str
 
-    def matches(self, folder: Path) -> bool:
-        """True when ``folder`` (or file) holds a flow of this kind."""
+    def matches(self, path: Path) -> bool:
+        """True when ``path`` (a folder or a file) holds a flow of this kind."""
         ...
 
-    def inspect(self, folder: Path) -> FlowInfo:
+    def inspect(self, path: Path) -> FlowInfo:
         """Parse and statically check the flow; must not import promptflow, azure or the flow's code."""
+        ...
+
+    def snapshot(self, info: FlowInfo, dest: Path, *, variant: str | None = None,
+                 overrides: dict[str, dict[str, Any]] | None = None) -> Snapshot:
+        """Copy the flow to ``dest`` (replaced if present) as it would run."""
+        ...
+
+    def rules(self) -> list[Rule]:
+        """The lint rules this kind's ``inspect`` reports."""
         ...
 
 
@@ -71,6 +101,8 @@ def _registry() -> dict[str, FlowKind]:
 
 
 KINDS: dict[str, FlowKind] = _registry()
+for _kind in KINDS.values():
+    register_rules(_kind.rules())
 
 
 def kind_for(path: Path) -> FlowKind | None:
@@ -78,3 +110,23 @@ def kind_for(path: Path) -> FlowKind | None:
         if kind.matches(path):
             return kind
     return None
+
+
+def inspect(path: Path) -> FlowInfo | None:
+    """The flow at ``path`` inspected by the kind that recognises it, or None."""
+    kind = kind_for(path)
+    return kind.inspect(path) if kind is not None else None
+
+
+def snapshot(info: FlowInfo, dest: Path, *, variant: str | None = None,
+             overrides: dict[str, dict[str, Any]] | None = None) -> Snapshot:
+    return KINDS[info.kind].snapshot(info, dest, variant=variant, overrides=overrides)
+
+
+def snapshot_of(path: Path, dest: Path, *, variant: str | None = None,
+                overrides: dict[str, dict[str, Any]] | None = None) -> Snapshot:
+    """``snapshot`` for a flow known only by its path (a registered model's source)."""
+    info = inspect(path)
+    if info is None:
+        raise ValueError(f"{path}: no flow kind recognises it")
+    return snapshot(info, dest, variant=variant, overrides=overrides)

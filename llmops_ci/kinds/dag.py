@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from llmops_ci.errors import ConfigError, Problem
-from llmops_ci.kinds import ConnectionUse, FlowInfo, FlowInput
+from llmops_ci.kinds import ConnectionUse, Dependency, FlowInfo, FlowInput, Snapshot
 from llmops_ci.kinds.jinja import TemplateSyntax, template_vars
 from llmops_ci.kinds.python_tool import ToolFileError, module_installed, read_tool
-from llmops_ci.lint.findings import finding, from_problem
+from llmops_ci.lint import secrets
+from llmops_ci.lint.findings import ERROR, WARNING, Rule, finding, from_problem
 from llmops_ci.schema import BOOL, STR, STR_MAP, AnyValue, ListOf, MapOf, Scalar, Struct, as_dict, as_list, closest
 from llmops_ci.yamldoc import Key, YamlDoc, display_path, load_yaml
 
@@ -32,7 +37,9 @@ MODEL_OVERRIDES = frozenset({"deployment_name", "model"})
 
 SOURCE = Struct({"type": Scalar((str,), choices=("code", "package", "package_with_prompt")), "path": STR,
                  "tool": STR}, required=("type",), what="in a node source")
-ACTIVATE = Struct({"when": AnyValue(), "is": AnyValue()}, required=("when", "is"), what="in activate")
+ACTIVATE = Struct({"when": Scalar((str,), pattern=r"\$\{[^}]+\}", hint="; write ${<node>.output} or "
+                                   "${inputs.<name>}"),
+                   "is": AnyValue()}, required=("when", "is"), what="in activate")
 _NODE_FIELDS = {
     "type": STR, "source": SOURCE, "inputs": MapOf(AnyValue()), "tool": STR, "comment": STR, "api": STR,
     "provider": STR, "module": STR, "connection": STR, "aggregation": BOOL, "enable_cache": BOOL,
@@ -95,6 +102,36 @@ class _Body:
     variant: str | None = None
 
 
+RULES = [
+    Rule("input-unused", WARNING, "a flow input that no node, activate condition or output reads"),
+    Rule("output-ref-unknown", ERROR, "a flow output references a node or input that does not exist"),
+    Rule("output-ref-aggregation", ERROR, "a flow output references an aggregation node"),
+    Rule("node-ref-unknown", ERROR, "a node input or activate.when references an unknown node or flow input"),
+    Rule("node-ref-aggregation", ERROR, "a non-aggregation node references an aggregation node"),
+    Rule("node-cycle", ERROR, "nodes reference each other in a cycle (the cycle is named)"),
+    Rule("node-duplicate", ERROR, "two nodes share a name"),
+    Rule("node-type-unknown", ERROR, "a node type other than python, llm, prompt or custom_llm"),
+    Rule("node-unused", WARNING, "a node whose output no other node, activate condition or output uses"),
+    Rule("tool-function", ERROR, "a Python tool file without exactly one @tool function"),
+    Rule("tool-arg-unknown", ERROR, "a node input that the tool function has no parameter for"),
+    Rule("tool-arg-missing", ERROR, "a tool parameter without a default that the node does not give"),
+    Rule("package-tool-unchecked", WARNING,
+         "a package tool that is not installed here, so its inputs were not checked"),
+    Rule("prompt-input-unused", WARNING, "a node input that the template never uses"),
+    Rule("llm-connection-missing", ERROR, "an LLM node without 'connection'"),
+    Rule("llm-api-invalid", ERROR, "an LLM node whose 'api' is not chat or completion"),
+    Rule("variant-default-unknown", ERROR, "default_variant_id names a variant that does not exist"),
+    Rule("variant-mismatch", ERROR, "use_variants and node_variants disagree"),
+    Rule("include-missing", ERROR, "an additional_includes path does not exist"),
+]
+
+
+def _definition(path: Path) -> Path:
+    if path.is_file():
+        return path
+    return next((path / f for f in DAG_FILES if (path / f).is_file()), path / DAG_FILES[0])
+
+
 class DagFlowKind:
     name = "dag"
 
@@ -104,9 +141,15 @@ class DagFlowKind:
         return any((path / f).is_file() for f in DAG_FILES)
 
     def inspect(self, path: Path) -> FlowInfo:
-        definition = path if path.is_file() else next((path / f for f in DAG_FILES if (path / f).is_file()),
-                                                       path / DAG_FILES[0])
-        return _DagChecker(definition).run()
+        return _DagChecker(_definition(path)).run()
+
+    def snapshot(self, info: FlowInfo, dest: Path, *, variant: str | None = None,
+                 overrides: dict[str, dict[str, Any]] | None = None) -> Snapshot:
+        copy_flow(info.folder, dest, overrides, variant, info.definition.name)
+        return Snapshot(dest, dest / info.definition.name)
+
+    def rules(self) -> list[Rule]:
+        return RULES
 
 
 class _DagChecker:
@@ -153,8 +196,8 @@ class _DagChecker:
             self.info.loaded = False
             return self.info
         doc = self.doc
-        self.info.docs.append(doc)
         self.info.findings += [from_problem(p) for p in doc.duplicates]
+        self.info.findings += secrets.scan(doc)
         if not isinstance(doc.data, dict):
             self.add("wrong-type", (), "flow.dag.yaml must be a mapping with inputs, outputs and nodes")
             self.info.loaded = False
@@ -184,7 +227,20 @@ class _DagChecker:
         for body in bodies:
             self._body(body)
         self._files(data)
+        self._interface(inputs, outputs, data)
         return self.info
+
+    def _interface(self, inputs: dict[str, Any], outputs: dict[str, Any], data: dict[str, Any]) -> None:
+        """Chat inputs/outputs, the flow's own environment variables and the files outside its folder."""
+        self.info.chat_input = next((str(k) for k, v in inputs.items() if as_dict(v).get("is_chat_input")), None)
+        self.info.chat_history = next((str(k) for k, v in inputs.items() if as_dict(v).get("is_chat_history")),
+                                      None)
+        self.info.chat_output = next((str(k) for k, v in outputs.items() if as_dict(v).get("is_chat_output")),
+                                     None)
+        env = data.get("environment_variables")
+        if isinstance(env, dict):
+            self.info.environment_variables = {str(k): str(v) for k, v in env.items()}
+        self.info.dependencies = dependencies(self.folder, data)
 
     def _inputs(self, inputs: dict[str, Any]) -> None:
         for name, spec in inputs.items():
@@ -457,7 +513,7 @@ class _DagChecker:
             if used is not None and used.connection and isinstance(value, str) and parse_ref(value) is None:
                 line, col = self.doc.pos(*body.key, "inputs", arg) if self.doc else (None, None)
                 self.info.connections.append(ConnectionUse(body.node, value, arg, self.doc.display if self.doc
-                                                           else "", line, col))
+                                                           else "", line, col, llm=False))
 
     def _template(self, body: _Body, label: str, inputs: dict[str, Any], spath: Any, *, warn_unused: bool,
                   llm: bool) -> None:
@@ -501,3 +557,78 @@ class _DagChecker:
             self.add("requirements-missing", ("environment", "python_requirements_txt"),
                      f"python_requirements_txt '{req}' does not exist in {display_path(self.folder)}")
 
+
+
+# --- the files a DAG flow depends on, and its runnable copy -------------------------------------------------
+
+def _norm(folder: Path, rel: str) -> Path:
+    return Path(os.path.normpath(folder.absolute() / rel))
+
+
+def dependencies(folder: Path, data: dict[str, Any]) -> list[Dependency]:
+    """additional_includes and the requirements file (also where prompt flow finds it through a folder include)."""
+    includes = [inc for inc in as_list(data.get("additional_includes")) if isinstance(inc, str) and inc]
+    env = data.get("environment")
+    req = env.get("python_requirements_txt") if isinstance(env, dict) else None
+    deps: list[Dependency] = []
+    if isinstance(req, str) and req:
+        deps.append(Dependency(_norm(folder, req), "python_requirements_txt"))
+        first = Path(req).parts[0] if Path(req).parts else ""
+        for inc in includes:
+            src = _norm(folder, inc)
+            if src.name == first:
+                deps.append(Dependency(_norm(src.parent, req), "python_requirements_txt"))
+    deps += [Dependency(_norm(folder, inc), "additional include") for inc in includes]
+    return deps
+
+
+_COPY_IGNORE = shutil.ignore_patterns("__pycache__", ".promptflow", ".runs")
+
+
+def copy_flow(flow: Path, dest: Path, overrides: dict[str, dict[str, Any]] | None = None,
+              variant: str | None = None, definition: str = DAG_FILES[0]) -> Path:
+    """``flow`` copied to ``dest`` with additional_includes merged in and connection overrides applied;
+    ``variant`` (``${node.variant_id}``) becomes that node's default, so the copy runs (or serves) it."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(flow, dest, ignore=_COPY_IGNORE)
+    dag_path = dest / definition
+    if not dag_path.exists():
+        return dest
+    dag = as_dict(yaml.safe_load(dag_path.read_text(encoding="utf-8")))
+    includes = as_list(dag.pop("additional_includes", None))
+    for inc in includes:
+        src = (flow / inc).resolve()
+        target = dest / src.name
+        if src.is_dir():
+            shutil.copytree(src, target, dirs_exist_ok=True, ignore=_COPY_IGNORE)
+        elif src.is_file():
+            shutil.copy2(src, target)
+    if overrides:
+        _apply_overrides(dag, overrides)
+    node, _, variant_id = (variant or "").strip("${}").partition(".")
+    chosen = as_dict(as_dict(dag.get("node_variants")).get(node))
+    if variant_id and variant_id in as_dict(chosen.get("variants")):
+        chosen["default_variant_id"] = variant_id
+    if includes or overrides or variant_id:
+        dag_path.write_text(yaml.safe_dump(dag, sort_keys=False), encoding="utf-8")
+    return dest
+
+
+def _apply_overrides(dag: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> None:
+    bodies = [n for n in as_list(dag.get("nodes")) if isinstance(n, dict)]
+    for name, spec in as_dict(dag.get("node_variants")).items():
+        for variant in as_dict(as_dict(spec).get("variants")).values():
+            node = as_dict(variant).get("node")
+            if isinstance(node, dict):
+                bodies.append({**node, "name": name, "_ref": node})
+    for body in bodies:
+        values = overrides.get(str(body.get("name")))
+        if not values:
+            continue
+        target = body.pop("_ref", body)
+        for key, value in values.items():
+            if key == "connection" and target.get("type") == "llm":
+                target["connection"] = value
+            else:
+                target.setdefault("inputs", {})[key] = value

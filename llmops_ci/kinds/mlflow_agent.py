@@ -9,20 +9,18 @@ but the config does not declare works in a notebook and fails with credential er
 from __future__ import annotations
 
 import ast
-import dataclasses
 import os
 import re
 import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmops_ci.config import AGENT_RESOURCE_TYPES, AgentResource, FlowSpec, MlflowAgentSpec, Origin
 from llmops_ci.errors import ConfigError, UsageError
-from llmops_ci.kinds import FlowInfo, FlowInput
+from llmops_ci.kinds import FlowInfo, FlowInput, Snapshot
 from llmops_ci.kinds.mlflow_scan import AgentCode, Use, scan
-from llmops_ci.lint.findings import RULES, Finding, finding, from_problem
+from llmops_ci.lint.findings import RULES, Finding, Rule, finding, from_problem
 from llmops_ci.schema import as_dict, as_list, closest
 from llmops_ci.yamldoc import YamlDoc, display_path, load_yaml
 
@@ -72,12 +70,6 @@ AGENT_RULES = ("agent-code-missing", "agent-syntax", "agent-set-model-missing", 
                "mlmodel-resources-differ")
 
 
-@dataclass(frozen=True)
-class AgentSnapshot:  # the shape of kinds.Snapshot
-    folder: Path
-    entry: Path
-
-
 def norm(rtype: str, name: str) -> str:
     """How Databricks compares names: Unity Catalog names ignore case and backquotes."""
     return name.replace("`", "").lower() if rtype in UC_TYPES else name
@@ -99,18 +91,11 @@ def agent_io(interface: str) -> tuple[dict[str, FlowInput], set[str]]:
              "custom_inputs": FlowInput("custom_inputs", "object", True)}, {"messages", "custom_outputs"})
 
 
-def _flow_info(**values: Any) -> FlowInfo:
-    # FlowInfo gains fields with the seams (dependencies, chat_*); pass what this version has
-    known = {f.name for f in dataclasses.fields(FlowInfo)}
-    return FlowInfo(**{k: v for k, v in values.items() if k in known})
-
-
 def inspect_agent(folder: Path, spec: MlflowAgentSpec, config_origin: Origin | None,
                   mlmodel: Path | None = None) -> FlowInfo:
     origin = config_origin or spec.origin
     inputs, outputs = agent_io(spec.interface)
-    info = _flow_info(kind=KIND, folder=folder, definition=spec.code, inputs=inputs, outputs=outputs,
-                      nodes=set(), dependencies=[], environment_variables={})
+    info = FlowInfo(kind=KIND, folder=folder, definition=spec.code, inputs=inputs, outputs=outputs)
     out = info.findings
 
     def config(sub: tuple[Any, ...], message: str, rule: str, at_key: bool = False) -> None:
@@ -356,16 +341,16 @@ class MlflowAgentKind:
         return inspect_agent(path, self.spec, self.origin)
 
     def snapshot(self, info: FlowInfo, dest: Path, *, variant: str | None = None,
-                 overrides: dict[str, dict[str, Any]] | None = None) -> AgentSnapshot:
+                 overrides: dict[str, dict[str, Any]] | None = None) -> Snapshot:
         if variant or overrides:
             raise UsageError(f"{display_path(info.folder)}: an MLflow agent has no variants or node connections to "
                              "override; remove 'variant:' and 'connections:' from its flow entry")
-        shutil.copytree(info.folder, dest, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns(*MLMODEL_SKIP, "*.pyc"))
-        return AgentSnapshot(dest, dest / info.definition.relative_to(info.folder))
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(info.folder, dest, ignore=shutil.ignore_patterns(*MLMODEL_SKIP, "*.pyc"))
+        return Snapshot(dest, dest / info.definition.relative_to(info.folder))
 
-    def rules(self) -> dict[str, tuple[str, str]]:
-        return {rid: (RULES[rid].severity, RULES[rid].summary) for rid in AGENT_RULES}
+    def rules(self) -> list[Rule]:
+        return [RULES[rid] for rid in AGENT_RULES]
 
 
 def inspect_flow(flow: FlowSpec) -> FlowInfo | None:

@@ -26,47 +26,28 @@ _RULES = [
     Rule("wrong-type", ERROR, "a value of the wrong type or outside its allowed values"),
     Rule("missing-key", ERROR, "a required key is absent (e.g. a node without 'type' or 'source')"),
     Rule("path-missing", ERROR, "a path in llmops.yaml or run.yml does not exist"),
+    Rule("path-outside", ERROR, "a path in llmops.yaml or run.yml that leads out of the project folder"),
     Rule("env-syntax", ERROR, "a malformed ${env:NAME} reference"),
     Rule("secret-literal", ERROR, "a literal credential in llmops.yaml, run.yml or flow.dag.yaml (never repeated)"),
     # flow interface
     Rule("input-type", ERROR, "a flow input or output type prompt flow does not know"),
-    Rule("input-unused", WARNING, "a flow input that no node, activate condition or output reads"),
-    Rule("output-ref-unknown", ERROR, "a flow output references a node or input that does not exist"),
-    Rule("output-ref-aggregation", ERROR, "a flow output references an aggregation node"),
     # node graph
-    Rule("node-ref-unknown", ERROR, "a node input or activate.when references an unknown node or flow input"),
-    Rule("node-ref-aggregation", ERROR, "a non-aggregation node references an aggregation node"),
-    Rule("node-cycle", ERROR, "nodes reference each other in a cycle (the cycle is named)"),
-    Rule("node-duplicate", ERROR, "two nodes share a name"),
-    Rule("node-type-unknown", ERROR, "a node type other than python, llm, prompt or custom_llm"),
-    Rule("node-unused", WARNING, "a node whose output no other node, activate condition or output uses"),
     # python tools
     Rule("tool-file-missing", ERROR, "the Python file or prompt template of a node does not exist"),
     Rule("tool-syntax", ERROR, "a Python tool file does not parse"),
-    Rule("tool-function", ERROR, "a Python tool file without exactly one @tool function"),
-    Rule("tool-arg-unknown", ERROR, "a node input that the tool function has no parameter for"),
-    Rule("tool-arg-missing", ERROR, "a tool parameter without a default that the node does not give"),
-    Rule("package-tool-unchecked", WARNING,
-         "a package tool that is not installed here, so its inputs were not checked"),
     # prompts
     Rule("prompt-syntax", ERROR, "a Jinja2 template does not parse"),
     Rule("prompt-var-unbound", ERROR, "a template variable that the node does not pass (it would render empty)"),
-    Rule("prompt-input-unused", WARNING, "a node input that the template never uses"),
     # llm nodes and connections
-    Rule("llm-connection-missing", ERROR, "an LLM node without 'connection'"),
     Rule("llm-model-missing", ERROR, "an LLM node that sets no 'model' (open_ai connection) or 'deployment_name' "
                                      "(azure_open_ai), so it sends an empty one"),
-    Rule("llm-api-invalid", ERROR, "an LLM node whose 'api' is not chat or completion"),
     Rule("connection-undeclared", ERROR, "a connection used by a node (after config overrides) that llmops.yaml "
                                          "does not declare"),
     Rule("node-override-unknown", ERROR, "config 'connections:' names a node the flow does not have, or a key prompt "
                                          "flow cannot override on it"),
     # variants
-    Rule("variant-default-unknown", ERROR, "default_variant_id names a variant that does not exist"),
-    Rule("variant-mismatch", ERROR, "use_variants and node_variants disagree"),
     Rule("variant-unknown", ERROR, "the config's 'variant: ${node.variant}' names an unknown node or variant"),
     # files the flow needs
-    Rule("include-missing", ERROR, "an additional_includes path does not exist"),
     Rule("requirements-missing", ERROR, "environment.python_requirements_txt does not exist"),
     # data and mappings
     Rule("data-missing", ERROR, "the data file does not exist"),
@@ -109,6 +90,32 @@ _RULES = [
 RULES: dict[str, Rule] = {r.id: r for r in _RULES}
 
 
+def register_rules(rules: list[Rule]) -> None:
+    """A flow kind's own rules join the catalogue (ids are global: a clash is a bug)."""
+    for rule in rules:
+        if RULES.get(rule.id, rule) != rule:
+            raise ValueError(f"lint rule id {rule.id} is registered twice with different meanings")
+        RULES[rule.id] = rule
+
+
+def rule(rule_id: str) -> Rule:
+    """The rule with this id; a kind added to ``KINDS`` brings its rules along the first time one is asked for."""
+    if rule_id not in RULES:
+        from llmops_ci.kinds import KINDS
+
+        for kind in KINDS.values():
+            register_rules(kind.rules())
+    return RULES[rule_id]
+
+
+def all_rules() -> dict[str, Rule]:
+    from llmops_ci.kinds import KINDS
+
+    for kind in KINDS.values():
+        register_rules(kind.rules())
+    return RULES
+
+
 @dataclass(frozen=True)
 class Finding:
     rule: str
@@ -126,10 +133,13 @@ class Finding:
         return (self.path, self.line or 0, self.column or 0, self.rule, self.message)
 
 
-def finding(rule: str, path: str, line: int | None, column: int | None, message: str) -> Finding:
-    return Finding(rule, RULES[rule].severity, path, line, column, message)
+def finding(rule_id: str, path: str, line: int | None, column: int | None, message: str) -> Finding:
+    return Finding(rule_id, rule(rule_id).severity, path, line, column, message)
 
 
 def from_problem(problem: Problem) -> Finding:
-    rule = problem.rule if problem.rule in RULES else "wrong-type"
-    return finding(rule, problem.path, problem.line, problem.column, problem.message)
+    try:
+        rule_id = rule(problem.rule).id
+    except KeyError:
+        rule_id = "wrong-type"
+    return finding(rule_id, problem.path, problem.line, problem.column, problem.message)

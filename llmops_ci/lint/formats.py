@@ -9,7 +9,7 @@ from pathlib import PurePath
 from typing import Any
 
 from llmops_ci import __version__
-from llmops_ci.lint.findings import ERROR, RULES, WARNING
+from llmops_ci.lint.findings import ERROR, WARNING, all_rules
 from llmops_ci.lint.project import LintReport
 
 INFORMATION_URI = "https://github.com/org/llmops-ci#lint-rules"
@@ -42,7 +42,8 @@ def as_json(report: LintReport) -> str:
 
 
 def sarif(report: LintReport) -> str:
-    rule_ids = list(RULES)
+    catalogue = all_rules()
+    rule_ids = list(catalogue)
     rules = [{
         "id": r.id,
         "name": "".join(part.capitalize() for part in r.id.split("-")),
@@ -50,7 +51,7 @@ def sarif(report: LintReport) -> str:
         "helpUri": INFORMATION_URI,
         "defaultConfiguration": {"level": "error" if r.severity == ERROR else "warning"},
         "properties": {"tags": ["llmops", "promptflow"]},
-    } for r in RULES.values()]
+    } for r in catalogue.values()]
     results: list[dict[str, Any]] = []
     for f in report.findings:
         region = {"startLine": f.line or 1}

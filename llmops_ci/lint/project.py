@@ -11,10 +11,11 @@ from typing import Any
 
 from llmops_ci.config import RUN_FIGURES, Config, Connection, FlowSpec, Origin, read_config
 from llmops_ci.errors import UsageError
-from llmops_ci.kinds import ConnectionUse, FlowInfo, kind_for
+from llmops_ci.kinds import KINDS, ConnectionUse, FlowInfo, kind_for
 from llmops_ci.lint import secrets
 from llmops_ci.lint.data import DataInfo, read_data
 from llmops_ci.lint.findings import ERROR, WARNING, Finding, finding, from_problem
+from llmops_ci.project import Project
 from llmops_ci.schema import closest
 from llmops_ci.yamldoc import YamlDoc, display_path
 
@@ -55,9 +56,13 @@ def discover(root: Path) -> list[Path]:
     return found
 
 
-def lint(request: LintRequest) -> LintReport:
-    project = _Project()
-    if request.config is not None:
+def lint(request: LintRequest, loaded: Project | None = None) -> LintReport:
+    """Lint what ``request`` names; ``loaded`` is the project a step already loaded (its config and flows are
+    reused, not read again)."""
+    project = _Project(loaded)
+    if loaded is not None:
+        project.loaded_config(loaded.config, request.flows)
+    elif request.config is not None:
         project.config(request.config, request.flows)
     else:
         paths = list(request.paths) or discover(Path.cwd())
@@ -72,7 +77,8 @@ def lint(request: LintRequest) -> LintReport:
 
 
 class _Project:
-    def __init__(self) -> None:
+    def __init__(self, loaded: Project | None = None) -> None:
+        self.loaded = loaded
         self.findings: list[Finding] = []
         self.infos: dict[Path, FlowInfo] = {}
         self.data: dict[Path, DataInfo] = {}
@@ -88,16 +94,18 @@ class _Project:
         path = path.absolute()
         if path in self.infos:
             return self.infos[path]
-        kind = kind_for(path)
-        if kind is None:
+        if self.loaded is not None:
+            info = self.loaded.info(path)
+        else:
+            kind = kind_for(path)
+            info = kind.inspect(path) if kind is not None else None
+        if info is None:
             self.findings.append(finding("flow-kind-unknown", display_path(path), None, None,
-                                         "not a flow: no flow.dag.yaml here (flex flows and .prompty files are "
-                                         "not supported yet)"))
+                                         "not a flow: no supported flow kind recognises it (kinds: "
+                                         + ", ".join(KINDS) + ")"))
             return None
-        info = kind.inspect(path)
         self.infos[path] = info
         self.findings += info.findings
-        self.scan_secrets(info.docs)
         return info
 
     def dataset(self, path: Path, origin: Origin, sub: tuple[Any, ...]) -> DataInfo | None:
@@ -107,7 +115,7 @@ class _Project:
             self.findings.append(from_problem(origin.problem(sub, f"data '{display_path(path)}' does not exist",
                                                              "data-missing")))
             return None
-        info = read_data(path)
+        info = self.loaded.data(path) if self.loaded is not None else read_data(path)
         self.data[path] = info
         shown = display_path(path)
         if info.fatal:
@@ -128,8 +136,10 @@ class _Project:
                              "without a config")
         config, problems = read_config(path, environ=None)
         self.findings += [from_problem(p) for p in problems]
-        if config is None:
-            return
+        if config is not None:
+            self.loaded_config(config, names)
+
+    def loaded_config(self, config: Config, names: tuple[str, ...]) -> None:
         self.scan_secrets([config.doc, *config.run_docs])
         for flow in config.select(list(names)):
             self.flow(config, flow)
@@ -194,7 +204,10 @@ class _Project:
                 continue  # a literal value
             source, _, rest = m.group(1).strip().partition(".")
             if source == "data":
-                if data is None or not rest:
+                if not rest.strip():
+                    add("mapping-invalid", (name,), f"'{value}': name the column, as in ${{data.<column>}}")
+                    continue
+                if data is None:
                     continue
                 if rest not in data.columns:
                     best = closest(rest, data.columns)

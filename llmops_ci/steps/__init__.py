@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
-from llmops_ci.config import DEFAULT_CONFIG, Config, FlowSpec, Origin, read_config
+from llmops_ci import redaction
+from llmops_ci.backends import BackendContext
+from llmops_ci.config import DEFAULT_CONFIG, FlowSpec
 from llmops_ci.errors import ConfigError, LlmopsError, UsageError
 from llmops_ci.execute import RunContext
 from llmops_ci.http import Http
@@ -17,7 +19,11 @@ from llmops_ci.llm_cache import MODES
 from llmops_ci.log import register_secret
 from llmops_ci.platforms import Platform
 from llmops_ci.progress import Progress
-from llmops_ci.runs import RunOptions, mark_unchanged, preflight, resolve_values
+from llmops_ci.project import Project, load_project, secret_env_names
+from llmops_ci.runs import RunOptions, mark_unchanged, preflight
+
+if TYPE_CHECKING:
+    from llmops_ci.backends import Release
 
 log = logging.getLogger("llmops_ci.steps")
 
@@ -32,6 +38,16 @@ class Context:
     stderr: TextIO
     state_dir: Path
     http: Http
+    projects: dict[Path, Project] = field(default_factory=dict, compare=False)
+
+    def project(self, config: Path | None) -> Project:
+        """llmops.yaml loaded once per process, whichever steps (``pr`` runs several) ask for it."""
+        path = (config or Path(DEFAULT_CONFIG)).absolute()
+        if path not in self.projects:
+            project = load_project(config)
+            redaction.from_environment(self.environ, secret_env_names(project.config))
+            self.projects[path] = project
+        return self.projects[path]
 
 
 class Step(Protocol):
@@ -43,29 +59,25 @@ class Step(Protocol):
     def run(self, args: argparse.Namespace, ctx: Context) -> int: ...
 
 
-def load_project(config: Path | None) -> Config:
-    """llmops.yaml for a step that runs flows: every problem is exit 2; ``${env:...}`` is resolved per run."""
-    path = config or Path(DEFAULT_CONFIG)
-    if not path.is_file():
-        raise UsageError(f"{path}: config file not found; pass --config PATH")
-    loaded, problems = read_config(path, environ=None)
-    if problems or loaded is None:
-        raise ConfigError(problems)
-    return loaded
+def backend_context(project: Project, ctx: Context, args: argparse.Namespace) -> BackendContext:
+    return BackendContext(project, ctx.state_dir, ctx.environ, getattr(args, "registry", None))
 
 
-def run_context(backend: str, ctx: Context) -> RunContext:
+def run_context(backend: str, ctx: Context, project: Project, args: argparse.Namespace | None = None) -> RunContext:
+    """The ``--backend`` that runs flows, with everything a run needs from outside."""
     from llmops_ci.backends import BACKENDS
 
     if backend not in BACKENDS:
-        raise UsageError(f"--backend {backend} is not available in this version; use --backend local")
+        raise UsageError(f"--backend {backend} is not available to run flows (test, batch-run, eval-run); use "
+                         f"one of: {', '.join(BACKENDS)}")
     live = ctx.stderr.isatty() and ctx.platform.name == "local"
 
     def on_secret(value: str) -> None:
         register_secret(value)
         ctx.platform.mask(value, ctx.stdout)
 
-    return RunContext(backend=BACKENDS[backend](ctx.state_dir), state_dir=ctx.state_dir, environ=ctx.environ,
+    chosen = BACKENDS[backend](BackendContext(project, ctx.state_dir, ctx.environ))
+    return RunContext(backend=chosen, state_dir=ctx.state_dir, environ=ctx.environ,
                       progress=lambda label, total: Progress(label, total, ctx.stderr, live=live),
                       on_secret=on_secret)
 
@@ -86,14 +98,14 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                              "llm_cache.mode, else off)")
 
 
-def select_for_run(config: Config, args: argparse.Namespace, ctx: Context) -> list[FlowSpec]:
+def select_for_run(project: Project, args: argparse.Namespace, ctx: Context) -> list[FlowSpec]:
     """The flows to run: ``--flow`` (default all), narrowed by ``--changed-since`` to those a change touches."""
-    flows = config.select(args.flow)
+    flows = project.config.select(args.flow)
     if not args.changed_since:
         return flows
     from llmops_ci.changes import changed_files, select_flows
 
-    selection = select_flows(config, changed_files(args.changed_since))
+    selection = select_flows(project, changed_files(args.changed_since))
     if selection.all_reason:
         log.info("all flows selected: %s", selection.all_reason)
     for flow in flows:
@@ -125,53 +137,29 @@ class RunStep:
     """A step that runs flows on a backend: batch-run and eval-run differ only in the library call."""
 
     def __init__(self, name: str, help: str,
-                 action: Callable[[Config, list[FlowSpec], RunOptions, RunContext], object]) -> None:
+                 action: Callable[[Project, list[FlowSpec], RunOptions, RunContext], object]) -> None:
         self.name, self.help, self.action = name, help, action
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_run_options(parser)
 
     def run(self, args: argparse.Namespace, ctx: Context) -> int:
-        config = load_project(args.config)
-        flows = select_for_run(config, args, ctx)
+        project = ctx.project(args.config)
+        flows = select_for_run(project, args, ctx)
         if not flows:
             return 0
-        preflight(config, flows)
-        self.action(config, flows, run_options(args), run_context(args.backend, ctx))
+        preflight(project, flows)
+        self.action(project, flows, run_options(args), run_context(args.backend, ctx, project, args))
         return 0
 
 
-def release_for(args: argparse.Namespace, ctx: Context, config: Config) -> Any:
-    """The registry and endpoints of ``--backend``: a local file registry, or an Azure ML workspace."""
-    if args.backend == "local":
-        from llmops_ci.backends.local_release import LocalRelease
+def release_for(args: argparse.Namespace, ctx: Context, project: Project) -> Release:
+    """The registry and endpoints of ``--backend``; built without reaching any service."""
+    from llmops_ci.backends import RELEASES
 
-        return LocalRelease(ctx.state_dir, args.registry or ctx.state_dir / "registry", dict(ctx.environ))
-    if args.backend != "azureml":
-        raise UsageError(f"--backend {args.backend} cannot register or deploy")
-    if config.azureml is None:
-        raise UsageError(f"{config.doc.display}: --backend azureml needs an 'azureml:' block (subscription_id, "
-                         "resource_group, workspace)")
-    from llmops_ci.backends.azureml import AzureMLRelease, WorkspaceScope, connect
-
-    values = resolve_values(Origin(config.doc, ("azureml",)), {
-        "subscription_id": config.azureml.subscription_id, "resource_group": config.azureml.resource_group,
-        "workspace": config.azureml.workspace}, ctx.environ)
-    return AzureRelease(AzureMLRelease(connect(WorkspaceScope(**values))))
-
-
-class AzureRelease:
-    """Azure ML behind the same calls as the local release: declared resources are checked before deploying."""
-
-    def __init__(self, release: Any) -> None:
-        self.release = release
-
-    def register(self, spec: Any) -> tuple[str, str, bool]:
-        return self.release.register(spec)
-
-    def deploy(self, plan: Any, connections: Any, keep: bool) -> Any:
-        self.release.check_resources(plan.model, environment_variables=plan.environment_variables)
-        return self.release.deploy(plan, plan.model.version)
+    if args.backend not in RELEASES:
+        raise UsageError(f"--backend {args.backend} cannot register or deploy; use one of: {', '.join(RELEASES)}")
+    return RELEASES[args.backend](backend_context(project, ctx, args))
 
 
 def run_step(step: Step, args: argparse.Namespace, ctx: Context) -> int:

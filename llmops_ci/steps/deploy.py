@@ -10,8 +10,8 @@ from llmops_ci.errors import CheckFailed, UsageError
 from llmops_ci.release import DeployPlan, load_smoke_tests, model_spec
 from llmops_ci.runs import environment, provider_connections, update_flow_summary
 from llmops_ci.state import read_summary
-from llmops_ci.steps import Context, load_project, release_for
-from llmops_ci.steps.register import add_release_options, dry_run_model
+from llmops_ci.steps import Context, release_for
+from llmops_ci.steps.register import add_release_options
 
 log = logging.getLogger("llmops_ci.deploy")
 
@@ -25,22 +25,26 @@ class DeployStep:
         parser.add_argument("--keep", action="store_true", help="local backend: keep the new deployment serving")
 
     def run(self, args: argparse.Namespace, ctx: Context) -> int:
-        config = load_project(args.config)
+        project = ctx.project(args.config)
+        config = project.config
         summary = read_summary(ctx.state_dir)
         flows = [f for f in config.select(args.flow) if f.deploy is not None]
         if not flows:
             raise UsageError(f"{config.doc.display}: no selected flow has a 'deploy:' block")
         failed = []
+        release = release_for(args, ctx, project)
         for flow in flows:
             assert flow.deploy is not None
-            spec = model_spec(config, flow, summary, ctx.environ)
+            spec = model_spec(project, flow, summary, ctx.environ)
+            # a dry run shows ${env:NAME} as written: it needs no secret and prints none
+            env = ({str(k): str(v) for k, v in flow.deploy.environment_variables.items()} if args.dry_run else
+                   environment(Origin(flow.origin.doc, (*flow.origin.prefix, "deploy")),
+                               flow.deploy.environment_variables, ctx.environ))
             plan = DeployPlan(spec, flow.deploy.endpoint, flow.deploy.instance_type, flow.deploy.instance_count,
-                              flow.deploy.traffic, tuple(load_smoke_tests(config, flow)),
-                              environment(Origin(flow.origin.doc, (*flow.origin.prefix, "deploy")),
-                                          flow.deploy.environment_variables, ctx.environ),
+                              flow.deploy.traffic, tuple(load_smoke_tests(config, flow)), env,
                               flow.deploy.request_timeout_ms)
             if args.dry_run:
-                ctx.stdout.write(dry_run_plan(args.backend, plan))
+                ctx.stdout.write(release.dry_run_plan(plan))
                 continue
             names = {r.connection for r in spec.resources if r.connection}
             missing = sorted(n for n in names if n not in config.connections)
@@ -48,7 +52,6 @@ class DeployStep:
                 raise UsageError(f"{flow.name}: the flow calls connection(s) {', '.join(missing)} that "
                                  f"{config.doc.display} does not declare; the endpoint could not reach them")
             connections = provider_connections(config, names, ctx.environ)
-            release = release_for(args, ctx, config)
             result = release.deploy(plan, connections, args.keep)
             update_flow_summary(ctx.state_dir, flow.name, "deploy", {"model": f"{spec.name}:{spec.version}",
                                                                       **result.to_json()})
@@ -64,16 +67,6 @@ class DeployStep:
         if failed:
             raise CheckFailed(f"deploy failed for {', '.join(failed)}; the previous deployment keeps serving")
         return 0
-
-
-def dry_run_plan(backend: str, plan: DeployPlan) -> str:
-    if backend == "azureml":
-        from llmops_ci.backends.azureml import dry_run_yaml
-
-        return dry_run_yaml(plan, plan.model)
-    steps = " -> ".join(f"{p}%" for p in plan.traffic)
-    return (dry_run_model(backend, plan.model) + f"# would deploy to local endpoint {plan.endpoint}: the idle slot, "
-            f"{len(plan.smoke_tests)} smoke test(s), traffic {steps}\n")
 
 
 STEP = DeployStep()

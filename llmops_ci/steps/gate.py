@@ -10,7 +10,7 @@ from llmops_ci.errors import CheckFailed
 from llmops_ci.gate import FlowGate, gate_flow, load_baseline
 from llmops_ci.runs import update_flow_summary
 from llmops_ci.state import read_summary
-from llmops_ci.steps import Context, load_project
+from llmops_ci.steps import Context
 
 log = logging.getLogger("llmops_ci.gate")
 
@@ -40,8 +40,7 @@ class GateStep:
                                  "max_drop/max_rise rules")
 
     def run(self, args: argparse.Namespace, ctx: Context) -> int:
-        config = load_project(args.config)
-        flows = config.select(args.flow)
+        flows = ctx.project(args.config).config.select(args.flow)
         baseline = load_baseline(args.baseline)
         summary = read_summary(ctx.state_dir)
         failed = []

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from pathlib import Path
 
+from llmops_ci import redaction
 from llmops_ci.config import DEFAULT_CONFIG
-from llmops_ci.errors import CheckFailed, UsageError
+from llmops_ci.errors import CheckFailed, ConfigError, UsageError
 from llmops_ci.lint.formats import FORMATS, text
 from llmops_ci.lint.project import LintRequest, lint
 from llmops_ci.state import update_summary
@@ -30,12 +32,17 @@ class LintStep:
 
     def run(self, args: argparse.Namespace, ctx: Context) -> int:
         request = make_request(args.config, tuple(args.paths), tuple(args.flow or ()))
-        report = lint(request)
+        loaded = None
+        if request.config is not None:
+            # a valid config is loaded once and kept for the steps after lint (pr); lint reports a broken one
+            with contextlib.suppress(ConfigError):
+                loaded = ctx.project(request.config)
+        report = lint(request, loaded)
         rendered = FORMATS[args.format](report)
         if args.output is not None:
             try:
                 args.output.parent.mkdir(parents=True, exist_ok=True)
-                args.output.write_text(rendered, encoding="utf-8")
+                args.output.write_text(redaction.redact(rendered), encoding="utf-8")
             except OSError as exc:
                 raise UsageError(f"--output {args.output}: cannot write ({exc.strerror})") from None
             ctx.stdout.write(text(report))

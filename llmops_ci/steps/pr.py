@@ -5,19 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 
+from llmops_ci.errors import combined
 from llmops_ci.platforms import Publication
 from llmops_ci.state import read_summary
 from llmops_ci.steps import Context, Step, add_run_options, run_step
 
 log = logging.getLogger("llmops_ci.pr")
-
-
-def combined(codes: list[int]) -> int:
-    """One exit code for several steps: bad input first, then an outside service, then a failed check."""
-    for code in (2, 3, 1):
-        if code in codes:
-            return code
-    return 0
 
 
 class PrStep:

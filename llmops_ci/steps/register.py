@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from llmops_ci.release import model_spec
 from llmops_ci.runs import update_flow_summary
 from llmops_ci.schema import as_dict
 from llmops_ci.state import read_summary
-from llmops_ci.steps import Context, load_project, release_for
+from llmops_ci.steps import Context, release_for
 
 log = logging.getLogger("llmops_ci.register")
 
@@ -33,34 +30,24 @@ class RegisterStep:
         parser.add_argument("--force", action="store_true", help="register even without a passed gate")
 
     def run(self, args: argparse.Namespace, ctx: Context) -> int:
-        config = load_project(args.config)
+        project = ctx.project(args.config)
         summary = read_summary(ctx.state_dir)
-        release = None if args.dry_run else release_for(args, ctx, config)
-        for flow in config.select(args.flow):
+        release = release_for(args, ctx, project)
+        for flow in project.config.select(args.flow):
             gate = as_dict(as_dict(as_dict(summary.get("flows")).get(flow.name)).get("gate"))
             if gate.get("passed") is not True and not args.force:
                 log.warning("%s: not registered: %s (or pass --force)", flow.name,
                             "its gate failed" if gate else "no gate result; run 'llmops-ci gate' first")
                 continue
-            spec = model_spec(config, flow, summary, ctx.environ)
-            if release is None:
-                ctx.stdout.write(dry_run_model(args.backend, spec))
+            spec = model_spec(project, flow, summary, ctx.environ)
+            if args.dry_run:
+                ctx.stdout.write(release.dry_run_model(spec))
                 continue
             name, version, created = release.register(spec)
             log.info("%s: %s %s:%s", flow.name, "registered" if created else "already registered", name, version)
             update_flow_summary(ctx.state_dir, flow.name, "register",
                                 {"name": name, "version": version, "created": created, "backend": args.backend})
         return 0
-
-
-def dry_run_model(backend: str, spec: Any) -> str:
-    if backend == "azureml":
-        from llmops_ci.backends.azureml import dry_run_yaml
-
-        return dry_run_yaml(None, spec)
-    record = {k: v for k, v in asdict(spec).items() if k not in ("path", "connections")}
-    record["path"] = str(spec.path)
-    return "# would register (local registry)\n" + json.dumps(record, indent=2, default=str) + "\n"
 
 
 STEP = RegisterStep()

@@ -14,12 +14,13 @@ from llmops_ci.runs import (
     TestJob,
     cache_settings,
     environment,
+    flow_info,
     preflight,
     provider_connections,
     secret_values,
     used_connections,
 )
-from llmops_ci.steps import Context, load_project, run_context
+from llmops_ci.steps import Context, run_context
 
 log = logging.getLogger("llmops_ci.test")
 
@@ -50,16 +51,18 @@ class TestStep:
                             help="record/replay LLM calls: off, record, replay or auto (default: llmops.yaml's)")
 
     def run(self, args: argparse.Namespace, ctx: Context) -> int:
-        config = load_project(args.config)
+        project = ctx.project(args.config)
+        config = project.config
         if not args.flow or len(args.flow) != 1:
             raise UsageError("test needs exactly one --flow NAME; flows: " + ", ".join(config.flows))
         (flow,) = config.select(args.flow)
-        preflight(config, [flow])
-        rc = run_context(args.backend, ctx)
+        preflight(project, [flow])
+        rc = run_context(args.backend, ctx, project, args)
         cache = cache_settings(config, flow.name, args.llm_cache)
-        job = TestJob(flow.path, parse_inputs(args.input), args.variant or flow.variant, flow.connections,
+        info = flow_info(project, flow.path)
+        job = TestJob(flow.path, info, parse_inputs(args.input), args.variant or flow.variant, flow.connections,
                       environment(flow.where("environment_variables"), flow.environment_variables, ctx.environ),
-                      provider_connections(config, used_connections(config, flow.path, flow.connections),
+                      provider_connections(config, used_connections(config, info, flow.connections),
                                            ctx.environ, lenient=cache is not None), cache)
         for secret in secret_values(job.provider_connections):
             rc.on_secret(secret)

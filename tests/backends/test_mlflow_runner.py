@@ -13,6 +13,7 @@ from llmops_ci.backends.mlflow_local import MlflowAgentRunner, MlflowChild, data
 from llmops_ci.backends.mlflow_runner import as_request, usage_tokens
 from llmops_ci.config import AgentResource, MlflowAgentSpec
 from llmops_ci.errors import UsageError
+from llmops_ci.kinds import FlowInfo
 from llmops_ci.llm_cache import CacheSettings
 from llmops_ci.progress import Progress
 from llmops_ci.runs import RunJob, RunOptions, TestJob
@@ -52,7 +53,9 @@ def agent(tmp_path: Path, fake: FakeOpenAI) -> Agent:
 
 
 def job(data: Path, *, workers: int = 3, cache: CacheSettings | None = None, mapping: dict | None = None) -> RunJob:
-    return RunJob(label="support", name="support_run_1", flow=data.parent / "agents/support", data=data,
+    folder = data.parent / "agents/support"
+    return RunJob(label="support", name="support_run_1", flow=folder, info=FlowInfo("mlflow_agent", folder,
+                                                                                    folder / "agent.py"), data=data,
                   column_mapping=mapping or {}, variant=None, connections={}, environment_variables={},
                   provider_connections=(), options=RunOptions(workers=workers), cache=cache)
 
@@ -91,7 +94,8 @@ def test_batch_predicts_once_per_line_concurrently(agent: Agent, fake: FakeOpenA
 @pytest.mark.executor
 def test_chat_agent_and_test_one_input(agent: Agent) -> None:
     runner, spec, _ = agent(CHAT_AGENT, "chat")
-    record = runner.test(TestJob(flow=spec.code.parent, inputs={"messages": "hello"}, variant=None, connections={},
+    record = runner.test(TestJob(flow=spec.code.parent, info=FlowInfo("mlflow_agent", spec.code.parent, spec.code),
+                                 inputs={"messages": "hello"}, variant=None, connections={},
                                  environment_variables={}, provider_connections=()))
     assert record.status == "Completed" and record.output["messages"][0]["content"] == "ECHO: hello"
 
@@ -161,8 +165,10 @@ def test_a_hung_line_times_out_and_the_rest_go_on(agent: Agent, fake: FakeOpenAI
     fake.slow_seconds = 120  # "SLOW" in a prompt hangs far past the line timeout
     lines = [{"input": "SLOW please"}, {"input": "one"}, {"input": "two"}]
     runner, _, data = agent(lines=lines)
-    slow_job = RunJob(label="support", name="support_slow", flow=data.parent, data=data, column_mapping={},
-                      variant=None, connections={}, environment_variables={}, provider_connections=(),
+    slow_job = RunJob(label="support", name="support_slow", flow=data.parent,
+                      info=FlowInfo("mlflow_agent", data.parent, data.parent / "agent.py"), data=data,
+                      column_mapping={}, variant=None, connections={}, environment_variables={},
+                      provider_connections=(),
                       options=RunOptions(workers=1, line_timeout=8))
     record = runner.run(slow_job, progress())
     assert [line.status for line in record.lines] == ["Failed", "Completed", "Completed"]

@@ -500,7 +500,7 @@ def test_kind_is_declared_by_config_and_snapshots_the_folder(inspect: Inspect, t
     snap = kind.snapshot(info, tmp_path / "snap")
     assert snap.entry == tmp_path / "snap/agent.py" and snap.entry.is_file()
     assert not (tmp_path / "snap/__pycache__").exists()
-    assert set(kind.rules()) >= {"resource-undeclared", "mlmodel-resources-differ"}
+    assert {r.id for r in kind.rules()} >= {"resource-undeclared", "mlmodel-resources-differ"}
 
 
 def test_lint_never_imports_mlflow(tmp_path: Path) -> None:

@@ -37,7 +37,8 @@ def test_example_batch_run_replays_offline(tmp_path: Path) -> None:
     assert flow.mlflow_agent is not None and flow.data is not None
     runner = MlflowAgentRunner(tmp_path, {"support": flow.mlflow_agent}, {"support": flow.path},
                                {"PATH": "/usr/bin:/bin", "DATABRICKS_AUTH_TYPE": "pat"})
-    job = RunJob("support", "support_replay", flow.path, flow.data, {}, None, {}, {}, (), RunOptions(workers=2),
+    info = inspect_agent(flow.path, flow.mlflow_agent, flow.mlflow_agent.origin)
+    job = RunJob("support", "support_replay", flow.path, info, flow.data, {}, None, {}, {}, (), RunOptions(workers=2),
                  cache=CacheSettings("replay", config.cassettes / "support.json"))
     record = runner.run(job, Progress("support", 4, io.StringIO(), live=False))
     assert [line.status for line in record.lines] == ["Completed"] * 4, [line.error for line in record.lines]

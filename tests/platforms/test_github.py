@@ -14,8 +14,8 @@ from llmops_ci.http import Http
 from llmops_ci.platforms import Publication
 from llmops_ci.platforms.github import GitHub, GitHubComments
 from llmops_ci.report import MARKER
-from tests.conftest import CliResult
 from tests.fake_github import FakeGitHub
+from tests.helpers.projects import CliResult
 
 SUMMARY = {"schema": "llmops-ci/summary@1", "lint": {"findings": [
     {"rule": "node-ref-unknown" if i % 2 else "input-unused", "severity": "error" if i % 2 else "warning",

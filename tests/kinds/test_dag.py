@@ -10,7 +10,7 @@ import pytest
 
 from llmops_ci.kinds import KINDS, kind_for
 from llmops_ci.kinds.dag import Ref, parse_ref
-from tests.conftest import Project
+from tests.helpers.projects import Project
 
 VALID_FLOWS: dict[str, dict[str, str]] = {
     "chat-with-history": {

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from llmops_ci.lint.findings import RULES
-from tests.conftest import Project
+from tests.helpers.projects import Project
 
 DAG = "flows/classify/flow.dag.yaml"
 EVAL = "flows/eval/flow.dag.yaml"
@@ -82,6 +82,8 @@ CASES: dict[str, Case] = {
                         "has no 'type'"),
     "path-missing": Case(replace(CFG, "path: flows/classify", "path: flows/classifyy"),
                          replace(CFG, "path: flows/classify", "path: ./flows/classify"), CFG, 9),
+    "path-outside": Case(replace(CFG, "data: data/classify.jsonl", "data: ../../etc/passwd"),
+                         replace(CFG, "data: data/classify.jsonl", "data: flows/../data/classify.jsonl"), CFG, 10),
     "env-syntax": Case(replace(CFG, "${env:OPENAI_API_KEY}", "${env:OPENAI API KEY}"),
                        replace(CFG, "${env:OPENAI_API_KEY}", "prefix-${env:OPENAI_API_KEY}"), CFG, 6),
     "secret-literal": Case(replace(CFG, "${env:OPENAI_API_KEY}", "sk-proj-abcdefghijklmnopqrstuvwx0123456789"),

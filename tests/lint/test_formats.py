@@ -49,6 +49,6 @@ def test_sarif_2_1_0_for_code_scanning() -> None:
 def test_readme_documents_every_rule() -> None:
     from pathlib import Path
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
     for rule in RULES.values():
         assert f"| `{rule.id}` | {rule.severity} | {rule.summary} |" in readme
