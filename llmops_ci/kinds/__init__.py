@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from llmops_ci.lint.findings import Finding
+from llmops_ci.lint.findings import RULES, Finding
 from llmops_ci.yamldoc import YamlDoc
 
 
@@ -33,6 +33,15 @@ class ConnectionUse:
     line: int | None
     column: int | None
     params: frozenset[str] = frozenset()  # the node's input names (an LLM node's model settings among them)
+    llm: bool = True  # an LLM node (it must name a model); False for a tool argument typed as a connection
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """A file or folder besides the flow's own folder that decides what the flow does."""
+
+    path: Path  # absolute, normalised
+    label: str  # why, e.g. "additional include", "python_requirements_txt"
 
 
 @dataclass
@@ -48,8 +57,21 @@ class FlowInfo:
     # per node, the keys a run's `connections:` override may set (None: cannot tell statically)
     override_keys: dict[str, frozenset[str] | None] = field(default_factory=dict)
     docs: list[YamlDoc] = field(default_factory=list)
+    dependencies: list[Dependency] = field(default_factory=list)
+    chat_input: str | None = None
+    chat_output: str | None = None
+    chat_history: str | None = None
+    environment_variables: dict[str, str] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     loaded: bool = True
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A private runnable copy of a flow: includes merged, the variant and connection overrides applied."""
+
+    folder: Path
+    entry: Path  # the file an executor is given (flow.dag.yaml, flow.flex.yaml, a .prompty file)
 
 
 class FlowKind(Protocol):
@@ -66,11 +88,16 @@ class FlowKind(Protocol):
 
 def _registry() -> dict[str, FlowKind]:
     from llmops_ci.kinds.dag import DagFlowKind
+    from llmops_ci.kinds.flex import FlexFlowKind
+    from llmops_ci.kinds.prompty import PromptyFlowKind
 
-    return {"dag": DagFlowKind()}
+    return {"dag": DagFlowKind(), "flex": FlexFlowKind(), "prompty": PromptyFlowKind()}
 
 
 KINDS: dict[str, FlowKind] = _registry()
+for _kind in KINDS.values():
+    for _rule in getattr(_kind, "rules", list)():
+        RULES.setdefault(_rule.id, _rule)
 
 
 def kind_for(path: Path) -> FlowKind | None:

@@ -52,6 +52,8 @@ def discover(root: Path) -> list[Path]:
         path = Path(dirpath)
         if kind_for(path) is not None:
             found.append(path)
+        else:  # several .prompty files side by side: each is a flow
+            found += [p for p in sorted(path.glob("*.prompty")) if kind_for(p) is not None]
     return found
 
 
