@@ -211,7 +211,8 @@ def detect_format(data: Any) -> tuple[str, list[Key], list[Key]]:
         value = data.get(section)
         if isinstance(value, list):
             v2.append((section,))
-        for name, spec in as_dict(value).items():
+        named = {i: v for i, v in enumerate(value)} if isinstance(value, list) else as_dict(value)
+        for name, spec in named.items():
             if isinstance(spec, dict) and "kind" in spec:
                 v2.append((section, name, "kind"))
             if isinstance(spec, dict) and "type" in spec:
@@ -334,7 +335,9 @@ class PromptyChecker:
         for key in pf_keys:
             dotted = ".".join(map(str, key))
             if key[0] in ("inputs", "outputs"):
-                old = as_dict(data[key[0]]).get(key[1], {}).get("type")
+                section = data[key[0]]
+                spec = section[key[1]] if isinstance(section, list) else as_dict(section).get(key[1])
+                old = as_dict(spec).get("type")
                 new = f"kind: {_V2_KIND.get(str(old), 'string')}"
                 instead = f"'{new}' ({', '.join(V2_KINDS[:7])}); 2.x refuses an input without 'kind'"
             else:

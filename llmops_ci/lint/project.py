@@ -267,7 +267,7 @@ class _Project:
                         "connection-undeclared")))
         for use in info.connections:
             override = overrides.get(use.node, {})
-            if use.field == "connection":
+            if use.field == "connection" and use.llm:
                 self.model_setting(use, override, declared, where)
             if use.field in override:
                 continue
