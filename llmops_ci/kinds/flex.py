@@ -58,6 +58,8 @@ FLEX_RULES: dict[str, tuple[str, str]] = {
     "flex-entry-missing": (ERROR, "the entry's module file, or the function or class in it, does not exist"),
     "flex-entry-syntax": (ERROR, "the entry's module does not parse"),
     "flex-call-missing": (ERROR, "a class entry without __call__ (prompt flow calls the instance once per line)"),
+    "flex-class-init": (ERROR, "a class entry that defines no __init__ (nor a base class in its module): prompt "
+                               "flow 1.18 cannot read its signature and fails with GenerateFlowMetaJsonError"),
     "flex-input-mismatch": (ERROR, "declared 'inputs:' that differ from the entry's parameters (unknown or missing)"),
     "flex-output-mismatch": (ERROR, "declared 'outputs:' that differ from the fields of the entry's return type"),
     "flex-init-mismatch": (ERROR, "'init:' (or sample.init) names a parameter __init__ does not have, or leaves "
@@ -230,6 +232,11 @@ class _FlexChecker:
                                               f"class {m.group(2)} is the flow's entry but has no __call__; prompt "
                                               "flow creates it once (with init) and calls it for every line: add "
                                               "def __call__(self, ...)"))
+        if entry.kind == "class" and entry.own_init is False:
+            self.info.findings.append(finding("flex-class-init", display_path(entry.file), entry.line, None,
+                                              f"class {m.group(2)} defines no __init__; prompt flow cannot read the "
+                                              "signature of object.__init__ ('wrapper_descriptor' object has no "
+                                              "attribute '__module__'): add def __init__(self) -> None: pass"))
         return entry
 
     def _interface(self, data: dict[str, Any], entry: Entry | None) -> None:

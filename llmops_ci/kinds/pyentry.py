@@ -42,6 +42,7 @@ class Entry:
     call: Signature | None = None  # the function, or the class's __call__
     init: Signature | None = None  # the class's __init__ (empty when it has none)
     has_call: bool | None = None  # class entries: False when __call__ is surely absent
+    own_init: bool | None = None  # class entries: False when only object.__init__ is left
     aggregate: bool = False
     outputs: set[str] | None = None  # None: not visible statically
 
@@ -220,6 +221,22 @@ def _class_entry(file: Path, cls: ast.ClassDef, names: dict[str, ast.stmt]) -> E
         entry.has_call = None if open_base else False
     if init is not None:
         entry.init = _signature(init, skip_self=True)
+        entry.own_init = True
+    elif any(_class_fields(k) is not None and "dataclass" in {_last_name(d.func if isinstance(d, ast.Call) else d)
+                                                              for d in k.decorator_list} for k in chain):
+        entry.init = _dataclass_init(chain)
+        entry.own_init = True
     elif not open_base:
         entry.init = Signature("__init__", cls.lineno)
+        entry.own_init = False
     return entry
+
+
+def _dataclass_init(chain: list[ast.ClassDef]) -> Signature:
+    sig = Signature("__init__", chain[0].lineno)
+    for klass in reversed(chain):
+        for stmt in klass.body:
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                name = stmt.target.id
+                sig.params[name] = EntryParam(name, _last_name(stmt.annotation), stmt.value is not None, stmt.lineno)
+    return sig

@@ -164,6 +164,13 @@ CASES: dict[str, Case] = {
                                            "answer=question)\n\n\nclass ChatFlow(Base):"),
                                    replace(CODE, "def __call__(", "def call(")),
                               CODE, 13, "has no __call__"),
+    "flex-class-init": Case(lambda p: p.write(CODE, "class ChatFlow:\n    def __call__(self, question, "
+                                              "chat_history=None):\n        return {'answer': question}\n"),
+                            lambda p: p.write(CODE, "class Base:\n    def __init__(self, model_config, max_total_token"
+                                              "=1024):\n        pass\n\n\nclass ChatFlow(Base):\n    def __call__"
+                                              "(self, question, chat_history=None):\n        return {'answer': "
+                                              "question}\n"),
+                            CODE, 1, "defines no __init__"),
     "flex-input-mismatch": Case(replace(FLOW, "  chat_history:\n    type: list", "  topic:\n    type: string\n"
                                         "  chat_history:\n    type: list"),
                                 lambda p: p.replace(FLOW, p.read(FLOW).split("outputs:")[0].split("entry: flow:ChatFlow"
@@ -357,3 +364,12 @@ def test_upstream_chat_basic_interface() -> None:
                            "chat_history": FlowInput("chat_history", "list", True)}
     assert info.outputs == {"output"}
     assert [c.connection for c in info.connections] == ["open_ai_connection"]
+
+
+def test_dataclass_entry_takes_its_fields_as_init(flex: Project) -> None:
+    flex.write(CODE, "from dataclasses import dataclass\n\n\n@dataclass\nclass ChatFlow:\n    model_config: dict\n"
+               "    max_total_token: int = 1024\n\n    def __call__(self, question: str, chat_history: list | None"
+               " = None) -> dict:\n        return {'answer': question}\n")
+    assert findings(flex) == []
+    flex.replace(FLOW, "  max_total_token:\n    type: int\n    default: 1024\n", "")
+    assert [(f[0], f[2]) for f in findings(flex)] == [("flex-init-mismatch", 15)]
