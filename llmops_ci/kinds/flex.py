@@ -69,7 +69,8 @@ FLEX_RULES: dict[str, tuple[str, str]] = {
     "flex-model-config": (ERROR, "a model configuration value (sample.init) with an unknown or missing field, or "
                                  "both a connection and its own endpoint or key"),
     "flex-include-missing": (ERROR, "an additional_includes path of a flex flow does not exist"),
-    "flex-env-ref": (ERROR, "an environment_variables value prompt flow would not resolve"),
+    "flex-env-ref": (ERROR, "an environment_variables value prompt flow passes on literally (${env:...}, or a "
+                            "reference that is not the whole value; it resolves only ${<connection>.<key>})"),
 }
 
 _IO = {"type": STR, "description": STR, "default": AnyValue(), "is_chat_input": BOOL, "is_chat_history": BOOL}
@@ -369,12 +370,17 @@ class _FlexChecker:
             if "${" not in text:
                 continue
             ref = _CONN_REF.match(text.strip())
-            if ref and ref.group(1) != "env":
+            if ref:
                 self._connection("environment_variables", ref.group(1), ("environment_variables", name),
                                  ref.group(2))
-            elif not _ENV_WHOLE.match(text.strip()):
+            elif _ENV_WHOLE.match(text.strip()):
+                self.add("flex-env-ref", ("environment_variables", name), f"'{text}' reaches the flow as these very "
+                         "characters: prompt flow resolves only ${<connection>.<key>} in a flow file's "
+                         f"environment_variables; set {name} under the flow's environment_variables in llmops.yaml, "
+                         "where ${env:...} is expanded")
+            else:
                 self.add("flex-env-ref", ("environment_variables", name), f"'{text}' is not resolved: prompt flow "
-                         "replaces a whole value written ${env:NAME} or ${<connection>.<key>} only")
+                         "replaces only a whole value written ${<connection>.<key>}")
 
     def _files(self, data: dict[str, Any]) -> None:
         for i, inc in enumerate(as_list(data.get("additional_includes"))):

@@ -52,7 +52,8 @@ BASE: dict[str, str] = {
         environment:
           python_requirements_txt: requirements.txt
         environment_variables:
-          PF_LOG: ${env:PF_LOG}
+          PF_LOG: info
+          AOAI_BASE: ${aoai.api_base}
         additional_includes:
           - ../shared/helpers.py
         """,
@@ -196,10 +197,10 @@ CASES: dict[str, Case] = {
                                       "${env:AZURE_OPENAI_ENDPOINT}\n      api_key: ${env:AZURE_OPENAI_API_KEY}"),
                               FLOW, 28, "both 'connection' and 'api_key'"),
     "flex-include-missing": Case(replace(FLOW, "../shared/helpers.py", "../shared/helper.py"),
-                                 replace(FLOW, "../shared/helpers.py", "../shared"), FLOW, 33),
-    "flex-env-ref": Case(replace(FLOW, "PF_LOG: ${env:PF_LOG}", "PF_LOG: level-${env:PF_LOG}"),
-                         replace(FLOW, "PF_LOG: ${env:PF_LOG}", "PF_LOG: ${aoai.api_base}"), FLOW, 31,
-                         "not resolved"),
+                                 replace(FLOW, "../shared/helpers.py", "../shared"), FLOW, 34),
+    "flex-env-ref": Case(replace(FLOW, "PF_LOG: info", "PF_LOG: ${env:PF_LOG}"),
+                         replace(FLOW, "PF_LOG: info", "PF_LOG: ${aoai.api_version}"), FLOW, 31,
+                         "resolves only ${<connection>.<key>}"),
     "requirements-missing": Case(replace(FLOW, "python_requirements_txt: requirements.txt",
                                          "python_requirements_txt: requirement.txt"),
                                  replace(FLOW, "python_requirements_txt: requirements.txt",
@@ -247,8 +248,9 @@ def test_base_is_clean_and_described(flex: Project) -> None:
                            "chat_history": FlowInput("chat_history", "list", True)}
     assert info.outputs == {"answer"}
     assert (info.chat_input, info.chat_history, info.chat_output) == ("question", "chat_history", "answer")
-    assert info.environment_variables == {"PF_LOG": "${env:PF_LOG}"}
-    assert [(c.node, c.connection, c.line, c.llm) for c in info.connections] == [("model_config", "aoai", 26, False)]
+    assert info.environment_variables == {"PF_LOG": "info", "AOAI_BASE": "${aoai.api_base}"}
+    assert [(c.node, c.connection, c.field, c.line, c.llm) for c in info.connections] == [
+        ("model_config", "aoai", "connection", 26, False), ("environment_variables", "aoai", "api_base", 32, False)]
     assert [(d.path, d.label) for d in info.dependencies] == [(flex.path("flows/shared/helpers.py"),
                                                               "additional include")]
 
@@ -312,7 +314,7 @@ def test_bad_yaml_is_a_finding_not_a_crash(flex: Project) -> None:
 
 
 def test_secret_in_flex_yaml(flex: Project) -> None:
-    flex.replace(FLOW, "PF_LOG: ${env:PF_LOG}", "OPENAI_API_KEY: sk-abcdefghijklmnopqrstuvwxyz0123")
+    flex.replace(FLOW, "PF_LOG: info", "OPENAI_API_KEY: sk-abcdefghijklmnopqrstuvwxyz0123")
     hits = [f for f in KINDS["flex"].inspect(flex.path("flows/chat")).findings if f.rule == "secret-literal"]
     assert hits and "sk-abc" not in hits[0].message
 
