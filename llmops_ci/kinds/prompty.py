@@ -14,36 +14,43 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmops_ci.errors import ConfigError, Problem, UsageError
 from llmops_ci.kinds import ConnectionUse, Dependency, FlowInfo, FlowInput, Snapshot
 from llmops_ci.kinds.jinja import TemplateSyntax, template_vars
+from llmops_ci.kinds.prompty_format import (
+    ENV_WHOLE,
+    FILE_WHOLE,
+    FLOW_FILES,
+    OPENAI_PARAMS,
+    PF_CONFIG_KEYS,
+    PF_CONFIG_TYPES,
+    PF_MODEL_KEY,
+    PF_SCHEMA,
+    PROMPTFLOW,
+    PROMPTY2,
+    REF_START,
+    RENAMED,
+    V2_CONNECTIONS,
+    V2_KIND,
+    V2_KINDS,
+    V2_MODEL,
+    V2_PARAM,
+    V2_PROPERTY_FIELDS,
+    V2_PROVIDERS,
+    V2_SCHEMA,
+    VALUE_TYPES,
+    Parsed,
+    detect_format,
+    file_format,
+    split_front_matter,
+)
 from llmops_ci.lint import secrets
 from llmops_ci.lint.findings import ERROR, WARNING, Rule, finding, from_problem
-from llmops_ci.schema import (
-    BOOL,
-    INT,
-    NUM,
-    STR,
-    AnyValue,
-    ListOf,
-    MapOf,
-    OneOf,
-    Scalar,
-    Spec,
-    Struct,
-    as_dict,
-    closest,
-)
-from llmops_ci.yamldoc import Key, YamlDoc, display_path, parse_yaml
-
-PROMPTFLOW = "promptflow"
-PROMPTY2 = "prompty2"
-FORMAT_NAMES = {PROMPTFLOW: "prompt flow's prompty format", PROMPTY2: "the prompty 2.x format"}
-FLOW_FILES = ("flow.dag.yaml", "flow.dag.yml", "flow.flex.yaml", "flow.flex.yml")
+from llmops_ci.schema import Struct, as_dict, closest
+from llmops_ci.yamldoc import Key, YamlDoc, display_path
 
 PROMPTY_RULES: dict[str, tuple[str, str]] = {
     "prompty-front-matter": (ERROR, "a .prompty file without a YAML front matter between '---' lines"),
@@ -61,172 +68,10 @@ PROMPTY_RULES: dict[str, tuple[str, str]] = {
     "prompty-kind-unknown": (WARNING, "a 2.x input kind or provider the prompty package does not know"),
 }
 
-VALUE_TYPES = ("string", "int", "double", "bool", "list", "object", "image", "file_path")
-V2_KINDS = ("string", "integer", "float", "number", "boolean", "array", "object", "union", "thread", "image",
-            "file", "audio")
-V2_PROVIDERS = ("openai", "azure", "foundry", "anthropic")
-# keyword arguments of openai's chat/completions create() that prompt flow passes `parameters` to
-OPENAI_PARAMS = frozenset({
-    "temperature", "max_tokens", "max_completion_tokens", "top_p", "n", "stream", "stream_options", "stop",
-    "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "user", "response_format",
-    "seed", "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call", "suffix", "echo",
-    "best_of", "service_tier", "store", "metadata", "modalities", "audio", "prediction", "reasoning_effort",
-    "web_search_options", "extra_headers", "extra_query", "extra_body", "timeout",
-})
-_PF_CONFIG_KEYS = {
-    "azure_openai": ("type", "connection", "azure_deployment", "azure_endpoint", "api_base", "api_version",
-                     "api_key", "api_type", "auth_mode"),
-    "openai": ("type", "connection", "model", "base_url", "api_key", "organization"),
-}
-_PF_CONFIG_TYPES = {"azure_openai": "azure_openai", "AzureOpenAI": "azure_openai", "openai": "openai",
-                    "OpenAI": "openai"}
-_PF_MODEL_KEY = {"azure_openai": "azure_deployment", "openai": "model"}
-
-# -- prompt flow's format ------------------------------------------------------------------------------
-_PF_INPUT = Struct({"type": STR, "default": AnyValue(), "description": STR, "is_chat_input": BOOL,
-                    "is_chat_history": BOOL, "enum": ListOf(AnyValue())}, what="in a prompty input")
-_PF_OUTPUT = Struct({"type": STR, "description": STR, "is_chat_output": BOOL}, what="in a prompty output")
-PF_SCHEMA = Struct(
-    {
-        "$schema": STR, "name": STR, "description": STR, "version": AnyValue(), "authors": AnyValue(),
-        "tags": AnyValue(),
-        "model": Struct({"api": Scalar((str,), choices=("chat", "completion")), "configuration": AnyValue(),
-                         "parameters": AnyValue(), "response": Scalar((str,), choices=("first", "all"))},
-                        what="in model (prompt flow's prompty format)"),
-        "inputs": MapOf(_PF_INPUT), "outputs": MapOf(_PF_OUTPUT),
-        "sample": OneOf((MapOf(AnyValue()), STR), "a mapping of input values, or ${file:sample.json}"),
-        "template": Scalar((str,), choices=("jinja2",)),
-    },
-    what="in a prompty front matter (prompt flow's format)",
-)
-
-# -- prompty 2.x --------------------------------------------------------------------------------------
-_KIND_SPEC = OneOf((STR, Struct({"kind": STR, "strict": BOOL, "options": AnyValue()})),
-                   "a kind name (jinja2, mustache) or {kind: ...}")
-_V2_TEMPLATE = Struct({"format": _KIND_SPEC, "parser": OneOf((STR, Struct({"kind": STR, "options": AnyValue()})),
-                                                           "a parser name (prompty) or {kind: ...}")},
-                      required=("format", "parser"), what="in template")
-_V2_OPTIONS = Struct({"frequencyPenalty": NUM, "maxOutputTokens": INT, "presencePenalty": NUM,
-                      "reasoningEffort": AnyValue(), "seed": INT, "temperature": NUM, "topK": INT, "topP": NUM,
-                      "stopSequences": ListOf(STR), "allowMultipleToolCalls": BOOL,
-                      "additionalProperties": MapOf(AnyValue())}, what="in model.options")
-_CONN_COMMON = {"kind": STR, "authenticationMode": STR, "usageDescription": STR}
-V2_CONNECTIONS: dict[str, Struct] = {
-    kind: Struct({**_CONN_COMMON, **{k: AnyValue() for k in keys}}, what=f"in a '{kind}' connection")
-    for kind, keys in {
-        "reference": ("name", "target"), "remote": ("name", "endpoint"), "key": ("endpoint", "apiKey"),
-        "anonymous": ("endpoint",), "oauth": ("endpoint", "clientId", "clientSecret", "tokenUrl", "scopes"),
-        "foundry": ("endpoint", "name", "connectionType"),
-    }.items()
-}
-_V2_PROPERTY_FIELDS: dict[str, Spec] = {
-    "name": STR, "kind": STR, "description": STR, "required": BOOL, "nullable": BOOL, "default": AnyValue(),
-    "example": AnyValue(), "enumValues": ListOf(AnyValue()), "items": AnyValue(), "properties": AnyValue(),
-    "oneOf": AnyValue(), "anyOf": AnyValue(),
-}
-V2_SCHEMA = Struct(
-    {
-        "name": STR, "displayName": STR, "description": STR, "metadata": MapOf(AnyValue()), "inputs": AnyValue(),
-        "outputs": AnyValue(), "model": AnyValue(), "tools": AnyValue(), "template": _V2_TEMPLATE,
-        "instructions": STR,
-    },
-    what="in a prompty front matter (prompty 2.x format)",
-)
-_V2_MODEL = Struct({"id": STR, "provider": STR, "apiType": STR, "connection": AnyValue(), "options": _V2_OPTIONS},
-                   what="in model (prompty 2.x format)")
-_V2_TOP = ("displayName", "metadata", "tools", "instructions")
-_V2_MODEL_KEYS = ("id", "provider", "apiType", "options")
-_PF_MODEL_KEYS = ("api", "configuration", "parameters", "response")
-# prompt flow key -> what prompty 2.x has instead
-_RENAMED = {
-    ("model", "api"): "model.apiType (e.g. apiType: chat)",
-    ("model", "configuration"): "model.provider, model.id and model.connection (e.g. provider: azure, id: "
-                                "<deployment>, connection: {kind: key, endpoint: ${env:AZURE_OPENAI_ENDPOINT}, "
-                                "apiKey: ${env:AZURE_OPENAI_API_KEY}})",
-    ("model", "parameters"): "model.options with camelCase names (maxOutputTokens, topP, stopSequences, ...; "
-                             "others under options.additionalProperties)",
-    ("model", "response"): "nothing: 2.x always returns the first choice",
-    ("sample",): "an 'example' or 'default' on each input",
-    ("template",): "template: {format: {kind: jinja2}, parser: {kind: prompty}} (2.x refuses a bare string)",
-}
-_V2_PARAM = {"max_tokens": "maxOutputTokens", "max_completion_tokens": "maxOutputTokens", "top_p": "topP",
-             "stop": "stopSequences", "frequency_penalty": "frequencyPenalty", "presence_penalty": "presencePenalty",
-             "temperature": "temperature", "seed": "seed", "reasoning_effort": "reasoningEffort"}
-_V2_KIND = {"string": "string", "int": "integer", "double": "float", "bool": "boolean", "list": "array",
-            "object": "object"}
-_ENV_WHOLE = re.compile(r"^\$\{env:([A-Za-z_][A-Za-z0-9_]*)(:[^}]*)?\}$")
-_REF_START = re.compile(r"\$\{\s*(env|file)\s*:", re.IGNORECASE)
-_FILE_WHOLE = re.compile(r"^\$\{file:(.+)\}$")
-_SEPARATOR = re.compile(r"^\s*-{3,}\s*$")
 
 
 def prompty_rules() -> list[Rule]:
     return [Rule(rule_id, severity, summary) for rule_id, (severity, summary) in PROMPTY_RULES.items()]
-
-
-@dataclass
-class Parsed:
-    doc: YamlDoc | None
-    body: str
-    body_line: int  # 1-based line of the body's first line in the file
-    end_line: int  # the closing '---'
-
-
-def split_front_matter(path: Path, text: str) -> Parsed:
-    """Front matter (as a YamlDoc with the file's own line numbers) and body; ConfigError when there is none."""
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if start is None or not _SEPARATOR.match(lines[start]):
-        raise ConfigError([Problem(display_path(path), 1, 1, "no front matter: a .prompty file starts with a "
-                                   "YAML block between two '---' lines (name, model, inputs), then the template",
-                                   "prompty-front-matter")])
-    end = next((i for i in range(start + 1, len(lines)) if _SEPARATOR.match(lines[i])), None)
-    if end is None:
-        raise ConfigError([Problem(display_path(path), start + 1, 1, "the front matter opened here is never closed; "
-                                   "end it with a '---' line before the template", "prompty-front-matter")])
-    # padding keeps YAML positions equal to the file's lines
-    doc = parse_yaml("\n" * (start + 1) + "".join(lines[start + 1:end]), path)
-    return Parsed(doc, "".join(lines[end + 1:]), end + 2, end + 1)
-
-
-def detect_format(data: Any) -> tuple[str, list[Key], list[Key]]:
-    """(format, keys only 2.x has, keys of prompt flow's format) for a parsed front matter."""
-    data = as_dict(data)
-    v2: list[Key] = [(k,) for k in _V2_TOP if k in data]
-    pf: list[Key] = [("sample",)] if "sample" in data else []
-    model = data.get("model")
-    if isinstance(model, str):
-        v2.append(("model",))
-    for k, v in as_dict(model).items():
-        if k in _V2_MODEL_KEYS or (k == "connection" and isinstance(v, dict)):
-            v2.append(("model", k))
-        elif k in _PF_MODEL_KEYS:
-            pf.append(("model", k))
-    template = data.get("template")
-    if isinstance(template, dict):
-        v2.append(("template",))
-    elif isinstance(template, str):
-        pf.append(("template",))
-    for section in ("inputs", "outputs"):
-        value = data.get(section)
-        if isinstance(value, list):
-            v2.append((section,))
-        named = {i: v for i, v in enumerate(value)} if isinstance(value, list) else as_dict(value)
-        for name, spec in named.items():
-            if isinstance(spec, dict) and "kind" in spec:
-                v2.append((section, name, "kind"))
-            if isinstance(spec, dict) and "type" in spec:
-                pf.append((section, name, "type"))
-    return (PROMPTY2 if v2 else PROMPTFLOW), v2, pf
-
-
-def file_format(path: Path) -> str | None:
-    """Which runtime a .prompty file is written for (PROMPTFLOW or PROMPTY2); None when it does not parse."""
-    try:
-        parsed = split_front_matter(path, path.read_text(encoding="utf-8"))
-    except (ConfigError, OSError, UnicodeDecodeError):
-        return None
-    return detect_format(parsed.doc.data if parsed.doc else None)[0]
 
 
 def prompty_files(folder: Path) -> list[Path]:
@@ -253,6 +98,10 @@ class PromptyFlowKind:
 
     def rules(self) -> list[Rule]:
         return prompty_rules()
+
+    def format_of(self, info: FlowInfo) -> str | None:
+        """PROMPTFLOW (run it on prompt flow) or PROMPTY2 (run it with the prompty package); None: unreadable."""
+        return file_format(info.definition)
 
     def snapshot(self, info: FlowInfo, dest: Path, *, variant: str | None = None,
                  overrides: dict[str, dict[str, Any]] | None = None) -> Snapshot:
@@ -338,16 +187,16 @@ class PromptyChecker:
                 section = data[key[0]]
                 spec = section[key[1]] if isinstance(section, list) else as_dict(section).get(key[1])
                 old = as_dict(spec).get("type")
-                new = f"kind: {_V2_KIND.get(str(old), 'string')}"
+                new = f"kind: {V2_KIND.get(str(old), 'string')}"
                 instead = f"'{new}' ({', '.join(V2_KINDS[:7])}); 2.x refuses an input without 'kind'"
             else:
-                instead = _RENAMED[key]
+                instead = RENAMED[key]
             self.add("prompty-old-key", key, f"'{dotted}' is prompt flow's prompty format, but this file is "
                      f"written for the prompty 2.x package (it uses {why}); 2.x has {instead}", at_key=True)
         params = as_dict(as_dict(data.get("model")).get("parameters"))
         for name in params:
-            if name in _V2_PARAM:
-                self.add("prompty-old-key", ("model", "parameters", name), f"'{name}' is 'options.{_V2_PARAM[name]}'"
+            if name in V2_PARAM:
+                self.add("prompty-old-key", ("model", "parameters", name), f"'{name}' is 'options.{V2_PARAM[name]}'"
                          " in the prompty 2.x format", at_key=True)
 
     def _promptflow(self, data: dict[str, Any]) -> set[str] | None:
@@ -355,7 +204,7 @@ class PromptyChecker:
         config = model.get("configuration")
         if isinstance(config, dict):
             self._pf_configuration(config)
-        elif isinstance(config, str) and _FILE_WHOLE.match(config.strip()):
+        elif isinstance(config, str) and FILE_WHOLE.match(config.strip()):
             pass  # checked by _references
         elif config is not None:
             self.add("wrong-type", ("model", "configuration"), "model.configuration must be a mapping (type, "
@@ -409,7 +258,7 @@ class PromptyChecker:
     def _sample(self, sample: Any) -> dict[str, Any] | None:
         if isinstance(sample, dict):
             return sample
-        m = _FILE_WHOLE.match(sample) if isinstance(sample, str) else None
+        m = FILE_WHOLE.match(sample) if isinstance(sample, str) else None
         if m is None:
             return None
         file = self.path.parent / m.group(1).strip()
@@ -422,16 +271,16 @@ class PromptyChecker:
     def _pf_configuration(self, config: dict[str, Any]) -> None:
         key = ("model", "configuration")
         raw_type = config.get("type")
-        ctype = _PF_CONFIG_TYPES.get(str(raw_type)) if raw_type is not None else None
+        ctype = PF_CONFIG_TYPES.get(str(raw_type)) if raw_type is not None else None
         connection = config.get("connection")
         if raw_type is None and not connection and not self.embedded:
             self.add("missing-key", key, "model.configuration has no 'type' and no 'connection'; add type: "
                      "azure_openai or type: openai", at_key=True)
         elif raw_type is not None and ctype is None and not connection:
-            best = closest(str(raw_type), _PF_CONFIG_TYPES)
+            best = closest(str(raw_type), PF_CONFIG_TYPES)
             self.add("wrong-type", (*key, "type"), f"configuration type '{raw_type}' is not one prompt flow knows; "
                      + (f"did you mean '{best}'?" if best else "use azure_openai or openai"))
-        allowed = _PF_CONFIG_KEYS.get(ctype or "", tuple(sorted({k for ks in _PF_CONFIG_KEYS.values() for k in ks})))
+        allowed = PF_CONFIG_KEYS.get(ctype or "", tuple(sorted({k for ks in PF_CONFIG_KEYS.values() for k in ks})))
         for name in config:
             if name not in allowed:
                 best = closest(str(name), allowed)
@@ -444,7 +293,7 @@ class PromptyChecker:
                      "endpoint settings, not both", at_key=True)
         if isinstance(connection, str) and connection:
             self._connection(connection, (*key, "connection"))
-        needed = _PF_MODEL_KEY.get(ctype or "")
+        needed = PF_MODEL_KEY.get(ctype or "")
         if needed and not config.get(needed) and not self.embedded:
             self.add("llm-model-missing", key, f"the {ctype} configuration sets no '{needed}', so the request goes "
                      f"out without a model; add '{needed}: ...'", at_key=True)
@@ -454,7 +303,7 @@ class PromptyChecker:
         model = data.get("model")
         if isinstance(model, dict):
             problems: list[Problem] = []
-            _V2_MODEL.check(self.doc, {k: v for k, v in model.items() if ("model", k) not in pf_keys}, ("model",),
+            V2_MODEL.check(self.doc, {k: v for k, v in model.items() if ("model", k) not in pf_keys}, ("model",),
                             problems)
             self.info.findings += [from_problem(p) for p in problems]
             provider = model.get("provider")
@@ -514,7 +363,7 @@ class PromptyChecker:
             fields = {k: v for k, v in prop.items() if (*key, k) not in pf_keys}
             problems: list[Problem] = []
             required = ("kind",) if (*key, "type") not in pf_keys else ()
-            Struct(_V2_PROPERTY_FIELDS, required=("name", *required), what=f"in {section}").check(
+            Struct(V2_PROPERTY_FIELDS, required=("name", *required), what=f"in {section}").check(
                 self.doc, fields, key, problems)
             self.info.findings += [from_problem(p) for p in problems]
             kind = prop.get("kind")
@@ -567,11 +416,11 @@ class PromptyChecker:
         elif isinstance(value, list):
             for i, v in enumerate(value):
                 self._references(v, (*key, i))
-        elif isinstance(value, str) and _REF_START.search(value):
+        elif isinstance(value, str) and REF_START.search(value):
             self._reference(value.strip(), key)
 
     def _reference(self, value: str, key: Key) -> None:
-        m = _FILE_WHOLE.match(value)
+        m = FILE_WHOLE.match(value)
         if m:
             rel = m.group(1).strip()
             file = self.path.parent / rel
@@ -580,7 +429,7 @@ class PromptyChecker:
             elif not file.resolve().is_relative_to(self.path.parent.resolve()):
                 self.info.dependencies.append(Dependency(Path(file.absolute()), "prompty file reference"))
             return
-        env = _ENV_WHOLE.match(value)
+        env = ENV_WHOLE.match(value)
         if env is None:
             whole = "prompt flow" if self.format == PROMPTFLOW else "prompty 2.x"
             self.add("prompty-env-ref", key, f"'{value}' is not resolved: {whole} replaces only a whole value "
@@ -592,12 +441,11 @@ class PromptyChecker:
 
     def _template(self, parsed: Parsed, declared: set[str] | None) -> None:
         shown = display_path(self.path)
-        fmt = as_dict(as_dict(as_dict(self.doc.data if self.doc else None).get("template")).get("format"))
-        kind = fmt.get("kind") if fmt else as_dict(as_dict(self.doc.data if self.doc else None).get(
-            "template")).get("format")
-        if self.format == PROMPTY2 and isinstance(kind, str) and kind == "mustache":
-            used = {m.group(1).split(".")[0]: parsed.body[:m.start()].count("\n")
-                    for m in re.finditer(r"\{\{[{#^&]?\s*([A-Za-z_][\w.]*)\s*\}?\}\}", parsed.body)}
+        template = as_dict(self.doc.data if self.doc else None).get("template")
+        fmt = as_dict(template).get("format")
+        kind = fmt if isinstance(fmt, str) else as_dict(fmt).get("kind")
+        if self.format == PROMPTY2 and kind == "mustache":
+            used = _mustache_vars(parsed.body)
         else:
             try:
                 used = {k: v - 1 for k, v in template_vars(parsed.body).used.items()}
@@ -629,3 +477,20 @@ def _value_type(value: Any) -> str:
         if isinstance(value, py):
             return name
     return "object"
+
+
+def _mustache_vars(body: str) -> dict[str, int]:
+    """Top-level names a mustache template reads (inside a section, names belong to its items), with their
+    0-based line."""
+    used: dict[str, int] = {}
+    depth = 0
+    for m in re.finditer(r"\{\{([{#^/&]?)\s*([A-Za-z_][\w.]*)\s*\}?\}\}", body):
+        sigil, name = m.group(1), m.group(2).split(".")[0]
+        if sigil == "/":
+            depth = max(0, depth - 1)
+            continue
+        if depth == 0:
+            used.setdefault(name, body[:m.start()].count("\n"))
+        if sigil in ("#", "^"):
+            depth += 1
+    return used

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from llmops_ci.kinds import KINDS, FlowInput, kind_for
-from llmops_ci.kinds.prompty import PROMPTFLOW, PROMPTY2, PROMPTY_RULES, file_format
+from llmops_ci.kinds.prompty import PROMPTY_RULES
+from llmops_ci.kinds.prompty_format import PROMPTFLOW, PROMPTY2, file_format
 from llmops_ci.lint.findings import RULES
 from tests.conftest import Project
 
@@ -232,6 +233,14 @@ def test_no_inputs_and_no_sample_renders_every_variable_empty(files: Project) ->
     text = files.read(PF)
     files.write(PF, text.split("inputs:\n")[0] + "---\nuser:\n{{url}}\n")
     assert [f[0] for f in findings(files, PF)] == ["prompt-var-unbound"]
+
+
+def test_mustache_template_variables(files: Project) -> None:
+    files.replace(V2, "    kind: jinja2", "    kind: mustache")
+    files.replace(V2, "{{text}}", "{{text}} {{#tags}}{{name}}{{/tags}}")
+    got = [(f[0], f[2], f[3].split("'")[1]) for f in findings(files, V2)]
+    assert got == [("prompt-var-unbound", 31, "{{ tags }}")]  # name is a field of each tag
+    assert KINDS["prompty"].format_of(KINDS["prompty"].inspect(files.path(V2))) == PROMPTY2  # type: ignore[attr-defined]
 
 
 def test_prompty2_without_inputs_takes_template_variables(files: Project) -> None:
