@@ -105,8 +105,8 @@ class FlexFlowKind:
     name = "flex"
 
     def matches(self, path: Path) -> bool:
-        if path.is_file():
-            return path.name in FLEX_FILES
+        if path.is_file():  # pf flow test --flow x.flex.yaml takes any name ending so
+            return path.name.endswith((".flex.yaml", ".flex.yml"))
         return any((path / f).is_file() for f in FLEX_FILES)
 
     def inspect(self, path: Path) -> FlowInfo:

@@ -11,6 +11,7 @@ as prompt flow's format.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -78,6 +79,30 @@ def prompty_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.prompty") if p.is_file())
 
 
+def beside_flex_code(folder: Path) -> bool:
+    """A flex flow's definition is in ``folder``: its .prompty files are loaded by that flow's code."""
+    return any(p.is_file() for pattern in ("*.flex.yaml", "*.flex.yml") for p in folder.glob(pattern))
+
+
+def code_passes_configuration(folder: Path, name: str) -> bool:
+    """Whether Python in ``folder`` loads the prompty ``name`` (or one it cannot tell) with ``model=...``:
+    ``Prompty.load(source=..., model={"configuration": ...})`` replaces the file's configuration."""
+    for py in sorted(folder.glob("*.py")):
+        try:
+            tree = ast.parse(py.read_text(encoding="utf-8"))
+        except (SyntaxError, ValueError, OSError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load"
+                    and any(k.arg == "model" for k in node.keywords)):
+                continue
+            named = {c.value.rsplit("/", 1)[-1] for c in ast.walk(node)
+                     if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value.endswith(".prompty")}
+            if not named or name in named:
+                return True
+    return False
+
+
 class PromptyFlowKind:
     """A ``.prompty`` file, or a folder holding exactly one and no DAG/flex flow file."""
 
@@ -86,7 +111,7 @@ class PromptyFlowKind:
     def matches(self, path: Path) -> bool:
         if path.is_file():
             return path.suffix == ".prompty"
-        if not path.is_dir() or any((path / f).is_file() for f in FLOW_FILES):
+        if not path.is_dir() or any((path / f).is_file() for f in FLOW_FILES) or beside_flex_code(path):
             return False
         return len(prompty_files(path)) == 1
 
@@ -122,7 +147,8 @@ class PromptyChecker:
 
     def __init__(self, path: Path, *, embedded: bool = False) -> None:
         self.path = path
-        self.embedded = embedded
+        self.embedded = embedded or beside_flex_code(path.parent)
+        self.configured_by_code = self.embedded and code_passes_configuration(path.parent, path.name)
         self.info = FlowInfo("prompty", path.parent, path)
         self.doc: YamlDoc | None = None
         self.format = PROMPTFLOW
@@ -202,7 +228,9 @@ class PromptyChecker:
     def _promptflow(self, data: dict[str, Any]) -> set[str] | None:
         model = as_dict(data.get("model"))
         config = model.get("configuration")
-        if isinstance(config, dict):
+        if self.configured_by_code:
+            pass  # the flow's code passes its own configuration, which replaces this one
+        elif isinstance(config, dict):
             self._pf_configuration(config)
         elif isinstance(config, str) and FILE_WHOLE.match(config.strip()):
             pass  # checked by _references

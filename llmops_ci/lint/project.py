@@ -47,13 +47,13 @@ class LintReport:
 def discover(root: Path) -> list[Path]:
     """Flow folders below ``root`` (any kind), skipping VCS, virtualenv and build folders."""
     found = []
-    for dirpath, dirnames, _ in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
         path = Path(dirpath)
         if kind_for(path) is not None:
             found.append(path)
-        else:  # several .prompty files side by side: each is a flow
-            found += [p for p in sorted(path.glob("*.prompty")) if kind_for(p) is not None]
+        else:  # flow files side by side (several .prompty files, x.flex.yaml): each is a flow
+            found += [path / name for name in sorted(filenames) if kind_for(path / name) is not None]
     return found
 
 

@@ -375,3 +375,21 @@ def test_dataclass_entry_takes_its_fields_as_init(flex: Project) -> None:
     assert findings(flex) == []
     flex.replace(FLOW, "  max_total_token:\n    type: int\n    default: 1024\n", "")
     assert [(f[0], f[2]) for f in findings(flex)] == [("flex-init-mismatch", 15)]
+
+
+def test_prompty_configuration_passed_by_code_is_not_checked(flex: Project) -> None:
+    """flow.py loads chat.prompty with model={"configuration": ...}: the file's configuration is dead."""
+    flex.replace(PROMPTY, "    type: azure_openai\n", "    type: unify\n    model_name: llama\n")
+    assert findings(flex) == []
+    flex.replace(CODE, ', model={"configuration": self.model_config})', ")")
+    assert sorted(f[0] for f in findings(flex)) == ["unknown-key", "wrong-type"]
+
+
+def test_flex_file_with_its_own_name(flex: Project, cli: Callable[..., object]) -> None:
+    flex.path(FLOW).rename(flex.path("flows/chat/chat.flex.yaml"))
+    assert kind_for(flex.path("flows/chat/chat.flex.yaml")) is KINDS["flex"]
+    assert kind_for(flex.path("flows/chat")) is None
+    flex.replace(CODE, "def __call__(", "def call(")
+    res = cli("lint", "--format", "json")
+    found = {(f["rule"], f["path"]) for f in json.loads(res.out)["findings"]}  # type: ignore[attr-defined]
+    assert found == {("flex-call-missing", CODE)}
