@@ -51,6 +51,7 @@ class FlowInfo:
     definition: Path
     inputs: dict[str, FlowInput] = field(default_factory=dict)
     outputs: set[str] = field(default_factory=set)
+    outputs_open: bool = False  # more outputs than `outputs` may come out (a flex entry returning a dict)
     nodes: set[str] = field(default_factory=set)
     variants: dict[str, set[str]] = field(default_factory=dict)
     connections: list[ConnectionUse] = field(default_factory=list)

@@ -275,6 +275,8 @@ class _FlexChecker:
                     self.info.chat_output = str(name)
         elif visible is not None:
             self.info.outputs = set(visible)
+        else:
+            self.info.outputs_open = True  # e.g. -> dict, or no annotation: the keys are known at run time
         if "init" in data:
             if entry is not None and entry.kind == "function":
                 self.add("flex-init-mismatch", ("init",), "the entry is a function, which takes no init; remove "

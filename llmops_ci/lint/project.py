@@ -173,7 +173,7 @@ class _Project:
         self.mapping(evaluation.column_mapping, origin, ("column_mapping",), info, data, base,
                      f"{flow.name}/{evaluation.name}")
         for metric, output in evaluation.scores.items():
-            if output not in info.outputs:
+            if output not in info.outputs and not info.outputs_open:
                 best = closest(output, info.outputs)
                 self.findings.append(from_problem(origin.problem(
                     ("scores", metric), f"scores: '{output}' is not an output of {display_path(info.definition)}"
@@ -213,7 +213,7 @@ class _Project:
                 if names is None or not field_name:
                     add("mapping-invalid", (name,), f"'{value}': write ${{run.outputs.<output>}} or "
                         "${run.inputs.<input>}")
-                elif field_name.split(".")[0] not in names:
+                elif field_name.split(".")[0] not in names and not (part == "outputs" and base.outputs_open):
                     best = closest(field_name, names)
                     add("mapping-output-unknown", (name,), f"'{value}': the evaluated flow has no {part[:-1]} "
                         f"'{field_name}'" + (f"; did you mean '{best}'?" if best else

@@ -393,3 +393,30 @@ def test_flex_file_with_its_own_name(flex: Project, cli: Callable[..., object]) 
     res = cli("lint", "--format", "json")
     found = {(f["rule"], f["path"]) for f in json.loads(res.out)["findings"]}  # type: ignore[attr-defined]
     assert found == {("flex-call-missing", CODE)}
+
+
+def test_outputs_not_visible_are_open(flex: Project, cli: Callable[..., object]) -> None:
+    """An entry returning a plain dict: the evaluation may map any output, and scores any of its own."""
+    flex.write(FLOW, "entry: flow:ChatFlow\n")
+    flex.replace(CODE, "-> Reply:", "-> dict:")
+    info = KINDS["flex"].inspect(flex.path("flows/chat"))
+    assert info.outputs == set() and info.outputs_open
+    flex.write("data.jsonl", '{"question": "q", "label": "a"}\n')
+    flex.write("flows/eval/flow.flex.yaml", "entry: grade:grade\n")
+    flex.write("flows/eval/grade.py", "def grade(answer: str, label: str):\n    return {'score': 1.0}\n")
+    flex.write("llmops.yaml", """\
+        version: 1
+        flows:
+          chat:
+            path: flows/chat
+            data: data.jsonl
+            evaluations:
+              judge:
+                path: flows/eval
+                column_mapping:
+                  answer: ${run.outputs.answer}
+                  label: ${data.label}
+                scores: {score: score}
+        """)
+    res = cli("lint", "--config", "llmops.yaml", "--format", "json")
+    assert json.loads(res.out)["findings"] == []  # type: ignore[attr-defined]
