@@ -152,6 +152,11 @@ def run_lines(path: Path, rows: Sequence[Mapping[str, Any]], *, workers: int = 4
         raise UsageError(f"workers must be at least 1, not {workers}")
     start = time.perf_counter()
     agent = load_agent(path, connections, timeout_s=timeout_s, max_retries=max_retries)
-    with ThreadPoolExecutor(max_workers=min(workers, max(1, len(rows))), thread_name_prefix="prompty") as pool:
+    pool = ThreadPoolExecutor(max_workers=min(workers, max(1, len(rows))), thread_name_prefix="prompty")
+    try:
         lines = list(pool.map(lambda item: run_line(agent, item[0], item[1]), enumerate(rows)))
+    except BaseException:  # Ctrl-C: lines not started are dropped, not run
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return PromptyRun(lines, time.perf_counter() - start)
