@@ -163,7 +163,7 @@ class PromptyChecker:
     def run(self) -> FlowInfo:
         shown = display_path(self.path)
         try:
-            text = self.path.read_text(encoding="utf-8")
+            text = self.path.read_text(encoding="utf-8-sig")
             parsed = split_front_matter(self.path, text)
         except ConfigError as exc:
             self.info.findings += [from_problem(p) for p in exc.problems]

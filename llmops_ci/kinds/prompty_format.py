@@ -178,7 +178,7 @@ def detect_format(data: Any) -> tuple[str, list[Key], list[Key]]:
 def file_format(path: Path) -> str | None:
     """Which runtime a .prompty file is written for (PROMPTFLOW or PROMPTY2); None when it does not parse."""
     try:
-        parsed = split_front_matter(path, path.read_text(encoding="utf-8"))
+        parsed = split_front_matter(path, path.read_text(encoding="utf-8-sig"))
     except (ConfigError, OSError, UnicodeDecodeError):
         return None
     return detect_format(parsed.doc.data if parsed.doc else None)[0]

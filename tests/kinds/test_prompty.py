@@ -373,3 +373,18 @@ def test_upstream_eval_basic_has_a_real_unbound_variable() -> None:
     """examples/prompty/eval-basic/eval.prompty reads {{statement}}, which it never declares (ground_truth unused)."""
     info = KINDS["prompty"].inspect(DATA / "prompty/eval-basic/eval.prompty")
     assert sorted((f.rule, f.line) for f in info.findings) == [("prompt-var-unbound", 47), ("prompty-input-unused", 23)]
+
+
+def test_byte_order_mark_and_crlf(files: Project) -> None:
+    text = files.read(PF)
+    files.path(PF).write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    assert findings(files, PF) == []
+    assert file_format(files.path(PF)) == PROMPTFLOW
+
+
+@pytest.mark.parametrize("text", ["", "---\n", "---\n- a\n---\nx", "---\n: :\n---\n", "---\nmodel: [1]\ninputs: 3\n"
+                                  "outputs: x\n---\n{{a}}", "---\nmodel: {id: x, connection: 3}\ninputs: [1]\n---\n"])
+def test_malformed_files_are_findings_not_crashes(text: str, files: Project) -> None:
+    files.write(PF, text)
+    info = KINDS["prompty"].inspect(files.path(PF))
+    assert info.findings and all(f.severity == "error" for f in info.findings if f.rule != "prompty-input-unused")
