@@ -388,3 +388,17 @@ def test_malformed_files_are_findings_not_crashes(text: str, files: Project) -> 
     files.write(PF, text)
     info = KINDS["prompty"].inspect(files.path(PF))
     assert info.findings and all(f.severity == "error" for f in info.findings if f.rule != "prompty-input-unused")
+
+
+def test_snapshot_copies_the_folder(files: Project, tmp_path: Path) -> None:
+    from llmops_ci.errors import UsageError
+
+    kind = KINDS["prompty"]
+    info = kind.inspect(files.path(PF))
+    snap = kind.snapshot(info, tmp_path / "snap")  # type: ignore[attr-defined]
+    assert snap.entry == tmp_path / "snap" / "classify.prompty"
+    assert snap.entry.read_text() == files.read(PF) and (snap.folder / "sample.json").is_file()
+    with pytest.raises(UsageError, match="no variants"):
+        kind.snapshot(info, tmp_path / "snap", variant="${a.b}")  # type: ignore[attr-defined]
+    with pytest.raises(UsageError, match="overrides are for DAG nodes"):
+        kind.snapshot(info, tmp_path / "snap", overrides={"classify": {"connection": "x"}})  # type: ignore[attr-defined]
