@@ -60,6 +60,9 @@ FLEX_RULES: dict[str, tuple[str, str]] = {
     "flex-call-missing": (ERROR, "a class entry without __call__ (prompt flow calls the instance once per line)"),
     "flex-class-init": (ERROR, "a class entry that defines no __init__ (nor a base class in its module): prompt "
                                "flow 1.18 cannot read its signature and fails with GenerateFlowMetaJsonError"),
+    "flex-type-unsupported": (ERROR, "an entry parameter or result type prompt flow 1.18 refuses (\"a complex "
+                                     "python type\": list[str], X | None, Any, -> dict, a quoted annotation, or "
+                                     "any annotation under 'from __future__ import annotations')"),
     "flex-input-mismatch": (ERROR, "declared 'inputs:' that differ from the entry's parameters (unknown or missing)"),
     "flex-output-mismatch": (ERROR, "declared 'outputs:' that differ from the fields of the entry's return type"),
     "flex-init-mismatch": (ERROR, "'init:' (or sample.init) names a parameter __init__ does not have, or leaves "
@@ -233,6 +236,15 @@ class _FlexChecker:
                                               f"class {m.group(2)} is the flow's entry but has no __call__; prompt "
                                               "flow creates it once (with init) and calls it for every line: add "
                                               "def __call__(self, ...)"))
+        shown = display_path(entry.file)
+        if entry.future_annotations is not None:
+            self.info.findings.append(finding("flex-type-unsupported", shown, entry.future_annotations, None,
+                                              "'from __future__ import annotations' turns the entry's annotations "
+                                              "into strings, and prompt flow then refuses every annotated parameter "
+                                              "(\"a complex python type\"); remove the import from this module"))
+        for sig in (entry.call, entry.init):
+            for line, why in sig.refused if sig else ():
+                self.info.findings.append(finding("flex-type-unsupported", shown, line, None, why))
         if entry.kind == "class" and entry.own_init is False:
             self.info.findings.append(finding("flex-class-init", display_path(entry.file), entry.line, None,
                                               f"class {m.group(2)} defines no __init__; prompt flow cannot read the "

@@ -9,7 +9,18 @@ from pathlib import Path
 # Python annotation -> prompt flow value type (promptflow.contracts.tool.ValueType)
 _VALUE_TYPES = {"str": "string", "int": "int", "float": "double", "bool": "bool", "list": "list", "List": "list",
                 "dict": "object", "Dict": "object", "Mapping": "object"}
-_PRIMITIVE_RETURNS = frozenset({"str", "int", "float", "bool", "list", "List"})
+# What prompt flow 1.18 accepts in an entry's signature (promptflow._core.tool_meta_generator): a parameter is
+# one of these bare types (or Optional[...] of one), a connection, or (in __init__) a model configuration; the
+# result is str, a TypedDict or a dataclass. Anything else is "a complex python type" and the flow does not load.
+_INPUT_TYPES = frozenset({"str", "int", "float", "bool", "list", "dict"})
+_MODEL_CONFIGS = frozenset({"AzureOpenAIModelConfiguration", "OpenAIModelConfiguration"})
+_GENERICS = frozenset({"list", "List", "dict", "Dict", "tuple", "Tuple", "set", "Set", "frozenset", "FrozenSet",
+                       "Sequence", "Mapping", "MutableMapping", "Iterable", "Iterator", "Literal", "Annotated",
+                       "Callable", "Type", "type", "Generator"})
+_REFUSED = frozenset({"Any", "object", "Mapping", "Sequence", "Iterable", "tuple", "Tuple", "set", "Set", "bytes",
+                      "Callable", "None"})
+_REFUSED_RETURNS = frozenset({"dict", "Dict", "int", "float", "bool", "list", "List", "Any", "object", "None",
+                              "tuple", "Tuple", "set", "bytes"})
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,7 @@ class Signature:
     line: int
     params: dict[str, EntryParam] = field(default_factory=dict)
     var_kwargs: bool = False
+    refused: list[tuple[int, str]] = field(default_factory=list)  # annotations prompt flow refuses (line, why)
 
 
 @dataclass
@@ -45,6 +57,7 @@ class Entry:
     own_init: bool | None = None  # class entries: False when only object.__init__ is left
     aggregate: bool = False
     outputs: set[str] | None = None  # None: not visible statically
+    future_annotations: int | None = None  # line of `from __future__ import annotations`, when the entry is typed
 
 
 class EntryError(Exception):
@@ -73,7 +86,48 @@ def _last_name(node: ast.expr | None) -> str | None:
     return None
 
 
-def _signature(fn: ast.FunctionDef | ast.AsyncFunctionDef, skip_self: bool) -> Signature:
+def _refused(node: ast.expr | None, names: dict[str, ast.stmt], *, init: bool, result: bool) -> str | None:
+    """Why prompt flow refuses this annotation, or None when it takes it (or it cannot be told statically)."""
+    if node is None:
+        return None
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return f"the quoted annotation '{node.value}' reaches prompt flow as a string; write it unquoted"
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        shown = ast.unparse(node)
+        return f"'{shown}' (a types.UnionType) is not read by prompt flow; write Optional[...] instead"
+    if isinstance(node, ast.Subscript):
+        base = _last_name(node.value)
+        inner = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        args = [a for a in inner if not (isinstance(a, ast.Constant) and a.value is None)]
+        if base == "Optional" or (base == "Union" and len(args) == 1):
+            return _refused(args[0], names, init=init, result=result)
+        if base in _GENERICS:
+            bare = "dict" if base in ("dict", "Dict", "Mapping", "MutableMapping") else "list"
+            return f"'{ast.unparse(node)}' is a complex python type to prompt flow; write the bare '{bare}'"
+        return None
+    name = _last_name(node) or ("None" if isinstance(node, ast.Constant) and node.value is None else None)
+    target = names.get(name or "")
+    if result:
+        if name == "str" or (isinstance(target, ast.ClassDef) and _class_fields(target) is not None):
+            return None
+        if name in _REFUSED_RETURNS or isinstance(target, ast.ClassDef):
+            return f"'-> {ast.unparse(node)}': an entry must return str, a TypedDict or a dataclass"
+        return None
+    if name in _INPUT_TYPES or (name or "").endswith("Connection"):
+        return None
+    if name in _MODEL_CONFIGS:
+        return None if init else f"'{name}' is taken by __init__ only; pass it in init, not per line"
+    if isinstance(target, ast.ClassDef):
+        if {_last_name(b) for b in target.bases} & {"Enum", "StrEnum", "IntEnum"}:
+            return None
+        return f"'{name}' is a complex python type to prompt flow; take a dict"
+    if name in _REFUSED:
+        return f"'{name}' is a complex python type to prompt flow; use str, int, float, bool, list or dict"
+    return None
+
+
+def _signature(fn: ast.FunctionDef | ast.AsyncFunctionDef, skip_self: bool, names: dict[str, ast.stmt] | None = None,
+               *, init: bool = False) -> Signature:
     sig = Signature(fn.name, fn.lineno, var_kwargs=fn.args.kwarg is not None)
     positional = [*fn.args.posonlyargs, *fn.args.args]
     first_default = len(positional) - len(fn.args.defaults)
@@ -83,7 +137,30 @@ def _signature(fn: ast.FunctionDef | ast.AsyncFunctionDef, skip_self: bool) -> S
         sig.params[arg.arg] = EntryParam(arg.arg, _last_name(arg.annotation), i >= first_default, arg.lineno)
     for arg, default in zip(fn.args.kwonlyargs, fn.args.kw_defaults, strict=True):
         sig.params[arg.arg] = EntryParam(arg.arg, _last_name(arg.annotation), default is not None, arg.lineno)
+    if names is not None:
+        args = [*positional[1 if skip_self else 0:], *fn.args.kwonlyargs]
+        for arg in args:
+            why = _refused(arg.annotation, names, init=init, result=False)
+            if why:
+                sig.refused.append((arg.lineno, f"parameter '{arg.arg}' of {fn.name}(): {why}"))
+        if not init:
+            why = _refused(fn.returns, names, init=False, result=True)
+            if why and fn.returns is not None:
+                sig.refused.append((fn.returns.lineno, f"{fn.name}() {why}"))
     return sig
+
+
+def _future_annotations(tree: ast.Module) -> int | None:
+    for stmt in tree.body:
+        if isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__" and any(
+                a.name == "annotations" for a in stmt.names):
+            return stmt.lineno
+    return None
+
+
+def _annotated(*fns: ast.FunctionDef | ast.AsyncFunctionDef | None) -> bool:
+    return any(fn is not None and (fn.returns is not None or any(
+        a.annotation is not None for a in [*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs])) for fn in fns)
 
 
 def module_file(code: Path, module: str) -> Path | None:
@@ -141,7 +218,7 @@ def _outputs(fn: ast.FunctionDef | ast.AsyncFunctionDef, names: dict[str, ast.st
     name = _last_name(ann)
     if name is None:
         return None
-    if name in _PRIMITIVE_RETURNS:
+    if name == "str":
         return {"output"}
     target = names.get(name)
     if isinstance(target, ast.ClassDef):
@@ -181,15 +258,18 @@ def read_entry(code: Path, module: str, attr: str) -> Entry:
         raise EntryError("flex-entry-missing", f"{file.name} defines no '{attr}'"
                          + (f"; did you mean '{best}'?" if best else
                             f"; it defines: {', '.join(sorted(callables)) or 'no functions or classes'}"), file, 1, 1)
+    future = _future_annotations(tree)
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        return Entry(file, "function", node.lineno, call=_signature(node, skip_self=False),
-                     outputs=_outputs(node, names))
+        entry = Entry(file, "function", node.lineno, call=_signature(node, False, None if future else names),
+                      outputs=_outputs(node, names))
+        entry.future_annotations = future if future and _annotated(node) else None
+        return entry
     if isinstance(node, ast.ClassDef):
-        return _class_entry(file, node, names)
+        return _class_entry(file, node, names, future)
     return Entry(file, "opaque", node.lineno)
 
 
-def _class_entry(file: Path, cls: ast.ClassDef, names: dict[str, ast.stmt]) -> Entry:
+def _class_entry(file: Path, cls: ast.ClassDef, names: dict[str, ast.stmt], future: int | None) -> Entry:
     entry = Entry(file, "class", cls.lineno)
     chain: list[ast.ClassDef] = [cls]
     open_base = False  # a base class we cannot see may supply __init__/__call__
@@ -213,14 +293,16 @@ def _class_entry(file: Path, cls: ast.ClassDef, names: dict[str, ast.stmt]) -> E
         init = init or methods.get("__init__")
         aggregate = aggregate or "__aggregate__" in methods
     entry.aggregate = aggregate
+    checked = None if future else names
     if call is not None:
-        entry.call = _signature(call, skip_self=True)
+        entry.call = _signature(call, True, checked)
         entry.outputs = _outputs(call, names)
         entry.has_call = True
     else:
         entry.has_call = None if open_base else False
+    entry.future_annotations = future if future and _annotated(call, init) else None
     if init is not None:
-        entry.init = _signature(init, skip_self=True)
+        entry.init = _signature(init, True, checked, init=True)
         entry.own_init = True
     elif any(_class_fields(k) is not None and "dataclass" in {_last_name(d.func if isinstance(d, ast.Call) else d)
                                                               for d in k.decorator_list} for k in chain):

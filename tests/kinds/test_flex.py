@@ -75,7 +75,7 @@ BASE: dict[str, str] = {
                 self.model_config = model_config
                 self.max_total_token = max_total_token
 
-            def __call__(self, question: str, chat_history: list | None = None) -> Reply:
+            def __call__(self, question: str, chat_history: list = None) -> Reply:
                 prompty = Prompty.load(source=BASE / "chat.prompty", model={"configuration": self.model_config})
                 return Reply(answer=prompty(question=question, chat_history=chat_history or []))
         """,
@@ -161,7 +161,7 @@ CASES: dict[str, Case] = {
                               CODE, 9),
     "flex-call-missing": Case(replace(CODE, "def __call__(", "def call("),
                               both(replace(CODE, "class ChatFlow:", "class Base:\n    def __call__(self, question: "
-                                           "str, chat_history: list | None = None) -> Reply:\n        return Reply("
+                                           "str, chat_history: list = None) -> Reply:\n        return Reply("
                                            "answer=question)\n\n\nclass ChatFlow(Base):"),
                                    replace(CODE, "def __call__(", "def call(")),
                               CODE, 13, "has no __call__"),
@@ -172,6 +172,9 @@ CASES: dict[str, Case] = {
                                               "(self, question, chat_history=None):\n        return {'answer': "
                                               "question}\n"),
                             CODE, 1, "defines no __init__"),
+    "flex-type-unsupported": Case(replace(CODE, "chat_history: list = None", "chat_history: list[dict] = None"),
+                                  replace(CODE, "chat_history: list = None", "chat_history: Optional[list] = None"),
+                                  CODE, 18, "write the bare 'list'"),
     "flex-input-mismatch": Case(replace(FLOW, "  chat_history:\n    type: list", "  topic:\n    type: string\n"
                                         "  chat_history:\n    type: list"),
                                 lambda p: p.replace(FLOW, p.read(FLOW).split("outputs:")[0].split("entry: flow:ChatFlow"
@@ -181,7 +184,7 @@ CASES: dict[str, Case] = {
                                          "type: string\n    is_chat_output"),
                                  both(replace(FLOW, "  answer:\n    type: string\n    is_chat_output", "  answr:\n    "
                                               "type: string\n    is_chat_output"),
-                                      replace(CODE, "-> Reply:", "-> dict:")),
+                                      replace(CODE, " -> Reply:", ":")),
                                  FLOW, 12, "not returned: answr"),
     "flex-init-mismatch": Case(replace(FLOW, "init:\n  model_config:", "init:\n  model_cfg:"),
                                lambda p: p.replace(FLOW, "init:\n  model_config:\n    type: "
@@ -288,6 +291,35 @@ def test_outputs_and_inputs_come_from_the_code_when_not_declared(flex: Project) 
     assert info.outputs == {"output"}  # prompt flow names a primitive result 'output'
 
 
+@pytest.mark.parametrize(("code", "line", "says"), [
+    ("from __future__ import annotations\n\ndef chat(question: str) -> str:\n    return question\n", 1,
+     "remove the import"),
+    ("def chat(question: 'str') -> str:\n    return question\n", 1, "quoted annotation"),
+    ("def chat(question: str | None = None) -> str:\n    return question\n", 1, "write Optional[...]"),
+    ("from typing import Any\n\ndef chat(question: Any) -> str:\n    return question\n", 3, "'Any' is a complex"),
+    ("def chat(question: str) -> dict:\n    return {}\n", 1, "must return str, a TypedDict or a dataclass"),
+    ("class Q:\n    pass\n\ndef chat(question: Q) -> str:\n    return ''\n", 4, "take a dict"),
+    ("from promptflow.core import OpenAIModelConfiguration\n\ndef chat(question: str, model_config: "
+     "OpenAIModelConfiguration) -> str:\n    return ''\n", 3, "taken by __init__ only"),
+])
+def test_types_prompt_flow_refuses(code: str, line: int, says: str, flex: Project) -> None:
+    """Each was run through prompt flow 1.18's meta generation: it fails with "a complex python type"."""
+    flex.write(FLOW, "entry: flow:chat\n")
+    flex.write(CODE, code)
+    got = [(f[0], f[2], f[3]) for f in findings(flex)]
+    assert [(r, n) for r, n, _ in got] == [("flex-type-unsupported", line)] and says in got[0][2], got
+
+
+def test_types_prompt_flow_takes(flex: Project) -> None:
+    flex.write(FLOW, "entry: flow:chat\n")
+    flex.write(CODE, "from enum import Enum\nfrom typing import Optional\n\nclass Mode(str, Enum):\n    A = 'a'\n\n"
+               "def chat(q: str, n: int = 1, x: float = 0.5, b: bool = False, items: list = None, d: dict = None, "
+               "mode: Mode = Mode.A, o: Optional[str] = None, conn: 'AzureOpenAIConnection' = None):\n    return q\n")
+    assert [f[3] for f in findings(flex)] == ["parameter 'conn' of chat(): the quoted annotation "
+                                              "'AzureOpenAIConnection' reaches prompt flow as a string; write it "
+                                              "unquoted"]
+
+
 def test_dataclass_return_and_init_for_function(flex: Project) -> None:
     flex.write(CODE, "from dataclasses import dataclass\n\n@dataclass\nclass Out:\n    score: float\n    why: str\n\n"
                "def grade(answer: str) -> Out:\n    return Out(1.0, answer)\n")
@@ -370,8 +402,8 @@ def test_upstream_chat_basic_interface() -> None:
 
 def test_dataclass_entry_takes_its_fields_as_init(flex: Project) -> None:
     flex.write(CODE, "from dataclasses import dataclass\n\n\n@dataclass\nclass ChatFlow:\n    model_config: dict\n"
-               "    max_total_token: int = 1024\n\n    def __call__(self, question: str, chat_history: list | None"
-               " = None) -> dict:\n        return {'answer': question}\n")
+               "    max_total_token: int = 1024\n\n    def __call__(self, question: str, chat_history: list = None):"
+               "\n        return {'answer': question}\n")
     assert findings(flex) == []
     flex.replace(FLOW, "  max_total_token:\n    type: int\n    default: 1024\n", "")
     assert [(f[0], f[2]) for f in findings(flex)] == [("flex-init-mismatch", 15)]
@@ -396,9 +428,9 @@ def test_flex_file_with_its_own_name(flex: Project, cli: Callable[..., object]) 
 
 
 def test_outputs_not_visible_are_open(flex: Project, cli: Callable[..., object]) -> None:
-    """An entry returning a plain dict: the evaluation may map any output, and scores any of its own."""
+    """An entry without a result annotation (it may return a dict): the evaluation may map any output."""
     flex.write(FLOW, "entry: flow:ChatFlow\n")
-    flex.replace(CODE, "-> Reply:", "-> dict:")
+    flex.replace(CODE, " -> Reply:", ":")
     info = KINDS["flex"].inspect(flex.path("flows/chat"))
     assert info.outputs == set() and info.outputs_open
     flex.write("data.jsonl", '{"question": "q", "label": "a"}\n')
