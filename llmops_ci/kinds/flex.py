@@ -405,7 +405,7 @@ class _FlexChecker:
                 self.add("flex-include-missing", ("additional_includes", i), f"additional include '{inc}' does not "
                          f"exist (relative to {display_path(self.folder)})")
             else:
-                self.info.dependencies.append(Dependency(path, "additional include"))
+                self.info.dependencies.append(Dependency(Path(os.path.abspath(path)), "additional include"))
         req = as_dict(data.get("environment")).get("python_requirements_txt")
         if isinstance(req, str):
             path = Path(os.path.normpath(self.folder / req))
@@ -413,14 +413,14 @@ class _FlexChecker:
                 self.add("requirements-missing", ("environment", "python_requirements_txt"),
                          f"python_requirements_txt '{req}' does not exist in {display_path(self.folder)}")
             elif not path.is_relative_to(Path(os.path.normpath(self.folder))):
-                self.info.dependencies.append(Dependency(path, "python_requirements_txt"))
+                self.info.dependencies.append(Dependency(Path(os.path.abspath(path)), "python_requirements_txt"))
         code = data.get("code")
         if isinstance(code, str):
             path = Path(os.path.normpath(self.folder / code))
             if not path.is_dir():
                 self.add("flex-entry-missing", ("code",), f"code folder '{code}' does not exist")
             elif not path.is_relative_to(Path(os.path.normpath(self.folder))):
-                self.info.dependencies.append(Dependency(path, "code"))
+                self.info.dependencies.append(Dependency(Path(os.path.abspath(path)), "code"))
 
     def _prompty_files(self) -> None:
         for path in prompty_files(self.folder):

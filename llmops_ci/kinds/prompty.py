@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -455,7 +456,7 @@ class PromptyChecker:
             if not file.is_file():
                 self.add("prompty-file-missing", key, f"'{value}': {rel} does not exist next to {self.path.name}")
             elif not file.resolve().is_relative_to(self.path.parent.resolve()):
-                self.info.dependencies.append(Dependency(Path(file.absolute()), "prompty file reference"))
+                self.info.dependencies.append(Dependency(Path(os.path.abspath(file)), "prompty file reference"))
             return
         env = ENV_WHOLE.match(value)
         if env is None:

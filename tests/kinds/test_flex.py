@@ -452,3 +452,10 @@ def test_outputs_not_visible_are_open(flex: Project, cli: Callable[..., object])
         """)
     res = cli("lint", "--config", "llmops.yaml", "--format", "json")
     assert json.loads(res.out)["findings"] == []  # type: ignore[attr-defined]
+
+
+def test_dependencies_are_absolute_when_inspected_by_a_relative_path(flex: Project) -> None:
+    info = KINDS["flex"].inspect(Path("flows/chat"))
+    assert info.findings == []
+    assert [d.path for d in info.dependencies] == [flex.path("flows/shared/helpers.py")]
+    assert all(d.path.is_absolute() for d in info.dependencies)
