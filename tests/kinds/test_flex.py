@@ -459,3 +459,24 @@ def test_dependencies_are_absolute_when_inspected_by_a_relative_path(flex: Proje
     assert info.findings == []
     assert [d.path for d in info.dependencies] == [flex.path("flows/shared/helpers.py")]
     assert all(d.path.is_absolute() for d in info.dependencies)
+
+
+def test_config_checks_init_and_environment_connections(flex: Project, cli: Callable[..., object]) -> None:
+    flex.write("data.jsonl", '{"question": "q"}\n')
+    flex.write("llmops.yaml", """\
+        version: 1
+        connections:
+          aoai2:
+            type: azure_open_ai
+            api_base: ${env:AZURE_OPENAI_ENDPOINT}
+            api_key: ${env:AZURE_OPENAI_API_KEY}
+        flows:
+          chat:
+            path: flows/chat
+            data: data.jsonl
+        """)
+    res = cli("lint", "--config", "llmops.yaml", "--format", "json")
+    got = [(f["rule"], f["path"], f["line"]) for f in json.loads(res.out)["findings"]]  # type: ignore[attr-defined]
+    assert got == [("connection-undeclared", FLOW, 26), ("connection-undeclared", FLOW, 32)]
+    flex.replace("llmops.yaml", "aoai2:", "aoai:")
+    assert cli("lint", "--config", "llmops.yaml").code == 0  # type: ignore[attr-defined]
