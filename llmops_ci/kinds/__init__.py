@@ -51,6 +51,7 @@ class FlowInfo:
     definition: Path
     inputs: dict[str, FlowInput] = field(default_factory=dict)
     outputs: set[str] = field(default_factory=set)
+    outputs_open: bool = False  # more outputs than `outputs` may come out (a flex entry returning a dict)
     nodes: set[str] = field(default_factory=set)
     variants: dict[str, set[str]] = field(default_factory=dict)
     connections: list[ConnectionUse] = field(default_factory=list)
@@ -96,8 +97,13 @@ class FlowKind(Protocol):
 
 def _registry() -> dict[str, FlowKind]:
     from llmops_ci.kinds.dag import DagFlowKind
+    from llmops_ci.kinds.flex import FlexFlowKind
+    from llmops_ci.kinds.mlflow_agent import MlflowAgentKind
+    from llmops_ci.kinds.prompty import PromptyFlowKind
 
-    return {"dag": DagFlowKind()}
+    # mlflow_agent never matches a path: it is declared by an `mlflow_agent:` block in llmops.yaml
+    return {"dag": DagFlowKind(), "flex": FlexFlowKind(), "prompty": PromptyFlowKind(),
+            "mlflow_agent": MlflowAgentKind()}
 
 
 KINDS: dict[str, FlowKind] = _registry()

@@ -20,7 +20,7 @@ from llmops_ci.config import AGENT_RESOURCE_TYPES, AgentResource, FlowSpec, Mlfl
 from llmops_ci.errors import ConfigError, UsageError
 from llmops_ci.kinds import FlowInfo, FlowInput, Snapshot
 from llmops_ci.kinds.mlflow_scan import AgentCode, Use, scan
-from llmops_ci.lint.findings import RULES, Finding, Rule, finding, from_problem
+from llmops_ci.lint.findings import ERROR, WARNING, Finding, Rule, finding, from_problem, register_rules
 from llmops_ci.schema import as_dict, as_list, closest
 from llmops_ci.yamldoc import YamlDoc, display_path, load_yaml
 
@@ -64,10 +64,29 @@ DISTRIBUTIONS = {"databricks_langchain": "databricks-langchain", "databricks_ope
                  "langchain_community": "langchain-community", "langchain_openai": "langchain-openai",
                  "yaml": "pyyaml", "databricks_ai_bridge": "databricks-ai-bridge", "sklearn": "scikit-learn"}
 MLMODEL_SKIP = {".git", ".venv", "venv", "__pycache__", "node_modules", ".llmops", "mlruns"}
-AGENT_RULES = ("agent-code-missing", "agent-syntax", "agent-set-model-missing", "agent-interface-mismatch",
-               "agent-interface-unchecked", "agent-requirements-missing", "resource-undeclared", "resource-unused",
-               "resource-unresolved", "resource-wildcard", "resource-name-invalid", "resource-scope-missing",
-               "mlmodel-resources-differ")
+# checked with ast; the agent is never imported
+AGENT_RULES = [
+    Rule("agent-code-missing", ERROR, "mlflow_agent.code names a file that does not exist"),
+    Rule("agent-syntax", ERROR, "the agent's code file does not parse"),
+    Rule("agent-set-model-missing", ERROR, "the agent's code never calls mlflow.models.set_model(...)"),
+    Rule("agent-interface-mismatch", ERROR, "the object given to set_model is not a ResponsesAgent (interface: "
+                                            "responses) or ChatAgent (interface: chat)"),
+    Rule("agent-interface-unchecked", WARNING, "the object given to set_model cannot be followed to its class"),
+    Rule("agent-requirements-missing", WARNING, "mlflow_agent has no pip_requirements (logging would infer them "
+                                                "in a subprocess) or misses a package the code imports"),
+    Rule("resource-undeclared", ERROR, "the agent uses a Databricks resource (endpoint, index, function, Genie "
+                                       "space, warehouse, table, connection) that mlflow_agent does not declare"),
+    Rule("resource-unused", WARNING, "a declared resource that the agent's code never uses"),
+    Rule("resource-unresolved", WARNING, "a resource name that depends on an environment variable or argument, "
+                                         "so it cannot be checked statically"),
+    Rule("resource-wildcard", WARNING, "a wildcard (catalog.schema.*): serving grants only the names declared"),
+    Rule("resource-name-invalid", ERROR, "a resource name not in its format (three-part catalog.schema.name for "
+                                         "indexes, functions and tables)"),
+    Rule("resource-scope-missing", ERROR, "an on-behalf-of-user resource without the API scope it needs "
+                                          "(auth_policy.api_scopes)"),
+    Rule("mlmodel-resources-differ", ERROR, "a logged MLmodel whose resources differ from mlflow_agent's"),
+]
+register_rules(AGENT_RULES)  # the kind is declared by config, so its rules cannot wait for KINDS
 
 
 def norm(rtype: str, name: str) -> str:
@@ -350,7 +369,7 @@ class MlflowAgentKind:
         return Snapshot(dest, dest / info.definition.relative_to(info.folder))
 
     def rules(self) -> list[Rule]:
-        return [RULES[rid] for rid in AGENT_RULES]
+        return list(AGENT_RULES)
 
 
 def inspect_flow(flow: FlowSpec) -> FlowInfo | None:

@@ -65,26 +65,6 @@ _RULES = [
     Rule("gate-rule-empty", ERROR, "a gate rule with no min, max, max_drop or max_rise"),
     # discovery
     Rule("flow-kind-unknown", ERROR, "a flow folder that no supported flow kind recognises"),
-    # MLflow agents (checked with ast; the agent is never imported)
-    Rule("agent-code-missing", ERROR, "mlflow_agent.code names a file that does not exist"),
-    Rule("agent-syntax", ERROR, "the agent's code file does not parse"),
-    Rule("agent-set-model-missing", ERROR, "the agent's code never calls mlflow.models.set_model(...)"),
-    Rule("agent-interface-mismatch", ERROR, "the object given to set_model is not a ResponsesAgent (interface: "
-                                            "responses) or ChatAgent (interface: chat)"),
-    Rule("agent-interface-unchecked", WARNING, "the object given to set_model cannot be followed to its class"),
-    Rule("agent-requirements-missing", WARNING, "mlflow_agent has no pip_requirements (logging would infer them "
-                                                "in a subprocess) or misses a package the code imports"),
-    Rule("resource-undeclared", ERROR, "the agent uses a Databricks resource (endpoint, index, function, Genie "
-                                       "space, warehouse, table, connection) that mlflow_agent does not declare"),
-    Rule("resource-unused", WARNING, "a declared resource that the agent's code never uses"),
-    Rule("resource-unresolved", WARNING, "a resource name that depends on an environment variable or argument, "
-                                         "so it cannot be checked statically"),
-    Rule("resource-wildcard", WARNING, "a wildcard (catalog.schema.*): serving grants only the names declared"),
-    Rule("resource-name-invalid", ERROR, "a resource name not in its format (three-part catalog.schema.name for "
-                                         "indexes, functions and tables)"),
-    Rule("resource-scope-missing", ERROR, "an on-behalf-of-user resource without the API scope it needs "
-                                          "(auth_policy.api_scopes)"),
-    Rule("mlmodel-resources-differ", ERROR, "a logged MLmodel whose resources differ from mlflow_agent's"),
 ]
 
 RULES: dict[str, Rule] = {r.id: r for r in _RULES}

@@ -48,11 +48,13 @@ class LintReport:
 def discover(root: Path) -> list[Path]:
     """Flow folders below ``root`` (any kind), skipping VCS, virtualenv and build folders."""
     found = []
-    for dirpath, dirnames, _ in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
         path = Path(dirpath)
         if kind_for(path) is not None:
             found.append(path)
+        else:  # flow files side by side (several .prompty files, x.flex.yaml): each is a flow
+            found += [path / name for name in sorted(filenames) if kind_for(path / name) is not None]
     return found
 
 
@@ -181,7 +183,7 @@ class _Project:
         self.mapping(evaluation.column_mapping, origin, ("column_mapping",), info, data, base,
                      f"{flow.name}/{evaluation.name}")
         for metric, output in evaluation.scores.items():
-            if output not in info.outputs:
+            if output not in info.outputs and not info.outputs_open:
                 best = closest(output, info.outputs)
                 self.findings.append(from_problem(origin.problem(
                     ("scores", metric), f"scores: '{output}' is not an output of {display_path(info.definition)}"
@@ -224,7 +226,7 @@ class _Project:
                 if names is None or not field_name:
                     add("mapping-invalid", (name,), f"'{value}': write ${{run.outputs.<output>}} or "
                         "${run.inputs.<input>}")
-                elif field_name.split(".")[0] not in names:
+                elif field_name.split(".")[0] not in names and not (part == "outputs" and base.outputs_open):
                     best = closest(field_name, names)
                     add("mapping-output-unknown", (name,), f"'{value}': the evaluated flow has no {part[:-1]} "
                         f"'{field_name}'" + (f"; did you mean '{best}'?" if best else
@@ -278,7 +280,7 @@ class _Project:
                         "connection-undeclared")))
         for use in info.connections:
             override = overrides.get(use.node, {})
-            if use.field == "connection":
+            if use.field == "connection" and use.llm:
                 self.model_setting(use, override, declared, where)
             if use.field in override:
                 continue
