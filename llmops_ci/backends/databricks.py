@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 
 from llmops_ci.backends.mlflow_local import MlflowChild, snapshot
-from llmops_ci.backends.mlflow_release import CHALLENGER, CHAMPION, agent_of, dry_run_model, log_request
+from llmops_ci.backends.mlflow_release import CHALLENGER, CHAMPION, agent_of, content_key, dry_run_model, log_request
 from llmops_ci.config import Config, FlowSpec
 from llmops_ci.errors import ServiceError, UsageError
 from llmops_ci.release import DeployPlan, DeployResult, ModelSpec, SmokeResult, SmokeTest
@@ -131,8 +131,9 @@ class DatabricksRelease:
         found = self._api(lambda: self.client.api_client.do(
             "GET", "/api/2.0/mlflow/unity-catalog/model-versions/search",
             query={"filter": f"name='{spec.name}'", "max_results": 1000}))
+        key = content_key(spec, agent_of(self.flows, spec)[1])
         versions = [v for v in found.get("model_versions", [])
-                    if any(t.get("key") == HASH_TAG and t.get("value") == spec.version for t in v.get("tags", []))]
+                    if any(t.get("key") == HASH_TAG and t.get("value") == key for t in v.get("tags", []))]
         return str(max(versions, key=lambda v: int(v["version"]))["version"]) if versions else None
 
     # -- deploy ------------------------------------------------------------------------------------------------
@@ -278,12 +279,12 @@ class DatabricksRelease:
         return dry_run_model(self.flows, spec, "databricks-uc (Unity Catalog)")
 
     def dry_run_plan(self, plan: DeployPlan) -> str:
-        version = f"<version tagged {HASH_TAG}={plan.model.version}>"
+        version = f"<version tagged {HASH_TAG}={content_key(plan.model, agent_of(self.flows, plan.model)[1])}>"
         new = served_entity(plan.model.name, version, plan)
         new["name"] = entity_name(plan.model.name, "<version>")
         previous = {"name": "<the entity serving now>", "entity_name": plan.model.name,
                     "entity_version": "<its version>"}
-        doc = {"endpoint": plan.endpoint, "model": plan.model.name, "content_hash": plan.model.version,
+        doc = {"endpoint": plan.endpoint, "model": plan.model.name,
                "if_new": {"POST /api/2.0/serving-endpoints": {"name": plan.endpoint,
                                                               "config": plan_steps(new, None, plan.traffic)[0]}},
                "if_serving": [{f"PUT /api/2.0/serving-endpoints/{plan.endpoint}/config": c}

@@ -9,6 +9,7 @@ again reuses its version. The new version gets the alias ``challenger``; a succe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -55,6 +56,16 @@ def agent_of(flows: Mapping[str, FlowSpec], spec: ModelSpec) -> tuple[FlowSpec, 
     return flow, flow.mlflow_agent
 
 
+def content_key(spec: ModelSpec, agent: MlflowAgentSpec) -> str:
+    """The version's content tag: the folder's hash (``spec.version``) plus what logging writes into MLmodel
+    from the config, so declaring another resource or requirement makes a new version."""
+    logged = {"interface": agent.interface, "pip_requirements": list(agent.pip_requirements),
+              "auth_policy": agent.auth_policy, "api_scopes": list(agent.api_scopes),
+              "resources": sorted((r.type, r.name, r.on_behalf_of_user) for r in agent.resources)}
+    digest = hashlib.sha256(json.dumps([spec.version, logged], sort_keys=True).encode()).hexdigest()
+    return digest[:12]
+
+
 def mlmodel_resources(agent: MlflowAgentSpec) -> dict[str, Any]:
     """The resources block as MLflow writes it into MLmodel (``resources:`` or ``auth_policy:``)."""
     databricks: dict[str, list[dict[str, Any]]] = {}
@@ -76,14 +87,14 @@ def log_request(flow: FlowSpec, agent: MlflowAgentSpec, spec: ModelSpec, code: P
             "resources": [list(r) for r in resources_for_mlflow(agent)],
             "auth_policy": {"api_scopes": list(agent.api_scopes)} if agent.auth_policy else None,
             "input_example": data_example(flow.data, agent.interface), "model_config": model_config_path(code),
-            "register_name": spec.name, "content_hash": spec.version, "alias": CHALLENGER,
+            "register_name": spec.name, "content_hash": content_key(spec, agent), "alias": CHALLENGER,
             "tags": spec.tags, "version_tags": spec.tags, "run_name": f"register-{spec.flow}-{spec.version}",
             "experiment": f"llmops-ci/{spec.flow}"}
 
 
 def dry_run_model(flows: Mapping[str, FlowSpec], spec: ModelSpec, registry: str) -> str:
     _, agent = agent_of(flows, spec)
-    doc = {"registry": registry, "name": spec.name, "content_hash": spec.version, "flow": spec.flow,
+    doc = {"registry": registry, "name": spec.name, "content_hash": content_key(spec, agent), "flow": spec.flow,
            "log_model": {"python_model": str(agent.code), "pip_requirements": list(agent.pip_requirements),
                          **mlmodel_resources(agent)},
            "mlflow_resources": [f"{cls}({arg}={name!r})" for cls, arg, name, _ in resources_for_mlflow(agent)],
@@ -133,7 +144,8 @@ class MlflowRelease:
         return spec.name, str(out["version"]), bool(out["created"])
 
     def find_version(self, spec: ModelSpec) -> str | None:
-        out = self._call("find", {"name": spec.name, "content_hash": spec.version}, f"find-{spec.flow}")
+        _, agent = agent_of(self.flows, spec)
+        out = self._call("find", {"name": spec.name, "content_hash": content_key(spec, agent)}, f"find-{spec.flow}")
         return str(out["version"]) if out.get("version") is not None else None
 
     def endpoint_state(self, endpoint: str) -> dict[str, Any]:
@@ -207,7 +219,8 @@ class MlflowRelease:
         state = self.endpoint_state(plan.endpoint)
         slot = other_slot(state.get("serving"))
         doc = {"endpoint": plan.endpoint, "slot": slot, "serving_now": state.get("serving"),
-               "model": f"models:/{plan.model.name}/<the version tagged llmops.content_hash={plan.model.version}>",
+               "model": f"models:/{plan.model.name}/<the version tagged llmops.content_hash="
+                        f"{content_key(plan.model, agent_of(self.flows, plan.model)[1])}>",
                "command": "mlflow models serve -m <model> --env-manager local -h 127.0.0.1 -p <free port> -w 1",
                "traffic": list(plan.traffic), "smoke_tests": [t.name for t in plan.smoke_tests],
                "on_success": f"alias {CHAMPION} -> the version", "environment_variables": sorted(

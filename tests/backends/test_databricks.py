@@ -10,6 +10,8 @@ import pytest
 import yaml
 
 from llmops_ci.backends.databricks import DatabricksRelease, entity_name
+from llmops_ci.backends.mlflow_release import content_key
+from llmops_ci.config import FlowSpec, read_config
 from llmops_ci.errors import ServiceError, UsageError
 from llmops_ci.release import DeployPlan, ModelSpec, SmokeTest
 from tests.fake_databricks import FakeDatabricks
@@ -19,11 +21,35 @@ NAME = "main.agents.support"
 HELLO = SmokeTest("hello.json", {"input": [{"role": "user", "content": "hi"}]}, contains="support-")
 
 
+CONFIG = """\
+version: 1
+flows:
+  support:
+    path: agent
+    mlflow_agent: {code: agent.py, interface: responses, resources: {serving_endpoint: [llm]},
+                   pip_requirements: [mlflow-skinny==3.17.2]}
+    register: {name: main.agents.support}
+"""
+
+
+def flows(tmp_path: Path) -> dict[str, FlowSpec]:
+    """The project (llmops.yaml with one agent) in tmp_path; written the first time."""
+    if not (tmp_path / "llmops.yaml").is_file():
+        (tmp_path / "agent").mkdir()
+        (tmp_path / "agent/agent.py").write_text("X = 1\n")
+        (tmp_path / "llmops.yaml").write_text(CONFIG)
+    config, problems = read_config(tmp_path / "llmops.yaml", {})
+    assert config is not None and not problems, problems
+    return config.flows
+
+
 @pytest.fixture
-def fake() -> Iterator[FakeDatabricks]:
+def fake(tmp_path: Path) -> Iterator[FakeDatabricks]:
     server = FakeDatabricks().start()
-    server.add_version(NAME, "1", "hash1")
-    server.add_version(NAME, "2", "hash2")
+    agent = flows(tmp_path)["support"].mlflow_agent
+    assert agent is not None
+    for version, content in (("1", "hash1"), ("2", "hash2")):
+        server.add_version(NAME, version, content_key(plan(content).model, agent))
     yield server
     server.stop()
 
@@ -36,8 +62,8 @@ def release(fake: FakeDatabricks, tmp_path: Path, token: str | None = None, **kw
         return WorkspaceClient(config=Config(host=fake.url, token=token or fake.token, auth_type="pat",
                                              retry_timeout_seconds=5, http_timeout_seconds=5))
 
-    return DatabricksRelease(tmp_path / "state", {}, {}, fake.url, client=client, poll_s=0.01, ready_timeout_s=5,
-                             **kwargs)
+    return DatabricksRelease(tmp_path / "state", flows(tmp_path), {}, fake.url, client=client, poll_s=0.01,
+                             ready_timeout_s=5, **kwargs)
 
 
 def plan(content: str, traffic: tuple[int, ...] = (10, 100), smoke: tuple[SmokeTest, ...] = (HELLO,)) -> DeployPlan:
@@ -137,7 +163,7 @@ def test_dry_run_prints_the_configs_without_credentials(tmp_path: Path) -> None:
     def no_client() -> Any:
         raise AssertionError("a dry run must not build a client")
 
-    rel = DatabricksRelease(tmp_path, {}, {}, None, client=no_client)
+    rel = DatabricksRelease(tmp_path, flows(tmp_path), {}, None, client=no_client)
     doc = yaml.safe_load(rel.dry_run_plan(plan("hash2", (10, 100))))
     steps = doc["if_serving"]
     assert len(steps) == 3
@@ -158,8 +184,6 @@ def test_rejected_config_is_bad_input(fake: FakeDatabricks, tmp_path: Path) -> N
 
 
 def test_register_needs_a_unity_catalog_name(tmp_path: Path) -> None:
-    from llmops_ci.config import read_config
-
     (tmp_path / "agent").mkdir()
     (tmp_path / "agent/agent.py").write_text("X = 1\n")
     (tmp_path / "llmops.yaml").write_text(

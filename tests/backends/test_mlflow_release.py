@@ -122,3 +122,20 @@ def test_dry_run_plan(project: Callable[..., tuple[MlflowRelease, FlowSpec]]) ->
 
 
 
+
+
+def test_declaring_another_resource_makes_another_version(project: Callable[..., tuple[MlflowRelease, FlowSpec]]
+                                                          ) -> None:
+    import dataclasses
+
+    from llmops_ci.backends.mlflow_release import content_key
+    from llmops_ci.config import AgentResource
+
+    _, flow = project()
+    agent = flow.mlflow_agent
+    assert agent is not None
+    more = dataclasses.replace(agent, resources=(*agent.resources, AgentResource("table", "main.sales.orders")))
+    fewer_reqs = dataclasses.replace(agent, pip_requirements=agent.pip_requirements[:1])
+    keys = {content_key(model("h"), a) for a in (agent, more, fewer_reqs)}
+    assert len(keys) == 3 and content_key(model("h"), agent) == content_key(model("h"), agent)
+    assert content_key(model("h"), agent) != content_key(model("other"), agent)
