@@ -27,11 +27,19 @@ class Project:
         return kind_for(path)
 
     def info(self, path: Path) -> FlowInfo | None:
-        """The flow at ``path`` (a flow's or an evaluation's), inspected the first time it is asked for."""
+        """The flow at ``path`` (a flow's or an evaluation's), inspected the first time it is asked for. A flow
+        declared by its config entry (an ``mlflow_agent:`` block) is inspected from that entry."""
         key = path.absolute()
         if key not in self._infos:
-            kind = kind_for(key)
-            self._infos[key] = kind.inspect(key) if kind is not None else None
+            declared = next((f for f in self.config.flows.values()
+                             if f.mlflow_agent is not None and f.path.absolute() == key), None)
+            if declared is not None:
+                from llmops_ci.kinds.mlflow_agent import inspect_flow
+
+                self._infos[key] = inspect_flow(declared)
+            else:
+                kind = kind_for(key)
+                self._infos[key] = kind.inspect(key) if kind is not None else None
         return self._infos[key]
 
     def data(self, path: Path) -> DataInfo:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from llmops_ci.kinds import FlowInfo
     from llmops_ci.progress import Progress
     from llmops_ci.project import Project
     from llmops_ci.release import DeployPlan, DeployResult, ModelSpec
@@ -61,16 +62,101 @@ class Release(Protocol):
         ...
 
 
-def _local(ctx: BackendContext) -> Backend:
+class RunsByEngine:
+    """One ``--backend`` for runs whose flows go to the executor their kind (or engine) needs: prompt flow's for
+    DAG, flex and prompt flow prompty files, MLflow's for agents, the prompty package for prompty 2.x files."""
+
+    routes_local_proxy = True
+
+    def __init__(self, name: str, ctx: BackendContext, default: Callable[[BackendContext], Backend],
+                 engines: dict[str, Callable[[BackendContext], Backend]]) -> None:
+        self.name, self.ctx, self.default, self.engines = name, ctx, default, engines
+        self._built: dict[str, Backend] = {}
+
+    def for_info(self, info: FlowInfo) -> Backend:
+        key = next((k for k in (info.engine, info.kind) if k in self.engines), "")
+        if key not in self._built:
+            self._built[key] = (self.engines[key] if key else self.default)(self.ctx)
+        return self._built[key]
+
+    def run(self, job: RunJob, progress: Progress) -> RunRecord:
+        return self.for_info(job.info).run(job, progress)
+
+    def test(self, job: TestJob) -> TestRecord:
+        return self.for_info(job.info).test(job)
+
+    def close(self) -> None:
+        for backend in self._built.values():
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+
+
+def _prompt_flow(ctx: BackendContext) -> Backend:
     from llmops_ci.backends.local import LocalBackend
 
     return LocalBackend(ctx.state_dir, dict(ctx.environ))
 
 
-def _local_release(ctx: BackendContext) -> Release:
+def _mlflow_runs(ctx: BackendContext) -> Backend:
+    from llmops_ci.backends.mlflow_local import from_context
+
+    return from_context(ctx)
+
+
+def _local(ctx: BackendContext) -> Backend:
+    return RunsByEngine("local", ctx, _prompt_flow, {"mlflow_agent": _mlflow_runs})
+
+
+class ByKind:
+    """One ``--backend`` whose flows of some kinds go to another release (MLflow agents to the MLflow registry),
+    chosen per model from the kind of the flow it is made from."""
+
+    def __init__(self, name: str, ctx: BackendContext, default: Callable[[BackendContext], Release],
+                 kinds: dict[str, Callable[[BackendContext], Release]]) -> None:
+        self.name, self.ctx, self.default, self.kinds = name, ctx, default, kinds
+        self._built: dict[str, Release] = {}
+
+    def _for(self, spec: ModelSpec) -> Release:
+        info = self.ctx.project.info(spec.path)
+        kind = info.kind if info is not None and info.kind in self.kinds else ""
+        if kind not in self._built:
+            self._built[kind] = (self.kinds[kind] if kind else self.default)(self.ctx)
+        return self._built[kind]
+
+    def register(self, spec: ModelSpec) -> tuple[str, str, bool]:
+        return self._for(spec).register(spec)
+
+    def deploy(self, plan: DeployPlan, connections: tuple[ProviderConnection, ...], keep: bool) -> DeployResult:
+        return self._for(plan.model).deploy(plan, connections, keep)
+
+    def dry_run_model(self, spec: ModelSpec) -> str:
+        return self._for(spec).dry_run_model(spec)
+
+    def dry_run_plan(self, plan: DeployPlan) -> str:
+        return self._for(plan.model).dry_run_plan(plan)
+
+
+def _prompt_flow_release(ctx: BackendContext) -> Release:
     from llmops_ci.backends.local_release import LocalRelease
 
     return LocalRelease(ctx.state_dir, ctx.registry or ctx.state_dir / "registry", dict(ctx.environ))
+
+
+def _mlflow_release(ctx: BackendContext) -> Release:
+    from llmops_ci.backends.mlflow_release import from_context
+
+    return from_context(ctx)
+
+
+def _local_release(ctx: BackendContext) -> Release:
+    return ByKind("local", ctx, _prompt_flow_release, {"mlflow_agent": _mlflow_release})
+
+
+def _databricks_release(ctx: BackendContext) -> Release:
+    from llmops_ci.backends.databricks import from_context
+
+    return from_context(ctx)
 
 
 def _azureml_release(ctx: BackendContext) -> Release:
@@ -80,7 +166,8 @@ def _azureml_release(ctx: BackendContext) -> Release:
 
 
 BACKENDS: dict[str, Callable[[BackendContext], Backend]] = {"local": _local}
-RELEASES: dict[str, Callable[[BackendContext], Release]] = {"local": _local_release, "azureml": _azureml_release}
+RELEASES: dict[str, Callable[[BackendContext], Release]] = {"local": _local_release, "azureml": _azureml_release,
+                                                            "databricks": _databricks_release}
 
 
 def backend_names() -> list[str]:

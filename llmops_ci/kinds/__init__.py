@@ -62,6 +62,8 @@ class FlowInfo:
     chat_output: str | None = None
     chat_history: str | None = None
     environment_variables: dict[str, str] = field(default_factory=dict)
+    # which executor runs it, when the kind can go to more than one (a prompty file: "promptflow" or "prompty")
+    engine: str | None = None
     findings: list[Finding] = field(default_factory=list)
     loaded: bool = True
 

@@ -184,6 +184,7 @@ class PromptyChecker:
             self.info.loaded = False
             return self.info
         self.format, v2_keys, pf_keys = detect_format(data)
+        self.info.engine = "prompty" if self.format == PROMPTY2 else "promptflow"
         problems: list[Problem] = []
         if self.format == PROMPTY2:
             self._old_keys(data, v2_keys, pf_keys)

@@ -142,6 +142,8 @@ class _Project:
             self.loaded_config(config, names)
 
     def loaded_config(self, config: Config, names: tuple[str, ...]) -> None:
+        if self.loaded is None:  # flows declared by their config entry are inspected through the project
+            self.loaded = Project(config)
         self.scan_secrets([config.doc, *config.run_docs])
         for flow in config.select(list(names)):
             self.flow(config, flow)
