@@ -21,11 +21,13 @@ from llmops_ci.schema import (
     ListOf,
     MapOf,
     OneOf,
+    PathValue,
     Scalar,
     Spec,
     Struct,
     as_dict,
     did_you_mean,
+    path_problem,
 )
 from llmops_ci.yamldoc import Key, YamlDoc, load_yaml
 
@@ -65,7 +67,7 @@ class _ConnectionSpec(Spec):
 
 MAPPING = MapOf(SCALAR)
 NODE_CONNECTIONS = MapOf(MapOf(Scalar((str, int, float, bool))))
-PATH = Scalar((str,), pattern=r"(?s).*\S.*", hint="; give a path relative to the file it is written in")
+PATH = PathValue()
 GATE_RULE = Struct({"min": FINITE, "max": FINITE, "max_drop": FINITE, "max_rise": FINITE, "significant": BOOL},
                    what="in a gate rule")
 EVALUATION = Struct({"path": PATH, "data": PATH, "column_mapping": MAPPING, "connections": NODE_CONNECTIONS,
@@ -353,7 +355,7 @@ def _num(value: Any) -> float | None:
 
 
 def _rel(root: Path, value: Any) -> Path | None:
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or path_problem(value):  # the schema check says why
         return None
     return Path(os.path.normpath(root / value))
 

@@ -129,6 +129,12 @@ class _DagChecker:
 
     def resolve(self, rel: str) -> Path | None:
         """A file of the flow, also looking through additional_includes as prompt flow does."""
+        try:
+            return self._resolve(rel)
+        except (OSError, ValueError):  # a name too long for the file system, a NUL byte: no such file
+            return None
+
+    def _resolve(self, rel: str) -> Path | None:
         direct = self.folder / rel
         if direct.exists():
             return direct
@@ -494,7 +500,7 @@ class _DagChecker:
 
     def _files(self, data: dict[str, Any]) -> None:
         for i, inc in enumerate(as_list(data.get("additional_includes"))):
-            if isinstance(inc, str) and not (self.folder / inc).exists():
+            if isinstance(inc, str) and not _exists(self.folder / inc):
                 self.add("include-missing", ("additional_includes", i), f"additional include '{inc}' does not exist "
                          f"(relative to {display_path(self.folder)})")
         env = data.get("environment")
@@ -503,3 +509,9 @@ class _DagChecker:
             self.add("requirements-missing", ("environment", "python_requirements_txt"),
                      f"python_requirements_txt '{req}' does not exist in {display_path(self.folder)}")
 
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
