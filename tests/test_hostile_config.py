@@ -47,6 +47,8 @@ CASES: dict[str, Bad] = {
                               "does not exist", "tool-file-missing"),
     "include-too-long": Bad("flows/classify/flow.dag.yaml", "nodes:\n", "additional_includes: [" + "i" * 300
                             + "]\nnodes:\n", "does not exist", "include-missing"),
+    "include-outside": Bad("flows/classify/flow.dag.yaml", "nodes:\n", "additional_includes: [../../..]\nnodes:\n",
+                           "leads out of the project folder", "path-outside"),
     "eval-path-empty": Bad("llmops.yaml", "path: flows/eval", 'path: ""', "'path' is empty"),
     "data-empty": Bad("llmops.yaml", "data: data/classify.jsonl", 'data: ""', "'data' is empty"),
     "data-outside": Bad("llmops.yaml", "data: data/classify.jsonl", "data: ../outside.jsonl",
@@ -158,3 +160,9 @@ def test_a_fifo_in_the_flow_folder_does_not_block_deploy(project: Callable[..., 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-fifo-" + "f" * 20)
     result = cli("deploy", "--dry-run", "--config", "llmops.yaml")
     assert result.code == 0, result.err
+
+
+def test_includes_inside_the_project_are_fine(project: Callable[..., Project]) -> None:
+    proj = project({"shared/util.py": "X = 1\n"})
+    proj.replace("flows/classify/flow.dag.yaml", "nodes:\n", "additional_includes: [../../shared]\nnodes:\n")
+    assert proj.lint().findings == []

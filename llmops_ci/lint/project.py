@@ -15,7 +15,7 @@ from llmops_ci.kinds import ConnectionUse, FlowInfo, kind_for
 from llmops_ci.lint import secrets
 from llmops_ci.lint.data import DataInfo, read_data
 from llmops_ci.lint.findings import ERROR, WARNING, Finding, finding, from_problem
-from llmops_ci.schema import closest
+from llmops_ci.schema import as_dict, as_list, closest, path_problem
 from llmops_ci.yamldoc import YamlDoc, display_path
 
 _MAPPING_REF = re.compile(r"^\$\{([^}]*)\}$")
@@ -143,6 +143,7 @@ class _Project:
         info = self.flow_folder(flow.path)
         if info is None or not info.loaded:
             return
+        self.includes_inside(config, info)
         data = self.dataset(flow.data, flow.where("data"), ("data",)) if flow.data else None
         if flow.data is None:
             self.findings.append(from_problem(flow.where("path").problem(
@@ -165,6 +166,7 @@ class _Project:
         info = self.flow_folder(evaluation.path)
         if info is None or not info.loaded:
             return
+        self.includes_inside(config, info)
         data = base_data
         if evaluation.data is not None:
             data = self.dataset(evaluation.data, origin, ("data",))
@@ -178,6 +180,23 @@ class _Project:
                     + (f"; did you mean '{best}'?" if best else f"; it has: {', '.join(sorted(info.outputs))}"),
                     "score-output-unknown")))
         self.connections(config, info, evaluation.connections, None, origin)
+
+    def includes_inside(self, config: Config, info: FlowInfo) -> None:
+        """additional_includes are copied into every run and model: they must not reach out of the project."""
+        root = config.root.resolve()
+        for doc in info.docs:
+            for i, inc in enumerate(as_list(as_dict(doc.data).get("additional_includes"))):
+                if not isinstance(inc, str) or path_problem(inc):
+                    continue
+                try:
+                    (info.folder / inc).resolve().relative_to(root)
+                except ValueError:
+                    self.findings.append(from_problem(doc.problem(
+                        ("additional_includes", i), f"additional include '{inc}' leads out of the project folder "
+                        f"{root} (the folder of {config.doc.display}); move what it needs inside the project",
+                        "path-outside")))
+                except (OSError, RuntimeError):
+                    continue
 
     def mapping(self, mapping: dict[str, Any], origin: Origin, sub: tuple[Any, ...], info: FlowInfo,
                 data: DataInfo | None, base: FlowInfo | None, label: str) -> None:
