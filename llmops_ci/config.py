@@ -365,6 +365,15 @@ def _flow_dir(path: Path | None) -> Path | None:
     return path.parent if path is not None and path.name in DEFINITION_FILES else path
 
 
+def inside_project(root: Path, path: Path) -> bool:
+    """Whether ``path`` (symlinks followed) is in the project folder ``root``."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except (ValueError, OSError, RuntimeError):
+        return False
+    return True
+
+
 def _outside(root: Path, origin: Origin, sub: Key, path: Path) -> list[Problem]:
     """A problem when ``path`` (symlinks followed) leads out of the project folder ``root``."""
     try:
@@ -416,7 +425,9 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
     flow_path = _flow_dir(_rel(src_root, source.get("flow" if run_file is not None else "path")))
     if flow_path is None:  # not a string, or empty: the schema check has said so
         return None, problems, run_doc
-    problems += _outside(root, src_origin, ("path",), flow_path)
+    outside = _outside(root, src_origin, ("path",), flow_path)
+    if outside:  # nothing outside the project is read, not even to lint it
+        return None, problems + outside, run_doc
     data_path = _rel(src_root, source.get("data"))
     if data_path is not None:
         problems += _outside(root, src_origin, ("data",), data_path)
@@ -434,8 +445,11 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
         if eval_path is not None:
             eval_origin = Origin(doc, ("flows", name, "evaluations", str(ename)))
             eval_data = _rel(root, eraw.get("data"))
-            problems += _outside(root, eval_origin, ("path",), eval_path)
+            outside = _outside(root, eval_origin, ("path",), eval_path)
+            problems += outside
             problems += _outside(root, eval_origin, ("data",), eval_data) if eval_data is not None else []
+            if outside:
+                continue
             evaluations[str(ename)] = Evaluation(
                 str(ename), eval_path, eval_data,
                 dict(as_dict(eraw.get("column_mapping"))),

@@ -166,3 +166,15 @@ def test_includes_inside_the_project_are_fine(project: Callable[..., Project]) -
     proj = project({"shared/util.py": "X = 1\n"})
     proj.replace("flows/classify/flow.dag.yaml", "nodes:\n", "additional_includes: [../../shared]\nnodes:\n")
     assert proj.lint().findings == []
+
+
+def test_data_outside_the_project_is_never_read(project: Callable[..., Project],
+                                                tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Its column names would otherwise show up in lint messages (and so in the PR comment)."""
+    elsewhere = tmp_path_factory.mktemp("outside") / "private.jsonl"
+    elsewhere.write_text('{"CUSTOMER_SSN_COLUMN": 1}\n', encoding="utf-8")
+    proj = project()
+    proj.replace("llmops.yaml", "data: data/classify.jsonl", f"data: {elsewhere}")
+    findings = proj.lint().findings
+    assert [f.rule for f in findings] == ["path-outside"]
+    assert not any("CUSTOMER_SSN_COLUMN" in f.message for f in findings)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.config import RUN_FIGURES, Config, Connection, FlowSpec, Origin, read_config
+from llmops_ci.config import RUN_FIGURES, Config, Connection, FlowSpec, Origin, inside_project, read_config
 from llmops_ci.errors import UsageError
 from llmops_ci.kinds import ConnectionUse, FlowInfo, kind_for
 from llmops_ci.lint import secrets
@@ -144,7 +144,9 @@ class _Project:
         if info is None or not info.loaded:
             return
         self.includes_inside(config, info)
-        data = self.dataset(flow.data, flow.where("data"), ("data",)) if flow.data else None
+        # data outside the project is an error of its own (path-outside) and is never read
+        data = self.dataset(flow.data, flow.where("data"), ("data",)) \
+            if flow.data and inside_project(config.root, flow.data) else None
         if flow.data is None:
             self.findings.append(from_problem(flow.where("path").problem(
                 (), f"flow '{flow.name}' has no 'data:'; batch-run needs a data set", "missing-key", at_key=True)))
@@ -169,7 +171,8 @@ class _Project:
         self.includes_inside(config, info)
         data = base_data
         if evaluation.data is not None:
-            data = self.dataset(evaluation.data, origin, ("data",))
+            data = self.dataset(evaluation.data, origin, ("data",)) \
+                if inside_project(config.root, evaluation.data) else None
         self.mapping(evaluation.column_mapping, origin, ("column_mapping",), info, data, base,
                      f"{flow.name}/{evaluation.name}")
         for metric, output in evaluation.scores.items():
