@@ -14,7 +14,7 @@ def test_update_is_atomic_and_merges(tmp_path: Path) -> None:
     update_summary(tmp_path / "s", "flows", {"a": {}})
     assert json.loads((tmp_path / "s" / "summary.json").read_text()) == {
         "schema": "llmops-ci/summary@1", "lint": {"findings": []}, "flows": {"a": {}}}
-    assert [p.name for p in (tmp_path / "s").iterdir()] == ["summary.json"]
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [".summary.lock", "summary.json"]  # no temp file left
 
 
 def test_foreign_file_is_refused(tmp_path: Path) -> None:
