@@ -47,7 +47,8 @@ def main() -> None:
     home.mkdir()
     (home / "pf.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
     os.environ.update({"PF_HOME_DIRECTORY": str(home), "PF_DISABLE_TRACING": "true",
-                       "PF_TRACING_SKIP_LOCAL_SETUP": "true", "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true"})
+                       "PF_TRACING_SKIP_LOCAL_SETUP": "true", "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+                       "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true"})
     _peer(folder / "warm-up")
     cases = {
         "60k keys, 1 line": json.dumps({f"k{i}": i for i in range(60_000)}) + "\n",
