@@ -21,11 +21,13 @@ from llmops_ci.schema import (
     ListOf,
     MapOf,
     OneOf,
+    PathValue,
     Scalar,
     Spec,
     Struct,
     as_dict,
     did_you_mean,
+    path_problem,
 )
 from llmops_ci.yamldoc import Key, YamlDoc, load_yaml
 
@@ -65,7 +67,7 @@ class _ConnectionSpec(Spec):
 
 MAPPING = MapOf(SCALAR)
 NODE_CONNECTIONS = MapOf(MapOf(Scalar((str, int, float, bool))))
-PATH = Scalar((str,), pattern=r"(?s).*\S.*", hint="; give a path relative to the file it is written in")
+PATH = PathValue()
 AGENT_RESOURCE_TYPES = ("serving_endpoint", "vector_search_index", "function", "genie_space", "sql_warehouse", "table",
                         "uc_connection")
 AGENT_RESOURCE = OneOf((STR, Struct({"name": STR, "on_behalf_of_user": BOOL}, required=("name",),
@@ -399,7 +401,7 @@ def _num(value: Any) -> float | None:
 
 
 def _rel(root: Path, value: Any) -> Path | None:
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or path_problem(value):  # the schema check says why
         return None
     return Path(os.path.normpath(root / value))
 
@@ -407,6 +409,15 @@ def _rel(root: Path, value: Any) -> Path | None:
 def _flow_dir(path: Path | None) -> Path | None:
     """A flow's folder: ``path:`` may name the folder or the definition file inside it."""
     return path.parent if path is not None and path.name in DEFINITION_FILES else path
+
+
+def inside_project(root: Path, path: Path) -> bool:
+    """Whether ``path`` (symlinks followed) is in the project folder ``root``."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except (ValueError, OSError, RuntimeError):
+        return False
+    return True
 
 
 def _outside(root: Path, origin: Origin, sub: Key, path: Path) -> list[Problem]:
@@ -460,7 +471,9 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
     flow_path = _flow_dir(_rel(src_root, source.get("flow" if run_file is not None else "path")))
     if flow_path is None:  # not a string, or empty: the schema check has said so
         return None, problems, run_doc
-    problems += _outside(root, src_origin, ("path",), flow_path)
+    outside = _outside(root, src_origin, ("path",), flow_path)
+    if outside:  # nothing outside the project is read, not even to lint it
+        return None, problems + outside, run_doc
     data_path = _rel(src_root, source.get("data"))
     if data_path is not None:
         problems += _outside(root, src_origin, ("data",), data_path)
@@ -478,8 +491,11 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
         if eval_path is not None:
             eval_origin = Origin(doc, ("flows", name, "evaluations", str(ename)))
             eval_data = _rel(root, eraw.get("data"))
-            problems += _outside(root, eval_origin, ("path",), eval_path)
+            outside = _outside(root, eval_origin, ("path",), eval_path)
+            problems += outside
             problems += _outside(root, eval_origin, ("data",), eval_data) if eval_data is not None else []
+            if outside:
+                continue
             evaluations[str(ename)] = Evaluation(
                 str(ename), eval_path, eval_data,
                 dict(as_dict(eraw.get("column_mapping"))),

@@ -123,7 +123,8 @@ def _files(folder: Path) -> list[Path]:
     out = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if d not in _IGNORED)
-        out += [Path(root) / f for f in sorted(files) if not f.endswith(".pyc")]
+        # only regular files: a FIFO or a link to a device would block or never end
+        out += [Path(root) / f for f in sorted(files) if not f.endswith(".pyc") and (Path(root) / f).is_file()]
     return out
 
 

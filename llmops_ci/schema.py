@@ -83,6 +83,29 @@ class Scalar(Spec):
             out.append(doc.problem(path, f"'{value}' is not valid for '{_name(path)}'{self.hint}", "wrong-type"))
 
 
+def path_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a file path on any system we run on, or None."""
+    if not value.strip():
+        return "is empty; give a path relative to the file it is written in"
+    if "\x00" in value:
+        return "holds a NUL character"
+    if len(value.encode("utf-8", "surrogatepass")) > 4096 or any(
+            len(part.encode("utf-8", "surrogatepass")) > 255 for part in value.split("/")):
+        return "is too long for a path (a name is at most 255 bytes, a path 4096)"
+    return None
+
+
+@dataclass
+class PathValue(Spec):
+    def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> None:
+        if not isinstance(value, str):
+            out.append(doc.problem(path, f"'{_name(path)}' must be a string, not {describe(value)}", "wrong-type"))
+            return
+        problem = path_problem(value)
+        if problem:
+            out.append(doc.problem(path, f"'{_name(path)}' {problem}", "wrong-type"))
+
+
 @dataclass
 class AnyValue(Spec):
     def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> None:

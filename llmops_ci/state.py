@@ -56,7 +56,7 @@ def check_summary(data: Any, where: str) -> dict[str, Any]:
             if section in entry and entry[section] is not None and not isinstance(entry[section], dict):
                 raise UsageError(f"{where}: '{section}' of flow '{name}' must be an object; {again}")
         for ename, evaluation in (entry.get("evaluations") or {}).items():
-            if not isinstance(evaluation, dict) or not isinstance(evaluation.get("metrics", {}), dict):
+            if not isinstance(evaluation, dict) or not isinstance(evaluation.get("metrics") or {}, dict):
                 raise UsageError(f"{where}: evaluation '{ename}' of flow '{name}' must be an object with "
                                  f"'metrics'; {again}")
     lint = data.get("lint", {})

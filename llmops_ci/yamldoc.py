@@ -135,7 +135,8 @@ class _Builder:
         try:
             return self.constructor.construct_object(node, deep=True)
         except (ValueError, OverflowError) as exc:  # a 5,000-digit int, a 13th month, ...
-            raise _at(self.doc, node, f"cannot read the value '{str(node.value)[:40]}': {exc}; "
+            why = "a number with more than 4,300 digits" if "limit" in str(exc) else str(exc)
+            raise _at(self.doc, node, f"cannot read the value '{str(node.value)[:40]}': {why}; "
                       "quote it to keep it as text, or write a smaller value") from None
 
     def build(self, node: Node, path: Key) -> Any:

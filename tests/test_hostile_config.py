@@ -39,10 +39,18 @@ CASES: dict[str, Bad] = {
                           "instance_count must be 1 or more"),
     "register-escape": Bad("llmops.yaml", "name: classify-model", "name: ../../x", "a model name is"),
     "register-slash": Bad("llmops.yaml", "name: classify-model", "name: a/b", "a model name is"),
-    "path-empty": Bad("llmops.yaml", "path: flows/classify", 'path: ""', "is not valid for 'path'"),
-    "path-blank": Bad("llmops.yaml", "path: flows/classify", 'path: "  "', "is not valid for 'path'"),
-    "eval-path-empty": Bad("llmops.yaml", "path: flows/eval", 'path: ""', "is not valid for 'path'"),
-    "data-empty": Bad("llmops.yaml", "data: data/classify.jsonl", 'data: ""', "is not valid for 'data'"),
+    "path-empty": Bad("llmops.yaml", "path: flows/classify", 'path: ""', "'path' is empty"),
+    "path-blank": Bad("llmops.yaml", "path: flows/classify", 'path: "  "', "'path' is empty"),
+    "path-too-long": Bad("llmops.yaml", "path: flows/classify", "path: flows/" + "x" * 300, "'path' is too long"),
+    "path-nul": Bad("llmops.yaml", "path: flows/classify", 'path: "flows/\\0x"', "'path' holds a NUL character"),
+    "tool-path-too-long": Bad("flows/classify/flow.dag.yaml", "path: clean.py", "path: " + "c" * 300 + ".py",
+                              "does not exist", "tool-file-missing"),
+    "include-too-long": Bad("flows/classify/flow.dag.yaml", "nodes:\n", "additional_includes: [" + "i" * 300
+                            + "]\nnodes:\n", "does not exist", "include-missing"),
+    "include-outside": Bad("flows/classify/flow.dag.yaml", "nodes:\n", "additional_includes: [../../..]\nnodes:\n",
+                           "leads out of the project folder", "path-outside"),
+    "eval-path-empty": Bad("llmops.yaml", "path: flows/eval", 'path: ""', "'path' is empty"),
+    "data-empty": Bad("llmops.yaml", "data: data/classify.jsonl", 'data: ""', "'data' is empty"),
     "data-outside": Bad("llmops.yaml", "data: data/classify.jsonl", "data: ../outside.jsonl",
                         "leads out of the project folder", "path-outside"),
     "data-absolute": Bad("llmops.yaml", "data: data/classify.jsonl", "data: /etc/passwd",
@@ -138,3 +146,35 @@ def test_positional_only_after_self_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ToolFileError) as err:
         read_tool(tool)
     assert err.value.line == 3 and "'x'" in err.value.message
+
+
+def test_a_fifo_in_the_flow_folder_does_not_block_deploy(project: Callable[..., Project],
+                                                          cli: Callable[..., CliResult],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    proj = project()
+    _with_deploy(proj)
+    os.mkfifo(proj.path("flows/classify/pipe"))
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-fifo-" + "f" * 20)
+    result = cli("deploy", "--dry-run", "--config", "llmops.yaml")
+    assert result.code == 0, result.err
+
+
+def test_includes_inside_the_project_are_fine(project: Callable[..., Project]) -> None:
+    proj = project({"shared/util.py": "X = 1\n"})
+    proj.replace("flows/classify/flow.dag.yaml", "nodes:\n", "additional_includes: [../../shared]\nnodes:\n")
+    assert proj.lint().findings == []
+
+
+def test_data_outside_the_project_is_never_read(project: Callable[..., Project],
+                                                tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Its column names would otherwise show up in lint messages (and so in the PR comment)."""
+    elsewhere = tmp_path_factory.mktemp("outside") / "private.jsonl"
+    elsewhere.write_text('{"CUSTOMER_SSN_COLUMN": 1}\n', encoding="utf-8")
+    proj = project()
+    proj.replace("llmops.yaml", "data: data/classify.jsonl", f"data: {elsewhere}")
+    findings = proj.lint().findings
+    assert [f.rule for f in findings] == ["path-outside"]
+    assert not any("CUSTOMER_SSN_COLUMN" in f.message for f in findings)

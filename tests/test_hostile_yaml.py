@@ -39,7 +39,7 @@ def _error(text: str) -> str:
     ("a: &a [1, *a]\n", 1, "recursive alias"),
     ("a: &a {b: {c: *a}}\n", 1, "recursive alias"),
     ("a: &a {<<: *a}\n", 1, "recursive alias"),
-    ("n: " + "9" * 5000 + "\n", 1, "Exceeds the limit"),
+    ("n: " + "9" * 5000 + "\n", 1, "more than 4,300 digits"),
     ("when: 2001-13-45\n", 1, "month must be in"),
     ("a: " + "[" * 150 + "]" * 150 + "\n", 1, "nested more than"),
     ("a: " + "[" * 5000 + "]" * 5000 + "\n", 1, "nesting depth"),

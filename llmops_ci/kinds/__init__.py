@@ -42,6 +42,9 @@ class Dependency:
 
     path: Path  # absolute, normalised (not resolved: a symlinked include is reported where it is written)
     label: str  # why, e.g. "additional include", "python_requirements_txt"
+    source: str = ""  # the file that names it, as shown to users, and where
+    line: int | None = None
+    column: int | None = None
 
 
 @dataclass

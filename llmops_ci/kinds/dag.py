@@ -170,6 +170,12 @@ class _DagChecker:
 
     def resolve(self, rel: str) -> Path | None:
         """A file of the flow, also looking through additional_includes as prompt flow does."""
+        try:
+            return self._resolve(rel)
+        except (OSError, ValueError):  # a name too long for the file system, a NUL byte: no such file
+            return None
+
+    def _resolve(self, rel: str) -> Path | None:
         direct = self.folder / rel
         if direct.exists():
             return direct
@@ -240,7 +246,7 @@ class _DagChecker:
         env = data.get("environment_variables")
         if isinstance(env, dict):
             self.info.environment_variables = {str(k): str(v) for k, v in env.items()}
-        self.info.dependencies = dependencies(self.folder, data)
+        self.info.dependencies = dependencies(self.folder, data, self.doc)
 
     def _inputs(self, inputs: dict[str, Any]) -> None:
         for name, spec in inputs.items():
@@ -548,7 +554,7 @@ class _DagChecker:
 
     def _files(self, data: dict[str, Any]) -> None:
         for i, inc in enumerate(as_list(data.get("additional_includes"))):
-            if isinstance(inc, str) and not (self.folder / inc).exists():
+            if isinstance(inc, str) and not _exists(self.folder / inc):
                 self.add("include-missing", ("additional_includes", i), f"additional include '{inc}' does not exist "
                          f"(relative to {display_path(self.folder)})")
         env = data.get("environment")
@@ -558,6 +564,12 @@ class _DagChecker:
                      f"python_requirements_txt '{req}' does not exist in {display_path(self.folder)}")
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
+
 
 # --- the files a DAG flow depends on, and its runnable copy -------------------------------------------------
 
@@ -565,20 +577,31 @@ def _norm(folder: Path, rel: str) -> Path:
     return Path(os.path.normpath(folder.absolute() / rel))
 
 
-def dependencies(folder: Path, data: dict[str, Any]) -> list[Dependency]:
+def dependencies(folder: Path, data: dict[str, Any], doc: YamlDoc | None = None) -> list[Dependency]:
     """additional_includes and the requirements file (also where prompt flow finds it through a folder include)."""
     includes = [inc for inc in as_list(data.get("additional_includes")) if isinstance(inc, str) and inc]
+
+    def at(*key: Any) -> dict[str, Any]:
+        if doc is None:
+            return {}
+        line, column = doc.pos(*key)
+        return {"source": doc.display, "line": line, "column": column}
+
     env = data.get("environment")
     req = env.get("python_requirements_txt") if isinstance(env, dict) else None
     deps: list[Dependency] = []
     if isinstance(req, str) and req:
-        deps.append(Dependency(_norm(folder, req), "python_requirements_txt"))
+        deps.append(Dependency(_norm(folder, req), "python_requirements_txt",
+                               **at("environment", "python_requirements_txt")))
         first = Path(req).parts[0] if Path(req).parts else ""
         for inc in includes:
             src = _norm(folder, inc)
             if src.name == first:
-                deps.append(Dependency(_norm(src.parent, req), "python_requirements_txt"))
-    deps += [Dependency(_norm(folder, inc), "additional include") for inc in includes]
+                deps.append(Dependency(_norm(src.parent, req), "python_requirements_txt",
+                                       **at("environment", "python_requirements_txt")))
+    all_includes = as_list(data.get("additional_includes"))
+    deps += [Dependency(_norm(folder, inc), "additional include", **at("additional_includes", all_includes.index(inc)))
+             for inc in includes]
     return deps
 
 

@@ -27,11 +27,15 @@ def template_vars(source: str) -> TemplateVars:
     """Variables the template needs from outside (loop and ``set`` names excluded), with a line each."""
     try:
         tree = _ENV.parse(source)
+        undeclared = meta.find_undeclared_variables(tree) - _GLOBALS
+        names = list(tree.find_all(nodes.Name))
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateSyntax(exc.message or "syntax error", exc.lineno) from None
-    undeclared = meta.find_undeclared_variables(tree) - _GLOBALS
+    except (RecursionError, MemoryError):
+        raise TemplateSyntax("nested too deeply for Jinja2 to parse (prompt flow could not render it either); "
+                             "flatten the expression or the blocks", None) from None
     out = TemplateVars()
-    for name_node in tree.find_all(nodes.Name):
+    for name_node in names:
         if name_node.ctx == "load" and name_node.name in undeclared and name_node.name not in out.used:
             out.used[name_node.name] = name_node.lineno
     for name in undeclared:

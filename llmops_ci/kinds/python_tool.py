@@ -88,13 +88,20 @@ def _signature(fn: ast.FunctionDef | ast.AsyncFunctionDef, skip_self: bool) -> T
 def read_tool(path: Path) -> ToolSignature:
     """The one @tool function in ``path``; ToolFileError says what is wrong otherwise."""
     try:
+        if not path.is_file():
+            raise OSError("not a regular file")
         source = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ToolFileError("tool-file-missing", f"cannot read {path.name}: {exc}") from None
     try:
         tree = ast.parse(source, filename=str(path))
     except SyntaxError as exc:
-        raise ToolFileError("tool-syntax", f"Python syntax error: {exc.msg}", exc.lineno, exc.offset) from None
+        raise ToolFileError("tool-syntax", f"Python syntax error: {exc.msg}", exc.lineno or 1, exc.offset) from None
+    except (RecursionError, MemoryError):  # Python's own parser gives up on deep nesting this way
+        raise ToolFileError("tool-syntax", "nested too deeply for Python's parser (the flow could not import it "
+                            "either); split the expression", 1, 1) from None
+    except ValueError as exc:  # a NUL byte in the source
+        raise ToolFileError("tool-syntax", f"not Python source: {exc}", 1, 1) from None
     found: list[ToolSignature] = []
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):

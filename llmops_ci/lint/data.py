@@ -149,7 +149,8 @@ def _loads(text: str) -> tuple[Any, str | None]:
     except RecursionError:
         return None, "not usable JSON: nested too deeply"
     except ValueError as exc:  # e.g. a number over Python's 4,300-digit limit
-        return None, f"not usable JSON: {exc}"
+        why = "a number with more than 4,300 digits" if "limit" in str(exc) else str(exc)
+        return None, f"not usable JSON: {why}; write it as a string"
 
 
 def _surrogate(text: str, value: Any) -> bool:

@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.config import RUN_FIGURES, Config, Connection, FlowSpec, Origin, read_config
+from llmops_ci.config import RUN_FIGURES, Config, Connection, FlowSpec, Origin, inside_project, read_config
 from llmops_ci.errors import UsageError
 from llmops_ci.kinds import KINDS, ConnectionUse, FlowInfo, kind_for
 from llmops_ci.lint import secrets
 from llmops_ci.lint.data import DataInfo, read_data
 from llmops_ci.lint.findings import ERROR, WARNING, Finding, finding, from_problem
 from llmops_ci.project import Project
-from llmops_ci.schema import closest
+from llmops_ci.schema import closest, path_problem
 from llmops_ci.yamldoc import YamlDoc, display_path
 
 _MAPPING_REF = re.compile(r"^\$\{([^}]*)\}$")
@@ -157,7 +157,10 @@ class _Project:
         info = self.flow_folder(flow.path)
         if info is None or not info.loaded:
             return
-        data = self.dataset(flow.data, flow.where("data"), ("data",)) if flow.data else None
+        self.includes_inside(config, info)
+        # data outside the project is an error of its own (path-outside) and is never read
+        data = self.dataset(flow.data, flow.where("data"), ("data",)) \
+            if flow.data and inside_project(config.root, flow.data) else None
         if flow.data is None:
             self.findings.append(from_problem(flow.where("path").problem(
                 (), f"flow '{flow.name}' has no 'data:'; batch-run needs a data set", "missing-key", at_key=True)))
@@ -179,9 +182,11 @@ class _Project:
         info = self.flow_folder(evaluation.path)
         if info is None or not info.loaded:
             return
+        self.includes_inside(config, info)
         data = base_data
         if evaluation.data is not None:
-            data = self.dataset(evaluation.data, origin, ("data",))
+            data = self.dataset(evaluation.data, origin, ("data",)) \
+                if inside_project(config.root, evaluation.data) else None
         self.mapping(evaluation.column_mapping, origin, ("column_mapping",), info, data, base,
                      f"{flow.name}/{evaluation.name}")
         for metric, output in evaluation.scores.items():
@@ -192,6 +197,22 @@ class _Project:
                     + (f"; did you mean '{best}'?" if best else f"; it has: {', '.join(sorted(info.outputs))}"),
                     "score-output-unknown")))
         self.connections(config, info, evaluation.connections, None, origin)
+
+    def includes_inside(self, config: Config, info: FlowInfo) -> None:
+        """additional_includes are copied into every run and model: they must not reach out of the project."""
+        root = config.root.resolve()
+        for dep in info.dependencies:
+            if path_problem(str(dep.path)):
+                continue
+            try:
+                dep.path.resolve().relative_to(root)
+            except ValueError:
+                self.findings.append(finding(
+                    "path-outside", dep.source or display_path(info.definition), dep.line, dep.column,
+                    f"{dep.label} '{dep.path}' leads out of the project folder {root} (the folder of "
+                    f"{config.doc.display}); move what it needs inside the project"))
+            except (OSError, RuntimeError):
+                continue
 
     def mapping(self, mapping: dict[str, Any], origin: Origin, sub: tuple[Any, ...], info: FlowInfo,
                 data: DataInfo | None, base: FlowInfo | None, label: str) -> None:
