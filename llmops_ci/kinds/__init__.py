@@ -51,6 +51,9 @@ class FlowInfo:
     definition: Path
     inputs: dict[str, FlowInput] = field(default_factory=dict)
     outputs: set[str] = field(default_factory=set)
+    # per output, the value type as best known statically (a Python tool's return annotation beats the declared
+    # type, which prompt flow does not enforce): "int", "double", "bool", "string", "object", "list"; absent: unknown
+    output_types: dict[str, str] = field(default_factory=dict)
     nodes: set[str] = field(default_factory=set)
     variants: dict[str, set[str]] = field(default_factory=dict)
     connections: list[ConnectionUse] = field(default_factory=list)
