@@ -28,6 +28,7 @@ from llmops_ci.llm_cache import CacheSettings
 from llmops_ci.project import Project
 from llmops_ci.schema import as_dict
 from llmops_ci.state import read_summary, write_json_atomic
+from llmops_ci.yamldoc import display_path
 
 log = logging.getLogger("llmops_ci.run")
 SECRET_FIELDS = ("api_key", "secrets")
@@ -362,6 +363,16 @@ def secret_values(connections: tuple[ProviderConnection, ...]) -> list[str]:
             elif isinstance(value, dict):
                 out += [str(v) for v in value.values()]
     return [v for v in out if v]
+
+
+def user_paths(text: str | None, private: list[Path], flow: Path) -> str | None:
+    """``text`` (an executor's message) with the private copies of a flow named as the user's flow folder."""
+    if not text:
+        return text
+    shown = display_path(flow)
+    for folder in private:
+        text = text.replace(str(folder.absolute()), shown)
+    return text
 
 
 def flow_info(project: Project, path: Path) -> FlowInfo:

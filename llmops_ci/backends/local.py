@@ -23,7 +23,7 @@ from llmops_ci.errors import CheckFailed, LlmopsError, ServiceError, UsageError
 from llmops_ci.kinds import snapshot
 from llmops_ci.llm_cache import CacheSettings, LlmProxy
 from llmops_ci.progress import Progress
-from llmops_ci.runs import ProviderConnection, RunJob, RunRecord, TestJob, TestRecord
+from llmops_ci.runs import ProviderConnection, RunJob, RunRecord, TestJob, TestRecord, user_paths
 
 log = logging.getLogger("llmops_ci.local")
 POLL_S = 0.1
@@ -63,10 +63,13 @@ class LocalBackend:
         duration = time.monotonic() - started
         artifacts = read_run(run_folder) if run_folder.is_dir() else None
         progress.finish(len(artifacts.lines) if artifacts else 0)
+        private = [flow, run_folder / "snapshot"]  # messages name the user's flow folder, not these copies
+        for line in artifacts.lines if artifacts else []:
+            line.error = user_paths(line.error, private, job.flow)
         if artifacts is None:
-            raise self._failure(job.label, outcome)
+            raise self._failure(job.label, {**outcome, "error": user_paths(outcome.get("error"), private, job.flow)})
         return RunRecord(job.label, job.name, str(outcome.get("status")), artifacts.lines, duration,
-                         artifacts.metrics, outcome.get("error"), stats)
+                         artifacts.metrics, user_paths(outcome.get("error"), private, job.flow), stats)
 
     def test(self, job: TestJob) -> TestRecord:
         self.home.prepare()

@@ -144,7 +144,7 @@ class _Project:
             self.findings.append(finding("data-parse", shown, None, None, info.fatal))
             return None
         if info.rows == 0 and not info.error_count:
-            self.findings.append(finding("data-empty", shown, None, None, f"{shown} has no data lines, so a run "
+            self.findings.append(finding("data-empty", shown, None, None, "the file has no data lines, so a run "
                                          "would have nothing to do; add lines (one JSON object per line)"))
         for line, message in info.errors:
             self.findings.append(finding("data-parse", shown, line, None, f"line {line} {message}"))
@@ -266,7 +266,7 @@ class _Project:
             else:
                 add("mapping-invalid", (name,), f"'{value}': a column mapping value is ${{data.<column>}}"
                     + (", ${run.outputs.<output>}" if base else "") + " or a literal")
-        if data is None:
+        if data is None or not data.rows:
             return
         for name, spec in info.inputs.items():
             if spec.has_default and name not in mapping and name in data.columns:
