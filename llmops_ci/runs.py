@@ -331,14 +331,20 @@ def environment(origin: Origin, values: dict[str, Any], environ: Mapping[str, st
     registered for masking with the connections)."""
     out = resolve_values(Origin(origin.doc, (*origin.prefix, "environment_variables"), origin.renames), values,
                          environ, lenient=lenient)
+    return resolve_connection_refs(out, connections)
+
+
+def resolve_connection_refs(values: dict[str, str], connections: tuple[ProviderConnection, ...]) -> dict[str, str]:
+    """``${connection.field}`` values replaced by that field of the named connection (others left as they are)."""
     by_name = {c.name: c for c in connections}
+    out = dict(values)
     for var, raw in values.items():
         ref = connection_ref(raw)
         conn = by_name.get(ref[0]) if ref else None
         if ref and conn is not None:
             value = connection_value(conn.values, conn.type, ref[1])
             if value is not None:
-                out[str(var)] = str(value)
+                out[var] = str(value)
     return out
 
 

@@ -45,7 +45,7 @@ def state(root: Path) -> dict:
 def test_register_follows_content_and_the_gate(cli: Cli, example: Path) -> None:
     first = cli("register")
     assert first.code == 0, first.err
-    assert "classify-run-file: not registered: its gate failed" in first.err
+    assert "classify-run-file: not registered: it has no 'register:' block" in first.err
     version = state(example)["classify"]["register"]["version"]
     assert state(example)["classify"]["register"]["created"] is True
     assert cli("register", "--flow", "classify").code == 0
@@ -59,7 +59,8 @@ def test_register_follows_content_and_the_gate(cli: Cli, example: Path) -> None:
         (example / "flows" / "classify" / "clean_text.py").read_text() + "\n# changed\n")
     assert cli("register", "--flow", "classify").code == 0
     assert state(example)["classify"]["register"]["version"] != version
-    assert cli("register", "--flow", "classify-run-file", "--force").code == 0
+    named = cli("register", "--flow", "classify-run-file", "--force")
+    assert named.code == 2 and "add 'register: {name: <model name>}' to register it" in named.err
 
 
 def test_dry_run_changes_nothing(cli: Cli, example: Path) -> None:
