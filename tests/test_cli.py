@@ -96,6 +96,19 @@ def test_no_config_discovers_flows(cli: Cli, project: Callable[..., Project]) ->
     assert result.code == 0 and "(2 flows checked)" in result.out
 
 
+def test_lint_dir_finds_the_flows_below_it_and_leaves_no_state(cli: Cli, project: Callable[..., Project]) -> None:
+    proj = project()
+    proj.path("llmops.yaml").unlink()
+    result = cli("lint", "flows")  # like `ruff check DIR`: the flows below it, not "DIR is not a flow"
+    assert result.code == 0, result.out + result.err
+    assert "(2 flows checked)" in result.out
+    assert not proj.path(".llmops").exists()  # no config, no --state-dir: nothing written
+    assert cli("lint", "flows", "--state-dir", "state").code == 0
+    assert "lint" in json.loads(proj.read("state/summary.json"))
+    empty = cli("lint", "data")
+    assert empty.code == 2 and "data: no flows found in or below it" in empty.err
+
+
 def test_no_flows_anywhere(cli: Cli, project: Callable[..., Project]) -> None:
     project({"README.md": "nothing"}, base=False)
     result = cli("lint")

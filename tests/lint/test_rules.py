@@ -280,3 +280,24 @@ def test_connection_override_keys(node: str, key: str, ok: bool, project: Callab
                  if node != "classify" else f"      classify: {{connection: openai, {key}: x}}")
     hits = [f for f in proj.lint().findings if f.rule == "node-override-unknown"]
     assert not hits if ok else hits and f"cannot override '{key}'" in hits[0].message, hits
+
+
+def test_model_rule_is_for_llm_nodes_only(project: Callable[..., Project]) -> None:
+    # upstream flows pass a connection to their own Python tools (and set deployment_name themselves or not at all)
+    proj = project()
+    proj.write(CLEAN_PY, "from promptflow.connections import AzureOpenAIConnection\nfrom promptflow.core import tool"
+                         "\n\n\n@tool\ndef clean(text: str, connection: AzureOpenAIConnection, limit: int = 2000) -> str:\n"
+                         "    return text\n")
+    proj.replace(DAG, "    text: ${inputs.text}\n", "    text: ${inputs.text}\n    connection: aoai\n")
+    proj.replace(CFG, "connections:\n", "connections:\n  aoai:\n    type: azure_open_ai\n"
+                                        "    api_base: ${env:AZURE_OPENAI_ENDPOINT}\n"
+                                        "    api_key: ${env:AZURE_OPENAI_API_KEY}\n")
+    assert proj.lint().findings == []
+
+
+def test_a_connection_type_typo_is_one_finding_not_also_undeclared(project: Callable[..., Project]) -> None:
+    proj = project()
+    proj.replace(CFG, "    type: open_ai\n", "    type: openai\n")
+    findings = proj.lint().findings
+    assert [f.rule for f in findings] == ["wrong-type"], findings
+    assert "did you mean 'open_ai'" in findings[0].message
