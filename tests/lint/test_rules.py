@@ -285,8 +285,9 @@ def test_connection_override_keys(node: str, key: str, ok: bool, project: Callab
 def test_model_rule_is_for_llm_nodes_only(project: Callable[..., Project]) -> None:
     # upstream flows pass a connection to their own Python tools (and set deployment_name themselves or not at all)
     proj = project()
-    proj.write(CLEAN_PY, "from promptflow.connections import AzureOpenAIConnection\nfrom promptflow.core import tool"
-                         "\n\n\n@tool\ndef clean(text: str, connection: AzureOpenAIConnection, limit: int = 2000) -> str:\n"
+    proj.write(CLEAN_PY, "from promptflow.connections import AzureOpenAIConnection\n"
+                         "from promptflow.core import tool\n\n\n@tool\n"
+                         "def clean(text: str, connection: AzureOpenAIConnection, limit: int = 2000) -> str:\n"
                          "    return text\n")
     proj.replace(DAG, "    text: ${inputs.text}\n", "    text: ${inputs.text}\n    connection: aoai\n")
     proj.replace(CFG, "connections:\n", "connections:\n  aoai:\n    type: azure_open_ai\n"
