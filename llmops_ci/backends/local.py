@@ -171,8 +171,39 @@ def reap(proc: subprocess.Popen[str]) -> None:
             proc.wait(timeout=10)
     _signal_group(proc.pid, signal.SIGKILL)
     proc.wait()
+    _wait_group_gone(proc.pid)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _wait_group_gone(pgid: int, timeout: float = 10.0) -> None:
+    """SIGKILL is delivered, not yet acted on: wait until the group's other members (prompt flow's workers,
+    multiprocessing's resource tracker) are gone, so nothing of the run outlives the call."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _group_alive(pgid):
+        time.sleep(0.02)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():  # members already dead but not yet reaped by init (zombies) do not count
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
