@@ -185,3 +185,15 @@ def test_python_dash_m(project: Callable[..., Project]) -> None:
                          capture_output=True, text=True)
     assert out.returncode == 0 and json.loads(out.stdout) == {"findings": []}
     assert Path(proj.root / ".llmops" / "summary.json").is_file()
+
+
+def test_test_step_refuses_an_input_the_flow_does_not_have(cli: Cli, project: Callable[..., Project],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    proj = project()
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-" + "k" * 24)
+    result = cli("test", "--flow", "classify", "--input", "txt=hello")
+    assert result.code == 2
+    assert "--input txt: flow 'classify' has no input 'txt'; did you mean 'text'?; its inputs are: text, history" \
+        in result.err
+    assert not proj.path(".llmops/pf-home").exists()  # stopped before any executor started

@@ -253,5 +253,6 @@ def test_changed_since_runs_only_touched_flows_and_carries_the_rest(cli: Cli, ru
     assert flows["chat-run-file"]["unchanged"]["carried_over"] is False
     assert len(run_env.requests) == calls  # the LLM flows did not run
     comment = cli("comment")
-    assert "### Not run: unchanged since `main`" in comment.out
-    assert "`chat-run-file` (no baseline results)" in comment.out
+    assert "Not run: unchanged since main" in comment.out  # plain text on a terminal
+    assert "chat-run-file (no baseline results)" in comment.out
+    assert "### Not run: unchanged since `main`" in proj.read(".llmops/comment.md")

@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 
 import pytest
 
+from llmops_ci.errors import ConfigError
 from llmops_ci.progress import Progress
 from llmops_ci.runs import LineResult, RunRecord, percentile, service_failure
+from tests.helpers.projects import Project
 
 
 def line(n: int, status: str = "Completed", duration: float = 1.0, code: str | None = None,
@@ -97,3 +100,20 @@ def test_progress_logs_in_ci_and_draws_on_a_terminal(caplog: pytest.LogCaptureFi
     bar.finish(10)
     assert "\rflow: [###############...............] 5/10 lines" in term.getvalue()
     assert term.getvalue().endswith("\n")
+
+
+def test_replay_needs_no_value_only_a_live_call_would(project: Callable[..., Project]) -> None:
+    from llmops_ci.project import load_project
+    from llmops_ci.runs import RunOptions, batch_job
+
+    proj = project()
+    proj.replace("llmops.yaml", "    variant: ${classify.variant_0}\n", "    variant: ${classify.variant_0}\n"
+                 "    environment_variables:\n      OPENAI_KEY_FOR_TOOLS: ${env:OPENAI_API_KEY}\n"
+                 "      BASE: ${openai.base_url}\n")
+    environ = {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}  # no OPENAI_API_KEY
+    loaded = load_project(proj.path("llmops.yaml"))
+    (flow,) = loaded.config.select(["classify"])
+    job = batch_job(loaded, flow, RunOptions(llm_cache="replay"), environ)
+    assert job.environment_variables == {"OPENAI_KEY_FOR_TOOLS": "", "BASE": "http://127.0.0.1:9/v1"}
+    with pytest.raises(ConfigError, match="environment variable OPENAI_API_KEY is not set"):
+        batch_job(loaded, flow, RunOptions(llm_cache="off"), environ)

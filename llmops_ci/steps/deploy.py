@@ -38,7 +38,7 @@ class DeployStep:
         for flow in flows:
             assert flow.deploy is not None
             spec = model_spec(project, flow, summary, ctx.environ)
-            env = deployment_environment(flow, ctx.environ, lenient=args.dry_run)
+            env = deployment_environment(flow, ctx.environ, dry_run=args.dry_run)
             plan = DeployPlan(spec, flow.deploy.endpoint, flow.deploy.instance_type, flow.deploy.instance_count,
                               flow.deploy.traffic, tuple(load_smoke_tests(config, flow)), env,
                               flow.deploy.request_timeout_ms)
@@ -69,15 +69,16 @@ class DeployStep:
         return 0
 
 
-def deployment_environment(flow: FlowSpec, environ: Mapping[str, str], *, lenient: bool) -> dict[str, str]:
+def deployment_environment(flow: FlowSpec, environ: Mapping[str, str], *, dry_run: bool) -> dict[str, str]:
     """What the deployment's process gets: the flow's run environment variables (llmops.yaml, run.yml), then the
     ``deploy:`` block's. ``${env:NAME}`` is resolved here; ``${connection.field}`` is left for prompt flow's
     serving to resolve from the connections the endpoint has, so no secret lands in the deployment's settings."""
     assert flow.deploy is not None
-    run_env = environment(flow.where("environment_variables"), flow.environment_variables, environ,
-                          lenient=lenient)
+    if dry_run:  # shown as written: a dry run needs no secret and prints none
+        return {str(k): str(v) for k, v in {**flow.environment_variables, **flow.deploy.environment_variables}.items()}
+    run_env = environment(flow.where("environment_variables"), flow.environment_variables, environ)
     deploy_env = environment(Origin(flow.origin.doc, (*flow.origin.prefix, "deploy")),
-                             flow.deploy.environment_variables, environ, lenient=lenient)
+                             flow.deploy.environment_variables, environ)
     return {**run_env, **deploy_env}
 
 
