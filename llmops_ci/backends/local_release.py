@@ -48,6 +48,7 @@ class LocalRelease:
         record = {"name": spec.name, "version": spec.version, "flow": spec.flow, "description": spec.description,
                   "entry": entry.name,
                   "tags": spec.tags, "resources": [asdict(r) for r in spec.resources], "variant": spec.variant,
+                  "chat": {"input": spec.chat_input, "output": spec.chat_output, "history": spec.chat_history},
                   "registered_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         write_json_atomic(folder / "model.json", record)
         return spec.name, spec.version, True
