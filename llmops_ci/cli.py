@@ -10,7 +10,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from llmops_ci import __version__
+from llmops_ci import __version__, redaction
 from llmops_ci import log as logsetup
 from llmops_ci.backends import backend_names
 from llmops_ci.errors import INTERNAL_ERROR, INTERRUPTED
@@ -86,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     platform = detect(args.platform, os.environ)
-    logsetup.setup(platform.formatter(), verbose=args.verbose)
-    ctx = Context(platform=platform, environ=os.environ, stdout=sys.stdout, stderr=sys.stderr,
+    redaction.from_environment(os.environ)
+    stdout, stderr = logsetup.SafeStream(sys.stdout), logsetup.SafeStream(sys.stderr)
+    logsetup.setup(platform.formatter(), stream=sys.stderr, verbose=args.verbose)
+    ctx = Context(platform=platform, environ=os.environ, stdout=stdout, stderr=stderr,  # type: ignore[arg-type]
                   state_dir=args.state_dir or DEFAULT_STATE_DIR, http=Http())
     step = STEPS[args.step]
     try:

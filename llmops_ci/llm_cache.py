@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from llmops_ci import redaction
 from llmops_ci.schema import as_dict
 
 if TYPE_CHECKING:
@@ -79,8 +80,9 @@ class Cassette:
         ordered = sorted(self.entries.values(), key=lambda e: (e["upstream"], e["path"], e["key"]))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"version": 1, "entries": ordered}, indent=1, ensure_ascii=False, sort_keys=True)
-                       + "\n", encoding="utf-8")
+        # an answer can echo what the request carried (its Authorization header, a key in a URL)
+        data = redaction.redact_data({"version": 1, "entries": ordered})
+        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
         tmp.replace(self.path)
         self.dirty = False
 

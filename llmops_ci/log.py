@@ -1,19 +1,23 @@
-"""Logging for CI: one formatter per platform, and secrets masked before anything is written."""
+"""Logging and output for CI: one formatter per platform; secrets masked and untrusted text neutralised
+before anything reaches stdout or stderr, whatever the formatter or the platform chosen."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
+from llmops_ci import redaction
 from llmops_ci.safe_text import log_safe
 
 LOGGER = "llmops_ci"
 
 
 def escape_github(text: str) -> str:
-    """Workflow-command data escaping (so a message cannot end the command or start another)."""
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """Workflow-command data escaping (so a message cannot end the command or start another, on GitHub or on an
+    Azure agent that reads the same log)."""
+    return (text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+            .replace("##vso[", "#\u200b#vso[").replace("##[", "#\u200b#["))
 
 
 def escape_azure(text: str) -> str:
@@ -23,8 +27,9 @@ def escape_azure(text: str) -> str:
 
 
 class LocalFormatter(logging.Formatter):
+    # ``--platform local`` may still run on a CI runner: its log is read for commands all the same
     def format(self, record: logging.LogRecord) -> str:
-        msg = record.getMessage()
+        msg = log_safe(record.getMessage())
         if record.levelno >= logging.ERROR:
             return f"error: {msg}"
         if record.levelno >= logging.WARNING:
@@ -52,23 +57,20 @@ class AzureDevOpsFormatter(logging.Formatter):
         if record.levelno >= logging.WARNING:
             return f"##vso[task.logissue type=warning]{escape_azure(msg)}"
         if record.levelno <= logging.DEBUG:
-            return f"##[debug]{msg}"
+            return "\n".join(f"##[debug]{log_safe(line)}" for line in msg.splitlines() or [""])
         return log_safe(msg)
 
 
 class SecretFilter(logging.Filter):
-    """Replaces every registered secret in the final message with ***."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
+    """Replaces every known secret in the final message (and its traceback) with ***."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            msg = record.getMessage()
-            for secret in sorted(self.secrets, key=len, reverse=True):
-                msg = msg.replace(secret, "***")
-            record.msg, record.args = msg, None
+        msg = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.msg, record.args = redaction.redact(msg), None
+        if record.exc_text:
+            record.exc_text = redaction.redact(record.exc_text)
         return True
 
 
@@ -76,8 +78,41 @@ _SECRETS = SecretFilter()
 
 
 def register_secret(value: str) -> None:
-    if value and len(value) >= 4:
-        _SECRETS.secrets.add(value)
+    redaction.add(value)
+
+
+class SafeStream:
+    """stdout/stderr as llmops-ci writes them: every byte redacted and neutralised, so no flow output, data
+    value or model answer can be read as a CI command. ``command`` is the one way to emit a command on purpose
+    (its untrusted parts escaped by the caller)."""
+
+    def __init__(self, raw: TextIO) -> None:
+        self.raw = raw
+
+    def write(self, text: str) -> int:
+        self.raw.write(log_safe(redaction.redact(text)))
+        return len(text)
+
+    def command(self, text: str, *, secret: bool = False) -> None:
+        self.raw.write(text if secret else redaction.redact(text))
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def isatty(self) -> bool:
+        return self.raw.isatty()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, fileno, ... of the underlying stream
+        return getattr(self.raw, name)
+
+
+def command(out: TextIO, text: str, *, secret: bool = False) -> None:
+    """Write a CI command line to ``out``, bypassing neutralisation (never for untrusted text unescaped).
+    ``secret``: the line hands a secret to the runner's masking (add-mask, setsecret), so it is not redacted."""
+    if isinstance(out, SafeStream):
+        out.command(text, secret=secret)
+    else:
+        out.write(text if secret else redaction.redact(text))
 
 
 def setup(formatter: logging.Formatter, stream: TextIO | None = None, verbose: bool = False) -> logging.Logger:

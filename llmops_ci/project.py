@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from llmops_ci.config import DEFAULT_CONFIG, Config, read_config
+from llmops_ci import redaction
+from llmops_ci.config import DEFAULT_CONFIG, ENV_REF, Config, read_config
 from llmops_ci.errors import ConfigError, UsageError
 from llmops_ci.kinds import FlowInfo, FlowKind, kind_for
 from llmops_ci.lint.data import DataInfo, read_data
@@ -37,6 +39,30 @@ class Project:
         if key not in self._data:
             self._data[key] = read_data(path)
         return self._data[key]
+
+
+def secret_env_names(config: Config) -> set[str]:
+    """Environment variables the config reads into a secret: a connection's api_key or secrets, or any key
+    named like a credential (an environment variable ``MY_API_KEY: ${env:X}``), in llmops.yaml and run.yml.
+    A literal written there (lint's secret-literal error) becomes a secret of this process too, so it is
+    never repeated in an output."""
+    names: set[str] = set()
+
+    def walk(value: Any, secret: bool) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, secret or key == "secrets" or redaction.is_secret_name(str(key)))
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, secret)
+        elif isinstance(value, str) and secret:
+            names.update(ENV_REF.findall(value))
+            if "${" not in value:
+                redaction.add(value)
+
+    for doc in (config.doc, *config.run_docs):
+        walk(doc.data, False)
+    return names
 
 
 def load_project(config: Path | None) -> Project:

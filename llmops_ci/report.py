@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmops_ci import redaction
 from llmops_ci.safe_text import code, log_safe, md
 from llmops_ci.schema import as_dict, as_list
 
@@ -231,6 +232,7 @@ _LEVELS = [(50, 1000, 5, False), (20, 200, 3, False), (10, 0, 1, False), (5, 0, 
 def render(summary: dict[str, Any], *, limit: int = GITHUB_LIMIT, run_url: str | None = None,
            full_report: str = "the job summary and the state dir artifact") -> str:
     """The comment body: starts with the hidden marker, never longer than ``limit`` characters."""
+    summary = redaction.redact_data(summary)  # before escaping, which would break a secret into pieces
     result = outcome(summary)
     flows = as_dict(summary.get("flows"))
     footer = f"\n\n---\n[CI run]({run_url})" if run_url else "\n\n---"
@@ -248,6 +250,7 @@ def render(summary: dict[str, Any], *, limit: int = GITHUB_LIMIT, run_url: str |
 
 def render_text(summary: dict[str, Any]) -> str:
     """The same report as plain text for a terminal: no markdown escapes, no HTML, no hidden marker."""
+    summary = redaction.redact_data(summary)
     result = outcome(summary)
     flows = as_dict(summary.get("flows"))
     parts = [result.headline, _gate(flows, False, PLAIN), _runs(flows, 5, False, PLAIN), _cache(flows, PLAIN),

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmops_ci import redaction
 from llmops_ci.config import ENV_REF, Config, FlowSpec, Origin, connection_ref, connection_value
 from llmops_ci.errors import ConfigError, Problem, UsageError
 from llmops_ci.kinds import FlowInfo
@@ -446,7 +447,7 @@ def save_run(state_dir: Path, record: RunRecord, allowed_failures: int | None) -
     tmp = folder / "lines.jsonl.tmp"
     with tmp.open("w", encoding="utf-8") as fh:
         for line in record.lines:
-            fh.write(json.dumps(line.to_json(), default=str) + "\n")
+            fh.write(json.dumps(redaction.redact_data(line.to_json()), default=str) + "\n")
     tmp.replace(folder / "lines.jsonl")
     return summary
 

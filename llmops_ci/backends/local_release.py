@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -60,8 +63,12 @@ class LocalRelease:
 
     def dry_run_plan(self, plan: DeployPlan) -> str:
         steps = " -> ".join(f"{p}%" for p in plan.traffic)
+        deployment = {"endpoint": plan.endpoint, "slot": "the idle one (blue on a new endpoint)",
+                      "environment_variables": plan.environment_variables,
+                      "smoke_tests": [t.name for t in plan.smoke_tests], "traffic": list(plan.traffic)}
         return (self.dry_run_model(plan.model) + f"# would deploy to local endpoint {plan.endpoint}: the idle slot, "
-                f"{len(plan.smoke_tests)} smoke test(s), traffic {steps}\n")
+                f"{len(plan.smoke_tests)} smoke test(s), traffic {steps}\n"
+                + json.dumps(deployment, indent=2) + "\n")
 
     def endpoint_state(self, endpoint: str) -> dict[str, Any]:
         path = self.state_dir / "endpoints" / f"{endpoint}.json"
@@ -104,7 +111,10 @@ class LocalRelease:
                 log.info("%s: traffic %s", plan.endpoint, ", ".join(f"{k} {v}%" for k, v in result.traffic.items()))
             result.traffic = {slot: 100}
             result.status = "deployed"
-            state["slots"][slot] = {"model": model.name, "version": model.version, "deployed_at": time.time()}
+            _stop_kept(state["slots"].get(previous or "") or {}, plan.endpoint, previous)
+            state["slots"][slot] = {"model": model.name, "version": model.version, "deployed_at": time.time(),
+                                    "url": url, "port": port, "pid": proc.pid if keep else None,
+                                    "tmp": str(tmp) if keep else None}
             state["serving"] = slot
             write_json_atomic(self.state_dir / "endpoints" / f"{plan.endpoint}.json", state)
             return result
@@ -139,17 +149,85 @@ class LocalRelease:
 
     @staticmethod
     def _wait_healthy(url: str, proc: subprocess.Popen[str]) -> str | None:
+        """None once the new slot's own process answers on its port (another server on that port, an old slot
+        still up, must not pass for it)."""
+        port = int(url.rsplit(":", 1)[1])
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 return f"the serving process exited ({proc.returncode}) before it was up; see its log"
             try:
-                if requests.get(f"{url}/health", timeout=2).ok:
-                    return None
+                healthy = requests.get(f"{url}/health", timeout=2).ok
             except requests.RequestException:
-                pass
+                healthy = False
+            if healthy:
+                owner = listener(port)
+                if owner is not None and owner in session_pids(proc.pid):
+                    return None
+                if owner is not None:
+                    return (f"port {port} is answered by process {owner}, not by the new slot; stop that "
+                            "process and deploy again")
             time.sleep(0.3)
         return f"the flow was not serving after {START_TIMEOUT_S} s"
+
+
+def _stop_kept(slot: dict[str, Any], endpoint: str, name: str | None) -> None:
+    """The slot that served before was kept running (--keep): it no longer serves, so stop it, if it is still
+    our serving process (a pid can be reused)."""
+    pid = slot.get("pid")
+    if not isinstance(pid, int):
+        return
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return
+    if b"llmops_ci.backends.pf_serve" in command:
+        log.info("%s: stopping %s (process %d), which --keep left serving", endpoint, name, pid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+    if isinstance(slot.get("tmp"), str) and Path(slot["tmp"]).name.startswith("llmops-serve-"):
+        shutil.rmtree(slot["tmp"], ignore_errors=True)
+
+
+def session_pids(leader: int) -> set[int]:
+    """The processes of the session ``leader`` started (the serving process and its workers)."""
+    pids = {leader}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == leader:  # field 6 of stat: the session id
+                pids.add(int(proc.name))
+    return pids
+
+
+def listener(port: int) -> int | None:
+    """The pid of the process listening on 127.0.0.1:``port`` (Linux /proc), None when nobody or unknown."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(cols[9])
+    if not inodes:
+        return None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    return int(proc.name)
+        except OSError:
+            continue
+    return None
 
 
 def _free_port() -> int:

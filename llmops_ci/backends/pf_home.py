@@ -12,14 +12,17 @@ from pathlib import Path
 
 import yaml
 
+from llmops_ci.redaction import CI_TOKENS
+
 PF_YAML = {
     "telemetry": {"enabled": False},
     "trace": {"destination": "none"},
     "cli": {"installation_id": "00000000-0000-0000-0000-000000000000"},
 }
-# Variables of the caller's environment that would send traces or calls somewhere else.
+# Variables of the caller's environment that would send traces or calls somewhere else, and the CI
+# system's own tokens, which flow code (from a pull request) must never see.
 _DROP = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "PF_HOME_DIRECTORY",
-         "PF_CONNECTION_PROVIDER")
+         "PF_CONNECTION_PROVIDER", *CI_TOKENS)
 
 
 @dataclass(frozen=True)

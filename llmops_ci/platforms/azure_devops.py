@@ -71,7 +71,7 @@ class AzureDevOps:
         return log.AzureDevOpsFormatter()
 
     def mask(self, secret: str, out: TextIO) -> None:
-        out.write(f"##vso[task.setsecret]{log.escape_azure(secret)}\n")
+        log.command(out, f"##vso[task.setsecret]{log.escape_azure(secret)}\n", secret=True)
 
     def publish(self, pub: Publication, environ: Mapping[str, str], http: Http, out: TextIO) -> Published:
         result = Published(outcome(pub.summary).passed)
@@ -85,7 +85,7 @@ class AzureDevOps:
                 if f.get("column"):
                     props.append(f"columnnumber={f['column']}")
                 props.append(f"code={_prop(f.get('rule'))}")
-                out.write(f"##vso[task.logissue {';'.join(props)}]{log.escape_azure(str(f.get('message')))}\n")
+                log.command(out, f"##vso[task.logissue {';'.join(props)}]{log.escape_azure(str(f.get('message')))}\n")
         pr = pub.pr or (int(environ["SYSTEM_PULLREQUEST_PULLREQUESTID"])
                         if environ.get("SYSTEM_PULLREQUEST_PULLREQUESTID", "").isdigit() else None)
         if pub.comment and pr is not None:
@@ -94,12 +94,13 @@ class AzureDevOps:
         summary_md = pub.state_dir / "summary.md"
         summary_md.write_text(render(pub.summary, limit=COMMENT_LIMIT * 4, full_report="the state dir artifact")
                               + "\n", encoding="utf-8")
-        out.write(f"##vso[task.uploadsummary]{summary_md.absolute()}\n")
-        out.write(f"##vso[task.setvariable variable=passed;isOutput=true]{'true' if result.passed else 'false'}\n")
-        out.write(f"##vso[task.setvariable variable=summary;isOutput=true]{(pub.state_dir / 'summary.json').absolute()}"
-                  "\n")
+        log.command(out, f"##vso[task.uploadsummary]{summary_md.absolute()}\n")
+        passed = "true" if result.passed else "false"
+        log.command(out, f"##vso[task.setvariable variable=passed;isOutput=true]{passed}\n")
+        summary_json = (pub.state_dir / "summary.json").absolute()
+        log.command(out, f"##vso[task.setvariable variable=summary;isOutput=true]{summary_json}\n")
         if result.comment_url:
-            out.write(f"##vso[task.setvariable variable=commentUrl;isOutput=true]{result.comment_url}\n")
+            log.command(out, f"##vso[task.setvariable variable=commentUrl;isOutput=true]{result.comment_url}\n")
         return result
 
     def _comment(self, pub: Publication, environ: Mapping[str, str], http: Http, pr: int, result: Published) -> None:

@@ -83,7 +83,7 @@ class GitHub:
         return log.GitHubFormatter()
 
     def mask(self, secret: str, out: TextIO) -> None:
-        out.write(f"::add-mask::{log.escape_github(secret)}\n")
+        log.command(out, f"::add-mask::{log.escape_github(secret)}\n", secret=True)
 
     def annotate(self, summary: dict[str, Any], out: TextIO) -> int:
         """Annotations for lint findings, worst first, within GitHub's per-step cap; returns how many were left out."""
@@ -98,7 +98,7 @@ class GitHub:
                 if f.get("column"):
                     props.append(f"col={f['column']}")
                 props.append(f"title={_prop('llmops-ci ' + str(f.get('rule')))}")
-                out.write(f"::{severity} {','.join(props)}::{log.escape_github(str(f.get('message')))}\n")
+                log.command(out, f"::{severity} {','.join(props)}::{log.escape_github(str(f.get('message')))}\n")
             left_out += max(0, len(of_kind) - ANNOTATIONS_PER_TYPE)
         return left_out
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TextIO
 
+from llmops_ci import redaction
 from llmops_ci.backends import BackendContext
 from llmops_ci.config import DEFAULT_CONFIG, FlowSpec
 from llmops_ci.errors import ConfigError, LlmopsError, UsageError
@@ -18,7 +19,7 @@ from llmops_ci.llm_cache import MODES
 from llmops_ci.log import register_secret
 from llmops_ci.platforms import Platform
 from llmops_ci.progress import Progress
-from llmops_ci.project import Project, load_project
+from llmops_ci.project import Project, load_project, secret_env_names
 from llmops_ci.runs import RunOptions, mark_unchanged, preflight
 
 if TYPE_CHECKING:
@@ -43,7 +44,9 @@ class Context:
         """llmops.yaml loaded once per process, whichever steps (``pr`` runs several) ask for it."""
         path = (config or Path(DEFAULT_CONFIG)).absolute()
         if path not in self.projects:
-            self.projects[path] = load_project(config)
+            project = load_project(config)
+            redaction.from_environment(self.environ, secret_env_names(project.config))
+            self.projects[path] = project
         return self.projects[path]
 
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from pathlib import Path
 
+from llmops_ci import redaction
 from llmops_ci.config import DEFAULT_CONFIG
 from llmops_ci.errors import CheckFailed, ConfigError, UsageError
 from llmops_ci.lint.formats import FORMATS, text
@@ -41,15 +42,16 @@ class LintStep:
         if args.output is not None:
             try:
                 args.output.parent.mkdir(parents=True, exist_ok=True)
-                args.output.write_text(rendered, encoding="utf-8")
+                args.output.write_text(redaction.redact(rendered), encoding="utf-8")
             except OSError as exc:
                 raise UsageError(f"--output {args.output}: cannot write ({exc.strerror})") from None
             ctx.stdout.write(text(report))
         else:
             ctx.stdout.write(rendered)
         ctx.stdout.flush()
-        # linting folders without a config leaves no state behind, unless a state dir was asked for
-        args.stateless = request.config is None and args.state_dir is None
+        # linting folders on a laptop without a config leaves no state behind, unless a state dir was asked for
+        # (in CI the state dir is the job's record, and the PR comment is still updated)
+        args.stateless = request.config is None and args.state_dir is None and ctx.platform.name == "local"
         if not args.stateless:
             update_summary(ctx.state_dir, "lint", {"findings": [f.to_json() for f in report.findings]})
         if report.errors:

@@ -1,0 +1,3 @@
+from llmops_ci.ci import main
+
+raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""Run the planned llmops-ci steps in this process, stop at the first that fails, and set the outputs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+from llmops_ci.ci.hosts import Host
+from llmops_ci.ci.plan import InputError, make_plan, read_inputs
+
+Call = Callable[[list[str]], int]
+
+MEANING = {0: "passed", 1: "a check failed", 2: "bad usage, config or input", 3: "an outside service failed",
+           4: "internal error in llmops-ci", 130: "interrupted", 143: "terminated"}
+# what the Azure Pipelines artifact of the state dir leaves out: the private prompt flow home holds the
+# connections and the keyring that decrypts them
+ARTIFACT_IGNORE = "pf-home/\n"
+
+
+def call_cli(argv: list[str]) -> int:
+    """``llmops_ci.cli.main`` in this process; its return code is the step's exit code."""
+    try:
+        from llmops_ci.cli import main
+
+        return main(argv)
+    except SystemExit as exc:  # argparse: --help, or a bad option value
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except KeyboardInterrupt:
+        return 130
+    except Exception:  # cli.main owns exit 4; this only covers an exception that still escaped it
+        print("internal error in llmops-ci (please report it with this traceback):", flush=True)
+        traceback.print_exc()
+        return 4
+
+
+@contextlib.contextmanager
+def working_directory(path: str, host: Host) -> Iterator[None]:
+    if not Path(path).is_dir():
+        raise InputError(f"{host.names.get('working_directory', 'working-directory')}: '{path}' is not a folder "
+                         "(it is relative to the repository root)")
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def describe(code: int) -> str:
+    return MEANING.get(code, "see the log above")
+
+
+def run(environ: Mapping[str, str], host: Host, call: Call = call_cli) -> int:
+    refusal = host.refusal()
+    if refusal:
+        host.message("error", refusal)
+        return 2
+    inputs = read_inputs(environ, host)
+    with working_directory(inputs.working_directory, host):
+        plan = make_plan(inputs, host)
+        for level, text in plan.notes:
+            host.message(level, text)
+        state_dir = Path(inputs.state_dir)
+        if host.name == "azure-devops":
+            state_dir.mkdir(parents=True, exist_ok=True)
+            (state_dir / ".artifactignore").write_text(ARTIFACT_IGNORE, encoding="utf-8")
+        code = 0
+        for argv in plan.commands:
+            host.message("info", "llmops-ci " + shlex.join(argv))
+            code = call(argv)
+            if code != 0:
+                host.message("info", f"llmops-ci {argv[0]} exited with {code} ({describe(code)})")
+                break
+        finish(host, code, state_dir)
+    return code
+
+
+def finish(host: Host, code: int, state_dir: Path) -> None:
+    """Set passed/summary/exit-code last, so that they hold even when a step stopped before publishing
+    (bad config, a crash) or a later step failed after an earlier one published ``passed=true``."""
+    summary = state_dir / "summary.json"
+    passed = code == 0
+    if passed and summary.is_file():
+        try:
+            from llmops_ci.report import outcome
+            from llmops_ci.state import read_summary
+
+            passed = outcome(read_summary(state_dir)).passed
+        except Exception as exc:  # an unreadable summary is no pass
+            host.message("warning", f"could not read {summary}: {exc}")
+            passed = False
+    host.set_output("passed", "true" if passed else "false")
+    if summary.is_file():
+        host.set_output("summary", str(summary.absolute()))
+    host.set_output("exit-code", str(code))

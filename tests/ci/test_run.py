@@ -1,0 +1,162 @@
+"""llmops_ci.ci run: the planned steps in one process, stopping at the first failure, and the outputs."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from llmops_ci.ci import dispatch, main
+from llmops_ci.ci.baseline import save
+from llmops_ci.ci.hosts import AzureDevOps, GitHub, Local
+from llmops_ci.ci.run import call_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "web-classification"
+
+
+class Recorder:
+    """Stands in for llmops_ci.cli.main: records each command line, answers with the given exit codes."""
+
+    def __init__(self, codes: dict[str, int] | None = None) -> None:
+        self.codes = codes or {}
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv: list[str]) -> int:
+        self.calls.append(argv)
+        return self.codes.get(argv[0], 0)
+
+
+def github_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    output = tmp_path / "github_output"
+    output.touch()
+    return {"GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": "push", "GITHUB_OUTPUT": str(output), **extra}
+
+
+def outputs(environ: dict[str, str]) -> dict[str, str]:
+    lines = Path(environ["GITHUB_OUTPUT"]).read_text().splitlines()
+    return dict(line.partition("=")[::2] for line in lines)  # the last value wins, as on GitHub
+
+
+def test_stops_at_the_first_failing_step_with_its_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    environ = github_env(tmp_path, LLMOPS_STEPS="batch-run eval-run gate register deploy")
+    out = io.StringIO()
+    llmops = Recorder({"gate": 1})
+    assert dispatch("run", environ, GitHub(environ, out), call=llmops) == 1
+    assert [argv[0] for argv in llmops.calls] == ["batch-run", "eval-run", "gate"]
+    assert outputs(environ)["exit-code"] == "1" and outputs(environ)["passed"] == "false"
+    assert "llmops-ci gate exited with 1 (a check failed)" in out.getvalue()
+    shown = [line.split()[1] for line in out.getvalue().splitlines()
+             if line.startswith("llmops-ci ") and "exited" not in line]
+    assert shown == ["batch-run", "eval-run", "gate"]
+
+
+def test_a_crash_is_exit_4_and_never_becomes_the_baseline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    state = tmp_path / ".llmops"
+    state.mkdir()
+    (state / "summary.json").write_text(json.dumps({"schema": "llmops-ci/summary@1", "flows": {}}))
+    environ = github_env(tmp_path, LLMOPS_STEPS="pr")
+    out = io.StringIO()
+    assert dispatch("run", environ, GitHub(environ, out), call=Recorder({"pr": 4})) == 4
+    assert "internal error in llmops-ci" in out.getvalue()
+    assert outputs(environ)["exit-code"] == "4" and outputs(environ)["passed"] == "false"
+    saved = tmp_path / "baseline"
+    env = {**environ, "LLMOPS_EXIT_CODE": outputs(environ)["exit-code"], "LLMOPS_STATE_DIR": str(state),
+           "LLMOPS_BASELINE_OUT": str(saved)}
+    assert save(env, GitHub(env, out)) == 0
+    assert not saved.exists()
+    assert outputs(environ)["baseline-ready"] == "false"
+    assert "exited 4 (internal error in llmops-ci): its results are not kept as the baseline" in out.getvalue()
+
+
+def test_passed_follows_the_summary_when_every_step_exits_0(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A later step that exits 0 (comment) must not turn a failed gate into passed=true."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".llmops").mkdir()
+    (tmp_path / ".llmops" / "summary.json").write_text(json.dumps(
+        {"schema": "llmops-ci/summary@1", "flows": {"a": {"gate": {"passed": False, "checks": []}}}}))
+    environ = github_env(tmp_path, LLMOPS_STEPS="comment")
+    assert dispatch("run", environ, GitHub(environ, io.StringIO()), call=Recorder()) == 0
+    assert outputs(environ)["passed"] == "false"
+    assert outputs(environ)["summary"] == str(tmp_path / ".llmops" / "summary.json")
+
+
+def test_azure_outputs_and_the_artifact_ignore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    environ = {"TF_BUILD": "True", "LLMOPS_STEPS": "lint", "LLMOPS_STATE_DIR": str(tmp_path / "state")}
+    out = io.StringIO()
+    assert dispatch("run", environ, AzureDevOps(environ, out), call=Recorder({"lint": 2})) == 2
+    log = out.getvalue()
+    assert "##vso[task.setvariable variable=passed;isOutput=true]false" in log
+    assert "##vso[task.setvariable variable=exitCode;isOutput=true]2" in log
+    assert "##vso[task.setvariable variable=LLMOPS_EXIT_CODE]2" in log
+    # the private prompt flow home (connections, keyring) stays out of the published state dir
+    assert (tmp_path / "state" / ".artifactignore").read_text().splitlines() == ["pf-home/"]
+
+
+def test_refuses_pull_request_target_before_anything_runs(tmp_path: Path) -> None:
+    environ = github_env(tmp_path, GITHUB_EVENT_NAME="pull_request_target")
+    out = io.StringIO()
+    llmops = Recorder()
+    assert dispatch("run", environ, GitHub(environ, out), call=llmops) == 2
+    assert llmops.calls == []
+    assert out.getvalue().startswith("::error title=llmops-ci::llmops-ci does not run on pull_request_target")
+
+
+def test_working_directory_is_entered_and_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "project").mkdir()
+    monkeypatch.chdir(tmp_path)
+    seen: list[str] = []
+
+    def llmops(argv: list[str]) -> int:
+        seen.append(os.getcwd())
+        return 0
+
+    environ = {"LLMOPS_STEPS": "lint", "LLMOPS_WORKING_DIRECTORY": "project"}
+    assert dispatch("run", environ, Local(environ, io.StringIO()), call=llmops) == 0
+    assert seen == [str(tmp_path / "project")] and os.getcwd() == str(tmp_path)
+    out = io.StringIO()
+    environ["LLMOPS_WORKING_DIRECTORY"] = "missing"
+    assert dispatch("run", environ, Local(environ, out), call=llmops) == 2
+    assert "LLMOPS_WORKING_DIRECTORY: 'missing' is not a folder" in out.getvalue()
+
+
+def test_untrusted_values_cannot_start_a_workflow_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    environ = github_env(tmp_path, LLMOPS_STEPS="lint", LLMOPS_CONFIG="x.yaml\n::error::forged\n##vso[task.complete]")
+    out = io.StringIO()
+    dispatch("run", environ, GitHub(environ, out), call=Recorder())
+    lines = out.getvalue().splitlines()
+    assert not any(line.startswith("::error::") or "##vso[" in line for line in lines), lines
+
+
+def test_the_real_llmops_ci_runs_in_process_step_after_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copytree(EXAMPLE, tmp_path / "project", ignore=shutil.ignore_patterns(".llmops", "__pycache__"))
+    monkeypatch.chdir(tmp_path)
+    for name in [k for k in os.environ if k.startswith(("GITHUB_", "TF_BUILD", "SYSTEM_", "BUILD_"))]:
+        monkeypatch.delenv(name)
+    environ = {"LLMOPS_STEPS": "lint, comment", "LLMOPS_WORKING_DIRECTORY": "project", "LLMOPS_COMMENT": "false"}
+    out = io.StringIO()
+    assert dispatch("run", environ, Local(environ, out)) == 0, out.getvalue() + capsys.readouterr().err
+    log = out.getvalue()
+    assert "llmops-ci lint --config llmops.yaml" in log and "llmops-ci comment --config llmops.yaml" in log
+    assert "passed: true" in log and "exit-code: 0" in log
+    assert (tmp_path / "project" / ".llmops" / "comment.md").is_file()
+
+
+def test_call_cli_turns_argparse_exits_into_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert call_cli(["lint", "--format", "no-such-format"]) == 2
+    assert call_cli(["--version"]) == 0
+    assert "llmops-ci" in capsys.readouterr().out
+
+
+def test_main_refuses_an_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["deploy-everything"]) == 2
+    assert "usage: python -m llmops_ci.ci [run|baseline|prepare]" in capsys.readouterr().out
