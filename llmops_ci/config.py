@@ -12,8 +12,8 @@ from typing import Any
 from llmops_ci.errors import ConfigError, Problem, UsageError
 from llmops_ci.schema import (
     BOOL,
+    FINITE,
     INT,
-    NUM,
     SCALAR,
     STR,
     STR_MAP,
@@ -31,6 +31,10 @@ from llmops_ci.yamldoc import Key, YamlDoc, load_yaml
 
 DEFAULT_CONFIG = "llmops.yaml"
 FLOW_NAME = r"[a-z0-9][a-z0-9_-]*"
+ENDPOINT_NAME = r"[A-Za-z][A-Za-z0-9_-]{0,62}"  # what Azure ML, Databricks and a folder name all accept
+MODEL_NAME = r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,254}"  # Unity Catalog names are catalog.schema.model
+# a flow's definition file given as its `path:` stands for the folder holding it
+DEFINITION_FILES = ("flow.dag.yaml", "flow.dag.yml", "flow.flex.yaml", "flow.flex.yml")
 ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 _ENV_START = re.compile(r"\$\{\s*env\s*:")
 RUN_FIGURES = ("lines_failed", "lines_failed_ratio", "latency_p50", "latency_p95", "duration_s",
@@ -61,21 +65,27 @@ class _ConnectionSpec(Spec):
 
 MAPPING = MapOf(SCALAR)
 NODE_CONNECTIONS = MapOf(MapOf(Scalar((str, int, float, bool))))
-GATE_RULE = Struct({"min": NUM, "max": NUM, "max_drop": NUM, "max_rise": NUM, "significant": BOOL},
+PATH = Scalar((str,), pattern=r"(?s).*\S.*", hint="; give a path relative to the file it is written in")
+GATE_RULE = Struct({"min": FINITE, "max": FINITE, "max_drop": FINITE, "max_rise": FINITE, "significant": BOOL},
                    what="in a gate rule")
-EVALUATION = Struct({"path": STR, "data": STR, "column_mapping": MAPPING, "connections": NODE_CONNECTIONS,
+EVALUATION = Struct({"path": PATH, "data": PATH, "column_mapping": MAPPING, "connections": NODE_CONNECTIONS,
                      "environment_variables": STR_MAP, "scores": MapOf(STR)}, required=("path",),
                     what="in an evaluation")
 FLOW = Struct(
     {
-        "path": STR, "data": STR, "column_mapping": MAPPING, "variant": STR, "connections": NODE_CONNECTIONS,
-        "environment_variables": STR_MAP, "max_failed_lines": Scalar((int,)), "run_file": STR,
+        "path": PATH, "data": PATH, "column_mapping": MAPPING, "variant": STR, "connections": NODE_CONNECTIONS,
+        "environment_variables": STR_MAP, "max_failed_lines": Scalar((int,)), "run_file": PATH,
         "evaluations": MapOf(EVALUATION, key_pattern=FLOW_NAME,
                              key_hint=": use lowercase letters, digits, '-' and '_'"),
         "gate": MapOf(GATE_RULE, key_pattern=r"[^.\s]+\.[^\s]+", key_hint=": write '<evaluation>.<metric>'"),
-        "register": Struct({"name": STR, "description": STR, "tags": STR_MAP}, what="in register"),
-        "deploy": Struct({"endpoint": STR, "instance_type": STR, "instance_count": INT, "traffic": ListOf(INT),
-                          "smoke_tests": STR, "environment_variables": STR_MAP, "request_timeout_ms": INT},
+        "register": Struct({"name": Scalar((str,), pattern=MODEL_NAME, hint=": a model name is letters, digits, "
+                                           "'.', '-' and '_' (on Databricks: catalog.schema.model)"),
+                            "description": STR, "tags": STR_MAP}, what="in register"),
+        "deploy": Struct({"endpoint": Scalar((str,), pattern=ENDPOINT_NAME, hint=": an endpoint name starts with "
+                                             "a letter and has up to 63 letters, digits, '-' and '_'"),
+                          "instance_type": STR, "instance_count": INT,
+                          "traffic": ListOf(INT), "smoke_tests": PATH, "environment_variables": STR_MAP,
+                          "request_timeout_ms": INT},
                          required=("endpoint",), what="in deploy"),
     },
     what="in a flow", exclusive=(("run_file", "path"), ("run_file", "data"), ("run_file", "column_mapping")),
@@ -85,7 +95,7 @@ CONFIG = Struct(
         "version": Scalar((int,), choices=(1,)),
         "connections": MapOf(_ConnectionSpec()),
         "flows": MapOf(FLOW, key_pattern=FLOW_NAME, key_hint=": use lowercase letters, digits, '-' and '_'"),
-        "llm_cache": Struct({"mode": Scalar((str,), choices=("off", "record", "replay", "auto")), "dir": STR},
+        "llm_cache": Struct({"mode": Scalar((str,), choices=("off", "record", "replay", "auto")), "dir": PATH},
                             what="in llm_cache"),
         "azureml": Struct({"subscription_id": STR, "resource_group": STR, "workspace": STR},
                           required=("subscription_id", "resource_group", "workspace"), what="in azureml"),
@@ -95,7 +105,7 @@ CONFIG = Struct(
 RUN_YML = Struct(
     {
         "$schema": STR, "name": STR, "display_name": STR, "description": STR, "tags": STR_MAP,
-        "properties": STR_MAP, "flow": STR, "data": STR, "run": STR, "column_mapping": MAPPING, "variant": STR,
+        "properties": STR_MAP, "flow": PATH, "data": PATH, "run": STR, "column_mapping": MAPPING, "variant": STR,
         "connections": NODE_CONNECTIONS, "runtime": STR, "resources": MapOf(AnyValue()), "identity": AnyValue(),
         "init": AnyValue(),
         "environment_variables": OneOf((STR_MAP, STR), "a mapping of names to values, or a path to a .env file"),
@@ -317,8 +327,16 @@ def read_config(path: Path, environ: Mapping[str, str] | None) -> tuple[Config |
         azureml = AzureML(azure["subscription_id"], azure["resource_group"], azure["workspace"])
     version = data["version"] if isinstance(data.get("version"), int) else 1
     cache = as_dict(data.get("llm_cache"))
+    cache_dir = _rel(root, cache.get("dir"))
+    if cache_dir is not None:
+        cache_origin = Origin(doc, ("llm_cache",))
+        problems += _outside(root, cache_origin, ("dir",), cache_dir)
+        if cache_dir.exists() and not cache_dir.is_dir():
+            problems.append(cache_origin.problem(("dir",), f"llm_cache.dir '{cache['dir']}' is a file; it must be "
+                                                 "a folder (cassettes are written there, one file per flow)",
+                                                 "wrong-type"))
     llm_cache = LlmCacheConfig(cache["mode"] if cache.get("mode") in ("off", "record", "replay", "auto") else "off",
-                               _rel(root, cache.get("dir")))
+                               cache_dir)
     return Config(path, version, connections, flows, azureml, doc, tuple(run_docs), llm_cache), problems
 
 
@@ -335,9 +353,27 @@ def _num(value: Any) -> float | None:
 
 
 def _rel(root: Path, value: Any) -> Path | None:
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value.strip():
         return None
     return Path(os.path.normpath(root / value))
+
+
+def _flow_dir(path: Path | None) -> Path | None:
+    """A flow's folder: ``path:`` may name the folder or the definition file inside it."""
+    return path.parent if path is not None and path.name in DEFINITION_FILES else path
+
+
+def _outside(root: Path, origin: Origin, sub: Key, path: Path) -> list[Problem]:
+    """A problem when ``path`` (symlinks followed) leads out of the project folder ``root``."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return [origin.problem(sub, f"'{os.path.relpath(path, root)}' leads out of the project folder "
+                               f"{root} (the folder of llmops.yaml); keep flows, data, tests and cassettes inside "
+                               "it", "path-outside")]
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        return [origin.problem(sub, f"cannot resolve '{path}': {exc}", "path-missing")]
+    return []
 
 
 def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
@@ -350,6 +386,9 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
     run_doc = None
     run_file = _rel(root, raw.get("run_file"))
     if run_file is not None:
+        outside = _outside(root, origin, ("run_file",), run_file)
+        if outside:
+            return None, outside, None
         try:
             run_doc = load_yaml(run_file)
         except ConfigError as exc:
@@ -371,9 +410,14 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
         return None, problems, None
     source = run if run_file is not None else raw
     src_root = run_root if run_file is not None else root
-    flow_path = _rel(src_root, source.get("flow" if run_file is not None else "path"))
-    if flow_path is None:
+    src_origin = run_origin if run_origin is not None else origin
+    flow_path = _flow_dir(_rel(src_root, source.get("flow" if run_file is not None else "path")))
+    if flow_path is None:  # not a string, or empty: the schema check has said so
         return None, problems, run_doc
+    problems += _outside(root, src_origin, ("path",), flow_path)
+    data_path = _rel(src_root, source.get("data"))
+    if data_path is not None:
+        problems += _outside(root, src_origin, ("data",), data_path)
     connections: dict[str, dict[str, Any]] = {}
     for layer in (source.get("connections"), raw.get("connections")) if run_file is not None else (raw.get(
             "connections"),):
@@ -384,13 +428,18 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
     env_vars.update(as_dict(raw.get("environment_variables")))
     evaluations = {}
     for ename, eraw in as_dict(raw.get("evaluations")).items():
-        if isinstance(eraw, dict) and isinstance(eraw.get("path"), str):
+        eval_path = _flow_dir(_rel(root, eraw.get("path"))) if isinstance(eraw, dict) else None
+        if eval_path is not None:
+            eval_origin = Origin(doc, ("flows", name, "evaluations", str(ename)))
+            eval_data = _rel(root, eraw.get("data"))
+            problems += _outside(root, eval_origin, ("path",), eval_path)
+            problems += _outside(root, eval_origin, ("data",), eval_data) if eval_data is not None else []
             evaluations[str(ename)] = Evaluation(
-                str(ename), _rel(root, eraw["path"]) or root, _rel(root, eraw.get("data")),
+                str(ename), eval_path, eval_data,
                 dict(as_dict(eraw.get("column_mapping"))),
                 {str(k): dict(v) for k, v in as_dict(eraw.get("connections")).items() if isinstance(v, dict)},
                 dict(as_dict(eraw.get("environment_variables"))),
-                Origin(doc, ("flows", name, "evaluations", str(ename))),
+                eval_origin,
                 {str(k): v for k, v in as_dict(eraw.get("scores")).items() if isinstance(v, str)})
     gate = {}
     for metric, rule in as_dict(raw.get("gate")).items():
@@ -404,18 +453,27 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
     dep = raw.get("deploy")
     deploy = None
     if isinstance(dep, dict) and isinstance(dep.get("endpoint"), str):
-        traffic = tuple(t for t in dep.get("traffic") or [100] if isinstance(t, int))
+        raw_traffic = dep.get("traffic", [100])
+        traffic = tuple(t for t in raw_traffic if isinstance(t, int)) if isinstance(raw_traffic, list) else ()
+        if isinstance(raw_traffic, list) and len(traffic) == len(raw_traffic):  # else the schema said why
+            problems += _traffic_problems(origin, traffic)
+        for key in ("instance_count", "request_timeout_ms"):
+            if isinstance(dep.get(key), int) and not isinstance(dep[key], bool) and dep[key] < 1:
+                problems.append(origin.problem(("deploy", key), f"{key} must be 1 or more", "wrong-type"))
+        smoke = dep.get("smoke_tests") if isinstance(dep.get("smoke_tests"), str) else None
+        if smoke is not None and smoke.strip():
+            problems += _outside(root, origin, ("deploy", "smoke_tests"), Path(os.path.normpath(root / smoke)))
         deploy = DeploySpec(dep["endpoint"], dep.get("instance_type"),
                             dep["instance_count"] if isinstance(dep.get("instance_count"), int) else 1,
-                            traffic or (100,), dep.get("smoke_tests"),
-                            dict(as_dict(dep.get("environment_variables"))), dep.get("request_timeout_ms"))
-        problems += _traffic_problems(origin, traffic)
+                            traffic or (100,), smoke,
+                            dict(as_dict(dep.get("environment_variables"))),
+                            dep["request_timeout_ms"] if isinstance(dep.get("request_timeout_ms"), int) else None)
     max_failed = raw.get("max_failed_lines", 0)
     if isinstance(max_failed, int) and max_failed < 0:
         problems.append(origin.problem(("max_failed_lines",), "max_failed_lines must be 0 or more", "wrong-type"))
     variant = raw.get("variant", source.get("variant"))
     flow = FlowSpec(
-        name=name, path=flow_path, data=_rel(src_root, source.get("data")),
+        name=name, path=flow_path, data=data_path,
         column_mapping=dict(as_dict(source.get("column_mapping"))),
         variant=variant if isinstance(variant, str) else None,
         connections=connections, environment_variables=env_vars,
@@ -427,7 +485,8 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
 
 
 def _traffic_problems(origin: Origin, traffic: tuple[int, ...]) -> list[Problem]:
-    if any(t < 1 or t > 100 for t in traffic) or list(traffic) != sorted(traffic) or traffic[-1] != 100:
+    if not traffic or any(t < 1 or t > 100 for t in traffic) or list(traffic) != sorted(traffic) \
+            or traffic[-1] != 100:
         return [origin.problem(("deploy", "traffic"), "traffic must be rising percentages from 1 to 100 that end "
                                "at 100, e.g. [10, 100]", "wrong-type")]
     return []

@@ -9,6 +9,7 @@ excludes zero.
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from llmops_ci.config import RUN_FIGURES, FlowSpec, GateRule
 from llmops_ci.errors import UsageError
 from llmops_ci.runs import run_dir
 from llmops_ci.schema import as_dict
-from llmops_ci.state import SCHEMA
+from llmops_ci.state import check_summary, read_json_file
 
 SEED = 20240607
 RESAMPLES = 4000
@@ -38,14 +39,16 @@ def load_baseline(path: Path | None) -> Baseline | None:
         return None
     file = path / "summary.json" if path.is_dir() else path
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = read_json_file(file, "pass the state dir (or its summary.json) of a complete run on the target branch")
     except FileNotFoundError:
         raise UsageError(f"--baseline {path}: not found; pass the state dir (or its summary.json) of a run on the "
                          "target branch") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"--baseline {file}: not readable JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise UsageError(f"--baseline {file}: not an llmops-ci summary (schema {SCHEMA})")
+    except UsageError as exc:
+        raise UsageError(f"--baseline {exc}") from None
+    try:
+        check_summary(data, str(file))
+    except UsageError as exc:
+        raise UsageError(f"--baseline {exc}") from None
     return Baseline(data, path if path.is_dir() else None, str(path))
 
 
@@ -126,17 +129,32 @@ def compare(current: dict[int, float], baseline: dict[int, float], rule: GateRul
 
 # --- reading values ------------------------------------------------------------------------------
 
+def _number(value: Any) -> float | None:
+    """A metric as a float: NaN for a value that is there but is no number (null, NaN, text), None when absent."""
+    if isinstance(value, bool):
+        return math.nan
+    if isinstance(value, (int, float)):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.nan
+    return math.nan
+
+
 def _run_figure(run: dict[str, Any], figure: str) -> float | None:
     tokens = as_dict(run.get("tokens"))
+    failed, total = run.get("lines_failed"), run.get("lines_total")
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (failed, total))
     values = {
         "lines_failed": run.get("lines_failed"),
-        "lines_failed_ratio": (run["lines_failed"] / run["lines_total"]) if run.get("lines_total") else None,
+        "lines_failed_ratio": (failed / total) if numeric and total else None,
         "latency_p50": run.get("latency_p50"), "latency_p95": run.get("latency_p95"),
         "duration_s": run.get("duration_s"), "tokens_prompt": tokens.get("prompt"),
         "tokens_completion": tokens.get("completion"), "tokens_total": tokens.get("total"),
     }
-    value = values.get(figure)
-    return float(value) if isinstance(value, (int, float)) else None
+    if figure not in values or values[figure] is None:
+        return None
+    return _number(values[figure])
 
 
 def metric_value(summary: dict[str, Any], flow: str, metric: str) -> tuple[float | None, list[str]]:
@@ -147,9 +165,7 @@ def metric_value(summary: dict[str, Any], flow: str, metric: str) -> tuple[float
         run = as_dict(entry.get("run"))
         return (_run_figure(run, name) if run else None), [f"run.{f}" for f in RUN_FIGURES]
     metrics = as_dict(as_dict(as_dict(entry.get("evaluations")).get(source)).get("metrics"))
-    value = metrics.get(name)
-    return (float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None,
-            [f"{source}.{m}" for m in sorted(metrics)])
+    return (_number(metrics[name]) if name in metrics else None), [f"{source}.{m}" for m in sorted(metrics)]
 
 
 def line_scores(state_dir: Path | None, flow: str, evaluation: str, output: str) -> dict[int, float] | None:
@@ -159,11 +175,26 @@ def line_scores(state_dir: Path | None, flow: str, evaluation: str, output: str)
     if not path.is_file():
         return None
     scores: dict[int, float] = {}
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        record = json.loads(raw)
-        value = as_dict(record.get("outputs")).get(output)
-        if record.get("status") == "Completed" and isinstance(value, (int, float)):
-            scores[int(record["line"])] = float(value)
+    again = "run the evaluation again (or pass the state dir of a complete run as --baseline)"
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for number, raw in enumerate(fh, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    record = json.loads(raw)
+                except (ValueError, RecursionError) as exc:
+                    raise UsageError(f"{path}:{number}: not a JSON line ({str(exc)[:100]}; the file is truncated "
+                                     f"or damaged); {again}") from None
+                line = record.get("line") if isinstance(record, dict) else None
+                if not isinstance(line, int) or isinstance(line, bool):
+                    raise UsageError(f"{path}:{number}: not a line result (no line number); {again}")
+                value = as_dict(record.get("outputs")).get(output)
+                if record.get("status") == "Completed" and isinstance(value, (int, float)) \
+                        and not isinstance(value, bool) and math.isfinite(value):
+                    scores[line] = float(value)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read ({exc}); {again}") from None
     return scores
 
 
@@ -185,7 +216,12 @@ def gate_flow(flow: FlowSpec, state_dir: Path, summary: dict[str, Any], baseline
         if value is None:
             raise UsageError(f"gate rule '{metric}' of flow '{flow.name}': no such metric in {state_dir}; "
                              f"available: {', '.join(available) or 'none'}")
+        if not math.isfinite(value):
+            result.checks += _not_a_number(metric, rule)
+            continue
         base_value = metric_value(baseline.summary, flow.name, metric)[0] if baseline else None
+        if base_value is not None and not math.isfinite(base_value):
+            base_value = None  # a baseline without a usable value is no baseline for this metric
         comparison = None
         output = flow.evaluations[source].scores.get(name) if source in flow.evaluations else None
         if output and baseline is not None and base_value is not None:
@@ -195,6 +231,15 @@ def gate_flow(flow: FlowSpec, state_dir: Path, summary: dict[str, Any], baseline
                 comparison = compare(current, previous, rule)
         result.checks += _checks(metric, rule, value, base_value, comparison, baseline is not None, output)
     return result
+
+
+def _not_a_number(metric: str, rule: GateRule) -> list[Check]:
+    """A metric that is NaN (or null) breaks every rule on it: it must never pass a comparison by accident."""
+    limits = (("min", rule.min), ("max", rule.max), ("max_drop", rule.max_drop), ("max_rise", rule.max_rise))
+    return [Check(metric, None, None, kind, limit, False, None,
+                  note="the metric is not a number (NaN or empty): the evaluation produced no usable value; look at "
+                       "its failed lines")
+            for kind, limit in limits if limit is not None]
 
 
 def _checks(metric: str, rule: GateRule, value: float, base: float | None, comparison: Comparison | None,

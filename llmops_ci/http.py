@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,36 @@ class Http:
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.time
     waits: list[float] = field(default_factory=list)
+    monotonic: Callable[[], float] = time.monotonic
+    deadline: float | None = None  # monotonic time after which no request starts or waits (see ``budget``)
+
+    @contextlib.contextmanager
+    def budget(self, seconds: float) -> Iterator[None]:
+        """Bound the total time of every request in the block, retries and waits included (one publish must not
+        cost minutes when an API hangs)."""
+        outer = self.deadline
+        end = self.monotonic() + seconds
+        self.deadline = end if outer is None else min(outer, end)
+        try:
+            yield
+        finally:
+            self.deadline = outer
+
+    def _remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - self.monotonic()
+
+    def json(self, method: str, url: str, **kwargs: Any) -> Any:
+        """The parsed JSON body of a successful request; HttpFailure when the body is not JSON (a proxy's HTML page,
+        a truncated answer)."""
+        response = self.request(method, url, **kwargs)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except (ValueError, RecursionError):
+            raise HttpFailure(f"{method} {url}: HTTP {response.status_code} but the body is not JSON "
+                              f"({response.headers.get('Content-Type') or 'no content type'}): "
+                              f"{response.text[:200]!r}", response) from None
 
     def _wait_for(self, response: requests.Response | None, attempt: int) -> float:
         if response is not None:
@@ -77,8 +108,12 @@ class Http:
             self.session = new_session()
         response: requests.Response | None = None
         for attempt in range(self.attempts):
+            remaining = self._remaining()
+            if remaining is not None and remaining <= 0:
+                raise HttpFailure(f"{method} {url}: not sent, the time allowed for publishing is spent", response)
+            timeout = self.timeout if remaining is None else max(0.1, min(self.timeout, remaining))
             try:
-                response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+                response = self.session.request(method, url, timeout=timeout, **kwargs)
             except requests.RequestException as exc:
                 response = None
                 problem = f"{type(exc).__name__}"
@@ -94,6 +129,10 @@ class Http:
             if wait > self.max_wait:
                 raise HttpFailure(f"{method} {url}: {problem}; the server asks to wait {wait:.0f} s, more than "
                                   f"{self.max_wait:.0f} s", response)
+            remaining = self._remaining()
+            if remaining is not None and wait >= remaining:
+                raise HttpFailure(f"{method} {url}: {problem}; no time left to retry within the time allowed for "
+                                  "publishing", response)
             log.debug("%s %s: %s, retrying in %.1f s", method, url, problem, wait)
             self.waits.append(wait)
             self.sleep(wait)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +23,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from llmops_ci import redaction
+from llmops_ci.errors import UsageError
 from llmops_ci.schema import as_dict
+from llmops_ci.yamldoc import display_path
 
 if TYPE_CHECKING:
     import requests
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmops_ci.llm_cache")
 MODES = ("off", "record", "replay", "auto")
 _FORWARD_HEADERS = ("authorization", "api-key", "openai-organization", "openai-project")
+MAX_CASSETTE_BYTES = 500_000_000
 
 
 @dataclass(frozen=True)
@@ -64,10 +69,41 @@ class Cassette:
 
     @classmethod
     def load(cls, path: Path) -> Cassette:
+        """The recordings in ``path`` (none when it does not exist yet); UsageError naming the file when it is
+        not a cassette. A single broken entry is dropped with a warning: that call misses and is recorded again."""
         cassette = cls(path)
-        if path.is_file():
-            data = as_dict(json.loads(path.read_text(encoding="utf-8")))
-            cassette.entries = {e["key"]: e for e in data.get("entries", []) if isinstance(e, dict) and "key" in e}
+        shown = display_path(path)
+        if path.parent.exists() and not path.parent.is_dir():
+            raise UsageError(f"{display_path(path.parent)}: llm_cache.dir is a file; point llm_cache.dir at a folder "
+                             "(cassettes are written there, one per flow)")
+        if not path.exists():
+            return cassette
+        if not path.is_file():
+            raise UsageError(f"{shown}: a cassette must be a regular file; remove what is there and record again")
+        if path.stat().st_size > MAX_CASSETTE_BYTES:
+            raise UsageError(f"{shown}: over {MAX_CASSETTE_BYTES:,} bytes, too large for a cassette; delete it and "
+                             "record again")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{shown}: cannot read the cassette ({exc}); delete it and record again") from None
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            hint = ("it has merge-conflict markers (<<<<<<<): keep one side of each conflict, or delete the file "
+                    "and record again with --llm-cache record" if "\n<<<<<<< " in f"\n{text}" else
+                    "delete it and record again with --llm-cache record")
+            raise UsageError(f"{shown}: not a readable cassette ({exc}); {hint}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("entries", []), list):
+            raise UsageError(f"{shown}: not a cassette (an object with a list of 'entries'); delete it and record "
+                             "again with --llm-cache record")
+        for i, entry in enumerate(data.get("entries", []), 1):
+            problem = _entry_problem(entry)
+            if problem:
+                log.warning("%s: entry %d ignored (%s); that call will be recorded again", shown, i, problem)
+                cassette.dirty = True  # the next save drops it
+                continue
+            cassette.entries[entry["key"]] = entry
         return cassette
 
     def put(self, entry: dict[str, Any]) -> None:
@@ -79,24 +115,58 @@ class Cassette:
             return
         ordered = sorted(self.entries.values(), key=lambda e: (e["upstream"], e["path"], e["key"]))
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
         # an answer can echo what the request carried (its Authorization header, a key in a URL)
         data = redaction.redact_data({"version": 1, "entries": ordered})
-        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
-        tmp.replace(self.path)
+        text = json.dumps(data, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         self.dirty = False
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """Why a recorded entry cannot be replayed, or None."""
+    if not isinstance(entry, dict):
+        return "not an object"
+    for name in ("key", "upstream", "path"):
+        if not isinstance(entry.get(name), str):
+            return f"no '{name}'"
+    response = entry.get("response")
+    if not isinstance(response, dict):
+        return "no 'response'"
+    status = response.get("status", 200)
+    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+        return "its status is not an HTTP status code"
+    if "stream" in response:
+        if not isinstance(response["stream"], list) or not all(isinstance(c, str) for c in response["stream"]):
+            return "its stream is not a list of text chunks"
+    elif not isinstance(response.get("body"), dict):
+        return "its body is not a JSON object (the endpoint answered something that is not JSON)"
+    elif status == 200 and set(response["body"]) == {"error"}:
+        return "it recorded an error as a success"
+    return None
 
 
 def _usage_total(response: dict[str, Any]) -> int:
     if "body" in response:
-        return int(as_dict(as_dict(response["body"]).get("usage")).get("total_tokens") or 0)
+        return _int(as_dict(as_dict(response["body"]).get("usage")).get("total_tokens"))
     total = 0
     for chunk in response.get("stream", []):
         try:
-            total = int(as_dict(as_dict(json.loads(chunk)).get("usage")).get("total_tokens") or total)
-        except ValueError:
+            total = _int(as_dict(as_dict(json.loads(chunk)).get("usage")).get("total_tokens")) or total
+        except (ValueError, RecursionError):
             continue
     return total
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 class LlmProxy:
@@ -194,7 +264,11 @@ class LlmProxy:
             try:
                 payload = response.json()
             except ValueError:
-                payload = _error(response.text[:500])
+                payload = None
+            if not isinstance(payload, dict):  # never record (or hand on as a success) what is not a JSON answer
+                return self._json(handler, 502 if response.status_code == 200 else response.status_code, _error(
+                    f"llmops-ci cache: {name} answered HTTP {response.status_code} with a body that is not a JSON "
+                    f"object: {response.text[:300]}"))
             if response.status_code == 200:
                 self._record(key, name, path, body, {"status": 200, "body": payload})
             return self._json(handler, response.status_code, payload)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ from llmops_ci.config import Config, FlowSpec
 from llmops_ci.errors import UsageError
 from llmops_ci.kinds import FlowInfo
 from llmops_ci.project import Project
-from llmops_ci.schema import as_dict, as_list
+from llmops_ci.schema import as_dict, describe, did_you_mean
+from llmops_ci.yamldoc import display_path
 
 _IGNORED = ("__pycache__", ".promptflow", ".runs")
 
@@ -192,25 +194,70 @@ def model_spec(project: Project, flow: FlowSpec, summary: dict[str, Any], enviro
                      chat_history=info.chat_history if info else None)
 
 
+_EXPECT_KEYS = ("status", "fields", "contains", "regex")
+SMOKE_MAX_BYTES = 1_000_000
+
+
 def load_smoke_tests(config: Config, flow: FlowSpec) -> list[SmokeTest]:
     """Request bodies (JSON files); a file may wrap one as {"request": ..., "expect": {status, fields, contains,
-    regex}}."""
+    regex}}. Every expectation is checked here, so a bad one is exit 2 naming its file, not a crash mid-deploy."""
     pattern = flow.deploy.smoke_tests if flow.deploy else None
     if not pattern:
         return []
     files = sorted(glob.glob(str(config.root / pattern)))
     if not files:
         raise UsageError(f"{config.doc.display}: smoke_tests '{pattern}' of flow '{flow.name}' matches no file")
-    tests = []
-    for file in files:
+    return [_smoke_test(Path(file)) for file in files]
+
+
+def _smoke_test(path: Path) -> SmokeTest:
+    shown = display_path(path)
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(f"{shown}: not a regular file; a smoke test is a JSON file")
+        if info.st_size > SMOKE_MAX_BYTES:
+            raise UsageError(f"{shown}: {info.st_size:,} bytes is too large for a smoke test (limit "
+                             f"{SMOKE_MAX_BYTES:,})")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError, a number over 4,300 digits
+        raise UsageError(f"{shown}: not a JSON smoke test ({exc}); fix the JSON") from None
+    except RecursionError:
+        raise UsageError(f"{shown}: not a usable smoke test: nested too deeply") from None
+
+    def bad(what: str) -> UsageError:
+        return UsageError(f"{shown}: {what} (a smoke test is the request body, or {{\"request\": {{...}}, "
+                          "\"expect\": {\"status\": 200, \"fields\": [...], \"contains\": \"...\", "
+                          "\"regex\": \"...\"}})")
+
+    if not isinstance(data, dict):
+        raise bad("a smoke test must be a JSON object")
+    if "request" not in data:
+        return SmokeTest(path.name, data)
+    extra = sorted(set(data) - {"request", "expect"})
+    if extra:
+        raise bad(f"unknown key '{extra[0]}' beside 'request' and 'expect'")
+    request, expect = data["request"], data.get("expect", {})
+    if not isinstance(request, dict):
+        raise bad(f"'request' must be an object, not {describe(request)}")
+    if not isinstance(expect, dict):
+        raise bad(f"'expect' must be an object, not {describe(expect)}")
+    for key in expect:
+        if key not in _EXPECT_KEYS:
+            raise bad(f"unknown expectation '{key}'; {did_you_mean(str(key), _EXPECT_KEYS)}")
+    status = expect.get("status", 200)
+    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+        raise bad(f"'status' must be an HTTP status code like 200, not {status!r}"[:300])
+    fields = expect.get("fields", [])
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        raise bad("'fields' must be a list of output names, like [\"answer\"]")
+    for key in ("contains", "regex"):
+        if key in expect and not isinstance(expect[key], str):
+            raise bad(f"'{key}' must be a string, not {describe(expect[key])}")
+    regex = expect.get("regex")
+    if regex is not None:
         try:
-            data = json.loads(Path(file).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"{file}: not a JSON smoke test ({exc})") from None
-        if not isinstance(data, dict):
-            raise UsageError(f"{file}: a smoke test is a JSON object (the request body, or {{request, expect}})")
-        expect = as_dict(data.get("expect")) if "request" in data else {}
-        request = as_dict(data["request"]) if "request" in data else data
-        tests.append(SmokeTest(Path(file).name, request, int(expect.get("status", 200)),
-                               tuple(as_list(expect.get("fields"))), expect.get("contains"), expect.get("regex")))
-    return tests
+            re.compile(regex)
+        except (re.error, RecursionError, OverflowError) as exc:
+            raise bad(f"'regex' is not a valid regular expression ({exc})") from None
+    return SmokeTest(path.name, request, status, tuple(fields), expect.get("contains"), regex)

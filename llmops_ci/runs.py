@@ -18,17 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmops_ci import redaction
 from llmops_ci.config import ENV_REF, Config, FlowSpec, Origin, connection_ref, connection_value
 from llmops_ci.errors import ConfigError, Problem, UsageError
 from llmops_ci.kinds import FlowInfo
 from llmops_ci.lint.data import DataInfo
 from llmops_ci.lint.findings import ERROR
-from llmops_ci.lint.project import LintRequest, lint
+from llmops_ci.lint.project import DEFAULTS_SHADOW_COLUMNS, LintRequest, lint
 from llmops_ci.llm_cache import CacheSettings
 from llmops_ci.project import Project
 from llmops_ci.schema import as_dict
-from llmops_ci.state import read_summary, write_json_atomic
+from llmops_ci.state import atomic_writer, dumps_line, read_summary, update_flow, write_json_atomic
 from llmops_ci.yamldoc import display_path
 
 log = logging.getLogger("llmops_ci.run")
@@ -352,6 +351,8 @@ def resolve_connection_refs(values: dict[str, str], connections: tuple[ProviderC
 def same_named_columns(label: str, info: FlowInfo, mapping: dict[str, Any], data: DataInfo) -> dict[str, Any]:
     """``mapping`` plus ``input: ${data.input}`` for each input with a default that the data has a column for:
     prompt flow alone would run every line on the default, silently."""
+    if info.kind not in DEFAULTS_SHADOW_COLUMNS:
+        return mapping
     added = {name: f"${{data.{name}}}" for name, spec in info.inputs.items()
              if spec.has_default and name not in mapping and data.rows and data.columns.get(name) == data.rows}
     for name, value in added.items():
@@ -444,11 +445,9 @@ def save_run(state_dir: Path, record: RunRecord, allowed_failures: int | None) -
     if record.metrics:
         summary["metrics"] = record.metrics
     write_json_atomic(folder / "run.json", summary)
-    tmp = folder / "lines.jsonl.tmp"
-    with tmp.open("w", encoding="utf-8") as fh:
+    with atomic_writer(folder / "lines.jsonl") as fh:
         for line in record.lines:
-            fh.write(json.dumps(redaction.redact_data(line.to_json()), default=str) + "\n")
-    tmp.replace(folder / "lines.jsonl")
+            fh.write(dumps_line(line.to_json()) + "\n")
     return summary
 
 
@@ -482,11 +481,4 @@ def mark_unchanged(state_dir: Path, flow: str, since: str, reasons_elsewhere: st
 
 
 def update_flow_summary(state_dir: Path, flow: str, key: str, value: Any) -> None:
-    data = read_summary(state_dir)
-    flows = data.setdefault("flows", {})
-    entry = flows.setdefault(flow, {})
-    if key == "evaluations":
-        entry.setdefault("evaluations", {}).update(value)
-    else:
-        entry[key] = value
-    write_json_atomic(state_dir / "summary.json", data)
+    update_flow(state_dir, flow, key, value)  # read-modify-write under the state dir's lock

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -60,11 +61,16 @@ class Scalar(Spec):
     choices: tuple[Any, ...] | None = None
     pattern: str | None = None
     hint: str = ""
+    finite: bool = False  # numbers: refuse .nan and .inf (NaN passes or fails every comparison silently)
 
     def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> None:
         if not _is(value, self.types):
             want = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in self.types)
             out.append(doc.problem(path, f"'{_name(path)}' must be {want}, not {describe(value)}{self.hint}",
+                                   "wrong-type"))
+            return
+        if self.finite and isinstance(value, float) and not math.isfinite(value):
+            out.append(doc.problem(path, f"'{_name(path)}' is {value}; it must be a finite number like 0.8",
                                    "wrong-type"))
             return
         if self.choices is not None and value not in self.choices:
@@ -164,6 +170,7 @@ def _name(path: Key) -> str:
 
 STR = Scalar((str,))
 NUM = Scalar((int, float))
+FINITE = Scalar((int, float), finite=True)
 INT = Scalar((int,))
 BOOL = Scalar((bool,))
 SCALAR = Scalar((str, int, float, bool))

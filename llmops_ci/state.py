@@ -1,50 +1,149 @@
-"""The state directory and its ``summary.json``: always valid JSON, replaced atomically."""
+"""The state directory and its ``summary.json``: always valid JSON, replaced atomically, updated under a lock.
+
+Steps can run as parallel CI jobs (or two flows' runs at once) against one state dir, so every
+update is read-modify-write under an exclusive ``flock`` on a lock file beside the summary, and
+every file is written to a uniquely named temp file first and renamed over the old one.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import math
 import os
+import stat
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from llmops_ci import redaction
 from llmops_ci.errors import UsageError
 
 SCHEMA = "llmops-ci/summary@1"
+FILE_MODE = 0o644  # results are for every later step and the CI artifact upload, not secret
+
+
+def finite(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None: JSON has no NaN, and a NaN must not look like a number."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def dumps_line(value: Any) -> str:
+    """One JSON Lines record: valid JSON (no NaN), anything unknown as its text."""
+    return json.dumps(finite(redaction.redact_data(value)), default=str, allow_nan=False)
+
+
+def check_summary(data: Any, where: str) -> dict[str, Any]:
+    """``data`` when it has the shape of an llmops-ci summary, else UsageError naming ``where``."""
+    again = "delete it (or pass another --state-dir) and run the steps again"
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise UsageError(f"{where}: not an llmops-ci summary (schema {SCHEMA}); {again}")
+    flows = data.get("flows", {})
+    if not isinstance(flows, dict):
+        raise UsageError(f"{where}: 'flows' must be an object of flow results, not {type(flows).__name__}; {again}")
+    for name, entry in flows.items():
+        if not isinstance(entry, dict):
+            raise UsageError(f"{where}: flow '{name}' must be an object, not {type(entry).__name__}; {again}")
+        for section in ("run", "evaluations", "gate", "register", "deploy", "unchanged"):
+            if section in entry and entry[section] is not None and not isinstance(entry[section], dict):
+                raise UsageError(f"{where}: '{section}' of flow '{name}' must be an object; {again}")
+        for ename, evaluation in (entry.get("evaluations") or {}).items():
+            if not isinstance(evaluation, dict) or not isinstance(evaluation.get("metrics", {}), dict):
+                raise UsageError(f"{where}: evaluation '{ename}' of flow '{name}' must be an object with "
+                                 f"'metrics'; {again}")
+    lint = data.get("lint", {})
+    if not isinstance(lint, dict) or not isinstance(lint.get("findings", []), list):
+        raise UsageError(f"{where}: 'lint' must be an object with a list of 'findings'; {again}")
+    return data
+
+
+def read_json_file(path: Path, what: str, kind: str = "readable JSON") -> Any:
+    """A JSON file, or UsageError naming it (never blocks on a FIFO; huge numbers and deep nesting included)."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise UsageError(f"{path}: not a regular file; {what}")
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, RecursionError) as exc:
+        raise UsageError(f"{path}: not {kind} ({str(exc)[:200]}); {what}") from None
 
 
 def read_summary(state_dir: Path) -> dict[str, Any]:
     path = state_dir / "summary.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json_file(path, "delete it or pass another --state-dir", "a readable summary")
     except FileNotFoundError:
         return {"schema": SCHEMA}
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path}: not a readable summary ({exc}); delete it or pass another --state-dir") from None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise UsageError(f"{path}: not an llmops-ci summary (schema {SCHEMA}); pass another --state-dir")
-    return data
+    return check_summary(data, str(path))
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """``data`` redacted of every known secret, written whole or not at all."""
-    data = redaction.redact_data(data)
+@contextlib.contextmanager
+def atomic_writer(path: Path, mode: int = FILE_MODE) -> Iterator[TextIO]:
+    """A text file that replaces ``path`` in one rename when the block ends (and is removed if it fails)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
+            yield fh
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def write_json_atomic(path: Path, data: Any) -> None:
+    """``data`` without any known secret and without NaN, written whole or not at all."""
+    with atomic_writer(path) as fh:
+        json.dump(finite(redaction.redact_data(data)), fh, indent=2, sort_keys=False, allow_nan=False)
+        fh.write("\n")
+
+
+@contextlib.contextmanager
+def summary_lock(state_dir: Path) -> Iterator[None]:
+    """Exclusive across processes for one read-modify-write: flock on the state dir itself (a lock file would be
+    one more file in the CI artifact, and summary.json's own inode changes with every rename)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def modify_summary(state_dir: Path, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Apply ``change`` to summary.json under the lock, so concurrent steps never lose each other's results."""
+    with summary_lock(state_dir):
+        data = read_summary(state_dir)
+        change(data)
+        write_json_atomic(state_dir / "summary.json", data)
+    return data
+
+
 def update_summary(state_dir: Path, section: str, value: Any) -> dict[str, Any]:
     """Replace one top-level section of summary.json, keeping the others."""
-    data = read_summary(state_dir)
-    data[section] = value
-    write_json_atomic(state_dir / "summary.json", data)
-    return data
+    return modify_summary(state_dir, lambda data: data.__setitem__(section, value))
+
+
+def update_flow(state_dir: Path, flow: str, key: str, value: Any) -> dict[str, Any]:
+    """Set one key of one flow's entry ("evaluations" are merged by name)."""
+    def change(data: dict[str, Any]) -> None:
+        entry = data.setdefault("flows", {}).setdefault(flow, {})
+        if key == "evaluations":
+            if not isinstance(entry.get("evaluations"), dict):
+                entry["evaluations"] = {}
+            entry["evaluations"].update(value)
+        else:
+            entry[key] = value
+
+    return modify_summary(state_dir, change)

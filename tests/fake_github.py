@@ -4,7 +4,9 @@
 what a PR-comment client needs: ``GET /user``, listing issue comments with GitHub's ``Link`` pagination,
 creating and editing comments. It checks the token (``Authorization: Bearer|token <token>``, else 401),
 sends rate-limit headers, emulates a fork PR's read-only ``GITHUB_TOKEN`` (``write_forbidden``) and
-GitHub Actions' 403 on ``GET /user``, and can fail the next requests on demand (``fail_next``).
+GitHub Actions' 403 on ``GET /user``, and can fail the next requests on demand (``fail_next``). Hostile modes:
+``stall`` (seconds every answer is held back: a hanging API) and ``link_loop`` (a comment list whose
+``Link: rel="next"`` points back at the page itself).
 
 The module also holds the plumbing shared with ``tests.fake_ado``: ``Recorded`` (one logged request),
 ``Reply`` and ``FakeService`` (threaded server, request log, ``fail_next``).
@@ -68,6 +70,7 @@ class FakeService:
     _lock: threading.Lock
     _failures: list[_Failure]
     json_content_type = "application/json; charset=utf-8"
+    stall: float = 0.0  # seconds to hold back every answer (a hanging API); set on the instance
 
     @property
     def origin(self) -> str:
@@ -170,6 +173,8 @@ class FakeService:
                 except Exception as exc:  # a bug in the fake: answer 500 rather than drop the connection
                     reply = Reply(500, {"message": f"fake server error: {exc!r}"})
             headers = {**self._response_headers(reply), **reply.headers}
+        if self.stall:
+            time.sleep(self.stall)
         if reply.body is None:
             data = b""
         elif isinstance(reply.body, str):
@@ -178,17 +183,20 @@ class FakeService:
         else:
             data = json.dumps(reply.body).encode()
             headers.setdefault("Content-Type", self.json_content_type)
-        handler.send_response(reply.status)
-        for name, value in headers.items():
-            if name.lower() not in ("content-length", "content-type"):
-                handler.send_header(name, value)
-        content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
-        if content_type:
-            handler.send_header("Content-Type", content_type)
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
-        handler.wfile.flush()
+        try:
+            handler.send_response(reply.status)
+            for name, value in headers.items():
+                if name.lower() not in ("content-length", "content-type"):
+                    handler.send_header(name, value)
+            content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+            if content_type:
+                handler.send_header("Content-Type", content_type)
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+            handler.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting (``stall``)
+            handler.close_connection = True
 
 
 def _now_iso() -> str:
@@ -219,6 +227,7 @@ class FakeGitHub(FakeService):
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     rate_limit: int = 5000
+    link_loop: bool = False
     _next_id: int = field(default=1000, init=False, repr=False)
     _remaining: int = field(default=5000, init=False, repr=False)
     _reset: int = field(default=0, init=False, repr=False)
@@ -360,6 +369,8 @@ class FakeGitHub(FakeService):
                 last = max(1, math.ceil(len(items) / per_page))
                 chunk = [self._render(number, c) for c in items[(page - 1) * per_page:page * per_page]]
                 link = self._link_header(rec, page, last)
+                if self.link_loop:
+                    link = f'<{self.origin}{rec.path}?{urlencode(rec.query)}>; rel="next"'
                 return Reply(200, chunk, {"Link": link} if link else {})
             if rec.method == "POST":
                 if self.write_forbidden:

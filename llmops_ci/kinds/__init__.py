@@ -51,6 +51,7 @@ class FlowInfo:
     definition: Path
     inputs: dict[str, FlowInput] = field(default_factory=dict)
     outputs: set[str] = field(default_factory=set)
+    outputs_open: bool = False  # more outputs than `outputs` may come out (a flex entry returning a dict)
     # per output, the value type as best known statically (a Python tool's return annotation beats the declared
     # type, which prompt flow does not enforce): "int", "double", "bool", "string", "object", "list"; absent: unknown
     output_types: dict[str, str] = field(default_factory=dict)
@@ -99,8 +100,10 @@ class FlowKind(Protocol):
 
 def _registry() -> dict[str, FlowKind]:
     from llmops_ci.kinds.dag import DagFlowKind
+    from llmops_ci.kinds.flex import FlexFlowKind
+    from llmops_ci.kinds.prompty import PromptyFlowKind
 
-    return {"dag": DagFlowKind()}
+    return {"dag": DagFlowKind(), "flex": FlexFlowKind(), "prompty": PromptyFlowKind()}
 
 
 KINDS: dict[str, FlowKind] = _registry()

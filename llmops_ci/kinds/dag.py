@@ -42,7 +42,9 @@ _RETURN_TYPES = {"int": "int", "float": "double", "bool": "bool", "str": "string
 
 SOURCE = Struct({"type": Scalar((str,), choices=("code", "package", "package_with_prompt")), "path": STR,
                  "tool": STR}, required=("type",), what="in a node source")
-ACTIVATE = Struct({"when": AnyValue(), "is": AnyValue()}, required=("when", "is"), what="in activate")
+ACTIVATE = Struct({"when": Scalar((str,), pattern=r"\$\{[^}]+\}", hint="; write ${<node>.output} or "
+                                   "${inputs.<name>}"),
+                   "is": AnyValue()}, required=("when", "is"), what="in activate")
 _NODE_FIELDS = {
     "type": STR, "source": SOURCE, "inputs": MapOf(AnyValue()), "tool": STR, "comment": STR, "api": STR,
     "provider": STR, "module": STR, "connection": STR, "aggregation": BOOL, "enable_cache": BOOL,

@@ -77,6 +77,12 @@ def _signature(fn: ast.FunctionDef | ast.AsyncFunctionDef, skip_self: bool) -> T
     sig = ToolSignature(fn.name, fn.lineno, var_kwargs=fn.args.kwarg is not None,
                         returns=_return_name(fn.returns))
     positional = [*fn.args.posonlyargs, *fn.args.args]
+    named_only = fn.args.posonlyargs[1:] if skip_self else fn.args.posonlyargs
+    if named_only:
+        arg = named_only[0]
+        raise ToolFileError("tool-function", f"parameter '{arg.arg}' of {fn.name}() is positional-only (before "
+                            "'/'), but prompt flow passes every input by name; remove the '/'", arg.lineno,
+                            arg.col_offset + 1)
     if skip_self and positional:
         positional = positional[1:]
     first_default = len(positional) - len(fn.args.defaults)

@@ -4,10 +4,26 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TextIO
 
 SUFFIXES = (".jsonl", ".csv", ".tsv", ".json")
+
+
+MAX_LINE = 10_000_000  # characters in one line (one data row); a longer one is refused, not read into memory
+MAX_JSON = 200_000_000  # characters in a whole .json data file (it is parsed in one piece)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_BOM = "\ufeff"
+
+
+class LineTooLong(Exception):
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
 
 
 @dataclass
@@ -19,6 +35,9 @@ class DataInfo:
     errors: list[tuple[int, str]] = field(default_factory=list)  # (line, message), at most a few
     error_count: int = 0
     fatal: str | None = None  # the file cannot be used at all
+    # per column, the index of the last row that had it; row index -> line number (for first_missing)
+    _last: dict[str, int] = field(default_factory=dict, repr=False)
+    _lines: list[int] = field(default_factory=list, repr=False)
 
     def note_error(self, line: int, message: str) -> None:
         self.error_count += 1
@@ -29,22 +48,39 @@ class DataInfo:
         return self.rows - self.columns.get(column, 0)
 
     def _add_row(self, line: int, keys: list[str]) -> None:
+        """Linear in the number of keys: a row's missing columns are found from the gaps, not by scanning."""
+        index = self.rows
         self.rows += 1
+        self._lines.append(line)
         for k in keys:
-            self.columns[k] = self.columns.get(k, 0) + 1
-        for k in self.columns:
-            if k not in keys and k not in self.first_missing:
-                self.first_missing[k] = line
+            last = self._last.get(k)
+            if last == index:  # a name repeated in one row (a CSV header) counts once
+                continue
+            if last is None:
+                if index > 0:
+                    self.first_missing.setdefault(k, self._lines[0])
+                self.columns[k] = 0
+            elif last != index - 1 and k not in self.first_missing:
+                self.first_missing[k] = self._lines[last + 1]
+            self.columns[k] += 1
+            self._last[k] = index
 
     def finish(self) -> None:
         for k, n in self.columns.items():
             if n < self.rows and k not in self.first_missing:
-                self.first_missing[k] = 1
+                self.first_missing[k] = self._lines[self._last[k] + 1]
+        self._last.clear()
+        self._lines.clear()
 
 
 def read_data(path: Path) -> DataInfo:
+    """Read a data file (or a folder of them) in bounded memory; never blocks on a FIFO or reads a device."""
     info = DataInfo(path)
-    files = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES) if path.is_dir() else [path]
+    try:
+        files = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES) if path.is_dir() else [path]
+    except OSError as exc:
+        info.fatal = f"cannot read the folder: {exc.strerror}"
+        return info
     if not files:
         info.fatal = f"folder has no {', '.join(SUFFIXES)} files"
     for file in files:
@@ -52,44 +88,127 @@ def read_data(path: Path) -> DataInfo:
             info.fatal = f"unsupported data format '{file.suffix or file.name}'; use .jsonl or .csv"
             break
         try:
-            with file.open(encoding="utf-8-sig", newline="") as fh:
+            mode = file.stat().st_mode
+        except OSError as exc:
+            info.fatal = f"cannot read {file.name}: {exc.strerror}"
+            break
+        if not stat.S_ISREG(mode):
+            info.fatal = (f"{file.name} is not a regular file (a FIFO, device or socket); point 'data:' at a "
+                          ".jsonl or .csv file")
+            break
+        try:
+            with file.open(encoding="utf-8", newline="") as fh:
                 if file.suffix == ".jsonl":
-                    _jsonl(fh, info)
+                    _jsonl(_lines(fh), info)
                 elif file.suffix == ".json":
-                    _json(fh.read(), info)
+                    _json(fh, info)
                 else:
-                    _csv(fh, info, "\t" if file.suffix == ".tsv" else ",")
+                    _csv(_lines(fh), info, "\t" if file.suffix == ".tsv" else ",")
+        except LineTooLong as exc:
+            info.fatal = (f"line {exc.line} is longer than {MAX_LINE:,} characters; split the data into "
+                          "smaller rows")
         except UnicodeDecodeError as exc:
-            info.fatal = f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+            info.fatal = f"not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as UTF-8"
         except OSError as exc:
             info.fatal = f"cannot read: {exc.strerror}"
+        if info.fatal:
+            break
+    if not info.fatal and info.rows == 0 and not info.error_count:
+        info.fatal = "has no data rows; a run over it would run nothing: add at least one row"
     info.finish()
     return info
 
 
-def _jsonl(fh, info: DataInfo) -> None:  # type: ignore[no-untyped-def]
-    for lineno, line in enumerate(fh, 1):
+def _lines(fh: TextIO) -> Iterator[str]:
+    """The file's lines, each at most MAX_LINE characters (LineTooLong otherwise)."""
+    lineno = 0
+    while True:
+        line = fh.readline(MAX_LINE + 1)
+        if not line:
+            return
+        lineno += 1
+        if len(line) > MAX_LINE:
+            raise LineTooLong(lineno)
+        yield line
+
+
+def _bom(text: str, info: DataInfo, lineno: int) -> bool:
+    if lineno == 1 and text.startswith(_BOM):
+        info.note_error(1, "starts with a byte order mark (BOM), which prompt flow cannot read in JSON data; save "
+                        "the file as UTF-8 without BOM")
+        return True
+    return False
+
+
+def _loads(text: str) -> tuple[Any, str | None]:
+    """The parsed JSON or why not, for any text: huge numbers and deep nesting included."""
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON: {exc.msg} (column {exc.colno})"
+    except RecursionError:
+        return None, "not usable JSON: nested too deeply"
+    except ValueError as exc:  # e.g. a number over Python's 4,300-digit limit
+        return None, f"not usable JSON: {exc}"
+
+
+def _surrogate(text: str, value: Any) -> bool:
+    """True when a JSON escape produced a lone UTF-16 surrogate (not encodable as UTF-8)."""
+    if not _SURROGATE_ESCAPE.search(text):
+        return False
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+_SURROGATE_MESSAGE = ("holds a lone UTF-16 surrogate escape (like \\ud800) that is not valid text; fix or remove "
+                      "the broken character")
+
+
+def _jsonl(lines: Iterator[str], info: DataInfo) -> None:
+    for lineno, line in enumerate(lines, 1):
+        if _bom(line, info, lineno):
+            line = line[1:]
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            info.note_error(lineno, f"not valid JSON: {exc.msg} (column {exc.colno})")
+        row, problem = _loads(line)
+        if problem:
+            info.note_error(lineno, problem)
             continue
         if not isinstance(row, dict):
             info.note_error(lineno, "each line must be a JSON object like {\"question\": \"...\"}")
             continue
+        if _surrogate(line, row):
+            info.note_error(lineno, _SURROGATE_MESSAGE)
+            continue
         info._add_row(lineno, list(row))
 
 
-def _json(text: str, info: DataInfo) -> None:
-    try:
-        rows = json.loads(text)
-    except json.JSONDecodeError as exc:
-        info.note_error(exc.lineno, f"not valid JSON: {exc.msg} (column {exc.colno})")
+def _json(fh: TextIO, info: DataInfo) -> None:
+    text = fh.read(MAX_JSON + 1)
+    if len(text) > MAX_JSON:
+        info.fatal = f"a .json data file over {MAX_JSON:,} characters; use JSON Lines (.jsonl) for large data"
+        return
+    if _bom(text, info, 1):
+        text = text[1:]
+    rows, problem = _loads(text)
+    if problem:
+        line = 1
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            line = exc.lineno
+        except (ValueError, RecursionError):
+            pass
+        info.note_error(line, problem)
         return
     if not isinstance(rows, list):
         info.note_error(1, "a .json data file must hold a list of objects")
+        return
+    if _surrogate(text, rows):
+        info.note_error(1, _SURROGATE_MESSAGE)
         return
     for i, row in enumerate(rows, 1):
         if isinstance(row, dict):
@@ -98,16 +217,21 @@ def _json(text: str, info: DataInfo) -> None:
             info.note_error(1, f"item {i} is not an object")
 
 
-def _csv(fh, info: DataInfo, delimiter: str) -> None:  # type: ignore[no-untyped-def]
-    reader = csv.reader(fh, delimiter=delimiter)
+def _csv(lines: Iterator[str], info: DataInfo, delimiter: str) -> None:
+    reader = csv.reader(lines, delimiter=delimiter)
     try:
         header = next(reader, None)
         if header is None:
             info.fatal = "the file is empty; a CSV data file needs a header row"
             return
-        if len(set(header)) != len(header):
-            dup = next(h for h in header if header.count(h) > 1)
-            info.note_error(1, f"column '{dup}' appears twice in the header")
+        if header and header[0].startswith(_BOM):
+            header[0] = header[0][1:]  # prompt flow reads CSV with pandas, which skips a BOM
+        seen: set[str] = set()
+        for name in header:
+            if name in seen:
+                info.note_error(1, f"column '{name}' appears twice in the header; rename one of them")
+                break
+            seen.add(name)
         for row in reader:
             if not any(cell.strip() for cell in row):
                 continue

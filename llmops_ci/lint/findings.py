@@ -26,6 +26,7 @@ _RULES = [
     Rule("wrong-type", ERROR, "a value of the wrong type or outside its allowed values"),
     Rule("missing-key", ERROR, "a required key is absent (e.g. a node without 'type' or 'source')"),
     Rule("path-missing", ERROR, "a path in llmops.yaml or run.yml does not exist"),
+    Rule("path-outside", ERROR, "a path in llmops.yaml or run.yml that leads out of the project folder"),
     Rule("env-syntax", ERROR, "a malformed ${env:NAME} reference"),
     Rule("secret-literal", ERROR, "a literal credential in llmops.yaml, run.yml or flow.dag.yaml (never repeated)"),
     # flow interface
@@ -60,7 +61,6 @@ _RULES = [
     Rule("input-unmapped", ERROR, "a flow input without a default that is neither mapped nor a data column"),
     Rule("input-default-shadowed", WARNING, "an input with a default and a same-named data column but no mapping "
                                             "(runs map the column explicitly and say so)"),
-    Rule("data-empty", ERROR, "the data file has no lines, so a run would have nothing to do"),
     Rule("env-connection-unknown", ERROR, "${connection.field} in environment_variables names a connection "
                                           "llmops.yaml does not declare, or a field its type lacks"),
     # gate

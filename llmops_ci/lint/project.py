@@ -29,6 +29,9 @@ from llmops_ci.schema import as_dict, closest
 from llmops_ci.yamldoc import YamlDoc, display_path
 
 _MAPPING_REF = re.compile(r"^\$\{([^}]*)\}$")
+# kinds whose runs take an input's default over a same-named data column (prompt flow's batch engine, checked on
+# DAG flows against the executor): runs map such columns explicitly and lint says so
+DEFAULTS_SHADOW_COLUMNS = frozenset({"dag"})
 _SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", ".venv", "venv", ".tox", ".nox", "__pycache__", ".llmops",
               "site-packages", ".mypy_cache", ".ruff_cache", ".pytest_cache", "build", "dist"}
 
@@ -57,11 +60,13 @@ class LintReport:
 def discover(root: Path) -> list[Path]:
     """Flow folders below ``root`` (any kind), skipping VCS, virtualenv and build folders."""
     found = []
-    for dirpath, dirnames, _ in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
         path = Path(dirpath)
         if kind_for(path) is not None:
             found.append(path)
+        else:  # flow files side by side (several .prompty files, x.flex.yaml): each is a flow
+            found += [path / name for name in sorted(filenames) if kind_for(path / name) is not None]
     return found
 
 
@@ -143,9 +148,6 @@ class _Project:
         if info.fatal:
             self.findings.append(finding("data-parse", shown, None, None, info.fatal))
             return None
-        if info.rows == 0 and not info.error_count:
-            self.findings.append(finding("data-empty", shown, None, None, "the file has no data lines, so a run "
-                                         "would have nothing to do; add lines (one JSON object per line)"))
         for line, message in info.errors:
             self.findings.append(finding("data-parse", shown, line, None, f"line {line} {message}"))
         if info.error_count > len(info.errors):
@@ -208,7 +210,7 @@ class _Project:
         self.mapping(evaluation.column_mapping, origin, ("column_mapping",), info, data, base,
                      f"{flow.name}/{evaluation.name}")
         for metric, output in evaluation.scores.items():
-            if output not in info.outputs:
+            if output not in info.outputs and not info.outputs_open:
                 best = closest(output, info.outputs)
                 self.findings.append(from_problem(origin.problem(
                     ("scores", metric), f"scores: '{output}' is not an output of {display_path(info.definition)}"
@@ -238,7 +240,10 @@ class _Project:
                 continue  # a literal value
             source, _, rest = m.group(1).strip().partition(".")
             if source == "data":
-                if data is None or not rest or not data.rows:  # an empty file is reported as such
+                if not rest.strip():
+                    add("mapping-invalid", (name,), f"'{value}': name the column, as in ${{data.<column>}}")
+                    continue
+                if data is None or not data.rows:  # an empty file is reported as such
                     continue
                 if rest not in data.columns:
                     best = closest(rest, data.columns)
@@ -255,7 +260,7 @@ class _Project:
                 if names is None or not field_name:
                     add("mapping-invalid", (name,), f"'{value}': write ${{run.outputs.<output>}} or "
                         "${run.inputs.<input>}")
-                elif field_name.split(".")[0] not in names:
+                elif field_name.split(".")[0] not in names and not (part == "outputs" and base.outputs_open):
                     best = closest(field_name, names)
                     add("mapping-output-unknown", (name,), f"'{value}': the evaluated flow has no {part[:-1]} "
                         f"'{field_name}'" + (f"; did you mean '{best}'?" if best else
@@ -269,7 +274,8 @@ class _Project:
         if data is None or not data.rows:
             return
         for name, spec in info.inputs.items():
-            if spec.has_default and name not in mapping and name in data.columns:
+            if info.kind in DEFAULTS_SHADOW_COLUMNS and spec.has_default and name not in mapping \
+                    and name in data.columns:
                 add("input-default-shadowed", (), f"{label}: flow input '{name}' has a default and "
                     f"{display_path(data.path)} has a '{name}' column, but column_mapping does not map it; runs map "
                     f"it to ${{data.{name}}} (prompt flow alone would use the default on every line): add "

@@ -17,6 +17,7 @@ API = {"api-version": "7.1"}
 PROPERTY = "llmops-ci.comment"
 COMMENT_LIMIT = 150_000
 ISSUES_LIMIT = 50
+PUBLISH_SECONDS = 60.0  # all API calls of one publish, retries included
 
 
 def _prop(value: object) -> str:
@@ -34,22 +35,27 @@ class AzureDevOpsThreads:
                 "/threads")
 
     def find(self, pr: int) -> dict[str, Any] | None:
-        threads = self.http.request("GET", self.threads_url(pr), headers=self.headers, params=API).json()
+        threads = self.http.json("GET", self.threads_url(pr), headers=self.headers, params=API)
+        if not isinstance(as_dict(threads).get("value"), list):
+            raise HttpFailure(f"GET {self.threads_url(pr)}: expected {{\"value\": [threads]}}, got "
+                              f"{type(threads).__name__}")
         for thread in as_list(as_dict(threads).get("value")):
-            if PROPERTY in as_dict(thread.get("properties")) and not thread.get("isDeleted"):
+            if isinstance(thread, dict) and PROPERTY in as_dict(thread.get("properties")) \
+                    and not thread.get("isDeleted") and "id" in thread:
                 return dict(thread)
         return None
 
     def upsert(self, pr: int, content: str, status: str) -> tuple[str, str]:
         thread = self.find(pr)
         if thread is None:
-            created = self.http.request("POST", self.threads_url(pr), headers=self.headers, params=API, json={
+            created = self.http.json("POST", self.threads_url(pr), headers=self.headers, params=API, json={
                 "comments": [{"parentCommentId": 0, "content": content, "commentType": 1}],
                 "status": status, "properties": {PROPERTY: "1"},
-            }).json()
-            return self.web_url(pr, created.get("id")), "created"
+            })
+            return self.web_url(pr, as_dict(created).get("id")), "created"
         url = f"{self.threads_url(pr)}/{thread['id']}"
-        first = as_list(thread.get("comments"))[0] if as_list(thread.get("comments")) else {}
+        comments = as_list(thread.get("comments"))
+        first = as_dict(comments[0]) if comments else {}
         action = "unchanged"
         if first.get("content") != content:
             self.http.request("PATCH", f"{url}/comments/{first.get('id', 1)}", headers=self.headers, params=API,
@@ -89,12 +95,17 @@ class AzureDevOps:
         pr = pub.pr or (int(environ["SYSTEM_PULLREQUEST_PULLREQUESTID"])
                         if environ.get("SYSTEM_PULLREQUEST_PULLREQUESTID", "").isdigit() else None)
         if pub.comment and pr is not None:
-            self._comment(pub, environ, http, pr, result)
-        pub.state_dir.mkdir(parents=True, exist_ok=True)
+            with http.budget(PUBLISH_SECONDS):
+                self._comment(pub, environ, http, pr, result)
         summary_md = pub.state_dir / "summary.md"
-        summary_md.write_text(render(pub.summary, limit=COMMENT_LIMIT * 4, full_report="the state dir artifact")
-                              + "\n", encoding="utf-8")
-        log.command(out, f"##vso[task.uploadsummary]{summary_md.absolute()}\n")
+        try:
+            pub.state_dir.mkdir(parents=True, exist_ok=True)
+            summary_md.write_text(render(pub.summary, limit=COMMENT_LIMIT * 4, full_report="the state dir artifact")
+                                  + "\n", encoding="utf-8")
+        except OSError as exc:
+            logger.warning("could not write %s (%s); no summary tab for this step", summary_md, exc)
+        else:
+            log.command(out, f"##vso[task.uploadsummary]{summary_md.absolute()}\n")
         passed = "true" if result.passed else "false"
         log.command(out, f"##vso[task.setvariable variable=passed;isOutput=true]{passed}\n")
         summary_json = (pub.state_dir / "summary.json").absolute()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
@@ -18,6 +19,8 @@ logger = logging.getLogger("llmops_ci.github")
 ACTIONS_BOT = "github-actions[bot]"
 SUMMARY_LIMIT = 900_000  # characters; GitHub refuses a step summary over 1 MiB (bytes: emoji take 4)
 ANNOTATIONS_PER_TYPE = 10  # GitHub shows at most 10 error and 10 warning annotations per step
+MAX_PAGES = 100  # 10,000 comments at 100 per page; a Link header that never ends must not loop forever
+PUBLISH_SECONDS = 60.0  # all API calls of one publish, retries included: a hanging API costs a minute, not eight
 
 
 def _prop(value: object) -> str:
@@ -31,8 +34,10 @@ def pr_number(environ: Mapping[str, str], override: int | None) -> int | None:
     if not path or environ.get("GITHUB_EVENT_NAME") not in ("pull_request", "pull_request_target"):
         return None
     try:
+        if not stat.S_ISREG(Path(path).stat().st_mode):
+            return None
         event = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     number = as_dict(as_dict(event).get("pull_request")).get("number")
     return number if isinstance(number, int) else None
@@ -48,17 +53,32 @@ class GitHubComments:
 
     def login(self) -> str:
         try:
-            return str(self.http.request("GET", f"{self.api}/user", headers=self.headers).json()["login"])
-        except (HttpFailure, KeyError, ValueError):
-            return ACTIONS_BOT  # an Actions token may not read /user; its comments are github-actions[bot]'s
+            login = as_dict(self.http.json("GET", f"{self.api}/user", headers=self.headers)).get("login")
+        except HttpFailure:
+            login = None
+        # an Actions token may not read /user; its comments are github-actions[bot]'s
+        return login if isinstance(login, str) and login else ACTIONS_BOT
 
     def find(self, number: int, login: str) -> dict[str, Any] | None:
         url: str | None = f"{self.api}/repos/{self.repository}/issues/{number}/comments?per_page=100"
         found = None
+        seen: set[str] = set()
         while url:
+            if url in seen or len(seen) >= MAX_PAGES:
+                why = "points back at a page already read" if url in seen else f"goes past {MAX_PAGES} pages"
+                raise HttpFailure(f"GET {url}: the comment list's Link: rel=\"next\" {why}; stopped reading")
+            seen.add(url)
             response = self.http.request("GET", url, headers=self.headers)
-            for comment in response.json():
-                if MARKER in str(comment.get("body", "")) and as_dict(comment.get("user")).get("login") == login:
+            try:
+                comments = response.json()
+            except (ValueError, RecursionError):
+                raise HttpFailure(f"GET {url}: HTTP {response.status_code} but the body is not JSON: "
+                                  f"{response.text[:200]!r}", response) from None
+            if not isinstance(comments, list):
+                raise HttpFailure(f"GET {url}: expected a list of comments, got {type(comments).__name__}", response)
+            for comment in comments:
+                if isinstance(comment, dict) and MARKER in str(comment.get("body", "")) \
+                        and as_dict(comment.get("user")).get("login") == login and "id" in comment:
                     found = comment
             url = response.links.get("next", {}).get("url")
         return found
@@ -68,12 +88,12 @@ class GitHubComments:
         if existing is not None and existing.get("body") == body:
             return str(existing.get("html_url")), "unchanged"
         if existing is not None:
-            response = self.http.request("PATCH", f"{self.api}/repos/{self.repository}/issues/comments/"
-                                         f"{existing['id']}", headers=self.headers, json={"body": body})
-            return str(response.json().get("html_url")), "updated"
-        response = self.http.request("POST", f"{self.api}/repos/{self.repository}/issues/{number}/comments",
-                                     headers=self.headers, json={"body": body})
-        return str(response.json().get("html_url")), "created"
+            edited = self.http.json("PATCH", f"{self.api}/repos/{self.repository}/issues/comments/"
+                                    f"{existing['id']}", headers=self.headers, json={"body": body})
+            return str(as_dict(edited).get("html_url")), "updated"
+        created = self.http.json("POST", f"{self.api}/repos/{self.repository}/issues/{number}/comments",
+                                 headers=self.headers, json={"body": body})
+        return str(as_dict(created).get("html_url")), "created"
 
 
 class GitHub:
@@ -110,20 +130,20 @@ class GitHub:
         left_out = self.annotate(pub.summary, out) if pub.annotate else 0
         number = pr_number(environ, pub.pr)
         if pub.comment and number is not None:
-            self._comment(pub, environ, http, number, run_url, result)
+            with http.budget(PUBLISH_SECONDS):
+                self._comment(pub, environ, http, number, run_url, result)
         elif pub.comment:
             logger.debug("no pull request in this event: no PR comment")
         full = render(pub.summary, limit=SUMMARY_LIMIT, run_url=run_url, full_report="the state dir artifact")
         if left_out:
             full += f"\n\n{left_out} lint findings were not annotated (GitHub shows {ANNOTATIONS_PER_TYPE} per type)."
         if environ.get("GITHUB_STEP_SUMMARY"):
-            with open(environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as fh:
-                fh.write(full.replace(MARKER, "", 1).lstrip() + "\n")
+            _append(environ["GITHUB_STEP_SUMMARY"], "GITHUB_STEP_SUMMARY", full.replace(MARKER, "", 1).lstrip() + "\n")
         if environ.get("GITHUB_OUTPUT"):
-            with open(environ["GITHUB_OUTPUT"], "a", encoding="utf-8") as fh:
-                fh.write(f"passed={'true' if result.passed else 'false'}\n")
-                fh.write(f"summary={(pub.state_dir / 'summary.json').absolute()}\n")
-                fh.write(f"comment-url={result.comment_url or ''}\n")
+            _append(environ["GITHUB_OUTPUT"], "GITHUB_OUTPUT",
+                    f"passed={'true' if result.passed else 'false'}\n"
+                    f"summary={(pub.state_dir / 'summary.json').absolute()}\n"
+                    f"comment-url={result.comment_url or ''}\n")
         return result
 
     def _comment(self, pub: Publication, environ: Mapping[str, str], http: Http, number: int, run_url: str | None,
@@ -145,3 +165,16 @@ class GitHub:
                                "write'); the report is in the job summary", exc.status)
             else:
                 logger.warning("could not write the PR comment: %s; the report is in the job summary", exc)
+
+
+def _append(path: str, variable: str, text: str) -> None:
+    """Append to a runner file; a file that cannot be written is a warning, never a failed build."""
+    try:
+        if Path(path).exists():
+            mode = Path(path).stat().st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):  # a FIFO would block the step forever
+                raise OSError("not a regular file")
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    except (OSError, ValueError) as exc:
+        logger.warning("could not write $%s (%s): %s; the results are still in the state dir", variable, path, exc)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -91,6 +92,8 @@ CASES: dict[str, Case] = {
                         "has no 'type'"),
     "path-missing": Case(replace(CFG, "path: flows/classify", "path: flows/classifyy"),
                          replace(CFG, "path: flows/classify", "path: ./flows/classify"), CFG, 9),
+    "path-outside": Case(replace(CFG, "data: data/classify.jsonl", "data: ../../etc/passwd"),
+                         replace(CFG, "data: data/classify.jsonl", "data: flows/../data/classify.jsonl"), CFG, 10),
     "env-syntax": Case(replace(CFG, "${env:OPENAI_API_KEY}", "${env:OPENAI API KEY}"),
                        replace(CFG, "${env:OPENAI_API_KEY}", "prefix-${env:OPENAI_API_KEY}"), CFG, 6),
     "secret-literal": Case(replace(CFG, "${env:OPENAI_API_KEY}", "sk-proj-abcdefghijklmnopqrstuvwx0123456789"),
@@ -168,7 +171,6 @@ CASES: dict[str, Case] = {
                                        replace(CFG, "      text: ${data.text}\n",
                                                "      text: ${data.text}\n      history: ${data.history}\n")),
                                    CFG, 11, "flow input 'history' has a default"),
-    "data-empty": Case(write("data/classify.jsonl", "\n"), nothing, "data/classify.jsonl", None, "no data lines"),
     "env-connection-unknown": Case(replace(CFG, "    path: flows/classify\n", "    path: flows/classify\n"
                                            "    environment_variables:\n      KEY: ${openai.api_kye}\n"),
                                    replace(CFG, "    path: flows/classify\n", "    path: flows/classify\n"
@@ -235,8 +237,18 @@ CASES: dict[str, Case] = {
 }
 
 
+# Rules of the flex and prompty kinds have their breaking cases and near misses beside those kinds' tests.
+KIND_TESTS = {"flex": "tests/kinds/test_flex.py", "prompty": "tests/kinds/test_prompty.py"}
+
+
 def test_every_rule_has_a_case() -> None:
-    assert set(CASES) == set(RULES)
+    from llmops_ci.kinds import KINDS
+
+    elsewhere = {rule.id: name for name in KIND_TESTS for rule in KINDS[name].rules()}
+    assert set(CASES) == set(RULES) - set(elsewhere)
+    root = Path(__file__).resolve().parents[2]
+    for rule_id, name in elsewhere.items():
+        assert f'"{rule_id}"' in (root / KIND_TESTS[name]).read_text(encoding="utf-8"), f"{rule_id} has no case"
 
 
 def test_base_project_is_clean(project: Callable[..., Project]) -> None:

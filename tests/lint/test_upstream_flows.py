@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from llmops_ci.kinds import KINDS
+from llmops_ci.kinds import inspect, kind_for
 from llmops_ci.lint.findings import ERROR, Finding
 from llmops_ci.lint.project import LintRequest, discover, lint
 
@@ -28,10 +29,12 @@ REAL_ERRORS = {
     ("standard/flow-with-symlinks", "tool-file-missing"),
     # LLM nodes exported without a connection: prompt flow refuses to run them until one is given
     ("chat/promptflow-copilot", "llm-connection-missing"),
+    # a flex flow naming a requirements.txt its folder does not have (the one there sits a folder up)
+    ("integrations/unify-ai/eval_code_flow/code-eval-flow.flex.yaml", "requirements-missing"),
 }
 # With an llmops.yaml that names the data file beside each flow, two of those files are unusable for real:
 REAL_DATA_ERRORS = {
-    ("chat/chat-basic", "data-empty"),  # data.jsonl is 0 bytes: a batch run would have no line to run
+    ("chat/chat-basic", "data-parse"),  # data.jsonl is 0 bytes: a batch run would have no line to run
     # data.jsonl holds pretty-printed JSON objects over many lines, not JSON Lines: prompt flow cannot read it
     ("chat/use_functions_with_chat_models", "data-parse"),
 }
@@ -40,8 +43,10 @@ REAL_DATA_ERRORS = {
 def _flow_of(finding: Finding, root: Path) -> str:
     """The flow a finding is in, relative to ``root`` (or the finding's file when it is in none)."""
     path = Path(finding.path).absolute()
+    if path.name in ("flow.dag.yaml", "flow.dag.yml"):
+        path = path.parent  # a DAG flow is its folder
     for parent in [path, *path.parents]:
-        if (parent / "flow.dag.yaml").is_file() and parent.is_relative_to(root):
+        if parent.is_relative_to(root) and parent != root and kind_for(parent) is not None:
             return parent.relative_to(root).as_posix()
     return finding.path
 
@@ -51,11 +56,13 @@ def config_for(flows: list[Path], root: Path, dest: Path) -> Path:
     connections: dict[str, dict[str, str]] = {}
     entries: dict[str, dict[str, str]] = {}
     for flow in flows:
-        data = sorted(flow.glob("*.jsonl"))
-        if not data:
+        folder = flow if flow.is_dir() else flow.parent
+        data = sorted(folder.glob("*.jsonl"))
+        info = inspect(flow)
+        if not data or info is None:
             continue  # nothing to run it over: linted without a config only
-        info = KINDS["dag"].inspect(flow)
-        dag = yaml.safe_load((flow / "flow.dag.yaml").read_text(encoding="utf-8")) or {}
+        definition = folder / "flow.dag.yaml"
+        dag = (yaml.safe_load(definition.read_text(encoding="utf-8")) or {}) if definition.is_file() else {}
         nodes = {n.get("name"): n for n in dag.get("nodes") or [] if isinstance(n, dict)}
         for use in info.connections:
             if not use.connection or "${" in use.connection:
@@ -77,15 +84,25 @@ def config_for(flows: list[Path], root: Path, dest: Path) -> Path:
 
 def lint_upstream(root: Path, tmp: Path) -> dict[str, list[Finding]]:
     """Every flow below ``root`` linted as `lint DIR` does, then each with the llmops.yaml a user would write for
-    it (one project per flow: the same connection name means different things in different examples)."""
-    flows = discover(root)
+    it (one project per flow: the same connection name means different things in different examples). The
+    configs sit at the top of a copy of ``root``: a project keeps its flows inside its folder."""
     without = lint(LintRequest(paths=(root,))).findings
+    copy = tmp / "flows"
+    shutil.copytree(root, copy, symlinks=True)
     with_config: list[Finding] = []
-    for i, flow in enumerate(flows):
-        (tmp / str(i)).mkdir()
-        config = config_for([flow], root, tmp / str(i) / "llmops.yaml")
-        with_config += lint(LintRequest(config=config)).findings
-    return {"without a config": without, "with an llmops.yaml": with_config}
+    for i, flow in enumerate(discover(copy)):
+        config = config_for([flow], copy, copy / f"llmops-{i}.yaml")
+        with_config += [f for f in lint(LintRequest(config=config)).findings]
+    return {"without a config": without, "with an llmops.yaml": [_moved(f, copy, root) for f in with_config]}
+
+
+def _moved(finding: Finding, copy: Path, root: Path) -> Finding:
+    """A finding in the copy, named as in ``root``."""
+    path = Path(finding.path).absolute()
+    if not path.is_relative_to(copy.absolute()):
+        return finding
+    return Finding(finding.rule, finding.severity, str(root / path.relative_to(copy.absolute())), finding.line,
+                   finding.column, finding.message.replace(str(copy), str(root)))
 
 
 def false_errors(findings: list[Finding], root: Path) -> list[Finding]:
@@ -97,7 +114,7 @@ def test_the_copied_upstream_flows_lint_clean(tmp_path: Path) -> None:
     results = lint_upstream(COPIES, tmp_path)
     assert [f for f in results["without a config"] if f.severity == ERROR] == []
     errors = [(_flow_of(f, COPIES), f.rule) for f in results["with an llmops.yaml"] if f.severity == ERROR]
-    assert errors == [("chat-basic", "data-empty")]  # its data.jsonl is empty upstream too
+    assert errors == [("chat-basic", "data-parse")]  # its data.jsonl is empty upstream too
 
 
 @pytest.mark.skipif(not FULL.is_dir(), reason=f"no copy of prompt flow's examples at {FULL}")

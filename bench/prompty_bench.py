@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Benchmark batch runs of a prompty 2.x file: llmops-ci's runner, a ``prompty.invoke`` loop, and the ideal.
+
+    python bench/prompty_bench.py [--lines 40] [--workers 4] [--latency 0.25] [--repeat 3]
+
+The LLM is tests/fake_openai.py on 127.0.0.1, answering every request after ``--latency`` seconds.
+The peer is what the prompty package offers for many lines: one ``prompty.invoke`` after another.
+The ideal is ceil(lines / workers) * latency: the server's time alone, ``workers`` at a time.
+Prints best and median wall time of each, and llmops-ci's overhead per line over the ideal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PROMPTY = """\
+---
+name: summarize
+model:
+  id: gpt-4o-mini
+  provider: openai
+  connection:
+    kind: key
+    endpoint: ${env:OPENAI_BASE_URL}
+    apiKey: ${env:OPENAI_API_KEY}
+  options:
+    temperature: 0.2
+inputs:
+  - name: text
+    kind: string
+---
+system:
+Summarize in one line.
+
+user:
+{{text}}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lines", type=int, default=40)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--latency", type=float, default=0.25)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    import prompty
+
+    from llmops_ci.backends.prompty_runner import run_lines
+    from tests.fake_openai import FakeOpenAI
+
+    fake = FakeOpenAI(latency=args.latency).start()
+    os.environ["OPENAI_BASE_URL"] = fake.url + "/v1"
+    os.environ["OPENAI_API_KEY"] = "bench-key"
+    rows = [{"text": f"line {i} of the benchmark"} for i in range(args.lines)]
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "summarize.prompty"
+            path.write_text(PROMPTY, encoding="utf-8")
+            run_lines(path, rows[:2], workers=2)  # warm imports for both sides
+
+            ours, peer = [], []
+            for _ in range(args.repeat):
+                start = time.perf_counter()
+                run = run_lines(path, rows, workers=args.workers)
+                ours.append(time.perf_counter() - start)
+                assert run.lines_failed == 0, [line.error for line in run.lines if line.error]
+                start = time.perf_counter()
+                for row in rows:
+                    prompty.invoke(str(path), inputs=row)
+                peer.append(time.perf_counter() - start)
+    finally:
+        fake.stop()
+    ideal = math.ceil(args.lines / args.workers) * args.latency
+    print(f"{args.lines} lines, server latency {args.latency:.2f} s, {args.workers} workers, best/median of "
+          f"{args.repeat}")
+    print(f"{'':28}{'best s':>10}{'median s':>10}")
+    print(f"{'llmops-ci run_lines':28}{min(ours):10.2f}{statistics.median(ours):10.2f}")
+    print(f"{'prompty.invoke loop (peer)':28}{min(peer):10.2f}{statistics.median(peer):10.2f}")
+    print(f"{'ideal':28}{ideal:10.2f}{ideal:10.2f}")
+    print(f"llmops-ci overhead over ideal: {(min(ours) - ideal) / args.lines * 1000:.0f} ms per line; "
+          f"speed-up over the peer: {min(peer) / min(ours):.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
