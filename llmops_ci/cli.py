@@ -32,13 +32,14 @@ STEPS: dict[str, Step] = {step.name: step for step in (LINT, TEST, BATCH_RUN, EV
                                                        COMMENT, PR)}
 
 log = logging.getLogger("llmops_ci")
+DEFAULT_STATE_DIR = Path(".llmops")
 
 
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("common options")
     group.add_argument("--config", type=Path, metavar="PATH", help="project config (default: llmops.yaml)")
-    group.add_argument("--state-dir", type=Path, default=Path(".llmops"), metavar="PATH",
+    group.add_argument("--state-dir", type=Path, default=None, metavar="PATH",
                        help="where results are kept between steps (default: .llmops)")
     group.add_argument("--flow", action="append", metavar="NAME", help="only this flow (repeatable; default: all)")
     group.add_argument("--backend", choices=backend_names(), default="local",
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     stdout, stderr = logsetup.SafeStream(sys.stdout), logsetup.SafeStream(sys.stderr)
     logsetup.setup(platform.formatter(), stream=sys.stderr, verbose=args.verbose)
     ctx = Context(platform=platform, environ=os.environ, stdout=stdout, stderr=stderr,  # type: ignore[arg-type]
-                  state_dir=args.state_dir, http=Http())
+                  state_dir=args.state_dir or DEFAULT_STATE_DIR, http=Http())
     step = STEPS[args.step]
     try:
         code = run_step(step, args, ctx)
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     _clear_internal_error(step.name, ctx)
     if code == 2:
         return code
-    if not getattr(step, "publishes", False):
+    if not getattr(step, "publishes", False) and not getattr(args, "stateless", False):
         _publish(step.name, args, ctx)
     return code
 

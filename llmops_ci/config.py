@@ -584,3 +584,30 @@ def _traffic_problems(origin: Origin, traffic: tuple[int, ...]) -> list[Problem]
         return [origin.problem(("deploy", "traffic"), "traffic must be rising percentages from 1 to 100 that end "
                                "at 100, e.g. [10, 100]", "wrong-type")]
     return []
+
+
+# --- ${connection.field} in environment_variables (prompt flow resolves these from its connection store) ----------
+
+_CONNECTION_REF = re.compile(r"^\$\{([^.{}:\s]+)\.([^{}\s]+)\}$")
+
+
+def connection_ref(value: Any) -> tuple[str, str] | None:
+    """``${my_conn.api_key}`` -> ("my_conn", "api_key"); None for anything else (``${env:X}`` included)."""
+    m = _CONNECTION_REF.match(value.strip()) if isinstance(value, str) else None
+    return (m.group(1), m.group(2)) if m else None
+
+
+def connection_fields(conn: Connection) -> set[str]:
+    """The fields ``${conn.field}`` can name: the type's fields, or a custom connection's configs and secrets."""
+    if conn.type == "custom":
+        return {str(k) for part in ("configs", "secrets") for k in as_dict(conn.values.get(part))}
+    return set(CONNECTION_FIELDS.get(conn.type, ())) | {k for k in conn.values if k != "type"}
+
+
+def connection_value(conn_values: dict[str, Any], conn_type: str, name: str) -> Any:
+    if conn_type == "custom":
+        for part in ("secrets", "configs"):
+            if name in as_dict(conn_values.get(part)):
+                return as_dict(conn_values.get(part))[name]
+        return None
+    return conn_values.get(name)

@@ -19,6 +19,7 @@ from llmops_ci.runs import (
     batch_job,
     eval_jobs,
     load_run,
+    run_dir,
     save_run,
     secret_values,
     update_flow_summary,
@@ -48,6 +49,10 @@ def one_line(text: Any, limit: int = 300) -> str:
 def _report(record: RunRecord, summary: dict[str, Any], allowed: int | None) -> None:
     failed = summary["lines_failed"]
     tokens = summary["tokens"]["total"]
+    if record.failed_as_a_whole:
+        log.error("%s: the run failed as a whole before its %d line%s ran: %s", record.label, record.lines_total,
+                  "s" if record.lines_total != 1 else "", one_line(record.error or f"it ended {record.status}"))
+        return
     log.info("%s: %s, %d/%d lines ok in %.1f s (p50 %s s, p95 %s s, %d tokens)", record.label, summary["status"],
              record.lines_total - failed, record.lines_total, record.duration_s, summary["latency_p50"],
              summary["latency_p95"], tokens)
@@ -58,7 +63,8 @@ def _report(record: RunRecord, summary: dict[str, Any], allowed: int | None) -> 
         report = log.error if allowed is not None and failed > allowed else log.warning
         report("%s: %d line%s failed%s", record.label, failed, "s" if failed != 1 else "", allowance)
         for line in record.failed[:5]:
-            report("  line %d%s: %s", line.line, f" (node {line.node})" if line.node else "", one_line(line.error))
+            report("  line %d%s: %s", line.line + 1, f" (node {line.node})" if line.node else "",
+                   one_line(line.error))
 
 
 def _execute(project: Project, rc: RunContext, job: Any) -> RunRecord:
@@ -68,7 +74,10 @@ def _execute(project: Project, rc: RunContext, job: Any) -> RunRecord:
         raise UsageError(f"{job.label}: --backend {rc.backend.name} runs flows where the local LLM cache cannot "
                          f"reach them, so llm_cache mode '{job.cache.mode}' cannot be honoured; run with "
                          "--llm-cache off (or on --backend local)")
-    return rc.backend.run(job, rc.progress(job.label, project.data(job.data).rows))
+    rows = project.data(job.data).rows
+    record = rc.backend.run(job, rc.progress(job.label, rows))
+    record.data_lines = rows
+    return record
 
 
 def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: RunContext) -> list[dict[str, Any]]:
@@ -76,7 +85,8 @@ def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: 
     jobs = [(flow, batch_job(project, flow, options, rc.environ)) for flow in flows]  # env checked up front
     summaries: list[dict[str, Any]] = []
     broken: list[str] = []
-    down: list[str] = []
+    whole: list[str] = []
+    down: dict[str, str] = {}
     for flow, job in jobs:
         record = _execute(project, rc, job)
         summary = save_run(rc.state_dir, record, flow.max_failed_lines)
@@ -84,13 +94,22 @@ def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: 
         _report(record, summary, flow.max_failed_lines)
         summaries.append(summary)
         if summary["status"] != "completed":
-            (down if record.service_down() else broken).append(flow.name)
-    if down and not broken:
-        raise ServiceError(f"every line of {', '.join(down)} failed calling the LLM endpoint; check that it is up "
-                           "and that the connection's base URL and key are right")
+            failure = record.service_down()
+            if failure:
+                down[flow.name] = failure
+            else:
+                (whole if record.failed_as_a_whole else broken).append(flow.name)
+    if down and not broken and not whole:
+        raise ServiceError("every line failed reaching an outside service (" + ", ".join(
+            f"{name}: {failure}" for name, failure in down.items()) + "); check that the endpoint is up and that "
+            "the connection's base URL and key are right")
+    problems = [f"{name} failed as a whole (see its error above)" for name in whole]
     if broken or down:
-        raise CheckFailed(f"batch-run failed for {', '.join(broken + down)}: more failed lines than "
-                          "max_failed_lines allows (see the errors above and <state-dir>/runs/<flow>/lines.jsonl)")
+        names = broken + list(down)
+        problems.append(f"{', '.join(names)} had more failed lines than max_failed_lines allows (see the errors "
+                        "above and " + ", ".join(str(run_dir(rc.state_dir, n) / "lines.jsonl") for n in names) + ")")
+    if problems:
+        raise CheckFailed("batch-run failed: " + "; ".join(problems))
     return summaries
 
 

@@ -72,9 +72,13 @@ class Check:
     passed: bool
     verdict: str | None
     interval: list[float] | None = None
-    delta: float | None = None
+    delta: float | None = None  # value - baseline, on the metric's scale (what max_drop/max_rise limit)
     lines: int | None = None
     note: str | None = None
+    # the interval's scale: the mean paired difference of the per-line score `scores:` names, and its point value
+    interval_of: str | None = None
+    line_delta: float | None = None
+    significant: bool | None = None  # the rule asks for a significant change (significant: true)
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None or k in ("baseline", "verdict")}
@@ -243,23 +247,27 @@ def _checks(metric: str, rule: GateRule, value: float, base: float | None, compa
     verdict = comparison.verdict if comparison else None
     extra: dict[str, Any] = {}
     if comparison:
+        # the interval is on the per-line score's scale, not the metric's: it comes with its own point value
         extra = {"interval": list(comparison.interval) if comparison.interval else None,
-                 "lines": comparison.lines}
+                 "lines": comparison.lines, "interval_of": f"mean per-line difference of '{output}'",
+                 "line_delta": round(comparison.delta, 6) if comparison.delta is not None else None}
         missing = comparison.only_current + comparison.only_baseline
         if missing:
             extra["note"] = (f"{comparison.only_current} line(s) only in this run, {comparison.only_baseline} only "
                              "in the baseline; compared the lines both scored")
     checks = []
+    # a threshold judges the value alone: the comparison's interval says nothing about it
     if rule.min is not None:
-        checks.append(Check(metric, value, base, "min", rule.min, value >= rule.min - _EPS, verdict, **extra))
+        checks.append(Check(metric, value, base, "min", rule.min, value >= rule.min - _EPS, None))
     if rule.max is not None:
-        checks.append(Check(metric, value, base, "max", rule.max, value <= rule.max + _EPS, verdict, **extra))
+        checks.append(Check(metric, value, base, "max", rule.max, value <= rule.max + _EPS, None))
     for kind, limit in (("max_drop", rule.max_drop), ("max_rise", rule.max_rise)):
         if limit is None:
             continue
         if base is None:
             reason = "no baseline" if not have_baseline else "the baseline has no value for this metric"
-            checks.append(Check(metric, value, None, kind, limit, True, "no baseline", note=reason))
+            checks.append(Check(metric, value, None, kind, limit, True, "no baseline", note=reason,
+                                significant=rule.significant or None))
             continue
         delta = value - base
         broke = delta < -limit - _EPS if kind == "max_drop" else delta > limit + _EPS
@@ -274,5 +282,5 @@ def _checks(metric: str, rule: GateRule, value: float, base: float | None, compa
             note = note or ("no interval: declare the per-line score with 'scores:' on the evaluation"
                             if not output else "no interval: the baseline has no per-line scores")
         checks.append(Check(metric, value, base, kind, limit, not broke, verdict,
-                            **{**extra, "note": note}, delta=round(delta, 6)))
+                            **{**extra, "note": note}, delta=round(delta, 6), significant=rule.significant or None))
     return checks

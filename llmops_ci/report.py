@@ -8,11 +8,12 @@ says where the full report is.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from llmops_ci import redaction
-from llmops_ci.safe_text import code, md
+from llmops_ci.safe_text import code, log_safe, md
 from llmops_ci.schema import as_dict, as_list
 
 MARKER = "<!-- llmops-ci:comment -->"
@@ -49,74 +50,116 @@ def outcome(summary: dict[str, Any]) -> Outcome:
     return Outcome(True, "✅ llmops-ci: all checks passed")
 
 
-def _num(value: Any, digits: int = 4) -> str:
+def _plain(text: object, limit: int = 500) -> str:
+    flat = " ".join(str(text).split())
+    return log_safe(flat if len(flat) <= limit else flat[: limit - 1] + "…")
+
+
+@dataclass(frozen=True)
+class Style:
+    """How the report is written: markdown for the PR comment and job summary, plain text for a terminal."""
+
+    text: Callable[[object, int], str]  # untrusted text, one line
+    code: Callable[[object], str]  # identifiers
+    tablefmt: str
+    heading: str  # the prefix of a section heading
+    bold: Callable[[str], str]
+    details: Callable[[str, str], str]  # (summary, body): folded where the format can fold
+
+
+MARKDOWN = Style(md, code, "github", "### ", lambda t: f"**{t}**",
+                 lambda summary, body: f"<details><summary>{summary}</summary>\n\n{body}\n\n</details>")
+PLAIN = Style(_plain, lambda t: _plain(t, 200), "simple", "", lambda t: t, lambda summary, body: f"{summary}:\n{body}")
+
+
+def _num(value: Any, digits: int = 4, st: Style = MARKDOWN) -> str:
     if isinstance(value, bool) or value is None:
         return "-" if value is None else str(value)
     if isinstance(value, (int, float)):
         return f"{value:.{digits}g}"
-    return md(value, 40)
+    return st.text(value, 40)
 
 
-def _table(rows: list[list[str]], headers: list[str]) -> str:
+def _table(rows: list[list[str]], headers: list[str], st: Style = MARKDOWN) -> str:
     from tabulate import tabulate  # only when a table is drawn: it is slow to import
 
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+    return tabulate(rows, headers=headers, tablefmt=st.tablefmt, disable_numparse=True)
 
 
-def _gate(flows: dict[str, Any], only_failed: bool) -> str:
+def _interval(check: dict[str, Any], st: Style) -> str:
+    interval = as_list(check.get("interval"))
+    if len(interval) != 2:
+        return "-"
+    shown = f"[{_num(interval[0], st=st)}, {_num(interval[1], st=st)}]"
+    if check.get("line_delta") is None:
+        return shown
+    # the interval is on the per-line score's scale; its own point value goes with it
+    return f"{_num(check['line_delta'], st=st)} {shown} per line"
+
+
+def _gate(flows: dict[str, Any], only_failed: bool, st: Style = MARKDOWN) -> str:
     rows = []
     for name, flow in sorted(flows.items()):
         gate = as_dict(as_dict(flow).get("gate"))
         for check in as_list(gate.get("checks")):
             if only_failed and check.get("passed"):
                 continue
-            interval = as_list(check.get("interval"))
-            rows.append([code(name), md(check.get("metric"), 80), _num(check.get("value")), _num(check.get("baseline")),
-                         _num(check.get("delta")), f"[{_num(interval[0])}, {_num(interval[1])}]" if interval else "-",
-                         f"{check.get('rule')} {_num(check.get('limit'))}",
-                         md(check["verdict"], 30) if check.get("verdict") else "-",
-                         "✅" if check.get("passed") else "❌"])
+            rule = f"{check.get('rule')} {_num(check.get('limit'), st=st)}"
+            if check.get("significant"):
+                rule += ", significant: true"
+            rows.append((bool(check.get("passed")), [
+                st.code(name), st.text(check.get("metric"), 80), _num(check.get("value"), st=st),
+                _num(check.get("baseline"), st=st), _num(check.get("delta"), st=st), _interval(check, st), rule,
+                st.text(check["verdict"], 30) if check.get("verdict") else "-",
+                "✅" if check.get("passed") else "❌"]))
     if not rows:
         return ""
-    return "### Gate\n\n" + _table(rows, ["flow", "metric", "value", "baseline", "Δ", "95% CI", "rule", "verdict",
-                                          ""])
+    ordered = [row for _, row in sorted(rows, key=lambda r: r[0])]  # failing rows first; stable within
+    return f"{st.heading}Gate\n\n" + _table(ordered, ["flow", "metric", "value", "baseline", "Δ",
+                                                       "95% CI (per-line score)", "rule", "verdict", ""], st)
 
 
-def _runs(flows: dict[str, Any], errors_per_flow: int, only_failed: bool) -> str:
-    rows, details = [], []
+def _runs(flows: dict[str, Any], errors_per_flow: int, only_failed: bool, st: Style = MARKDOWN) -> str:
+    rows, details, errors = [], [], []
     for name, flow in sorted(flows.items()):
         run = as_dict(as_dict(flow).get("run"))
         if not run or (only_failed and run.get("status") != "failed"):
             continue
         tokens = as_dict(run.get("tokens")).get("total")
-        rows.append([code(name), "✅" if run.get("status") == "completed" else "❌", _num(run.get("lines_total")),
-                     _num(run.get("lines_failed")), _num(run.get("duration_s"), 3), _num(run.get("latency_p95"), 3),
-                     _num(tokens, 9)])
-        errors = as_list(run.get("errors"))[:errors_per_flow]
-        if errors:
-            details.append(f"**{code(name)}**: " + "; ".join(
-                f"line {_num(e.get('line'))}" + (f" ({code(e.get('node'))})" if e.get("node") else "")
-                + f": {md(e.get('message'), 300)}" for e in errors))
+        rows.append([st.code(name), "✅" if run.get("status") == "completed" else "❌",
+                     _num(run.get("lines_total"), st=st), _num(run.get("lines_failed"), st=st),
+                     _num(run.get("duration_s"), 3, st=st), _num(run.get("latency_p95"), 3, st=st),
+                     _num(tokens, 9, st=st)])
+        if run.get("error"):  # the run failed as a whole (or ended with an error): say what, before any line
+            errors.append(f"{st.bold(st.code(name))}: the run failed: {st.text(run['error'], 500)}")
+        lines = as_list(run.get("errors"))[:errors_per_flow]
+        if lines:
+            details.append(f"{st.bold(st.code(name))}: " + "; ".join(
+                f"line {_num(e.get('line'), st=st)}" + (f" ({st.code(e.get('node'))})" if e.get("node") else "")
+                + f": {st.text(e.get('message'), 300)}" for e in lines))
     if not rows:
         return ""
-    out = "### Runs\n\n" + _table(rows, ["flow", "", "lines", "failed", "seconds", "p95 s", "tokens"])
+    out = f"{st.heading}Runs\n\n" + _table(rows, ["flow", "", "lines", "failed", "seconds", "p95 s", "tokens"], st)
+    if errors:
+        out += "\n\n" + "\n\n".join(errors)
     if details:
-        out += "\n\n<details><summary>First failed lines</summary>\n\n" + "\n\n".join(details) + "\n\n</details>"
+        out += "\n\n" + st.details("First failed lines", "\n\n".join(details))
     return out
 
 
-def _unchanged(flows: dict[str, Any]) -> str:
+def _unchanged(flows: dict[str, Any], st: Style = MARKDOWN) -> str:
     entries = {name: as_dict(as_dict(flow).get("unchanged")) for name, flow in sorted(flows.items())}
     entries = {name: e for name, e in entries.items() if e}
     if not entries:
         return ""
     since = {str(e.get("since")) for e in entries.values()}
-    names = ", ".join(code(n) + ("" if e.get("carried_over") else " (no baseline results)") for n, e in entries.items())
-    return (f"### Not run: unchanged since {code(', '.join(sorted(since)))}\n\n{names}; "
+    names = ", ".join(st.code(n) + ("" if e.get("carried_over") else " (no baseline results)")
+                      for n, e in entries.items())
+    return (f"{st.heading}Not run: unchanged since {st.code(', '.join(sorted(since)))}\n\n{names}; "
             "the results shown for them are the baseline's.")
 
 
-def _cache(flows: dict[str, Any]) -> str:
+def _cache(flows: dict[str, Any], st: Style = MARKDOWN) -> str:
     stats = [as_dict(as_dict(as_dict(flow).get("run")).get("llm_cache")) for flow in flows.values()]
     stats = [s for s in stats if s]
     if not stats:
@@ -126,7 +169,7 @@ def _cache(flows: dict[str, Any]) -> str:
     return f"LLM cache: {hits} hits, {misses} misses, {saved} tokens saved."
 
 
-def _release(flows: dict[str, Any]) -> str:
+def _release(flows: dict[str, Any], st: Style = MARKDOWN) -> str:
     rows = []
     for name, flow in sorted(flows.items()):
         registered = as_dict(as_dict(flow).get("register"))
@@ -135,48 +178,47 @@ def _release(flows: dict[str, Any]) -> str:
             continue
         smoke = as_list(deploy.get("smoke"))
         passed = sum(1 for s in smoke if as_dict(s).get("passed"))
-        traffic = ", ".join(f"{md(k, 20)} {v}%" for k, v in as_dict(deploy.get("traffic")).items())
+        traffic = ", ".join(f"{st.text(k, 20)} {v}%" for k, v in as_dict(deploy.get("traffic")).items())
         model = deploy.get("model") or (f"{registered.get('name')}:{registered.get('version')}" if registered else "-")
-        rows.append([code(name), code(model), code(deploy["endpoint"]) if deploy.get("endpoint") else "-",
-                     md(deploy.get("deployment") or "-", 20), traffic or "-",
+        rows.append([st.code(name), st.code(model), st.code(deploy["endpoint"]) if deploy.get("endpoint") else "-",
+                     st.text(deploy.get("deployment") or "-", 20), traffic or "-",
                      f"{passed}/{len(smoke)}" if smoke else "-",
                      {"deployed": "✅", "rolled_back": "❌ rolled back"}.get(str(deploy.get("status")), "-")])
     if not rows:
         return ""
-    return "### Release\n\n" + _table(rows, ["flow", "model", "endpoint", "slot", "traffic", "smoke", ""])
+    return f"{st.heading}Release\n\n" + _table(rows, ["flow", "model", "endpoint", "slot", "traffic", "smoke", ""], st)
 
 
-def _metrics(flows: dict[str, Any]) -> str:
+def _metrics(flows: dict[str, Any], st: Style = MARKDOWN) -> str:
     rows = []
     for name, flow in sorted(flows.items()):
         for ename, evaluation in sorted(as_dict(as_dict(flow).get("evaluations")).items()):
             metrics = as_dict(as_dict(evaluation).get("metrics"))
-            rows += [[code(name), code(ename), md(metric, 80), _num(value)]
+            rows += [[st.code(name), st.code(ename), st.text(metric, 80), _num(value, st=st)]
                      for metric, value in sorted(metrics.items())]
-    return "### Evaluations\n\n" + _table(rows, ["flow", "evaluation", "metric", "value"]) if rows else ""
+    return f"{st.heading}Evaluations\n\n" + _table(rows, ["flow", "evaluation", "metric", "value"], st) if rows else ""
 
 
-def _lint(lint: dict[str, Any], listed: int, folded: int) -> str:
+def _lint(lint: dict[str, Any], listed: int, folded: int, st: Style = MARKDOWN) -> str:
     findings = sorted(as_list(lint.get("findings")), key=lambda f: (SEVERITY_ORDER.get(f.get("severity"), 2),
                                                                    str(f.get("path")), f.get("line") or 0))
     if not findings and "findings" not in lint:
         return ""
     counts = Counter(f.get("severity") for f in findings)
-    head = (f"### Lint\n\n{counts.get('error', 0)} error{'s' if counts.get('error', 0) != 1 else ''}, "
+    head = (f"{st.heading}Lint\n\n{counts.get('error', 0)} error{'s' if counts.get('error', 0) != 1 else ''}, "
             f"{counts.get('warning', 0)} warning{'s' if counts.get('warning', 0) != 1 else ''}")
     if not findings:
         return head + " ✅"
 
     def item(f: dict[str, Any]) -> str:
-        where = code(f"{f.get('path')}:{f.get('line')}" if f.get("line") else f.get("path"))
+        where = st.code(f"{f.get('path')}:{f.get('line')}" if f.get("line") else f.get("path"))
         icon = "❌" if f.get("severity") == "error" else "⚠️"
-        return f"- {icon} {where} {code(f.get('rule'))} {md(f.get('message'), 300)}"
+        return f"- {icon} {where} {st.code(f.get('rule'))} {st.text(f.get('message'), 300)}"
 
     out = head + "\n\n" + "\n".join(item(f) for f in findings[:listed])
     rest = findings[listed:listed + folded]
     if rest:
-        out += (f"\n\n<details><summary>{len(rest)} more</summary>\n\n" + "\n".join(item(f) for f in rest)
-                + "\n\n</details>")
+        out += "\n\n" + st.details(f"{len(rest)} more", "\n".join(item(f) for f in rest))
     hidden = len(findings) - listed - len(rest)
     if hidden > 0:
         out += f"\n\n…and {hidden} more findings not shown here."
@@ -204,3 +246,14 @@ def render(summary: dict[str, Any], *, limit: int = GITHUB_LIMIT, run_url: str |
             return body
     short = f"{MARKER}\n## {result.headline}\n\n_The report is too large for a comment; see {full_report}._"
     return short[:limit]
+
+
+def render_text(summary: dict[str, Any]) -> str:
+    """The same report as plain text for a terminal: no markdown escapes, no HTML, no hidden marker."""
+    summary = redaction.redact_data(summary)
+    result = outcome(summary)
+    flows = as_dict(summary.get("flows"))
+    parts = [result.headline, _gate(flows, False, PLAIN), _runs(flows, 5, False, PLAIN), _cache(flows, PLAIN),
+             _metrics(flows, PLAIN), _release(flows, PLAIN), _unchanged(flows, PLAIN),
+             _lint(as_dict(summary.get("lint")), 50, 1000, PLAIN)]
+    return "\n\n".join(p for p in parts if p)

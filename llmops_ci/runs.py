@@ -7,6 +7,7 @@ into a ``RunRecord`` of ``LineResult``s.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import secrets
@@ -17,26 +18,81 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.config import ENV_REF, Config, FlowSpec, Origin
+from llmops_ci.config import ENV_REF, Config, FlowSpec, Origin, connection_ref, connection_value
 from llmops_ci.errors import ConfigError, Problem, UsageError
 from llmops_ci.kinds import FlowInfo
+from llmops_ci.lint.data import DataInfo
 from llmops_ci.lint.findings import ERROR
-from llmops_ci.lint.project import LintRequest, lint
+from llmops_ci.lint.project import DEFAULTS_SHADOW_COLUMNS, LintRequest, lint
 from llmops_ci.llm_cache import CacheSettings
 from llmops_ci.project import Project
 from llmops_ci.schema import as_dict
 from llmops_ci.state import atomic_writer, dumps_line, read_summary, update_flow, write_json_atomic
+from llmops_ci.yamldoc import display_path
 
+log = logging.getLogger("llmops_ci.run")
 SECRET_FIELDS = ("api_key", "secrets")
 MAX_ERRORS = 5
-# LLM endpoint failures: when every line fails with one of these, the service is down (exit 3).
-SERVICE_ERRORS = ("APIConnectionError", "APITimeoutError", "InternalServerError", "RateLimitError",
-                  "ServiceUnavailableError", "OpenAIError")
+
+
+# OSError numbers (the "[Errno N]" an OSError's str() starts with, which is all that httpx's ConnectError keeps
+# of the socket error): name resolution failures and refused/unreachable connections
+_DNS_ERRNOS = {-2, -3, -5, 11001, 11002, 11004}
+_REFUSED_ERRNOS = {111, 113, 101, 61, 10061}
+_ERRNO = re.compile(r"^\[Errno (-?\d+)\]")
+# Outside-service failures by exception type, wherever in the cause chain they appear and whichever client
+# (openai, httpx, requests/urllib3, aiohttp, the standard library) raised them: exit 3 when every line has one.
+SERVICE_FAILURES: dict[str, tuple[str, ...]] = {
+    "DNS": ("gaierror", "NameResolutionError", "ClientConnectorDNSError",
+            *(f"errno:{n}" for n in sorted(_DNS_ERRNOS))),
+    "TLS": ("SSLError", "SSLCertVerificationError", "ClientSSLError", "ClientConnectorCertificateError"),
+    "timeout": ("TimeoutError", "timeout", "APITimeoutError", "Timeout", "ReadTimeout", "ConnectTimeout",
+                "ReadTimeoutError", "ConnectTimeoutError", "ServerTimeoutError", "TimeoutException"),
+    "connection refused": ("ConnectionRefusedError", *(f"errno:{n}" for n in sorted(_REFUSED_ERRNOS))),
+    "cannot connect": ("ConnectionResetError", "ConnectionAbortedError", "NewConnectionError", "ConnectError",
+                       "APIConnectionError", "ClientConnectorError", "RemoteDisconnected", "ServerDisconnectedError",
+                       "RemoteProtocolError"),
+    "server error after retries": ("InternalServerError", "ServiceUnavailableError", "BadGatewayError",
+                                   "ServiceUnavailable", "RateLimitError"),
+}
+_FAILURE_OF = {name: label for label, names in SERVICE_FAILURES.items() for name in names}
+_CLASS_ORDER = list(SERVICE_FAILURES)
+
+
+def exception_types(error: dict[str, Any]) -> list[str]:
+    """The exception type names a prompt flow line error records: debugInfo's chain of inner exceptions, the
+    tool's own exception (additionalInfo) and the error codes; an OSError number in the chain as "errno:N"."""
+    names: list[str] = []
+    debug = error.get("debugInfo")
+    while isinstance(debug, dict):
+        if isinstance(debug.get("type"), str):
+            names.append(debug["type"])
+        m = _ERRNO.match(str(debug.get("message") or ""))
+        if m:
+            names.append(f"errno:{int(m.group(1))}")
+        debug = debug.get("innerException")
+    for item in error.get("additionalInfo") or []:
+        info = item.get("info") if isinstance(item, dict) else None
+        if isinstance(info, dict) and isinstance(info.get("type"), str):
+            names.append(info["type"])
+    inner = error.get("innerError")
+    while isinstance(inner, dict):
+        if isinstance(inner.get("code"), str):
+            names.append(inner["code"])
+        inner = inner.get("innerError")
+    return names
+
+
+def service_failure(error: dict[str, Any]) -> str | None:
+    """Which outside-service failure a line error is ("DNS", "TLS", "timeout", ...), or None for anything else."""
+    found = {_FAILURE_OF[n.rsplit(".", 1)[-1]] for n in exception_types(error) if n.rsplit(".", 1)[-1] in _FAILURE_OF}
+    # the most specific class wins: a refused connection is often wrapped as an APIConnectionError
+    return next((label for label in _CLASS_ORDER if label in found), None)
 
 
 @dataclass
 class LineResult:
-    line: int
+    line: int  # the line's index in the data (prompt flow's line_number, 0-based); shown 1-based
     status: str
     inputs: dict[str, Any]
     outputs: Any
@@ -45,10 +101,12 @@ class LineResult:
     error: str | None = None
     error_code: str | None = None
     node: str | None = None
+    service_failure: str | None = None  # see SERVICE_FAILURES
 
     def to_json(self) -> dict[str, Any]:
         return {"line": self.line, "status": self.status, "inputs": self.inputs, "outputs": self.outputs,
-                "duration_s": self.duration_s, "tokens": self.tokens, "error": self.error, "node": self.node}
+                "duration_s": self.duration_s, "tokens": self.tokens, "error": self.error, "node": self.node,
+                "service_failure": self.service_failure}
 
 
 @dataclass(frozen=True)
@@ -134,14 +192,27 @@ class RunRecord:
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     llm_cache: dict[str, Any] | None = None
+    data_lines: int | None = None  # how many lines the data has (a run that fails as a whole reports none)
 
     @property
     def lines_total(self) -> int:
-        return len(self.lines)
+        return max(len(self.lines), self.data_lines or 0)
 
     @property
     def failed(self) -> list[LineResult]:
         return [line for line in self.lines if line.status != "Completed"]
+
+    @property
+    def failed_as_a_whole(self) -> bool:
+        """The run ended without running its lines (a tool that cannot import, no data): not a line's fault."""
+        return self.status != "Completed" and (not self.lines or len(self.lines) < self.lines_total)
+
+    @property
+    def lines_failed(self) -> int:
+        """Failed lines; when the run failed as a whole, every line it did not complete."""
+        if self.failed_as_a_whole:
+            return self.lines_total - (len(self.lines) - len(self.failed))
+        return len(self.failed)
 
     @property
     def tokens(self) -> dict[str, int]:
@@ -151,19 +222,23 @@ class RunRecord:
         value = percentile([line.duration_s for line in self.lines if line.duration_s is not None], q)
         return round(value, 3) if value is not None else None
 
-    def service_down(self) -> bool:
-        return bool(self.lines) and len(self.failed) == len(self.lines) and all(
-            line.error_code in SERVICE_ERRORS and line.error and "Error code: 4" not in line.error
-            for line in self.failed)
+    def service_down(self) -> str | None:
+        """The outside-service failure every line failed with (exit 3), or None."""
+        if not self.lines or len(self.failed) != len(self.lines):
+            return None
+        classes = {line.service_failure for line in self.failed}
+        return classes.pop() if len(classes) == 1 and None not in classes else (
+            "outside service failures" if None not in classes else None)
 
     def summary(self, allowed_failures: int | None) -> dict[str, Any]:
-        failed = len(self.failed)
+        failed = self.lines_failed
         ok = self.status == "Completed" and (allowed_failures is None or failed <= allowed_failures)
         out: dict[str, Any] = {
             "name": self.name, "status": "completed" if ok else "failed", "lines_total": self.lines_total,
             "lines_failed": failed, "duration_s": round(self.duration_s, 3),
             "latency_p50": self.latency(0.5), "latency_p95": self.latency(0.95), "tokens": self.tokens,
-            "errors": [{"line": line.line, "node": line.node, "message": line.error}
+            # 1-based, like lint's line numbers: line 1 is the data's first line
+            "errors": [{"line": line.line + 1, "node": line.node, "message": line.error}
                        for line in self.failed[:MAX_ERRORS]],
         }
         if self.error:
@@ -201,8 +276,15 @@ def _require_env(origin: Origin, sub: tuple[Any, ...], value: Any, environ: Mapp
     return ENV_REF.sub(lambda m: environ.get(m.group(1), ""), value)
 
 
-def used_connections(config: Config, info: FlowInfo | None, overrides: dict[str, dict[str, Any]]) -> set[str]:
+def used_connections(config: Config, info: FlowInfo | None, overrides: dict[str, dict[str, Any]],
+                     environment_variables: dict[str, Any] | None = None) -> set[str]:
+    """The declared connections a run needs: its nodes' (after overrides) and those its environment variables
+    (the run's and the flow file's own) read as ``${connection.field}``."""
     names = {v["connection"] for v in overrides.values() if isinstance(v.get("connection"), str)}
+    for value in [*(environment_variables or {}).values(), *(info.environment_variables.values() if info else ())]:
+        ref = connection_ref(value)
+        if ref is not None:
+            names.add(ref[0])
     if info is not None:
         for use in info.connections:
             name = overrides.get(use.node, {}).get(use.field, use.connection)
@@ -230,19 +312,53 @@ def provider_connections(config: Config, names: set[str], environ: Mapping[str, 
     return tuple(out)
 
 
-def resolve_values(origin: Origin, values: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
-    """Settings under ``origin`` with ``${env:...}`` resolved; unset names are exit 2 naming file and line."""
+def resolve_values(origin: Origin, values: dict[str, Any], environ: Mapping[str, str], *,
+                   lenient: bool = False) -> dict[str, str]:
+    """Settings under ``origin`` with ``${env:...}`` resolved; unset names are exit 2 naming file and line
+    (``lenient``: left empty, for a replayed run that makes no live call)."""
     problems: list[Problem] = []
-    out = {str(k): str(_require_env(origin, (k,), v, environ, problems)) for k, v in values.items()}
+    out = {str(k): str(_require_env(origin, (k,), v, environ, None if lenient else problems))
+           for k, v in values.items()}
     if problems:
         raise ConfigError(problems)
     return out
 
 
-def environment(origin: Origin, values: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
-    """A run's ``environment_variables`` (written under ``origin``), resolved."""
-    return resolve_values(Origin(origin.doc, (*origin.prefix, "environment_variables"), origin.renames), values,
-                          environ)
+def environment(origin: Origin, values: dict[str, Any], environ: Mapping[str, str],
+                connections: tuple[ProviderConnection, ...] = (), *, lenient: bool = False) -> dict[str, str]:
+    """A run's ``environment_variables`` (written under ``origin``), resolved: ``${env:NAME}`` from the
+    environment, ``${connection.field}`` from the run's connections as prompt flow does (their secrets are
+    registered for masking with the connections)."""
+    out = resolve_values(Origin(origin.doc, (*origin.prefix, "environment_variables"), origin.renames), values,
+                         environ, lenient=lenient)
+    return resolve_connection_refs(out, connections)
+
+
+def resolve_connection_refs(values: dict[str, str], connections: tuple[ProviderConnection, ...]) -> dict[str, str]:
+    """``${connection.field}`` values replaced by that field of the named connection (others left as they are)."""
+    by_name = {c.name: c for c in connections}
+    out = dict(values)
+    for var, raw in values.items():
+        ref = connection_ref(raw)
+        conn = by_name.get(ref[0]) if ref else None
+        if ref and conn is not None:
+            value = connection_value(conn.values, conn.type, ref[1])
+            if value is not None:
+                out[var] = str(value)
+    return out
+
+
+def same_named_columns(label: str, info: FlowInfo, mapping: dict[str, Any], data: DataInfo) -> dict[str, Any]:
+    """``mapping`` plus ``input: ${data.input}`` for each input with a default that the data has a column for:
+    prompt flow alone would run every line on the default, silently."""
+    if info.kind not in DEFAULTS_SHADOW_COLUMNS:
+        return mapping
+    added = {name: f"${{data.{name}}}" for name, spec in info.inputs.items()
+             if spec.has_default and name not in mapping and data.rows and data.columns.get(name) == data.rows}
+    for name, value in added.items():
+        log.info("%s: input '%s' has a default and the data has a '%s' column; mapped %s: %s (add it to "
+                 "column_mapping to say so, or map it to something else)", label, name, name, name, value)
+    return {**mapping, **added}
 
 
 def secret_values(connections: tuple[ProviderConnection, ...]) -> list[str]:
@@ -255,6 +371,16 @@ def secret_values(connections: tuple[ProviderConnection, ...]) -> list[str]:
             elif isinstance(value, dict):
                 out += [str(v) for v in value.values()]
     return [v for v in out if v]
+
+
+def user_paths(text: str | None, private: list[Path], flow: Path) -> str | None:
+    """``text`` (an executor's message) with the private copies of a flow named as the user's flow folder."""
+    if not text:
+        return text
+    shown = display_path(flow)
+    for folder in private:
+        text = text.replace(str(folder.absolute()), shown)
+    return text
 
 
 def flow_info(project: Project, path: Path) -> FlowInfo:
@@ -270,13 +396,16 @@ def batch_job(project: Project, flow: FlowSpec, options: RunOptions, environ: Ma
         raise UsageError(f"{flow.origin.doc.display}: flow '{flow.name}' has no 'data:' to run over")
     cache = cache_settings(config, flow.name, options.llm_cache)
     info = flow_info(project, flow.path)
+    connections = provider_connections(config, used_connections(config, info, flow.connections,
+                                                                flow.environment_variables),
+                                       environ, lenient=cache is not None)
     return RunJob(
         label=flow.name, name=run_name(flow.name), flow=flow.path, info=info, data=flow.data,
-        column_mapping=flow.column_mapping, variant=flow.variant, connections=flow.connections,
-        environment_variables=environment(flow.where("environment_variables"), flow.environment_variables, environ),
-        provider_connections=provider_connections(config, used_connections(config, info, flow.connections),
-                                                  environ, lenient=cache is not None),
-        options=options, base_run=flow.base_run, cache=cache)
+        column_mapping=same_named_columns(flow.name, info, flow.column_mapping, project.data(flow.data)),
+        variant=flow.variant, connections=flow.connections,
+        environment_variables=environment(flow.where("environment_variables"), flow.environment_variables, environ,
+                                          connections, lenient=cache is not None),
+        provider_connections=connections, options=options, base_run=flow.base_run, cache=cache)
 
 
 def eval_jobs(project: Project, flow: FlowSpec, base_run: str, options: RunOptions,
@@ -286,17 +415,19 @@ def eval_jobs(project: Project, flow: FlowSpec, base_run: str, options: RunOptio
     for evaluation in flow.evaluations.values():
         data = evaluation.data or flow.data
         assert data is not None
-        cache = cache_settings(config, f"{flow.name}/{evaluation.name}", options.llm_cache)
+        label = f"{flow.name}/{evaluation.name}"
+        cache = cache_settings(config, label, options.llm_cache)
         info = flow_info(project, evaluation.path)
+        connections = provider_connections(
+            config, used_connections(config, info, evaluation.connections, evaluation.environment_variables),
+            environ, lenient=cache is not None)
         jobs.append(RunJob(
-            label=f"{flow.name}/{evaluation.name}", name=run_name(f"{flow.name}_{evaluation.name}"),
-            flow=evaluation.path, info=info, data=data, column_mapping=evaluation.column_mapping, variant=None,
-            connections=evaluation.connections,
-            environment_variables=environment(evaluation.origin, evaluation.environment_variables, environ),
-            provider_connections=provider_connections(
-                config, used_connections(config, info, evaluation.connections), environ,
-                lenient=cache is not None),
-            options=options, base_run=base_run, cache=cache))
+            label=label, name=run_name(f"{flow.name}_{evaluation.name}"), flow=evaluation.path, info=info,
+            data=data, column_mapping=same_named_columns(label, info, evaluation.column_mapping, project.data(data)),
+            variant=None, connections=evaluation.connections,
+            environment_variables=environment(evaluation.origin, evaluation.environment_variables, environ,
+                                              connections, lenient=cache is not None),
+            provider_connections=connections, options=options, base_run=base_run, cache=cache))
     return jobs
 
 

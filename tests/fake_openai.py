@@ -83,9 +83,8 @@ class FakeOpenAI:
         path = handler.path.split("?")[0]
         length = int(handler.headers.get("Content-Length") or 0)
         body = json.loads(handler.rfile.read(length) or b"{}")
-        self.requests.append({"path": handler.path, "body": body,
-                              "authorization": bool(handler.headers.get("Authorization")
-                                                    or handler.headers.get("api-key"))})
+        key = handler.headers.get("api-key") or (handler.headers.get("Authorization") or "").removeprefix("Bearer ")
+        self.requests.append({"path": handler.path, "body": body, "authorization": bool(key), "api_key": key})
         if not path.endswith("/chat/completions"):
             return self._json(handler, 404, {"error": {"message": f"unknown path {path}"}})
         prompt = _prompt(body)

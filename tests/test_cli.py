@@ -96,6 +96,19 @@ def test_no_config_discovers_flows(cli: Cli, project: Callable[..., Project]) ->
     assert result.code == 0 and "(2 flows checked)" in result.out
 
 
+def test_lint_dir_finds_the_flows_below_it_and_leaves_no_state(cli: Cli, project: Callable[..., Project]) -> None:
+    proj = project()
+    proj.path("llmops.yaml").unlink()
+    result = cli("lint", "flows")  # like `ruff check DIR`: the flows below it, not "DIR is not a flow"
+    assert result.code == 0, result.out + result.err
+    assert "(2 flows checked)" in result.out
+    assert not proj.path(".llmops").exists()  # no config, no --state-dir: nothing written
+    assert cli("lint", "flows", "--state-dir", "state").code == 0
+    assert "lint" in json.loads(proj.read("state/summary.json"))
+    empty = cli("lint", "data")
+    assert empty.code == 2 and "data: no flows found in or below it" in empty.err
+
+
 def test_no_flows_anywhere(cli: Cli, project: Callable[..., Project]) -> None:
     project({"README.md": "nothing"}, base=False)
     result = cli("lint")
@@ -172,3 +185,15 @@ def test_python_dash_m(project: Callable[..., Project]) -> None:
                          capture_output=True, text=True)
     assert out.returncode == 0 and json.loads(out.stdout) == {"findings": []}
     assert Path(proj.root / ".llmops" / "summary.json").is_file()
+
+
+def test_test_step_refuses_an_input_the_flow_does_not_have(cli: Cli, project: Callable[..., Project],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    proj = project()
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-" + "k" * 24)
+    result = cli("test", "--flow", "classify", "--input", "txt=hello")
+    assert result.code == 2
+    assert "--input txt: flow 'classify' has no input 'txt'; did you mean 'text'?; its inputs are: text, history" \
+        in result.err
+    assert not proj.path(".llmops/pf-home").exists()  # stopped before any executor started

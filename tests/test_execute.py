@@ -63,9 +63,9 @@ def test_failed_line_is_reported_and_fails_the_run(cli: Cli, run_project: Callab
     run = summary(proj)["flows"]["echo"]["run"]
     assert (run["status"], run["lines_total"], run["lines_failed"]) == ("failed", 3, 1)
     (error,) = run["errors"]
-    assert (error["line"], error["node"]) == (1, "shout")
+    assert (error["line"], error["node"]) == (2, "shout")  # 1-based: the data's second line
     assert "cannot shout boom" in error["message"]
-    assert "line 1 (node shout): " in result.err and "cannot shout boom" in result.err
+    assert "line 2 (node shout): " in result.err and "cannot shout boom" in result.err
     assert "1 line failed (allowed 0)" in result.err
 
 
@@ -83,7 +83,7 @@ def test_line_timeout(cli: Cli, run_project: Callable[..., Project], run_env: Fa
     result = cli("batch-run", "--flow", "echo", "--line-timeout", "1")
     assert result.code == 1
     (error,) = summary(proj)["flows"]["echo"]["run"]["errors"]
-    assert error["line"] == 1 and "timeout" in error["message"].lower()
+    assert error["line"] == 2 and "timeout" in error["message"].lower()
 
 
 def test_llm_flow_counts_tokens_over_real_http(cli: Cli, run_project: Callable[..., Project],
@@ -117,7 +117,7 @@ def test_llm_errors_fail_their_lines(cli: Cli, run_project: Callable[..., Projec
     result = cli("batch-run", "--flow", "chat")
     assert result.code == 1
     (error,) = summary(proj)["flows"]["chat"]["run"]["errors"]
-    assert (error["line"], error["node"]) == (1, "answer")
+    assert (error["line"], error["node"]) == (2, "answer")
     assert "400" in error["message"]
 
 
@@ -179,7 +179,7 @@ def test_unreachable_endpoint_is_exit_3(cli: Cli, run_project: Callable[..., Pro
     proj = run_project()
     result = cli("batch-run", "--flow", "chat")
     assert result.code == 3, result.err
-    assert "every line of chat failed calling the LLM endpoint" in result.err
+    assert "every line failed reaching an outside service (chat: connection refused)" in result.err
     run = summary(proj)["flows"]["chat"]["run"]
     assert run["lines_failed"] == 3 and "APIConnectionError" in run["errors"][0]["message"]
 
@@ -216,7 +216,7 @@ def test_a_changed_line_misses_exactly_its_line(cli: Cli, run_project: Callable[
     replay = cli("batch-run", "--flow", "chat", "--llm-cache", "replay")
     assert replay.code == 1
     (error,) = summary(proj)["flows"]["chat"]["run"]["errors"]
-    assert (error["line"], error["node"]) == (1, "answer")
+    assert (error["line"], error["node"]) == (2, "answer")
     assert "no recording of this call" in error["message"] and "--llm-cache record" in error["message"]
     assert len(run_env.requests) == 3
     auto = cli("batch-run", "--flow", "chat", "--llm-cache", "auto")
@@ -253,5 +253,6 @@ def test_changed_since_runs_only_touched_flows_and_carries_the_rest(cli: Cli, ru
     assert flows["chat-run-file"]["unchanged"]["carried_over"] is False
     assert len(run_env.requests) == calls  # the LLM flows did not run
     comment = cli("comment")
-    assert "### Not run: unchanged since `main`" in comment.out
-    assert "`chat-run-file` (no baseline results)" in comment.out
+    assert "Not run: unchanged since main" in comment.out  # plain text on a terminal
+    assert "chat-run-file (no baseline results)" in comment.out
+    assert "### Not run: unchanged since `main`" in proj.read(".llmops/comment.md")

@@ -189,3 +189,34 @@ def test_direction_of_lower_is_better_metrics() -> None:
     assert compare(faster, slower, rule).verdict == "improved"
     assert compare(faster, faster, rule).verdict == "unchanged"
     assert compare({0: 1.0}, {0: 1.0}, rule).verdict == "too few lines"
+
+
+def test_interval_and_delta_say_their_scales(cli: Cli, project: Callable[..., Project], tmp_path: Path) -> None:
+    # evaluation/eval-chat-math: each line scores 1 or -1, the metric is the share of 1s (on another scale)
+    config = CONFIG.replace("scores: {accuracy: correct}", "scores: {accuracy: score}").replace(
+        "RULES", "      judge.accuracy: {min: 0.5, max_drop: 0.05, significant: true}")
+    proj = project({"llmops.yaml": config}, base=False)
+
+    def state(root: Path, right: int) -> None:
+        scores = {i: 1 if i < right else -1 for i in range(20)}
+        write_state(root, scores)
+        summary = json.loads((root / "summary.json").read_text())
+        summary["flows"]["qa"]["evaluations"]["judge"]["metrics"] = {"accuracy": right / 20}
+        (root / "summary.json").write_text(json.dumps(summary))
+        lines = root / "runs" / "qa" / "evals" / "judge" / "lines.jsonl"
+        lines.write_text(lines.read_text().replace('"correct"', '"score"'))
+
+    state(proj.path(".llmops"), 4)
+    state(tmp_path / "main", 15)
+    result = cli("gate", "--baseline", str(tmp_path / "main"))
+    assert result.code == 1
+    drop, threshold = sorted(gate_json(proj)["checks"], key=lambda c: c["rule"])
+    assert drop["delta"] == pytest.approx(-0.55)  # the metric's scale: 0.2 - 0.75
+    assert drop["line_delta"] == pytest.approx(-1.1)  # the per-line score's: mean of the paired differences
+    low, high = drop["interval"]
+    assert low < -1.1 < high < 0 and drop["interval_of"] == "mean per-line difference of 'score'"
+    assert drop["significant"] is True and drop["passed"] is False
+    assert threshold["rule"] == "min" and "interval" not in threshold and threshold["verdict"] is None
+    table = result.err[result.err.index("metric"):]
+    (row,) = [line for line in table.splitlines() if line.startswith("judge.accuracy") and "max_drop" in line]
+    assert "max_drop 0.05, significant: true" in row and "-1.1 [" in row and "per line" in row

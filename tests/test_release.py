@@ -45,7 +45,7 @@ def state(root: Path) -> dict:
 def test_register_follows_content_and_the_gate(cli: Cli, example: Path) -> None:
     first = cli("register")
     assert first.code == 0, first.err
-    assert "classify-run-file: not registered: its gate failed" in first.err
+    assert "classify-run-file: not registered: it has no 'register:' block" in first.err
     version = state(example)["classify"]["register"]["version"]
     assert state(example)["classify"]["register"]["created"] is True
     assert cli("register", "--flow", "classify").code == 0
@@ -59,7 +59,8 @@ def test_register_follows_content_and_the_gate(cli: Cli, example: Path) -> None:
         (example / "flows" / "classify" / "clean_text.py").read_text() + "\n# changed\n")
     assert cli("register", "--flow", "classify").code == 0
     assert state(example)["classify"]["register"]["version"] != version
-    assert cli("register", "--flow", "classify-run-file", "--force").code == 0
+    named = cli("register", "--flow", "classify-run-file", "--force")
+    assert named.code == 2 and "add 'register: {name: <model name>}' to register it" in named.err
 
 
 def test_dry_run_changes_nothing(cli: Cli, example: Path) -> None:
@@ -78,6 +79,8 @@ def test_blue_green_with_rollback(cli: Cli, example: Path) -> None:
         "deployed", "blue", None, {"blue": 100})
     assert deploy["smoke"][0]["passed"] is True
     assert "traffic blue 10%" in first.err and "traffic blue 100%" in first.err
+    # smoke results come before the traffic moves, as they happen
+    assert first.err.index(": smoke test ") < first.err.index("traffic blue 10%")
 
     # a new version whose smoke test fails: green is tried, blue keeps serving
     (example / "tests" / "smoke" / "movie.json").write_text(json.dumps({
@@ -95,9 +98,10 @@ def test_blue_green_with_rollback(cli: Cli, example: Path) -> None:
     assert [s["name"] for s in failed] == ["movie.json"] and "does not contain 'App'" in failed[0]["error"]
     endpoint = json.loads((example / ".llmops" / "endpoints" / "web-classification-ep.json").read_text())
     assert endpoint["serving"] == "blue" and "green" not in endpoint["slots"]
-    assert "the previous deployment keeps serving" in second.err
+    assert "deploy failed for classify (blue keeps serving)" in second.err
+    assert "nothing was serving" not in second.err
     comment = cli("comment").out
-    assert "### Release" in comment and "❌ rolled back" in comment and "deploy of classify rolled back" in comment
+    assert "Release" in comment and "❌ rolled back" in comment and "deploy of classify rolled back" in comment
 
 
 def test_deploy_needs_a_registered_model(cli: Cli, example: Path) -> None:

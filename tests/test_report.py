@@ -60,3 +60,40 @@ def test_huge_report_fits_and_says_where_the_rest_is() -> None:
 def test_renders_a_real_state_dir(tmp_path: Path) -> None:
     (tmp_path / "summary.json").write_text(json.dumps(summary_with()))
     assert "flow-000" in render(json.loads((tmp_path / "summary.json").read_text()))
+
+
+def gate_summary() -> dict:
+    checks = [
+        {"metric": "run.lines_failed", "value": 0, "baseline": None, "rule": "max", "limit": 0, "passed": True,
+         "verdict": None},
+        {"metric": "math.accuracy", "value": 0.2, "baseline": 0.75, "delta": -0.55, "rule": "max_drop", "limit": 0.05,
+         "passed": False, "verdict": "degraded", "interval": [-1.5, -0.7], "line_delta": -1.1,
+         "interval_of": "mean per-line difference of 'score'", "significant": True, "lines": 20},
+    ]
+    return {"schema": "llmops-ci/summary@1", "flows": {"chat-math": {
+        "gate": {"passed": False, "checks": checks},
+        "run": {"name": "r", "status": "failed", "lines_total": 3, "lines_failed": 3, "errors": [],
+                "error": "PythonLoadError: Failed to load python module from file 'flows/py/ask.py'"}}},
+        "lint": {"findings": [{"rule": "mapping-invalid", "severity": "error", "path": "llmops.yaml", "line": 3,
+                               "column": 1, "message": "'${data.question}' is not run.lines_failed"}]}}
+
+
+def test_terminal_report_is_plain_text_with_failing_gate_rows_first() -> None:
+    from llmops_ci.report import render_text
+
+    text = render_text(gate_summary())
+    assert "\\" not in text and "<details>" not in text and MARKER not in text and "**" not in text
+    assert "'${data.question}' is not run.lines_failed" in text
+    rows = [line for line in text.splitlines() if line.startswith("chat-math ")]
+    assert "math.accuracy" in rows[0] and "run.lines_failed" in rows[1]  # the failing row first
+    assert "max_drop 0.05, significant: true" in rows[0]
+    # the interval comes with its own point value on the per-line scale; Δ is the metric's
+    assert "-0.55" in rows[0] and "-1.1 [-1.5, -0.7] per line" in rows[0]
+    assert "the run failed: PythonLoadError: Failed to load python module from file 'flows/py/ask.py'" in text
+
+
+def test_comment_shows_the_run_error_and_no_interval_on_threshold_rows() -> None:
+    body = render(gate_summary())
+    assert "the run failed: PythonLoadError" in body
+    threshold = next(line for line in body.splitlines() if "run\\.lines\\_failed" in line)
+    assert "[" not in threshold.split("|")[6]

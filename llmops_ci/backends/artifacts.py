@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.runs import LineResult
+from llmops_ci.runs import LineResult, service_failure
 from llmops_ci.schema import as_dict
 
 FAILED = ("Failed", "Canceled")
@@ -69,7 +69,8 @@ def read_run(run_dir: Path) -> RunArtifacts:
             outputs=info.get("output"), duration_s=float(duration) if duration is not None else None,
             tokens={k: int(metrics.get(f"{k}_tokens") or 0) for k in ("prompt", "completion", "total")},
             error=error.get("message"), error_code=as_dict(error.get("innerError")).get("code") or error.get("code"),
-            node=failing_node.get(line) if error else None))
+            node=failing_node.get(line) if error else None,
+            service_failure=service_failure(error) if error else None))
     result.lines.sort(key=lambda r: r.line)
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():

@@ -38,7 +38,7 @@ from azure.ai.ml.entities import (
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
 from llmops_ci.backends import BackendContext
-from llmops_ci.config import Origin
+from llmops_ci.config import Origin, expand_env
 from llmops_ci.errors import ServiceError, UsageError
 from llmops_ci.kinds import snapshot_of
 from llmops_ci.release import DeployPlan, DeployResult, ModelSpec, SmokeResult, SmokeTest, other_slot
@@ -447,4 +447,14 @@ class ProjectRelease:
         return dry_run_yaml(None, spec)
 
     def dry_run_plan(self, plan: DeployPlan) -> str:
-        return dry_run_yaml(plan, plan.model)
+        return dry_run_yaml(plan, plan.model, self._dry_run_scope())
+
+    def _dry_run_scope(self) -> WorkspaceScope:
+        """The workspace as llmops.yaml names it, without credentials: a ``${env:NAME}`` that is not set stays
+        as written (the deployment's PRT_CONFIG_OVERRIDE names the workspace, so the dry run shows it)."""
+        config = self.ctx.project.config
+        if config.azureml is None:
+            return WorkspaceScope("<subscription_id>", "<resource_group>", "<workspace>")
+        values = {k: expand_env(getattr(config.azureml, k), self.ctx.environ)
+                  for k in ("subscription_id", "resource_group", "workspace")}
+        return WorkspaceScope(**values)

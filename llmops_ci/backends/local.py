@@ -24,7 +24,7 @@ from llmops_ci.errors import CheckFailed, LlmopsError, ServiceError, UsageError
 from llmops_ci.kinds import snapshot
 from llmops_ci.llm_cache import CacheSettings, LlmProxy
 from llmops_ci.progress import Progress
-from llmops_ci.runs import ProviderConnection, RunJob, RunRecord, TestJob, TestRecord
+from llmops_ci.runs import ProviderConnection, RunJob, RunRecord, TestJob, TestRecord, user_paths
 
 log = logging.getLogger("llmops_ci.local")
 POLL_S = 0.1
@@ -67,10 +67,13 @@ class LocalBackend:
         redaction.redact_files(self.state_dir / "logs" / f"{job.name}.log")
         artifacts = read_run(run_folder) if run_folder.is_dir() else None
         progress.finish(len(artifacts.lines) if artifacts else 0)
+        private = [flow, run_folder / "snapshot"]  # messages name the user's flow folder, not these copies
+        for line in artifacts.lines if artifacts else []:
+            line.error = user_paths(line.error, private, job.flow)
         if artifacts is None:
-            raise self._failure(job.label, outcome)
+            raise self._failure(job.label, {**outcome, "error": user_paths(outcome.get("error"), private, job.flow)})
         return RunRecord(job.label, job.name, str(outcome.get("status")), artifacts.lines, duration,
-                         artifacts.metrics, outcome.get("error"), stats)
+                         artifacts.metrics, user_paths(outcome.get("error"), private, job.flow), stats)
 
     def test(self, job: TestJob) -> TestRecord:
         self.home.prepare()
@@ -173,8 +176,39 @@ def reap(proc: subprocess.Popen[str]) -> None:
             proc.wait(timeout=10)
     _signal_group(proc.pid, signal.SIGKILL)
     proc.wait()
+    _wait_group_gone(proc.pid)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _wait_group_gone(pgid: int, timeout: float = 10.0) -> None:
+    """SIGKILL is delivered, not yet acted on: wait until the group's other members (prompt flow's workers,
+    multiprocessing's resource tracker) are gone, so nothing of the run outlives the call."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _group_alive(pgid):
+        time.sleep(0.02)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():  # members already dead but not yet reaped by init (zombies) do not count
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False

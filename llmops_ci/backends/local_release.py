@@ -24,7 +24,7 @@ from llmops_ci.backends.pf_home import PFHome
 from llmops_ci.errors import UsageError
 from llmops_ci.kinds import inspect, snapshot_of
 from llmops_ci.release import DeployPlan, DeployResult, ModelSpec, SmokeResult, other_slot
-from llmops_ci.runs import ProviderConnection
+from llmops_ci.runs import ProviderConnection, resolve_connection_refs
 from llmops_ci.state import write_json_atomic
 
 log = logging.getLogger("llmops_ci.local_release")
@@ -51,6 +51,7 @@ class LocalRelease:
         record = {"name": spec.name, "version": spec.version, "flow": spec.flow, "description": spec.description,
                   "entry": entry.name,
                   "tags": spec.tags, "resources": [asdict(r) for r in spec.resources], "variant": spec.variant,
+                  "chat": {"input": spec.chat_input, "output": spec.chat_output, "history": spec.chat_history},
                   "registered_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         write_json_atomic(folder / "model.json", record)
         return spec.name, spec.version, True
@@ -85,13 +86,19 @@ class LocalRelease:
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
         log.info("%s: deploying %s:%s to slot %s (%s)", plan.endpoint, model.name, model.version, slot, url)
-        proc, tmp = self._serve(flow, port, connections, plan.environment_variables, f"{plan.endpoint}-{slot}")
+        # prompt flow's serving app leaves ${connection.field} in environment variables as written: resolve here
+        env = resolve_connection_refs(plan.environment_variables, connections)
+        proc, tmp = self._serve(flow, port, connections, env, f"{plan.endpoint}-{slot}")
         result = DeployResult(plan.endpoint, slot, previous, "rolled_back", {previous: 100} if previous else {},
                               url=url)
         try:
             failure = self._wait_healthy(url, proc)
             if failure is None:
-                result.smoke = [_smoke(url, test, plan.request_timeout_ms) for test in plan.smoke_tests]
+                for test in plan.smoke_tests:  # reported as they run, before any traffic moves
+                    smoke = _smoke(url, test, plan.request_timeout_ms)
+                    result.smoke.append(smoke)
+                    log.info("%s: smoke test %s on %s: %s", plan.endpoint, test.name, slot,
+                             "passed" if smoke.passed else smoke.error)
                 failed = [s for s in result.smoke if not s.passed]
                 if failed:
                     failure = "; ".join(f"smoke test {s.name}: {s.error}" for s in failed)

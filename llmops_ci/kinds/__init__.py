@@ -55,6 +55,9 @@ class FlowInfo:
     inputs: dict[str, FlowInput] = field(default_factory=dict)
     outputs: set[str] = field(default_factory=set)
     outputs_open: bool = False  # more outputs than `outputs` may come out (a flex entry returning a dict)
+    # per output, the value type as best known statically (a Python tool's return annotation beats the declared
+    # type, which prompt flow does not enforce): "int", "double", "bool", "string", "object", "list"; absent: unknown
+    output_types: dict[str, str] = field(default_factory=dict)
     nodes: set[str] = field(default_factory=set)
     variants: dict[str, set[str]] = field(default_factory=dict)
     connections: list[ConnectionUse] = field(default_factory=list)

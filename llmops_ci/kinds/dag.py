@@ -34,6 +34,11 @@ _REF = re.compile(r"^\$\{([^}]*)\}$")
 # what prompt flow's run-time `connections` override accepts (promptflow._sdk._constants)
 LLM_OVERRIDES = frozenset({"connection", "deployment_name", "model"})
 MODEL_OVERRIDES = frozenset({"deployment_name", "model"})
+# the LLM providers prompt flow's builtin llm tool accepts (promptflow.tools: AzureOpenAI, OpenAI, Serverless)
+LLM_PROVIDERS = ("AzureOpenAI", "OpenAI", "Serverless")
+# the value type a Python return annotation gives a flow output
+_RETURN_TYPES = {"int": "int", "float": "double", "bool": "bool", "str": "string", "dict": "object",
+                 "Dict": "object", "list": "list", "List": "list", "tuple": "list", "Tuple": "list", "None": "object"}
 
 SOURCE = Struct({"type": Scalar((str,), choices=("code", "package", "package_with_prompt")), "path": STR,
                  "tool": STR}, required=("type",), what="in a node source")
@@ -118,8 +123,11 @@ RULES = [
     Rule("package-tool-unchecked", WARNING,
          "a package tool that is not installed here, so its inputs were not checked"),
     Rule("prompt-input-unused", WARNING, "a node input that the template never uses"),
-    Rule("llm-connection-missing", ERROR, "an LLM node without 'connection'"),
+    Rule("llm-connection-missing", ERROR, "an LLM node without 'connection' (and no 'connections:' override "
+                                          "in llmops.yaml that gives one)"),
     Rule("llm-api-invalid", ERROR, "an LLM node whose 'api' is not chat or completion"),
+    Rule("llm-provider-unknown", ERROR, "an LLM node 'provider' prompt flow does not know"),
+    Rule("activate-ref-line-node", ERROR, "an aggregation node's activate.when references a non-aggregation node"),
     Rule("variant-default-unknown", ERROR, "default_variant_id names a variant that does not exist"),
     Rule("variant-mismatch", ERROR, "use_variants and node_variants disagree"),
     Rule("include-missing", ERROR, "an additional_includes path does not exist"),
@@ -158,6 +166,7 @@ class _DagChecker:
         self.folder = definition.parent
         self.info = FlowInfo("dag", self.folder, definition)
         self.doc: YamlDoc | None = None
+        self.returns: dict[str, str] = {}  # node -> the value type its Python tool's return annotation gives
 
     # -- helpers -------------------------------------------------------------------------------
     def add(self, rule: str, key: Key, message: str, *, at_key: bool = False) -> None:
@@ -234,13 +243,29 @@ class _DagChecker:
             self._body(body)
         self._files(data)
         self._interface(inputs, outputs, data)
+        self._output_types(outputs)
         return self.info
+
+    def _output_types(self, outputs: dict[str, Any]) -> None:
+        for name, spec in outputs.items():
+            spec = as_dict(spec)
+            ref = parse_ref(spec.get("reference"))
+            field_ref = isinstance(spec.get("reference"), str) and spec["reference"].count(".") > 1
+            known = self.returns.get(ref.name) if ref and ref.kind == "node" and not field_ref else None
+            declared = spec.get("type") if isinstance(spec.get("type"), str) else None
+            chosen = known or (self.info.inputs[ref.name].type if ref and ref.kind == "input"
+                               and ref.name in self.info.inputs else None) or declared
+            if chosen:
+                self.info.output_types[str(name)] = chosen
 
     def _interface(self, inputs: dict[str, Any], outputs: dict[str, Any], data: dict[str, Any]) -> None:
         """Chat inputs/outputs, the flow's own environment variables and the files outside its folder."""
         self.info.chat_input = next((str(k) for k, v in inputs.items() if as_dict(v).get("is_chat_input")), None)
-        self.info.chat_history = next((str(k) for k, v in inputs.items() if as_dict(v).get("is_chat_history")),
-                                      None)
+        # prompt flow takes an input named chat_history as the history unless it is marked otherwise
+        self.info.chat_history = next((str(k) for k, v in inputs.items() if as_dict(v).get("is_chat_history")), None)
+        if self.info.chat_history is None and "chat_history" in inputs \
+                and as_dict(inputs["chat_history"]).get("is_chat_history") is not False:
+            self.info.chat_history = "chat_history"
         self.info.chat_output = next((str(k) for k, v in outputs.items() if as_dict(v).get("is_chat_output")),
                                      None)
         env = data.get("environment_variables")
@@ -341,6 +366,7 @@ class _DagChecker:
                 ref = parse_ref(activate.get("when"))
                 if ref:
                     refs.append((ref, (*body.key, "activate", "when")))
+            is_agg = body.data.get("aggregation") is True or body.node in aggregation
             for ref, key in refs:
                 if not self._check_ref(ref, key, owner, node_keys, "node-ref-unknown"):
                     continue
@@ -348,7 +374,10 @@ class _DagChecker:
                     used_inputs.add(ref.name)
                     continue
                 used_nodes.add(ref.name)
-                is_agg = body.data.get("aggregation") is True or body.node in aggregation
+                if is_agg and key[-2:] == ("activate", "when") and ref.name not in aggregation:
+                    self.add("activate-ref-line-node", key, f"{owner} is an aggregation node, so its activate.when "
+                             f"cannot reference '{ref.name}', which runs per line (prompt flow rejects the flow); "
+                             "reference a flow input or another aggregation node")
                 if ref.name in aggregation and not is_agg:
                     self.add("node-ref-aggregation", key, f"{owner} references aggregation node '{ref.name}', "
                              "which only runs after all lines; only other aggregation nodes may use it")
@@ -461,8 +490,16 @@ class _DagChecker:
         data, key = body.data, body.key
         conn = data.get("connection")
         if not conn:
-            self.add("llm-connection-missing", key, f"{label} is an LLM node without 'connection'; name the "
-                     "connection it calls (declared under 'connections:' in llmops.yaml)", at_key=True)
+            # whether that is an error depends on the config (a `connections:` override can give one): lint decides
+            line, col = self.doc.key_pos(*key) if self.doc else (None, None)
+            self.info.connections.append(ConnectionUse(body.node, None, "connection", self.doc.display if self.doc
+                                                       else "", line, col, frozenset(map(str, inputs))))
+        provider = data.get("provider")
+        if isinstance(provider, str) and provider not in LLM_PROVIDERS:
+            best = closest(provider, LLM_PROVIDERS)
+            self.add("llm-provider-unknown", (*key, "provider"), f"{label} has provider '{provider}', which prompt "
+                     "flow does not know; " + (f"did you mean '{best}'?" if best else "use one of: "
+                                               + ", ".join(LLM_PROVIDERS)))
         api = data.get("api")
         if api not in ("chat", "completion"):
             self.add("llm-api-invalid", (*key, "api") if "api" in data else key,
@@ -499,6 +536,8 @@ class _DagChecker:
         except ToolFileError as exc:
             self.add_at(exc.rule, file, exc.line, exc.column, f"{label}: {exc.message}")
             return
+        if sig.returns in _RETURN_TYPES and body.variant is None:
+            self.returns[body.node] = _RETURN_TYPES[sig.returns]
         for arg in inputs:
             if arg not in sig.params and not sig.var_kwargs:
                 best = closest(str(arg), sig.params)
@@ -541,6 +580,8 @@ class _DagChecker:
         except (OSError, UnicodeDecodeError) as exc:
             self.add("tool-file-missing", key, f"{label}: cannot read '{spath}': {exc}")
             return
+        if llm and "prompt" in inputs:
+            return  # prompt flow sends the `prompt` input instead of rendering the template
         for var, line in sorted(used.items(), key=lambda kv: kv[1]):
             if var not in inputs:
                 self.add_at("prompt-var-unbound", file, line, None, f"{label}: template uses '{{{{ {var} }}}}' but "

@@ -28,6 +28,7 @@ class ToolSignature:
     line: int
     params: dict[str, Param] = field(default_factory=dict)
     var_kwargs: bool = False
+    returns: str | None = None  # the return annotation's name (int, str, dict, ...), when there is one
 
 
 class ToolFileError(Exception):
@@ -64,8 +65,17 @@ def _annotation_name(node: ast.expr | None) -> str | None:
     return None
 
 
+def _return_name(node: ast.expr | None) -> str | None:
+    if isinstance(node, ast.Subscript):  # List[int], dict[str, float]: the container decides
+        return _return_name(node.value)
+    if isinstance(node, ast.Constant) and node.value is None:
+        return "None"
+    return _annotation_name(node) if isinstance(node, (ast.Name, ast.Attribute, ast.Constant)) else None
+
+
 def _signature(fn: ast.FunctionDef | ast.AsyncFunctionDef, skip_self: bool) -> ToolSignature:
-    sig = ToolSignature(fn.name, fn.lineno, var_kwargs=fn.args.kwarg is not None)
+    sig = ToolSignature(fn.name, fn.lineno, var_kwargs=fn.args.kwarg is not None,
+                        returns=_return_name(fn.returns))
     positional = [*fn.args.posonlyargs, *fn.args.args]
     named_only = fn.args.posonlyargs[1:] if skip_self else fn.args.posonlyargs
     if named_only:

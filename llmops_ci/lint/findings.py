@@ -59,8 +59,14 @@ _RULES = [
     Rule("mapping-output-unknown", ERROR, "${run.outputs.x} in an evaluation mapping is not an output of the "
                                           "evaluated flow"),
     Rule("input-unmapped", ERROR, "a flow input without a default that is neither mapped nor a data column"),
+    Rule("input-default-shadowed", WARNING, "an input with a default and a same-named data column but no mapping "
+                                            "(runs map the column explicitly and say so)"),
+    Rule("env-connection-unknown", ERROR, "${connection.field} in environment_variables names a connection "
+                                          "llmops.yaml does not declare, or a field its type lacks"),
     # gate
     Rule("score-output-unknown", ERROR, "an evaluation's 'scores:' names an output its flow does not have"),
+    Rule("score-output-type", ERROR, "an evaluation's 'scores:' output is not a number or boolean (an object, a "
+                                     "label string), so no line could be scored"),
     Rule("gate-unknown-evaluation", ERROR, "a gate rule names an evaluation (or run figure) that does not exist"),
     Rule("gate-rule-empty", ERROR, "a gate rule with no min, max, max_drop or max_rise"),
     # discovery

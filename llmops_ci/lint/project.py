@@ -9,17 +9,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.config import RUN_FIGURES, Config, Connection, FlowSpec, Origin, inside_project, read_config
+from llmops_ci.config import (
+    RUN_FIGURES,
+    Config,
+    Connection,
+    FlowSpec,
+    Origin,
+    connection_fields,
+    connection_ref,
+    inside_project,
+    read_config,
+)
 from llmops_ci.errors import UsageError
 from llmops_ci.kinds import KINDS, ConnectionUse, FlowInfo, kind_for
 from llmops_ci.lint import secrets
 from llmops_ci.lint.data import DataInfo, read_data
 from llmops_ci.lint.findings import ERROR, WARNING, Finding, finding, from_problem
 from llmops_ci.project import Project
-from llmops_ci.schema import closest, path_problem
+from llmops_ci.schema import as_dict, closest, path_problem
 from llmops_ci.yamldoc import YamlDoc, display_path
 
 _MAPPING_REF = re.compile(r"^\$\{([^}]*)\}$")
+# kinds whose runs take an input's default over a same-named data column (prompt flow's batch engine, checked on
+# DAG flows against the executor): runs map such columns explicitly and lint says so
+DEFAULTS_SHADOW_COLUMNS = frozenset({"dag"})
 _SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", ".venv", "venv", ".tox", ".nox", "__pycache__", ".llmops",
               "site-packages", ".mypy_cache", ".ruff_cache", ".pytest_cache", "build", "dist"}
 
@@ -73,7 +86,14 @@ def lint(request: LintRequest, loaded: Project | None = None) -> LintReport:
         for path in paths:
             if not path.exists():
                 raise UsageError(f"{path}: no such file or folder")
-            project.flow_folder(path)
+            # a folder that is not a flow itself is searched, as `ruff check DIR` does
+            below = discover(path) if path.is_dir() and kind_for(path) is None else [path]
+            if not below:
+                raise UsageError(f"{path}: no flows found in or below it (kinds: {', '.join(KINDS)})")
+            for flow in below:
+                info = project.flow_folder(flow)
+                if info is not None and info.loaded:
+                    project.without_config(info)
     report = LintReport(sorted(set(project.findings), key=lambda f: f.sort_key), len(project.infos))
     return report
 
@@ -109,6 +129,12 @@ class _Project:
         self.infos[path] = info
         self.findings += info.findings
         return info
+
+    def without_config(self, info: FlowInfo) -> None:
+        """Checks that depend on the config, made as prompt flow would run the flow as it is."""
+        for use in info.connections:
+            if use.llm and use.connection is None:
+                self.findings.append(_no_connection(use))
 
     def dataset(self, path: Path, origin: Origin, sub: tuple[Any, ...]) -> DataInfo | None:
         if path in self.data:
@@ -167,6 +193,8 @@ class _Project:
         self.mapping(flow.column_mapping, flow.where("column_mapping"), ("column_mapping",), info, data, None,
                      flow.name)
         self.connections(config, info, flow.connections, flow)
+        self.environment(config, flow.environment_variables, flow.where("environment_variables"),
+                         ("environment_variables",))
         self.variant(flow, info)
         for evaluation in flow.evaluations.values():
             self.evaluation(config, flow, info, data, evaluation)
@@ -196,7 +224,14 @@ class _Project:
                     ("scores", metric), f"scores: '{output}' is not an output of {display_path(info.definition)}"
                     + (f"; did you mean '{best}'?" if best else f"; it has: {', '.join(sorted(info.outputs))}"),
                     "score-output-unknown")))
+            elif info.output_types.get(output) not in (None, "int", "double", "bool"):
+                self.findings.append(from_problem(origin.problem(
+                    ("scores", metric), f"scores: output '{output}' of {display_path(info.definition)} is "
+                    f"{_typed(info.output_types[output])}, not a number or boolean, so no line could be scored; "
+                    "name an output that holds the per-line score (e.g. 1.0 for correct, 0.0 for not)",
+                    "score-output-type")))
         self.connections(config, info, evaluation.connections, None, origin)
+        self.environment(config, evaluation.environment_variables, origin, ("environment_variables",))
 
     def includes_inside(self, config: Config, info: FlowInfo) -> None:
         """additional_includes are copied into every run and model: they must not reach out of the project."""
@@ -232,7 +267,7 @@ class _Project:
                 if not rest.strip():
                     add("mapping-invalid", (name,), f"'{value}': name the column, as in ${{data.<column>}}")
                     continue
-                if data is None:
+                if data is None or not data.rows:  # an empty file is reported as such
                     continue
                 if rest not in data.columns:
                     best = closest(rest, data.columns)
@@ -260,9 +295,15 @@ class _Project:
             else:
                 add("mapping-invalid", (name,), f"'{value}': a column mapping value is ${{data.<column>}}"
                     + (", ${run.outputs.<output>}" if base else "") + " or a literal")
-        if data is None:
+        if data is None or not data.rows:
             return
         for name, spec in info.inputs.items():
+            if info.kind in DEFAULTS_SHADOW_COLUMNS and spec.has_default and name not in mapping \
+                    and name in data.columns:
+                add("input-default-shadowed", (), f"{label}: flow input '{name}' has a default and "
+                    f"{display_path(data.path)} has a '{name}' column, but column_mapping does not map it; runs map "
+                    f"it to ${{data.{name}}} (prompt flow alone would use the default on every line): add "
+                    f"'{name}: ${{data.{name}}}' to column_mapping to say so", True)
             if not spec.has_default and name not in mapping and name not in data.columns:
                 add("input-unmapped", (), f"{label}: flow input '{name}' has no default, no column_mapping entry "
                     f"and no '{name}' column in {display_path(data.path)}; add '{name}: ${{data.<column>}}' to "
@@ -277,6 +318,8 @@ class _Project:
             return origin
 
         declared = config.connections
+        # declared, but with a type lint already reports: "not declared" would mislead
+        broken = {str(n) for n in as_dict(as_dict(config.doc.data).get("connections"))} - set(declared)
         fields = {(u.node, u.field) for u in info.connections}
         for node, values in overrides.items():
             if node not in info.nodes:
@@ -297,17 +340,20 @@ class _Project:
                         "node-override-unknown", at_key=True)))
             for key, value in values.items():
                 if (key == "connection" or (node, key) in fields) and isinstance(value, str) \
-                        and value not in declared and "${" not in value:
+                        and value not in declared and "${" not in value and value not in broken:
                     self.findings.append(from_problem(where(node).problem(
                         ("connections", node, key), self._undeclared(value, declared, config),
                         "connection-undeclared")))
         for use in info.connections:
             override = overrides.get(use.node, {})
-            if use.field == "connection" and use.llm:
+            if use.llm and use.connection is None and "connection" not in override:
+                self.findings.append(_no_connection(use, config))
+            if use.llm:
                 self.model_setting(use, override, declared, where)
             if use.field in override:
                 continue
-            if use.connection and use.connection not in declared and "${" not in use.connection:
+            if use.connection and use.connection not in declared and "${" not in use.connection \
+                    and use.connection not in broken:
                 self.findings.append(finding("connection-undeclared", use.path, use.line, use.column,
                                              f"node '{use.node}': " + self._undeclared(use.connection, declared,
                                                                                        config)))
@@ -328,6 +374,28 @@ class _Project:
                                                                       message, "llm-model-missing")))
         else:
             self.findings.append(finding("llm-model-missing", use.path, use.line, use.column, message))
+
+    def environment(self, config: Config, values: dict[str, Any], origin: Origin, sub: tuple[Any, ...]) -> None:
+        """``${connection.field}`` values: the connection must be declared and its type must have the field."""
+        for var, value in values.items():
+            ref = connection_ref(value)
+            if ref is None:
+                continue
+            name, field_name = ref
+            conn = config.connections.get(name)
+            if conn is None:
+                if name in as_dict(as_dict(config.doc.data).get("connections")):
+                    continue  # declared with a broken type: that error is reported at the connection
+                message = f"environment variable {var}: " + self._undeclared(name, config.connections, config)
+            elif field_name not in connection_fields(conn):
+                fields = sorted(connection_fields(conn))
+                best = closest(field_name, fields)
+                message = (f"environment variable {var}: connection '{name}' ({conn.type}) has no field "
+                           f"'{field_name}'" + (f"; did you mean '{best}'?" if best else
+                                               f"; it has: {', '.join(fields) or 'none'}"))
+            else:
+                continue
+            self.findings.append(from_problem(origin.problem((*sub, var), message, "env-connection-unknown")))
 
     @staticmethod
     def _undeclared(name: str, declared: dict[str, Any], config: Config) -> str:
@@ -377,3 +445,14 @@ class _Project:
             if rule.min is None and rule.max is None and rule.max_drop is None and rule.max_rise is None:
                 self.findings.append(from_problem(flow.origin.problem(sub, f"gate rule '{metric}' sets no limit; "
                                      "give min, max, max_drop or max_rise", "gate-rule-empty", at_key=True)))
+
+
+def _no_connection(use: ConnectionUse, config: Config | None = None) -> Finding:
+    where = f" or give one in {config.doc.display} under the flow's connections: {{{use.node}: {{connection: ...}}}}" \
+        if config is not None else ""
+    return finding("llm-connection-missing", use.path, use.line, use.column, f"node '{use.node}' is an LLM node "
+                   f"without 'connection'; name the connection it calls{where}")
+
+
+def _typed(value_type: str) -> str:
+    return {"string": "a string", "object": "an object", "list": "a list"}.get(value_type, f"of type {value_type}")

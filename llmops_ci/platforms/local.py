@@ -1,4 +1,4 @@
-"""A laptop: the comment's markdown goes to ``<state-dir>/comment.md`` (and the terminal on request)."""
+"""A laptop: the comment's markdown goes to ``<state-dir>/comment.md``; the terminal gets it as plain text."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TextIO
 from llmops_ci import log
 from llmops_ci.http import Http
 from llmops_ci.platforms import Publication, Published
-from llmops_ci.report import outcome, render
+from llmops_ci.report import outcome, render, render_text
 
 
 class Local:
@@ -26,6 +26,6 @@ class Local:
         pub.state_dir.mkdir(parents=True, exist_ok=True)
         path = pub.state_dir / "comment.md"
         path.write_text(body + "\n", encoding="utf-8")
-        if pub.echo:
-            out.write(body + "\n")
+        if pub.echo:  # a terminal gets plain text; the markdown is in comment.md
+            out.write(render_text(pub.summary) + "\n")
         return Published(outcome(pub.summary).passed, str(path.absolute()), "updated")

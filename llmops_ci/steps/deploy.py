@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Mapping
 
-from llmops_ci.config import Origin
+from llmops_ci.config import FlowSpec, Origin, connection_ref
 from llmops_ci.errors import CheckFailed, UsageError
+from llmops_ci.log import register_secret
 from llmops_ci.release import DeployPlan, load_smoke_tests, model_spec
-from llmops_ci.runs import environment, provider_connections, update_flow_summary
+from llmops_ci.runs import environment, provider_connections, secret_values, update_flow_summary
 from llmops_ci.state import read_summary
 from llmops_ci.steps import Context, release_for
 from llmops_ci.steps.register import add_release_options
@@ -36,37 +38,48 @@ class DeployStep:
         for flow in flows:
             assert flow.deploy is not None
             spec = model_spec(project, flow, summary, ctx.environ)
-            # a dry run shows ${env:NAME} as written: it needs no secret and prints none
-            env = ({str(k): str(v) for k, v in flow.deploy.environment_variables.items()} if args.dry_run else
-                   environment(Origin(flow.origin.doc, (*flow.origin.prefix, "deploy")),
-                               flow.deploy.environment_variables, ctx.environ))
+            env = deployment_environment(flow, ctx.environ, dry_run=args.dry_run)
             plan = DeployPlan(spec, flow.deploy.endpoint, flow.deploy.instance_type, flow.deploy.instance_count,
                               flow.deploy.traffic, tuple(load_smoke_tests(config, flow)), env,
                               flow.deploy.request_timeout_ms)
             if args.dry_run:
                 ctx.stdout.write(release.dry_run_plan(plan))
                 continue
-            names = {r.connection for r in spec.resources if r.connection}
+            names = {r.connection for r in spec.resources if r.connection} | {
+                ref[0] for ref in map(connection_ref, env.values()) if ref is not None}
             missing = sorted(n for n in names if n not in config.connections)
             if missing:
                 raise UsageError(f"{flow.name}: the flow calls connection(s) {', '.join(missing)} that "
                                  f"{config.doc.display} does not declare; the endpoint could not reach them")
             connections = provider_connections(config, names, ctx.environ)
+            for secret in secret_values(connections):
+                register_secret(secret)
             result = release.deploy(plan, connections, args.keep)
             update_flow_summary(ctx.state_dir, flow.name, "deploy", {"model": f"{spec.name}:{spec.version}",
                                                                       **result.to_json()})
-            for smoke in result.smoke:
-                log.info("  smoke %s: %s%s", smoke.name, "pass" if smoke.passed else "FAIL",
-                         f" ({smoke.error})" if smoke.error else "")
             if result.status != "deployed":
                 log.error("%s: deployment to %s rolled back: %s", flow.name, result.deployment, result.message)
-                failed.append(flow.name)
+                failed.append(f"{flow.name} (" + (f"{result.previous} keeps serving" if result.previous else
+                                                  "nothing was serving before, and nothing serves now") + ")")
             else:
                 log.info("%s: %s:%s serves on %s (slot %s)", flow.name, spec.name, spec.version, plan.endpoint,
                          result.deployment)
         if failed:
-            raise CheckFailed(f"deploy failed for {', '.join(failed)}; the previous deployment keeps serving")
+            raise CheckFailed(f"deploy failed for {', '.join(failed)}; see the messages above")
         return 0
+
+
+def deployment_environment(flow: FlowSpec, environ: Mapping[str, str], *, dry_run: bool) -> dict[str, str]:
+    """What the deployment's process gets: the flow's run environment variables (llmops.yaml, run.yml), then the
+    ``deploy:`` block's. ``${env:NAME}`` is resolved here; ``${connection.field}`` is left for prompt flow's
+    serving to resolve from the connections the endpoint has, so no secret lands in the deployment's settings."""
+    assert flow.deploy is not None
+    if dry_run:  # shown as written: a dry run needs no secret and prints none
+        return {str(k): str(v) for k, v in {**flow.environment_variables, **flow.deploy.environment_variables}.items()}
+    run_env = environment(flow.where("environment_variables"), flow.environment_variables, environ)
+    deploy_env = environment(Origin(flow.origin.doc, (*flow.origin.prefix, "deploy")),
+                             flow.deploy.environment_variables, environ)
+    return {**run_env, **deploy_env}
 
 
 STEP = DeployStep()

@@ -23,11 +23,15 @@ def table(gate: FlowGate) -> str:
     from tabulate import tabulate  # only when a table is drawn: it is slow to import
 
     rows = []
-    for c in gate.checks:
+    for c in sorted(gate.checks, key=lambda check: check.passed):  # failing rows first
         interval = f"[{_num(c.interval[0])}, {_num(c.interval[1])}]" if c.interval else "-"
-        rows.append((c.metric, _num(c.value), _num(c.baseline), _num(c.delta), interval, f"{c.rule} {_num(c.limit)}",
+        if c.interval and c.line_delta is not None:  # the per-line score's scale, with its own point value
+            interval = f"{_num(c.line_delta)} {interval} per line"
+        rule = f"{c.rule} {_num(c.limit)}" + (", significant: true" if c.significant else "")
+        rows.append((c.metric, _num(c.value), _num(c.baseline), _num(c.delta), interval, rule,
                      c.verdict or "-", "pass" if c.passed else "FAIL"))
-    return tabulate(rows, headers=["metric", "value", "baseline", "delta", "95% CI", "rule", "verdict", "result"])
+    return tabulate(rows, headers=["metric", "value", "baseline", "delta", "95% CI (per-line score)", "rule",
+                                   "verdict", "result"])
 
 
 class GateStep:

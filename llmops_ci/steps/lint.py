@@ -49,7 +49,11 @@ class LintStep:
         else:
             ctx.stdout.write(rendered)
         ctx.stdout.flush()
-        update_summary(ctx.state_dir, "lint", {"findings": [f.to_json() for f in report.findings]})
+        # linting folders on a laptop without a config leaves no state behind, unless a state dir was asked for
+        # (in CI the state dir is the job's record, and the PR comment is still updated)
+        args.stateless = request.config is None and args.state_dir is None and ctx.platform.name == "local"
+        if not args.stateless:
+            update_summary(ctx.state_dir, "lint", {"findings": [f.to_json() for f in report.findings]})
         if report.errors:
             raise CheckFailed(f"lint found {report.errors} error{'s' if report.errors != 1 else ''}; fix them and "
                               "run 'llmops-ci lint' again")

@@ -1,4 +1,5 @@
-"""``llmops-ci register``: each flow whose gate passed becomes a model whose version follows its content."""
+"""``llmops-ci register``: each flow that asks to be registered (a ``register:`` block, or a ``deploy:`` block,
+which needs a model) and whose gate passed becomes a model whose version follows its content."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from llmops_ci.errors import UsageError
 from llmops_ci.release import model_spec
 from llmops_ci.runs import update_flow_summary
 from llmops_ci.schema import as_dict
@@ -33,7 +35,15 @@ class RegisterStep:
         project = ctx.project(args.config)
         summary = read_summary(ctx.state_dir)
         release = release_for(args, ctx, project)
-        for flow in project.config.select(args.flow):
+        config = project.config
+        for flow in config.select(args.flow):
+            if flow.register is None and flow.deploy is None:
+                why = (f"{flow.name}: not registered: it has no 'register:' block in {config.doc.display} (flows "
+                       "without one are never registered; add 'register: {name: <model name>}' to register it)")
+                if args.flow:
+                    raise UsageError(why)
+                log.info("%s", why)
+                continue
             gate = as_dict(as_dict(as_dict(summary.get("flows")).get(flow.name)).get("gate"))
             if gate.get("passed") is not True and not args.force:
                 log.warning("%s: not registered: %s (or pass --force)", flow.name,

@@ -20,6 +20,7 @@ from llmops_ci.runs import (
     secret_values,
     used_connections,
 )
+from llmops_ci.schema import closest
 from llmops_ci.steps import Context, run_context
 
 log = logging.getLogger("llmops_ci.test")
@@ -60,10 +61,20 @@ class TestStep:
         rc = run_context(args.backend, ctx, project, args)
         cache = cache_settings(config, flow.name, args.llm_cache)
         info = flow_info(project, flow.path)
-        job = TestJob(flow.path, info, parse_inputs(args.input), args.variant or flow.variant, flow.connections,
-                      environment(flow.where("environment_variables"), flow.environment_variables, ctx.environ),
-                      provider_connections(config, used_connections(config, info, flow.connections),
-                                           ctx.environ, lenient=cache is not None), cache)
+        inputs = parse_inputs(args.input)
+        unknown = sorted(set(inputs) - set(info.inputs))
+        if unknown:
+            best = closest(unknown[0], info.inputs)
+            raise UsageError(f"--input {unknown[0]}: flow '{flow.name}' has no input '{unknown[0]}'"
+                             + (f"; did you mean '{best}'?" if best else "")
+                             + f"; its inputs are: {', '.join(info.inputs) or 'none'}")
+        lenient = cache is not None
+        connections = provider_connections(config, used_connections(config, info, flow.connections,
+                                                                    flow.environment_variables),
+                                           ctx.environ, lenient=lenient)
+        job = TestJob(flow.path, info, inputs, args.variant or flow.variant, flow.connections,
+                      environment(flow.where("environment_variables"), flow.environment_variables, ctx.environ,
+                                  connections, lenient=lenient), connections, cache)
         for secret in secret_values(job.provider_connections):
             rc.on_secret(secret)
         record = rc.backend.test(job)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 pytest.importorskip("azure.ai.ml")
 
@@ -534,3 +535,50 @@ def test_deploy_unregistered_model(tmp_path: Path, fake: FakeAzureML, ml_client:
     with pytest.raises(UsageError, match="not registered"):
         AzureMLRelease(ml_client).deploy(_plan(spec), spec.version)
     assert fake.writes() == []
+
+
+# ------------------------------------------------------------------------------------------------ from the CLI
+
+CHAT_CONFIG = """\
+version: 1
+connections:
+  open_ai_connection:
+    type: open_ai
+    api_key: ${env:OPENAI_API_KEY}
+flows:
+  chat:
+    path: flows/chat-basic
+    data: flows/chat-basic/data.jsonl
+    register: {name: chat-basic}
+    deploy: {endpoint: chat-basic-ep}
+azureml:
+  subscription_id: ${env:AZURE_SUBSCRIPTION_ID}
+  resource_group: rg-llmops
+  workspace: ws-llmops
+"""
+
+
+def test_dry_run_from_the_cli_is_what_deploy_creates(cli: Callable[..., Any], project: Callable[..., Any],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # chat/chat-basic: `chat_history` carries no is_chat_history, prompt flow still takes it as the history
+    import shutil
+
+    proj = project({"llmops.yaml": CHAT_CONFIG}, base=False)
+    shutil.copytree(Path(__file__).parents[1] / "kinds" / "data" / "upstream" / "chat-basic",
+                    proj.path("flows/chat-basic"))
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", SUB)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # a dry run needs no credentials
+    result = cli("deploy", "--backend", "azureml", "--dry-run", "--flow", "chat")
+    assert result.code == 0, result.err
+    model, _, deployment = [yaml.safe_load(d) for d in result.out.split("---\n")]
+    assert model["properties"]["azureml.promptflow.mode"] == "chat"
+    assert model["properties"]["azureml.promptflow.chat_history"] == "chat_history"
+    assert model["properties"]["azureml.promptflow.chat_input"] == "question"
+    assert deployment["environment_variables"]["PRT_CONFIG_OVERRIDE"] == (
+        f"deployment.subscription_id={SUB},deployment.resource_group={GROUP},deployment.workspace_name={WS},"
+        "deployment.endpoint_name=chat-basic-ep,deployment.deployment_name=blue")
+    # exactly what deploy would create: the same entity the real deploy builds for that slot and workspace
+    spec_env = azureml.deployment_environment_variables(
+        DeployPlan(ModelSpec("chat-basic", "1", "chat", proj.path("flows/chat-basic"), None, {}, ()),
+                   "chat-basic-ep", None, 1, (100,), ()), "blue", WorkspaceScope(SUB, GROUP, WS))
+    assert deployment["environment_variables"] == spec_env

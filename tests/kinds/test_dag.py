@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -288,3 +290,53 @@ def test_installed_package_tool_is_found_without_importing_it(project: Callable[
     rules, imported = out.stdout.splitlines()
     assert "package-tool-unchecked" not in rules
     assert imported == "[]"
+
+
+# --- shapes from prompt flow's own examples ---------------------------------------------------------------------
+
+UPSTREAM = Path(__file__).parent / "data" / "upstream"
+
+
+def test_an_input_named_chat_history_is_the_history_unless_marked_otherwise(tmp_path: Path) -> None:
+    info = KINDS["dag"].inspect(UPSTREAM / "chat-basic")  # chat_history has no is_chat_history
+    assert (info.chat_input, info.chat_history, info.chat_output) == ("question", "chat_history", "answer")
+    flow = tmp_path / "f"
+    shutil.copytree(UPSTREAM / "chat-basic", flow)
+    dag = flow / "flow.dag.yaml"
+    dag.write_text(dag.read_text().replace("  chat_history:\n    type: list\n",
+                                           "  chat_history:\n    type: list\n    is_chat_history: false\n"))
+    assert KINDS["dag"].inspect(flow).chat_history is None
+
+
+def test_a_python_return_annotation_types_the_output() -> None:
+    # eval-chat-math declares `score: type: string` but line_process() -> int: the score is a number
+    info = KINDS["dag"].inspect(UPSTREAM / "eval-chat-math")
+    assert info.output_types == {"score": "int"}
+
+
+LLM_PROMPT_INPUT = {
+    "flow.dag.yaml": """\
+        inputs:
+          question: {type: string}
+        outputs:
+          answer: {type: string, reference: "${chat.output}"}
+        nodes:
+        - name: chat
+          type: llm
+          source: {type: code, path: chat.jinja2}
+          connection: openai
+          api: chat
+          inputs:
+            model: gpt-4o-mini
+            prompt: ${inputs.question}
+        """,
+    "chat.jinja2": "# user:\n{{ question }} {{ context }}\n",
+}
+
+
+def test_an_llm_input_named_prompt_replaces_the_template(project: Callable[..., Project]) -> None:
+    proj = project({f"flows/p/{k}": v for k, v in LLM_PROMPT_INPUT.items()}, base=False)
+    assert [f.rule for f in proj.lint(config=None, paths=("flows/p",)).findings] == []
+    proj.replace("flows/p/flow.dag.yaml", "prompt: ${inputs.question}", "question: ${inputs.question}")
+    rules = sorted(f.rule for f in proj.lint(config=None, paths=("flows/p",)).findings)
+    assert rules == ["prompt-var-unbound"]  # {{ context }} is unbound once the template is rendered

@@ -62,6 +62,15 @@ UNUSED_NODE = """\
     text: ${inputs.text}
 """
 
+NO_CONNECTION = replace(DAG, "          connection: openai\n          api: chat\n          inputs:\n"
+                        "            deployment_name: gpt-4o-mini\n            temperature",
+                        "          api: chat\n          inputs:\n"
+                        "            deployment_name: gpt-4o-mini\n            temperature")
+# a per-line score the gate can use: grade() returns a bool
+SCORED = both(replace(CFG, "        path: flows/eval\n",
+                      "        path: flows/eval\n        scores: {accuracy: grade}\n"),
+              replace("flows/eval/grade.py", ") -> str:", ") -> bool:"))
+
 CASES: dict[str, Case] = {
     "yaml-syntax": Case(replace(DAG, "  text:\n    type: string", "  text: [string\n"),
                         replace(DAG, "  inputs:\n    text: ${inputs.text}", '  inputs: {text: "${inputs.text}"}'),
@@ -142,11 +151,33 @@ CASES: dict[str, Case] = {
                                PROMPT, 11, "'examples'"),
     "prompt-input-unused": Case(replace(DAG, "temperature: 0.2\n", "temperature: 0.2\n            tone: calm\n"),
                                 nothing, DAG, 55, "'tone'"),
-    "llm-connection-missing": Case(replace(DAG, "          connection: openai\n          api: chat\n          inputs:\n"
-                                           "            deployment_name: gpt-4o-mini\n            temperature",
-                                           "          api: chat\n          inputs:\n"
-                                           "            deployment_name: gpt-4o-mini\n            temperature"),
-                                   nothing, DAG, 45),
+    # the near miss: the config's `connections:` override gives the node its connection
+    "llm-connection-missing": Case(both(NO_CONNECTION, replace(CFG, "{connection: openai, model: gpt-4o-mini}",
+                                                               "{model: gpt-4o-mini}")),
+                                   NO_CONNECTION, DAG, 45, "without 'connection'"),
+    "llm-provider-unknown": Case(replace(DAG, "          connection: openai\n", "          connection: openai\n"
+                                         "          provider: AzureOpenAi\n"),
+                                 replace(DAG, "          connection: openai\n", "          connection: openai\n"
+                                         "          provider: AzureOpenAI\n"), DAG, 39, "did you mean 'AzureOpenAI'"),
+    "activate-ref-line-node": Case(replace(EVAL, "  aggregation: true\n", "  aggregation: true\n  activate:\n"
+                                           "    when: ${grade.output}\n    is: Correct\n"),
+                                   replace(EVAL, "  aggregation: true\n", "  aggregation: true\n  activate:\n"
+                                           "    when: ${inputs.groundtruth}\n    is: Correct\n"), EVAL, 28,
+                                   "cannot reference 'grade'"),
+    "input-default-shadowed": Case(lambda p: p.write("data/classify.jsonl", p.read("data/classify.jsonl").replace(
+                                       '{"text"', '{"history": [], "text"')),
+                                   both(lambda p: p.write("data/classify.jsonl", p.read("data/classify.jsonl").replace(
+                                       '{"text"', '{"history": [], "text"')),
+                                       replace(CFG, "      text: ${data.text}\n",
+                                               "      text: ${data.text}\n      history: ${data.history}\n")),
+                                   CFG, 11, "flow input 'history' has a default"),
+    "env-connection-unknown": Case(replace(CFG, "    path: flows/classify\n", "    path: flows/classify\n"
+                                           "    environment_variables:\n      KEY: ${openai.api_kye}\n"),
+                                   replace(CFG, "    path: flows/classify\n", "    path: flows/classify\n"
+                                           "    environment_variables:\n      KEY: ${openai.api_key}\n"),
+                                   CFG, 11, "did you mean 'api_key'"),
+    "score-output-type": Case(replace(CFG, "        path: flows/eval\n", "        path: flows/eval\n"
+                                      "        scores: {accuracy: grade}\n"), SCORED, CFG, 19, "is a string"),
     "llm-model-missing": Case(replace(CFG, "{connection: openai, model: gpt-4o-mini}", "{connection: openai}"),
                               both(replace(CFG, "{connection: openai, model: gpt-4o-mini}", "{connection: openai}"),
                                    lambda p: p.write(DAG, p.read(DAG).replace("deployment_name:", "model:"))),
@@ -197,8 +228,7 @@ CASES: dict[str, Case] = {
                                     "did you mean 'accuracy'"),
     "score-output-unknown": Case(replace(CFG, "        path: flows/eval\n", "        path: flows/eval\n"
                                          "        scores: {accuracy: grades}\n"),
-                                 replace(CFG, "        path: flows/eval\n", "        path: flows/eval\n"
-                                         "        scores: {accuracy: grade}\n"), CFG, 19, "did you mean 'grade'"),
+                                 SCORED, CFG, 19, "did you mean 'grade'"),
     "gate-rule-empty": Case(replace(CFG, "{min: 0.8, max_drop: 0.05}", "{significant: true}"),
                             replace(CFG, "{min: 0.8, max_drop: 0.05}", "{max_drop: 0.05, significant: true}"),
                             CFG, 23),
@@ -263,3 +293,25 @@ def test_connection_override_keys(node: str, key: str, ok: bool, project: Callab
                  if node != "classify" else f"      classify: {{connection: openai, {key}: x}}")
     hits = [f for f in proj.lint().findings if f.rule == "node-override-unknown"]
     assert not hits if ok else hits and f"cannot override '{key}'" in hits[0].message, hits
+
+
+def test_model_rule_is_for_llm_nodes_only(project: Callable[..., Project]) -> None:
+    # upstream flows pass a connection to their own Python tools (and set deployment_name themselves or not at all)
+    proj = project()
+    proj.write(CLEAN_PY, "from promptflow.connections import AzureOpenAIConnection\n"
+                         "from promptflow.core import tool\n\n\n@tool\n"
+                         "def clean(text: str, connection: AzureOpenAIConnection, limit: int = 2000) -> str:\n"
+                         "    return text\n")
+    proj.replace(DAG, "    text: ${inputs.text}\n", "    text: ${inputs.text}\n    connection: aoai\n")
+    proj.replace(CFG, "connections:\n", "connections:\n  aoai:\n    type: azure_open_ai\n"
+                                        "    api_base: ${env:AZURE_OPENAI_ENDPOINT}\n"
+                                        "    api_key: ${env:AZURE_OPENAI_API_KEY}\n")
+    assert proj.lint().findings == []
+
+
+def test_a_connection_type_typo_is_one_finding_not_also_undeclared(project: Callable[..., Project]) -> None:
+    proj = project()
+    proj.replace(CFG, "    type: open_ai\n", "    type: openai\n")
+    findings = proj.lint().findings
+    assert [f.rule for f in findings] == ["wrong-type"], findings
+    assert "did you mean 'open_ai'" in findings[0].message
