@@ -264,7 +264,10 @@ def flow_info(project: Project, path: Path) -> FlowInfo:
     return info
 
 
-def batch_job(project: Project, flow: FlowSpec, options: RunOptions, environ: Mapping[str, str]) -> RunJob:
+def batch_job(project: Project, flow: FlowSpec, options: RunOptions, environ: Mapping[str, str], *,
+              local_connections: bool = True) -> RunJob:
+    """``local_connections=False``: the backend uses its own connections by name (Azure ML's), so the declared
+    ones are neither resolved nor required."""
     config = project.config
     if flow.data is None:
         raise UsageError(f"{flow.origin.doc.display}: flow '{flow.name}' has no 'data:' to run over")
@@ -275,12 +278,12 @@ def batch_job(project: Project, flow: FlowSpec, options: RunOptions, environ: Ma
         column_mapping=flow.column_mapping, variant=flow.variant, connections=flow.connections,
         environment_variables=environment(flow.where("environment_variables"), flow.environment_variables, environ),
         provider_connections=provider_connections(config, used_connections(config, info, flow.connections),
-                                                  environ, lenient=cache is not None),
+                                                  environ, lenient=cache is not None) if local_connections else (),
         options=options, base_run=flow.base_run, cache=cache)
 
 
 def eval_jobs(project: Project, flow: FlowSpec, base_run: str, options: RunOptions,
-              environ: Mapping[str, str]) -> list[RunJob]:
+              environ: Mapping[str, str], *, local_connections: bool = True) -> list[RunJob]:
     config = project.config
     jobs = []
     for evaluation in flow.evaluations.values():
@@ -295,7 +298,7 @@ def eval_jobs(project: Project, flow: FlowSpec, base_run: str, options: RunOptio
             environment_variables=environment(evaluation.origin, evaluation.environment_variables, environ),
             provider_connections=provider_connections(
                 config, used_connections(config, info, evaluation.connections), environ,
-                lenient=cache is not None),
+                lenient=cache is not None) if local_connections else (),
             options=options, base_run=base_run, cache=cache))
     return jobs
 
