@@ -288,8 +288,8 @@ class AzureMLRuns:
         env = home.environment(self.ctx.environ, home.root / "work")
         os.environ.update({k: env[k] for k in _PF_ENV})  # promptflow reads its home (telemetry off) at import
         from azure.ai.ml import MLClient
-        from promptflow.azure import PFClient
 
+        PFClient = pf_client_class()
         credential = self.credential
         if credential is None:
             from azure.identity import DefaultAzureCredential
@@ -478,6 +478,30 @@ class AzureMLRuns:
             except (LlmopsError, KeyboardInterrupt) as exc:
                 log.error("%s: could not cancel run %s (%s); cancel it in the studio: %s", flight.job.label,
                           flight.job.name, exc, flight.portal or "the workspace's prompt flow runs page")
+
+
+def pf_client_class() -> Any:
+    """promptflow-azure's ``PFClient``. Its last release (1.18) imports ``DatastoreType`` from azure-ai-ml's
+    2022-10 REST client, which azure-ai-ml 1.33 removed; the same enum is in azure-ai-ml's current ARM client,
+    so that module is provided under the old name when it is missing (the only symbol promptflow-azure takes
+    from there)."""
+    import importlib
+    import sys
+    import types
+
+    old = "azure.ai.ml._restclient.v2022_10_01"
+    try:
+        importlib.import_module(old + ".models")
+    except ModuleNotFoundError:
+        from azure.ai.ml._restclient.arm_ml_service.models import DatastoreType
+
+        package, models = types.ModuleType(old), types.ModuleType(old + ".models")
+        models.DatastoreType = DatastoreType  # type: ignore[attr-defined]
+        package.models = models  # type: ignore[attr-defined]
+        sys.modules.update({old: package, old + ".models": models})
+    from promptflow.azure import PFClient
+
+    return PFClient
 
 
 def _line(child: dict[str, Any]) -> LineResult:
