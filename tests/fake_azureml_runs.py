@@ -106,7 +106,8 @@ class FakeWorkspace:
         self.runs: dict[str, FakeRun] = {}
         self.uploads: dict[str, Path] = {}  # remote path -> local source
         self.uploaded_files: dict[str, list[str]] = {}  # remote path -> files
-        # (method, short path regex) -> statuses answered, one per matching request, before answering normally
+        # (method, short path regex) -> statuses answered, one per matching request, before answering normally;
+        # 0 answers that request normally
         self.fail: dict[tuple[str, str], list[int]] = {}
         self.final: dict[str, str] = {}  # label -> final status
         self.log: list[tuple[str, str]] = []
@@ -176,6 +177,8 @@ class FakeWorkspace:
             for (m, pattern), statuses in self.fail.items():
                 if m == method and re.fullmatch(pattern, short) and statuses:
                     code = statuses.pop(0)
+                    if not code:
+                        break
                     return code, {"error": {"code": {401: "AuthenticationFailed", 403: "AuthorizationFailed",
                                                      429: "TooManyRequests"}.get(code, "ServiceError"),
                                             "message": f"fake {code} for {method} {short}"}}

@@ -14,6 +14,7 @@ promptflow and azure are imported only when a run is submitted: a dry run needs 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -167,6 +168,9 @@ def _status_of(exc: BaseException) -> tuple[int | None, str]:
 
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "message", None) or exc)
+    said = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Error message:")]
+    if said and said[0]:
+        return said[0][:300]
     for line in text.splitlines():
         if line.strip() and not line.strip().startswith("Calling "):
             return line.strip()[:300]
@@ -191,8 +195,7 @@ def service_error(what: str, exc: BaseException, workspace: str = "the workspace
                             "submit fewer flows at once (--flow), or request more quota for the resources' "
                             "instance_type (or use a compute cluster)")
     if status is not None and status >= 500:
-        return ServiceError(f"Azure ML: {what}: the service failed after retries (HTTP {status}: {text}); run "
-                            "again later")
+        return ServiceError(f"Azure ML: {what}: the service failed (HTTP {status}: {text}); run again later")
     if status == 404 and "workspace" in text.lower():
         return UsageError(f"Azure ML: {what}: {text}; check subscription_id, resource_group and workspace under "
                           "'azureml:' in llmops.yaml")
@@ -256,16 +259,17 @@ class AzureMLRuns:
         flights: list[_Flight] = []
         with _sigterm_as_interrupt():
             try:
-                for job in jobs:
-                    self._check(pf, job)
+                problems = [problem for job in jobs for problem in self._check(pf, job)]
+                if problems:
+                    raise ConfigError(problems)
                 for job in jobs:
                     flights.append(self._submit(pf, job, progress_factory))
                 self._await(pf, flights)
             except KeyboardInterrupt:
-                self._cancel(pf, [f for f in flights if f.record is None], "interrupted")
+                self._cancel(pf, _running(flights), "interrupted")
                 raise
             except LlmopsError:
-                self._cancel(pf, [f for f in flights if f.record is None], "stopped by an error")
+                self._cancel(pf, _running(flights), "stopped by an error")
                 raise
         return [f.record for f in flights if f.record is not None]
 
@@ -314,7 +318,7 @@ class AzureMLRuns:
         try:
             ok, value = box.get(timeout=self.polling.call_timeout_s)
         except queue.Empty:
-            raise ServiceError(f"Azure ML: {what}: no answer within {self.polling.call_timeout_s:.0f} s; check the "
+            raise ServiceError(f"Azure ML: {what}: no answer within {self.polling.call_timeout_s:g} s; check the "
                                "network and run again") from None
         if not ok:
             workspace = self._pf._ml_client.workspace_name if self._pf is not None else "the workspace"
@@ -327,7 +331,7 @@ class AzureMLRuns:
         flow = self.ctx.project.config.flows.get(job.label.split("/", 1)[0])
         return dict(flow.resources) if flow is not None else {}
 
-    def _check(self, pf: Any, job: RunJob) -> None:
+    def _check(self, pf: Any, job: RunJob) -> list[Problem]:
         """Compute and connections named by the run must exist in the workspace (exit 2 at the line naming them)."""
         problems: list[Problem] = []
         flow = self.ctx.project.config.flows.get(job.label.split("/", 1)[0])
@@ -339,23 +343,27 @@ class AzureMLRuns:
                 "Standard_D4as_v4}", "azureml-unknown-compute"))
         for node, name, where in self._connection_uses(job):
             if not self._exists(pf, "connection", name):
-                problems.append(Problem(where[0], where[1], where[2], (
+                problems.append(where(
                     f"connection '{name}' (node {node}) is not in workspace {pf._ml_client.workspace_name}; create "
-                    "it there (studio > Connections, or 'az ml connection create') or override the node's "
-                    "connection with one that exists"), "azureml-unknown-connection"))
-        if problems:
-            raise ConfigError(problems)
+                    "it there (studio > Connections, or 'az ml connection create'), or point the node at one that "
+                    "exists with connections: {<node>: {connection: <name>}} in llmops.yaml"))
+        return problems
 
-    def _connection_uses(self, job: RunJob) -> Iterator[tuple[str, str, tuple[str, int | None, int | None]]]:
-        overridden = {node: values.get("connection") for node, values in job.connections.items()}
-        flow = self.ctx.project.config.flows.get(job.label.split("/", 1)[0])
-        display = flow.origin.doc.display if flow is not None else str(job.flow)
-        for node, name in overridden.items():
-            if isinstance(name, str):
-                yield node, name, (display, None, None)
+    def _connection_uses(self, job: RunJob) -> Iterator[tuple[str, str, Callable[[str], Problem]]]:
+        """(node, workspace connection, where it is written) for each connection the run uses."""
+        rule = "azureml-unknown-connection"
+        flow_name, _, evaluation = job.label.partition("/")
+        flow = self.ctx.project.config.flows.get(flow_name)
+        spec = flow.evaluations.get(evaluation) if flow is not None and evaluation else None
+        origin = spec.origin if spec is not None else flow.where("connections") if flow is not None else None
         for use in job.info.connections:
-            if use.node not in overridden and use.field == "connection" and use.connection:
-                yield use.node, use.connection, (str(use.path), use.line, use.column)
+            override = job.connections.get(use.node, {}).get(use.field)
+            if isinstance(override, str) and origin is not None:
+                yield use.node, override, functools.partial(origin.problem, ("connections", use.node, use.field),
+                                                            rule=rule)
+            elif use.connection:
+                yield use.node, use.connection, functools.partial(Problem, str(use.path), use.line, use.column,
+                                                                  rule=rule)
 
     def _exists(self, pf: Any, kind: str, name: str) -> bool:
         if (kind, name) not in self._known:
@@ -386,11 +394,10 @@ class AzureMLRuns:
             try:
                 created = self._call(f"submitting run {job.name}", lambda: pf.runs.create_or_update(run=run))
             except LlmopsError as exc:
-                # the submission may have reached the service before a later call failed: look once
-                if not _retryable(exc):
+                # create_or_update reads the run back after submitting it; when only that failed, carry on
+                created = self._lookup(pf, job.name) if _retryable(exc) else None
+                if created is None:
                     raise
-                created = self._call(f"looking up run {job.name} after a failed submission",
-                                     lambda: pf.runs.get(job.name))
         flight = _Flight(job, progress_factory(job.label, self.ctx.project.data(job.data).rows),
                          started=self.clock())
         flight.portal = getattr(created, "_portal_url", None)
@@ -398,6 +405,23 @@ class AzureMLRuns:
         log.info("%s: run %s submitted (%s); follow it at %s", job.label, job.name, flight.status,
                  flight.portal or "the workspace's prompt flow runs page")
         return flight
+
+    def _lookup(self, pf: Any, name: str) -> Any:
+        """The run if the service has it (None if not), riding out throttling and 5xx like a status check."""
+        interval = self.polling.first_s
+        for attempt in range(1, self.polling.transient_limit + 1):
+            try:
+                return self._call(f"looking up run {name}", lambda: pf.runs.get(name))
+            except LlmopsError as exc:
+                if not _retryable(exc):
+                    return None  # promptflow's RunNotFoundError: the submission did not reach the service
+                if attempt == self.polling.transient_limit:
+                    raise
+                log.warning("looking up run %s failed (%d of %d tries): %s", name, attempt,
+                            self.polling.transient_limit, exc)
+                self.sleep(interval)
+                interval = min(self.polling.max_s, interval * self.polling.factor)
+        return None
 
     # -------------------------------------------------------------------------------------- awaiting
 
@@ -411,10 +435,10 @@ class AzureMLRuns:
                 if flight.record is None:
                     changed |= self._poll(pf, flight)
             if self.clock() > deadline:
-                late = [f for f in flights if f.record is None]
+                late = _running(flights)
                 self._cancel(pf, late, "over the time limit")
                 raise ServiceError(f"Azure ML: {', '.join(f.job.name for f in late)} still not finished after "
-                                   f"{self.polling.timeout_s / 3600:.1f} h and canceled; see "
+                                   f"{self.polling.timeout_s / 60:g} min and canceled; see "
                                    f"{late[0].portal or 'the workspace'}")
             interval = self.polling.first_s if changed else min(self.polling.max_s, interval * self.polling.factor)
 
@@ -478,6 +502,10 @@ class AzureMLRuns:
             except (LlmopsError, KeyboardInterrupt) as exc:
                 log.error("%s: could not cancel run %s (%s); cancel it in the studio: %s", flight.job.label,
                           flight.job.name, exc, flight.portal or "the workspace's prompt flow runs page")
+
+
+def _running(flights: list[_Flight]) -> list[_Flight]:
+    return [f for f in flights if f.record is None and f.status not in TERMINAL]
 
 
 def pf_client_class() -> Any:
