@@ -498,6 +498,7 @@ class AzureMLRuns:
             name = flight.job.name
             try:
                 self._call(f"canceling run {name}", lambda: pf.runs.cancel(name))  # noqa: B023 (called at once)
+                flight.status = "Canceled"
                 log.warning("%s: run %s canceled (%s)", flight.job.label, flight.job.name, why)
             except (LlmopsError, KeyboardInterrupt) as exc:
                 log.error("%s: could not cancel run %s (%s); cancel it in the studio: %s", flight.job.label,
