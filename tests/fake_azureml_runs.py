@@ -72,11 +72,23 @@ class FakeRun:
     lines: list[dict[str, Any]] = field(default_factory=list)
     log: list[str] = field(default_factory=lambda: ["Submitting flow run"])
 
+    clock: Callable[[], float] | None = None  # with a clock, the run takes service_s from submission to end
+    submitted: float = 0.0
+    service_s: float = 0.0
+
     @property
     def status(self) -> str:
         if self.canceled:
             return "Canceled"
+        if self.clock is not None:
+            elapsed = self.clock() - self.submitted
+            return "NotStarted" if elapsed <= 0 else "Running" if elapsed < self.service_s else self.final
         return STATUSES[self.polls] if self.polls < len(STATUSES) else self.final
+
+    def finished_lines(self) -> int:
+        if self.clock is None or not self.service_s:
+            return len(self.rows) * max(self.polls - 1, 0) // len(STATUSES)
+        return min(len(self.rows), int(len(self.rows) * (self.clock() - self.submitted) / self.service_s))
 
 
 def _mapped(mapping: dict[str, str], row: dict[str, Any], base: FakeRun | None, index: int) -> dict[str, Any]:
@@ -110,6 +122,8 @@ class FakeWorkspace:
         # 0 answers that request normally
         self.fail: dict[tuple[str, str], list[int]] = {}
         self.final: dict[str, str] = {}  # label -> final status
+        self.clock: Callable[[], float] | None = None  # virtual time for simulations (see bench/)
+        self.service_s: Callable[[FakeRun], float] = lambda run: 0.0
         self.log: list[tuple[str, str]] = []
         self.bodies: list[Any] = []
         self.hang_on: str | None = None  # a short path regex that never answers
@@ -249,7 +263,11 @@ class FakeWorkspace:
         if data:
             source = self.uploads[data.split("/paths/", 1)[1].rstrip("/")]
             rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
-        self.runs[name] = FakeRun(name, body, rows, self.final.get(body.get("runDisplayName", ""), "Completed"))
+        run = FakeRun(name, body, rows, self.final.get(body.get("runDisplayName", ""), "Completed"))
+        if self.clock is not None:
+            run.clock, run.submitted = self.clock, self.clock()
+            run.service_s = self.service_s(run)
+        self.runs[name] = run
         return name
 
     def log_text(self, run: FakeRun) -> str:
@@ -260,7 +278,7 @@ class FakeWorkspace:
         before = run.status
         run.polls += 1
         if run.status == "Running":
-            run.log.append(f"Finished {len(run.rows) * (run.polls - 1) // len(STATUSES)} / {len(run.rows)} lines.")
+            run.log.append(f"Finished {run.finished_lines()} / {len(run.rows)} lines.")
         elif run.status != before and run.status in ("Completed", "Failed"):
             run.log.append(f"Finished {len(run.rows)} / {len(run.rows)} lines.")
         if run.status in ("Completed", "Failed") and not run.lines:

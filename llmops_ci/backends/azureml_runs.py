@@ -430,20 +430,21 @@ class AzureMLRuns:
         deadline = self.clock() + self.polling.timeout_s
         while any(f.record is None for f in flights):
             self.sleep(interval)
-            changed = False
+            moved = False
             for flight in flights:
                 if flight.record is None:
-                    changed |= self._poll(pf, flight)
+                    moved |= self._poll(pf, flight)
             if self.clock() > deadline:
                 late = _running(flights)
                 self._cancel(pf, late, "over the time limit")
                 raise ServiceError(f"Azure ML: {', '.join(f.job.name for f in late)} still not finished after "
                                    f"{self.polling.timeout_s / 60:g} min and canceled; see "
                                    f"{late[0].portal or 'the workspace'}")
-            interval = self.polling.first_s if changed else min(self.polling.max_s, interval * self.polling.factor)
+            # a new status starts the back-off again; progress alone does not (a long run's log keeps growing)
+            interval = self.polling.first_s if moved else min(self.polling.max_s, interval * self.polling.factor)
 
     def _poll(self, pf: Any, flight: _Flight) -> bool:
-        """One status check (what ``pfazure run stream`` shows); True when something moved."""
+        """One status check (what ``pfazure run stream`` shows); True when the run's status changed."""
         name = flight.job.name
         try:
             run = self._call(f"status of run {name}", lambda: pf.runs.get(name))
@@ -461,11 +462,9 @@ class AzureMLRuns:
         for line in text[flight.log_seen:].splitlines():
             if line.strip():
                 log.info("%s | %s", flight.job.label, line.rstrip())
-        if len(text) > flight.log_seen:
-            flight.log_seen, changed = len(text), True
+        flight.log_seen = max(flight.log_seen, len(text))
         done = [int(m.group(1)) for m in _PROGRESS.finditer(text)]
-        if done and done[-1] != flight.done:
-            flight.done, changed = done[-1], True
+        flight.done = done[-1] if done else flight.done
         flight.progress.update(flight.done)
         status = str(run.status)
         if status != flight.status:
