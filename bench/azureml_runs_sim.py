@@ -16,7 +16,7 @@ What it does, per (flows, lines):
    bookkeeping, every HTTP request of submission, status checks, details and metrics) is real and timed.
 4. Prints, side by side:
    - llmops-ci: measured client time + virtual waiting (all flows submitted at once, awaited together,
-     status checks backing off from 5 s to 60 s);
+     status checks backing off from 5 s to 30 s);
    - pfazure: ``pfazure run create --stream`` then ``show-details``/``show-metrics`` one flow after the
      other, as Microsoft's template pipelines do (simulated: its stream checks every 10 s; the same
      per-call client costs as measured for llmops-ci);
@@ -134,7 +134,8 @@ def main_(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("PF_HOME_DIRECTORY", tempfile.mkdtemp(prefix="llmops-azsim-pf-"))
     pf_client_class()
-    logging.getLogger("promptflow").setLevel(logging.ERROR)  # its "compute session" notice, once per run
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("promptflow")]:
+        logging.getLogger(name).setLevel(logging.ERROR)  # its "compute session" notice, once per run
     print(f"service time per run = {args.startup:g} s + lines x {args.per_line:g} s / {args.service_workers} "
           "(a parameter: not measured)")
     print(f"{'flows':>5} {'lines':>6} {'service s':>10} | {'llmops-ci s':>11} {'(client':>8} {'waited)':>8} "
@@ -146,7 +147,7 @@ def main_(argv: list[str] | None = None) -> int:
                   f"{r['waited']:>8.1f} {r['requests']:>8.0f} | {r['peer']:>9.1f} | {r['ideal']:>8.1f} | "
                   f"{r['ours'] / r['ideal']:>12.2f}")
     print("llmops-ci: all flows submitted at once and awaited together; its extra time over ideal is the client's "
-          "own time plus the rounding of the last status check (back-off 5 s -> 60 s).")
+          "own time plus the rounding of the last status check (back-off 5 s -> 30 s).")
     print("pfazure: one flow after the other (simulated from the same per-flow client time and 10 s stream "
           "checks).")
     return 0

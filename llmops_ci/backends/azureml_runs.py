@@ -57,7 +57,7 @@ class Polling:
     """How long to wait for what: every wait is bounded."""
 
     first_s: float = 5.0  # the first status check after submission
-    max_s: float = 60.0  # back-off ceiling between checks
+    max_s: float = 30.0  # back-off ceiling: a run ends at most this long before we notice (bench/azureml_runs_sim.py)
     factor: float = 1.5  # back-off growth while nothing changes
     timeout_s: float = 8 * 3600.0  # a run still going after this is canceled (exit 3)
     call_timeout_s: float = 180.0  # one service call that does not answer
