@@ -281,7 +281,7 @@ class FakeWorkspace:
             run.log.append(f"Finished {run.finished_lines()} / {len(run.rows)} lines.")
         elif run.status != before and run.status in ("Completed", "Failed"):
             run.log.append(f"Finished {len(run.rows)} / {len(run.rows)} lines.")
-        if run.status in ("Completed", "Failed") and not run.lines:
+        if run.status == "Completed" and not run.lines:  # a Failed run (its session did not start) has none
             base = self.runs.get(run.body.get("variantRunId") or "")
             for i, row in enumerate(run.rows):
                 inputs = _mapped(run.body.get("inputsMapping") or {}, row, base, i)
@@ -310,8 +310,8 @@ class FakeWorkspace:
                                    "azureml.promptflow.input_run_id": run.body.get("variantRunId"),
                                    "__pf__.lines.failed": str(failed)},
                     "createdBy": {"userName": "ci"}, "outputs": None,
-                    "error": {"error": {"message": "the compute session failed to start"}}
-                    if run.status == "Failed" and not run.rows else None}
+                    "error": {"error": {"message": "the compute session failed to start: pip install of "
+                                                   "requirements.txt failed"}} if run.status == "Failed" else None}
             if run.status in ("Completed", "Failed", "Canceled"):
                 meta.update(startTimeUtc="2026-12-01T00:00:00Z", endTimeUtc="2026-12-01T00:00:07Z", duration="7")
             return 200, {"runMetadata": meta}

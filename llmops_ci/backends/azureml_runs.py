@@ -485,10 +485,10 @@ class AzureMLRuns:
             metrics = dict(self._call(f"metrics of run {name}", lambda: pf.runs.get_metrics(name)) or {})
         error = as_dict(as_dict(getattr(run, "_error", None)).get("error")).get("message")
         flight.progress.finish(len(lines))
-        duration = getattr(run, "_duration", None)
-        record = RunRecord(flight.job.label, name, str(run.status), lines,
-                           float(duration) if isinstance(duration, (int, float)) else self.clock() - flight.started,
-                           metrics, str(error) if error else None)
+        start, end = getattr(run, "_start_time", None), getattr(run, "_end_time", None)
+        duration = (end - start).total_seconds() if start and end else self.clock() - flight.started
+        record = RunRecord(flight.job.label, name, str(run.status), lines, duration, metrics,
+                           str(error) if error else None)
         log.info("%s: run %s %s: %s", flight.job.label, name, run.status, flight.portal or "")
         return record
 

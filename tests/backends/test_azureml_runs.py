@@ -166,6 +166,7 @@ def test_batch_then_eval_run(azproject: Project, workspace: FakeWorkspace, backe
     assert (summary["status"], summary["lines_total"], summary["lines_failed"]) == ("completed", 3, 0)
     assert summary["tokens"] == {"prompt": 30, "completion": 6, "total": 36}
     assert summary["latency_p50"] == 1.5
+    assert summary["duration_s"] == 7.0  # the service's start and end, not our waiting
     lines = _lines(azproject, ".llmops/runs/classify/lines.jsonl")
     assert [line["outputs"] for line in lines] == [{"category": "App"}, {"category": "Movie"}, {"category": "None"}]
     assert lines[0]["inputs"] == {"text": "Download our app"}
@@ -208,6 +209,50 @@ def test_completed_run_with_failed_lines_is_not_success(azproject: Project, work
     lines = _lines(azproject, ".llmops/runs/classify/lines.jsonl")
     assert [line["status"] for line in lines] == ["Completed", "Failed", "Completed"]
     assert "line 1 (node parse)" in result.err
+
+
+def test_failed_run_reports_the_service_error(azproject: Project, workspace: FakeWorkspace, backend: None,
+                                              cli: Callable[..., CliResult]) -> None:
+    workspace.final["classify"] = "Failed"
+    result = cli("batch-run", "--backend", "azureml")
+    assert result.code == 1
+    run = _summary(azproject)["flows"]["classify"]["run"]
+    assert (run["status"], run["lines_total"]) == ("failed", 0)
+    assert run["error"].startswith("the compute session failed to start")
+    assert "the compute session failed to start" in result.err
+    name = next(iter(workspace.runs))
+    assert ("POST", f"metric:/runs/{name}/lastvalues") not in workspace.calls()  # no metrics of a failed run
+
+
+RUN_FILE = """\
+version: 1
+flows:
+  from-run-file:
+    run_file: runs/classify.run.yml
+    connections:
+      classify: {connection: openai, model: gpt-4o-mini}
+    resources:
+      compute: gpu-cluster
+azureml:
+  subscription_id: ${env:AZURE_SUBSCRIPTION_ID}
+  resource_group: ${env:AZURE_RESOURCE_GROUP}
+  workspace: ${env:AZUREML_WORKSPACE}
+"""
+
+
+def test_resources_from_a_run_file(project: Callable[..., Project], workspace: FakeWorkspace, backend: None,
+                                   cli: Callable[..., CliResult]) -> None:
+    project({"llmops.yaml": RUN_FILE, "runs/classify.run.yml": """\
+        flow: ../flows/classify
+        data: ../data/classify.jsonl
+        column_mapping: {text: '${data.text}'}
+        resources: {instance_type: Standard_E4s_v3, compute: cpu-cluster}
+        """})
+    workspace.computes = {"gpu-cluster"}
+    result = cli("batch-run", "--backend", "azureml")
+    assert result.code == 0, result.err
+    body = next(iter(workspace.runs.values())).body
+    assert (body["vmSize"], body["computeName"]) == ("Standard_E4s_v3", "gpu-cluster")  # llmops.yaml wins
 
 
 TWO_FLOWS = CONFIG.replace("""azureml:""", """  summarize:
