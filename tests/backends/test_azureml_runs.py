@@ -227,7 +227,9 @@ def test_failed_run_reports_the_service_error(azproject: Project, workspace: Fak
 RUN_FILE = """\
 version: 1
 connections:
-  openai: {type: open_ai, api_key: ${env:OPENAI_API_KEY}}
+  openai:
+    type: open_ai
+    api_key: ${env:OPENAI_API_KEY}
 flows:
   from-run-file:
     run_file: runs/classify.run.yml
