@@ -90,8 +90,6 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", type=Path, metavar="PATH",
                         help="with --changed-since: the target branch's state dir, whose results are carried over "
                              "for the flows that are not run")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the run(s) that would be submitted, as run.yml documents, and run nothing")
     parser.add_argument("--llm-cache", choices=MODES, metavar="MODE",
                         help="record/replay LLM calls: off, record, replay or auto (default: llmops.yaml's "
                              "llm_cache.mode, else off)")
@@ -142,6 +140,8 @@ class RunStep:
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_run_options(parser)
+        parser.add_argument("--dry-run", action="store_true",
+                            help="print the run(s) that would be submitted, as run.yml documents; run nothing")
 
     def run(self, args: argparse.Namespace, ctx: Context) -> int:
         project = ctx.project(args.config)
@@ -156,7 +156,7 @@ class RunStep:
 
     def dry_run(self, project: Project, flows: list[FlowSpec], args: argparse.Namespace, ctx: Context) -> int:
         """The runs as run.yml documents; reaches no service and needs no credentials."""
-        from llmops_ci.backends.azureml_runs import dry_run_yaml, planned
+        from llmops_ci.backends.run_plan import dry_run_yaml, planned
         from llmops_ci.safe_text import log_safe
 
         backend = run_context(args.backend, ctx, project, args).backend
