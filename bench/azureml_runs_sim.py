@@ -147,7 +147,7 @@ def main_(argv: list[str] | None = None) -> int:
                   f"{r['waited']:>8.1f} {r['requests']:>8.0f} | {r['peer']:>9.1f} | {r['ideal']:>8.1f} | "
                   f"{r['ours'] / r['ideal']:>12.2f}")
     print("llmops-ci: all flows submitted at once and awaited together; its extra time over ideal is the client's "
-          "own time plus the rounding of the last status check (back-off 5 s -> 30 s).")
+          "own time plus the rounding of the last status check (back-off 5 s -> 30 s, capped by the lines' pace).")
     print("pfazure: one flow after the other (simulated from the same per-flow client time and 10 s stream "
           "checks).")
     return 0

@@ -136,6 +136,7 @@ class _Flight:
     failures: int = 0
     record: RunRecord | None = None
     started: float = 0.0
+    running_since: float = 0.0  # when its current status was first seen
 
 
 class AzureMLRuns:
@@ -355,8 +356,19 @@ class AzureMLRuns:
                 raise ServiceError(f"Azure ML: {', '.join(f.job.name for f in late)} still not finished after "
                                    f"{self.polling.timeout_s / 60:g} min and canceled; see "
                                    f"{late[0].portal or 'the workspace'}")
-            # a new status starts the back-off again; progress alone does not (a long run's log keeps growing)
+            # a new status starts the back-off again; progress alone does not (a long run's log keeps growing),
+            # but the lines' pace caps the wait at when the first run should end
             interval = self.polling.first_s if moved else min(self.polling.max_s, interval * self.polling.factor)
+            etas = [eta for f in flights if f.record is None and (eta := self._eta(f)) is not None]
+            if etas:
+                interval = min(interval, max(self.polling.first_s, min(etas)))
+
+    def _eta(self, flight: _Flight) -> float | None:
+        """Seconds until a running run's last line, at the pace of its lines so far."""
+        total = flight.progress.total
+        if flight.status != "Running" or not total or not 0 < flight.done < total:
+            return None
+        return (self.clock() - flight.running_since) * (total - flight.done) / flight.done
 
     def _poll(self, pf: Any, flight: _Flight) -> bool:
         """One status check (what ``pfazure run stream`` shows); True when the run's status changed."""
@@ -385,6 +397,7 @@ class AzureMLRuns:
         if status != flight.status:
             log.info("%s: %s -> %s", flight.job.label, flight.status, status)
             flight.status, changed = status, True
+            flight.running_since = self.clock()
         if status in TERMINAL:
             flight.record = self._finish(pf, flight, run)
         return changed

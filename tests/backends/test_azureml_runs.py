@@ -509,3 +509,24 @@ def test_dry_run_on_local_prints_the_same_run_yml(azproject: Project, cli: Calla
     assert result.code == 0, result.err
     assert "the run --backend local would submit" in result.out
     assert "resources:\n  instance_type: Standard_D4as_v4\n" in result.out
+
+
+def test_waits_follow_the_pace_of_the_lines(project: Callable[..., Project], workspace: FakeWorkspace,
+                                            monkeypatch: pytest.MonkeyPatch, cli: Callable[..., CliResult]) -> None:
+    rows = "".join(json.dumps({"text": f"text {i}", "label": "None"}) + "\n" for i in range(200))
+    proj = project({"llmops.yaml": CONFIG, "data/classify.jsonl": rows})
+    now = [0.0]
+    workspace.clock = lambda: now[0]
+    workspace.service_s = lambda run: 300.0  # virtual seconds from submission to the last line
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    monkeypatch.setitem(BACKENDS, "azureml", lambda ctx: AzureMLRuns(
+        ctx, credential=FakeCredential(), client_kwargs={"transport": workspace.transport()}, sleep=sleep,
+        clock=lambda: now[0]))
+    result = cli("batch-run", "--backend", "azureml")
+    assert result.code == 0, result.err
+    # the back-off alone (5 s growing to 30 s) could notice the end up to 30 s late; the lines' pace says when
+    assert 300.0 <= now[0] < 300.0 + 5.0  # (310.9 s without the pace)
+    assert _summary(proj)["flows"]["classify"]["run"]["lines_total"] == 200
