@@ -135,21 +135,24 @@ def test_batch_then_eval_run(azproject: Project, workspace: FakeWorkspace, backe
     result = cli("batch-run", "--backend", "azureml")
     assert result.code == 0, result.err
 
-    # the request sequence: workspace, the checks, the uploads' datastore, submission, then status polls
-    arm = [c for c in workspace.calls("arm")]
-    assert arm[0] == ("GET", "arm:")
-    assert ("GET", "arm:/connections/openai") in arm
-    submit = workspace.calls().index(("POST", "pfs:/BulkRuns/submit"))
-    assert workspace.calls().index(("GET", "arm:/connections/openai")) < submit
-    assert ("GET", "arm:/datastores") in workspace.calls()[:submit]
+    # the request sequence: the workspace, our checks, then what create_or_update resolves in parallel (the
+    # default datastore for the data and the code, the trace settings), the submission, the read-back
+    # (run history + the run's studio URL), status checks (status, URL, log) until it ends, the lines (pages of
+    # 25 until an empty one) and the metrics (after one more status read)
     name = next(iter(workspace.runs))
-    after = workspace.calls()[submit + 1:]
-    assert ("POST", "history:/rundata") in after
-    assert ("GET", f"pfs:/BulkRuns/{name}/logContent") in after
-    assert ("GET", f"pfs:/BulkRuns/{name}/childRuns") in after
-    assert ("POST", f"metric:/runs/{name}/lastvalues") in after
-    assert after.index(("GET", f"pfs:/BulkRuns/{name}/childRuns")) > after.index(
-        ("GET", f"pfs:/BulkRuns/{name}/logContent"))
+    calls = workspace.calls()
+    submit = calls.index(("POST", "pfs:/BulkRuns/submit"))
+    assert calls[:2] == [("GET", "arm:"), ("GET", "arm:/connections/openai")]
+    assert set(calls[2:submit]) == {("GET", "arm:/datastores"), ("GET", "arm:/datastores/workspaceblobstore"),
+                                    ("GET", "pfs:/TraceSessions")}
+    status = [("POST", "history:/rundata"), ("GET", f"pfs:/BulkRuns/{name}")]
+    poll = [*status, ("GET", f"pfs:/BulkRuns/{name}/logContent")]
+    polls = (len(calls) - submit - 1 - len(status) - 2 - len(status) - 1) // len(poll)
+    assert calls[submit:] == [
+        ("POST", "pfs:/BulkRuns/submit"), *status, *poll * polls,
+        ("GET", f"pfs:/BulkRuns/{name}/childRuns"), ("GET", f"pfs:/BulkRuns/{name}/childRuns"),
+        *status, ("POST", f"metric:/runs/{name}/lastvalues")]
+    assert polls == 3  # Preparing -> Running -> Running -> Completed
 
     body = workspace.runs[name].body
     assert body["nodeVariant"] == "${classify.variant_1}"
