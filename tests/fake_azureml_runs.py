@@ -17,7 +17,9 @@ The one call not answered here is the blob upload itself (azure-storage-blob to
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -127,6 +129,7 @@ class FakeWorkspace:
         self.log: list[tuple[str, str]] = []
         self.bodies: list[Any] = []
         self.hang_on: str | None = None  # a short path regex that never answers
+        self.interrupt_on: str | None = None  # a short path regex during which the test process gets SIGINT
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -196,6 +199,9 @@ class FakeWorkspace:
                     return code, {"error": {"code": {401: "AuthenticationFailed", 403: "AuthorizationFailed",
                                                      429: "TooManyRequests"}.get(code, "ServiceError"),
                                             "message": f"fake {code} for {method} {short}"}}
+        if self.interrupt_on and re.fullmatch(self.interrupt_on, short):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while this request is on its way
+            time.sleep(0.5)
         if self.hang_on and re.fullmatch(self.hang_on, short):
             time.sleep(30)
         if not auth.startswith("Bearer "):

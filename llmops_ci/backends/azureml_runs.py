@@ -222,15 +222,9 @@ class AzureMLRuns:
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
         """One service call in a daemon thread, so one that never answers cannot hang the build."""
-        box: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+        return self._wait(what, _start(fn))
 
-        def target() -> None:
-            try:
-                box.put((True, fn()))
-            except BaseException as exc:  # handed to the caller's thread
-                box.put((False, exc))
-
-        threading.Thread(target=target, daemon=True, name="llmops-azureml-call").start()
+    def _wait(self, what: str, box: queue.Queue[tuple[bool, Any]]) -> Any:
         try:
             ok, value = box.get(timeout=self.polling.call_timeout_s)
         except queue.Empty:
@@ -307,8 +301,18 @@ class AzureMLRuns:
             snap = snapshot(job.info, Path(tmp) / job.flow.name)
             run = Run._load(data=sub.document(snap.entry))
             log.info("%s: submitting run %s to workspace %s", job.label, job.name, pf._ml_client.workspace_name)
+            submitting = _start(lambda: pf.runs.create_or_update(run=run))
             try:
-                created = self._call(f"submitting run {job.name}", lambda: pf.runs.create_or_update(run=run))
+                created = self._wait(f"submitting run {job.name}", submitting)
+            except KeyboardInterrupt:
+                # the request may already be on its way: let it return, then cancel what it created
+                log.warning("%s: interrupted while submitting run %s; canceling it once submitted", job.label,
+                            job.name)
+                with contextlib.suppress(LlmopsError, KeyboardInterrupt):
+                    self._wait(f"submitting run {job.name}", submitting)
+                    self._call(f"canceling run {job.name}", lambda: pf.runs.cancel(job.name))
+                    log.warning("%s: run %s canceled (interrupted)", job.label, job.name)
+                raise
             except LlmopsError as exc:
                 # create_or_update reads the run back after submitting it; when only that failed, carry on
                 created = self._lookup(pf, job.name) if _retryable(exc) else None
@@ -430,6 +434,20 @@ class AzureMLRuns:
             except (LlmopsError, KeyboardInterrupt) as exc:
                 log.error("%s: could not cancel run %s (%s); cancel it in the studio: %s", flight.job.label,
                           flight.job.name, exc, flight.portal or "the workspace's prompt flow runs page")
+
+
+def _start(fn: Callable[[], Any]) -> queue.Queue[tuple[bool, Any]]:
+    """``fn`` running in a daemon thread; its (ok, result or exception) arrives in the returned queue."""
+    box: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+
+    def target() -> None:
+        try:
+            box.put((True, fn()))
+        except BaseException as exc:  # handed to the caller's thread
+            box.put((False, exc))
+
+    threading.Thread(target=target, daemon=True, name="llmops-azureml-call").start()
+    return box
 
 
 def _running(flights: list[_Flight]) -> list[_Flight]:

@@ -320,6 +320,16 @@ def test_ctrl_c_cancels_submitted_runs(azproject: Project, workspace: FakeWorksp
     assert f"run {name} canceled (interrupted)" in result.err
 
 
+def test_ctrl_c_during_submission_cancels_the_run_it_made(azproject: Project, workspace: FakeWorkspace,
+                                                          backend: None, cli: Callable[..., CliResult]) -> None:
+    workspace.interrupt_on = "pfs:/BulkRuns/submit"
+    result = cli("batch-run", "--backend", "azureml")
+    assert result.code == 130
+    name = next(iter(workspace.runs))  # the submission reached the service ...
+    assert workspace.runs[name].canceled  # ... and what it made was canceled, not left running
+    assert "interrupted while submitting" in result.err
+
+
 def test_sigterm_cancels_submitted_runs(azproject: Project, workspace: FakeWorkspace,
                                         monkeypatch: pytest.MonkeyPatch, cli: Callable[..., CliResult]) -> None:
     def terminated(seconds: float) -> None:  # the CI job is canceled while we wait
