@@ -46,7 +46,7 @@ TERMINAL = ("Completed", "Failed", "Canceled")
 _PROGRESS = re.compile(r"Finished (\d+) / (\d+) lines")
 _FAILED_NODE = re.compile(r"Execution failure in '([^']+)'")
 _STATUS_IN_TEXT = re.compile(r"(?:Status code|Code):\s*(\d{3})")
-_PF_ENV = ("PF_HOME_DIRECTORY", "PYTHON_KEYRING_BACKEND", "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL",
+PF_ENV = ("PF_HOME_DIRECTORY", "PYTHON_KEYRING_BACKEND", "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL",
            "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED", "PF_TRACING_SKIP_LOCAL_SETUP")
 
 
@@ -206,7 +206,7 @@ class AzureMLRuns:
         scope = self._scope()
         home = PFHome(self.ctx.state_dir.absolute() / "pf-home").prepare()
         env = home.environment(self.ctx.environ, home.root / "work")
-        os.environ.update({k: env[k] for k in _PF_ENV})  # promptflow reads its home (telemetry off) at import
+        os.environ.update({k: env[k] for k in PF_ENV})  # promptflow reads its home (telemetry off) at import
         from azure.ai.ml import MLClient
 
         PFClient = pf_client_class()

@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("azure.ai.ml")
 
 from llmops_ci.backends import BACKENDS
-from llmops_ci.backends.azureml_runs import AzureMLRuns, Polling, pf_client_class
+from llmops_ci.backends.azureml_runs import PF_ENV, AzureMLRuns, Polling, pf_client_class
 from tests.fake_azureml_runs import SUB, FakeCredential, FakeRun, FakeWorkspace, upload_stub
 from tests.helpers.projects import CliResult, Project
 
@@ -89,7 +89,7 @@ def workspace(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeW
         monkeypatch.setenv("CLASSIFY_MODE", "strict")
         monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # the workspace's connections are used, not these
         monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-        for var in ("PF_HOME_DIRECTORY", "PYTHON_KEYRING_BACKEND"):  # the backend sets these for promptflow
+        for var in PF_ENV:  # the backend sets these for promptflow; restored after the test
             monkeypatch.setenv(var, os.environ.get(var, ""))
         yield ws
 
@@ -518,6 +518,12 @@ def test_dry_run_needs_no_credentials_and_loads_as_run_yml(azproject: Project, w
             assert run.run == "classify-batch-run-not-made-yet"
             assert run.column_mapping["prediction"] == "${run.outputs.category}"
     assert not azproject.path(".llmops/runs").exists()
+    # once batch-run has made its run, the evaluation's dry run names it
+    azproject.write(".llmops/runs/classify/run.json", '{"name": "classify_20261201_000000_abcdef"}')
+    result = cli("eval-run", "--backend", "azureml", "--dry-run")
+    assert result.code == 0, result.err
+    assert "\nrun: classify_20261201_000000_abcdef\n" in result.out
+    assert workspace.log == []
 
 
 def test_dry_run_on_local_prints_the_same_run_yml(azproject: Project, cli: Callable[..., CliResult]) -> None:
