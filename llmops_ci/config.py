@@ -89,6 +89,7 @@ FLOW = Struct(
     {
         "path": PATH, "data": PATH, "column_mapping": MAPPING, "variant": STR, "connections": NODE_CONNECTIONS,
         "environment_variables": STR_MAP, "max_failed_lines": Scalar((int,)), "run_file": PATH,
+        "resources": Struct({"instance_type": STR, "compute": STR}, what="in resources"),
         "evaluations": MapOf(EVALUATION, key_pattern=FLOW_NAME,
                              key_hint=": use lowercase letters, digits, '-' and '_'"),
         "gate": MapOf(GATE_RULE, key_pattern=r"[^.\s]+\.[^\s]+", key_hint=": write '<evaluation>.<metric>'"),
@@ -542,7 +543,8 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
         max_failed_lines=max_failed if isinstance(max_failed, int) and max_failed >= 0 else 0,
         evaluations=evaluations, gate=gate, register=register, deploy=deploy, run_file=run_file,
         base_run=source.get("run") if run_file is not None and isinstance(source.get("run"), str) else None,
-        resources=dict(as_dict(source.get("resources"))), origin=origin, run_origin=run_origin,
+        resources={**as_dict(source.get("resources")), **as_dict(raw.get("resources"))}, origin=origin,
+        run_origin=run_origin,
         mlflow_agent=_agent_spec(flow_path, raw.get("mlflow_agent"), Origin(doc, ("flows", name, "mlflow_agent"))))
     return flow, problems, run_doc
 

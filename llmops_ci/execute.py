@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,27 +68,50 @@ def _report(record: RunRecord, summary: dict[str, Any], allowed: int | None) -> 
 
 
 def _execute(project: Project, rc: RunContext, job: Any) -> RunRecord:
-    for secret in secret_values(job.provider_connections):
-        rc.on_secret(secret)
-    if job.cache is not None and not rc.backend.routes_local_proxy:
-        raise UsageError(f"{job.label}: --backend {rc.backend.name} runs flows where the local LLM cache cannot "
-                         f"reach them, so llm_cache mode '{job.cache.mode}' cannot be honoured; run with "
-                         "--llm-cache off (or on --backend local)")
+    _check_job(rc, job)
     rows = project.data(job.data).rows
     record = rc.backend.run(job, rc.progress(job.label, rows))
     record.data_lines = rows
     return record
 
 
+def _check_job(rc: RunContext, job: Any) -> None:
+    for secret in secret_values(job.provider_connections):
+        rc.on_secret(secret)
+    if job.cache is not None and not rc.backend.routes_local_proxy:
+        raise UsageError(f"{job.label}: --backend {rc.backend.name} runs flows where the local LLM cache cannot "
+                         f"reach them, so llm_cache mode '{job.cache.mode}' cannot be honoured; run with "
+                         "--llm-cache off (it overrides llmops.yaml's llm_cache.mode), or on --backend local")
+
+
+def _records(project: Project, rc: RunContext, jobs: list[Any]) -> Iterator[RunRecord]:
+    """One record per job, in order: all at once from a backend with ``run_many`` (remote runs submitted
+    together and awaited together), else one ``run`` after the other as each is consumed."""
+    run_many = getattr(rc.backend, "run_many", None)
+    if run_many is None:
+        for job in jobs:
+            yield _execute(project, rc, job)
+        return
+    for job in jobs:
+        _check_job(rc, job)
+    for job, record in zip(jobs, run_many(jobs, rc.progress), strict=True):
+        record.data_lines = project.data(job.data).rows
+        yield record
+
+
+def _local_connections(rc: RunContext) -> bool:
+    return bool(getattr(rc.backend, "needs_local_connections", True))
+
+
 def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: RunContext) -> list[dict[str, Any]]:
     """Run each flow over its data; raise CheckFailed when failed lines exceed a flow's allowance."""
-    jobs = [(flow, batch_job(project, flow, options, rc.environ)) for flow in flows]  # env checked up front
+    jobs = [(flow, batch_job(project, flow, options, rc.environ, local_connections=_local_connections(rc)))
+            for flow in flows]  # env checked up front
     summaries: list[dict[str, Any]] = []
     broken: list[str] = []
     whole: list[str] = []
     down: dict[str, str] = {}
-    for flow, job in jobs:
-        record = _execute(project, rc, job)
+    for (flow, _), record in zip(jobs, _records(project, rc, [job for _, job in jobs]), strict=True):
         summary = save_run(rc.state_dir, record, flow.max_failed_lines)
         update_flow_summary(rc.state_dir, flow.name, "run", {k: v for k, v in summary.items() if k != "metrics"})
         _report(record, summary, flow.max_failed_lines)
@@ -124,23 +147,23 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
         if base is None:
             raise UsageError(f"flow '{flow.name}' has no batch run in {rc.state_dir}; run "
                              f"'llmops-ci batch-run --flow {flow.name}' first (with the same --state-dir)")
-        plans.append((flow, eval_jobs(project, flow, str(base["name"]), options, rc.environ)))
+        plans.append((flow, eval_jobs(project, flow, str(base["name"]), options, rc.environ,
+                                      local_connections=_local_connections(rc))))
     results: dict[str, Any] = {}
     failed = []
-    for flow, jobs in plans:
-        for job in jobs:
-            record = _execute(project, rc, job)
-            summary = save_run(rc.state_dir, record, None)
-            evaluation = job.label.split("/", 1)[1]
-            entry = {"run": record.name, "status": summary["status"], "metrics": record.metrics,
-                     "lines_total": summary["lines_total"], "lines_failed": summary["lines_failed"]}
-            update_flow_summary(rc.state_dir, flow.name, "evaluations", {evaluation: entry})
-            _report(record, summary, None)
-            if record.metrics:
-                log.info("%s: %s", job.label, ", ".join(f"{k} = {v}" for k, v in sorted(record.metrics.items())))
-            results[job.label] = entry
-            if summary["status"] != "completed":
-                failed.append(job.label)
+    flat = [(flow, job) for flow, jobs in plans for job in jobs]
+    for (flow, job), record in zip(flat, _records(project, rc, [job for _, job in flat]), strict=True):
+        summary = save_run(rc.state_dir, record, None)
+        evaluation = job.label.split("/", 1)[1]
+        entry = {"run": record.name, "status": summary["status"], "metrics": record.metrics,
+                 "lines_total": summary["lines_total"], "lines_failed": summary["lines_failed"]}
+        update_flow_summary(rc.state_dir, flow.name, "evaluations", {evaluation: entry})
+        _report(record, summary, None)
+        if record.metrics:
+            log.info("%s: %s", job.label, ", ".join(f"{k} = {v}" for k, v in sorted(record.metrics.items())))
+        results[job.label] = entry
+        if summary["status"] != "completed":
+            failed.append(job.label)
     if failed:
         raise CheckFailed(f"evaluation run failed for {', '.join(failed)}")
     return results

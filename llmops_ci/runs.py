@@ -390,7 +390,10 @@ def flow_info(project: Project, path: Path) -> FlowInfo:
     return info
 
 
-def batch_job(project: Project, flow: FlowSpec, options: RunOptions, environ: Mapping[str, str]) -> RunJob:
+def batch_job(project: Project, flow: FlowSpec, options: RunOptions, environ: Mapping[str, str], *,
+              local_connections: bool = True) -> RunJob:
+    """``local_connections=False``: the backend uses its own connections by name (Azure ML's), so the declared
+    ones are neither resolved nor required."""
     config = project.config
     if flow.data is None:
         raise UsageError(f"{flow.origin.doc.display}: flow '{flow.name}' has no 'data:' to run over")
@@ -398,7 +401,7 @@ def batch_job(project: Project, flow: FlowSpec, options: RunOptions, environ: Ma
     info = flow_info(project, flow.path)
     connections = provider_connections(config, used_connections(config, info, flow.connections,
                                                                 flow.environment_variables),
-                                       environ, lenient=cache is not None)
+                                       environ, lenient=cache is not None) if local_connections else ()
     return RunJob(
         label=flow.name, name=run_name(flow.name), flow=flow.path, info=info, data=flow.data,
         column_mapping=same_named_columns(flow.name, info, flow.column_mapping, project.data(flow.data)),
@@ -409,7 +412,7 @@ def batch_job(project: Project, flow: FlowSpec, options: RunOptions, environ: Ma
 
 
 def eval_jobs(project: Project, flow: FlowSpec, base_run: str, options: RunOptions,
-              environ: Mapping[str, str]) -> list[RunJob]:
+              environ: Mapping[str, str], *, local_connections: bool = True) -> list[RunJob]:
     config = project.config
     jobs = []
     for evaluation in flow.evaluations.values():
@@ -420,7 +423,7 @@ def eval_jobs(project: Project, flow: FlowSpec, base_run: str, options: RunOptio
         info = flow_info(project, evaluation.path)
         connections = provider_connections(
             config, used_connections(config, info, evaluation.connections, evaluation.environment_variables),
-            environ, lenient=cache is not None)
+            environ, lenient=cache is not None) if local_connections else ()
         jobs.append(RunJob(
             label=label, name=run_name(f"{flow.name}_{evaluation.name}"), flow=evaluation.path, info=info,
             data=data, column_mapping=same_named_columns(label, info, evaluation.column_mapping, project.data(data)),

@@ -139,7 +139,7 @@ def test_single_line_test_step(cli: Cli, run_project: Callable[..., Project], ru
     (("llmops.yaml", "text: ${data.text}", "text: ${data.txt}"), ("batch-run", "--flow", "echo"),
      "llmops.yaml:12:13: '${data.txt}': the data data/echo.jsonl has no column 'txt'; did you mean 'text'?"),
     (None, ("eval-run", "--flow", "echo"), "flow 'echo' has no batch run in .llmops; run 'llmops-ci batch-run"),
-    (None, ("batch-run", "--flow", "chat", "--backend", "azureml"), "--backend azureml is not available"),
+    (None, ("batch-run", "--flow", "chat", "--backend", "azureml"), "--backend azureml needs an 'azureml:' block"),
     (None, ("test",), "test needs exactly one --flow NAME; flows: echo, chat, chat-run-file"),
     (None, ("test", "--flow", "chat", "--input", "question"), "--input question: write --input NAME=VALUE"),
     (("llmops.yaml", "version: 1", "version: 2"), ("batch-run",), "llmops.yaml:1:10: 'version' is '2'"),

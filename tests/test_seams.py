@@ -188,7 +188,9 @@ def test_backend_that_cannot_route_the_llm_cache_is_refused(toy: None, cli: Cli,
     assert "--backend toy" in result.err and "--llm-cache off" in result.err
 
 
-def test_release_only_backend_cannot_run(cli: Cli, project: Callable[..., Project]) -> None:
+def test_release_only_backend_cannot_run(cli: Cli, project: Callable[..., Project],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(BACKENDS, "azureml")  # azureml as it was before it ran flows: releases only
     project()
     result = cli("batch-run", "--backend", "azureml")
     assert result.code == 2 and "is not available to run flows" in result.err

@@ -165,7 +165,13 @@ def _azureml_release(ctx: BackendContext) -> Release:
     return ProjectRelease(ctx)
 
 
-BACKENDS: dict[str, Callable[[BackendContext], Backend]] = {"local": _local}
+def _azureml_runs(ctx: BackendContext) -> Backend:
+    from llmops_ci.backends.azureml_runs import AzureMLRuns
+
+    return AzureMLRuns(ctx)
+
+
+BACKENDS: dict[str, Callable[[BackendContext], Backend]] = {"local": _local, "azureml": _azureml_runs}
 RELEASES: dict[str, Callable[[BackendContext], Release]] = {"local": _local_release, "azureml": _azureml_release,
                                                             "databricks": _databricks_release}
 

@@ -137,11 +137,14 @@ class RunStep:
     """A step that runs flows on a backend: batch-run and eval-run differ only in the library call."""
 
     def __init__(self, name: str, help: str,
-                 action: Callable[[Project, list[FlowSpec], RunOptions, RunContext], object]) -> None:
-        self.name, self.help, self.action = name, help, action
+                 action: Callable[[Project, list[FlowSpec], RunOptions, RunContext], object], *,
+                 evaluations: bool = False) -> None:
+        self.name, self.help, self.action, self.evaluations = name, help, action, evaluations
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_run_options(parser)
+        parser.add_argument("--dry-run", action="store_true",
+                            help="print the run(s) that would be submitted, as run.yml documents; run nothing")
 
     def run(self, args: argparse.Namespace, ctx: Context) -> int:
         project = ctx.project(args.config)
@@ -149,7 +152,20 @@ class RunStep:
         if not flows:
             return 0
         preflight(project, flows)
+        if getattr(args, "dry_run", False):
+            return self.dry_run(project, flows, args, ctx)
         self.action(project, flows, run_options(args), run_context(args.backend, ctx, project, args))
+        return 0
+
+    def dry_run(self, project: Project, flows: list[FlowSpec], args: argparse.Namespace, ctx: Context) -> int:
+        """The runs as run.yml documents; reaches no service and needs no credentials."""
+        from llmops_ci.backends.run_plan import dry_run_yaml, planned
+        from llmops_ci.safe_text import log_safe
+
+        backend = run_context(args.backend, ctx, project, args).backend
+        subs = planned(backend_context(project, ctx, args), [f.name for f in flows], self.evaluations)
+        text = backend.dry_run(subs) if hasattr(backend, "dry_run") else dry_run_yaml(subs, backend.name)
+        ctx.stdout.write(log_safe(text))
         return 0
 
 

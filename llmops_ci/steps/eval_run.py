@@ -4,4 +4,4 @@ from llmops_ci.execute import eval_run
 from llmops_ci.steps import RunStep
 
 STEP = RunStep("eval-run", "run each flow's evaluations against its batch run (metrics and per-line scores into the "
-               "state dir)", eval_run)
+               "state dir)", eval_run, evaluations=True)
