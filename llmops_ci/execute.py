@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,14 +72,26 @@ def _execute(project: Project, rc: RunContext, job: Any) -> RunRecord:
     return rc.backend.run(job, rc.progress(job.label, project.data(job.data).rows))
 
 
+def _execute_all(project: Project, rc: RunContext, jobs: list[Any]) -> Iterator[RunRecord]:
+    """The records of ``jobs`` in their order. A backend with ``parallel_runs`` gets them all at once (it shares
+    ``--workers`` lines in flight among them); the next record is yielded as soon as it and those before it are in."""
+    if len(jobs) < 2 or not getattr(rc.backend, "parallel_runs", False):
+        for job in jobs:
+            yield _execute(project, rc, job)
+        return
+    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="llmops-run") as pool:
+        futures = [pool.submit(_execute, project, rc, job) for job in jobs]
+        for future in futures:
+            yield future.result()
+
+
 def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: RunContext) -> list[dict[str, Any]]:
     """Run each flow over its data; raise CheckFailed when failed lines exceed a flow's allowance."""
     jobs = [(flow, batch_job(project, flow, options, rc.environ)) for flow in flows]  # env checked up front
     summaries: list[dict[str, Any]] = []
     broken: list[str] = []
     down: list[str] = []
-    for flow, job in jobs:
-        record = _execute(project, rc, job)
+    for (flow, _), record in zip(jobs, _execute_all(project, rc, [job for _, job in jobs]), strict=True):
         summary = save_run(rc.state_dir, record, flow.max_failed_lines)
         update_flow_summary(rc.state_dir, flow.name, "run", {k: v for k, v in summary.items() if k != "metrics"})
         _report(record, summary, flow.max_failed_lines)
@@ -108,20 +121,19 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
         plans.append((flow, eval_jobs(project, flow, str(base["name"]), options, rc.environ)))
     results: dict[str, Any] = {}
     failed = []
-    for flow, jobs in plans:
-        for job in jobs:
-            record = _execute(project, rc, job)
-            summary = save_run(rc.state_dir, record, None)
-            evaluation = job.label.split("/", 1)[1]
-            entry = {"run": record.name, "status": summary["status"], "metrics": record.metrics,
-                     "lines_total": summary["lines_total"], "lines_failed": summary["lines_failed"]}
-            update_flow_summary(rc.state_dir, flow.name, "evaluations", {evaluation: entry})
-            _report(record, summary, None)
-            if record.metrics:
-                log.info("%s: %s", job.label, ", ".join(f"{k} = {v}" for k, v in sorted(record.metrics.items())))
-            results[job.label] = entry
-            if summary["status"] != "completed":
-                failed.append(job.label)
+    flat = [(flow, job) for flow, jobs in plans for job in jobs]
+    for (flow, job), record in zip(flat, _execute_all(project, rc, [job for _, job in flat]), strict=True):
+        summary = save_run(rc.state_dir, record, None)
+        evaluation = job.label.split("/", 1)[1]
+        entry = {"run": record.name, "status": summary["status"], "metrics": record.metrics,
+                 "lines_total": summary["lines_total"], "lines_failed": summary["lines_failed"]}
+        update_flow_summary(rc.state_dir, flow.name, "evaluations", {evaluation: entry})
+        _report(record, summary, None)
+        if record.metrics:
+            log.info("%s: %s", job.label, ", ".join(f"{k} = {v}" for k, v in sorted(record.metrics.items())))
+        results[job.label] = entry
+        if summary["status"] != "completed":
+            failed.append(job.label)
     if failed:
         raise CheckFailed(f"evaluation run failed for {', '.join(failed)}")
     return results

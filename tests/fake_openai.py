@@ -53,6 +53,9 @@ class FakeOpenAI:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body in one segment with TCP_NODELAY (apart, each call waits ~40 ms for a delayed ACK)
+            disable_nagle_algorithm = True
+            wbufsize = 1 << 16
 
             def log_message(self, format: str, *args: Any) -> None:
                 return None
@@ -78,6 +81,7 @@ class FakeOpenAI:
         handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()
         handler.wfile.write(data)
+        handler.wfile.flush()
 
     def handle(self, handler: BaseHTTPRequestHandler) -> None:
         path = handler.path.split("?")[0]
@@ -112,6 +116,7 @@ class FakeOpenAI:
         handler.send_header("Content-Type", "text/event-stream")
         handler.send_header("Connection", "close")
         handler.end_headers()
+        handler.wfile.flush()
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         def chunk(delta: dict[str, Any] | None, finish: str | None = None, use: Any = None) -> None:
