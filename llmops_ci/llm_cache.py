@@ -13,6 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
+import struct
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -120,12 +123,40 @@ def _usage_total(response: dict[str, Any]) -> int:
 LINE_HEADER = "X-Llmops-Line"
 
 
+CONNECT_TIMEOUT_S = 10
+# consecutive failed calls (5xx, 429, timeouts, broken answers) after which an endpoint counts as down
+FAILURES_BEFORE_DOWN = 5
+
+
+class Health:
+    """Whether an endpoint is plainly down: then every further call fails at once instead of being retried
+    (prompt flow's LLM tool retries 5xx and 429 up to 100 times, honouring any Retry-After)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.failures = 0
+        self.down: str | None = None
+        self._lock = threading.Lock()
+
+    def failed(self, reason: str, *, plainly_down: bool = False) -> None:
+        with self._lock:
+            self.failures += 1
+            if self.down is None and (plainly_down or self.failures >= FAILURES_BEFORE_DOWN):
+                self.down = reason if plainly_down else f"{self.failures} calls in a row failed, the last with {reason}"
+                log.error("LLM endpoint of '%s' is down (%s): its remaining calls fail at once", self.name, self.down)
+
+    def answered(self) -> None:
+        with self._lock:
+            self.failures = 0
+
+
 class LlmRun:
     """One run's view of the proxy: its cassette, its counters and the tokens of each of its lines."""
 
     def __init__(self, server: ProxyServer, tag: str, settings: CacheSettings,
-                 upstreams: dict[str, str | None]) -> None:
+                 upstreams: dict[str, str | None], call_timeout: float = 600) -> None:
         self.server, self.tag, self.settings, self.upstreams = server, tag, settings, upstreams
+        self.call_timeout = call_timeout
         # off: pass-through, only counting tokens; nothing is read or written
         self.cassette = Cassette.load(settings.cassette) if settings.mode != "off" else Cassette(settings.cassette)
         self.stats = CacheStats(settings.mode)
@@ -170,6 +201,7 @@ class ProxyServer:
         self.session = session
         self.env_upstreams = dict(env_upstreams or {})
         self.runs: dict[str, LlmRun] = {}
+        self.health: dict[str, Health] = {}
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -180,8 +212,10 @@ class ProxyServer:
     def env_url(self, route: str) -> str:
         return f"{self.url}/e/{route}"
 
-    def open_run(self, tag: str, settings: CacheSettings, upstreams: dict[str, str | None]) -> LlmRun:
-        run = LlmRun(self, tag, settings, {**upstreams, **self.env_upstreams})
+    def open_run(self, tag: str, settings: CacheSettings, upstreams: dict[str, str | None],
+                 call_timeout: float = 600) -> LlmRun:
+        """``call_timeout``: the longest one upstream call may take (a run passes its line timeout)."""
+        run = LlmRun(self, tag, settings, {**upstreams, **self.env_upstreams}, call_timeout)
         self.runs[tag] = run
         return run
 
@@ -284,18 +318,46 @@ class ProxyServer:
         import requests
 
         stream = isinstance(body, dict) and bool(body.get("stream"))
+        health = self.health.setdefault(upstream, Health(name))
+        if health.down:
+            return _reset(handler)
         try:
-            response = self.session.post(url, json=body, headers=headers, stream=stream, timeout=600)
+            response = self.session.post(url, json=body, headers=headers, stream=stream,
+                                         timeout=(CONNECT_TIMEOUT_S, run.call_timeout))
+        except requests.ConnectionError as exc:
+            if not isinstance(exc, (requests.ReadTimeout, requests.exceptions.ChunkedEncodingError)):
+                health.failed(f"cannot reach {upstream}: {type(exc).__name__}", plainly_down=True)
+                return _reset(handler)  # what the client would see without the proxy: no connection
+            health.failed(f"a broken answer ({type(exc).__name__})")
+            return _send_json(handler, 502, _error(f"llmops-ci cache: {name} broke off its answer"))
+        except requests.Timeout:
+            health.failed(f"no answer within {run.call_timeout:g} s")
+            return _send_json(handler, 504, _error(f"llmops-ci cache: {name} did not answer within "
+                                                   f"{run.call_timeout:g} s"))
         except requests.RequestException as exc:
+            health.failed(f"{type(exc).__name__}")
             return _send_json(handler, 502, _error(f"llmops-ci cache: cannot reach {name}: {type(exc).__name__}"))
         if not stream or response.status_code != 200:
             try:
                 payload = response.json()
-            except ValueError:
-                payload = _error(response.text[:500])
-            if response.status_code == 200:
+            except (ValueError, requests.RequestException):
+                payload = None
+            if response.status_code == 200 and isinstance(payload, dict):
+                health.answered()
                 self._record(run, line, key, name, path, body, {"status": 200, "body": payload})
-            return _send_json(handler, response.status_code, payload)
+                return _send_json(handler, 200, payload)
+            if response.status_code == 200:
+                health.failed("a truncated or non-JSON answer")
+                return _send_json(handler, 502, _error(f"llmops-ci cache: {name} answered 200 with a truncated or "
+                                                       "non-JSON body"))
+            if response.status_code >= 500 or response.status_code == 429:
+                # not passed on: Retry-After (hours, at times) would hold the line; the client backs off itself
+                health.failed(f"HTTP {response.status_code}")
+            else:
+                health.answered()
+            return _send_json(handler, response.status_code,
+                              payload if payload is not None else _error(response.text[:500]))
+        health.answered()
         handler.send_response(200)
         handler.send_header("Content-Type", "text/event-stream")
         handler.send_header("Connection", "close")
@@ -361,6 +423,15 @@ def _replay(handler: BaseHTTPRequestHandler, response: dict[str, Any]) -> None:
     handler.wfile.write(data)
     handler.wfile.flush()
     handler.close_connection = True
+
+
+def _reset(handler: BaseHTTPRequestHandler) -> None:
+    """Drop the client's connection with a reset and no answer, as a dead endpoint does; an orderly close would
+    read as "server disconnected", which the client retries."""
+    conn = handler.connection
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    handler.close_connection = True
+    os.close(conn.detach())
 
 
 def _send_json(handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:

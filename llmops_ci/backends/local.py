@@ -108,7 +108,7 @@ class LocalBackend:
         snap = snapshot(job.info, self.home.root / "work" / job.name, variant=job.variant, overrides=job.connections)
         base = self._base(job.base_run) if job.base_run else None
         settings = job.cache or CacheSettings("off", self.home.root / "work" / f"{job.name}.cassette.json")
-        route = proxy.open_run(job.name, settings, upstreams(job.provider_connections))
+        route = proxy.open_run(job.name, settings, upstreams(job.provider_connections), job.options.line_timeout)
         request = {
             "op": "run", "tag": job.name, "name": job.name, "kind": job.info.kind, "flow": str(snap.entry),
             "working_dir": str(snap.folder), "data": str(job.data.absolute()), "base": base,

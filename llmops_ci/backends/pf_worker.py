@@ -72,8 +72,7 @@ class Environment:
 
 def tag_requests() -> None:
     """Every HTTP request a line makes carries ``<run>|<line>``: the proxy counts tokens per line from it."""
-    import httpx
-    import requests
+    import importlib
 
     def wrap(send: Callable[..., Any]) -> Callable[..., Any]:
         def tagged(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
@@ -83,9 +82,17 @@ def tag_requests() -> None:
             return send(self, request, *args, **kwargs)
         return tagged
 
-    httpx.Client.send = wrap(httpx.Client.send)  # type: ignore[method-assign]
-    httpx.AsyncClient.send = wrap(httpx.AsyncClient.send)  # type: ignore[method-assign]
-    requests.adapters.HTTPAdapter.send = wrap(requests.adapters.HTTPAdapter.send)  # type: ignore[method-assign]
+    # openai 3.x ships its own fork of httpx as ``httpx2``
+    for module, classes in (("httpx", ("Client", "AsyncClient")), ("httpx2", ("Client", "AsyncClient")),
+                            ("requests.adapters", ("HTTPAdapter",))):
+        try:
+            found = importlib.import_module(module)
+        except ImportError:
+            continue
+        for name in classes:
+            cls = getattr(found, name, None)
+            if cls is not None:
+                cls.send = wrap(cls.send)
 
 
 def share_stdout() -> None:
@@ -317,7 +324,7 @@ def line_record(index: int, result: Any) -> dict[str, Any]:
                 failing = name
                 if status == "Failed":
                     break
-    inner = error.get("innerError") if isinstance(error.get("innerError"), dict) else {}
+    inner: dict[str, Any] = error["innerError"] if isinstance(error.get("innerError"), dict) else {}
     return {"line": index, "status": _status(info.status),
             "inputs": {k: v for k, v in (info.inputs or {}).items() if k != "line_number"},
             "outputs": _outputs(info.output), "duration_s": duration,
