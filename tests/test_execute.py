@@ -255,3 +255,62 @@ def test_changed_since_runs_only_touched_flows_and_carries_the_rest(cli: Cli, ru
     comment = cli("comment")
     assert "### Not run: unchanged since `main`" in comment.out
     assert "`chat-run-file` (no baseline results)" in comment.out
+
+
+def lines_of(proj: Project, flow: str) -> list[dict]:
+    return [json.loads(x) for x in proj.read(f".llmops/runs/{flow}/lines.jsonl").splitlines()]
+
+
+def test_flows_side_by_side_keep_their_own_results(cli: Cli, run_project: Callable[..., Project],
+                                                   run_env: FakeOpenAI) -> None:
+    """All flows of a step share one executor process and --workers; a failing flow touches nobody else."""
+    proj = run_project({"data/echo.jsonl": '{"text": "a", "expected": "A"}\n{"text": "boom", "expected": "B"}\n'
+                                           '{"text": "c", "expected": "C"}\n'})
+    result = cli("batch-run", "--workers", "3")
+    assert result.code == 1
+    flows = summary(proj)["flows"]
+    assert (flows["echo"]["run"]["lines_failed"], flows["echo"]["run"]["errors"][0]["line"]) == (1, 1)
+    for flow in ("chat", "chat-run-file"):
+        assert (flows[flow]["run"]["status"], flows[flow]["run"]["lines_failed"]) == ("completed", 0)
+        assert flows[flow]["run"]["tokens"]["total"] > 0
+    assert [x["outputs"]["answer"] for x in lines_of(proj, "chat")] == [
+        "ECHO: What is 1+1?", "ECHO: Name a colour", "ECHO: Say hi"]
+    assert [(x["line"], x["status"]) for x in lines_of(proj, "echo")] == [
+        (0, "Completed"), (1, "Failed"), (2, "Completed")]
+    assert {r["body"]["model"] for r in run_env.requests} == {"gpt-test", "gpt-from-run-yml"}
+    # each flow's report comes in the config's order, whichever finished first
+    reports = [line.split(":")[0] for line in result.err.splitlines() if " lines ok in " in line]
+    assert reports == ["echo", "chat", "chat-run-file"]
+    assert proj.read(".llmops/logs/executor.log").count("Executing node answer") == 6  # one process ran them all
+
+
+def test_tokens_are_counted_per_line(cli: Cli, run_project: Callable[..., Project], run_env: FakeOpenAI) -> None:
+    proj = run_project()
+    assert cli("batch-run", "--flow", "chat").code == 0
+    tokens = [x["tokens"] for x in lines_of(proj, "chat")]
+    # the fake counts whitespace-separated words: the prompt "Be brief.\nWhat is 1+1?" is 5, "ECHO: What is 1+1?" 4
+    assert tokens[0] == {"prompt": 5, "completion": 4, "total": 9}
+    assert all(t["total"] == t["prompt"] + t["completion"] > 0 for t in tokens)
+
+
+def test_a_flow_that_opts_out_runs_in_pf_run_with_the_same_results(cli: Cli, run_project: Callable[..., Project],
+                                                                   run_env: FakeOpenAI) -> None:
+    proj = run_project()
+    assert cli("batch-run", "--flow", "echo").code == 0
+    warm = [(x["line"], x["outputs"]) for x in lines_of(proj, "echo")]
+    proj.replace("llmops.yaml", "      match:\n        path: flows/match\n",
+                 "      match:\n        path: flows/match\n"
+                 "        environment_variables: {LLMOPS_CI_EXECUTOR: process}\n")
+    result = cli("eval-run", "--flow", "echo")  # pf.run over a base run the warm executor made
+    assert result.code == 0, result.err
+    assert ("echo/match: runs in its own prompt flow process (pf.run) because LLMOPS_CI_EXECUTOR=process is set"
+            in result.err)
+    assert summary(proj)["flows"]["echo"]["evaluations"]["match"]["metrics"] == {"match_rate": 0.75}
+    scores = [(x["line"], x["outputs"]["score"]) for x in lines_of(proj, "echo/evals/match")]
+    assert scores == [(0, 1.0), (1, 1.0), (2, 0.0), (3, 1.0)]
+    proj.replace("llmops.yaml", "    path: flows/echo\n",
+                 "    path: flows/echo\n    environment_variables: {LLMOPS_CI_EXECUTOR: process}\n")
+    result = cli("batch-run", "--flow", "echo")
+    assert result.code == 0, result.err
+    assert "echo: runs in its own prompt flow process (pf.run)" in result.err
+    assert [(x["line"], x["outputs"]) for x in lines_of(proj, "echo")] == warm

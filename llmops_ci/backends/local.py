@@ -272,13 +272,34 @@ class LocalBackend:
 
 
 def reap(proc: subprocess.Popen[str]) -> None:
-    """Stop the runner and everything it started (its own session), even on Ctrl-C."""
+    """Stop the runner and everything it started (its own session), even on Ctrl-C, and wait until they are gone:
+    a killed child of the runner (multiprocessing's resource tracker, pf's workers) takes a moment to die."""
     if proc.poll() is None:
         _signal_group(proc.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=10)
     _signal_group(proc.pid, signal.SIGKILL)
     proc.wait()
+    deadline = time.monotonic() + 5
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies excepted: they are dead, waiting for init)."""
+    proc_root = Path("/proc")
+    if not proc_root.is_dir():
+        return False
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[0] != "Z" and fields[2] == str(pgid):
+            return True
+    return False
 
 
 def _signal_group(pgid: int, sig: int) -> None:
