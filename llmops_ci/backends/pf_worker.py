@@ -127,6 +127,20 @@ class Worker:
         self.stored: set[str] = set()
         self._store_lock = threading.Lock()
         self._pf: Any = None
+        self._create_lock = threading.Lock()
+        self.cwd = os.getcwd()
+
+    def create(self, req: dict[str, Any], **kwargs: Any) -> Any:
+        """``FlowExecutor.create`` changes the process's working directory while it loads the tools and changes
+        it back to what it found: two at once leave it in another job's (soon deleted) folder. One at a time."""
+        from promptflow.executor import FlowExecutor
+
+        with self._create_lock:
+            try:
+                return FlowExecutor.create(Path(req["flow"]), self.executor_connections(req["provider_connections"]),
+                                           Path(req["working_dir"]), raise_ex=False, **kwargs)
+            finally:
+                os.chdir(self.cwd)
 
     # -- connections ---------------------------------------------------------------------------------
     def executor_connections(self, specs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -155,7 +169,6 @@ class Worker:
     # -- one batch run ---------------------------------------------------------------------------------
     def run(self, req: dict[str, Any]) -> dict[str, Any]:
         from promptflow.batch._batch_inputs_processor import BatchInputsProcessor
-        from promptflow.executor import FlowExecutor
 
         folder = Path(req["working_dir"])
         env = {str(k): str(v) for k, v in (req.get("environment_variables") or {}).items()}
@@ -163,8 +176,7 @@ class Worker:
             self.store_connections(req["provider_connections"])
         self.env.acquire(env)
         try:
-            executor = FlowExecutor.create(Path(req["flow"]), self.executor_connections(req["provider_connections"]),
-                                           folder, raise_ex=False, line_timeout_sec=req["line_timeout_sec"])
+            executor = self.create(req, line_timeout_sec=req["line_timeout_sec"])
             input_dirs = {"data": req["data"]}
             if req.get("base"):
                 input_dirs.update({"run.outputs": req["base"]["outputs"], "run.inputs": req["base"]["data"]})
@@ -266,15 +278,12 @@ class Worker:
 
     # -- one line through a flow (the test step) -----------------------------------------------------------
     def test(self, req: dict[str, Any]) -> dict[str, Any]:
-        from promptflow.executor import FlowExecutor
-
         env = {str(k): str(v) for k, v in (req.get("environment_variables") or {}).items()}
         if req["kind"] != "dag" and req.get("provider_connections"):
             self.store_connections(req["provider_connections"])
         self.env.acquire(env)
         try:
-            executor = FlowExecutor.create(Path(req["flow"]), self.executor_connections(req["provider_connections"]),
-                                           Path(req["working_dir"]), raise_ex=False)
+            executor = self.create(req)
             CURRENT_LINE.set(f"{req['tag']}|0")
             result = executor.exec_line(req.get("inputs") or {}, index=0, run_id=req["name"])
         finally:
