@@ -9,7 +9,7 @@ Prints, in one run, side by side:
 1. ``llmops-ci batch-run --workers C`` and ``pf run create`` with ``PF_WORKER_COUNT=C`` (a private, hermetic
    PF home; its connection created first, not timed) on one flow with one LLM node, for each size: median of
    --runs (pf: one run per size, it is the slow one), the ideal N x L / C, and the peak RSS of the whole
-   process tree (every process of the command's session, sampled every 20 ms). Then the least-squares fit
+   process tree (the command and all its descendants, sampled every 20 ms). Then the least-squares fit
    time = fixed + per_line x N of each tool.
 2. ``pr --llm-cache replay`` of a 5-flow project (each flow --pr-lines lines and one evaluation) against a
    1-flow one (cassettes recorded first with ``pr --llm-cache record``): the cost of each additional flow.
@@ -111,18 +111,26 @@ def write_project(root: Path, flows: int, lines: int, evaluations: bool) -> Path
     return path
 
 
-def _session_rss(sid: int) -> int:
-    total = 0
+def _tree_rss(root: int) -> int:
+    """RSS of ``root`` and all its descendants (the warm executor runs in a session of its own)."""
+    parent: dict[int, int] = {}
+    rss: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             fields = (entry / "stat").read_text().rpartition(")")[2].split()
-            if int(fields[3]) == sid and fields[0] != "Z":
-                total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
+        except OSError:
             continue
-    return total
+        if fields[0] != "Z":
+            parent[int(entry.name)] = int(fields[1])
+            rss[int(entry.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    tree, grew = {root}, True
+    while grew:
+        more = {pid for pid, ppid in parent.items() if ppid in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return sum(rss.get(pid, 0) for pid in tree)
 
 
 def run(cmd: list[str], env: dict[str, str], cwd: Path, out: Path) -> tuple[float, int, float]:
@@ -136,7 +144,7 @@ def run(cmd: list[str], env: dict[str, str], cwd: Path, out: Path) -> tuple[floa
 
         def sample() -> None:
             while not stop.wait(0.02):
-                peak[0] = max(peak[0], _session_rss(proc.pid))
+                peak[0] = max(peak[0], _tree_rss(proc.pid))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
