@@ -79,10 +79,13 @@ def _execute_all(project: Project, rc: RunContext, jobs: list[Any]) -> Iterator[
         for job in jobs:
             yield _execute(project, rc, job)
         return
-    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="llmops-run") as pool:
+    pool = ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="llmops-run")
+    try:
         futures = [pool.submit(_execute, project, rc, job) for job in jobs]
         for future in futures:
             yield future.result()
+    finally:  # on an interrupt the backend's close() releases the runs still waiting; do not wait for them here
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: RunContext) -> list[dict[str, Any]]:

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.fake_openai import FakeOpenAI
-from tests.helpers.projects import RUN_PROJECT, CliResult, Project, snapshot
+from tests.helpers.projects import RUN_PROJECT, CliResult, Project, processes_using, snapshot
 
 pytestmark = pytest.mark.executor
 
 Cli = Callable[..., CliResult]
+KEY = "sk-test-" + "k" * 24  # tests/conftest.py's run_env
 
 
 
@@ -314,3 +320,48 @@ def test_a_flow_that_opts_out_runs_in_pf_run_with_the_same_results(cli: Cli, run
     assert result.code == 0, result.err
     assert "echo: runs in its own prompt flow process (pf.run)" in result.err
     assert [(x["line"], x["outputs"]) for x in lines_of(proj, "echo")] == warm
+
+
+@pytest.mark.parametrize(("sig", "code", "executor"), [
+    (signal.SIGTERM, 143, "warm"), (signal.SIGINT, 130, "warm"), (signal.SIGTERM, 143, "process")])
+def test_a_signal_stops_every_process_keeps_the_recordings_and_leaves_no_secret(
+        sig: int, code: int, executor: str, run_project: Callable[..., Project], run_env: FakeOpenAI,
+        tmp_path: Path, clean_env: dict[str, str]) -> None:
+    fast = ["What is 1+1?", "Name a colour", "Say hi"]
+    proj = run_project({"data/chat.jsonl": "".join(json.dumps({"question": q}) + "\n"
+                                                   for q in [*fast, "be SLOW 1", "be SLOW 2", "be SLOW 3"])})
+    if executor == "process":
+        proj.replace("llmops.yaml", "    path: flows/chat\n",
+                     "    path: flows/chat\n    environment_variables: {LLMOPS_CI_EXECUTOR: process}\n")
+    run_env.slow_seconds = 60
+    private_tmp = Path(tempfile.mkdtemp(prefix="sig-"))  # short: pf.run's Unix sockets go below it
+    env = {**clean_env, "OPENAI_BASE_URL": os.environ["OPENAI_BASE_URL"], "OPENAI_API_KEY": KEY,
+           "TMPDIR": str(private_tmp)}
+    proc = subprocess.Popen([sys.executable, "-m", "llmops_ci", "batch-run", "--flow", "chat", "--workers", "6",
+                             "--llm-cache", "record"], cwd=proj.root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(run_env.requests) < 6 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert len(run_env.requests) == 6, proc.communicate(timeout=30)[0] if proc.poll() is not None else ""
+        time.sleep(1)  # the three fast lines are answered and recorded
+        started = time.monotonic()
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code, out
+    assert time.monotonic() - started < 30, "stopping took as long as the slow calls"
+    assert "Traceback" not in out
+    assert processes_using(tmp_path) == processes_using(private_tmp) == []  # the executor, pf's workers: gone
+    entries = json.loads(proj.read("cassettes/chat.json"))["entries"]
+    assert sorted(e["request"]["messages"][-1]["content"] for e in entries) == sorted(fast)
+    assert json.loads(proj.read(".llmops/summary.json"))["interrupted"] == {
+        "step": "batch-run", "signal": signal.Signals(sig).name}
+    # the private prompt flow home (store and keyring) went with the run, and no file we wrote holds the key
+    assert list(private_tmp.iterdir()) == [] and not proj.path(".llmops/pf-home").exists()
+    private_tmp.rmdir()
+    assert not any(KEY.encode() in p.read_bytes() for p in proj.root.rglob("*") if p.is_file())

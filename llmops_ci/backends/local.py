@@ -50,12 +50,23 @@ class LocalBackend:
 
     def __init__(self, state_dir: Path, environ: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir.absolute()
-        self.home = PFHome(self.state_dir / "pf-home")
         self.environ = dict(os.environ if environ is None else environ)
-        self._lock = threading.Lock()
+        # what a later run over a run needs (its outputs, its data): in the state dir, which later steps get
+        self.bases = self.state_dir / "runs" / ".base"
+        self._home: PFHome | None = None
+        self._lock = threading.RLock()
         self._proxy: ProxyServer | None = None
         self._worker: Worker | None = None
         self._workers = 0
+
+    @property
+    def home(self) -> PFHome:
+        """The private prompt flow home: a temporary folder outside the state dir (which CI may publish), removed
+        with the backend, so the store and the keyring that decrypts it never outlive the step."""
+        with self._lock:
+            if self._home is None:
+                self._home = PFHome(Path(tempfile.mkdtemp(prefix="llmops-pf-"))).prepare()
+            return self._home
 
     # -- the warm executor and the proxy live as long as the backend (one step, or all of ``pr``) ---------
     def _start(self, workers: int) -> tuple[ProxyServer, Worker]:
@@ -68,7 +79,6 @@ class LocalBackend:
             if self._worker is None or not self._worker.alive():
                 if self._worker is not None:
                     self._worker.close()
-                self.home.prepare()
                 self._workers = workers
                 self._worker = Worker(self.home, {**self.environ, **self._env_routes}, workers,
                                       self.state_dir / "logs" / "executor.log")
@@ -83,6 +93,9 @@ class LocalBackend:
             if self._proxy is not None:
                 self._proxy.stop()
                 self._proxy = None
+            if self._home is not None:
+                shutil.rmtree(self._home.root, ignore_errors=True)
+                self._home = None
 
     def __enter__(self) -> LocalBackend:
         return self
@@ -139,7 +152,7 @@ class LocalBackend:
 
     def _keep(self, job: RunJob, lines: list[LineResult]) -> None:
         """What a later run over this one (``${run.outputs.x}``, ``${run.inputs.x}``) reads, as pf.run keeps it."""
-        folder = self.home.runs / job.name
+        folder = self.bases / job.name
         folder.mkdir(parents=True, exist_ok=True)
         with (folder / "outputs.jsonl").open("w", encoding="utf-8") as fh:
             for line in lines:
@@ -149,21 +162,16 @@ class LocalBackend:
         (folder / "llmops-run.json").write_text(json.dumps({"data": str(job.data.absolute())}), encoding="utf-8")
 
     def _base(self, name: str) -> dict[str, str]:
-        folder = self.home.runs / name
-        meta = folder / "llmops-run.json"
-        if meta.is_file():
-            return {"outputs": str(folder / "outputs.jsonl"), "data": json.loads(meta.read_text("utf-8"))["data"]}
-        pf_outputs = folder / "flow_outputs" / "output.jsonl"
-        pf_meta = folder / "meta.json"
-        if pf_outputs.is_file() and pf_meta.is_file():  # a run made by pf.run (the fallback)
-            data = json.loads(pf_meta.read_text("utf-8")).get("data") or ""
-            return {"outputs": str(pf_outputs), "data": str(data)}
-        raise UsageError(f"the run '{name}' to evaluate is not in {self.home.runs}; run batch-run again with the "
-                         "same --state-dir")
+        folder = self.bases / name
+        try:
+            data = json.loads((folder / "llmops-run.json").read_text("utf-8"))["data"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UsageError(f"the run '{name}' to evaluate is not in {self.bases}; run batch-run again with the "
+                             "same --state-dir") from None
+        return {"outputs": str(folder / "outputs.jsonl"), "data": str(data)}
 
     def _run_pf(self, job: RunJob, progress: Progress) -> RunRecord:
         """Today's path: ``pf.run`` in a process of its own (its own process pool and tracing for tokens)."""
-        self.home.prepare()
         snap = snapshot(job.info, self.home.root / "work" / job.name)
         flow = snap.folder
         request = {
@@ -172,8 +180,8 @@ class LocalBackend:
             "environment_variables": job.environment_variables, "run": job.base_run,
             "worker_count": job.options.workers, "line_timeout_sec": job.options.line_timeout,
         }
-        if job.base_run and (self.home.runs / job.base_run / "llmops-run.json").is_file():
-            request.update(run=None, base=self._base(job.base_run))  # pf.run cannot see a warm executor's run
+        if job.base_run:  # pf.run sees only its own store's runs: the base run's outputs and data, merged
+            request.update(run=None, base=self._base(job.base_run))
         run_folder = self.home.runs / job.name
         started = time.monotonic()
         stats = None
@@ -189,6 +197,7 @@ class LocalBackend:
         progress.finish(len(artifacts.lines) if artifacts else 0)
         if artifacts is None:
             raise self._failure(job.label, outcome)
+        self._keep(job, artifacts.lines)
         return RunRecord(job.label, job.name, str(outcome.get("status")), artifacts.lines, duration,
                          artifacts.metrics, outcome.get("error"), stats)
 
@@ -404,8 +413,12 @@ class Worker:
                 self._queues.pop(job_id, None)
 
     def close(self) -> None:
-        """Ask the executor to finish (it removes what it stored), then make sure its whole session is gone."""
-        if self.proc.poll() is None and self.proc.stdin is not None:
+        """Ask the executor to finish (it removes what it stored), then make sure its whole session is gone.
+        With jobs still running (an interrupt, a crash) it is stopped at once: SIGTERM, on which it removes
+        what it stored and exits."""
+        with self._lock:
+            busy = bool(self._queues)
+        if not busy and self.proc.poll() is None and self.proc.stdin is not None:
             with contextlib.suppress(BrokenPipeError, OSError):
                 self.proc.stdin.write(json.dumps({"op": "stop"}) + "\n")
                 self.proc.stdin.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -93,7 +94,18 @@ def main() -> int:
     from promptflow.client import PFClient
 
     pf = PFClient()
-    created = []
+    created: list[str] = []
+
+    def stop(signum: int, frame: Any) -> None:
+        # secrets must not outlive the run in the store, even when the run is cut short (Ctrl-C, a CI cancel)
+        for name in created:
+            try:
+                pf.connections.delete(name)
+            except Exception:
+                continue
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         for spec in req.get("provider_connections", []):
             pf.connections.create_or_update(make_connection(spec))
