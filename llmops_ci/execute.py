@@ -72,6 +72,17 @@ def _execute(project: Project, rc: RunContext, job: Any) -> RunRecord:
     return rc.backend.run(job, rc.progress(job.label, project.data(job.data).rows))
 
 
+def _endpoint_down(rc: RunContext, record: RunRecord) -> str | None:
+    """Why the run's LLM endpoint is down, when every line failed on it (None: it is not, or some line passed)."""
+    if not record.lines or len(record.failed) != len(record.lines):
+        return None
+    found = getattr(rc.backend, "endpoint_down", None)
+    reason = found(record.name) if found is not None else None
+    if reason:
+        return str(reason)
+    return "every call failed with a connection or server error" if record.service_down() else None
+
+
 def _execute_all(project: Project, rc: RunContext, jobs: list[Any]) -> Iterator[RunRecord]:
     """The records of ``jobs`` in their order. A backend with ``parallel_runs`` gets them all at once (it shares
     ``--workers`` lines in flight among them); the next record is yielded as soon as it and those before it are in."""
@@ -94,16 +105,22 @@ def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: 
     summaries: list[dict[str, Any]] = []
     broken: list[str] = []
     down: list[str] = []
+    reasons: list[str] = []
     for (flow, _), record in zip(jobs, _execute_all(project, rc, [job for _, job in jobs]), strict=True):
-        summary = save_run(rc.state_dir, record, flow.max_failed_lines)
+        endpoint = _endpoint_down(rc, record)
+        # an allowance of failed lines is for bad lines, not for an endpoint that answered none of them
+        allowed = 0 if endpoint and flow.max_failed_lines is not None else flow.max_failed_lines
+        summary = save_run(rc.state_dir, record, allowed)
         update_flow_summary(rc.state_dir, flow.name, "run", {k: v for k, v in summary.items() if k != "metrics"})
-        _report(record, summary, flow.max_failed_lines)
+        _report(record, summary, allowed)
         summaries.append(summary)
         if summary["status"] != "completed":
-            (down if record.service_down() else broken).append(flow.name)
+            (down if endpoint else broken).append(flow.name)
+            if endpoint:
+                reasons.append(endpoint)
     if down and not broken:
-        raise ServiceError(f"every line of {', '.join(down)} failed calling the LLM endpoint; check that it is up "
-                           "and that the connection's base URL and key are right")
+        raise ServiceError(f"every line of {', '.join(down)} failed calling the LLM endpoint ({'; '.join(reasons)}); "
+                           "check that it is up and that the connection's base URL and key are right")
     if broken or down:
         raise CheckFailed(f"batch-run failed for {', '.join(broken + down)}: more failed lines than "
                           "max_failed_lines allows (see the errors above and <state-dir>/runs/<flow>/lines.jsonl)")

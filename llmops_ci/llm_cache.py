@@ -170,6 +170,14 @@ class LlmRun:
         with self.lock:
             self.usage.setdefault(line, LineUsage()).add(_usage(response))
 
+    def down(self) -> str | None:
+        """Why an endpoint of this run is down (see ``Health``), or None."""
+        for name, url in self.upstreams.items():
+            health = self.server.health.get(url) if url else None
+            if health is not None and health.down:
+                return f"{name}: {health.down}"
+        return None
+
     def tokens(self, line: int) -> dict[str, int] | None:
         found = self.usage.get(line)
         return found.to_json() if found else None

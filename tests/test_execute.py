@@ -365,3 +365,21 @@ def test_a_signal_stops_every_process_keeps_the_recordings_and_leaves_no_secret(
     assert list(private_tmp.iterdir()) == [] and not proj.path(".llmops/pf-home").exists()
     private_tmp.rmdir()
     assert not any(KEY.encode() in p.read_bytes() for p in proj.root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("fault", ["500", "429", "truncate", "slow"])
+@pytest.mark.parametrize("cache", ["record", "off"])
+def test_a_dying_endpoint_fails_fast_with_exit_3(fault: str, cache: str, cli: Cli,
+                                                 run_project: Callable[..., Project], run_env: FakeOpenAI) -> None:
+    six = "".join(json.dumps({"question": f"question {i}"}) + "\n" for i in range(6))
+    proj = run_project({"data/chat.jsonl": six})
+    proj.replace("llmops.yaml", "    path: flows/chat\n", "    path: flows/chat\n    max_failed_lines: 6\n")
+    run_env.fault, run_env.slow_seconds = fault, 30
+    started = time.monotonic()
+    result = cli("batch-run", "--flow", "chat", "--workers", "6", "--line-timeout", "3", "--llm-cache", cache)
+    assert time.monotonic() - started < 60, "prompt flow kept retrying a dead endpoint"
+    assert result.code == 3, result.err
+    assert "every line of chat failed calling the LLM endpoint (openai: " in result.err
+    run = summary(proj)["flows"]["chat"]["run"]
+    assert (run["status"], run["lines_failed"]) == ("failed", 6)  # the allowance is not for a dead endpoint
+    assert not proj.path("cassettes/chat.json").exists()  # a failure is never recorded

@@ -54,6 +54,7 @@ class LocalBackend:
         # what a later run over a run needs (its outputs, its data): in the state dir, which later steps get
         self.bases = self.state_dir / "runs" / ".base"
         self._home: PFHome | None = None
+        self._down: dict[str, str] = {}
         self._lock = threading.RLock()
         self._proxy: ProxyServer | None = None
         self._worker: Worker | None = None
@@ -103,6 +104,10 @@ class LocalBackend:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def endpoint_down(self, run_name: str) -> str | None:
+        """Why an LLM endpoint the run called was found down during it (None: it was not)."""
+        return self._down.get(run_name)
+
     def fallback_reason(self, job: RunJob) -> str | None:
         """Why ``job`` cannot run in the warm executor (None: it can)."""
         env = {**job.info.environment_variables, **job.environment_variables}
@@ -121,7 +126,9 @@ class LocalBackend:
         snap = snapshot(job.info, self.home.root / "work" / job.name, variant=job.variant, overrides=job.connections)
         base = self._base(job.base_run) if job.base_run else None
         settings = job.cache or CacheSettings("off", self.home.root / "work" / f"{job.name}.cassette.json")
-        route = proxy.open_run(job.name, settings, upstreams(job.provider_connections), job.options.line_timeout)
+        # a call may use most of its line's time, so that a slow endpoint is seen as such before the line gives up
+        route = proxy.open_run(job.name, settings, upstreams(job.provider_connections),
+                               max(1.0, job.options.line_timeout * 0.9))
         request = {
             "op": "run", "tag": job.name, "name": job.name, "kind": job.info.kind, "flow": str(snap.entry),
             "working_dir": str(snap.folder), "data": str(job.data.absolute()), "base": base,
@@ -136,6 +143,9 @@ class LocalBackend:
             route.close()
             shutil.rmtree(snap.folder, ignore_errors=True)
         duration = time.monotonic() - started
+        down = route.down()
+        if down:
+            self._down[job.name] = down
         if job.cache is not None:
             log.info("LLM cache (%s): %d hits, %d misses, %d recorded, %d tokens saved -> %s", job.cache.mode,
                      route.stats.hits, route.stats.misses, route.stats.recorded, route.stats.tokens_saved,
