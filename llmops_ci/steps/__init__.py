@@ -105,7 +105,7 @@ def run_context(backend: str, ctx: Context, project: Project, args: argparse.Nam
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=_positive, default=4, metavar="N",
-                        help="lines run in parallel (default: 4)")
+                        help="lines in flight at once, over all the flows the step runs side by side (default: 4)")
     parser.add_argument("--line-timeout", type=_positive, default=300, metavar="S",
                         help="seconds one line may take before it fails (default: 300)")
     parser.add_argument("--changed-since", metavar="REF",
