@@ -7,6 +7,7 @@ A flow that cannot run in-process falls back to ``pf.run`` in a process of its o
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -55,6 +56,7 @@ class LocalBackend:
         self.bases = self.state_dir / "runs" / ".base"
         self._home: PFHome | None = None
         self._down: dict[str, str] = {}
+        atexit.register(self.close)  # a backend used outside a step's scope still takes its processes with it
         self._lock = threading.RLock()
         self._proxy: ProxyServer | None = None
         self._worker: Worker | None = None
@@ -386,7 +388,10 @@ class Worker:
 
     def _read(self) -> None:
         for raw in self._events:
-            event = json.loads(raw)
+            try:
+                event = json.loads(raw)
+            except ValueError:  # not ours: never let one bad line strand every waiting run
+                continue
             with self._lock:
                 target = self._queues.get(event.get("id", -1))
             if target is not None:
