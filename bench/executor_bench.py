@@ -286,6 +286,11 @@ def main() -> int:
         replay = statistics.median(replays)
         print(f"   record {record:.2f} s, replay median {replay:.2f} s (runs {', '.join(f'{t:.2f}' for t in replays)})"
               f" = {replay / record:.0%} of record (goal < 20%), {len(fake.requests) - before} upstream calls (goal 0)")
+        log = tmp / f"state{bench.count}" / "logs" / "executor.log"
+        timing = [x.split("llmops-ci timing: ", 1)[1] for x in log.read_text(encoding="utf-8").splitlines()
+                  if "llmops-ci timing: " in x] if log.is_file() else []
+        print(f"   where the last replay's {replays[-1]:.2f} s went (the executor's own timing lines): "
+              + "; ".join(timing))
 
         # 4. the example's pr
         example = tmp / "example"
