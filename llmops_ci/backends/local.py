@@ -40,6 +40,7 @@ ENV_ENDPOINTS = ("OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT")
 
 
 IN_PROCESS_KINDS = ("dag", "flex", "prompty")
+STATE_VAR = "LLMOPS_CI_STATE_DIR"
 # a flow (flow file or llmops.yaml environment_variables) opts out of the warm executor with this set to "process"
 EXECUTOR_VAR = "LLMOPS_CI_EXECUTOR"
 
@@ -83,7 +84,9 @@ class LocalBackend:
                 if self._worker is not None:
                     self._worker.close()
                 self._workers = workers
-                self._worker = Worker(self.home, {**self.environ, **self._env_routes}, workers,
+                # the state dir in its environment says whose process it is (and lets tests find leftovers)
+                self._worker = Worker(self.home, {**self.environ, **self._env_routes, STATE_VAR: str(self.state_dir)},
+                                      workers,
                                       self.state_dir / "logs" / "executor.log")
             return self._proxy, self._worker
 
@@ -262,7 +265,8 @@ class LocalBackend:
         with log_path.open("w", encoding="utf-8") as log_file, tempfile.TemporaryDirectory(prefix="llmops-") as tmp:
             proc = subprocess.Popen([sys.executable, "-m", "llmops_ci.backends.pf_runner"], stdin=subprocess.PIPE,
                                     stdout=log_file, stderr=subprocess.STDOUT, cwd=self.home.root,
-                                    env={**self.home.environment(self.environ, Path(tmp)), **(extra_env or {})},
+                                    env={**self.home.environment(self.environ, Path(tmp)), **(extra_env or {}),
+                                         STATE_VAR: str(self.state_dir)},
                                     start_new_session=True, text=True)
             try:
                 assert proc.stdin is not None
