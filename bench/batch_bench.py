@@ -13,11 +13,14 @@ What it does:
 3. Times the whole ``python -m llmops_ci batch-run --workers W`` process --runs times (a fresh state dir
    each time); checks exit 0, the summary's line counts and that the server saw one call per line.
 4. Prints the ideal time (lines x latency / workers) and the overhead over it.
-5. Times ``pf run create`` with default settings (a private, hermetic PF home; the ``openai`` connection
+5. Times ``pf run create`` with ``PF_WORKER_COUNT`` = --workers (a private, hermetic PF home; the ``openai`` connection
    created first with ``pf connection create``, timed separately) on a copy of the flow, checks its line
    counts and the server's calls, and looks for processes it left behind (killed and reported).
 6. Prints a closing block with the headline numbers and where llmops-ci's time goes.
 7. Stops the server, deletes the temporary folder and makes sure no process it started is left.
+
+Since the warm executor (issue #14) llmops-ci keeps no pf run folder, so its part of the timeline shows only
+the server's arrivals and the state dir's files; bench/executor_bench.py is the side-by-side benchmark.
 
 Standard library only (plus the repo's tests/fake_openai.py).
 """
@@ -99,6 +102,7 @@ trace:
 cli:
   installation_id: 00000000-0000-0000-0000-000000000000
 """
+WORKERS = [8]  # --workers, also given to pf run create as PF_WORKER_COUNT
 # variables of the caller that would point a run somewhere else or change pf's defaults
 DROP_ENV = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "PF_HOME_DIRECTORY",
             "PF_CONNECTION_PROVIDER", "PF_WORKER_COUNT", "PF_LINE_TIMEOUT_SEC", "PF_BATCH_TIMEOUT_SEC")
@@ -268,7 +272,7 @@ def run_llmops(args: argparse.Namespace, cfg: Path, tmp: Path, fake: TimedFakeOp
     if m.requests != args.lines:
         m.problems.append(f"the fake server got {m.requests} requests (expected {args.lines})")
     left: list[str] = []
-    leftovers(f"PF_HOME_DIRECTORY={state / 'pf-home'}", f"llmops-ci run {index}", left)
+    leftovers(f"LLMOPS_CI_STATE_DIR={state}", f"llmops-ci run {index}", left)
     m.problems += left
     if name:
         run_dir = state / "pf-home" / ".runs" / name
@@ -308,6 +312,7 @@ def pf_env(home: Path) -> dict[str, str]:
         "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
         "TMPDIR": str(home / "tmp"),
         "PYTHONIOENCODING": "utf-8",
+        "PF_WORKER_COUNT": str(WORKERS[0]),  # the same concurrency as llmops-ci's --workers
     })
     return env
 
@@ -385,6 +390,7 @@ def main() -> int:
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--skip-pf", action="store_true", help="do not run the pf run create comparison")
     args = parser.parse_args()
+    WORKERS[0] = args.workers
 
     tmp = Path(tempfile.mkdtemp(prefix="bb-"))  # short: pf's TMPDIR below it holds Unix sockets
     fake = TimedFakeOpenAI(latency=args.latency)
@@ -445,7 +451,8 @@ def main() -> int:
             workers = (pf_m.run.process_count if pf_m.run else None) or "unknown"
             pf_ideal = (f" (its ideal: {args.lines} x {args.latency:g} s / {workers} = "
                         f"{args.lines * args.latency / int(workers):.2f} s)" if workers.isdigit() else "")
-            print(f"pf run create (default settings): {pf_m.seconds:.2f} s -> llmops-ci is {ratio:.1f}x faster "
+            print(f"pf run create (PF_WORKER_COUNT={args.workers}): {pf_m.seconds:.2f} s -> llmops-ci is "
+                  f"{ratio:.1f}x faster "
                   f"(goal: faster: {'PASS' if pf_m.seconds > best else 'FAIL'})"
                   + ("" if pf_m.ok else "  [pf run had problems, see above]"))
             print(f"pf default worker count: {workers}{pf_ideal}; pf connection create: {pf_m.conn_seconds:.2f} s "
@@ -462,7 +469,9 @@ def main() -> int:
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
                 continue
             with contextlib.suppress(OSError):
-                if f"PF_HOME_DIRECTORY={tmp}".encode() in (entry / "environ").read_bytes() and _alive(int(entry.name)):
+                environ = (entry / "environ").read_bytes()
+                ours = any(f"{var}={tmp}".encode() in environ for var in ("PF_HOME_DIRECTORY", "LLMOPS_CI_STATE_DIR"))
+                if ours and _alive(int(entry.name)):
                     stray.append(int(entry.name))
         if stray:
             print(f"cleanup: killing {len(stray)} leftover process(es): {stray}")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 from llmops_ci import __version__, redaction
 from llmops_ci import log as logsetup
 from llmops_ci.backends import backend_names
-from llmops_ci.errors import INTERNAL_ERROR, INTERRUPTED
+from llmops_ci.errors import INTERNAL_ERROR, INTERRUPTED, TERMINATED
 from llmops_ci.http import Http
 from llmops_ci.platforms import PLATFORMS, Publication, detect
 from llmops_ci.state import read_summary, update_summary, write_json_atomic
@@ -60,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="llmops-ci",
         description="Lint, run, evaluate and gate prompt flow apps, the same way in CI and on a laptop.",
         epilog="exit codes: 0 passed, 1 a check failed, 2 bad usage/config/input, 3 an outside service failed, "
-               "4 internal error in llmops-ci, 130 interrupted",
+               "4 internal error in llmops-ci, 130 interrupted (Ctrl-C, SIGINT), 143 terminated (SIGTERM: a CI cancel, "
+               "timeout); on 130 and 143 the runs are stopped, recordings kept and summary.json written",
     )
     parser.add_argument("--version", action="version", version=f"llmops-ci {__version__}")
     sub = parser.add_subparsers(dest="step", metavar="<step>", required=True)
@@ -92,21 +95,49 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(platform=platform, environ=os.environ, stdout=stdout, stderr=stderr,  # type: ignore[arg-type]
                   state_dir=args.state_dir or DEFAULT_STATE_DIR, http=Http())
     step = STEPS[args.step]
+    previous = _on_sigterm()
     try:
         code = run_step(step, args, ctx)
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return INTERRUPTED
+    except KeyboardInterrupt as exc:  # the steps' cleanup ran on the way up: runs stopped, recordings saved
+        terminated = isinstance(exc, Terminated)
+        log.error("terminated (SIGTERM)" if terminated else "interrupted")
+        _mark_interrupted(step.name, "SIGTERM" if terminated else "SIGINT", ctx)
+        return TERMINATED if terminated else INTERRUPTED
     except Exception as exc:  # the one place a bug becomes exit 4; what is known is still published
         _internal_error(step.name, exc, ctx)
         _publish(step.name, args, ctx)
         return INTERNAL_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     _clear_internal_error(step.name, ctx)
     if code == 2:
         return code
     if not getattr(step, "publishes", False) and not getattr(args, "stateless", False):
         _publish(step.name, args, ctx)
     return code
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI cancel, ``timeout``), unwound like Ctrl-C so that every cleanup on the way runs."""
+
+
+def _on_sigterm() -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _mark_interrupted(step: str, how: str, ctx: Context) -> None:
+    try:  # summary.json says the results are partial (and exists even when nothing finished)
+        update_summary(ctx.state_dir, "interrupted", {"step": step, "signal": how})
+    except Exception:
+        log.debug("could not mark the summary", exc_info=True)
 
 
 def _internal_error(step: str, exc: BaseException, ctx: Context) -> None:

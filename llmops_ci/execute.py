@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,11 +87,10 @@ def _check_job(rc: RunContext, job: Any) -> None:
 
 def _records(project: Project, rc: RunContext, jobs: list[Any]) -> Iterator[RunRecord]:
     """One record per job, in order: all at once from a backend with ``run_many`` (remote runs submitted
-    together and awaited together), else one ``run`` after the other as each is consumed."""
+    together and awaited together), side by side on one with ``parallel_runs``, else one after the other."""
     run_many = getattr(rc.backend, "run_many", None)
     if run_many is None:
-        for job in jobs:
-            yield _execute(project, rc, job)
+        yield from _execute_all(project, rc, jobs)
         return
     for job in jobs:
         _check_job(rc, job)
@@ -103,6 +103,33 @@ def _local_connections(rc: RunContext) -> bool:
     return bool(getattr(rc.backend, "needs_local_connections", True))
 
 
+def _endpoint_down(rc: RunContext, record: RunRecord) -> str | None:
+    """Why the run's LLM endpoint is down, when every line failed on it (None: it is not, or some line passed)."""
+    if not record.lines or len(record.failed) != len(record.lines):
+        return None
+    found = getattr(rc.backend, "endpoint_down", None)
+    reason = found(record.name) if found is not None else None
+    if reason:
+        return str(reason)
+    return record.service_down()
+
+
+def _execute_all(project: Project, rc: RunContext, jobs: list[Any]) -> Iterator[RunRecord]:
+    """The records of ``jobs`` in their order. A backend with ``parallel_runs`` gets them all at once (it shares
+    ``--workers`` lines in flight among them); the next record is yielded as soon as it and those before it are in."""
+    if len(jobs) < 2 or not getattr(rc.backend, "parallel_runs", False):
+        for job in jobs:
+            yield _execute(project, rc, job)
+        return
+    pool = ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="llmops-run")
+    try:
+        futures = [pool.submit(_execute, project, rc, job) for job in jobs]
+        for future in futures:
+            yield future.result()
+    finally:  # on an interrupt the backend's close() releases the runs still waiting; do not wait for them here
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: RunContext) -> list[dict[str, Any]]:
     """Run each flow over its data; raise CheckFailed when failed lines exceed a flow's allowance."""
     jobs = [(flow, batch_job(project, flow, options, rc.environ, local_connections=_local_connections(rc)))
@@ -112,14 +139,16 @@ def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: 
     whole: list[str] = []
     down: dict[str, str] = {}
     for (flow, _), record in zip(jobs, _records(project, rc, [job for _, job in jobs]), strict=True):
-        summary = save_run(rc.state_dir, record, flow.max_failed_lines)
+        endpoint = _endpoint_down(rc, record)
+        # an allowance of failed lines is for bad lines, not for an endpoint that answered none of them
+        allowed = 0 if endpoint and flow.max_failed_lines is not None else flow.max_failed_lines
+        summary = save_run(rc.state_dir, record, allowed)
         update_flow_summary(rc.state_dir, flow.name, "run", {k: v for k, v in summary.items() if k != "metrics"})
-        _report(record, summary, flow.max_failed_lines)
+        _report(record, summary, allowed)
         summaries.append(summary)
         if summary["status"] != "completed":
-            failure = record.service_down()
-            if failure:
-                down[flow.name] = failure
+            if endpoint:
+                down[flow.name] = endpoint
             else:
                 (whole if record.failed_as_a_whole else broken).append(flow.name)
     if down and not broken and not whole:

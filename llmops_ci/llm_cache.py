@@ -14,6 +14,8 @@ import hashlib
 import json
 import logging
 import os
+import socket
+import struct
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -153,167 +155,373 @@ def _entry_problem(entry: Any) -> str | None:
     return None
 
 
-def _usage_total(response: dict[str, Any]) -> int:
+@dataclass
+class LineUsage:
+    prompt: int = 0
+    completion: int = 0
+    total: int = 0
+
+    def add(self, usage: dict[str, Any]) -> None:
+        self.prompt += _int(usage.get("prompt_tokens"))
+        self.completion += _int(usage.get("completion_tokens"))
+        self.total += _int(usage.get("total_tokens"))
+
+    def to_json(self) -> dict[str, int]:
+        return {"prompt": self.prompt, "completion": self.completion, "total": self.total}
+
+
+def _usage(response: dict[str, Any]) -> dict[str, Any]:
     if "body" in response:
-        return _int(as_dict(as_dict(response["body"]).get("usage")).get("total_tokens"))
-    total = 0
+        return as_dict(as_dict(response["body"]).get("usage"))
+    usage: dict[str, Any] = {}
     for chunk in response.get("stream", []):
         try:
-            total = _int(as_dict(as_dict(json.loads(chunk)).get("usage")).get("total_tokens")) or total
+            usage = as_dict(as_dict(json.loads(chunk)).get("usage")) or usage
         except (ValueError, RecursionError):
             continue
-    return total
+    return usage
 
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-class LlmProxy:
-    """Use as a context manager around a run; ``url_for(name)`` is the base URL for connection ``name``."""
+def _usage_total(response: dict[str, Any]) -> int:
+    return _int(_usage(response).get("total_tokens"))
 
-    def __init__(self, settings: CacheSettings, upstreams: dict[str, str | None],
-                 session: requests.Session | None = None) -> None:
-        self.settings = settings
-        self.upstreams = upstreams
-        import requests
 
-        self.session = session or requests.Session()
-        self.cassette = Cassette.load(settings.cassette)
-        self.stats = CacheStats(settings.mode)
+# The header the warm executor puts on every request a line makes: "<run tag>|<line number>".
+LINE_HEADER = "X-Llmops-Line"
+
+
+CONNECT_TIMEOUT_S = 10
+# consecutive failed calls (5xx, 429, timeouts, broken answers) after which an endpoint counts as down
+FAILURES_BEFORE_DOWN = 5
+
+
+class Health:
+    """Whether an endpoint is plainly down: then every further call fails at once instead of being retried
+    (prompt flow's LLM tool retries 5xx and 429 up to 100 times, honouring any Retry-After)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.failures = 0
+        self.down: str | None = None
         self._lock = threading.Lock()
+
+    def failed(self, reason: str, *, plainly_down: bool = False) -> None:
+        with self._lock:
+            self.failures += 1
+            if self.down is None and (plainly_down or self.failures >= FAILURES_BEFORE_DOWN):
+                self.down = reason if plainly_down else f"{self.failures} calls in a row failed, the last with {reason}"
+                log.error("LLM endpoint of '%s' is down (%s): its remaining calls fail at once", self.name, self.down)
+
+    def answered(self) -> None:
+        with self._lock:
+            self.failures = 0
+
+
+class LlmRun:
+    """One run's view of the proxy: its cassette, its counters and the tokens of each of its lines."""
+
+    def __init__(self, server: ProxyServer, tag: str, settings: CacheSettings,
+                 upstreams: dict[str, str | None], call_timeout: float = 600) -> None:
+        self.server, self.tag, self.settings, self.upstreams = server, tag, settings, upstreams
+        self.call_timeout = call_timeout
+        # off: pass-through, only counting tokens; nothing is read or written
+        self.cassette = Cassette.load(settings.cassette) if settings.mode != "off" else Cassette(settings.cassette)
+        self.stats = CacheStats(settings.mode)
+        self.usage: dict[int | None, LineUsage] = {}
+        self.lock = threading.Lock()
+
+    def url_for(self, name: str) -> str:
+        return f"{self.server.url}/r/{self.tag}/u/{name}"
+
+    def count(self, line: int | None, response: dict[str, Any]) -> None:
+        with self.lock:
+            self.usage.setdefault(line, LineUsage()).add(_usage(response))
+
+    def down(self) -> str | None:
+        """Why an endpoint of this run is down (see ``Health``), or None."""
+        for name, url in self.upstreams.items():
+            health = self.server.health.get(url) if url else None
+            if health is not None and health.down:
+                return f"{name}: {health.down}"
+        return None
+
+    def tokens(self, line: int) -> dict[str, int] | None:
+        found = self.usage.get(line)
+        return found.to_json() if found else None
+
+    def close(self) -> None:
+        self.server.runs.pop(self.tag, None)
+        with self.lock:
+            if self.settings.mode != "off":
+                self.cassette.save()
+
+
+class ProxyServer:
+    """The HTTP server on 127.0.0.1 behind every run of a step; runs register with ``open_run``.
+
+    Routes: ``/r/<tag>/u/<connection>/...`` for a run's connections, ``/e/<route>/...`` for endpoints that flows
+    read from the environment (one value for the whole process, so the run comes from the line header, or is
+    the only run open).
+    """
+
+    def __init__(self, session: requests.Session | None = None, env_upstreams: dict[str, str] | None = None) -> None:
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        if session is None:
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=8, pool_maxsize=64)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self.session = session
+        self.env_upstreams = dict(env_upstreams or {})
+        self.runs: dict[str, LlmRun] = {}
+        self.health: dict[str, Health] = {}
         self._server: ThreadingHTTPServer | None = None
 
-    def __enter__(self) -> LlmProxy:
-        proxy = self
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def env_url(self, route: str) -> str:
+        return f"{self.url}/e/{route}"
+
+    def open_run(self, tag: str, settings: CacheSettings, upstreams: dict[str, str | None],
+                 call_timeout: float = 600) -> LlmRun:
+        """``call_timeout``: the longest one upstream call may take (a run passes its line timeout)."""
+        run = LlmRun(self, tag, settings, {**upstreams, **self.env_upstreams}, call_timeout)
+        self.runs[tag] = run
+        return run
+
+    def start(self) -> ProxyServer:
+        server = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body leave in one segment with TCP_NODELAY: written apart, they wait ~40 ms for a
+            # delayed ACK on a kept-alive connection
+            disable_nagle_algorithm = True
+            wbufsize = 1 << 16
 
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
             def do_POST(self) -> None:
-                proxy.handle(self)
+                server.handle(self)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
-        with self._lock:
-            self.cassette.save()
+            self._server = None
+        for run in list(self.runs.values()):
+            run.close()
 
-    def url_for(self, name: str) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}/u/{name}"
+    def __enter__(self) -> ProxyServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _route(self, handler: BaseHTTPRequestHandler) -> tuple[LlmRun, str, int | None, str] | str:
+        """(run, connection or env route, line, rest of the path), or why the request has no run."""
+        route = handler.path.partition("?")[0]
+        tag, _, line_text = str(handler.headers.get(LINE_HEADER) or "").partition("|")
+        line = int(line_text) if line_text.isdigit() else None
+        parts = route.split("/", 5)
+        if len(parts) >= 6 and parts[1] == "r" and parts[3] == "u":
+            run = self.runs.get(parts[2])
+            if run is None or parts[4] not in run.upstreams:
+                return f"unknown route {route}"
+            return run, parts[4], line if tag == run.tag else None, "/" + parts[5]
+        parts = route.split("/", 3)
+        if len(parts) >= 4 and parts[1] == "e" and parts[2] in self.env_upstreams:
+            run = self.runs.get(tag) or (next(iter(self.runs.values())) if len(self.runs) == 1 else None)
+            if run is None:
+                return (f"a call to {parts[2]} from outside a run's line while {len(self.runs)} runs are open; "
+                        "make the call from the flow's code, or run the flows one at a time (--workers 1)")
+            return run, parts[2], line if tag == run.tag else None, "/" + parts[3]
+        return f"unknown route {route}"
 
     # -- one request -------------------------------------------------------------------------------------
     def handle(self, handler: BaseHTTPRequestHandler) -> None:
-        route, _, query = handler.path.partition("?")
-        parts = route.split("/", 3)
-        if len(parts) < 4 or parts[1] != "u" or parts[2] not in self.upstreams:
-            return self._json(handler, 404, _error(f"llmops-ci proxy: unknown route {route}"))
-        name, path = parts[2], "/" + parts[3]
         raw = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+        routed = self._route(handler)
+        if isinstance(routed, str):
+            return _send_json(handler, 404, _error(f"llmops-ci proxy: {routed}"))
+        run, name, line, path = routed
+        query = handler.path.partition("?")[2]
         try:
             body = json.loads(raw or b"{}")
         except ValueError:
-            return self._json(handler, 400, _error("llmops-ci proxy: the request body is not JSON"))
+            return _send_json(handler, 400, _error("llmops-ci proxy: the request body is not JSON"))
         key = request_key(name, path, body)
-        with self._lock:
-            entry = self.cassette.entries.get(key) if self.settings.mode in ("replay", "auto") else None
+        mode = run.settings.mode
+        with run.lock:
+            entry = run.cassette.entries.get(key) if mode in ("replay", "auto") else None
             if entry is not None:
-                self.stats.hits += 1
-                self.stats.tokens_saved += _usage_total(entry["response"])
+                run.stats.hits += 1
+                run.stats.tokens_saved += _usage_total(entry["response"])
+            elif mode != "off":
+                run.stats.misses += 1
         if entry is not None:
-            return self._replay(handler, entry["response"])
-        if self.settings.mode == "replay":
-            with self._lock:
-                self.stats.misses += 1
-            return self._json(handler, 400, _error(
+            run.count(line, entry["response"])
+            return _replay(handler, entry["response"])
+        if mode == "replay":
+            return _send_json(handler, 400, _error(
                 f"llmops-ci replay: no recording of this call to connection '{name}' ({path}) in "
-                f"{self.settings.cassette}; the prompt or inputs changed since it was recorded. Record it with "
+                f"{run.settings.cassette}; the prompt or inputs changed since it was recorded. Record it with "
                 "--llm-cache record (or auto) and the endpoint's URL and key set", "llm_cache_miss"))
-        with self._lock:
-            self.stats.misses += 1
-        upstream = self.upstreams.get(name)
+        upstream = run.upstreams.get(name)
         if not upstream:
-            return self._json(handler, 502, _error(
+            return _send_json(handler, 502, _error(
                 f"llmops-ci cache: no recording of this call to '{name}' ({path}) and no endpoint to record it from; "
                 "set the connection's URL and key (see llmops.yaml) and run again", "llm_cache_miss"))
-        self._forward(handler, name, upstream, path, query, body, key)
+        self._forward(handler, run, line, name, upstream, path, query, body, key)
 
-    def _forward(self, handler: BaseHTTPRequestHandler, name: str, upstream: str, path: str, query: str,
-                 body: Any, key: str) -> None:
+    def _forward(self, handler: BaseHTTPRequestHandler, run: LlmRun, line: int | None, name: str, upstream: str,
+                 path: str, query: str, body: Any, key: str) -> None:
         headers = {k: v for k, v in handler.headers.items() if k.lower() in _FORWARD_HEADERS}
         url = upstream.rstrip("/") + path + (f"?{query}" if query else "")
         import requests
 
         stream = isinstance(body, dict) and bool(body.get("stream"))
+        health = self.health.setdefault(upstream, Health(name))
+        if health.down:
+            return _reset(handler)
         try:
-            response = self.session.post(url, json=body, headers=headers, stream=stream, timeout=600)
+            response = self.session.post(url, json=body, headers=headers, stream=stream,
+                                         timeout=(CONNECT_TIMEOUT_S, run.call_timeout))
+        except requests.ConnectionError as exc:
+            if not isinstance(exc, (requests.ReadTimeout, requests.exceptions.ChunkedEncodingError)):
+                health.failed(f"cannot reach {upstream}: {type(exc).__name__}", plainly_down=True)
+                return _reset(handler)  # what the client would see without the proxy: no connection
+            health.failed(f"a broken answer ({type(exc).__name__})")
+            return _send_json(handler, 502, _error(f"llmops-ci cache: {name} broke off its answer"))
+        except requests.Timeout:
+            health.failed(f"no answer within {run.call_timeout:g} s")
+            return _send_json(handler, 504, _error(f"llmops-ci cache: {name} did not answer within "
+                                                   f"{run.call_timeout:g} s"))
         except requests.RequestException as exc:
-            return self._json(handler, 502, _error(f"llmops-ci cache: cannot reach {name}: {type(exc).__name__}"))
+            health.failed(f"{type(exc).__name__}")
+            return _send_json(handler, 502, _error(f"llmops-ci cache: cannot reach {name}: {type(exc).__name__}"))
         if not stream or response.status_code != 200:
             try:
                 payload = response.json()
-            except ValueError:
+            except (ValueError, requests.RequestException):
                 payload = None
-            if not isinstance(payload, dict):  # never record (or hand on as a success) what is not a JSON answer
-                return self._json(handler, 502 if response.status_code == 200 else response.status_code, _error(
-                    f"llmops-ci cache: {name} answered HTTP {response.status_code} with a body that is not a JSON "
-                    f"object: {response.text[:300]}"))
+            if response.status_code == 200 and isinstance(payload, dict):
+                health.answered()
+                self._record(run, line, key, name, path, body, {"status": 200, "body": payload})
+                return _send_json(handler, 200, payload)
             if response.status_code == 200:
-                self._record(key, name, path, body, {"status": 200, "body": payload})
-            return self._json(handler, response.status_code, payload)
+                health.failed("a truncated or non-JSON answer")
+                return _send_json(handler, 502, _error(f"llmops-ci cache: {name} answered 200 with a truncated body "
+                                                       "or one that is not a JSON object; nothing was recorded"))
+            if response.status_code >= 500 or response.status_code == 429:
+                # not passed on: Retry-After (hours, at times) would hold the line; the client backs off itself
+                health.failed(f"HTTP {response.status_code}")
+            else:
+                health.answered()
+            return _send_json(handler, response.status_code,
+                              payload if payload is not None else _error(response.text[:500]))
+        health.answered()
         handler.send_response(200)
         handler.send_header("Content-Type", "text/event-stream")
         handler.send_header("Connection", "close")
         handler.end_headers()
         chunks = []
-        for line in response.iter_lines(decode_unicode=True):
-            if not line or not line.startswith("data:"):
+        for raw_line in response.iter_lines(decode_unicode=True):
+            if not raw_line or not raw_line.startswith("data:"):
                 continue
-            data = line[5:].strip()
+            data = raw_line[5:].strip()
             chunks.append(data)
             handler.wfile.write(f"data: {data}\n\n".encode())
             handler.wfile.flush()
         handler.close_connection = True
-        self._record(key, name, path, body, {"status": 200, "stream": chunks})
-
-    def _record(self, key: str, name: str, path: str, body: Any, response: dict[str, Any]) -> None:
-        if self.settings.mode == "off":
-            return
-        with self._lock:
-            self.cassette.put({"key": key, "upstream": name, "path": path, "request": body, "response": response})
-            self.stats.recorded += 1
-
-    def _replay(self, handler: BaseHTTPRequestHandler, response: dict[str, Any]) -> None:
-        if "stream" not in response:
-            return self._json(handler, int(response.get("status", 200)), response.get("body"))
-        handler.send_response(200)
-        handler.send_header("Content-Type", "text/event-stream")
-        handler.send_header("Connection", "close")
-        handler.end_headers()
-        for chunk in response["stream"]:
-            handler.wfile.write(f"data: {chunk}\n\n".encode())
-        handler.wfile.flush()
-        handler.close_connection = True
+        self._record(run, line, key, name, path, body, {"status": 200, "stream": chunks})
 
     @staticmethod
-    def _json(handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
-        data = json.dumps(payload).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
+    def _record(run: LlmRun, line: int | None, key: str, name: str, path: str, body: Any,
+                response: dict[str, Any]) -> None:
+        run.count(line, response)
+        if run.settings.mode == "off":
+            return
+        with run.lock:
+            run.cassette.put({"key": key, "upstream": name, "path": path, "request": body, "response": response})
+            run.stats.recorded += 1
+
+
+class LlmProxy:
+    """A proxy server with a single run: ``url_for(name)`` is the base URL for connection ``name``."""
+
+    def __init__(self, settings: CacheSettings, upstreams: dict[str, str | None],
+                 session: requests.Session | None = None) -> None:
+        self.server = ProxyServer(session)
+        self.settings, self.upstreams = settings, upstreams
+        self.run: LlmRun | None = None
+
+    @property
+    def stats(self) -> CacheStats:
+        assert self.run is not None
+        return self.run.stats
+
+    def __enter__(self) -> LlmProxy:
+        self.server.start()
+        self.run = self.server.open_run("run", self.settings, self.upstreams)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.server.stop()
+
+    def url_for(self, name: str) -> str:
+        assert self.run is not None
+        return self.run.url_for(name)
+
+
+def _replay(handler: BaseHTTPRequestHandler, response: dict[str, Any]) -> None:
+    if "stream" not in response:
+        return _send_json(handler, int(response.get("status", 200)), response.get("body"))
+    data = b"".join(f"data: {chunk}\n\n".encode() for chunk in response["stream"])
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/event-stream")
+    handler.send_header("Connection", "close")
+    handler.end_headers()
+    handler.wfile.write(data)
+    handler.wfile.flush()
+    handler.close_connection = True
+
+
+def _reset(handler: BaseHTTPRequestHandler) -> None:
+    """Drop the client's connection with a reset and no answer, as a dead endpoint does; an orderly close would
+    read as "server disconnected", which the client retries."""
+    conn = handler.connection
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    handler.close_connection = True
+    os.close(conn.detach())
+
+
+def _send_json(handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
+    """The handler's buffered ``wfile`` sends headers and body in one segment (see ``Handler.wbufsize``)."""
+    data = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+    handler.wfile.flush()
 
 
 def _error(message: str, code: str = "llmops_ci_proxy") -> dict[str, Any]:

@@ -4,7 +4,9 @@ Serves ``POST /v1/chat/completions`` and the Azure form
 ``/openai/deployments/<deployment>/chat/completions?api-version=...``, plain or streamed (SSE),
 with a ``usage`` block. Behaviour is driven by the prompt so a data line can choose its fate:
 "FAIL" answers 400 (the line fails at once), "SLOW" sleeps ``slow_seconds``. The reply is the
-``answer`` callable's result (default: echo of the last prompt line).
+``answer`` callable's result (default: echo of the last prompt line). ``fault`` makes every call fail
+the way a dying endpoint does: "500", "429" (with ``Retry-After: 3600``), "truncate" (a 200 whose body
+stops short) or "slow" (sleeps ``slow_seconds`` first).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class FakeOpenAI:
     slow_seconds: float = 5.0
     answer: Callable[[str], str] = echo
     requests: list[dict[str, Any]] = field(default_factory=list)
+    fault: str | None = None
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -53,6 +56,9 @@ class FakeOpenAI:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body in one segment with TCP_NODELAY (apart, each call waits ~40 ms for a delayed ACK)
+            disable_nagle_algorithm = True
+            wbufsize = 1 << 16
 
             def log_message(self, format: str, *args: Any) -> None:
                 return None
@@ -71,13 +77,16 @@ class FakeOpenAI:
             self._server.server_close()
 
     @staticmethod
-    def _json(handler: BaseHTTPRequestHandler, code: int, obj: Any) -> None:
+    def _json(handler: BaseHTTPRequestHandler, code: int, obj: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(obj).encode()
         handler.send_response(code)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            handler.send_header(key, value)
         handler.end_headers()
         handler.wfile.write(data)
+        handler.wfile.flush()
 
     def handle(self, handler: BaseHTTPRequestHandler) -> None:
         path = handler.path.split("?")[0]
@@ -89,6 +98,22 @@ class FakeOpenAI:
             return self._json(handler, 404, {"error": {"message": f"unknown path {path}"}})
         prompt = _prompt(body)
         time.sleep(self.latency)
+        if self.fault == "500":
+            return self._json(handler, 500, {"error": {"message": "fake outage", "type": "server_error"}})
+        if self.fault == "429":
+            return self._json(handler, 429, {"error": {"message": "fake rate limit", "type": "rate_limit"}},
+                              {"Retry-After": "3600"})
+        if self.fault == "truncate":
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", "4096")
+            handler.end_headers()
+            handler.wfile.write(b'{"id": "chatcmpl-cut", "choi')
+            handler.wfile.flush()
+            handler.close_connection = True
+            return None
+        if self.fault == "slow":
+            time.sleep(self.slow_seconds)
         if "FAIL" in prompt:
             return self._json(handler, 400, {"error": {"message": "fake failure (FAIL in prompt)",
                                                        "type": "invalid_request_error"}})
@@ -111,6 +136,7 @@ class FakeOpenAI:
         handler.send_header("Content-Type", "text/event-stream")
         handler.send_header("Connection", "close")
         handler.end_headers()
+        handler.wfile.flush()
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         def chunk(delta: dict[str, Any] | None, finish: str | None = None, use: Any = None) -> None:

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.fake_openai import FakeOpenAI
-from tests.helpers.projects import RUN_PROJECT, CliResult, Project, snapshot
+from tests.helpers.projects import RUN_PROJECT, CliResult, Project, processes_using, snapshot
 
 pytestmark = pytest.mark.executor
 
 Cli = Callable[..., CliResult]
+KEY = "sk-test-" + "k" * 24  # tests/conftest.py's run_env
 
 
 
@@ -256,3 +262,125 @@ def test_changed_since_runs_only_touched_flows_and_carries_the_rest(cli: Cli, ru
     assert "Not run: unchanged since main" in comment.out  # plain text on a terminal
     assert "chat-run-file (no baseline results)" in comment.out
     assert "### Not run: unchanged since `main`" in proj.read(".llmops/comment.md")
+
+
+def lines_of(proj: Project, flow: str) -> list[dict]:
+    return [json.loads(x) for x in proj.read(f".llmops/runs/{flow}/lines.jsonl").splitlines()]
+
+
+def test_flows_side_by_side_keep_their_own_results(cli: Cli, run_project: Callable[..., Project],
+                                                   run_env: FakeOpenAI) -> None:
+    """All flows of a step share one executor process and --workers; a failing flow touches nobody else."""
+    proj = run_project({"data/echo.jsonl": '{"text": "a", "expected": "A"}\n{"text": "boom", "expected": "B"}\n'
+                                           '{"text": "c", "expected": "C"}\n'})
+    result = cli("batch-run", "--workers", "3")
+    assert result.code == 1
+    flows = summary(proj)["flows"]
+    assert (flows["echo"]["run"]["lines_failed"], flows["echo"]["run"]["errors"][0]["line"]) == (1, 2)  # 1-based
+    for flow in ("chat", "chat-run-file"):
+        assert (flows[flow]["run"]["status"], flows[flow]["run"]["lines_failed"]) == ("completed", 0)
+        assert flows[flow]["run"]["tokens"]["total"] > 0
+    assert [x["outputs"]["answer"] for x in lines_of(proj, "chat")] == [
+        "ECHO: What is 1+1?", "ECHO: Name a colour", "ECHO: Say hi"]
+    assert [(x["line"], x["status"]) for x in lines_of(proj, "echo")] == [
+        (0, "Completed"), (1, "Failed"), (2, "Completed")]
+    assert {r["body"]["model"] for r in run_env.requests} == {"gpt-test", "gpt-from-run-yml"}
+    # each flow's report comes in the config's order, whichever finished first
+    reports = [line.split(":")[0] for line in result.err.splitlines() if " lines ok in " in line]
+    assert reports == ["echo", "chat", "chat-run-file"]
+    assert proj.read(".llmops/logs/executor.log").count("Executing node answer") == 6  # one process ran them all
+
+
+def test_tokens_are_counted_per_line(cli: Cli, run_project: Callable[..., Project], run_env: FakeOpenAI) -> None:
+    proj = run_project()
+    assert cli("batch-run", "--flow", "chat").code == 0
+    tokens = [x["tokens"] for x in lines_of(proj, "chat")]
+    # the fake counts whitespace-separated words: the prompt "Be brief.\nWhat is 1+1?" is 5, "ECHO: What is 1+1?" 4
+    assert tokens[0] == {"prompt": 5, "completion": 4, "total": 9}
+    assert all(t["total"] == t["prompt"] + t["completion"] > 0 for t in tokens)
+
+
+def test_a_flow_that_opts_out_runs_in_pf_run_with_the_same_results(cli: Cli, run_project: Callable[..., Project],
+                                                                   run_env: FakeOpenAI) -> None:
+    proj = run_project()
+    assert cli("batch-run", "--flow", "echo").code == 0
+    warm = [(x["line"], x["outputs"]) for x in lines_of(proj, "echo")]
+    proj.replace("llmops.yaml", "      match:\n        path: flows/match\n",
+                 "      match:\n        path: flows/match\n"
+                 "        environment_variables: {LLMOPS_CI_EXECUTOR: process}\n")
+    result = cli("eval-run", "--flow", "echo")  # pf.run over a base run the warm executor made
+    assert result.code == 0, result.err
+    assert ("echo/match: runs in its own prompt flow process (pf.run) because LLMOPS_CI_EXECUTOR=process is set"
+            in result.err)
+    assert summary(proj)["flows"]["echo"]["evaluations"]["match"]["metrics"] == {"match_rate": 0.75}
+    scores = [(x["line"], x["outputs"]["score"]) for x in lines_of(proj, "echo/evals/match")]
+    assert scores == [(0, 1.0), (1, 1.0), (2, 0.0), (3, 1.0)]
+    proj.replace("llmops.yaml", "    path: flows/echo\n",
+                 "    path: flows/echo\n    environment_variables: {LLMOPS_CI_EXECUTOR: process}\n")
+    result = cli("batch-run", "--flow", "echo")
+    assert result.code == 0, result.err
+    assert "echo: runs in its own prompt flow process (pf.run)" in result.err
+    assert [(x["line"], x["outputs"]) for x in lines_of(proj, "echo")] == warm
+
+
+@pytest.mark.parametrize(("sig", "code", "executor"), [
+    (signal.SIGTERM, 143, "warm"), (signal.SIGINT, 130, "warm"), (signal.SIGTERM, 143, "process")])
+def test_a_signal_stops_every_process_keeps_the_recordings_and_leaves_no_secret(
+        sig: int, code: int, executor: str, run_project: Callable[..., Project], run_env: FakeOpenAI,
+        tmp_path: Path, clean_env: dict[str, str]) -> None:
+    fast = ["What is 1+1?", "Name a colour", "Say hi"]
+    proj = run_project({"data/chat.jsonl": "".join(json.dumps({"question": q}) + "\n"
+                                                   for q in [*fast, "be SLOW 1", "be SLOW 2", "be SLOW 3"])})
+    if executor == "process":
+        proj.replace("llmops.yaml", "    path: flows/chat\n",
+                     "    path: flows/chat\n    environment_variables: {LLMOPS_CI_EXECUTOR: process}\n")
+    run_env.slow_seconds = 60
+    private_tmp = Path(tempfile.mkdtemp(prefix="sig-"))  # short: pf.run's Unix sockets go below it
+    env = {**clean_env, "OPENAI_BASE_URL": os.environ["OPENAI_BASE_URL"], "OPENAI_API_KEY": KEY,
+           "TMPDIR": str(private_tmp)}
+    proc = subprocess.Popen([sys.executable, "-m", "llmops_ci", "batch-run", "--flow", "chat", "--workers", "6",
+                             "--llm-cache", "record"], cwd=proj.root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(run_env.requests) < 6 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert len(run_env.requests) == 6, proc.communicate(timeout=30)[0] if proc.poll() is not None else ""
+        time.sleep(1)  # the three fast lines are answered and recorded
+        started = time.monotonic()
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code, out
+    assert time.monotonic() - started < 30, "stopping took as long as the slow calls"
+    assert "Traceback" not in out
+    assert processes_using(tmp_path) == processes_using(private_tmp) == []  # the executor, pf's workers: gone
+    entries = json.loads(proj.read("cassettes/chat.json"))["entries"]
+    assert sorted(e["request"]["messages"][-1]["content"] for e in entries) == sorted(fast)
+    assert json.loads(proj.read(".llmops/summary.json"))["interrupted"] == {
+        "step": "batch-run", "signal": signal.Signals(sig).name}
+    # the private prompt flow home (store and keyring) went with the run, and no file we wrote holds the key
+    assert list(private_tmp.iterdir()) == [] and not proj.path(".llmops/pf-home").exists()
+    private_tmp.rmdir()
+    assert not any(KEY.encode() in p.read_bytes() for p in proj.root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("fault", ["500", "429", "truncate", "slow"])
+@pytest.mark.parametrize("cache", ["record", "off"])
+def test_a_dying_endpoint_fails_fast_with_exit_3(fault: str, cache: str, cli: Cli,
+                                                 run_project: Callable[..., Project], run_env: FakeOpenAI) -> None:
+    six = "".join(json.dumps({"question": f"question {i}"}) + "\n" for i in range(6))
+    proj = run_project({"data/chat.jsonl": six})
+    proj.replace("llmops.yaml", "    path: flows/chat\n", "    path: flows/chat\n    max_failed_lines: 6\n")
+    run_env.fault, run_env.slow_seconds = fault, 30
+    started = time.monotonic()
+    result = cli("batch-run", "--flow", "chat", "--workers", "6", "--line-timeout", "3", "--llm-cache", cache)
+    assert time.monotonic() - started < 60, "prompt flow kept retrying a dead endpoint"
+    assert result.code == 3, result.err
+    assert "every line of chat failed calling the LLM endpoint (openai: " in result.err
+    run = summary(proj)["flows"]["chat"]["run"]
+    assert (run["status"], run["lines_failed"]) == ("failed", 6)  # the allowance is not for a dead endpoint
+    assert not proj.path("cassettes/chat.json").exists()  # a failure is never recorded

@@ -7,6 +7,7 @@ must not reach a service when it is built: ``--dry-run`` needs no credentials.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,17 +68,28 @@ class RunsByEngine:
     DAG, flex and prompt flow prompty files, MLflow's for agents, the prompty package for prompty 2.x files."""
 
     routes_local_proxy = True
+    parallel_runs = True  # flows side by side; each engine shares --workers among its own runs
 
     def __init__(self, name: str, ctx: BackendContext, default: Callable[[BackendContext], Backend],
                  engines: dict[str, Callable[[BackendContext], Backend]]) -> None:
         self.name, self.ctx, self.default, self.engines = name, ctx, default, engines
         self._built: dict[str, Backend] = {}
+        self._lock = threading.Lock()
 
     def for_info(self, info: FlowInfo) -> Backend:
-        key = next((k for k in (info.engine, info.kind) if k in self.engines), "")
-        if key not in self._built:
-            self._built[key] = (self.engines[key] if key else self.default)(self.ctx)
-        return self._built[key]
+        key = next((k for k in (info.engine, info.kind) if k and k in self.engines), "")
+        with self._lock:  # runs start from several threads at once
+            if key not in self._built:
+                self._built[key] = (self.engines[key] if key else self.default)(self.ctx)
+            return self._built[key]
+
+    def endpoint_down(self, run_name: str) -> str | None:
+        for backend in list(self._built.values()):
+            found = getattr(backend, "endpoint_down", None)
+            reason = found(run_name) if found is not None else None
+            if reason:
+                return str(reason)
+        return None
 
     def run(self, job: RunJob, progress: Progress) -> RunRecord:
         return self.for_info(job.info).run(job, progress)
@@ -86,7 +98,10 @@ class RunsByEngine:
         return self.for_info(job.info).test(job)
 
     def close(self) -> None:
-        for backend in self._built.values():
+        with self._lock:
+            built = list(self._built.values())
+            self._built.clear()
+        for backend in built:
             close = getattr(backend, "close", None)
             if close is not None:
                 close()

@@ -1,16 +1,24 @@
-"""The local backend: prompt flow's own executor (``PFClient``) in a private home under the state dir."""
+"""The local backend: prompt flow's own executor in one warm process per step, in a private home under the state dir.
+
+Every run of the backend's life (a step, or all of ``pr``) goes to one ``pf_worker`` process, and every LLM
+call through one proxy on 127.0.0.1 (``llm_cache``: record/replay, or pass-through that only counts tokens).
+A flow that cannot run in-process falls back to ``pf.run`` in a process of its own (``pf_runner``).
+"""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -22,9 +30,9 @@ from llmops_ci.backends.artifacts import count_lines_done, read_run
 from llmops_ci.backends.pf_home import PFHome
 from llmops_ci.errors import CheckFailed, LlmopsError, ServiceError, UsageError
 from llmops_ci.kinds import snapshot
-from llmops_ci.llm_cache import CacheSettings, LlmProxy
+from llmops_ci.llm_cache import CacheSettings, LlmProxy, LlmRun, ProxyServer
 from llmops_ci.progress import Progress
-from llmops_ci.runs import ProviderConnection, RunJob, RunRecord, TestJob, TestRecord, user_paths
+from llmops_ci.runs import LineResult, ProviderConnection, RunJob, RunRecord, TestJob, TestRecord, user_paths
 
 log = logging.getLogger("llmops_ci.local")
 POLL_S = 0.1
@@ -32,17 +40,156 @@ POLL_S = 0.1
 ENV_ENDPOINTS = ("OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT")
 
 
+IN_PROCESS_KINDS = ("dag", "flex", "prompty")
+STATE_VAR = "LLMOPS_CI_STATE_DIR"
+# a flow (flow file or llmops.yaml environment_variables) opts out of the warm executor with this set to "process"
+EXECUTOR_VAR = "LLMOPS_CI_EXECUTOR"
+
+
 class LocalBackend:
     name = "local"
     routes_local_proxy = True
+    parallel_runs = True  # run() may be called from several threads at once: flows run side by side
 
     def __init__(self, state_dir: Path, environ: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir.absolute()
-        self.home = PFHome(self.state_dir / "pf-home")
         self.environ = dict(os.environ if environ is None else environ)
+        # what a later run over a run needs (its outputs, its data): in the state dir, which later steps get
+        self.bases = self.state_dir / "runs" / ".base"
+        self._home: PFHome | None = None
+        self._down: dict[str, str] = {}
+        atexit.register(self.close)  # a backend used outside a step's scope still takes its processes with it
+        self._lock = threading.RLock()
+        self._proxy: ProxyServer | None = None
+        self._worker: Worker | None = None
+        self._workers = 0
+
+    @property
+    def home(self) -> PFHome:
+        """The private prompt flow home: a temporary folder outside the state dir (which CI may publish), removed
+        with the backend, so the store and the keyring that decrypts it never outlive the step."""
+        with self._lock:
+            if self._home is None:
+                self._home = PFHome(Path(tempfile.mkdtemp(prefix="llmops-pf-"))).prepare()
+            return self._home
+
+    # -- the warm executor and the proxy live as long as the backend (one step, or all of ``pr``) ---------
+    def _start(self, workers: int) -> tuple[ProxyServer, Worker]:
+        with self._lock:
+            if self._proxy is None:
+                routes = {var: f"env-{var.lower()}" for var in ENV_ENDPOINTS if self.environ.get(var)}
+                self._proxy = ProxyServer(env_upstreams={route: self.environ[var] for var, route in routes.items()})
+                self._proxy.start()
+                self._env_routes = {var: self._proxy.env_url(route) for var, route in routes.items()}
+            if self._worker is None or not self._worker.alive():
+                if self._worker is not None:
+                    self._worker.close()
+                self._workers = workers
+                # the state dir in its environment says whose process it is (and lets tests find leftovers)
+                self._worker = Worker(self.home, {**self.environ, **self._env_routes, STATE_VAR: str(self.state_dir)},
+                                      workers,
+                                      self.state_dir / "logs" / "executor.log")
+            return self._proxy, self._worker
+
+    def close(self) -> None:
+        """Stop the executor process (its children with it) and the proxy; idempotent."""
+        with self._lock:
+            if self._worker is not None:
+                self._worker.close()
+                self._worker = None
+            if self._proxy is not None:
+                self._proxy.stop()
+                self._proxy = None
+            if self._home is not None:
+                shutil.rmtree(self._home.root, ignore_errors=True)
+                self._home = None
+        # what flow code printed may hold a secret; the logs go out with the state dir
+        redaction.redact_files(self.state_dir / "logs")
+
+    def __enter__(self) -> LocalBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def endpoint_down(self, run_name: str) -> str | None:
+        """Why an LLM endpoint the run called was found down during it (None: it was not)."""
+        return self._down.get(run_name)
+
+    def fallback_reason(self, job: RunJob) -> str | None:
+        """Why ``job`` cannot run in the warm executor (None: it can)."""
+        env = {**job.info.environment_variables, **job.environment_variables}
+        if str(env.get(EXECUTOR_VAR, "")).lower() == "process":
+            return f"{EXECUTOR_VAR}=process is set for it"
+        if job.info.kind not in IN_PROCESS_KINDS:
+            return f"its kind '{job.info.kind}' has no in-process executor"
+        return None
 
     def run(self, job: RunJob, progress: Progress) -> RunRecord:
-        self.home.prepare()
+        reason = self.fallback_reason(job)
+        if reason:
+            log.info("%s: runs in its own prompt flow process (pf.run) because %s", job.label, reason)
+            return self._run_pf(job, progress)
+        proxy, worker = self._start(job.options.workers)
+        snap = snapshot(job.info, self.home.root / "work" / job.name, variant=job.variant, overrides=job.connections)
+        base = self._base(job.base_run) if job.base_run else None
+        settings = job.cache or CacheSettings("off", self.home.root / "work" / f"{job.name}.cassette.json")
+        # a call may use most of its line's time, so that a slow endpoint is seen as such before the line gives up
+        route = proxy.open_run(job.name, settings, upstreams(job.provider_connections),
+                               max(1.0, job.options.line_timeout * 0.9))
+        request = {
+            "op": "run", "tag": job.name, "name": job.name, "kind": job.info.kind, "flow": str(snap.entry),
+            "working_dir": str(snap.folder), "data": str(job.data.absolute()), "base": base,
+            "column_mapping": job.column_mapping, "line_timeout_sec": job.options.line_timeout,
+            "environment_variables": {**job.info.environment_variables, **job.environment_variables},
+            "provider_connections": [asdict(c) for c in rerouted(job.provider_connections, route)],
+        }
+        started = time.monotonic()
+        try:
+            outcome = worker.call(request, progress.update)
+        finally:
+            route.close()
+            shutil.rmtree(snap.folder, ignore_errors=True)
+        duration = time.monotonic() - started
+        down = route.down()
+        if down:
+            self._down[job.name] = down
+        if job.cache is not None:
+            log.info("LLM cache (%s): %d hits, %d misses, %d recorded, %d tokens saved -> %s", job.cache.mode,
+                     route.stats.hits, route.stats.misses, route.stats.recorded, route.stats.tokens_saved,
+                     job.cache.cassette)
+        if "lines" not in outcome:
+            progress.finish(0)
+            raise self._failure(job.label, outcome)
+        lines = [_line(raw, route.tokens(int(raw["line"]))) for raw in outcome["lines"]]
+        progress.finish(len(lines))
+        self._keep(job, lines)
+        return RunRecord(job.label, job.name, str(outcome.get("status")), lines, duration,
+                         dict(outcome.get("metrics") or {}), outcome.get("error"),
+                         route.stats.to_json() if job.cache is not None else None)
+
+    def _keep(self, job: RunJob, lines: list[LineResult]) -> None:
+        """What a later run over this one (``${run.outputs.x}``, ``${run.inputs.x}``) reads, as pf.run keeps it."""
+        folder = self.bases / job.name
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / "outputs.jsonl").open("w", encoding="utf-8") as fh:
+            for line in lines:
+                if line.status == "Completed":
+                    outputs = line.outputs if isinstance(line.outputs, dict) else {"output": line.outputs}
+                    fh.write(json.dumps({"line_number": line.line, **outputs}, default=str) + "\n")
+        (folder / "llmops-run.json").write_text(json.dumps({"data": str(job.data.absolute())}), encoding="utf-8")
+
+    def _base(self, name: str) -> dict[str, str]:
+        folder = self.bases / name
+        try:
+            data = json.loads((folder / "llmops-run.json").read_text("utf-8"))["data"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UsageError(f"the run '{name}' to evaluate is not in {self.bases}; run batch-run again with the "
+                             "same --state-dir") from None
+        return {"outputs": str(folder / "outputs.jsonl"), "data": str(data)}
+
+    def _run_pf(self, job: RunJob, progress: Progress) -> RunRecord:
+        """Today's path: ``pf.run`` in a process of its own (its own process pool and tracing for tokens)."""
         snap = snapshot(job.info, self.home.root / "work" / job.name)
         flow = snap.folder
         request = {
@@ -51,6 +198,8 @@ class LocalBackend:
             "environment_variables": job.environment_variables, "run": job.base_run,
             "worker_count": job.options.workers, "line_timeout_sec": job.options.line_timeout,
         }
+        if job.base_run:  # pf.run sees only its own store's runs: the base run's outputs and data, merged
+            request.update(run=None, base=self._base(job.base_run))
         run_folder = self.home.runs / job.name
         started = time.monotonic()
         stats = None
@@ -72,26 +221,27 @@ class LocalBackend:
             line.error = user_paths(line.error, private, job.flow)
         if artifacts is None:
             raise self._failure(job.label, {**outcome, "error": user_paths(outcome.get("error"), private, job.flow)})
+        self._keep(job, artifacts.lines)
         return RunRecord(job.label, job.name, str(outcome.get("status")), artifacts.lines, duration,
                          artifacts.metrics, user_paths(outcome.get("error"), private, job.flow), stats)
 
     def test(self, job: TestJob) -> TestRecord:
-        self.home.prepare()
         name = f"test_{os.getpid()}_{time.time_ns()}"
-        # pf.test takes no connection overrides, so the snapshot carries them
-        snap = snapshot(job.info, self.home.root / "work" / name, overrides=job.connections)
-        flow = snap.folder
-        request = {"action": "test", "flow": str(snap.entry), "inputs": job.inputs, "variant": job.variant,
-                   "environment_variables": job.environment_variables,
-                   "output_path": str(self.home.root / "work" / f"{name}.out")}
+        proxy, worker = self._start(1)
+        # the snapshot carries variant and connection overrides
+        snap = snapshot(job.info, self.home.root / "work" / name, variant=job.variant, overrides=job.connections)
+        settings = job.cache or CacheSettings("off", self.home.root / "work" / f"{name}.cassette.json")
+        route = proxy.open_run(name, settings, upstreams(job.provider_connections))
+        request = {"op": "test", "tag": name, "name": name, "kind": job.info.kind, "flow": str(snap.entry),
+                   "working_dir": str(snap.folder), "inputs": job.inputs,
+                   "environment_variables": {**job.info.environment_variables, **job.environment_variables},
+                   "provider_connections": [asdict(c) for c in rerouted(job.provider_connections, route)]}
         started = time.monotonic()
         try:
-            with self._llm_calls(job.cache, job.provider_connections) as (connections, env, _):
-                outcome = self._child(name, request, connections, lambda: None, env)
+            outcome = worker.call(request, lambda done: None)
         finally:
-            shutil.rmtree(flow, ignore_errors=True)
-            shutil.rmtree(self.home.root / "work" / f"{name}.out", ignore_errors=True)
-            redaction.redact_files(self.state_dir / "logs" / f"{name}.log")
+            route.close()
+            shutil.rmtree(snap.folder, ignore_errors=True)
         if "output" not in outcome and outcome.get("status") == "Failed":
             raise self._failure("test", outcome)
         return TestRecord(str(outcome.get("status")), outcome.get("output"), outcome.get("error"),
@@ -104,25 +254,11 @@ class LocalBackend:
         if cache is None:
             yield connections, {}, None
             return
-        upstreams: dict[str, str | None] = {}
-        for conn in connections:
-            if conn.type == "open_ai":
-                upstreams[conn.name] = conn.values.get("base_url") or (
-                    "https://api.openai.com/v1" if conn.values.get("api_key") else None)
-            elif conn.type == "azure_open_ai":
-                upstreams[conn.name] = conn.values.get("api_base") or None
         routes = {var: f"env-{var.lower()}" for var in ENV_ENDPOINTS if self.environ.get(var)}
-        upstreams.update({route: self.environ[var] for var, route in routes.items()})
-        with LlmProxy(cache, upstreams) as proxy:
-            rerouted = []
-            for conn in connections:
-                values = dict(conn.values)
-                field = {"open_ai": "base_url", "azure_open_ai": "api_base"}.get(conn.type)
-                if field:
-                    values[field] = proxy.url_for(conn.name)
-                    values["api_key"] = values.get("api_key") or "llmops-ci-replay"  # the client insists on one
-                rerouted.append(ProviderConnection(conn.name, conn.type, values))
-            yield tuple(rerouted), {var: proxy.url_for(route) for var, route in routes.items()}, proxy
+        with LlmProxy(cache, {**upstreams(connections), **{r: self.environ[v] for v, r in routes.items()}}) as proxy:
+            assert proxy.run is not None
+            yield (rerouted(connections, proxy.run), {var: proxy.url_for(route) for var, route in routes.items()},
+                   proxy)
         log.info("LLM cache (%s): %d hits, %d misses, %d recorded, %d tokens saved -> %s", cache.mode,
                  proxy.stats.hits, proxy.stats.misses, proxy.stats.recorded, proxy.stats.tokens_saved, cache.cassette)
 
@@ -138,7 +274,8 @@ class LocalBackend:
         with log_path.open("w", encoding="utf-8") as log_file, tempfile.TemporaryDirectory(prefix="llmops-") as tmp:
             proc = subprocess.Popen([sys.executable, "-m", "llmops_ci.backends.pf_runner"], stdin=subprocess.PIPE,
                                     stdout=log_file, stderr=subprocess.STDOUT, cwd=self.home.root,
-                                    env={**self.home.environment(self.environ, Path(tmp)), **(extra_env or {})},
+                                    env={**self.home.environment(self.environ, Path(tmp)), **(extra_env or {}),
+                                         STATE_VAR: str(self.state_dir)},
                                     start_new_session=True, text=True)
             try:
                 assert proc.stdin is not None
@@ -169,14 +306,34 @@ class LocalBackend:
 
 
 def reap(proc: subprocess.Popen[str]) -> None:
-    """Stop the runner and everything it started (its own session), even on Ctrl-C."""
+    """Stop the runner and everything it started (its own session), even on Ctrl-C, and wait until they are gone:
+    a killed child of the runner (multiprocessing's resource tracker, pf's workers) takes a moment to die."""
     if proc.poll() is None:
         _signal_group(proc.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=10)
     _signal_group(proc.pid, signal.SIGKILL)
     proc.wait()
-    _wait_group_gone(proc.pid)
+    deadline = time.monotonic() + 5
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies excepted: they are dead, waiting for init)."""
+    proc_root = Path("/proc")
+    if not proc_root.is_dir():
+        return False
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[0] != "Z" and fields[2] == str(pgid):
+            return True
+    return False
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -184,31 +341,117 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def _wait_group_gone(pgid: int, timeout: float = 10.0) -> None:
-    """SIGKILL is delivered, not yet acted on: wait until the group's other members (prompt flow's workers,
-    multiprocessing's resource tracker) are gone, so nothing of the run outlives the call."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _group_alive(pgid):
-        time.sleep(0.02)
+def upstreams(connections: tuple[ProviderConnection, ...]) -> dict[str, str | None]:
+    """Where each connection's calls really go (None: nowhere, replay only)."""
+    out: dict[str, str | None] = {}
+    for conn in connections:
+        if conn.type == "open_ai":
+            out[conn.name] = conn.values.get("base_url") or (
+                "https://api.openai.com/v1" if conn.values.get("api_key") else None)
+        elif conn.type == "azure_open_ai":
+            out[conn.name] = conn.values.get("api_base") or None
+    return out
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True
-    for entry in proc.iterdir():  # members already dead but not yet reaped by init (zombies) do not count
-        if not entry.name.isdigit():
-            continue
+def rerouted(connections: tuple[ProviderConnection, ...], route: LlmRun) -> tuple[ProviderConnection, ...]:
+    out = []
+    for conn in connections:
+        values = dict(conn.values)
+        field = {"open_ai": "base_url", "azure_open_ai": "api_base"}.get(conn.type)
+        if field:
+            values[field] = route.url_for(conn.name)
+            values["api_key"] = values.get("api_key") or "llmops-ci-replay"  # the client insists on one
+        out.append(ProviderConnection(conn.name, conn.type, values))
+    return tuple(out)
+
+
+def _line(raw: dict[str, Any], tokens: dict[str, int] | None) -> LineResult:
+    return LineResult(line=int(raw["line"]), status=str(raw["status"]), inputs=dict(raw.get("inputs") or {}),
+                      outputs=raw.get("outputs"), duration_s=raw.get("duration_s"),
+                      tokens=tokens or dict(raw.get("tokens") or {}), error=raw.get("error"),
+                      error_code=raw.get("error_code"), node=raw.get("node"))
+
+
+class Worker:
+    """The parent's handle on the warm executor process (``pf_worker``): jobs out on stdin, events back on a pipe."""
+
+    def __init__(self, home: PFHome, environ: dict[str, str], workers: int, log_path: Path) -> None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = tempfile.mkdtemp(prefix="llmops-")
+        env = home.environment(environ, Path(self._tmp))
+        env["PF_DISABLE_TRACING"] = "true"  # tokens come from the proxy; no span per call
+        read_fd, write_fd = os.pipe()
+        self._log = log_path.open("a", encoding="utf-8")
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
-            return True
-    return False
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "llmops_ci.backends.pf_worker", str(write_fd), str(workers)],
+                stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT, cwd=home.root / "work", env=env,
+                start_new_session=True, text=True, pass_fds=(write_fd,))
+        finally:
+            os.close(write_fd)
+        self._events = os.fdopen(read_fd, "r", encoding="utf-8")
+        self._queues: dict[int, queue.Queue[dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        self._next = 0
+        self.log_path = log_path
+        threading.Thread(target=self._read, daemon=True, name="llmops-worker-events").start()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _read(self) -> None:
+        for raw in self._events:
+            try:
+                event = json.loads(raw)
+            except ValueError:  # not ours: never let one bad line strand every waiting run
+                continue
+            with self._lock:
+                target = self._queues.get(event.get("id", -1))
+            if target is not None:
+                target.put(event)
+        with self._lock:  # the process is gone: nobody waits forever
+            for target in self._queues.values():
+                target.put({"event": "gone"})
+
+    def call(self, request: dict[str, Any], on_progress: Any) -> dict[str, Any]:
+        with self._lock:
+            self._next += 1
+            job_id = self._next
+            events: queue.Queue[dict[str, Any]] = queue.Queue()
+            self._queues[job_id] = events
+            assert self.proc.stdin is not None
+            try:
+                self.proc.stdin.write(json.dumps({**request, "id": job_id}) + "\n")
+                self.proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                events.put({"event": "gone"})
+        try:
+            while True:
+                event = events.get()
+                if event["event"] == "progress":
+                    on_progress(int(event["done"]))
+                elif event["event"] == "done":
+                    return event
+                else:
+                    tail = "\n".join(self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
+                    raise CheckFailed(f"the prompt flow executor stopped (exit {self.proc.poll()}); its log is "
+                                      f"{self.log_path}:\n{tail}")
+        finally:
+            with self._lock:
+                self._queues.pop(job_id, None)
+
+    def close(self) -> None:
+        """Ask the executor to finish (it removes what it stored), then make sure its whole session is gone.
+        With jobs still running (an interrupt, a crash) it is stopped at once: SIGTERM, on which it removes
+        what it stored and exits."""
+        with self._lock:
+            busy = bool(self._queues)
+        if not busy and self.proc.poll() is None and self.proc.stdin is not None:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self.proc.stdin.write(json.dumps({"op": "stop"}) + "\n")
+                self.proc.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+        reap(self.proc)
+        self._log.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)

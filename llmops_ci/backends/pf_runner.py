@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -40,12 +41,34 @@ def _run(pf: Any, req: dict[str, Any]) -> dict[str, Any]:
     }
     if req.get("run"):
         kwargs["run"] = req["run"]
+    elif req.get("base"):
+        kwargs["data"], kwargs["column_mapping"] = _over_base(req)
     run = pf.run(**{k: v for k, v in kwargs.items() if v is not None})
     error = None
     if run.status != "Completed":
         error = (run._to_dict().get("error") or {}).get("message") or f"run ended {run.status}"
     return {"status": run.status, "output_path": run.properties.get("output_path"), "error": error,
             "system_metrics": run.properties.get("system_metrics") or {}}
+
+
+def _over_base(req: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A run over a base run that pf.run cannot see (the warm executor made it): its data, outputs and inputs
+    merged by line as pf.run merges them, the mapping pointed at the merged columns."""
+    from promptflow.batch._batch_inputs_processor import BatchInputsProcessor
+
+    dirs = {"data": req["data"], "run.outputs": req["base"]["outputs"], "run.inputs": req["base"]["data"]}
+    processor = BatchInputsProcessor(Path(req["flow"]).parent, {})
+    merged = processor._merge_input_dicts_by_line(processor._resolve_input_data(dirs))
+    path = Path(req["result"]).with_suffix(".data.jsonl")
+    with path.open("w", encoding="utf-8") as fh:
+        for row in merged:
+            flat = {**row["data"], "line_number": row["line_number"]}
+            for source in ("run.outputs", "run.inputs"):
+                flat.update({f"{source}.{k}": v for k, v in row[source].items() if k != "line_number"})
+            fh.write(json.dumps(flat, default=str) + "\n")
+    mapping = {k: v.replace("${run.", "${data.run.") if isinstance(v, str) else v
+               for k, v in (req.get("column_mapping") or {}).items()}
+    return str(path), mapping
 
 
 def _test(pf: Any, req: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +94,18 @@ def main() -> int:
     from promptflow.client import PFClient
 
     pf = PFClient()
-    created = []
+    created: list[str] = []
+
+    def stop(signum: int, frame: Any) -> None:
+        # secrets must not outlive the run in the store, even when the run is cut short (Ctrl-C, a CI cancel)
+        for name in created:
+            try:
+                pf.connections.delete(name)
+            except Exception:
+                continue
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         for spec in req.get("provider_connections", []):
             pf.connections.create_or_update(make_connection(spec))

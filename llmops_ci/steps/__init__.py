@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from llmops_ci import redaction
 from llmops_ci.backends import BackendContext
@@ -39,6 +40,25 @@ class Context:
     state_dir: Path
     http: Http
     projects: dict[Path, Project] = field(default_factory=dict, compare=False)
+    # run backends built by run_context, shared by every step of one run_step (``pr``: all of its steps)
+    backends: dict[str, Any] = field(default_factory=dict, compare=False)
+    backend_scopes: list[int] = field(default_factory=lambda: [0], compare=False)
+
+    @contextlib.contextmanager
+    def backend_scope(self) -> Iterator[None]:
+        """Backends built inside live until the outermost scope ends, then are closed (their processes with them)."""
+        self.backend_scopes[0] += 1
+        try:
+            yield
+        finally:
+            self.backend_scopes[0] -= 1
+            if self.backend_scopes[0] == 0:
+                backends = list(self.backends.values())
+                self.backends.clear()
+                for backend in backends:
+                    close = getattr(backend, "close", None)
+                    if close is not None:
+                        close()
 
     def project(self, config: Path | None) -> Project:
         """llmops.yaml loaded once per process, whichever steps (``pr`` runs several) ask for it."""
@@ -76,7 +96,11 @@ def run_context(backend: str, ctx: Context, project: Project, args: argparse.Nam
         register_secret(value)
         ctx.platform.mask(value, ctx.stdout)
 
-    chosen = BACKENDS[backend](BackendContext(project, ctx.state_dir, ctx.environ))
+    chosen = ctx.backends.get(backend)
+    if chosen is None:
+        chosen = BACKENDS[backend](BackendContext(project, ctx.state_dir, ctx.environ))
+        if ctx.backend_scopes[0]:
+            ctx.backends[backend] = chosen
     return RunContext(backend=chosen, state_dir=ctx.state_dir, environ=ctx.environ,
                       progress=lambda label, total: Progress(label, total, ctx.stderr, live=live),
                       on_secret=on_secret)
@@ -84,7 +108,7 @@ def run_context(backend: str, ctx: Context, project: Project, args: argparse.Nam
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=_positive, default=4, metavar="N",
-                        help="lines run in parallel (default: 4)")
+                        help="lines in flight at once, over all the flows the step runs side by side (default: 4)")
     parser.add_argument("--line-timeout", type=_positive, default=300, metavar="S",
                         help="seconds one line may take before it fails (default: 300)")
     parser.add_argument("--changed-since", metavar="REF",
@@ -181,7 +205,8 @@ def release_for(args: argparse.Namespace, ctx: Context, project: Project) -> Rel
 def run_step(step: Step, args: argparse.Namespace, ctx: Context) -> int:
     """Run one step; an expected failure is logged and becomes its exit code (unexpected ones propagate)."""
     try:
-        return step.run(args, ctx)
+        with ctx.backend_scope():
+            return step.run(args, ctx)
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("%s", problem)
