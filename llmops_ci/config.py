@@ -35,8 +35,6 @@ DEFAULT_CONFIG = "llmops.yaml"
 FLOW_NAME = r"[a-z0-9][a-z0-9_-]*"
 ENDPOINT_NAME = r"[A-Za-z][A-Za-z0-9_-]{0,62}"  # what Azure ML, Databricks and a folder name all accept
 MODEL_NAME = r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,254}"  # Unity Catalog names are catalog.schema.model
-# a flow's definition file given as its `path:` stands for the folder holding it
-DEFINITION_FILES = ("flow.dag.yaml", "flow.dag.yml", "flow.flex.yaml", "flow.flex.yml")
 ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 _ENV_START = re.compile(r"\$\{\s*env\s*:")
 RUN_FIGURES = ("lines_failed", "lines_failed_ratio", "latency_p50", "latency_p95", "duration_s",
@@ -408,8 +406,12 @@ def _rel(root: Path, value: Any) -> Path | None:
 
 
 def _flow_dir(path: Path | None) -> Path | None:
-    """A flow's folder: ``path:`` may name the folder or the definition file inside it."""
-    return path.parent if path is not None and path.name in DEFINITION_FILES else path
+    """A flow's folder: ``path:`` may name the folder or the definition file inside it (the kinds know which)."""
+    if path is None:
+        return None
+    from llmops_ci.kinds import flow_folder
+
+    return flow_folder(path)
 
 
 def inside_project(root: Path, path: Path) -> bool:
@@ -463,7 +465,7 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
         run_root = run_file.parent
         run_origin = Origin(run_doc, (), (("path", "flow"), ("base_run", "run")))
     elif "path" not in raw:
-        problems.append(origin.problem((), f"flow '{name}' needs 'path:' (the folder holding flow.dag.yaml) "
+        problems.append(origin.problem((), f"flow '{name}' needs 'path:' (the flow's folder or file) "
                                        "or 'run_file:' (a prompt flow run.yml)", "missing-key", at_key=True))
         return None, problems, None
     source = run if run_file is not None else raw

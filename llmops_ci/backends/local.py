@@ -33,6 +33,7 @@ from llmops_ci.kinds import snapshot
 from llmops_ci.llm_cache import CacheSettings, LlmProxy, LlmRun, ProxyServer
 from llmops_ci.progress import Progress
 from llmops_ci.runs import LineResult, ProviderConnection, RunJob, RunRecord, TestJob, TestRecord, user_paths
+from llmops_ci.state import dumps_line
 
 log = logging.getLogger("llmops_ci.local")
 POLL_S = 0.1
@@ -176,7 +177,7 @@ class LocalBackend:
             for line in lines:
                 if line.status == "Completed":
                     outputs = line.outputs if isinstance(line.outputs, dict) else {"output": line.outputs}
-                    fh.write(json.dumps({"line_number": line.line, **outputs}, default=str) + "\n")
+                    fh.write(dumps_line({"line_number": line.line, **outputs}) + "\n")  # redacted, as lines.jsonl
         (folder / "llmops-run.json").write_text(json.dumps({"data": str(job.data.absolute())}), encoding="utf-8")
 
     def _base(self, name: str) -> dict[str, str]:

@@ -126,6 +126,19 @@ def kind_for(path: Path) -> FlowKind | None:
     return None
 
 
+def flow_folder(path: Path) -> Path:
+    """A flow's path as the steps use it: the definition file of a folder flow (``flow.dag.yaml``) stands for
+    the folder holding it; anything else is itself."""
+    try:
+        if path.is_file():
+            kind = kind_for(path)
+            if kind is not None and kind_for(path.parent) is kind:
+                return path.parent
+    except (OSError, ValueError):  # a name the file system refuses: lint reports the path
+        pass
+    return path
+
+
 def inspect(path: Path) -> FlowInfo | None:
     """The flow at ``path`` inspected by the kind that recognises it, or None."""
     kind = kind_for(path)

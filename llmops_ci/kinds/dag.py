@@ -2,99 +2,33 @@
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from llmops_ci.errors import ConfigError, Problem
-from llmops_ci.kinds import ConnectionUse, Dependency, FlowInfo, FlowInput, Snapshot
+from llmops_ci.kinds import ConnectionUse, FlowInfo, FlowInput, Snapshot
+from llmops_ci.kinds.dag_files import copy_flow, dependencies
+from llmops_ci.kinds.dag_schema import (
+    DAG,
+    DAG_FILES,
+    LLM_OVERRIDES,
+    LLM_PARAMS,
+    LLM_PROVIDERS,
+    MODEL_OVERRIDES,
+    NODE_TYPES,
+    RETURN_TYPES,
+    RULES,
+    VALUE_TYPES,
+    Ref,
+    parse_ref,
+)
 from llmops_ci.kinds.jinja import TemplateSyntax, template_vars
 from llmops_ci.kinds.python_tool import ToolFileError, module_installed, read_tool
 from llmops_ci.lint import secrets
-from llmops_ci.lint.findings import ERROR, WARNING, Rule, finding, from_problem
-from llmops_ci.schema import BOOL, STR, STR_MAP, AnyValue, ListOf, MapOf, Scalar, Struct, as_dict, as_list, closest
+from llmops_ci.lint.findings import Rule, finding, from_problem
+from llmops_ci.schema import as_dict, as_list, closest
 from llmops_ci.yamldoc import Key, YamlDoc, display_path, load_yaml
-
-DAG_FILES = ("flow.dag.yaml", "flow.dag.yml")
-NODE_TYPES = ("python", "llm", "prompt", "custom_llm")
-VALUE_TYPES = ("string", "int", "double", "bool", "list", "object", "image", "file_path", "assistant_definition")
-# Inputs an LLM node passes to the model rather than to its template.
-LLM_PARAMS = frozenset({
-    "deployment_name", "model", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop",
-    "presence_penalty", "frequency_penalty", "logit_bias", "response_format", "n", "stream", "user", "suffix",
-    "logprobs", "top_logprobs", "echo", "best_of", "seed", "tools", "tool_choice", "functions", "function_call",
-    "detail", "connection",
-})
-_REF = re.compile(r"^\$\{([^}]*)\}$")
-# what prompt flow's run-time `connections` override accepts (promptflow._sdk._constants)
-LLM_OVERRIDES = frozenset({"connection", "deployment_name", "model"})
-MODEL_OVERRIDES = frozenset({"deployment_name", "model"})
-# the LLM providers prompt flow's builtin llm tool accepts (promptflow.tools: AzureOpenAI, OpenAI, Serverless)
-LLM_PROVIDERS = ("AzureOpenAI", "OpenAI", "Serverless")
-# the value type a Python return annotation gives a flow output
-_RETURN_TYPES = {"int": "int", "float": "double", "bool": "bool", "str": "string", "dict": "object",
-                 "Dict": "object", "list": "list", "List": "list", "tuple": "list", "Tuple": "list", "None": "object"}
-
-SOURCE = Struct({"type": Scalar((str,), choices=("code", "package", "package_with_prompt")), "path": STR,
-                 "tool": STR}, required=("type",), what="in a node source")
-ACTIVATE = Struct({"when": Scalar((str,), pattern=r"\$\{[^}]+\}", hint="; write ${<node>.output} or "
-                                   "${inputs.<name>}"),
-                   "is": AnyValue()}, required=("when", "is"), what="in activate")
-_NODE_FIELDS = {
-    "type": STR, "source": SOURCE, "inputs": MapOf(AnyValue()), "tool": STR, "comment": STR, "api": STR,
-    "provider": STR, "module": STR, "connection": STR, "aggregation": BOOL, "enable_cache": BOOL,
-    "activate": ACTIVATE,
-}
-NODE = Struct({"name": STR, "use_variants": BOOL, **_NODE_FIELDS}, required=("name",), what="in a node")
-VARIANT = Struct({"node": Struct(_NODE_FIELDS, what="in a variant node"), "description": STR},
-                 required=("node",), what="in a variant")
-IO_TYPE = Scalar((str,))
-DAG = Struct(
-    {
-        "$schema": STR, "id": STR, "name": STR, "display_name": STR, "description": STR, "tags": STR_MAP,
-        "type": Scalar((str,), choices=("standard", "evaluation", "chat")), "language": STR,
-        "message_format": STR,
-        "inputs": MapOf(Struct({"type": IO_TYPE, "default": AnyValue(), "description": STR, "enum": ListOf(AnyValue()),
-                                "is_chat_input": BOOL, "is_chat_history": BOOL}, required=("type",),
-                               what="in a flow input")),
-        "outputs": MapOf(Struct({"type": IO_TYPE, "reference": STR, "description": STR, "is_chat_output": BOOL,
-                                 "evaluation_only": BOOL}, required=("type",), what="in a flow output")),
-        "nodes": ListOf(NODE),
-        "node_variants": MapOf(Struct({"default_variant_id": STR, "variants": MapOf(VARIANT)},
-                                      required=("default_variant_id", "variants"), what="in node_variants")),
-        "additional_includes": ListOf(STR),
-        "environment": Struct({"python_requirements_txt": STR, "image": STR}, what="in environment"),
-        "environment_variables": STR_MAP,
-    },
-    what="in flow.dag.yaml",
-)
-
-
-@dataclass(frozen=True)
-class Ref:
-    kind: str  # "input" or "node"
-    name: str
-    section: str = "output"
-
-
-def parse_ref(value: Any) -> Ref | None:
-    """``${inputs.x}`` / ``${flow.x}`` -> input; ``${node.output[.field]}`` -> node; anything else is a literal."""
-    if not isinstance(value, str):
-        return None
-    m = _REF.match(value)
-    if not m:
-        return None
-    body = m.group(1).strip()
-    for prefix in ("inputs.", "flow."):
-        if body.startswith(prefix):
-            return Ref("input", body[len(prefix):])
-    name, _, rest = body.partition(".")
-    return Ref("node", name, rest.split(".", 1)[0] if rest else "output")
 
 
 @dataclass
@@ -105,33 +39,6 @@ class _Body:
     data: dict[str, Any]
     key: Key
     variant: str | None = None
-
-
-RULES = [
-    Rule("input-unused", WARNING, "a flow input that no node, activate condition or output reads"),
-    Rule("output-ref-unknown", ERROR, "a flow output references a node or input that does not exist"),
-    Rule("output-ref-aggregation", ERROR, "a flow output references an aggregation node"),
-    Rule("node-ref-unknown", ERROR, "a node input or activate.when references an unknown node or flow input"),
-    Rule("node-ref-aggregation", ERROR, "a non-aggregation node references an aggregation node"),
-    Rule("node-cycle", ERROR, "nodes reference each other in a cycle (the cycle is named)"),
-    Rule("node-duplicate", ERROR, "two nodes share a name"),
-    Rule("node-type-unknown", ERROR, "a node type other than python, llm, prompt or custom_llm"),
-    Rule("node-unused", WARNING, "a node whose output no other node, activate condition or output uses"),
-    Rule("tool-function", ERROR, "a Python tool file without exactly one @tool function"),
-    Rule("tool-arg-unknown", ERROR, "a node input that the tool function has no parameter for"),
-    Rule("tool-arg-missing", ERROR, "a tool parameter without a default that the node does not give"),
-    Rule("package-tool-unchecked", WARNING,
-         "a package tool that is not installed here, so its inputs were not checked"),
-    Rule("prompt-input-unused", WARNING, "a node input that the template never uses"),
-    Rule("llm-connection-missing", ERROR, "an LLM node without 'connection' (and no 'connections:' override "
-                                          "in llmops.yaml that gives one)"),
-    Rule("llm-api-invalid", ERROR, "an LLM node whose 'api' is not chat or completion"),
-    Rule("llm-provider-unknown", ERROR, "an LLM node 'provider' prompt flow does not know"),
-    Rule("activate-ref-line-node", ERROR, "an aggregation node's activate.when references a non-aggregation node"),
-    Rule("variant-default-unknown", ERROR, "default_variant_id names a variant that does not exist"),
-    Rule("variant-mismatch", ERROR, "use_variants and node_variants disagree"),
-    Rule("include-missing", ERROR, "an additional_includes path does not exist"),
-]
 
 
 def _definition(path: Path) -> Path:
@@ -536,8 +443,8 @@ class _DagChecker:
         except ToolFileError as exc:
             self.add_at(exc.rule, file, exc.line, exc.column, f"{label}: {exc.message}")
             return
-        if sig.returns in _RETURN_TYPES and body.variant is None:
-            self.returns[body.node] = _RETURN_TYPES[sig.returns]
+        if sig.returns in RETURN_TYPES and body.variant is None:
+            self.returns[body.node] = RETURN_TYPES[sig.returns]
         for arg in inputs:
             if arg not in sig.params and not sig.var_kwargs:
                 best = closest(str(arg), sig.params)
@@ -610,89 +517,3 @@ def _exists(path: Path) -> bool:
         return path.exists()
     except (OSError, ValueError):  # a name too long for the file system, a NUL byte
         return False
-
-
-# --- the files a DAG flow depends on, and its runnable copy -------------------------------------------------
-
-def _norm(folder: Path, rel: str) -> Path:
-    return Path(os.path.normpath(folder.absolute() / rel))
-
-
-def dependencies(folder: Path, data: dict[str, Any], doc: YamlDoc | None = None) -> list[Dependency]:
-    """additional_includes and the requirements file (also where prompt flow finds it through a folder include)."""
-    includes = [inc for inc in as_list(data.get("additional_includes")) if isinstance(inc, str) and inc]
-
-    def at(*key: Any) -> dict[str, Any]:
-        if doc is None:
-            return {}
-        line, column = doc.pos(*key)
-        return {"source": doc.display, "line": line, "column": column}
-
-    env = data.get("environment")
-    req = env.get("python_requirements_txt") if isinstance(env, dict) else None
-    deps: list[Dependency] = []
-    if isinstance(req, str) and req:
-        deps.append(Dependency(_norm(folder, req), "python_requirements_txt",
-                               **at("environment", "python_requirements_txt")))
-        first = Path(req).parts[0] if Path(req).parts else ""
-        for inc in includes:
-            src = _norm(folder, inc)
-            if src.name == first:
-                deps.append(Dependency(_norm(src.parent, req), "python_requirements_txt",
-                                       **at("environment", "python_requirements_txt")))
-    all_includes = as_list(data.get("additional_includes"))
-    deps += [Dependency(_norm(folder, inc), "additional include", **at("additional_includes", all_includes.index(inc)))
-             for inc in includes]
-    return deps
-
-
-_COPY_IGNORE = shutil.ignore_patterns("__pycache__", ".promptflow", ".runs")
-
-
-def copy_flow(flow: Path, dest: Path, overrides: dict[str, dict[str, Any]] | None = None,
-              variant: str | None = None, definition: str = DAG_FILES[0]) -> Path:
-    """``flow`` copied to ``dest`` with additional_includes merged in and connection overrides applied;
-    ``variant`` (``${node.variant_id}``) becomes that node's default, so the copy runs (or serves) it."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(flow, dest, ignore=_COPY_IGNORE)
-    dag_path = dest / definition
-    if not dag_path.exists():
-        return dest
-    dag = as_dict(yaml.safe_load(dag_path.read_text(encoding="utf-8")))
-    includes = as_list(dag.pop("additional_includes", None))
-    for inc in includes:
-        src = (flow / inc).resolve()
-        target = dest / src.name
-        if src.is_dir():
-            shutil.copytree(src, target, dirs_exist_ok=True, ignore=_COPY_IGNORE)
-        elif src.is_file():
-            shutil.copy2(src, target)
-    if overrides:
-        _apply_overrides(dag, overrides)
-    node, _, variant_id = (variant or "").strip("${}").partition(".")
-    chosen = as_dict(as_dict(dag.get("node_variants")).get(node))
-    if variant_id and variant_id in as_dict(chosen.get("variants")):
-        chosen["default_variant_id"] = variant_id
-    if includes or overrides or variant_id:
-        dag_path.write_text(yaml.safe_dump(dag, sort_keys=False), encoding="utf-8")
-    return dest
-
-
-def _apply_overrides(dag: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> None:
-    bodies = [n for n in as_list(dag.get("nodes")) if isinstance(n, dict)]
-    for name, spec in as_dict(dag.get("node_variants")).items():
-        for variant in as_dict(as_dict(spec).get("variants")).values():
-            node = as_dict(variant).get("node")
-            if isinstance(node, dict):
-                bodies.append({**node, "name": name, "_ref": node})
-    for body in bodies:
-        values = overrides.get(str(body.get("name")))
-        if not values:
-            continue
-        target = body.pop("_ref", body)
-        for key, value in values.items():
-            if key == "connection" and target.get("type") == "llm":
-                target["connection"] = value
-            else:
-                target.setdefault("inputs", {})[key] = value
