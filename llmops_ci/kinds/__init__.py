@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llmops_ci.lint.findings import Finding, Rule, register_rules
+
+if TYPE_CHECKING:
+    from llmops_ci.yamldoc import YamlDoc
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,32 @@ class FlowKind(Protocol):
     def rules(self) -> list[Rule]:
         """The lint rules this kind's ``inspect`` reports."""
         ...
+
+
+def open_definition(info: FlowInfo, definition: Path, shape: str) -> YamlDoc | None:
+    """A kind's YAML definition file, loaded (bounded) with its duplicate keys and literal secrets reported into
+    ``info``; None, with ``info.loaded`` False, when it does not parse or is not a mapping (``shape`` says what
+    it must be)."""
+    from llmops_ci.errors import ConfigError
+    from llmops_ci.lint import secrets
+    from llmops_ci.lint.findings import finding, from_problem
+    from llmops_ci.yamldoc import load_yaml
+
+    try:
+        doc = load_yaml(definition)
+    except ConfigError as exc:
+        info.findings += [from_problem(p) for p in exc.problems]
+        info.loaded = False
+        return None
+    info.findings += [from_problem(p) for p in doc.duplicates]
+    info.findings += secrets.scan(doc)
+    if not isinstance(doc.data, dict):
+        line, column = doc.pos()
+        info.findings.append(finding("wrong-type", doc.display, line, column,
+                                     f"{definition.name} must be a mapping {shape}"))
+        info.loaded = False
+        return None
+    return doc
 
 
 def _registry() -> dict[str, FlowKind]:

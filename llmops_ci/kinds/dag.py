@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.errors import ConfigError, Problem
-from llmops_ci.kinds import ConnectionUse, FlowInfo, FlowInput, Snapshot
+from llmops_ci.errors import Problem
+from llmops_ci.kinds import ConnectionUse, FlowInfo, FlowInput, Snapshot, open_definition
 from llmops_ci.kinds.dag_files import copy_flow, dependencies
 from llmops_ci.kinds.dag_schema import (
     DAG,
@@ -25,10 +25,9 @@ from llmops_ci.kinds.dag_schema import (
 )
 from llmops_ci.kinds.jinja import TemplateSyntax, template_vars
 from llmops_ci.kinds.python_tool import ToolFileError, module_installed, read_tool
-from llmops_ci.lint import secrets
 from llmops_ci.lint.findings import Rule, finding, from_problem
 from llmops_ci.schema import as_dict, as_list, closest
-from llmops_ci.yamldoc import Key, YamlDoc, display_path, load_yaml
+from llmops_ci.yamldoc import Key, YamlDoc, display_path
 
 
 @dataclass
@@ -111,19 +110,10 @@ class _DagChecker:
 
     # -- main ------------------------------------------------------------------------------------
     def run(self) -> FlowInfo:
-        try:
-            self.doc = load_yaml(self.definition)
-        except ConfigError as exc:
-            self.info.findings += [from_problem(p) for p in exc.problems]
-            self.info.loaded = False
+        self.doc = open_definition(self.info, self.definition, "with inputs, outputs and nodes")
+        if self.doc is None:
             return self.info
         doc = self.doc
-        self.info.findings += [from_problem(p) for p in doc.duplicates]
-        self.info.findings += secrets.scan(doc)
-        if not isinstance(doc.data, dict):
-            self.add("wrong-type", (), "flow.dag.yaml must be a mapping with inputs, outputs and nodes")
-            self.info.loaded = False
-            return self.info
         problems: list[Problem] = []
         DAG.check(doc, doc.data, (), problems)
         self.info.findings += [from_problem(p) for p in problems]

@@ -17,11 +17,10 @@ from typing import Any
 
 import yaml
 
-from llmops_ci.errors import ConfigError, Problem, UsageError
-from llmops_ci.kinds import ConnectionUse, Dependency, FlowInfo, FlowInput, Snapshot
+from llmops_ci.errors import Problem, UsageError
+from llmops_ci.kinds import ConnectionUse, Dependency, FlowInfo, FlowInput, Snapshot, open_definition
 from llmops_ci.kinds.prompty import PromptyChecker, prompty_files
 from llmops_ci.kinds.pyentry import Entry, EntryError, EntryParam, Signature, read_entry
-from llmops_ci.lint import secrets
 from llmops_ci.lint.findings import ERROR, Rule, finding, from_problem
 from llmops_ci.schema import (
     BOOL,
@@ -37,7 +36,7 @@ from llmops_ci.schema import (
     as_list,
     closest,
 )
-from llmops_ci.yamldoc import Key, YamlDoc, display_path, load_yaml
+from llmops_ci.yamldoc import Key, YamlDoc, display_path
 
 FLEX_FILES = ("flow.flex.yaml", "flow.flex.yml")
 VALUE_TYPES = ("string", "int", "double", "bool", "list", "object")  # FlexFlowInputSchema's ALLOWED_TYPES
@@ -173,19 +172,10 @@ class _FlexChecker:
         self.info.findings.append(finding(rule, self.doc.display, line, col, message))
 
     def run(self) -> FlowInfo:
-        try:
-            self.doc = load_yaml(self.definition)
-        except ConfigError as exc:
-            self.info.findings += [from_problem(p) for p in exc.problems]
-            self.info.loaded = False
+        self.doc = open_definition(self.info, self.definition, "with at least 'entry: module:function'")
+        if self.doc is None:
             return self.info
         doc = self.doc
-        self.info.findings += [from_problem(p) for p in doc.duplicates]
-        self.info.findings += secrets.scan(doc)
-        if not isinstance(doc.data, dict):
-            self.add("wrong-type", (), "flow.flex.yaml must be a mapping with at least 'entry: module:function'")
-            self.info.loaded = False
-            return self.info
         data = doc.data
         problems: list[Problem] = []
         FLEX.check(doc, data, (), problems)
