@@ -108,10 +108,9 @@ def _endpoint_down(rc: RunContext, record: RunRecord) -> str | None:
     if not record.lines or len(record.failed) != len(record.lines):
         return None
     found = getattr(rc.backend, "endpoint_down", None)
-    reason = found(record.name) if found is not None else None
-    if reason:
-        return str(reason)
-    return record.service_down()
+    detail = found(record.name) if found is not None else None  # what the LLM proxy saw of the endpoint
+    reasons = [r for r in (record.service_down(), str(detail) if detail else None) if r]
+    return "; ".join(reasons) or None
 
 
 def _execute_all(project: Project, rc: RunContext, jobs: list[Any]) -> Iterator[RunRecord]:

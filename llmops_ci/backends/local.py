@@ -32,7 +32,16 @@ from llmops_ci.errors import CheckFailed, LlmopsError, ServiceError, UsageError
 from llmops_ci.kinds import snapshot
 from llmops_ci.llm_cache import CacheSettings, LlmProxy, LlmRun, ProxyServer
 from llmops_ci.progress import Progress
-from llmops_ci.runs import LineResult, ProviderConnection, RunJob, RunRecord, TestJob, TestRecord, user_paths
+from llmops_ci.runs import (
+    LineResult,
+    ProviderConnection,
+    RunJob,
+    RunRecord,
+    TestJob,
+    TestRecord,
+    service_failure,
+    user_paths,
+)
 from llmops_ci.state import dumps_line
 
 log = logging.getLogger("llmops_ci.local")
@@ -159,9 +168,12 @@ class LocalBackend:
             log.info("LLM cache (%s): %d hits, %d misses, %d recorded, %d tokens saved -> %s", job.cache.mode,
                      route.stats.hits, route.stats.misses, route.stats.recorded, route.stats.tokens_saved,
                      job.cache.cassette)
-        if "lines" not in outcome:
+        if "lines" not in outcome:  # the flow could not start (a tool that does not load): it failed as a whole
             progress.finish(0)
-            raise self._failure(job.label, outcome)
+            log.debug("%s", outcome.get("traceback"))
+            error = user_paths(str(outcome.get("error") or "the run could not start"), [snap.folder], job.flow)
+            return RunRecord(job.label, job.name, "Failed", [], duration, {}, error,
+                             route.stats.to_json() if job.cache is not None else None)
         lines = [_line(raw, route.tokens(int(raw["line"]))) for raw in outcome["lines"]]
         progress.finish(len(lines))
         self._keep(job, lines)
@@ -370,7 +382,9 @@ def _line(raw: dict[str, Any], tokens: dict[str, int] | None) -> LineResult:
     return LineResult(line=int(raw["line"]), status=str(raw["status"]), inputs=dict(raw.get("inputs") or {}),
                       outputs=raw.get("outputs"), duration_s=raw.get("duration_s"),
                       tokens=tokens or dict(raw.get("tokens") or {}), error=raw.get("error"),
-                      error_code=raw.get("error_code"), node=raw.get("node"))
+                      error_code=raw.get("error_code"), node=raw.get("node"),
+                      service_failure=service_failure(raw["error_detail"])
+                      if isinstance(raw.get("error_detail"), dict) else None)
 
 
 class Worker:

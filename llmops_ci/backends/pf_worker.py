@@ -391,7 +391,9 @@ def line_record(index: int, result: Any) -> dict[str, Any]:
             "inputs": {k: v for k, v in (info.inputs or {}).items() if k != "line_number"},
             "outputs": _outputs(info.output), "duration_s": duration,
             "tokens": {k: int(metrics.get(f"{k}_tokens") or 0) for k in ("prompt", "completion", "total")},
-            "error": error.get("message"), "error_code": inner.get("code") or error.get("code"), "node": failing}
+            "error": error.get("message"), "error_code": inner.get("code") or error.get("code"), "node": failing,
+            # the exception chain as prompt flow records it: the parent tells an outside-service failure from it
+            "error_detail": _plain(error) if error else None}
 
 
 def failed_record(index: int, inputs: dict[str, Any], message: str, code: str) -> dict[str, Any]:
@@ -439,9 +441,18 @@ def main() -> int:
     return 0
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as JSON can carry it (an error record may hold exception objects)."""
+    try:
+        return json.loads(json.dumps(value, default=str))
+    except (TypeError, ValueError):
+        return None
+
+
 if __name__ == "__main__":
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()
     # Abandoned (timed-out) lines may still run in their threads: end without waiting for them.
     os._exit(code)
+
