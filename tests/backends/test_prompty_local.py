@@ -182,7 +182,8 @@ def test_prompty_flow_judge_and_replay(project: Callable[..., Project], cli: Cal
     lines = [json.loads(x) for x in (proj.root / "state/runs/summarize/lines.jsonl").read_text().splitlines()]
     assert [line["outputs"] for line in lines[:2]] == [{"output": "App"}, {"output": "Movie"}]
     tokens = lines[0]["tokens"]
-    assert set(tokens) == {"prompt", "completion", "total"} and tokens["total"] == tokens["prompt"] + tokens["completion"] > 0
+    assert set(tokens) == {"prompt", "completion", "total"}
+    assert tokens["total"] == tokens["prompt"] + tokens["completion"] > 0
     # the judge scores the two lines that completed (the failed one has no output to score)
     judge = flows["summarize"]["evaluations"]["judge"]
     assert (judge["lines_failed"], judge["metrics"]) == (0, {"score": 1.0})
@@ -228,8 +229,8 @@ def test_prompty_test_step_and_offline_replay_needs_no_key(project: Callable[...
 def test_slow_lines_time_out_and_down_endpoint_is_exit_3(project: Callable[..., Project],
                                                           cli: Callable[..., CliResult], run_env: FakeOpenAI,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    proj = project({**FILES, "data/pages.jsonl": '{"text": "SLOW one", "label": "x"}\n{"text": "quick", "label": "y"}\n'},
-                   base=False)
+    slow = '{"text": "SLOW one", "label": "x"}\n{"text": "quick", "label": "y"}\n'
+    proj = project({**FILES, "data/pages.jsonl": slow}, base=False)
     run_env.slow_seconds = 4
     result = cli("batch-run", "--flow", "summarize", "--state-dir", str(proj.root / "state"), "--line-timeout", "1")
     run = summary(proj.root)["flows"]["summarize"]["run"]
