@@ -53,9 +53,8 @@ FLOWS = """\
 """
 
 
-@pytest.fixture
-def mixed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, FakeOpenAI]]:
-    root = tmp_path / "mixed"
+def mixed_copy(root: Path, *, deploy_tagline: bool = True) -> Path:
+    """The flex example (a flex flow and a DAG) copied to ``root``, with a prompty 2.x flow beside them."""
     shutil.copytree(EXAMPLE, root)
     (root / "flows" / "tagline.prompty").write_text(TAGLINE, encoding="utf-8")
     config = root / "llmops.yaml"
@@ -64,11 +63,18 @@ def mixed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Pat
         "    register:\n      name: web-classification-flex\n    deploy:\n      endpoint: classify-flex-ep\n"
         "      smoke_tests: smoke/*.json\n")
     assert text.endswith("      accuracy.accuracy: {min: 0.8}\n")  # the DAG's block comes last
-    config.write_text(text + "    register:\n      name: web-classification-dag\n" + FLOWS, encoding="utf-8")
+    flows = FLOWS if deploy_tagline else FLOWS.replace("    deploy:\n      endpoint: tagline-ep\n", "")
+    config.write_text(text + "    register:\n      name: web-classification-dag\n" + flows, encoding="utf-8")
     (root / "smoke").mkdir()
     (root / "smoke" / "movie.json").write_text(json.dumps({
         "request": {"url": "https://www.imdb.com/title/tt0111161/", "text": "The Shawshank Redemption"},
         "expect": {"status": 200, "fields": ["category"], "contains": "Movie"}}), encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def mixed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, FakeOpenAI]]:
+    root = mixed_copy(tmp_path / "mixed")
     server = FakeOpenAI(answer=classify_by_url).start()
     monkeypatch.setenv("OPENAI_BASE_URL", server.url + "/v1")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-mixed-" + "m" * 20)
