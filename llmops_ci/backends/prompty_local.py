@@ -39,9 +39,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmops_ci.prompty")
 REFERENCE = re.compile(r"^\$\{([^{}]+)\}$")
+ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(:[^}]*)?\}")  # 2.x also has ${env:NAME:default}
 KEY_ROUTE = "prompty-key"  # the proxy's name for a file's own ``kind: key`` endpoint (part of the cassette key)
 _TOKENS = {"prompt_tokens": "prompt", "completion_tokens": "completion", "total_tokens": "total"}
 _LOAD = threading.Lock()  # prompty.load reads ${env:...} from os.environ: one run's variables at a time
+
+
+def _front_matter(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""  # prompty.load says what is wrong with it
+    parts = text.split("---", 2)
+    return parts[1] if len(parts) == 3 else ""
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -183,13 +193,22 @@ class PromptyLocal:
         return self._down.get(run_name)
 
     def _agent(self, job_path: Path, route: LlmRun, connections: tuple[Any, ...], env: Mapping[str, str],
-               timeout_s: float) -> Any:
+               timeout_s: float, *, lenient: bool) -> Any:
+        """The file loaded with its connection routed through the proxy; ``lenient`` (an LLM cache: calls may be
+        replayed) leaves the file's unset ``${env:...}`` empty instead of refusing to run."""
         def key_endpoint(endpoint: str | None) -> str:
             route.upstreams[KEY_ROUTE] = endpoint
             return route.url_for(KEY_ROUTE)
 
         conns = [Connection(c.name, c.type, c.values) for c in rerouted(connections, route)]
         overlay = {**self.environ, **env}
+        unset = list(dict.fromkeys(name for name, default in ENV_REF.findall(_front_matter(job_path))
+                                   if name not in overlay and not default))
+        if unset and not lenient:
+            raise UsageError(f"{display_path(job_path)}: environment variable {unset[0]} is not set; export "
+                             f"{unset[0]} (or set it as a CI secret) and run again")
+        # replaying needs no endpoint or key: left empty, the proxy answers from the cassette
+        overlay.update(dict.fromkeys(unset, ""))
         with _LOAD:
             saved = {k: os.environ.get(k) for k in overlay}
             os.environ.update(overlay)
@@ -218,7 +237,7 @@ class PromptyLocal:
         started = time.monotonic()
         try:
             agent = self._agent(job.info.definition, route, job.provider_connections, job.environment_variables,
-                                max(1.0, timeout * 0.9))
+                                max(1.0, timeout * 0.9), lenient=job.cache is not None)
             lines = run_all(pool, agent, todo, timeout, progress)
         finally:
             route.close()
@@ -244,7 +263,8 @@ class PromptyLocal:
         route = proxy.open_run(name, settings, upstreams(job.provider_connections))
         started = time.monotonic()
         try:
-            agent = self._agent(job.info.definition, route, job.provider_connections, job.environment_variables, 300)
+            agent = self._agent(job.info.definition, route, job.provider_connections, job.environment_variables, 300,
+                                lenient=job.cache is not None)
             line = run_line(agent, 0, job.inputs)
         finally:
             route.close()

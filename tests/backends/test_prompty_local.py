@@ -216,13 +216,21 @@ def test_prompty_test_step_and_offline_replay_needs_no_key(project: Callable[...
     assert result.code == 0, result.err
     assert "App" in result.out
     state = str(proj.root / "state")
-    assert cli("batch-run", "--flow", "summarize", "--state-dir", state, "--llm-cache", "record").code == 0
+    for step in ("batch-run", "eval-run"):
+        assert cli(step, "--flow", "summarize", "--state-dir", state, "--llm-cache", "record").code == 0
     calls = len(run_env.requests)
     monkeypatch.delenv("OPENAI_API_KEY")
-    monkeypatch.delenv("OPENAI_BASE_URL")
-    result = cli("batch-run", "--flow", "summarize", "--state-dir", str(proj.root / "s2"), "--llm-cache", "replay")
-    assert result.code == 0, result.err
+    monkeypatch.delenv("OPENAI_BASE_URL")  # the judge's kind: key connection reads both
+    for step in ("batch-run", "eval-run"):
+        result = cli(step, "--flow", "summarize", "--state-dir", str(proj.root / "s2"), "--llm-cache", "replay")
+        assert result.code == 0, (step, result.err)
     assert len(run_env.requests) == calls
+    judge = json.loads((proj.root / "s2" / "summary.json").read_text())["flows"]["summarize"]["evaluations"]["judge"]
+    assert judge["metrics"] == {"score": 1.0}
+    # a live call needs the file's variables: exit 2 naming the first one unset
+    result = cli("eval-run", "--flow", "summarize", "--state-dir", str(proj.root / "s2"), "--llm-cache", "off")
+    assert result.code == 2
+    assert "flows/judge.prompty: environment variable OPENAI_BASE_URL is not set" in result.err
 
 
 @pytest.mark.executor
