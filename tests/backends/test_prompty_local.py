@@ -273,3 +273,23 @@ def test_judge_metrics_are_means_of_numeric_outputs() -> None:
     lines = [line(0, {"score": 1, "ok": True, "why": "a", "x": "4"}),
              line(1, {"score": 0, "ok": False, "why": "b", "x": "n/a"}), line(2, None, "Failed")]
     assert mean_scores(lines) == {"score": 0.5, "ok": 0.5}
+
+
+@pytest.mark.executor
+def test_workers_lines_are_in_flight_together(project: Callable[..., Project], cli: Callable[..., CliResult],
+                                              run_env: FakeOpenAI) -> None:
+    """Four calls must be at the server at once to pass the barrier: --workers 4 runs four lines together."""
+    import threading
+
+    barrier = threading.Barrier(4, timeout=20)
+
+    def answer(prompt: str) -> str:
+        barrier.wait()
+        return "ok"
+
+    run_env.answer = answer
+    rows = "".join(f'{{"text": "line {i}", "label": "x"}}\n' for i in range(8))
+    proj = project({**FILES, "data/pages.jsonl": rows}, base=False)
+    result = cli("batch-run", "--flow", "summarize", "--state-dir", str(proj.root / "state"), "--workers", "4")
+    assert result.code == 0, result.err
+    assert summary(proj.root)["flows"]["summarize"]["run"]["lines_failed"] == 0
