@@ -119,8 +119,14 @@ def _mlflow_runs(ctx: BackendContext) -> Backend:
     return from_context(ctx)
 
 
+def _prompty_runs(ctx: BackendContext) -> Backend:
+    from llmops_ci.backends.prompty_local import from_context
+
+    return from_context(ctx)
+
+
 def _local(ctx: BackendContext) -> Backend:
-    return RunsByEngine("local", ctx, _prompt_flow, {"mlflow_agent": _mlflow_runs})
+    return RunsByEngine("local", ctx, _prompt_flow, {"mlflow_agent": _mlflow_runs, "prompty": _prompty_runs})
 
 
 class ByKind:

@@ -10,6 +10,7 @@ from typing import Any
 
 from llmops_ci.runs import LineResult, service_failure
 from llmops_ci.schema import as_dict
+from llmops_ci.state import dumps_line
 
 FAILED = ("Failed", "Canceled")
 
@@ -76,3 +77,28 @@ def read_run(run_dir: Path) -> RunArtifacts:
     if metrics_file.is_file():
         result.metrics = as_dict(json.loads(metrics_file.read_text(encoding="utf-8")))
     return result
+
+
+# --- what a later run over a run reads: ``<state>/runs/.base/<run>/`` (outputs.jsonl as pf.run keeps it) ----------
+
+def keep_base(bases: Path, name: str, data: Path, lines: list[LineResult]) -> None:
+    """The completed lines' outputs (``${run.outputs.x}``) and the data path (``${run.inputs.x}``) of run ``name``,
+    whichever engine ran it: an evaluation on any engine reads them."""
+    folder = bases / name
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "outputs.jsonl").open("w", encoding="utf-8") as fh:
+        for line in lines:
+            if line.status == "Completed":
+                outputs = line.outputs if isinstance(line.outputs, dict) else {"output": line.outputs}
+                fh.write(dumps_line({"line_number": line.line, **outputs}) + "\n")  # redacted, as lines.jsonl
+    (folder / "llmops-run.json").write_text(json.dumps({"data": str(data.absolute())}), encoding="utf-8")
+
+
+def read_base(bases: Path, name: str) -> dict[str, str] | None:
+    """``{"outputs": <outputs.jsonl>, "data": <data path>}`` of a kept run, or None when it is not kept."""
+    folder = bases / name
+    try:
+        data = json.loads((folder / "llmops-run.json").read_text("utf-8"))["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return {"outputs": str(folder / "outputs.jsonl"), "data": str(data)}

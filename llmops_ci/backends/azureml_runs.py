@@ -167,7 +167,26 @@ class AzureMLRuns:
                          "sets: batch-run, eval-run)")
 
     def dry_run(self, subs: list[Submission]) -> str:
+        problems = self._unsupported([(sub.label, sub.info) for sub in subs])
+        if problems:
+            raise ConfigError(problems)
         return dry_run_yaml(subs, self.name)
+
+    def _unsupported(self, runs: list[tuple[str, Any]]) -> list[Problem]:
+        """Flows the workspace cannot run, at the line of their ``path:``: prompty 2.x files (prompt flow reads only
+        its own prompty format)."""
+        problems = []
+        for label, info in runs:
+            if getattr(info, "engine", None) != "prompty":
+                continue
+            flow_name, _, evaluation = label.partition("/")
+            flow = self.ctx.project.config.flows[flow_name]
+            origin = flow.evaluations[evaluation].origin if evaluation else flow.where("path")
+            problems.append(origin.problem(("path",), (
+                f"'{label}' is a .prompty file in the prompty 2.x format; Azure ML prompt flow runs read only "
+                "prompt flow's prompty format (model: {api, configuration, parameters}). Run it with --backend "
+                "local (the prompty package runs it), or call it from a flex flow"), "azureml-unsupported-kind"))
+        return problems
 
     def run_many(self, jobs: list[RunJob], progress_factory: Callable[[str, int], Progress]) -> list[RunRecord]:
         """Submit every job, then await them together; Ctrl-C or SIGTERM cancels what was submitted."""
@@ -175,7 +194,8 @@ class AzureMLRuns:
         flights: list[_Flight] = []
         with _sigterm_as_interrupt():
             try:
-                problems = [problem for job in jobs for problem in self._check(pf, job)]
+                problems = self._unsupported([(job.label, job.info) for job in jobs]) or [
+                    problem for job in jobs for problem in self._check(pf, job)]
                 if problems:
                     raise ConfigError(problems)
                 for job in jobs:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops_ci import redaction
-from llmops_ci.backends.artifacts import count_lines_done, read_run
+from llmops_ci.backends.artifacts import count_lines_done, keep_base, read_base, read_run
 from llmops_ci.backends.pf_home import PFHome
 from llmops_ci.errors import CheckFailed, LlmopsError, ServiceError, UsageError
 from llmops_ci.kinds import snapshot
@@ -42,7 +42,6 @@ from llmops_ci.runs import (
     service_failure,
     user_paths,
 )
-from llmops_ci.state import dumps_line
 
 log = logging.getLogger("llmops_ci.local")
 POLL_S = 0.1
@@ -183,23 +182,14 @@ class LocalBackend:
 
     def _keep(self, job: RunJob, lines: list[LineResult]) -> None:
         """What a later run over this one (``${run.outputs.x}``, ``${run.inputs.x}``) reads, as pf.run keeps it."""
-        folder = self.bases / job.name
-        folder.mkdir(parents=True, exist_ok=True)
-        with (folder / "outputs.jsonl").open("w", encoding="utf-8") as fh:
-            for line in lines:
-                if line.status == "Completed":
-                    outputs = line.outputs if isinstance(line.outputs, dict) else {"output": line.outputs}
-                    fh.write(dumps_line({"line_number": line.line, **outputs}) + "\n")  # redacted, as lines.jsonl
-        (folder / "llmops-run.json").write_text(json.dumps({"data": str(job.data.absolute())}), encoding="utf-8")
+        keep_base(self.bases, job.name, job.data, lines)
 
     def _base(self, name: str) -> dict[str, str]:
-        folder = self.bases / name
-        try:
-            data = json.loads((folder / "llmops-run.json").read_text("utf-8"))["data"]
-        except (OSError, ValueError, KeyError, TypeError):
+        found = read_base(self.bases, name)
+        if found is None:
             raise UsageError(f"the run '{name}' to evaluate is not in {self.bases}; run batch-run again with the "
-                             "same --state-dir") from None
-        return {"outputs": str(folder / "outputs.jsonl"), "data": str(data)}
+                             "same --state-dir")
+        return found
 
     def _run_pf(self, job: RunJob, progress: Progress) -> RunRecord:
         """Today's path: ``pf.run`` in a process of its own (its own process pool and tracing for tokens)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any
 
 from llmops_ci.backends.artifacts import LineResult
 from llmops_ci.errors import UsageError
+from llmops_ci.runs import service_failure
 from llmops_ci.yamldoc import display_path
 
 COMPLETED = "Completed"
@@ -54,8 +55,12 @@ class PromptyRun:
 
 
 def load_agent(path: Path, connections: Iterable[Connection] = (), *, timeout_s: float = 300.0,
-               max_retries: int = 2) -> Any:
-    """The file loaded by ``prompty.load``, with the llmops.yaml connections it references registered."""
+               max_retries: int = 2, key_endpoint: Callable[[str | None], str] | None = None) -> Any:
+    """The file loaded by ``prompty.load``, with the llmops.yaml connections it references registered.
+
+    ``key_endpoint``: where the calls of a ``kind: key`` connection go instead of the file's endpoint (given the
+    endpoint the file resolves to): the record/replay proxy.
+    """
     import prompty
     from prompty.model import ApiKeyConnection, ReferenceConnection
 
@@ -74,16 +79,29 @@ def load_agent(path: Path, connections: Iterable[Connection] = (), *, timeout_s:
         if conn.name not in known:
             raise UsageError(f"{shown}: model.connection references '{conn.name}', which is not declared under "
                              "'connections:' in llmops.yaml; declare it (type open_ai or azure_open_ai)")
-        prompty.register_connection(conn.name, client=_client(known[conn.name], timeout_s, max_retries))
+        # registered per endpoint: runs side by side may route the same connection name to different places
+        chosen = known[conn.name]
+        unique = f"llmops-ci:{conn.name}:{chosen.values.get('base_url') or chosen.values.get('api_base')}"
+        prompty.register_connection(unique, client=_client(chosen, timeout_s, max_retries))
+        if model is not None:
+            model.connection = ReferenceConnection(name=unique)
+    elif model is not None and isinstance(conn, ApiKeyConnection) and model.provider != "openai" and key_endpoint:
+        raise UsageError(f"{shown}: a 'kind: key' connection of provider '{model.provider}' cannot go through "
+                         "llmops-ci's LLM proxy (record/replay and token counts); name an llmops.yaml connection "
+                         "instead: connection: {kind: reference, name: <connection>}")
     elif model is not None and isinstance(conn, ApiKeyConnection) and model.provider == "openai":
         # the executor builds a client per call (~25 ms of CPU under the GIL); one shared client, same settings
         from openai import OpenAI, OpenAIError
 
-        name = f"llmops-ci:{path.resolve()}"
         base_url = conn.endpoint or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        api_key = conn.api_key or None
+        if key_endpoint is not None:
+            base_url = key_endpoint(conn.endpoint or os.environ.get("OPENAI_BASE_URL") or None)
+            api_key = api_key or "llmops-ci-replay"  # the client insists on one; a replay needs none
+        name = f"llmops-ci:{path.resolve()}:{base_url}"
         agent_header = f"prompty/{prompty.VERSION}"
         try:
-            client = OpenAI(api_key=conn.api_key or None, base_url=base_url, timeout=timeout_s,
+            client = OpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s,
                             max_retries=max_retries,
                             default_headers={"User-Agent": agent_header, "x-ms-useragent": agent_header})
         except OpenAIError:
@@ -108,6 +126,19 @@ def _client(conn: Connection, timeout_s: float, max_retries: int) -> Any:
                       organization=values.get("organization"), timeout=timeout_s, max_retries=max_retries)
     raise UsageError(f"connection '{conn.name}' has type '{conn.type}'; a prompty 2.x file can use open_ai or "
                      "azure_open_ai connections")
+
+
+def exception_chain(exc: BaseException) -> dict[str, Any]:
+    """An exception and its causes in the shape of a prompt flow line error (``debugInfo``), for ``service_failure``."""
+    top: dict[str, Any] = {}
+    node, seen = top, set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        node["innerException"] = {"type": type(current).__name__, "message": str(current)}
+        node = node["innerException"]
+        current = current.__cause__ or current.__context__
+    return {"debugInfo": top.get("innerException")}
 
 
 def _usage(response: Any) -> dict[str, int]:
@@ -141,7 +172,8 @@ def run_line(agent: Any, index: int, inputs: Mapping[str, Any]) -> LineResult:
         result = prompty.process(agent, response)
     except Exception as exc:  # a line's failure, whatever it is, belongs to that line
         return LineResult(index, FAILED, dict(inputs), None, time.perf_counter() - start, tokens,
-                          error=f"{type(exc).__name__}: {exc}", error_code=type(exc).__name__)
+                          error=f"{type(exc).__name__}: {exc}", error_code=type(exc).__name__,
+                          service_failure=service_failure(exception_chain(exc)))
     return LineResult(index, COMPLETED, dict(inputs), _outputs(result), time.perf_counter() - start, tokens)
 
 

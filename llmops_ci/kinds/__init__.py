@@ -161,7 +161,7 @@ def flow_folder(path: Path) -> Path:
     try:
         if path.is_file():
             kind = kind_for(path)
-            if kind is not None and kind_for(path.parent) is kind:
+            if kind is not None and path.name in getattr(kind, "folder_files", ()):
                 return path.parent
     except (OSError, ValueError):  # a name the file system refuses: lint reports the path
         pass

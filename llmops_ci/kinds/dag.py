@@ -48,6 +48,7 @@ def _definition(path: Path) -> Path:
 
 class DagFlowKind:
     name = "dag"
+    folder_files = DAG_FILES  # given as a flow's path, one of these stands for its folder
 
     def matches(self, path: Path) -> bool:
         if path.is_file():

@@ -105,6 +105,7 @@ def flex_rules() -> list[Rule]:
 
 class FlexFlowKind:
     name = "flex"
+    folder_files = FLEX_FILES  # given as a flow's path, one of these stands for its folder
 
     def matches(self, path: Path) -> bool:
         if path.is_file():  # pf flow test --flow x.flex.yaml takes any name ending so

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from llmops_ci.kinds import KINDS
 from llmops_ci.lint.project import LintRequest, lint
+from tests.fake_openai import FakeOpenAI
+from tests.helpers.projects import CliResult, classify_by_url, processes_using, snapshot
 
 EXAMPLES = Path(__file__).parent.parent.parent / "examples"
 EXAMPLE = EXAMPLES / "web-classification-flex"
@@ -108,3 +112,29 @@ def test_snapshots_run_in_prompt_flow(tmp_path: Path) -> None:
     assert results[2] == '{"category": "Academic", "evidence": "Url"}'
     assert [r["path"].split("?")[0] for r in server.requests] == [
         "/v1/chat/completions", "/openai/deployments/gpt-4o/chat/completions"]
+
+
+@pytest.mark.executor
+def test_example_pr_runs_offline_from_its_cassettes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    cli: Callable[..., CliResult]) -> None:
+    """The README's path: ``pr`` over the flex flow and the DAG, replayed from the shipped cassettes, no key."""
+    server = FakeOpenAI(answer=classify_by_url).start()
+    try:
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url + "/v1")  # reachable, yet it must not be called
+        monkeypatch.chdir(EXAMPLES.parent)
+        before = snapshot(EXAMPLE)
+        result = cli("pr", "--config", str(EXAMPLE / "llmops.yaml"), "--state-dir", str(tmp_path / "state"))
+        assert result.code == 0, result.err
+        flows = json.loads((tmp_path / "state" / "summary.json").read_text())["flows"]
+        for name in ("classify", "classify-dag"):
+            run = flows[name]["run"]
+            assert (run["lines_total"], run["lines_failed"]) == (42, 0)
+            assert run["llm_cache"]["hits"] == 42 and run["llm_cache"]["misses"] == 0 and run["tokens"]["total"] > 0
+            assert flows[name]["evaluations"]["accuracy"]["metrics"]["accuracy"] == pytest.approx(41 / 42, abs=1e-4)
+            assert flows[name]["gate"]["passed"] is True
+        assert server.requests == []
+        assert snapshot(EXAMPLE) == before
+        assert processes_using(tmp_path) == []
+    finally:
+        server.stop()
