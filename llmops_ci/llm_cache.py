@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from llmops_ci import redaction
 from llmops_ci.errors import UsageError
 from llmops_ci.schema import as_dict
+from llmops_ci.service_errors import classify_exception
 from llmops_ci.yamldoc import display_path
 
 if TYPE_CHECKING:
@@ -207,12 +208,14 @@ class Health:
         self.name = name
         self.failures = 0
         self.down: str | None = None
+        self.kind: str | None = None  # the outside-service failure class that took it down (service_errors)
         self._lock = threading.Lock()
 
-    def failed(self, reason: str, *, plainly_down: bool = False) -> None:
+    def failed(self, reason: str, *, plainly_down: bool = False, kind: str | None = None) -> None:
         with self._lock:
             self.failures += 1
             if self.down is None and (plainly_down or self.failures >= FAILURES_BEFORE_DOWN):
+                self.kind = kind
                 self.down = reason if plainly_down else f"{self.failures} calls in a row failed, the last with {reason}"
                 log.error("LLM endpoint of '%s' is down (%s): its remaining calls fail at once", self.name, self.down)
 
@@ -232,6 +235,7 @@ class LlmRun:
         self.cassette = Cassette.load(settings.cassette) if settings.mode != "off" else Cassette(settings.cassette)
         self.stats = CacheStats(settings.mode)
         self.usage: dict[int | None, LineUsage] = {}
+        self.failures: dict[int | None, str] = {}  # line -> how its call to the endpoint failed, as seen here
         self.lock = threading.Lock()
 
     def url_for(self, name: str) -> str:
@@ -252,6 +256,16 @@ class LlmRun:
     def tokens(self, line: int) -> dict[str, int] | None:
         found = self.usage.get(line)
         return found.to_json() if found else None
+
+    def failed(self, line: int | None, kind: str | None) -> None:
+        """The endpoint failed this line's call: the client behind the proxy sees only a reset or a 5xx, so the
+        real cause (refused, DNS, TLS, timeout, server error) is kept here for the line's record."""
+        if kind:
+            with self.lock:
+                self.failures[line] = kind
+
+    def failure(self, line: int) -> str | None:
+        return self.failures.get(line)
 
     def close(self) -> None:
         self.server.runs.pop(self.tag, None)
@@ -399,18 +413,23 @@ class ProxyServer:
         stream = isinstance(body, dict) and bool(body.get("stream"))
         health = self.health.setdefault(upstream, Health(name))
         if health.down:
+            run.failed(line, health.kind)
             return _reset(handler)
         try:
             response = self.session.post(url, json=body, headers=headers, stream=stream,
                                          timeout=(CONNECT_TIMEOUT_S, run.call_timeout))
         except requests.ConnectionError as exc:
             if not isinstance(exc, (requests.ReadTimeout, requests.exceptions.ChunkedEncodingError)):
-                health.failed(f"cannot reach {upstream}: {type(exc).__name__}", plainly_down=True)
+                kind = classify_exception(exc) or "cannot connect"
+                health.failed(f"{kind}: cannot reach {upstream}: {type(exc).__name__}", plainly_down=True, kind=kind)
+                run.failed(line, kind)
                 return _reset(handler)  # what the client would see without the proxy: no connection
-            health.failed(f"a broken answer ({type(exc).__name__})")
+            health.failed(f"a broken answer ({type(exc).__name__})", kind="cannot connect")
+            run.failed(line, "cannot connect")
             return _send_json(handler, 502, _error(f"llmops-ci cache: {name} broke off its answer"))
         except requests.Timeout:
-            health.failed(f"no answer within {run.call_timeout:g} s")
+            health.failed(f"no answer within {run.call_timeout:g} s", kind="timeout")
+            run.failed(line, "timeout")
             return _send_json(handler, 504, _error(f"llmops-ci cache: {name} did not answer within "
                                                    f"{run.call_timeout:g} s"))
         except requests.RequestException as exc:
@@ -426,12 +445,14 @@ class ProxyServer:
                 self._record(run, line, key, name, path, body, {"status": 200, "body": payload})
                 return _send_json(handler, 200, payload)
             if response.status_code == 200:
-                health.failed("a truncated or non-JSON answer")
+                health.failed("a truncated or non-JSON answer", kind="cannot connect")
+                run.failed(line, "cannot connect")
                 return _send_json(handler, 502, _error(f"llmops-ci cache: {name} answered 200 with a truncated body "
                                                        "or one that is not a JSON object; nothing was recorded"))
             if response.status_code >= 500 or response.status_code == 429:
                 # not passed on: Retry-After (hours, at times) would hold the line; the client backs off itself
-                health.failed(f"HTTP {response.status_code}")
+                health.failed(f"HTTP {response.status_code}", kind="server error after retries")
+                run.failed(line, "server error after retries")
             else:
                 health.answered()
             return _send_json(handler, response.status_code,

@@ -8,7 +8,8 @@ import pytest
 
 from llmops_ci.errors import ConfigError
 from llmops_ci.progress import Progress
-from llmops_ci.runs import LineResult, RunRecord, percentile, service_failure
+from llmops_ci.runs import LineResult, RunRecord, percentile
+from llmops_ci.service_errors import service_failure
 from tests.helpers.projects import Project
 
 

@@ -8,8 +8,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.runs import LineResult, service_failure
+from llmops_ci.runs import LineResult
 from llmops_ci.schema import as_dict
+from llmops_ci.service_errors import service_failure
 from llmops_ci.state import dumps_line
 
 FAILED = ("Failed", "Canceled")

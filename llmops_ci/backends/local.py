@@ -39,9 +39,9 @@ from llmops_ci.runs import (
     RunRecord,
     TestJob,
     TestRecord,
-    service_failure,
     user_paths,
 )
+from llmops_ci.service_errors import service_failure
 
 log = logging.getLogger("llmops_ci.local")
 POLL_S = 0.1
@@ -173,7 +173,8 @@ class LocalBackend:
             error = user_paths(str(outcome.get("error") or "the run could not start"), [snap.folder], job.flow)
             return RunRecord(job.label, job.name, "Failed", [], duration, {}, error,
                              route.stats.to_json() if job.cache is not None else None)
-        lines = [_line(raw, route.tokens(int(raw["line"]))) for raw in outcome["lines"]]
+        lines = [_line(raw, route.tokens(int(raw["line"])), route.failure(int(raw["line"])))
+                 for raw in outcome["lines"]]
         progress.finish(len(lines))
         self._keep(job, lines)
         return RunRecord(job.label, job.name, str(outcome.get("status")), lines, duration,
@@ -368,13 +369,14 @@ def rerouted(connections: tuple[ProviderConnection, ...], route: LlmRun) -> tupl
     return tuple(out)
 
 
-def _line(raw: dict[str, Any], tokens: dict[str, int] | None) -> LineResult:
+def _line(raw: dict[str, Any], tokens: dict[str, int] | None, seen_by_proxy: str | None = None) -> LineResult:
     return LineResult(line=int(raw["line"]), status=str(raw["status"]), inputs=dict(raw.get("inputs") or {}),
                       outputs=raw.get("outputs"), duration_s=raw.get("duration_s"),
                       tokens=tokens or dict(raw.get("tokens") or {}), error=raw.get("error"),
                       error_code=raw.get("error_code"), node=raw.get("node"),
-                      service_failure=service_failure(raw["error_detail"])
-                      if isinstance(raw.get("error_detail"), dict) else None)
+                      # the proxy saw the endpoint's own failure; the client behind it only a reset or a 5xx
+                      service_failure=None if raw.get("status") == "Completed" else seen_by_proxy or (
+                          service_failure(raw["error_detail"]) if isinstance(raw.get("error_detail"), dict) else None))
 
 
 class Worker:

@@ -20,7 +20,7 @@ from typing import Any
 
 from llmops_ci.backends.artifacts import LineResult
 from llmops_ci.errors import UsageError
-from llmops_ci.runs import service_failure
+from llmops_ci.service_errors import service_failure
 from llmops_ci.yamldoc import display_path
 
 COMPLETED = "Completed"
