@@ -32,7 +32,16 @@ from llmops_ci.errors import CheckFailed, LlmopsError, ServiceError, UsageError
 from llmops_ci.kinds import snapshot
 from llmops_ci.llm_cache import CacheSettings, LlmProxy, LlmRun, ProxyServer
 from llmops_ci.progress import Progress
-from llmops_ci.runs import LineResult, ProviderConnection, RunJob, RunRecord, TestJob, TestRecord, user_paths
+from llmops_ci.runs import (
+    LineResult,
+    ProviderConnection,
+    RunJob,
+    RunRecord,
+    TestJob,
+    TestRecord,
+    base_dir,
+    user_paths,
+)
 
 log = logging.getLogger("llmops_ci.local")
 POLL_S = 0.1
@@ -54,8 +63,6 @@ class LocalBackend:
     def __init__(self, state_dir: Path, environ: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir.absolute()
         self.environ = dict(os.environ if environ is None else environ)
-        # what a later run over a run needs (its outputs, its data): in the state dir, which later steps get
-        self.bases = self.state_dir / "runs" / ".base"
         self._home: PFHome | None = None
         self._down: dict[str, str] = {}
         atexit.register(self.close)  # a backend used outside a step's scope still takes its processes with it
@@ -163,28 +170,17 @@ class LocalBackend:
             raise self._failure(job.label, outcome)
         lines = [_line(raw, route.tokens(int(raw["line"]))) for raw in outcome["lines"]]
         progress.finish(len(lines))
-        self._keep(job, lines)
         return RunRecord(job.label, job.name, str(outcome.get("status")), lines, duration,
                          dict(outcome.get("metrics") or {}), outcome.get("error"),
                          route.stats.to_json() if job.cache is not None else None)
 
-    def _keep(self, job: RunJob, lines: list[LineResult]) -> None:
-        """What a later run over this one (``${run.outputs.x}``, ``${run.inputs.x}``) reads, as pf.run keeps it."""
-        folder = self.bases / job.name
-        folder.mkdir(parents=True, exist_ok=True)
-        with (folder / "outputs.jsonl").open("w", encoding="utf-8") as fh:
-            for line in lines:
-                if line.status == "Completed":
-                    outputs = line.outputs if isinstance(line.outputs, dict) else {"output": line.outputs}
-                    fh.write(json.dumps({"line_number": line.line, **outputs}, default=str) + "\n")
-        (folder / "llmops-run.json").write_text(json.dumps({"data": str(job.data.absolute())}), encoding="utf-8")
-
     def _base(self, name: str) -> dict[str, str]:
-        folder = self.bases / name
+        """The run to score, as execute.keep_base left it for every batch run (any kind, any engine)."""
+        folder = base_dir(self.state_dir, name)
         try:
             data = json.loads((folder / "llmops-run.json").read_text("utf-8"))["data"]
         except (OSError, ValueError, KeyError, TypeError):
-            raise UsageError(f"the run '{name}' to evaluate is not in {self.bases}; run batch-run again with the "
+            raise UsageError(f"the run '{name}' to evaluate is not in {folder.parent}; run batch-run again with the "
                              "same --state-dir") from None
         return {"outputs": str(folder / "outputs.jsonl"), "data": str(data)}
 
@@ -221,7 +217,6 @@ class LocalBackend:
             line.error = user_paths(line.error, private, job.flow)
         if artifacts is None:
             raise self._failure(job.label, {**outcome, "error": user_paths(outcome.get("error"), private, job.flow)})
-        self._keep(job, artifacts.lines)
         return RunRecord(job.label, job.name, str(outcome.get("status")), artifacts.lines, duration,
                          artifacts.metrics, user_paths(outcome.get("error"), private, job.flow), stats)
 
