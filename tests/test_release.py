@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -195,3 +197,7 @@ def test_sigterm_during_deploy_leaves_nothing_serving_and_the_endpoint_as_it_was
     assert (endpoint.read_bytes() if endpoint.exists() else None) == before
     summary = json.loads((example / ".llmops" / "summary.json").read_text())
     assert summary["interrupted"] == {"step": "deploy", "signal": "SIGTERM"}
+    store = example / ".llmops" / "pf-home" / "pf.sqlite"  # the slot's connection (its key) went with it
+    if store.exists():
+        with contextlib.closing(sqlite3.connect(store)) as db:
+            assert db.execute("select connectionName from connection").fetchall() == []
