@@ -19,6 +19,7 @@ from llmops_ci.runs import (
     RunRecord,
     batch_job,
     eval_jobs,
+    keep_base,
     load_run,
     run_dir,
     save_run,
@@ -137,7 +138,8 @@ def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: 
     broken: list[str] = []
     whole: list[str] = []
     down: dict[str, str] = {}
-    for (flow, _), record in zip(jobs, _records(project, rc, [job for _, job in jobs]), strict=True):
+    for (flow, job), record in zip(jobs, _records(project, rc, [job for _, job in jobs]), strict=True):
+        keep_base(rc.state_dir, record, job.data)  # what eval-run scores, whichever engine made the run
         endpoint = _endpoint_down(rc, record)
         # an allowance of failed lines is for bad lines, not for an endpoint that answered none of them
         allowed = 0 if endpoint and flow.max_failed_lines is not None else flow.max_failed_lines

@@ -65,7 +65,14 @@ def add_all(values: Iterable[object]) -> None:
         add(value)
 
 
+# named like a credential ("pwd": password) but the shell's working directories: masking them would mangle every
+# path below the checkout in what we write (a base run's data path, messages)
+NOT_SECRETS = ("PWD", "OLDPWD")
+
+
 def is_secret_name(name: str) -> bool:
+    if name.upper() in NOT_SECRETS:
+        return False
     return name.upper() in CI_TOKENS or bool(_SECRET_NAME.search(name))
 
 

@@ -399,6 +399,26 @@ def save_run(state_dir: Path, record: RunRecord, allowed_failures: int | None) -
     return summary
 
 
+def base_dir(state_dir: Path, name: str) -> Path:
+    """Where the run ``name`` keeps what a run over it reads (``${run.outputs.x}``, ``${run.inputs.x}``)."""
+    return state_dir.absolute() / "runs" / ".base" / name
+
+
+def keep_base(state_dir: Path, record: RunRecord, data: Path) -> Path:
+    """A batch run's completed outputs by line (``line_number`` plus the outputs, as pf.run keeps them) and its data,
+    whatever its kind and backend: an evaluation flow of any kind can then score it. A line whose outputs are not
+    an object keeps them as ``output``."""
+    folder = base_dir(state_dir, record.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_writer(folder / "outputs.jsonl") as fh:
+        for line in record.lines:
+            if line.status == "Completed":
+                outputs = line.outputs if isinstance(line.outputs, dict) else {"output": line.outputs}
+                fh.write(dumps_line({**outputs, "line_number": line.line}) + "\n")
+    write_json_atomic(folder / "llmops-run.json", {"data": str(data.absolute())})
+    return folder
+
+
 def load_run(state_dir: Path, label: str) -> dict[str, Any] | None:
     path = run_dir(state_dir, label) / "run.json"
     try:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,11 +38,15 @@ def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("OPENAI_BASE_URL", server.url + "/v1")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-deploy-" + "d" * 20)
     monkeypatch.chdir(root)
-    before = set(Path(tempfile.gettempdir()).glob("llmops-serve-*"))
+    # a temp dir of its own (here and in every process started): other runs on the machine make serve dirs too
+    private = Path(tempfile.mkdtemp(prefix="rel-"))
+    monkeypatch.setenv("TMPDIR", str(private))
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
     yield root
     server.stop()
     assert processes_using(tmp_path) == []
-    assert set(Path(tempfile.gettempdir()).glob("llmops-serve-*")) == before
+    assert list(private.glob("llmops-serve-*")) == []
+    shutil.rmtree(private, ignore_errors=True)
 
 
 def state(root: Path) -> dict:
@@ -144,3 +155,49 @@ def test_azureml_dry_run_round_trips_through_azure_loaders(cli: Cli, example: Pa
     # without the dry run, an unset ${env:...} in azureml: is exit 2 naming it, before any call
     failed = cli("register", "--flow", "classify", "--backend", "azureml")
     assert failed.code == 2 and "environment variable AZ_SUB is not set" in failed.err
+
+
+def _serving(root: Path) -> bool:
+    return any("llmops_ci.backends.pf_serve" in p for p in processes_using(root))
+
+
+@pytest.mark.parametrize("phase", ["starting", "smoke-testing"])
+def test_sigterm_during_deploy_leaves_nothing_serving_and_the_endpoint_as_it_was(
+        phase: str, cli: Cli, example: Path) -> None:
+    """A CI cancel (SIGTERM) while the new slot starts or is smoke-tested: exit 143, the slot's server and its
+    workers gone, the endpoint's state untouched (the previous slot still the one serving)."""
+    assert cli("register", "--flow", "classify").code == 0
+    endpoint = example / ".llmops" / "endpoints" / "web-classification-ep.json"
+    if phase == "smoke-testing":
+        assert cli("deploy", "--flow", "classify").code == 0  # blue serves; the next deploy goes to green
+    before = endpoint.read_bytes() if endpoint.exists() else None
+    slow = FakeOpenAI(answer=classify_by_url, fault="slow", slow_seconds=120).start()  # the smoke test hangs on it
+    env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_ACTIONS", "TF_BUILD")}
+    env["OPENAI_BASE_URL"] = slow.url + "/v1"
+    proc = subprocess.Popen([sys.executable, "-m", "llmops_ci", "deploy", "--flow", "classify"], cwd=example,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        ready = (lambda: _serving(example)) if phase == "starting" else (lambda: bool(slow.requests))
+        while not ready() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert ready(), proc.communicate(timeout=30)[0] if proc.poll() is not None else f"no {phase} in 120 s"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        slow.stop()
+    assert proc.returncode == 143, out
+    assert time.monotonic() - started < 30, "stopping waited for the slot"
+    assert "Traceback" not in out and "terminated (SIGTERM)" in out
+    assert not _serving(example) and processes_using(example) == []
+    assert (endpoint.read_bytes() if endpoint.exists() else None) == before
+    summary = json.loads((example / ".llmops" / "summary.json").read_text())
+    assert summary["interrupted"] == {"step": "deploy", "signal": "SIGTERM"}
+    store = example / ".llmops" / "pf-home" / "pf.sqlite"  # the slot's connection (its key) went with it
+    if store.exists():
+        with contextlib.closing(sqlite3.connect(store)) as db:
+            assert db.execute("select connectionName from connection").fetchall() == []

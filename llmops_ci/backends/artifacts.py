@@ -11,7 +11,6 @@ from typing import Any
 from llmops_ci.runs import LineResult
 from llmops_ci.schema import as_dict
 from llmops_ci.service_errors import service_failure
-from llmops_ci.state import dumps_line
 
 FAILED = ("Failed", "Canceled")
 
@@ -80,20 +79,7 @@ def read_run(run_dir: Path) -> RunArtifacts:
     return result
 
 
-# --- what a later run over a run reads: ``<state>/runs/.base/<run>/`` (outputs.jsonl as pf.run keeps it) ----------
-
-def keep_base(bases: Path, name: str, data: Path, lines: list[LineResult]) -> None:
-    """The completed lines' outputs (``${run.outputs.x}``) and the data path (``${run.inputs.x}``) of run ``name``,
-    whichever engine ran it: an evaluation on any engine reads them."""
-    folder = bases / name
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "outputs.jsonl").open("w", encoding="utf-8") as fh:
-        for line in lines:
-            if line.status == "Completed":
-                outputs = line.outputs if isinstance(line.outputs, dict) else {"output": line.outputs}
-                fh.write(dumps_line({"line_number": line.line, **outputs}) + "\n")  # redacted, as lines.jsonl
-    (folder / "llmops-run.json").write_text(json.dumps({"data": str(data.absolute())}), encoding="utf-8")
-
+# --- what a later run over a run reads: ``<state>/runs/.base/<run>/``, kept by runs.keep_base ------------------
 
 def read_base(bases: Path, name: str) -> dict[str, str] | None:
     """``{"outputs": <outputs.jsonl>, "data": <data path>}`` of a kept run, or None when it is not kept."""

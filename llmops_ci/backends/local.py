@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops_ci import redaction
-from llmops_ci.backends.artifacts import count_lines_done, keep_base, read_base, read_run
+from llmops_ci.backends.artifacts import count_lines_done, read_base, read_run
 from llmops_ci.backends.pf_home import PFHome
 from llmops_ci.errors import CheckFailed, LlmopsError, ServiceError, UsageError
 from llmops_ci.kinds import snapshot
@@ -39,6 +39,7 @@ from llmops_ci.runs import (
     RunRecord,
     TestJob,
     TestRecord,
+    base_dir,
     user_paths,
 )
 from llmops_ci.service_errors import service_failure
@@ -63,8 +64,6 @@ class LocalBackend:
     def __init__(self, state_dir: Path, environ: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir.absolute()
         self.environ = dict(os.environ if environ is None else environ)
-        # what a later run over a run needs (its outputs, its data): in the state dir, which later steps get
-        self.bases = self.state_dir / "runs" / ".base"
         self._home: PFHome | None = None
         self._down: dict[str, str] = {}
         atexit.register(self.close)  # a backend used outside a step's scope still takes its processes with it
@@ -176,20 +175,16 @@ class LocalBackend:
         lines = [_line(raw, route.tokens(int(raw["line"])), route.failure(int(raw["line"])))
                  for raw in outcome["lines"]]
         progress.finish(len(lines))
-        self._keep(job, lines)
         return RunRecord(job.label, job.name, str(outcome.get("status")), lines, duration,
                          dict(outcome.get("metrics") or {}), outcome.get("error"),
                          route.stats.to_json() if job.cache is not None else None)
 
-    def _keep(self, job: RunJob, lines: list[LineResult]) -> None:
-        """What a later run over this one (``${run.outputs.x}``, ``${run.inputs.x}``) reads, as pf.run keeps it."""
-        keep_base(self.bases, job.name, job.data, lines)
-
     def _base(self, name: str) -> dict[str, str]:
-        found = read_base(self.bases, name)
+        """The run to score, as execute.py keeps every batch run (any kind, any engine)."""
+        found = read_base(base_dir(self.state_dir, name).parent, name)
         if found is None:
-            raise UsageError(f"the run '{name}' to evaluate is not in {self.bases}; run batch-run again with the "
-                             "same --state-dir")
+            raise UsageError(f"the run '{name}' to evaluate is not in {base_dir(self.state_dir, name).parent}; run "
+                             "batch-run again with the same --state-dir")
         return found
 
     def _run_pf(self, job: RunJob, progress: Progress) -> RunRecord:
@@ -225,7 +220,6 @@ class LocalBackend:
             line.error = user_paths(line.error, private, job.flow)
         if artifacts is None:
             raise self._failure(job.label, {**outcome, "error": user_paths(outcome.get("error"), private, job.flow)})
-        self._keep(job, artifacts.lines)
         return RunRecord(job.label, job.name, str(outcome.get("status")), artifacts.lines, duration,
                          artifacts.metrics, user_paths(outcome.get("error"), private, job.flow), stats)
 

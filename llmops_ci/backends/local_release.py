@@ -88,9 +88,10 @@ class LocalRelease:
         log.info("%s: deploying %s:%s to slot %s (%s)", plan.endpoint, model.name, model.version, slot, url)
         # prompt flow's serving app leaves ${connection.field} in environment variables as written: resolve here
         env = resolve_connection_refs(plan.environment_variables, connections)
-        proc, tmp = self._serve(flow, port, connections, env, f"{plan.endpoint}-{slot}")
         result = DeployResult(plan.endpoint, slot, previous, "rolled_back", {previous: 100} if previous else {},
                               url=url)
+        # a signal (a CI cancel) from here on unwinds through the finally below, which stops the slot
+        proc, tmp = self._serve(flow, port, connections, env, f"{plan.endpoint}-{slot}")
         try:
             failure = self._wait_healthy(url, proc)
             if failure is None:
@@ -110,13 +111,15 @@ class LocalRelease:
                 result.traffic = {slot: percent, **({previous: 100 - percent} if previous else {})}
                 log.info("%s: traffic %s", plan.endpoint, ", ".join(f"{k} {v}%" for k, v in result.traffic.items()))
             result.traffic = {slot: 100}
-            result.status = "deployed"
-            _stop_kept(state["slots"].get(previous or "") or {}, plan.endpoint, previous)
+            kept = state["slots"].get(previous or "") or {}
             state["slots"][slot] = {"model": model.name, "version": model.version, "deployed_at": time.time(),
                                     "url": url, "port": port, "pid": proc.pid if keep else None,
                                     "tmp": str(tmp) if keep else None}
             state["serving"] = slot
             write_json_atomic(self.state_dir / "endpoints" / f"{plan.endpoint}.json", state)
+            # only once the endpoint's state names it: interrupted before, a kept slot would run unrecorded
+            result.status = "deployed"
+            _stop_kept(kept, plan.endpoint, previous)
             return result
         finally:
             if keep and result.status == "deployed":
@@ -142,9 +145,14 @@ class LocalRelease:
             proc = subprocess.Popen([sys.executable, "-m", "llmops_ci.backends.pf_serve"], stdin=subprocess.PIPE,
                                     stdout=log_file, stderr=subprocess.STDOUT, cwd=self.home.root,
                                     env=self.home.environment(self.environ, tmp), start_new_session=True, text=True)
-        assert proc.stdin is not None
-        proc.stdin.write(json.dumps(request))
-        proc.stdin.close()
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(request))
+            proc.stdin.close()
+        except BaseException:  # an interrupt (or a dead child) before the caller holds it: it must not stay up
+            reap(proc)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return proc, tmp
 
     @staticmethod

@@ -52,6 +52,32 @@ def usage_tokens(response: Any) -> dict[str, int]:
     return out
 
 
+def output_text(response: Any, interface: str) -> str | None:
+    """The agent's final text, what an evaluation reads as ``${run.outputs.output_text}``: for a ResponsesAgent
+    the ``output_text`` parts of its message items joined, as OpenAI's ``Response.output_text`` does; for a
+    ChatAgent the content of its last assistant message. None when it answered no text (only tool calls)."""
+    if not isinstance(response, dict):
+        return None
+    if interface == "responses":
+        texts = [part.get("text") for item in response.get("output") or [] if isinstance(item, dict)
+                 and item.get("type") == "message" for part in item.get("content") or []
+                 if isinstance(part, dict) and part.get("type") == "output_text"]
+        found = [t for t in texts if isinstance(t, str)]
+        return "".join(found) if found else None
+    for message in reversed(response.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "assistant" and isinstance(message.get("content"), str):
+            return str(message["content"])
+    return None
+
+
+def agent_outputs(response: Any, interface: str) -> dict[str, Any]:
+    """A line's outputs: the response's own fields (``output`` or ``messages``, ``custom_outputs``) plus
+    ``output_text``; ``usage`` is the line's tokens, not an output."""
+    fields = dict(response) if isinstance(response, dict) else {"output": response}
+    fields.pop("usage", None)
+    return {"output_text": output_text(response, interface), **fields}
+
+
 def _wrapper(req: dict[str, Any]) -> Any:
     """The agent loaded from its code, behind the same dict-in/dict-out wrapper serving uses."""
     from mlflow.models.utils import _load_model_code_path
@@ -91,7 +117,8 @@ def _batch(req: dict[str, Any]) -> dict[str, Any]:
         record: dict[str, Any] = {"line": index, "inputs": request}
         try:
             response = model.predict(request)
-            record.update(status="Completed", outputs=response, error=None, error_code=None,
+            record.update(status="Completed", outputs=agent_outputs(response, req["interface"]), error=None,
+                          error_code=None,
                           tokens=usage_tokens(response))
         except Exception as exc:  # one line's failure is that line's result
             cause = exc.__cause__ or exc

@@ -24,7 +24,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmops_ci.backends.artifacts import keep_base, read_base
+from llmops_ci.backends.artifacts import read_base
 from llmops_ci.backends.local import rerouted, upstreams
 from llmops_ci.backends.prompty_runner import COMPLETED, FAILED, Connection, load_agent, run_line
 from llmops_ci.errors import UsageError
@@ -251,7 +251,6 @@ class PromptyLocal:
                      job.cache.cassette)
         for line in lines:
             line.tokens = {_TOKENS.get(k, k): v for k, v in line.tokens.items()}
-        keep_base(self.bases, job.name, job.data, lines)
         metrics = mean_scores(lines) if job.base_run else {}
         return RunRecord(job.label, job.name, "Completed", lines, duration, metrics, None,
                          route.stats.to_json() if job.cache is not None else None, data_lines=len(todo))

@@ -101,13 +101,15 @@ def _covers(declared: str, used: str) -> bool:
 
 
 def agent_io(interface: str) -> tuple[dict[str, FlowInput], set[str]]:
-    """The request fields a data line gives, and the response fields, per interface."""
+    """The request fields a data line gives, and a line's outputs per interface (``output_text``: the final text,
+    beside the response's own fields; see mlflow_runner.agent_outputs)."""
     if interface == "responses":
         return ({"input": FlowInput("input", "list", False),
                  "custom_inputs": FlowInput("custom_inputs", "object", True),
-                 "context": FlowInput("context", "object", True)}, {"output", "custom_outputs"})
+                 "context": FlowInput("context", "object", True)}, {"output_text", "output", "custom_outputs"})
     return ({"messages": FlowInput("messages", "list", False), "context": FlowInput("context", "object", True),
-             "custom_inputs": FlowInput("custom_inputs", "object", True)}, {"messages", "custom_outputs"})
+             "custom_inputs": FlowInput("custom_inputs", "object", True)},
+            {"output_text", "messages", "custom_outputs"})
 
 
 def inspect_agent(folder: Path, spec: MlflowAgentSpec, config_origin: Origin | None,

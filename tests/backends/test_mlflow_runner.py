@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from llmops_ci.backends.mlflow_local import MlflowAgentRunner, MlflowChild, data_example, tracking_uri
-from llmops_ci.backends.mlflow_runner import as_request, usage_tokens
+from llmops_ci.backends.mlflow_runner import agent_outputs, as_request, usage_tokens
 from llmops_ci.config import AgentResource, MlflowAgentSpec
 from llmops_ci.errors import UsageError
 from llmops_ci.kinds import FlowInfo
@@ -73,6 +73,19 @@ def test_request_from_a_data_line() -> None:
     assert usage_tokens({"output": []}) == {}
 
 
+def test_outputs_name_the_final_text() -> None:
+    text = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hello"},
+                                                                {"type": "output_text", "text": " there"}]}
+    call = {"type": "function_call", "name": "lookup", "arguments": "{}", "call_id": "c1"}
+    response = {"object": "response", "output": [call, text], "custom_outputs": {"k": 1}, "usage": {"total_tokens": 3}}
+    assert agent_outputs(response, "responses") == {"output_text": "Hello there", "object": "response",
+                                                    "output": [call, text], "custom_outputs": {"k": 1}}
+    assert agent_outputs({"output": [call]}, "responses")["output_text"] is None  # only a tool call: no text
+    chat = {"messages": [{"role": "assistant", "content": "first"}, {"role": "tool", "content": "x"},
+                         {"role": "assistant", "content": "last"}]}
+    assert agent_outputs(chat, "chat") == {"output_text": "last", **chat}
+
+
 @pytest.mark.executor
 def test_batch_predicts_once_per_line_concurrently(agent: Agent, fake: FakeOpenAI, tmp_path: Path) -> None:
     lines = [{"input": [{"role": "user", "content": "where is my order"}], "custom_inputs": {"id": 1}},
@@ -83,7 +96,7 @@ def test_batch_predicts_once_per_line_concurrently(agent: Agent, fake: FakeOpenA
     assert len(fake.requests) == 3  # one predict per line, not one list
     assert [line.status for line in record.lines] == ["Completed", "Failed", "Completed"]
     first = record.lines[0]
-    assert first.outputs["output"][0]["content"][0]["text"] == "ECHO: where is my order"
+    assert first.outputs["output"][0]["content"][0]["text"] == first.outputs["output_text"] == "ECHO: where is my order"
     assert first.outputs["custom_outputs"] == {"id": 1}
     assert first.tokens["total"] == first.tokens["prompt"] + first.tokens["completion"] > 0
     assert first.duration_s is not None and first.inputs["custom_inputs"] == {"id": 1}

@@ -197,6 +197,11 @@ def test_credential_formats_are_redacted_unseen(text: str) -> None:
     assert "***" in out and len(out) < len(text)
 
 
+def test_working_directories_are_not_secrets() -> None:
+    assert not redaction.is_secret_name("PWD") and not redaction.is_secret_name("OLDPWD")
+    assert redaction.is_secret_name("DB_PWD") and redaction.is_secret_name("PASSWORD")
+
+
 def test_secret_names_from_environment_and_config(project: Callable[..., Project], cli: Cli,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     project(LEAKY, base=False)

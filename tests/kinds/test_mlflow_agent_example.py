@@ -1,8 +1,11 @@
-"""The support-agent example: lint is clean and its batch run replays offline from the shipped cassette."""
+"""The support-agent example: lint is clean, its batch run replays offline from the shipped cassette, and its
+pull-request check (batch run, policy evaluation over the kept outputs, gate) passes offline."""
 
 from __future__ import annotations
 
 import io
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from llmops_ci.kinds.mlflow_agent import inspect_agent
 from llmops_ci.llm_cache import CacheSettings
 from llmops_ci.progress import Progress
 from llmops_ci.runs import RunJob, RunOptions
+from tests.helpers.projects import CliResult, processes_using, snapshot
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "support-agent"
 
@@ -23,7 +27,7 @@ def test_example_config_and_agent_lint_clean() -> None:
     assert flow.mlflow_agent is not None
     info = inspect_agent(flow.path, flow.mlflow_agent, flow.mlflow_agent.origin)
     assert info.findings == []
-    assert "input" in info.inputs and "output" in info.outputs
+    assert "input" in info.inputs and {"output_text", "output"} <= info.outputs
 
 
 @pytest.mark.executor
@@ -57,3 +61,28 @@ def test_factories_read_the_config(tmp_path: Path) -> None:
     assert info is not None and info.kind == "mlflow_agent" and info.definition.name == "agent.py"
     release = DatabricksRelease.for_config(tmp_path, config, {"DATABRICKS_HOST": "https://adb-1.azuredatabricks.net"})
     assert release.host == "https://adb-1.azuredatabricks.net" and release._client is None  # nothing connected
+
+
+@pytest.mark.executor
+def test_example_pr_runs_offline_with_its_evaluation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     cli: Callable[..., CliResult]) -> None:
+    """The README's promise: `pr` lints, replays the agent, scores its kept answers with the policy evaluation
+    and gates on them, with no endpoint and no key."""
+    pytest.importorskip("mlflow", reason="needs the [mlflow] extra")
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "DATABRICKS_HOST", "DATABRICKS_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(EXAMPLE.parent.parent)
+    before = snapshot(EXAMPLE)
+    state = tmp_path / "state"
+    result = cli("pr", "--config", str(EXAMPLE / "llmops.yaml"), "--state-dir", str(state))
+    assert result.code == 0, result.err
+    flow = json.loads((state / "summary.json").read_text())["flows"]["support"]
+    assert flow["run"]["llm_cache"]["hits"] == 4 and flow["run"]["llm_cache"]["misses"] == 0
+    assert flow["evaluations"]["policy"]["metrics"] == {"coverage": 1.0, "brief_rate": 1.0}
+    assert {(c["metric"], c["rule"]) for c in flow["gate"]["checks"]} >= {
+        ("policy.coverage", "min"), ("policy.coverage", "max_drop"), ("policy.brief_rate", "min")}
+    lines = (state / "runs/support/evals/policy/lines.jsonl").read_text().splitlines()
+    scores = [json.loads(x)["outputs"] for x in lines]
+    assert [s["coverage"] for s in scores] == [1.0] * 4 and all(s["missing"] == [] for s in scores)
+    assert snapshot(EXAMPLE) == before  # no cassette written, nothing left in the example
+    assert processes_using(tmp_path) == []
