@@ -81,13 +81,15 @@ MLFLOW_AGENT = Struct(
 GATE_RULE = Struct({"min": FINITE, "max": FINITE, "max_drop": FINITE, "max_rise": FINITE, "significant": BOOL},
                    what="in a gate rule")
 EVALUATION = Struct({"path": PATH, "data": PATH, "column_mapping": MAPPING, "connections": NODE_CONNECTIONS,
-                     "environment_variables": STR_MAP, "scores": MapOf(STR)}, required=("path",),
+                     "environment_variables": STR_MAP, "scores": MapOf(STR), "init": MapOf(AnyValue())},
+                    required=("path",),
                     what="in an evaluation")
 FLOW = Struct(
     {
         "path": PATH, "data": PATH, "column_mapping": MAPPING, "variant": STR, "connections": NODE_CONNECTIONS,
         "environment_variables": STR_MAP, "max_failed_lines": Scalar((int,)), "run_file": PATH,
         "resources": Struct({"instance_type": STR, "compute": STR}, what="in resources"),
+        "init": MapOf(AnyValue()),  # a flex class entry's __init__ arguments, as run.yml's init
         "evaluations": MapOf(EVALUATION, key_pattern=FLOW_NAME,
                              key_hint=": use lowercase letters, digits, '-' and '_'"),
         "gate": MapOf(GATE_RULE, key_pattern=r"[^.\s]+\.[^\s]+", key_hint=": write '<evaluation>.<metric>'"),
@@ -172,6 +174,7 @@ class Evaluation:
     environment_variables: dict[str, Any]
     origin: Origin = field(repr=False, compare=False)
     scores: dict[str, str] = field(default_factory=dict)  # metric -> the per-line output behind it
+    init: dict[str, Any] = field(default_factory=dict)  # a flex class entry's __init__ arguments
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,7 @@ class FlowSpec:
     origin: Origin = field(repr=False, compare=False)
     run_origin: Origin | None = field(default=None, repr=False, compare=False)
     mlflow_agent: MlflowAgentSpec | None = None
+    init: dict[str, Any] = field(default_factory=dict)  # a flex class entry's __init__ arguments
 
     def where(self, *sub: Any) -> Origin:
         """The file that holds a setting: llmops.yaml when written there, else the flow's run.yml."""
@@ -505,7 +509,8 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
                 {str(k): dict(v) for k, v in as_dict(eraw.get("connections")).items() if isinstance(v, dict)},
                 dict(as_dict(eraw.get("environment_variables"))),
                 eval_origin,
-                {str(k): v for k, v in as_dict(eraw.get("scores")).items() if isinstance(v, str)})
+                {str(k): v for k, v in as_dict(eraw.get("scores")).items() if isinstance(v, str)},
+                dict(as_dict(eraw.get("init"))))
     gate = {}
     for metric, rule in as_dict(raw.get("gate")).items():
         if isinstance(rule, dict):
@@ -547,7 +552,8 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
         base_run=source.get("run") if run_file is not None and isinstance(source.get("run"), str) else None,
         resources={**as_dict(source.get("resources")), **as_dict(raw.get("resources"))}, origin=origin,
         run_origin=run_origin,
-        mlflow_agent=_agent_spec(flow_path, raw.get("mlflow_agent"), Origin(doc, ("flows", name, "mlflow_agent"))))
+        mlflow_agent=_agent_spec(flow_path, raw.get("mlflow_agent"), Origin(doc, ("flows", name, "mlflow_agent"))),
+        init={**as_dict(source.get("init")), **as_dict(raw.get("init"))})
     return flow, problems, run_doc
 
 

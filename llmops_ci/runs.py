@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmops_ci import redaction
 from llmops_ci.config import ENV_REF, Config, FlowSpec, Origin, connection_ref, connection_value
 from llmops_ci.errors import ConfigError, Problem, UsageError
 from llmops_ci.kinds import FlowInfo
@@ -90,6 +91,7 @@ class RunJob:
     options: RunOptions
     base_run: str | None = None
     cache: CacheSettings | None = None
+    init: dict[str, Any] = field(default_factory=dict)  # a flex class entry's __init__ arguments, resolved
 
 
 @dataclass(frozen=True)
@@ -293,6 +295,29 @@ def resolve_connection_refs(values: dict[str, str], connections: tuple[ProviderC
     return out
 
 
+def init_connections(config: Config, init: dict[str, Any]) -> set[str]:
+    """Declared connections an ``init:`` model configuration names (``{connection: openai, ...}``)."""
+    return {v["connection"] for v in init.values()
+            if isinstance(v, dict) and isinstance(v.get("connection"), str) and v["connection"] in config.connections}
+
+
+def init_arguments(origin: Origin, values: dict[str, Any], environ: Mapping[str, str], *,
+                   lenient: bool = False) -> dict[str, Any]:
+    """A flex class entry's ``init:`` (written under ``origin``) with ``${env:...}`` resolved anywhere in it (a
+    model configuration's endpoint, say); values that are not text (numbers, lists) stay as written."""
+    problems: list[Problem] = []
+    out = {str(k): _require_env(origin, ("init", k), v, environ, None if lenient else problems)
+           for k, v in values.items()}
+    if problems:
+        raise ConfigError(problems)
+    for value in out.values():  # a key or token given through init is a secret like a connection's
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if redaction.is_secret_name(str(key)):
+                    redaction.add(item)
+    return out
+
+
 def same_named_columns(label: str, info: FlowInfo, mapping: dict[str, Any], data: DataInfo) -> dict[str, Any]:
     """``mapping`` plus ``input: ${data.input}`` for each input with a default that the data has a column for:
     prompt flow alone would run every line on the default, silently."""
@@ -345,7 +370,8 @@ def batch_job(project: Project, flow: FlowSpec, options: RunOptions, environ: Ma
     cache = cache_settings(config, flow.name, options.llm_cache)
     info = flow_info(project, flow.path)
     connections = provider_connections(config, used_connections(config, info, flow.connections,
-                                                                flow.environment_variables),
+                                                                flow.environment_variables) | init_connections(
+                                           config, flow.init),
                                        environ, lenient=cache is not None) if local_connections else ()
     return RunJob(
         label=flow.name, name=run_name(flow.name), flow=flow.path, info=info, data=flow.data,
@@ -353,7 +379,8 @@ def batch_job(project: Project, flow: FlowSpec, options: RunOptions, environ: Ma
         variant=flow.variant, connections=flow.connections,
         environment_variables=environment(flow.where("environment_variables"), flow.environment_variables, environ,
                                           connections, lenient=cache is not None),
-        provider_connections=connections, options=options, base_run=flow.base_run, cache=cache)
+        provider_connections=connections, options=options, base_run=flow.base_run, cache=cache,
+        init=init_arguments(flow.where("init"), flow.init, environ, lenient=cache is not None))
 
 
 def eval_jobs(project: Project, flow: FlowSpec, base_run: str, options: RunOptions,
@@ -367,15 +394,17 @@ def eval_jobs(project: Project, flow: FlowSpec, base_run: str, options: RunOptio
         cache = cache_settings(config, label, options.llm_cache)
         info = flow_info(project, evaluation.path)
         connections = provider_connections(
-            config, used_connections(config, info, evaluation.connections, evaluation.environment_variables),
-            environ, lenient=cache is not None) if local_connections else ()
+            config, used_connections(config, info, evaluation.connections, evaluation.environment_variables)
+            | init_connections(config, evaluation.init), environ,
+            lenient=cache is not None) if local_connections else ()
         jobs.append(RunJob(
             label=label, name=run_name(f"{flow.name}_{evaluation.name}"), flow=evaluation.path, info=info,
             data=data, column_mapping=same_named_columns(label, info, evaluation.column_mapping, project.data(data)),
             variant=None, connections=evaluation.connections,
             environment_variables=environment(evaluation.origin, evaluation.environment_variables, environ,
                                               connections, lenient=cache is not None),
-            provider_connections=connections, options=options, base_run=base_run, cache=cache))
+            provider_connections=connections, options=options, base_run=base_run, cache=cache,
+            init=init_arguments(evaluation.origin, evaluation.init, environ, lenient=cache is not None)))
     return jobs
 
 

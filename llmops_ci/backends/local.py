@@ -148,7 +148,7 @@ class LocalBackend:
         request = {
             "op": "run", "tag": job.name, "name": job.name, "kind": job.info.kind, "flow": str(snap.entry),
             "working_dir": str(snap.folder), "data": str(job.data.absolute()), "base": base,
-            "column_mapping": job.column_mapping, "line_timeout_sec": job.options.line_timeout,
+            "column_mapping": job.column_mapping, "line_timeout_sec": job.options.line_timeout, "init": job.init,
             "environment_variables": {**job.info.environment_variables, **job.environment_variables},
             "provider_connections": [asdict(c) for c in rerouted(job.provider_connections, route)],
         }

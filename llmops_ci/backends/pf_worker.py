@@ -178,7 +178,7 @@ class Worker:
         self.env.acquire(env)
         marks = [time.monotonic()]
         try:
-            executor = self.create(req, line_timeout_sec=req["line_timeout_sec"])
+            executor = self.create(req, line_timeout_sec=req["line_timeout_sec"], init_kwargs=req.get("init") or None)
             marks.append(time.monotonic())
             input_dirs = {"data": req["data"]}
             if req.get("base"):

@@ -73,6 +73,8 @@ class FlowInfo:
     environment_variables: dict[str, str] = field(default_factory=dict)
     # which executor runs it, when the kind can go to more than one (a prompty file: "promptflow" or "prompty")
     engine: str | None = None
+    # a class entry's __init__ parameters (name -> required), which a run's `init:` must give; None: no such entry
+    init_params: dict[str, bool] | None = None
     findings: list[Finding] = field(default_factory=list)
     loaded: bool = True
 

@@ -183,6 +183,8 @@ class _FlexChecker:
         self.info.findings += [from_problem(p) for p in problems]
         self._types(data)
         entry = self._entry(data)
+        if entry is not None and entry.kind == "class" and entry.init is not None and not entry.init.var_kwargs:
+            self.info.init_params = {p.name: not p.has_default for p in entry.init.params.values()}
         self._interface(data, entry)
         self._sample(data, entry)
         self._environment(data)

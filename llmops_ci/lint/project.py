@@ -196,6 +196,7 @@ class _Project:
         self.environment(config, flow.environment_variables, flow.where("environment_variables"),
                          ("environment_variables",))
         self.variant(flow, info)
+        self.init(flow.init, flow.where("init"), info)
         for evaluation in flow.evaluations.values():
             self.evaluation(config, flow, info, data, evaluation)
         self.gate(flow)
@@ -217,6 +218,7 @@ class _Project:
                 if inside_project(config.root, evaluation.data) else None
         self.mapping(evaluation.column_mapping, origin, ("column_mapping",), info, data, base,
                      f"{flow.name}/{evaluation.name}")
+        self.init(evaluation.init, origin, info)
         for metric, output in evaluation.scores.items():
             if output not in info.outputs and not info.outputs_open:
                 best = closest(output, info.outputs)
@@ -248,6 +250,28 @@ class _Project:
                     f"{config.doc.display}); move what it needs inside the project"))
             except (OSError, RuntimeError):
                 continue
+
+    def init(self, given: dict[str, Any], origin: Origin, info: FlowInfo) -> None:
+        """A run's ``init:`` against the class entry's ``__init__`` (prompt flow fails the whole run otherwise)."""
+        params = info.init_params
+        if params is None:
+            if given:
+                self.findings.append(from_problem(origin.problem(("init",), f"init: is for a flex flow whose entry is "
+                                     f"a class; {display_path(info.definition)} takes no init arguments",
+                                     "flex-init-mismatch", at_key=True)))
+            return
+        for name in given:
+            if name not in params:
+                best = closest(str(name), params)
+                self.findings.append(from_problem(origin.problem(("init", name), f"init: '{name}' is not a parameter "
+                                     f"of the entry's __init__ ({', '.join(params) or 'none'})"
+                                     + (f"; did you mean '{best}'?" if best else ""), "flex-init-mismatch",
+                                     at_key=True)))
+        missing = [name for name, required in params.items() if required and name not in given]
+        if missing:
+            self.findings.append(from_problem(origin.problem(("init",) if given else (), f"the entry's __init__ "
+                                 f"requires {', '.join(missing)}; give them under init: (e.g. a model configuration "
+                                 "with its connection)", "flex-init-mismatch", at_key=True)))
 
     def mapping(self, mapping: dict[str, Any], origin: Origin, sub: tuple[Any, ...], info: FlowInfo,
                 data: DataInfo | None, base: FlowInfo | None, label: str) -> None:

@@ -442,6 +442,8 @@ def test_outputs_not_visible_are_open(flex: Project, cli: Callable[..., object])
           chat:
             path: flows/chat
             data: data.jsonl
+            init:  # the class's __init__ requires it
+              model_config: {azure_endpoint: "https://x.openai.azure.com", azure_deployment: gpt-4o}
             evaluations:
               judge:
                 path: flows/eval
@@ -477,6 +479,10 @@ def test_config_checks_init_and_environment_connections(flex: Project, cli: Call
         """)
     res = cli("lint", "--config", "llmops.yaml", "--format", "json")
     got = [(f["rule"], f["path"], f["line"]) for f in json.loads(res.out)["findings"]]  # type: ignore[attr-defined]
-    assert got == [("connection-undeclared", FLOW, 26), ("connection-undeclared", FLOW, 32)]
+    # the class's __init__ requires model_config, which a run only gets from init: (sample.init is for pf flow test)
+    assert got == [("connection-undeclared", FLOW, 26), ("connection-undeclared", FLOW, 32),
+                   ("flex-init-mismatch", "llmops.yaml", 8)]
     flex.replace("llmops.yaml", "aoai2:", "aoai:")
+    flex.replace("llmops.yaml", "    data: data.jsonl\n", "    data: data.jsonl\n    init:\n      model_config: "
+                 "{connection: aoai, azure_deployment: gpt-4o}\n")
     assert cli("lint", "--config", "llmops.yaml").code == 0  # type: ignore[attr-defined]
