@@ -8,7 +8,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,18 +16,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from llmops_ci.backends.local import reap
 from llmops_ci.backends.pf_home import PFHome
+from llmops_ci.backends.slots import free_port, wait_healthy
+from llmops_ci.backends.slots import smoke as http_smoke
 from llmops_ci.errors import UsageError
 from llmops_ci.kinds import inspect, snapshot_of
-from llmops_ci.release import DeployPlan, DeployResult, ModelSpec, SmokeResult, other_slot
+from llmops_ci.release import DeployPlan, DeployResult, ModelSpec, other_slot
 from llmops_ci.runs import ProviderConnection, resolve_connection_refs
 from llmops_ci.state import write_json_atomic
 
 log = logging.getLogger("llmops_ci.local_release")
-START_TIMEOUT_S = 90
 
 
 class LocalRelease:
@@ -83,7 +81,7 @@ class LocalRelease:
         state = self.endpoint_state(plan.endpoint)
         previous = state.get("serving")
         slot = other_slot(previous)
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         log.info("%s: deploying %s:%s to slot %s (%s)", plan.endpoint, model.name, model.version, slot, url)
         # prompt flow's serving app leaves ${connection.field} in environment variables as written: resolve here
@@ -96,7 +94,7 @@ class LocalRelease:
             failure = self._wait_healthy(url, proc)
             if failure is None:
                 for test in plan.smoke_tests:  # reported as they run, before any traffic moves
-                    smoke = _smoke(url, test, plan.request_timeout_ms)
+                    smoke = http_smoke(f"{url}/score", test, plan.request_timeout_ms)
                     result.smoke.append(smoke)
                     log.info("%s: smoke test %s on %s: %s", plan.endpoint, test.name, slot,
                              "passed" if smoke.passed else smoke.error)
@@ -157,26 +155,7 @@ class LocalRelease:
 
     @staticmethod
     def _wait_healthy(url: str, proc: subprocess.Popen[str]) -> str | None:
-        """None once the new slot's own process answers on its port (another server on that port, an old slot
-        still up, must not pass for it)."""
-        port = int(url.rsplit(":", 1)[1])
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                return f"the serving process exited ({proc.returncode}) before it was up; see its log"
-            try:
-                healthy = requests.get(f"{url}/health", timeout=2).ok
-            except requests.RequestException:
-                healthy = False
-            if healthy:
-                owner = listener(port)
-                if owner is not None and owner in session_pids(proc.pid):
-                    return None
-                if owner is not None:
-                    return (f"port {port} is answered by process {owner}, not by the new slot; stop that "
-                            "process and deploy again")
-            time.sleep(0.3)
-        return f"the flow was not serving after {START_TIMEOUT_S} s"
+        return wait_healthy(url, proc, path="/health", server="the serving process")
 
 
 def _stop_kept(slot: dict[str, Any], endpoint: str, name: str | None) -> None:
@@ -196,63 +175,3 @@ def _stop_kept(slot: dict[str, Any], endpoint: str, name: str | None) -> None:
     if isinstance(slot.get("tmp"), str) and Path(slot["tmp"]).name.startswith("llmops-serve-"):
         shutil.rmtree(slot["tmp"], ignore_errors=True)
 
-
-def session_pids(leader: int) -> set[int]:
-    """The processes of the session ``leader`` started (the serving process and its workers)."""
-    pids = {leader}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == leader:  # field 6 of stat: the session id
-                pids.add(int(proc.name))
-    return pids
-
-
-def listener(port: int) -> int | None:
-    """The pid of the process listening on 127.0.0.1:``port`` (Linux /proc), None when nobody or unknown."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            cols = row.split()
-            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(cols[9])
-    if not inodes:
-        return None
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            for fd in (proc / "fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith("socket:[") and target[8:-1] in inodes:
-                    return int(proc.name)
-        except OSError:
-            continue
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _smoke(url: str, test: Any, timeout_ms: int | None) -> SmokeResult:
-    started = time.monotonic()
-    try:
-        response = requests.post(f"{url}/score", json=test.request, timeout=(timeout_ms or 60_000) / 1000)
-    except requests.RequestException as exc:
-        return SmokeResult(test.name, False, f"{type(exc).__name__}: {exc}", time.monotonic() - started)
-    try:
-        body: Any = response.json()
-    except ValueError:
-        body = response.text
-    error = test.check(response.status_code, body)
-    return SmokeResult(test.name, error is None, error, round(time.monotonic() - started, 3))

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import requests
 import yaml
 
 from llmops_ci.backends.local import reap
@@ -33,11 +31,12 @@ from llmops_ci.backends.mlflow_local import (
     model_config_path,
     snapshot,
 )
+from llmops_ci.backends.slots import free_port, smoke, wait_healthy
 from llmops_ci.config import Config, FlowSpec, MlflowAgentSpec
 from llmops_ci.errors import CheckFailed, UsageError
 from llmops_ci.kinds.mlflow_agent import resources_for_mlflow
 from llmops_ci.llm_cache import CacheSettings
-from llmops_ci.release import DeployPlan, DeployResult, ModelSpec, SmokeResult, SmokeTest, other_slot
+from llmops_ci.release import DeployPlan, DeployResult, ModelSpec, other_slot
 from llmops_ci.runs import ProviderConnection, cache_settings
 from llmops_ci.state import write_json_atomic
 
@@ -175,7 +174,7 @@ class MlflowRelease:
         result = DeployResult(plan.endpoint, slot, previous, "rolled_back", {previous: 100} if previous else {},
                               url=url)
         try:
-            failure = wait_healthy(url, proc)
+            failure = wait_healthy(url, proc, path="/ping", server="the scoring server", timeout=START_TIMEOUT_S)
             if failure is None:
                 result.smoke = [smoke(f"{url}/invocations", t, plan.request_timeout_ms) for t in plan.smoke_tests]
                 failed = [s for s in result.smoke if not s.passed]
@@ -226,40 +225,6 @@ class MlflowRelease:
                "on_success": f"alias {CHAMPION} -> the version", "environment_variables": sorted(
                    plan.environment_variables)}
         return yaml.safe_dump(doc, sort_keys=False)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = START_TIMEOUT_S) -> str | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return f"the scoring server exited ({proc.returncode}) before it was up; see its log"
-        try:
-            if requests.get(f"{url}/ping", timeout=2).ok:
-                return None
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    return f"the scoring server was not up after {timeout:.0f} s"
-
-
-def smoke(url: str, test: SmokeTest, timeout_ms: int | None) -> SmokeResult:
-    started = time.monotonic()
-    try:
-        response = requests.post(url, json=test.request, timeout=(timeout_ms or 60_000) / 1000)
-    except requests.RequestException as exc:
-        return SmokeResult(test.name, False, f"{type(exc).__name__}: {exc}", round(time.monotonic() - started, 3))
-    try:
-        body: Any = response.json()
-    except ValueError:
-        body = response.text
-    error = test.check(response.status_code, body)
-    return SmokeResult(test.name, error is None, error, round(time.monotonic() - started, 3))
 
 
 def from_context(ctx: BackendContext) -> MlflowRelease:

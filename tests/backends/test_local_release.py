@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from llmops_ci.backends.local_release import LocalRelease, listener, session_pids
+from llmops_ci.backends.local_release import LocalRelease
+from llmops_ci.backends.slots import listener, session_pids
 from tests.helpers.projects import CliResult
 from tests.test_release import example  # noqa: F401  (the fixture)
 
