@@ -46,14 +46,27 @@ def split_names(text: str) -> tuple[str, ...]:
     return tuple(name for name in re.split(r"[\s,]+", text) if name)
 
 
+def read_steps(environ: Mapping[str, str], host: Host) -> tuple[tuple[str, ...], str]:
+    """``LLMOPS_STEPS`` (the action's ``steps``, the template's ``steps``), or the action's deprecated ``step``
+    (``LLMOPS_STEP``); both given and different is an error, neither means ``pr``."""
+    new = split_names(environ.get("LLMOPS_STEPS", ""))
+    old = split_names(environ.get("LLMOPS_STEP", ""))
+    word = host.names.get("steps", "steps")
+    if old and new and old != new:
+        raise InputError(f"{word}: give the steps once: 'steps: {' '.join(new)}' and the deprecated "
+                         f"'step: {' '.join(old)}' disagree (remove step)")
+    if old and not new:
+        host.message("warning", "the input 'step' is deprecated: name it 'steps' (the same value; 'step' keeps "
+                                "working for now)")
+        return old, "step"
+    return new or ("pr",), word
+
+
 def read_inputs(environ: Mapping[str, str], host: Host) -> Inputs:
     def get(name: str, default: str = "") -> str:
         return environ.get(f"LLMOPS_{name}", default).strip()
 
-    steps = split_names(get("STEPS", "pr"))
-    word = host.names.get("steps", "steps")
-    if not steps:
-        raise InputError(f"{word}: name at least one llmops-ci step, e.g. pr")
+    steps, word = read_steps(environ, host)
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
         raise InputError(f"{word}: unknown step '{unknown[0]}'; use {', '.join(STEPS)} (several separated by spaces)")
