@@ -93,12 +93,30 @@ def resolve_baseline(inputs: Inputs, host: Host) -> tuple[str | None, list[tuple
         return None, []
     if inputs.baseline != "auto":
         return inputs.baseline, [("info", f"baseline: {inputs.baseline}")]
-    if inputs.baseline_dir and (Path(inputs.baseline_dir) / "summary.json").is_file():
+    found = find_baseline(Path(inputs.baseline_dir)) if inputs.baseline_dir else None
+    if found is not None:
         where = f" from cache entry {inputs.baseline_key}" if inputs.baseline_key else ""
-        return inputs.baseline_dir, [("info", f"baseline: the target branch's results{where} ({inputs.baseline_dir})")]
+        return str(found), [("info", f"baseline: the target branch's results{where} ({found})")]
     if host.is_pull_request():
         return None, [("notice", NO_BASELINE.get(host.name, NO_BASELINE["github"]))]
     return None, []
+
+
+ATTEMPT = re.compile(r"llmops-baseline-(\d+)")
+
+
+def find_baseline(folder: Path) -> Path | None:
+    """The restored baseline: the folder itself (the action's cache), or its ``llmops-baseline-<attempt>`` with
+    the highest attempt that holds a summary (Azure Pipelines: each attempt of a build publishes its own name,
+    since an artifact cannot be published twice, and the download brings them all)."""
+    if (folder / "summary.json").is_file():
+        return folder
+    attempts = []
+    for child in folder.glob("llmops-baseline-*") if folder.is_dir() else []:
+        m = ATTEMPT.fullmatch(child.name)
+        if m and (child / "summary.json").is_file():
+            attempts.append((int(m.group(1)), child))
+    return max(attempts)[1] if attempts else None
 
 
 NO_BASELINE = {
