@@ -68,6 +68,8 @@ def baseline_plan(environ: Mapping[str, str], baseline: str) -> BaselinePlan:
         base = environ.get("GITHUB_BASE_REF", "")
         return BaselinePlan("restore", f"pull request into {base}", base) if base else \
             BaselinePlan("off", "pull request without a base branch")
+    if event == "workflow_run":  # a companion that publishes another run's (a PR's) results: never a baseline
+        return BaselinePlan("off", "workflow_run publishes another run's results: no baseline saved")
     ref = environ.get("GITHUB_REF", "")
     if not ref.startswith("refs/heads/"):
         return BaselinePlan("off", f"{ref or 'no ref'} is not a branch: no baseline saved")
