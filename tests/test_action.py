@@ -147,12 +147,25 @@ def test_workflows_have_least_permissions() -> None:
     ci = yaml.safe_load((WORKFLOWS / "ci.yml").read_text(encoding="utf-8"))
     assert ci["permissions"] == {"contents": "read"}
     dogfood = yaml.safe_load((WORKFLOWS / "dogfood.yml").read_text(encoding="utf-8"))
-    # the write permission belongs to the one job that comments, not to the workflow (zizmor: excessive-permissions)
+    # the job that runs the PR's code can write nothing: the companion workflow comments
     assert dogfood["permissions"] == {"contents": "read"}
     job = next(iter(dogfood["jobs"].values()))
-    assert job["permissions"] == {"contents": "read", "pull-requests": "write"}
+    assert job["permissions"] == {"contents": "read"}
     local = [s for s in job["steps"] if s.get("uses") == "./"]
     assert local and local[0]["with"]["working-directory"] == "examples/web-classification"
+    assert local[0]["with"]["comment"] == "false"
+    companion = yaml.safe_load((WORKFLOWS / "dogfood-comment.yml").read_text(encoding="utf-8"))
+    assert companion[True] == {"workflow_run": {"workflows": [dogfood["name"]], "types": ["completed"]}}
+    assert companion["permissions"] == {}
+    job = next(iter(companion["jobs"].values()))
+    assert job["permissions"] == {"contents": "read", "actions": "read", "pull-requests": "write"}
+    assert job["if"] == "github.event.workflow_run.event == 'pull_request'"
+    # it never checks out the PR: no ref/repository of the triggering run on the checkout
+    checkout = next(s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/checkout@"))
+    assert set(checkout.get("with", {})) == {"persist-credentials"}
+    action_step = next(s for s in job["steps"] if s.get("uses") == "./")
+    assert action_step["with"]["steps"] == "comment" and action_step["with"]["baseline"] == "none"
+    assert all("${{" not in s.get("run", "") for s in job["steps"])
 
 
 def test_artifact_keeps_dot_folder_and_drops_pf_home() -> None:
