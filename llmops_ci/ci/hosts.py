@@ -146,6 +146,7 @@ class AzureDevOps:
     # step outputs of the run step (`$(llmops.passed)`) and job variables for the later steps
     OUTPUTS: Mapping[str, tuple[str, bool]] = {
         "passed": ("passed", True), "summary": ("summary", True), "exit-code": ("exitCode", True),
+        "comment-url": ("commentUrl", True),
         "baseline-ready": ("LLMOPS_BASELINE_READY", False)}
 
     def __init__(self, environ: Mapping[str, str], out: TextIO) -> None:

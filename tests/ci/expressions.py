@@ -192,7 +192,7 @@ EXPR = re.compile(r"\$\{\{(.*?)\}\}", re.S)
 
 def interpolate(text: str, evaluator: Evaluator) -> Any:
     """A whole-value expression keeps its type (a list, a mapping); inside text it is rendered as text."""
-    whole = EXPR.fullmatch(text.strip()) if isinstance(text, str) else None
+    whole = EXPR.fullmatch(text.strip()) if len(EXPR.findall(text)) == 1 else None
     if whole:
         return evaluator.evaluate(whole.group(1))
     return EXPR.sub(lambda m: to_text(evaluator.evaluate(m.group(1)), evaluator.azure), text)
