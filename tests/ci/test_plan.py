@@ -144,7 +144,7 @@ def test_the_deprecated_step_input_still_works_with_a_warning() -> None:
     assert "::warning title=llmops-ci::the input 'step' is deprecated: name it 'steps'" in out.getvalue()
     assert read_inputs({"LLMOPS_STEP": "lint", "LLMOPS_STEPS": "lint"}, github()).steps == ("lint",)
     assert read_inputs({"LLMOPS_STEP": "", "LLMOPS_STEPS": ""}, github()).steps == ("pr",)
-    with pytest.raises(InputError, match="^steps: give the steps once"):
+    with pytest.raises(InputError, match=r"^steps: give the steps once"):
         read_inputs({"LLMOPS_STEP": "lint", "LLMOPS_STEPS": "pr"}, github())
-    with pytest.raises(InputError, match="^step: unknown step 'lnt'"):
+    with pytest.raises(InputError, match=r"^step: unknown step 'lnt'"):
         read_inputs({"LLMOPS_STEP": "lnt"}, github())
