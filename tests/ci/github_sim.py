@@ -137,6 +137,7 @@ class Runner:
     def __init__(self, repo: Repository, workspace: Path, tmp: Path, event: Event, inputs: dict[str, str],
                  token: str = "ghs_token", api_url: str = "", extra_env: dict[str, str] | None = None) -> None:
         self.repo, self.workspace, self.tmp, self.event, self.token = repo, workspace, tmp, event, token
+        tmp.mkdir(parents=True, exist_ok=True)
         self.api_url, self.extra_env = api_url, extra_env or {}
         self.action = yaml.safe_load(ACTION.read_text(encoding="utf-8"))
         defaults = {name: to_text(spec.get("default", "")) for name, spec in self.action["inputs"].items()}
@@ -309,7 +310,7 @@ class Runner:
         if not source.exists():
             return f"Path Validation Error: Path(s) specified in the action for caching do(es) not exist: {source}"
         self.repo.clock += 1
-        content = self.tmp.parent / "caches" / f"{self.repo.clock}"
+        content = self.tmp.parent / "caches" / f"{id(self.repo)}-{self.repo.clock}"
         shutil.copytree(source, content)
         self.repo.caches.append(CacheEntry(key, self.event.ref, with_["path"], content, self.repo.clock))
         return f"Cache saved with key: {key}"
@@ -324,7 +325,7 @@ class Runner:
         include, exclude = [Path(p) for p in paths if not p.startswith("!")], [p[1:] for p in paths
                                                                             if p.startswith("!")]
         self.repo.clock += 1
-        target = self.tmp.parent / "artifacts" / f"{self.repo.clock}"
+        target = self.tmp.parent / "artifacts" / f"{id(self.repo)}-{self.repo.clock}"
         for source in include:
             if source.is_dir():
                 shutil.copytree(source, target, dirs_exist_ok=True,

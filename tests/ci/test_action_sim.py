@@ -41,7 +41,6 @@ def break_lint(workspace: Path) -> None:
 def run(repo: gh.Repository, workspace: Path, tmp: Path, event: gh.Event, fake: FakeGitHub | None = None,
         **inputs: str) -> gh.JobResult:
     run_dir = tmp / f"run-{event.name}-{event.run_id}-{event.run_attempt}"
-    run_dir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(workspace / PROJECT / ".llmops", ignore_errors=True)  # every job starts from a fresh checkout
     inputs = {"steps": "lint", "working-directory": PROJECT, **inputs}
     runner = gh.Runner(repo, workspace, run_dir, event, inputs, token=fake.token if fake else "ghs_token",
@@ -204,7 +203,6 @@ def test_metric_outputs(workspace: Path, tmp_path: Path) -> None:
         "evaluations": {"accuracy": {"metrics": {"accuracy": 0.9, "note": "text", "latency-p95": 2}}},
         "gate": {"checks": [{"metric": "accuracy.accuracy", "baseline": 0.85, "value": 0.9}]}}}
     (state / "summary.json").write_text(json.dumps(summary))
-    (tmp_path / "again").mkdir()
     runner = gh.Runner(gh.Repository(), workspace, tmp_path / "again", gh.push("feature"), {})
     step = next(s for s in runner.action["runs"]["steps"] if s.get("id") == "publish")
     evaluator = runner.contexts({"prep": {"outputs": {"state-dir": str(state)}},
