@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.ci import github_sim as gh
-from tests.fake_github import FakeGitHub
+from tests.fake_github import FakeGitHub, Recorded, Reply
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "web-classification"
@@ -217,3 +219,85 @@ def test_metric_outputs(workspace: Path, tmp_path: Path) -> None:
     assert result.outputs["metric_classify_accuracy_accuracy"] == "0.9"
     assert float(result.outputs["delta_classify_accuracy_accuracy"]) == pytest.approx(0.05)
     assert result.outputs["delta_classify_accuracy_latency_p95"] == ""
+
+
+# -- the workflow_run companion (dogfood-comment.yml): the comment for a fork's PR, without the PR's code ---------
+
+
+@dataclass
+class FakeGitHubWithPulls(FakeGitHub):
+    """FakeGitHub plus ``GET /repos/{owner}/{repo}/pulls`` with its ``head`` filter ("user:ref-name") and ``state``
+    (docs.github.com/rest/pulls/pulls#list-pull-requests)."""
+
+    pulls: list[dict[str, Any]] = field(default_factory=list)
+
+    def _route(self, rec: Recorded) -> Reply:
+        if rec.method == "GET" and rec.path == f"/repos/{self.owner}/{self.repo}/pulls":
+            if not self._authorized(rec.headers.get("authorization", "")):
+                return Reply(401, {"message": "Bad credentials"})
+            head, state = rec.query.get("head", ""), rec.query.get("state", "open")
+            found = [p for p in self.pulls if (not head or p["head"]["label"] == head)
+                     and (state == "all" or p["state"] == state)]
+            return Reply(200, found)
+        return super()._route(rec)
+
+
+def workflow_run_event(run_id: int = 77, sha: str = "c0ffee", pull_requests: list[Any] | None = None) -> gh.Event:
+    payload = {"action": "completed", "repository": {"default_branch": "main"},
+               "workflow_run": {"id": 55, "event": "pull_request", "head_branch": "feature", "head_sha": sha,
+                                "head_repository": {"full_name": "someone/app", "owner": {"login": "someone"}},
+                                "pull_requests": pull_requests or []}}
+    return gh.Event("workflow_run", "refs/heads/main", payload, run_id=run_id)
+
+
+@pytest.mark.parametrize("baseline", ["none", "auto"])
+def test_the_companion_comments_on_a_fork_pr_found_through_the_api(workspace: Path, tmp_path: Path,
+                                                                    baseline: str) -> None:
+    repo = gh.Repository()
+    # the fork's check ran (read-only token, no comment) and uploaded its state dir
+    with FakeGitHub(write_forbidden=True) as forked:
+        check = run(repo, workspace, tmp_path, gh.pull_request(12, fork=True), forked, comment="false")
+    assert check.status == "success" and forked.requests == [], check.log
+    artifact = repo.artifacts["2000"][check.step("prep").outputs["artifact"]]
+    # the companion: default branch checked out, the artifact's summary.json put in the state dir
+    pulls = [{"number": 13, "state": "open", "head": {"label": "someone:feature", "sha": "0ld"}},
+             {"number": 12, "state": "open", "head": {"label": "someone:feature", "sha": "c0ffee"}}]
+    with FakeGitHubWithPulls(pulls=pulls) as fake:
+        state = workspace / PROJECT / ".llmops"
+        shutil.rmtree(state, ignore_errors=True)
+        state.mkdir(parents=True)
+        shutil.copy(artifact / "summary.json", state / "summary.json")
+        runner = gh.Runner(repo, workspace, tmp_path / "companion", workflow_run_event(),
+                           {"steps": "comment", "working-directory": PROJECT, "baseline": baseline},
+                           token=fake.token, api_url=fake.url)
+        job = runner.run()
+        assert job.status == "success", job.log
+        assert len(fake.bodies(12)) == 1 and fake.bodies(13) == []
+        assert job.outputs["comment-url"].endswith(f"/pull/12#issuecomment-{fake.comments[12][0]['id']}")
+    assert job.step("prep").outputs["baseline-mode"] == "off"  # another run's results never become main's baseline
+    assert baseline_keys(repo) == []
+
+
+def test_the_companion_takes_a_same_repo_pr_from_the_event(workspace: Path, tmp_path: Path) -> None:
+    repo = gh.Repository()
+    run(repo, workspace, tmp_path, gh.pull_request(21), comment="false")
+    with FakeGitHubWithPulls() as fake:
+        event = workflow_run_event(pull_requests=[{"number": 21, "head": {"sha": "c0ffee"}}])
+        job = gh.Runner(repo, workspace, tmp_path / "companion", event,
+                        {"steps": "comment", "working-directory": PROJECT, "baseline": "none"},
+                        token=fake.token, api_url=fake.url).run()
+        assert job.status == "success", job.log
+        assert len(fake.bodies(21)) == 1
+        assert not any(r.path.endswith("/pulls") for r in fake.requests)
+
+
+def test_the_companion_comments_nowhere_when_no_open_pr_has_that_head(workspace: Path, tmp_path: Path) -> None:
+    repo = gh.Repository()
+    run(repo, workspace, tmp_path, gh.pull_request(12, fork=True), comment="false")
+    pulls = [{"number": 13, "state": "open", "head": {"label": "someone:feature", "sha": "0ld"}}]
+    with FakeGitHubWithPulls(pulls=pulls) as fake:
+        job = gh.Runner(repo, workspace, tmp_path / "companion", workflow_run_event(),
+                        {"steps": "comment", "working-directory": PROJECT, "baseline": "none"},
+                        token=fake.token, api_url=fake.url).run()
+        assert job.status == "success", job.log
+        assert fake.comments == {} and job.outputs["comment-url"] == ""
