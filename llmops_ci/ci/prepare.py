@@ -59,7 +59,7 @@ class BaselinePlan:
 def baseline_plan(environ: Mapping[str, str], baseline: str) -> BaselinePlan:
     """The rule for every trigger the docs name. ``schedule`` payloads carry no ``repository`` (so no
     ``default_branch``): GitHub runs scheduled workflows on the latest commit of the default branch, so a
-    schedule's ref *is* the default branch. push, workflow_dispatch, workflow_run and release carry
+    schedule's ref *is* the default branch. push and workflow_dispatch carry
     ``repository.default_branch``; the input ``default-branch`` overrides both."""
     if baseline != "auto":
         return BaselinePlan("off", f"baseline: {baseline}")
