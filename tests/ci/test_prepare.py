@@ -28,7 +28,7 @@ def test_extras_are_normalised(text: str, backend: str, extras: tuple[str, ...])
 
 @pytest.mark.parametrize("bad", ["azure]", "a;b", "[x]", "-x"])
 def test_bad_extras_name_the_input(bad: str) -> None:
-    with pytest.raises(InputError, match="^extras: "):
+    with pytest.raises(InputError, match=r"^extras: "):
         normalise_extras(bad, "local")
 
 
