@@ -397,6 +397,7 @@ def test_run_step_pr_on_the_example(tmp_path: Path, fake_github: FakeGitHub) -> 
     assert "--baseline" not in command_line(log)  # nothing restored: no baseline, and a notice says so
     assert "::notice title=llmops-ci::no baseline" in log
     assert fake_github.requests == []  # the run step holds no token; the publish step comments
+    report = (tmp / "step_summary").read_text()  # written by the run step
     code, log, tmp = publish_step(tmp_path, fake_github, {"working-directory": "examples/web-classification"}, 11, "0")
     assert code == 0, log
     bodies = fake_github.bodies(11)
@@ -407,7 +408,7 @@ def test_run_step_pr_on_the_example(tmp_path: Path, fake_github: FakeGitHub) -> 
     assert out["comment-url"].endswith(f"/pull/11#issuecomment-{fake_github.comments[11][0]['id']}")
     state = tmp / "workspace/examples/web-classification/.llmops"
     assert json.loads((state / "summary.json").read_text())["flows"]["classify"]["evaluations"]["accuracy"]
-    report = (tmp / "step_summary").read_text()
+    assert (tmp / "step_summary").read_text() == ""  # the publish step does not write the summary twice
     assert "classify" in report and "accuracy" in report
 
     # the next PR run gates against a restored baseline of main (here: this run's results) and
