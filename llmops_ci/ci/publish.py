@@ -101,10 +101,9 @@ def publish(environ: Mapping[str, str], host: Host, out: TextIO) -> int:
         except (OSError, ValueError) as exc:
             host.message("warning", f"could not read {summary_path}: {exc}")
     comment_url = ""
-    passed = code == "0" and summary is not None
+    passed = code == "0" and summary is not None and results_passed(summary)
     if summary is not None and inputs is not None:
-        comment_url, published_passed = _publish_comment(environ, host, out, inputs.comment, summary, state_dir)
-        passed = passed and published_passed
+        comment_url = _publish_comment(environ, host, out, inputs.comment, summary, state_dir)
     metrics = metric_values(summary or {})
     host.set_output("passed", "true" if passed else "false")
     host.set_output("exit-code", code)
@@ -119,40 +118,48 @@ def publish(environ: Mapping[str, str], host: Host, out: TextIO) -> int:
     return 0
 
 
+def results_passed(summary: dict[str, Any]) -> bool:
+    """The report's own verdict (the same rule as the run step's ``passed``); on the bare interpreter, where the
+    report module cannot be imported, the exit code alone decides."""
+    try:
+        from llmops_ci.report import outcome
+    except ImportError:
+        return True
+    return outcome(summary).passed
+
+
 def format_number(value: float | None) -> str:
     return "" if value is None else repr(value)
 
 
 def _publish_comment(environ: Mapping[str, str], host: Host, out: TextIO, comment: bool, summary: dict[str, Any],
-                     state_dir: Path) -> tuple[str, bool]:
-    """The PR comment (GitHub) or thread (Azure Repos) with the platform's own publisher; returns its URL and
-    whether the results passed. Needs llmops-ci's dependencies (the installed venv)."""
+                     state_dir: Path) -> str:
+    """The PR comment (GitHub) or thread (Azure Repos) with the platform's own publisher; returns its URL (empty
+    when none was written). Needs llmops-ci's dependencies (the installed venv)."""
     if not comment:
-        return "", True
+        return ""
     if why := host.comment_unsupported():
         host.message("info", why)
-        return "", True
+        return ""
     try:
         from llmops_ci.http import Http
         from llmops_ci.platforms import Publication
         from llmops_ci.platforms import detect as platform_for
-        from llmops_ci.report import outcome
     except ImportError as exc:  # the bare interpreter: llmops-ci was never installed
         host.message("warning", f"no PR comment: llmops-ci is not installed in this job ({exc})")
-        return "", False
+        return ""
     pr = host.pull_request_number()
     if pr is None and environ.get("GITHUB_EVENT_NAME") == "workflow_run":
         pr = workflow_run_pull_request(environ, Http())
     if pr is None:
-        return "", outcome(summary).passed
-    platform = platform_for(host.name if host.name != "local" else "local", environ)
+        return ""
+    platform = platform_for(host.name, environ)
     # the job summary was written by the run step: hide it from the publisher so it is not written twice
     env = {k: v for k, v in environ.items() if k not in ("GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT")}
     result = platform.publish(Publication(summary, state_dir, comment=True, annotate=False, pr=pr), env, Http(),
                               _WithoutSummaryUpload(out))  # type: ignore[arg-type]
     host.message("info", f"comment {result.comment}{': ' + result.comment_url if result.comment_url else ''}")
-    return result.comment_url or "", outcome(summary).passed
-
+    return result.comment_url or ""
 
 
 def workflow_run_pull_request(environ: Mapping[str, str], http: Any) -> int | None:
