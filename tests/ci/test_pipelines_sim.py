@@ -193,3 +193,17 @@ def test_the_steps_template_alone_in_a_users_job() -> None:
     assert publish["env"]["SYSTEM_ACCESSTOKEN"] == "$(System.AccessToken)" and "OPENAI_API_KEY" not in publish["env"]
     with pytest.raises(az.TemplateError, match="not one of"):
         az.expand_file(az.STEPS, {"artifacts": "ftp"})
+
+
+def test_a_fork_pr_of_a_github_repository_runs_and_writes_no_thread(org: az.Organisation, tmp_path: Path,
+                                                                    ado: FakeAzureDevOps) -> None:
+    """A GitHub repository built by Azure Pipelines: PRs from forks get no secrets; no Azure Repos thread exists."""
+    run_build(org, tmp_path, "refs/heads/main", "IndividualCI")
+    predefined = {"System.AccessToken": ado.token, "System.CollectionUri": ado.url,
+                  "Build.Repository.Provider": "GitHub", "System.PullRequest.IsFork": "True",
+                  "System.PullRequest.TargetBranch": "main"}  # GitHub repositories give the bare name
+    job = run_build(org, tmp_path, "refs/pull/31/merge", "PullRequest", {"comment": True}, predefined)
+    assert job.build.result == "succeeded", job.log
+    assert "llmops-baseline/llmops-baseline-1" in job.step("llmops-ci lint").log
+    assert "only Azure Repos pull requests get one" in job.step("Publish the results").log
+    assert ado.requests == [] and job.outputs["llmops.passed"] == "true"
