@@ -138,3 +138,24 @@ def test_azure_doc_snippets(line: int, text: str) -> None:
     for step in data.get("steps", []):
         if isinstance(step, dict) and str(step.get("template", "")).startswith("azure-pipelines-steps.yml"):
             az.expand_file(az.STEPS, step.get("parameters", {}))
+
+
+def readme_ci_snippets() -> list[tuple[int, str]]:
+    """The wrapper snippets of the README (its "Use in CI" section)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("## Use in CI")
+    end = text.find("\n## ", start + 1)
+    section = text[start:end if end > 0 else len(text)]
+    offset = text[:start].count("\n")
+    return [(offset + section[:m.start()].count("\n") + 2, m.group(1))
+            for m in re.finditer(r"```yaml\n(.*?)```", section, re.S)]
+
+
+@pytest.mark.parametrize(("line", "text"), readme_ci_snippets(), ids=lambda v: str(v) if isinstance(v, int) else "")
+def test_readme_ci_snippets(line: int, text: str) -> None:
+    data = load(text)
+    if "jobs" in data and "on" in data:
+        assert errors("github-workflow.json", data) == [], f"README.md:{line}"
+    else:
+        assert errors("azure-pipelines-service-schema.json", data) == [], f"README.md:{line}"
+        az.expand_pipeline(data["extends"].get("parameters", {}))
