@@ -4,7 +4,10 @@
 inputs in ``LLMOPS_*`` environment variables, and upload artifacts; everything else is decided here.
 
 - ``run`` (the default): the steps in ``LLMOPS_STEPS``, each with the options it takes, in this process;
-  stops at the first that fails; sets the outputs passed, summary and exit-code.
+  stops at the first that fails; sets the outputs passed, summary and exit-code. It never writes the PR
+  comment: the step that runs it holds no CI token, because flow code runs in it.
+- ``publish``: the separate step that holds the token and runs no flow code: the PR comment or thread, and
+  the outputs (passed, summary, comment-url, exit-code, metrics), also when the job stopped early.
 - ``baseline``: copies the results to ``LLMOPS_BASELINE_OUT`` when ``LLMOPS_EXIT_CODE`` says they are
   complete (0 or 1), and sets baseline-ready.
 - ``prepare`` (the action, before the install): refuses pull_request_target, checks the inputs, names the
@@ -22,7 +25,7 @@ from collections.abc import Callable, Mapping
 from llmops_ci.ci.hosts import Host, detect
 from llmops_ci.ci.plan import InputError
 
-COMMANDS = ("run", "baseline", "prepare")
+COMMANDS = ("run", "publish", "baseline", "prepare")
 Call = Callable[[list[str]], int]
 
 
@@ -43,6 +46,10 @@ def dispatch(command: str, environ: Mapping[str, str], host: Host, call: Call | 
             from llmops_ci.ci.prepare import prepare
 
             return prepare(environ, host)
+        if command == "publish":
+            from llmops_ci.ci.publish import publish
+
+            return publish(environ, host, sys.stdout)
         if command == "baseline":
             from llmops_ci.ci.baseline import save
 

@@ -5,6 +5,7 @@ Stdlib only at import time: the action's first step runs this package before llm
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +24,7 @@ PULL_REQUEST_TARGET_REFUSAL = (
 
 class Host(Protocol):
     name: str
-    # how the wrapper spells each input, for messages: the action has `step` and `changed-since`,
+    # how the wrapper spells each input, for messages: the action has `steps` and `changed-since`,
     # the template `steps` and `changedSince`
     names: Mapping[str, str]
 
@@ -36,6 +37,10 @@ class Host(Protocol):
         ...
 
     def is_pull_request(self) -> bool: ...
+
+    def pull_request_number(self) -> int | None:
+        """The PR that the comment or thread belongs to, from the CI's own event data; else None."""
+        ...
 
     def comment_unsupported(self) -> str | None:
         """Why no PR comment can be written on this host even when asked for, or None."""
@@ -56,7 +61,7 @@ class Host(Protocol):
 
 class GitHub:
     name = "github"
-    names: Mapping[str, str] = {"steps": "step", "changed_since": "changed-since", "llm_cache": "llm-cache",
+    names: Mapping[str, str] = {"steps": "steps", "changed_since": "changed-since", "llm_cache": "llm-cache",
                                 "working_directory": "working-directory"}
 
     def __init__(self, environ: Mapping[str, str], out: TextIO) -> None:
@@ -70,6 +75,23 @@ class GitHub:
 
     def is_pull_request(self) -> bool:
         return self.environ.get("GITHUB_EVENT_NAME") == "pull_request"
+
+    def pull_request_number(self) -> int | None:
+        try:
+            payload = json.loads(Path(self.environ["GITHUB_EVENT_PATH"]).read_text(encoding="utf-8"))
+        except (KeyError, OSError, ValueError):
+            return None
+        if not isinstance(payload, dict):
+            return None
+        if self.is_pull_request():
+            number = (payload.get("pull_request") or {}).get("number") or payload.get("number")
+            return number if isinstance(number, int) else None
+        if self.environ.get("GITHUB_EVENT_NAME") == "workflow_run":
+            run = payload.get("workflow_run") or {}
+            pulls = run.get("pull_requests") or []
+            if run.get("event") == "pull_request" and pulls and isinstance(pulls[0].get("number"), int):
+                return int(pulls[0]["number"])
+        return None
 
     def pull_request_base(self) -> str | None:
         base = self.environ.get("GITHUB_BASE_REF", "")
@@ -124,6 +146,7 @@ class AzureDevOps:
     # step outputs of the run step (`$(llmops.passed)`) and job variables for the later steps
     OUTPUTS: Mapping[str, tuple[str, bool]] = {
         "passed": ("passed", True), "summary": ("summary", True), "exit-code": ("exitCode", True),
+        "comment-url": ("commentUrl", True),
         "baseline-ready": ("LLMOPS_BASELINE_READY", False)}
 
     def __init__(self, environ: Mapping[str, str], out: TextIO) -> None:
@@ -134,6 +157,10 @@ class AzureDevOps:
 
     def is_pull_request(self) -> bool:
         return self.environ.get("BUILD_REASON") == "PullRequest"
+
+    def pull_request_number(self) -> int | None:
+        number = self.environ.get("SYSTEM_PULLREQUEST_PULLREQUESTID", "")
+        return int(number) if self.is_pull_request() and number.isdigit() else None
 
     def pull_request_base(self) -> str | None:
         target = self.environ.get("SYSTEM_PULLREQUEST_TARGETBRANCH", "")
@@ -184,6 +211,9 @@ class Local:
         return False
 
     def pull_request_base(self) -> str | None:
+        return None
+
+    def pull_request_number(self) -> int | None:
         return None
 
     def comment_unsupported(self) -> str | None:

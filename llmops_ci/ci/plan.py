@@ -46,14 +46,27 @@ def split_names(text: str) -> tuple[str, ...]:
     return tuple(name for name in re.split(r"[\s,]+", text) if name)
 
 
+def read_steps(environ: Mapping[str, str], host: Host) -> tuple[tuple[str, ...], str]:
+    """``LLMOPS_STEPS`` (the action's ``steps``, the template's ``steps``), or the action's deprecated ``step``
+    (``LLMOPS_STEP``); both given and different is an error, neither means ``pr``."""
+    new = split_names(environ.get("LLMOPS_STEPS", ""))
+    old = split_names(environ.get("LLMOPS_STEP", ""))
+    word = host.names.get("steps", "steps")
+    if old and new and old != new:
+        raise InputError(f"{word}: give the steps once: 'steps: {' '.join(new)}' and the deprecated "
+                         f"'step: {' '.join(old)}' disagree (remove step)")
+    if old and not new:
+        host.message("warning", "the input 'step' is deprecated: name it 'steps' (the same value; 'step' keeps "
+                                "working for now)")
+        return old, "step"
+    return new or ("pr",), word
+
+
 def read_inputs(environ: Mapping[str, str], host: Host) -> Inputs:
     def get(name: str, default: str = "") -> str:
         return environ.get(f"LLMOPS_{name}", default).strip()
 
-    steps = split_names(get("STEPS", "pr"))
-    word = host.names.get("steps", "steps")
-    if not steps:
-        raise InputError(f"{word}: name at least one llmops-ci step, e.g. pr")
+    steps, word = read_steps(environ, host)
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
         raise InputError(f"{word}: unknown step '{unknown[0]}'; use {', '.join(STEPS)} (several separated by spaces)")
@@ -80,12 +93,30 @@ def resolve_baseline(inputs: Inputs, host: Host) -> tuple[str | None, list[tuple
         return None, []
     if inputs.baseline != "auto":
         return inputs.baseline, [("info", f"baseline: {inputs.baseline}")]
-    if inputs.baseline_dir and (Path(inputs.baseline_dir) / "summary.json").is_file():
+    found = find_baseline(Path(inputs.baseline_dir)) if inputs.baseline_dir else None
+    if found is not None:
         where = f" from cache entry {inputs.baseline_key}" if inputs.baseline_key else ""
-        return inputs.baseline_dir, [("info", f"baseline: the target branch's results{where} ({inputs.baseline_dir})")]
+        return str(found), [("info", f"baseline: the target branch's results{where} ({found})")]
     if host.is_pull_request():
         return None, [("notice", NO_BASELINE.get(host.name, NO_BASELINE["github"]))]
     return None, []
+
+
+ATTEMPT = re.compile(r"llmops-baseline-(\d+)")
+
+
+def find_baseline(folder: Path) -> Path | None:
+    """The restored baseline: the folder itself (the action's cache), or its ``llmops-baseline-<attempt>`` with
+    the highest attempt that holds a summary (Azure Pipelines: each attempt of a build publishes its own name,
+    since an artifact cannot be published twice, and the download brings them all)."""
+    if (folder / "summary.json").is_file():
+        return folder
+    attempts = []
+    for child in folder.glob("llmops-baseline-*") if folder.is_dir() else []:
+        m = ATTEMPT.fullmatch(child.name)
+        if m and (child / "summary.json").is_file():
+            attempts.append((int(m.group(1)), child))
+    return max(attempts)[1] if attempts else None
 
 
 NO_BASELINE = {

@@ -7,6 +7,7 @@ import os
 import shlex
 import traceback
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from llmops_ci.ci.hosts import Host
@@ -61,7 +62,8 @@ def run(environ: Mapping[str, str], host: Host, call: Call = call_cli) -> int:
         return 2
     inputs = read_inputs(environ, host)
     with working_directory(inputs.working_directory, host):
-        plan = make_plan(inputs, host)
+        # the comment is the publish step's (python -m llmops_ci.ci publish): this step has no token
+        plan = make_plan(replace(inputs, comment=False), host)
         for level, text in plan.notes:
             host.message(level, text)
         state_dir = Path(inputs.state_dir)

@@ -123,7 +123,6 @@ def test_values_that_look_like_options_stay_values() -> None:
 
 
 @pytest.mark.parametrize(("environ", "message"), [
-    ({"LLMOPS_STEPS": ""}, "name at least one llmops-ci step"),
     ({"LLMOPS_STEPS": "lint; rm -rf /"}, "unknown step 'lint;'"),
     ({"LLMOPS_STEPS": "lint --help"}, "unknown step '--help'"),
     ({"LLMOPS_COMMENT": "maybe"}, "comment: 'maybe' is neither true nor false"),
@@ -133,6 +132,19 @@ def test_bad_inputs_name_the_input(environ: dict[str, str], message: str) -> Non
         read_inputs(environ, github())
     assert message in str(err.value)
     if "STEPS" in next(iter(environ)):
-        assert str(err.value).startswith("step:")  # the action's input is named `step`
+        assert str(err.value).startswith("steps:")  # the action's input and the template's parameter: `steps`
         with pytest.raises(InputError, match=r"^steps:"):
             read_inputs(environ, azure())
+
+
+def test_the_deprecated_step_input_still_works_with_a_warning() -> None:
+    out = io.StringIO()
+    host = GitHub({"GITHUB_ACTIONS": "true"}, out)
+    assert read_inputs({"LLMOPS_STEP": "lint gate", "LLMOPS_STEPS": ""}, host).steps == ("lint", "gate")
+    assert "::warning title=llmops-ci::the input 'step' is deprecated: name it 'steps'" in out.getvalue()
+    assert read_inputs({"LLMOPS_STEP": "lint", "LLMOPS_STEPS": "lint"}, github()).steps == ("lint",)
+    assert read_inputs({"LLMOPS_STEP": "", "LLMOPS_STEPS": ""}, github()).steps == ("pr",)
+    with pytest.raises(InputError, match=r"^steps: give the steps once"):
+        read_inputs({"LLMOPS_STEP": "lint", "LLMOPS_STEPS": "pr"}, github())
+    with pytest.raises(InputError, match=r"^step: unknown step 'lnt'"):
+        read_inputs({"LLMOPS_STEP": "lnt"}, github())

@@ -159,4 +159,4 @@ def test_call_cli_turns_argparse_exits_into_codes(capsys: pytest.CaptureFixture[
 
 def test_main_refuses_an_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["deploy-everything"]) == 2
-    assert "usage: python -m llmops_ci.ci [run|baseline|prepare]" in capsys.readouterr().out
+    assert "usage: python -m llmops_ci.ci [run|publish|baseline|prepare]" in capsys.readouterr().out
