@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, NoReturn
 
 from llmops_ci import __version__, redaction
 from llmops_ci import log as logsetup
@@ -18,6 +19,7 @@ from llmops_ci.backends import backend_names
 from llmops_ci.errors import INTERNAL_ERROR, INTERRUPTED, TERMINATED
 from llmops_ci.http import Http
 from llmops_ci.platforms import PLATFORMS, Publication, detect
+from llmops_ci.schema import closest
 from llmops_ci.state import read_summary, update_summary, write_json_atomic
 from llmops_ci.steps import Context, Step, run_step
 from llmops_ci.steps.batch_run import STEP as BATCH_RUN
@@ -25,31 +27,77 @@ from llmops_ci.steps.comment import STEP as COMMENT
 from llmops_ci.steps.deploy import STEP as DEPLOY
 from llmops_ci.steps.eval_run import STEP as EVAL_RUN
 from llmops_ci.steps.gate import STEP as GATE
+from llmops_ci.steps.init import STEP as INIT
 from llmops_ci.steps.lint import STEP as LINT
 from llmops_ci.steps.pr import STEP as PR
 from llmops_ci.steps.register import STEP as REGISTER
 from llmops_ci.steps.test import STEP as TEST
 
 STEPS: dict[str, Step] = {step.name: step for step in (LINT, TEST, BATCH_RUN, EVAL_RUN, GATE, REGISTER, DEPLOY,
-                                                       COMMENT, PR)}
+                                                       COMMENT, PR, INIT)}
 
 log = logging.getLogger("llmops_ci")
 DEFAULT_STATE_DIR = Path(".llmops")
 
 
-def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("common options")
+class Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" for a mistyped step or option."""
+
+    argv: ClassVar[list[str]] = []  # the words being parsed, for a hint about any of them
+
+    def error(self, message: str) -> NoReturn:
+        hint = _suggestion(self, message)
+        super().error(message + hint)
+
+
+def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
+    options = sorted(_options(parser))
+    for word in Parser.argv:  # an unknown option before the step makes argparse take its value for the step
+        option = word.split("=", 1)[0]
+        if word.startswith("--") and option not in options:
+            best = closest(option, options)
+            named = "" if option in message else f"; unknown option {option}"
+            return named + (f"; did you mean '{best}'?" if best else "")
+    choice = re.search(r"invalid choice: '([^']*)'", message)
+    if choice:
+        actions = [a for a in parser._actions if a.choices]
+        for action in actions:
+            best = closest(choice.group(1), [str(c) for c in action.choices or ()])
+            if best:
+                return f"; did you mean '{best}'?"
+        return ""
+    return ""
+
+
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    """Every long option of the parser and of its steps' parsers."""
+    options = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for step_parser in action.choices.values():
+                options |= _options(step_parser)
+    return options
+
+
+# the common options, accepted before the step (llmops-ci --config x.yaml lint) or after it; given in both places,
+# the one after the step wins
+COMMON_DEFAULTS: dict[str, Any] = {"config": None, "state_dir": None, "flow": None, "backend": "local",
+                                   "platform": "auto", "comment": "auto", "pr": None, "verbose": False}
+
+
+def _common() -> Parser:
+    common = Parser(add_help=False, argument_default=argparse.SUPPRESS)
+    group = common.add_argument_group("common options (before or after the step)")
     group.add_argument("--config", type=Path, metavar="PATH", help="project config (default: llmops.yaml)")
-    group.add_argument("--state-dir", type=Path, default=None, metavar="PATH",
+    group.add_argument("--state-dir", type=Path, metavar="PATH",
                        help="where results are kept between steps (default: .llmops)")
     group.add_argument("--flow", action="append", metavar="NAME", help="only this flow (repeatable; default: all)")
-    group.add_argument("--backend", choices=backend_names(), default="local",
+    group.add_argument("--backend", choices=backend_names(),
                        help="where flows run and models go (default: local: the embedded executor, registry and "
                             "endpoints)")
-    group.add_argument("--platform", choices=("auto", *PLATFORMS), default="auto",
+    group.add_argument("--platform", choices=("auto", *PLATFORMS),
                        help="where results go (default: auto-detect from the CI environment)")
-    group.add_argument("--comment", choices=("auto", "off"), default="auto",
+    group.add_argument("--comment", choices=("auto", "off"),
                        help="update the PR comment after this step when running for a pull request (default: auto)")
     group.add_argument("--pr", type=int, metavar="N", help="the pull request to comment on (default: from the CI "
                        "environment)")
@@ -58,16 +106,16 @@ def _common() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="llmops-ci",
+    common = _common()
+    parser = Parser(
+        prog="llmops-ci", parents=[common],
         description="Lint, run, evaluate and gate prompt flow apps, the same way in CI and on a laptop.",
         epilog="exit codes: 0 passed, 1 a check failed, 2 bad usage/config/input, 3 an outside service failed, "
                "4 internal error in llmops-ci, 130 interrupted (Ctrl-C, SIGINT), 143 terminated (SIGTERM: a CI cancel, "
                "timeout); on 130 and 143 the runs are stopped, recordings kept and summary.json written",
     )
     parser.add_argument("--version", action="version", version=f"llmops-ci {__version__}")
-    sub = parser.add_subparsers(dest="step", metavar="<step>", required=True)
-    common = _common()
+    sub = parser.add_subparsers(dest="step", metavar="<step>", required=True, parser_class=Parser)
     for step in STEPS.values():
         step_parser = sub.add_parser(step.name, help=step.help, description=step.help, parents=[common])
         step.add_arguments(step_parser)
@@ -87,7 +135,11 @@ def _publish(step: str, args: argparse.Namespace, ctx: Context) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    Parser.argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    for name, default in COMMON_DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, default)
     platform = detect(args.platform, os.environ)
     redaction.from_environment(os.environ)
     stdout, stderr = logsetup.SafeStream(sys.stdout), logsetup.SafeStream(sys.stderr)

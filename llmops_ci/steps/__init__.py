@@ -115,8 +115,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="run only the flows whose files, data, evaluations or config entry changed since the "
                              "merge base with REF (e.g. origin/main); the others are reported as unchanged")
     parser.add_argument("--baseline", type=Path, metavar="PATH",
-                        help="with --changed-since: the target branch's state dir, whose results are carried over "
-                             "for the flows that are not run")
+                        help="the target branch's state dir (or its summary.json): the gate's max_drop/max_rise "
+                             "rules compare with it, and with --changed-since its results are carried over for the "
+                             "flows that are not run")
     parser.add_argument("--llm-cache", choices=MODES, metavar="MODE",
                         help="record/replay LLM calls: off, record, replay or auto (default: llmops.yaml's "
                              "llm_cache.mode, else off)")

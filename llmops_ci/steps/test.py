@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from llmops_ci.errors import CheckFailed, UsageError
 from llmops_ci.execute import one_line
-from llmops_ci.llm_cache import MODES
+from llmops_ci.llm_cache import MODES, CacheSettings
 from llmops_ci.runs import (
     TestJob,
     cache_settings,
@@ -40,6 +46,27 @@ def parse_inputs(pairs: list[str]) -> dict[str, Any]:
     return inputs
 
 
+@contextlib.contextmanager
+def scratch_cassette(cache: CacheSettings | None, *, explicit: bool) -> Iterator[CacheSettings | None]:
+    """``test`` replays what the flow's cassette holds but records new calls only when asked (``--llm-cache
+    record``): under the config's ``auto`` mode it works on a copy that is thrown away, so trying one input never
+    edits a committed cassette."""
+    if cache is None or explicit or cache.mode != "auto":
+        if cache is not None and cache.mode == "record":
+            log.info("recording this line's LLM calls into %s", cache.cassette)
+        yield cache
+        return
+    with tempfile.TemporaryDirectory(prefix="llmops-test-") as scratch:
+        copy = Path(scratch) / cache.cassette.name
+        if cache.cassette.is_file():
+            shutil.copyfile(cache.cassette, copy)
+        yield CacheSettings(cache.mode, copy)
+        original = cache.cassette.read_bytes() if cache.cassette.is_file() else None
+        if copy.is_file() and copy.read_bytes() != original:
+            log.info("new LLM calls were not recorded (llm_cache auto); pass --llm-cache record to record them "
+                     "into %s", cache.cassette)
+
+
 class TestStep:
     name = "test"
     help = "run one input through one flow and print its outputs and node timings"
@@ -68,6 +95,10 @@ class TestStep:
             raise UsageError(f"--input {unknown[0]}: flow '{flow.name}' has no input '{unknown[0]}'"
                              + (f"; did you mean '{best}'?" if best else "")
                              + f"; its inputs are: {', '.join(info.inputs) or 'none'}")
+        missing = [name for name, spec in info.inputs.items() if not spec.has_default and name not in inputs]
+        if missing:
+            raise UsageError(f"flow '{flow.name}' needs a value for each input without a default: "
+                             + " ".join(f"--input {name}=..." for name in missing))
         lenient = cache is not None
         connections = provider_connections(config, used_connections(config, info, flow.connections,
                                                                     flow.environment_variables),
@@ -77,7 +108,8 @@ class TestStep:
                                   connections, lenient=lenient), connections, cache)
         for secret in secret_values(job.provider_connections):
             rc.on_secret(secret)
-        record = rc.backend.test(job)
+        with scratch_cassette(cache, explicit=args.llm_cache is not None) as job_cache:
+            record = rc.backend.test(dataclasses.replace(job, cache=job_cache))
         ctx.stdout.write(json.dumps(record.output, indent=2, ensure_ascii=False, default=str) + "\n")
         if record.nodes:
             from tabulate import tabulate
