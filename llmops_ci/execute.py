@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmops_ci import parity
 from llmops_ci.backends import Backend
 from llmops_ci.config import FlowSpec
 from llmops_ci.errors import CheckFailed, ServiceError, UsageError
@@ -179,6 +181,9 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
                              f"'llmops-ci batch-run --flow {flow.name}' first (with the same --state-dir)")
         plans.append((flow, eval_jobs(project, flow, str(base["name"]), options, rc.environ,
                                       local_connections=_local_connections(rc))))
+    for flow in flows:
+        if flow.parity is not None and not flow.evaluations and load_run(rc.state_dir, flow.name) is None:
+            raise UsageError(f"flow '{flow.name}' has no batch run in {rc.state_dir}; run 'llmops-ci batch-run' first")
     results: dict[str, Any] = {}
     failed = []
     flat = [(flow, job) for flow, jobs in plans for job in jobs]
@@ -194,6 +199,35 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
         results[job.label] = entry
         if summary["status"] != "completed":
             failed.append(job.label)
+    for flow in flows:
+        if flow.parity is not None:
+            label, entry = parity_run(project, flow, options, rc)
+            results[label] = entry
+            if entry["status"] != "completed":
+                failed.append(label)
     if failed:
         raise CheckFailed(f"evaluation run failed for {', '.join(failed)}")
     return results
+
+
+def parity_run(project: Project, flow: FlowSpec, options: RunOptions, rc: RunContext) -> tuple[str, dict[str, Any]]:
+    """The ``parity`` evaluation of ``flow`` against the flow it replaces (see parity.py)."""
+    started = time.monotonic()
+    other = parity.check_same_data(project.config, flow)
+    pairs = parity.pair_lines(parity.read_lines(rc.state_dir, flow.name), parity.read_lines(rc.state_dir, other.name))
+    job = parity.judge_job(project.config, flow, pairs, options, rc.environ, rc.state_dir / "work" / "parity")
+    judged = None
+    if job is not None:
+        _check_job(rc, job)
+        judged = rc.backend.run(job, rc.progress(job.label, sum(1 for p in pairs if p.new and p.old)))
+    record = parity.parity_record(flow, pairs, judged, time.monotonic() - started)
+    summary = save_run(rc.state_dir, record, None)
+    parity.write_pairs(rc.state_dir, flow.name, pairs)
+    entry = {"run": record.name, "status": summary["status"], "metrics": record.metrics,
+             "lines_total": summary["lines_total"], "lines_failed": summary["lines_failed"], "of": other.name,
+             "method": flow.parity.method if flow.parity else "exact", "disagreeing": parity.disagreements(record)}
+    update_flow_summary(rc.state_dir, flow.name, "evaluations", {parity.NAME: entry})
+    _report(record, summary, None)
+    log.info("%s: agreement with %s = %s (%d lines, %d disagree)", record.label, other.name,
+             record.metrics.get("agreement"), record.metrics.get("lines", 0), record.metrics.get("disagreements", 0))
+    return record.label, entry
