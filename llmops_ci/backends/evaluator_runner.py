@@ -110,6 +110,11 @@ def tokens_of(outputs: dict[str, Any]) -> dict[str, int]:
     """An LLM-judged evaluator's token counts, which azure-ai-evaluation reports among the outputs."""
     out: dict[str, int] = {}
     for key, value in outputs.items():
+        if key.endswith("_properties") and isinstance(value, dict):  # 1.18: the judge call's usage is in here
+            for sub, name in (("prompt_tokens", "prompt"), ("completion_tokens", "completion"),
+                              ("total_tokens", "total")):
+                if isinstance(value.get(sub), int) and not isinstance(value.get(sub), bool):
+                    out[name] = out.get(name, 0) + value[sub]
         for suffix, name in TOKEN_SUFFIXES.items():
             if key.endswith(suffix) and isinstance(value, int) and not isinstance(value, bool):
                 out[name] = out.get(name, 0) + value
