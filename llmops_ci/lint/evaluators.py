@@ -36,6 +36,8 @@ def evaluation_findings(config: Config, evaluation: Evaluation) -> tuple[list[Fi
     origin = evaluation.origin
     key = "evaluator" if evaluation.evaluator else "scorer"
     out: list[Finding] = []
+    if ":" not in (evaluation.ref or ""):
+        return out, None  # the schema check says how to write it
     found = locate(evaluation.ref or "", (config.root,))
     if isinstance(found, str):
         out.append(from_problem(origin.problem((key,), f"{key}: {evaluation.ref}: {found}", "evaluator-unresolvable")))
