@@ -181,9 +181,14 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
                              f"'llmops-ci batch-run --flow {flow.name}' first (with the same --state-dir)")
         plans.append((flow, eval_jobs(project, flow, str(base["name"]), options, rc.environ,
                                       local_connections=_local_connections(rc))))
-    for flow in flows:
-        if flow.parity is not None and not flow.evaluations and load_run(rc.state_dir, flow.name) is None:
-            raise UsageError(f"flow '{flow.name}' has no batch run in {rc.state_dir}; run 'llmops-ci batch-run' first")
+    for flow in flows:  # parity needs both flows' runs on the same data: said before anything runs
+        if flow.parity is not None:
+            other = parity.check_same_data(project.config, flow)
+            for name in (flow.name, other.name):
+                if load_run(rc.state_dir, name) is None:
+                    raise UsageError(f"flow '{name}' has no batch run in {rc.state_dir}; parity of '{flow.name}' "
+                                     f"compares it with '{other.name}': run 'llmops-ci batch-run --flow {name}' first "
+                                     "(with the same --state-dir)")
     results: dict[str, Any] = {}
     failed = []
     flat = [(flow, job) for flow, jobs in plans for job in jobs]

@@ -143,7 +143,7 @@ class EvaluatorRuns:
         env = {**self.environ, **job.environment_variables,
                "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "MLFLOW_MODEL_CATALOG_URI": "",
                "PYTHONUNBUFFERED": "1", "GIT_PYTHON_REFRESH": "quiet", "PF_DISABLE_TRACING": "true",
-               "AZURE_AI_EVALUATION_DISABLE_TELEMETRY": "true"}
+               "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true"}  # azure-monitor's settings fetch: no traffic out
         try:
             with log_path.open("w", encoding="utf-8") as log_file:
                 proc = subprocess.Popen([sys.executable, "-m", "llmops_ci.backends.evaluator_runner"],
