@@ -265,3 +265,9 @@ def model_connection(init: dict[str, object]) -> tuple[str, str] | None:
         if isinstance(value, dict) and isinstance(value.get("connection"), str):
             return key, value["connection"]
     return None
+
+
+def evaluator_files(evaluation: Evaluation, root: Path) -> list[Path]:
+    """The project's own source file of an evaluator/scorer (what a change to it changes); none for a library's."""
+    found = locate(evaluation.ref or "", (root,))
+    return [found.file] if isinstance(found, Located) and _inside(found.file, root) else []

@@ -80,6 +80,9 @@ def _execute(project: Project, rc: RunContext, job: Any) -> RunRecord:
 
 
 def _check_job(rc: RunContext, job: Any) -> None:
+    if getattr(job, "evaluator", None) and "evaluator" not in getattr(rc.backend, "engines", {}):
+        raise UsageError(f"{job.label}: an evaluator or scorer ({job.evaluator}) runs on --backend local only; "
+                         f"--backend {rc.backend.name} cannot run it")
     for secret in secret_values(job.provider_connections):
         rc.on_secret(secret)
     if job.cache is not None and not rc.backend.routes_local_proxy:

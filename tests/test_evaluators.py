@@ -259,3 +259,22 @@ def test_lint_imports_no_evaluator_library(project: Callable[..., Project], tmp_
             "print('HEAVY', heavy)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=proj.root, capture_output=True, text=True, timeout=120)
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+
+
+@needs_mlflow
+def test_changed_since_follows_a_project_scorer_and_the_parity_flow(project: Callable[..., Project]) -> None:
+    from llmops_ci.changes import flow_dependencies
+    from llmops_ci.project import load_project
+
+    proj = project()
+    proj.write("my_scorers.py", MY_SCORERS.format(decorator="@scorer"))
+    add_evaluation(SCORER)(proj)
+    add_evaluation(F1.format(name="F1ScoreEvaluator", param="response"))(proj)
+    add_flow("parity: {of: classify, outputs: {category: category}}")(proj)
+    loaded = load_project(proj.path(CFG))
+    deps = flow_dependencies(loaded, loaded.config.flows["classify"])
+    mine = [label for path, label in deps if path.name == "my_scorers.py"]
+    assert mine == ["evaluation same"]
+    assert not any(path == proj.root.resolve() for path, _ in deps)  # not the whole project folder
+    assert any(label == "parity flow classify" for _, label in flow_dependencies(loaded, loaded.config.flows[
+        "classify2"]))
