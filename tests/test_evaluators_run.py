@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_openai import FakeOpenAI
-from tests.helpers.projects import CliResult, processes_using
+from tests.helpers.projects import RUN_PROJECT, CliResult, Project, processes_using
 from tests.test_evaluators import needs_evaluation, needs_mlflow
 
 pytestmark = [pytest.mark.executor, needs_evaluation, needs_mlflow]
@@ -274,3 +274,39 @@ def test_parity_judged_by_an_evaluator(tmp_path: Path, monkeypatch: pytest.Monke
     assert entry["metrics"]["agreement"] == pytest.approx(0.2)
     assert entry["metrics"]["similarity"] == pytest.approx((1 + 5 + 1 + 1 + 1) / 5)  # the judge's own metric
     assert cli("gate").code == 1
+
+
+def test_evaluator_scores_a_dag_run_beside_an_evaluation_flow(project: Callable[..., Project], run_env: FakeOpenAI,
+                                                               cli: Callable[..., CliResult]) -> None:
+    """A prompt flow DAG run (its executor) scored by an evaluation flow and by F1ScoreEvaluator on the same lines;
+    the line that failed in the batch run is left out of both, as prompt flow leaves it out."""
+    from azure.ai.evaluation import F1ScoreEvaluator
+
+    data = '{"text": "a b", "expected": "A B"}\n{"text": "boom", "expected": "BOOM"}\n{"text": "c", "expected": "X"}\n'
+    config = RUN_PROJECT["llmops.yaml"].replace("""\
+                  expected: ${data.expected}
+""", """\
+                  expected: ${data.expected}
+              f1:
+                evaluator: azure.ai.evaluation:F1ScoreEvaluator
+                column_mapping:
+                  response: ${run.outputs.loud}
+                  ground_truth: ${data.expected}
+            max_failed_lines: 1
+""")
+    proj = project({**RUN_PROJECT, "llmops.yaml": config, "data/echo.jsonl": data}, base=False)
+    assert cli("lint").code == 0
+    assert cli("batch-run", "--flow", "echo").code == 0
+    result = cli("eval-run", "--flow", "echo")
+    assert result.code == 0, result.err
+    scored = {r["line"]: r for r in map(json.loads, proj.read(".llmops/runs/echo/evals/f1/lines.jsonl").splitlines())}
+    flowed = {r["line"] for r in map(json.loads, proj.read(".llmops/runs/echo/evals/match/lines.jsonl").splitlines())}
+    assert set(scored) == flowed == {0, 2}
+    direct = F1ScoreEvaluator()
+    assert scored[0]["outputs"]["f1_score"] == direct(response="A B", ground_truth="A B")["f1_score"] == 1.0
+    assert scored[2]["outputs"]["f1_score"] == direct(response="C", ground_truth="X")["f1_score"] == 0.0
+    evaluations = json.loads(proj.read(".llmops/summary.json"))["flows"]["echo"]["evaluations"]
+    assert evaluations["f1"]["metrics"]["f1_score"] == 0.5
+    # counted like the evaluation flow's run over the same base run
+    assert (evaluations["f1"]["lines_total"], evaluations["f1"]["lines_failed"]) == (
+        evaluations["match"]["lines_total"], evaluations["match"]["lines_failed"])
