@@ -137,6 +137,7 @@ def _execute_all(project: Project, rc: RunContext, jobs: list[Any]) -> Iterator[
 
 def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: RunContext) -> list[dict[str, Any]]:
     """Run each flow over its data; raise CheckFailed when failed lines exceed a flow's allowance."""
+    flows = parity.with_compared(project.config, flows)
     jobs = [(flow, batch_job(project, flow, options, rc.environ, local_connections=_local_connections(rc)))
             for flow in flows]  # env checked up front
     summaries: list[dict[str, Any]] = []

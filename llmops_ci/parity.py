@@ -20,6 +20,7 @@ named ``parity`` (metrics ``agreement``, ``lines``, ``disagreements``; per-line 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -44,6 +45,7 @@ from llmops_ci.runs import (
 )
 from llmops_ci.state import write_json_atomic
 
+log = logging.getLogger("llmops_ci.run")
 NAME = "parity"
 SHOWN = 5  # disagreeing lines kept for the comment
 TEXT_LIMIT = 300
@@ -133,6 +135,20 @@ def check_same_data(config: Config, flow: FlowSpec) -> FlowSpec:
         raise UsageError(f"{flow.origin.doc.display}: parity of '{flow.name}' with '{other.name}' needs both flows to "
                          f"read the same data (they read {flow.data} and {other.data}); lines are paired by data line")
     return other
+
+
+def with_compared(config: Config, flows: list[FlowSpec]) -> list[FlowSpec]:
+    """``flows`` plus each flow a selected flow's parity compares with: both run on the same lines in one batch
+    run (``--flow new`` alone would leave nothing to pair with)."""
+    names = {f.name for f in flows}
+    out = list(flows)
+    for flow in flows:
+        other = config.flows.get(flow.parity.of) if flow.parity is not None else None
+        if other is not None and other.name not in names:
+            log.info("%s: also running '%s', which its parity compares with", flow.name, other.name)
+            names.add(other.name)
+            out.append(other)
+    return out
 
 
 # --- the judge: an evaluation as the parity method --------------------------------------------------------------

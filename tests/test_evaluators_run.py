@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -159,7 +161,9 @@ def test_evaluators_and_scorers_score_a_run_as_called_directly(served: tuple[Pat
 
     root, server = served
     assert cli("lint").code == 0
-    assert cli("batch-run", "--flow", "new").code == 0
+    result = cli("batch-run", "--flow", "new")
+    assert result.code == 0 and "also running 'old', which its parity compares with" in result.err
+    shutil.rmtree(root / ".llmops" / "runs" / "old")
     result = cli("eval-run", "--flow", "new", "--llm-cache", "record")
     assert result.code == 2 and "flow 'old' has no batch run" in result.err  # parity cannot pair: said up front
     assert "new/f1" not in result.err
@@ -310,3 +314,41 @@ def test_evaluator_scores_a_dag_run_beside_an_evaluation_flow(project: Callable[
     # counted like the evaluation flow's run over the same base run
     assert (evaluations["f1"]["lines_total"], evaluations["f1"]["lines_failed"]) == (
         evaluations["match"]["lines_total"], evaluations["match"]["lines_failed"])
+
+
+def test_a_hung_scorer_line_times_out_and_the_others_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             cli: Callable[..., CliResult]) -> None:
+    root = tmp_path / "proj"
+    write_project(root)
+    config = (root / "llmops.yaml").read_text()
+    for name in ("f1", "similarity", "short"):
+        config = re.sub(rf"      {name}:\n(        .*\n)+", "", config)
+    config = config.replace("      similarity: &similarity\n", "      never: &similarity\n")
+    config = re.sub(r"    gate:\n(      .*\n)+", "", config)
+    (root / "llmops.yaml").write_text(config)
+    (root / "my_scorers.py").write_text(SCORERS.replace('    return outputs ==', '    import time\n'
+                                        '    if outputs == "Movie":\n        time.sleep(600)\n    return outputs =='))
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # declared, never called
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-unused-" + "u" * 20)
+    state = root / ".llmops" / "runs" / "old"
+    for flow in ("old", "new"):  # batch runs as kept in the state dir: no server needed for this test
+        folder = state.parent / flow
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "run.json").write_text(json.dumps({"name": f"{flow}_run", "status": "completed"}))
+        (folder / "lines.jsonl").write_text("".join(json.dumps({"line": n, "status": "Completed", "inputs": row,
+                                                                "outputs": {"output": row["text"]}}) + "\n"
+                                                    for n, row in enumerate(DATA)))
+        base = root / ".llmops" / "runs" / ".base" / f"{flow}_run"
+        base.mkdir(parents=True)
+        (base / "outputs.jsonl").write_text("".join(json.dumps({"output": row["text"], "line_number": n}) + "\n"
+                                                    for n, row in enumerate(DATA)))
+        (base / "llmops-run.json").write_text(json.dumps({"data": str(root / "data" / "qa.jsonl")}))
+    started = time.monotonic()
+    result = cli("eval-run", "--flow", "new", "--line-timeout", "3")
+    assert time.monotonic() - started < 120
+    assert result.code == 0, result.err
+    scored = lines(root, "new/match")
+    assert scored[1]["status"] == "Failed" and "timeout" in scored[1]["error"]
+    assert [scored[n]["status"] for n in (0, 2, 3, 4)] == ["Completed"] * 4
+    assert summary(root)["flows"]["new"]["evaluations"]["match"]["lines_failed"] == 1

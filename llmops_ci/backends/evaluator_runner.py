@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
 import sys
 import threading
 import time
@@ -170,19 +171,26 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
 
     lines = [(int(n), dict(inputs)) for n, inputs in req["lines"]]
     pool = ThreadPoolExecutor(max_workers=max(1, int(req.get("workers") or 1)))
-    futures = {pool.submit(one, n, inputs): (n, inputs) for n, inputs in lines}
-    begun = time.monotonic()
+    begun: dict[int, float] = {}
+
+    def timed(number: int, inputs: dict[str, Any]) -> None:
+        begun[number] = time.monotonic()
+        one(number, inputs)
+
+    futures = {pool.submit(timed, n, inputs): (n, inputs) for n, inputs in lines}
     pending = set(futures)
     while pending:
-        _, pending = wait(pending, timeout=0.5)
-        if pending and time.monotonic() - begun > timeout * max(1, len(lines)):
-            break
-    for future in pending:  # past the run's time: failed, abandoned
-        n, inputs = futures[future]
-        with lock:
-            records.setdefault(n, {"line": n, "inputs": inputs, "status": "Failed", "outputs": None, "tokens": {},
-                                   "error": f"Line {n} execution timeout", "error_code": "LineExecutionTimeoutError",
-                                   "duration_s": None})
+        _, pending = wait(pending, timeout=0.2)
+        now = time.monotonic()
+        for future in list(pending):  # a line past its time is failed and abandoned, as a batch run's
+            n, inputs = futures[future]
+            if n in begun and now - begun[n] > timeout:
+                pending.discard(future)
+                with lock:
+                    records.setdefault(n, {"line": n, "inputs": inputs, "status": "Failed", "outputs": None,
+                                           "tokens": {}, "error": f"Line {n} execution timeout for exceeding "
+                                           f"{int(timeout)} seconds (abandoned)",
+                                           "error_code": "LineExecutionTimeoutError", "duration_s": now - begun[n]})
     pool.shutdown(wait=False, cancel_futures=True)
     ordered = [records[n] for n, _ in lines]
     return {"status": "Completed", "lines": ordered, "metrics": aggregate(req, evaluator, ordered, found)}
@@ -200,4 +208,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.stdout.flush()
+    os._exit(main())  # an abandoned line's thread must not keep the process (the parent has the result)
