@@ -47,12 +47,12 @@ SECOND_FLOW = """\
 """
 
 
-def add_flow(extra: str = "", evaluation: bool = False) -> Edit:
+def add_flow(extra: str = "", evaluation: bool = False, name: str = "accuracy") -> Edit:
     """A second flow, 'classify2' (the same DAG on the same data), with ``extra`` lines in its entry."""
     def run(p: Project) -> None:
         block = SECOND_FLOW + textwrap.indent(textwrap.dedent(extra).rstrip("\n") + "\n" if extra else "", "    ")
         if evaluation:
-            block += ("    evaluations:\n      accuracy:\n        path: flows/eval\n        column_mapping:\n"
+            block += (f"    evaluations:\n      {name}:\n        path: flows/eval\n        column_mapping:\n"
                       "          groundtruth: ${data.label}\n          prediction: ${run.outputs.category}\n")
         p.write(CFG, p.read(CFG) + block)
     return run
@@ -113,6 +113,21 @@ def _against(p: Project) -> None:
 
 
 AGAINST: Edit = _against
+
+
+def _other_data(p: Project) -> None:
+    p.write("data/other.jsonl", p.read("data/classify.jsonl"))
+    p.write(CFG, p.read(CFG).replace("    data: data/classify.jsonl\n    column_mapping:\n      text: ${data.text}\n"
+                                     "    connections:\n      classify: {connection: openai, model: gpt-4o-mini}\n"
+                                     "    parity", "    data: data/other.jsonl\n    column_mapping:\n      text: "
+                                     "${data.text}\n    connections:\n      classify: {connection: openai, model: "
+                                     "gpt-4o-mini}\n    parity"))
+
+
+def _same_data_other_spelling(p: Project) -> None:
+    text = p.read(CFG)
+    at = text.rindex("    data: data/classify.jsonl")
+    p.write(CFG, text[:at] + "    data: data/../data/classify.jsonl" + text[at + len("    data: data/classify.jsonl"):])
 CASES = {
     "evaluator-unresolvable": Case(
         add_evaluation(F1.format(name="F1ScoreEvaluatr", param="response")),
@@ -137,6 +152,14 @@ CASES = {
         add_flow("parity: {of: classify, outputs: {category: category}, method: exakt}"),
         add_flow("parity: {of: classify, outputs: {category: category}, method: accuracy}", evaluation=True),
         "did you mean 'exact'?"),
+    "parity-data-differs": Case(
+        both(add_flow("parity: {of: classify, outputs: {category: category}}"), _other_data),
+        both(add_flow("parity: {of: classify, outputs: {category: category}}"), _same_data_other_spelling),
+        "both must read the same data file"),
+    "parity-name-taken": Case(
+        add_flow("parity: {of: classify, outputs: {category: category}}", evaluation=True, name="parity"),
+        add_flow("parity: {of: classify, outputs: {category: category}}", evaluation=True, name="parity2"),
+        "rename this evaluation"),
     "gate-against-invalid": Case(
         both(add_flow(), AGAINST), both(add_flow(evaluation=True), AGAINST), "does not evaluate 'accuracy.accuracy'"),
 }

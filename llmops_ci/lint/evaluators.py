@@ -25,6 +25,10 @@ RULES = [
     Rule("parity-flow-unknown", ERROR, "parity.of names a flow the config does not have (or the flow itself)"),
     Rule("parity-output-unknown", ERROR, "a parity.outputs pair names an output one of the two flows does not have"),
     Rule("parity-method-unknown", ERROR, "parity.method is not exact, normalized or an evaluation of the flow"),
+    Rule("parity-data-differs", ERROR, "a flow and the flow its parity compares with read different data (lines are "
+                                       "paired by data line)"),
+    Rule("parity-name-taken", ERROR, "a flow with parity: also has an evaluation named 'parity', which the parity "
+                                     "results would replace"),
     Rule("gate-against-invalid", ERROR, "a gate rule's against: names a flow that is not in the config or does not "
                                         "evaluate the same metric, or the rule has no relative limit"),
 ]
@@ -149,6 +153,15 @@ def parity_findings(config: Config, flow: FlowSpec, outputs: dict[str, FlowInfo 
         out.append(from_problem(origin.problem(("of",), f"parity.of '{spec.of}' " + (
             "is this flow itself; name the flow it replaces" if spec.of == flow.name else
             "is not a flow of this config" + (f"; did you mean '{best}'?" if best else "")), "parity-flow-unknown")))
+    if other is not None and other.name != flow.name and flow.data is not None and other.data is not None \
+            and flow.data.resolve() != other.data.resolve():
+        out.append(from_problem(origin.problem(("of",), f"flow '{flow.name}' reads {display_path(flow.data)} and "
+                                f"'{other.name}' reads {display_path(other.data)}; parity pairs their lines by data "
+                                "line, so both must read the same data file", "parity-data-differs")))
+    if "parity" in flow.evaluations:
+        taken = flow.evaluations["parity"].origin
+        out.append(from_problem(taken.problem((), "this flow has parity:, whose results are the evaluation 'parity'; "
+                                              "rename this evaluation", "parity-name-taken", at_key=True)))
     if not spec.outputs:
         out.append(from_problem(origin.problem(("outputs",), "parity.outputs is empty; pair at least one output "
                                 "(this flow's output: the other flow's output)", "parity-output-unknown",
