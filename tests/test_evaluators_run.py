@@ -296,9 +296,16 @@ def test_evaluator_scores_a_dag_run_beside_an_evaluation_flow(project: Callable[
                 column_mapping:
                   response: ${run.outputs.loud}
                   ground_truth: ${data.expected}
+              exact:
+                evaluator: evals.exact:exact_match
+                column_mapping:
+                  response: ${run.outputs.loud}
+                  expected: ${data.expected}
             max_failed_lines: 1
 """)
-    proj = project({**RUN_PROJECT, "llmops.yaml": config, "data/echo.jsonl": data}, base=False)
+    function = "def exact_match(response, expected):\n    return {'exact': float(response == expected)}\n"
+    proj = project({**RUN_PROJECT, "llmops.yaml": config, "data/echo.jsonl": data, "evals/__init__.py": "",
+                    "evals/exact.py": function}, base=False)
     assert cli("lint").code == 0
     assert cli("batch-run", "--flow", "echo").code == 0
     result = cli("eval-run", "--flow", "echo")
@@ -311,6 +318,7 @@ def test_evaluator_scores_a_dag_run_beside_an_evaluation_flow(project: Callable[
     assert scored[2]["outputs"]["f1_score"] == direct(response="C", ground_truth="X")["f1_score"] == 0.0
     evaluations = json.loads(proj.read(".llmops/summary.json"))["flows"]["echo"]["evaluations"]
     assert evaluations["f1"]["metrics"]["f1_score"] == 0.5
+    assert evaluations["exact"]["metrics"] == {"exact": 0.5}  # a module:function evaluator of the project
     # counted like the evaluation flow's run over the same base run
     assert (evaluations["f1"]["lines_total"], evaluations["f1"]["lines_failed"]) == (
         evaluations["match"]["lines_total"], evaluations["match"]["lines_failed"])
