@@ -128,16 +128,9 @@ def _method(cls: ast.ClassDef, name: str) -> tuple[dict[str, bool] | None, bool]
     chosen = overloads or defs
     if not chosen:
         return None, True
-    merged: dict[str, bool] = {}
-    for fn in chosen:
-        params = _params(fn, skip_self=True)
-        for key, required in params.items():
-            # a parameter required by one overload only is optional overall
-            merged[key] = merged.get(key, True) and required if len(chosen) > 1 else required
-        if len(chosen) > 1:
-            for key in merged:
-                if key not in params:
-                    merged[key] = False
+    signatures = [_params(fn, skip_self=True) for fn in chosen]
+    # required only when every overload requires it (another overload may be called without it)
+    merged = {key: all(sig.get(key, False) for sig in signatures) for sig in signatures for key in sig}
     return merged, any(_open(fn) for fn in chosen)
 
 

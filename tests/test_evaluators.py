@@ -128,6 +128,14 @@ def _same_data_other_spelling(p: Project) -> None:
     text = p.read(CFG)
     at = text.rindex("    data: data/classify.jsonl")
     p.write(CFG, text[:at] + "    data: data/../data/classify.jsonl" + text[at + len("    data: data/classify.jsonl"):])
+JUDGE = """\
+evaluations:
+  f1:
+    evaluator: azure.ai.evaluation:F1ScoreEvaluator
+    column_mapping:
+      response: ${run.outputs.category}
+      ground_truth: ${data.label}
+"""
 CASES = {
     "evaluator-unresolvable": Case(
         add_evaluation(F1.format(name="F1ScoreEvaluatr", param="response")),
@@ -150,7 +158,7 @@ CASES = {
         "flow 'classify' has no output 'categroy'"),
     "parity-method-unknown": Case(
         add_flow("parity: {of: classify, outputs: {category: category}, method: exakt}"),
-        add_flow("parity: {of: classify, outputs: {category: category}, method: accuracy}", evaluation=True),
+        add_flow("parity: {of: classify, outputs: {category: category}, method: f1}\n" + JUDGE),
         "did you mean 'exact'?"),
     "parity-data-differs": Case(
         both(add_flow("parity: {of: classify, outputs: {category: category}}"), _other_data),
@@ -247,6 +255,10 @@ def test_locate_follows_reexports_and_overloads() -> None:
     assert found.init_params is not None and found.init_params["model_config"] is True and found.init_open
     f1 = locate("azure.ai.evaluation:F1ScoreEvaluator")
     assert isinstance(f1, Located) and f1.init_params == {"threshold": False} and not f1.init_open
+    # two overloads, (query, context) or (conversation): no parameter is required by both
+    retrieval = locate("azure.ai.evaluation:RetrievalEvaluator")
+    assert isinstance(retrieval, Located)
+    assert retrieval.call_params == {"query": False, "context": False, "conversation": False}
 
 
 @needs_mlflow
@@ -301,3 +313,18 @@ def test_changed_since_follows_a_project_scorer_and_the_parity_flow(project: Cal
     assert not any(path == proj.root.resolve() for path, _ in deps)  # not the whole project folder
     assert any(label == "parity flow classify" for _, label in flow_dependencies(loaded, loaded.config.flows[
         "classify2"]))
+
+
+@needs_evaluation
+@pytest.mark.parametrize(("method", "block", "says"), [
+    ("accuracy", "", "'accuracy' is an evaluation flow"),
+    ("f1", JUDGE.replace("      ground_truth: ${data.label}\n", "").replace("F1ScoreEvaluator",
+                                                                              "RetrievalEvaluator"), "takes no"),
+    ("f1", JUDGE.replace("${run.outputs.category}", "${data.text}"), "maps no ${run.outputs"),
+])
+def test_parity_judge_must_fit(method: str, block: str, says: str, project: Callable[..., Project]) -> None:
+    proj = project()
+    add_flow(f"parity: {{of: classify, outputs: {{category: category}}, method: {method}}}\n" + block,
+             evaluation=not block)(proj)
+    found = [(f.rule, f.message) for f in proj.lint().findings if f.rule == "parity-method-unknown"]
+    assert found and says in found[0][1], found

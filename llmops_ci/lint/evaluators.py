@@ -177,12 +177,35 @@ def parity_findings(config: Config, flow: FlowSpec, outputs: dict[str, FlowInfo 
                                         f"output '{name}'" + (f"; did you mean '{best}'?" if best else
                                                               f"; its outputs: {', '.join(sorted(info.outputs))}"),
                                         "parity-output-unknown", at_key=side == flow.name)))
-    if spec.method not in PARITY_METHODS and spec.method not in flow.evaluations:
-        best = closest(spec.method, [*PARITY_METHODS, *flow.evaluations])
-        out.append(from_problem(origin.problem(("method",), f"parity.method '{spec.method}' is not exact, normalized "
-                                f"or an evaluation of flow '{flow.name}'" + (f"; did you mean '{best}'?" if best
-                                                                             else ""), "parity-method-unknown")))
+    judges = [name for name, ev in flow.evaluations.items() if ev.ref]
+    if spec.method not in PARITY_METHODS and spec.method not in judges:
+        best = closest(spec.method, [*PARITY_METHODS, *judges])
+        what = (f"'{spec.method}' is an evaluation flow; a judge is an evaluator:/scorer: evaluation"
+                if spec.method in flow.evaluations else f"'{spec.method}' is not exact, normalized or an evaluator:/"
+                f"scorer: evaluation of flow '{flow.name}'")
+        out.append(from_problem(origin.problem(("method",), f"parity.method {what}"
+                                + (f"; did you mean '{best}'?" if best else ""), "parity-method-unknown")))
+    elif spec.method in judges:
+        out += _judge(flow, flow.evaluations[spec.method], origin)
     return out
+
+
+def _judge(flow: FlowSpec, evaluation: Evaluation, origin: Any) -> list[Finding]:
+    """A parity judge needs a reference parameter (the other flow's answer goes there) and this flow's output."""
+    from llmops_ci.parity import REFERENCE_PARAMS
+
+    found = locate(evaluation.ref or "", (flow.origin.doc.path.parent,))
+    params = call_parameters(evaluation, found if isinstance(found, Located) else None)[0]
+    kind = "scorer" if evaluation.scorer else "evaluator"
+    if params is not None and not any(p in params for p in REFERENCE_PARAMS[kind]):
+        return [from_problem(origin.problem(("method",), f"parity.method '{evaluation.name}': {evaluation.ref} takes "
+                             f"no {' or '.join(REFERENCE_PARAMS[kind])} to give the other flow's answer to",
+                             "parity-method-unknown"))]
+    if not any(isinstance(v, str) and v.startswith("${run.outputs.") for v in evaluation.column_mapping.values()):
+        return [from_problem(origin.problem(("method",), f"parity.method '{evaluation.name}' maps no "
+                             "${run.outputs.<output>}: map its response parameter to this flow's output",
+                             "parity-method-unknown"))]
+    return []
 
 
 def against_findings(config: Config, flow: FlowSpec) -> list[Finding]:
