@@ -23,6 +23,8 @@ KINDS = ("evaluator", "scorer")  # FlowInfo.kind of an evaluator:/scorer: evalua
 MAX_HOPS = 8
 # what an MLflow 3 scorer is called with (mlflow.genai.scorers.Scorer.__call__)
 SCORER_PARAMS = ("inputs", "outputs", "expectations", "trace")
+# where a parity judge is given the other flow's answer, by FlowInfo.kind
+REFERENCE_PARAMS = {"evaluator": ("ground_truth",), "scorer": ("expectations",)}
 # the parameters that take a model configuration (azure-ai-evaluation's prompty-based evaluators)
 MODEL_CONFIG_KEYS = ("model_config",)
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from llmops_ci.config import Config, FlowSpec
 from llmops_ci.errors import UsageError
-from llmops_ci.evaluators import evaluation_info
+from llmops_ci.evaluators import REFERENCE_PARAMS, evaluation_info
 from llmops_ci.runs import (
     LineResult,
     RunJob,
@@ -49,7 +49,6 @@ log = logging.getLogger("llmops_ci.run")
 NAME = "parity"
 SHOWN = 5  # disagreeing lines kept for the comment
 TEXT_LIMIT = 300
-REFERENCE_PARAMS = {"evaluator": ("ground_truth",), "scorer": ("expectations",)}
 _PUNCT_END = re.compile(r"[\s.!?;:,]+$")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmops_ci.config import Config, Evaluation, FlowSpec
-from llmops_ci.evaluators import Located, call_parameters, locate, model_connection
+from llmops_ci.evaluators import REFERENCE_PARAMS, Located, call_parameters, locate, model_connection
 from llmops_ci.kinds import FlowInfo
 from llmops_ci.lint.findings import ERROR, Finding, Rule, from_problem, register_rules
 from llmops_ci.schema import closest
@@ -192,8 +192,6 @@ def parity_findings(config: Config, flow: FlowSpec, outputs: dict[str, FlowInfo 
 
 def _judge(flow: FlowSpec, evaluation: Evaluation, origin: Any) -> list[Finding]:
     """A parity judge needs a reference parameter (the other flow's answer goes there) and this flow's output."""
-    from llmops_ci.parity import REFERENCE_PARAMS
-
     found = locate(evaluation.ref or "", (flow.origin.doc.path.parent,))
     params = call_parameters(evaluation, found if isinstance(found, Located) else None)[0]
     kind = "scorer" if evaluation.scorer else "evaluator"
