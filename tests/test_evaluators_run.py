@@ -331,7 +331,8 @@ def test_a_hung_scorer_line_times_out_and_the_others_complete(tmp_path: Path, mo
     config = (root / "llmops.yaml").read_text()
     for name in ("f1", "similarity", "short"):
         config = re.sub(rf"      {name}:\n(        .*\n)+", "", config)
-    config = config.replace("      similarity: &similarity\n", "      never: &similarity\n")
+    config = config.replace("      similarity: &similarity\n", "      never: &similarity\n").replace(
+        "      similarity: *similarity\n", "")
     config = re.sub(r"    gate:\n(      .*\n)+", "", config)
     (root / "llmops.yaml").write_text(config)
     (root / "my_scorers.py").write_text(SCORERS.replace('    return outputs ==', '    import time\n'
@@ -339,9 +340,21 @@ def test_a_hung_scorer_line_times_out_and_the_others_complete(tmp_path: Path, mo
     monkeypatch.chdir(root)
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # declared, never called
     monkeypatch.setenv("OPENAI_API_KEY", "sk-unused-" + "u" * 20)
-    state = root / ".llmops" / "runs" / "old"
-    for flow in ("old", "new"):  # batch runs as kept in the state dir: no server needed for this test
-        folder = state.parent / flow
+    kept_runs(root)
+    started = time.monotonic()
+    result = cli("eval-run", "--flow", "new", "--line-timeout", "3")
+    assert time.monotonic() - started < 120
+    assert result.code == 0, result.err
+    scored = lines(root, "new/match")
+    assert scored[1]["status"] == "Failed" and "timeout" in scored[1]["error"]
+    assert [scored[n]["status"] for n in (0, 2, 3, 4)] == ["Completed"] * 4
+    assert summary(root)["flows"]["new"]["evaluations"]["match"]["lines_failed"] == 1
+
+
+def kept_runs(root: Path) -> None:
+    """Both flows' batch runs as the state dir keeps them (each line's output is its text): no server needed."""
+    for flow in ("old", "new"):
+        folder = root / ".llmops" / "runs" / flow
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "run.json").write_text(json.dumps({"name": f"{flow}_run", "status": "completed"}))
         (folder / "lines.jsonl").write_text("".join(json.dumps({"line": n, "status": "Completed", "inputs": row,
@@ -352,11 +365,57 @@ def test_a_hung_scorer_line_times_out_and_the_others_complete(tmp_path: Path, mo
         (base / "outputs.jsonl").write_text("".join(json.dumps({"output": row["text"], "line_number": n}) + "\n"
                                                     for n, row in enumerate(DATA)))
         (base / "llmops-run.json").write_text(json.dumps({"data": str(root / "data" / "qa.jsonl")}))
-    started = time.monotonic()
-    result = cli("eval-run", "--flow", "new", "--line-timeout", "3")
-    assert time.monotonic() - started < 120
+
+
+def correctness_judge(prompt: str) -> str:
+    """MLflow's Correctness prompt asks for {"rationale", "result": "yes|no"}: yes when the claim is in the
+    document (the expected response)."""
+    claim = re.findall(r"<claim>(.*?)</claim>", prompt, re.S)[-1].strip()
+    document = re.findall(r"<document>(.*?)</document>", prompt, re.S)[-1]
+    return json.dumps({"rationale": "Let's think step by step: compared.",
+                       "result": "yes" if claim and document.rstrip().endswith(claim) else "no"})
+
+
+def test_an_llm_judged_mlflow_scorer_is_recorded_and_replayed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              cli: Callable[..., CliResult]) -> None:
+    """MLflow's judges read their endpoint from the environment (model openai:/...): it goes through the proxy."""
+    root = tmp_path / "proj"
+    write_project(root)
+    config = (root / "llmops.yaml").read_text()
+    for name in ("f1", "similarity", "short"):
+        config = re.sub(rf"      {name}:\n(        .*\n)+", "", config)
+    config = config.replace("      similarity: &similarity\n", "      never: &similarity\n").replace(
+        "      similarity: *similarity\n", "")
+    config = re.sub(r"    gate:\n(      .*\n)+", "", config)
+    config = config.replace("        scorer: my_scorers:same_label\n",
+                            "        scorer: mlflow.genai.scorers:Correctness\n"
+                            "        init: {model: 'openai:/gpt-4o-mini'}\n")
+    config = config.replace("          outputs: ${run.outputs.output}\n          expectations: ${data.label}\n",
+                            "          inputs: ${data.text}\n          outputs: ${run.outputs.output}\n"
+                            "          expectations: ${data.label}\n")
+    (root / "llmops.yaml").write_text(config)
+    kept_runs(root)
+    server = FakeOpenAI(answer=correctness_judge).start()
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url + "/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-judge-" + "j" * 20)
+    monkeypatch.chdir(root)
+    try:
+        assert cli("lint").code == 0
+        result = cli("eval-run", "--flow", "new", "--llm-cache", "record")
+        assert result.code == 0, result.err
+    finally:
+        server.stop()
+    recorded = lines(root, "new/match")
+    assert len(server.requests) == len(DATA)  # every judge call went through the proxy, and was recorded
+    expected = [1.0 if row["text"].endswith(row["label"]) else 0.0 for row in DATA]
+    assert [recorded[n]["outputs"]["correctness"] for n in range(len(DATA))] == expected
+    assert recorded[0]["outputs"]["correctness_label"] == "yes"
+    metrics = summary(root)["flows"]["new"]["evaluations"]["match"]["metrics"]
+    assert metrics["correctness/mean"] == pytest.approx(sum(expected) / len(DATA))
+
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens: replay only
+    result = cli("eval-run", "--flow", "new", "--llm-cache", "replay")
     assert result.code == 0, result.err
-    scored = lines(root, "new/match")
-    assert scored[1]["status"] == "Failed" and "timeout" in scored[1]["error"]
-    assert [scored[n]["status"] for n in (0, 2, 3, 4)] == ["Completed"] * 4
-    assert summary(root)["flows"]["new"]["evaluations"]["match"]["lines_failed"] == 1
+    assert {n: r["outputs"] for n, r in lines(root, "new/match").items()} == {
+        n: r["outputs"] for n, r in recorded.items()}

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmops_ci.backends.artifacts import read_base
 from llmops_ci.backends.local import reap, rerouted, upstreams
+from llmops_ci.backends.mlflow_local import ENDPOINT_ROUTES, REPLAY_KEYS
 from llmops_ci.backends.prompty_local import mapped_inputs, read_rows
 from llmops_ci.errors import CheckFailed, UsageError
 from llmops_ci.evaluators import model_connection
@@ -100,11 +101,15 @@ class EvaluatorRuns:
         started = time.monotonic()
         settings = job.cache or CacheSettings("off", self.state_dir / "work" / f"{job.name}.cassette.json")
         with ProxyServer() as proxy:
-            route = proxy.open_run(job.name, settings, upstreams(job.provider_connections),
+            route = proxy.open_run(job.name, settings, {**upstreams(job.provider_connections), **self.env_upstreams()},
                                    max(1.0, job.options.line_timeout * 0.9))
             try:
                 init = resolved_init(job.init, rerouted(job.provider_connections, route))
-                outcome = self.call(job, ref, init, todo, progress)
+                # judges that read their endpoint from the environment (MLflow's openai:/ and databricks models)
+                # reach it through the proxy too
+                routes = {var: route.url_for(name) for var, name in ENDPOINT_ROUTES.items()}
+                routes.update({k: v for k, v in REPLAY_KEYS.items() if not self.environ.get(k)})
+                outcome = self.call(job, ref, init, todo, progress, routes)
             finally:
                 route.close()
             down = route.down()
@@ -126,8 +131,15 @@ class EvaluatorRuns:
         return RunRecord(job.label, job.name, "Completed", lines, duration, dict(outcome.get("metrics") or {}), None,
                          route.stats.to_json() if job.cache is not None else None, data_lines=len(todo))
 
+    def env_upstreams(self) -> dict[str, str | None]:
+        """Where the endpoints a judge reads from the environment really are (None: replay only)."""
+        out: dict[str, str | None] = {name: self.environ.get(var) or None for var, name in ENDPOINT_ROUTES.items()}
+        if out["env-openai_base_url"] is None and self.environ.get("OPENAI_API_KEY"):
+            out["env-openai_base_url"] = "https://api.openai.com/v1"  # the OpenAI client's own default
+        return out
+
     def call(self, job: RunJob, ref: str, init: dict[str, Any], todo: list[tuple[int, dict[str, Any]]],
-             progress: Progress) -> dict[str, Any]:
+             progress: Progress, routes: dict[str, str]) -> dict[str, Any]:
         work = self.state_dir / "evaluators"
         work.mkdir(parents=True, exist_ok=True)
         result, progress_file = work / f"{job.name}.result.json", work / f"{job.name}.lines.jsonl"
@@ -140,7 +152,7 @@ class EvaluatorRuns:
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"evaluator-{job.name}.log"
-        env = {**self.environ, **job.environment_variables,
+        env = {**self.environ, **job.environment_variables, **routes,
                "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "MLFLOW_MODEL_CATALOG_URI": "",
                "PYTHONUNBUFFERED": "1", "GIT_PYTHON_REFRESH": "quiet", "PF_DISABLE_TRACING": "true",
                "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true"}  # azure-monitor's settings fetch: no traffic out
