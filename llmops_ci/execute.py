@@ -232,9 +232,7 @@ def parity_run(project: Project, flow: FlowSpec, options: RunOptions, rc: RunCon
     record = parity.parity_record(flow, pairs, judged, time.monotonic() - started)
     summary = save_run(rc.state_dir, record, None)
     parity.write_pairs(rc.state_dir, flow.name, pairs)
-    entry = {"run": record.name, "status": summary["status"], "metrics": record.metrics,
-             "lines_total": summary["lines_total"], "lines_failed": summary["lines_failed"], "of": other.name,
-             "method": flow.parity.method if flow.parity else "exact", "disagreeing": parity.disagreements(record)}
+    entry = parity.summary_entry(flow, record, summary)
     update_flow_summary(rc.state_dir, flow.name, "evaluations", {parity.NAME: entry})
     _report(record, summary, None)
     log.info("%s: agreement with %s = %s (%d lines, %d disagree)", record.label, other.name,

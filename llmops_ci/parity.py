@@ -283,6 +283,14 @@ def _short(value: Any) -> str:
     return text if len(text) <= TEXT_LIMIT else text[: TEXT_LIMIT - 1] + "…"
 
 
+def summary_entry(flow: FlowSpec, record: RunRecord, summary: dict[str, Any]) -> dict[str, Any]:
+    """``flows.<flow>.evaluations.parity`` in summary.json: an evaluation's entry plus what the comment shows."""
+    assert flow.parity is not None
+    return {"run": record.name, "status": summary["status"], "metrics": record.metrics,
+            "lines_total": summary["lines_total"], "lines_failed": summary["lines_failed"], "of": flow.parity.of,
+            "method": flow.parity.method, "disagreeing": disagreements(record)}
+
+
 def write_pairs(state_dir: Path, flow: str, pairs: list[Pair]) -> None:
     """How the lines were paired (for a reader of the state dir): data line -> whether each side completed."""
     write_json_atomic(run_dir(state_dir, f"{flow}/{NAME}") / "pairs.json",
