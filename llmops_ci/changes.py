@@ -19,6 +19,7 @@ from typing import Any
 
 from llmops_ci.config import Config, FlowSpec
 from llmops_ci.errors import ConfigError, UsageError
+from llmops_ci.evaluators import evaluator_files
 from llmops_ci.project import Project
 from llmops_ci.schema import as_dict
 from llmops_ci.yamldoc import parse_yaml
@@ -191,9 +192,15 @@ def flow_dependencies(project: Project, flow: FlowSpec) -> list[tuple[Path, str]
             deps.append((_norm(flow.run_file.parent, env_file), "environment_variables file"))
     for ev in flow.evaluations.values():
         label = f"evaluation {ev.name}"
-        deps += _flow_folder_deps(project, ev.path, label)
+        if ev.ref:  # an evaluator:/scorer: depends on its module when the project holds it (a library's is pinned)
+            deps += [(path, label) for path in evaluator_files(ev, project.config.root)]
+        else:
+            deps += _flow_folder_deps(project, ev.path, label)
         if ev.data is not None:
             deps.append((ev.data, f"data of {label}"))
+    other = project.config.flows.get(flow.parity.of) if flow.parity is not None else None
+    if other is not None:  # parity compares with the other flow's answers: its change changes the verdict
+        deps += _flow_folder_deps(project, other.path, f"parity flow {other.name}")
     return [(_real(path), label) for path, label in deps]
 
 

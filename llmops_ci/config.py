@@ -78,12 +78,19 @@ MLFLOW_AGENT = Struct(
      "auth_policy": Struct({"system_resources": AGENT_RESOURCES, "api_scopes": ListOf(STR)},
                            what="in auth_policy")},
     required=("code", "interface"), what="in mlflow_agent", exclusive=(("resources", "auth_policy"),))
-GATE_RULE = Struct({"min": FINITE, "max": FINITE, "max_drop": FINITE, "max_rise": FINITE, "significant": BOOL},
+GATE_RULE = Struct({"min": FINITE, "max": FINITE, "max_drop": FINITE, "max_rise": FINITE, "significant": BOOL,
+                    "against": Scalar((str,), pattern=FLOW_NAME, hint=": name a flow of this config")},
                    what="in a gate rule")
+# an evaluation is an evaluation flow (path:), an azure-ai-evaluation evaluator or an MLflow 3 scorer (module:attr)
+EVALUATOR_REF = Scalar((str,), pattern=r"[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*",
+                       hint=": write module:Class or module:function, e.g. azure.ai.evaluation:F1ScoreEvaluator")
 EVALUATION = Struct({"path": PATH, "data": PATH, "column_mapping": MAPPING, "connections": NODE_CONNECTIONS,
-                     "environment_variables": STR_MAP, "scores": MapOf(STR), "init": MapOf(AnyValue())},
-                    required=("path",),
-                    what="in an evaluation")
+                     "environment_variables": STR_MAP, "scores": MapOf(STR), "init": MapOf(AnyValue()),
+                     "evaluator": EVALUATOR_REF, "scorer": EVALUATOR_REF},
+                    what="in an evaluation", exclusive=(("path", "evaluator", "scorer"),))
+PARITY = Struct({"of": Scalar((str,), pattern=FLOW_NAME, hint=": name a flow of this config"),
+                 "outputs": MapOf(STR), "method": STR},
+                required=("of", "outputs"), what="in parity")
 FLOW = Struct(
     {
         "path": PATH, "data": PATH, "column_mapping": MAPPING, "variant": STR, "connections": NODE_CONNECTIONS,
@@ -103,6 +110,7 @@ FLOW = Struct(
                           "request_timeout_ms": INT},
                          required=("endpoint",), what="in deploy"),
         "mlflow_agent": MLFLOW_AGENT,
+        "parity": PARITY,  # compare this flow's outputs with another flow's on the same lines
     },
     what="in a flow", exclusive=(("run_file", "path"), ("run_file", "data"), ("run_file", "column_mapping"),
                                  ("run_file", "mlflow_agent"), ("variant", "mlflow_agent")),
@@ -162,6 +170,7 @@ class GateRule:
     max_drop: float | None = None
     max_rise: float | None = None
     significant: bool = False
+    against: str | None = None  # compare with this flow's value in the same run instead of the baseline
 
 
 @dataclass(frozen=True)
@@ -175,6 +184,21 @@ class Evaluation:
     origin: Origin = field(repr=False, compare=False)
     scores: dict[str, str] = field(default_factory=dict)  # metric -> the per-line output behind it
     init: dict[str, Any] = field(default_factory=dict)  # a flex class entry's __init__ arguments
+    evaluator: str | None = None  # module:attr of an azure-ai-evaluation style evaluator (then ``path`` is unused)
+    scorer: str | None = None  # module:attr of an MLflow 3 scorer
+
+    @property
+    def ref(self) -> str | None:
+        """``module:attr`` of an evaluator or scorer evaluation; None for an evaluation flow."""
+        return self.evaluator or self.scorer
+
+
+@dataclass(frozen=True)
+class ParitySpec:
+    of: str  # the flow this one is compared with
+    outputs: dict[str, str]  # this flow's output -> the other flow's output
+    method: str = "exact"  # exact | normalized | the name of one of this flow's evaluations
+    origin: Origin | None = field(default=None, repr=False, compare=False)  # at flows.<name>.parity
 
 
 @dataclass(frozen=True)
@@ -237,6 +261,7 @@ class FlowSpec:
     run_origin: Origin | None = field(default=None, repr=False, compare=False)
     mlflow_agent: MlflowAgentSpec | None = None
     init: dict[str, Any] = field(default_factory=dict)  # a flex class entry's __init__ arguments
+    parity: ParitySpec | None = None
 
     def where(self, *sub: Any) -> Origin:
         """The file that holds a setting: llmops.yaml when written there, else the flow's run.yml."""
@@ -494,6 +519,17 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
     env_vars.update(as_dict(raw.get("environment_variables")))
     evaluations = {}
     for ename, eraw in as_dict(raw.get("evaluations")).items():
+        ref_eval = _ref_evaluation(str(ename), eraw, Origin(doc, ("flows", name, "evaluations", str(ename))), root)
+        if ref_eval is not None:
+            problems += ref_eval[1]
+            evaluations[str(ename)] = ref_eval[0]
+            continue
+        if isinstance(eraw, dict) and "path" not in eraw:
+            problems.append(Origin(doc, ("flows", name, "evaluations", str(ename))).problem(
+                (), f"evaluation '{ename}' needs 'path:' (an evaluation flow), 'evaluator:' (module:Class, e.g. "
+                "azure.ai.evaluation:F1ScoreEvaluator) or 'scorer:' (an MLflow 3 scorer)", "missing-key",
+                at_key=True))
+            continue
         eval_path = _flow_dir(_rel(root, eraw.get("path"))) if isinstance(eraw, dict) else None
         if eval_path is not None:
             eval_origin = Origin(doc, ("flows", name, "evaluations", str(ename)))
@@ -516,7 +552,8 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
         if isinstance(rule, dict):
             gate[str(metric)] = GateRule(str(metric), _num(rule.get("min")), _num(rule.get("max")),
                                          _num(rule.get("max_drop")), _num(rule.get("max_rise")),
-                                         rule.get("significant") is True)
+                                         rule.get("significant") is True,
+                                         rule["against"] if isinstance(rule.get("against"), str) else None)
     reg = raw.get("register")
     register = RegisterSpec(reg.get("name") if isinstance(reg.get("name"), str) else None,
                             reg.get("description"), dict(as_dict(reg.get("tags")))) if isinstance(reg, dict) else None
@@ -553,8 +590,36 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
         resources={**as_dict(source.get("resources")), **as_dict(raw.get("resources"))}, origin=origin,
         run_origin=run_origin,
         mlflow_agent=_agent_spec(flow_path, raw.get("mlflow_agent"), Origin(doc, ("flows", name, "mlflow_agent"))),
-        init={**as_dict(source.get("init")), **as_dict(raw.get("init"))})
+        init={**as_dict(source.get("init")), **as_dict(raw.get("init"))},
+        parity=_parity_spec(raw.get("parity"), Origin(doc, ("flows", name, "parity"))))
     return flow, problems, run_doc
+
+
+def _ref_evaluation(name: str, raw: Any, origin: Origin, root: Path) -> tuple[Evaluation, list[Problem]] | None:
+    """An ``evaluator:`` or ``scorer:`` evaluation (None for an evaluation flow). Its ``path`` is the config's
+    folder, where a project's own evaluator modules are found."""
+    if not isinstance(raw, dict) or not any(isinstance(raw.get(k), str) for k in ("evaluator", "scorer")):
+        return None
+    problems: list[Problem] = []
+    data = _rel(root, raw.get("data"))
+    if data is not None:
+        problems += _outside(root, origin, ("data",), data)
+    evaluation = Evaluation(
+        name, root, data, dict(as_dict(raw.get("column_mapping"))), {}, dict(as_dict(raw.get("environment_variables"))),
+        origin, {str(k): v for k, v in as_dict(raw.get("scores")).items() if isinstance(v, str)},
+        dict(as_dict(raw.get("init"))),
+        evaluator=raw["evaluator"] if isinstance(raw.get("evaluator"), str) else None,
+        scorer=raw["scorer"] if isinstance(raw.get("scorer"), str) and not isinstance(raw.get("evaluator"), str)
+        else None)
+    return evaluation, problems
+
+
+def _parity_spec(raw: Any, origin: Origin) -> ParitySpec | None:
+    if not isinstance(raw, dict) or not isinstance(raw.get("of"), str):
+        return None
+    outputs = {str(k): v for k, v in as_dict(raw.get("outputs")).items() if isinstance(v, str)}
+    method = raw.get("method")
+    return ParitySpec(raw["of"], outputs, method if isinstance(method, str) else "exact", origin)
 
 
 def _agent_resources(raw: Any, key: Key) -> tuple[AgentResource, ...]:

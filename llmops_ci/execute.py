@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmops_ci import parity
 from llmops_ci.backends import Backend
 from llmops_ci.config import FlowSpec
 from llmops_ci.errors import CheckFailed, ServiceError, UsageError
@@ -78,6 +80,9 @@ def _execute(project: Project, rc: RunContext, job: Any) -> RunRecord:
 
 
 def _check_job(rc: RunContext, job: Any) -> None:
+    if getattr(job, "evaluator", None) and "evaluator" not in getattr(rc.backend, "engines", {}):
+        raise UsageError(f"{job.label}: an evaluator or scorer ({job.evaluator}) runs on --backend local only; "
+                         f"--backend {rc.backend.name} cannot run it")
     for secret in secret_values(job.provider_connections):
         rc.on_secret(secret)
     if job.cache is not None and not rc.backend.routes_local_proxy:
@@ -132,6 +137,7 @@ def _execute_all(project: Project, rc: RunContext, jobs: list[Any]) -> Iterator[
 
 def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: RunContext) -> list[dict[str, Any]]:
     """Run each flow over its data; raise CheckFailed when failed lines exceed a flow's allowance."""
+    flows = parity.with_compared(project.config, flows)
     jobs = [(flow, batch_job(project, flow, options, rc.environ, local_connections=_local_connections(rc)))
             for flow in flows]  # env checked up front
     summaries: list[dict[str, Any]] = []
@@ -179,6 +185,14 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
                              f"'llmops-ci batch-run --flow {flow.name}' first (with the same --state-dir)")
         plans.append((flow, eval_jobs(project, flow, str(base["name"]), options, rc.environ,
                                       local_connections=_local_connections(rc))))
+    for flow in flows:  # parity needs both flows' runs on the same data: said before anything runs
+        if flow.parity is not None:
+            other = parity.check_same_data(project.config, flow)
+            for name in (flow.name, other.name):
+                if load_run(rc.state_dir, name) is None:
+                    raise UsageError(f"flow '{name}' has no batch run in {rc.state_dir}; parity of '{flow.name}' "
+                                     f"compares it with '{other.name}': run 'llmops-ci batch-run --flow {name}' first "
+                                     "(with the same --state-dir)")
     results: dict[str, Any] = {}
     failed = []
     flat = [(flow, job) for flow, jobs in plans for job in jobs]
@@ -194,6 +208,33 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
         results[job.label] = entry
         if summary["status"] != "completed":
             failed.append(job.label)
+    for flow in flows:
+        if flow.parity is not None:
+            label, entry = parity_run(project, flow, options, rc)
+            results[label] = entry
+            if entry["status"] != "completed":
+                failed.append(label)
     if failed:
         raise CheckFailed(f"evaluation run failed for {', '.join(failed)}")
     return results
+
+
+def parity_run(project: Project, flow: FlowSpec, options: RunOptions, rc: RunContext) -> tuple[str, dict[str, Any]]:
+    """The ``parity`` evaluation of ``flow`` against the flow it replaces (see parity.py)."""
+    started = time.monotonic()
+    other = parity.check_same_data(project.config, flow)
+    pairs = parity.pair_lines(parity.read_lines(rc.state_dir, flow.name), parity.read_lines(rc.state_dir, other.name))
+    job = parity.judge_job(project.config, flow, pairs, options, rc.environ, rc.state_dir / "work" / "parity")
+    judged = None
+    if job is not None:
+        _check_job(rc, job)
+        judged = rc.backend.run(job, rc.progress(job.label, sum(1 for p in pairs if p.new and p.old)))
+    record = parity.parity_record(flow, pairs, judged, time.monotonic() - started)
+    summary = save_run(rc.state_dir, record, None)
+    parity.write_pairs(rc.state_dir, flow.name, pairs)
+    entry = parity.summary_entry(flow, record, summary)
+    update_flow_summary(rc.state_dir, flow.name, "evaluations", {parity.NAME: entry})
+    _report(record, summary, None)
+    log.info("%s: agreement with %s = %s (%d lines, %d disagree)", record.label, other.name,
+             record.metrics.get("agreement"), record.metrics.get("lines", 0), record.metrics.get("disagreements", 0))
+    return record.label, entry

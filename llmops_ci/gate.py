@@ -204,7 +204,7 @@ def gate_flow(flow: FlowSpec, state_dir: Path, summary: dict[str, Any], baseline
     result = FlowGate(flow.name)
     for metric, rule in flow.gate.items():
         source, _, name = metric.partition(".")
-        if source != "run" and source not in flow.evaluations:
+        if source != "run" and source not in flow.evaluations and not (source == "parity" and flow.parity):
             names = [f"run.{f}" for f in RUN_FIGURES] + [f"{e}.<metric>" for e in flow.evaluations]
             raise UsageError(f"gate rule '{metric}' of flow '{flow.name}': no evaluation '{source}' in the config; "
                              f"rules can name: {', '.join(names)}")
@@ -219,17 +219,29 @@ def gate_flow(flow: FlowSpec, state_dir: Path, summary: dict[str, Any], baseline
         if not math.isfinite(value):
             result.checks += _not_a_number(metric, rule)
             continue
-        base_value = metric_value(baseline.summary, flow.name, metric)[0] if baseline else None
+        # against: the reference is the flow this one replaces, in this same run (paired by data line), not the
+        # baseline; the statistics are the same paired comparison
+        reference = Baseline(summary, state_dir, f"flow {rule.against}") if rule.against else baseline
+        ref_flow = rule.against or flow.name
+        base_value = metric_value(reference.summary, ref_flow, metric)[0] if reference else None
         if base_value is not None and not math.isfinite(base_value):
             base_value = None  # a baseline without a usable value is no baseline for this metric
+        if rule.against and base_value is None:
+            raise UsageError(f"gate rule '{metric}' of flow '{flow.name}' compares against flow '{rule.against}', "
+                             f"which has no value for it in {state_dir}; run both flows (batch-run and eval-run) "
+                             "with the same --state-dir")
         comparison = None
         output = flow.evaluations[source].scores.get(name) if source in flow.evaluations else None
-        if output and baseline is not None and base_value is not None:
+        if output and reference is not None and base_value is not None:
             current = line_scores(state_dir, flow.name, source, output) or {}
-            previous = line_scores(baseline.state_dir, flow.name, source, output)
+            previous = line_scores(reference.state_dir, ref_flow, source, output)
             if previous is not None:
                 comparison = compare(current, previous, rule)
-        result.checks += _checks(metric, rule, value, base_value, comparison, baseline is not None, output)
+        checks = _checks(metric, rule, value, base_value, comparison, reference is not None, output)
+        for check in checks if rule.against else []:
+            if check.rule in ("max_drop", "max_rise"):
+                check.note = f"against flow '{rule.against}' in this run" + (f"; {check.note}" if check.note else "")
+        result.checks += checks
     return result
 
 

@@ -199,6 +199,26 @@ def _metrics(flows: dict[str, Any], st: Style = MARKDOWN) -> str:
     return f"{st.heading}Evaluations\n\n" + _table(rows, ["flow", "evaluation", "metric", "value"], st) if rows else ""
 
 
+def _parity(flows: dict[str, Any], shown: int, st: Style = MARKDOWN) -> str:
+    """Each flow's agreement with the flow it replaces, and its first disagreeing lines side by side (text from the
+    flows, so made inert like every other untrusted text)."""
+    parts = []
+    for name, flow in sorted(flows.items()):
+        entry = as_dict(as_dict(as_dict(flow).get("evaluations")).get("parity"))
+        if not entry or "of" not in entry:
+            continue
+        metrics = as_dict(entry.get("metrics"))
+        head = (f"{st.code(name)} vs {st.code(entry.get('of'))} ({st.text(entry.get('method'), 40)}): agreement "
+                f"{_num(metrics.get('agreement'), st=st)} on {_num(metrics.get('lines'), st=st)} lines, "
+                f"{_num(metrics.get('disagreements'), st=st)} disagree")
+        rows = [[_num(d.get("line"), st=st), st.text(d.get("new"), 200), st.text(d.get("old"), 200)]
+                for d in as_list(entry.get("disagreeing"))[:shown] if isinstance(d, dict)]
+        if rows:
+            head += "\n\n" + _table(rows, ["line", name, str(entry.get("of"))], st)
+        parts.append(head)
+    return f"{st.heading}Parity\n\n" + "\n\n".join(parts) if parts else ""
+
+
 def _lint(lint: dict[str, Any], listed: int, folded: int, st: Style = MARKDOWN) -> str:
     findings = sorted(as_list(lint.get("findings")), key=lambda f: (SEVERITY_ORDER.get(f.get("severity"), 2),
                                                                    str(f.get("path")), f.get("line") or 0))
@@ -238,7 +258,8 @@ def render(summary: dict[str, Any], *, limit: int = GITHUB_LIMIT, run_url: str |
     footer = f"\n\n---\n[CI run]({run_url})" if run_url else "\n\n---"
     for level, (listed, folded, errors, only_failed) in enumerate(_LEVELS):
         parts = [MARKER, f"## {result.headline}", _gate(flows, only_failed), _runs(flows, errors, only_failed),
-                 _cache(flows), "" if only_failed else _metrics(flows), _release(flows), _unchanged(flows),
+                 _cache(flows), _parity(flows, errors), "" if only_failed else _metrics(flows), _release(flows),
+                 _unchanged(flows),
                  _lint(as_dict(summary.get("lint")), listed, folded)]
         note = "" if level == 0 else f"\n\n_Shortened to fit the comment; the full report is in {full_report}._"
         body = "\n\n".join(p for p in parts if p) + note + footer
@@ -254,6 +275,7 @@ def render_text(summary: dict[str, Any]) -> str:
     result = outcome(summary)
     flows = as_dict(summary.get("flows"))
     parts = [result.headline, _gate(flows, False, PLAIN), _runs(flows, 5, False, PLAIN), _cache(flows, PLAIN),
+             _parity(flows, 5, PLAIN),
              _metrics(flows, PLAIN), _release(flows, PLAIN), _unchanged(flows, PLAIN),
              _lint(as_dict(summary.get("lint")), 50, 1000, PLAIN)]
     return "\n\n".join(p for p in parts if p)

@@ -21,6 +21,7 @@ from typing import Any
 from llmops_ci import redaction
 from llmops_ci.config import ENV_REF, Config, FlowSpec, Origin, connection_ref, connection_value
 from llmops_ci.errors import ConfigError, Problem, UsageError
+from llmops_ci.evaluators import evaluation_info
 from llmops_ci.kinds import FlowInfo
 from llmops_ci.lint.data import DataInfo
 from llmops_ci.lint.findings import ERROR
@@ -92,6 +93,7 @@ class RunJob:
     base_run: str | None = None
     cache: CacheSettings | None = None
     init: dict[str, Any] = field(default_factory=dict)  # a flex class entry's __init__ arguments, resolved
+    evaluator: str | None = None  # module:attr of an evaluator/scorer evaluation (info.kind says which)
 
 
 @dataclass(frozen=True)
@@ -392,13 +394,14 @@ def eval_jobs(project: Project, flow: FlowSpec, base_run: str, options: RunOptio
         assert data is not None
         label = f"{flow.name}/{evaluation.name}"
         cache = cache_settings(config, label, options.llm_cache)
-        info = flow_info(project, evaluation.path)
+        info = evaluation_info(evaluation, config.root) if evaluation.ref else flow_info(project, evaluation.path)
         connections = provider_connections(
             config, used_connections(config, info, evaluation.connections, evaluation.environment_variables)
             | init_connections(config, evaluation.init), environ,
             lenient=cache is not None) if local_connections else ()
         jobs.append(RunJob(
             label=label, name=run_name(f"{flow.name}_{evaluation.name}"), flow=evaluation.path, info=info,
+            evaluator=evaluation.ref,
             data=data, column_mapping=same_named_columns(label, info, evaluation.column_mapping, project.data(data)),
             variant=None, connections=evaluation.connections,
             environment_variables=environment(evaluation.origin, evaluation.environment_variables, environ,

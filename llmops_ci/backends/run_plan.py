@@ -75,6 +75,10 @@ def planned(ctx: BackendContext, flow_names: list[str], evaluations: bool) -> li
         base = load_run(ctx.state_dir, flow.name)
         base_name = str(base["name"]) if base else f"{flow.name}{_NO_BASE_RUN}"
         for ev in flow.evaluations.values():
+            if ev.ref:
+                raise UsageError(f"{ev.origin.doc.display}: evaluation '{flow.name}/{ev.name}' is an "
+                                 f"{'evaluator' if ev.evaluator else 'scorer'} ({ev.ref}), which runs on --backend "
+                                 "local only; run eval-run locally (it scores the run kept in the state dir)")
             out.append(Submission(f"{flow.name}/{ev.name}", run_name(f"{flow.name}_{ev.name}"), ev.path,
                                   ev.data or flow.data, base_name, dict(ev.column_mapping), None,
                                   dict(ev.connections), {str(k): str(v) for k, v in ev.environment_variables.items()},

@@ -22,6 +22,7 @@ from llmops_ci.config import (
 )
 from llmops_ci.errors import UsageError
 from llmops_ci.kinds import KINDS, ConnectionUse, FlowInfo, kind_for
+from llmops_ci.lint import evaluators as evaluator_lint
 from llmops_ci.lint import secrets
 from llmops_ci.lint.data import DataInfo, read_data
 from llmops_ci.lint.findings import ERROR, WARNING, Finding, finding, from_problem
@@ -200,10 +201,32 @@ class _Project:
         for evaluation in flow.evaluations.values():
             self.evaluation(config, flow, info, data, evaluation)
         self.gate(flow)
+        self.findings += evaluator_lint.against_findings(config, flow)
+        if flow.parity is not None:
+            other = config.flows.get(flow.parity.of)
+            self.findings += evaluator_lint.parity_findings(config, flow, {
+                flow.name: info, flow.parity.of: self._quiet_info(other.path) if other is not None else None})
+
+    def _quiet_info(self, path: Path) -> FlowInfo | None:
+        """Another flow's info for a cross-flow check; its own findings are reported where that flow is linted."""
+        if self.loaded is not None:
+            return self.loaded.info(path)
+        kind = kind_for(path)
+        return kind.inspect(path) if kind is not None else None
 
     def evaluation(self, config: Config, flow: FlowSpec, base: FlowInfo, base_data: DataInfo | None,
                    evaluation: Any) -> None:
         origin = evaluation.origin
+        if evaluation.ref:  # an evaluator: or scorer: (lint/evaluators.py), not an evaluation flow
+            found, located = evaluator_lint.evaluation_findings(config, evaluation)
+            self.findings += found
+            data = self.dataset(evaluation.data, origin, ("data",)) if evaluation.data is not None and \
+                inside_project(config.root, evaluation.data) else base_data
+            self.mapping(evaluation.column_mapping, origin, ("column_mapping",),
+                         evaluator_lint.mapping_info(evaluation, located, config.root), data, base,
+                         f"{flow.name}/{evaluation.name}")
+            self.environment(config, evaluation.environment_variables, origin, ("environment_variables",))
+            return
         if not evaluation.path.exists():
             self.findings.append(from_problem(origin.problem(("path",), f"evaluation flow "
                                  f"'{display_path(evaluation.path)}' does not exist", "path-missing")))
@@ -459,7 +482,7 @@ class _Project:
                                          f"no figure '{name}'" + (f"; did you mean 'run.{best}'?" if best else
                                          "; available: " + ", ".join("run." + f for f in RUN_FIGURES)),
                                          "gate-unknown-evaluation", at_key=True)))
-            elif source not in flow.evaluations:
+            elif source not in flow.evaluations and not (source == "parity" and flow.parity is not None):
                 best = closest(source, flow.evaluations)
                 available = ", ".join(sorted(flow.evaluations)) or "none (add 'evaluations:' to the flow)"
                 self.findings.append(from_problem(flow.origin.problem(sub, f"gate rule '{metric}': flow '{flow.name}' "
