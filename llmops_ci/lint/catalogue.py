@@ -30,6 +30,7 @@ def _table(rules: list[Rule]) -> list[str]:
 
 
 def markdown() -> str:
+    import llmops_ci.lint.project  # noqa: F401  (the whole linter: every module that registers rules)
     from llmops_ci.kinds import KINDS
 
     catalogue = all_rules()
