@@ -589,10 +589,11 @@ def _agent_spec(folder: Path, raw: Any, origin: Origin) -> MlflowAgentSpec | Non
 
 
 def _traffic_problems(origin: Origin, traffic: tuple[int, ...]) -> list[Problem]:
-    if not traffic or any(t < 1 or t > 100 for t in traffic) or list(traffic) != sorted(traffic) \
+    # strictly rising: a repeated step ([10, 10, 100]) is a typo, not a pause
+    if not traffic or any(t < 1 or t > 100 for t in traffic) or any(a >= b for a, b in zip(traffic, traffic[1:])) \
             or traffic[-1] != 100:
-        return [origin.problem(("deploy", "traffic"), "traffic must be rising percentages from 1 to 100 that end "
-                               "at 100, e.g. [10, 100]", "wrong-type")]
+        return [origin.problem(("deploy", "traffic"), "traffic must be rising percentages from 1 to 100, each "
+                               f"above the last, that end at 100, e.g. [10, 100] (got {list(traffic)})", "wrong-type")]
     return []
 
 

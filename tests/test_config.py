@@ -74,6 +74,8 @@ def test_top_level_unknown_key_and_missing_version(project: Callable[..., Projec
     ("  x:\n    data: d.jsonl\n", "needs 'path:'"),
     ("  x:\n    path: p\n    run_file: r.yml\n", "either 'run_file' or 'path'"),
     ("  x:\n    path: p\n    deploy: {endpoint: e, traffic: [50, 20]}\n", "rising percentages"),
+    ("  x:\n    path: p\n    deploy: {endpoint: e, traffic: [10, 10, 100]}\n", "each above the last"),
+    ("  x:\n    path: p\n    deploy: {endpoint: e, traffic: [10, 100, 100]}\n", "each above the last"),
     ("  x:\n    path: p\n    gate: {accuracy: {min: 1}}\n", "'<evaluation>.<metric>'"),
     ("  x:\n    path: p\n    max_failed_lines: -1\n", "0 or more"),
 ])
