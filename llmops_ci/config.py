@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Mapping
@@ -78,6 +79,17 @@ MLFLOW_AGENT = Struct(
      "auth_policy": Struct({"system_resources": AGENT_RESOURCES, "api_scopes": ListOf(STR)},
                            what="in auth_policy")},
     required=("code", "interface"), what="in mlflow_agent", exclusive=(("resources", "auth_policy"),))
+PROBE = Struct({k: INT for k in ("initial_delay", "period", "timeout", "failure_threshold", "success_threshold")},
+               what="in a probe (azure-ai-ml ProbeSettings, seconds)")
+# deploy: keys read by one backend each (docs/azureml-runs.md, docs/mlflow-agents.md say which)
+DEPLOY_CLOUD_KEYS: dict[str, Any] = {
+    # Azure ML managed online deployments
+    "app_insights": BOOL, "max_concurrent_requests": INT, "identity": STR, "worker_num": INT,
+    "worker_threads": INT, "probes": Struct({"liveness": PROBE, "readiness": PROBE}, what="in probes"),
+    # Databricks model serving, with databricks-agents' deploy() defaults
+    "scale_to_zero": BOOL, "tracing": BOOL, "inference_table": BOOL, "experiment_id": STR,
+    "keep_previous": INT, "instance_profile_arn": STR,
+}
 GATE_RULE = Struct({"min": FINITE, "max": FINITE, "max_drop": FINITE, "max_rise": FINITE, "significant": BOOL},
                    what="in a gate rule")
 EVALUATION = Struct({"path": PATH, "data": PATH, "column_mapping": MAPPING, "connections": NODE_CONNECTIONS,
@@ -100,7 +112,7 @@ FLOW = Struct(
                                              "a letter and has up to 63 letters, digits, '-' and '_'"),
                           "instance_type": STR, "instance_count": INT,
                           "traffic": ListOf(INT), "smoke_tests": PATH, "environment_variables": STR_MAP,
-                          "request_timeout_ms": INT},
+                          "request_timeout_ms": INT, **DEPLOY_CLOUD_KEYS},
                          required=("endpoint",), what="in deploy"),
         "mlflow_agent": MLFLOW_AGENT,
     },
@@ -193,6 +205,25 @@ class DeploySpec:
     smoke_tests: str | None = None
     environment_variables: dict[str, Any] = field(default_factory=dict)
     request_timeout_ms: int | None = None
+    # Azure ML: app insights on by default (tracing and metrics need it); identity "system" or the resource id
+    # of a user-assigned identity; worker_* become PROMPTFLOW_WORKER_NUM / PROMPTFLOW_WORKER_THREADS
+    app_insights: bool = True
+    max_concurrent_requests: int | None = None
+    identity: str | None = None
+    worker_num: int | None = None
+    worker_threads: int | None = None
+    probes: dict[str, dict[str, int]] = field(default_factory=dict)  # liveness/readiness -> ProbeSettings
+    # Databricks, as databricks-agents' deploy(): no scale to zero, tracing env, an AI Gateway inference table
+    scale_to_zero: bool = False
+    tracing: bool = True
+    inference_table: bool = True
+    experiment_id: str | None = None
+    keep_previous: int = 0  # earlier versions kept on the endpoint at 0 % (the endpoint holds at most 15)
+    instance_profile_arn: str | None = None
+
+
+AZUREML_MAX_REQUEST_TIMEOUT_MS = 180_000  # the managed online deployment limit (request_settings reference)
+MAX_SERVED_ENTITIES = 15  # Databricks: served entities per endpoint
 
 
 @dataclass(frozen=True)
@@ -527,9 +558,11 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
         traffic = tuple(t for t in raw_traffic if isinstance(t, int)) if isinstance(raw_traffic, list) else ()
         if isinstance(raw_traffic, list) and len(traffic) == len(raw_traffic):  # else the schema said why
             problems += _traffic_problems(origin, traffic)
-        for key in ("instance_count", "request_timeout_ms"):
+        for key in ("instance_count", "request_timeout_ms", "max_concurrent_requests", "worker_num",
+                    "worker_threads"):
             if isinstance(dep.get(key), int) and not isinstance(dep[key], bool) and dep[key] < 1:
                 problems.append(origin.problem(("deploy", key), f"{key} must be 1 or more", "wrong-type"))
+        problems += _deploy_limits(origin, dep)
         smoke = dep.get("smoke_tests") if isinstance(dep.get("smoke_tests"), str) else None
         if smoke is not None and smoke.strip():
             problems += _outside(root, origin, ("deploy", "smoke_tests"), Path(os.path.normpath(root / smoke)))
@@ -537,7 +570,8 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
                             dep["instance_count"] if isinstance(dep.get("instance_count"), int) else 1,
                             traffic or (100,), smoke,
                             dict(as_dict(dep.get("environment_variables"))),
-                            dep["request_timeout_ms"] if isinstance(dep.get("request_timeout_ms"), int) else None)
+                            dep["request_timeout_ms"] if isinstance(dep.get("request_timeout_ms"), int) else None,
+                            **_deploy_cloud(dep))
     max_failed = raw.get("max_failed_lines", 0)
     if isinstance(max_failed, int) and max_failed < 0:
         problems.append(origin.problem(("max_failed_lines",), "max_failed_lines must be 0 or more", "wrong-type"))
@@ -588,9 +622,45 @@ def _agent_spec(folder: Path, raw: Any, origin: Origin) -> MlflowAgentSpec | Non
         origin=origin)
 
 
+def _deploy_cloud(dep: dict[str, Any]) -> dict[str, Any]:
+    """The backend-specific deploy: keys, typed; a value of the wrong type was reported by the schema."""
+    out: dict[str, Any] = {}
+    for key, spec in DEPLOY_CLOUD_KEYS.items():
+        value = dep.get(key)
+        if (spec is BOOL and isinstance(value, bool)) or (spec is STR and isinstance(value, str)) or (
+                spec is INT and isinstance(value, int) and not isinstance(value, bool)):
+            out[key] = value
+    out["probes"] = {k: {n: v for n, v in as_dict(p).items() if isinstance(v, int)}
+                     for k, p in as_dict(dep.get("probes")).items() if isinstance(p, dict)}
+    return out
+
+
+def _deploy_limits(origin: Origin, dep: dict[str, Any]) -> list[Problem]:
+    problems = []
+    timeout = dep.get("request_timeout_ms")
+    if isinstance(timeout, int) and timeout > AZUREML_MAX_REQUEST_TIMEOUT_MS:
+        problems.append(origin.problem(("deploy", "request_timeout_ms"), (
+            f"request_timeout_ms {timeout} is over {AZUREML_MAX_REQUEST_TIMEOUT_MS}, the most an Azure ML managed "
+            "online deployment allows"), "wrong-type"))
+    keep = dep.get("keep_previous")
+    if isinstance(keep, int) and not 0 <= keep < MAX_SERVED_ENTITIES:
+        problems.append(origin.problem(("deploy", "keep_previous"), (
+            f"keep_previous must be 0 to {MAX_SERVED_ENTITIES - 1}: a Databricks endpoint serves at most "
+            f"{MAX_SERVED_ENTITIES} entities, the new one included"), "wrong-type"))
+    identity = dep.get("identity")
+    if isinstance(identity, str) and identity != "system" and not re.fullmatch(
+            r"/subscriptions/[^/]+/resource[gG]roups/[^/]+/providers/Microsoft\.ManagedIdentity/"
+            r"userAssignedIdentities/[^/]+", identity):
+        problems.append(origin.problem(("deploy", "identity"), (
+            "identity is 'system' (the endpoint's own identity) or the resource id of a user-assigned identity, "
+            "/subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/"
+            "<name>"), "wrong-type"))
+    return problems
+
+
 def _traffic_problems(origin: Origin, traffic: tuple[int, ...]) -> list[Problem]:
     # strictly rising: a repeated step ([10, 10, 100]) is a typo, not a pause
-    if not traffic or any(t < 1 or t > 100 for t in traffic) or any(a >= b for a, b in zip(traffic, traffic[1:])) \
+    if not traffic or any(t < 1 or t > 100 for t in traffic) or any(a >= b for a, b in itertools.pairwise(traffic)) \
             or traffic[-1] != 100:
         return [origin.problem(("deploy", "traffic"), "traffic must be rising percentages from 1 to 100, each "
                                f"above the last, that end at 100, e.g. [10, 100] (got {list(traffic)})", "wrong-type")]
