@@ -68,7 +68,7 @@ MAPPING = MapOf(SCALAR)
 NODE_CONNECTIONS = MapOf(MapOf(Scalar((str, int, float, bool))))
 PATH = PathValue()
 AGENT_RESOURCE_TYPES = ("serving_endpoint", "vector_search_index", "function", "genie_space", "sql_warehouse", "table",
-                        "uc_connection")
+                        "uc_connection", "app", "lakebase", "uc_model_service")
 AGENT_RESOURCE = OneOf((STR, Struct({"name": STR, "on_behalf_of_user": BOOL}, required=("name",),
                                     what="in a resource")),
                        "a name, or {name: ..., on_behalf_of_user: true}")

@@ -29,7 +29,9 @@ _MCP_PATH = re.compile(r"/api/2\.0/mcp/(functions|vector-search|genie)/([^?#\s]+
 CALLS: dict[str, list[tuple[str, tuple[str, ...], int | None]]] = {
     "ChatDatabricks": [("serving_endpoint", ("endpoint", "model"), None)],
     "DatabricksEmbeddings": [("serving_endpoint", ("endpoint",), None)],
-    "VectorSearchRetrieverTool": [("vector_search_index", ("index_name",), None)],
+    # databricks-ai-bridge adds embedding_endpoint to the tool's resources: serving needs it declared too
+    "VectorSearchRetrieverTool": [("vector_search_index", ("index_name",), None),
+                                  ("serving_endpoint", ("embedding_endpoint",), None)],
     "DatabricksVectorSearch": [("vector_search_index", ("index_name",), 0)],
     "get_index": [("vector_search_index", ("index_name",), 1)],
     "query_index": [("vector_search_index", ("index_name",), 0)],
@@ -41,7 +43,12 @@ CALLS: dict[str, list[tuple[str, tuple[str, ...], int | None]]] = {
     "start_conversation_and_wait": [("genie_space", ("space_id",), 0)],
     "create_message": [("genie_space", ("space_id",), 0)],
     "http_request": [("uc_connection", ("conn",), 0)],
+    # databricks-sdk: w.database.get_database_instance(name) / generate_database_credential(instance_names=[...])
+    "get_database_instance": [("lakebase", ("name",), 0)],
+    "generate_database_credential": [("lakebase", ("instance_names",), None)],
 }
+# a Databricks app's URL: https://<app name>-<workspace id>.<cloud>.databricksapps.com (an MCP server among them)
+_APP_URL = re.compile(r"https://([a-z0-9][a-z0-9-]*?)-(\d{10,})\.[a-z0-9.-]*databricksapps\.com")
 SQL_CALLS = {"execute_statement": ("statement", 0), "sql": ("sqlQuery", 0), "execute": ("operation", 0)}
 
 
@@ -489,6 +496,11 @@ def _call(s: Scanner, node: ast.Call, scope: _Scope) -> None:
         if sql is not None and isinstance(text, str):
             for match in _SQL_TABLE.finditer(text):
                 s.code.uses.append(Use("table", match.group(1), sql.lineno, sql.col_offset + 1, f"{short}(...) SQL"))
+    if short == "get" and dotted(node.func).split(".")[-2:-1] == ["apps"]:  # WorkspaceClient().apps.get(name)
+        app: ast.expr | None = next((k.value for k in node.keywords if k.arg == "name"),
+                                    node.args[0] if node.args else None)
+        if app is not None:
+            _add(s, "app", app, scope, "apps.get(...)", app)
     if short == "table" and node.args and dotted(node.func).split(".")[-2:-1] in (["spark"], ["read"]):
         _add(s, "table", node.args[0], scope, f"{dotted(node.func)}(...)", node.args[0])
     _model_call(s, node, scope)
@@ -517,6 +529,10 @@ def _model_call(s: Scanner, node: ast.Call, scope: _Scope) -> None:
 
 def _mcp(s: Scanner, node: ast.expr, scope: _Scope, short: str) -> None:
     url = s.value(node, scope)
+    app = _APP_URL.search(url) if isinstance(url, str) else None
+    if app:
+        s.code.uses.append(Use("app", app.group(1), node.lineno, node.col_offset + 1, f"{short}(...) app URL"))
+        return
     match = _MCP_PATH.search(url) if isinstance(url, str) else None
     if not match:
         return
