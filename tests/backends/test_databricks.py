@@ -333,3 +333,39 @@ def test_dry_run_lists_the_declared_resources_and_the_agents_settings(tmp_path: 
     assert created["ai_gateway"]["inference_table_config"]["enabled"] is True
     assert created["config"]["served_entities"][0]["scale_to_zero_enabled"] is False
     assert "MLFLOW_EXPERIMENT_ID" in created["config"]["served_entities"][0]["environment_vars"]
+
+
+UNDECLARED = """\
+import mlflow
+from databricks_langchain import ChatDatabricks
+from mlflow.pyfunc import ResponsesAgent
+
+LLM = ChatDatabricks(endpoint="databricks-claude-sonnet")
+
+
+class Agent(ResponsesAgent):
+    def predict(self, request):
+        return None
+
+
+mlflow.models.set_model(Agent())
+"""
+
+
+def test_register_lints_first_and_refuses_an_undeclared_resource(cli: Any, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmops_ci.state import update_summary
+
+    flows(tmp_path)
+    (tmp_path / "agent/agent.py").write_text(UNDECLARED)
+    (tmp_path / "llmops.yaml").write_text(CONFIG.replace("pip_requirements: [mlflow-skinny==3.17.2]",
+                                                         "pip_requirements: [mlflow==3.17.2, databricks-langchain]"))
+    monkeypatch.chdir(tmp_path)
+    update_summary(tmp_path / ".llmops", "flows", {"support": {"gate": {"passed": True, "checks": []}}})
+    refused = cli("register", "--backend", "databricks", "--dry-run")
+    assert refused.code == 1, refused
+    assert "agent/agent.py:5" in refused.err and "databricks-claude-sonnet" in refused.err
+    assert "resource-undeclared" in refused.err and "--force" in refused.err
+    forced = cli("register", "--backend", "databricks", "--dry-run", "--force")
+    assert forced.code == 0, forced
+    assert "registry: databricks-uc" in forced.out
