@@ -84,7 +84,9 @@ PROBE = Struct({k: INT for k in ("initial_delay", "period", "timeout", "failure_
 # deploy: keys read by one backend each (docs/azureml-runs.md, docs/mlflow-agents.md say which)
 DEPLOY_CLOUD_KEYS: dict[str, Any] = {
     # Azure ML managed online deployments
-    "app_insights": BOOL, "max_concurrent_requests": INT, "identity": STR, "worker_num": INT,
+    "app_insights": BOOL, "max_concurrent_requests": INT, "worker_num": INT,
+    "identity": Struct({"type": Scalar((str,), choices=("system_assigned", "user_assigned")), "resource_id": STR,
+                        "client_id": STR}, required=("type",), what="in identity"),
     "worker_threads": INT, "probes": Struct({"liveness": PROBE, "readiness": PROBE}, what="in probes"),
     # Databricks model serving, with databricks-agents' deploy() defaults
     "scale_to_zero": BOOL, "tracing": BOOL, "inference_table": BOOL, "experiment_id": STR,
@@ -205,11 +207,11 @@ class DeploySpec:
     smoke_tests: str | None = None
     environment_variables: dict[str, Any] = field(default_factory=dict)
     request_timeout_ms: int | None = None
-    # Azure ML: app insights on by default (tracing and metrics need it); identity "system" or the resource id
-    # of a user-assigned identity; worker_* become PROMPTFLOW_WORKER_NUM / PROMPTFLOW_WORKER_THREADS
+    # Azure ML: app insights on by default (tracing and metrics need it); the endpoint's identity (system or
+    # user assigned); worker_* become PROMPTFLOW_WORKER_NUM / PROMPTFLOW_WORKER_THREADS
     app_insights: bool = True
     max_concurrent_requests: int | None = None
-    identity: str | None = None
+    identity: dict[str, str] = field(default_factory=dict)  # type, resource_id, client_id (user_assigned)
     worker_num: int | None = None
     worker_threads: int | None = None
     probes: dict[str, dict[str, int]] = field(default_factory=dict)  # liveness/readiness -> ProbeSettings
@@ -632,6 +634,7 @@ def _deploy_cloud(dep: dict[str, Any]) -> dict[str, Any]:
             out[key] = value
     out["probes"] = {k: {n: v for n, v in as_dict(p).items() if isinstance(v, int)}
                      for k, p in as_dict(dep.get("probes")).items() if isinstance(p, dict)}
+    out["identity"] = {k: v for k, v in as_dict(dep.get("identity")).items() if isinstance(v, str)}
     return out
 
 
@@ -647,14 +650,23 @@ def _deploy_limits(origin: Origin, dep: dict[str, Any]) -> list[Problem]:
         problems.append(origin.problem(("deploy", "keep_previous"), (
             f"keep_previous must be 0 to {MAX_SERVED_ENTITIES - 1}: a Databricks endpoint serves at most "
             f"{MAX_SERVED_ENTITIES} entities, the new one included"), "wrong-type"))
-    identity = dep.get("identity")
-    if isinstance(identity, str) and identity != "system" and not re.fullmatch(
-            r"/subscriptions/[^/]+/resource[gG]roups/[^/]+/providers/Microsoft\.ManagedIdentity/"
-            r"userAssignedIdentities/[^/]+", identity):
+    identity = as_dict(dep.get("identity"))
+    if identity.get("type") == "user_assigned":
+        rid = identity.get("resource_id")
+        if not isinstance(rid, str) or not re.fullmatch(
+                r"(\$\{env:[^}]+\})|/subscriptions/[^/]+/resource[gG]roups/[^/]+/providers/"
+                r"Microsoft\.ManagedIdentity/userAssignedIdentities/[^/]+", rid):
+            problems.append(origin.problem(("deploy", "identity"), (
+                "a user-assigned identity needs resource_id: /subscriptions/<id>/resourceGroups/<group>/providers/"
+                "Microsoft.ManagedIdentity/userAssignedIdentities/<name>"), "wrong-type"))
+        if not isinstance(identity.get("client_id"), str):
+            problems.append(origin.problem(("deploy", "identity"), (
+                "a user-assigned identity needs client_id (prompt flow serving reads it as UAI_CLIENT_ID to reach "
+                "the workspace's connections)"), "wrong-type"))
+    elif identity.get("type") == "system_assigned" and ("resource_id" in identity or "client_id" in identity):
         problems.append(origin.problem(("deploy", "identity"), (
-            "identity is 'system' (the endpoint's own identity) or the resource id of a user-assigned identity, "
-            "/subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/"
-            "<name>"), "wrong-type"))
+            "resource_id and client_id are for type: user_assigned; a system-assigned identity has neither"),
+            "wrong-type"))
     return problems
 
 

@@ -76,6 +76,13 @@ def test_top_level_unknown_key_and_missing_version(project: Callable[..., Projec
     ("  x:\n    path: p\n    deploy: {endpoint: e, traffic: [50, 20]}\n", "rising percentages"),
     ("  x:\n    path: p\n    deploy: {endpoint: e, traffic: [10, 10, 100]}\n", "each above the last"),
     ("  x:\n    path: p\n    deploy: {endpoint: e, traffic: [10, 100, 100]}\n", "each above the last"),
+    ("  x:\n    path: p\n    deploy: {endpoint: e, request_timeout_ms: 300000}\n", "over 180000"),
+    ("  x:\n    path: p\n    deploy: {endpoint: e, keep_previous: 15}\n", "keep_previous must be 0 to 14"),
+    ("  x:\n    path: p\n    deploy: {endpoint: e, identity: {type: user_assigned, resource_id: x}}\n",
+     "needs resource_id"),
+    ("  x:\n    path: p\n    deploy: {endpoint: e, identity: {type: user_assigned}}\n", "needs client_id"),
+    ("  x:\n    path: p\n    deploy: {endpoint: e, probes: {liveness: {delay: 1}}}\n", "unknown key 'delay' in a probe"),
+    ("  x:\n    path: p\n    deploy: {endpoint: e, scale_to_zero: yes please}\n", "scale_to_zero"),
     ("  x:\n    path: p\n    gate: {accuracy: {min: 1}}\n", "'<evaluation>.<metric>'"),
     ("  x:\n    path: p\n    max_failed_lines: -1\n", "0 or more"),
 ])
