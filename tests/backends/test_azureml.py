@@ -26,8 +26,8 @@ from azure.core.utils import case_insensitive_dict
 
 from llmops_ci.backends import azureml, azureml_settings
 from llmops_ci.backends.azureml import AzureMLRelease, WorkspaceScope, dry_run_yaml
-from llmops_ci.errors import UsageError
 from llmops_ci.config import DeploySpec
+from llmops_ci.errors import UsageError
 from llmops_ci.release import DeployPlan, ModelSpec, Resource, SmokeTest
 
 pytestmark = pytest.mark.filterwarnings("ignore:The `context` parameter is deprecated:DeprecationWarning")
@@ -639,7 +639,7 @@ def test_requirements_named_in_the_flow_yaml_are_built(tmp_path: Path) -> None:
     assert isinstance(dep.environment, Environment) and dep.environment.build is not None
     assert (Path(dep.environment.build.path) / "requirements.txt").read_text() == "tiktoken\n"
     (flow / "flow.dag.yaml").write_text((flow / "flow.dag.yaml").read_text().replace("deps/reqs.txt", "../x.txt"))
-    with pytest.raises(UsageError, match="python_requirements_txt '../x.txt' is not a file in the flow folder"):
+    with pytest.raises(UsageError, match=r"python_requirements_txt '\.\./x\.txt' is not a file in the flow folder"):
         azureml.deployment_entity(plan, "blue", "azureml:chat-model:1", None, tmp_path / "b")
 
 
