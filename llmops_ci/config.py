@@ -134,11 +134,16 @@ CONFIG = Struct(
     },
     required=("version", "flows"), what="at the top of llmops.yaml",
 )
+# run.yml settings pfazure passes to the service besides flow, data and mappings (promptflow's Run._to_rest_object)
+RUN_DETAILS = ("display_name", "description", "tags", "runtime", "identity")
 RUN_YML = Struct(
     {
         "$schema": STR, "name": STR, "display_name": STR, "description": STR, "tags": STR_MAP,
         "properties": STR_MAP, "flow": PATH, "data": PATH, "run": STR, "column_mapping": MAPPING, "variant": STR,
-        "connections": NODE_CONNECTIONS, "runtime": STR, "resources": MapOf(AnyValue()), "identity": AnyValue(),
+        "connections": NODE_CONNECTIONS, "runtime": STR, "resources": MapOf(AnyValue()),
+        # promptflow's RunSchema: ManagedIdentitySchema or UserIdentitySchema
+        "identity": Struct({"type": Scalar((str,), choices=("managed", "user_identity")), "client_id": STR},
+                           required=("type",), what="in identity (Run.schema.json)"),
         "init": AnyValue(),
         "environment_variables": OneOf((STR_MAP, STR), "a mapping of names to values, or a path to a .env file"),
     },
@@ -270,6 +275,7 @@ class FlowSpec:
     run_origin: Origin | None = field(default=None, repr=False, compare=False)
     mlflow_agent: MlflowAgentSpec | None = None
     init: dict[str, Any] = field(default_factory=dict)  # a flex class entry's __init__ arguments
+    run_details: dict[str, Any] = field(default_factory=dict)  # a run.yml's RUN_DETAILS, as written
 
     def where(self, *sub: Any) -> Origin:
         """The file that holds a setting: llmops.yaml when written there, else the flow's run.yml."""
@@ -589,7 +595,8 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
         resources={**as_dict(source.get("resources")), **as_dict(raw.get("resources"))}, origin=origin,
         run_origin=run_origin,
         mlflow_agent=_agent_spec(flow_path, raw.get("mlflow_agent"), Origin(doc, ("flows", name, "mlflow_agent"))),
-        init={**as_dict(source.get("init")), **as_dict(raw.get("init"))})
+        init={**as_dict(source.get("init")), **as_dict(raw.get("init"))},
+        run_details={k: source[k] for k in RUN_DETAILS if run_file is not None and k in source})
     return flow, problems, run_doc
 
 

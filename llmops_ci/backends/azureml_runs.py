@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmops_ci import redaction
 from llmops_ci.backends import BackendContext
 from llmops_ci.backends.pf_home import PFHome
 from llmops_ci.backends.run_plan import Submission, dry_run_yaml, submission
@@ -117,6 +118,27 @@ def service_error(what: str, exc: BaseException, workspace: str = "the workspace
     return ServiceError(f"Azure ML: {what}: {text}" + (f" (HTTP {status})" if status else ""))
 
 
+def compute_of(resources: dict[str, Any], details: dict[str, Any]) -> str:
+    """Where the service runs a run, as promptflow-azure resolves it (``_resolve_runtime``: no runtime is the
+    "automatic" compute session; ``resources`` become its vmSize and computeName)."""
+    if details.get("runtime") and details["runtime"] != "automatic":
+        return f"the runtime '{details['runtime']}' (a compute instance runtime, as its run.yml says)"
+    if resources.get("compute"):
+        size = f", instance type {resources['instance_type']}" if resources.get("instance_type") else ""
+        return f"a compute session on the compute '{resources['compute']}'{size}"
+    if resources.get("instance_type"):
+        return f"a serverless compute session, instance type {resources['instance_type']}"
+    return ("a serverless compute session of the workspace's default instance type (runtime 'automatic'); set "
+            "resources: {instance_type: ...} or {compute: <cluster>} to choose it")
+
+
+def flow_lineage_id(flow: Path) -> str:
+    """promptflow's own lineage of the flow's folder (the repo's name and the folder's path in it)."""
+    from promptflow._utils.flow_utils import get_flow_lineage_id
+
+    return str(get_flow_lineage_id(flow_dir=flow))
+
+
 def _retryable(error: LlmopsError) -> bool:
     return isinstance(error, ServiceError) and ("throttled" in str(error) or "the service failed" in str(error)
                                                 or "no answer within" in str(error))
@@ -170,7 +192,7 @@ class AzureMLRuns:
         problems = self._unsupported([(sub.label, sub.info) for sub in subs])
         if problems:
             raise ConfigError(problems)
-        return dry_run_yaml(subs, self.name)
+        return dry_run_yaml(subs, self.name, {sub.label: compute_of(sub.resources, sub.details) for sub in subs})
 
     def _unsupported(self, runs: list[tuple[str, Any]]) -> list[Problem]:
         """Flows the workspace cannot run, at the line of their ``path:``: prompty 2.x files (prompt flow reads only
@@ -257,6 +279,25 @@ class AzureMLRuns:
 
     # -------------------------------------------------------------------------------------- before submitting
 
+    def _details(self, job: RunJob) -> dict[str, Any]:
+        """The flow's run.yml settings (display_name, description, tags, runtime, identity), for its batch run;
+        ``init`` goes as the run's init_kwargs, which the service stores in the run's properties in clear, so a
+        secret in it is refused here."""
+        flow_name, _, evaluation = job.label.partition("/")
+        flow = self.ctx.project.config.flows.get(flow_name)
+        for key, value in job.init.items():
+            for field_name in (value if isinstance(value, dict) else {}):
+                if redaction.is_secret_name(str(field_name)):
+                    origin = (flow.evaluations[evaluation].origin if flow is not None and evaluation else
+                              flow.where("init") if flow is not None else None)
+                    message = (f"init: {key}.{field_name} would be stored in clear in the Azure ML run's "
+                               "properties (init_kwargs); give the model configuration a workspace connection "
+                               "instead: {connection: <name>, ...}")
+                    if origin is None:
+                        raise UsageError(message)
+                    raise ConfigError([origin.problem(("init", key, field_name), message, "wrong-type")])
+        return dict(flow.run_details) if flow is not None and not evaluation else {}
+
     def _resources(self, job: RunJob) -> dict[str, Any]:
         flow = self.ctx.project.config.flows.get(job.label.split("/", 1)[0])
         return dict(flow.resources) if flow is not None else {}
@@ -316,10 +357,13 @@ class AzureMLRuns:
     def _submit(self, pf: Any, job: RunJob, progress_factory: Callable[[str, int], Progress]) -> _Flight:
         from promptflow._sdk.entities import Run
 
-        sub = submission(job, self._resources(job))
+        sub = submission(job, self._resources(job), self._details(job))
         with tempfile.TemporaryDirectory(prefix="llmops-azrun-") as tmp:
             snap = snapshot(job.info, Path(tmp) / job.flow.name)
             run = Run._load(data=sub.document(snap.entry))
+            # pfazure derives the flow's lineage (and from it the compute session) from the flow's own path: from
+            # the snapshot's temporary folder every CI run would be a new flow and pay a new session
+            run._lineage_id = flow_lineage_id(job.flow)
             log.info("%s: submitting run %s to workspace %s", job.label, job.name, pf._ml_client.workspace_name)
             submitting = _start(lambda: pf.runs.create_or_update(run=run))
             try:
