@@ -232,6 +232,23 @@ CASES: dict[str, Case] = {
     "gate-rule-empty": Case(replace(CFG, "{min: 0.8, max_drop: 0.05}", "{significant: true}"),
                             replace(CFG, "{min: 0.8, max_drop: 0.05}", "{max_drop: 0.05, significant: true}"),
                             CFG, 23),
+    "deploy-env-connection-unused": Case(
+        both(replace(CFG, "flows:\n", "  other: {type: open_ai, api_key: '${env:OTHER_KEY}'}\nflows:\n"),
+             replace(CFG, "    path: flows/classify\n", "    path: flows/classify\n    deploy:\n      endpoint: ep\n"
+                     "      environment_variables:\n        KEY: ${other.api_key}\n")),
+        replace(CFG, "    path: flows/classify\n", "    path: flows/classify\n    deploy:\n      endpoint: ep\n"
+                "      environment_variables:\n        KEY: ${openai.api_key}\n"),
+        CFG, 14, "no node of flow 'classify' uses"),
+    "run-field-ignored": Case(
+        both(write("runs/classify.run.yml", "flow: ../flows/classify\ndata: ../data/classify.jsonl\nname: mine\n"
+                   "column_mapping: {text: '${data.text}'}\nconnections: {classify: {connection: openai, model: m}}\n"),
+             replace(CFG, "      run.latency_p95: {max: 4.0}\n", "      run.latency_p95: {max: 4.0}\n  from-file:\n"
+                     "    run_file: runs/classify.run.yml\n")),
+        both(write("runs/classify.run.yml", "flow: ../flows/classify\ndata: ../data/classify.jsonl\n"
+                   "column_mapping: {text: '${data.text}'}\nconnections: {classify: {connection: openai, model: m}}\n"),
+             replace(CFG, "      run.latency_p95: {max: 4.0}\n", "      run.latency_p95: {max: 4.0}\n  from-file:\n"
+                     "    run_file: runs/classify.run.yml\n")),
+        "runs/classify.run.yml", 3, "every CI run gets a name of its own"),
     "flow-kind-unknown": Case(lambda p: p.path(DAG).rename(p.path("flows/classify/flow.yaml")), nothing,
                               "flows/classify"),
 }
