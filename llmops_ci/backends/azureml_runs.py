@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmops_ci import redaction
 from llmops_ci.backends import BackendContext
+from llmops_ci.backends.azureml_service import compute_of, flow_lineage_id, retryable, service_error
 from llmops_ci.backends.pf_home import PFHome
 from llmops_ci.backends.run_plan import Submission, dry_run_yaml, submission
 from llmops_ci.config import Origin
@@ -46,7 +47,6 @@ log = logging.getLogger("llmops_ci.azureml")
 TERMINAL = ("Completed", "Failed", "Canceled")
 _PROGRESS = re.compile(r"Finished (\d+) / (\d+) lines")
 _FAILED_NODE = re.compile(r"Execution failure in '([^']+)'")
-_STATUS_IN_TEXT = re.compile(r"(?:Status code|Code):\s*(\d{3})")
 PF_ENV = ("PF_HOME_DIRECTORY", "PYTHON_KEYRING_BACKEND", "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL",
            "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED", "PF_TRACING_SKIP_LOCAL_SETUP")
 
@@ -61,87 +61,6 @@ class Polling:
     timeout_s: float = 8 * 3600.0  # a run still going after this is canceled (exit 3)
     call_timeout_s: float = 180.0  # one service call that does not answer
     transient_limit: int = 5  # consecutive failed status checks (429/5xx) before giving up
-
-
-# ---------------------------------------------------------------------------------------------- errors
-
-
-def _status_of(exc: BaseException) -> tuple[int | None, str]:
-    """The HTTP status behind an exception that promptflow-azure or azure-core raised, and its first line."""
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen:
-        seen.append(current)
-        status = getattr(current, "status_code", None)
-        if isinstance(status, int):
-            return status, _first_line(current)
-        match = _STATUS_IN_TEXT.search(str(current))
-        if match:
-            return int(match.group(1)), _first_line(current)
-        current = getattr(current, "inner_exception", None) or current.__cause__ or current.__context__
-    return None, _first_line(exc)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "message", None) or exc)
-    said = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Error message:")]
-    if said and said[0]:
-        return said[0][:300]
-    for line in text.splitlines():
-        if line.strip() and not line.strip().startswith("Calling "):
-            return line.strip()[:300]
-    return type(exc).__name__
-
-
-def service_error(what: str, exc: BaseException, workspace: str = "the workspace") -> LlmopsError:
-    """An Azure failure as exit 2 or 3 with what to do next."""
-    if isinstance(exc, LlmopsError):
-        return exc
-    status, text = _status_of(exc)
-    name = type(exc).__name__
-    if name in ("ClientAuthenticationError", "CredentialUnavailableError") or status == 401:
-        return ServiceError(f"Azure ML: {what}: not authenticated ({text}); sign in first: 'az login' on a "
-                            "laptop, azure/login with OIDC on GitHub Actions, an AzureCLI@2 step with a service "
-                            "connection on Azure Pipelines (docs/azureml-runs.md)")
-    if status == 403:
-        return ServiceError(f"Azure ML: {what}: permission denied ({text}); give the identity the 'AzureML Data "
-                            f"Scientist' role on {workspace} (docs/azureml-runs.md, least role)")
-    if status == 429:
-        return ServiceError(f"Azure ML: {what}: throttled or out of quota after retries ({text}); run again later, "
-                            "submit fewer flows at once (--flow), or request more quota for the resources' "
-                            "instance_type (or use a compute cluster)")
-    if status is not None and status >= 500:
-        return ServiceError(f"Azure ML: {what}: the service failed (HTTP {status}: {text}); run again later")
-    if status == 404 and "workspace" in text.lower():
-        return UsageError(f"Azure ML: {what}: {text}; check subscription_id, resource_group and workspace under "
-                          "'azureml:' in llmops.yaml")
-    return ServiceError(f"Azure ML: {what}: {text}" + (f" (HTTP {status})" if status else ""))
-
-
-def compute_of(resources: dict[str, Any], details: dict[str, Any]) -> str:
-    """Where the service runs a run, as promptflow-azure resolves it (``_resolve_runtime``: no runtime is the
-    "automatic" compute session; ``resources`` become its vmSize and computeName)."""
-    if details.get("runtime") and details["runtime"] != "automatic":
-        return f"the runtime '{details['runtime']}' (a compute instance runtime, as its run.yml says)"
-    if resources.get("compute"):
-        size = f", instance type {resources['instance_type']}" if resources.get("instance_type") else ""
-        return f"a compute session on the compute '{resources['compute']}'{size}"
-    if resources.get("instance_type"):
-        return f"a serverless compute session, instance type {resources['instance_type']}"
-    return ("a serverless compute session of the workspace's default instance type (runtime 'automatic'); set "
-            "resources: {instance_type: ...} or {compute: <cluster>} to choose it")
-
-
-def flow_lineage_id(flow: Path) -> str:
-    """promptflow's own lineage of the flow's folder (the repo's name and the folder's path in it)."""
-    from promptflow._utils.flow_utils import get_flow_lineage_id
-
-    return str(get_flow_lineage_id(flow_dir=flow))
-
-
-def _retryable(error: LlmopsError) -> bool:
-    return isinstance(error, ServiceError) and ("throttled" in str(error) or "the service failed" in str(error)
-                                                or "no answer within" in str(error))
 
 
 # ---------------------------------------------------------------------------------------------- in flight
@@ -379,7 +298,7 @@ class AzureMLRuns:
                 raise
             except LlmopsError as exc:
                 # create_or_update reads the run back after submitting it; when only that failed, carry on
-                created = self._lookup(pf, job.name) if _retryable(exc) else None
+                created = self._lookup(pf, job.name) if retryable(exc) else None
                 if created is None:
                     raise
         flight = _Flight(job, progress_factory(job.label, self.ctx.project.data(job.data).rows),
@@ -397,7 +316,7 @@ class AzureMLRuns:
             try:
                 return self._call(f"looking up run {name}", lambda: pf.runs.get(name))
             except LlmopsError as exc:
-                if not _retryable(exc):
+                if not retryable(exc):
                     return None  # promptflow's RunNotFoundError: the submission did not reach the service
                 if attempt == self.polling.transient_limit:
                     raise
@@ -446,7 +365,7 @@ class AzureMLRuns:
             text = self._call(f"log of run {name}", lambda: pf.runs._get_log(flow_run_id=name))
         except LlmopsError as exc:
             flight.failures += 1
-            if not _retryable(exc) or flight.failures >= self.polling.transient_limit:
+            if not retryable(exc) or flight.failures >= self.polling.transient_limit:
                 raise
             log.warning("%s: status check failed (%d of %d tries): %s", flight.job.label, flight.failures,
                         self.polling.transient_limit, exc)

@@ -673,3 +673,32 @@ def test_deploy_sends_the_settings_and_uploads_the_build_context(tmp_path: Path,
     endpoint = next(b for (m, p), b in zip(fake.log, fake.bodies, strict=True)
                     if m == "PUT" and p == "/onlineEndpoints/chat-ep")
     assert endpoint["identity"]["type"].lower().startswith("systemassigned")
+
+
+def test_two_releases_end_to_end_through_the_real_client(tmp_path: Path, fake: FakeAzureML, ml_client: MLClient,
+                                                         no_upload: list[Path]) -> None:
+    """Register, deploy to a new endpoint, register a second version, shift to it; a third that fails its smoke
+    test rolls back to the second; the deployment settings go with every deployment."""
+    release = AzureMLRelease(ml_client)
+    settings = DeploySpec("chat-ep", worker_num=2)
+    first = _spec(tmp_path)
+    assert release.register(first)[2] is True
+    assert release.register(first)[2] is False  # registering it again creates nothing
+    result = release.deploy(_plan(first, settings=settings), first.version)
+    assert (result.status, result.deployment, result.traffic) == ("deployed", "blue", {"blue": 100}), result.message
+    second = ModelSpec(**{**first.__dict__, "version": "b2c3d4e5f6a1"})
+    assert release.register(second)[2] is True
+    result = release.deploy(_plan(second, settings=settings), second.version)
+    assert (result.status, result.deployment, result.previous) == ("deployed", "green", "blue"), result.message
+    assert {k: v for k, v in fake.endpoints["chat-ep"]["properties"]["traffic"].items() if v} == {"green": 100}
+    third = ModelSpec(**{**first.__dict__, "version": "c3d4e5f6a1b2"})
+    release.register(third)
+    fake.score = lambda slot, body: (500, {"error": {"code": "UserError", "message": "boom"}}) if slot == "blue" \
+        else (200, {"answer": "ok"})
+    result = release.deploy(_plan(third, settings=settings), third.version)
+    assert (result.status, result.deployment, result.traffic) == ("rolled_back", "blue", {"green": 100})
+    assert {k: v for k, v in fake.endpoints["chat-ep"]["properties"]["traffic"].items() if v} == {"green": 100}
+    for key in ("chat-ep/blue", "chat-ep/green"):
+        props = fake.deployments[key]["properties"]
+        assert props["environmentVariables"]["PROMPTFLOW_WORKER_NUM"] == "2"
+        assert props["requestSettings"]["requestTimeout"] == "PT1M30S" and props["appInsightsEnabled"] is True
