@@ -3,8 +3,9 @@
 - ``deploy-env-connection-unused``: prompt flow serving resolves ``${connection.field}`` in environment variables
   only for the connections the flow references (its serving app builds the connection list from the flow), so
   a deployment variable naming another connection reaches the flow as that literal text.
-- ``run-field-ignored``: the run.yml keys no run submits: ``name`` (every CI run needs a name of its own) and
-  ``properties`` (promptflow's ``Run._to_rest_object`` sends no user properties with a new run).
+- ``run-field-ignored``: the run.yml keys no run submits: ``name`` (every CI run needs a name of its own),
+  ``properties`` (promptflow's ``Run._to_rest_object`` sends no user properties with a new run) and
+  ``environment_variables`` given as a .env file path (promptflow's run loader would read it; we do not).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from llmops_ci.lint.findings import WARNING, Finding, Rule, from_problem, regist
 RULES = [
     Rule("deploy-env-connection-unused", WARNING, "a deployment environment variable ${connection.field} naming a "
                                                   "connection no node of the flow uses: serving leaves it literal"),
-    Rule("run-field-ignored", WARNING, "a run.yml key that no run submits (name, properties)"),
+    Rule("run-field-ignored", WARNING, "a run.yml key that no run submits (name, properties, a .env file as "
+                                       "environment_variables)"),
 ]
 register_rules(RULES)
 SERVED_BY_PROMPT_FLOW = ("dag", "flex", "prompty")
@@ -61,9 +63,14 @@ def _deploy_environment(flow: FlowSpec, info: FlowInfo) -> list[Finding]:
 def _run_file(flow: FlowSpec) -> list[Finding]:
     if flow.run_origin is None or not isinstance(flow.run_origin.doc.data, dict):
         return []
+    data = flow.run_origin.doc.data
     why = {"name": "every CI run gets a name of its own (a run name is unique in a workspace); it is not used",
            "properties": "pfazure sends no user properties with a new run, and neither does llmops-ci; put what "
                          "should be searchable in tags:"}
+    if isinstance(data.get("environment_variables"), str):
+        why["environment_variables"] = ("a .env file is not read by llmops-ci (pfazure would load it), so the run "
+                                        "gets none of its variables; write them as a mapping, secrets as "
+                                        "${env:NAME}")
     return [from_problem(flow.run_origin.problem((key,), f"run.yml '{key}': {text}", "run-field-ignored",
                                                  at_key=True))
-            for key, text in why.items() if key in flow.run_origin.doc.data]
+            for key, text in why.items() if key in data]

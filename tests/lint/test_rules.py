@@ -332,3 +332,15 @@ def test_a_connection_type_typo_is_one_finding_not_also_undeclared(project: Call
     findings = proj.lint().findings
     assert [f.rule for f in findings] == ["wrong-type"], findings
     assert "did you mean 'open_ai'" in findings[0].message
+
+
+def test_a_dotenv_file_in_a_run_yml_is_said_to_be_ignored(project: Callable[..., Project]) -> None:
+    proj = project()
+    proj.write("runs/classify.run.yml", "flow: ../flows/classify\ndata: ../data/classify.jsonl\n"
+               "environment_variables: .env\ncolumn_mapping: {text: '${data.text}'}\n"
+               "connections: {classify: {connection: openai, model: m}}\n")
+    proj.replace(CFG, "      run.latency_p95: {max: 4.0}\n",
+                 "      run.latency_p95: {max: 4.0}\n  from-file:\n    run_file: runs/classify.run.yml\n")
+    (hit,) = [f for f in proj.lint().findings if f.rule == "run-field-ignored"]
+    assert (hit.path, hit.line, hit.severity) == ("runs/classify.run.yml", 3, "warning")
+    assert "a .env file is not read" in hit.message
