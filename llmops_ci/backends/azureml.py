@@ -399,7 +399,9 @@ class AzureMLRelease:
             except HttpResponseError as exc:
                 status = int(exc.status_code or 0)
                 body = _json_or_text(exc.response.text()) if exc.response is not None else _short(exc)
-            except (AzureError, OSError, ValueError) as exc:  # azure-ai-ml raises MlException for a non-JSON error
+            # azure-ai-ml raises MlException for a non-JSON error, and AttributeError for {"error": "<text>"}
+            # (its _endpoint_utils reads error.message of every error body)
+            except (AzureError, OSError, ValueError, AttributeError) as exc:
                 return SmokeResult(test.name, False, f"{type(exc).__name__}: {_short(exc)}",
                                    round(time.monotonic() - started, 3))
         error = test.check(status, body)

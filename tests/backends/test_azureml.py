@@ -702,3 +702,14 @@ def test_two_releases_end_to_end_through_the_real_client(tmp_path: Path, fake: F
         props = fake.deployments[key]["properties"]
         assert props["environmentVariables"]["PROMPTFLOW_WORKER_NUM"] == "2"
         assert props["requestSettings"]["requestTimeout"] == "PT1M30S" and props["appInsightsEnabled"] is True
+
+
+def test_a_smoke_answer_with_a_text_error_fails_the_test_not_the_tool(tmp_path: Path, fake: FakeAzureML,
+                                                                        ml_client: MLClient) -> None:
+    spec = _spec(tmp_path)
+    _registered(fake, spec)
+    _serving(fake, "blue")
+    fake.score = lambda slot, body: (500, {"error": "the flow raised"})
+    result = AzureMLRelease(ml_client).deploy(_plan(spec), spec.version)
+    assert result.status == "rolled_back" and not result.smoke[0].passed
+    assert result.traffic == {"blue": 100}
