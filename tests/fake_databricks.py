@@ -42,6 +42,7 @@ class FakeDatabricks:
     model_versions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # UC name -> versions
     aliases: dict[str, dict[str, str]] = field(default_factory=dict)  # UC name -> alias -> version
     experiments: dict[str, str] = field(default_factory=dict)  # experiment path -> id
+    files: dict[str, bytes] = field(default_factory=dict)  # Files API path -> content (a version's artifacts)
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
     _pending: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # name -> (polls left, config)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -133,9 +134,13 @@ class FakeDatabricks:
         url = urlsplit(handler.path)
         path, query = url.path, parse_qs(url.query)
         length = int(handler.headers.get("Content-Length") or 0)
-        body = json.loads(handler.rfile.read(length) or b"{}") if length else {}
+        raw = handler.rfile.read(length) if length else b""
+        if path.startswith("/api/2.0/fs/"):  # the Files API carries file bytes, not JSON
+            body: Any = raw
+        else:
+            body = json.loads(raw or b"{}")
         with self._lock:
-            self.requests.append((method, path, body))
+            self.requests.append((method, path, body if not isinstance(body, bytes) else {"bytes": len(body)}))
         if path == "/.well-known/databricks-config":
             return self._send(handler, 200, {"oidc_endpoint": f"{self.url}/oidc", "workspace_id": "1234"})
         if handler.headers.get("Authorization") != f"Bearer {self.token}":
@@ -155,6 +160,10 @@ class FakeDatabricks:
                 return 404, self._error("RESOURCE_DOES_NOT_EXIST", f"served model {parts[3]} not found")
             return self.answer(parts[3], body)
         one = {k: v[0] for k, v in query.items()}
+        if path.startswith("/api/2.0/mlflow/unity-catalog/") or path.startswith("/api/2.0/fs/"):
+            registered = self._register(method, path, one, body)
+            if registered is not None:
+                return registered
         if path == "/api/2.0/mlflow/unity-catalog/model-versions/search":
             name = one.get("filter", "").split("=", 1)[-1].strip().strip("'\"")
             if name not in self.model_versions:
@@ -196,6 +205,53 @@ class FakeDatabricks:
                 return 404, self._error("RESOURCE_DOES_NOT_EXIST", "Could not find experiment")
             return 200, {"experiment": {"experiment_id": exp, "name": one["experiment_name"]}}
         return 404, self._error("ENDPOINT_NOT_FOUND", f"no API at {method} {path}")
+
+    def _register(self, method: str, path: str, one: dict[str, str], body: Any) -> tuple[int, Any] | None:
+        """A new version, as MLflow's UC client makes one (``_create_and_finalize_model_version``): create the
+        registered model (RESOURCE_ALREADY_EXISTS the second time, which MLflow accepts), create the version
+        (PENDING_REGISTRATION, with its storage location), upload its files through the Files API (databricks-sdk
+        ``files.upload`` to ``/Models/<catalog>/<schema>/<model>/<version>/...``, as MLflow's
+        ``DatabricksSDKModelsArtifactRepository`` does when the workspace says it is enabled), then finalize."""
+        uc = "/api/2.0/mlflow/unity-catalog/"
+        if path == uc + "registered-models:is-databricks-sdk-models-artifact-repository-enabled":
+            return 200, {"is_databricks_sdk_models_artifact_repository_enabled": True}
+        if (method, path) == ("POST", uc + "registered-models/create"):
+            if body["name"] in self.model_versions:
+                return 400, self._error("RESOURCE_ALREADY_EXISTS", f"Registered model {body['name']} already exists.")
+            self.model_versions[body["name"]] = []
+            return 200, {"registered_model": {"name": body["name"]}}
+        if (method, path) == ("POST", uc + "model-versions/create"):
+            name = body["name"]
+            if name not in self.model_versions:
+                return 404, self._error("RESOURCE_DOES_NOT_EXIST", f"Registered model {name} does not exist.")
+            version = str(len(self.model_versions[name]) + 1)
+            self.model_versions[name].append(
+                {"name": name, "version": version, "status": "PENDING_REGISTRATION", "source": body.get("source"),
+                 "run_id": body.get("run_id", ""), "tags": list(body.get("tags") or []),
+                 "storage_location": f"s3://fake-bucket/models/{name}/{version}"})
+            return 200, {"model_version": copy.deepcopy(self.model_versions[name][-1])}
+        if (method, path) == ("POST", uc + "model-versions/finalize"):
+            found = self._version(body["name"], body["version"])
+            if found is None:
+                return 404, self._error("RESOURCE_DOES_NOT_EXIST", "no such model version")
+            found["status"] = "READY"
+            return 200, {"model_version": copy.deepcopy(found)}
+        if (method, path) == ("POST", uc + "model-versions/set-tag"):
+            found = self._version(body["name"], body["version"])
+            if found is None:
+                return 404, self._error("RESOURCE_DOES_NOT_EXIST", "no such model version")
+            found["tags"] = [t for t in found["tags"] if t["key"] != body["key"]] + [
+                {"key": body["key"], "value": body["value"]}]
+            return 200, {}
+        if path.startswith("/api/2.0/fs/files/Models/") and method == "PUT":
+            self.files[path[len("/api/2.0/fs/files"):]] = body
+            return 200, {}
+        if path.startswith("/api/2.0/fs/directories/"):
+            folder = path[len("/api/2.0/fs/directories"):].rstrip("/") + "/"
+            if any(f.startswith(folder) for f in self.files):
+                return 200, {}
+            return 404, self._error("NOT_FOUND", f"directory {folder} does not exist")
+        return None
 
     def _serving(self, method: str, rest: list[str], body: Any) -> tuple[int, Any]:
         invalid = self._invalid(body.get("config", body) if isinstance(body, dict) else {})

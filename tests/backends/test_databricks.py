@@ -369,3 +369,83 @@ def test_register_lints_first_and_refuses_an_undeclared_resource(cli: Any, tmp_p
     forced = cli("register", "--backend", "databricks", "--dry-run", "--force")
     assert forced.code == 0, forced
     assert "registry: databricks-uc" in forced.out
+
+
+ECHO_AGENT = """\
+import mlflow
+from mlflow.pyfunc import ResponsesAgent
+from mlflow.types.responses import ResponsesAgentRequest, ResponsesAgentResponse
+
+GREETING = "v1"
+
+
+class Echo(ResponsesAgent):
+    def predict(self, request: ResponsesAgentRequest) -> ResponsesAgentResponse:
+        text = str(request.input[-1].model_dump().get("content"))
+        return ResponsesAgentResponse(output=[self.create_text_output_item(f"{GREETING}: {text}", "m1")])
+
+
+mlflow.models.set_model(Echo())
+"""
+
+
+def test_two_releases_registered_with_mlflow_uc_and_deployed_with_databricks_sdk(
+        fake: FakeDatabricks, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole round trip through the real clients: MLflow's Unity Catalog registry creates version 4 (model
+    created, version created, files uploaded through the Files API, finalized, aliased), registering it again
+    finds it by its alias, a changed agent becomes version 5; databricks-sdk deploys 4, shifts to 5, and a
+    version whose update fails is rolled back to 5."""
+    pytest.importorskip("mlflow")
+    import sys
+
+    from llmops_ci.backends import mlflow_runner
+
+    name = "main.agents.echo"
+    code = tmp_path / "echo" / "agent.py"
+    code.parent.mkdir()
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the runner puts the agent's folder on it
+    monkeypatch.chdir(tmp_path)  # and changes into it
+    for key, value in {"MLFLOW_REGISTRY_URI": "databricks-uc", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/t.db",
+                       "DATABRICKS_HOST": fake.url, "DATABRICKS_TOKEN": fake.token,
+                       "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_DISABLE_TELEMETRY": "true",
+                       "MLFLOW_MODEL_CATALOG_URI": ""}.items():
+        monkeypatch.setenv(key, value)
+    fake.model_versions[name] = [{"name": name, "version": str(v), "status": "READY", "tags": []} for v in (1, 2, 3)]
+
+    def register(content: str, greeting: str) -> dict[str, Any]:
+        code.write_text(ECHO_AGENT.replace('"v1"', f'"{greeting}"'))
+        return mlflow_runner._log({
+            "register_name": name, "content_hash": content, "content_alias": f"llmops_{content}",
+            "alias": "challenger", "code": str(code), "interface": "responses",
+            "pip_requirements": ["mlflow-skinny==3.17.2"], "resources": [],
+            "input_example": {"input": [{"role": "user", "content": "hi"}]}, "experiment": "llmops-ci/echo",
+            "artifacts": str(tmp_path / "artifacts")})
+
+    first = register("c1", "v1")
+    assert (first["version"], first["created"]) == ("4", True)
+    assert fake.aliases[name] == {"llmops_c1": "4", "challenger": "4"}
+    assert fake._version(name, "4")["status"] == "READY"
+    assert fake.files["/Models/main/agents/echo/4/MLmodel"] and "/Models/main/agents/echo/4/agent.py" in fake.files
+    assert (register("c1", "v1")["version"], register("c1", "v1")["created"]) == ("4", False)
+    second = register("c2", "v2")
+    assert (second["version"], second["created"]) == ("5", True)
+
+    spec_flows = flows(tmp_path)
+    rel = release(fake, tmp_path)
+
+    def plan_for(content: str, version: str) -> DeployPlan:
+        model = ModelSpec(name=name, version=content, flow="support", path=Path("."), description=None, tags={},
+                          resources=())
+        agent = spec_flows["support"].mlflow_agent
+        assert agent is not None
+        fake.aliases[name][f"llmops_{content_key(model, agent)}"] = version  # as register would alias it
+        return DeployPlan(model, "echo-agent", None, 1, (10, 100), (SmokeTest("hi.json", HELLO.request,
+                                                                                contains="echo-"),))
+
+    assert rel.deploy(plan_for("c1", "4"), (), keep=False).status == "deployed"
+    assert rel.deploy(plan_for("c2", "5"), (), keep=False).status == "deployed"
+    assert fake.routes("echo-agent") == {"echo-5": 100}
+    fake.model_versions[name].append({"name": name, "version": "6", "status": "READY", "tags": []})
+    fake.failing_versions.add("6")
+    assert rel.deploy(plan_for("c3", "6"), (), keep=False).status == "rolled_back"
+    assert fake.routes("echo-agent") == {"echo-5": 100} and fake.aliases[name]["champion"] == "5"
