@@ -661,7 +661,7 @@ def _deploy_limits(origin: Origin, dep: dict[str, Any]) -> list[Problem]:
     if identity.get("type") == "user_assigned":
         rid = identity.get("resource_id")
         if not isinstance(rid, str) or not re.fullmatch(
-                r"(\$\{env:[^}]+\})|/subscriptions/[^/]+/resource[gG]roups/[^/]+/providers/"
+                r"/subscriptions/[^/]+/resource[gG]roups/[^/]+/providers/"
                 r"Microsoft\.ManagedIdentity/userAssignedIdentities/[^/]+", rid):
             problems.append(origin.problem(("deploy", "identity"), (
                 "a user-assigned identity needs resource_id: /subscriptions/<id>/resourceGroups/<group>/providers/"
