@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Mapping
@@ -67,7 +68,7 @@ MAPPING = MapOf(SCALAR)
 NODE_CONNECTIONS = MapOf(MapOf(Scalar((str, int, float, bool))))
 PATH = PathValue()
 AGENT_RESOURCE_TYPES = ("serving_endpoint", "vector_search_index", "function", "genie_space", "sql_warehouse", "table",
-                        "uc_connection")
+                        "uc_connection", "app", "lakebase", "uc_model_service")
 AGENT_RESOURCE = OneOf((STR, Struct({"name": STR, "on_behalf_of_user": BOOL}, required=("name",),
                                     what="in a resource")),
                        "a name, or {name: ..., on_behalf_of_user: true}")
@@ -78,6 +79,19 @@ MLFLOW_AGENT = Struct(
      "auth_policy": Struct({"system_resources": AGENT_RESOURCES, "api_scopes": ListOf(STR)},
                            what="in auth_policy")},
     required=("code", "interface"), what="in mlflow_agent", exclusive=(("resources", "auth_policy"),))
+PROBE = Struct({k: INT for k in ("initial_delay", "period", "timeout", "failure_threshold", "success_threshold")},
+               what="in a probe (azure-ai-ml ProbeSettings, seconds)")
+# deploy: keys read by one backend each (docs/azureml-runs.md, docs/mlflow-agents.md say which)
+DEPLOY_CLOUD_KEYS: dict[str, Any] = {
+    # Azure ML managed online deployments
+    "app_insights": BOOL, "max_concurrent_requests": INT, "worker_num": INT,
+    "identity": Struct({"type": Scalar((str,), choices=("system_assigned", "user_assigned")), "resource_id": STR,
+                        "client_id": STR}, required=("type",), what="in identity"),
+    "worker_threads": INT, "probes": Struct({"liveness": PROBE, "readiness": PROBE}, what="in probes"),
+    # Databricks model serving, with databricks-agents' deploy() defaults
+    "scale_to_zero": BOOL, "tracing": BOOL, "inference_table": BOOL, "experiment_id": STR,
+    "keep_previous": INT, "instance_profile_arn": STR,
+}
 GATE_RULE = Struct({"min": FINITE, "max": FINITE, "max_drop": FINITE, "max_rise": FINITE, "significant": BOOL,
                     "against": Scalar((str,), pattern=FLOW_NAME, hint=": name a flow of this config")},
                    what="in a gate rule")
@@ -107,7 +121,7 @@ FLOW = Struct(
                                              "a letter and has up to 63 letters, digits, '-' and '_'"),
                           "instance_type": STR, "instance_count": INT,
                           "traffic": ListOf(INT), "smoke_tests": PATH, "environment_variables": STR_MAP,
-                          "request_timeout_ms": INT},
+                          "request_timeout_ms": INT, **DEPLOY_CLOUD_KEYS},
                          required=("endpoint",), what="in deploy"),
         "mlflow_agent": MLFLOW_AGENT,
         "parity": PARITY,  # compare this flow's outputs with another flow's on the same lines
@@ -128,11 +142,16 @@ CONFIG = Struct(
     },
     required=("version", "flows"), what="at the top of llmops.yaml",
 )
+# run.yml settings pfazure passes to the service besides flow, data and mappings (promptflow's Run._to_rest_object)
+RUN_DETAILS = ("display_name", "description", "tags", "runtime", "identity")
 RUN_YML = Struct(
     {
         "$schema": STR, "name": STR, "display_name": STR, "description": STR, "tags": STR_MAP,
         "properties": STR_MAP, "flow": PATH, "data": PATH, "run": STR, "column_mapping": MAPPING, "variant": STR,
-        "connections": NODE_CONNECTIONS, "runtime": STR, "resources": MapOf(AnyValue()), "identity": AnyValue(),
+        "connections": NODE_CONNECTIONS, "runtime": STR, "resources": MapOf(AnyValue()),
+        # promptflow's RunSchema: ManagedIdentitySchema or UserIdentitySchema
+        "identity": Struct({"type": Scalar((str,), choices=("managed", "user_identity")), "client_id": STR},
+                           required=("type",), what="in identity (Run.schema.json)"),
         "init": AnyValue(),
         "environment_variables": OneOf((STR_MAP, STR), "a mapping of names to values, or a path to a .env file"),
     },
@@ -217,6 +236,25 @@ class DeploySpec:
     smoke_tests: str | None = None
     environment_variables: dict[str, Any] = field(default_factory=dict)
     request_timeout_ms: int | None = None
+    # Azure ML: app insights on by default (tracing and metrics need it); the endpoint's identity (system or
+    # user assigned); worker_* become PROMPTFLOW_WORKER_NUM / PROMPTFLOW_WORKER_THREADS
+    app_insights: bool = True
+    max_concurrent_requests: int | None = None
+    identity: dict[str, str] = field(default_factory=dict)  # type, resource_id, client_id (user_assigned)
+    worker_num: int | None = None
+    worker_threads: int | None = None
+    probes: dict[str, dict[str, int]] = field(default_factory=dict)  # liveness/readiness -> ProbeSettings
+    # Databricks, as databricks-agents' deploy(): no scale to zero, tracing env, an AI Gateway inference table
+    scale_to_zero: bool = False
+    tracing: bool = True
+    inference_table: bool = True
+    experiment_id: str | None = None
+    keep_previous: int = 0  # earlier versions kept on the endpoint at 0 % (the endpoint holds at most 15)
+    instance_profile_arn: str | None = None
+
+
+AZUREML_MAX_REQUEST_TIMEOUT_MS = 180_000  # the managed online deployment limit (request_settings reference)
+MAX_SERVED_ENTITIES = 15  # Databricks: served entities per endpoint
 
 
 @dataclass(frozen=True)
@@ -262,6 +300,7 @@ class FlowSpec:
     mlflow_agent: MlflowAgentSpec | None = None
     init: dict[str, Any] = field(default_factory=dict)  # a flex class entry's __init__ arguments
     parity: ParitySpec | None = None
+    run_details: dict[str, Any] = field(default_factory=dict)  # a run.yml's RUN_DETAILS, as written
 
     def where(self, *sub: Any) -> Origin:
         """The file that holds a setting: llmops.yaml when written there, else the flow's run.yml."""
@@ -564,9 +603,11 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
         traffic = tuple(t for t in raw_traffic if isinstance(t, int)) if isinstance(raw_traffic, list) else ()
         if isinstance(raw_traffic, list) and len(traffic) == len(raw_traffic):  # else the schema said why
             problems += _traffic_problems(origin, traffic)
-        for key in ("instance_count", "request_timeout_ms"):
+        for key in ("instance_count", "request_timeout_ms", "max_concurrent_requests", "worker_num",
+                    "worker_threads"):
             if isinstance(dep.get(key), int) and not isinstance(dep[key], bool) and dep[key] < 1:
                 problems.append(origin.problem(("deploy", key), f"{key} must be 1 or more", "wrong-type"))
+        problems += _deploy_limits(origin, dep)
         smoke = dep.get("smoke_tests") if isinstance(dep.get("smoke_tests"), str) else None
         if smoke is not None and smoke.strip():
             problems += _outside(root, origin, ("deploy", "smoke_tests"), Path(os.path.normpath(root / smoke)))
@@ -574,7 +615,8 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
                             dep["instance_count"] if isinstance(dep.get("instance_count"), int) else 1,
                             traffic or (100,), smoke,
                             dict(as_dict(dep.get("environment_variables"))),
-                            dep["request_timeout_ms"] if isinstance(dep.get("request_timeout_ms"), int) else None)
+                            dep["request_timeout_ms"] if isinstance(dep.get("request_timeout_ms"), int) else None,
+                            **_deploy_cloud(dep))
     max_failed = raw.get("max_failed_lines", 0)
     if isinstance(max_failed, int) and max_failed < 0:
         problems.append(origin.problem(("max_failed_lines",), "max_failed_lines must be 0 or more", "wrong-type"))
@@ -591,7 +633,8 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
         run_origin=run_origin,
         mlflow_agent=_agent_spec(flow_path, raw.get("mlflow_agent"), Origin(doc, ("flows", name, "mlflow_agent"))),
         init={**as_dict(source.get("init")), **as_dict(raw.get("init"))},
-        parity=_parity_spec(raw.get("parity"), Origin(doc, ("flows", name, "parity"))))
+        parity=_parity_spec(raw.get("parity"), Origin(doc, ("flows", name, "parity"))),
+        run_details={k: source[k] for k in RUN_DETAILS if run_file is not None and k in source})
     return flow, problems, run_doc
 
 
@@ -653,11 +696,58 @@ def _agent_spec(folder: Path, raw: Any, origin: Origin) -> MlflowAgentSpec | Non
         origin=origin)
 
 
+def _deploy_cloud(dep: dict[str, Any]) -> dict[str, Any]:
+    """The backend-specific deploy: keys, typed; a value of the wrong type was reported by the schema."""
+    out: dict[str, Any] = {}
+    for key, spec in DEPLOY_CLOUD_KEYS.items():
+        value = dep.get(key)
+        if (spec is BOOL and isinstance(value, bool)) or (spec is STR and isinstance(value, str)) or (
+                spec is INT and isinstance(value, int) and not isinstance(value, bool)):
+            out[key] = value
+    out["probes"] = {k: {n: v for n, v in as_dict(p).items() if isinstance(v, int)}
+                     for k, p in as_dict(dep.get("probes")).items() if isinstance(p, dict)}
+    out["identity"] = {k: v for k, v in as_dict(dep.get("identity")).items() if isinstance(v, str)}
+    return out
+
+
+def _deploy_limits(origin: Origin, dep: dict[str, Any]) -> list[Problem]:
+    problems = []
+    timeout = dep.get("request_timeout_ms")
+    if isinstance(timeout, int) and timeout > AZUREML_MAX_REQUEST_TIMEOUT_MS:
+        problems.append(origin.problem(("deploy", "request_timeout_ms"), (
+            f"request_timeout_ms {timeout} is over {AZUREML_MAX_REQUEST_TIMEOUT_MS}, the most an Azure ML managed "
+            "online deployment allows"), "wrong-type"))
+    keep = dep.get("keep_previous")
+    if isinstance(keep, int) and not 0 <= keep < MAX_SERVED_ENTITIES:
+        problems.append(origin.problem(("deploy", "keep_previous"), (
+            f"keep_previous must be 0 to {MAX_SERVED_ENTITIES - 1}: a Databricks endpoint serves at most "
+            f"{MAX_SERVED_ENTITIES} entities, the new one included"), "wrong-type"))
+    identity = as_dict(dep.get("identity"))
+    if identity.get("type") == "user_assigned":
+        rid = identity.get("resource_id")
+        if not isinstance(rid, str) or not re.fullmatch(
+                r"/subscriptions/[^/]+/resource[gG]roups/[^/]+/providers/"
+                r"Microsoft\.ManagedIdentity/userAssignedIdentities/[^/]+", rid):
+            problems.append(origin.problem(("deploy", "identity"), (
+                "a user-assigned identity needs resource_id: /subscriptions/<id>/resourceGroups/<group>/providers/"
+                "Microsoft.ManagedIdentity/userAssignedIdentities/<name>"), "wrong-type"))
+        if not isinstance(identity.get("client_id"), str):
+            problems.append(origin.problem(("deploy", "identity"), (
+                "a user-assigned identity needs client_id (prompt flow serving reads it as UAI_CLIENT_ID to reach "
+                "the workspace's connections)"), "wrong-type"))
+    elif identity.get("type") == "system_assigned" and ("resource_id" in identity or "client_id" in identity):
+        problems.append(origin.problem(("deploy", "identity"), (
+            "resource_id and client_id are for type: user_assigned; a system-assigned identity has neither"),
+            "wrong-type"))
+    return problems
+
+
 def _traffic_problems(origin: Origin, traffic: tuple[int, ...]) -> list[Problem]:
-    if not traffic or any(t < 1 or t > 100 for t in traffic) or list(traffic) != sorted(traffic) \
+    # strictly rising: a repeated step ([10, 10, 100]) is a typo, not a pause
+    if not traffic or any(t < 1 or t > 100 for t in traffic) or any(a >= b for a, b in itertools.pairwise(traffic)) \
             or traffic[-1] != 100:
-        return [origin.problem(("deploy", "traffic"), "traffic must be rising percentages from 1 to 100 that end "
-                               "at 100, e.g. [10, 100]", "wrong-type")]
+        return [origin.problem(("deploy", "traffic"), "traffic must be rising percentages from 1 to 100, each "
+                               f"above the last, that end at 100, e.g. [10, 100] (got {list(traffic)})", "wrong-type")]
     return []
 
 

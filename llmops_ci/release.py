@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.config import Config, FlowSpec
+from llmops_ci.config import Config, DeploySpec, FlowSpec
 from llmops_ci.errors import UsageError
 from llmops_ci.kinds import FlowInfo
 from llmops_ci.project import Project
@@ -87,6 +87,7 @@ class DeployPlan:
     smoke_tests: tuple[SmokeTest, ...]
     environment_variables: dict[str, str] = field(default_factory=dict)
     request_timeout_ms: int | None = None
+    settings: DeploySpec | None = None  # the flow's deploy: block (the backend-specific keys)
 
 
 @dataclass

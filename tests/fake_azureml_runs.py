@@ -116,6 +116,7 @@ class FakeWorkspace:
         self.answer: Answer = answer or (lambda run, i, inputs: ("Completed", {"answer": "ok"}, None))
         self.metrics: Callable[[FakeRun], dict[str, float]] = lambda run: {}
         self.computes: set[str] = set()
+        self.identities: dict[str, str] = {}  # user-assigned identity resource id -> its client id
         self.connections: set[str] = set()
         self.runs: dict[str, FakeRun] = {}
         self.uploads: dict[str, Path] = {}  # remote path -> local source
@@ -214,9 +215,14 @@ class FakeWorkspace:
     def _arm(self, method: str, rest: str, full: str, body: Any) -> tuple[int, Any]:
         arm_id = WS_PATH
         if rest == "":
-            return 200, {"id": arm_id, "name": WS, "location": "eastus", "kind": "Default",
-                         "identity": {"type": "SystemAssigned"},
-                         "properties": {"discoveryUrl": f"{self.base}/discovery", "workspaceId": "ws-guid-1",
+            # ARM Workspace: identity is a ManagedServiceIdentity (userAssignedIdentities: id -> principal/client)
+            identity: dict[str, Any] = {"type": "SystemAssigned"}
+            if self.identities:
+                identity = {"type": "SystemAssigned,UserAssigned", "userAssignedIdentities": {
+                    rid: {"principalId": f"p-{cid}", "clientId": cid} for rid, cid in self.identities.items()}}
+            primary = {"primaryUserAssignedIdentity": next(iter(self.identities))} if self.identities else {}
+            return 200, {"id": arm_id, "name": WS, "location": "eastus", "kind": "Default", "identity": identity,
+                         "properties": {**primary, "discoveryUrl": f"{self.base}/discovery", "workspaceId": "ws-guid-1",
                                         "mlFlowTrackingUri": "azureml://eastus.api.azureml.ms/mlflow/v1.0" + arm_id}}
         if rest == "/datastores" or rest == "/datastores/workspaceblobstore":
             store = {"id": arm_id + "/datastores/workspaceblobstore", "name": "workspaceblobstore",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,16 +29,15 @@ from typing import Any
 import yaml
 from azure.ai.ml import MLClient
 from azure.ai.ml.entities import (
-    Environment,
     ManagedOnlineDeployment,
     ManagedOnlineEndpoint,
     Model,
     OnlineEndpoint,
-    OnlineRequestSettings,
 )
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
 from llmops_ci.backends import BackendContext
+from llmops_ci.backends import azureml_settings as settings
 from llmops_ci.config import Origin, expand_env
 from llmops_ci.errors import ServiceError, UsageError
 from llmops_ci.kinds import snapshot_of
@@ -46,7 +46,6 @@ from llmops_ci.runs import ProviderConnection, resolve_values
 
 log = logging.getLogger("llmops_ci.azureml")
 
-PROMPTFLOW_IMAGE = "mcr.microsoft.com/azureml/promptflow/promptflow-runtime:latest"
 DEFAULT_INSTANCE_TYPE = "Standard_DS3_v2"
 SLOTS = ("blue", "green")
 _SCHEMAS = {
@@ -112,17 +111,13 @@ def model_entity(spec: ModelSpec, path: Path | None = None) -> Model:
 
 
 def endpoint_entity(plan: DeployPlan) -> ManagedOnlineEndpoint:
+    # the secret-store property grants a system-assigned identity the connections' secrets; it does not apply to
+    # a user-assigned one, which must be granted them beforehand
     return ManagedOnlineEndpoint(name=plan.endpoint, auth_mode="key",
                                  description=f"prompt flow {plan.model.flow} (llmops-ci)",
-                                 tags={"llmops.flow": plan.model.flow},
-                                 properties={"enforce_access_to_default_secret_stores": "enabled"})
-
-
-def serving_environment() -> Environment:
-    routes = {"liveness_route": {"path": "/health", "port": 8080},
-              "readiness_route": {"path": "/health", "port": 8080},
-              "scoring_route": {"path": "/score", "port": 8080}}
-    return Environment(image=PROMPTFLOW_IMAGE, inference_config=routes)
+                                 tags={"llmops.flow": plan.model.flow}, identity=settings.endpoint_identity(plan),
+                                 properties={"enforce_access_to_default_secret_stores": "enabled"}
+                                 if settings.system_assigned(plan) else {})
 
 
 def deployment_environment_variables(plan: DeployPlan, slot: str,
@@ -135,18 +130,22 @@ def deployment_environment_variables(plan: DeployPlan, slot: str,
             f"deployment.workspace_name={scope.workspace}",
             f"deployment.endpoint_name={plan.endpoint}",
             f"deployment.deployment_name={slot}"])
+    env.update(settings.worker_environment(plan))
     env.update({str(k): str(v) for k, v in plan.environment_variables.items()})
     return env
 
 
-def deployment_entity(plan: DeployPlan, slot: str, model_id: str,
-                      scope: WorkspaceScope | None = None) -> ManagedOnlineDeployment:
-    """``model_id``: a registered model, ``azureml:<name>:<version>``."""
-    settings = OnlineRequestSettings(request_timeout_ms=plan.request_timeout_ms) if plan.request_timeout_ms else None
+def deployment_entity(plan: DeployPlan, slot: str, model_id: str, scope: WorkspaceScope | None = None,
+                      build_root: Path | None = None) -> ManagedOnlineDeployment:
+    """``model_id``: a registered model, ``azureml:<name>:<version>``; ``build_root``: where the build context of
+    a flow with requirements is written (without one, the plain runtime image)."""
     return ManagedOnlineDeployment(
-        name=slot, endpoint_name=plan.endpoint, model=model_id, environment=serving_environment(),
+        name=slot, endpoint_name=plan.endpoint, model=model_id,
+        environment=settings.serving_environment(plan.model, build_root),
         instance_type=plan.instance_type or DEFAULT_INSTANCE_TYPE, instance_count=plan.instance_count,
-        environment_variables=deployment_environment_variables(plan, slot, scope), request_settings=settings,
+        environment_variables=deployment_environment_variables(plan, slot, scope),
+        request_settings=settings.request_settings(plan), app_insights_enabled=settings.settings_of(plan).app_insights,
+        liveness_probe=settings.probe(plan, "liveness"), readiness_probe=settings.probe(plan, "readiness"),
         tags={"llmops.model": f"{plan.model.name}:{plan.model.version}"})
 
 
@@ -160,6 +159,9 @@ def _entity_yaml(entity: Model | ManagedOnlineEndpoint | ManagedOnlineDeployment
         data.pop("traffic", None)
     if not data.get("mirror_traffic"):
         data.pop("mirror_traffic", None)
+    if isinstance(data.get("identity"), dict):  # principal/client ids are the service's to fill in, never null
+        data["identity"] = {k: [{n: x for n, x in i.items() if x is not None} for i in v] if isinstance(v, list)
+                            else v for k, v in data["identity"].items() if v is not None}
     return yaml.safe_dump({"$schema": schema, **data}, sort_keys=False, allow_unicode=True)
 
 
@@ -171,7 +173,8 @@ def traffic_steps(plan: DeployPlan, slot: str, previous: str | None) -> list[dic
     return [*steps, {slot: 100, previous: 0}]
 
 
-def dry_run_yaml(plan: DeployPlan | None, spec: ModelSpec, scope: WorkspaceScope | None = None) -> str:
+def dry_run_yaml(plan: DeployPlan | None, spec: ModelSpec, scope: WorkspaceScope | None = None,
+                 build_root: Path | None = None) -> str:
     """The entities register (and deploy, with a plan) would create, as YAML documents ``az ml`` and
     azure-ai-ml's ``load_*`` accept; the traffic plan closes as a comment."""
     docs = ["# model (registered unless this name and version exists; the flow folder is uploaded with\n"
@@ -182,8 +185,8 @@ def dry_run_yaml(plan: DeployPlan | None, spec: ModelSpec, scope: WorkspaceScope
         slot = SLOTS[0]
         docs.append("# endpoint (created if missing)\n" + _entity_yaml(endpoint_entity(plan), _SCHEMAS["endpoint"]))
         docs.append(f"# deployment to the idle slot ({slot} on a new endpoint; the slot without traffic otherwise)\n"
-                    + _entity_yaml(deployment_entity(plan, slot, model_ref(spec.name, spec.version), scope),
-                                   _SCHEMAS["deployment"]))
+                    + _entity_yaml(deployment_entity(plan, slot, model_ref(spec.name, spec.version), scope,
+                                                     build_root), _SCHEMAS["deployment"]))
         steps = " -> ".join(str(p) for p in (plan.traffic or (100,)))
         tests = ", ".join(t.name for t in plan.smoke_tests) or "none"
         docs[-1] += (f"# smoke tests against {slot} directly: {tests}\n"
@@ -317,8 +320,9 @@ class AzureMLRelease:
             result.traffic = {previous: 100}
 
         log.info("%s: deploying %s:%s to slot %s", plan.endpoint, model.name, model_version, slot)
-        deployment = deployment_entity(plan, slot, model_ref(model.name, model_version), self.scope)
+        build = Path(tempfile.mkdtemp(prefix="llmops-build-"))
         try:
+            deployment = deployment_entity(plan, slot, model_ref(model.name, model_version), self.scope, build)
             self.ml.online_deployments.begin_create_or_update(deployment).result()
         except ClientAuthenticationError as exc:
             raise ServiceError(f"Azure ML: creating deployment {slot}: not authenticated ({_short(exc)})") from None
@@ -327,6 +331,8 @@ class AzureMLRelease:
                               f"{_where_traffic(previous)}; see 'az ml online-deployment get-logs --name {slot} "
                               f"--endpoint-name {plan.endpoint}'")
             return result
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
 
         failure = None
         for test in plan.smoke_tests:
@@ -393,7 +399,9 @@ class AzureMLRelease:
             except HttpResponseError as exc:
                 status = int(exc.status_code or 0)
                 body = _json_or_text(exc.response.text()) if exc.response is not None else _short(exc)
-            except (AzureError, OSError, ValueError) as exc:  # azure-ai-ml raises MlException for a non-JSON error
+            # azure-ai-ml raises MlException for a non-JSON error, and AttributeError for {"error": "<text>"}
+            # (its _endpoint_utils reads error.message of every error body)
+            except (AzureError, OSError, ValueError, AttributeError) as exc:
                 return SmokeResult(test.name, False, f"{type(exc).__name__}: {_short(exc)}",
                                    round(time.monotonic() - started, 3))
         error = test.check(status, body)
@@ -447,7 +455,8 @@ class ProjectRelease:
         return dry_run_yaml(None, spec)
 
     def dry_run_plan(self, plan: DeployPlan) -> str:
-        return dry_run_yaml(plan, plan.model, self._dry_run_scope())
+        # a flow with requirements: the build context is written under the state dir, so the YAML loads as shown
+        return dry_run_yaml(plan, plan.model, self._dry_run_scope(), self.ctx.state_dir / "azureml-build")
 
     def _dry_run_scope(self) -> WorkspaceScope:
         """The workspace as llmops.yaml names it, without credentials: a ``${env:NAME}`` that is not set stays

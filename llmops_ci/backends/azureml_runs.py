@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmops_ci import redaction
 from llmops_ci.backends import BackendContext
+from llmops_ci.backends.azureml_service import compute_of, flow_lineage_id, retryable, service_error
 from llmops_ci.backends.pf_home import PFHome
 from llmops_ci.backends.run_plan import Submission, dry_run_yaml, submission
 from llmops_ci.config import Origin
@@ -45,7 +47,6 @@ log = logging.getLogger("llmops_ci.azureml")
 TERMINAL = ("Completed", "Failed", "Canceled")
 _PROGRESS = re.compile(r"Finished (\d+) / (\d+) lines")
 _FAILED_NODE = re.compile(r"Execution failure in '([^']+)'")
-_STATUS_IN_TEXT = re.compile(r"(?:Status code|Code):\s*(\d{3})")
 PF_ENV = ("PF_HOME_DIRECTORY", "PYTHON_KEYRING_BACKEND", "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL",
            "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED", "PF_TRACING_SKIP_LOCAL_SETUP")
 
@@ -60,66 +61,6 @@ class Polling:
     timeout_s: float = 8 * 3600.0  # a run still going after this is canceled (exit 3)
     call_timeout_s: float = 180.0  # one service call that does not answer
     transient_limit: int = 5  # consecutive failed status checks (429/5xx) before giving up
-
-
-# ---------------------------------------------------------------------------------------------- errors
-
-
-def _status_of(exc: BaseException) -> tuple[int | None, str]:
-    """The HTTP status behind an exception that promptflow-azure or azure-core raised, and its first line."""
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen:
-        seen.append(current)
-        status = getattr(current, "status_code", None)
-        if isinstance(status, int):
-            return status, _first_line(current)
-        match = _STATUS_IN_TEXT.search(str(current))
-        if match:
-            return int(match.group(1)), _first_line(current)
-        current = getattr(current, "inner_exception", None) or current.__cause__ or current.__context__
-    return None, _first_line(exc)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "message", None) or exc)
-    said = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Error message:")]
-    if said and said[0]:
-        return said[0][:300]
-    for line in text.splitlines():
-        if line.strip() and not line.strip().startswith("Calling "):
-            return line.strip()[:300]
-    return type(exc).__name__
-
-
-def service_error(what: str, exc: BaseException, workspace: str = "the workspace") -> LlmopsError:
-    """An Azure failure as exit 2 or 3 with what to do next."""
-    if isinstance(exc, LlmopsError):
-        return exc
-    status, text = _status_of(exc)
-    name = type(exc).__name__
-    if name in ("ClientAuthenticationError", "CredentialUnavailableError") or status == 401:
-        return ServiceError(f"Azure ML: {what}: not authenticated ({text}); sign in first: 'az login' on a "
-                            "laptop, azure/login with OIDC on GitHub Actions, an AzureCLI@2 step with a service "
-                            "connection on Azure Pipelines (docs/azureml-runs.md)")
-    if status == 403:
-        return ServiceError(f"Azure ML: {what}: permission denied ({text}); give the identity the 'AzureML Data "
-                            f"Scientist' role on {workspace} (docs/azureml-runs.md, least role)")
-    if status == 429:
-        return ServiceError(f"Azure ML: {what}: throttled or out of quota after retries ({text}); run again later, "
-                            "submit fewer flows at once (--flow), or request more quota for the resources' "
-                            "instance_type (or use a compute cluster)")
-    if status is not None and status >= 500:
-        return ServiceError(f"Azure ML: {what}: the service failed (HTTP {status}: {text}); run again later")
-    if status == 404 and "workspace" in text.lower():
-        return UsageError(f"Azure ML: {what}: {text}; check subscription_id, resource_group and workspace under "
-                          "'azureml:' in llmops.yaml")
-    return ServiceError(f"Azure ML: {what}: {text}" + (f" (HTTP {status})" if status else ""))
-
-
-def _retryable(error: LlmopsError) -> bool:
-    return isinstance(error, ServiceError) and ("throttled" in str(error) or "the service failed" in str(error)
-                                                or "no answer within" in str(error))
 
 
 # ---------------------------------------------------------------------------------------------- in flight
@@ -170,7 +111,7 @@ class AzureMLRuns:
         problems = self._unsupported([(sub.label, sub.info) for sub in subs])
         if problems:
             raise ConfigError(problems)
-        return dry_run_yaml(subs, self.name)
+        return dry_run_yaml(subs, self.name, {sub.label: compute_of(sub.resources, sub.details) for sub in subs})
 
     def _unsupported(self, runs: list[tuple[str, Any]]) -> list[Problem]:
         """Flows the workspace cannot run, at the line of their ``path:``: prompty 2.x files (prompt flow reads only
@@ -257,6 +198,25 @@ class AzureMLRuns:
 
     # -------------------------------------------------------------------------------------- before submitting
 
+    def _details(self, job: RunJob) -> dict[str, Any]:
+        """The flow's run.yml settings (display_name, description, tags, runtime, identity), for its batch run;
+        ``init`` goes as the run's init_kwargs, which the service stores in the run's properties in clear, so a
+        secret in it is refused here."""
+        flow_name, _, evaluation = job.label.partition("/")
+        flow = self.ctx.project.config.flows.get(flow_name)
+        for key, value in job.init.items():
+            for field_name in (value if isinstance(value, dict) else {}):
+                if redaction.is_secret_name(str(field_name)):
+                    origin = (flow.evaluations[evaluation].origin if flow is not None and evaluation else
+                              flow.where("init") if flow is not None else None)
+                    message = (f"init: {key}.{field_name} would be stored in clear in the Azure ML run's "
+                               "properties (init_kwargs); give the model configuration a workspace connection "
+                               "instead: {connection: <name>, ...}")
+                    if origin is None:
+                        raise UsageError(message)
+                    raise ConfigError([origin.problem(("init", key, field_name), message, "wrong-type")])
+        return dict(flow.run_details) if flow is not None and not evaluation else {}
+
     def _resources(self, job: RunJob) -> dict[str, Any]:
         flow = self.ctx.project.config.flows.get(job.label.split("/", 1)[0])
         return dict(flow.resources) if flow is not None else {}
@@ -316,10 +276,13 @@ class AzureMLRuns:
     def _submit(self, pf: Any, job: RunJob, progress_factory: Callable[[str, int], Progress]) -> _Flight:
         from promptflow._sdk.entities import Run
 
-        sub = submission(job, self._resources(job))
+        sub = submission(job, self._resources(job), self._details(job))
         with tempfile.TemporaryDirectory(prefix="llmops-azrun-") as tmp:
             snap = snapshot(job.info, Path(tmp) / job.flow.name)
             run = Run._load(data=sub.document(snap.entry))
+            # pfazure derives the flow's lineage (and from it the compute session) from the flow's own path: from
+            # the snapshot's temporary folder every CI run would be a new flow and pay a new session
+            run._lineage_id = flow_lineage_id(job.flow)
             log.info("%s: submitting run %s to workspace %s", job.label, job.name, pf._ml_client.workspace_name)
             submitting = _start(lambda: pf.runs.create_or_update(run=run))
             try:
@@ -335,7 +298,7 @@ class AzureMLRuns:
                 raise
             except LlmopsError as exc:
                 # create_or_update reads the run back after submitting it; when only that failed, carry on
-                created = self._lookup(pf, job.name) if _retryable(exc) else None
+                created = self._lookup(pf, job.name) if retryable(exc) else None
                 if created is None:
                     raise
         flight = _Flight(job, progress_factory(job.label, self.ctx.project.data(job.data).rows),
@@ -353,7 +316,7 @@ class AzureMLRuns:
             try:
                 return self._call(f"looking up run {name}", lambda: pf.runs.get(name))
             except LlmopsError as exc:
-                if not _retryable(exc):
+                if not retryable(exc):
                     return None  # promptflow's RunNotFoundError: the submission did not reach the service
                 if attempt == self.polling.transient_limit:
                     raise
@@ -402,7 +365,7 @@ class AzureMLRuns:
             text = self._call(f"log of run {name}", lambda: pf.runs._get_log(flow_run_id=name))
         except LlmopsError as exc:
             flight.failures += 1
-            if not _retryable(exc) or flight.failures >= self.polling.transient_limit:
+            if not retryable(exc) or flight.failures >= self.polling.transient_limit:
                 raise
             log.warning("%s: status check failed (%d of %d tries): %s", flight.job.label, flight.failures,
                         self.polling.transient_limit, exc)

@@ -7,6 +7,15 @@ then takes each next share, each step waiting until the endpoint is ready again.
 smoke test puts all traffic back on the entity that served before. An update refused because
 another one is in progress (409 ResourceConflict) waits and tries again, a bounded number of times.
 Credentials come from the environment the SDK reads (PAT, OAuth, OIDC workload identity in CI).
+
+What an endpoint carries follows ``databricks-agents`` 1.13's ``deploy()``: ``ENABLE_MLFLOW_TRACING`` and
+``RETURN_REQUEST_ID_IN_RESPONSE`` (``deploy: tracing``), ``MLFLOW_EXPERIMENT_ID`` on the served entity and the
+endpoint tag ``MONITOR_EXPERIMENT_ID``, no scale to zero (``deploy: scale_to_zero``), an AI Gateway inference
+table (``deploy: inference_table``). Entities already on the endpoint are re-sent with every field they have
+(``ServedEntityInput`` read from what the endpoint reports), so a traffic shift never reconfigures them; a
+rollback re-sends the endpoint's config as it was. ``deploy: keep_previous`` keeps that many earlier
+versions at 0 %. Versions are found by their content alias (``llmops_<hash>``), not by tags: Unity
+Catalog's search carries none.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,8 +34,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 
 from llmops_ci.backends.mlflow_local import MlflowChild, snapshot
-from llmops_ci.backends.mlflow_release import CHALLENGER, CHAMPION, agent_of, content_key, dry_run_model, log_request
-from llmops_ci.config import Config, FlowSpec
+from llmops_ci.backends.mlflow_release import (
+    CHALLENGER,
+    CHAMPION,
+    agent_of,
+    content_alias,
+    content_key,
+    dry_run_model,
+    log_request,
+)
+from llmops_ci.config import Config, DeploySpec, FlowSpec
 from llmops_ci.errors import ServiceError, UsageError
 from llmops_ci.release import DeployPlan, DeployResult, ModelSpec, SmokeResult, SmokeTest
 from llmops_ci.runs import ProviderConnection
@@ -42,6 +60,10 @@ AUTH_HINT = ("set DATABRICKS_HOST and DATABRICKS_TOKEN (a personal access token)
              "azure-devops-oidc with DATABRICKS_CLIENT_ID)")
 
 
+def experiment_path(flow: str) -> str:
+    return f"/Shared/llmops-ci/{flow}"
+
+
 def entity_name(model: str, version: str) -> str:
     """The served entity's name on the endpoint: the model's last name part and its version."""
     short = re.sub(r"[^A-Za-z0-9_-]", "-", model.split(".")[-1])[:50]
@@ -55,21 +77,77 @@ def endpoint_config(entities: list[dict[str, Any]], routes: dict[str, int]) -> d
                                           for n, p in routes.items()]}}
 
 
-def served_entity(model: str, version: str, plan: DeployPlan) -> dict[str, Any]:
+TRACING_ENV = {"ENABLE_MLFLOW_TRACING": "true", "RETURN_REQUEST_ID_IN_RESPONSE": "true"}  # as agents.deploy()
+MONITOR_TAG = "MONITOR_EXPERIMENT_ID"
+
+
+def settings_of(plan: DeployPlan) -> DeploySpec:
+    return plan.settings or DeploySpec(plan.endpoint)
+
+
+def served_entity(model: str, version: str, plan: DeployPlan, experiment_id: str | None = None) -> dict[str, Any]:
+    """The new version as a ``ServedEntityInput``: agents.deploy()'s settings, the deploy: keys over them."""
+    settings = settings_of(plan)
     entity: dict[str, Any] = {"name": entity_name(model, version), "entity_name": model, "entity_version": version,
-                              "workload_size": plan.instance_type or "Small", "scale_to_zero_enabled": True}
-    if plan.environment_variables:
-        entity["environment_vars"] = dict(plan.environment_variables)
+                              "workload_size": plan.instance_type or "Small",
+                              "scale_to_zero_enabled": settings.scale_to_zero}
+    if settings.instance_profile_arn:
+        entity["instance_profile_arn"] = settings.instance_profile_arn
+    env = {**(TRACING_ENV if settings.tracing else {}),
+           **({"MLFLOW_EXPERIMENT_ID": experiment_id} if experiment_id else {}), **plan.environment_variables}
+    if env:
+        entity["environment_vars"] = dict(env)
     return entity
 
 
-def plan_steps(new: dict[str, Any], previous: dict[str, Any] | None, traffic: tuple[int, ...]
+def endpoint_extras(model: str, plan: DeployPlan, experiment_id: str | None) -> dict[str, Any]:
+    """What a new endpoint gets besides its config: the AI Gateway inference table (in the model's catalog and
+    schema, prefixed with its name, as agents.deploy()) and the monitoring tag."""
+    extras: dict[str, Any] = {}
+    if settings_of(plan).inference_table:
+        catalog, schema, name = model.split(".", 2)
+        extras["ai_gateway"] = {"inference_table_config": {"enabled": True, "catalog_name": catalog,
+                                                           "schema_name": schema, "table_name_prefix": name}}
+    if experiment_id:
+        extras["tags"] = [{"key": MONITOR_TAG, "value": experiment_id}]
+    return extras
+
+
+@dataclass(frozen=True)
+class Serving:
+    """An endpoint's config as it is: each entity as the ``ServedEntityInput`` that re-creates it, and the routes."""
+
+    entities: tuple[dict[str, Any], ...]
+    routes: dict[str, int]
+
+    @property
+    def main(self) -> dict[str, Any]:
+        return max(self.entities, key=lambda e: self.routes.get(e["name"], 0))
+
+    def config(self) -> dict[str, Any]:
+        return endpoint_config(list(self.entities), {e["name"]: self.routes.get(e["name"], 0) for e in self.entities})
+
+
+def _version_order(entity: dict[str, Any]) -> int:
+    version = str(entity.get("entity_version") or "")
+    return int(version) if version.isdigit() else -1
+
+
+def plan_steps(new: dict[str, Any], serving: Serving | None, traffic: tuple[int, ...], keep_previous: int = 0
                ) -> list[dict[str, Any]]:
-    """Each config the deploy submits: both entities while traffic moves, then the new one alone."""
-    if previous is None:
+    """Each config the deploy submits: the new entity beside everything already there while traffic moves
+    (other entities at 0 %), then the new one with ``keep_previous`` earlier ones (newest first) at 0 %."""
+    if serving is None or not serving.entities:
         return [endpoint_config([new], {new["name"]: 100})]
-    steps = [endpoint_config([new, previous], {new["name"]: p, previous["name"]: 100 - p}) for p in traffic]
-    steps.append(endpoint_config([new], {new["name"]: 100}))
+    previous = serving.main
+    others = sorted((e for e in serving.entities if e["name"] not in (previous["name"], new["name"])),
+                    key=_version_order, reverse=True)
+    steps = [endpoint_config([new, previous, *others], {new["name"]: p, previous["name"]: 100 - p,
+                                                        **{o["name"]: 0 for o in others}}) for p in traffic]
+    kept = [previous, *others][:keep_previous]
+    final = endpoint_config([new, *kept], {new["name"]: 100, **{k["name"]: 0 for k in kept}})
+    if final != steps[-1]:
+        steps.append(final)
     return steps
 
 
@@ -118,7 +196,7 @@ class DatabricksRelease:
         try:
             code = snapshot(agent, flow.path, work)
             request = {**log_request(flow, agent, spec, code), "artifacts": None,
-                       "experiment": f"/Shared/llmops-ci/{spec.flow}"}
+                       "experiment": experiment_path(spec.flow)}
             out = child.call("log", request, name=f"uc-register-{spec.flow}", extra_env=env)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -126,15 +204,51 @@ class DatabricksRelease:
             raise ServiceError(f"registering {spec.name} in Unity Catalog failed: {out.get('error')}")
         return spec.name, str(out["version"]), bool(out["created"])
 
-    def find_version(self, spec: ModelSpec) -> str | None:
-        """The Unity Catalog version tagged with this content hash (newest), read over MLflow's UC REST API."""
-        found = self._api(lambda: self.client.api_client.do(
-            "GET", "/api/2.0/mlflow/unity-catalog/model-versions/search",
-            query={"filter": f"name='{spec.name}'", "max_results": 1000}))
+    def find_version(self, spec: ModelSpec, scan: int = 50) -> str | None:
+        """The Unity Catalog version holding this content: by its content alias (databricks-sdk's
+        ``model_versions.get_by_alias``); a version registered before aliases were set is found by reading the
+        newest ``scan`` versions one by one over MLflow's UC API (a get carries tags, a search none)."""
+        from databricks.sdk.errors import NotFound
+
         key = content_key(spec, agent_of(self.flows, spec)[1])
-        versions = [v for v in found.get("model_versions", [])
-                    if any(t.get("key") == HASH_TAG and t.get("value") == key for t in v.get("tags", []))]
-        return str(max(versions, key=lambda v: int(v["version"]))["version"]) if versions else None
+        try:
+            info = self._api(lambda: self.client.model_versions.get_by_alias(spec.name, content_alias(key)))
+            return str(info.version)
+        except NotFound:
+            pass
+        try:
+            found = self._api(lambda: self.client.api_client.do(
+                "GET", "/api/2.0/mlflow/unity-catalog/model-versions/search",
+                query={"filter": f"name='{spec.name}'", "max_results": 1000}))
+        except NotFound:  # no such model
+            return None
+        numbers = sorted((int(v["version"]) for v in found.get("model_versions", [])), reverse=True)
+        for number in numbers[:scan]:
+            got = self._api(lambda n=number: self.client.api_client.do(  # type: ignore[misc]
+                "GET", "/api/2.0/mlflow/unity-catalog/model-versions/get",
+                query={"name": spec.name, "version": str(n)}))
+            tags = got.get("model_version", {}).get("tags") or []
+            if any(t.get("key") == HASH_TAG and t.get("value") == key for t in tags):
+                return str(number)
+        return None
+
+    def experiment_id(self, plan: DeployPlan) -> str | None:
+        """``deploy: experiment_id``, else the experiment register logged into (``/Shared/llmops-ci/<flow>``)."""
+        from databricks.sdk.errors import NotFound
+
+        settings = settings_of(plan)
+        if settings.experiment_id:
+            return settings.experiment_id
+        name = experiment_path(plan.model.flow)
+        try:
+            found = self._api(lambda: self.client.experiments.get_by_name(name))
+        except NotFound:
+            found = None
+        if found is None or found.experiment is None:
+            log.warning("%s: no experiment %s, so the endpoint's traces are not logged to MLflow; register first or "
+                        "set deploy: experiment_id", plan.endpoint, name)
+            return None
+        return str(found.experiment.experiment_id)
 
     # -- deploy ------------------------------------------------------------------------------------------------
     def deploy(self, plan: DeployPlan, connections: tuple[ProviderConnection, ...], keep: bool) -> DeployResult:
@@ -145,33 +259,39 @@ class DatabricksRelease:
         if version is None:
             raise UsageError(f"{model.name} (content {model.version}) is not in Unity Catalog; run "
                              f"'llmops-ci register --backend databricks --flow {model.flow}' first")
-        new = served_entity(model.name, version, plan)
+        experiment = self.experiment_id(plan)
+        new = served_entity(model.name, version, plan, experiment)
         try:
             current = self._api(lambda: self.client.serving_endpoints.get(plan.endpoint))
         except NotFound:
             current = None
-        previous = _serving_entity(current) if current is not None else None
+        serving = _serving(current) if current is not None else None
+        previous = serving.main if serving is not None else None
         result = DeployResult(plan.endpoint, new["name"], previous["name"] if previous else None, "rolled_back",
                               {previous["name"]: 100} if previous else {},
                               url=f"{self.host or ''}/serving-endpoints/{plan.endpoint}/invocations")
+        if current is not None and experiment:
+            self._tag(plan.endpoint, current, experiment)
         if previous is not None and previous["name"] == new["name"]:
             result.previous = None
             steps: list[dict[str, Any]] = []
         else:
-            steps = plan_steps(new, previous, plan.traffic)
+            steps = plan_steps(new, serving, plan.traffic, settings_of(plan).keep_previous)
+        extras = endpoint_extras(model.name, plan, experiment)
         for i, config in enumerate(steps):
             routes = {r["served_entity_name"]: r["traffic_percentage"] for r in config["traffic_config"]["routes"]}
             log.info("%s: %s", plan.endpoint, ", ".join(f"{k} {v}%" for k, v in routes.items()))
-            self._submit(partial(self._create if i == 0 and current is None else self._update, plan.endpoint, config))
+            self._submit(partial(self._create, plan.endpoint, config, extras) if i == 0 and current is None else
+                         partial(self._update, plan.endpoint, config))
             failure = self._wait_ready(plan.endpoint)
             if failure is None and i == 0:
                 result.smoke = [self._smoke(plan.endpoint, new["name"], t) for t in plan.smoke_tests]
                 bad = [s for s in result.smoke if not s.passed]
                 failure = "; ".join(f"smoke test {s.name}: {s.error}" for s in bad) or None
             if failure is not None:
-                result.message = self._rollback(plan.endpoint, previous, failure)
+                result.message = self._rollback(plan.endpoint, serving, failure)
                 return result
-            result.traffic = routes
+            result.traffic = {k: v for k, v in routes.items() if v}
         if not steps:
             result.smoke = [self._smoke(plan.endpoint, new["name"], t) for t in plan.smoke_tests]
             bad = [s for s in result.smoke if not s.passed]
@@ -184,19 +304,33 @@ class DatabricksRelease:
         result.traffic, result.status = {new["name"]: 100}, "deployed"
         return result
 
-    def _rollback(self, endpoint: str, previous: dict[str, Any] | None, failure: str) -> str:
-        if previous is None:
+    def _tag(self, endpoint: str, current: Any, experiment: str) -> None:
+        """As agents.deploy(): an endpoint without the monitoring tag gets it; one a user set is left alone."""
+        from databricks.sdk.service.serving import EndpointTag
+
+        if not any(t.key == MONITOR_TAG for t in current.tags or []):
+            self._api(lambda: self.client.serving_endpoints.patch(
+                endpoint, add_tags=[EndpointTag(MONITOR_TAG, experiment)]))
+
+    def _rollback(self, endpoint: str, serving: Serving | None, failure: str) -> str:
+        """Re-send the endpoint's config as it was before this deploy: every entity with all its fields."""
+        if serving is None:
             return (f"{failure}; nothing served before this deploy, so there is nothing to put traffic back on: fix "
                     f"the agent and deploy again, or delete the endpoint {endpoint}")
-        log.warning("%s: %s; putting all traffic back on %s", endpoint, failure, previous["name"])
-        self._submit(partial(self._update, endpoint, endpoint_config([previous], {previous["name"]: 100})))
+        previous = serving.main["name"]
+        log.warning("%s: %s; putting all traffic back on %s", endpoint, failure, previous)
+        self._submit(partial(self._update, endpoint, serving.config()))
         after = self._wait_ready(endpoint)
-        tail = f"all traffic is back on {previous['name']}" if after is None else (
-            f"putting traffic back on {previous['name']} failed too ({after}); check the endpoint in the workspace")
+        tail = f"all traffic is back on {previous}" if after is None else (
+            f"putting traffic back on {previous} failed too ({after}); check the endpoint in the workspace")
         return f"{failure}; {tail}; the alias {CHAMPION} is unchanged"
 
-    def _create(self, endpoint: str, config: dict[str, Any]) -> None:
-        self.client.serving_endpoints.create(endpoint, config=_core(config))
+    def _create(self, endpoint: str, config: dict[str, Any], extras: dict[str, Any]) -> None:
+        from databricks.sdk.service.serving import AiGatewayConfig, EndpointTag
+
+        gateway = AiGatewayConfig.from_dict(extras["ai_gateway"]) if extras.get("ai_gateway") else None
+        tags = [EndpointTag.from_dict(t) for t in extras.get("tags", [])] or None
+        self.client.serving_endpoints.create(endpoint, config=_core(config), ai_gateway=gateway, tags=tags)
 
     def _update(self, endpoint: str, config: dict[str, Any]) -> None:
         core = _core(config)
@@ -279,20 +413,29 @@ class DatabricksRelease:
         return dry_run_model(self.flows, spec, "databricks-uc (Unity Catalog)")
 
     def dry_run_plan(self, plan: DeployPlan) -> str:
-        version = f"<version tagged {HASH_TAG}={content_key(plan.model, agent_of(self.flows, plan.model)[1])}>"
-        new = served_entity(plan.model.name, version, plan)
+        _, agent = agent_of(self.flows, plan.model)
+        key = content_key(plan.model, agent)
+        settings = settings_of(plan)
+        experiment = settings.experiment_id or f"<id of the experiment {experiment_path(plan.model.flow)}>"
+        new = served_entity(plan.model.name, f"<the version aliased {content_alias(key)}>", plan, experiment)
         new["name"] = entity_name(plan.model.name, "<version>")
         previous = {"name": "<the entity serving now>", "entity_name": plan.model.name,
-                    "entity_version": "<its version>"}
+                    "entity_version": "<its version>", "...": "every other field it has now, unchanged"}
+        serving = Serving((previous,), {previous["name"]: 100})
         doc = {"endpoint": plan.endpoint, "model": plan.model.name,
-               "if_new": {"POST /api/2.0/serving-endpoints": {"name": plan.endpoint,
-                                                              "config": plan_steps(new, None, plan.traffic)[0]}},
+               "resources": [f"{r.type}: {r.name}" + (" (on behalf of the user)" if r.on_behalf_of_user else "")
+                             for r in agent.resources],
+               "if_new": {"POST /api/2.0/serving-endpoints": {
+                   "name": plan.endpoint, "config": plan_steps(new, None, plan.traffic)[0],
+                   **endpoint_extras(plan.model.name, plan, experiment)}},
                "if_serving": [{f"PUT /api/2.0/serving-endpoints/{plan.endpoint}/config": c}
-                              for c in plan_steps(new, previous, plan.traffic)],
+                              for c in plan_steps(new, serving, plan.traffic, settings.keep_previous)],
                "smoke_tests": [f"POST /serving-endpoints/{plan.endpoint}/served-models/{new['name']}/invocations "
                                f"{t.name}" for t in plan.smoke_tests],
                "on_success": f"alias {CHAMPION} -> the version (register set {CHALLENGER})",
-               "on_failure": "all traffic back on the entity serving now"}
+               "on_failure": "the endpoint's config as it was before, every entity and route re-sent"}
+        if not agent.resources:
+            doc["resources"] = "none declared: the agent gets no automatic authentication passthrough"
         return yaml.safe_dump(json.loads(json.dumps(doc)), sort_keys=False)
 
 
@@ -302,17 +445,19 @@ def _core(config: dict[str, Any]) -> Any:
     return EndpointCoreConfigInput.from_dict(config)
 
 
-def _serving_entity(endpoint: Any) -> dict[str, Any] | None:
-    """The served entity with the most traffic now, as the input a config update takes."""
+def _serving(endpoint: Any) -> Serving | None:
+    """The endpoint's config as inputs: each ``ServedEntityOutput`` read into a ``ServedEntityInput`` keeps every
+    field an update takes (instance profile, provisioned throughput and concurrency, burst scaling, environment,
+    workload type, ...) and drops only what the service reports about itself (state, creator, timestamps)."""
+    from databricks.sdk.service.serving import ServedEntityInput
+
     config = endpoint.config
     if config is None or not config.served_entities:
         return None
-    routes = {(r.served_entity_name or r.served_model_name): r.traffic_percentage
+    routes = {(r.served_entity_name or r.served_model_name): r.traffic_percentage or 0
               for r in (config.traffic_config.routes if config.traffic_config and config.traffic_config.routes else [])}
-    best = max(config.served_entities, key=lambda e: routes.get(e.name, 0))
-    keep = ("name", "entity_name", "entity_version", "workload_size", "workload_type", "scale_to_zero_enabled",
-            "environment_vars", "min_provisioned_throughput", "max_provisioned_throughput")
-    return {k: v for k, v in best.as_dict().items() if k in keep}
+    entities = tuple(ServedEntityInput.from_dict(e.as_dict()).as_dict() for e in config.served_entities)
+    return Serving(entities, routes)
 
 
 def _status(exc: Exception) -> int:

@@ -65,6 +65,12 @@ def content_key(spec: ModelSpec, agent: MlflowAgentSpec) -> str:
     return digest[:12]
 
 
+def content_alias(key: str) -> str:
+    """The alias naming the version that holds this content (``content_key``): a Unity Catalog search returns
+    no tags, but a version is one GET away by its alias, on every MLflow registry and in databricks-sdk."""
+    return f"llmops_{key}"
+
+
 def mlmodel_resources(agent: MlflowAgentSpec) -> dict[str, Any]:
     """The resources block as MLflow writes it into MLmodel (``resources:`` or ``auth_policy:``)."""
     databricks: dict[str, list[dict[str, Any]]] = {}
@@ -87,6 +93,7 @@ def log_request(flow: FlowSpec, agent: MlflowAgentSpec, spec: ModelSpec, code: P
             "auth_policy": {"api_scopes": list(agent.api_scopes)} if agent.auth_policy else None,
             "input_example": data_example(flow.data, agent.interface), "model_config": model_config_path(code),
             "register_name": spec.name, "content_hash": content_key(spec, agent), "alias": CHALLENGER,
+            "content_alias": content_alias(content_key(spec, agent)),
             "tags": spec.tags, "version_tags": spec.tags, "run_name": f"register-{spec.flow}-{spec.version}",
             "experiment": f"llmops-ci/{spec.flow}"}
 
@@ -97,7 +104,8 @@ def dry_run_model(flows: Mapping[str, FlowSpec], spec: ModelSpec, registry: str)
            "log_model": {"python_model": str(agent.code), "pip_requirements": list(agent.pip_requirements),
                          **mlmodel_resources(agent)},
            "mlflow_resources": [f"{cls}({arg}={name!r})" for cls, arg, name, _ in resources_for_mlflow(agent)],
-           "aliases": [CHALLENGER, f"{CHAMPION} (after a successful deploy)"], "tags": spec.tags}
+           "aliases": [CHALLENGER, content_alias(content_key(spec, agent)),
+                       f"{CHAMPION} (after a successful deploy)"], "tags": spec.tags}
     if spec.description:
         doc["description"] = spec.description
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
@@ -144,7 +152,9 @@ class MlflowRelease:
 
     def find_version(self, spec: ModelSpec) -> str | None:
         _, agent = agent_of(self.flows, spec)
-        out = self._call("find", {"name": spec.name, "content_hash": content_key(spec, agent)}, f"find-{spec.flow}")
+        key = content_key(spec, agent)
+        out = self._call("find", {"name": spec.name, "content_hash": key, "content_alias": content_alias(key)},
+                         f"find-{spec.flow}")
         return str(out["version"]) if out.get("version") is not None else None
 
     def endpoint_state(self, endpoint: str) -> dict[str, Any]:

@@ -13,7 +13,6 @@ content hash and alias it), ``alias``, ``predict`` (load a logged model and pred
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -175,7 +174,8 @@ def _log(req: dict[str, Any]) -> dict[str, Any]:
     client = MlflowClient()
     name, content = req.get("register_name"), req.get("content_hash")
     if name and content:
-        for found in _versions(client, name, content):
+        for found in _versions(client, name, content, req.get("content_alias")):
+            _set_alias(client, name, str(found.version), req.get("content_alias") or content_alias(content))
             _set_alias(client, name, str(found.version), req.get("alias"))
             return {"status": "Completed", "name": name, "version": str(found.version), "created": False,
                     "model_uri": f"models:/{name}/{found.version}", "run_id": found.run_id}
@@ -203,6 +203,8 @@ def _log(req: dict[str, Any]) -> dict[str, Any]:
         version = mlflow.register_model(info.model_uri, name, tags={HASH_TAG: content} if content else None)
         for key, value in (req.get("version_tags") or {}).items():
             client.set_model_version_tag(name, str(version.version), key, str(value))
+        if content:
+            _set_alias(client, name, str(version.version), req.get("content_alias") or content_alias(content))
         _set_alias(client, name, str(version.version), req.get("alias"))
         out.update(name=name, version=str(version.version), model_uri=f"models:/{name}/{version.version}")
     return out
@@ -213,21 +215,37 @@ def _set_alias(client: Any, name: str, version: str, alias: str | None) -> None:
         client.set_registered_model_alias(name, alias, version)
 
 
-def _versions(client: Any, name: str, content: str) -> list[Any]:
-    """Versions of ``name`` tagged with this content hash, newest first (filtered here: Unity Catalog's
-    search accepts only a name filter)."""
+def content_alias(content: str) -> str:
+    """The alias that names the version holding this content: Unity Catalog's search returns no tags
+    (MLflow's ``model_version_search_from_uc_proto`` drops them), but an alias is one GET away."""
+    return f"llmops_{content}"
+
+
+def _versions(client: Any, name: str, content: str, alias: str | None = None, scan: int = 50) -> list[Any]:
+    """The version holding this content hash: by its content alias; versions registered before aliases
+    were set are found by reading each of the newest ``scan`` versions (a get carries tags, a search not)."""
     from mlflow.exceptions import MlflowException
 
-    found: list[Any] = []
-    with contextlib.suppress(MlflowException):  # no such model yet
-        found = [v for v in client.search_model_versions(f"name = '{name}'") if (v.tags or {}).get(HASH_TAG) == content]
-    return sorted(found, key=lambda v: -int(v.version))
+    try:
+        return [client.get_model_version_by_alias(name, alias or content_alias(content))]
+    except MlflowException:
+        pass  # no such alias, or no such model yet
+    try:
+        numbers = sorted((int(v.version) for v in client.search_model_versions(f"name = '{name}'")), reverse=True)
+    except MlflowException:
+        return []
+    for number in numbers[:scan]:
+        version = client.get_model_version(name, str(number))
+        tags = version.tags if isinstance(version.tags, dict) else {}
+        if tags.get(HASH_TAG) == content:
+            return [version]
+    return []
 
 
 def _find(req: dict[str, Any]) -> dict[str, Any]:
     from mlflow.tracking import MlflowClient
 
-    found = _versions(MlflowClient(), req["name"], req["content_hash"])
+    found = _versions(MlflowClient(), req["name"], req["content_hash"], req.get("content_alias"))
     return {"status": "Completed", "version": str(found[0].version) if found else None}
 
 

@@ -38,23 +38,35 @@ class Submission:
     environment_variables: dict[str, str]
     resources: dict[str, Any]
     info: Any = field(default=None, compare=False, repr=False)  # the FlowInfo, to snapshot it
+    init: dict[str, Any] = field(default_factory=dict)  # a flex class entry's __init__ arguments
+    details: dict[str, Any] = field(default_factory=dict)  # the flow's run.yml: display_name, description, ...
 
     def document(self, flow: Path | None = None) -> dict[str, Any]:
-        doc: dict[str, Any] = {"$schema": RUN_SCHEMA, "name": self.name, "display_name": self.label,
-                               "tags": {"llmops.flow": self.label}, "flow": str(flow or self.flow)}
+        """The run.yml; the name is always ours (one per CI run), the rest of a flow's own run.yml is kept."""
+        tags = {**{str(k): str(v) for k, v in (self.details.get("tags") or {}).items()}, "llmops.flow": self.label}
+        doc: dict[str, Any] = {"$schema": RUN_SCHEMA, "name": self.name,
+                               "display_name": self.details.get("display_name") or self.label}
+        if self.details.get("description"):
+            doc["description"] = self.details["description"]
+        doc.update({"tags": tags, "flow": str(flow or self.flow)})
         if self.data is not None:
             doc["data"] = str(self.data)
-        for key in ("run", "column_mapping", "variant", "connections", "environment_variables", "resources"):
+        for key in ("run", "column_mapping", "variant", "connections", "environment_variables", "resources",
+                    "init"):
             value = getattr(self, key)
             if value:
                 doc[key] = value
+        for key in ("runtime", "identity"):
+            if self.details.get(key):
+                doc[key] = self.details[key]
         return doc
 
 
-def submission(job: RunJob, resources: dict[str, Any]) -> Submission:
+def submission(job: RunJob, resources: dict[str, Any], details: dict[str, Any] | None = None) -> Submission:
     return Submission(job.label, job.name, job.flow, job.data.absolute(), job.base_run, dict(job.column_mapping),
                       job.variant, {k: dict(v) for k, v in job.connections.items()},
-                      dict(job.environment_variables), dict(resources), job.info)
+                      dict(job.environment_variables), dict(resources), job.info, dict(job.init),
+                      dict(details or {}))
 
 
 def planned(ctx: BackendContext, flow_names: list[str], evaluations: bool) -> list[Submission]:
@@ -70,7 +82,8 @@ def planned(ctx: BackendContext, flow_names: list[str], evaluations: bool) -> li
             out.append(Submission(flow.name, run_name(flow.name), flow.path, flow.data, flow.base_run,
                                   dict(flow.column_mapping), flow.variant, dict(flow.connections),
                                   {str(k): str(v) for k, v in flow.environment_variables.items()},
-                                  dict(flow.resources), project.info(flow.path)))
+                                  dict(flow.resources), project.info(flow.path), dict(flow.init),
+                                  dict(flow.run_details)))
             continue
         base = load_run(ctx.state_dir, flow.name)
         base_name = str(base["name"]) if base else f"{flow.name}{_NO_BASE_RUN}"
@@ -82,16 +95,18 @@ def planned(ctx: BackendContext, flow_names: list[str], evaluations: bool) -> li
             out.append(Submission(f"{flow.name}/{ev.name}", run_name(f"{flow.name}_{ev.name}"), ev.path,
                                   ev.data or flow.data, base_name, dict(ev.column_mapping), None,
                                   dict(ev.connections), {str(k): str(v) for k, v in ev.environment_variables.items()},
-                                  dict(flow.resources), project.info(ev.path)))
+                                  dict(flow.resources), project.info(ev.path), dict(ev.init)))
     return out
 
 
-def dry_run_yaml(subs: list[Submission], backend: str) -> str:
+def dry_run_yaml(subs: list[Submission], backend: str, compute: dict[str, str] | None = None) -> str:
     """The runs as run.yml documents that ``promptflow._sdk._load_functions.load_run`` accepts, each with the
-    files its snapshot uploads listed as comments."""
+    files its snapshot uploads (and, given ``compute`` by label, where it runs) listed as comments."""
     docs = []
     for sub in subs:
         head = [f"# {sub.label}: the run --backend {backend} would submit"]
+        if compute and sub.label in compute:
+            head.append(f"# compute: {compute[sub.label]}")
         if sub.info is not None:
             with tempfile.TemporaryDirectory(prefix="llmops-dry-") as tmp:
                 snap = snapshot(sub.info, Path(tmp) / sub.flow.name)

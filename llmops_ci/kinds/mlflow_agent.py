@@ -28,7 +28,8 @@ KIND = "mlflow_agent"
 INTERFACES = {"responses": "ResponsesAgent", "chat": "ChatAgent"}
 LABELS = {"serving_endpoint": "serving endpoint", "vector_search_index": "vector search index",
           "function": "Unity Catalog function", "genie_space": "Genie space", "sql_warehouse": "SQL warehouse",
-          "table": "table", "uc_connection": "Unity Catalog connection"}
+          "table": "table", "uc_connection": "Unity Catalog connection", "app": "Databricks app",
+          "lakebase": "Lakebase database instance", "uc_model_service": "Unity Catalog model service"}
 # mlflow.models.resources: class and constructor argument for each resource type
 MLFLOW_RESOURCES = {"serving_endpoint": ("DatabricksServingEndpoint", "endpoint_name"),
                     "vector_search_index": ("DatabricksVectorSearchIndex", "index_name"),
@@ -36,7 +37,11 @@ MLFLOW_RESOURCES = {"serving_endpoint": ("DatabricksServingEndpoint", "endpoint_
                     "genie_space": ("DatabricksGenieSpace", "genie_space_id"),
                     "sql_warehouse": ("DatabricksSQLWarehouse", "warehouse_id"),
                     "table": ("DatabricksTable", "table_name"),
-                    "uc_connection": ("DatabricksUCConnection", "connection_name")}
+                    "uc_connection": ("DatabricksUCConnection", "connection_name"),
+                    # MLflow 3.17.2 mlflow.models.resources
+                    "app": ("DatabricksApp", "app_name"),
+                    "lakebase": ("DatabricksLakebase", "database_instance_name"),
+                    "uc_model_service": ("DatabricksUCModelService", "model_service_name")}
 # the on-behalf-of-user API scopes that let the agent reach each type with the caller's identity
 API_SCOPES = {"serving_endpoint": ("serving.serving-endpoints",),
               "vector_search_index": ("vectorsearch.vector-search-indexes",),
@@ -53,6 +58,9 @@ FORMATS: dict[str, tuple[re.Pattern[str], str]] = {
     "genie_space": (re.compile(r"[0-9a-f]{32}"), "a Genie space id: 32 hex digits"),
     "sql_warehouse": (re.compile(r"[0-9a-f]{16}"), "a warehouse id: 16 hex digits"),
     "uc_connection": (re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*"), "letters, digits, '-' and '_'"),
+    "app": (re.compile(r"[a-z0-9][a-z0-9-]{0,29}"), "an app name: lowercase letters, digits and '-'"),
+    "lakebase": (re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}"), "a database instance name: letters, digits, '-'"),
+    "uc_model_service": (re.compile(r"[^\s]+"), "a name without spaces"),
 }
 SECRET_VALUES = [("a Databricks personal access token", re.compile(r"\bdapi[0-9a-f]{32}(?:-\d+)?\b")),
                  ("an OpenAI-style key", re.compile(r"\bsk-(?:proj-|svcacct-)?[A-Za-z0-9_\-]{20,}"))]
@@ -237,7 +245,8 @@ def _check_resources(code: AgentCode, spec: MlflowAgentSpec, shown: str, out: li
         elif "*" in res.name:
             config(res.key, f"'{res.name}' is a wildcard: Databricks serving grants access only to the names "
                    f"declared; list each {LABELS[res.type]}", "resource-wildcard")
-        if res.on_behalf_of_user and not set(API_SCOPES[res.type]) & set(spec.api_scopes):
+        # a type without a known scope (app, lakebase, uc_model_service) is left to the workspace to check
+        if res.on_behalf_of_user and res.type in API_SCOPES and not set(API_SCOPES[res.type]) & set(spec.api_scopes):
             config(res.key, f"{LABELS[res.type]} '{res.name}' is used on behalf of the user, which needs the API "
                    f"scope {' and '.join(API_SCOPES[res.type])}: declare it under auth_policy: {{system_resources: "
                    "..., api_scopes: [...]}} instead of resources:", "resource-scope-missing")
@@ -277,8 +286,8 @@ def _check_use(use: Use, spec: MlflowAgentSpec, declared: list[AgentResource], s
     if matches:
         used.update((d.type, norm(d.type, d.name)) for d in matches)
         return
-    scopes = API_SCOPES[use.type]
-    if spec.auth_policy and set(scopes) <= set(spec.api_scopes):
+    scopes = API_SCOPES.get(use.type, ())
+    if spec.auth_policy and scopes and set(scopes) <= set(spec.api_scopes):
         return  # reached with the caller's identity (on behalf of user)
     best = closest(name, [norm(d.type, d.name) for d in declared])
     hint = f"; did you mean '{best}'?" if best else ""

@@ -9,7 +9,6 @@ environment variable or an argument nobody passes stays unresolved and says why.
 from __future__ import annotations
 
 import ast
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,34 +16,18 @@ from typing import Any
 
 import yaml
 
+from llmops_ci.kinds.mlflow_calls import (
+    APP_URL,
+    CALLS,
+    DATABRICKS_URL,
+    MCP_PATH,
+    OPENAI_CALLS,
+    SQL_CALLS,
+    SQL_TABLE,
+    WAREHOUSE_PATH,
+)
+
 MAX_DEPTH = 25
-_OPENAI_CALLS = ("chat", "responses", "embeddings", "completions")
-_DATABRICKS_URL = re.compile(r"/serving-endpoints|\.databricks\.com|\.azuredatabricks\.net|\.gcp\.databricks\.com")
-_SQL_NAME = r"(?:`[^`]+`|[A-Za-z0-9_]+)"
-_SQL_TABLE = re.compile(rf"\b(?:from|join|into|update|table)\s+({_SQL_NAME}(?:\.{_SQL_NAME}){{2}})", re.IGNORECASE)
-_WAREHOUSE_PATH = re.compile(r"/warehouses/([A-Za-z0-9]+)")
-_MCP_PATH = re.compile(r"/api/2\.0/mcp/(functions|vector-search|genie)/([^?#\s]+)")
-
-# callee (last name) -> [(resource type, keyword names, positional index or None)]
-CALLS: dict[str, list[tuple[str, tuple[str, ...], int | None]]] = {
-    "ChatDatabricks": [("serving_endpoint", ("endpoint", "model"), None)],
-    "DatabricksEmbeddings": [("serving_endpoint", ("endpoint",), None)],
-    "VectorSearchRetrieverTool": [("vector_search_index", ("index_name",), None)],
-    "DatabricksVectorSearch": [("vector_search_index", ("index_name",), 0)],
-    "get_index": [("vector_search_index", ("index_name",), 1)],
-    "query_index": [("vector_search_index", ("index_name",), 0)],
-    "UCFunctionToolkit": [("function", ("function_names",), None)],
-    "execute_function": [("function", ("function_name",), 0)],
-    "GenieAgent": [("genie_space", ("genie_space_id",), 0)],
-    "Genie": [("genie_space", ("space_id",), 0)],
-    "start_conversation": [("genie_space", ("space_id",), 0)],
-    "start_conversation_and_wait": [("genie_space", ("space_id",), 0)],
-    "create_message": [("genie_space", ("space_id",), 0)],
-    "http_request": [("uc_connection", ("conn",), 0)],
-}
-SQL_CALLS = {"execute_statement": ("statement", 0), "sql": ("sqlQuery", 0), "execute": ("operation", 0)}
-
-
 @dataclass(frozen=True)
 class Unresolved:
     why: str  # e.g. "environment variable LLM_ENDPOINT", "argument 'endpoint' of Agent.__init__"
@@ -388,10 +371,10 @@ class Scanner:
     def points_at_databricks(self, node: ast.expr, scope: _Scope) -> bool:
         value = self.value(node, scope)
         if isinstance(value, str):
-            return bool(_DATABRICKS_URL.search(value))
+            return bool(DATABRICKS_URL.search(value))
         expr, _ = self.origin(node, scope)
         literal = "".join(p.value for p in ast.walk(expr) if isinstance(p, ast.Constant) and isinstance(p.value, str))
-        return bool(_DATABRICKS_URL.search(literal)) or "DATABRICKS_HOST" in {_env_name(n) for n in ast.walk(expr)
+        return bool(DATABRICKS_URL.search(literal)) or "DATABRICKS_HOST" in {_env_name(n) for n in ast.walk(expr)
                                                                                if isinstance(n, ast.expr)}
 
 
@@ -474,7 +457,7 @@ def _call(s: Scanner, node: ast.Call, scope: _Scope) -> None:
             _add(s, "sql_warehouse", kw.value, scope, f"{short}(warehouse_id=...)", kw.value)
         elif kw.arg == "http_path":
             path = s.value(kw.value, scope)
-            match = _WAREHOUSE_PATH.search(path) if isinstance(path, str) else None
+            match = WAREHOUSE_PATH.search(path) if isinstance(path, str) else None
             if match:
                 s.code.uses.append(Use("sql_warehouse", match.group(1), kw.value.lineno, kw.value.col_offset + 1,
                                        f"{short}(http_path=...)"))
@@ -487,8 +470,13 @@ def _call(s: Scanner, node: ast.Call, scope: _Scope) -> None:
             sql = node.args[position]
         text = s.value(sql, scope) if sql is not None else None
         if sql is not None and isinstance(text, str):
-            for match in _SQL_TABLE.finditer(text):
+            for match in SQL_TABLE.finditer(text):
                 s.code.uses.append(Use("table", match.group(1), sql.lineno, sql.col_offset + 1, f"{short}(...) SQL"))
+    if short == "get" and dotted(node.func).split(".")[-2:-1] == ["apps"]:  # WorkspaceClient().apps.get(name)
+        app: ast.expr | None = next((k.value for k in node.keywords if k.arg == "name"),
+                                    node.args[0] if node.args else None)
+        if app is not None:
+            _add(s, "app", app, scope, "apps.get(...)", app)
     if short == "table" and node.args and dotted(node.func).split(".")[-2:-1] in (["spark"], ["read"]):
         _add(s, "table", node.args[0], scope, f"{dotted(node.func)}(...)", node.args[0])
     _model_call(s, node, scope)
@@ -507,7 +495,7 @@ def _model_call(s: Scanner, node: ast.Call, scope: _Scope) -> None:
     if not isinstance(chain, ast.Attribute) or chain.attr not in ("create", "stream", "parse"):
         return
     while isinstance(chain, ast.Attribute):
-        if chain.attr in _OPENAI_CALLS and getattr(chain.value, "attr", None) not in _OPENAI_CALLS:
+        if chain.attr in OPENAI_CALLS and getattr(chain.value, "attr", None) not in OPENAI_CALLS:
             if s.databricks_client(chain.value, scope):
                 via = f"{dotted(node.func).split('.', 1)[-1]}(model=...) on a Databricks client"
                 _add(s, "serving_endpoint", model.value, scope, via, model.value)
@@ -517,7 +505,11 @@ def _model_call(s: Scanner, node: ast.Call, scope: _Scope) -> None:
 
 def _mcp(s: Scanner, node: ast.expr, scope: _Scope, short: str) -> None:
     url = s.value(node, scope)
-    match = _MCP_PATH.search(url) if isinstance(url, str) else None
+    app = APP_URL.search(url) if isinstance(url, str) else None
+    if app:
+        s.code.uses.append(Use("app", app.group(1), node.lineno, node.col_offset + 1, f"{short}(...) app URL"))
+        return
+    match = MCP_PATH.search(url) if isinstance(url, str) else None
     if not match:
         return
     kind, rest = match.group(1), match.group(2).strip("/").split("/")

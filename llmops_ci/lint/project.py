@@ -26,6 +26,7 @@ from llmops_ci.lint import evaluators as evaluator_lint
 from llmops_ci.lint import secrets
 from llmops_ci.lint.data import DataInfo, read_data
 from llmops_ci.lint.findings import ERROR, WARNING, Finding, finding, from_problem
+from llmops_ci.lint.release import release_findings
 from llmops_ci.project import Project
 from llmops_ci.schema import as_dict, closest, path_problem
 from llmops_ci.yamldoc import YamlDoc, display_path
@@ -198,6 +199,7 @@ class _Project:
                          ("environment_variables",))
         self.variant(flow, info)
         self.init(flow.init, flow.where("init"), info)
+        self.findings += release_findings(config, flow, info)
         for evaluation in flow.evaluations.values():
             self.evaluation(config, flow, info, data, evaluation)
         self.gate(flow)

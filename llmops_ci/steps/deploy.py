@@ -48,7 +48,7 @@ class DeployStep:
             env = deployment_environment(flow, ctx.environ, dry_run=args.dry_run)
             plan = DeployPlan(spec, flow.deploy.endpoint, flow.deploy.instance_type, flow.deploy.instance_count,
                               flow.deploy.traffic, tuple(load_smoke_tests(config, flow)), env,
-                              flow.deploy.request_timeout_ms)
+                              flow.deploy.request_timeout_ms, flow.deploy)
             if args.dry_run:
                 ctx.stdout.write(release.dry_run_plan(plan))
                 continue

@@ -7,7 +7,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from llmops_ci.errors import UsageError
+from llmops_ci.config import FlowSpec
+from llmops_ci.errors import CheckFailed, UsageError
+from llmops_ci.lint.findings import ERROR
+from llmops_ci.lint.project import LintRequest, lint
+from llmops_ci.project import Project
 from llmops_ci.release import model_spec
 from llmops_ci.runs import update_flow_summary
 from llmops_ci.schema import as_dict
@@ -29,13 +33,15 @@ class RegisterStep:
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_release_options(parser)
-        parser.add_argument("--force", action="store_true", help="register even without a passed gate")
+        parser.add_argument("--force", action="store_true",
+                            help="register even without a passed gate, or with lint errors in the flow")
 
     def run(self, args: argparse.Namespace, ctx: Context) -> int:
         project = ctx.project(args.config)
         summary = read_summary(ctx.state_dir)
         release = release_for(args, ctx, project)
         config = project.config
+        refused = []
         for flow in config.select(args.flow):
             if flow.register is None and flow.deploy is None:
                 why = (f"{flow.name}: not registered: it has no 'register:' block in {config.doc.display} (flows "
@@ -49,6 +55,11 @@ class RegisterStep:
                 log.warning("%s: not registered: %s (or pass --force)", flow.name,
                             "its gate failed" if gate else "no gate result; run 'llmops-ci gate' first")
                 continue
+            refusal = None if args.force else lint_refusal(project, flow)
+            if refusal is not None:
+                log.error("%s", refusal)
+                refused.append(flow.name)
+                continue
             spec = model_spec(project, flow, summary, ctx.environ)
             if args.dry_run:
                 ctx.stdout.write(release.dry_run_model(spec))
@@ -57,7 +68,22 @@ class RegisterStep:
             log.info("%s: %s %s:%s", flow.name, "registered" if created else "already registered", name, version)
             update_flow_summary(ctx.state_dir, flow.name, "register",
                                 {"name": name, "version": version, "created": created, "backend": args.backend})
+        if refused:
+            raise CheckFailed(f"not registered because lint found errors: {', '.join(refused)}; fix them (see "
+                              "'llmops-ci lint') or pass --force")
         return 0
+
+
+def lint_refusal(project: Project, flow: FlowSpec) -> str | None:
+    """Why a flow must not be registered as it is: its lint errors (an agent using a resource it does not declare
+    would be granted no credentials when served), or None."""
+    errors = [f for f in lint(LintRequest(flows=(flow.name,)), project).findings if f.severity == ERROR]
+    if not errors:
+        return None
+    first = errors[0]
+    where = f"{first.path}:{first.line}" if first.line else first.path
+    return (f"{flow.name}: not registered: lint found {len(errors)} error{'s' if len(errors) != 1 else ''}, the "
+            f"first at {where}: {first.message} ({first.rule}); fix it, or pass --force")
 
 
 STEP = RegisterStep()

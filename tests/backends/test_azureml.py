@@ -24,8 +24,9 @@ from azure.core.rest import HttpRequest as RestRequest
 from azure.core.rest._http_response_impl import HttpResponseImpl
 from azure.core.utils import case_insensitive_dict
 
-from llmops_ci.backends import azureml
+from llmops_ci.backends import azureml, azureml_settings
 from llmops_ci.backends.azureml import AzureMLRelease, WorkspaceScope, dry_run_yaml
+from llmops_ci.config import DeploySpec
 from llmops_ci.errors import UsageError
 from llmops_ci.release import DeployPlan, ModelSpec, Resource, SmokeTest
 
@@ -301,7 +302,7 @@ def test_dry_run_yaml_loads_with_azure_ai_ml(tmp_path: Path) -> None:
     assert deployment.request_settings is not None and deployment.request_settings.request_timeout_ms == 90_000
     env = deployment.environment
     assert isinstance(env, Environment)
-    assert env.image == azureml.PROMPTFLOW_IMAGE
+    assert env.image == azureml_settings.PROMPTFLOW_IMAGE
     assert env.inference_config["scoringRoute"] == {"port": 8080, "path": "/score"}
     assert env.inference_config["livenessRoute"] == {"port": 8080, "path": "/health"}
     variables = deployment.environment_variables
@@ -330,7 +331,9 @@ def test_deployment_without_scope_or_options(tmp_path: Path) -> None:
     plan = _plan(spec, instance_type=None, request_timeout_ms=None, environment_variables={})
     dep = azureml.deployment_entity(plan, "green", "azureml:chat-model:1")
     assert dep.instance_type == azureml.DEFAULT_INSTANCE_TYPE
-    assert dep.request_settings is None
+    # round 3: no timeout given is not the service's 5 s default but the most a deployment takes
+    assert dep.request_settings is not None and dep.request_settings.request_timeout_ms == 180_000
+    assert dep.app_insights_enabled is True
     assert dep.environment_variables == {"PROMPTFLOW_RUN_MODE": "serving"}
     assert azureml.traffic_steps(plan, "green", None) == [{"green": 100}]
     assert azureml.traffic_steps(plan, "green", "blue") == [{"green": 10, "blue": 90}, {"green": 100, "blue": 0}]
@@ -582,3 +585,131 @@ def test_dry_run_from_the_cli_is_what_deploy_creates(cli: Callable[..., Any], pr
         DeployPlan(ModelSpec("chat-basic", "1", "chat", proj.path("flows/chat-basic"), None, {}, ()),
                    "chat-basic-ep", None, 1, (100,), ()), "blue", WorkspaceScope(SUB, GROUP, WS))
     assert deployment["environment_variables"] == spec_env
+
+
+# ------------------------------------------------------------------------------------------------ deploy: settings
+
+UAI = f"/subscriptions/{SUB}/resourceGroups/{GROUP}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/flows"
+
+
+def _settings_plan(tmp_path: Path, **kw: Any) -> DeployPlan:
+    spec = _spec(tmp_path)
+    return _plan(spec, request_timeout_ms=None, settings=DeploySpec("chat-ep", **kw))
+
+
+def test_dry_run_shows_every_deploy_setting_and_azure_ai_ml_loads_it(tmp_path: Path) -> None:
+    plan = _settings_plan(tmp_path, app_insights=True, worker_num=4, worker_threads=2,
+                          probes={"liveness": {"initial_delay": 60, "period": 20},
+                                  "readiness": {"failure_threshold": 10}},
+                          identity={"type": "user_assigned", "resource_id": UAI, "client_id": "c1d2"})
+    (plan.model.path / "requirements.txt").write_text("langchain==0.3.0\n")
+    docs = _docs(dry_run_yaml(plan, plan.model, WorkspaceScope(SUB, GROUP, WS), tmp_path / "build"))
+    (tmp_path / "ep.yaml").write_text(docs[1])
+    (tmp_path / "dep.yaml").write_text(docs[2])
+    endpoint = load_online_endpoint(tmp_path / "ep.yaml")
+    assert endpoint.identity is not None and endpoint.identity.type == "user_assigned"
+    assert endpoint.identity.user_assigned_identities[0].resource_id == UAI
+    assert not endpoint.properties  # the secret-store property is for a system-assigned identity only
+    deployment = load_online_deployment(tmp_path / "dep.yaml")
+    assert deployment.app_insights_enabled is True
+    assert deployment.request_settings.request_timeout_ms == 180_000
+    assert deployment.request_settings.max_concurrent_requests_per_instance == 8  # workers x threads
+    assert (deployment.liveness_probe.initial_delay, deployment.liveness_probe.period) == (60, 20)
+    assert deployment.readiness_probe.failure_threshold == 10
+    variables = deployment.environment_variables
+    assert (variables["PROMPTFLOW_WORKER_NUM"], variables["PROMPTFLOW_WORKER_THREADS"]) == ("4", "2")
+    assert variables["UAI_CLIENT_ID"] == "c1d2"
+    env = deployment.environment
+    assert isinstance(env, Environment) and env.image is None and env.build is not None
+    context = Path(env.build.path)
+    assert (context / "Dockerfile").read_text().startswith(f"FROM {azureml_settings.PROMPTFLOW_IMAGE}\n")
+    assert "pip install -r requirements.txt" in (context / "Dockerfile").read_text()
+    assert (context / "requirements.txt").read_text() == "langchain==0.3.0\n"
+    assert env.inference_config["scoringRoute"] == {"port": 8080, "path": "/score"}
+
+
+def test_requirements_named_in_the_flow_yaml_are_built(tmp_path: Path) -> None:
+    plan = _settings_plan(tmp_path)
+    flow = plan.model.path
+    (flow / "deps").mkdir()
+    (flow / "deps/reqs.txt").write_text("tiktoken\n")
+    (flow / "flow.dag.yaml").write_text((flow / "flow.dag.yaml").read_text()
+                                        + "environment:\n  python_requirements_txt: deps/reqs.txt\n")
+    dep = azureml.deployment_entity(plan, "blue", "azureml:chat-model:1", None, tmp_path / "b")
+    assert isinstance(dep.environment, Environment) and dep.environment.build is not None
+    assert (Path(dep.environment.build.path) / "requirements.txt").read_text() == "tiktoken\n"
+    (flow / "flow.dag.yaml").write_text((flow / "flow.dag.yaml").read_text().replace("deps/reqs.txt", "../x.txt"))
+    with pytest.raises(UsageError, match=r"python_requirements_txt '\.\./x\.txt' is not a file in the flow folder"):
+        azureml.deployment_entity(plan, "blue", "azureml:chat-model:1", None, tmp_path / "b")
+
+
+def test_deploy_sends_the_settings_and_uploads_the_build_context(tmp_path: Path, fake: FakeAzureML,
+                                                                 ml_client: MLClient,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[str] = []
+
+    def upload(environment: Any, *args: Any, **kwargs: Any) -> Any:
+        built.append((Path(environment.build.path) / "requirements.txt").read_text())
+        environment.build.path = "azureml://datastores/workspaceblobstore/paths/LocalUpload/fake/build/"
+        return environment
+
+    import azure.ai.ml.operations._environment_operations as environments
+
+    monkeypatch.setattr(environments, "_check_and_upload_env_build_context", upload)
+    plan = _settings_plan(tmp_path, max_concurrent_requests=3, app_insights=False)
+    (plan.model.path / "requirements.txt").write_text("numpy\n")
+    _registered(fake, plan.model)
+    result = AzureMLRelease(ml_client).deploy(plan, "a1b2c3d4e5f6")
+    assert result.status == "deployed", result.message
+    assert built == ["numpy\n"]
+    sent = next(b for (m, p), b in zip(fake.log, fake.bodies, strict=True)
+                if m == "PUT" and p == "/onlineEndpoints/chat-ep/deployments/blue")["properties"]
+    assert sent["requestSettings"]["requestTimeout"] == "PT3M"
+    assert sent["requestSettings"]["maxConcurrentRequestsPerInstance"] == 3
+    assert sent["appInsightsEnabled"] is False
+    env_put = next(b for (m, p), b in zip(fake.log, fake.bodies, strict=True)
+                   if m == "PUT" and p.startswith("/environments/"))
+    assert env_put["properties"]["build"]["contextUri"].endswith("/build/")
+    endpoint = next(b for (m, p), b in zip(fake.log, fake.bodies, strict=True)
+                    if m == "PUT" and p == "/onlineEndpoints/chat-ep")
+    assert endpoint["identity"]["type"].lower().startswith("systemassigned")
+
+
+def test_two_releases_end_to_end_through_the_real_client(tmp_path: Path, fake: FakeAzureML, ml_client: MLClient,
+                                                         no_upload: list[Path]) -> None:
+    """Register, deploy to a new endpoint, register a second version, shift to it; a third that fails its smoke
+    test rolls back to the second; the deployment settings go with every deployment."""
+    release = AzureMLRelease(ml_client)
+    settings = DeploySpec("chat-ep", worker_num=2)
+    first = _spec(tmp_path)
+    assert release.register(first)[2] is True
+    assert release.register(first)[2] is False  # registering it again creates nothing
+    result = release.deploy(_plan(first, settings=settings), first.version)
+    assert (result.status, result.deployment, result.traffic) == ("deployed", "blue", {"blue": 100}), result.message
+    second = ModelSpec(**{**first.__dict__, "version": "b2c3d4e5f6a1"})
+    assert release.register(second)[2] is True
+    result = release.deploy(_plan(second, settings=settings), second.version)
+    assert (result.status, result.deployment, result.previous) == ("deployed", "green", "blue"), result.message
+    assert {k: v for k, v in fake.endpoints["chat-ep"]["properties"]["traffic"].items() if v} == {"green": 100}
+    third = ModelSpec(**{**first.__dict__, "version": "c3d4e5f6a1b2"})
+    release.register(third)
+    fake.score = lambda slot, body: (500, {"error": {"code": "UserError", "message": "boom"}}) if slot == "blue" \
+        else (200, {"answer": "ok"})
+    result = release.deploy(_plan(third, settings=settings), third.version)
+    assert (result.status, result.deployment, result.traffic) == ("rolled_back", "blue", {"green": 100})
+    assert {k: v for k, v in fake.endpoints["chat-ep"]["properties"]["traffic"].items() if v} == {"green": 100}
+    for key in ("chat-ep/blue", "chat-ep/green"):
+        props = fake.deployments[key]["properties"]
+        assert props["environmentVariables"]["PROMPTFLOW_WORKER_NUM"] == "2"
+        assert props["requestSettings"]["requestTimeout"] == "PT1M30S" and props["appInsightsEnabled"] is True
+
+
+def test_a_smoke_answer_with_a_text_error_fails_the_test_not_the_tool(tmp_path: Path, fake: FakeAzureML,
+                                                                        ml_client: MLClient) -> None:
+    spec = _spec(tmp_path)
+    _registered(fake, spec)
+    _serving(fake, "blue")
+    fake.score = lambda slot, body: (500, {"error": "the flow raised"})
+    result = AzureMLRelease(ml_client).deploy(_plan(spec), spec.version)
+    assert result.status == "rolled_back" and not result.smoke[0].passed
+    assert result.traffic == {"blue": 100}

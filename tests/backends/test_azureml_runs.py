@@ -553,3 +553,109 @@ def test_waits_follow_the_pace_of_the_lines(project: Callable[..., Project], wor
     # the back-off alone (5 s growing to 30 s) could notice the end up to 30 s late; the lines' pace says when
     assert 300.0 <= now[0] < 300.0 + 5.0  # (310.9 s without the pace)
     assert _summary(proj)["flows"]["classify"]["run"]["lines_total"] == 200
+
+
+# ------------------------------------------------------------------------------------------------ what pfazure honours
+
+
+UAI = f"/subscriptions/{SUB}/resourceGroups/rg-llmops/providers/Microsoft.ManagedIdentity/userAssignedIdentities/ci"
+
+
+def test_a_run_files_details_are_submitted_and_the_lineage_is_the_flows(
+        project: Callable[..., Project], workspace: FakeWorkspace, backend: None,
+        cli: Callable[..., CliResult]) -> None:
+    """display_name, description, tags and identity of a run.yml reach the service as pfazure sends them; the
+    lineage and session ids come from the flow's folder, so two CI runs share one compute session."""
+    from promptflow._utils.flow_utils import get_flow_lineage_id
+
+    proj = project({"llmops.yaml": RUN_FILE, "runs/classify.run.yml": """\
+        flow: ../flows/classify
+        data: ../data/classify.jsonl
+        display_name: nightly classify
+        description: the classifier over the web pages
+        tags: {team: search, tier: 1}
+        identity: {type: managed}
+        column_mapping: {text: '${data.text}'}
+        """})
+    workspace.computes = {"gpu-cluster"}
+    workspace.identities = {UAI: "c1d2"}
+    for _ in range(2):
+        result = cli("batch-run", "--backend", "azureml")
+        assert result.code == 0, result.err
+    first, second = (run.body for run in workspace.runs.values())
+    assert first["runDisplayName"] == "nightly classify"
+    assert first["description"] == "the classifier over the web pages"
+    assert first["tags"] == {"team": "search", "tier": "1", "llmops.flow": "from-run-file"}
+    assert first["identity"] == UAI  # pfazure resolves it to the workspace's primary user-assigned identity
+    lineage = get_flow_lineage_id(proj.path("flows/classify"))
+    assert first["flowLineageId"] == second["flowLineageId"] == lineage
+    assert first["sessionId"] == second["sessionId"]
+
+
+FLEX_INIT = {
+    "llmops.yaml": """\
+        version: 1
+        flows:
+          greet:
+            path: flows/greet
+            data: data/names.jsonl
+            column_mapping: {name: '${data.name}'}
+            init: {greeting: Hello, punctuation: "!"}
+        azureml:
+          subscription_id: ${env:AZURE_SUBSCRIPTION_ID}
+          resource_group: ${env:AZURE_RESOURCE_GROUP}
+          workspace: ${env:AZUREML_WORKSPACE}
+        """,
+    "flows/greet/flow.flex.yaml": "entry: greet:Greeter\n",
+    "flows/greet/greet.py": """\
+        class Greeter:
+            def __init__(self, greeting: str, punctuation: str = "."):
+                self.greeting, self.punctuation = greeting, punctuation
+
+            def __call__(self, name: str) -> str:
+                return f"{self.greeting}, {name}{self.punctuation}"
+        """,
+    "data/names.jsonl": '{"name": "Ada"}\n',
+}
+
+
+def test_a_flex_class_entry_gets_its_init_on_azure_ml(project: Callable[..., Project], workspace: FakeWorkspace,
+                                                      backend: None, cli: Callable[..., CliResult]) -> None:
+    project(FLEX_INIT, base=False)
+    workspace.answer = lambda run, index, inputs: ("Completed", {"output": f"Hello, {inputs['name']}!"}, None)
+    dry = cli("batch-run", "--backend", "azureml", "--dry-run")
+    assert dry.code == 0, dry.err
+    assert "init:\n  greeting: Hello\n  punctuation: '!'\n" in dry.out
+    result = cli("batch-run", "--backend", "azureml")
+    assert result.code == 0, result.err
+    body = next(iter(workspace.runs.values())).body
+    assert body["initKWargs"] == {"greeting": "Hello", "punctuation": "!"}
+
+
+def test_a_secret_in_init_is_refused_for_azure_ml(project: Callable[..., Project], workspace: FakeWorkspace,
+                                                  backend: None, cli: Callable[..., CliResult],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    files = dict(FLEX_INIT)
+    files["llmops.yaml"] = files["llmops.yaml"].replace(
+        "init: {greeting: Hello, punctuation: \"!\"}",
+        "init: {greeting: Hello, model_config: {api_key: '${env:LLM_KEY}', endpoint: https://x}}")
+    files["flows/greet/greet.py"] = files["flows/greet/greet.py"].replace('punctuation: str = "."',
+                                                                          "model_config: dict = None")
+    project(files, base=False)
+    monkeypatch.setenv("LLM_KEY", "sk-not-for-the-run-properties-000000")
+    result = cli("batch-run", "--backend", "azureml")
+    assert result.code == 2, result.err
+    assert "init: model_config.api_key would be stored in clear" in result.err
+    assert "llmops.yaml:7:" in result.err
+    assert workspace.runs == {}
+
+
+def test_the_dry_run_names_the_compute_each_run_gets(azproject: Project, cli: Callable[..., CliResult],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    result = cli("batch-run", "--backend", "azureml", "--dry-run")
+    assert "# compute: a serverless compute session, instance type Standard_D4as_v4\n" in result.out
+    azproject.replace("llmops.yaml", "    resources:\n      instance_type: Standard_D4as_v4\n", "")
+    result = cli("batch-run", "--backend", "azureml", "--dry-run")
+    assert result.code == 0, result.err
+    assert "# compute: a serverless compute session of the workspace's default instance type (runtime " \
+           "'automatic')" in result.out

@@ -579,3 +579,59 @@ def test_literal_credentials_in_the_code(inspect: Inspect) -> None:
     assert [("Databricks personal access token" in f.message, f.severity) for f in hits] == [
         (True, "error"), (False, "error")]
     assert all(token not in f.message for f in hits)
+
+
+# --- round 3: the embedding endpoint, apps, Lakebase, UC model services ---------------------------------------
+
+def test_retriever_tool_embedding_endpoint_must_be_declared(inspect: Inspect, tmp_path: Path) -> None:
+    code = """
+        from databricks_langchain import VectorSearchRetrieverTool
+        TOOL = VectorSearchRetrieverTool(index_name="main.docs.docs_index",
+                                         embedding_endpoint="databricks-gte-large-en")
+        """
+    _, findings = inspect(code, {"vector_search_index": ["main.docs.docs_index"]})
+    found = only(findings, "resource-undeclared")
+    assert "serving endpoint 'databricks-gte-large-en'" in found.message
+    assert found.line == line_of(tmp_path / "agents/a/agent.py", "embedding_endpoint=")
+    assert rules(inspect(code, {"vector_search_index": ["main.docs.docs_index"],
+                                "serving_endpoint": ["databricks-gte-large-en"]})[1]) == []
+
+
+def test_app_lakebase_and_uc_model_service_can_be_declared_and_are_checked(inspect: Inspect) -> None:
+    code = """
+        from databricks.sdk import WorkspaceClient
+        from databricks_mcp import DatabricksMCPClient
+        w = WorkspaceClient()
+        MCP = DatabricksMCPClient(server_url="https://mcp-tools-1234567890123456.aws.databricksapps.com/mcp",
+                                  workspace_client=w)
+        INSTANCE = w.database.get_database_instance(name="orders-db")
+        CRED = w.database.generate_database_credential(instance_names=["orders-db"])
+        APP = w.apps.get(name="mcp-tools")
+        """
+    declared = {"app": ["mcp-tools"], "lakebase": ["orders-db"], "uc_model_service": ["main.models.ranker"]}
+    block = {"pip_requirements": [*REQUIREMENTS, "databricks-mcp"]}
+    _, findings = inspect(code, declared, block=block)
+    assert rules(findings) == ["resource-unused"]  # the UC model service is declared but not seen in the code
+    _, findings = inspect(code, {}, block=block)
+    messages = [f.message for f in findings if f.rule == "resource-undeclared"]
+    assert any("Databricks app 'mcp-tools'" in m for m in messages)
+    assert sum("Lakebase database instance 'orders-db'" in m for m in messages) == 2
+
+
+def test_new_resource_types_reach_mlflow_with_their_classes(tmp_path: Path) -> None:
+    from llmops_ci.kinds.mlflow_agent import resources_for_mlflow
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "llmops.yaml").write_text(yaml.safe_dump({"version": 1, "flows": {"a": {"path": "a", "mlflow_agent": {
+        "code": "agent.py", "interface": "responses",
+        "resources": {"app": ["mcp-tools"], "lakebase": ["orders-db"], "uc_model_service": ["svc"]}}}}}))
+    config, problems = read_config(tmp_path / "llmops.yaml", None)
+    assert config is not None and not problems
+    spec = config.flows["a"].mlflow_agent
+    assert spec is not None
+    assert resources_for_mlflow(spec) == [("DatabricksApp", "app_name", "mcp-tools", False),
+                                          ("DatabricksLakebase", "database_instance_name", "orders-db", False),
+                                          ("DatabricksUCModelService", "model_service_name", "svc", False)]
+    mlflow_resources = pytest.importorskip("mlflow.models.resources")
+    for cls, arg, name, _ in resources_for_mlflow(spec):  # the classes and arguments exist in MLflow 3.17.2
+        assert getattr(mlflow_resources, cls)(**{arg: name}).to_dict()

@@ -232,6 +232,23 @@ CASES: dict[str, Case] = {
     "gate-rule-empty": Case(replace(CFG, "{min: 0.8, max_drop: 0.05}", "{significant: true}"),
                             replace(CFG, "{min: 0.8, max_drop: 0.05}", "{max_drop: 0.05, significant: true}"),
                             CFG, 23),
+    "deploy-env-connection-unused": Case(
+        both(replace(CFG, "flows:\n", "  other: {type: open_ai, api_key: '${env:OTHER_KEY}'}\nflows:\n"),
+             replace(CFG, "    path: flows/classify\n", "    path: flows/classify\n    deploy:\n      endpoint: ep\n"
+                     "      environment_variables:\n        KEY: ${other.api_key}\n")),
+        replace(CFG, "    path: flows/classify\n", "    path: flows/classify\n    deploy:\n      endpoint: ep\n"
+                "      environment_variables:\n        KEY: ${openai.api_key}\n"),
+        CFG, 14, "no node of flow 'classify' uses"),
+    "run-field-ignored": Case(
+        both(write("runs/classify.run.yml", "flow: ../flows/classify\ndata: ../data/classify.jsonl\nname: mine\n"
+                   "column_mapping: {text: '${data.text}'}\nconnections: {classify: {connection: openai, model: m}}\n"),
+             replace(CFG, "      run.latency_p95: {max: 4.0}\n", "      run.latency_p95: {max: 4.0}\n  from-file:\n"
+                     "    run_file: runs/classify.run.yml\n")),
+        both(write("runs/classify.run.yml", "flow: ../flows/classify\ndata: ../data/classify.jsonl\n"
+                   "column_mapping: {text: '${data.text}'}\nconnections: {classify: {connection: openai, model: m}}\n"),
+             replace(CFG, "      run.latency_p95: {max: 4.0}\n", "      run.latency_p95: {max: 4.0}\n  from-file:\n"
+                     "    run_file: runs/classify.run.yml\n")),
+        "runs/classify.run.yml", 3, "every CI run gets a name of its own"),
     "flow-kind-unknown": Case(lambda p: p.path(DAG).rename(p.path("flows/classify/flow.yaml")), nothing,
                               "flows/classify"),
 }
@@ -316,3 +333,15 @@ def test_a_connection_type_typo_is_one_finding_not_also_undeclared(project: Call
     findings = proj.lint().findings
     assert [f.rule for f in findings] == ["wrong-type"], findings
     assert "did you mean 'open_ai'" in findings[0].message
+
+
+def test_a_dotenv_file_in_a_run_yml_is_said_to_be_ignored(project: Callable[..., Project]) -> None:
+    proj = project()
+    proj.write("runs/classify.run.yml", "flow: ../flows/classify\ndata: ../data/classify.jsonl\n"
+               "environment_variables: .env\ncolumn_mapping: {text: '${data.text}'}\n"
+               "connections: {classify: {connection: openai, model: m}}\n")
+    proj.replace(CFG, "      run.latency_p95: {max: 4.0}\n",
+                 "      run.latency_p95: {max: 4.0}\n  from-file:\n    run_file: runs/classify.run.yml\n")
+    (hit,) = [f for f in proj.lint().findings if f.rule == "run-field-ignored"]
+    assert (hit.path, hit.line, hit.severity) == ("runs/classify.run.yml", 3, "warning")
+    assert "a .env file is not read" in hit.message
