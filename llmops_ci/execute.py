@@ -14,9 +14,11 @@ from llmops_ci.config import FlowSpec
 from llmops_ci.errors import CheckFailed, ServiceError, UsageError
 from llmops_ci.progress import Progress
 from llmops_ci.project import Project
+from llmops_ci.provenance import config_id, data_hash, evaluation_hash, flow_hash, now
 from llmops_ci.runs import (
     RunOptions,
     RunRecord,
+    base_lines,
     batch_job,
     eval_jobs,
     keep_base,
@@ -24,8 +26,11 @@ from llmops_ci.runs import (
     run_dir,
     save_run,
     secret_values,
+    start_run,
     update_flow_summary,
 )
+from llmops_ci.state import start_evaluations, start_flow
+from llmops_ci.yamldoc import display_path
 
 log = logging.getLogger("llmops_ci.run")
 
@@ -69,9 +74,19 @@ def _report(record: RunRecord, summary: dict[str, Any], allowed: int | None) -> 
                    one_line(line.error))
 
 
+def _lines_expected(project: Project, rc: RunContext, job: Any) -> int:
+    """The lines a run gets: its data's, or over a base run those that both the data and the base run's outputs
+    have (prompt flow skips a line whose base line failed)."""
+    rows = project.data(job.data).rows
+    if job.base_run is None:
+        return rows
+    joined = base_lines(rc.state_dir, job.base_run, rows)
+    return rows if joined is None else joined
+
+
 def _execute(project: Project, rc: RunContext, job: Any) -> RunRecord:
     _check_job(rc, job)
-    rows = project.data(job.data).rows
+    rows = _lines_expected(project, rc, job)
     record = rc.backend.run(job, rc.progress(job.label, rows))
     record.data_lines = rows
     return record
@@ -96,7 +111,7 @@ def _records(project: Project, rc: RunContext, jobs: list[Any]) -> Iterator[RunR
     for job in jobs:
         _check_job(rc, job)
     for job, record in zip(jobs, run_many(jobs, rc.progress), strict=True):
-        record.data_lines = project.data(job.data).rows
+        record.data_lines = _lines_expected(project, rc, job)
         yield record
 
 
@@ -134,6 +149,7 @@ def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: 
     """Run each flow over its data; raise CheckFailed when failed lines exceed a flow's allowance."""
     jobs = [(flow, batch_job(project, flow, options, rc.environ, local_connections=_local_connections(rc)))
             for flow in flows]  # env checked up front
+    started = {flow.name: _start_batch(project, rc, flow, job) for flow, job in jobs}
     summaries: list[dict[str, Any]] = []
     broken: list[str] = []
     whole: list[str] = []
@@ -143,7 +159,7 @@ def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: 
         endpoint = _endpoint_down(rc, record)
         # an allowance of failed lines is for bad lines, not for an endpoint that answered none of them
         allowed = 0 if endpoint and flow.max_failed_lines is not None else flow.max_failed_lines
-        summary = save_run(rc.state_dir, record, allowed)
+        summary = save_run(rc.state_dir, record, allowed, started[flow.name])
         update_flow_summary(rc.state_dir, flow.name, "run", {k: v for k, v in summary.items() if k != "metrics"})
         _report(record, summary, allowed)
         summaries.append(summary)
@@ -173,27 +189,84 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
         if not flow.evaluations:
             log.info("%s: no evaluations configured", flow.name)
             continue
-        base = load_run(rc.state_dir, flow.name)
-        if base is None:
-            raise UsageError(f"flow '{flow.name}' has no batch run in {rc.state_dir}; run "
-                             f"'llmops-ci batch-run --flow {flow.name}' first (with the same --state-dir)")
-        plans.append((flow, eval_jobs(project, flow, str(base["name"]), options, rc.environ,
-                                      local_connections=_local_connections(rc))))
+        base = _finished_base(rc, flow)
+        jobs = eval_jobs(project, flow, str(base["name"]), options, rc.environ,
+                         local_connections=_local_connections(rc))
+        _check_same_data(flow, jobs, base)
+        plans.append((flow, base, jobs))
+    started: dict[str, dict[str, Any]] = {}
+    for flow, base, jobs in plans:
+        entries = {}
+        for job in jobs:
+            evaluation = flow.evaluations[job.label.split("/", 1)[1]]
+            started[job.label] = {"base_run": base["name"], "flow_hash": evaluation_hash(evaluation, job.info),
+                                  "data_hash": data_hash(job.data), "started": now()}
+            entries[evaluation.name] = {"run": job.name, **start_run(rc.state_dir, job.label, job.name,
+                                                                     started[job.label])}
+            entries[evaluation.name].pop("name")
+        start_evaluations(rc.state_dir, flow.name, entries)
     results: dict[str, Any] = {}
     failed = []
-    flat = [(flow, job) for flow, jobs in plans for job in jobs]
+    flat = [(flow, job) for flow, _, jobs in plans for job in jobs]
     for (flow, job), record in zip(flat, _records(project, rc, [job for _, job in flat]), strict=True):
-        summary = save_run(rc.state_dir, record, None)
-        evaluation = job.label.split("/", 1)[1]
+        summary = save_run(rc.state_dir, record, None, started[job.label])
+        ename = job.label.split("/", 1)[1]
         entry = {"run": record.name, "status": summary["status"], "metrics": record.metrics,
-                 "lines_total": summary["lines_total"], "lines_failed": summary["lines_failed"]}
-        update_flow_summary(rc.state_dir, flow.name, "evaluations", {evaluation: entry})
+                 "lines_total": summary["lines_total"], "lines_failed": summary["lines_failed"],
+                 **{k: summary[k] for k in ("base_run", "flow_hash", "data_hash", "started", "finished")}}
+        if summary.get("error"):
+            entry["error"] = summary["error"]
+        update_flow_summary(rc.state_dir, flow.name, "evaluations", {ename: entry})
+        rows = project.data(job.data).rows
+        if record.lines_total < rows:
+            log.info("%s: %d of %d data lines evaluated: the others failed in the base run %s, and prompt flow "
+                     "skips a line whose base line has no outputs", job.label, record.lines_total, rows, job.base_run)
         _report(record, summary, None)
         if record.metrics:
             log.info("%s: %s", job.label, ", ".join(f"{k} = {v}" for k, v in sorted(record.metrics.items())))
+        elif summary["status"] == "completed":
+            log.warning("%s: the evaluation logged no metrics", job.label)
         results[job.label] = entry
         if summary["status"] != "completed":
+            if record.lines_total and record.lines_failed >= record.lines_total and not record.failed_as_a_whole:
+                log.error("%s: every evaluated line failed; no metric can be trusted", job.label)
+            elif record.lines_total == 0:
+                log.error("%s: no line to evaluate: every line of the base run %s failed", job.label, job.base_run)
             failed.append(job.label)
     if failed:
         raise CheckFailed(f"evaluation run failed for {', '.join(failed)}")
     return results
+
+
+def _start_batch(project: Project, rc: RunContext, flow: FlowSpec, job: Any) -> dict[str, Any]:
+    """What the run rests on, kept before it starts: the flow's entry says ``incomplete`` until the run ends."""
+    provenance = {"flow_hash": flow_hash(flow, job.info), "data_hash": data_hash(job.data), "started": now()}
+    entry = start_run(rc.state_dir, flow.name, job.name, provenance)
+    start_flow(rc.state_dir, flow.name, {"config": config_id(project.config.path), "run": entry})
+    return provenance
+
+
+def _finished_base(rc: RunContext, flow: FlowSpec) -> dict[str, Any]:
+    base = load_run(rc.state_dir, flow.name)
+    again = f"run 'llmops-ci batch-run --flow {flow.name}' first (with the same --state-dir)"
+    if base is None:
+        raise UsageError(f"flow '{flow.name}' has no batch run in {rc.state_dir}; {again}")
+    if base.get("status") == "incomplete":
+        raise UsageError(f"flow '{flow.name}': its batch run {base.get('name')} (started {base.get('started')}) never "
+                         f"finished (killed, out of memory or a lost runner), so there is nothing to evaluate; {again}")
+    return base
+
+
+def _check_same_data(flow: FlowSpec, jobs: list[Any], base: dict[str, Any]) -> None:
+    """An evaluation pairs the base run's outputs with its data by line number: data changed since the run read
+    it would pair outputs with the wrong lines."""
+    if flow.data is None or not base.get("data_hash"):
+        return
+    for job in jobs:
+        if Path(job.data).absolute() != Path(flow.data).absolute():
+            continue  # data of its own: the run never read it, so there is nothing to compare with
+        now_hash = data_hash(job.data)
+        if now_hash != base["data_hash"]:
+            raise UsageError(f"{display_path(job.data)}: changed since the batch run {base.get('name')} read it "
+                             f"(data_hash {base['data_hash']}, now {now_hash}); {job.label} would pair the run's "
+                             f"outputs with other lines; run 'llmops-ci batch-run --flow {flow.name}' again first")

@@ -27,6 +27,7 @@ from llmops_ci.lint.findings import ERROR
 from llmops_ci.lint.project import DEFAULTS_SHADOW_COLUMNS, LintRequest, lint
 from llmops_ci.llm_cache import CacheSettings
 from llmops_ci.project import Project
+from llmops_ci.provenance import now
 from llmops_ci.schema import as_dict
 from llmops_ci.state import atomic_writer, dumps_line, read_summary, update_flow, write_json_atomic
 from llmops_ci.yamldoc import display_path
@@ -180,6 +181,7 @@ class RunRecord:
     def summary(self, allowed_failures: int | None) -> dict[str, Any]:
         failed = self.lines_failed
         ok = self.status == "Completed" and (allowed_failures is None or failed <= allowed_failures)
+        ok = ok and (self.lines_total == 0 or failed < self.lines_total)  # a run whose every line failed never passes
         out: dict[str, Any] = {
             "name": self.name, "status": "completed" if ok else "failed", "lines_total": self.lines_total,
             "lines_failed": failed, "duration_s": round(self.duration_s, 3),
@@ -415,10 +417,14 @@ def run_dir(state_dir: Path, label: str) -> Path:
     return state_dir / "runs" / flow / ("evals/" + evaluation if evaluation else "")
 
 
-def save_run(state_dir: Path, record: RunRecord, allowed_failures: int | None) -> dict[str, Any]:
+def save_run(state_dir: Path, record: RunRecord, allowed_failures: int | None,
+             provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's summary (with ``provenance``: what ran, on which data, when) and its lines, kept under the state
+    dir; ``finished`` is stamped here."""
     folder = run_dir(state_dir, record.label)
     folder.mkdir(parents=True, exist_ok=True)
     summary = record.summary(allowed_failures)
+    summary.update({**(provenance or {}), "finished": now()})
     if record.metrics:
         summary["metrics"] = record.metrics
     write_json_atomic(folder / "run.json", summary)
@@ -426,6 +432,36 @@ def save_run(state_dir: Path, record: RunRecord, allowed_failures: int | None) -
         for line in record.lines:
             fh.write(dumps_line(line.to_json()) + "\n")
     return summary
+
+
+def start_run(state_dir: Path, label: str, name: str, provenance: dict[str, Any]) -> dict[str, Any]:
+    """The run's entry while it runs: ``incomplete`` until ``save_run`` replaces it, so a run that never finishes
+    (SIGKILL, OOM, a lost runner) is never read as the one before it."""
+    folder = run_dir(state_dir, label)
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = {"name": name, "status": "incomplete", **provenance}
+    write_json_atomic(folder / "run.json", entry)
+    (folder / "lines.jsonl").unlink(missing_ok=True)
+    return entry
+
+
+def base_lines(state_dir: Path, base_run: str, rows: int) -> int | None:
+    """How many lines a run over ``base_run`` gets: prompt flow joins the data with the base run's outputs by line
+    number and skips lines missing from either (a base line that failed has no outputs). None: not known here."""
+    path = base_dir(state_dir, base_run) / "outputs.jsonl"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    numbers = set()
+    for raw in text.splitlines():
+        try:
+            number = json.loads(raw).get("line_number")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(number, int) and 0 <= number < rows:
+            numbers.add(number)
+    return len(numbers)
 
 
 def base_dir(state_dir: Path, name: str) -> Path:

@@ -147,3 +147,41 @@ def update_flow(state_dir: Path, flow: str, key: str, value: Any) -> dict[str, A
             entry[key] = value
 
     return modify_summary(state_dir, change)
+
+
+def start_flow(state_dir: Path, flow: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """Replace one flow's entry: a new batch run makes its evaluations, gate and release results stale."""
+    return modify_summary(state_dir, lambda data: data.setdefault("flows", {}).__setitem__(flow, entry))
+
+
+def start_evaluations(state_dir: Path, flow: str, entries: dict[str, Any]) -> dict[str, Any]:
+    """Set evaluations that are starting; the flow's gate (and what followed it) judged the ones before."""
+    def change(data: dict[str, Any]) -> None:
+        entry = data.setdefault("flows", {}).setdefault(flow, {})
+        if not isinstance(entry.get("evaluations"), dict):
+            entry["evaluations"] = {}
+        entry["evaluations"].update(entries)
+        for stale in ("gate", "register", "deploy"):
+            entry.pop(stale, None)
+
+    return modify_summary(state_dir, change)
+
+
+def record_step(state_dir: Path, step: str, code: int, error: str | None) -> None:
+    """Note how a step ended when it stopped on bad input or a dead service (exit 2, 3): the report must not be
+    green after it. A step that ran through clears the note an earlier attempt left."""
+    def change(data: dict[str, Any]) -> None:
+        steps = data.get("steps") if isinstance(data.get("steps"), dict) else {}
+        assert isinstance(steps, dict)
+        if code in (0, 1):
+            steps.pop(step, None)
+        else:
+            steps[step] = {"exit_code": code, "error": error}
+        if steps:
+            data["steps"] = steps
+        else:
+            data.pop("steps", None)
+
+    if code in (0, 1) and not (state_dir / "summary.json").is_file():
+        return  # nothing to clear; a step that wrote nothing leaves no summary behind
+    modify_summary(state_dir, change)
