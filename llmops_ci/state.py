@@ -175,6 +175,8 @@ def record_step(state_dir: Path, step: str, code: int, error: str | None) -> Non
         assert isinstance(steps, dict)
         if code in (0, 1):
             steps.pop(step, None)
+            if isinstance(data.get("interrupted"), dict) and data["interrupted"].get("step") == step:
+                data.pop("interrupted")  # the step ran through this time
         else:
             steps[step] = {"exit_code": code, "error": error}
         if steps:
@@ -185,3 +187,12 @@ def record_step(state_dir: Path, step: str, code: int, error: str | None) -> Non
     if code in (0, 1) and not (state_dir / "summary.json").is_file():
         return  # nothing to clear; a step that wrote nothing leaves no summary behind
     modify_summary(state_dir, change)
+
+
+def fresh_summary(state_dir: Path) -> None:
+    """Start summary.json over: ``pr`` reports what it runs now, not what earlier steps (of this config or another
+    sharing the state dir) left behind."""
+    if not (state_dir / "summary.json").exists():
+        return
+    with summary_lock(state_dir):
+        write_json_atomic(state_dir / "summary.json", {"schema": SCHEMA})

@@ -15,13 +15,17 @@ from llmops_ci.backends import BackendContext
 from llmops_ci.config import DEFAULT_CONFIG, FlowSpec
 from llmops_ci.errors import ConfigError, LlmopsError, UsageError
 from llmops_ci.execute import RunContext
+from llmops_ci.extras import missing_extra
 from llmops_ci.http import Http
 from llmops_ci.llm_cache import MODES
 from llmops_ci.log import register_secret
 from llmops_ci.platforms import Platform
 from llmops_ci.progress import Progress
 from llmops_ci.project import Project, load_project, secret_env_names
+from llmops_ci.provenance import config_id
+from llmops_ci.report import current
 from llmops_ci.runs import RunOptions, mark_unchanged, preflight
+from llmops_ci.state import read_summary, record_step
 
 if TYPE_CHECKING:
     from llmops_ci.backends import Release
@@ -203,14 +207,50 @@ def release_for(args: argparse.Namespace, ctx: Context, project: Project) -> Rel
 
 
 def run_step(step: Step, args: argparse.Namespace, ctx: Context) -> int:
-    """Run one step; an expected failure is logged and becomes its exit code (unexpected ones propagate)."""
+    """Run one step; an expected failure is logged and becomes its exit code (unexpected ones propagate). A step
+    that stops on bad input or a dead service is noted in summary.json, so no report is green after it."""
     try:
         with ctx.backend_scope():
-            return step.run(args, ctx)
+            code = step.run(args, ctx)
+        _record(step, ctx, code, None)
+        return code
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("%s", problem)
+        _record(step, ctx, exc.return_code, str(exc.problems[0]) if exc.problems else str(exc))
         return exc.return_code
+    except ModuleNotFoundError as exc:
+        hint = missing_extra(exc)
+        if hint is None:
+            raise
+        log.error("%s", hint)
+        _record(step, ctx, UsageError.return_code, hint)
+        return UsageError.return_code
     except LlmopsError as exc:
-        log.error("%s", exc)
+        message = str(exc)
+        hint = missing_extra(message)
+        if hint is not None:
+            message = f"{message}; {hint}"
+        log.error("%s", message)
+        _record(step, ctx, exc.return_code, message)
         return exc.return_code
+
+
+def _record(step: Step, ctx: Context, code: int, error: str | None) -> None:
+    if getattr(step, "publishes", False):
+        return  # comment adds no result of its own; pr's steps note their own ends
+    try:
+        record_step(ctx.state_dir, step.name, code, error)
+    except (OSError, LlmopsError):  # the state dir itself may be what is wrong; the log says so already
+        log.debug("could not note how %s ended", step.name, exc_info=True)
+
+
+def report_config(args: argparse.Namespace) -> str | None:
+    """The config whose results a report shows as current: --config, else llmops.yaml when there is one."""
+    path = getattr(args, "config", None) or Path(DEFAULT_CONFIG)
+    return config_id(path) if path.is_file() else None
+
+
+def current_summary(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    """summary.json as the report shows it: only the flows of this step's config are current."""
+    return current(read_summary(ctx.state_dir), report_config(args))
