@@ -149,6 +149,13 @@ def model_spec(project: Project, flow: FlowSpec, summary: dict[str, Any], enviro
     run = as_dict(entry.get("run")).get("name")
     if run:
         tags["llmops.run"] = str(run)
+    gate = as_dict(entry.get("gate"))  # what this model carries: the run the gate judged, and its verdict
+    passed = gate.get("passed")
+    tags["llmops.gate"] = "passed" if passed is True else "failed" if passed is False else "none"
+    for key in ("flow_hash", "data_hash"):
+        value = gate.get(key) or as_dict(entry.get("run")).get(key)
+        if value:
+            tags[f"llmops.{key}"] = str(value)
     for ename, evaluation in as_dict(entry.get("evaluations")).items():
         tags[f"llmops.eval.{ename}.run"] = str(as_dict(evaluation).get("run"))
         for metric, value in as_dict(as_dict(evaluation).get("metrics")).items():

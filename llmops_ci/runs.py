@@ -211,6 +211,19 @@ def preflight(project: Project, flows: list[FlowSpec]) -> None:
         raise ConfigError([Problem(f.path, f.line, f.column, f"{f.message} [{f.rule}]", f.rule) for f in errors])
 
 
+def lint_blocks(project: Project, flows: list[FlowSpec]) -> dict[str, list[Problem]]:
+    """The lint errors that stop each flow: its own (entry, files, data, mappings) and its evaluations'. A flow
+    without any runs; errors of the whole config (a literal secret, say) stop every flow."""
+    blocked: dict[str, list[Problem]] = {}
+    for flow in flows:
+        report = lint(LintRequest(config=project.config.path, flows=(flow.name,)), project)
+        errors = [Problem(f.path, f.line, f.column, f"{f.message} [{f.rule}]", f.rule)
+                  for f in report.findings if f.severity == ERROR]
+        if errors:
+            blocked[flow.name] = errors
+    return blocked
+
+
 def _require_env(origin: Origin, sub: tuple[Any, ...], value: Any, environ: Mapping[str, str],
                  problems: list[Problem] | None) -> Any:
     """``${env:NAME}`` resolved; unset names are problems, or empty when ``problems`` is None (replay)."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 from llmops_ci import redaction
 from llmops_ci.backends import BackendContext
 from llmops_ci.config import DEFAULT_CONFIG, FlowSpec
-from llmops_ci.errors import ConfigError, LlmopsError, UsageError
+from llmops_ci.errors import CheckFailed, ConfigError, LlmopsError, UsageError
 from llmops_ci.execute import RunContext
 from llmops_ci.extras import missing_extra
 from llmops_ci.http import Http
@@ -24,7 +24,7 @@ from llmops_ci.progress import Progress
 from llmops_ci.project import Project, load_project, secret_env_names
 from llmops_ci.provenance import config_id
 from llmops_ci.report import current
-from llmops_ci.runs import RunOptions, mark_unchanged, preflight
+from llmops_ci.runs import RunOptions, lint_blocks, mark_unchanged
 from llmops_ci.state import read_summary, record_step
 
 if TYPE_CHECKING:
@@ -179,10 +179,27 @@ class RunStep:
         flows = select_for_run(project, args, ctx)
         if not flows:
             return 0
-        preflight(project, flows)
+        blocked = lint_blocks(project, flows)
+        runnable = [f for f in flows if f.name not in blocked]
+        problems = list(dict.fromkeys(p for errors in blocked.values() for p in errors))
+        if not runnable:  # nothing can run: bad input, exit 2, as before anything starts
+            raise ConfigError(problems)
         if getattr(args, "dry_run", False):
-            return self.dry_run(project, flows, args, ctx)
-        self.action(project, flows, run_options(args), run_context(args.backend, ctx, project, args))
+            self.dry_run(project, runnable, args, ctx)
+            if blocked:
+                raise ConfigError(problems)
+            return 0
+        try:
+            self.action(project, runnable, run_options(args), run_context(args.backend, ctx, project, args))
+        finally:
+            if blocked:
+                for problem in problems:
+                    log.error("%s", problem)
+                log.error("%s: not run: the lint errors above stop %s (and %s evaluations); the other flows ran",
+                          ", ".join(blocked), "it" if len(blocked) == 1 else "them",
+                          "its" if len(blocked) == 1 else "their")
+        if blocked:
+            raise CheckFailed(f"{self.name}: lint errors stopped {', '.join(blocked)}; fix them and run again")
         return 0
 
     def dry_run(self, project: Project, flows: list[FlowSpec], args: argparse.Namespace, ctx: Context) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 from llmops_ci.config import DEFAULT_CONFIG
 from llmops_ci.errors import UsageError, combined
 from llmops_ci.platforms import Publication
+from llmops_ci.runs import lint_blocks
 from llmops_ci.state import fresh_summary
 from llmops_ci.steps import Context, Step, add_run_options, current_summary, run_step
 
@@ -37,11 +38,11 @@ class PrStep:
         fresh_summary(ctx.state_dir)
         lint_args = argparse.Namespace(**{**vars(args), "paths": [], "format": "text", "output": None})
         codes = [run_step(LINT, lint_args, ctx)]
-        if codes[-1] == 1:
+        if codes[-1] == 1 and not self._runnable(args, ctx):
             log.error("lint failed: no flow was run; fix the lint errors above")
-        elif codes[-1] != 0:
+        elif codes[-1] not in (0, 1):
             log.error("pr stopped before any flow ran: see the error above")
-        else:
+        else:  # lint errors stop only the flows they concern (batch-run and eval-run skip those)
             steps: list[Step] = [BATCH_RUN, EVAL_RUN, GATE]
             for step in steps:
                 codes.append(run_step(step, args, ctx))
@@ -56,6 +57,14 @@ class PrStep:
         except Exception as exc:  # reporting never changes the outcome
             log.warning("could not publish the results: %s", exc)
         return combined(codes)
+
+
+    @staticmethod
+    def _runnable(args: argparse.Namespace, ctx: Context) -> bool:
+        """Whether any selected flow is free of lint errors (its own and its evaluations')."""
+        project = ctx.project(args.config)
+        flows = project.config.select(args.flow)
+        return len(lint_blocks(project, flows)) < len(flows)
 
 
 STEP = PrStep()
