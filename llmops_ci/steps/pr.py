@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from llmops_ci.config import DEFAULT_CONFIG
-from llmops_ci.errors import UsageError, combined
+from llmops_ci.errors import LlmopsError, UsageError, combined
 from llmops_ci.platforms import Publication
 from llmops_ci.runs import lint_blocks
 from llmops_ci.state import fresh_summary
@@ -38,14 +38,20 @@ class PrStep:
         fresh_summary(ctx.state_dir)
         lint_args = argparse.Namespace(**{**vars(args), "paths": [], "format": "text", "output": None})
         codes = [run_step(LINT, lint_args, ctx)]
-        if codes[-1] == 1 and not self._runnable(args, ctx):
+        runnable, blocked = self._split(args, ctx) if codes[-1] == 1 else (None, [])
+        if runnable == []:
             log.error("lint failed: no flow was run; fix the lint errors above")
         elif codes[-1] not in (0, 1):
             log.error("pr stopped before any flow ran: see the error above")
-        else:  # lint errors stop only the flows they concern (batch-run and eval-run skip those)
+        else:
+            run_args = args
+            if blocked and runnable:  # lint errors stop only the flows they concern; the others run
+                run_args = argparse.Namespace(**{**vars(args), "flow": runnable})
+                log.error("lint errors stop %s; running the other flows: %s", ", ".join(blocked),
+                          ", ".join(runnable))
             steps: list[Step] = [BATCH_RUN, EVAL_RUN, GATE]
             for step in steps:
-                codes.append(run_step(step, args, ctx))
+                codes.append(run_step(step, run_args, ctx))
                 if codes[-1] in (2, 3):  # bad input or a dead endpoint: later steps cannot say more
                     break
         try:
@@ -60,11 +66,15 @@ class PrStep:
 
 
     @staticmethod
-    def _runnable(args: argparse.Namespace, ctx: Context) -> bool:
-        """Whether any selected flow is free of lint errors (its own and its evaluations')."""
-        project = ctx.project(args.config)
-        flows = project.config.select(args.flow)
-        return len(lint_blocks(project, flows)) < len(flows)
+    def _split(args: argparse.Namespace, ctx: Context) -> tuple[list[str], list[str]]:
+        """The selected flows free of lint errors (their own and their evaluations'), and those stopped by some."""
+        try:
+            project = ctx.project(args.config)
+            flows = project.config.select(args.flow)
+        except LlmopsError:  # the config itself is broken: lint reported it, no flow can run
+            return [], []
+        blocked = lint_blocks(project, flows)
+        return [f.name for f in flows if f.name not in blocked], list(blocked)
 
 
 STEP = PrStep()
