@@ -92,8 +92,8 @@ FLEX_RULES: dict[str, tuple[str, str]] = {
                                   "out one it requires; or init for a function entry"),
     "flex-init-type": (ERROR, "an 'init:' type prompt flow cannot build (not a value, connection or model "
                               "configuration type)"),
-    "flex-model-config": (ERROR, "a model configuration value (sample.init) with an unknown or missing field, or "
-                                 "both a connection and its own endpoint or key"),
+    "flex-model-config": (ERROR, "a model configuration value (`init:` in llmops.yaml, sample.init) with an "
+                                 "unknown or missing field, or both a connection and its own endpoint or key"),
     "flex-include-missing": (ERROR, "an additional_includes path of a flex flow does not exist"),
     "flex-env-ref": (ERROR, "an environment_variables value prompt flow passes on literally (${env:...}, or a "
                             "reference that is not the whole value; it resolves only ${<connection>.<key>})"),
