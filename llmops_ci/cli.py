@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     _clear_internal_error(step.name, ctx)
-    if code == 2:
-        return code
+    if code == 2 and not (ctx.state_dir / "summary.json").is_file():
+        return code  # bad usage before anything was kept: nothing to publish
     if not getattr(step, "publishes", False) and not getattr(args, "stateless", False):
         _publish(step.name, args, ctx)
     return code

@@ -49,6 +49,8 @@ def _step_problems(summary: dict[str, Any]) -> list[str]:
 
 def _flow_problems(name: str, flow: dict[str, Any]) -> list[str]:
     problems = []
+    if flow.get("stale"):
+        problems.append(f"results of {name} are for an earlier version of it")
     status = as_dict(flow.get("run")).get("status")
     if status == "failed":
         problems.append(f"run of {name} failed")
@@ -192,6 +194,8 @@ def _runs(flows: dict[str, Any], errors_per_flow: int, only_failed: bool, st: St
             continue
         tokens = as_dict(run.get("tokens")).get("total")
         icon = {"completed": "✅", "incomplete": "❌ never finished"}.get(str(run.get("status")), "❌")
+        if as_dict(flow).get("stale"):
+            icon += " (stale: " + st.text(as_dict(flow)["stale"], 80) + ")"
         rows.append([st.code(name), icon,
                      _num(run.get("lines_total"), st=st), _num(run.get("lines_failed"), st=st),
                      _num(run.get("duration_s"), 3, st=st), _num(run.get("latency_p95"), 3, st=st),

@@ -184,8 +184,8 @@ def record_step(state_dir: Path, step: str, code: int, error: str | None) -> Non
         else:
             data.pop("steps", None)
 
-    if code in (0, 1) and not (state_dir / "summary.json").is_file():
-        return  # nothing to clear; a step that wrote nothing leaves no summary behind
+    if not (state_dir / "summary.json").is_file() and (code in (0, 1) or not state_dir.is_dir()):
+        return  # nothing to clear, or a step that stopped before any state dir existed: none is made for it
     modify_summary(state_dir, change)
 
 

@@ -164,6 +164,7 @@ def test_a_missing_extra_names_the_extra_and_is_never_green(error: BaseException
 
     ctx = Context(platform=PLATFORMS["local"], environ={}, stdout=sys.stdout, stderr=sys.stderr,
                   state_dir=tmp_path / "state", http=Http())
+    ctx.state_dir.mkdir()  # as the lint before it left it
     assert run_step(_Missing(error), argparse.Namespace(), ctx) == 2
     assert 'pip install -e ".[mlflow]"' in caplog.text and "[mlflow] extra" in caplog.text
     data = json.loads((tmp_path / "state" / "summary.json").read_text())
@@ -276,7 +277,9 @@ def test_register_refuses_a_dag_flow_edited_after_its_gate(cli: Cli, run_project
     refused = cli("register", "--flow", "echo")
     assert refused.code == 1 and "content changed since the run the gate judged" in refused.err
     assert "--force" in refused.err and not (proj.root / ".llmops" / "registry" / "echo-model").exists()
-    assert "register of echo refused" in cli("comment").out
+    shown = cli("comment").out
+    assert "register of echo refused" in shown and "results of echo are for an earlier version of it" in shown
+    assert "stale: the flow changed since this run" in shown
     proj.replace("flows/echo/shout.py", "return text.lower()", "return text.upper()")
     registered = cli("register", "--flow", "echo")
     assert registered.code == 0, registered.err

@@ -22,9 +22,9 @@ from llmops_ci.log import register_secret
 from llmops_ci.platforms import Platform
 from llmops_ci.progress import Progress
 from llmops_ci.project import Project, load_project, secret_env_names
-from llmops_ci.provenance import config_id
+from llmops_ci.provenance import config_id, flow_hash
 from llmops_ci.report import current
-from llmops_ci.runs import RunOptions, lint_blocks, mark_unchanged
+from llmops_ci.runs import RunOptions, lint_blocks, mark_unchanged, update_flow_summary
 from llmops_ci.state import read_summary, record_step
 
 if TYPE_CHECKING:
@@ -142,6 +142,7 @@ def select_for_run(project: Project, args: argparse.Namespace, ctx: Context) -> 
         else:
             carried = mark_unchanged(ctx.state_dir, flow.name, args.changed_since, selection.all_reason,
                                      args.baseline if args.baseline and args.baseline.is_dir() else None)
+            update_flow_summary(ctx.state_dir, flow.name, "config", config_id(project.config.path))
             log.info("%s: unchanged since %s, not run%s", flow.name, args.changed_since,
                      "; baseline results carried over" if carried else "")
     return [f for f in flows if f.name in selection.selected]
@@ -269,5 +270,20 @@ def report_config(args: argparse.Namespace) -> str | None:
 
 
 def current_summary(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
-    """summary.json as the report shows it: only the flows of this step's config are current."""
-    return current(read_summary(ctx.state_dir), report_config(args))
+    """summary.json as the report shows it: only the flows of this step's config are current, and a run of content
+    that has changed since is marked stale."""
+    summary = current(read_summary(ctx.state_dir), report_config(args))
+    if report_config(args) is None or not summary.get("flows"):
+        return summary
+    try:
+        project = ctx.project(getattr(args, "config", None))
+    except LlmopsError:  # a broken config is reported by the step; the report shows what is there
+        return summary
+    for name, entry in summary["flows"].items():
+        ran = entry.get("run") if isinstance(entry, dict) else None
+        flow = project.config.flows.get(name)
+        if not isinstance(ran, dict) or not ran.get("flow_hash") or flow is None or entry.get("unchanged"):
+            continue
+        if flow_hash(flow, project.info(flow.path)) != ran["flow_hash"]:
+            entry["stale"] = "the flow changed since this run"
+    return summary
