@@ -116,7 +116,9 @@ def test_blue_green_with_rollback(cli: Cli, example: Path) -> None:
         "expect": {"status": 200, "fields": ["category"], "contains": "App"}}))
     (example / "flows" / "classify" / "clean_text.py").write_text(
         (example / "flows" / "classify" / "clean_text.py").read_text() + "\n# v2\n")
-    assert cli("register", "--flow", "classify").code == 0
+    # content the gate never judged (#20 item 9): registered only with --force
+    assert cli("register", "--flow", "classify").code == 1
+    assert cli("register", "--flow", "classify", "--force").code == 0
     second = cli("deploy", "--flow", "classify")
     assert second.code == 1
     deploy = state(example)["classify"]["deploy"]

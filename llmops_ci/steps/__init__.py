@@ -230,19 +230,20 @@ def run_step(step: Step, args: argparse.Namespace, ctx: Context) -> int:
     try:
         with ctx.backend_scope():
             code = step.run(args, ctx)
-        _record(step, ctx, code, None)
+        _record(step, args, ctx, code, None)
         return code
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("%s", problem)
-        _record(step, ctx, exc.return_code, str(exc.problems[0]) if exc.problems else str(exc))
+        more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+        _record(step, args, ctx, exc.return_code, str(exc.problems[0]) + more if exc.problems else str(exc))
         return exc.return_code
     except ModuleNotFoundError as exc:
         hint = missing_extra(exc)
         if hint is None:
             raise
         log.error("%s", hint)
-        _record(step, ctx, UsageError.return_code, hint)
+        _record(step, args, ctx, UsageError.return_code, hint)
         return UsageError.return_code
     except LlmopsError as exc:
         message = str(exc)
@@ -250,13 +251,17 @@ def run_step(step: Step, args: argparse.Namespace, ctx: Context) -> int:
         if hint is not None:
             message = f"{message}; {hint}"
         log.error("%s", message)
-        _record(step, ctx, exc.return_code, message)
+        _record(step, args, ctx, exc.return_code, message)
         return exc.return_code
 
 
-def _record(step: Step, ctx: Context, code: int, error: str | None) -> None:
-    if getattr(step, "publishes", False):
-        return  # comment adds no result of its own; pr's steps note their own ends
+# the steps whose results the report shows (comment adds none, pr's steps note their own ends, test keeps nothing)
+RECORDED_STEPS = frozenset({"lint", "batch-run", "eval-run", "gate", "register", "deploy"})
+
+
+def _record(step: Step, args: argparse.Namespace, ctx: Context, code: int, error: str | None) -> None:
+    if step.name not in RECORDED_STEPS or getattr(args, "stateless", False):
+        return
     try:
         record_step(ctx.state_dir, step.name, code, error)
     except (OSError, LlmopsError):  # the state dir itself may be what is wrong; the log says so already
