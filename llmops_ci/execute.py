@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ from llmops_ci.provenance import config_id, data_hash, evaluation_hash, flow_has
 from llmops_ci.runs import (
     RunOptions,
     RunRecord,
-    base_lines,
+    base_dir,
     batch_job,
     eval_jobs,
     keep_base,
@@ -72,6 +73,25 @@ def _report(record: RunRecord, summary: dict[str, Any], allowed: int | None) -> 
         for line in record.failed[:5]:
             report("  line %d%s: %s", line.line + 1, f" (node {line.node})" if line.node else "",
                    one_line(line.error))
+
+
+def base_lines(state_dir: Path, base_run: str, rows: int) -> int | None:
+    """How many lines a run over ``base_run`` gets: prompt flow joins the data with the base run's outputs by line
+    number and skips lines missing from either (a base line that failed has no outputs). None: not known here."""
+    path = base_dir(state_dir, base_run) / "outputs.jsonl"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    numbers = set()
+    for raw in text.splitlines():
+        try:
+            number = json.loads(raw).get("line_number")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(number, int) and 0 <= number < rows:
+            numbers.add(number)
+    return len(numbers)
 
 
 def _lines_expected(project: Project, rc: RunContext, job: Any) -> int:

@@ -211,19 +211,6 @@ def preflight(project: Project, flows: list[FlowSpec]) -> None:
         raise ConfigError([Problem(f.path, f.line, f.column, f"{f.message} [{f.rule}]", f.rule) for f in errors])
 
 
-def lint_blocks(project: Project, flows: list[FlowSpec]) -> dict[str, list[Problem]]:
-    """The lint errors that stop each flow: its own (entry, files, data, mappings) and its evaluations'. A flow
-    without any runs; errors of the whole config (a literal secret, say) stop every flow."""
-    blocked: dict[str, list[Problem]] = {}
-    for flow in flows:
-        report = lint(LintRequest(config=project.config.path, flows=(flow.name,)), project)
-        errors = [Problem(f.path, f.line, f.column, f"{f.message} [{f.rule}]", f.rule)
-                  for f in report.findings if f.severity == ERROR]
-        if errors:
-            blocked[flow.name] = errors
-    return blocked
-
-
 def _require_env(origin: Origin, sub: tuple[Any, ...], value: Any, environ: Mapping[str, str],
                  problems: list[Problem] | None) -> Any:
     """``${env:NAME}`` resolved; unset names are problems, or empty when ``problems`` is None (replay)."""
@@ -456,25 +443,6 @@ def start_run(state_dir: Path, label: str, name: str, provenance: dict[str, Any]
     write_json_atomic(folder / "run.json", entry)
     (folder / "lines.jsonl").unlink(missing_ok=True)
     return entry
-
-
-def base_lines(state_dir: Path, base_run: str, rows: int) -> int | None:
-    """How many lines a run over ``base_run`` gets: prompt flow joins the data with the base run's outputs by line
-    number and skips lines missing from either (a base line that failed has no outputs). None: not known here."""
-    path = base_dir(state_dir, base_run) / "outputs.jsonl"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
-        return None
-    numbers = set()
-    for raw in text.splitlines():
-        try:
-            number = json.loads(raw).get("line_number")
-        except (ValueError, AttributeError):
-            continue
-        if isinstance(number, int) and 0 <= number < rows:
-            numbers.add(number)
-    return len(numbers)
 
 
 def base_dir(state_dir: Path, name: str) -> Path:

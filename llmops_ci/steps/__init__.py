@@ -17,6 +17,7 @@ from llmops_ci.errors import CheckFailed, ConfigError, LlmopsError, UsageError
 from llmops_ci.execute import RunContext
 from llmops_ci.extras import missing_extra
 from llmops_ci.http import Http
+from llmops_ci.lint.blocks import lint_blocks
 from llmops_ci.llm_cache import MODES
 from llmops_ci.log import register_secret
 from llmops_ci.platforms import Platform
@@ -24,7 +25,7 @@ from llmops_ci.progress import Progress
 from llmops_ci.project import Project, load_project, secret_env_names
 from llmops_ci.provenance import config_id, flow_hash
 from llmops_ci.report import current
-from llmops_ci.runs import RunOptions, lint_blocks, mark_unchanged, update_flow_summary
+from llmops_ci.runs import RunOptions, mark_unchanged, update_flow_summary
 from llmops_ci.state import read_summary, record_step
 
 if TYPE_CHECKING:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from llmops_ci.config import DEFAULT_CONFIG
 from llmops_ci.errors import LlmopsError, UsageError, combined
+from llmops_ci.lint.blocks import lint_blocks
 from llmops_ci.platforms import Publication
-from llmops_ci.runs import lint_blocks
 from llmops_ci.state import fresh_summary
 from llmops_ci.steps import Context, Step, add_run_options, current_summary, run_step
 
