@@ -18,6 +18,7 @@ import pytest
 
 from llmops_ci.config import FlowSpec
 from llmops_ci.errors import UsageError
+from llmops_ci.lint.blocks import lint_blocks
 from llmops_ci.project import load_project
 from llmops_ci.provenance import flow_hash
 from llmops_ci.report import current, outcome, render
@@ -390,3 +391,60 @@ def test_a_model_configuration_without_its_required_field_is_a_lint_error(cli: C
     proj.replace("llmops.yaml", "{connection: openai}", "{connection: openai, model: gpt-4o-mini, modle: x}")
     (typo,) = json.loads(cli("lint", "--format", "json").out)["findings"]
     assert typo["rule"] == "flex-model-config" and "no field 'modle'; did you mean 'model'?" in typo["message"]
+
+
+EVAL_BASIC = """\
+---
+name: Basic Evaluate
+description: basic evaluator for QA scenario
+model:
+  api: chat
+  configuration:
+    type: openai
+    connection: openai
+    model: gpt-4o-mini
+  parameters:
+    max_tokens: 200
+    temperature: 0.2
+inputs:
+  question:
+    type: string
+  answer:
+    type: string
+outputs:
+  score:
+    type: string
+---
+system:
+You are an AI assistant. Score the answer from 1 to 5 against the ground truth.
+
+user:
+question: {{question}}
+answer: {{answer}}
+ground_truth: {{ground_truth}}
+"""
+
+
+def test_an_unbound_prompt_variable_in_one_evaluation_stops_only_the_flow_it_evaluates(
+        project: Callable[..., Project]) -> None:
+    """Upstream prompty/eval-basic as an evaluation of one flow of several: that flow stops, the others run."""
+    config = RUN_PROJECT["llmops.yaml"].replace("        flows:\n", """\
+        flows:
+          qa:
+            path: flows/echo
+            data: data/echo.jsonl
+            column_mapping:
+              text: ${data.text}
+            evaluations:
+              basic:
+                path: flows/eval-basic/eval.prompty
+                column_mapping:
+                  question: ${data.text}
+                  answer: ${run.outputs.loud}
+""")
+    proj = project({**RUN_PROJECT, "llmops.yaml": config, "flows/eval-basic/eval.prompty": EVAL_BASIC}, base=False)
+    rules = {f.rule for f in proj.lint().findings if f.severity == "error"}
+    assert rules == {"prompt-var-unbound"}
+    loaded = load_project(proj.path("llmops.yaml"))
+    blocked = lint_blocks(loaded, loaded.config.select(None))
+    assert list(blocked) == ["qa"] and blocked["qa"][0].rule == "prompt-var-unbound"
