@@ -27,10 +27,9 @@ from llmops_ci.runs import (
     run_dir,
     save_run,
     secret_values,
-    start_run,
     update_flow_summary,
 )
-from llmops_ci.state import start_evaluations, start_flow
+from llmops_ci.state import start_evaluations, start_flow, write_json_atomic
 from llmops_ci.yamldoc import display_path
 
 log = logging.getLogger("llmops_ci.run")
@@ -75,8 +74,8 @@ def _report(record: RunRecord, summary: dict[str, Any], allowed: int | None) -> 
                    one_line(line.error))
 
 
-def base_lines(state_dir: Path, base_run: str, rows: int) -> int | None:
-    """How many lines a run over ``base_run`` gets: prompt flow joins the data with the base run's outputs by line
+def base_lines(state_dir: Path, base_run: str, rows: int) -> list[int] | None:
+    """The data lines a run over ``base_run`` gets: prompt flow joins the data with the base run's outputs by line
     number and skips lines missing from either (a base line that failed has no outputs). None: not known here."""
     path = base_dir(state_dir, base_run) / "outputs.jsonl"
     try:
@@ -91,24 +90,22 @@ def base_lines(state_dir: Path, base_run: str, rows: int) -> int | None:
             continue
         if isinstance(number, int) and 0 <= number < rows:
             numbers.add(number)
-    return len(numbers)
+    return sorted(numbers)
 
 
-def _lines_expected(project: Project, rc: RunContext, job: Any) -> int:
-    """The lines a run gets: its data's, or over a base run those that both the data and the base run's outputs
-    have (prompt flow skips a line whose base line failed)."""
+def _lines_expected(project: Project, rc: RunContext, job: Any) -> list[int]:
+    """The data lines (0-based) a run gets: its data's, or over a base run those that both the data and the base
+    run's outputs have (prompt flow skips a line whose base line failed)."""
     rows = project.data(job.data).rows
-    if job.base_run is None:
-        return rows
-    joined = base_lines(rc.state_dir, job.base_run, rows)
-    return rows if joined is None else joined
+    joined = base_lines(rc.state_dir, job.base_run, rows) if job.base_run is not None else None
+    return list(range(rows)) if joined is None else joined
 
 
 def _execute(project: Project, rc: RunContext, job: Any) -> RunRecord:
     _check_job(rc, job)
-    rows = _lines_expected(project, rc, job)
-    record = rc.backend.run(job, rc.progress(job.label, rows))
-    record.data_lines = rows
+    expected = _lines_expected(project, rc, job)
+    record = rc.backend.run(job, rc.progress(job.label, len(expected)))
+    record.data_lines, record.line_numbers = len(expected), expected
     return record
 
 
@@ -131,7 +128,8 @@ def _records(project: Project, rc: RunContext, jobs: list[Any]) -> Iterator[RunR
     for job in jobs:
         _check_job(rc, job)
     for job, record in zip(jobs, run_many(jobs, rc.progress), strict=True):
-        record.data_lines = _lines_expected(project, rc, job)
+        expected = _lines_expected(project, rc, job)
+        record.data_lines, record.line_numbers = len(expected), expected
         yield record
 
 
@@ -256,6 +254,17 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
     if failed:
         raise CheckFailed(f"evaluation run failed for {', '.join(failed)}")
     return results
+
+
+def start_run(state_dir: Path, label: str, name: str, provenance: dict[str, Any]) -> dict[str, Any]:
+    """The run's entry while it runs: ``incomplete`` until ``save_run`` replaces it, so a run that never finishes
+    (SIGKILL, OOM, a lost runner) is never read as the one before it."""
+    folder = run_dir(state_dir, label)
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = {"name": name, "status": "incomplete", **provenance}
+    write_json_atomic(folder / "run.json", entry)
+    (folder / "lines.jsonl").unlink(missing_ok=True)
+    return entry
 
 
 def _start_batch(project: Project, rc: RunContext, flow: FlowSpec, job: Any) -> dict[str, Any]:

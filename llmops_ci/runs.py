@@ -12,6 +12,7 @@ import math
 import re
 import secrets
 import shutil
+import textwrap
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -141,6 +142,7 @@ class RunRecord:
     error: str | None = None
     llm_cache: dict[str, Any] | None = None
     data_lines: int | None = None  # how many lines the data has (a run that fails as a whole reports none)
+    line_numbers: list[int] | None = None  # the data lines (0-based) the run was to produce, when known
 
     @property
     def lines_total(self) -> int:
@@ -429,20 +431,22 @@ def save_run(state_dir: Path, record: RunRecord, allowed_failures: int | None,
         summary["metrics"] = record.metrics
     write_json_atomic(folder / "run.json", summary)
     with atomic_writer(folder / "lines.jsonl") as fh:
-        for line in record.lines:
+        for line in record.lines + unrun_lines(record):
             fh.write(dumps_line(line.to_json()) + "\n")
     return summary
 
 
-def start_run(state_dir: Path, label: str, name: str, provenance: dict[str, Any]) -> dict[str, Any]:
-    """The run's entry while it runs: ``incomplete`` until ``save_run`` replaces it, so a run that never finishes
-    (SIGKILL, OOM, a lost runner) is never read as the one before it."""
-    folder = run_dir(state_dir, label)
-    folder.mkdir(parents=True, exist_ok=True)
-    entry = {"name": name, "status": "incomplete", **provenance}
-    write_json_atomic(folder / "run.json", entry)
-    (folder / "lines.jsonl").unlink(missing_ok=True)
-    return entry
+def unrun_lines(record: RunRecord) -> list[LineResult]:
+    """A failed record for each line a run that failed as a whole never ran, so lines.jsonl holds as many records as
+    ``lines_total`` counts."""
+    if not record.failed_as_a_whole:
+        return []
+    ran = {line.line for line in record.lines}
+    numbers = record.line_numbers if record.line_numbers is not None else list(range(record.lines_total))
+    why = "not run: the run failed as a whole" + (
+        f" ({textwrap.shorten(record.error, 300, placeholder='…')})" if record.error else "")
+    # prompt flow's own status for a line that never started
+    return [LineResult(n, "NotStarted", {}, None, None, {}, error=why) for n in numbers if n not in ran]
 
 
 def base_dir(state_dir: Path, name: str) -> Path:

@@ -22,6 +22,7 @@ from llmops_ci.lint.blocks import lint_blocks
 from llmops_ci.project import load_project
 from llmops_ci.provenance import flow_hash
 from llmops_ci.report import current, outcome, render
+from llmops_ci.runs import RunRecord, save_run
 from llmops_ci.state import SCHEMA
 from llmops_ci.steps import Context, run_step
 from llmops_ci.steps.register import unjudged
@@ -448,3 +449,19 @@ def test_an_unbound_prompt_variable_in_one_evaluation_stops_only_the_flow_it_eva
     loaded = load_project(proj.path("llmops.yaml"))
     blocked = lint_blocks(loaded, loaded.config.select(None))
     assert list(blocked) == ["qa"] and blocked["qa"][0].rule == "prompt-var-unbound"
+
+
+def test_a_run_that_failed_as_a_whole_keeps_a_record_per_line_it_counts(tmp_path: Path) -> None:
+    record = RunRecord("math", "math_1", "Failed", [], 1.0, error="PythonLoadError: no module x", data_lines=4)
+    summary = save_run(tmp_path, record, 0, {"flow_hash": "f", "data_hash": "d", "started": "t"})
+    lines = [json.loads(x) for x in (tmp_path / "runs" / "math" / "lines.jsonl").read_text().splitlines()]
+    assert summary["lines_total"] == summary["lines_failed"] == len(lines) == 4
+    assert [x["line"] for x in lines] == [0, 1, 2, 3] and {x["status"] for x in lines} == {"NotStarted"}
+    assert "failed as a whole (PythonLoadError: no module x)" in lines[0]["error"]
+    assert summary["finished"] and summary["flow_hash"] == "f"
+    # over a base run: the lines the join gives, not the data's
+    evaluation = RunRecord("math/acc", "acc_1", "Failed", [], 1.0, data_lines=2, line_numbers=[0, 3])
+    save_run(tmp_path, evaluation, None)
+    lines = [json.loads(x) for x in (tmp_path / "runs" / "math" / "evals" / "acc" / "lines.jsonl").read_text()
+             .splitlines()]
+    assert [x["line"] for x in lines] == [0, 3]
