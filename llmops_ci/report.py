@@ -32,13 +32,18 @@ class Outcome:
 RESULT_SECTIONS = ("run", "evaluations", "gate", "register", "deploy", "unchanged")
 
 
-def _step_problems(summary: dict[str, Any]) -> list[str]:
-    """Steps that stopped before their results were in (bad input, a dead service, a crash, a signal)."""
+def _step_problems(summary: dict[str, Any], failed: bool) -> list[str]:
+    """Steps that stopped before their results were in (bad input, a dead service, a crash, a signal); with
+    ``failed``, also those whose check failed (exit 1), which the results show already unless they do not."""
     problems = []
     for step, stopped in sorted(as_dict(summary.get("steps")).items()):
         stopped = as_dict(stopped)
+        code = stopped.get("exit_code")
+        if code == 1 and not failed:
+            continue
         error = " ".join(str(stopped.get("error") or "").split())
-        problems.append(f"{step} stopped (exit {stopped.get('exit_code')})" + (f": {error[:200]}" if error else ""))
+        problems.append(f"{step} {'failed' if code == 1 else 'stopped'} (exit {code})"
+                        + (f": {error[:200]}" if error else ""))
     for step in sorted(as_dict(summary.get("internal_error"))):
         problems.append(f"internal error in {step}")
     interrupted = as_dict(summary.get("interrupted"))
@@ -72,13 +77,14 @@ def _flow_problems(name: str, flow: dict[str, Any]) -> list[str]:
 
 
 def outcome(summary: dict[str, Any]) -> Outcome:
-    problems = _step_problems(summary)
+    problems = _step_problems(summary, failed=False)
     errors = sum(1 for f in as_list(as_dict(summary.get("lint")).get("findings")) if f.get("severity") == "error")
     if errors:
         problems.append(f"{errors} lint error{'s' if errors != 1 else ''}")
     flows = as_dict(summary.get("flows"))
     for name, flow in sorted(flows.items()):
         problems += _flow_problems(name, as_dict(flow))
+    problems = problems or _step_problems(summary, failed=True)  # a step that failed is never green
     if problems:
         return Outcome(False, "❌ llmops-ci: " + "; ".join(problems[:5]) + (" …" if len(problems) > 5 else ""),
                        problems)

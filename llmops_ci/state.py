@@ -168,12 +168,12 @@ def start_evaluations(state_dir: Path, flow: str, entries: dict[str, Any]) -> di
 
 
 def record_step(state_dir: Path, step: str, code: int, error: str | None) -> None:
-    """Note how a step ended when it stopped on bad input or a dead service (exit 2, 3): the report must not be
-    green after it. A step that ran through clears the note an earlier attempt left."""
+    """Note how a step ended when it did not pass (exit 1: a check failed; 2, 3: it stopped on bad input or a dead
+    service): the report must not be green after it. A step that passes clears the note an earlier attempt left."""
     def change(data: dict[str, Any]) -> None:
         steps = data.get("steps") if isinstance(data.get("steps"), dict) else {}
         assert isinstance(steps, dict)
-        if code in (0, 1):
+        if code == 0:
             steps.pop(step, None)
             if isinstance(data.get("interrupted"), dict) and data["interrupted"].get("step") == step:
                 data.pop("interrupted")  # the step ran through this time
@@ -184,7 +184,7 @@ def record_step(state_dir: Path, step: str, code: int, error: str | None) -> Non
         else:
             data.pop("steps", None)
 
-    if not (state_dir / "summary.json").is_file() and (code in (0, 1) or not state_dir.is_dir()):
+    if not (state_dir / "summary.json").is_file() and (code == 0 or not state_dir.is_dir()):
         return  # nothing to clear, or a step that stopped before any state dir existed: none is made for it
     modify_summary(state_dir, change)
 

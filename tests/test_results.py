@@ -339,6 +339,8 @@ def test_a_lint_error_in_an_evaluation_stops_its_flow_not_the_others(cli: Cli, r
     assert "mapping-output-unknown" in result.err and "echo: not run: the lint errors above stop it" in result.err
     flows = summary(proj)["flows"]
     assert flows["chat"]["run"]["status"] == "completed" and "echo" not in flows
+    shown = cli("comment").out  # the run that ran passed, but the step did not: never green
+    assert "❌ llmops-ci: batch-run failed (exit 1): batch-run: lint errors stopped echo" in shown
     pr = cli("pr", "--flow", "echo", "--flow", "chat")
     assert pr.code == 1 and "no flow was run" not in pr.err, pr.err
     assert summary(proj)["flows"]["chat"]["run"]["status"] == "completed"
