@@ -21,7 +21,7 @@ from llmops_ci.http import Http
 from llmops_ci.platforms import PLATFORMS, Publication, detect
 from llmops_ci.schema import closest
 from llmops_ci.state import read_summary, update_summary, write_json_atomic
-from llmops_ci.steps import Context, Step, run_step
+from llmops_ci.steps import Context, Step, current_summary, run_step
 from llmops_ci.steps.batch_run import STEP as BATCH_RUN
 from llmops_ci.steps.comment import STEP as COMMENT
 from llmops_ci.steps.deploy import STEP as DEPLOY
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _publish(step: str, args: argparse.Namespace, ctx: Context) -> None:
     """After a step, the platform shows everything known so far; this never changes the exit code."""
     try:
-        summary = read_summary(ctx.state_dir)
+        summary = current_summary(args, ctx)
         ctx.platform.publish(Publication(summary, ctx.state_dir, comment=args.comment != "off",
                                          annotate=step == "lint", pr=args.pr), ctx.environ, ctx.http, ctx.stdout)
     except Exception as exc:  # reporting must not fail a build whose checks passed
@@ -163,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     _clear_internal_error(step.name, ctx)
-    if code == 2:
-        return code
+    if code == 2 and not (ctx.state_dir / "summary.json").is_file():
+        return code  # bad usage before anything was kept: nothing to publish
     if not getattr(step, "publishes", False) and not getattr(args, "stateless", False):
         _publish(step.name, args, ctx)
     return code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -16,9 +17,11 @@ from llmops_ci.config import FlowSpec
 from llmops_ci.errors import CheckFailed, ServiceError, UsageError
 from llmops_ci.progress import Progress
 from llmops_ci.project import Project
+from llmops_ci.provenance import config_id, data_hash, evaluation_hash, flow_hash, now
 from llmops_ci.runs import (
     RunOptions,
     RunRecord,
+    base_dir,
     batch_job,
     eval_jobs,
     keep_base,
@@ -28,6 +31,8 @@ from llmops_ci.runs import (
     secret_values,
     update_flow_summary,
 )
+from llmops_ci.state import start_evaluations, start_flow, write_json_atomic
+from llmops_ci.yamldoc import display_path
 
 log = logging.getLogger("llmops_ci.run")
 
@@ -71,11 +76,38 @@ def _report(record: RunRecord, summary: dict[str, Any], allowed: int | None) -> 
                    one_line(line.error))
 
 
+def base_lines(state_dir: Path, base_run: str, rows: int) -> list[int] | None:
+    """The data lines a run over ``base_run`` gets: prompt flow joins the data with the base run's outputs by line
+    number and skips lines missing from either (a base line that failed has no outputs). None: not known here."""
+    path = base_dir(state_dir, base_run) / "outputs.jsonl"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    numbers = set()
+    for raw in text.splitlines():
+        try:
+            number = json.loads(raw).get("line_number")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(number, int) and 0 <= number < rows:
+            numbers.add(number)
+    return sorted(numbers)
+
+
+def _lines_expected(project: Project, rc: RunContext, job: Any) -> list[int]:
+    """The data lines (0-based) a run gets: its data's, or over a base run those that both the data and the base
+    run's outputs have (prompt flow skips a line whose base line failed)."""
+    rows = project.data(job.data).rows
+    joined = base_lines(rc.state_dir, job.base_run, rows) if job.base_run is not None else None
+    return list(range(rows)) if joined is None else joined
+
+
 def _execute(project: Project, rc: RunContext, job: Any) -> RunRecord:
     _check_job(rc, job)
-    rows = project.data(job.data).rows
-    record = rc.backend.run(job, rc.progress(job.label, rows))
-    record.data_lines = rows
+    expected = _lines_expected(project, rc, job)
+    record = rc.backend.run(job, rc.progress(job.label, len(expected)))
+    record.data_lines, record.line_numbers = len(expected), expected
     return record
 
 
@@ -101,7 +133,8 @@ def _records(project: Project, rc: RunContext, jobs: list[Any]) -> Iterator[RunR
     for job in jobs:
         _check_job(rc, job)
     for job, record in zip(jobs, run_many(jobs, rc.progress), strict=True):
-        record.data_lines = project.data(job.data).rows
+        expected = _lines_expected(project, rc, job)
+        record.data_lines, record.line_numbers = len(expected), expected
         yield record
 
 
@@ -140,6 +173,7 @@ def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: 
     flows = parity.with_compared(project.config, flows)
     jobs = [(flow, batch_job(project, flow, options, rc.environ, local_connections=_local_connections(rc)))
             for flow in flows]  # env checked up front
+    started = {flow.name: _start_batch(project, rc, flow, job) for flow, job in jobs}
     summaries: list[dict[str, Any]] = []
     broken: list[str] = []
     whole: list[str] = []
@@ -149,7 +183,7 @@ def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: 
         endpoint = _endpoint_down(rc, record)
         # an allowance of failed lines is for bad lines, not for an endpoint that answered none of them
         allowed = 0 if endpoint and flow.max_failed_lines is not None else flow.max_failed_lines
-        summary = save_run(rc.state_dir, record, allowed)
+        summary = save_run(rc.state_dir, record, allowed, started[flow.name])
         update_flow_summary(rc.state_dir, flow.name, "run", {k: v for k, v in summary.items() if k != "metrics"})
         _report(record, summary, allowed)
         summaries.append(summary)
@@ -179,12 +213,11 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
         if not flow.evaluations:
             log.info("%s: no evaluations configured", flow.name)
             continue
-        base = load_run(rc.state_dir, flow.name)
-        if base is None:
-            raise UsageError(f"flow '{flow.name}' has no batch run in {rc.state_dir}; run "
-                             f"'llmops-ci batch-run --flow {flow.name}' first (with the same --state-dir)")
-        plans.append((flow, eval_jobs(project, flow, str(base["name"]), options, rc.environ,
-                                      local_connections=_local_connections(rc))))
+        base = _finished_base(rc, flow)
+        jobs = eval_jobs(project, flow, str(base["name"]), options, rc.environ,
+                         local_connections=_local_connections(rc))
+        _check_same_data(flow, jobs, base)
+        plans.append((flow, base, jobs))
     for flow in flows:  # parity needs both flows' runs on the same data: said before anything runs
         if flow.parity is not None:
             other = parity.check_same_data(project.config, flow)
@@ -193,20 +226,44 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
                     raise UsageError(f"flow '{name}' has no batch run in {rc.state_dir}; parity of '{flow.name}' "
                                      f"compares it with '{other.name}': run 'llmops-ci batch-run --flow {name}' first "
                                      "(with the same --state-dir)")
+    started: dict[str, dict[str, Any]] = {}
+    for flow, base, jobs in plans:
+        entries = {}
+        for job in jobs:
+            evaluation = flow.evaluations[job.label.split("/", 1)[1]]
+            started[job.label] = {"base_run": base["name"], "flow_hash": evaluation_hash(evaluation, job.info),
+                                  "data_hash": data_hash(job.data), "started": now()}
+            entries[evaluation.name] = {"run": job.name, **start_run(rc.state_dir, job.label, job.name,
+                                                                     started[job.label])}
+            entries[evaluation.name].pop("name")
+        start_evaluations(rc.state_dir, flow.name, entries)
     results: dict[str, Any] = {}
     failed = []
-    flat = [(flow, job) for flow, jobs in plans for job in jobs]
+    flat = [(flow, job) for flow, _, jobs in plans for job in jobs]
     for (flow, job), record in zip(flat, _records(project, rc, [job for _, job in flat]), strict=True):
-        summary = save_run(rc.state_dir, record, None)
-        evaluation = job.label.split("/", 1)[1]
+        summary = save_run(rc.state_dir, record, None, started[job.label])
+        ename = job.label.split("/", 1)[1]
         entry = {"run": record.name, "status": summary["status"], "metrics": record.metrics,
-                 "lines_total": summary["lines_total"], "lines_failed": summary["lines_failed"]}
-        update_flow_summary(rc.state_dir, flow.name, "evaluations", {evaluation: entry})
+                 "lines_total": summary["lines_total"], "lines_failed": summary["lines_failed"],
+                 **{k: summary[k] for k in ("base_run", "flow_hash", "data_hash", "started", "finished")}}
+        if summary.get("error"):
+            entry["error"] = summary["error"]
+        update_flow_summary(rc.state_dir, flow.name, "evaluations", {ename: entry})
+        rows = project.data(job.data).rows
+        if record.lines_total < rows:
+            log.info("%s: %d of %d data lines evaluated: the others failed in the base run %s, and prompt flow "
+                     "skips a line whose base line has no outputs", job.label, record.lines_total, rows, job.base_run)
         _report(record, summary, None)
         if record.metrics:
             log.info("%s: %s", job.label, ", ".join(f"{k} = {v}" for k, v in sorted(record.metrics.items())))
+        elif summary["status"] == "completed":
+            log.warning("%s: the evaluation logged no metrics", job.label)
         results[job.label] = entry
         if summary["status"] != "completed":
+            if record.lines_total and record.lines_failed >= record.lines_total and not record.failed_as_a_whole:
+                log.error("%s: every evaluated line failed; no metric can be trusted", job.label)
+            elif record.lines_total == 0:
+                log.error("%s: no line to evaluate: every line of the base run %s failed", job.label, job.base_run)
             failed.append(job.label)
     for flow in flows:
         if flow.parity is not None:
@@ -238,3 +295,48 @@ def parity_run(project: Project, flow: FlowSpec, options: RunOptions, rc: RunCon
     log.info("%s: agreement with %s = %s (%d lines, %d disagree)", record.label, other.name,
              record.metrics.get("agreement"), record.metrics.get("lines", 0), record.metrics.get("disagreements", 0))
     return record.label, entry
+
+
+def start_run(state_dir: Path, label: str, name: str, provenance: dict[str, Any]) -> dict[str, Any]:
+    """The run's entry while it runs: ``incomplete`` until ``save_run`` replaces it, so a run that never finishes
+    (SIGKILL, OOM, a lost runner) is never read as the one before it."""
+    folder = run_dir(state_dir, label)
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = {"name": name, "status": "incomplete", **provenance}
+    write_json_atomic(folder / "run.json", entry)
+    (folder / "lines.jsonl").unlink(missing_ok=True)
+    return entry
+
+
+def _start_batch(project: Project, rc: RunContext, flow: FlowSpec, job: Any) -> dict[str, Any]:
+    """What the run rests on, kept before it starts: the flow's entry says ``incomplete`` until the run ends."""
+    provenance = {"flow_hash": flow_hash(flow, job.info), "data_hash": data_hash(job.data), "started": now()}
+    entry = start_run(rc.state_dir, flow.name, job.name, provenance)
+    start_flow(rc.state_dir, flow.name, {"config": config_id(project.config.path), "run": entry})
+    return provenance
+
+
+def _finished_base(rc: RunContext, flow: FlowSpec) -> dict[str, Any]:
+    base = load_run(rc.state_dir, flow.name)
+    again = f"run 'llmops-ci batch-run --flow {flow.name}' first (with the same --state-dir)"
+    if base is None:
+        raise UsageError(f"flow '{flow.name}' has no batch run in {rc.state_dir}; {again}")
+    if base.get("status") == "incomplete":
+        raise UsageError(f"flow '{flow.name}': its batch run {base.get('name')} (started {base.get('started')}) never "
+                         f"finished (killed, out of memory or a lost runner), so there is nothing to evaluate; {again}")
+    return base
+
+
+def _check_same_data(flow: FlowSpec, jobs: list[Any], base: dict[str, Any]) -> None:
+    """An evaluation pairs the base run's outputs with its data by line number: data changed since the run read
+    it would pair outputs with the wrong lines."""
+    if flow.data is None or not base.get("data_hash"):
+        return
+    for job in jobs:
+        if Path(job.data).absolute() != Path(flow.data).absolute():
+            continue  # data of its own: the run never read it, so there is nothing to compare with
+        now_hash = data_hash(job.data)
+        if now_hash != base["data_hash"]:
+            raise UsageError(f"{display_path(job.data)}: changed since the batch run {base.get('name')} read it "
+                             f"(data_hash {base['data_hash']}, now {now_hash}); {job.label} would pair the run's "
+                             f"outputs with other lines; run 'llmops-ci batch-run --flow {flow.name}' again first")

@@ -9,9 +9,7 @@ so the endpoint can be checked, and granted access, before a deployment goes liv
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
-import os
 import re
 import stat
 import subprocess
@@ -24,10 +22,9 @@ from llmops_ci.config import Config, DeploySpec, FlowSpec
 from llmops_ci.errors import UsageError
 from llmops_ci.kinds import FlowInfo
 from llmops_ci.project import Project
+from llmops_ci.provenance import tree_digest
 from llmops_ci.schema import as_dict, describe, did_you_mean
 from llmops_ci.yamldoc import display_path
-
-_IGNORED = ("__pycache__", ".promptflow", ".runs")
 
 
 @dataclass(frozen=True)
@@ -120,28 +117,9 @@ def other_slot(serving: str | None) -> str:
     return "green" if serving == "blue" else "blue"
 
 
-def _files(folder: Path) -> list[Path]:
-    out = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if d not in _IGNORED)
-        # only regular files: a FIFO or a link to a device would block or never end
-        out += [Path(root) / f for f in sorted(files) if not f.endswith(".pyc") and (Path(root) / f).is_file()]
-    return out
-
-
 def content_hash(flow: FlowSpec, info: FlowInfo | None) -> str:
     """A short hash of everything that decides what the flow does (not when or where it was built)."""
-    digest = hashlib.sha256()
-    folders = [flow.path]
-    for dep in info.dependencies if info is not None else []:
-        if dep.path not in folders and not dep.path.is_relative_to(flow.path.absolute()):
-            folders.append(dep.path.resolve())
-    for folder in folders:
-        for file in _files(folder) if folder.is_dir() else [folder] if folder.is_file() else []:
-            digest.update(file.relative_to(folder if folder.is_dir() else folder.parent).as_posix().encode())
-            digest.update(b"\0" + file.read_bytes() + b"\0")
-    digest.update(json.dumps({"variant": flow.variant, "connections": flow.connections}, sort_keys=True).encode())
-    return digest.hexdigest()[:12]
+    return tree_digest(flow.path, info, {"variant": flow.variant, "connections": flow.connections})[:12]
 
 
 def git_commit(environ: Mapping[str, str], cwd: Path) -> str | None:
@@ -172,6 +150,13 @@ def model_spec(project: Project, flow: FlowSpec, summary: dict[str, Any], enviro
     run = as_dict(entry.get("run")).get("name")
     if run:
         tags["llmops.run"] = str(run)
+    gate = as_dict(entry.get("gate"))  # what this model carries: the run the gate judged, and its verdict
+    passed = gate.get("passed")
+    tags["llmops.gate"] = "passed" if passed is True else "failed" if passed is False else "none"
+    for key in ("flow_hash", "data_hash"):
+        value = gate.get(key) or as_dict(entry.get("run")).get(key)
+        if value:
+            tags[f"llmops.{key}"] = str(value)
     for ename, evaluation in as_dict(entry.get("evaluations")).items():
         tags[f"llmops.eval.{ename}.run"] = str(as_dict(evaluation).get("run"))
         for metric, value in as_dict(as_dict(evaluation).get("metrics")).items():

@@ -26,28 +26,101 @@ class Outcome:
     passed: bool
     headline: str
     failed: list[str] = field(default_factory=list)
+    nothing_ran: bool = False  # no lint, run or evaluation result at all: never green, the step exits 2
+
+
+RESULT_SECTIONS = ("run", "evaluations", "gate", "register", "deploy", "unchanged")
+
+
+def _step_problems(summary: dict[str, Any], failed: bool) -> list[str]:
+    """Steps that stopped before their results were in (bad input, a dead service, a crash, a signal); with
+    ``failed``, also those whose check failed (exit 1), which the results show already unless they do not."""
+    problems = []
+    for step, stopped in sorted(as_dict(summary.get("steps")).items()):
+        stopped = as_dict(stopped)
+        code = stopped.get("exit_code")
+        if code == 1 and not failed:
+            continue
+        error = " ".join(str(stopped.get("error") or "").split())
+        problems.append(f"{step} {'failed' if code == 1 else 'stopped'} (exit {code})"
+                        + (f": {error[:200]}" if error else ""))
+    for step in sorted(as_dict(summary.get("internal_error"))):
+        problems.append(f"internal error in {step}")
+    interrupted = as_dict(summary.get("interrupted"))
+    if interrupted:
+        problems.append(f"{interrupted.get('step')} was interrupted ({interrupted.get('signal')})")
+    return problems
+
+
+def _flow_problems(name: str, flow: dict[str, Any]) -> list[str]:
+    problems = []
+    if flow.get("stale"):
+        problems.append(f"results of {name} are for an earlier version of it")
+    status = as_dict(flow.get("run")).get("status")
+    if status == "failed":
+        problems.append(f"run of {name} failed")
+    elif status == "incomplete":
+        problems.append(f"run of {name} never finished")
+    for ename, evaluation in sorted(as_dict(flow.get("evaluations")).items()):
+        status = as_dict(evaluation).get("status")
+        if status == "failed":
+            problems.append(f"evaluation {name}/{ename} failed")
+        elif status == "incomplete":
+            problems.append(f"evaluation {name}/{ename} never finished")
+    if as_dict(flow.get("gate")).get("passed") is False:
+        problems.append(f"gate of {name} failed")
+    if as_dict(flow.get("register")).get("refused"):
+        problems.append(f"register of {name} refused")
+    if as_dict(flow.get("deploy")).get("status") == "rolled_back":
+        problems.append(f"deploy of {name} rolled back")
+    return problems
 
 
 def outcome(summary: dict[str, Any]) -> Outcome:
-    problems = []
+    problems = _step_problems(summary, failed=False)
     errors = sum(1 for f in as_list(as_dict(summary.get("lint")).get("findings")) if f.get("severity") == "error")
     if errors:
         problems.append(f"{errors} lint error{'s' if errors != 1 else ''}")
-    for name, flow in sorted(as_dict(summary.get("flows")).items()):
-        flow = as_dict(flow)
-        if as_dict(flow.get("run")).get("status") == "failed":
-            problems.append(f"run of {name} failed")
-        for ename, evaluation in sorted(as_dict(flow.get("evaluations")).items()):
-            if as_dict(evaluation).get("status") == "failed":
-                problems.append(f"evaluation {name}/{ename} failed")
-        if as_dict(flow.get("gate")).get("passed") is False:
-            problems.append(f"gate of {name} failed")
-        if as_dict(flow.get("deploy")).get("status") == "rolled_back":
-            problems.append(f"deploy of {name} rolled back")
+    flows = as_dict(summary.get("flows"))
+    for name, flow in sorted(flows.items()):
+        problems += _flow_problems(name, as_dict(flow))
+    problems = problems or _step_problems(summary, failed=True)  # a step that failed is never green
     if problems:
         return Outcome(False, "❌ llmops-ci: " + "; ".join(problems[:5]) + (" …" if len(problems) > 5 else ""),
                        problems)
+    ran = any(section in as_dict(flow) for flow in flows.values() for section in RESULT_SECTIONS)
+    if not ran and "lint" not in summary:
+        return Outcome(False, "⚠️ llmops-ci: nothing ran: no lint, run or evaluation result in this state dir",
+                       ["nothing ran"], nothing_ran=True)
+    if not ran:
+        return Outcome(True, "✅ llmops-ci: all checks passed (lint only; no flow was run)")
     return Outcome(True, "✅ llmops-ci: all checks passed")
+
+
+def current(summary: dict[str, Any], config: str | None) -> dict[str, Any]:
+    """``summary`` with only the flows of ``config`` (the config a step ran with); results that other configs
+    left in a shared state dir move to ``elsewhere`` (flow: config), shown apart and never as current."""
+    if config is None:
+        return summary
+    flows, elsewhere = {}, {}
+    for name, flow in as_dict(summary.get("flows")).items():
+        owner = as_dict(flow).get("config")
+        if owner is None or owner == config:
+            flows[name] = flow
+        else:
+            elsewhere[name] = str(owner)
+    if not elsewhere:
+        return summary
+    return {**summary, "flows": flows, "elsewhere": elsewhere}
+
+
+def _elsewhere(summary: dict[str, Any], st: Style) -> str:
+    elsewhere = as_dict(summary.get("elsewhere"))
+    if not elsewhere:
+        return ""
+    names = ", ".join(f"{st.code(name)} ({st.text(config, 200)})" for name, config in sorted(elsewhere.items()))
+    return (f"{st.heading}Not shown: results of other configs in this state dir\n\n{names}; they are not results "
+            "of this config. Use a --state-dir per config.")
 
 
 def _plain(text: object, limit: int = 500) -> str:
@@ -126,7 +199,10 @@ def _runs(flows: dict[str, Any], errors_per_flow: int, only_failed: bool, st: St
         if not run or (only_failed and run.get("status") != "failed"):
             continue
         tokens = as_dict(run.get("tokens")).get("total")
-        rows.append([st.code(name), "✅" if run.get("status") == "completed" else "❌",
+        icon = {"completed": "✅", "incomplete": "❌ never finished"}.get(str(run.get("status")), "❌")
+        if as_dict(flow).get("stale"):
+            icon += " (stale: " + st.text(as_dict(flow)["stale"], 80) + ")"
+        rows.append([st.code(name), icon,
                      _num(run.get("lines_total"), st=st), _num(run.get("lines_failed"), st=st),
                      _num(run.get("duration_s"), 3, st=st), _num(run.get("latency_p95"), 3, st=st),
                      _num(tokens, 9, st=st)])
@@ -260,7 +336,7 @@ def render(summary: dict[str, Any], *, limit: int = GITHUB_LIMIT, run_url: str |
         parts = [MARKER, f"## {result.headline}", _gate(flows, only_failed), _runs(flows, errors, only_failed),
                  _cache(flows), _parity(flows, errors), "" if only_failed else _metrics(flows), _release(flows),
                  _unchanged(flows),
-                 _lint(as_dict(summary.get("lint")), listed, folded)]
+                 _lint(as_dict(summary.get("lint")), listed, folded), _elsewhere(summary, MARKDOWN)]
         note = "" if level == 0 else f"\n\n_Shortened to fit the comment; the full report is in {full_report}._"
         body = "\n\n".join(p for p in parts if p) + note + footer
         if len(body) <= limit:
@@ -277,5 +353,5 @@ def render_text(summary: dict[str, Any]) -> str:
     parts = [result.headline, _gate(flows, False, PLAIN), _runs(flows, 5, False, PLAIN), _cache(flows, PLAIN),
              _parity(flows, 5, PLAIN),
              _metrics(flows, PLAIN), _release(flows, PLAIN), _unchanged(flows, PLAIN),
-             _lint(as_dict(summary.get("lint")), 50, 1000, PLAIN)]
+             _lint(as_dict(summary.get("lint")), 50, 1000, PLAIN), _elsewhere(summary, PLAIN)]
     return "\n\n".join(p for p in parts if p)

@@ -12,6 +12,7 @@ import math
 import re
 import secrets
 import shutil
+import textwrap
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from llmops_ci.lint.findings import ERROR
 from llmops_ci.lint.project import DEFAULTS_SHADOW_COLUMNS, LintRequest, lint
 from llmops_ci.llm_cache import CacheSettings
 from llmops_ci.project import Project
+from llmops_ci.provenance import now
 from llmops_ci.schema import as_dict
 from llmops_ci.state import atomic_writer, dumps_line, read_summary, update_flow, write_json_atomic
 from llmops_ci.yamldoc import display_path
@@ -142,6 +144,7 @@ class RunRecord:
     error: str | None = None
     llm_cache: dict[str, Any] | None = None
     data_lines: int | None = None  # how many lines the data has (a run that fails as a whole reports none)
+    line_numbers: list[int] | None = None  # the data lines (0-based) the run was to produce, when known
 
     @property
     def lines_total(self) -> int:
@@ -182,6 +185,7 @@ class RunRecord:
     def summary(self, allowed_failures: int | None) -> dict[str, Any]:
         failed = self.lines_failed
         ok = self.status == "Completed" and (allowed_failures is None or failed <= allowed_failures)
+        ok = ok and (self.lines_total == 0 or failed < self.lines_total)  # a run whose every line failed never passes
         out: dict[str, Any] = {
             "name": self.name, "status": "completed" if ok else "failed", "lines_total": self.lines_total,
             "lines_failed": failed, "duration_s": round(self.duration_s, 3),
@@ -418,17 +422,34 @@ def run_dir(state_dir: Path, label: str) -> Path:
     return state_dir / "runs" / flow / ("evals/" + evaluation if evaluation else "")
 
 
-def save_run(state_dir: Path, record: RunRecord, allowed_failures: int | None) -> dict[str, Any]:
+def save_run(state_dir: Path, record: RunRecord, allowed_failures: int | None,
+             provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's summary (with ``provenance``: what ran, on which data, when) and its lines, kept under the state
+    dir; ``finished`` is stamped here."""
     folder = run_dir(state_dir, record.label)
     folder.mkdir(parents=True, exist_ok=True)
     summary = record.summary(allowed_failures)
+    summary.update({**(provenance or {}), "finished": now()})
     if record.metrics:
         summary["metrics"] = record.metrics
     write_json_atomic(folder / "run.json", summary)
     with atomic_writer(folder / "lines.jsonl") as fh:
-        for line in record.lines:
+        for line in record.lines + unrun_lines(record):
             fh.write(dumps_line(line.to_json()) + "\n")
     return summary
+
+
+def unrun_lines(record: RunRecord) -> list[LineResult]:
+    """A failed record for each line a run that failed as a whole never ran, so lines.jsonl holds as many records as
+    ``lines_total`` counts."""
+    if not record.failed_as_a_whole:
+        return []
+    ran = {line.line for line in record.lines}
+    numbers = record.line_numbers if record.line_numbers is not None else list(range(record.lines_total))
+    why = "not run: the run failed as a whole" + (
+        f" ({textwrap.shorten(record.error, 300, placeholder='…')})" if record.error else "")
+    # prompt flow's own status for a line that never started
+    return [LineResult(n, "NotStarted", {}, None, None, {}, error=why) for n in numbers if n not in ran]
 
 
 def base_dir(state_dir: Path, name: str) -> Path:

@@ -147,3 +147,52 @@ def update_flow(state_dir: Path, flow: str, key: str, value: Any) -> dict[str, A
             entry[key] = value
 
     return modify_summary(state_dir, change)
+
+
+def start_flow(state_dir: Path, flow: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """Replace one flow's entry: a new batch run makes its evaluations, gate and release results stale."""
+    return modify_summary(state_dir, lambda data: data.setdefault("flows", {}).__setitem__(flow, entry))
+
+
+def start_evaluations(state_dir: Path, flow: str, entries: dict[str, Any]) -> dict[str, Any]:
+    """Set evaluations that are starting; the flow's gate (and what followed it) judged the ones before."""
+    def change(data: dict[str, Any]) -> None:
+        entry = data.setdefault("flows", {}).setdefault(flow, {})
+        if not isinstance(entry.get("evaluations"), dict):
+            entry["evaluations"] = {}
+        entry["evaluations"].update(entries)
+        for stale in ("gate", "register", "deploy"):
+            entry.pop(stale, None)
+
+    return modify_summary(state_dir, change)
+
+
+def record_step(state_dir: Path, step: str, code: int, error: str | None) -> None:
+    """Note how a step ended when it did not pass (exit 1: a check failed; 2, 3: it stopped on bad input or a dead
+    service): the report must not be green after it. A step that passes clears the note an earlier attempt left."""
+    def change(data: dict[str, Any]) -> None:
+        steps = data.get("steps") if isinstance(data.get("steps"), dict) else {}
+        assert isinstance(steps, dict)
+        if code == 0:
+            steps.pop(step, None)
+            if isinstance(data.get("interrupted"), dict) and data["interrupted"].get("step") == step:
+                data.pop("interrupted")  # the step ran through this time
+        else:
+            steps[step] = {"exit_code": code, "error": error}
+        if steps:
+            data["steps"] = steps
+        else:
+            data.pop("steps", None)
+
+    if not (state_dir / "summary.json").is_file() and (code == 0 or not state_dir.is_dir()):
+        return  # nothing to clear, or a step that stopped before any state dir existed: none is made for it
+    modify_summary(state_dir, change)
+
+
+def fresh_summary(state_dir: Path) -> None:
+    """Start summary.json over: ``pr`` reports what it runs now, not what earlier steps (of this config or another
+    sharing the state dir) left behind."""
+    if not (state_dir / "summary.json").exists():
+        return
+    with summary_lock(state_dir):
+        write_json_atomic(state_dir / "summary.json", {"schema": SCHEMA})

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from llmops_ci.project import load_project
+from llmops_ci.provenance import flow_hash
 from llmops_ci.release import SmokeTest
 from tests.fake_openai import FakeOpenAI
 from tests.helpers.projects import EXAMPLE, CliResult, classify_by_url, processes_using
@@ -33,7 +35,7 @@ def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     root = tmp_path / "ex"
     shutil.copytree(EXAMPLE, root)
     (root / ".llmops").mkdir()
-    (root / ".llmops" / "summary.json").write_text(json.dumps(PASSED))
+    (root / ".llmops" / "summary.json").write_text(json.dumps(gated(root)))
     server = FakeOpenAI(answer=classify_by_url).start()
     monkeypatch.setenv("OPENAI_BASE_URL", server.url + "/v1")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-deploy-" + "d" * 20)
@@ -49,6 +51,16 @@ def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     shutil.rmtree(private, ignore_errors=True)
 
 
+def gated(root: Path) -> dict:
+    """PASSED, with the gates having judged the flows' content as it is now (what a real gate step records)."""
+    project = load_project(root / "llmops.yaml")
+    data = json.loads(json.dumps(PASSED))
+    for name, entry in data["flows"].items():
+        flow = project.config.flows[name]
+        entry["gate"]["flow_hash"] = flow_hash(flow, project.info(flow.path))
+    return data
+
+
 def state(root: Path) -> dict:
     return json.loads((root / ".llmops" / "summary.json").read_text())["flows"]
 
@@ -60,16 +72,21 @@ def test_register_follows_content_and_the_gate(cli: Cli, example: Path) -> None:
     version = state(example)["classify"]["register"]["version"]
     assert state(example)["classify"]["register"]["created"] is True
     assert cli("register", "--flow", "classify").code == 0
-    assert state(example)["classify"]["register"] == {"name": "web-classification", "version": version,
-                                                      "created": False, "backend": "local"}
+    assert {k: v for k, v in state(example)["classify"]["register"].items() if k not in ("run", "flow_hash")} == {
+        "name": "web-classification", "version": version, "created": False, "backend": "local", "gate": "passed"}
     assert [p.name for p in (example / ".llmops" / "registry" / "web-classification").iterdir()] == [version]
     model = json.loads((example / ".llmops" / "registry" / "web-classification" / version / "model.json").read_text())
     assert model["resources"] == [{"node": "classify_with_llm", "connection": "openai", "deployment": "gpt-4o-mini"}]
     assert model["tags"]["llmops.flow"] == "classify"
     (example / "flows" / "classify" / "clean_text.py").write_text(
         (example / "flows" / "classify" / "clean_text.py").read_text() + "\n# changed\n")
-    assert cli("register", "--flow", "classify").code == 0
+    # round 3 (#20 item 9): content the gate never judged is refused; --force registers it, saying so
+    refused = cli("register", "--flow", "classify")
+    assert refused.code == 1 and "its content changed since the run the gate judged" in refused.err
+    assert "or pass --force" in refused.err and state(example)["classify"]["register"]["refused"]
+    assert cli("register", "--flow", "classify", "--force").code == 0
     assert state(example)["classify"]["register"]["version"] != version
+    assert state(example)["classify"]["register"]["forced"].startswith("its content changed")
     named = cli("register", "--flow", "classify-run-file", "--force")
     assert named.code == 2 and "add 'register: {name: <model name>}' to register it" in named.err
 
@@ -99,7 +116,9 @@ def test_blue_green_with_rollback(cli: Cli, example: Path) -> None:
         "expect": {"status": 200, "fields": ["category"], "contains": "App"}}))
     (example / "flows" / "classify" / "clean_text.py").write_text(
         (example / "flows" / "classify" / "clean_text.py").read_text() + "\n# v2\n")
-    assert cli("register", "--flow", "classify").code == 0
+    # content the gate never judged (#20 item 9): registered only with --force
+    assert cli("register", "--flow", "classify").code == 1
+    assert cli("register", "--flow", "classify", "--force").code == 0
     second = cli("deploy", "--flow", "classify")
     assert second.code == 1
     deploy = state(example)["classify"]["deploy"]

@@ -44,7 +44,9 @@ def test_sections_for_steps_that_did_not_run_are_left_out() -> None:
     body = render({"schema": "llmops-ci/summary@1", "lint": {"findings": []}})
     assert "### Lint\n\n0 errors, 0 warnings ✅" in body
     assert "### Runs" not in body and "### Gate" not in body
-    assert outcome({"schema": "x"}).passed
+    assert outcome({"schema": "x", "lint": {"findings": []}}).passed
+    # round 3 (#20 item 6): an empty summary is "nothing ran", never a pass
+    assert not outcome({"schema": "x"}).passed and outcome({"schema": "x"}).nothing_ran
 
 
 def test_huge_report_fits_and_says_where_the_rest_is() -> None:

@@ -75,6 +75,7 @@ class FlowInfo:
     engine: str | None = None
     # a class entry's __init__ parameters (name -> required), which a run's `init:` must give; None: no such entry
     init_params: dict[str, bool] | None = None
+    init_types: dict[str, str] = field(default_factory=dict)  # those parameters' annotations, where simple
     findings: list[Finding] = field(default_factory=list)
     loaded: bool = True
 

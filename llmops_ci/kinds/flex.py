@@ -51,6 +51,30 @@ MODEL_CONFIGS: dict[str, dict[str, bool]] = {
                                  "connection": False},
 }
 INIT_TYPES = (*VALUE_TYPES, *CONNECTION_TYPES, *MODEL_CONFIGS)
+_OWN_ENDPOINT = ("azure_endpoint", "api_version", "api_key", "base_url", "organization")
+
+
+def model_config_problems(annotation: str, param: str, value: dict[str, Any]) -> list[tuple[tuple[str, ...], str, str]]:
+    """(key below the value, rule, message) for a model configuration given as a mapping, checked against its
+    class in promptflow.core._model_configuration: a missing required field fails the whole run when prompt flow
+    builds the class ("missing 1 required positional argument")."""
+    fields = MODEL_CONFIGS[annotation]
+    out: list[tuple[tuple[str, ...], str, str]] = []
+    for name in value:
+        if name not in fields:
+            best = closest(str(name), fields)
+            out.append(((str(name),), "flex-model-config", f"{annotation} has no field '{name}'"
+                        + (f"; did you mean '{best}'?" if best else "; it has: " + ", ".join(fields))))
+    for name, required in fields.items():
+        if required and not value.get(name):
+            out.append(((), "llm-model-missing" if name in ("model", "azure_deployment") else "flex-model-config",
+                        f"{annotation} for '{param}' needs '{name}': prompt flow cannot build it without (the whole "
+                        f"run fails: missing 1 required positional argument: '{name}')"))
+    own = [k for k, v in value.items() if v and k in _OWN_ENDPOINT]
+    if value.get("connection") and own:
+        out.append(((own[0],), "flex-model-config", f"{annotation} sets both 'connection' and '{own[0]}'; prompt "
+                    "flow refuses that: keep one"))
+    return out
 
 FLEX_RULES: dict[str, tuple[str, str]] = {
     "flex-entry-invalid": (ERROR, "'entry' is not written module:function or module:Class"),
@@ -68,8 +92,8 @@ FLEX_RULES: dict[str, tuple[str, str]] = {
                                   "out one it requires; or init for a function entry"),
     "flex-init-type": (ERROR, "an 'init:' type prompt flow cannot build (not a value, connection or model "
                               "configuration type)"),
-    "flex-model-config": (ERROR, "a model configuration value (sample.init) with an unknown or missing field, or "
-                                 "both a connection and its own endpoint or key"),
+    "flex-model-config": (ERROR, "a model configuration value (`init:` in llmops.yaml, sample.init) with an "
+                                 "unknown or missing field, or both a connection and its own endpoint or key"),
     "flex-include-missing": (ERROR, "an additional_includes path of a flex flow does not exist"),
     "flex-env-ref": (ERROR, "an environment_variables value prompt flow passes on literally (${env:...}, or a "
                             "reference that is not the whole value; it resolves only ${<connection>.<key>})"),
@@ -185,6 +209,7 @@ class _FlexChecker:
         entry = self._entry(data)
         if entry is not None and entry.kind == "class" and entry.init is not None and not entry.init.var_kwargs:
             self.info.init_params = {p.name: not p.has_default for p in entry.init.params.values()}
+            self.info.init_types = {p.name: p.annotation for p in entry.init.params.values() if p.annotation}
         self._interface(data, entry)
         self._sample(data, entry)
         self._environment(data)
@@ -340,23 +365,10 @@ class _FlexChecker:
         if annotation in CONNECTION_TYPES and isinstance(value, str):
             self._connection(param.name, value, key, "connection")
             return
-        fields = MODEL_CONFIGS.get(annotation)
-        if fields is None or not isinstance(value, dict):
+        if annotation not in MODEL_CONFIGS or not isinstance(value, dict):
             return
-        for name in value:
-            if name not in fields:
-                best = closest(str(name), fields)
-                self.add("flex-model-config", (*key, name), f"{annotation} has no field '{name}'"
-                         + (f"; did you mean '{best}'?" if best else "; it has: " + ", ".join(fields)), at_key=True)
-        for name, required in fields.items():
-            if required and not value.get(name):
-                self.add("llm-model-missing" if name in ("model", "azure_deployment") else "flex-model-config", key,
-                         f"{annotation} for '{param.name}' needs '{name}'", at_key=True)
-        own = [k for k, v in value.items() if v and k in ("azure_endpoint", "api_version", "api_key", "base_url",
-                                                          "organization")]
-        if value.get("connection") and own:
-            self.add("flex-model-config", (*key, own[0]), f"{annotation} sets both 'connection' and '{own[0]}'; "
-                     "prompt flow refuses that: keep one", at_key=True)
+        for sub, rule, message in model_config_problems(annotation, param.name, value):
+            self.add(rule, (*key, *sub), message, at_key=True)
         if isinstance(value.get("connection"), str):
             self._connection(param.name, value["connection"], (*key, "connection"), "connection")
 

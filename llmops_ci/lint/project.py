@@ -22,6 +22,7 @@ from llmops_ci.config import (
 )
 from llmops_ci.errors import UsageError
 from llmops_ci.kinds import KINDS, ConnectionUse, FlowInfo, kind_for
+from llmops_ci.kinds.flex import MODEL_CONFIGS, model_config_problems
 from llmops_ci.lint import evaluators as evaluator_lint
 from llmops_ci.lint import secrets
 from llmops_ci.lint.data import DataInfo, read_data
@@ -292,6 +293,12 @@ class _Project:
                                      f"of the entry's __init__ ({', '.join(params) or 'none'})"
                                      + (f"; did you mean '{best}'?" if best else ""), "flex-init-mismatch",
                                      at_key=True)))
+        for name, value in given.items():  # a model configuration against its class's fields
+            annotation = info.init_types.get(str(name))
+            if annotation in MODEL_CONFIGS and isinstance(value, dict):
+                for sub, rule, message in model_config_problems(annotation, str(name), value):
+                    self.findings.append(from_problem(origin.problem(("init", name, *sub), message, rule,
+                                                                     at_key=True)))
         missing = [name for name, required in params.items() if required and name not in given]
         if missing:
             self.findings.append(from_problem(origin.problem(("init",) if given else (), f"the entry's __init__ "
@@ -326,7 +333,7 @@ class _Project:
                 elif data.missing_in(rest):
                     add("mapping-column-unknown", (name,), f"'{value}': column '{rest}' is missing on "
                         f"{data.missing_in(rest)} of {data.rows} lines of {display_path(data.path)} (first: "
-                        f"line {data.first_missing.get(rest)}); those lines would fail")
+                        f"line {data.first_missing.get(rest)}); {_missing_value(info, str(name))}")
             elif source == "run" and base is not None:
                 part, _, field_name = rest.partition(".")
                 names = base.outputs if part == "outputs" else set(base.inputs) if part == "inputs" else None
@@ -494,6 +501,21 @@ class _Project:
             if rule.min is None and rule.max is None and rule.max_drop is None and rule.max_rise is None:
                 self.findings.append(from_problem(flow.origin.problem(sub, f"gate rule '{metric}' sets no limit; "
                                      "give min, max, max_drop or max_rise", "gate-rule-empty", at_key=True)))
+
+
+def _missing_value(info: FlowInfo, name: str) -> str:
+    """What becomes of a line that lacks a mapped column. Prompt flow reads data with pandas, which fills a missing
+    value with NaN; a DAG flow's line then runs with it converted to the input's type (checked against pf.run)."""
+    if info.kind not in ("dag", "flex") and not (info.kind == "prompty" and info.engine == "promptflow"):
+        return "those lines get no value for it"
+    if info.kind != "dag":
+        return "prompt flow passes those lines NaN (what it reads for a missing value), without an error"
+    declared = info.inputs[name].type if name in info.inputs else None
+    if declared in ("int", "bool", "list"):
+        return f"prompt flow fails those lines: NaN (what it reads for a missing value) is not {_typed(declared)}"
+    if declared in ("double", "object"):
+        return "prompt flow runs those lines with NaN as the value, without an error"
+    return "prompt flow runs those lines with the text 'nan' as the value, without an error"
 
 
 def _no_connection(use: ConnectionUse, config: Config | None = None) -> Finding:

@@ -13,15 +13,20 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 from llmops_ci import redaction
 from llmops_ci.backends import BackendContext
 from llmops_ci.config import DEFAULT_CONFIG, FlowSpec
-from llmops_ci.errors import ConfigError, LlmopsError, UsageError
+from llmops_ci.errors import CheckFailed, ConfigError, LlmopsError, UsageError
 from llmops_ci.execute import RunContext
+from llmops_ci.extras import missing_extra
 from llmops_ci.http import Http
+from llmops_ci.lint.blocks import lint_blocks
 from llmops_ci.llm_cache import MODES
 from llmops_ci.log import register_secret
 from llmops_ci.platforms import Platform
 from llmops_ci.progress import Progress
 from llmops_ci.project import Project, load_project, secret_env_names
-from llmops_ci.runs import RunOptions, mark_unchanged, preflight
+from llmops_ci.provenance import config_id, flow_hash
+from llmops_ci.report import current
+from llmops_ci.runs import RunOptions, mark_unchanged, update_flow_summary
+from llmops_ci.state import read_summary, record_step
 
 if TYPE_CHECKING:
     from llmops_ci.backends import Release
@@ -139,6 +144,7 @@ def select_for_run(project: Project, args: argparse.Namespace, ctx: Context) -> 
         else:
             carried = mark_unchanged(ctx.state_dir, flow.name, args.changed_since, selection.all_reason,
                                      args.baseline if args.baseline and args.baseline.is_dir() else None)
+            update_flow_summary(ctx.state_dir, flow.name, "config", config_id(project.config.path))
             log.info("%s: unchanged since %s, not run%s", flow.name, args.changed_since,
                      "; baseline results carried over" if carried else "")
     return [f for f in flows if f.name in selection.selected]
@@ -176,10 +182,27 @@ class RunStep:
         flows = select_for_run(project, args, ctx)
         if not flows:
             return 0
-        preflight(project, flows)
+        blocked = lint_blocks(project, flows)
+        runnable = [f for f in flows if f.name not in blocked]
+        problems = list(dict.fromkeys(p for errors in blocked.values() for p in errors))
+        if not runnable:  # nothing can run: bad input, exit 2, as before anything starts
+            raise ConfigError(problems)
         if getattr(args, "dry_run", False):
-            return self.dry_run(project, flows, args, ctx)
-        self.action(project, flows, run_options(args), run_context(args.backend, ctx, project, args))
+            self.dry_run(project, runnable, args, ctx)
+            if blocked:
+                raise ConfigError(problems)
+            return 0
+        try:
+            self.action(project, runnable, run_options(args), run_context(args.backend, ctx, project, args))
+        finally:
+            if blocked:
+                for problem in problems:
+                    log.error("%s", problem)
+                log.error("%s: not run: the lint errors above stop %s (and %s evaluations); the other flows ran",
+                          ", ".join(blocked), "it" if len(blocked) == 1 else "them",
+                          "its" if len(blocked) == 1 else "their")
+        if blocked:
+            raise CheckFailed(f"{self.name}: lint errors stopped {', '.join(blocked)}; fix them and run again")
         return 0
 
     def dry_run(self, project: Project, flows: list[FlowSpec], args: argparse.Namespace, ctx: Context) -> int:
@@ -204,14 +227,70 @@ def release_for(args: argparse.Namespace, ctx: Context, project: Project) -> Rel
 
 
 def run_step(step: Step, args: argparse.Namespace, ctx: Context) -> int:
-    """Run one step; an expected failure is logged and becomes its exit code (unexpected ones propagate)."""
+    """Run one step; an expected failure is logged and becomes its exit code (unexpected ones propagate). A step
+    that stops on bad input or a dead service is noted in summary.json, so no report is green after it."""
     try:
         with ctx.backend_scope():
-            return step.run(args, ctx)
+            code = step.run(args, ctx)
+        _record(step, args, ctx, code, None)
+        return code
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("%s", problem)
+        more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+        _record(step, args, ctx, exc.return_code, str(exc.problems[0]) + more if exc.problems else str(exc))
         return exc.return_code
+    except ModuleNotFoundError as exc:
+        hint = missing_extra(exc)
+        if hint is None:
+            raise
+        log.error("%s", hint)
+        _record(step, args, ctx, UsageError.return_code, hint)
+        return UsageError.return_code
     except LlmopsError as exc:
-        log.error("%s", exc)
+        message = str(exc)
+        hint = missing_extra(message)
+        if hint is not None:
+            message = f"{message}; {hint}"
+        log.error("%s", message)
+        _record(step, args, ctx, exc.return_code, message)
         return exc.return_code
+
+
+# the steps whose results the report shows (comment adds none, pr's steps note their own ends, test keeps nothing)
+RECORDED_STEPS = frozenset({"lint", "batch-run", "eval-run", "gate", "register", "deploy"})
+
+
+def _record(step: Step, args: argparse.Namespace, ctx: Context, code: int, error: str | None) -> None:
+    if step.name not in RECORDED_STEPS or getattr(args, "stateless", False):
+        return
+    try:
+        record_step(ctx.state_dir, step.name, code, error)
+    except (OSError, LlmopsError):  # the state dir itself may be what is wrong; the log says so already
+        log.debug("could not note how %s ended", step.name, exc_info=True)
+
+
+def report_config(args: argparse.Namespace) -> str | None:
+    """The config whose results a report shows as current: --config, else llmops.yaml when there is one."""
+    path = getattr(args, "config", None) or Path(DEFAULT_CONFIG)
+    return config_id(path) if path.is_file() else None
+
+
+def current_summary(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    """summary.json as the report shows it: only the flows of this step's config are current, and a run of content
+    that has changed since is marked stale."""
+    summary = current(read_summary(ctx.state_dir), report_config(args))
+    if report_config(args) is None or not summary.get("flows"):
+        return summary
+    try:
+        project = ctx.project(getattr(args, "config", None))
+    except LlmopsError:  # a broken config is reported by the step; the report shows what is there
+        return summary
+    for name, entry in summary["flows"].items():
+        ran = entry.get("run") if isinstance(entry, dict) else None
+        flow = project.config.flows.get(name)
+        if not isinstance(ran, dict) or not ran.get("flow_hash") or flow is None or entry.get("unchanged"):
+            continue
+        if flow_hash(flow, project.info(flow.path)) != ran["flow_hash"]:
+            entry["stale"] = "the flow changed since this run"
+    return summary

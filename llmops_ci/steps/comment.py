@@ -6,8 +6,8 @@ import argparse
 import logging
 
 from llmops_ci.platforms import Publication
-from llmops_ci.state import read_summary
-from llmops_ci.steps import Context
+from llmops_ci.report import outcome
+from llmops_ci.steps import Context, current_summary
 
 log = logging.getLogger("llmops_ci.comment")
 
@@ -21,11 +21,16 @@ class CommentStep:
         return None
 
     def run(self, args: argparse.Namespace, ctx: Context) -> int:
-        summary = read_summary(ctx.state_dir)
+        summary = current_summary(args, ctx)
         result = ctx.platform.publish(Publication(summary, ctx.state_dir, comment=args.comment != "off",
                                                   annotate=True, pr=args.pr, echo=True),
                                       ctx.environ, ctx.http, ctx.stdout)
         log.info("comment %s%s", result.comment, f": {result.comment_url}" if result.comment_url else "")
+        if outcome(summary).nothing_ran:
+            log.error("nothing ran: %s holds no lint, run or evaluation result%s; run the steps first (or pass the "
+                      "--state-dir they used)", ctx.state_dir,
+                      " of this config" if summary.get("elsewhere") else "")
+            return 2
         return 0
 
 

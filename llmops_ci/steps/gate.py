@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from llmops_ci.errors import CheckFailed
 from llmops_ci.gate import FlowGate, gate_flow, load_baseline
 from llmops_ci.runs import update_flow_summary
+from llmops_ci.schema import as_dict
 from llmops_ci.state import read_summary
 from llmops_ci.steps import Context
 
@@ -34,6 +36,27 @@ def table(gate: FlowGate) -> str:
                                    "verdict", "result"])
 
 
+def _unfinished(summary: dict[str, Any], flow: str) -> str | None:
+    """Why the flow's results cannot be judged: a run or evaluation that never finished."""
+    entry = as_dict(as_dict(summary.get("flows")).get(flow))
+    run = as_dict(entry.get("run"))
+    if run.get("status") == "incomplete":
+        return f"its batch run {run.get('name')} never finished"
+    for name, evaluation in sorted(as_dict(entry.get("evaluations")).items()):
+        if as_dict(evaluation).get("status") == "incomplete":
+            return f"its evaluation {name} never finished"
+    return None
+
+
+def judged(summary: dict[str, Any], flow: str) -> dict[str, Any]:
+    """What a gate verdict rests on: the batch run (and its content hash) and the evaluation runs it read."""
+    entry = as_dict(as_dict(summary.get("flows")).get(flow))
+    run = as_dict(entry.get("run"))
+    evaluations = as_dict(entry.get("evaluations"))
+    return {"run": run.get("name"), "flow_hash": run.get("flow_hash"), "data_hash": run.get("data_hash"),
+            "evaluation_runs": {name: as_dict(e).get("run") for name, e in sorted(evaluations.items())}}
+
+
 class GateStep:
     name = "gate"
     help = "check metrics against thresholds and a baseline; exit 1 when a rule breaks"
@@ -57,8 +80,15 @@ class GateStep:
                 log.info("%s: unchanged since %s and no baseline results carried over: nothing to gate", flow.name,
                          unchanged.get("since"))
                 continue
+            unfinished = _unfinished(summary, flow.name)
+            if unfinished:
+                log.error("%s: gate not checked: %s; run batch-run and eval-run again", flow.name, unfinished)
+                update_flow_summary(ctx.state_dir, flow.name, "gate", {"passed": False, "checks": [],
+                                                                       "error": unfinished})
+                failed.append(flow.name)
+                continue
             result = gate_flow(flow, ctx.state_dir, summary, baseline)
-            update_flow_summary(ctx.state_dir, flow.name, "gate", result.to_json())
+            update_flow_summary(ctx.state_dir, flow.name, "gate", {**result.to_json(), **judged(summary, flow.name)})
             log.info("%s: gate %s%s\n%s", flow.name, "passed" if result.passed else "FAILED",
                      f" (baseline: {baseline.source})" if baseline else " (no baseline)", table(result))
             for check in result.checks:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
-from llmops_ci.errors import combined
+from llmops_ci.config import DEFAULT_CONFIG
+from llmops_ci.errors import LlmopsError, UsageError, combined
+from llmops_ci.lint.blocks import lint_blocks
 from llmops_ci.platforms import Publication
-from llmops_ci.state import read_summary
-from llmops_ci.steps import Context, Step, add_run_options, run_step
+from llmops_ci.state import fresh_summary
+from llmops_ci.steps import Context, Step, add_run_options, current_summary, run_step
 
 log = logging.getLogger("llmops_ci.pr")
 
@@ -27,18 +30,32 @@ class PrStep:
         from llmops_ci.steps.gate import STEP as GATE
         from llmops_ci.steps.lint import STEP as LINT
 
+        config = args.config or Path(DEFAULT_CONFIG)
+        if not config.is_file():
+            raise UsageError(f"{config}: no such file: pr runs the flows an llmops.yaml names, and there is none "
+                             f"in {Path.cwd()}; write one with 'llmops-ci init' (or pass --config PATH), or run "
+                             "'llmops-ci lint' alone to check flow folders without a config")
+        fresh_summary(ctx.state_dir)
         lint_args = argparse.Namespace(**{**vars(args), "paths": [], "format": "text", "output": None})
         codes = [run_step(LINT, lint_args, ctx)]
-        if codes[-1] != 0:
-            log.error("lint failed: no flow was run; fix the findings above")
+        runnable, blocked = self._split(args, ctx) if codes[-1] == 1 else (None, [])
+        if runnable == []:
+            log.error("lint failed: no flow was run; fix the lint errors above")
+        elif codes[-1] not in (0, 1):
+            log.error("pr stopped before any flow ran: see the error above")
         else:
+            run_args = args
+            if blocked and runnable:  # lint errors stop only the flows they concern; the others run
+                run_args = argparse.Namespace(**{**vars(args), "flow": runnable})
+                log.error("lint errors stop %s; running the other flows: %s", ", ".join(blocked),
+                          ", ".join(runnable))
             steps: list[Step] = [BATCH_RUN, EVAL_RUN, GATE]
             for step in steps:
-                codes.append(run_step(step, args, ctx))
+                codes.append(run_step(step, run_args, ctx))
                 if codes[-1] in (2, 3):  # bad input or a dead endpoint: later steps cannot say more
                     break
         try:
-            summary = read_summary(ctx.state_dir)
+            summary = current_summary(args, ctx)
             result = ctx.platform.publish(Publication(summary, ctx.state_dir, comment=args.comment != "off",
                                                       annotate=True, pr=args.pr, echo=ctx.platform.name == "local"),
                                           ctx.environ, ctx.http, ctx.stdout)
@@ -46,6 +63,18 @@ class PrStep:
         except Exception as exc:  # reporting never changes the outcome
             log.warning("could not publish the results: %s", exc)
         return combined(codes)
+
+
+    @staticmethod
+    def _split(args: argparse.Namespace, ctx: Context) -> tuple[list[str], list[str]]:
+        """The selected flows free of lint errors (their own and their evaluations'), and those stopped by some."""
+        try:
+            project = ctx.project(args.config)
+            flows = project.config.select(args.flow)
+        except LlmopsError:  # the config itself is broken: lint reported it, no flow can run
+            return [], []
+        blocked = lint_blocks(project, flows)
+        return [f.name for f in flows if f.name not in blocked], list(blocked)
 
 
 STEP = PrStep()

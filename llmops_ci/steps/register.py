@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from llmops_ci.config import FlowSpec
 from llmops_ci.errors import CheckFailed, UsageError
 from llmops_ci.lint.findings import ERROR
 from llmops_ci.lint.project import LintRequest, lint
 from llmops_ci.project import Project
+from llmops_ci.provenance import flow_hash
 from llmops_ci.release import model_spec
 from llmops_ci.runs import update_flow_summary
 from llmops_ci.schema import as_dict
@@ -41,7 +43,8 @@ class RegisterStep:
         summary = read_summary(ctx.state_dir)
         release = release_for(args, ctx, project)
         config = project.config
-        refused = []
+        refused: list[str] = []  # content the gate did not judge
+        unlinted: list[str] = []  # lint errors
         for flow in config.select(args.flow):
             if flow.register is None and flow.deploy is None:
                 why = (f"{flow.name}: not registered: it has no 'register:' block in {config.doc.display} (flows "
@@ -55,10 +58,20 @@ class RegisterStep:
                 log.warning("%s: not registered: %s (or pass --force)", flow.name,
                             "its gate failed" if gate else "no gate result; run 'llmops-ci gate' first")
                 continue
-            refusal = None if args.force else lint_refusal(project, flow)
-            if refusal is not None:
-                log.error("%s", refusal)
+            entry = as_dict(as_dict(summary.get("flows")).get(flow.name))
+            content = flow_hash(flow, project.info(flow.path))
+            refusal = unjudged(entry, content)
+            if refusal and not args.force:
+                log.error("%s: not registered: %s; run batch-run, eval-run and gate again on this content (or pass "
+                          "--force)", flow.name, refusal)
+                if not args.dry_run:
+                    update_flow_summary(ctx.state_dir, flow.name, "register", {"refused": refusal})
                 refused.append(flow.name)
+                continue
+            lint_error = None if args.force else lint_refusal(project, flow)
+            if lint_error is not None:
+                log.error("%s", lint_error)
+                unlinted.append(flow.name)
                 continue
             spec = model_spec(project, flow, summary, ctx.environ)
             if args.dry_run:
@@ -67,10 +80,17 @@ class RegisterStep:
             name, version, created = release.register(spec)
             log.info("%s: %s %s:%s", flow.name, "registered" if created else "already registered", name, version)
             update_flow_summary(ctx.state_dir, flow.name, "register",
-                                {"name": name, "version": version, "created": created, "backend": args.backend})
-        if refused:
-            raise CheckFailed(f"not registered because lint found errors: {', '.join(refused)}; fix them (see "
-                              "'llmops-ci lint') or pass --force")
+                                {"name": name, "version": version, "created": created, "backend": args.backend,
+                                 "run": as_dict(entry.get("run")).get("name"), "flow_hash": content,
+                                 "gate": "passed" if gate.get("passed") is True else "forced",
+                                 **({"forced": refusal} if refusal else {})})
+        reasons = ([f"not registered: {', '.join(refused)}: the content differs from what the gate judged (see above)"]
+                   if refused else [])
+        if unlinted:
+            reasons.append(f"not registered because lint found errors: {', '.join(unlinted)}; fix them (see "
+                           "'llmops-ci lint') or pass --force")
+        if reasons:
+            raise CheckFailed("; ".join(reasons))
         return 0
 
 
@@ -84,6 +104,19 @@ def lint_refusal(project: Project, flow: FlowSpec) -> str | None:
     where = f"{first.path}:{first.line}" if first.line else first.path
     return (f"{flow.name}: not registered: lint found {len(errors)} error{'s' if len(errors) != 1 else ''}, the "
             f"first at {where}: {first.message} ({first.rule}); fix it, or pass --force")
+
+
+def unjudged(entry: dict[str, Any], content: str) -> str | None:
+    """Why the flow's content now is not what its gate judged (None: it is). The gate's record of the run it read
+    comes first; an older summary without it falls back to the batch run's."""
+    gate, run = as_dict(entry.get("gate")), as_dict(entry.get("run"))
+    judged = gate.get("flow_hash") or run.get("flow_hash")
+    name = gate.get("run") or run.get("name")
+    if not judged:
+        return "no content hash of the run its gate judged (a state dir from an older llmops-ci)"
+    if judged != content:
+        return f"its content changed since the run the gate judged ({name}: flow_hash {judged}, now {content})"
+    return None
 
 
 STEP = RegisterStep()
