@@ -58,6 +58,11 @@ class RegisterStep:
                 log.warning("%s: not registered: %s (or pass --force)", flow.name,
                             "its gate failed" if gate else "no gate result; run 'llmops-ci gate' first")
                 continue
+            lint_error = None if args.force else lint_refusal(project, flow)
+            if lint_error is not None:
+                log.error("%s", lint_error)
+                unlinted.append(flow.name)
+                continue
             entry = as_dict(as_dict(summary.get("flows")).get(flow.name))
             content = flow_hash(flow, project.info(flow.path))
             refusal = unjudged(entry, content)
@@ -67,11 +72,6 @@ class RegisterStep:
                 if not args.dry_run:
                     update_flow_summary(ctx.state_dir, flow.name, "register", {"refused": refusal})
                 refused.append(flow.name)
-                continue
-            lint_error = None if args.force else lint_refusal(project, flow)
-            if lint_error is not None:
-                log.error("%s", lint_error)
-                unlinted.append(flow.name)
                 continue
             spec = model_spec(project, flow, summary, ctx.environ)
             if args.dry_run:
