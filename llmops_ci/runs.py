@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops_ci import redaction
+from llmops_ci.child_env import ci_credential_refs, ci_token_message
 from llmops_ci.config import ENV_REF, Config, FlowSpec, Origin, connection_ref, connection_value
 from llmops_ci.errors import ConfigError, Problem, UsageError
 from llmops_ci.kinds import FlowInfo
@@ -216,6 +217,9 @@ def _require_env(origin: Origin, sub: tuple[Any, ...], value: Any, environ: Mapp
         return {k: _require_env(origin, (*sub, k), v, environ, problems) for k, v in value.items()}
     if not isinstance(value, str):
         return value
+    refused = ci_credential_refs(value)
+    if refused:  # even when replaying: a flow never gets the CI's own token
+        raise ConfigError([origin.problem(sub, ci_token_message(refused[0]), "ci-token-ref")])
     for name in ENV_REF.findall(value):
         if name not in environ and problems is not None:
             problems.append(origin.problem(sub, f"environment variable {name} is not set; export {name} (or set it "

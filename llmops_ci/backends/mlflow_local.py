@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmops_ci.backends.artifacts import LineResult
 from llmops_ci.backends.local import reap
+from llmops_ci.child_env import child_environment
 from llmops_ci.config import Config, MlflowAgentSpec
 from llmops_ci.errors import CheckFailed, UsageError
 from llmops_ci.kinds.mlflow_agent import MLMODEL_SKIP
@@ -58,8 +59,7 @@ def mlflow_environment(state_dir: Path, environ: Mapping[str, str], extra: Mappi
            "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true",
            "DO_NOT_TRACK": "true", "MLFLOW_MODEL_CATALOG_URI": "", "PYTHONUNBUFFERED": "1",
            "GIT_PYTHON_REFRESH": "quiet"}
-    env.update(extra or {})
-    return env
+    return child_environment(env, extra)  # the agent's code runs here: no CI credential
 
 
 class MlflowChild:

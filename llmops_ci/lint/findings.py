@@ -28,6 +28,8 @@ _RULES = [
     Rule("path-missing", ERROR, "a path in llmops.yaml or run.yml does not exist"),
     Rule("path-outside", ERROR, "a path in llmops.yaml or run.yml that leads out of the project folder"),
     Rule("env-syntax", ERROR, "a malformed ${env:NAME} reference"),
+    Rule("ci-token-ref", ERROR, "${env:NAME} of a CI credential (GITHUB_TOKEN, ACTIONS_*, SYSTEM_ACCESSTOKEN, ...) "
+                                "in llmops.yaml, run.yml or a flow's files: flows never get the CI's own token"),
     Rule("secret-literal", ERROR, "a literal credential in llmops.yaml, run.yml or flow.dag.yaml (never repeated)"),
     # flow interface
     Rule("input-type", ERROR, "a flow input or output type prompt flow does not know"),

@@ -111,6 +111,8 @@ class _Project:
             if doc.path not in self.scanned:
                 self.scanned.add(doc.path)
                 self.findings += secrets.scan(doc)
+                if self.loaded is None or doc.path != self.loaded.config.doc.path:  # llmops.yaml: its loader says
+                    self.findings += secrets.ci_token_refs(doc.path)
 
     def flow_folder(self, path: Path) -> FlowInfo | None:
         path = path.absolute()
@@ -128,6 +130,9 @@ class _Project:
             return None
         self.infos[path] = info
         self.findings += info.findings
+        # a folder flow's files all reach it; a file flow (x.prompty, x.flex.yaml beside others) is that file
+        whole = info.definition.name in ("flow.dag.yaml", "flow.flex.yaml") or not info.definition.is_file()
+        self.findings += secrets.ci_token_refs(info.folder if whole else info.definition)
         return info
 
     def without_config(self, info: FlowInfo) -> None:
