@@ -11,7 +11,6 @@ import logging
 import math
 import re
 import secrets
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from llmops_ci.lint.findings import ERROR
 from llmops_ci.lint.project import DEFAULTS_SHADOW_COLUMNS, LintRequest, lint
 from llmops_ci.llm_cache import CacheSettings
 from llmops_ci.project import Project
+from llmops_ci.safe_copy import copy_tree
 from llmops_ci.schema import as_dict
 from llmops_ci.state import atomic_writer, dumps_line, read_summary, update_flow, write_json_atomic
 from llmops_ci.yamldoc import display_path
@@ -475,7 +475,8 @@ def mark_unchanged(state_dir: Path, flow: str, since: str, reasons_elsewhere: st
                 carried = True
         source = baseline_dir / "runs" / flow
         if source.is_dir():
-            shutil.copytree(source, state_dir / "runs" / flow, dirs_exist_ok=True)
+            # records only llmops-ci writes: a link in them is a plant, never followed
+            copy_tree(source, state_dir / "runs" / flow, dirs_exist_ok=True, root=source, skip_links=True)
     update_flow_summary(state_dir, flow, "unchanged", {"since": since, "carried_over": carried,
                                                        "baseline": str(baseline_dir) if carried else None})
     return carried

@@ -29,6 +29,7 @@ from llmops_ci.kinds.mlflow_agent import MLMODEL_SKIP
 from llmops_ci.llm_cache import CacheSettings, LlmProxy
 from llmops_ci.progress import Progress
 from llmops_ci.runs import RunJob, RunRecord, TestJob, TestRecord
+from llmops_ci.safe_copy import copy_tree
 
 if TYPE_CHECKING:
     from llmops_ci.backends import BackendContext
@@ -123,7 +124,7 @@ def llm_routes(cache: CacheSettings | None, environ: Mapping[str, str]) -> Itera
 def snapshot(spec: MlflowAgentSpec, folder: Path, dest: Path) -> Path:
     """A private copy of the agent's folder (runs must not write into the repository); returns the code file."""
     shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(folder, dest, ignore=shutil.ignore_patterns(*MLMODEL_SKIP, "*.pyc"))
+    copy_tree(folder, dest, ignore=shutil.ignore_patterns(*MLMODEL_SKIP, "*.pyc"))
     try:
         return dest / spec.code.relative_to(folder)
     except ValueError:

@@ -26,6 +26,7 @@ from llmops_ci.lint import secrets
 from llmops_ci.lint.data import DataInfo, read_data
 from llmops_ci.lint.findings import ERROR, WARNING, Finding, finding, from_problem
 from llmops_ci.project import Project
+from llmops_ci.safe_copy import links_out
 from llmops_ci.schema import as_dict, closest, path_problem
 from llmops_ci.yamldoc import YamlDoc, display_path
 
@@ -105,6 +106,7 @@ class _Project:
         self.infos: dict[Path, FlowInfo] = {}
         self.data: dict[Path, DataInfo] = {}
         self.scanned: set[Path] = set()
+        self.linked: set[Path] = set()
 
     def scan_secrets(self, docs: Iterable[YamlDoc]) -> None:
         for doc in docs:
@@ -241,8 +243,12 @@ class _Project:
         self.environment(config, evaluation.environment_variables, origin, ("environment_variables",))
 
     def includes_inside(self, config: Config, info: FlowInfo) -> None:
-        """additional_includes are copied into every run and model: they must not reach out of the project."""
+        """additional_includes, and links in the flow's folder, are copied into every run and model: they must not
+        reach out of the project."""
         root = config.root.resolve()
+        if info.folder not in self.linked:
+            self.linked.add(info.folder)
+            self.findings += [finding(p.rule, p.link, None, None, p.reason) for p in links_out(info.folder, root)]
         for dep in info.dependencies:
             if path_problem(str(dep.path)):
                 continue
