@@ -127,13 +127,14 @@ class AzureDevOps:
         except OSError as exc:
             logger.warning("could not write %s (%s); no summary tab for this step", summary_md, exc)
         else:
-            log.command(out, f"##vso[task.uploadsummary]{summary_md.absolute()}\n")
+            log.command(out, f"##vso[task.uploadsummary]{_prop(summary_md.absolute())}\n")
         passed = "true" if result.passed else "false"
         log.command(out, f"##vso[task.setvariable variable=passed;isOutput=true]{passed}\n")
         summary_json = (pub.state_dir / "summary.json").absolute()
-        log.command(out, f"##vso[task.setvariable variable=summary;isOutput=true]{summary_json}\n")
+        # escaped: a state dir path with a line break must not start a command of its own
+        log.command(out, f"##vso[task.setvariable variable=summary;isOutput=true]{_prop(summary_json)}\n")
         if result.comment_url:
-            log.command(out, f"##vso[task.setvariable variable=commentUrl;isOutput=true]{result.comment_url}\n")
+            log.command(out, f"##vso[task.setvariable variable=commentUrl;isOutput=true]{_prop(result.comment_url)}\n")
         return result
 
     def _comment(self, pub: Publication, environ: Mapping[str, str], http: Http, pr: int, result: Published) -> None:
