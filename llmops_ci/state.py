@@ -8,6 +8,7 @@ every file is written to a uniquely named temp file first and renamed over the o
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import math
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from llmops_ci import redaction
-from llmops_ci.errors import UsageError
+from llmops_ci.errors import LlmopsError, UsageError
 
 SCHEMA = "llmops-ci/summary@1"
 FILE_MODE = 0o644  # results are for every later step and the CI artifact upload, not secret
@@ -89,6 +90,28 @@ def _check_counts(run: dict[str, Any], what: str, where: str, again: str) -> Non
     if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
                                  or not math.isfinite(duration)):
         raise UsageError(f"{where}: 'duration_s' of {what} must be a number of seconds; {again}")
+
+
+class DiskError(LlmopsError):
+    """The machine, not the input: the disk under the state dir is full (exit 3, like an outside service)."""
+
+    return_code = 3
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def disk_error(exc: OSError) -> LlmopsError | None:
+    """A full, read-only or forbidden file system as a message saying what to do; None for other OSErrors."""
+    where = exc.filename or "a file under the state dir"
+    if exc.errno in _FULL:
+        return DiskError(f"cannot write {where}: {exc.strerror or 'no space left on the device'}; free space on "
+                         "that disk (or pass --state-dir on another one) and run the step again")
+    if exc.errno in _UNWRITABLE:
+        return UsageError(f"cannot write {where}: {exc.strerror or 'not writable'}; pass a --state-dir this user "
+                          "may write to (a read-only checkout cannot hold the state dir)")
+    return None
 
 
 def read_json_file(path: Path, what: str, kind: str = "readable JSON") -> Any:

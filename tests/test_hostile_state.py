@@ -169,3 +169,26 @@ def test_a_tampered_baseline_carried_over_is_exit_2(field: str, value: str, cli:
         result = cli(*step)
         assert result.code == 2, (step, result.err)
         assert "summary.json" in result.err and field in result.err and "Traceback" not in result.err
+
+
+@pytest.mark.parametrize(("error", "code", "says"), [
+    (28, 3, "No space left on device"),  # ENOSPC
+    (30, 2, "Read-only file system"),  # EROFS
+    (13, 2, "Permission denied"),  # EACCES
+])
+def test_a_full_or_read_only_disk_is_a_clear_message(error: int, code: int, says: str, cli: Cli,
+                                                     project: Callable[..., Project],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import tempfile
+
+    project()
+
+    def refuse(*args: object, dir: str | None = None, **kwargs: object) -> object:
+        raise OSError(error, os.strerror(error), dir)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    result = cli("lint")
+    assert result.code == code, result.err
+    assert says in result.err and "--state-dir" in result.err
+    assert "a bug" not in result.err and "Traceback" not in result.err

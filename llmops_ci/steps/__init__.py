@@ -22,6 +22,7 @@ from llmops_ci.platforms import Platform
 from llmops_ci.progress import Progress
 from llmops_ci.project import Project, load_project, secret_env_names
 from llmops_ci.runs import RunOptions, mark_unchanged, preflight
+from llmops_ci.state import disk_error
 
 if TYPE_CHECKING:
     from llmops_ci.backends import Release
@@ -214,3 +215,9 @@ def run_step(step: Step, args: argparse.Namespace, ctx: Context) -> int:
     except LlmopsError as exc:
         log.error("%s", exc)
         return exc.return_code
+    except OSError as exc:  # a full or read-only disk is the machine's problem, not a bug in llmops-ci
+        known = disk_error(exc)
+        if known is None:
+            raise
+        log.error("%s", known)
+        return known.return_code
