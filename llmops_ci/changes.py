@@ -189,11 +189,14 @@ def flow_dependencies(project: Project, flow: FlowSpec) -> list[tuple[Path, str]
         env_file = run_data.get("environment_variables")
         if isinstance(env_file, str) and env_file:
             deps.append((_norm(flow.run_file.parent, env_file), "environment_variables file"))
+    # a replayed answer is an input like the data: a re-recorded cassette changes the results
+    deps.append((project.config.cassettes / f"{flow.name}.json", "LLM cassette"))
     for ev in flow.evaluations.values():
         label = f"evaluation {ev.name}"
         deps += _flow_folder_deps(project, ev.path, label)
         if ev.data is not None:
             deps.append((ev.data, f"data of {label}"))
+        deps.append((project.config.cassettes / f"{flow.name}.{ev.name}.json", f"LLM cassette of {label}"))
     return [(_real(path), label) for path, label in deps]
 
 

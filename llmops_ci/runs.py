@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops_ci import redaction
+from llmops_ci.cassette_diff import CacheBase, provenance
 from llmops_ci.child_env import ci_credential_refs, ci_token_message
 from llmops_ci.config import ENV_REF, Config, FlowSpec, Origin, connection_ref, connection_value
 from llmops_ci.errors import ConfigError, Problem, UsageError
@@ -61,13 +62,16 @@ class RunOptions:
     workers: int = 4
     line_timeout: int = 300
     llm_cache: str | None = None  # overrides llmops.yaml's llm_cache.mode
+    cache_base: CacheBase | None = None  # what cassettes are compared with (recorded_in_change, base-only replay)
 
 
-def cache_settings(config: Config, label: str, override: str | None) -> CacheSettings | None:
+def cache_settings(config: Config, label: str, override: str | None,
+                   base: CacheBase | None = None) -> CacheSettings | None:
     mode = override or config.llm_cache.mode
     if mode == "off":
         return None
-    return CacheSettings(mode, config.cassettes / (label.replace("/", ".") + ".json"))
+    cassette = config.cassettes / (label.replace("/", ".") + ".json")
+    return CacheSettings(mode, cassette, provenance(cassette, base) if base is not None else None)
 
 
 @dataclass(frozen=True)
@@ -371,7 +375,7 @@ def batch_job(project: Project, flow: FlowSpec, options: RunOptions, environ: Ma
     config = project.config
     if flow.data is None:
         raise UsageError(f"{flow.origin.doc.display}: flow '{flow.name}' has no 'data:' to run over")
-    cache = cache_settings(config, flow.name, options.llm_cache)
+    cache = cache_settings(config, flow.name, options.llm_cache, options.cache_base)
     info = flow_info(project, flow.path)
     connections = provider_connections(config, used_connections(config, info, flow.connections,
                                                                 flow.environment_variables) | init_connections(
@@ -395,7 +399,7 @@ def eval_jobs(project: Project, flow: FlowSpec, base_run: str, options: RunOptio
         data = evaluation.data or flow.data
         assert data is not None
         label = f"{flow.name}/{evaluation.name}"
-        cache = cache_settings(config, label, options.llm_cache)
+        cache = cache_settings(config, label, options.llm_cache, options.cache_base)
         info = flow_info(project, evaluation.path)
         connections = provider_connections(
             config, used_connections(config, info, evaluation.connections, evaluation.environment_variables)

@@ -121,6 +121,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--llm-cache", choices=MODES, metavar="MODE",
                         help="record/replay LLM calls: off, record, replay or auto (default: llmops.yaml's "
                              "llm_cache.mode, else off)")
+    parser.add_argument("--llm-cache-base-only", action="store_true",
+                        help="replay only cassette entries that exist unchanged on the base branch (--changed-since "
+                             "REF, or the CI's target branch); answers this change recorded or altered are misses")
 
 
 def select_for_run(project: Project, args: argparse.Namespace, ctx: Context) -> list[FlowSpec]:
@@ -144,8 +147,14 @@ def select_for_run(project: Project, args: argparse.Namespace, ctx: Context) -> 
     return [f for f in flows if f.name in selection.selected]
 
 
-def run_options(args: argparse.Namespace) -> RunOptions:
-    return RunOptions(args.workers, args.line_timeout, args.llm_cache)
+def run_options(args: argparse.Namespace, ctx: Context | None = None, project: Project | None = None) -> RunOptions:
+    base = None
+    if ctx is not None and project is not None:
+        from llmops_ci.cassette_diff import resolve_base
+
+        base = resolve_base(args.changed_since, ctx.environ, project.config.root,
+                            base_only=bool(getattr(args, "llm_cache_base_only", False)))
+    return RunOptions(args.workers, args.line_timeout, args.llm_cache, base)
 
 
 def _positive(text: str) -> int:
@@ -179,7 +188,7 @@ class RunStep:
         preflight(project, flows)
         if getattr(args, "dry_run", False):
             return self.dry_run(project, flows, args, ctx)
-        self.action(project, flows, run_options(args), run_context(args.backend, ctx, project, args))
+        self.action(project, flows, run_options(args, ctx, project), run_context(args.backend, ctx, project, args))
         return 0
 
     def dry_run(self, project: Project, flows: list[FlowSpec], args: argparse.Namespace, ctx: Context) -> int:
