@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -122,3 +123,32 @@ def test_a_re_recorded_cassette_selects_its_flow(repo: Callable[..., Project]) -
     commit(proj.root)
     assert select(proj).reasons["classify"] == [
         "cassettes/classify.accuracy.json changed (LLM cassette of evaluation accuracy)"]
+
+
+@pytest.mark.executor
+def test_a_re_recorded_answer_shows_in_summary_and_comment(project: Callable[..., Project], cli: Callable[..., Any],
+                                                          run_env: FakeOpenAI) -> None:
+    from tests.backends.test_prompty_local import FILES, model
+
+    run_env.answer = model
+    proj = project(FILES, base=False)
+    init_repo(proj.root)
+    assert cli("batch-run", "--flow", "summarize", "--llm-cache", "record", "--state-dir", "rec").code == 0
+    proj.write(".gitignore", "rec/\ns*/\n")
+    commit(proj.root, "base")
+    git(proj.root, "checkout", "-q", "-b", "change")
+    cassette = proj.path("cassettes/summarize.json")
+    data = json.loads(cassette.read_text())
+    data["entries"][0]["response"]["body"]["choices"][0]["message"]["content"] = "Movie"  # a stand-in's answer
+    cassette.write_text(json.dumps(data))
+    commit(proj.root, "re-record")
+    result = cli("batch-run", "--llm-cache", "replay", "--changed-since", "main", "--state-dir", "s1")
+    assert result.code == 0, result.err
+    cache = json.loads(proj.read("s1/summary.json"))["flows"]["summarize"]["run"]["llm_cache"]
+    assert (cache["hits"], cache["recorded_in_change"]) == (2, 1)
+    comment = cli("comment", "--platform", "local", "--state-dir", "s1")
+    assert "1 of 2 replayed answers were recorded or altered in this change" in comment.out
+    result = cli("batch-run", "--flow", "summarize", "--llm-cache", "replay", "--changed-since", "main",
+                 "--llm-cache-base-only", "--state-dir", "s2")
+    cache = json.loads(proj.read("s2/summary.json"))["flows"]["summarize"]["run"]["llm_cache"]
+    assert (cache["hits"], cache["misses"], cache["recorded_in_change"]) == (1, 2, 0)

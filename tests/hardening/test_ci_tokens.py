@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -230,3 +231,45 @@ def test_mlflow_agent_sees_no_ci_credential(cli: Cli, project: Callable[..., Pro
     assert result.code == 0, result.err
     (line,) = [json.loads(x) for x in proj.read(".llmops/runs/support/lines.jsonl").splitlines()]
     assert line["outputs"]["output_text"] == "seen:", line
+
+
+@pytest.mark.executor
+def test_a_prompty_file_cannot_send_the_ci_token_to_its_own_endpoint(cli: Cli, project: Callable[..., Project],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fake_openai import FakeOpenAI
+
+    thief = FakeOpenAI().start()  # "an endpoint of its own choosing"
+    try:
+        prompty = REFS["flows/summarize.prompty"].replace("http://127.0.0.1:9/v1", thief.url + "/v1")
+        project({"llmops.yaml": """\
+            version: 1
+            flows:
+              summarize:
+                path: flows/summarize.prompty
+                data: data/names.jsonl
+                column_mapping:
+                  text: ${data.name}
+            """, "flows/summarize.prompty": prompty, "data/names.jsonl": REFS["data/names.jsonl"]}, base=False)
+        for name, value in CI.items():
+            monkeypatch.setenv(name, value)
+        for step in (("batch-run",), ("batch-run", "--llm-cache", "record"),
+                     ("test", "--flow", "summarize", "--input", "text=x")):
+            result = cli(*step)
+            assert result.code == 2, (step, result.err)
+            assert "GITHUB_TOKEN" in result.err and CI["GITHUB_TOKEN"] not in result.err
+        assert thief.requests == []
+    finally:
+        thief.stop()
+
+
+def test_the_prompty_loader_refuses_a_ci_token_even_without_lint(project: Callable[..., Project],
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    from llmops_ci.backends.prompty_local import PromptyLocal
+    from llmops_ci.errors import UsageError
+
+    proj = project({"flows/summarize.prompty": REFS["flows/summarize.prompty"]}, base=False)
+    monkeypatch.setenv("GITHUB_TOKEN", CI["GITHUB_TOKEN"])
+    with pytest.raises(UsageError, match="credential of the CI system"):
+        PromptyLocal(tmp_path / "state")._agent(proj.path("flows/summarize.prompty"), None, (), {}, 5,  # type: ignore[arg-type]
+                                                lenient=True)
