@@ -29,8 +29,12 @@ def set_project_root(root: Path) -> None:
     _root = Path(os.path.realpath(root))
 
 
-def project_root() -> Path | None:
-    return _root
+def project_root(within: Path | None = None) -> Path | None:
+    """The project being worked on; with ``within``, only when ``within`` lies inside it (a folder of another
+    project, e.g. a registered model under a state dir elsewhere, has no project root here)."""
+    if _root is None or within is None:
+        return _root
+    return _root if Path(os.path.realpath(within)).is_relative_to(_root) else None
 
 
 class LinkRefused(UsageError):
@@ -71,6 +75,15 @@ def link_problem(link: Path, root: Path | None = None) -> LinkRefused | None:
     return None
 
 
+def require_inside(path: Path, what: str, flow: Path) -> None:
+    """``path`` (an include, a requirements file: named by ``flow``, copied into its snapshot) must resolve inside
+    the flow's project; exit 2 otherwise (lint reports it as path-outside first)."""
+    root = project_root(flow)
+    if root is not None and not Path(os.path.realpath(path)).is_relative_to(root):
+        raise LinkRefused(path, f"{what} leads to {os.path.realpath(path)}, outside the project folder {root}; "
+                                "move what the flow needs inside the project")
+
+
 def copy_tree(src: Path, dest: Path, *, ignore: Ignore | None = None, dirs_exist_ok: bool = False,
               root: Path | None = None, skip_links: bool = False) -> None:
     """``shutil.copytree`` without following a link out of ``root`` (default: the project) or around a loop.
@@ -80,14 +93,14 @@ def copy_tree(src: Path, dest: Path, *, ignore: Ignore | None = None, dirs_exist
     """
     if not dirs_exist_ok and dest.exists():
         raise FileExistsError(dest)
-    _copy_dir(Path(src), Path(dest), ignore, root or _root or Path(os.path.realpath(src)), skip_links,
+    _copy_dir(Path(src), Path(dest), ignore, root or project_root(src) or Path(os.path.realpath(src)), skip_links,
               {os.path.realpath(src)})
 
 
 def copy_file(src: Path, dest: Path, *, root: Path | None = None) -> None:
     """One file (``src`` may be a link into the project); special files are refused."""
     if src.is_symlink():
-        problem = link_problem(src, root or _root or Path(os.path.realpath(src.parent)))
+        problem = link_problem(src, root or project_root(src.parent) or Path(os.path.realpath(src.parent)))
         if problem is not None:
             raise problem
     if not src.is_file():

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from llmops_ci.kinds import Dependency
-from llmops_ci.safe_copy import copy_file, copy_tree
+from llmops_ci.safe_copy import copy_file, copy_tree, require_inside
 from llmops_ci.schema import as_dict, as_list
 from llmops_ci.yamldoc import YamlDoc
 
@@ -65,6 +65,7 @@ def copy_flow(flow: Path, dest: Path, overrides: dict[str, dict[str, Any]] | Non
     dag = as_dict(yaml.safe_load(dag_path.read_text(encoding="utf-8")))
     includes = as_list(dag.pop("additional_includes", None))
     for inc in includes:
+        require_inside(flow / inc, "additional include", flow)
         src = (flow / inc).resolve()
         target = dest / src.name
         if src.is_dir():

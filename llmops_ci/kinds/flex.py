@@ -22,7 +22,7 @@ from llmops_ci.kinds import ConnectionUse, Dependency, FlowInfo, FlowInput, Snap
 from llmops_ci.kinds.prompty import PromptyChecker, prompty_files
 from llmops_ci.kinds.pyentry import Entry, EntryError, EntryParam, Signature, read_entry
 from llmops_ci.lint.findings import ERROR, Rule, finding, from_problem
-from llmops_ci.safe_copy import copy_file, copy_tree
+from llmops_ci.safe_copy import copy_file, copy_tree, require_inside
 from llmops_ci.schema import (
     BOOL,
     STR,
@@ -144,6 +144,7 @@ class FlexFlowKind:
         for inc in as_list(data.pop("additional_includes", None)):
             changed = True
             src = Path(os.path.normpath(info.folder / str(inc)))
+            require_inside(src, "additional include", info.folder)
             if src.is_dir():
                 copy_tree(src, dest / src.name, ignore=ignore, dirs_exist_ok=True)
             elif src.is_file():
@@ -152,6 +153,7 @@ class FlexFlowKind:
         req = env.get("python_requirements_txt")
         if isinstance(req, str) and not (dest / req).is_file():
             src = Path(os.path.normpath(info.folder / req))
+            require_inside(src, "python_requirements_txt", info.folder)
             if src.is_file():
                 copy_file(src, dest / src.name)
                 env["python_requirements_txt"] = src.name

@@ -4,6 +4,7 @@ lint names such a link where it is, and a loop is a located error."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -117,3 +118,14 @@ def test_baseline_carry_over_never_follows_a_planted_link(tmp_path: Path, outsid
     assert mark_unchanged(state, "classify", "main", None, baseline)
     assert (state / "runs" / "classify" / "lines.jsonl").is_file()
     assert not (state / "runs" / "classify" / "env.txt").exists()
+
+
+def test_an_include_out_of_the_project_is_never_copied(project: Callable[..., Project], outside: Path,
+                                                       tmp_path: Path) -> None:
+    proj = project()
+    set_project_root(proj.root)
+    rel = os.path.relpath(outside, proj.path("flows/classify"))
+    proj.replace("flows/classify/flow.dag.yaml", "inputs:\n", f"additional_includes:\n- {rel}\ninputs:\n")
+    with pytest.raises(UsageError, match="outside the project"):
+        snapshot_of(proj.path("flows/classify"), tmp_path / "snap")
+    assert not any(SECRET in p.read_text(errors="replace") for p in (tmp_path / "snap").rglob("*") if p.is_file())
