@@ -187,6 +187,8 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
         evaluation = job.label.split("/", 1)[1]
         entry = {"run": record.name, "status": summary["status"], "metrics": record.metrics,
                  "lines_total": summary["lines_total"], "lines_failed": summary["lines_failed"]}
+        if summary.get("llm_cache"):  # a judge's replayed answers are what its scores rest on
+            entry["llm_cache"] = summary["llm_cache"]
         update_flow_summary(rc.state_dir, flow.name, "evaluations", {evaluation: entry})
         _report(record, summary, None)
         if record.metrics:

@@ -61,6 +61,7 @@ def check_summary(data: Any, where: str) -> dict[str, Any]:
             if not isinstance(evaluation, dict) or not isinstance(evaluation.get("metrics") or {}, dict):
                 raise UsageError(f"{where}: evaluation '{ename}' of flow '{name}' must be an object with "
                                  f"'metrics'; {again}")
+            _check_counts(evaluation, f"evaluation '{ename}' of flow '{name}'", where, again)
     lint = data.get("lint", {})
     if not isinstance(lint, dict) or not isinstance(lint.get("findings", []), list):
         raise UsageError(f"{where}: 'lint' must be an object with a list of 'findings'; {again}")

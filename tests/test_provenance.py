@@ -133,7 +133,8 @@ def test_a_re_recorded_answer_shows_in_summary_and_comment(project: Callable[...
     run_env.answer = model
     proj = project(FILES, base=False)
     init_repo(proj.root)
-    assert cli("batch-run", "--flow", "summarize", "--llm-cache", "record", "--state-dir", "rec").code == 0
+    for step in ("batch-run", "eval-run"):
+        assert cli(step, "--flow", "summarize", "--llm-cache", "record", "--state-dir", "rec").code == 0
     proj.write(".gitignore", "rec/\ns*/\n")
     commit(proj.root, "base")
     git(proj.root, "checkout", "-q", "-b", "change")
@@ -141,13 +142,23 @@ def test_a_re_recorded_answer_shows_in_summary_and_comment(project: Callable[...
     data = json.loads(cassette.read_text())
     data["entries"][0]["response"]["body"]["choices"][0]["message"]["content"] = "Movie"  # a stand-in's answer
     cassette.write_text(json.dumps(data))
+    judge = proj.path("cassettes/summarize.judge.json")
+    data = json.loads(judge.read_text())
+    for entry in data["entries"]:  # every judge answer re-written by hand
+        entry["response"]["body"]["choices"][0]["message"]["content"] = '{"score": 1, "reason": "trust me"}'
+    judge.write_text(json.dumps(data))
     commit(proj.root, "re-record")
-    result = cli("batch-run", "--llm-cache", "replay", "--changed-since", "main", "--state-dir", "s1")
-    assert result.code == 0, result.err
-    cache = json.loads(proj.read("s1/summary.json"))["flows"]["summarize"]["run"]["llm_cache"]
+    for step in ("batch-run", "eval-run"):
+        result = cli(step, "--llm-cache", "replay", "--changed-since", "main", "--state-dir", "s1")
+        assert result.code == 0, result.err
+    flow = json.loads(proj.read("s1/summary.json"))["flows"]["summarize"]
+    cache = flow["run"]["llm_cache"]
     assert (cache["hits"], cache["recorded_in_change"]) == (2, 1)
+    judged = flow["evaluations"]["judge"]["llm_cache"]
+    assert judged["hits"] > 0 and judged["recorded_in_change"] == judged["hits"]
     comment = cli("comment", "--platform", "local", "--state-dir", "s1")
     assert "1 of 2 replayed answers were recorded or altered in this change" in comment.out
+    assert "summarize/judge" in comment.out
     result = cli("batch-run", "--flow", "summarize", "--llm-cache", "replay", "--changed-since", "main",
                  "--llm-cache-base-only", "--state-dir", "s2")
     cache = json.loads(proj.read("s2/summary.json"))["flows"]["summarize"]["run"]["llm_cache"]
