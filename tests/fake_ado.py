@@ -10,7 +10,9 @@
   carry as ``author.id``. The resource is preview-only, as on the service (an api-version without ``-preview`` is
   400 ``VssInvalidPreviewVersionException``); the answer has the ``ConnectionData`` fields of the Location area
   (``authenticatedUser``, ``authorizedUser``, ``instanceId``, ``deploymentId``, ``deploymentType``,
-  ``locationServiceData``), as ``LocationClient.get_connection_data`` of the azure-devops SDK reads them.
+  ``locationServiceData``). Source: the azure-devops Python SDK, ``azure/devops/v7_1/location/location_client.py``,
+  ``LocationClient.get_connection_data`` ("[Preview API]", resource 00d9565f-ed9c-4a06-9a50-00e7896ccab4, version
+  ``7.1-preview.1``, deserialised as ``ConnectionData`` whose ``authenticatedUser`` is an ``Identity``).
 
 Like the real service it requires ``Authorization: Bearer <token>`` (a PAT as Basic ``:token`` also works), an
 ``api-version`` (query or ``Accept`` header; 7.1 / 7.1-preview[.1]), answers errors in the VSS envelope
