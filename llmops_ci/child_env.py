@@ -11,6 +11,7 @@ prompty 2.x loader (in-process, see ``scrubbed_os_environ``), the MLflow runner,
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -26,6 +27,8 @@ CI_CREDENTIALS = frozenset({
 # Azure Pipelines service connections as tasks see them (ENDPOINT_AUTH_<id>, ENDPOINT_AUTH_PARAMETER_...),
 # secure files (SECUREFILE_TICKET_...)
 CI_PREFIXES = ("ACTIONS_", "ENDPOINT_AUTH", "SECUREFILE_")
+log = logging.getLogger("llmops_ci.child_env")
+_warned: set[str] = set()
 _MIN_VALUE = 8  # a shorter value ("true", a port) would drop unrelated variables that happen to contain it
 ENV_NAME = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -74,3 +77,18 @@ def scrubbed_os_environ(overlay: Mapping[str, str]) -> Iterator[None]:
         for k in [k for k in os.environ if k not in saved]:
             del os.environ[k]
         os.environ.update(saved)
+
+
+def warn_if_held(environ: Mapping[str, str]) -> None:
+    """On a CI runner, say once when the step that runs flow code holds a CI credential itself: children never get
+    it from us, but flow code can read it from ``/proc/<ppid>/environ`` of this process and of the step's shell."""
+    if environ.get("GITHUB_ACTIONS") != "true" and environ.get("TF_BUILD", "").lower() != "true":
+        return
+    held = sorted(k for k, v in environ.items()
+                  if v and is_ci_credential(k) and (k.upper() in CI_CREDENTIALS or "TOKEN" in k.upper()))
+    if held and not set(held) <= _warned:
+        _warned.update(held)
+        log.warning("%s is in the environment of a step that runs flow code: llmops-ci never passes it to a flow, "
+                    "but flow code can read it from this process's /proc entry; run flows in a step without it and "
+                    "publish (comment, summary, outputs) in a separate step, as the action and the Azure Pipelines "
+                    "template do (docs/security.md)", ", ".join(held))

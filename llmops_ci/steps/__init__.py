@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from llmops_ci import redaction
 from llmops_ci.backends import BackendContext
+from llmops_ci.child_env import warn_if_held
 from llmops_ci.config import DEFAULT_CONFIG, FlowSpec
 from llmops_ci.errors import ConfigError, LlmopsError, UsageError
 from llmops_ci.execute import RunContext
@@ -188,6 +189,7 @@ class RunStep:
         preflight(project, flows)
         if getattr(args, "dry_run", False):
             return self.dry_run(project, flows, args, ctx)
+        warn_if_held(ctx.environ)
         self.action(project, flows, run_options(args, ctx, project), run_context(args.backend, ctx, project, args))
         return 0
 

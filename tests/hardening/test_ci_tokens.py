@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from llmops_ci.child_env import child_environment, scrubbed_os_environ
+from llmops_ci.child_env import child_environment, scrubbed_os_environ, warn_if_held
 from tests.helpers.projects import CliResult, Project
 
 Cli = Callable[..., CliResult]
@@ -273,3 +273,18 @@ def test_the_prompty_loader_refuses_a_ci_token_even_without_lint(project: Callab
     with pytest.raises(UsageError, match="credential of the CI system"):
         PromptyLocal(tmp_path / "state")._agent(proj.path("flows/summarize.prompty"), None, (), {}, 5,  # type: ignore[arg-type]
                                                 lenient=True)
+
+
+def test_a_step_that_runs_flows_with_the_token_is_warned(caplog: pytest.LogCaptureFixture,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    monkeypatch.setattr("llmops_ci.child_env._warned", set())
+    logging.getLogger("llmops_ci").propagate = True
+    with caplog.at_level(logging.WARNING, logger="llmops_ci"):
+        warn_if_held({"GITHUB_TOKEN": CI["GITHUB_TOKEN"], "ACTIONS_STEP_DEBUG": "true"})  # a laptop: quiet
+        assert caplog.text == ""
+        warn_if_held({"GITHUB_ACTIONS": "true", "GITHUB_TOKEN": CI["GITHUB_TOKEN"], "ACTIONS_STEP_DEBUG": "true",
+                      "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "x" * 20})
+    assert "ACTIONS_ID_TOKEN_REQUEST_TOKEN, GITHUB_TOKEN is in the environment" in caplog.text
+    assert "ACTIONS_STEP_DEBUG" not in caplog.text and CI["GITHUB_TOKEN"] not in caplog.text
