@@ -57,6 +57,9 @@ def check_summary(data: Any, where: str) -> dict[str, Any]:
             if section in entry and entry[section] is not None and not isinstance(entry[section], dict):
                 raise UsageError(f"{where}: '{section}' of flow '{name}' must be an object; {again}")
         _check_counts(as_dict_or_empty(entry.get("run")), f"flow '{name}' run", where, again)
+        checks = as_dict_or_empty(entry.get("gate")).get("checks")
+        if checks is not None and (not isinstance(checks, list) or not all(isinstance(c, dict) for c in checks)):
+            raise UsageError(f"{where}: 'gate.checks' of flow '{name}' must be a list of objects; {again}")
         for ename, evaluation in (entry.get("evaluations") or {}).items():
             if not isinstance(evaluation, dict) or not isinstance(evaluation.get("metrics") or {}, dict):
                 raise UsageError(f"{where}: evaluation '{ename}' of flow '{name}' must be an object with "

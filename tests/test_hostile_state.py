@@ -192,3 +192,14 @@ def test_a_full_or_read_only_disk_is_a_clear_message(error: int, code: int, says
     assert result.code == code, result.err
     assert says in result.err and "--state-dir" in result.err
     assert "a bug" not in result.err and "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("checks", ["[1e999]", '["x"]', "[null]", '"all passed"'])
+def test_tampered_gate_checks_are_exit_2(checks: str, cli: Cli, gate_project: Callable[[str], Project]) -> None:
+    proj = gate_project("      judge.accuracy: {max_drop: 0.05}\n")
+    state = write_state(proj.path(".llmops"), {i: 1.0 for i in range(12)})
+    data = json.loads((state / "summary.json").read_text())
+    data["flows"]["qa"]["gate"] = {"passed": True, "checks": "@@"}
+    (state / "summary.json").write_text(json.dumps(data).replace('"@@"', checks))
+    result = cli("comment", "--platform", "local")
+    assert result.code == 2 and "gate.checks" in result.err and "Traceback" not in result.err
