@@ -190,6 +190,8 @@ def flow_dependencies(project: Project, flow: FlowSpec) -> list[tuple[Path, str]
         env_file = run_data.get("environment_variables")
         if isinstance(env_file, str) and env_file:
             deps.append((_norm(flow.run_file.parent, env_file), "environment_variables file"))
+    # a replayed answer is an input like the data: a re-recorded cassette changes the results
+    deps.append((project.config.cassettes / f"{flow.name}.json", "LLM cassette"))
     for ev in flow.evaluations.values():
         label = f"evaluation {ev.name}"
         if ev.ref:  # an evaluator:/scorer: depends on its module when the project holds it (a library's is pinned)
@@ -198,6 +200,7 @@ def flow_dependencies(project: Project, flow: FlowSpec) -> list[tuple[Path, str]
             deps += _flow_folder_deps(project, ev.path, label)
         if ev.data is not None:
             deps.append((ev.data, f"data of {label}"))
+        deps.append((project.config.cassettes / f"{flow.name}.{ev.name}.json", f"LLM cassette of {label}"))
     other = project.config.flows.get(flow.parity.of) if flow.parity is not None else None
     if other is not None:  # parity compares with the other flow's answers: its change changes the verdict
         deps += _flow_folder_deps(project, other.path, f"parity flow {other.name}")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmops_ci.child_env import ci_credential_refs, ci_token_message
 from llmops_ci.errors import ConfigError, Problem, UsageError
 from llmops_ci.schema import (
     BOOL,
@@ -376,6 +377,8 @@ def env_problems(doc: YamlDoc, environ: Mapping[str, str] | None) -> list[Proble
             if _ENV_START.search(stripped):
                 out.append(doc.problem(path, "malformed environment reference; write ${env:NAME} with NAME made "
                                        "of letters, digits and '_'", "env-syntax"))
+            for name in ci_credential_refs(value):
+                out.append(doc.problem(path, ci_token_message(name), "ci-token-ref"))
             if environ is not None:
                 for name in ENV_REF.findall(value):
                     if name not in environ:

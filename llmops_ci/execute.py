@@ -248,6 +248,8 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
                  **{k: summary[k] for k in ("base_run", "flow_hash", "data_hash", "started", "finished")}}
         if summary.get("error"):
             entry["error"] = summary["error"]
+        if summary.get("llm_cache"):  # a judge's replayed answers are what its scores rest on
+            entry["llm_cache"] = summary["llm_cache"]
         update_flow_summary(rc.state_dir, flow.name, "evaluations", {ename: entry})
         rows = project.data(job.data).rows
         if record.lines_total < rows:

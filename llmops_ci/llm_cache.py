@@ -40,9 +40,20 @@ MAX_CASSETTE_BYTES = 500_000_000
 
 
 @dataclass(frozen=True)
+class CassetteProvenance:
+    """The cassette's entries against the base branch's (built by cassette_diff)."""
+
+    base: str                # the base commit
+    changed: frozenset[str]  # keys added or altered since the base
+    same: frozenset[str]     # keys as they are on the base
+    base_only: bool = False  # replay only ``same``; the rest are misses
+
+
+@dataclass(frozen=True)
 class CacheSettings:
     mode: str
     cassette: Path
+    provenance: CassetteProvenance | None = None
 
 
 @dataclass
@@ -52,10 +63,14 @@ class CacheStats:
     misses: int = 0
     recorded: int = 0
     tokens_saved: int = 0
+    recorded_in_change: int | None = None  # None: no base to compare with, so not known (never a false 0)
 
     def to_json(self) -> dict[str, Any]:
-        return {"mode": self.mode, "hits": self.hits, "misses": self.misses, "recorded": self.recorded,
-                "tokens_saved": self.tokens_saved}
+        out = {"mode": self.mode, "hits": self.hits, "misses": self.misses, "recorded": self.recorded,
+               "tokens_saved": self.tokens_saved}
+        if self.recorded_in_change is not None:
+            out["recorded_in_change"] = self.recorded_in_change
+        return out
 
 
 def request_key(upstream: str, path: str, body: Any) -> str:
@@ -233,7 +248,7 @@ class LlmRun:
         self.call_timeout = call_timeout
         # off: pass-through, only counting tokens; nothing is read or written
         self.cassette = Cassette.load(settings.cassette) if settings.mode != "off" else Cassette(settings.cassette)
-        self.stats = CacheStats(settings.mode)
+        self.stats = CacheStats(settings.mode, recorded_in_change=0 if settings.provenance is not None else None)
         self.usage: dict[int | None, LineUsage] = {}
         self.failures: dict[int | None, str] = {}  # line -> how its call to the endpoint failed, as seen here
         self.lock = threading.Lock()
@@ -384,9 +399,14 @@ class ProxyServer:
         mode = run.settings.mode
         with run.lock:
             entry = run.cassette.entries.get(key) if mode in ("replay", "auto") else None
+            prov = run.settings.provenance
+            if entry is not None and prov is not None and prov.base_only and key not in prov.same:
+                entry = None  # recorded (or altered) by this change: not an answer the base branch vouches for
             if entry is not None:
                 run.stats.hits += 1
                 run.stats.tokens_saved += _usage_total(entry["response"])
+                if prov is not None and key in prov.changed:
+                    run.stats.recorded_in_change = (run.stats.recorded_in_change or 0) + 1
             elif mode != "off":
                 run.stats.misses += 1
         if entry is not None:

@@ -8,7 +8,7 @@ import sys
 from typing import Any, TextIO
 
 from llmops_ci import redaction
-from llmops_ci.safe_text import log_safe
+from llmops_ci.safe_text import log_safe, neutral
 
 LOGGER = "llmops_ci"
 
@@ -16,13 +16,13 @@ LOGGER = "llmops_ci"
 def escape_github(text: str) -> str:
     """Workflow-command data escaping (so a message cannot end the command or start another, on GitHub or on an
     Azure agent that reads the same log)."""
-    return (text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return (neutral(text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
             .replace("##vso[", "#\u200b#vso[").replace("##[", "#\u200b#["))
 
 
 def escape_azure(text: str) -> str:
     """Logging-command escaping for Azure Pipelines, and no line may start a new ##vso command."""
-    return (text.replace("%", "%AZP25").replace("\r", "%0D").replace("\n", "%0A")
+    return (neutral(text.replace("%", "%AZP25").replace("\r", "%0D").replace("\n", "%0A"))
             .replace("]", "%5D").replace(";", "%3B").replace("##vso[", "##vso%5B"))
 
 

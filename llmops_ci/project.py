@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmops_ci import redaction
+from llmops_ci import redaction, safe_copy
 from llmops_ci.config import DEFAULT_CONFIG, ENV_REF, Config, read_config
 from llmops_ci.errors import ConfigError, UsageError
 from llmops_ci.kinds import FlowInfo, FlowKind, kind_for
@@ -22,6 +22,9 @@ class Project:
     config: Config
     _infos: dict[Path, FlowInfo | None] = field(default_factory=dict, repr=False)
     _data: dict[Path, DataInfo] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        safe_copy.set_project_root(self.config.root)  # links in what is copied may lead anywhere inside it
 
     def kind(self, path: Path) -> FlowKind | None:
         return kind_for(path)

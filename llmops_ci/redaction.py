@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from llmops_ci.child_env import is_ci_credential
+
 MASK = "***"
 MIN_LENGTH = 6  # shorter values ("true", a port) would redact ordinary text
 # Tokens the CI system hands a job: never for flow code, never in an output.
@@ -73,7 +75,7 @@ NOT_SECRETS = ("PWD", "OLDPWD")
 def is_secret_name(name: str) -> bool:
     if name.upper() in NOT_SECRETS:
         return False
-    return name.upper() in CI_TOKENS or bool(_SECRET_NAME.search(name))
+    return name.upper() in CI_TOKENS or is_ci_credential(name) or bool(_SECRET_NAME.search(name))
 
 
 def from_environment(environ: Mapping[str, str], secret_names: Iterable[str] = ()) -> None:

@@ -242,7 +242,20 @@ def _cache(flows: dict[str, Any], st: Style = MARKDOWN) -> str:
         return ""
     hits, misses = sum(int(s.get("hits", 0)) for s in stats), sum(int(s.get("misses", 0)) for s in stats)
     saved = sum(int(s.get("tokens_saved", 0)) for s in stats)
-    return f"LLM cache: {hits} hits, {misses} misses, {saved} tokens saved."
+    out = f"LLM cache: {hits} hits, {misses} misses, {saved} tokens saved."
+    # what the verdict rests on: answers this change recorded itself are not the base branch's
+    for name, flow in sorted(flows.items()):
+        runs = [(name, as_dict(as_dict(flow).get("run")))]
+        evaluations = as_dict(as_dict(flow).get("evaluations"))
+        runs += [(f"{name}/{ev}", as_dict(entry)) for ev, entry in sorted(evaluations.items())]
+        for label, run in runs:
+            cache = as_dict(run.get("llm_cache"))
+            changed = cache.get("recorded_in_change")
+            if isinstance(changed, int) and changed > 0:
+                out += (f"\n\n⚠️ {st.code(label)}: {changed} of {int(cache.get('hits', 0))} replayed answers were "
+                        "recorded or altered in this change, not on the base branch: its results rest on answers this "
+                        "change wrote (--llm-cache-base-only replays only the base's).")
+    return out
 
 
 def _release(flows: dict[str, Any], st: Style = MARKDOWN) -> str:

@@ -11,7 +11,6 @@ import logging
 import math
 import re
 import secrets
-import shutil
 import textwrap
 import time
 from collections.abc import Mapping
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from llmops_ci import redaction
+from llmops_ci.cassette_diff import CacheBase, provenance
+from llmops_ci.child_env import ci_credential_refs, ci_token_message
 from llmops_ci.config import ENV_REF, Config, FlowSpec, Origin, connection_ref, connection_value
 from llmops_ci.errors import ConfigError, Problem, UsageError
 from llmops_ci.evaluators import evaluation_info
@@ -30,6 +31,7 @@ from llmops_ci.lint.project import DEFAULTS_SHADOW_COLUMNS, LintRequest, lint
 from llmops_ci.llm_cache import CacheSettings
 from llmops_ci.project import Project
 from llmops_ci.provenance import now
+from llmops_ci.safe_copy import copy_tree
 from llmops_ci.schema import as_dict
 from llmops_ci.state import atomic_writer, dumps_line, read_summary, update_flow, write_json_atomic
 from llmops_ci.yamldoc import display_path
@@ -63,13 +65,16 @@ class RunOptions:
     workers: int = 4
     line_timeout: int = 300
     llm_cache: str | None = None  # overrides llmops.yaml's llm_cache.mode
+    cache_base: CacheBase | None = None  # what cassettes are compared with (recorded_in_change, base-only replay)
 
 
-def cache_settings(config: Config, label: str, override: str | None) -> CacheSettings | None:
+def cache_settings(config: Config, label: str, override: str | None,
+                   base: CacheBase | None = None) -> CacheSettings | None:
     mode = override or config.llm_cache.mode
     if mode == "off":
         return None
-    return CacheSettings(mode, config.cassettes / (label.replace("/", ".") + ".json"))
+    cassette = config.cassettes / (label.replace("/", ".") + ".json")
+    return CacheSettings(mode, cassette, provenance(cassette, base) if base is not None else None)
 
 
 @dataclass(frozen=True)
@@ -222,6 +227,9 @@ def _require_env(origin: Origin, sub: tuple[Any, ...], value: Any, environ: Mapp
         return {k: _require_env(origin, (*sub, k), v, environ, problems) for k, v in value.items()}
     if not isinstance(value, str):
         return value
+    refused = ci_credential_refs(value)
+    if refused:  # even when replaying: a flow never gets the CI's own token
+        raise ConfigError([origin.problem(sub, ci_token_message(refused[0]), "ci-token-ref")])
     for name in ENV_REF.findall(value):
         if name not in environ and problems is not None:
             problems.append(origin.problem(sub, f"environment variable {name} is not set; export {name} (or set it "
@@ -373,7 +381,7 @@ def batch_job(project: Project, flow: FlowSpec, options: RunOptions, environ: Ma
     config = project.config
     if flow.data is None:
         raise UsageError(f"{flow.origin.doc.display}: flow '{flow.name}' has no 'data:' to run over")
-    cache = cache_settings(config, flow.name, options.llm_cache)
+    cache = cache_settings(config, flow.name, options.llm_cache, options.cache_base)
     info = flow_info(project, flow.path)
     connections = provider_connections(config, used_connections(config, info, flow.connections,
                                                                 flow.environment_variables) | init_connections(
@@ -397,7 +405,7 @@ def eval_jobs(project: Project, flow: FlowSpec, base_run: str, options: RunOptio
         data = evaluation.data or flow.data
         assert data is not None
         label = f"{flow.name}/{evaluation.name}"
-        cache = cache_settings(config, label, options.llm_cache)
+        cache = cache_settings(config, label, options.llm_cache, options.cache_base)
         info = evaluation_info(evaluation, config.root) if evaluation.ref else flow_info(project, evaluation.path)
         connections = provider_connections(
             config, used_connections(config, info, evaluation.connections, evaluation.environment_variables)
@@ -495,7 +503,8 @@ def mark_unchanged(state_dir: Path, flow: str, since: str, reasons_elsewhere: st
                 carried = True
         source = baseline_dir / "runs" / flow
         if source.is_dir():
-            shutil.copytree(source, state_dir / "runs" / flow, dirs_exist_ok=True)
+            # records only llmops-ci writes: a link in them is a plant, never followed
+            copy_tree(source, state_dir / "runs" / flow, dirs_exist_ok=True, root=source, skip_links=True)
     update_flow_summary(state_dir, flow, "unchanged", {"since": since, "carried_over": carried,
                                                        "baseline": str(baseline_dir) if carried else None})
     return carried

@@ -8,6 +8,7 @@ every file is written to a uniquely named temp file first and renamed over the o
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import math
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from llmops_ci import redaction
-from llmops_ci.errors import UsageError
+from llmops_ci.errors import LlmopsError, UsageError
 
 SCHEMA = "llmops-ci/summary@1"
 FILE_MODE = 0o644  # results are for every later step and the CI artifact upload, not secret
@@ -55,14 +56,66 @@ def check_summary(data: Any, where: str) -> dict[str, Any]:
         for section in ("run", "evaluations", "gate", "register", "deploy", "unchanged"):
             if section in entry and entry[section] is not None and not isinstance(entry[section], dict):
                 raise UsageError(f"{where}: '{section}' of flow '{name}' must be an object; {again}")
+        _check_counts(as_dict_or_empty(entry.get("run")), f"flow '{name}' run", where, again)
+        checks = as_dict_or_empty(entry.get("gate")).get("checks")
+        if checks is not None and (not isinstance(checks, list) or not all(isinstance(c, dict) for c in checks)):
+            raise UsageError(f"{where}: 'gate.checks' of flow '{name}' must be a list of objects; {again}")
         for ename, evaluation in (entry.get("evaluations") or {}).items():
             if not isinstance(evaluation, dict) or not isinstance(evaluation.get("metrics") or {}, dict):
                 raise UsageError(f"{where}: evaluation '{ename}' of flow '{name}' must be an object with "
                                  f"'metrics'; {again}")
+            _check_counts(evaluation, f"evaluation '{ename}' of flow '{name}'", where, again)
     lint = data.get("lint", {})
     if not isinstance(lint, dict) or not isinstance(lint.get("findings", []), list):
         raise UsageError(f"{where}: 'lint' must be an object with a list of 'findings'; {again}")
     return data
+
+
+_COUNTS = ("lines_total", "lines_failed", "repeats")
+_CACHE_COUNTS = ("hits", "misses", "recorded", "recorded_in_change", "tokens_saved")
+
+
+def as_dict_or_empty(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _check_counts(run: dict[str, Any], what: str, where: str, again: str) -> None:
+    """Counts every step does arithmetic with: whole numbers, not 1e999, text or lists (a tampered baseline)."""
+    cache = run.get("llm_cache")
+    if cache is not None and not isinstance(cache, dict):
+        raise UsageError(f"{where}: 'llm_cache' of {what} must be an object; {again}")
+    fields = [(k, run.get(k)) for k in _COUNTS if run.get(k) is not None]
+    fields += [(f"llm_cache.{k}", v) for k, v in as_dict_or_empty(cache).items() if k in _CACHE_COUNTS]
+    for key, value in fields:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+            raise UsageError(f"{where}: '{key}' of {what} must be a whole number of at least 0, not "
+                             f"{json.dumps(value, default=str)[:40]}; {again}")
+    duration = run.get("duration_s")
+    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
+                                 or not math.isfinite(duration)):
+        raise UsageError(f"{where}: 'duration_s' of {what} must be a number of seconds; {again}")
+
+
+class DiskError(LlmopsError):
+    """The machine, not the input: the disk under the state dir is full (exit 3, like an outside service)."""
+
+    return_code = 3
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def disk_error(exc: OSError) -> LlmopsError | None:
+    """A full, read-only or forbidden file system as a message saying what to do; None for other OSErrors."""
+    where = exc.filename or "a file under the state dir"
+    if exc.errno in _FULL:
+        return DiskError(f"cannot write {where}: {exc.strerror or 'no space left on the device'}; free space on "
+                         "that disk (or pass --state-dir on another one) and run the step again")
+    if exc.errno in _UNWRITABLE:
+        return UsageError(f"cannot write {where}: {exc.strerror or 'not writable'}; pass a --state-dir this user "
+                          "may write to (a read-only checkout cannot hold the state dir)")
+    return None
 
 
 def read_json_file(path: Path, what: str, kind: str = "readable JSON") -> Any:

@@ -6,6 +6,13 @@
 - ``GET threads``, ``GET threads/{id}``, ``GET threads/{id}/comments[/{commentId}]``
 - ``POST threads`` (create), ``POST threads/{id}/comments`` (reply)
 - ``PATCH threads/{id}`` (status/properties), ``PATCH threads/{id}/comments/{commentId}`` (content)
+- ``GET /{organization}/_apis/connectionData`` (who the token is): ``authenticatedUser.id`` is the id thread comments
+  carry as ``author.id``. The resource is preview-only, as on the service (an api-version without ``-preview`` is
+  400 ``VssInvalidPreviewVersionException``); the answer has the ``ConnectionData`` fields of the Location area
+  (``authenticatedUser``, ``authorizedUser``, ``instanceId``, ``deploymentId``, ``deploymentType``,
+  ``locationServiceData``). Source: the azure-devops Python SDK, ``azure/devops/v7_1/location/location_client.py``,
+  ``LocationClient.get_connection_data`` ("[Preview API]", resource 00d9565f-ed9c-4a06-9a50-00e7896ccab4, version
+  ``7.1-preview.1``, deserialised as ``ConnectionData`` whose ``authenticatedUser`` is an ``Identity``).
 
 Like the real service it requires ``Authorization: Bearer <token>`` (a PAT as Basic ``:token`` also works), an
 ``api-version`` (query or ``Accept`` header; 7.1 / 7.1-preview[.1]), answers errors in the VSS envelope
@@ -35,6 +42,7 @@ THREAD_STATUSES = ("unknown", "active", "fixed", "wontFix", "closed", "byDesign"
 COMMENT_TYPES = ("unknown", "text", "codeChange", "system")
 SUPPORTS_MARKDOWN = "Microsoft.TeamFoundation.Discussion.SupportsMarkdown"
 
+_CONNECTION_DATA = re.compile(r"^/(?P<org>[^/]+)/_apis/connectionData/?$", re.IGNORECASE)
 _ROUTE = re.compile(
     r"^/(?P<org>[^/]+)/(?:(?P<project>[^/]+)/)?_apis/git/repositories/(?P<repo>[^/]+)/pullRequests/(?P<pr>\d+)"
     r"/threads(?:/(?P<thread>\d+)(?:/(?P<comments>comments)(?:/(?P<comment>\d+))?)?)?/?$", re.IGNORECASE)
@@ -234,6 +242,9 @@ class FakeAzureDevOps(FakeService):
                                 "Microsoft.TeamFoundation.Framework.Server")
             reply.headers["WWW-Authenticate"] = "Bearer authorization_uri=https://login.microsoftonline.com/common"
             return reply
+        data = _CONNECTION_DATA.match(rec.path)
+        if data is not None and data["org"].lower() == self.organization.lower():
+            return self._connection_data(rec)
         match = _ROUTE.match(rec.path)
         if match is None or match["org"].lower() != self.organization.lower():
             return self._error(404, f"The controller for path '{rec.path}' was not found or does not implement "
@@ -313,6 +324,26 @@ class FakeAzureDevOps(FakeService):
         comment.update(content=rec.body["content"], lastUpdatedDate=now, lastContentUpdatedDate=now)
         thread["lastUpdatedDate"] = now
         return Reply(200, self._render_comment(pr, thread["id"], comment))
+
+    def _connection_data(self, rec: Recorded) -> Reply:
+        if rec.method != "GET":
+            return self._method_not_allowed(rec.method)
+        version = self._api_version(rec) or ""
+        if "-preview" not in version:
+            return self._error(400, f'The requested version "{version or "(none)"}" of the resource is under preview. '
+                                    "The -preview flag must be supplied in the api-version for such requests. For "
+                                    f'example: "{version or "7.1"}-preview"', "VssInvalidPreviewVersionException")
+        user = {"id": self.identity_id, "descriptor": f"Microsoft.TeamFoundation.ServiceIdentity;{self.identity_id}",
+                "subjectDescriptor": f"svc.{self.identity_id}", "providerDisplayName": self.identity_name,
+                "isActive": True, "members": [], "memberOf": [], "properties": {
+                    "Account": {"$type": "System.String", "$value": f"Build\\{self.identity_id}"}},
+                "resourceVersion": 2, "metaTypeId": 255}
+        return Reply(200, {"authenticatedUser": user, "authorizedUser": dict(user),
+                           "instanceId": "8f6a5a2e-0000-0000-0000-000000000001",
+                           "deploymentId": "8f6a5a2e-0000-0000-0000-000000000002", "deploymentType": "hosted",
+                           "locationServiceData": {"serviceOwner": "00025394-6065-48ca-87d9-7f5672854ef7",
+                                                   "defaultAccessMappingMoniker": "PublicAccessMapping",
+                                                   "lastChangeId": 1, "lastChangeId64": 1}})
 
     def _method_not_allowed(self, method: str) -> Reply:
         return self._error(405, f"The requested resource does not support http method '{method}'.",

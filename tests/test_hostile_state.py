@@ -149,3 +149,57 @@ def test_concurrent_updates_from_real_processes_lose_nothing(tmp_path: Path) -> 
         assert data["flows"][flow]["run"] == {"round": rounds - 1}
         assert sorted(data["flows"][flow]["evaluations"]) == sorted(f"e{i}" for i in range(rounds))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("llm_cache", '{"hits": 1e999, "misses": 0}'), ("llm_cache", '{"hits": "42", "misses": 0}'),
+    ("llm_cache", '{"hits": null, "misses": 0}'), ("llm_cache", '[1]'), ("lines_total", "1e999"),
+    ("lines_failed", '"x"'), ("duration_s", "[]"),
+])
+def test_a_tampered_baseline_carried_over_is_exit_2(field: str, value: str, cli: Cli,
+                                                    gate_project: Callable[[str], Project]) -> None:
+    """A baseline's results are carried into the state dir by --changed-since; wrong types in them are bad input."""
+    proj = gate_project("      judge.accuracy: {max_drop: 0.05}\n")
+    state = write_state(proj.path(".llmops"), {i: 1.0 for i in range(12)})
+    data = json.loads((state / "summary.json").read_text())
+    data["flows"]["qa"]["run"] = {"name": "r", "status": "completed", "lines_total": 12, "lines_failed": 0,
+                                  field: "@@"}
+    (state / "summary.json").write_text(json.dumps(data).replace('"@@"', value))
+    for step in (("comment", "--platform", "local"), ("gate",)):
+        result = cli(*step)
+        assert result.code == 2, (step, result.err)
+        assert "summary.json" in result.err and field in result.err and "Traceback" not in result.err
+
+
+@pytest.mark.parametrize(("error", "code", "says"), [
+    (28, 3, "No space left on device"),  # ENOSPC
+    (30, 2, "Read-only file system"),  # EROFS
+    (13, 2, "Permission denied"),  # EACCES
+])
+def test_a_full_or_read_only_disk_is_a_clear_message(error: int, code: int, says: str, cli: Cli,
+                                                     project: Callable[..., Project],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import tempfile
+
+    project()
+
+    def refuse(*args: object, dir: str | None = None, **kwargs: object) -> object:
+        raise OSError(error, os.strerror(error), dir)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    result = cli("lint")
+    assert result.code == code, result.err
+    assert says in result.err and "--state-dir" in result.err
+    assert "a bug" not in result.err and "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("checks", ["[1e999]", '["x"]', "[null]", '"all passed"'])
+def test_tampered_gate_checks_are_exit_2(checks: str, cli: Cli, gate_project: Callable[[str], Project]) -> None:
+    proj = gate_project("      judge.accuracy: {max_drop: 0.05}\n")
+    state = write_state(proj.path(".llmops"), {i: 1.0 for i in range(12)})
+    data = json.loads((state / "summary.json").read_text())
+    data["flows"]["qa"]["gate"] = {"passed": True, "checks": "@@"}
+    (state / "summary.json").write_text(json.dumps(data).replace('"@@"', checks))
+    result = cli("comment", "--platform", "local")
+    assert result.code == 2 and "gate.checks" in result.err and "Traceback" not in result.err

@@ -138,7 +138,7 @@ class LocalRelease:
             raise UsageError(f"{flow}: the registered model holds no flow that llmops-ci recognises; register it "
                              "again")
         request = {"flow": str(flow), "entry": str(info.definition), "port": port, "environment_variables": env,
-                   "provider_connections": [asdict(c) for c in connections]}
+                   "provider_connections": [asdict(c) for c in connections], "tmp": str(tmp)}
         with (logs / f"serve-{name}.log").open("w", encoding="utf-8") as log_file:
             proc = subprocess.Popen([sys.executable, "-m", "llmops_ci.backends.pf_serve"], stdin=subprocess.PIPE,
                                     stdout=log_file, stderr=subprocess.STDOUT, cwd=self.home.root,

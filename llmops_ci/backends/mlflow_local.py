@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from llmops_ci.backends.artifacts import LineResult
 from llmops_ci.backends.local import reap
+from llmops_ci.child_env import child_environment
 from llmops_ci.config import Config, MlflowAgentSpec
 from llmops_ci.errors import CheckFailed, UsageError
 from llmops_ci.kinds.mlflow_agent import MLMODEL_SKIP
 from llmops_ci.llm_cache import CacheSettings, LlmProxy
 from llmops_ci.progress import Progress
 from llmops_ci.runs import RunJob, RunRecord, TestJob, TestRecord
+from llmops_ci.safe_copy import copy_tree
 
 if TYPE_CHECKING:
     from llmops_ci.backends import BackendContext
@@ -58,8 +60,7 @@ def mlflow_environment(state_dir: Path, environ: Mapping[str, str], extra: Mappi
            "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true",
            "DO_NOT_TRACK": "true", "MLFLOW_MODEL_CATALOG_URI": "", "PYTHONUNBUFFERED": "1",
            "GIT_PYTHON_REFRESH": "quiet"}
-    env.update(extra or {})
-    return env
+    return child_environment(env, extra)  # the agent's code runs here: no CI credential
 
 
 class MlflowChild:
@@ -123,7 +124,7 @@ def llm_routes(cache: CacheSettings | None, environ: Mapping[str, str]) -> Itera
 def snapshot(spec: MlflowAgentSpec, folder: Path, dest: Path) -> Path:
     """A private copy of the agent's folder (runs must not write into the repository); returns the code file."""
     shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(folder, dest, ignore=shutil.ignore_patterns(*MLMODEL_SKIP, "*.pyc"))
+    copy_tree(folder, dest, ignore=shutil.ignore_patterns(*MLMODEL_SKIP, "*.pyc"))
     try:
         return dest / spec.code.relative_to(folder)
     except ValueError:

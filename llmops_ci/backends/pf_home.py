@@ -12,17 +12,17 @@ from pathlib import Path
 
 import yaml
 
-from llmops_ci.redaction import CI_TOKENS
+from llmops_ci.child_env import child_environment
 
 PF_YAML = {
     "telemetry": {"enabled": False},
     "trace": {"destination": "none"},
     "cli": {"installation_id": "00000000-0000-0000-0000-000000000000"},
 }
-# Variables of the caller's environment that would send traces or calls somewhere else, and the CI
-# system's own tokens, which flow code (from a pull request) must never see.
+# Variables of the caller's environment that would send traces or calls somewhere else (the CI system's own
+# tokens go in child_environment, as for every engine)
 _DROP = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "PF_HOME_DIRECTORY",
-         "PF_CONNECTION_PROVIDER", *CI_TOKENS)
+         "PF_CONNECTION_PROVIDER")
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class PFHome:
     def environment(self, base: Mapping[str, str], tmp: Path) -> dict[str, str]:
         """The runner's environment. ``tmp`` must be a short path: multiprocessing puts its Unix sockets
         there and a socket path may not exceed 107 bytes, which a state dir deep in a checkout can."""
-        env = {k: v for k, v in base.items() if k not in _DROP}
+        env = child_environment(base, drop=_DROP)
         env.update({
             "PF_HOME_DIRECTORY": str(self.root),
             "PF_TRACING_SKIP_LOCAL_SETUP": "true",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -31,15 +32,25 @@ def main() -> int:
     def stop(signum: int, frame: Any) -> None:
         for name in created:
             pf.connections.delete(name)
+        _remove_tmp(req.get("tmp"))  # a --keep server is stopped with `kill PID`: nothing else would remove it
         sys.stdout.flush()
         os._exit(0)
 
     signal.signal(signal.SIGTERM, stop)
     flow = Path(req["flow"])
-    serve_python_flow(flow_file_path=Path(req["entry"]), flow_dir=flow, port=int(req["port"]), host="127.0.0.1",
-                      static_folder=None, config=None, environment_variables=req.get("environment_variables") or {},
-                      init=None, skip_open_browser=True, engine="flask", chat_page_url="")
+    try:
+        serve_python_flow(flow_file_path=Path(req["entry"]), flow_dir=flow, port=int(req["port"]), host="127.0.0.1",
+                          static_folder=None, config=None, environment_variables=req.get("environment_variables") or {},
+                          init=None, skip_open_browser=True, engine="flask", chat_page_url="")
+    finally:
+        _remove_tmp(req.get("tmp"))
     return 0
+
+
+def _remove_tmp(tmp: Any) -> None:
+    """The private temp folder the parent made for this server (and only that: its name says so)."""
+    if isinstance(tmp, str) and Path(tmp).name.startswith("llmops-serve-"):
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

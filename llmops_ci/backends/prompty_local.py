@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from llmops_ci.backends.artifacts import read_base
 from llmops_ci.backends.local import rerouted, upstreams
 from llmops_ci.backends.prompty_runner import COMPLETED, FAILED, Connection, load_agent, run_line
+from llmops_ci.child_env import child_environment, ci_credential_refs, scrubbed_os_environ
 from llmops_ci.errors import UsageError
 from llmops_ci.llm_cache import CacheSettings, LlmRun, ProxyServer
 from llmops_ci.progress import Progress
@@ -201,7 +202,11 @@ class PromptyLocal:
             return route.url_for(KEY_ROUTE)
 
         conns = [Connection(c.name, c.type, c.values) for c in rerouted(connections, route)]
-        overlay = {**self.environ, **env}
+        refused = ci_credential_refs(_front_matter(job_path))
+        if refused:
+            raise UsageError(f"{display_path(job_path)}: ${{env:{refused[0]}}} is a credential of the CI system; "
+                             "llmops-ci never hands it to a flow: give the flow its own key (e.g. OPENAI_API_KEY)")
+        overlay = child_environment(self.environ, env)
         unset = list(dict.fromkeys(name for name, default in ENV_REF.findall(_front_matter(job_path))
                                    if name not in overlay and not default))
         if unset and not lenient:
@@ -209,17 +214,8 @@ class PromptyLocal:
                              f"{unset[0]} (or set it as a CI secret) and run again")
         # replaying needs no endpoint or key: left empty, the proxy answers from the cassette
         overlay.update(dict.fromkeys(unset, ""))
-        with _LOAD:
-            saved = {k: os.environ.get(k) for k in overlay}
-            os.environ.update(overlay)
-            try:
-                return load_agent(job_path, conns, timeout_s=timeout_s, key_endpoint=key_endpoint)
-            finally:
-                for k, v in saved.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
+        with _LOAD, scrubbed_os_environ(overlay):
+            return load_agent(job_path, conns, timeout_s=timeout_s, key_endpoint=key_endpoint)
 
     def run(self, job: RunJob, progress: Progress) -> RunRecord:
         base = None

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from llmops_ci.kinds import Dependency
+from llmops_ci.safe_copy import copy_file, copy_tree, require_inside
 from llmops_ci.schema import as_dict, as_list
 from llmops_ci.yamldoc import YamlDoc
 
@@ -57,19 +58,20 @@ def copy_flow(flow: Path, dest: Path, overrides: dict[str, dict[str, Any]] | Non
     ``variant`` (``${node.variant_id}``) becomes that node's default, so the copy runs (or serves) it."""
     if dest.exists():
         shutil.rmtree(dest)
-    shutil.copytree(flow, dest, ignore=_COPY_IGNORE)
+    copy_tree(flow, dest, ignore=_COPY_IGNORE)
     dag_path = dest / definition
     if not dag_path.exists():
         return dest
     dag = as_dict(yaml.safe_load(dag_path.read_text(encoding="utf-8")))
     includes = as_list(dag.pop("additional_includes", None))
     for inc in includes:
+        require_inside(flow / inc, "additional include", flow)
         src = (flow / inc).resolve()
         target = dest / src.name
         if src.is_dir():
-            shutil.copytree(src, target, dirs_exist_ok=True, ignore=_COPY_IGNORE)
+            copy_tree(src, target, dirs_exist_ok=True, ignore=_COPY_IGNORE)
         elif src.is_file():
-            shutil.copy2(src, target)
+            copy_file(src, target)
     if overrides:
         _apply_overrides(dag, overrides)
     node, _, variant_id = (variant or "").strip("${}").partition(".")

@@ -22,6 +22,7 @@ from llmops_ci.kinds import ConnectionUse, Dependency, FlowInfo, FlowInput, Snap
 from llmops_ci.kinds.prompty import PromptyChecker, prompty_files
 from llmops_ci.kinds.pyentry import Entry, EntryError, EntryParam, Signature, read_entry
 from llmops_ci.lint.findings import ERROR, Rule, finding, from_problem
+from llmops_ci.safe_copy import copy_file, copy_tree, require_inside
 from llmops_ci.schema import (
     BOOL,
     STR,
@@ -155,7 +156,7 @@ class FlexFlowKind:
         if dest.exists():
             shutil.rmtree(dest)
         ignore = shutil.ignore_patterns(".git", "__pycache__", ".venv", ".llmops")
-        shutil.copytree(info.folder, dest, ignore=ignore)
+        copy_tree(info.folder, dest, ignore=ignore)
         entry = dest / info.definition.name
         try:
             data = yaml.safe_load(info.definition.read_text(encoding="utf-8"))
@@ -167,16 +168,18 @@ class FlexFlowKind:
         for inc in as_list(data.pop("additional_includes", None)):
             changed = True
             src = Path(os.path.normpath(info.folder / str(inc)))
+            require_inside(src, "additional include", info.folder)
             if src.is_dir():
-                shutil.copytree(src, dest / src.name, ignore=ignore, dirs_exist_ok=True)
+                copy_tree(src, dest / src.name, ignore=ignore, dirs_exist_ok=True)
             elif src.is_file():
-                shutil.copy2(src, dest / src.name)
+                copy_file(src, dest / src.name)
         env = as_dict(data.get("environment"))
         req = env.get("python_requirements_txt")
         if isinstance(req, str) and not (dest / req).is_file():
             src = Path(os.path.normpath(info.folder / req))
+            require_inside(src, "python_requirements_txt", info.folder)
             if src.is_file():
-                shutil.copy2(src, dest / src.name)
+                copy_file(src, dest / src.name)
                 env["python_requirements_txt"] = src.name
                 changed = True
         if changed:

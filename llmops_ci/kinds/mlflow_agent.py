@@ -21,6 +21,7 @@ from llmops_ci.errors import ConfigError, UsageError
 from llmops_ci.kinds import FlowInfo, FlowInput, Snapshot
 from llmops_ci.kinds.mlflow_scan import AgentCode, Use, scan
 from llmops_ci.lint.findings import ERROR, WARNING, Finding, Rule, finding, from_problem, register_rules
+from llmops_ci.safe_copy import copy_tree
 from llmops_ci.schema import as_dict, as_list, closest
 from llmops_ci.yamldoc import YamlDoc, display_path, load_yaml
 
@@ -376,7 +377,7 @@ class MlflowAgentKind:
             raise UsageError(f"{display_path(info.folder)}: an MLflow agent has no variants or node connections to "
                              "override; remove 'variant:' and 'connections:' from its flow entry")
         shutil.rmtree(dest, ignore_errors=True)
-        shutil.copytree(info.folder, dest, ignore=shutil.ignore_patterns(*MLMODEL_SKIP, "*.pyc"))
+        copy_tree(info.folder, dest, ignore=shutil.ignore_patterns(*MLMODEL_SKIP, "*.pyc"))
         return Snapshot(dest, dest / info.definition.relative_to(info.folder))
 
     def rules(self) -> list[Rule]:

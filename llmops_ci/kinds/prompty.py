@@ -51,6 +51,7 @@ from llmops_ci.kinds.prompty_format import (
 )
 from llmops_ci.lint import secrets
 from llmops_ci.lint.findings import ERROR, WARNING, Rule, finding, from_problem
+from llmops_ci.safe_copy import copy_tree
 from llmops_ci.schema import Struct, as_dict, closest
 from llmops_ci.yamldoc import Key, YamlDoc, display_path
 
@@ -139,7 +140,7 @@ class PromptyFlowKind:
                              "prompty file names its connection in its own model configuration")
         if dest.exists():
             shutil.rmtree(dest)
-        shutil.copytree(info.folder, dest, ignore=shutil.ignore_patterns(".git", "__pycache__", ".venv", ".llmops"))
+        copy_tree(info.folder, dest, ignore=shutil.ignore_patterns(".git", "__pycache__", ".venv", ".llmops"))
         return Snapshot(dest, dest / info.definition.name)
 
 

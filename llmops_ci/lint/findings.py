@@ -26,8 +26,12 @@ _RULES = [
     Rule("wrong-type", ERROR, "a value of the wrong type or outside its allowed values"),
     Rule("missing-key", ERROR, "a required key is absent (e.g. a node without 'type' or 'source')"),
     Rule("path-missing", ERROR, "a path in llmops.yaml or run.yml does not exist"),
-    Rule("path-outside", ERROR, "a path in llmops.yaml or run.yml that leads out of the project folder"),
+    Rule("path-outside", ERROR, "a path in llmops.yaml or run.yml, or a link in a flow's folder, that leads out of "
+                                "the project folder"),
+    Rule("link-loop", ERROR, "a link in a flow's folder that leads back into a folder containing it"),
     Rule("env-syntax", ERROR, "a malformed ${env:NAME} reference"),
+    Rule("ci-token-ref", ERROR, "${env:NAME} of a CI credential (GITHUB_TOKEN, ACTIONS_*, SYSTEM_ACCESSTOKEN, ...) "
+                                "in llmops.yaml, run.yml or a flow's files: flows never get the CI's own token"),
     Rule("secret-literal", ERROR, "a literal credential in llmops.yaml, run.yml or flow.dag.yaml (never repeated)"),
     # flow interface
     Rule("input-type", ERROR, "a flow input or output type prompt flow does not know"),

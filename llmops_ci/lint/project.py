@@ -29,6 +29,7 @@ from llmops_ci.lint.data import DataInfo, read_data
 from llmops_ci.lint.findings import ERROR, WARNING, Finding, finding, from_problem
 from llmops_ci.lint.release import release_findings
 from llmops_ci.project import Project
+from llmops_ci.safe_copy import links_out
 from llmops_ci.schema import as_dict, closest, path_problem
 from llmops_ci.yamldoc import YamlDoc, display_path
 
@@ -108,12 +109,15 @@ class _Project:
         self.infos: dict[Path, FlowInfo] = {}
         self.data: dict[Path, DataInfo] = {}
         self.scanned: set[Path] = set()
+        self.linked: set[Path] = set()
 
     def scan_secrets(self, docs: Iterable[YamlDoc]) -> None:
         for doc in docs:
             if doc.path not in self.scanned:
                 self.scanned.add(doc.path)
                 self.findings += secrets.scan(doc)
+                if self.loaded is None or doc.path != self.loaded.config.doc.path:  # llmops.yaml: its loader says
+                    self.findings += secrets.ci_token_refs(doc.path)
 
     def flow_folder(self, path: Path) -> FlowInfo | None:
         path = path.absolute()
@@ -131,6 +135,9 @@ class _Project:
             return None
         self.infos[path] = info
         self.findings += info.findings
+        # a folder flow's files all reach it; a file flow (x.prompty, x.flex.yaml beside others) is that file
+        whole = info.definition.name in ("flow.dag.yaml", "flow.flex.yaml") or not info.definition.is_file()
+        self.findings += secrets.ci_token_refs(info.folder if whole else info.definition)
         return info
 
     def without_config(self, info: FlowInfo) -> None:
@@ -262,8 +269,12 @@ class _Project:
         self.environment(config, evaluation.environment_variables, origin, ("environment_variables",))
 
     def includes_inside(self, config: Config, info: FlowInfo) -> None:
-        """additional_includes are copied into every run and model: they must not reach out of the project."""
+        """additional_includes, and links in the flow's folder, are copied into every run and model: they must not
+        reach out of the project."""
         root = config.root.resolve()
+        if info.folder not in self.linked:
+            self.linked.add(info.folder)
+            self.findings += [finding(p.rule, p.link, None, None, p.reason) for p in links_out(info.folder, root)]
         for dep in info.dependencies:
             if path_problem(str(dep.path)):
                 continue

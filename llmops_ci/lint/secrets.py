@@ -1,12 +1,16 @@
-"""Literal credentials in YAML files. Messages name the key and line, never the value."""
+"""Literal credentials in YAML files, and references to the CI's own credentials. Messages name the key and
+line, never the value."""
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Any
 
+from llmops_ci.child_env import ci_credential_refs, ci_token_message
 from llmops_ci.lint.findings import Finding, finding
-from llmops_ci.yamldoc import Key, YamlDoc
+from llmops_ci.yamldoc import Key, YamlDoc, display_path
 
 _SECRET_KEY = re.compile(
     r"(?:^|[_-])(?:api[_-]?key|apikey|secret|client[_-]?secret|password|passwd|pwd|token|access[_-]?token|"
@@ -63,3 +67,41 @@ def scan(doc: YamlDoc) -> list[Finding]:
 
     walk(doc.data, (), False)
     return out
+
+
+# files of a flow folder whose ${env:NAME} reaches the flow: its definition, prompty front matter, a run.yml,
+# the yaml its entry reads (prompt flow resolves ${env:...} in all of them)
+_FLOW_FILES = (".yaml", ".yml", ".prompty", ".env", ".json")
+_SKIP_DIRS = {".git", "__pycache__", ".venv", "venv", "node_modules", ".llmops", ".promptflow"}
+_MAX_FILES, _MAX_BYTES = 2000, 2 * 1024 * 1024
+
+
+def ci_token_refs(path: Path) -> list[Finding]:
+    """``${env:NAME}`` of a CI credential in ``path`` (a file, or a flow folder's files), each at its line."""
+    files = [path] if path.is_file() else _flow_files(path)
+    out: list[Finding] = []
+    for file in files:
+        try:
+            if file.stat().st_size > _MAX_BYTES:
+                continue
+            text = file.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if "${env:" not in text:
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            for name in dict.fromkeys(ci_credential_refs(line)):
+                out.append(finding("ci-token-ref", display_path(file), number, line.find("${env:" + name) + 1,
+                                   ci_token_message(name)))
+    return out
+
+
+def _flow_files(folder: Path) -> list[Path]:
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):  # never follows links: a link out is path-outside
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+        found += [Path(dirpath) / n for n in sorted(filenames) if n.endswith(_FLOW_FILES)
+                  and not (Path(dirpath) / n).is_symlink()]
+        if len(found) > _MAX_FILES:
+            break
+    return found[:_MAX_FILES]

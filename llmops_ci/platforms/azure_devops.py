@@ -14,6 +14,7 @@ from llmops_ci.schema import as_dict, as_list
 
 logger = logging.getLogger("llmops_ci.azure_devops")
 API = {"api-version": "7.1"}
+CONNECTION_DATA_API = {"api-version": "7.1-preview.1"}  # the resource exists only as a preview
 PROPERTY = "llmops-ci.comment"
 COMMENT_LIMIT = 150_000
 ISSUES_LIMIT = 50
@@ -34,15 +35,36 @@ class AzureDevOpsThreads:
         return (f"{self.collection}/{self.project}/_apis/git/repositories/{self.repository}/pullRequests/{pr}"
                 "/threads")
 
+    def me(self) -> str | None:
+        """The token's identity: ``authenticatedUser.id`` of ``GET {collection}/_apis/connectionData`` (a preview
+        resource of the Location area), the id thread comments carry as ``author.id``; None when it cannot be told."""
+        try:
+            data = self.http.json("GET", f"{self.collection}/_apis/connectionData", headers=self.headers,
+                                  params=CONNECTION_DATA_API)
+        except HttpFailure as exc:
+            logger.warning("could not tell which identity the token is (connectionData: %s); a new PR thread is "
+                           "posted and no existing one is edited", exc)
+            return None
+        user_id = as_dict(as_dict(data).get("authenticatedUser")).get("id")
+        return str(user_id) if isinstance(user_id, str) and user_id else None
+
     def find(self, pr: int) -> dict[str, Any] | None:
+        """Our thread: it carries our property AND its first comment was written by the token's identity. Anyone may
+        set a thread property; only the author can edit a comment, so another's thread is never ours."""
         threads = self.http.json("GET", self.threads_url(pr), headers=self.headers, params=API)
         if not isinstance(as_dict(threads).get("value"), list):
             raise HttpFailure(f"GET {self.threads_url(pr)}: expected {{\"value\": [threads]}}, got "
                               f"{type(threads).__name__}")
-        for thread in as_list(as_dict(threads).get("value")):
-            if isinstance(thread, dict) and PROPERTY in as_dict(thread.get("properties")) \
-                    and not thread.get("isDeleted") and "id" in thread:
+        marked = [t for t in as_list(as_dict(threads).get("value")) if isinstance(t, dict)
+                  and PROPERTY in as_dict(t.get("properties")) and not t.get("isDeleted") and "id" in t]
+        me = self.me() if marked else None  # asked only when there is a thread to tell apart
+        for thread in marked:
+            comments = as_list(thread.get("comments"))
+            author = as_dict(as_dict(comments[0]).get("author")).get("id") if comments else None
+            if me is not None and isinstance(author, str) and author.lower() == me.lower():
                 return dict(thread)
+            logger.info("PR thread %s carries the llmops-ci property but was written by someone else; left alone",
+                        thread.get("id"))
         return None
 
     def upsert(self, pr: int, content: str, status: str) -> tuple[str, str]:
@@ -105,13 +127,14 @@ class AzureDevOps:
         except OSError as exc:
             logger.warning("could not write %s (%s); no summary tab for this step", summary_md, exc)
         else:
-            log.command(out, f"##vso[task.uploadsummary]{summary_md.absolute()}\n")
+            log.command(out, f"##vso[task.uploadsummary]{_prop(summary_md.absolute())}\n")
         passed = "true" if result.passed else "false"
         log.command(out, f"##vso[task.setvariable variable=passed;isOutput=true]{passed}\n")
         summary_json = (pub.state_dir / "summary.json").absolute()
-        log.command(out, f"##vso[task.setvariable variable=summary;isOutput=true]{summary_json}\n")
+        # escaped: a state dir path with a line break must not start a command of its own
+        log.command(out, f"##vso[task.setvariable variable=summary;isOutput=true]{_prop(summary_json)}\n")
         if result.comment_url:
-            log.command(out, f"##vso[task.setvariable variable=commentUrl;isOutput=true]{result.comment_url}\n")
+            log.command(out, f"##vso[task.setvariable variable=commentUrl;isOutput=true]{_prop(result.comment_url)}\n")
         return result
 
     def _comment(self, pub: Publication, environ: Mapping[str, str], http: Http, pr: int, result: Published) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import stat
 from collections.abc import Mapping
 from pathlib import Path
@@ -140,10 +141,10 @@ class GitHub:
         if environ.get("GITHUB_STEP_SUMMARY"):
             _append(environ["GITHUB_STEP_SUMMARY"], "GITHUB_STEP_SUMMARY", full.replace(MARKER, "", 1).lstrip() + "\n")
         if environ.get("GITHUB_OUTPUT"):
-            _append(environ["GITHUB_OUTPUT"], "GITHUB_OUTPUT",
-                    f"passed={'true' if result.passed else 'false'}\n"
-                    f"summary={(pub.state_dir / 'summary.json').absolute()}\n"
-                    f"comment-url={result.comment_url or ''}\n")
+            _append(environ["GITHUB_OUTPUT"], "GITHUB_OUTPUT", outputs({
+                "passed": "true" if result.passed else "false",
+                "summary": str((pub.state_dir / "summary.json").absolute()),
+                "comment-url": result.comment_url or ""}))
         return result
 
     def _comment(self, pub: Publication, environ: Mapping[str, str], http: Http, number: int, run_url: str | None,
@@ -165,6 +166,19 @@ class GitHub:
                                "write'); the report is in the job summary", exc.status)
             else:
                 logger.warning("could not write the PR comment: %s; the report is in the job summary", exc)
+
+
+def outputs(values: Mapping[str, str]) -> str:
+    """Step outputs for ``$GITHUB_OUTPUT``. A value with a line break (a state dir path can hold one) uses the
+    documented multiline form with a random delimiter, so no value can add an output line of its own."""
+    out = []
+    for name, value in values.items():
+        if "\n" in value or "\r" in value:
+            delimiter = f"ghadelimiter_{secrets.token_hex(16)}"
+            out.append(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
+        else:
+            out.append(f"{name}={value}\n")
+    return "".join(out)
 
 
 def _append(path: str, variable: str, text: str) -> None:

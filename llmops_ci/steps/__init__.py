@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from llmops_ci import redaction
 from llmops_ci.backends import BackendContext
+from llmops_ci.child_env import warn_if_held
 from llmops_ci.config import DEFAULT_CONFIG, FlowSpec
 from llmops_ci.errors import CheckFailed, ConfigError, LlmopsError, UsageError
 from llmops_ci.execute import RunContext
@@ -26,7 +27,7 @@ from llmops_ci.project import Project, load_project, secret_env_names
 from llmops_ci.provenance import config_id, flow_hash
 from llmops_ci.report import current
 from llmops_ci.runs import RunOptions, mark_unchanged, update_flow_summary
-from llmops_ci.state import read_summary, record_step
+from llmops_ci.state import disk_error, read_summary, record_step
 
 if TYPE_CHECKING:
     from llmops_ci.backends import Release
@@ -126,6 +127,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--llm-cache", choices=MODES, metavar="MODE",
                         help="record/replay LLM calls: off, record, replay or auto (default: llmops.yaml's "
                              "llm_cache.mode, else off)")
+    parser.add_argument("--llm-cache-base-only", action="store_true",
+                        help="replay only cassette entries that exist unchanged on the base branch (--changed-since "
+                             "REF, or the CI's target branch); answers this change recorded or altered are misses")
 
 
 def select_for_run(project: Project, args: argparse.Namespace, ctx: Context) -> list[FlowSpec]:
@@ -150,8 +154,14 @@ def select_for_run(project: Project, args: argparse.Namespace, ctx: Context) -> 
     return [f for f in flows if f.name in selection.selected]
 
 
-def run_options(args: argparse.Namespace) -> RunOptions:
-    return RunOptions(args.workers, args.line_timeout, args.llm_cache)
+def run_options(args: argparse.Namespace, ctx: Context | None = None, project: Project | None = None) -> RunOptions:
+    base = None
+    if ctx is not None and project is not None:
+        from llmops_ci.cassette_diff import resolve_base
+
+        base = resolve_base(args.changed_since, ctx.environ, project.config.root,
+                            base_only=bool(getattr(args, "llm_cache_base_only", False)))
+    return RunOptions(args.workers, args.line_timeout, args.llm_cache, base)
 
 
 def _positive(text: str) -> int:
@@ -192,8 +202,10 @@ class RunStep:
             if blocked:
                 raise ConfigError(problems)
             return 0
+        warn_if_held(ctx.environ)
         try:
-            self.action(project, runnable, run_options(args), run_context(args.backend, ctx, project, args))
+            self.action(project, runnable, run_options(args, ctx, project),
+                        run_context(args.backend, ctx, project, args))
         finally:
             if blocked:
                 for problem in problems:
@@ -255,6 +267,12 @@ def run_step(step: Step, args: argparse.Namespace, ctx: Context) -> int:
         log.error("%s", message)
         _record(step, args, ctx, exc.return_code, message)
         return exc.return_code
+    except OSError as exc:  # a full or read-only disk is the machine's problem, not a bug in llmops-ci
+        known = disk_error(exc)
+        if known is None:
+            raise
+        log.error("%s", known)
+        return known.return_code
 
 
 # the steps whose results the report shows (comment adds none, pr's steps note their own ends, test keeps nothing)

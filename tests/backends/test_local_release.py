@@ -70,3 +70,23 @@ def test_keep_then_deploy_again_stops_the_kept_slot(cli: Any, example: Path) -> 
     assert "which --keep left serving" in second.err
     subprocess.run(["sleep", "1"])
     assert not Path(f"/proc/{kept['pid']}").exists() or b"zombie" in Path(f"/proc/{kept['pid']}/status").read_bytes()
+
+
+@pytest.mark.executor
+def test_killing_a_kept_server_leaves_no_temp_folder(cli: Any, example: Path) -> None:  # noqa: F811
+    import os
+    import signal
+    import time
+
+    assert cli("register", "--flow", "classify").code == 0
+    first = cli("deploy", "--flow", "classify", "--keep")
+    assert first.code == 0, first.err
+    state = json.loads((example / ".llmops" / "endpoints" / "web-classification-ep.json").read_text())
+    kept = state["slots"][state["serving"]]
+    tmp = Path(kept["tmp"])
+    assert tmp.name.startswith("llmops-serve-") and tmp.is_dir()
+    os.kill(kept["pid"], signal.SIGTERM)  # what the log tells the user to do
+    deadline = time.monotonic() + 30
+    while tmp.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not tmp.exists()

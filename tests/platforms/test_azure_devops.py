@@ -55,7 +55,8 @@ def test_thread_found_by_property_and_status_follows_the_gate(ado: FakeAzureDevO
     before = len(ado.requests)
     _, third = publish(ado, PASSED, tmp_path)
     assert third.comment == "unchanged"  # type: ignore[attr-defined]
-    assert [r.method for r in ado.requests[before:]] == ["GET"]
+    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in ado.requests[before:]] == [
+        ("GET", "threads"), ("GET", "connectionData")]  # who we are decides which marked thread is ours
     assert all(r.headers["authorization"] == f"Bearer {ado.token}" for r in ado.requests)
 
 
@@ -84,3 +85,37 @@ def test_log_issues_summary_tab_and_outputs(ado: FakeAzureDevOps, tmp_path: Path
     assert any(line.startswith("##vso[task.setvariable variable=commentUrl;isOutput=true]") for line in lines)
     content = json.dumps(ado.threads[17][0]["comments"][0]["content"])
     assert "##vso[" not in content
+
+
+def test_a_thread_by_another_user_with_our_property_is_never_edited(ado: FakeAzureDevOps, tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    forged = ado.add_thread(17, "forged: all checks passed", properties={PROPERTY: "1"}, author_id="mallory-id")
+    _, first = publish(ado, FAILED, tmp_path)
+    assert first.comment == "created"  # type: ignore[attr-defined]
+    assert ado.contents(17)[0] == "forged: all checks passed"  # untouched
+    assert not any(r.method == "PATCH" and f"/threads/{forged['id']}" in r.path for r in ado.requests)
+    ours = [t for t in ado.threads[17] if t["comments"][0]["author"]["id"] == ado.identity_id]
+    assert len(ours) == 1 and "❌" in ours[0]["comments"][0]["content"]
+    _, second = publish(ado, PASSED, tmp_path)  # found again: ours, not the forged one
+    assert second.comment == "updated" and len(ado.threads[17]) == 2  # type: ignore[attr-defined]
+    assert "✅" in ours[0]["comments"][0]["content"]
+
+
+def test_connection_data_answers_as_the_service_does(ado: FakeAzureDevOps) -> None:
+    headers = {"Authorization": f"Bearer {ado.token}"}
+    preview = requests.get(f"{ado.url}_apis/connectionData", params={"api-version": "7.1-preview.1"},
+                           headers=headers, timeout=5)
+    assert preview.status_code == 200 and preview.json()["authenticatedUser"]["id"] == ado.identity_id
+    released = requests.get(f"{ado.url}_apis/connectionData", params={"api-version": "7.1"}, headers=headers,
+                            timeout=5)
+    assert released.status_code == 400 and released.json()["typeKey"] == "VssInvalidPreviewVersionException"
+    assert requests.get(f"{ado.url}_apis/connectionData", params={"api-version": "7.1-preview.1"},
+                        timeout=5).status_code == 401
+
+
+def test_unknown_identity_posts_a_new_thread_and_edits_none(ado: FakeAzureDevOps, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    publish(ado, FAILED, tmp_path)
+    monkeypatch.setattr(ado, "_connection_data", lambda rec: ado._error(404, "gone", "HttpException"))
+    _, again = publish(ado, PASSED, tmp_path)
+    assert again.comment == "created" and len(ado.threads[17]) == 2  # type: ignore[attr-defined]
