@@ -78,8 +78,11 @@ MLFLOW_AGENT = Struct(
      "auth_policy": Struct({"system_resources": AGENT_RESOURCES, "api_scopes": ListOf(STR)},
                            what="in auth_policy")},
     required=("code", "interface"), what="in mlflow_agent", exclusive=(("resources", "auth_policy"),))
-GATE_RULE = Struct({"min": FINITE, "max": FINITE, "max_drop": FINITE, "max_rise": FINITE, "significant": BOOL},
-                   what="in a gate rule")
+GATE_RULE = Struct({"min": FINITE, "max": FINITE, "max_drop": FINITE, "max_rise": FINITE, "significant": BOOL,
+                    "test": Scalar((str,), choices=("non_inferiority",))},
+                   what="in a gate rule", exclusive=(("significant", "test"),))
+DATA_REF = Scalar((str,), pattern=r"\$\{data\.[^{}\s]+\}",
+                  hint=": write ${data.<column>}, a column of the flow's data")
 EVALUATION = Struct({"path": PATH, "data": PATH, "column_mapping": MAPPING, "connections": NODE_CONNECTIONS,
                      "environment_variables": STR_MAP, "scores": MapOf(STR), "init": MapOf(AnyValue())},
                     required=("path",),
@@ -103,6 +106,8 @@ FLOW = Struct(
                           "request_timeout_ms": INT},
                          required=("endpoint",), what="in deploy"),
         "mlflow_agent": MLFLOW_AGENT,
+        "line_key": DATA_REF, "cluster": DATA_REF,  # verdict statistics: see docs/gate.md
+        "gate_family": Scalar((str,), choices=("holm", "none")),
     },
     what="in a flow", exclusive=(("run_file", "path"), ("run_file", "data"), ("run_file", "column_mapping"),
                                  ("run_file", "mlflow_agent"), ("variant", "mlflow_agent")),
@@ -162,6 +167,7 @@ class GateRule:
     max_drop: float | None = None
     max_rise: float | None = None
     significant: bool = False
+    test: str | None = None  # "non_inferiority": pass only when the data shows the drop is within the limit
 
 
 @dataclass(frozen=True)
@@ -237,6 +243,9 @@ class FlowSpec:
     run_origin: Origin | None = field(default=None, repr=False, compare=False)
     mlflow_agent: MlflowAgentSpec | None = None
     init: dict[str, Any] = field(default_factory=dict)  # a flex class entry's __init__ arguments
+    line_key: str | None = None  # ${data.<column>} that pairs baseline and current lines (default: mapped inputs)
+    cluster: str | None = None  # ${data.<column>}: lines sharing a value are one unit for intervals and verdicts
+    gate_family: str = "holm"  # how the flow's paired verdicts are corrected for many metrics: holm | none
 
     def where(self, *sub: Any) -> Origin:
         """The file that holds a setting: llmops.yaml when written there, else the flow's run.yml."""
@@ -516,7 +525,12 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
         if isinstance(rule, dict):
             gate[str(metric)] = GateRule(str(metric), _num(rule.get("min")), _num(rule.get("max")),
                                          _num(rule.get("max_drop")), _num(rule.get("max_rise")),
-                                         rule.get("significant") is True)
+                                         rule.get("significant") is True,
+                                         rule["test"] if rule.get("test") == "non_inferiority" else None)
+            if rule.get("test") == "non_inferiority" and rule.get("max_drop") is None \
+                    and rule.get("max_rise") is None:
+                problems.append(origin.problem(("gate", metric, "test"), "test: non_inferiority needs the limit "
+                                               "it tests: add max_drop (or max_rise) to this rule", "missing-key"))
     reg = raw.get("register")
     register = RegisterSpec(reg.get("name") if isinstance(reg.get("name"), str) else None,
                             reg.get("description"), dict(as_dict(reg.get("tags")))) if isinstance(reg, dict) else None
@@ -553,7 +567,10 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
         resources={**as_dict(source.get("resources")), **as_dict(raw.get("resources"))}, origin=origin,
         run_origin=run_origin,
         mlflow_agent=_agent_spec(flow_path, raw.get("mlflow_agent"), Origin(doc, ("flows", name, "mlflow_agent"))),
-        init={**as_dict(source.get("init")), **as_dict(raw.get("init"))})
+        init={**as_dict(source.get("init")), **as_dict(raw.get("init"))},
+        line_key=raw["line_key"] if isinstance(raw.get("line_key"), str) else None,
+        cluster=raw["cluster"] if isinstance(raw.get("cluster"), str) else None,
+        gate_family=raw["gate_family"] if raw.get("gate_family") in ("holm", "none") else "holm")
     return flow, problems, run_doc
 
 

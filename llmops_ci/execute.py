@@ -12,6 +12,7 @@ from typing import Any
 from llmops_ci.backends import Backend
 from llmops_ci.config import FlowSpec
 from llmops_ci.errors import CheckFailed, ServiceError, UsageError
+from llmops_ci.gate_keys import save_line_keys
 from llmops_ci.progress import Progress
 from llmops_ci.project import Project
 from llmops_ci.runs import (
@@ -144,6 +145,8 @@ def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: 
         # an allowance of failed lines is for bad lines, not for an endpoint that answered none of them
         allowed = 0 if endpoint and flow.max_failed_lines is not None else flow.max_failed_lines
         summary = save_run(rc.state_dir, record, allowed)
+        # what pairs these lines with a baseline's, and their clusters (the gate reads it)
+        save_line_keys(run_dir(rc.state_dir, flow.name), flow, ((line.line, line.inputs) for line in record.lines))
         update_flow_summary(rc.state_dir, flow.name, "run", {k: v for k, v in summary.items() if k != "metrics"})
         _report(record, summary, allowed)
         summaries.append(summary)

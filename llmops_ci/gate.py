@@ -1,29 +1,30 @@
 """The metric gate: thresholds, comparison with a baseline, and a verdict a reviewer can believe.
 
-LLM-judged metrics are noisy, so a relative rule can compare per-line scores paired by data
-line: the mean paired difference, its 95% bootstrap interval (fixed seed, so reruns agree) and
-a verdict. ``significant: true`` fails only when the drop is beyond the limit and the interval
-excludes zero.
+LLM-judged metrics are noisy, so a relative rule compares per-line scores paired by line key (gate_keys.py):
+the mean paired difference, its 95% interval, a family-adjusted p-value, the minimum detectable effect and a
+verdict (the statistics are in gate_stats.py, explained in docs/gate.md). ``significant: true`` fails only when
+the drop is beyond the limit and the data shows a drop; ``test: non_inferiority`` passes only when the data
+shows the drop is within the limit. The result also says where the baseline came from and which rules changed.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llmops_ci.config import RUN_FIGURES, FlowSpec, GateRule
 from llmops_ci.errors import UsageError
+from llmops_ci.gate_keys import load_line_keys, pair
+from llmops_ci.gate_provenance import baseline_provenance, changed_rules
+from llmops_ci.gate_stats import MIN_LINES, RESAMPLES, SEED, Comparison, adjust_family, compare, non_inferior
 from llmops_ci.runs import run_dir
 from llmops_ci.schema import as_dict
 from llmops_ci.state import check_summary, read_json_file
 
-SEED = 20240607
-RESAMPLES = 4000
-MIN_LINES = 10
+__all__ = ["MIN_LINES", "RESAMPLES", "SEED", "Comparison", "compare"]  # compare: also for against: rules
 _EPS = 1e-12
 
 
@@ -53,16 +54,6 @@ def load_baseline(path: Path | None) -> Baseline | None:
 
 
 @dataclass
-class Comparison:
-    lines: int
-    only_current: int
-    only_baseline: int
-    delta: float | None
-    interval: tuple[float, float] | None
-    verdict: str
-
-
-@dataclass
 class Check:
     metric: str
     value: float | None
@@ -79,6 +70,12 @@ class Check:
     interval_of: str | None = None
     line_delta: float | None = None
     significant: bool | None = None  # the rule asks for a significant change (significant: true)
+    test: str | None = None  # non_inferiority: the rule passes only on shown non-inferiority
+    p_value: float | None = None  # two-sided p of "no change", adjusted over the flow's family
+    mde: float | None = None  # the change this data detects with 80% power at alpha 0.05 (per-line scale)
+    bound: float | None = None  # one-sided 95% bound of the change on the worse side (non_inferiority)
+    clusters: int | None = None
+    method: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None or k in ("baseline", "verdict")}
@@ -88,43 +85,22 @@ class Check:
 class FlowGate:
     flow: str
     checks: list[Check] = field(default_factory=list)
+    changed_rules: list[dict[str, Any]] = field(default_factory=list)
+    baseline: dict[str, Any] | None = None  # where the baseline came from and whether it is comparable
+    provenance: dict[str, Any] = field(default_factory=dict)  # this run's, read when it serves as a baseline
 
     @property
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
 
     def to_json(self) -> dict[str, Any]:
-        return {"passed": self.passed, "checks": [c.to_json() for c in self.checks]}
-
-
-def higher_is_better(rule: GateRule) -> bool:
-    return not (rule.max_rise is not None or (rule.max is not None and rule.min is None and rule.max_drop is None))
-
-
-def compare(current: dict[int, float], baseline: dict[int, float], rule: GateRule, *, seed: int = SEED,
-            resamples: int = RESAMPLES, min_lines: int = MIN_LINES) -> Comparison:
-    """Paired difference (current - baseline) over the data lines both sides scored, with a bootstrap 95% CI."""
-    common = sorted(set(current) & set(baseline))
-    only_current, only_baseline = len(set(current) - set(baseline)), len(set(baseline) - set(current))
-    diffs = [current[i] - baseline[i] for i in common]
-    n = len(diffs)
-    delta = sum(diffs) / n if n else None
-    if n < min_lines:
-        return Comparison(n, only_current, only_baseline, delta, None, "too few lines")
-    rng = random.Random(seed)
-    means = sorted(sum(rng.choices(diffs, k=n)) / n for _ in range(resamples))
-    low, high = means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
-    tolerance = rule.max_drop if rule.max_drop is not None else rule.max_rise or 0.0
-    better = higher_is_better(rule)
-    if low > _EPS:
-        verdict = "improved" if better else "degraded"
-    elif high < -_EPS:
-        verdict = "degraded" if better else "improved"
-    elif -tolerance - _EPS <= low and high <= tolerance + _EPS:
-        verdict = "unchanged"
-    else:
-        verdict = "inconclusive"
-    return Comparison(n, only_current, only_baseline, delta, (round(low, 6), round(high, 6)), verdict)
+        out: dict[str, Any] = {"passed": self.passed, "checks": [c.to_json() for c in self.checks]}
+        out["changed_rules"] = self.changed_rules
+        if self.baseline is not None:
+            out["baseline"] = self.baseline
+        if self.provenance:
+            out["provenance"] = self.provenance
+        return out
 
 
 # --- reading values ------------------------------------------------------------------------------
@@ -200,8 +176,19 @@ def line_scores(state_dir: Path | None, flow: str, evaluation: str, output: str)
 
 # --- the gate ----------------------------------------------------------------------------------------
 
-def gate_flow(flow: FlowSpec, state_dir: Path, summary: dict[str, Any], baseline: Baseline | None) -> FlowGate:
-    result = FlowGate(flow.name)
+def _keyed(scores: dict[int, float], keys: dict[int, str], kind: str) -> dict[str, float]:
+    if kind == "line":
+        return {str(i): v for i, v in scores.items()}
+    return {keys[i]: v for i, v in scores.items() if i in keys}
+
+
+def gate_flow(flow: FlowSpec, state_dir: Path, summary: dict[str, Any], baseline: Baseline | None,
+              provenance: dict[str, Any] | None = None) -> FlowGate:
+    """``provenance``: this run's (commit, time, data and evaluation hashes), kept for when it is a baseline."""
+    result = FlowGate(flow.name, provenance=dict(provenance or {}))
+    values: dict[str, tuple[GateRule, float, float | None, str | None]] = {}
+    comparisons: dict[str, Comparison] = {}
+    pairing = None
     for metric, rule in flow.gate.items():
         source, _, name = metric.partition(".")
         if source != "run" and source not in flow.evaluations:
@@ -222,14 +209,27 @@ def gate_flow(flow: FlowSpec, state_dir: Path, summary: dict[str, Any], baseline
         base_value = metric_value(baseline.summary, flow.name, metric)[0] if baseline else None
         if base_value is not None and not math.isfinite(base_value):
             base_value = None  # a baseline without a usable value is no baseline for this metric
-        comparison = None
         output = flow.evaluations[source].scores.get(name) if source in flow.evaluations else None
-        if output and baseline is not None and base_value is not None:
+        values[metric] = (rule, value, base_value, output)
+        relative = rule.max_drop is not None or rule.max_rise is not None
+        if output and relative and baseline is not None and base_value is not None:
             current = line_scores(state_dir, flow.name, source, output) or {}
             previous = line_scores(baseline.state_dir, flow.name, source, output)
             if previous is not None:
-                comparison = compare(current, previous, rule)
-        result.checks += _checks(metric, rule, value, base_value, comparison, baseline is not None, output)
+                if pairing is None:
+                    pairing = pair(flow, load_line_keys(run_dir(state_dir, flow.name)),
+                                   load_line_keys(run_dir(baseline.state_dir, flow.name)
+                                                  if baseline.state_dir else None))
+                comparisons[metric] = compare(_keyed(current, pairing.current, pairing.kind),
+                                              _keyed(previous, pairing.baseline, pairing.kind), rule,
+                                              clusters=pairing.clusters)
+    comparisons = adjust_family(comparisons, flow.gate_family)
+    for metric, (rule, value, base_value, output) in values.items():
+        result.checks += _checks(metric, rule, value, base_value, comparisons.get(metric), baseline is not None,
+                                 output, pairing.note if pairing else None)
+    if baseline is not None:
+        result.changed_rules = changed_rules(flow, baseline.summary)
+        result.baseline = baseline_provenance(flow, summary, baseline.summary, baseline.source, result.provenance)
     return result
 
 
@@ -242,39 +242,58 @@ def _not_a_number(metric: str, rule: GateRule) -> list[Check]:
             for kind, limit in limits if limit is not None]
 
 
+def _stats(comparison: Comparison, output: str | None, pairing_note: str | None) -> dict[str, Any]:
+    """The paired row's statistics; the interval is on the per-line score's scale, with its own point value."""
+    extra: dict[str, Any] = {
+        "interval": list(comparison.interval) if comparison.interval else None, "lines": comparison.lines,
+        "interval_of": f"mean per-line difference of '{output}'",
+        "line_delta": round(comparison.delta, 6) if comparison.delta is not None else None,
+        "p_value": round(comparison.p_value, 6) if comparison.p_value is not None else None,
+        "mde": comparison.mde, "clusters": comparison.clusters, "method": comparison.method}
+    notes = [n for n in (pairing_note, comparison.note) if n]
+    missing = comparison.only_current + comparison.only_baseline
+    if missing:
+        notes.insert(0, f"{comparison.only_current} line(s) only in this run, {comparison.only_baseline} only in "
+                        "the baseline; compared the lines both scored")
+    extra["note"] = "; ".join(notes) or None
+    return extra
+
+
 def _checks(metric: str, rule: GateRule, value: float, base: float | None, comparison: Comparison | None,
-            have_baseline: bool, output: str | None) -> list[Check]:
+            have_baseline: bool, output: str | None, pairing_note: str | None = None) -> list[Check]:
     verdict = comparison.verdict if comparison else None
-    extra: dict[str, Any] = {}
-    if comparison:
-        # the interval is on the per-line score's scale, not the metric's: it comes with its own point value
-        extra = {"interval": list(comparison.interval) if comparison.interval else None,
-                 "lines": comparison.lines, "interval_of": f"mean per-line difference of '{output}'",
-                 "line_delta": round(comparison.delta, 6) if comparison.delta is not None else None}
-        missing = comparison.only_current + comparison.only_baseline
-        if missing:
-            extra["note"] = (f"{comparison.only_current} line(s) only in this run, {comparison.only_baseline} only "
-                             "in the baseline; compared the lines both scored")
+    extra = _stats(comparison, output, pairing_note) if comparison else {}
     checks = []
     # a threshold judges the value alone: the comparison's interval says nothing about it
     if rule.min is not None:
         checks.append(Check(metric, value, base, "min", rule.min, value >= rule.min - _EPS, None))
     if rule.max is not None:
         checks.append(Check(metric, value, base, "max", rule.max, value <= rule.max + _EPS, None))
+    flags: dict[str, Any] = {"significant": rule.significant or None, "test": rule.test}
     for kind, limit in (("max_drop", rule.max_drop), ("max_rise", rule.max_rise)):
         if limit is None:
             continue
         if base is None:
             reason = "no baseline" if not have_baseline else "the baseline has no value for this metric"
-            checks.append(Check(metric, value, None, kind, limit, True, "no baseline", note=reason,
-                                significant=rule.significant or None))
+            if rule.test == "non_inferiority":  # the burden of proof is on the change: nothing shown, no pass
+                checks.append(Check(metric, value, None, kind, limit, False, "no baseline", **flags,
+                                    note=reason + ": non-inferiority cannot be shown"))
+                continue
+            checks.append(Check(metric, value, None, kind, limit, True, "no baseline", note=reason, **flags))
             continue
         delta = value - base
         broke = delta < -limit - _EPS if kind == "max_drop" else delta > limit + _EPS
         note = extra.get("note")
-        if rule.significant and comparison and comparison.interval:
-            low, high = comparison.interval
-            broke = broke and (high < -_EPS if kind == "max_drop" else low > _EPS)
+        bound = None
+        if rule.test == "non_inferiority":
+            if comparison and comparison.interval:
+                broke, bound = not non_inferior(comparison), comparison.bound
+            else:
+                broke = True
+                note = ("no per-line scores to show non-inferiority with" if not output else
+                        "no interval (too few paired lines or no baseline lines): non-inferiority not shown")
+        elif rule.significant and comparison and comparison.interval:
+            broke = broke and comparison.verdict == "degraded"
         elif rule.significant:
             note = ("no per-line scores to compute an interval" if not output else
                     "no interval (too few paired lines or no baseline lines)") + "; judged on the plain delta"
@@ -282,5 +301,5 @@ def _checks(metric: str, rule: GateRule, value: float, base: float | None, compa
             note = note or ("no interval: declare the per-line score with 'scores:' on the evaluation"
                             if not output else "no interval: the baseline has no per-line scores")
         checks.append(Check(metric, value, base, kind, limit, not broke, verdict,
-                            **{**extra, "note": note}, delta=round(delta, 6), significant=rule.significant or None))
+                            **{**extra, "note": note}, delta=round(delta, 6), bound=bound, **flags))
     return checks
