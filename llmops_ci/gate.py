@@ -19,7 +19,16 @@ from llmops_ci.config import RUN_FIGURES, FlowSpec, GateRule
 from llmops_ci.errors import UsageError
 from llmops_ci.gate_keys import load_line_keys, pair
 from llmops_ci.gate_provenance import baseline_provenance, changed_rules
-from llmops_ci.gate_stats import MIN_LINES, RESAMPLES, SEED, Comparison, adjust_family, compare, non_inferior
+from llmops_ci.gate_stats import (
+    MIN_LINES,
+    RESAMPLES,
+    SEED,
+    Comparison,
+    adjust_family,
+    compare,
+    non_inferior,
+    non_inferiority_verdict,
+)
 from llmops_ci.runs import run_dir
 from llmops_ci.schema import as_dict
 from llmops_ci.state import check_summary, read_json_file
@@ -285,9 +294,11 @@ def _checks(metric: str, rule: GateRule, value: float, base: float | None, compa
         broke = delta < -limit - _EPS if kind == "max_drop" else delta > limit + _EPS
         note = extra.get("note")
         bound = None
+        row_verdict = verdict
         if rule.test == "non_inferiority":
             if comparison and comparison.interval:
                 broke, bound = not non_inferior(comparison), comparison.bound
+                row_verdict = non_inferiority_verdict(comparison)
             else:
                 broke = True
                 note = ("no per-line scores to show non-inferiority with" if not output else
@@ -300,6 +311,6 @@ def _checks(metric: str, rule: GateRule, value: float, base: float | None, compa
         elif comparison is None:
             note = note or ("no interval: declare the per-line score with 'scores:' on the evaluation"
                             if not output else "no interval: the baseline has no per-line scores")
-        checks.append(Check(metric, value, base, kind, limit, not broke, verdict,
+        checks.append(Check(metric, value, base, kind, limit, not broke, row_verdict,
                             **{**extra, "note": note}, delta=round(delta, 6), bound=bound, **flags))
     return checks

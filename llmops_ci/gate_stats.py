@@ -93,6 +93,20 @@ def non_inferior(c: Comparison) -> bool:
     return c.bound >= -c.tolerance - _EPS if c.higher_better else c.bound <= c.tolerance + _EPS
 
 
+def non_inferiority_verdict(c: Comparison) -> str:
+    """A non_inferiority rule's verdict: ``unchanged`` when shown non-inferior (and not improved); otherwise
+    degraded when the drop is shown, underpowered when the limit is below the one-sided test's mde, or
+    inconclusive."""
+    general = verdict_of(c)
+    if general in ("too few lines", "improved", "degraded"):
+        return general
+    if non_inferior(c):
+        return "unchanged"
+    if c.mde_one_sided is not None and c.tolerance < c.mde_one_sided - _EPS:
+        return "underpowered"
+    return "inconclusive"
+
+
 def compare(current: Mapping[K, float], baseline: Mapping[K, float], rule: object, *,
             clusters: Mapping[K, Hashable] | None = None, seed: int = SEED, resamples: int = RESAMPLES,
             min_lines: int = MIN_LINES) -> Comparison:

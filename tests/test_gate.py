@@ -177,8 +177,12 @@ def test_missing_evaluation_results_and_bad_baseline(cli: Cli, gate_project: Cal
 
 def test_reproducible() -> None:
     rule = GateRule("judge.accuracy", max_drop=0.02)
-    a, b = bernoulli(100, 0.8, 3), bernoulli(100, 0.75, 4)
+    # scores on a 1-5 scale: the bootstrap (0/1 scores take McNemar's exact test, which has no seed)
+    rng = random.Random(5)
+    a = {i: 1 + 4 * v + rng.random() for i, v in bernoulli(100, 0.8, 3).items()}
+    b = {i: 1 + 4 * v + rng.random() for i, v in bernoulli(100, 0.75, 4).items()}
     assert compare(a, b, rule) == compare(a, b, rule)
+    assert compare(a, b, rule).method == "paired-bootstrap"
     assert compare(a, b, rule).interval != compare(a, b, rule, seed=1).interval
 
 
