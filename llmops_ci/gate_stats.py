@@ -8,6 +8,7 @@ correction across one flow's comparisons. docs/gate.md explains every choice, wi
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Hashable, Mapping
 from dataclasses import asdict, dataclass, replace
@@ -19,7 +20,7 @@ K = TypeVar("K", bound=Hashable)
 SEED = 20240607
 RESAMPLES = 4000
 MIN_LINES = 10
-MIN_CLUSTERS = 5  # below this a cluster bootstrap's interval is far too narrow (Cameron & Miller 2015)
+MIN_CLUSTERS = 5  # below this even t on G - 1 df is unreliable (Cameron & Miller 2015, section VI)
 ALPHA = 0.05
 POWER = 0.80
 _EPS = 1e-12
@@ -54,6 +55,7 @@ class Comparison:
     mde_one_sided: float | None = None  # the same for the non-inferiority test
     bound: float | None = None
     clusters: int | None = None
+    se: float | None = None  # standard error of the mean change (cluster-robust with clusters)
     tolerance: float = 0.0
     higher_better: bool = True
     note: str | None = None
@@ -66,6 +68,7 @@ class _Stats:
     p_value: float
     mde: float
     mde_one_sided: float
+    se: float
 
 
 def verdict_of(c: Comparison) -> str:
@@ -115,7 +118,8 @@ def compare(current: Mapping[K, float], baseline: Mapping[K, float], rule: objec
     ``current`` and ``baseline`` map a line key to the line's score; lines only one side has are counted, not
     compared. ``clusters`` maps a line key to its cluster (lines sharing a document, a conversation): then the
     cluster is the unit resampled. Binary 0/1 scores without clusters use McNemar's exact test with Newcombe's
-    interval; others a paired bootstrap. ``rule`` is a ``GateRule`` (anything with max_drop/max_rise/min/max).
+    interval; others a paired bootstrap. With clusters: cluster-robust standard errors and t on G - 1 df.
+    ``rule`` is a ``GateRule`` (anything with max_drop/max_rise/min/max).
     The reference may be a baseline run or a sibling flow: this function does not care.
     """
     tolerance = _tolerance(rule)
@@ -134,10 +138,10 @@ def compare(current: Mapping[K, float], baseline: Mapping[K, float], rule: objec
         for key, d in zip(common, diffs, strict=True):
             groups.setdefault(clusters.get(key, ("line", key)), []).append(d)
         if len(groups) < MIN_CLUSTERS:
-            return replace(base, clusters=len(groups), method="cluster-bootstrap",
+            return replace(base, clusters=len(groups), method="cluster-robust-t",
                            note=f"{len(groups)} clusters: at least {MIN_CLUSTERS} are needed for an interval")
-        stats = _cluster_bootstrap(list(groups.values()), seed, resamples, better)
-        result = replace(base, **asdict(stats), clusters=len(groups), method="cluster-bootstrap")
+        stats = _cluster_t(list(groups.values()), better)
+        result = replace(base, **asdict(stats), clusters=len(groups), method="cluster-robust-t")
     elif all(current[k] in (0.0, 1.0) and baseline[k] in (0.0, 1.0) for k in common):
         stats = _mcnemar([current[k] for k in common], [baseline[k] for k in common], better)
         result = replace(base, **asdict(stats), method="mcnemar")
@@ -178,7 +182,7 @@ def _summarise(means: object, se: float, better: bool) -> _Stats:
     worse_bound = float(m[int(0.05 * b)]) if better else float(m[int(0.95 * b) - 1])
     p = _percentile_p(int(np.count_nonzero(m <= _EPS)), int(np.count_nonzero(m >= -_EPS)), b)
     return _Stats((round(low, 6), round(high, 6)), round(worse_bound, 6), p, round(mde(se), 6),
-                  round(mde(se, Z_ONE_SIDED), 6))
+                  round(mde(se, Z_ONE_SIDED), 6), se)
 
 
 def _bootstrap(diffs: list[float], seed: int, resamples: int, better: bool) -> _Stats:
@@ -203,16 +207,72 @@ def cluster_se(groups: list[list[float]]) -> float:
     return math.sqrt(g_count / (g_count - 1) * total) / n
 
 
-def _cluster_bootstrap(groups: list[list[float]], seed: int, resamples: int, better: bool) -> _Stats:
-    import numpy as np
+def _cluster_t(groups: list[list[float]], better: bool) -> _Stats:
+    """Cluster-robust inference: the CR1 standard error with Student's t on G - 1 degrees of freedom, which
+    keeps its level with few clusters where a cluster bootstrap is too narrow (Cameron, Gelbach & Miller 2008;
+    Cameron & Miller 2015, section VI)."""
+    n = sum(len(g) for g in groups)
+    mean = sum(sum(g) for g in groups) / n
+    se = cluster_se(groups)
+    df = len(groups) - 1
+    crit, one = t_ppf(1 - ALPHA / 2, df), t_ppf(1 - ALPHA, df)
+    p = 2 * (1 - t_cdf(abs(mean) / se, df)) if se > 0 else (1.0 if abs(mean) <= _EPS else 0.0)
+    return _Stats((round(mean - crit * se, 6), round(mean + crit * se, 6)),
+                  round(mean - one * se if better else mean + one * se, 6), min(1.0, max(0.0, p)),
+                  round(t_mde(se, df), 6), round(t_mde(se, df, ALPHA, one_sided=True), 6), se)
 
-    sums = np.asarray([sum(g) for g in groups], dtype=float)
-    sizes = np.asarray([len(g) for g in groups], dtype=float)
-    g_count = len(groups)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, g_count, size=(resamples, g_count))
-    means = sums[picks].sum(axis=1) / sizes[picks].sum(axis=1)
-    return _summarise(means, cluster_se(groups), better)
+
+def t_mde(se: float, df: int, alpha: float = ALPHA, *, one_sided: bool = False) -> float:
+    return (t_ppf(1 - (alpha if one_sided else alpha / 2), df) + t_ppf(POWER, df)) * se
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularised incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-14:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1) / (a + b + 2):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: int) -> float:
+    """Student's t distribution function."""
+    tail = 0.5 * _betainc(df / 2, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+@functools.lru_cache(maxsize=1024)
+def t_ppf(q: float, df: int) -> float:
+    """Student's t quantile, by bisection on ``t_cdf`` (a handful of (q, df) pairs recur: cached)."""
+    low, high = -1e3, 1e3
+    for _ in range(200):
+        mid = (low + high) / 2
+        if t_cdf(mid, df) < q:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2
 
 
 # --- binary scores -----------------------------------------------------------------------------------
@@ -272,7 +332,7 @@ def _mcnemar(current: list[float], reference: list[float], better: bool) -> _Sta
     mean = sum(diff) / n
     se = math.sqrt(sum((d - mean) ** 2 for d in diff) / (n - 1) / n) if n > 1 else 0.0
     return _Stats((round(low, 6), round(high, 6)), round(one_low if better else one_high, 6),
-                  mcnemar_exact_p(gains, losses), round(mde(se), 6), round(mde(se, Z_ONE_SIDED), 6))
+                  mcnemar_exact_p(gains, losses), round(mde(se), 6), round(mde(se, Z_ONE_SIDED), 6), se)
 
 
 # --- many metrics ----------------------------------------------------------------------------------------
@@ -291,15 +351,23 @@ def holm(p_values: list[float]) -> list[float]:
 
 
 def adjust_family(comparisons: Mapping[str, Comparison], family: str = "holm") -> dict[str, Comparison]:
-    """The flow's comparisons (by metric) with family-adjusted p-values and the verdicts they give."""
+    """The flow's comparisons (by metric) with family-adjusted p-values and the verdicts they give. The mde is
+    then the one of the first Holm step (alpha / m, Bonferroni's): the change each metric detects with 80%
+    power when it is the only one that changed."""
     tested = {k: c for k, c in comparisons.items() if c.p_raw is not None}
     if family == "none" or len(tested) < 2:
         return dict(comparisons)
     names = list(tested)
     adjusted = holm([tested[k].p_raw or 0.0 for k in names])
+    z_family = z(1 - ALPHA / (2 * len(names)))
     out = dict(comparisons)
     for name, p in zip(names, adjusted, strict=True):
-        changed = replace(tested[name], p_value=p)
+        c = tested[name]
+        family_mde = c.mde
+        if c.se is not None:
+            family_mde = round(t_mde(c.se, c.clusters - 1, ALPHA / len(names)) if c.clusters
+                               else mde(c.se, z_family), 6)
+        changed = replace(c, p_value=p, mde=family_mde)
         out[name] = replace(changed, verdict=verdict_of(changed))
     return out
 

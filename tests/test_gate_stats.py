@@ -24,6 +24,8 @@ from llmops_ci.gate_stats import (
     lines_needed,
     mcnemar_exact_p,
     newcombe_paired,
+    t_cdf,
+    t_ppf,
     wilson,
 )
 from tests.helpers.projects import CliResult, Project
@@ -135,18 +137,26 @@ def test_cluster_robust_se_by_hand() -> None:
     assert cluster_se(list(groups.values())) == pytest.approx(0.05)
 
 
+def test_student_t_by_hand() -> None:
+    # printed tables: t(0.975, 9) = 2.2622, t(0.8, 9) = 0.8834, T3(2) = 0.9303, t(0.975, inf) -> 1.96
+    assert t_ppf(0.975, 9) == pytest.approx(2.2622, abs=1e-4) and t_ppf(0.8, 9) == pytest.approx(0.8834, abs=1e-4)
+    assert t_cdf(2.0, 3) == pytest.approx(0.9303, abs=1e-4) and t_ppf(0.975, 10**6) == pytest.approx(1.96, abs=1e-3)
+
+
 def test_clustered_drop_is_degraded_naively_but_not_with_clusters() -> None:
     current, baseline, clusters = _one_document_drops()
     rule = GateRule("j.acc", max_drop=0.02, significant=True)
     naive = compare(current, baseline, rule)
-    # the naive bootstrap sees a change in every resample that holds a document-0 line: P(none) = 0.9^100
+    # the naive bootstrap sees a drop in every resample that holds a document-0 line: P(none) = 0.9^100
     assert naive.method == "paired-bootstrap" and naive.verdict == "degraded" and naive.p_value < 0.001
     clustered = compare(current, baseline, rule, clusters=clusters)
-    # resampling documents: no change whenever document 0 is not drawn, P = 0.9^10 = 0.349, so p ~ 2 * 0.349
-    assert clustered.method == "cluster-bootstrap" and clustered.clusters == 10
-    assert clustered.p_value == pytest.approx(2 * 0.9 ** 10, abs=0.04)
-    # mde = (1.96 + 0.8416) * 0.05 = 0.1401 > the 0.02 limit: the data cannot tell
-    assert clustered.mde == pytest.approx(0.14008, abs=1e-4)
+    # cluster-robust: t = -0.05 / 0.05 = -1 on 9 df, p = 2 * (1 - T9(1)) = 2 * (1 - 0.828282) = 0.343436;
+    # interval -0.05 ± t(0.975, 9) * 0.05 = -0.05 ± 2.262157 * 0.05
+    assert clustered.method == "cluster-robust-t" and clustered.clusters == 10
+    assert clustered.p_value == pytest.approx(0.343436, abs=1e-5)
+    assert clustered.interval == pytest.approx((-0.163108, 0.063108), abs=1e-5)
+    # mde = (t(0.975, 9) + t(0.8, 9)) * 0.05 = (2.262157 + 0.883404) * 0.05 = 0.157278 > the 0.02 limit
+    assert clustered.mde == pytest.approx(0.157278, abs=1e-5)
     assert clustered.verdict == "underpowered"
 
 
@@ -158,15 +168,15 @@ def test_clustered_gate_through_the_cli(cli: Cli, project: Callable[..., Project
     write_state(tmp_path / "main", {"correct": baseline}, clusters=clusters)
     assert cli("gate", "--baseline", str(tmp_path / "main")).code == 1
     (row,) = gate_json(naive)["checks"]
-    assert row["verdict"] == "degraded" and row["method"] == "paired-bootstrap"
+    assert row["verdict"] == "degraded" and row["method"] == "paired-bootstrap" and row["passed"] is False
 
     naive.write("llmops.yaml", config(rules, "    cluster: ${data.doc}\n"))
     write_state(naive.path(".llmops"), {"correct": current}, clusters=clusters)
     result = cli("gate", "--baseline", str(tmp_path / "main"))
     assert result.code == 0, result.err
     (row,) = gate_json(naive)["checks"]
-    assert row["verdict"] == "underpowered" and row["clusters"] == 10 and row["method"] == "cluster-bootstrap"
-    assert row["mde"] == pytest.approx(0.14008, abs=1e-4) and row["passed"] is True
+    assert row["verdict"] == "underpowered" and row["clusters"] == 10 and row["method"] == "cluster-robust-t"
+    assert row["mde"] == pytest.approx(0.157278, abs=1e-5) and row["passed"] is True
     assert "10 clusters" in result.err
 
 
