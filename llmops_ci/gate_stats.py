@@ -377,3 +377,17 @@ def lines_needed(limit: float, sd: float, z_alpha: float = Z_TWO_SIDED) -> int:
     if limit <= 0:
         return 0
     return math.ceil(((z_alpha + Z_POWER) * sd / limit) ** 2)
+
+
+def never_detectable(rows: int, limit: float, tested: int = 1, *, min_lines: int = MIN_LINES) -> str | None:
+    """Why ``rows`` data lines can never show a drop of ``limit`` (None when they might): fewer lines than the gate
+    compares, or, for 0/1 scores, fewer lines than McNemar's exact test needs even when every one of the ``limit``
+    share of lines flips the same way and nothing else moves (2 * 0.5^k < alpha / tested)."""
+    if rows < min_lines:
+        return f"{rows} data lines: the gate compares at least {min_lines} paired lines"
+    needed = math.ceil(math.log2(2 * tested / ALPHA))
+    if 0 < limit < 1 and math.floor(rows * limit + 1e-9) < needed:
+        return (f"a drop of {limit:g} on {rows} lines is {math.floor(rows * limit + 1e-9)} lines; with 0/1 scores "
+                f"even {needed} lines all flipping the same way are the fewest that can show it (McNemar's exact "
+                f"test at alpha {ALPHA:g}" + (f" over {tested} metrics" if tested > 1 else "") + ")")
+    return None

@@ -371,3 +371,32 @@ def test_baseline_provenance_and_changed_rules(cli: Cli, project: Callable[..., 
     comment = cli("comment").out
     assert "baseline" in comment and "abc123" in comment and "0.9 → 0.5" in comment and "judge changed" in comment
     assert math.isfinite(base["age_s"])
+
+
+# --- lint ---------------------------------------------------------------------------------------------------
+
+def test_never_detectable_by_hand() -> None:
+    from llmops_ci.gate_stats import never_detectable
+
+    assert "at least 10" in (never_detectable(3, 0.5) or "")
+    # McNemar's smallest two-sided p with k discordant pairs all one way is 2 * 0.5^k: k = 6 gives 0.031 < 0.05
+    assert never_detectable(50, 0.1) is not None  # 5 lines
+    assert never_detectable(60, 0.1) is None  # 6 lines
+    # over 8 metrics Holm's first step needs 2 * 0.5^k < 0.05 / 8: k = 9
+    assert never_detectable(80, 0.1, 8) is not None and never_detectable(90, 0.1, 8) is None
+
+
+def test_lint_warns_when_the_data_can_never_show_the_limit(cli: Cli, project: Callable[..., Project]) -> None:
+    proj = project()
+    text = proj.read("llmops.yaml").replace("accuracy.accuracy: {min: 0.8, max_drop: 0.05}",
+                                            "accuracy.accuracy: {min: 0.8, max_drop: 0.05, significant: true}")
+    proj.write("llmops.yaml", text.replace("    data: data/classify.jsonl\n",
+                                           "    data: data/classify.jsonl\n    line_key: ${data.id}\n", 1))
+    result = cli("lint", "--format", "json")
+    findings = {f["rule"]: f for f in json.loads(result.out)["findings"]}
+    power = findings["gate-underpowered"]
+    assert power["severity"] == "warning" and "3 data lines" in power["message"]
+    assert power["line"] == text.splitlines().index(
+        next(line for line in text.splitlines() if "accuracy.accuracy" in line)) + 2  # one line added above
+    assert "line_key: ${data.id} names a column the data does not have" in findings["mapping-column-unknown"][
+        "message"]
