@@ -400,3 +400,42 @@ def test_lint_warns_when_the_data_can_never_show_the_limit(cli: Cli, project: Ca
         next(line for line in text.splitlines() if "accuracy.accuracy" in line)) + 2  # one line added above
     assert "line_key: ${data.id} names a column the data does not have" in findings["mapping-column-unknown"][
         "message"]
+
+
+# --- end to end through the real executor ---------------------------------------------------------------------
+
+@pytest.mark.executor
+def test_batch_run_keeps_line_keys_and_a_reordered_data_file_pairs_by_key(
+        cli: Cli, project: Callable[..., Project], run_env: Any, tmp_path: Path) -> None:
+    import shutil
+    import textwrap
+
+    from tests.helpers.projects import RUN_PROJECT
+
+    def data(ids: list[int]) -> str:
+        return "".join(json.dumps({"id": f"q{i}", "doc": f"d{i // 4}", "text": chr(97 + i),
+                                   "expected": "X" if i == 2 else chr(65 + i)}) + "\n" for i in ids)
+
+    config = textwrap.dedent(RUN_PROJECT["llmops.yaml"]).replace(
+        "    data: data/echo.jsonl\n", "    data: data/echo.jsonl\n    line_key: ${data.id}\n    cluster: ${data.doc}\n"
+    ).replace("        path: flows/match\n", "        path: flows/match\n        scores: {match_rate: score}\n"
+              ).replace("  chat:\n", "    gate:\n      match.match_rate: {max_drop: 0.05}\n  chat:\n", 1)
+    proj = project({**RUN_PROJECT, "llmops.yaml": config, "data/echo.jsonl": data(list(range(12)))}, base=False)
+    for step in ("batch-run", "eval-run"):
+        assert (result := cli(step, "--flow", "echo")).code == 0, result.err
+    keys = json.loads(proj.read(".llmops/runs/echo/line_keys.json"))
+    assert keys["line_key"] == "${data.id}" and keys["cluster"] == "${data.doc}"
+    assert [(x["line"], x["key"], x["cluster"]) for x in keys["lines"][:5]] == [
+        (0, "q0", "d0"), (1, "q1", "d0"), (2, "q2", "d0"), (3, "q3", "d0"), (4, "q4", "d1")]
+    shutil.move(proj.path(".llmops"), tmp_path / "main")
+    # the PR reverses the data file and swaps question 11 for a new question 12
+    proj.write("data/echo.jsonl", data([12, *reversed(range(11))]))
+    for step in ("batch-run", "eval-run"):
+        assert (result := cli(step, "--flow", "echo")).code == 0, result.err
+    result = cli("gate", "--flow", "echo", "--baseline", str(tmp_path / "main"))
+    assert result.code == 0, result.err
+    (row,) = json.loads(proj.read(".llmops/summary.json"))["flows"]["echo"]["gate"]["checks"]
+    # paired by id: 11 common lines with identical scores; by position, 11 of 12 pairs would be different questions
+    assert row["lines"] == 11 and row["line_delta"] == 0.0
+    assert row["note"].startswith("1 line(s) only in this run, 1 only in the baseline")
+    assert row["clusters"] == 3 and row["method"] == "cluster-robust-t"  # d0, d1, d2 (q12 is d3, unpaired)
