@@ -111,6 +111,20 @@ def test_binary_case_uses_mcnemar_exact_p() -> None:
     assert c.p_value == pytest.approx(24 / 2048) and c.verdict == "degraded"
 
 
+def test_improved_and_inconclusive_by_hand() -> None:
+    current, baseline = binary_lines(both=25, gains=10, losses=1, neither=4)
+    c = compare(current, baseline, GateRule("j.acc", max_drop=0.05))
+    assert c.p_value == pytest.approx(24 / 2048) and c.delta == pytest.approx(9 / 40) and c.verdict == "improved"
+    # 100 lines, 3 gained, 9 lost: p = 2 * (1 + 12 + 66 + 220) / 4096 = 0.146; change -0.06; the differences'
+    # sd is sqrt((12 - 100 * 0.06²) / 99) = 0.34290, se 0.034290, mde 2.8016 * 0.034290 = 0.09607 < 0.1:
+    # the data could see a 0.1 drop, does not show one, and its interval reaches below -0.1
+    current, baseline = binary_lines(both=70, gains=3, losses=9, neither=18)
+    c = compare(current, baseline, GateRule("j.acc", max_drop=0.1))
+    assert c.p_value == pytest.approx(598 / 4096) and c.mde == pytest.approx(0.09607, abs=1e-5)
+    assert c.interval is not None and c.interval[0] < -0.1 < c.interval[1]
+    assert c.verdict == "inconclusive"
+
+
 def test_wilson_interval_by_hand() -> None:
     # 155/200 at z = 1.6449: centre (0.775 + z²/400) / (1 + z²/200) = 0.771330, half-width 0.048384
     low, high = wilson(155, 200, 1.6448536269514722)
