@@ -37,6 +37,7 @@ ENDPOINT_NAME = r"[A-Za-z][A-Za-z0-9_-]{0,62}"  # what Azure ML, Databricks and 
 MODEL_NAME = r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,254}"  # Unity Catalog names are catalog.schema.model
 ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 _ENV_START = re.compile(r"\$\{\s*env\s*:")
+MAX_REPEATS = 100
 RUN_FIGURES = ("lines_failed", "lines_failed_ratio", "latency_p50", "latency_p95", "duration_s",
                "tokens_prompt", "tokens_completion", "tokens_total")
 
@@ -108,6 +109,7 @@ FLOW = Struct(
         "mlflow_agent": MLFLOW_AGENT,
         "line_key": DATA_REF, "cluster": DATA_REF,  # verdict statistics: see docs/gate.md
         "gate_family": Scalar((str,), choices=("holm", "none")),
+        "repeats": Scalar((int,)),  # each data line runs this many times; its score is the mean
     },
     what="in a flow", exclusive=(("run_file", "path"), ("run_file", "data"), ("run_file", "column_mapping"),
                                  ("run_file", "mlflow_agent"), ("variant", "mlflow_agent")),
@@ -246,6 +248,7 @@ class FlowSpec:
     line_key: str | None = None  # ${data.<column>} that pairs baseline and current lines (default: mapped inputs)
     cluster: str | None = None  # ${data.<column>}: lines sharing a value are one unit for intervals and verdicts
     gate_family: str = "holm"  # how the flow's paired verdicts are corrected for many metrics: holm | none
+    repeats: int = 1  # each data line runs this many times (its evaluations score every repeat)
 
     def where(self, *sub: Any) -> Origin:
         """The file that holds a setting: llmops.yaml when written there, else the flow's run.yml."""
@@ -552,6 +555,9 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
                             traffic or (100,), smoke,
                             dict(as_dict(dep.get("environment_variables"))),
                             dep["request_timeout_ms"] if isinstance(dep.get("request_timeout_ms"), int) else None)
+    repeats = raw.get("repeats", 1)
+    if isinstance(repeats, int) and not isinstance(repeats, bool) and not 1 <= repeats <= MAX_REPEATS:
+        problems.append(origin.problem(("repeats",), f"repeats must be 1 to {MAX_REPEATS}", "wrong-type"))
     max_failed = raw.get("max_failed_lines", 0)
     if isinstance(max_failed, int) and max_failed < 0:
         problems.append(origin.problem(("max_failed_lines",), "max_failed_lines must be 0 or more", "wrong-type"))
@@ -570,7 +576,8 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
         init={**as_dict(source.get("init")), **as_dict(raw.get("init"))},
         line_key=raw["line_key"] if isinstance(raw.get("line_key"), str) else None,
         cluster=raw["cluster"] if isinstance(raw.get("cluster"), str) else None,
-        gate_family=raw["gate_family"] if raw.get("gate_family") in ("holm", "none") else "holm")
+        gate_family=raw["gate_family"] if raw.get("gate_family") in ("holm", "none") else "holm",
+        repeats=raw["repeats"] if isinstance(raw.get("repeats"), int) and 1 <= raw["repeats"] <= MAX_REPEATS else 1)
     return flow, problems, run_doc
 
 

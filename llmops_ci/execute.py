@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmops_ci import repeats
 from llmops_ci.backends import Backend
 from llmops_ci.config import FlowSpec
 from llmops_ci.errors import CheckFailed, ServiceError, UsageError
@@ -133,7 +134,8 @@ def _execute_all(project: Project, rc: RunContext, jobs: list[Any]) -> Iterator[
 
 def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: RunContext) -> list[dict[str, Any]]:
     """Run each flow over its data; raise CheckFailed when failed lines exceed a flow's allowance."""
-    jobs = [(flow, batch_job(project, flow, options, rc.environ, local_connections=_local_connections(rc)))
+    jobs = [(flow, repeats.job(rc.state_dir, flow, batch_job(project, flow, options, rc.environ,
+                                                             local_connections=_local_connections(rc)), write=True))
             for flow in flows]  # env checked up front
     summaries: list[dict[str, Any]] = []
     broken: list[str] = []
@@ -141,6 +143,8 @@ def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: 
     down: dict[str, str] = {}
     for (flow, job), record in zip(jobs, _records(project, rc, [job for _, job in jobs]), strict=True):
         keep_base(rc.state_dir, record, job.data)  # what eval-run scores, whichever engine made the run
+        if flow.repeats > 1:  # kept above by repeated line; from here on by data line and repeat
+            repeats.fold(record, flow.repeats, project.data(flow.data).rows if flow.data else None)
         endpoint = _endpoint_down(rc, record)
         # an allowance of failed lines is for bad lines, not for an endpoint that answered none of them
         allowed = 0 if endpoint and flow.max_failed_lines is not None else flow.max_failed_lines
@@ -180,12 +184,17 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
         if base is None:
             raise UsageError(f"flow '{flow.name}' has no batch run in {rc.state_dir}; run "
                              f"'llmops-ci batch-run --flow {flow.name}' first (with the same --state-dir)")
-        plans.append((flow, eval_jobs(project, flow, str(base["name"]), options, rc.environ,
-                                      local_connections=_local_connections(rc))))
+        if flow.repeats > 1 and any(e.data not in (None, flow.data) for e in flow.evaluations.values()):
+            raise UsageError(f"flow '{flow.name}': repeats: {flow.repeats} runs each line of the flow's data several "
+                             "times, so its evaluations must score that data: remove 'data:' from its evaluations")
+        plans.append((flow, [repeats.job(rc.state_dir, flow, job, write=False) for job in eval_jobs(
+            project, flow, str(base["name"]), options, rc.environ, local_connections=_local_connections(rc))]))
     results: dict[str, Any] = {}
     failed = []
     flat = [(flow, job) for flow, jobs in plans for job in jobs]
     for (flow, job), record in zip(flat, _records(project, rc, [job for _, job in flat]), strict=True):
+        if flow.repeats > 1:
+            repeats.fold(record, flow.repeats, project.data(flow.data).rows if flow.data else None)
         summary = save_run(rc.state_dir, record, None)
         evaluation = job.label.split("/", 1)[1]
         entry = {"run": record.name, "status": summary["status"], "metrics": record.metrics,

@@ -9,6 +9,7 @@ shows the drop is within the limit. The result also says where the baseline came
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,7 @@ from llmops_ci.gate_stats import (
     non_inferior,
     non_inferiority_verdict,
 )
+from llmops_ci.repeats import mean_by_line
 from llmops_ci.runs import run_dir
 from llmops_ci.schema import as_dict
 from llmops_ci.state import check_summary, read_json_file
@@ -85,6 +87,8 @@ class Check:
     bound: float | None = None  # one-sided 95% bound of the change on the worse side (non_inferiority)
     clusters: int | None = None
     method: str | None = None
+    repeats: int | None = None  # runs per data line; the line's score is their mean
+    spread: float | None = None  # the mean standard deviation of a line's score across its repeats (this run)
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None or k in ("baseline", "verdict")}
@@ -154,12 +158,19 @@ def metric_value(summary: dict[str, Any], flow: str, metric: str) -> tuple[float
 
 
 def line_scores(state_dir: Path | None, flow: str, evaluation: str, output: str) -> dict[int, float] | None:
+    """Each data line's score (with repeats: the mean of its completed repeats), or None without per-line results."""
+    scored = scored_lines(state_dir, flow, evaluation, output)
+    return mean_by_line(scored)[0] if scored is not None else None
+
+
+def scored_lines(state_dir: Path | None, flow: str, evaluation: str, output: str) -> list[tuple[int, float]] | None:
+    """(data line, score) of every completed record; a line appears once per repeat."""
     if state_dir is None:
         return None
     path = run_dir(state_dir, f"{flow}/{evaluation}") / "lines.jsonl"
     if not path.is_file():
         return None
-    scores: dict[int, float] = {}
+    scores: list[tuple[int, float]] = []
     again = "run the evaluation again (or pass the state dir of a complete run as --baseline)"
     try:
         with path.open(encoding="utf-8") as fh:
@@ -177,7 +188,7 @@ def line_scores(state_dir: Path | None, flow: str, evaluation: str, output: str)
                 value = as_dict(record.get("outputs")).get(output)
                 if record.get("status") == "Completed" and isinstance(value, (int, float)) \
                         and not isinstance(value, bool) and math.isfinite(value):
-                    scores[line] = float(value)
+                    scores.append((line, float(value)))
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read ({exc}); {again}") from None
     return scores
@@ -222,7 +233,7 @@ def gate_flow(flow: FlowSpec, state_dir: Path, summary: dict[str, Any], baseline
         values[metric] = (rule, value, base_value, output)
         relative = rule.max_drop is not None or rule.max_rise is not None
         if output and relative and baseline is not None and base_value is not None:
-            current = line_scores(state_dir, flow.name, source, output) or {}
+            current, spread, repeats = mean_by_line(scored_lines(state_dir, flow.name, source, output) or [])
             previous = line_scores(baseline.state_dir, flow.name, source, output)
             if previous is not None:
                 if pairing is None:
@@ -232,6 +243,9 @@ def gate_flow(flow: FlowSpec, state_dir: Path, summary: dict[str, Any], baseline
                 comparisons[metric] = compare(_keyed(current, pairing.current, pairing.kind),
                                               _keyed(previous, pairing.baseline, pairing.kind), rule,
                                               clusters=pairing.clusters)
+                if repeats > 1:
+                    comparisons[metric] = dataclasses.replace(comparisons[metric], repeats=repeats,
+                                                              spread=round(spread, 6) if spread is not None else None)
     comparisons = adjust_family(comparisons, flow.gate_family)
     for metric, (rule, value, base_value, output) in values.items():
         result.checks += _checks(metric, rule, value, base_value, comparisons.get(metric), baseline is not None,
@@ -258,7 +272,8 @@ def _stats(comparison: Comparison, output: str | None, pairing_note: str | None)
         "interval_of": f"mean per-line difference of '{output}'",
         "line_delta": round(comparison.delta, 6) if comparison.delta is not None else None,
         "p_value": round(comparison.p_value, 6) if comparison.p_value is not None else None,
-        "mde": comparison.mde, "clusters": comparison.clusters, "method": comparison.method}
+        "mde": comparison.mde, "clusters": comparison.clusters, "method": comparison.method,
+        "repeats": comparison.repeats, "spread": comparison.spread}
     notes = [n for n in (pairing_note, comparison.note) if n]
     missing = comparison.only_current + comparison.only_baseline
     if missing:

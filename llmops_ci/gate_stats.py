@@ -59,6 +59,8 @@ class Comparison:
     tolerance: float = 0.0
     higher_better: bool = True
     note: str | None = None
+    repeats: int | None = None  # set by the caller: runs per line, and the mean within-line sd
+    spread: float | None = None
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ MAX_CASSETTE_BYTES = 500_000_000
 class CacheSettings:
     mode: str
     cassette: Path
+    repeats: int = 1  # the run's data holds each line this many times in a row (flow ``repeats:``)
 
 
 @dataclass
@@ -381,6 +382,9 @@ class ProxyServer:
         except ValueError:
             return _send_json(handler, 400, _error("llmops-ci proxy: the request body is not JSON"))
         key = request_key(name, path, body)
+        repeats = run.settings.repeats
+        if line is not None and repeats > 1 and line % repeats:
+            key = f"{key}#{line % repeats}"  # repeat i of a line replays repeat i's answer, not repeat 0's
         mode = run.settings.mode
         with run.lock:
             entry = run.cassette.entries.get(key) if mode in ("replay", "auto") else None

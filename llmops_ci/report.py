@@ -128,7 +128,10 @@ def _statistics(check: dict[str, Any], st: Style) -> str:
         return "-"
     out = f"p {_num(check.get('p_value'), 2, st=st)}, mde {_num(check.get('mde'), 2, st=st)}"
     out += f", {st.text(check.get('method'), 30)}" if check.get("method") else ""
-    return out + (f", {_num(check.get('clusters'), st=st)} clusters" if check.get("clusters") else "")
+    out += f", {_num(check.get('clusters'), st=st)} clusters" if check.get("clusters") else ""
+    if check.get("repeats"):  # each line's score is the mean of its repeats; how much they vary within a line
+        out += f", {_num(check.get('repeats'), st=st)} repeats (within-line sd {_num(check.get('spread'), 2, st=st)})"
+    return out
 
 
 def _age(seconds: Any) -> str:
@@ -166,7 +169,8 @@ def _runs(flows: dict[str, Any], errors_per_flow: int, only_failed: bool, st: St
             continue
         tokens = as_dict(run.get("tokens")).get("total")
         rows.append([st.code(name), "✅" if run.get("status") == "completed" else "❌",
-                     _num(run.get("lines_total"), st=st), _num(run.get("lines_failed"), st=st),
+                     _num(run.get("lines_total"), st=st) + (f" × {_num(run['repeats'], st=st)}" if run.get("repeats")
+                                                           else ""), _num(run.get("lines_failed"), st=st),
                      _num(run.get("duration_s"), 3, st=st), _num(run.get("latency_p95"), 3, st=st),
                      _num(tokens, 9, st=st)])
         if run.get("error"):  # the run failed as a whole (or ended with an error): say what, before any line

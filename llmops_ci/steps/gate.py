@@ -32,7 +32,8 @@ def table(gate: FlowGate) -> str:
         rule = f"{c.rule} {_num(c.limit)}" + (", significant: true" if c.significant else "") + (
             f", test: {c.test}" if c.test else "")
         stats = "-" if c.p_value is None else f"p {_num(c.p_value)}, mde {_num(c.mde)}, {c.method}" + (
-            f" ({c.clusters} clusters)" if c.clusters else "")
+            f" ({c.clusters} clusters)" if c.clusters else "") + (
+            f", {c.repeats} repeats (within-line sd {_num(c.spread)})" if c.repeats else "")
         rows.append((c.metric, _num(c.value), _num(c.baseline), _num(c.delta), interval, stats, rule,
                      c.verdict or "-", "pass" if c.passed else "FAIL"))
     return tabulate(rows, headers=["metric", "value", "baseline", "delta", "95% CI (per-line score)", "statistics",
