@@ -89,8 +89,8 @@ flows:
 
 
 def test_repeats_out_of_range_is_exit_2(cli: Cli, project: Callable[..., Project]) -> None:
-    proj = project({"llmops.yaml": "version: 1\nflows:\n  qa:\n    path: flows/qa\n    data: d.jsonl\n    repeats: 0\n"},
-                   base=False)
+    text = "version: 1\nflows:\n  qa:\n    path: flows/qa\n    data: d.jsonl\n    repeats: 0\n"
+    proj = project({"llmops.yaml": text}, base=False)
     result = cli("gate")
     assert result.code == 2 and "repeats must be 1 to 100" in result.err and proj
 
