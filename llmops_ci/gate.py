@@ -35,7 +35,7 @@ from llmops_ci.runs import run_dir
 from llmops_ci.schema import as_dict
 from llmops_ci.state import check_summary, read_json_file
 
-__all__ = ["MIN_LINES", "RESAMPLES", "SEED", "Comparison", "compare"]  # compare: also for against: rules
+__all__ = ["MIN_LINES", "RESAMPLES", "SEED", "Comparison", "compare"]  # compare/paired_checks: for against: too
 _EPS = 1e-12
 
 
@@ -254,6 +254,15 @@ def gate_flow(flow: FlowSpec, state_dir: Path, summary: dict[str, Any], baseline
         result.changed_rules = changed_rules(flow, baseline.summary)
         result.baseline = baseline_provenance(flow, summary, baseline.summary, baseline.source, result.provenance)
     return result
+
+
+def paired_checks(metric: str, rule: GateRule, value: float, reference: float | None,
+                  comparison: Comparison | None, *, output: str | None, note: str | None = None) -> list[Check]:
+    """The check rows of one rule from a paired comparison, whatever the reference is: the baseline run here, a
+    sibling flow of the same run for ``against: <flow>`` rules. Build ``comparison`` with
+    ``gate_stats.compare(current per-line scores, reference per-line scores, rule)`` (both keyed by line key),
+    put a flow's comparisons through ``gate_stats.adjust_family`` (Holm), then call this per rule."""
+    return _checks(metric, rule, value, reference, comparison, True, output, note)
 
 
 def _not_a_number(metric: str, rule: GateRule) -> list[Check]:

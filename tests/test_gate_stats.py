@@ -453,3 +453,15 @@ def test_batch_run_keeps_line_keys_and_a_reordered_data_file_pairs_by_key(
     assert row["lines"] == 11 and row["line_delta"] == 0.0
     assert row["note"].startswith("1 line(s) only in this run, 1 only in the baseline")
     assert row["clusters"] == 3 and row["method"] == "cluster-robust-t"  # d0, d1, d2 (q12 is d3, unpaired)
+
+
+def test_paired_checks_for_any_reference() -> None:
+    """against: rules compare with a sibling flow through the same two functions."""
+    from llmops_ci.gate import paired_checks
+
+    current, reference = binary_lines(both=25, gains=1, losses=10, neither=4)
+    rule = GateRule("judge.accuracy", max_drop=0.05, test="non_inferiority")
+    comparison = adjust_family({"judge.accuracy": compare(current, reference, rule)})["judge.accuracy"]
+    (row,) = paired_checks("judge.accuracy", rule, 0.65, 0.875, comparison, output="correct")
+    assert row.passed is False and row.verdict == "degraded" and row.method == "mcnemar"
+    assert row.p_value == pytest.approx(24 / 2048, abs=1e-6) and row.bound is not None and row.bound < -0.05
