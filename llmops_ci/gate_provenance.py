@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops_ci.config import FlowSpec
-from llmops_ci.schema import as_dict
+from llmops_ci.schema import as_dict, as_list
 
 STALE_S = 7 * 86400  # a baseline older than a week is shown as stale
 _IGNORED = {"__pycache__", ".git", ".promptflow", ".runs", "node_modules"}
@@ -72,7 +72,7 @@ def _rule_values(rule: Mapping[str, Any]) -> dict[str, Any]:
 def changed_rules(flow: FlowSpec, baseline: dict[str, Any]) -> list[dict[str, Any]]:
     """Gate limits (and burdens of proof) that differ from the baseline run's, from its gate's check rows."""
     entry = as_dict(as_dict(baseline.get("flows")).get(flow.name))
-    rows = [c for c in as_dict(entry.get("gate")).get("checks", []) or [] if isinstance(c, dict)]
+    rows = [c for c in as_list(as_dict(entry.get("gate")).get("checks")) if isinstance(c, dict)]
     if not rows:
         return []
     was: dict[tuple[str, str], Any] = {}

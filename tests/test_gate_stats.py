@@ -465,3 +465,18 @@ def test_paired_checks_for_any_reference() -> None:
     (row,) = paired_checks("judge.accuracy", rule, 0.65, 0.875, comparison, output="correct")
     assert row.passed is False and row.verdict == "degraded" and row.method == "mcnemar"
     assert row.p_value == pytest.approx(24 / 2048, abs=1e-6) and row.bound is not None and row.bound < -0.05
+
+
+def test_a_tampered_baseline_is_tolerated(cli: Cli, project: Callable[..., Project], tmp_path: Path) -> None:
+    proj = project({"llmops.yaml": config("      judge.accuracy: {min: 0.5, max_drop: 0.05}\n")}, base=False)
+    scores = {f"q{i}": 1.0 for i in range(20)}
+    write_state(proj.path(".llmops"), {"correct": scores})
+    junk = {"passed": "yes", "checks": 5, "provenance": {"commit": {"x": 1}, "gated_at": "never",
+                                                          "data_hash": [], "evaluation_hashes": "judge"}}
+    base = write_state(tmp_path / "main", {"correct": scores}, gate=junk)
+    (base / "runs" / "qa" / "line_keys.json").write_text('{"line_key": null, "lines": "x"}')
+    result = cli("gate", "--baseline", str(base))
+    assert result.code == 0, result.err
+    gate = gate_json(proj)
+    assert gate["changed_rules"] == [] and gate["checks"][1]["lines"] == 20
+    assert gate["baseline"]["age_s"] is None and gate["baseline"]["same_data"] is None
