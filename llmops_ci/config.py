@@ -529,7 +529,7 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
             gate[str(metric)] = GateRule(str(metric), _num(rule.get("min")), _num(rule.get("max")),
                                          _num(rule.get("max_drop")), _num(rule.get("max_rise")),
                                          rule.get("significant") is True,
-                                         rule["test"] if rule.get("test") == "non_inferiority" else None)
+                                         test=rule["test"] if rule.get("test") == "non_inferiority" else None)
             if rule.get("test") == "non_inferiority" and rule.get("max_drop") is None \
                     and rule.get("max_rise") is None:
                 problems.append(origin.problem(("gate", metric, "test"), "test: non_inferiority needs the limit "

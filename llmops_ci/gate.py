@@ -18,7 +18,7 @@ from typing import Any
 
 from llmops_ci.config import RUN_FIGURES, FlowSpec, GateRule
 from llmops_ci.errors import UsageError
-from llmops_ci.gate_keys import load_line_keys, pair
+from llmops_ci.gate_keys import Pairing, load_line_keys, pair
 from llmops_ci.gate_provenance import baseline_provenance, changed_rules
 from llmops_ci.gate_stats import (
     MIN_LINES,
@@ -206,12 +206,15 @@ def gate_flow(flow: FlowSpec, state_dir: Path, summary: dict[str, Any], baseline
               provenance: dict[str, Any] | None = None) -> FlowGate:
     """``provenance``: this run's (commit, time, data and evaluation hashes), kept for when it is a baseline."""
     result = FlowGate(flow.name, provenance=dict(provenance or {}))
-    values: dict[str, tuple[GateRule, float, float | None, str | None]] = {}
+    values: dict[str, tuple[GateRule, float, float | None, str | None, bool, str | None]] = {}
     comparisons: dict[str, Comparison] = {}
-    pairing = None
+    notes: dict[str, str | None] = {}
+    pairings: dict[str | None, Pairing] = {}  # by reference flow (None: the baseline)
     for metric, rule in flow.gate.items():
         source, _, name = metric.partition(".")
-        if source != "run" and source not in flow.evaluations:
+        against = getattr(rule, "against", None)  # a sibling flow of this run instead of the baseline
+        if source != "run" and source not in flow.evaluations and not (source == "parity"
+                                                                       and getattr(flow, "parity", None)):
             names = [f"run.{f}" for f in RUN_FIGURES] + [f"{e}.<metric>" for e in flow.evaluations]
             raise UsageError(f"gate rule '{metric}' of flow '{flow.name}': no evaluation '{source}' in the config; "
                              f"rules can name: {', '.join(names)}")
@@ -226,30 +229,44 @@ def gate_flow(flow: FlowSpec, state_dir: Path, summary: dict[str, Any], baseline
         if not math.isfinite(value):
             result.checks += _not_a_number(metric, rule)
             continue
-        base_value = metric_value(baseline.summary, flow.name, metric)[0] if baseline else None
+        reference = Baseline(summary, state_dir, f"flow {against}") if against else baseline
+        ref_flow = against or flow.name
+        base_value = metric_value(reference.summary, ref_flow, metric)[0] if reference else None
         if base_value is not None and not math.isfinite(base_value):
             base_value = None  # a baseline without a usable value is no baseline for this metric
+        if against and base_value is None:
+            raise UsageError(f"gate rule '{metric}' of flow '{flow.name}' compares against flow '{against}', "
+                             f"which has no value for it in {state_dir}; run both flows (batch-run and eval-run) "
+                             "with the same --state-dir")
         output = flow.evaluations[source].scores.get(name) if source in flow.evaluations else None
-        values[metric] = (rule, value, base_value, output)
+        values[metric] = (rule, value, base_value, output, reference is not None, against)
         relative = rule.max_drop is not None or rule.max_rise is not None
-        if output and relative and baseline is not None and base_value is not None:
+        if output and relative and reference is not None and base_value is not None:
             current, spread, repeats = mean_by_line(scored_lines(state_dir, flow.name, source, output) or [])
-            previous = line_scores(baseline.state_dir, flow.name, source, output)
-            if previous is not None:
-                if pairing is None:
-                    pairing = pair(flow, load_line_keys(run_dir(state_dir, flow.name)),
-                                   load_line_keys(run_dir(baseline.state_dir, flow.name)
-                                                  if baseline.state_dir else None))
-                comparisons[metric] = compare(_keyed(current, pairing.current, pairing.kind),
-                                              _keyed(previous, pairing.baseline, pairing.kind), rule,
-                                              clusters=pairing.clusters)
-                if repeats > 1:
-                    comparisons[metric] = dataclasses.replace(comparisons[metric], repeats=repeats,
-                                                              spread=round(spread, 6) if spread is not None else None)
+            previous = line_scores(reference.state_dir, ref_flow, source, output)
+            if previous is None:
+                continue
+            if against not in pairings:
+                mine = load_line_keys(run_dir(state_dir, flow.name))
+                pairings[against] = pair(flow, mine, load_line_keys(run_dir(state_dir, against)), same_data=True) \
+                    if against else pair(flow, mine, load_line_keys(run_dir(reference.state_dir, flow.name)
+                                                                    if reference.state_dir else None))
+            pairing = pairings[against]
+            comparisons[metric] = compare(_keyed(current, pairing.current, pairing.kind),
+                                          _keyed(previous, pairing.baseline, pairing.kind), rule,
+                                          clusters=pairing.clusters)
+            notes[metric] = pairing.note
+            if repeats > 1:
+                comparisons[metric] = dataclasses.replace(comparisons[metric], repeats=repeats,
+                                                          spread=round(spread, 6) if spread is not None else None)
     comparisons = adjust_family(comparisons, flow.gate_family)
-    for metric, (rule, value, base_value, output) in values.items():
-        result.checks += _checks(metric, rule, value, base_value, comparisons.get(metric), baseline is not None,
-                                 output, pairing.note if pairing else None)
+    for metric, (rule, value, base_value, output, have_reference, against) in values.items():
+        checks = _checks(metric, rule, value, base_value, comparisons.get(metric), have_reference, output,
+                         notes.get(metric))
+        for check in checks if against else []:
+            if check.rule in ("max_drop", "max_rise"):
+                check.note = f"against flow '{against}' in this run" + (f"; {check.note}" if check.note else "")
+        result.checks += checks
     if baseline is not None:
         result.changed_rules = changed_rules(flow, baseline.summary)
         result.baseline = baseline_provenance(flow, summary, baseline.summary, baseline.source, result.provenance)

@@ -141,8 +141,10 @@ class Pairing:
     note: str | None = None
 
 
-def pair(flow: FlowSpec, current: LineKeys | None, baseline: LineKeys | None) -> Pairing:
-    """The best key both runs have: the configured line_key, else the mapped-inputs hash, else the position."""
+def pair(flow: FlowSpec, current: LineKeys | None, baseline: LineKeys | None, *, same_data: bool = False) -> Pairing:
+    """The best key both runs have: the configured line_key, else the mapped-inputs hash, else the position.
+    ``same_data``: the other run is a sibling flow over the same data file (``against:``), whose mapped inputs
+    differ from this flow's: without the same line_key on both, its lines pair by line number, silently."""
     clusters = None
     if flow.cluster and (current is None or current.cluster_of != flow.cluster):
         raise UsageError(f"flow '{flow.name}': cluster: {flow.cluster} is set but this run's lines have no "
@@ -150,6 +152,8 @@ def pair(flow: FlowSpec, current: LineKeys | None, baseline: LineKeys | None) ->
     note = None
     if current is not None and baseline is not None and current.kind == baseline.kind and current.keys:
         kind, cur, base = current.kind, current.keys, baseline.keys
+    elif same_data:
+        kind, cur, base = "line", {}, {}
     elif current is not None and baseline is not None and current.inputs and baseline.inputs:
         kind, cur, base = INPUTS, current.inputs, baseline.inputs
         if flow.line_key:
