@@ -480,3 +480,31 @@ def test_a_tampered_baseline_is_tolerated(cli: Cli, project: Callable[..., Proje
     gate = gate_json(proj)
     assert gate["changed_rules"] == [] and gate["checks"][1]["lines"] == 20
     assert gate["baseline"]["age_s"] is None and gate["baseline"]["same_data"] is None
+
+
+def test_against_rules_use_the_same_comparison(tmp_path: Path) -> None:
+    """A rule with ``against: <flow>`` (the evaluators' parity gate) compares with the sibling flow of this run."""
+    import dataclasses
+
+    from llmops_ci.config import load_config
+    from llmops_ci.gate import gate_flow
+
+    @dataclasses.dataclass(frozen=True)
+    class AgainstRule(GateRule):
+        against: str | None = None
+
+    (tmp_path / "llmops.yaml").write_text(config("      judge.accuracy: {max_drop: 0.02}\n"))
+    flow = load_config(tmp_path / "llmops.yaml", {}).flows["qa"]
+    flow = dataclasses.replace(flow, gate={"judge.accuracy": AgainstRule("judge.accuracy", max_drop=0.02,
+                                                                          test="non_inferiority", against="old")})
+    current, reference = binary_lines(150, 5, 5, 40)
+    state = write_state(tmp_path / "state", {"correct": current})
+    old = write_state(tmp_path / "other", {"correct": reference})
+    summary = json.loads((state / "summary.json").read_text())
+    summary["flows"]["old"] = json.loads((old / "summary.json").read_text())["flows"]["qa"]
+    (state / "summary.json").write_text(json.dumps(summary))
+    (old / "runs" / "qa").rename(state / "runs" / "old")  # the sibling flow's lines, in this run's state dir
+    (row,) = gate_flow(flow, state, summary, None).checks
+    # the same numbers as test_non_inferiority_pass_and_fail: bound -0.02686 > -0.02 fails
+    assert row.bound == pytest.approx(-0.02686, abs=2e-5) and row.passed is False
+    assert row.note is not None and row.note.startswith("against flow 'old' in this run")
