@@ -30,6 +30,7 @@ from llmops_ci.gate_stats import (
     non_inferior,
     non_inferiority_verdict,
 )
+from llmops_ci.gate_stats import level as threshold_level
 from llmops_ci.repeats import mean_by_line
 from llmops_ci.runs import run_dir
 from llmops_ci.schema import as_dict
@@ -207,6 +208,7 @@ def gate_flow(flow: FlowSpec, state_dir: Path, summary: dict[str, Any], baseline
     """``provenance``: this run's (commit, time, data and evaluation hashes), kept for when it is a baseline."""
     result = FlowGate(flow.name, provenance=dict(provenance or {}))
     values: dict[str, tuple[GateRule, float, float | None, str | None, bool, str | None]] = {}
+    levels: dict[str, dict[str, Any]] = {}  # threshold rows' intervals
     comparisons: dict[str, Comparison] = {}
     notes: dict[str, str | None] = {}
     pairings: dict[str | None, Pairing] = {}  # by reference flow (None: the baseline)
@@ -240,6 +242,8 @@ def gate_flow(flow: FlowSpec, state_dir: Path, summary: dict[str, Any], baseline
                              "with the same --state-dir")
         output = flow.evaluations[source].scores.get(name) if source in flow.evaluations else None
         values[metric] = (rule, value, base_value, output, reference is not None, against)
+        if output and (rule.min is not None or rule.max is not None):
+            levels[metric] = _level(flow, state_dir, source, output)
         relative = rule.max_drop is not None or rule.max_rise is not None
         if output and relative and reference is not None and base_value is not None:
             current, spread, repeats = mean_by_line(scored_lines(state_dir, flow.name, source, output) or [])
@@ -263,6 +267,10 @@ def gate_flow(flow: FlowSpec, state_dir: Path, summary: dict[str, Any], baseline
     for metric, (rule, value, base_value, output, have_reference, against) in values.items():
         checks = _checks(metric, rule, value, base_value, comparisons.get(metric), have_reference, output,
                          notes.get(metric))
+        for check in checks:
+            if check.rule in ("min", "max") and levels.get(metric):
+                for key, extra in levels[metric].items():
+                    setattr(check, key, extra)
         for check in checks if against else []:
             if check.rule in ("max_drop", "max_rise"):
                 check.note = f"against flow '{against}' in this run" + (f"; {check.note}" if check.note else "")
@@ -271,6 +279,17 @@ def gate_flow(flow: FlowSpec, state_dir: Path, summary: dict[str, Any], baseline
         result.changed_rules = changed_rules(flow, baseline.summary)
         result.baseline = baseline_provenance(flow, summary, baseline.summary, baseline.source, result.provenance)
     return result
+
+
+def _level(flow: FlowSpec, state_dir: Path, evaluation: str, output: str) -> dict[str, Any]:
+    """A threshold row's interval (of the mean per-line score) when the scores are 0/1 or clustered, else {}."""
+    scores = line_scores(state_dir, flow.name, evaluation, output) or {}
+    keys = load_line_keys(run_dir(state_dir, flow.name)) if flow.cluster else None
+    found = threshold_level(scores, keys.clusters if keys is not None and keys.cluster_of == flow.cluster else None)
+    if found is None:
+        return {}
+    return {"interval": list(found.interval), "interval_of": f"mean per-line '{output}'", "lines": found.lines,
+            "line_delta": None, "method": found.method, "clusters": found.clusters}
 
 
 def paired_checks(metric: str, rule: GateRule, value: float, reference: float | None,

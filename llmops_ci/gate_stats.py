@@ -337,6 +337,39 @@ def _mcnemar(current: list[float], reference: list[float], better: bool) -> _Sta
                   mcnemar_exact_p(gains, losses), round(mde(se), 6), round(mde(se, Z_ONE_SIDED), 6), se)
 
 
+@dataclass(frozen=True)
+class Level:
+    """How sure a threshold's value is: the 95% interval of the mean per-line score."""
+
+    lines: int
+    mean: float
+    interval: tuple[float, float]
+    method: str
+    clusters: int | None = None
+
+
+def level(scores: Mapping[K, float], clusters: Mapping[K, Hashable] | None = None,
+          min_lines: int = MIN_LINES) -> Level | None:
+    """Wilson's interval for 0/1 scores, a cluster-robust t interval with clusters; None otherwise (a threshold
+    then judges the value alone) or with fewer than ``min_lines`` lines or MIN_CLUSTERS clusters."""
+    n = len(scores)
+    if n < min_lines:
+        return None
+    mean = sum(scores.values()) / n
+    if clusters is not None:
+        groups: dict[Hashable, list[float]] = {}
+        for key, value in scores.items():
+            groups.setdefault(clusters.get(key, ("line", key)), []).append(value)
+        if len(groups) < MIN_CLUSTERS:
+            return None
+        half = t_ppf(1 - ALPHA / 2, len(groups) - 1) * cluster_se(list(groups.values()))
+        return Level(n, mean, (round(mean - half, 6), round(mean + half, 6)), "cluster-robust-t", len(groups))
+    if all(v in (0.0, 1.0) for v in scores.values()):
+        low, high = wilson(round(mean * n), n)
+        return Level(n, mean, (round(low, 6), round(high, 6)), "wilson")
+    return None
+
+
 # --- many metrics ----------------------------------------------------------------------------------------
 
 def holm(p_values: list[float]) -> list[float]:

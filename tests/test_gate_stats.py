@@ -508,3 +508,13 @@ def test_against_rules_use_the_same_comparison(tmp_path: Path) -> None:
     # the same numbers as test_non_inferiority_pass_and_fail: bound -0.02686 > -0.02 fails
     assert row.bound == pytest.approx(-0.02686, abs=2e-5) and row.passed is False
     assert row.note is not None and row.note.startswith("against flow 'old' in this run")
+
+
+def test_threshold_rows_show_wilson_for_0_1_scores(cli: Cli, project: Callable[..., Project]) -> None:
+    proj = project({"llmops.yaml": config("      judge.accuracy: {min: 0.7}\n")}, base=False)
+    write_state(proj.path(".llmops"), {"correct": {f"q{i}": float(i < 15) for i in range(20)}})
+    assert cli("gate").code == 0
+    (row,) = gate_json(proj)["checks"]
+    # Wilson 15/20: centre (0.75 + 1.96²/40) / (1 + 1.96²/20) = 0.70973, half-width 0.17843
+    assert row["method"] == "wilson" and row["interval"] == pytest.approx([0.53130, 0.88816], abs=1e-4)
+    assert row["passed"] is True and row["verdict"] is None and row["interval_of"] == "mean per-line 'correct'"
