@@ -74,7 +74,8 @@ class GateStep:
                     log.info("  %s %s: %s", check.metric, check.rule, check.note)
             for rule in result.changed_rules:
                 log.warning("%s: gate rule %s %s changed since the baseline: %s -> %s", flow.name, rule["metric"],
-                            rule["rule"], rule["was"], rule["now"])
+                            rule["rule"], "none" if rule["was"] is None else rule["was"],
+                            "none" if rule["now"] is None else rule["now"])
             for warning in (result.baseline or {}).get("warnings", []):
                 log.warning("%s: %s", flow.name, warning)
             if not result.passed:
