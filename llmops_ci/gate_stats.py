@@ -56,6 +56,7 @@ class Comparison:
     bound: float | None = None
     clusters: int | None = None
     se: float | None = None  # standard error of the mean change (cluster-robust with clusters)
+    discordance: float | None = None  # 0/1 scores: the share of discordant lines (McNemar's b + c over n)
     tolerance: float = 0.0
     higher_better: bool = True
     note: str | None = None
@@ -71,6 +72,7 @@ class _Stats:
     mde: float
     mde_one_sided: float
     se: float
+    discordance: float | None = None  # 0/1 scores: the share of lines that changed either way
 
 
 def verdict_of(c: Comparison) -> str:
@@ -333,8 +335,27 @@ def _mcnemar(current: list[float], reference: list[float], better: bool) -> _Sta
     diff = [a - b for a, b in zip(current, reference, strict=True)]
     mean = sum(diff) / n
     se = math.sqrt(sum((d - mean) ** 2 for d in diff) / (n - 1) / n) if n > 1 else 0.0
+    psi = (gains + losses) / n
     return _Stats((round(low, 6), round(high, 6)), round(one_low if better else one_high, 6),
-                  mcnemar_exact_p(gains, losses), round(mde(se), 6), round(mde(se, Z_ONE_SIDED), 6), se)
+                  mcnemar_exact_p(gains, losses), round(mcnemar_mde(psi, n), 6),
+                  round(mcnemar_mde(psi, n, Z_ONE_SIDED), 6), se, psi)
+
+
+def mcnemar_mde(discordance: float, n: int, z_alpha: float = Z_TWO_SIDED) -> float:
+    """The drop McNemar's test detects with POWER probability on n paired 0/1 lines, by Connor's (1987) sample
+    size formula n = (z_a sqrt(psi) + z_b sqrt(psi - d²))² / d² with the discordance under the change
+    psi = observed + d: a regression turns lines that agreed into losses, so the variance the test meets is
+    larger than the one observed without it. Solved for d by fixed-point iteration (it increases to the root)."""
+    if n < 2:
+        return 1.0
+    delta = mde(math.sqrt(discordance / n), z_alpha)
+    for _ in range(100):
+        psi = min(1.0, discordance + delta)
+        following = (z_alpha * math.sqrt(psi) + Z_POWER * math.sqrt(max(0.0, psi - delta * delta))) / math.sqrt(n)
+        if abs(following - delta) < 1e-9:
+            break
+        delta = following
+    return min(1.0, delta)
 
 
 @dataclass(frozen=True)
@@ -399,7 +420,9 @@ def adjust_family(comparisons: Mapping[str, Comparison], family: str = "holm") -
     for name, p in zip(names, adjusted, strict=True):
         c = tested[name]
         family_mde = c.mde
-        if c.se is not None:
+        if c.discordance is not None:
+            family_mde = round(mcnemar_mde(c.discordance, c.lines, z_family), 6)
+        elif c.se is not None:
             family_mde = round(t_mde(c.se, c.clusters - 1, ALPHA / len(names)) if c.clusters
                                else mde(c.se, z_family), 6)
         changed = replace(c, p_value=p, mde=family_mde)

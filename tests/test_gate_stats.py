@@ -115,14 +115,26 @@ def test_improved_and_inconclusive_by_hand() -> None:
     current, baseline = binary_lines(both=25, gains=10, losses=1, neither=4)
     c = compare(current, baseline, GateRule("j.acc", max_drop=0.05))
     assert c.p_value == pytest.approx(24 / 2048) and c.delta == pytest.approx(9 / 40) and c.verdict == "improved"
-    # 100 lines, 3 gained, 9 lost: p = 2 * (1 + 12 + 66 + 220) / 4096 = 0.146; change -0.06; the differences'
-    # sd is sqrt((12 - 100 * 0.06²) / 99) = 0.34290, se 0.034290, mde 2.8016 * 0.034290 = 0.09607 < 0.1:
-    # the data could see a 0.1 drop, does not show one, and its interval reaches below -0.1
+    # 20 lines scored 0-1: 4 drop by 0.5, 1 rises by 0.5, 15 unchanged: mean -0.075, sd of the differences
+    # sqrt((1.25 - 20 * 0.075²) / 19) = 0.244704, se 0.054716, mde 2.8016 * 0.054716 = 0.153291 <= 0.16: the data
+    # could see a 0.16 drop, does not show a change (p 0.23), and its interval reaches below -0.16
+    base = {i: 0.5 for i in range(20)}
+    cur = {i: 0.5 - (0.5 if i < 4 else 0.0) + (0.5 if i == 4 else 0.0) for i in range(20)}
+    c = compare(cur, base, GateRule("j.s", max_drop=0.16))
+    assert c.mde == pytest.approx(0.153291, abs=2e-5) and c.p_value > 0.05
+    assert c.interval is not None and c.interval[0] < -0.16 < c.interval[1]
+    assert c.verdict == "inconclusive"
+
+
+def test_mcnemar_mde_by_hand() -> None:
+    # 100 lines, 12 discordant (psi 0.12): Connor's formula with psi + d under the change, solved for d:
+    # d = (1.96 * sqrt(0.12 + d) + 0.8416 * sqrt(0.12 + d - d²)) / 10 -> 0.14161
     current, baseline = binary_lines(both=70, gains=3, losses=9, neither=18)
     c = compare(current, baseline, GateRule("j.acc", max_drop=0.1))
-    assert c.p_value == pytest.approx(598 / 4096) and c.mde == pytest.approx(0.09607, abs=1e-5)
-    assert c.interval is not None and c.interval[0] < -0.1 < c.interval[1]
-    assert c.verdict == "inconclusive"
+    d = c.mde
+    assert d == pytest.approx(0.14161, abs=1e-5)
+    assert d == pytest.approx((1.959964 * (0.12 + d) ** 0.5 + 0.841621 * (0.12 + d - d * d) ** 0.5) / 10, abs=1e-5)
+    assert c.p_value == pytest.approx(598 / 4096) and c.verdict == "underpowered"
 
 
 def test_wilson_interval_by_hand() -> None:
@@ -329,7 +341,7 @@ def test_non_inferiority_pass_and_fail(limit: float, code: int, verdict: str, cl
     (row,) = gate_json(proj)["checks"]
     assert row["bound"] == pytest.approx(-0.02686, abs=2e-5) and row["test"] == "non_inferiority"
     assert row["delta"] == 0.0 and row["passed"] is (code == 0)
-    # shown non-inferior reads "unchanged"; not shown: the one-sided mde (2.486 * 0.01585 = 0.039) > 0.02
+    # shown non-inferior reads "unchanged"; not shown: the one-sided mde (Connor, psi 0.05, n 200: 0.0573) > 0.02
     assert row["verdict"] == verdict
 
 
