@@ -129,8 +129,8 @@ def mde_sized_docs(scenario: Scenario, method: str, limit: float, seed: int, pil
                 for _ in range(pilots)]
         if statistics.median(mdes) <= limit or docs >= 400:
             return docs, statistics.median(mdes)
+        step = min(step * 2, 40) if statistics.median(mdes) > 1.5 * limit else 5  # fine steps near the limit
         docs += step
-        step = min(step * 2, 40) if statistics.median(mdes) > 1.5 * limit else 5
 
 
 def detection(scenario: Scenario, docs: int, prs: int, limit: float, seed: int) -> dict[str, float]:
