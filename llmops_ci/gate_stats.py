@@ -57,6 +57,7 @@ class Comparison:
     clusters: int | None = None
     se: float | None = None  # standard error of the mean change (cluster-robust with clusters)
     discordance: float | None = None  # 0/1 scores: the share of discordant lines (McNemar's b + c over n)
+    binary: bool = False  # 0/1 scores on both sides
     tolerance: float = 0.0
     higher_better: bool = True
     note: str | None = None
@@ -144,8 +145,9 @@ def compare(current: Mapping[K, float], baseline: Mapping[K, float], rule: objec
         if len(groups) < MIN_CLUSTERS:
             return replace(base, clusters=len(groups), method="cluster-robust-t",
                            note=f"{len(groups)} clusters: at least {MIN_CLUSTERS} are needed for an interval")
-        stats = _cluster_t(list(groups.values()), better)
-        result = replace(base, **asdict(stats), clusters=len(groups), method="cluster-robust-t")
+        binary = all(current[k] in (0.0, 1.0) and baseline[k] in (0.0, 1.0) for k in common)
+        stats = _cluster_t(list(groups.values()), better, binary)
+        result = replace(base, **asdict(stats), clusters=len(groups), method="cluster-robust-t", binary=binary)
     elif all(current[k] in (0.0, 1.0) and baseline[k] in (0.0, 1.0) for k in common):
         stats = _mcnemar([current[k] for k in common], [baseline[k] for k in common], better)
         result = replace(base, **asdict(stats), method="mcnemar")
@@ -211,7 +213,7 @@ def cluster_se(groups: list[list[float]]) -> float:
     return math.sqrt(g_count / (g_count - 1) * total) / n
 
 
-def _cluster_t(groups: list[list[float]], better: bool) -> _Stats:
+def _cluster_t(groups: list[list[float]], better: bool, binary: bool = False) -> _Stats:
     """Cluster-robust inference: the CR1 standard error with Student's t on G - 1 degrees of freedom, which
     keeps its level with few clusters where a cluster bootstrap is too narrow (Cameron, Gelbach & Miller 2008;
     Cameron & Miller 2015, section VI)."""
@@ -221,13 +223,26 @@ def _cluster_t(groups: list[list[float]], better: bool) -> _Stats:
     df = len(groups) - 1
     crit, one = t_ppf(1 - ALPHA / 2, df), t_ppf(1 - ALPHA, df)
     p = 2 * (1 - t_cdf(abs(mean) / se, df)) if se > 0 else (1.0 if abs(mean) <= _EPS else 0.0)
+    lines = n if binary else None
     return _Stats((round(mean - crit * se, 6), round(mean + crit * se, 6)),
                   round(mean - one * se if better else mean + one * se, 6), min(1.0, max(0.0, p)),
-                  round(t_mde(se, df), 6), round(t_mde(se, df, ALPHA, one_sided=True), 6), se)
+                  round(t_mde(se, df, lines=lines), 6), round(t_mde(se, df, ALPHA, one_sided=True, lines=lines), 6),
+                  se)
 
 
-def t_mde(se: float, df: int, alpha: float = ALPHA, *, one_sided: bool = False) -> float:
-    return (t_ppf(1 - (alpha if one_sided else alpha / 2), df) + t_ppf(POWER, df)) * se
+def t_mde(se: float, df: int, alpha: float = ALPHA, *, one_sided: bool = False, lines: int | None = None) -> float:
+    """(t_alpha + t_power) * SE on ``df`` degrees of freedom. ``lines``: 0/1 scores on that many lines, where a
+    drop d turns lines that agreed into losses and adds (d - d²) / n to the variance of the mean (as in
+    ``mcnemar_mde``): solved for d by fixed-point iteration."""
+    factor = t_ppf(1 - (alpha if one_sided else alpha / 2), df) + t_ppf(POWER, df)
+    delta = factor * se
+    if lines:
+        for _ in range(100):
+            following = factor * math.sqrt(se * se + max(0.0, delta - delta * delta) / lines)
+            if abs(following - delta) < 1e-9:
+                break
+            delta = following
+    return min(1.0, delta) if lines else delta
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -423,8 +438,8 @@ def adjust_family(comparisons: Mapping[str, Comparison], family: str = "holm") -
         if c.discordance is not None:
             family_mde = round(mcnemar_mde(c.discordance, c.lines, z_family), 6)
         elif c.se is not None:
-            family_mde = round(t_mde(c.se, c.clusters - 1, ALPHA / len(names)) if c.clusters
-                               else mde(c.se, z_family), 6)
+            family_mde = round(t_mde(c.se, c.clusters - 1, ALPHA / len(names), lines=c.lines if c.binary else None)
+                               if c.clusters else mde(c.se, z_family), 6)
         changed = replace(c, p_value=p, mde=family_mde)
         out[name] = replace(changed, verdict=verdict_of(changed))
     return out

@@ -530,3 +530,12 @@ def test_threshold_rows_show_wilson_for_0_1_scores(cli: Cli, project: Callable[.
     # Wilson 15/20: centre (0.75 + 1.96²/40) / (1 + 1.96²/20) = 0.70973, half-width 0.17843
     assert row["method"] == "wilson" and row["interval"] == pytest.approx([0.53130, 0.88816], abs=1e-4)
     assert row["passed"] is True and row["verdict"] is None and row["interval_of"] == "mean per-line 'correct'"
+
+
+def test_clustered_0_1_mde_counts_the_variance_a_drop_adds() -> None:
+    from llmops_ci.gate_stats import t_mde
+
+    plain = t_mde(0.05, 9)  # (2.262157 + 0.883404) * 0.05 = 0.157278
+    d = t_mde(0.05, 9, lines=100)
+    assert plain == pytest.approx(0.157278, abs=1e-5) and d > plain
+    assert d == pytest.approx(3.145561 * (0.05 ** 2 + (d - d * d) / 100) ** 0.5, abs=1e-5)
