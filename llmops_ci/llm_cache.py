@@ -237,6 +237,7 @@ class LlmRun:
         self.stats = CacheStats(settings.mode)
         self.usage: dict[int | None, LineUsage] = {}
         self.failures: dict[int | None, str] = {}  # line -> how its call to the endpoint failed, as seen here
+        self.repeat_calls: dict[str, int] = {}  # with repeats, untagged: how often each call was made
         self.lock = threading.Lock()
 
     def url_for(self, name: str) -> str:
@@ -383,8 +384,12 @@ class ProxyServer:
             return _send_json(handler, 400, _error("llmops-ci proxy: the request body is not JSON"))
         key = request_key(name, path, body)
         repeats = run.settings.repeats
-        if line is not None and repeats > 1 and line % repeats:
-            key = f"{key}#{line % repeats}"  # repeat i of a line replays repeat i's answer, not repeat 0's
+        if repeats > 1:  # repeat i of a line replays repeat i's answer, not repeat 0's
+            position = line
+            if position is None:  # an engine that does not tag its lines: the n-th identical call is repeat n mod k
+                with run.lock:
+                    position = run.repeat_calls[key] = run.repeat_calls.get(key, -1) + 1
+            key = f"{key}#{position % repeats}" if position % repeats else key
         mode = run.settings.mode
         with run.lock:
             entry = run.cassette.entries.get(key) if mode in ("replay", "auto") else None

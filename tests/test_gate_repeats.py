@@ -145,3 +145,30 @@ def test_evaluations_score_every_repeat(cli: Cli, project: Callable[..., Project
     scores = [json.loads(x) for x in proj.read(".llmops/runs/echo/evals/match/lines.jsonl").splitlines()]
     assert [(x["line"], x["repeat"], x["outputs"]["score"]) for x in scores] == [
         (0, 0, 1.0), (0, 1, 1.0), (1, 0, 1.0), (1, 1, 1.0), (2, 0, 0.0), (2, 1, 0.0), (3, 0, 1.0), (3, 1, 1.0)]
+
+
+def test_untagged_repeats_replay_their_own_answers(tmp_path: Path) -> None:
+    """An engine that does not tag its lines (no X-Llmops-Line): the n-th identical call is repeat n mod k, so a
+    replay gives back the k recorded answers, not k copies of one."""
+    import requests
+
+    from llmops_ci.llm_cache import CacheSettings, LlmProxy
+    from tests.fake_openai import FakeOpenAI
+
+    counter = itertools.count()
+    server = FakeOpenAI(answer=lambda prompt: f"{prompt} #{next(counter)}").start()
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    settings = CacheSettings("record", tmp_path / "c.json", repeats=3)
+
+    def answers(proxy: LlmProxy) -> list[str]:
+        return [requests.post(f"{proxy.url_for('openai')}/chat/completions", json=body, timeout=10).json()[
+            "choices"][0]["message"]["content"] for _ in range(3)]
+
+    try:
+        with LlmProxy(settings, {"openai": server.url + "/v1"}) as p:
+            recorded = answers(p)
+        assert recorded == ["hi #0", "hi #1", "hi #2"] and p.stats.recorded == 3
+        with LlmProxy(CacheSettings("replay", tmp_path / "c.json", repeats=3), {"openai": None}) as p:
+            assert answers(p) == recorded and (p.stats.hits, p.stats.misses) == (3, 0)
+    finally:
+        server.stop()
