@@ -39,6 +39,7 @@ ENDPOINT_NAME = r"[A-Za-z][A-Za-z0-9_-]{0,62}"  # what Azure ML, Databricks and 
 MODEL_NAME = r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,254}"  # Unity Catalog names are catalog.schema.model
 ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 _ENV_START = re.compile(r"\$\{\s*env\s*:")
+MAX_REPEATS = 100
 RUN_FIGURES = ("lines_failed", "lines_failed_ratio", "latency_p50", "latency_p95", "duration_s",
                "tokens_prompt", "tokens_completion", "tokens_total")
 
@@ -94,11 +95,14 @@ DEPLOY_CLOUD_KEYS: dict[str, Any] = {
     "keep_previous": INT, "instance_profile_arn": STR,
 }
 GATE_RULE = Struct({"min": FINITE, "max": FINITE, "max_drop": FINITE, "max_rise": FINITE, "significant": BOOL,
-                    "against": Scalar((str,), pattern=FLOW_NAME, hint=": name a flow of this config")},
-                   what="in a gate rule")
+                    "against": Scalar((str,), pattern=FLOW_NAME, hint=": name a flow of this config"),
+                    "test": Scalar((str,), choices=("non_inferiority",))},
+                   what="in a gate rule", exclusive=(("significant", "test"),))
 # an evaluation is an evaluation flow (path:), an azure-ai-evaluation evaluator or an MLflow 3 scorer (module:attr)
 EVALUATOR_REF = Scalar((str,), pattern=r"[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*",
                        hint=": write module:Class or module:function, e.g. azure.ai.evaluation:F1ScoreEvaluator")
+DATA_REF = Scalar((str,), pattern=r"\$\{data\.[^{}\s]+\}",
+                  hint=": write ${data.<column>}, a column of the flow's data")
 EVALUATION = Struct({"path": PATH, "data": PATH, "column_mapping": MAPPING, "connections": NODE_CONNECTIONS,
                      "environment_variables": STR_MAP, "scores": MapOf(STR), "init": MapOf(AnyValue()),
                      "evaluator": EVALUATOR_REF, "scorer": EVALUATOR_REF},
@@ -126,6 +130,9 @@ FLOW = Struct(
                          required=("endpoint",), what="in deploy"),
         "mlflow_agent": MLFLOW_AGENT,
         "parity": PARITY,  # compare this flow's outputs with another flow's on the same lines
+        "line_key": DATA_REF, "cluster": DATA_REF,  # verdict statistics: see docs/gate.md
+        "gate_family": Scalar((str,), choices=("holm", "none")),
+        "repeats": Scalar((int,)),  # each data line runs this many times; its score is the mean
     },
     what="in a flow", exclusive=(("run_file", "path"), ("run_file", "data"), ("run_file", "column_mapping"),
                                  ("run_file", "mlflow_agent"), ("variant", "mlflow_agent")),
@@ -191,6 +198,7 @@ class GateRule:
     max_rise: float | None = None
     significant: bool = False
     against: str | None = None  # compare with this flow's value in the same run instead of the baseline
+    test: str | None = None  # "non_inferiority": pass only when the data shows the drop is within the limit
 
 
 @dataclass(frozen=True)
@@ -302,6 +310,10 @@ class FlowSpec:
     init: dict[str, Any] = field(default_factory=dict)  # a flex class entry's __init__ arguments
     parity: ParitySpec | None = None
     run_details: dict[str, Any] = field(default_factory=dict)  # a run.yml's RUN_DETAILS, as written
+    line_key: str | None = None  # ${data.<column>} that pairs baseline and current lines (default: mapped inputs)
+    cluster: str | None = None  # ${data.<column>}: lines sharing a value are one unit for intervals and verdicts
+    gate_family: str = "holm"  # how the flow's paired verdicts are corrected for many metrics: holm | none
+    repeats: int = 1  # each data line runs this many times (its evaluations score every repeat)
 
     def where(self, *sub: Any) -> Origin:
         """The file that holds a setting: llmops.yaml when written there, else the flow's run.yml."""
@@ -595,7 +607,12 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
             gate[str(metric)] = GateRule(str(metric), _num(rule.get("min")), _num(rule.get("max")),
                                          _num(rule.get("max_drop")), _num(rule.get("max_rise")),
                                          rule.get("significant") is True,
-                                         rule["against"] if isinstance(rule.get("against"), str) else None)
+                                         rule["against"] if isinstance(rule.get("against"), str) else None,
+                                         test=rule["test"] if rule.get("test") == "non_inferiority" else None)
+            if rule.get("test") == "non_inferiority" and rule.get("max_drop") is None \
+                    and rule.get("max_rise") is None:
+                problems.append(origin.problem(("gate", metric, "test"), "test: non_inferiority needs the limit "
+                                               "it tests: add max_drop (or max_rise) to this rule", "missing-key"))
     reg = raw.get("register")
     register = RegisterSpec(reg.get("name") if isinstance(reg.get("name"), str) else None,
                             reg.get("description"), dict(as_dict(reg.get("tags")))) if isinstance(reg, dict) else None
@@ -620,6 +637,9 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
                             dict(as_dict(dep.get("environment_variables"))),
                             dep["request_timeout_ms"] if isinstance(dep.get("request_timeout_ms"), int) else None,
                             **_deploy_cloud(dep))
+    repeats = raw.get("repeats", 1)
+    if isinstance(repeats, int) and not isinstance(repeats, bool) and not 1 <= repeats <= MAX_REPEATS:
+        problems.append(origin.problem(("repeats",), f"repeats must be 1 to {MAX_REPEATS}", "wrong-type"))
     max_failed = raw.get("max_failed_lines", 0)
     if isinstance(max_failed, int) and max_failed < 0:
         problems.append(origin.problem(("max_failed_lines",), "max_failed_lines must be 0 or more", "wrong-type"))
@@ -637,7 +657,11 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
         mlflow_agent=_agent_spec(flow_path, raw.get("mlflow_agent"), Origin(doc, ("flows", name, "mlflow_agent"))),
         init={**as_dict(source.get("init")), **as_dict(raw.get("init"))},
         parity=_parity_spec(raw.get("parity"), Origin(doc, ("flows", name, "parity"))),
-        run_details={k: source[k] for k in RUN_DETAILS if run_file is not None and k in source})
+        run_details={k: source[k] for k in RUN_DETAILS if run_file is not None and k in source},
+        line_key=raw["line_key"] if isinstance(raw.get("line_key"), str) else None,
+        cluster=raw["cluster"] if isinstance(raw.get("cluster"), str) else None,
+        gate_family=raw["gate_family"] if raw.get("gate_family") in ("holm", "none") else "holm",
+        repeats=raw["repeats"] if isinstance(raw.get("repeats"), int) and 1 <= raw["repeats"] <= MAX_REPEATS else 1)
     return flow, problems, run_doc
 
 

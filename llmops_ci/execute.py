@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmops_ci import parity
+from llmops_ci import parity, repeats
 from llmops_ci.backends import Backend
 from llmops_ci.config import FlowSpec
 from llmops_ci.errors import CheckFailed, ServiceError, UsageError
+from llmops_ci.gate_keys import save_line_keys
 from llmops_ci.progress import Progress
 from llmops_ci.project import Project
 from llmops_ci.provenance import config_id, data_hash, evaluation_hash, flow_hash, now
@@ -171,7 +172,8 @@ def _execute_all(project: Project, rc: RunContext, jobs: list[Any]) -> Iterator[
 def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: RunContext) -> list[dict[str, Any]]:
     """Run each flow over its data; raise CheckFailed when failed lines exceed a flow's allowance."""
     flows = parity.with_compared(project.config, flows)
-    jobs = [(flow, batch_job(project, flow, options, rc.environ, local_connections=_local_connections(rc)))
+    jobs = [(flow, repeats.job(rc.state_dir, flow, batch_job(project, flow, options, rc.environ,
+                                                             local_connections=_local_connections(rc)), write=True))
             for flow in flows]  # env checked up front
     started = {flow.name: _start_batch(project, rc, flow, job) for flow, job in jobs}
     summaries: list[dict[str, Any]] = []
@@ -180,10 +182,14 @@ def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: 
     down: dict[str, str] = {}
     for (flow, job), record in zip(jobs, _records(project, rc, [job for _, job in jobs]), strict=True):
         keep_base(rc.state_dir, record, job.data)  # what eval-run scores, whichever engine made the run
+        if flow.repeats > 1:  # kept above by repeated line; from here on by data line and repeat
+            repeats.fold(record, flow.repeats, project.data(flow.data).rows if flow.data else None)
         endpoint = _endpoint_down(rc, record)
         # an allowance of failed lines is for bad lines, not for an endpoint that answered none of them
         allowed = 0 if endpoint and flow.max_failed_lines is not None else flow.max_failed_lines
         summary = save_run(rc.state_dir, record, allowed, started[flow.name])
+        # what pairs these lines with a baseline's, and their clusters (the gate reads it)
+        save_line_keys(run_dir(rc.state_dir, flow.name), flow, ((line.line, line.inputs) for line in record.lines))
         update_flow_summary(rc.state_dir, flow.name, "run", {k: v for k, v in summary.items() if k != "metrics"})
         _report(record, summary, allowed)
         summaries.append(summary)
@@ -214,10 +220,13 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
             log.info("%s: no evaluations configured", flow.name)
             continue
         base = _finished_base(rc, flow)
+        if flow.repeats > 1 and any(e.data not in (None, flow.data) for e in flow.evaluations.values()):
+            raise UsageError(f"flow '{flow.name}': repeats: {flow.repeats} runs each line of the flow's data several "
+                             "times, so its evaluations must score that data: remove 'data:' from its evaluations")
         jobs = eval_jobs(project, flow, str(base["name"]), options, rc.environ,
                          local_connections=_local_connections(rc))
-        _check_same_data(flow, jobs, base)
-        plans.append((flow, base, jobs))
+        _check_same_data(flow, jobs, base)  # on the data as written, before repeats lay it out again
+        plans.append((flow, base, [repeats.job(rc.state_dir, flow, job, write=False) for job in jobs]))
     for flow in flows:  # parity needs both flows' runs on the same data: said before anything runs
         if flow.parity is not None:
             other = parity.check_same_data(project.config, flow)
@@ -232,7 +241,7 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
         for job in jobs:
             evaluation = flow.evaluations[job.label.split("/", 1)[1]]
             started[job.label] = {"base_run": base["name"], "flow_hash": evaluation_hash(evaluation, job.info),
-                                  "data_hash": data_hash(job.data), "started": now()}
+                                  "data_hash": data_hash(_source_data(flow, job)), "started": now()}
             entries[evaluation.name] = {"run": job.name, **start_run(rc.state_dir, job.label, job.name,
                                                                      started[job.label])}
             entries[evaluation.name].pop("name")
@@ -241,6 +250,8 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
     failed = []
     flat = [(flow, job) for flow, _, jobs in plans for job in jobs]
     for (flow, job), record in zip(flat, _records(project, rc, [job for _, job in flat]), strict=True):
+        if flow.repeats > 1:
+            repeats.fold(record, flow.repeats, project.data(flow.data).rows if flow.data else None)
         summary = save_run(rc.state_dir, record, None, started[job.label])
         ename = job.label.split("/", 1)[1]
         entry = {"run": record.name, "status": summary["status"], "metrics": record.metrics,
@@ -312,10 +323,16 @@ def start_run(state_dir: Path, label: str, name: str, provenance: dict[str, Any]
 
 def _start_batch(project: Project, rc: RunContext, flow: FlowSpec, job: Any) -> dict[str, Any]:
     """What the run rests on, kept before it starts: the flow's entry says ``incomplete`` until the run ends."""
-    provenance = {"flow_hash": flow_hash(flow, job.info), "data_hash": data_hash(job.data), "started": now()}
+    provenance = {"flow_hash": flow_hash(flow, job.info), "data_hash": data_hash(_source_data(flow, job)),
+                  "started": now()}
     entry = start_run(rc.state_dir, flow.name, job.name, provenance)
     start_flow(rc.state_dir, flow.name, {"config": config_id(project.config.path), "run": entry})
     return provenance
+
+
+def _source_data(flow: FlowSpec, job: Any) -> Path:
+    """The data a run rests on: the flow's own file, also when ``repeats:`` runs a copy with each line repeated."""
+    return flow.data if flow.repeats > 1 and flow.data is not None else Path(job.data)
 
 
 def _finished_base(rc: RunContext, flow: FlowSpec) -> dict[str, Any]:

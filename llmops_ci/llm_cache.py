@@ -54,6 +54,7 @@ class CacheSettings:
     mode: str
     cassette: Path
     provenance: CassetteProvenance | None = None
+    repeats: int = 1  # the run's data holds each line this many times in a row (flow ``repeats:``)
 
 
 @dataclass
@@ -251,6 +252,7 @@ class LlmRun:
         self.stats = CacheStats(settings.mode, recorded_in_change=0 if settings.provenance is not None else None)
         self.usage: dict[int | None, LineUsage] = {}
         self.failures: dict[int | None, str] = {}  # line -> how its call to the endpoint failed, as seen here
+        self.repeat_calls: dict[str, int] = {}  # with repeats, untagged: how often each call was made
         self.lock = threading.Lock()
 
     def url_for(self, name: str) -> str:
@@ -396,6 +398,13 @@ class ProxyServer:
         except ValueError:
             return _send_json(handler, 400, _error("llmops-ci proxy: the request body is not JSON"))
         key = request_key(name, path, body)
+        repeats = run.settings.repeats
+        if repeats > 1:  # repeat i of a line replays repeat i's answer, not repeat 0's
+            position = line
+            if position is None:  # an engine that does not tag its lines: the n-th identical call is repeat n mod k
+                with run.lock:
+                    position = run.repeat_calls[key] = run.repeat_calls.get(key, -1) + 1
+            key = f"{key}#{position % repeats}" if position % repeats else key
         mode = run.settings.mode
         with run.lock:
             entry = run.cassette.entries.get(key) if mode in ("replay", "auto") else None

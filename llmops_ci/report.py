@@ -180,16 +180,58 @@ def _gate(flows: dict[str, Any], only_failed: bool, st: Style = MARKDOWN) -> str
             rule = f"{check.get('rule')} {_num(check.get('limit'), st=st)}"
             if check.get("significant"):
                 rule += ", significant: true"
+            if check.get("test"):
+                rule += f", test: {st.text(check['test'], 30)}"
             rows.append((bool(check.get("passed")), [
                 st.code(name), st.text(check.get("metric"), 80), _num(check.get("value"), st=st),
-                _num(check.get("baseline"), st=st), _num(check.get("delta"), st=st), _interval(check, st), rule,
-                st.text(check["verdict"], 30) if check.get("verdict") else "-",
+                _num(check.get("baseline"), st=st), _num(check.get("delta"), st=st), _interval(check, st),
+                _statistics(check, st), rule, st.text(check["verdict"], 30) if check.get("verdict") else "-",
                 "✅" if check.get("passed") else "❌"]))
     if not rows:
         return ""
     ordered = [row for _, row in sorted(rows, key=lambda r: r[0])]  # failing rows first; stable within
     return f"{st.heading}Gate\n\n" + _table(ordered, ["flow", "metric", "value", "baseline", "Δ",
-                                                       "95% CI (per-line score)", "rule", "verdict", ""], st)
+                                                       "95% CI (per-line score)", "p (adj.), mde", "rule", "verdict",
+                                                       ""], st) + _provenance(flows, st)
+
+
+def _statistics(check: dict[str, Any], st: Style) -> str:
+    """The paired row's family-adjusted p, minimum detectable effect, method and clusters."""
+    if check.get("p_value") is None:
+        return "-"
+    out = f"p {_num(check.get('p_value'), 2, st=st)}, mde {_num(check.get('mde'), 2, st=st)}"
+    out += f", {st.text(check.get('method'), 30)}" if check.get("method") else ""
+    out += f", {_num(check.get('clusters'), st=st)} clusters" if check.get("clusters") else ""
+    if check.get("repeats"):  # each line's score is the mean of its repeats; how much they vary within a line
+        out += f", {_num(check.get('repeats'), st=st)} repeats (within-line sd {_num(check.get('spread'), 2, st=st)})"
+    return out
+
+
+def _age(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        return "age unknown"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} old"
+    return "just made"
+
+
+def _provenance(flows: dict[str, Any], st: Style) -> str:
+    """Per flow: the baseline's source and age, its warnings, and the gate rules changed since it."""
+    lines = []
+    for name, flow in sorted(flows.items()):
+        gate = as_dict(as_dict(flow).get("gate"))
+        base = as_dict(gate.get("baseline"))
+        if base:
+            commit = base.get("commit")
+            lines.append(f"{st.code(name)}: baseline {st.text(base.get('source'), 120)}"
+                         + (f" at {st.code(str(commit)[:12])}" if commit else "") + f", {_age(base.get('age_s'))}")
+            lines += [f"⚠️ {st.code(name)}: {st.text(w, 300)}" for w in as_list(base.get("warnings"))]
+        for rule in as_list(gate.get("changed_rules")):
+            rule = as_dict(rule)
+            lines.append(f"⚠️ {st.code(name)}: rule {st.text(rule.get('metric'), 80)} {st.text(rule.get('rule'), 20)} "
+                         f"changed in this change: {_num(rule.get('was'), st=st)} → {_num(rule.get('now'), st=st)}")
+    return ("\n\n" + "\n".join(f"- {line}" for line in lines)) if lines else ""
 
 
 def _runs(flows: dict[str, Any], errors_per_flow: int, only_failed: bool, st: Style = MARKDOWN) -> str:
@@ -203,7 +245,8 @@ def _runs(flows: dict[str, Any], errors_per_flow: int, only_failed: bool, st: St
         if as_dict(flow).get("stale"):
             icon += " (stale: " + st.text(as_dict(flow)["stale"], 80) + ")"
         rows.append([st.code(name), icon,
-                     _num(run.get("lines_total"), st=st), _num(run.get("lines_failed"), st=st),
+                     _num(run.get("lines_total"), st=st) + (f" × {_num(run['repeats'], st=st)}" if run.get("repeats")
+                                                           else ""), _num(run.get("lines_failed"), st=st),
                      _num(run.get("duration_s"), 3, st=st), _num(run.get("latency_p95"), 3, st=st),
                      _num(tokens, 9, st=st)])
         if run.get("error"):  # the run failed as a whole (or ended with an error): say what, before any line

@@ -13,6 +13,7 @@ import re
 import secrets
 import textwrap
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,11 +54,13 @@ class LineResult:
     error_code: str | None = None
     node: str | None = None
     service_failure: str | None = None  # see SERVICE_FAILURES
+    repeat: int | None = None  # with flow ``repeats:``: which run of the data line this is (0-based)
 
     def to_json(self) -> dict[str, Any]:
         return {"line": self.line, "status": self.status, "inputs": self.inputs, "outputs": self.outputs,
                 "duration_s": self.duration_s, "tokens": self.tokens, "error": self.error, "node": self.node,
-                "service_failure": self.service_failure}
+                "service_failure": self.service_failure, **({"repeat": self.repeat} if self.repeat is not None
+                                                             else {})}
 
 
 @dataclass(frozen=True)
@@ -150,10 +153,13 @@ class RunRecord:
     llm_cache: dict[str, Any] | None = None
     data_lines: int | None = None  # how many lines the data has (a run that fails as a whole reports none)
     line_numbers: list[int] | None = None  # the data lines (0-based) the run was to produce, when known
+    repeats: int = 1  # each data line ran this many times (its records carry ``repeat``)
 
     @property
     def lines_total(self) -> int:
-        return max(len(self.lines), self.data_lines or 0)
+        """Data lines: with repeats, a line counts once however many times it ran."""
+        return max(len(self.lines) if self.repeats == 1 else len({line.line for line in self.lines}),
+                   self.data_lines or 0)
 
     @property
     def failed(self) -> list[LineResult]:
@@ -166,7 +172,11 @@ class RunRecord:
 
     @property
     def lines_failed(self) -> int:
-        """Failed lines; when the run failed as a whole, every line it did not complete."""
+        """Failed lines; when the run failed as a whole, every line it did not complete. With repeats, a data line
+        fails when any of its runs failed (or did not run)."""
+        if self.repeats > 1:
+            done = Counter(line.line for line in self.lines if line.status == "Completed")
+            return self.lines_total - sum(1 for count in done.values() if count == self.repeats)
         if self.failed_as_a_whole:
             return self.lines_total - (len(self.lines) - len(self.failed))
         return len(self.failed)
@@ -196,9 +206,12 @@ class RunRecord:
             "lines_failed": failed, "duration_s": round(self.duration_s, 3),
             "latency_p50": self.latency(0.5), "latency_p95": self.latency(0.95), "tokens": self.tokens,
             # 1-based, like lint's line numbers: line 1 is the data's first line
-            "errors": [{"line": line.line + 1, "node": line.node, "message": line.error}
+            "errors": [{"line": line.line + 1, "node": line.node, "message": line.error,
+                        **({"repeat": line.repeat + 1} if line.repeat is not None else {})}
                        for line in self.failed[:MAX_ERRORS]],
         }
+        if self.repeats > 1:
+            out["repeats"] = self.repeats
         if self.error:
             out["error"] = self.error
         if self.llm_cache:

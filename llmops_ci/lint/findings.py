@@ -73,6 +73,8 @@ _RULES = [
                                      "label string), so no line could be scored"),
     Rule("gate-unknown-evaluation", ERROR, "a gate rule names an evaluation (or run figure) that does not exist"),
     Rule("gate-rule-empty", ERROR, "a gate rule with no min, max, max_drop or max_rise"),
+    Rule("gate-underpowered", WARNING, "the data has too few lines to ever show a significance-tested rule's limit "
+         "(see docs/gate.md)"),
     # discovery
     Rule("flow-kind-unknown", ERROR, "a flow folder that no supported flow kind recognises"),
 ]

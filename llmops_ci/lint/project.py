@@ -21,6 +21,8 @@ from llmops_ci.config import (
     read_config,
 )
 from llmops_ci.errors import UsageError
+from llmops_ci.gate_keys import column
+from llmops_ci.gate_stats import never_detectable
 from llmops_ci.kinds import KINDS, ConnectionUse, FlowInfo, kind_for
 from llmops_ci.kinds.flex import MODEL_CONFIGS, model_config_problems
 from llmops_ci.lint import evaluators as evaluator_lint
@@ -216,6 +218,7 @@ class _Project:
             other = config.flows.get(flow.parity.of)
             self.findings += evaluator_lint.parity_findings(config, flow, {
                 flow.name: info, flow.parity.of: self._quiet_info(other.path) if other is not None else None})
+        self.gate_power(flow, data)
 
     def _quiet_info(self, path: Path) -> FlowInfo | None:
         """Another flow's info for a cross-flow check; its own findings are reported where that flow is linted."""
@@ -512,6 +515,28 @@ class _Project:
             if rule.min is None and rule.max is None and rule.max_drop is None and rule.max_rise is None:
                 self.findings.append(from_problem(flow.origin.problem(sub, f"gate rule '{metric}' sets no limit; "
                                      "give min, max, max_drop or max_rise", "gate-rule-empty", at_key=True)))
+
+
+    def gate_power(self, flow: FlowSpec, data: DataInfo | None) -> None:
+        """line_key:/cluster: name data columns; a data set too small to ever show a tested rule's limit."""
+        if data is None or data.fatal or not data.rows:
+            return
+        for key in ("line_key", "cluster"):
+            name = column(getattr(flow, key))
+            if name and not data.columns.get(name):
+                self.findings.append(from_problem(flow.origin.problem((key,), f"{key}: ${{data.{name}}} names a "
+                                     f"column the data does not have; its columns: {', '.join(sorted(data.columns))}",
+                                     "mapping-column-unknown")))
+        tested = [(m, r) for m, r in flow.gate.items() if (r.significant or r.test) and (r.max_drop or r.max_rise)]
+        family = len(tested) if flow.gate_family == "holm" else 1
+        for metric, rule in tested:
+            limit = rule.max_drop if rule.max_drop is not None else rule.max_rise
+            why = never_detectable(data.rows, limit or 0.0, family)
+            if why:
+                self.findings.append(from_problem(flow.origin.problem(("gate", metric), f"gate rule '{metric}' can "
+                                     f"never show its limit on this data: {why}; add data lines or widen the limit "
+                                     "(the rule passes when nothing is shown, or never passes with test: "
+                                     "non_inferiority)", "gate-underpowered", at_key=True)))
 
 
 def _missing_value(info: FlowInfo, name: str) -> str:

@@ -9,6 +9,8 @@ from typing import Any
 
 from llmops_ci.errors import CheckFailed
 from llmops_ci.gate import FlowGate, gate_flow, load_baseline
+from llmops_ci.gate_provenance import run_provenance
+from llmops_ci.release import git_commit
 from llmops_ci.runs import update_flow_summary
 from llmops_ci.schema import as_dict
 from llmops_ci.state import read_summary
@@ -29,11 +31,15 @@ def table(gate: FlowGate) -> str:
         interval = f"[{_num(c.interval[0])}, {_num(c.interval[1])}]" if c.interval else "-"
         if c.interval and c.line_delta is not None:  # the per-line score's scale, with its own point value
             interval = f"{_num(c.line_delta)} {interval} per line"
-        rule = f"{c.rule} {_num(c.limit)}" + (", significant: true" if c.significant else "")
-        rows.append((c.metric, _num(c.value), _num(c.baseline), _num(c.delta), interval, rule,
+        rule = f"{c.rule} {_num(c.limit)}" + (", significant: true" if c.significant else "") + (
+            f", test: {c.test}" if c.test else "")
+        stats = "-" if c.p_value is None else f"p {_num(c.p_value)}, mde {_num(c.mde)}, {c.method}" + (
+            f" ({c.clusters} clusters)" if c.clusters else "") + (
+            f", {c.repeats} repeats (within-line sd {_num(c.spread)})" if c.repeats else "")
+        rows.append((c.metric, _num(c.value), _num(c.baseline), _num(c.delta), interval, stats, rule,
                      c.verdict or "-", "pass" if c.passed else "FAIL"))
-    return tabulate(rows, headers=["metric", "value", "baseline", "delta", "95% CI (per-line score)", "rule",
-                                   "verdict", "result"])
+    return tabulate(rows, headers=["metric", "value", "baseline", "delta", "95% CI (per-line score)", "statistics",
+                                   "rule", "verdict", "result"])
 
 
 def _unfinished(summary: dict[str, Any], flow: str) -> str | None:
@@ -67,8 +73,10 @@ class GateStep:
                                  "max_drop/max_rise rules")
 
     def run(self, args: argparse.Namespace, ctx: Context) -> int:
-        flows = ctx.project(args.config).config.select(args.flow)
+        config = ctx.project(args.config).config
+        flows = config.select(args.flow)
         baseline = load_baseline(args.baseline)
+        commit = git_commit(ctx.environ, config.root) if any(flow.gate for flow in flows) else None
         summary = read_summary(ctx.state_dir)
         failed = []
         for flow in flows:
@@ -87,13 +95,19 @@ class GateStep:
                                                                        "error": unfinished})
                 failed.append(flow.name)
                 continue
-            result = gate_flow(flow, ctx.state_dir, summary, baseline)
+            result = gate_flow(flow, ctx.state_dir, summary, baseline, run_provenance(flow, commit))
             update_flow_summary(ctx.state_dir, flow.name, "gate", {**result.to_json(), **judged(summary, flow.name)})
             log.info("%s: gate %s%s\n%s", flow.name, "passed" if result.passed else "FAILED",
                      f" (baseline: {baseline.source})" if baseline else " (no baseline)", table(result))
             for check in result.checks:
                 if check.note:
                     log.info("  %s %s: %s", check.metric, check.rule, check.note)
+            for rule in result.changed_rules:
+                log.warning("%s: gate rule %s %s changed since the baseline: %s -> %s", flow.name, rule["metric"],
+                            rule["rule"], "none" if rule["was"] is None else rule["was"],
+                            "none" if rule["now"] is None else rule["now"])
+            for warning in (result.baseline or {}).get("warnings", []):
+                log.warning("%s: %s", flow.name, warning)
             if not result.passed:
                 failed.append(flow.name)
         if failed:

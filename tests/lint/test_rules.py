@@ -236,7 +236,7 @@ CASES: dict[str, Case] = {
                                          "        scores: {accuracy: grades}\n"),
                                  SCORED, CFG, 19, "did you mean 'grade'"),
     "gate-rule-empty": Case(replace(CFG, "{min: 0.8, max_drop: 0.05}", "{significant: true}"),
-                            replace(CFG, "{min: 0.8, max_drop: 0.05}", "{max_drop: 0.05, significant: true}"),
+                            replace(CFG, "{min: 0.8, max_drop: 0.05}", "{max_drop: 0.05}"),
                             CFG, 23),
     "deploy-env-connection-unused": Case(
         both(replace(CFG, "flows:\n", "  other: {type: open_ai, api_key: '${env:OTHER_KEY}'}\nflows:\n"),
@@ -255,6 +255,12 @@ CASES: dict[str, Case] = {
              replace(CFG, "      run.latency_p95: {max: 4.0}\n", "      run.latency_p95: {max: 4.0}\n  from-file:\n"
                      "    run_file: runs/classify.run.yml\n")),
         "runs/classify.run.yml", 3, "every CI run gets a name of its own"),
+    # 3 data lines can never show a significance-tested drop; 60 lines can show one of 0.1 (6 lines, McNemar)
+    "gate-underpowered": Case(replace(CFG, "{min: 0.8, max_drop: 0.05}", "{max_drop: 0.1, significant: true}"),
+                              both(replace(CFG, "{min: 0.8, max_drop: 0.05}", "{max_drop: 0.1, significant: true}"),
+                                   write("data/classify.jsonl", '{"text": "Watch the trailer", "label": "Movie"}\n'
+                                         * 60)),
+                              CFG, 23, "3 data lines"),
     "flow-kind-unknown": Case(lambda p: p.path(DAG).rename(p.path("flows/classify/flow.yaml")), nothing,
                               "flows/classify"),
 }
