@@ -78,6 +78,12 @@ MLFLOW_AGENT = Struct(
      "auth_policy": Struct({"system_resources": AGENT_RESOURCES, "api_scopes": ListOf(STR)},
                            what="in auth_policy")},
     required=("code", "interface"), what="in mlflow_agent", exclusive=(("resources", "auth_policy"),))
+# a Microsoft Agent Framework flow: a Python entry (file.py:create_workflow or file.py:agent) and/or the file whose
+# functions a declarative agent's `kind: function` tools bind to
+AGENT_FRAMEWORK = Struct({"entry": Scalar((str,), pattern=r"[^:\s]+\.py:[A-Za-z_][A-Za-z0-9_]*",
+                                          hint=": write '<file>.py:<function or object>', e.g. "
+                                               "workflow.py:create_workflow"),
+                          "bindings": PATH}, what="in agent_framework")
 GATE_RULE = Struct({"min": FINITE, "max": FINITE, "max_drop": FINITE, "max_rise": FINITE, "significant": BOOL},
                    what="in a gate rule")
 EVALUATION = Struct({"path": PATH, "data": PATH, "column_mapping": MAPPING, "connections": NODE_CONNECTIONS,
@@ -103,9 +109,11 @@ FLOW = Struct(
                           "request_timeout_ms": INT},
                          required=("endpoint",), what="in deploy"),
         "mlflow_agent": MLFLOW_AGENT,
+        "agent_framework": AGENT_FRAMEWORK,
     },
     what="in a flow", exclusive=(("run_file", "path"), ("run_file", "data"), ("run_file", "column_mapping"),
-                                 ("run_file", "mlflow_agent"), ("variant", "mlflow_agent")),
+                                 ("run_file", "mlflow_agent"), ("variant", "mlflow_agent"),
+                                 ("mlflow_agent", "agent_framework"), ("variant", "agent_framework")),
 )
 CONFIG = Struct(
     {
@@ -217,6 +225,14 @@ class MlflowAgentSpec:
 
 
 @dataclass(frozen=True)
+class AgentFrameworkSpec:
+    code: Path | None  # absolute: the Python entry file (None: a declarative file flow)
+    attr: str  # the factory or object in it
+    bindings: Path | None = None  # absolute: the functions a declarative agent's tools bind to
+    origin: Origin | None = field(default=None, repr=False, compare=False)  # at flows.<name>.agent_framework
+
+
+@dataclass(frozen=True)
 class FlowSpec:
     name: str
     path: Path
@@ -237,6 +253,7 @@ class FlowSpec:
     run_origin: Origin | None = field(default=None, repr=False, compare=False)
     mlflow_agent: MlflowAgentSpec | None = None
     init: dict[str, Any] = field(default_factory=dict)  # a flex class entry's __init__ arguments
+    agent_framework: AgentFrameworkSpec | None = None
 
     def where(self, *sub: Any) -> Origin:
         """The file that holds a setting: llmops.yaml when written there, else the flow's run.yml."""
@@ -553,8 +570,26 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
         resources={**as_dict(source.get("resources")), **as_dict(raw.get("resources"))}, origin=origin,
         run_origin=run_origin,
         mlflow_agent=_agent_spec(flow_path, raw.get("mlflow_agent"), Origin(doc, ("flows", name, "mlflow_agent"))),
-        init={**as_dict(source.get("init")), **as_dict(raw.get("init"))})
+        init={**as_dict(source.get("init")), **as_dict(raw.get("init"))},
+        agent_framework=_maf_spec(flow_path, raw.get("agent_framework"),
+                                  Origin(doc, ("flows", name, "agent_framework"))))
     return flow, problems, run_doc
+
+
+def _maf_spec(path: Path, raw: Any, origin: Origin) -> AgentFrameworkSpec | None:
+    if not isinstance(raw, dict):
+        return None
+    folder = path.parent if path.suffix in (".yaml", ".yml") else path
+    bindings = raw.get("bindings")
+    entry = raw.get("entry")
+    code, attr = None, ""
+    if isinstance(entry, str) and ":" in entry:
+        file, _, attr = entry.rpartition(":")
+        code = Path(os.path.normpath(folder / file))
+    elif entry is not None:
+        return None
+    return AgentFrameworkSpec(code, attr, Path(os.path.normpath(folder / bindings)) if isinstance(bindings, str)
+                              else None, origin)
 
 
 def _agent_resources(raw: Any, key: Key) -> tuple[AgentResource, ...]:

@@ -125,8 +125,15 @@ def _prompty_runs(ctx: BackendContext) -> Backend:
     return from_context(ctx)
 
 
+def _agent_framework_runs(ctx: BackendContext) -> Backend:
+    from llmops_ci.backends.maf_local import from_context
+
+    return from_context(ctx)
+
+
 def _local(ctx: BackendContext) -> Backend:
-    return RunsByEngine("local", ctx, _prompt_flow, {"mlflow_agent": _mlflow_runs, "prompty": _prompty_runs})
+    return RunsByEngine("local", ctx, _prompt_flow, {"mlflow_agent": _mlflow_runs, "prompty": _prompty_runs,
+                                                     "agent_framework": _agent_framework_runs})
 
 
 class ByKind:

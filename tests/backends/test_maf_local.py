@@ -1,0 +1,169 @@
+"""Agent Framework flows (a declarative agent, a Python workflow) through the local backend in the framework itself,
+over real HTTP to the fake OpenAI server; recorded once, replayed with the server down."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from llmops_ci.backends.maf_local import AGENTS_PATH
+from tests.fake_openai import FakeOpenAI
+from tests.helpers.projects import CliResult, Project
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("agent_framework") is None and not os.environ.get(AGENTS_PATH),
+    reason=f"Agent Framework not installed (pip install '.[agents]', or into a folder named by {AGENTS_PATH})")
+
+CONFIG = """\
+    version: 1
+    connections:
+      openai:
+        type: open_ai
+        base_url: ${env:OPENAI_BASE_URL}
+        api_key: ${env:OPENAI_API_KEY}
+    flows:
+      classify-agent:
+        path: agents/classify.yaml
+        data: data/pages.jsonl
+        column_mapping:
+          input: ${data.text}
+        max_failed_lines: 1
+      classify-workflow:
+        path: apps/classify
+        agent_framework: {entry: workflow.py:create_workflow}
+        data: data/pages.jsonl
+        column_mapping:
+          input: ${data.text}
+        max_failed_lines: 1
+    """
+
+FILES = {
+    "llmops.yaml": CONFIG,
+    "agents/classify.yaml": """\
+        kind: Prompt
+        name: Classifier
+        instructions: Classify the page as App, Movie or Academic. Answer in JSON.
+        model:
+          id: gpt-4o-mini
+          provider: OpenAI
+          apiType: Chat
+          options:
+            temperature: 0
+          connection:
+            kind: reference
+            name: openai
+        outputSchema:
+          properties:
+            category:
+              type: string
+              required: true
+        """,
+    "apps/classify/workflow.py": """\
+        from typing_extensions import Never
+
+        from agent_framework import WorkflowBuilder, WorkflowContext, executor
+        from agent_framework.openai import OpenAIChatCompletionClient
+
+
+        def create_workflow():
+            agent = OpenAIChatCompletionClient(model="gpt-4o-mini").as_agent(
+                name="classifier", instructions="Classify the page as App, Movie or Academic.")
+
+            @executor(id="classify")
+            async def classify(text: str, ctx: WorkflowContext[str]) -> None:
+                response = await agent.run(text)
+                await ctx.send_message(response.text)
+
+            @executor(id="tidy")
+            async def tidy(answer: str, ctx: WorkflowContext[Never, str]) -> None:
+                await ctx.yield_output(answer.strip().lower())
+
+            return WorkflowBuilder(start_executor=classify).add_edge(classify, tidy).build()
+        """,
+    "data/pages.jsonl": "\n".join(json.dumps(r) for r in [
+        {"text": "a mobile app store page", "label": "App"},
+        {"text": "a film review", "label": "Movie"},
+        {"text": "FAIL please", "label": "Academic"}]) + "\n",
+}
+
+
+def model(prompt: str) -> str:
+    if "app" in prompt.strip().splitlines()[-1].lower():  # the user message (the system prompt names every label)
+        return json.dumps({"category": "App"})
+    return json.dumps({"category": "Movie"})
+
+
+def lines(root: Path, state: str, flow: str) -> list[dict]:
+    return [json.loads(x) for x in (root / state / "runs" / flow / "lines.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.executor
+def test_agent_and_workflow_run_record_and_replay_offline(project: Callable[..., Project],
+                                                          cli: Callable[..., CliResult], run_env: FakeOpenAI,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    run_env.answer = model
+    proj = project(FILES, base=False)
+    result = cli("batch-run", "--state-dir", "state", "--llm-cache", "record", "--workers", "2")
+    assert result.code == 0, result.err
+    summary = json.loads((proj.root / "state" / "summary.json").read_text())["flows"]
+    for flow in ("classify-agent", "classify-workflow"):
+        run = summary[flow]["run"]
+        assert (run["lines_total"], run["lines_failed"]) == (3, 1), (flow, run)
+        assert run["errors"][0]["line"] == 3  # 1-based, as prompt flow shows lines
+    agent = lines(proj.root, "state", "classify-agent")
+    assert agent[0]["outputs"] == {"output": '{"category": "App"}', "category": "App"}
+    assert agent[1]["outputs"]["category"] == "Movie"
+    # tokens are what the server's usage blocks said, per line
+    served = [r for r in run_env.requests if "FAIL" not in json.dumps(r["body"])]
+    assert agent[0]["tokens"]["total"] == agent[0]["tokens"]["prompt"] + agent[0]["tokens"]["completion"] > 0
+    workflow = lines(proj.root, "state", "classify-workflow")
+    assert [w["outputs"] for w in workflow[:2]] == [{"output": '{"category": "app"}'},
+                                                    {"output": '{"category": "movie"}'}]
+    assert workflow[0]["tokens"]["total"] > 0
+    # the agent's system prompt reached the server: the framework ran the file
+    assert any(m.get("content", "").startswith("Classify the page") for r in served
+               for m in r["body"]["messages"] if m["role"] == "system")
+    calls = len(run_env.requests)
+
+    # replay: no server, no key
+    run_env.stop()
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    result = cli("batch-run", "--state-dir", "replay", "--llm-cache", "replay")
+    assert result.code == 0, result.err
+    again = json.loads((proj.root / "replay" / "summary.json").read_text())["flows"]
+    assert again["classify-agent"]["run"]["llm_cache"]["hits"] == 2
+    assert [x["outputs"] for x in lines(proj.root, "replay", "classify-agent")[:2]] == [a["outputs"] for a in agent[:2]]
+    assert [x["tokens"] for x in lines(proj.root, "replay", "classify-workflow")[:2]] == [
+        w["tokens"] for w in workflow[:2]]
+    assert len(run_env.requests) == calls
+
+
+@pytest.mark.executor
+def test_env_values_resolved_by_llmops_ci_and_unset_one_named(project: Callable[..., Project],
+                                                              cli: Callable[..., CliResult],
+                                                              run_env: FakeOpenAI,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """=Env.NAME in a `kind: key` connection is resolved without PowerFx; an unset one is exit 2 at its line."""
+    files = dict(FILES)
+    files["llmops.yaml"] = CONFIG.split("      classify-workflow:")[0]
+    files["agents/classify.yaml"] = FILES["agents/classify.yaml"].replace(
+        "kind: reference\n            name: openai", "kind: key\n            endpoint: =Env.MY_ENDPOINT\n"
+        "            key: =Env.MY_KEY")
+    proj = project(files, base=False)
+    run_env.answer = model
+    monkeypatch.setenv("MY_ENDPOINT", run_env.url + "/v1")
+    monkeypatch.setenv("MY_KEY", "sk-my-own-key")
+    result = cli("test", "--flow", "classify-agent", "--input", "input=an app page")
+    assert result.code == 0, result.err
+    assert "App" in result.out
+    assert run_env.requests[-1]["api_key"] == "sk-my-own-key"
+    monkeypatch.delenv("MY_ENDPOINT")
+    result = cli("batch-run", "--state-dir", str(proj.root / "s"))
+    assert result.code == 2
+    assert "agents/classify.yaml:12" in result.err and "MY_ENDPOINT" in result.err
