@@ -72,10 +72,13 @@ def rules_of(tmp_path: Path, text: str, name: str = "agent.yaml", extra: dict[st
 
 # (rule, the breaking edit, the clean near miss) as (old, new) replacements of AGENT or WORKFLOW
 CASES = [
-    ("maf-unknown-key", AGENT, ("instructions:", "instruction:"), ("instructions:", "additionalInstructions: x\ninstructions:")),
+    ("maf-unknown-key", AGENT, ("instructions:", "instruction:"),
+     ("instructions:", "additionalInstructions: x\ninstructions:")),
     ("maf-unknown-key", AGENT, ("temperature: 0", "temprature: 0"), ("temperature: 0", "topP: 0.9")),
-    ("maf-provider-unknown", AGENT, ("apiType: Chat", "apiType: Assistants"), ("apiType: Chat", "apiType: Responses")),
-    ("maf-provider-unknown", AGENT, ("provider: OpenAI", "provider: OpenAl"), ("provider: OpenAI", "provider: AzureOpenAI")),
+    ("maf-provider-unknown", AGENT, ("apiType: Chat", "apiType: Assistants"),
+     ("apiType: Chat", "apiType: Responses")),
+    ("maf-provider-unknown", AGENT, ("provider: OpenAI", "provider: OpenAl"),
+     ("provider: OpenAI", "provider: AzureOpenAI")),
     ("maf-connection-kind", AGENT, ("kind: key", "kind: token"), ("kind: key", "kind: ApiKey")),
     ("maf-connection-unrecorded", AGENT, ("kind: key", "kind: anonymous"), ("kind: key", "kind: key")),
     ("maf-powerfx", AGENT, ("Classify the page.", "=Concat(\"a\", \"b\")"), ("Classify the page.", "Answer as a=b, never =Concat")),
@@ -87,7 +90,8 @@ CASES = [
      ("kind: SetVariable", "kind: SetValue")),  # SetValue takes variable for path
     ("maf-action-duplicate-id", WORKFLOW, ("id: count", "id: ask"), ("id: count", "id: ask2")),
     ("maf-goto-unresolved", WORKFLOW, ("actionId: ask", "actionId: asks"), ("actionId: ask", "actionId: count")),
-    ("maf-agent-unresolved", WORKFLOW, ("name: Classifier", "name: Classifer"), ("name: Classifier", "name: Classifier")),
+    ("maf-agent-unresolved", WORKFLOW, ("name: Classifier", "name: Classifer"),
+     ("name: Classifier", "name: Classifier")),
 ]
 
 
