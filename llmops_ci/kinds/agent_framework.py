@@ -96,7 +96,7 @@ def inspect_entry(flow: FlowSpec) -> FlowInfo | None:
         return inspect_declarative(flow.path, spec) if flow.path.is_file() else None
     info = FlowInfo(kind=KIND, folder=flow.path, definition=spec.code, engine=ENGINE,
                     inputs={"input": FlowInput("input", "string", False)}, outputs={"output"},
-                    output_types={"output": "string"})
+                    output_types={"output": "string"}, outputs_open=True)  # a workflow may yield a dict
     where = spec.origin
 
     def config(message: str, rule: str) -> None:
