@@ -177,8 +177,15 @@ def _mlflow_release(ctx: BackendContext) -> Release:
     return from_context(ctx)
 
 
+def _maf_release(ctx: BackendContext) -> Release:
+    from llmops_ci.backends.maf_release import from_context
+
+    return from_context(ctx)
+
+
 def _local_release(ctx: BackendContext) -> Release:
-    return ByKind("local", ctx, _prompt_flow_release, {"mlflow_agent": _mlflow_release})
+    return ByKind("local", ctx, _prompt_flow_release, {"mlflow_agent": _mlflow_release,
+                                                       "agent_framework": _maf_release})
 
 
 def _databricks_release(ctx: BackendContext) -> Release:

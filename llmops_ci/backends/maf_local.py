@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llmops_ci.backends.artifacts import LineResult, read_base
 from llmops_ci.backends.local import reap, upstreams
@@ -53,6 +53,14 @@ REPLAY_KEY = "llmops-ci-replay"  # clients insist on a key; a replay needs none
 DEFAULT_OPENAI = "https://api.openai.com/v1"
 LOAD_ERRORS = ("ImportError", "ModuleNotFoundError", "SyntaxError", "FileNotFoundError", "AttributeError",
                "DeclarativeLoaderError", "ValueError", "DeclarativeWorkflowError", "ProviderLookupError")
+
+
+class Route(Protocol):
+    """Where a connection's calls go: a run's proxy route (``LlmRun``), or the real endpoints when serving."""
+
+    upstreams: dict[str, str | None]
+
+    def url_for(self, name: str) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -97,7 +105,7 @@ def resolve_env(doc: YamlDoc, value: Any, env: Mapping[str, str], lenient: bool,
     return value
 
 
-def _route_model(doc: YamlDoc, data: dict[str, Any], path: tuple[Any, ...], route: LlmRun,
+def _route_model(doc: YamlDoc, data: dict[str, Any], path: tuple[Any, ...], route: Route,
                  connections: Mapping[str, ProviderConnection], env: Mapping[str, str], lenient: bool) -> None:
     """Point the agent's model at the proxy (in place)."""
     model = data.get("model")
@@ -142,7 +150,7 @@ def _route_model(doc: YamlDoc, data: dict[str, Any], path: tuple[Any, ...], rout
                      "connection: connection: {kind: reference, name: <connection>}")
 
 
-def declarative_target(info: FlowInfo, route: LlmRun, connections: tuple[ProviderConnection, ...],
+def declarative_target(info: FlowInfo, route: Route, connections: tuple[ProviderConnection, ...],
                        env: Mapping[str, str], lenient: bool) -> Target:
     """The declarative file (and, for a workflow, the agent files beside it) resolved and routed."""
     import yaml
