@@ -27,7 +27,7 @@ FLOWS = ("classify-agent", "classify-workflow")
 @pytest.fixture
 def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, FakeOpenAI]]:
     root = tmp_path / "ex"
-    shutil.copytree(EXAMPLE, root)
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".llmops", "__pycache__"))
     (root / ".llmops").mkdir()
     passed = {"schema": "llmops-ci/summary@1",
               "flows": {f: {"gate": {"passed": True, "checks": []}} for f in FLOWS}}

@@ -24,9 +24,9 @@ def files(root: Path) -> dict[str, bytes]:
             and "__pycache__" not in p.parts}
 
 
-def test_example_lints_clean(cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_example_lints_clean(cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(EXAMPLE)
-    result = cli("lint", "--format", "json")
+    result = cli("lint", "--format", "json", "--state-dir", str(tmp_path / "state"))
     assert result.code == 0, result.out
     assert json.loads(result.out)["findings"] == []
 
