@@ -194,10 +194,20 @@ def _databricks_release(ctx: BackendContext) -> Release:
     return from_context(ctx)
 
 
-def _azureml_release(ctx: BackendContext) -> Release:
+def _azureml_prompt_flow_release(ctx: BackendContext) -> Release:
     from llmops_ci.backends.azureml import ProjectRelease
 
     return ProjectRelease(ctx)
+
+
+def _maf_azureml_release(ctx: BackendContext) -> Release:
+    from llmops_ci.backends.maf_azureml import from_context
+
+    return from_context(ctx)
+
+
+def _azureml_release(ctx: BackendContext) -> Release:
+    return ByKind("azureml", ctx, _azureml_prompt_flow_release, {"agent_framework": _maf_azureml_release})
 
 
 def _azureml_runs(ctx: BackendContext) -> Backend:
