@@ -167,3 +167,63 @@ def test_env_values_resolved_by_llmops_ci_and_unset_one_named(project: Callable[
     result = cli("batch-run", "--state-dir", str(proj.root / "s"))
     assert result.code == 2
     assert "agents/classify.yaml:12" in result.err and "MY_ENDPOINT" in result.err
+
+
+PLAIN_LOOP = """\
+import asyncio, json, sys
+from agent_framework_declarative import AgentFactory
+text = open(sys.argv[1]).read()
+agent = AgentFactory().create_agent_from_yaml(text)
+out = []
+
+
+async def main():
+    for row in [json.loads(x) for x in open(sys.argv[2]) if x.strip()]:
+        try:
+            r = await agent.run(row["text"])
+            u = r.usage_details or {}
+            out.append({"text": r.text, "tokens": [u.get("input_token_count"), u.get("output_token_count"),
+                                                   u.get("total_token_count")]})
+        except Exception as exc:
+            out.append({"error": type(exc).__name__})
+
+
+asyncio.run(main())
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.executor
+def test_lines_match_the_framework_called_directly(project: Callable[..., Project], cli: Callable[..., CliResult],
+                                                   run_env: FakeOpenAI, tmp_path: Path) -> None:
+    """Side by side with the official tool: the same agent file run by the framework in a plain loop (straight to the
+    server) gives the same outputs, tokens and failing lines as llmops-ci's run through its proxy."""
+    import subprocess
+    import sys
+
+    run_env.answer = model
+    files = dict(FILES)
+    files["llmops.yaml"] = CONFIG.split("      classify-workflow:")[0]
+    files["agents/classify.yaml"] = FILES["agents/classify.yaml"].replace(
+        "kind: reference\n            name: openai", "kind: key\n            endpoint: =Env.OPENAI_BASE_URL\n"
+        "            key: =Env.OPENAI_API_KEY")
+    proj = project(files, base=False)
+    assert cli("batch-run", "--state-dir", "state", "--workers", "3").code == 0
+    ours = lines(proj.root, "state", "classify-agent")
+    resolved = (proj.root / "agents" / "classify.yaml").read_text().replace(
+        "=Env.OPENAI_BASE_URL", os.environ["OPENAI_BASE_URL"]).replace("=Env.OPENAI_API_KEY",
+                                                                      os.environ["OPENAI_API_KEY"])
+    (tmp_path / "resolved.yaml").write_text(resolved)
+    (tmp_path / "loop.py").write_text(PLAIN_LOOP)
+    env = {**os.environ, "PYTHONPATH": os.environ.get(AGENTS_PATH, "")}
+    done = subprocess.run([sys.executable, str(tmp_path / "loop.py"), str(tmp_path / "resolved.yaml"),
+                           str(proj.root / "data" / "pages.jsonl")], env=env, capture_output=True, text=True,
+                          check=True)
+    theirs = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(ours) == len(theirs) == 3, (ours, theirs)
+    for mine, official in zip(ours, theirs, strict=True):
+        if "error" in official:
+            assert mine["status"] == "Failed"
+            continue
+        assert mine["status"] == "Completed" and mine["outputs"]["output"] == official["text"]
+        assert [mine["tokens"][k] for k in ("prompt", "completion", "total")] == official["tokens"]
