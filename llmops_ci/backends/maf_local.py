@@ -51,6 +51,12 @@ KEY_ROUTE = "maf-key"  # a file's own `kind: key` endpoint (the route's name is 
 ENV_ROUTE = "env-openai_base_url"  # what OPENAI_BASE_URL stands for when nothing else names an endpoint
 REPLAY_KEY = "llmops-ci-replay"  # clients insist on a key; a replay needs none
 DEFAULT_OPENAI = "https://api.openai.com/v1"
+NOT_INSTALLED = (
+    "Microsoft Agent Framework is not installed for llmops-ci's agent runs. It cannot share prompt flow's environment "
+    "(it needs a newer OpenTelemetry): install it into a folder of its own and name it, e.g.\n"
+    "  python -m pip install --target .agents-site agent-framework-core==1.26.0 agent-framework-declarative==1.4.0 "
+    f"agent-framework-openai==1.17.0\n  export {AGENTS_PATH}=$PWD/.agents-site\n"
+    "(docs/migrating-to-agent-framework.md)")
 LOAD_ERRORS = ("ImportError", "ModuleNotFoundError", "SyntaxError", "FileNotFoundError", "AttributeError",
                "DeclarativeLoaderError", "ValueError", "DeclarativeWorkflowError", "ProviderLookupError")
 
@@ -296,10 +302,7 @@ class MafLocal:
         if not result.is_file():
             tail = "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
             if "No module named 'agent_framework" in tail:
-                raise UsageError("Microsoft Agent Framework is not installed for llmops-ci's agent runs: install "
-                                 "agent-framework-core, agent-framework-declarative and agent-framework-openai (see "
-                                 f"docs/migrating-to-agent-framework.md) and set {AGENTS_PATH} if in a folder of "
-                                 "their own")
+                raise UsageError(NOT_INSTALLED)
             raise CheckFailed(f"the Agent Framework runner stopped without a result (exit {proc.returncode}); its log "
                               f"is {log_path}:\n{tail}")
         outcome: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
@@ -307,9 +310,8 @@ class MafLocal:
         if outcome.get("status") != "Completed":
             log.debug("%s", outcome.get("traceback"))
             message = f"Agent Framework could not load or run the flow: {outcome.get('error')}"
-            if outcome.get("error_code") == "ModuleNotFoundError" and "agent_framework" in str(outcome.get("error")):
-                raise UsageError(message + f"; install the [agents] packages (and set {AGENTS_PATH} if they are in a "
-                                           "folder of their own)")
+            if outcome.get("error_code") == "ModuleNotFoundError" and "'agent_framework" in str(outcome.get("error")):
+                raise UsageError(NOT_INSTALLED)
             if outcome.get("error_code") in LOAD_ERRORS:
                 raise UsageError(message + "; run 'llmops-ci lint' on it")
             raise CheckFailed(message)
