@@ -16,6 +16,7 @@ installed into a directory of its own (``pip install --target DIR agent-framewor
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmops_ci.maf")
 POLL_S = 0.05
+STARTUP_GRACE_S = 120.0  # importing the framework and building the agent, on a loaded machine
 AGENTS_PATH = "LLMOPS_CI_AGENTS_PATH"
 ENV_VALUE = re.compile(r"^=\s*Env\.([A-Za-z_][A-Za-z0-9_]*)\s*$")
 KEY_ROUTE = "maf-key"  # a file's own `kind: key` endpoint (the route's name is part of the cassette key)
@@ -292,12 +294,23 @@ class MafLocal:
                 assert proc.stdin is not None
                 proc.stdin.write(json.dumps(request))
                 proc.stdin.close()
+                done, moved = 0, time.monotonic()
+                stall = float(request.get("line_timeout") or 300) + STARTUP_GRACE_S
                 while proc.poll() is None:
-                    if tick:
-                        tick(_count(lines_file))
+                    count = _count(lines_file)
+                    if count != done:
+                        done, moved = count, time.monotonic()
+                        if tick:
+                            tick(count)
+                    elif time.monotonic() - moved > stall:
+                        # a line that blocks the event loop (synchronous code) cannot be cancelled from inside
+                        break
                     time.sleep(POLL_S)
             finally:
+                stalled = proc.poll() is None
                 reap(proc)
+        if stalled and not result.is_file():
+            return _abandoned(request, lines_file, stall)
         lines_file.unlink(missing_ok=True)
         if not result.is_file():
             tail = "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
@@ -348,6 +361,26 @@ class MafLocal:
                                  job.provider_connections, job.environment_variables, 1, 300.0)
         line = lines[0]
         return TestRecord(line.status, line.outputs, line.error, [], time.monotonic() - started)
+
+
+def _abandoned(request: dict[str, Any], lines_file: Path, stall: float) -> list[dict[str, Any]]:
+    """The lines a stalled runner finished, and every other line failed as timed out."""
+    finished = {}
+    if lines_file.is_file():
+        for raw in lines_file.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                record = json.loads(raw)
+                finished[int(record["line"])] = record
+    lines_file.unlink(missing_ok=True)
+    out = []
+    for number, inputs in request["todo"]:
+        out.append(finished.get(int(number)) or {
+            "line": number, "inputs": inputs, "status": "Failed", "outputs": None, "tokens": {},
+            "error_code": "LineExecutionTimeoutError", "duration_s": None,
+            "error": f"Line {number} did not finish: the Agent Framework runner answered nothing for {int(stall)} s "
+                     "(a line blocking its event loop past --line-timeout, e.g. a synchronous call in async code); "
+                     "it was stopped"})
+    return out
 
 
 def _count(path: Path) -> int:

@@ -227,3 +227,46 @@ def test_lines_match_the_framework_called_directly(project: Callable[..., Projec
             continue
         assert mine["status"] == "Completed" and mine["outputs"]["output"] == official["text"]
         assert [mine["tokens"][k] for k in ("prompt", "completion", "total")] == official["tokens"]
+
+
+@pytest.mark.executor
+def test_a_line_blocking_the_event_loop_is_failed_and_the_runner_stopped(
+        project: Callable[..., Project], cli: Callable[..., CliResult], run_env: FakeOpenAI,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Synchronous code in an async executor cannot be cancelled from inside the runner: the parent stops it once
+    nothing finished for --line-timeout plus the start-up grace; finished lines are kept, the rest failed."""
+    from llmops_ci.backends import maf_local
+
+    monkeypatch.setattr(maf_local, "STARTUP_GRACE_S", 6.0)
+    files = dict(FILES)
+    files["llmops.yaml"] = """\
+        version: 1
+        flows:
+          classify-agent:
+            path: apps/block
+            agent_framework: {entry: agent.py:agent}
+            data: data/pages.jsonl
+            column_mapping:
+              input: ${data.text}
+            max_failed_lines: 3
+        """
+    files["apps/block/agent.py"] = """\
+        import time
+
+
+        class Blocking:
+            async def run(self, message):
+                if "film" in message:
+                    time.sleep(600)  # synchronous: blocks the event loop
+                return type("R", (), {"text": "ok", "usage_details": None})()
+
+
+        agent = Blocking()
+        """
+    proj = project(files, base=False)
+    result = cli("batch-run", "--state-dir", "state", "--workers", "1", "--line-timeout", "2")
+    assert result.code == 0, result.err
+    got = lines(proj.root, "state", "classify-agent")
+    assert [g["status"] for g in got] == ["Completed", "Failed", "Failed"]
+    assert got[0]["outputs"] == {"output": "ok"}
+    assert "answered nothing" in got[1]["error"]
