@@ -22,6 +22,7 @@ from llmops_ci.yamldoc import display_path
 
 if TYPE_CHECKING:
     from llmops_ci.config import AgentFrameworkSpec, FlowSpec
+    from llmops_ci.yamldoc import YamlDoc
 
 KIND = "agent_framework"
 ENGINE = "agent_framework"
@@ -43,6 +44,17 @@ def _io(info: FlowInfo, data: dict[str, Any]) -> None:
             kind = spec.get("kind", spec.get("type")) if isinstance(spec, dict) else None
             if isinstance(kind, str) and kind in _TYPES:
                 info.output_types[str(name)] = _TYPES[kind]
+
+
+def _reference(info: FlowInfo, doc: YamlDoc, path: Path) -> None:
+    """A ``connection: {kind: reference, name: X}``: the llmops.yaml connection X is one the run needs."""
+    data = doc.data if isinstance(doc.data, dict) else {}
+    model = data.get("model")
+    conn = model.get("connection") if isinstance(model, dict) else None
+    if isinstance(conn, dict) and str(conn.get("kind")).lower() == "reference" and isinstance(conn.get("name"), str):
+        line, column = doc.pos("model", "connection", "name")
+        info.connections.append(ConnectionUse(str(data.get("name") or path.stem), conn["name"], "connection",
+                                              doc.display, line, column, llm=False))
 
 
 def bindings_file(definition: Path, spec: AgentFrameworkSpec | None = None) -> Path | None:
@@ -72,16 +84,19 @@ def inspect_declarative(path: Path, spec: AgentFrameworkSpec | None = None) -> F
         info.outputs, info.output_types = {"output"}, {"output": "string"}
         for agent in agent_files(path.parent).values():
             info.dependencies.append(Dependency(agent.absolute(), "workflow agent", display_path(path)))
+            # the agents run as part of the workflow: checked with it, their connections are the run's
+            sub = FlowInfo(kind=KIND, folder=path.parent, definition=agent)
+            agent_doc = open_definition(sub, agent, "(a declarative agent)")
+            info.findings += sub.findings
+            if agent_doc is not None and isinstance(agent_doc.data, dict):
+                agent_checker = DeclarativeChecker(agent_doc, agent)
+                agent_checker.agent(agent_doc.data, bindings)
+                info.findings += agent_checker.findings
+                _reference(info, agent_doc, agent)
     else:
         checker.agent(data, bindings)
         _io(info, data)
-        model = data.get("model")
-        conn = model.get("connection") if isinstance(model, dict) else None
-        if isinstance(conn, dict) and str(conn.get("kind")).lower() == "reference" and isinstance(conn.get("name"),
-                                                                                                    str):
-            line, column = doc.pos("model", "connection", "name")
-            info.connections.append(ConnectionUse(str(data.get("name") or path.stem), conn["name"], "connection",
-                                                  doc.display, line, column, llm=False))
+        _reference(info, doc, path)
     info.findings += checker.findings
     info.environment_variables = {}
     return info

@@ -270,3 +270,38 @@ def test_a_line_blocking_the_event_loop_is_failed_and_the_runner_stopped(
     assert [g["status"] for g in got] == ["Completed", "Failed", "Failed"]
     assert got[0]["outputs"] == {"output": "ok"}
     assert "answered nothing" in got[1]["error"]
+
+
+@pytest.mark.executor
+def test_declarative_workflow_runs_its_agents_and_replays(project: Callable[..., Project],
+                                                          cli: Callable[..., CliResult], run_env: FakeOpenAI,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `kind: Workflow` file with the declarative agents beside it (by name), through WorkflowFactory; the agents'
+    `kind: reference` connections are the run's."""
+    files = {k: v for k, v in FILES.items() if not k.startswith("apps/")}
+    files["agents/workflow.yaml"] = """\
+        kind: Workflow
+        trigger:
+          kind: OnConversationStart
+          id: wf
+          actions:
+            - kind: InvokeAzureAgent
+              id: ask
+              agent:
+                name: Classifier
+        """
+    files["llmops.yaml"] = CONFIG.split("      classify-workflow:")[0].replace("agents/classify.yaml",
+                                                                             "agents/workflow.yaml")
+    run_env.answer = model
+    proj = project(files, base=False)
+    assert cli("lint").code == 0
+    result = cli("batch-run", "--state-dir", "state", "--llm-cache", "record")
+    assert result.code == 0, result.err
+    got = lines(proj.root, "state", "classify-agent")
+    assert [g["outputs"] for g in got[:2]] == [{"output": '{"category": "App"}'}, {"output": '{"category": "Movie"}'}]
+    assert got[0]["tokens"]["total"] > 0 and got[2]["status"] == "Failed"
+    run_env.stop()
+    monkeypatch.delenv("OPENAI_API_KEY")
+    result = cli("batch-run", "--state-dir", "replay", "--llm-cache", "replay")
+    assert result.code == 0, result.err
+    assert [g["outputs"] for g in lines(proj.root, "replay", "classify-agent")[:2]] == [g["outputs"] for g in got[:2]]
