@@ -302,3 +302,19 @@ def test_project_lint_checks_mapping_outputs_connections_and_entry(project: Call
     rules = sorted(f["rule"] for f in json.loads(result.out)["findings"] if f["severity"] == "error")
     assert "maf-entry-missing" in rules and "connection-undeclared" in rules
     assert any("categry" in f["message"] for f in json.loads(result.out)["findings"]), result.out
+
+
+@pytest.mark.parametrize(("source", "warned"), [
+    ("def create_workflow():\n    return make()\n", True),  # cannot follow make()
+    ("def create_workflow() -> Workflow:\n    return make()\n", False),  # the annotation says it
+])
+def test_entry_unchecked_is_a_warning_only_when_it_cannot_tell(project: Callable[..., Project],
+                                                             cli: Callable[..., CliResult], source: str,
+                                                             warned: bool) -> None:
+    files = dict(FILES)
+    files["apps/classify/workflow.py"] = source
+    project(files, base=False)
+    result = cli("lint", "--format", "json")
+    found = [f for f in json.loads(result.out)["findings"] if f["rule"] == "maf-entry-unchecked"]
+    assert bool(found) is warned
+    assert result.code == 0
