@@ -237,7 +237,8 @@ CASES: dict[str, Case] = {
 }
 
 
-# Rules of the flex, prompty, mlflow_agent and agent_framework kinds have their breaking cases and near misses beside those kinds' tests.
+# Rules of the flex, prompty, mlflow_agent and agent_framework kinds have their breaking cases and near misses
+# beside those kinds' tests.
 KIND_TESTS = {"flex": "tests/kinds/test_flex.py", "prompty": "tests/kinds/test_prompty.py",
               "mlflow_agent": "tests/kinds/test_mlflow_agent.py",
               "agent_framework": "tests/kinds/test_agent_framework.py"}
