@@ -17,7 +17,7 @@ from tests.helpers.projects import CliResult, Project
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("agent_framework") is None and not os.environ.get(AGENTS_PATH),
-    reason=f"Agent Framework not installed (pip install '.[agents]', or into a folder named by {AGENTS_PATH})")
+    reason=f"Agent Framework not installed (see docs/migrating-to-agent-framework.md, {AGENTS_PATH})")
 
 CONFIG = """\
     version: 1
@@ -305,3 +305,54 @@ def test_declarative_workflow_runs_its_agents_and_replays(project: Callable[...,
     result = cli("batch-run", "--state-dir", "replay", "--llm-cache", "replay")
     assert result.code == 0, result.err
     assert [g["outputs"] for g in lines(proj.root, "replay", "classify-agent")[:2]] == [g["outputs"] for g in got[:2]]
+
+
+@pytest.mark.executor
+def test_an_agent_as_evaluation_scores_a_run(project: Callable[..., Project], cli: Callable[..., CliResult],
+                                             run_env: FakeOpenAI) -> None:
+    """A declarative agent as an evaluation: its input mapped from the base run's outputs, its metrics the mean of
+    its numeric outputs (an outputSchema field), gated like any metric."""
+    files = dict(FILES)
+    files["llmops.yaml"] = CONFIG.split("      classify-workflow:")[0] + """\
+        evaluations:
+          judge:
+            path: agents/judge.yaml
+            column_mapping:
+              input: ${run.outputs.category}
+        gate:
+          judge.score: {min: 0.4}
+    """
+    files["agents/judge.yaml"] = """\
+        kind: Prompt
+        name: Judge
+        instructions: Score 1 if the category is App, else 0.
+        model:
+          id: gpt-4o-mini
+          provider: OpenAI
+          apiType: Chat
+          connection:
+            kind: reference
+            name: openai
+        outputSchema:
+          properties:
+            score:
+              type: number
+        """
+
+    def answer(prompt: str) -> str:
+        if prompt.startswith("Score"):
+            return json.dumps({"score": 1 if prompt.strip().splitlines()[-1] == "App" else 0})
+        return model(prompt)
+
+    run_env.answer = answer
+    proj = project(files, base=False)
+    assert cli("lint").code == 0
+    result = cli("pr", "--state-dir", "state")
+    assert result.code == 0, result.err
+    summary = json.loads((proj.root / "state" / "summary.json").read_text())["flows"]["classify-agent"]
+    judge = summary["evaluations"]["judge"]
+    assert judge["metrics"] == {"score": 0.5}
+    # the base run's failed line has no output to score: the judge ran the two others
+    judged = lines(proj.root, "state", "classify-agent/evals/judge")
+    assert [(j["inputs"]["input"], j["outputs"]["score"]) for j in judged] == [("App", 1), ("Movie", 0)]
+    assert summary["gate"]["passed"] is True
