@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 KIND = "agent_framework"
 ENGINE = "agent_framework"
-SKIP = (".git", "__pycache__", ".venv", "venv", ".llmops", "node_modules")
+SKIP = (".git", "__pycache__", ".venv", "venv", ".llmops", "node_modules", ".agents-site")
 _TYPES = {"string": "string", "number": "double", "integer": "int", "boolean": "bool", "object": "object",
           "array": "list"}
 register_rules(RULES)  # a Python entry is declared by config, so the rules cannot wait for KINDS
