@@ -81,6 +81,12 @@ MLFLOW_AGENT = Struct(
      "auth_policy": Struct({"system_resources": AGENT_RESOURCES, "api_scopes": ListOf(STR)},
                            what="in auth_policy")},
     required=("code", "interface"), what="in mlflow_agent", exclusive=(("resources", "auth_policy"),))
+# a Microsoft Agent Framework flow: a Python entry (file.py:create_workflow or file.py:agent) and/or the file whose
+# functions a declarative agent's `kind: function` tools bind to
+AGENT_FRAMEWORK = Struct({"entry": Scalar((str,), pattern=r"[^:\s]+\.py:[A-Za-z_][A-Za-z0-9_]*",
+                                          hint=": write '<file>.py:<function or object>', e.g. "
+                                               "workflow.py:create_workflow"),
+                          "bindings": PATH}, what="in agent_framework")
 PROBE = Struct({k: INT for k in ("initial_delay", "period", "timeout", "failure_threshold", "success_threshold")},
                what="in a probe (azure-ai-ml ProbeSettings, seconds)")
 # deploy: keys read by one backend each (docs/azureml-runs.md, docs/mlflow-agents.md say which)
@@ -133,9 +139,11 @@ FLOW = Struct(
         "line_key": DATA_REF, "cluster": DATA_REF,  # verdict statistics: see docs/gate.md
         "gate_family": Scalar((str,), choices=("holm", "none")),
         "repeats": Scalar((int,)),  # each data line runs this many times; its score is the mean
+        "agent_framework": AGENT_FRAMEWORK,
     },
     what="in a flow", exclusive=(("run_file", "path"), ("run_file", "data"), ("run_file", "column_mapping"),
-                                 ("run_file", "mlflow_agent"), ("variant", "mlflow_agent")),
+                                 ("run_file", "mlflow_agent"), ("variant", "mlflow_agent"),
+                                 ("mlflow_agent", "agent_framework"), ("variant", "agent_framework")),
 )
 CONFIG = Struct(
     {
@@ -288,6 +296,14 @@ class MlflowAgentSpec:
 
 
 @dataclass(frozen=True)
+class AgentFrameworkSpec:
+    code: Path | None  # absolute: the Python entry file (None: a declarative file flow)
+    attr: str  # the factory or object in it
+    bindings: Path | None = None  # absolute: the functions a declarative agent's tools bind to
+    origin: Origin | None = field(default=None, repr=False, compare=False)  # at flows.<name>.agent_framework
+
+
+@dataclass(frozen=True)
 class FlowSpec:
     name: str
     path: Path
@@ -314,6 +330,7 @@ class FlowSpec:
     cluster: str | None = None  # ${data.<column>}: lines sharing a value are one unit for intervals and verdicts
     gate_family: str = "holm"  # how the flow's paired verdicts are corrected for many metrics: holm | none
     repeats: int = 1  # each data line runs this many times (its evaluations score every repeat)
+    agent_framework: AgentFrameworkSpec | None = None
 
     def where(self, *sub: Any) -> Origin:
         """The file that holds a setting: llmops.yaml when written there, else the flow's run.yml."""
@@ -661,7 +678,9 @@ def _build_flow(name: str, raw: dict[str, Any], doc: YamlDoc, root: Path,
         line_key=raw["line_key"] if isinstance(raw.get("line_key"), str) else None,
         cluster=raw["cluster"] if isinstance(raw.get("cluster"), str) else None,
         gate_family=raw["gate_family"] if raw.get("gate_family") in ("holm", "none") else "holm",
-        repeats=raw["repeats"] if isinstance(raw.get("repeats"), int) and 1 <= raw["repeats"] <= MAX_REPEATS else 1)
+        repeats=raw["repeats"] if isinstance(raw.get("repeats"), int) and 1 <= raw["repeats"] <= MAX_REPEATS else 1,
+        agent_framework=_maf_spec(flow_path, raw.get("agent_framework"),
+                                  Origin(doc, ("flows", name, "agent_framework"))))
     return flow, problems, run_doc
 
 
@@ -690,6 +709,22 @@ def _parity_spec(raw: Any, origin: Origin) -> ParitySpec | None:
     outputs = {str(k): v for k, v in as_dict(raw.get("outputs")).items() if isinstance(v, str)}
     method = raw.get("method")
     return ParitySpec(raw["of"], outputs, method if isinstance(method, str) else "exact", origin)
+
+
+def _maf_spec(path: Path, raw: Any, origin: Origin) -> AgentFrameworkSpec | None:
+    if not isinstance(raw, dict):
+        return None
+    folder = path.parent if path.suffix in (".yaml", ".yml") else path
+    bindings = raw.get("bindings")
+    entry = raw.get("entry")
+    code, attr = None, ""
+    if isinstance(entry, str) and ":" in entry:
+        file, _, attr = entry.rpartition(":")
+        code = Path(os.path.normpath(folder / file))
+    elif entry is not None:
+        return None
+    return AgentFrameworkSpec(code, attr, Path(os.path.normpath(folder / bindings)) if isinstance(bindings, str)
+                              else None, origin)
 
 
 def _agent_resources(raw: Any, key: Key) -> tuple[AgentResource, ...]:

@@ -36,10 +36,17 @@ class Project:
         if key not in self._infos:
             declared = next((f for f in self.config.flows.values()
                              if f.mlflow_agent is not None and f.path.absolute() == key), None)
+            maf = next((f for f in self.config.flows.values()
+                        if f.agent_framework is not None and f.path.absolute() == key), None)
             if declared is not None:
                 from llmops_ci.kinds.mlflow_agent import inspect_flow
 
                 self._infos[key] = inspect_flow(declared)
+            elif maf is not None and (maf.agent_framework is None or maf.agent_framework.code is not None
+                                      or key.is_file()):
+                from llmops_ci.kinds.agent_framework import inspect_entry
+
+                self._infos[key] = inspect_entry(maf)
             else:
                 kind = kind_for(key)
                 self._infos[key] = kind.inspect(key) if kind is not None else None

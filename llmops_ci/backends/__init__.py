@@ -131,9 +131,16 @@ def _evaluator_runs(ctx: BackendContext) -> Backend:
     return from_context(ctx)
 
 
+def _agent_framework_runs(ctx: BackendContext) -> Backend:
+    from llmops_ci.backends.maf_local import from_context
+
+    return from_context(ctx)
+
+
 def _local(ctx: BackendContext) -> Backend:
     return RunsByEngine("local", ctx, _prompt_flow, {"mlflow_agent": _mlflow_runs, "prompty": _prompty_runs,
-                                                     "evaluator": _evaluator_runs})
+                                                     "evaluator": _evaluator_runs,
+                                                     "agent_framework": _agent_framework_runs})
 
 
 class ByKind:
@@ -177,8 +184,15 @@ def _mlflow_release(ctx: BackendContext) -> Release:
     return from_context(ctx)
 
 
+def _maf_release(ctx: BackendContext) -> Release:
+    from llmops_ci.backends.maf_release import from_context
+
+    return from_context(ctx)
+
+
 def _local_release(ctx: BackendContext) -> Release:
-    return ByKind("local", ctx, _prompt_flow_release, {"mlflow_agent": _mlflow_release})
+    return ByKind("local", ctx, _prompt_flow_release, {"mlflow_agent": _mlflow_release,
+                                                       "agent_framework": _maf_release})
 
 
 def _databricks_release(ctx: BackendContext) -> Release:
@@ -187,10 +201,20 @@ def _databricks_release(ctx: BackendContext) -> Release:
     return from_context(ctx)
 
 
-def _azureml_release(ctx: BackendContext) -> Release:
+def _azureml_prompt_flow_release(ctx: BackendContext) -> Release:
     from llmops_ci.backends.azureml import ProjectRelease
 
     return ProjectRelease(ctx)
+
+
+def _maf_azureml_release(ctx: BackendContext) -> Release:
+    from llmops_ci.backends.maf_azureml import from_context
+
+    return from_context(ctx)
+
+
+def _azureml_release(ctx: BackendContext) -> Release:
+    return ByKind("azureml", ctx, _azureml_prompt_flow_release, {"agent_framework": _maf_azureml_release})
 
 
 def _azureml_runs(ctx: BackendContext) -> Backend:

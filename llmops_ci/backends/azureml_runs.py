@@ -118,11 +118,16 @@ class AzureMLRuns:
         its own prompty format)."""
         problems = []
         for label, info in runs:
-            if getattr(info, "engine", None) != "prompty":
+            if getattr(info, "engine", None) not in ("prompty", "agent_framework"):
                 continue
             flow_name, _, evaluation = label.partition("/")
             flow = self.ctx.project.config.flows[flow_name]
             origin = flow.evaluations[evaluation].origin if evaluation else flow.where("path")
+            if info.engine == "agent_framework":
+                problems.append(origin.problem(("path",), (
+                    f"'{label}' is a Microsoft Agent Framework flow; Azure ML prompt flow runs cannot run it. Run it "
+                    "with --backend local (the framework runs it on this machine)"), "azureml-unsupported-kind"))
+                continue
             problems.append(origin.problem(("path",), (
                 f"'{label}' is a .prompty file in the prompty 2.x format; Azure ML prompt flow runs read only "
                 "prompt flow's prompty format (model: {api, configuration, parameters}). Run it with --backend "

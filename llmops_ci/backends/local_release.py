@@ -168,7 +168,7 @@ def _stop_kept(slot: dict[str, Any], endpoint: str, name: str | None) -> None:
         command = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return
-    if b"llmops_ci.backends.pf_serve" in command:
+    if b"llmops_ci.backends.pf_serve" in command or b"llmops_ci.backends.maf_serve" in command:
         log.info("%s: stopping %s (process %d), which --keep left serving", endpoint, name, pid)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)

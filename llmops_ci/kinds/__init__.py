@@ -136,6 +136,7 @@ def open_definition(info: FlowInfo, definition: Path, shape: str) -> YamlDoc | N
 
 
 def _registry() -> dict[str, FlowKind]:
+    from llmops_ci.kinds.agent_framework import AgentFrameworkKind
     from llmops_ci.kinds.dag import DagFlowKind
     from llmops_ci.kinds.flex import FlexFlowKind
     from llmops_ci.kinds.mlflow_agent import MlflowAgentKind
@@ -143,7 +144,7 @@ def _registry() -> dict[str, FlowKind]:
 
     # mlflow_agent never matches a path: it is declared by an `mlflow_agent:` block in llmops.yaml
     return {"dag": DagFlowKind(), "flex": FlexFlowKind(), "prompty": PromptyFlowKind(),
-            "mlflow_agent": MlflowAgentKind()}
+            "mlflow_agent": MlflowAgentKind(), "agent_framework": AgentFrameworkKind()}
 
 
 KINDS: dict[str, FlowKind] = _registry()

@@ -27,13 +27,15 @@ _SECRET_VALUES = [
     ("a Slack token", re.compile(r"\bxox[abpr]-[A-Za-z0-9-]{10,}")),
     ("a JSON web token", re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.")),
 ]
+_ENV_FX = re.compile(r"^=\s*Env\.[A-Za-z_][A-Za-z0-9_]*$")
 _AZURE_KEY = re.compile(r"^[0-9a-fA-F]{32}$|^[A-Za-z0-9]{84}$")
 
 
 def _placeholder(value: str) -> bool:
     v = value.strip()
     return (not v or "${" in v or (v.startswith("<") and v.endswith(">")) or set(v) <= {"*", "x", "X"}
-            or v.lower() in {"none", "null", "changeme", "todo"})
+            or v.lower() in {"none", "null", "changeme", "todo"}
+            or _ENV_FX.match(v) is not None)  # Agent Framework's =Env.NAME reads a variable
 
 
 def scan(doc: YamlDoc) -> list[Finding]:

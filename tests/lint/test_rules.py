@@ -266,9 +266,11 @@ CASES: dict[str, Case] = {
 }
 
 
-# Rules of the flex, prompty and mlflow_agent kinds have their breaking cases and near misses beside those kinds' tests.
+# Rules of the flex, prompty, mlflow_agent and agent_framework kinds have their breaking cases and near misses
+# beside those kinds' tests.
 KIND_TESTS = {"flex": "tests/kinds/test_flex.py", "prompty": "tests/kinds/test_prompty.py",
-              "mlflow_agent": "tests/kinds/test_mlflow_agent.py"}
+              "mlflow_agent": "tests/kinds/test_mlflow_agent.py",
+              "agent_framework": "tests/kinds/test_agent_framework.py"}
 
 
 def test_every_rule_has_a_case() -> None:
