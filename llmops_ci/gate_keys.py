@@ -150,7 +150,11 @@ def pair(flow: FlowSpec, current: LineKeys | None, baseline: LineKeys | None, *,
         raise UsageError(f"flow '{flow.name}': cluster: {flow.cluster} is set but this run's lines have no "
                          f"cluster values; run 'llmops-ci batch-run --flow {flow.name}' again (it records them)")
     note = None
-    if current is not None and baseline is not None and current.kind == baseline.kind and current.keys:
+    # a sibling flow maps other inputs from the same lines: its default keys (hashes of its mapped inputs) never
+    # match this flow's, so only a configured line_key pairs it; otherwise its lines pair by line number
+    sibling_defaults = same_data and current is not None and current.kind == INPUTS
+    if current is not None and baseline is not None and current.kind == baseline.kind and current.keys \
+            and not sibling_defaults:
         kind, cur, base = current.kind, current.keys, baseline.keys
     elif same_data:
         kind, cur, base = "line", {}, {}

@@ -363,14 +363,18 @@ def mcnemar_mde(discordance: float, n: int, z_alpha: float = Z_TWO_SIDED) -> flo
     larger than the one observed without it. Solved for d by fixed-point iteration (it increases to the root)."""
     if n < 2:
         return 1.0
-    delta = mde(math.sqrt(discordance / n), z_alpha)
+    # the exact test's floor: k lines all flipping one way give p = 2 * 0.5^k, so fewer than k flips can never be
+    # shown whatever the variance (with no discordant line the formula alone would say any change is detectable)
+    tail = 0.5 * math.erfc(z_alpha / math.sqrt(2))
+    floor = math.floor(math.log2(1 / tail)) + 1
+    delta = max(mde(math.sqrt(discordance / n), z_alpha), 1 / n)  # above the formula's trivial root d = 0
     for _ in range(100):
         psi = min(1.0, discordance + delta)
         following = (z_alpha * math.sqrt(psi) + Z_POWER * math.sqrt(max(0.0, psi - delta * delta))) / math.sqrt(n)
         if abs(following - delta) < 1e-9:
             break
         delta = following
-    return min(1.0, delta)
+    return min(1.0, max(delta, floor / n))
 
 
 @dataclass(frozen=True)

@@ -483,12 +483,16 @@ def test_a_tampered_baseline_is_tolerated(cli: Cli, project: Callable[..., Proje
     proj = project({"llmops.yaml": config("      judge.accuracy: {min: 0.5, max_drop: 0.05}\n")}, base=False)
     scores = {f"q{i}": 1.0 for i in range(20)}
     write_state(proj.path(".llmops"), {"correct": scores})
-    junk = {"passed": "yes", "checks": 5, "provenance": {"commit": {"x": 1}, "gated_at": "never",
-                                                          "data_hash": [], "evaluation_hashes": "judge"}}
+    junk = {"passed": "yes", "checks": [], "provenance": {"commit": {"x": 1}, "gated_at": "never",
+                                                           "data_hash": [], "evaluation_hashes": "judge"}}
     base = write_state(tmp_path / "main", {"correct": scores}, gate=junk)
     (base / "runs" / "qa" / "line_keys.json").write_text('{"line_key": null, "lines": "x"}')
     result = cli("gate", "--baseline", str(base))
-    assert result.code == 0, result.err
+    assert result.code == 0, result.err  # provenance only informs: junk there is shown as unknown
+    # checks that are not a list of objects are a broken baseline: said, exit 2 (tests/test_hostile_state.py)
+    write_state(tmp_path / "broken", {"correct": scores}, gate={**junk, "checks": 5})
+    broken = cli("gate", "--baseline", str(tmp_path / "broken"))
+    assert broken.code == 2 and "'gate.checks' of flow 'qa' must be a list of objects" in broken.err
     gate = gate_json(proj)
     assert gate["changed_rules"] == [] and gate["checks"][1]["lines"] == 20
     assert gate["baseline"]["age_s"] is None and gate["baseline"]["same_data"] is None
@@ -539,3 +543,32 @@ def test_clustered_0_1_mde_counts_the_variance_a_drop_adds() -> None:
     d = t_mde(0.05, 9, lines=100)
     assert plain == pytest.approx(0.157278, abs=1e-5) and d > plain
     assert d == pytest.approx(3.145561 * (0.05 ** 2 + (d - d * d) / 100) ** 0.5, abs=1e-5)
+
+
+def test_mcnemar_mde_is_never_below_what_the_exact_test_can_show() -> None:
+    """With no discordant line the sample-size formula has a root at 0 ("any change is detectable"); McNemar's
+    exact test needs 6 lines flipping one way at two-sided 0.05 (2 * 0.5^6 < 0.05) and 5 one-sided."""
+    from llmops_ci.gate_stats import Z_ONE_SIDED, mcnemar_mde
+
+    assert mcnemar_mde(0.0, 42) >= 6 / 42
+    assert mcnemar_mde(0.0, 42, Z_ONE_SIDED) >= 5 / 42
+    assert mcnemar_mde(0.0, 42, Z_ONE_SIDED) < mcnemar_mde(0.0, 42)
+    assert mcnemar_mde(0.1, 100) > mcnemar_mde(0.0, 100) > 0  # more discordance, more noise to see through
+
+
+def test_a_sibling_flow_with_other_mapped_inputs_pairs_by_line(tmp_path: Path) -> None:
+    """against: a flow mapping other columns of the same data (an agent's `input` vs the DAG's url and text) has
+    default keys that never match: its lines pair by line number rather than not at all."""
+    from llmops_ci.config import load_config
+    from llmops_ci.gate_keys import INPUTS, LineKeys, pair
+
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "data.jsonl").write_text('{"q": "a"}\n')
+    (tmp_path / "llmops.yaml").write_text("version: 1\nflows:\n  qa:\n    path: flows\n    data: data.jsonl\n")
+    flow = load_config(tmp_path / "llmops.yaml").flows["qa"]
+    mine = LineKeys(INPUTS, {0: "h-url-text-0", 1: "h-url-text-1"}, {0: "x", 1: "y"}, None, {})
+    theirs = LineKeys(INPUTS, {0: "h-input-0", 1: "h-input-1"}, {0: "u", 1: "v"}, None, {})
+    assert pair(flow, mine, theirs, same_data=True).kind == "line"
+    assert pair(flow, mine, theirs).kind == INPUTS  # a baseline of the same flow still pairs by its keys
+    keyed = LineKeys("${data.id}", {0: "a", 1: "b"}, {}, None, {})
+    assert pair(flow, keyed, keyed, same_data=True).kind == "${data.id}"  # a configured line_key pairs siblings

@@ -51,6 +51,11 @@ def test_example_pr_runs_offline_from_its_cassettes(tmp_path: Path, monkeypatch:
             assert run["llm_cache"]["hits"] == 42 and run["llm_cache"]["misses"] == 0 and run["tokens"]["total"] > 0
             assert flows[name]["evaluations"]["accuracy"]["metrics"]["accuracy"] == pytest.approx(41 / 42, abs=1e-4)
             assert flows[name]["gate"]["passed"] is True
+        for name in ("classify-agent", "classify-workflow"):  # the migration gate: both agree with the DAG
+            assert flows[name]["evaluations"]["parity"]["metrics"]["agreement"] == 1.0, name
+        assert flows["classify-agent"]["evaluations"]["f1"]["metrics"]["f1_score"] == pytest.approx(41 / 42, 1e-4)
+        against = next(c for c in flows["classify-agent"]["gate"]["checks"] if c["rule"] == "max_drop")
+        assert (against["method"], against["passed"]) == ("mcnemar", True)  # non-inferiority shown, paired by line
         assert server.requests == []
         assert files(EXAMPLE) == before
         assert processes_using(tmp_path) == []
