@@ -48,4 +48,6 @@ def test_readme_install_and_test_commands_are_what_ci_runs() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").replace(" --quiet", "")
     install = re.search(r"python -m pip install -e \"[^\"]+\"", readme)
     assert install is not None and install.group(0) in ci
+    agents = re.search(r"python -m pip install --target \S+ (agent-framework\S+ ?)+", readme)
+    assert agents is not None and agents.group(0).strip() in ci and "LLMOPS_CI_AGENTS_PATH" in ci
     assert "python -m pytest" in readme and "\npython -m pytest" in ci
