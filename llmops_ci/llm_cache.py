@@ -241,6 +241,10 @@ class LlmRun:
     def url_for(self, name: str) -> str:
         return f"{self.server.url}/r/{self.tag}/u/{name}"
 
+    def shared_url(self, name: str) -> str:
+        """The same for every run: the run comes from the line header of each call (``ProxyServer._route``)."""
+        return f"{self.server.url}/c/{name}"
+
     def count(self, line: int | None, response: dict[str, Any]) -> None:
         with self.lock:
             self.usage.setdefault(line, LineUsage()).add(_usage(response))
@@ -277,9 +281,10 @@ class LlmRun:
 class ProxyServer:
     """The HTTP server on 127.0.0.1 behind every run of a step; runs register with ``open_run``.
 
-    Routes: ``/r/<tag>/u/<connection>/...`` for a run's connections, ``/e/<route>/...`` for endpoints that flows
-    read from the environment (one value for the whole process, so the run comes from the line header, or is
-    the only run open).
+    Routes: ``/r/<tag>/u/<connection>/...`` for a run's connections, ``/c/<connection>/...`` for connections
+    stored by name for every run (the run comes from the line header), ``/e/<route>/...`` for endpoints that
+    flows read from the environment (one value for the whole process, so the run comes from the line header, or
+    is the only run open).
     """
 
     def __init__(self, session: requests.Session | None = None, env_upstreams: dict[str, str] | None = None) -> None:
@@ -360,6 +365,14 @@ class ProxyServer:
                 return f"unknown route {route}"
             return run, parts[4], line if tag == run.tag else None, "/" + parts[5]
         parts = route.split("/", 3)
+        if len(parts) >= 4 and parts[1] == "c":
+            # a connection stored by name for every run (flex model configurations, prompty files): the run is the
+            # one whose line makes the call, never whichever run last stored the connection
+            run = self.runs.get(tag)
+            if run is None or parts[2] not in run.upstreams:
+                return (f"a call to connection '{parts[2]}' from outside a run's line" if run is None else
+                        f"unknown connection '{parts[2]}' for run {tag}")
+            return run, parts[2], line, "/" + parts[3]
         if len(parts) >= 4 and parts[1] == "e" and parts[2] in self.env_upstreams:
             run = self.runs.get(tag) or (next(iter(self.runs.values())) if len(self.runs) == 1 else None)
             if run is None:
