@@ -368,11 +368,14 @@ class ProxyServer:
         if len(parts) >= 4 and parts[1] == "c":
             # a connection stored by name for every run (flex model configurations, prompty files): the run is the
             # one whose line makes the call, never whichever run last stored the connection
-            run = self.runs.get(tag)
-            if run is None or parts[2] not in run.upstreams:
-                return (f"a call to connection '{parts[2]}' from outside a run's line" if run is None else
-                        f"unknown connection '{parts[2]}' for run {tag}")
-            return run, parts[2], line, "/" + parts[3]
+            run = self.runs.get(tag) or (next(iter(self.runs.values())) if not tag and len(self.runs) == 1 else None)
+            if run is None:
+                return (f"a call to connection '{parts[2]}' from outside a run's line while {len(self.runs)} runs are "
+                        "open (a client other than httpx or requests, which the executor cannot tag); run the flows "
+                        "one at a time (--flow)")
+            if parts[2] not in run.upstreams:
+                return f"unknown connection '{parts[2]}' for run {run.tag}"
+            return run, parts[2], line if tag == run.tag else None, "/" + parts[3]
         if len(parts) >= 4 and parts[1] == "e" and parts[2] in self.env_upstreams:
             run = self.runs.get(tag) or (next(iter(self.runs.values())) if len(self.runs) == 1 else None)
             if run is None:

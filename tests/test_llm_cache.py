@@ -157,5 +157,8 @@ def test_a_connection_stored_for_every_run_routes_by_the_line_header(tmp_path: P
         assert requests.post(url, json=BODY, headers={LINE_HEADER: "flow-b|2"}, timeout=10).ok
         lost = requests.post(url, json=BODY, headers={LINE_HEADER: "flow-a|1"}, timeout=10)
         assert lost.status_code == 404 and "outside a run's line" in lost.json()["error"]["message"]
+        # a client the executor cannot tag: the only run open, counted for the run (not a line)
+        assert requests.post(url, json=BODY, timeout=10).ok
+        assert runs["flow-b"].stats.recorded == 4
     finally:
         server.stop()

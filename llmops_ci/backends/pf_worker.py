@@ -221,7 +221,10 @@ class Job:
         kwargs: dict[str, Any] = {}
         if req["op"] == "run":
             kwargs = {"line_timeout_sec": req["line_timeout_sec"], "init_kwargs": req.get("init") or None}
-        return FlowExecutor.create(Path(req["flow"]), connections, Path(req["working_dir"]), raise_ex=False, **kwargs)
+        executor = FlowExecutor.create(Path(req["flow"]), connections, Path(req["working_dir"]), raise_ex=False,
+                                       **kwargs)
+        os.chdir(req["working_dir"])  # lines run in the flow's folder, as pf.run's line processes do
+        return executor
 
     def handle(self) -> None:
         try:
