@@ -182,6 +182,8 @@ class LineProcess:
                 record = failed_record(index, line_inputs, f"{type(exc).__name__}: {exc}", type(exc).__name__)
                 result = None
             LINE_TAG = None
+            if not executor.has_aggregation_node:
+                result = None  # only aggregation needs the whole line result; the record says the rest
             try:
                 conn.send((record, result))
             except Exception:  # an output pickle cannot carry: the record still can
