@@ -30,6 +30,9 @@ connections:
 flows:
   programmer:
     run_file: flows/flex-basic/run.yml
+  programmer-process:
+    run_file: flows/flex-basic/run.yml
+    environment_variables: {LLMOPS_CI_EXECUTOR: process}
   chat:
     path: flows/chat-stream
     data: flows/chat-stream/data.jsonl
@@ -101,6 +104,24 @@ def test_record_then_replay_flows_with_their_own_clients(cli: Callable[..., CliR
         assert (cache["hits"], cache["misses"]) == (3, 0), flow
         assert [x["outputs"] for x in lines(proj, flow)] == recorded[flow]
         assert all(x["tokens"]["total"] > 0 for x in lines(proj, flow)), flow
+
+
+def test_the_process_opt_out_records_and_replays_the_same(cli: Callable[..., CliResult], replay_project: Project,
+                                                          fake_openai: FakeOpenAI,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    proj = replay_project
+    record = cli("batch-run", "--flow", "programmer-process", "--llm-cache", "record")
+    assert record.code == 0, record.err
+    assert "runs in its own prompt flow process (pf.run)" in record.err
+    assert summary(proj)["programmer-process"]["run"]["llm_cache"]["recorded"] == 3
+    recorded = [x["outputs"] for x in lines(proj, "programmer-process")]
+    monkeypatch.delenv("AZURE_BASE")
+    monkeypatch.delenv("AZURE_KEY")
+    replay = cli("batch-run", "--flow", "programmer-process", "--llm-cache", "replay")
+    assert replay.code == 0, replay.err
+    assert len(fake_openai.requests) == 3
+    assert summary(proj)["programmer-process"]["run"]["llm_cache"]["hits"] == 3
+    assert [x["outputs"] for x in lines(proj, "programmer-process")] == recorded
 
 
 def test_a_call_around_the_proxy_fails_its_line_in_replay(cli: Callable[..., CliResult], replay_project: Project,

@@ -204,7 +204,12 @@ class LocalBackend:
         started = time.monotonic()
         stats = None
         try:
-            with self._llm_calls(job.cache, job.provider_connections) as (connections, env, proxy):
+            with self._llm_calls(job.cache, job.provider_connections, env_upstreams(job.environment_variables)
+                                 ) as (connections, env, proxy):
+                if proxy is not None and proxy.run is not None:  # the run's endpoints recorded/replayed too
+                    request["environment_variables"] = routed(
+                        job.info.kind, dict(job.environment_variables), job.provider_connections,
+                        proxy.run)["environment_variables"]
                 outcome = self._child(job.name, request, connections,
                                       lambda: progress.update(count_lines_done(run_folder)), env)
             stats = proxy.stats.to_json() if proxy else None
@@ -247,14 +252,16 @@ class LocalBackend:
                           list(outcome.get("nodes") or []), time.monotonic() - started)
 
     @contextlib.contextmanager
-    def _llm_calls(self, cache: CacheSettings | None, connections: tuple[ProviderConnection, ...]
+    def _llm_calls(self, cache: CacheSettings | None, connections: tuple[ProviderConnection, ...],
+                   extra: dict[str, str] | None = None
                    ) -> Iterator[tuple[tuple[ProviderConnection, ...], dict[str, str], LlmProxy | None]]:
         """Without a cache: the connections as they are. With one: rerouted through the record/replay proxy."""
         if cache is None:
             yield connections, {}, None
             return
         routes = {var: f"env-{var.lower()}" for var in ENV_ENDPOINTS if self.environ.get(var)}
-        with LlmProxy(cache, {**upstreams(connections), **{r: self.environ[v] for v, r in routes.items()}}) as proxy:
+        with LlmProxy(cache, {**upstreams(connections), **(extra or {}),
+                              **{r: self.environ[v] for v, r in routes.items()}}) as proxy:
             assert proxy.run is not None
             yield (rerouted(connections, proxy.run), {var: proxy.url_for(route) for var, route in routes.items()},
                    proxy)
