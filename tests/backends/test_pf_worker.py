@@ -122,7 +122,7 @@ def test_a_prompty_file_with_a_connection_from_the_store(worker: Worker, tmp_pat
     ('{"a": 123456789012345678901234567890}\n', False),   # beyond int64
 ])
 def test_plain_jsonl_reads_exactly_what_prompt_flow_reads(text: str, fast: bool, tmp_path: Path) -> None:
-    from llmops_ci.backends.pf_worker import plain_jsonl
+    from llmops_ci.backends.pf_lines import plain_jsonl
 
     path = tmp_path / "d.jsonl"
     path.write_text(text, encoding="utf-8")
