@@ -287,9 +287,15 @@ class Job:
                     # a new line process must not hold its siblings' pipes open: they would never see their end
                     proc = idle.pop() if idle else LineProcess(
                         executor, self.req, (*close, *(p.conn.fileno() for p in (*idle, *busy))))
-                    index, line_inputs = pending.popleft()
+                    index, line_inputs = pending[0]
+                    try:
+                        proc.conn.send((index, line_inputs))
+                    except OSError:  # it ended between lines (a thread of a tool ended it): the line goes to another
+                        proc.stop(kill=True)
+                        self.slots.release()
+                        continue
+                    pending.popleft()
                     proc.line = (index, time.monotonic(), line_inputs)
-                    proc.conn.send((index, line_inputs))
                     busy.append(proc)
                 if not busy:
                     continue
