@@ -203,6 +203,7 @@ def test_each_line_keeps_what_it_changes_process_wide(worker: Worker, tmp_path: 
 
 
 AGGREGATE = """\
+    import time
     from typing import List
 
     from promptflow.core import log_metric, tool
@@ -212,6 +213,7 @@ AGGREGATE = """\
     def aggregate(values: List[str]):
         for name in {names}:
             log_metric(name, len(values) * {factor})
+            time.sleep(0.3)  # aggregations of runs side by side overlap
         return values
     """
 
