@@ -47,6 +47,7 @@ from llmops_ci.backends.pf_lines import (
 from llmops_ci.backends.pf_runner import make_connection
 
 LINE_HEADER = "X-Llmops-Line"  # llm_cache.LINE_HEADER; not imported: the proxy module pulls in requests eagerly
+PROGRESS_S = 0.1  # at most this often a progress event (the bar shows seconds, not lines)
 GRACE_S = 1.0  # the DAG executor times a line out itself; this catches flex/prompty and stuck schedulers
 # "<run tag>|<line>" of what this process runs now: a line process runs one line at a time, so every request
 # it makes (from any thread the tool starts) is that line's
@@ -279,7 +280,7 @@ class Job:
         idle: list[LineProcess] = []
         busy: list[LineProcess] = []
         results: dict[int, dict[str, Any]] = {}
-        reported = 0
+        reported, sent = 0, 0.0
         close = (self.events._out.fileno(),)
         try:
             while pending or busy:
@@ -327,8 +328,8 @@ class Job:
                     proc.line = None
                     results[index] = {"record": record, "result": result}
                     self.slots.release()
-                if len(results) != reported:
-                    reported = len(results)
+                if len(results) != reported and (now - sent >= PROGRESS_S or not (pending or busy)):
+                    reported, sent = len(results), now
                     self.events.send({"event": "progress", "done": reported})
         finally:
             for proc in busy:
