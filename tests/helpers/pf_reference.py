@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -38,13 +40,15 @@ def pf_runs(root: Path, runs: list[dict[str, Any]], connections: list[dict[str, 
     """``{run name: ([(status, outputs) per line], metrics)}``; ``runs`` are ``pf.run`` keyword arguments (``run``
     names an earlier run of the list)."""
     home = PFHome(root / "pf-home").prepare()
-    (root / "tmp").mkdir(exist_ok=True)
     script = root / "reference.py"
     script.write_text(SCRIPT, encoding="utf-8")
-    env = home.environment(dict(os.environ if environ is None else environ), root / "tmp")
+    # a short TMPDIR: multiprocessing's Unix sockets go there (a path over 107 bytes fails pf's pool)
+    tmp = Path(tempfile.mkdtemp(prefix="pfr-"))
+    env = home.environment(dict(os.environ if environ is None else environ), tmp)
     done = subprocess.run([sys.executable, str(script)], input=json.dumps(
         {"runs": runs, "connections": connections, "workers": workers}), text=True, env=env, cwd=root,
         capture_output=True, timeout=600, check=False)
+    shutil.rmtree(tmp, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-3000:]
     out = {}
     for run in runs:
