@@ -258,6 +258,10 @@ class LlmRun:
     def url_for(self, name: str) -> str:
         return f"{self.server.url}/r/{self.tag}/u/{name}"
 
+    def shared_url(self, name: str) -> str:
+        """The same for every run: the run comes from the line header of each call (``ProxyServer._route``)."""
+        return f"{self.server.url}/c/{name}"
+
     def count(self, line: int | None, response: dict[str, Any]) -> None:
         with self.lock:
             self.usage.setdefault(line, LineUsage()).add(_usage(response))
@@ -294,9 +298,10 @@ class LlmRun:
 class ProxyServer:
     """The HTTP server on 127.0.0.1 behind every run of a step; runs register with ``open_run``.
 
-    Routes: ``/r/<tag>/u/<connection>/...`` for a run's connections, ``/e/<route>/...`` for endpoints that flows
-    read from the environment (one value for the whole process, so the run comes from the line header, or is
-    the only run open).
+    Routes: ``/r/<tag>/u/<connection>/...`` for a run's connections, ``/c/<connection>/...`` for connections
+    stored by name for every run (the run comes from the line header), ``/e/<route>/...`` for endpoints that
+    flows read from the environment (one value for the whole process, so the run comes from the line header, or
+    is the only run open).
     """
 
     def __init__(self, session: requests.Session | None = None, env_upstreams: dict[str, str] | None = None) -> None:
@@ -377,6 +382,17 @@ class ProxyServer:
                 return f"unknown route {route}"
             return run, parts[4], line if tag == run.tag else None, "/" + parts[5]
         parts = route.split("/", 3)
+        if len(parts) >= 4 and parts[1] == "c":
+            # a connection stored by name for every run (flex model configurations, prompty files): the run is the
+            # one whose line makes the call, never whichever run last stored the connection
+            run = self.runs.get(tag) or (next(iter(self.runs.values())) if not tag and len(self.runs) == 1 else None)
+            if run is None:
+                return (f"a call to connection '{parts[2]}' from outside a run's line while {len(self.runs)} runs are "
+                        "open (a client other than httpx or requests, which the executor cannot tag); run the flows "
+                        "one at a time (--flow)")
+            if parts[2] not in run.upstreams:
+                return f"unknown connection '{parts[2]}' for run {run.tag}"
+            return run, parts[2], line if tag == run.tag else None, "/" + parts[3]
         if len(parts) >= 4 and parts[1] == "e" and parts[2] in self.env_upstreams:
             run = self.runs.get(tag) or (next(iter(self.runs.values())) if len(self.runs) == 1 else None)
             if run is None:
@@ -420,7 +436,7 @@ class ProxyServer:
                 run.stats.misses += 1
         if entry is not None:
             run.count(line, entry["response"])
-            return _replay(handler, entry["response"])
+            return _replay(handler, entry["response"], asks_usage(body))
         if mode == "replay":
             return _send_json(handler, 400, _error(
                 f"llmops-ci replay: no recording of this call to connection '{name}' ({path}) in "
@@ -440,13 +456,19 @@ class ProxyServer:
         import requests
 
         stream = isinstance(body, dict) and bool(body.get("stream"))
+        asked = asks_usage(body)
         health = self.health.setdefault(upstream, Health(name))
         if health.down:
             run.failed(line, health.kind)
             return _reset(handler)
         try:
-            response = self.session.post(url, json=body, headers=headers, stream=stream,
-                                         timeout=(CONNECT_TIMEOUT_S, run.call_timeout))
+            # a streamed answer carries its token counts only when asked for: ask, and keep them from the client
+            response = self.session.post(url, json=body if asked or not stream else with_usage(body), headers=headers,
+                                         stream=stream, timeout=(CONNECT_TIMEOUT_S, run.call_timeout))
+            if stream and not asked and response.status_code == 400 and "stream_options" in response.text:
+                # an endpoint (an older Azure api-version) that does not take stream_options: as the client sent it
+                response = self.session.post(url, json=body, headers=headers, stream=stream,
+                                             timeout=(CONNECT_TIMEOUT_S, run.call_timeout))
         except requests.ConnectionError as exc:
             if not isinstance(exc, (requests.ReadTimeout, requests.exceptions.ChunkedEncodingError)):
                 kind = classify_exception(exc) or "cannot connect"
@@ -497,8 +519,10 @@ class ProxyServer:
                 continue
             data = raw_line[5:].strip()
             chunks.append(data)
-            handler.wfile.write(f"data: {data}\n\n".encode())
-            handler.wfile.flush()
+            shown = client_chunk(data, asked)
+            if shown is not None:
+                handler.wfile.write(f"data: {shown}\n\n".encode())
+                handler.wfile.flush()
         handler.close_connection = True
         self._record(run, line, key, name, path, body, {"status": 200, "stream": chunks})
 
@@ -541,10 +565,36 @@ class LlmProxy:
         return self.run.url_for(name)
 
 
-def _replay(handler: BaseHTTPRequestHandler, response: dict[str, Any]) -> None:
+def asks_usage(body: Any) -> bool:
+    return isinstance(body, dict) and bool(as_dict(body.get("stream_options")).get("include_usage"))
+
+
+def with_usage(body: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "stream_options": {**as_dict(body.get("stream_options")), "include_usage": True}}
+
+
+def client_chunk(data: str, asked: bool) -> str | None:
+    """A streamed chunk as the client would have had it without the proxy asking for usage: the usage-only last
+    chunk left out (None), the ``usage`` field of the others removed. The cassette keeps them whole."""
+    if asked or not data.startswith("{"):
+        return data
+    try:
+        chunk = json.loads(data)
+    except (ValueError, RecursionError):
+        return data
+    if not isinstance(chunk, dict) or "usage" not in chunk:
+        return data
+    if not chunk.get("choices"):
+        return None
+    chunk.pop("usage")
+    return json.dumps(chunk, ensure_ascii=False)
+
+
+def _replay(handler: BaseHTTPRequestHandler, response: dict[str, Any], asked: bool = True) -> None:
     if "stream" not in response:
         return _send_json(handler, int(response.get("status", 200)), response.get("body"))
-    data = b"".join(f"data: {chunk}\n\n".encode() for chunk in response["stream"])
+    shown = [c for c in (client_chunk(chunk, asked) for chunk in response["stream"]) if c is not None]
+    data = b"".join(f"data: {chunk}\n\n".encode() for chunk in shown)
     handler.send_response(200)
     handler.send_header("Content-Type", "text/event-stream")
     handler.send_header("Connection", "close")

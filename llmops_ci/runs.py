@@ -317,7 +317,7 @@ def resolve_connection_refs(values: dict[str, str], connections: tuple[ProviderC
         conn = by_name.get(ref[0]) if ref else None
         if ref and conn is not None:
             value = connection_value(conn.values, conn.type, ref[1])
-            if value is not None:
+            if value is not None and value != "":  # empty (replaying offline): left for the backend (the proxy)
                 out[var] = str(value)
     return out
 

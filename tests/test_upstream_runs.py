@@ -119,10 +119,11 @@ def test_unreachable_endpoint_is_exit_3_whichever_node_calls_it(cli: Cli, upstre
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     monkeypatch.setenv("AZURE_BASE", f"http://127.0.0.1:{port}")
-    # standard/basic builds its own client in a Python tool: refused connections are exit 3, as from an LLM node
+    # standard/basic builds its own client in a Python tool from AZURE_OPENAI_ENDPOINT: ${open_ai_connection.api_base};
+    # that endpoint goes through the proxy too, so a refused connection reads exactly as from an LLM node: exit 3
     result = cli("batch-run", "--flow", "basic")
     assert result.code == 3, result.err
-    assert "every line failed reaching an outside service (basic: connection refused)" in result.err
+    assert "LLM endpoint of 'open_ai_connection' is down (connection refused" in result.err
     lines = [json.loads(x) for x in upstream.read(".llmops/runs/basic/lines.jsonl").splitlines()]
     assert {x["service_failure"] for x in lines} == {"connection refused"}
 

@@ -77,7 +77,10 @@ class RunsByEngine:
         self._lock = threading.Lock()
 
     def for_info(self, info: FlowInfo) -> Backend:
-        key = next((k for k in (info.engine, info.kind) if k and k in self.engines), "")
+        # the engine a kind declares for this file decides alone (a prompty file in prompt flow's format declares
+        # "promptflow", which is the default); only without one does the kind pick
+        wanted = info.engine or info.kind
+        key = wanted if wanted in self.engines else ""
         with self._lock:  # runs start from several threads at once
             if key not in self._built:
                 self._built[key] = (self.engines[key] if key else self.default)(self.ctx)

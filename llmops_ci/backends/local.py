@@ -40,6 +40,7 @@ from llmops_ci.runs import (
     TestJob,
     TestRecord,
     base_dir,
+    resolve_connection_refs,
     user_paths,
 )
 from llmops_ci.service_errors import service_failure
@@ -143,14 +144,14 @@ class LocalBackend:
         base = self._base(job.base_run) if job.base_run else None
         settings = job.cache or CacheSettings("off", self.home.root / "work" / f"{job.name}.cassette.json")
         # a call may use most of its line's time, so that a slow endpoint is seen as such before the line gives up
-        route = proxy.open_run(job.name, settings, upstreams(job.provider_connections),
+        env = {**job.info.environment_variables, **job.environment_variables}
+        route = proxy.open_run(job.name, settings, {**upstreams(job.provider_connections), **env_upstreams(env)},
                                max(1.0, job.options.line_timeout * 0.9))
         request = {
             "op": "run", "tag": job.name, "name": job.name, "kind": job.info.kind, "flow": str(snap.entry),
             "working_dir": str(snap.folder), "data": str(job.data.absolute()), "base": base,
             "column_mapping": job.column_mapping, "line_timeout_sec": job.options.line_timeout, "init": job.init,
-            "environment_variables": {**job.info.environment_variables, **job.environment_variables},
-            "provider_connections": [asdict(c) for c in rerouted(job.provider_connections, route)],
+            **routed(job.info.kind, env, job.provider_connections, route),
         }
         started = time.monotonic()
         try:
@@ -203,7 +204,12 @@ class LocalBackend:
         started = time.monotonic()
         stats = None
         try:
-            with self._llm_calls(job.cache, job.provider_connections) as (connections, env, proxy):
+            with self._llm_calls(job.cache, job.provider_connections, env_upstreams(job.environment_variables)
+                                 ) as (connections, env, proxy):
+                if proxy is not None and proxy.run is not None:  # the run's endpoints recorded/replayed too
+                    request["environment_variables"] = routed(
+                        job.info.kind, dict(job.environment_variables), job.provider_connections,
+                        proxy.run)["environment_variables"]
                 outcome = self._child(job.name, request, connections,
                                       lambda: progress.update(count_lines_done(run_folder)), env)
             stats = proxy.stats.to_json() if proxy else None
@@ -229,11 +235,11 @@ class LocalBackend:
         # the snapshot carries variant and connection overrides
         snap = snapshot(job.info, self.home.root / "work" / name, variant=job.variant, overrides=job.connections)
         settings = job.cache or CacheSettings("off", self.home.root / "work" / f"{name}.cassette.json")
-        route = proxy.open_run(name, settings, upstreams(job.provider_connections))
+        env = {**job.info.environment_variables, **job.environment_variables}
+        route = proxy.open_run(name, settings, {**upstreams(job.provider_connections), **env_upstreams(env)})
         request = {"op": "test", "tag": name, "name": name, "kind": job.info.kind, "flow": str(snap.entry),
                    "working_dir": str(snap.folder), "inputs": job.inputs,
-                   "environment_variables": {**job.info.environment_variables, **job.environment_variables},
-                   "provider_connections": [asdict(c) for c in rerouted(job.provider_connections, route)]}
+                   **routed(job.info.kind, env, job.provider_connections, route)}
         started = time.monotonic()
         try:
             outcome = worker.call(request, lambda done: None)
@@ -246,14 +252,16 @@ class LocalBackend:
                           list(outcome.get("nodes") or []), time.monotonic() - started)
 
     @contextlib.contextmanager
-    def _llm_calls(self, cache: CacheSettings | None, connections: tuple[ProviderConnection, ...]
+    def _llm_calls(self, cache: CacheSettings | None, connections: tuple[ProviderConnection, ...],
+                   extra: dict[str, str] | None = None
                    ) -> Iterator[tuple[tuple[ProviderConnection, ...], dict[str, str], LlmProxy | None]]:
         """Without a cache: the connections as they are. With one: rerouted through the record/replay proxy."""
         if cache is None:
             yield connections, {}, None
             return
         routes = {var: f"env-{var.lower()}" for var in ENV_ENDPOINTS if self.environ.get(var)}
-        with LlmProxy(cache, {**upstreams(connections), **{r: self.environ[v] for v, r in routes.items()}}) as proxy:
+        with LlmProxy(cache, {**upstreams(connections), **(extra or {}),
+                              **{r: self.environ[v] for v, r in routes.items()}}) as proxy:
             assert proxy.run is not None
             yield (rerouted(connections, proxy.run), {var: proxy.url_for(route) for var, route in routes.items()},
                    proxy)
@@ -351,13 +359,44 @@ def upstreams(connections: tuple[ProviderConnection, ...]) -> dict[str, str | No
     return out
 
 
-def rerouted(connections: tuple[ProviderConnection, ...], route: LlmRun) -> tuple[ProviderConnection, ...]:
+def env_upstreams(env: dict[str, str]) -> dict[str, str]:
+    """A run's own endpoint variables (``OPENAI_BASE_URL: https://...`` in its environment_variables): each gets a
+    route of the run's, so that its calls are recorded and replayed like a connection's."""
+    return {f"env-{var.lower()}": env[var] for var in ENV_ENDPOINTS
+            if isinstance(env.get(var), str) and env[var].startswith(("http://", "https://"))}
+
+
+def routed(kind: str, env: dict[str, str], connections: tuple[ProviderConnection, ...], route: LlmRun
+           ) -> dict[str, Any]:
+    """What the executor gets of a run's connections and environment, every endpoint pointing at the proxy:
+    connection fields the environment names (``AZURE_OPENAI_ENDPOINT: ${open_ai_connection.api_base}``, or the
+    value already resolved from it), the run's own endpoint variables, and (replay) the proxy as the only place a
+    call may go. Connections that flex flows and prompty files look up by name in the shared store get the route
+    every run shares, which the proxy resolves from each call's line header."""
+    by_run = rerouted(connections, route)
+    stored = rerouted(connections, route, shared=kind != "dag")
+    real = {url.rstrip("/"): conn.name for conn in connections
+            for url in [upstreams((conn,)).get(conn.name)] if url}
+    out = resolve_connection_refs(env, by_run)
+    for var, value in env.items():
+        if isinstance(value, str) and value.rstrip("/") in real:
+            out[var] = route.url_for(real[value.rstrip("/")])
+    for name, value in env_upstreams(env).items():
+        var = next(v for v in ENV_ENDPOINTS if f"env-{v.lower()}" == name)
+        if value.rstrip("/") not in real:
+            out[var] = route.url_for(name)
+    return {"environment_variables": out, "provider_connections": [asdict(c) for c in stored],
+            "only_origin": route.server.url if route.settings.mode == "replay" else None}
+
+
+def rerouted(connections: tuple[ProviderConnection, ...], route: LlmRun, *, shared: bool = False
+             ) -> tuple[ProviderConnection, ...]:
     out = []
     for conn in connections:
         values = dict(conn.values)
         field = {"open_ai": "base_url", "azure_open_ai": "api_base"}.get(conn.type)
         if field:
-            values[field] = route.url_for(conn.name)
+            values[field] = route.shared_url(conn.name) if shared else route.url_for(conn.name)
             values["api_key"] = values.get("api_key") or "llmops-ci-replay"  # the client insists on one
         out.append(ProviderConnection(conn.name, conn.type, values))
     return tuple(out)

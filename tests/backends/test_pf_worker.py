@@ -122,7 +122,7 @@ def test_a_prompty_file_with_a_connection_from_the_store(worker: Worker, tmp_pat
     ('{"a": 123456789012345678901234567890}\n', False),   # beyond int64
 ])
 def test_plain_jsonl_reads_exactly_what_prompt_flow_reads(text: str, fast: bool, tmp_path: Path) -> None:
-    from llmops_ci.backends.pf_worker import plain_jsonl
+    from llmops_ci.backends.pf_lines import plain_jsonl
 
     path = tmp_path / "d.jsonl"
     path.write_text(text, encoding="utf-8")
@@ -132,3 +132,159 @@ def test_plain_jsonl_reads_exactly_what_prompt_flow_reads(text: str, fast: bool,
         from promptflow._utils.load_data import load_data
 
         assert rows == load_data(local_path=path)
+
+
+STATE_TOOL = """\
+    import os
+    import random
+    import signal
+    import sys
+    import threading
+    import time
+    from io import StringIO
+
+    from promptflow.core import tool
+
+    SEEN = []  # module state, as tools keep it
+
+
+    @tool
+    def touch(n: int, kind: str = "dag") -> dict:
+        old = sys.stdout
+        sys.stdout = captured = StringIO()
+        os.environ["LINE_VALUE"] = str(n)
+        folder = os.path.join(os.getcwd(), f"line-{n}")
+        os.makedirs(folder, exist_ok=True)
+        os.chdir(folder)
+        random.seed(n)
+        SEEN.append(n)
+        handler = None
+        if threading.current_thread() is threading.main_thread():  # a DAG node runs in a thread: no signals there
+            signal.signal(signal.SIGUSR1, lambda *a: None if n else None)
+            handler = signal.getsignal(signal.SIGUSR1)
+        print(n * 1000)
+        time.sleep(0.3)
+        sys.stdout = old
+        same_handler = handler is not None and signal.getsignal(signal.SIGUSR1) is handler
+        return {"printed": captured.getvalue().strip(), "env": os.environ["LINE_VALUE"],
+                "cwd": os.path.basename(os.getcwd()), "random": random.random(), "last_seen": SEEN[-1],
+                "handler": same_handler}
+    """
+
+
+@pytest.mark.parametrize("kind", ["dag", "flex"])
+def test_each_line_keeps_what_it_changes_process_wide(worker: Worker, tmp_path: Path, kind: str) -> None:
+    # upstream standard/maths-to-code's func_exe swaps sys.stdout; flows written for prompt flow also assume the
+    # environment, the working directory, random seeds, module globals and signal handlers are theirs for the line
+    write(tmp_path / "flow", {"state.py": STATE_TOOL, "flow.flex.yaml": "entry: state:touch\n"} if kind == "flex" else
+          {"state.py": STATE_TOOL, "flow.dag.yaml": """\
+        inputs:
+          n: {type: int}
+        outputs:
+          out: {type: object, reference: "${touch.output}"}
+        nodes:
+        - name: touch
+          type: python
+          source: {type: code, path: state.py}
+          inputs: {n: "${inputs.n}"}
+        """})
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"n": n}) + "\n" for n in range(1, 9)), encoding="utf-8")
+    outcome = run(worker, tmp_path / "flow" / f"flow.{kind}.yaml", data, kind,
+                  column_mapping={"n": "${data.n}", "kind": kind} if kind == "flex" else {"n": "${data.n}"})
+    import random
+
+    outs = [x["outputs"]["out"] if kind == "dag" else x["outputs"] for x in outcome["lines"]]
+    assert [x["status"] for x in outcome["lines"]] == ["Completed"] * 8
+    for n, out in enumerate(outs, 1):
+        random.seed(n)
+        assert out == {"printed": str(n * 1000), "env": str(n), "cwd": f"line-{n}", "random": random.random(),
+                       "last_seen": n, "handler": kind == "flex"}
+
+
+AGGREGATE = """\
+    import time
+    from typing import List
+
+    from promptflow.core import log_metric, tool
+
+
+    @tool
+    def aggregate(values: List[str]):
+        for name in {names}:
+            log_metric(name, len(values) * {factor})
+            time.sleep(0.3)  # aggregations of runs side by side overlap
+        return values
+    """
+
+
+def test_metrics_of_runs_side_by_side_stay_their_own(worker: Worker, tmp_path: Path) -> None:
+    # before: one run's log_metric landed in the other's metrics (a process-wide metric logger)
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"text": str(n)}) + "\n" for n in range(6)), encoding="utf-8")
+    flows = {"a": (["accuracy"], 1), "b": (["accuracy", "error_rate"], 10), "c": (["exact_match_rate"], 100)}
+    for name, (names, factor) in flows.items():
+        write(tmp_path / name, {"agg.py": AGGREGATE.format(names=names, factor=factor),
+                                "line.py": "import time\nfrom promptflow.core import tool\n\n\n@tool\n"
+                                           "def line(text: str) -> str:\n    time.sleep(0.05)\n    return text\n",
+                                "flow.dag.yaml": """\
+            inputs:
+              text: {type: string}
+            outputs:
+              out: {type: string, reference: "${line.output}"}
+            nodes:
+            - name: line
+              type: python
+              source: {type: code, path: line.py}
+              inputs: {text: "${inputs.text}"}
+            - name: agg
+              type: python
+              source: {type: code, path: agg.py}
+              inputs: {values: "${line.output}"}
+              aggregation: true
+            """})
+    import threading
+
+    results: dict[str, dict[str, Any]] = {}
+    for _ in range(2):
+        threads = [threading.Thread(target=lambda n=name: results.__setitem__(n, run(
+            worker, tmp_path / n / "flow.dag.yaml", data, "dag", tag=f"t-{n}", name=f"t-{n}"))) for name in flows]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert {n: r["metrics"] for n, r in results.items()} == {
+            "a": {"accuracy": 6}, "b": {"accuracy": 60, "error_rate": 60}, "c": {"exact_match_rate": 600}}
+
+
+def test_a_line_whose_process_dies_fails_alone(worker: Worker, tmp_path: Path) -> None:
+    write(tmp_path / "flex", {"flow.flex.yaml": "entry: die:run\n",
+                              "die.py": "import os\n\n\ndef run(text: str) -> str:\n"
+                                        "    if text == 'die':\n        os._exit(3)\n    return text\n"})
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "a"}\n{"text": "die"}\n{"text": "c"}\n', encoding="utf-8")
+    outcome = run(worker, tmp_path / "flex" / "flow.flex.yaml", data, "flex")
+    assert [(x["status"], x["outputs"]) for x in outcome["lines"]] == [
+        ("Completed", {"output": "a"}), ("Failed", None), ("Completed", {"output": "c"})]
+    assert "exited with code 3" in outcome["lines"][1]["error"]
+
+
+def test_replay_refuses_a_call_that_does_not_go_through_the_proxy(worker: Worker, tmp_path: Path,
+                                                                  fake_openai: FakeOpenAI) -> None:
+    # a flow building its own client on a literal endpoint: in replay that call must fail its line, never go live
+    write(tmp_path / "flex", {"flow.flex.yaml": "entry: live:run\n", "live.py": f"""\
+        import httpx
+        import requests
+
+
+        def run(text: str) -> str:
+            if text == "httpx":
+                return httpx.post("{fake_openai.url}/v1/chat/completions", json={{}}).text
+            return requests.post("{fake_openai.url}/v1/chat/completions", json={{}}).text
+        """})
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "httpx"}\n{"text": "requests"}\n', encoding="utf-8")
+    outcome = run(worker, tmp_path / "flex" / "flow.flex.yaml", data, "flex", only_origin="http://127.0.0.1:9")
+    assert [x["status"] for x in outcome["lines"]] == ["Failed", "Failed"]
+    assert all("does not go through the record/replay proxy" in x["error"] for x in outcome["lines"])
+    assert fake_openai.requests == []

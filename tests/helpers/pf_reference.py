@@ -1,0 +1,57 @@
+"""The reference for side-by-side tests: prompt flow's own ``PFClient().run`` (what ``pf run create`` calls), in a
+process of its own with a private home, on the same flows, data and connections as llmops-ci."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from llmops_ci.backends.artifacts import read_run
+from llmops_ci.backends.pf_home import PFHome
+
+SCRIPT = textwrap.dedent("""\
+    import json
+    import sys
+
+    from promptflow.client import PFClient
+    from promptflow.connections import AzureOpenAIConnection
+
+
+    if __name__ == "__main__":
+        spec = json.loads(sys.stdin.read())
+        pf = PFClient()
+        for conn in spec["connections"]:
+            pf.connections.create_or_update(AzureOpenAIConnection(api_type="azure", **conn))
+        for run in spec["runs"]:
+            kwargs = {k: v for k, v in run.items() if v is not None}
+            pf.run(stream=False, worker_count=spec["workers"], **kwargs)
+    """)
+
+
+def pf_runs(root: Path, runs: list[dict[str, Any]], connections: list[dict[str, Any]], workers: int = 4,
+            environ: dict[str, str] | None = None) -> dict[str, tuple[list[tuple[str, Any]], dict[str, Any]]]:
+    """``{run name: ([(status, outputs) per line], metrics)}``; ``runs`` are ``pf.run`` keyword arguments (``run``
+    names an earlier run of the list)."""
+    home = PFHome(root / "pf-home").prepare()
+    script = root / "reference.py"
+    script.write_text(SCRIPT, encoding="utf-8")
+    # a short TMPDIR: multiprocessing's Unix sockets go there (a path over 107 bytes fails pf's pool)
+    tmp = Path(tempfile.mkdtemp(prefix="pfr-"))
+    env = home.environment(dict(os.environ if environ is None else environ), tmp)
+    done = subprocess.run([sys.executable, str(script)], input=json.dumps(
+        {"runs": runs, "connections": connections, "workers": workers}), text=True, env=env, cwd=root,
+        capture_output=True, timeout=600, check=False)
+    shutil.rmtree(tmp, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = {}
+    for run in runs:
+        found = read_run(home.runs / run["name"])
+        out[run["name"]] = ([(line.status, line.outputs) for line in found.lines], found.metrics)
+    return out
