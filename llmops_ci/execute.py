@@ -214,6 +214,9 @@ def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: 
 
 def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: RunContext) -> dict[str, Any]:
     """Run every evaluation of each flow against that flow's batch run from the state dir."""
+    # batch-run of a flow with parity: ran the flow it compares with too (a new batch run drops that flow's older
+    # evaluations), so its evaluations run again with it, or an against: rule would find nothing to compare with
+    flows = parity.with_compared(project.config, flows)
     plans = []
     for flow in flows:
         if not flow.evaluations:

@@ -144,7 +144,8 @@ def with_compared(config: Config, flows: list[FlowSpec]) -> list[FlowSpec]:
     for flow in flows:
         other = config.flows.get(flow.parity.of) if flow.parity is not None else None
         if other is not None and other.name not in names:
-            log.info("%s: also running '%s', which its parity compares with", flow.name, other.name)
+            log.info("%s: also running '%s' (and its evaluations), which its parity compares with", flow.name,
+                     other.name)
             names.add(other.name)
             out.append(other)
     return out

@@ -65,7 +65,9 @@ def test_example_runs_end_to_end_offline(tmp_path: Path, monkeypatch: pytest.Mon
         assert gate.code == 0, gate.err
         checks = json.loads((tmp_path / "state" / "summary.json").read_text())["flows"]["classify"]["gate"]["checks"]
         drop = next(c for c in checks if c["rule"] == "max_drop")
-        assert (drop["verdict"], drop["delta"], drop["interval"], drop["lines"]) == ("unchanged", 0.0, [0.0, 0.0], 42)
+        # 0/1 scores: McNemar's test and Newcombe's paired interval, which is not [0, 0] with no line flipping
+        assert (drop["verdict"], drop["delta"], drop["interval"], drop["lines"], drop["method"]) == \
+            ("unchanged", 0.0, [-0.079808, 0.079808], 42, "mcnemar")
         comment = cli("comment", "--config", config, "--state-dir", state)
         assert "✅ llmops-ci: all checks passed" in comment.out and "LLM cache: 42 hits, 0 misses" in comment.out
         assert snapshot(EXAMPLE) == before

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from llmops_ci.backends.maf_local import AGENTS_PATH
+from llmops_ci.project import load_project
+from llmops_ci.provenance import flow_hash
 from tests.fake_openai import FakeOpenAI
 from tests.helpers.projects import CliResult, classify_by_url, processes_using
 
@@ -29,8 +31,10 @@ def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[P
     root = tmp_path / "ex"
     shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".llmops", "__pycache__"))
     (root / ".llmops").mkdir()
+    project = load_project(root / "llmops.yaml")  # the gate judged this very content (register checks its hash)
+    judged = {f: flow_hash(project.config.flows[f], project.info(project.config.flows[f].path)) for f in FLOWS}
     passed = {"schema": "llmops-ci/summary@1",
-              "flows": {f: {"gate": {"passed": True, "checks": []}} for f in FLOWS}}
+              "flows": {f: {"gate": {"passed": True, "checks": [], "flow_hash": judged[f]}} for f in FLOWS}}
     (root / ".llmops" / "summary.json").write_text(json.dumps(passed))
     server = FakeOpenAI(answer=classify_by_url).start()
     monkeypatch.setenv("OPENAI_BASE_URL", server.url + "/v1")
@@ -73,7 +77,8 @@ def test_register_and_deploy_agent_and_workflow(cli: Callable[..., CliResult], e
         "request": {"input": "https://www.imdb.com/title/tt0111161/"}, "expect": {"status": 200, "contains": "App"}}))
     agent = root / "agents" / "classify.yaml"
     agent.write_text(agent.read_text().replace("Answer with the JSON object only.", "Answer with JSON only."))
-    assert cli("register", "--flow", "classify-agent").code == 0
+    assert cli("register", "--flow", "classify-agent").code == 1  # content the gate never judged
+    assert cli("register", "--flow", "classify-agent", "--force").code == 0
     result = cli("deploy", "--flow", "classify-agent")
     assert result.code == 1
     deploy = state(root)["classify-agent"]["deploy"]
