@@ -16,6 +16,7 @@ from llmops_ci.backends import Backend
 from llmops_ci.config import FlowSpec
 from llmops_ci.errors import CheckFailed, ServiceError, UsageError
 from llmops_ci.gate_keys import save_line_keys
+from llmops_ci.log import number
 from llmops_ci.progress import Progress
 from llmops_ci.project import Project
 from llmops_ci.provenance import config_id, data_hash, evaluation_hash, flow_hash, now
@@ -63,9 +64,9 @@ def _report(record: RunRecord, summary: dict[str, Any], allowed: int | None) -> 
         log.error("%s: the run failed as a whole before its %d line%s ran: %s", record.label, record.lines_total,
                   "s" if record.lines_total != 1 else "", one_line(record.error or f"it ended {record.status}"))
         return
-    log.info("%s: %s, %d/%d lines ok in %.1f s (p50 %s s, p95 %s s, %d tokens)", record.label, summary["status"],
-             record.lines_total - failed, record.lines_total, record.duration_s, summary["latency_p50"],
-             summary["latency_p95"], tokens)
+    log.info("%s: %s, %d/%d lines ok in %s s (p50 %s s, p95 %s s, %d tokens)", record.label, summary["status"],
+             record.lines_total - failed, record.lines_total, number(record.duration_s, 3),
+             number(summary["latency_p50"], 3), number(summary["latency_p95"], 3), tokens)
     if record.error:
         log.error("%s: %s", record.label, one_line(record.error))
     if failed:
@@ -268,7 +269,7 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
                      "skips a line whose base line has no outputs", job.label, record.lines_total, rows, job.base_run)
         _report(record, summary, None)
         if record.metrics:
-            log.info("%s: %s", job.label, ", ".join(f"{k} = {v}" for k, v in sorted(record.metrics.items())))
+            log.info("%s: %s", job.label, ", ".join(f"{k} = {number(v)}" for k, v in sorted(record.metrics.items())))
         elif summary["status"] == "completed":
             log.warning("%s: the evaluation logged no metrics", job.label)
         results[job.label] = entry
@@ -306,7 +307,8 @@ def parity_run(project: Project, flow: FlowSpec, options: RunOptions, rc: RunCon
     update_flow_summary(rc.state_dir, flow.name, "evaluations", {parity.NAME: entry})
     _report(record, summary, None)
     log.info("%s: agreement with %s = %s (%d lines, %d disagree)", record.label, other.name,
-             record.metrics.get("agreement"), record.metrics.get("lines", 0), record.metrics.get("disagreements", 0))
+             number(record.metrics.get("agreement")), record.metrics.get("lines", 0),
+             record.metrics.get("disagreements", 0))
     return record.label, entry
 
 

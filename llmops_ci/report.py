@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmops_ci import redaction
+from llmops_ci.log import number
 from llmops_ci.safe_text import code, log_safe, md
 from llmops_ci.schema import as_dict, as_list
 
@@ -76,6 +77,41 @@ def _flow_problems(name: str, flow: dict[str, Any]) -> list[str]:
     return problems
 
 
+# the kinds of problem, worst first: (what the text starts with or holds, how a count of them reads)
+_KINDS = (("internal error", "internal errors"), ("was interrupted", "interrupted"), ("stopped (exit", "steps stopped"),
+          ("failed (exit", "steps failed"), ("never finished", "unfinished"), ("run of", "runs failed"),
+          ("evaluation ", "evaluations failed"), ("gate of", "gates failed"), ("deploy of", "deploys rolled back"),
+          ("register of", "registrations refused"), ("results of", "stale results"), ("lint error", "lint errors"))
+HEADLINE_LIMIT = 160
+
+
+def _kind(problem: str) -> int:
+    for rank, (mark, _) in enumerate(_KINDS):
+        if problem.startswith(mark) or mark in problem.split(":")[0]:
+            return rank
+    return len(_KINDS)
+
+
+def headline(problems: list[str]) -> str:
+    """One line whatever the count: the problems themselves when a few fit, else how many of each kind and the
+    worst one (a stopped step before a failed run before a failed gate before lint)."""
+    joined = "; ".join(problems)
+    if len(problems) <= 3 and len(joined) <= HEADLINE_LIMIT:
+        return joined
+    counts: Counter[int] = Counter(_kind(p) for p in problems)
+    parts = []
+    for rank, n in sorted(counts.items()):
+        if rank == len(_KINDS):
+            parts.append(f"{n} other")
+        elif _KINDS[rank][1] == "lint errors":  # its problem text is already a count
+            parts += [p for p in problems if _kind(p) == rank]
+        else:
+            parts.append(f"{n} {_KINDS[rank][1]}")
+    worst = " ".join(min(problems, key=_kind).split())
+    worst = worst if len(worst) <= 100 else worst[:99] + "…"
+    return f"{len(problems)} problems ({', '.join(parts)}); worst: {worst}"
+
+
 def outcome(summary: dict[str, Any]) -> Outcome:
     problems = _step_problems(summary, failed=False)
     errors = sum(1 for f in as_list(as_dict(summary.get("lint")).get("findings")) if f.get("severity") == "error")
@@ -86,8 +122,7 @@ def outcome(summary: dict[str, Any]) -> Outcome:
         problems += _flow_problems(name, as_dict(flow))
     problems = problems or _step_problems(summary, failed=True)  # a step that failed is never green
     if problems:
-        return Outcome(False, "❌ llmops-ci: " + "; ".join(problems[:5]) + (" …" if len(problems) > 5 else ""),
-                       problems)
+        return Outcome(False, "❌ llmops-ci: " + headline(problems), problems)
     ran = any(section in as_dict(flow) for flow in flows.values() for section in RESULT_SECTIONS)
     if not ran and "lint" not in summary:
         return Outcome(False, "⚠️ llmops-ci: nothing ran: no lint, run or evaluation result in this state dir",
@@ -149,7 +184,7 @@ def _num(value: Any, digits: int = 4, st: Style = MARKDOWN) -> str:
     if isinstance(value, bool) or value is None:
         return "-" if value is None else str(value)
     if isinstance(value, (int, float)):
-        return f"{value:.{digits}g}"
+        return number(value, digits)
     return st.text(value, 40)
 
 
@@ -192,7 +227,7 @@ def _gate(flows: dict[str, Any], only_failed: bool, st: Style = MARKDOWN) -> str
     ordered = [row for _, row in sorted(rows, key=lambda r: r[0])]  # failing rows first; stable within
     return f"{st.heading}Gate\n\n" + _table(ordered, ["flow", "metric", "value", "baseline", "Δ",
                                                        "95% CI (per-line score)", "p (adj.), mde", "rule", "verdict",
-                                                       ""], st) + _provenance(flows, st)
+                                                       "result"], st) + _provenance(flows, st)
 
 
 def _statistics(check: dict[str, Any], st: Style) -> str:
@@ -258,7 +293,8 @@ def _runs(flows: dict[str, Any], errors_per_flow: int, only_failed: bool, st: St
                 + f": {st.text(e.get('message'), 300)}" for e in lines))
     if not rows:
         return ""
-    out = f"{st.heading}Runs\n\n" + _table(rows, ["flow", "", "lines", "failed", "seconds", "p95 s", "tokens"], st)
+    out = f"{st.heading}Runs\n\n" + _table(rows, ["flow", "status", "lines", "failed", "seconds", "p95 s", "tokens"],
+                                            st)
     if errors:
         out += "\n\n" + "\n\n".join(errors)
     if details:
@@ -318,7 +354,8 @@ def _release(flows: dict[str, Any], st: Style = MARKDOWN) -> str:
                      {"deployed": "✅", "rolled_back": "❌ rolled back"}.get(str(deploy.get("status")), "-")])
     if not rows:
         return ""
-    return f"{st.heading}Release\n\n" + _table(rows, ["flow", "model", "endpoint", "slot", "traffic", "smoke", ""], st)
+    return f"{st.heading}Release\n\n" + _table(rows, ["flow", "model", "endpoint", "slot", "traffic", "smoke",
+                                                        "status"], st)
 
 
 def _metrics(flows: dict[str, Any], st: Style = MARKDOWN) -> str:
