@@ -100,3 +100,36 @@ def test_comment_shows_the_run_error_and_no_interval_on_threshold_rows() -> None
     assert "the run failed: PythonLoadError" in body
     threshold = next(line for line in body.splitlines() if "run\\.lines\\_failed" in line)
     assert "[" not in threshold.split("|")[6]
+
+
+def test_headline_is_one_line_with_counts_and_the_worst_failure() -> None:
+    # #27: never a list cut off with "… …": how many of each kind, and the worst one
+    data = summary_with(flows=6, findings=3, failed_gate=True)
+    data["steps"] = {"eval-run": {"exit_code": 3, "error": "the endpoint did not answer"}}
+    head = outcome(data).headline
+    assert "\n" not in head and "…" not in head and len(head) < 260
+    assert head.startswith("❌ llmops-ci: 9 problems (1 steps stopped, 1 runs failed, 6 gates failed, 2 lint errors)")
+    assert head.endswith("worst: eval-run stopped (exit 3): the endpoint did not answer")
+    # a few short problems are said as they are
+    assert outcome(summary_with(failed_gate=True)).headline == ("❌ llmops-ci: run of flow-000 failed; "
+                                                                "gate of flow-000 failed")
+
+
+def test_every_table_column_has_a_heading() -> None:
+    data = summary_with(flows=2)
+    data["flows"]["flow-001"]["register"] = {"name": "m", "version": "abc"}
+    data["flows"]["flow-001"]["deploy"] = {"endpoint": "ep", "status": "deployed", "traffic": {"blue": 100}}
+    body = render(data)
+    for heading in ("### Gate", "### Runs", "### Release"):
+        header = body.split(heading, 1)[1].strip().splitlines()[0]
+        cells = [c.strip() for c in header.strip("|").split("|")]
+        assert all(cells), (heading, header)
+
+
+def test_numbers_are_rounded_alike_in_log_and_tables() -> None:
+    from llmops_ci.log import number
+
+    summary = summary_with()
+    summary["flows"]["flow-000"]["evaluations"]["acc"]["metrics"]["accuracy"] = 2 / 3
+    assert number(2 / 3) == "0.6667" and "| 0.6667 |" in re.sub(r" +", " ", render(summary))
+    assert number(2.4812, 3) == "2.48" and number(None) == "-" and number(42) == "42"
