@@ -95,9 +95,9 @@ def _kind(problem: str) -> int:
 def headline(problems: list[str]) -> str:
     """One line whatever the count: the problems themselves when a few fit, else how many of each kind and the
     worst one (a stopped step before a failed run before a failed gate before lint)."""
-    joined = "; ".join(problems)
-    if len(problems) <= 3 and len(joined) <= HEADLINE_LIMIT:
-        return joined
+    joined = " ".join("; ".join(problems).split())
+    if len(problems) == 1 or (len(problems) <= 3 and len(joined) <= HEADLINE_LIMIT):
+        return joined if len(joined) <= HEADLINE_LIMIT else joined[:HEADLINE_LIMIT - 1] + "…"
     counts: Counter[int] = Counter(_kind(p) for p in problems)
     parts = []
     for rank, n in sorted(counts.items()):
