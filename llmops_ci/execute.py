@@ -33,6 +33,7 @@ from llmops_ci.runs import (
     secret_values,
     update_flow_summary,
 )
+from llmops_ci.scored import scored_wrong
 from llmops_ci.state import start_evaluations, start_flow, write_json_atomic
 from llmops_ci.yamldoc import display_path
 
@@ -262,6 +263,10 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
             entry["error"] = summary["error"]
         if summary.get("llm_cache"):  # a judge's replayed answers are what its scores rest on
             entry["llm_cache"] = summary["llm_cache"]
+        scores = flow.evaluations[ename].scores if ename in flow.evaluations else {}
+        wrong = scored_wrong(rc.state_dir, flow.name, record.lines, scores) if scores and flow.repeats == 1 else None
+        if wrong is not None:  # the comment's "lines scored wrong" (scored.py)
+            entry["scored_wrong"] = wrong
         update_flow_summary(rc.state_dir, flow.name, "evaluations", {ename: entry})
         rows = project.data(job.data).rows
         if record.lines_total < rows:
@@ -326,7 +331,7 @@ def start_run(state_dir: Path, label: str, name: str, provenance: dict[str, Any]
 def _start_batch(project: Project, rc: RunContext, flow: FlowSpec, job: Any) -> dict[str, Any]:
     """What the run rests on, kept before it starts: the flow's entry says ``incomplete`` until the run ends."""
     provenance = {"flow_hash": flow_hash(flow, job.info), "data_hash": data_hash(_source_data(flow, job)),
-                  "started": now()}
+                  "started": now(), **({"variant": flow.variant} if flow.variant else {})}
     entry = start_run(rc.state_dir, flow.name, job.name, provenance)
     start_flow(rc.state_dir, flow.name, {"config": config_id(project.config.path), "run": entry})
     return provenance

@@ -279,7 +279,7 @@ def _runs(flows: dict[str, Any], errors_per_flow: int, only_failed: bool, st: St
         icon = {"completed": "✅", "incomplete": "❌ never finished"}.get(str(run.get("status")), "❌")
         if as_dict(flow).get("stale"):
             icon += " (stale: " + st.text(as_dict(flow)["stale"], 80) + ")"
-        rows.append([st.code(name), icon,
+        rows.append([st.code(name) + (f" ({st.text(run['variant'], 60)})" if run.get("variant") else ""), icon,
                      _num(run.get("lines_total"), st=st) + (f" × {_num(run['repeats'], st=st)}" if run.get("repeats")
                                                            else ""), _num(run.get("lines_failed"), st=st),
                      _num(run.get("duration_s"), 3, st=st), _num(run.get("latency_p95"), 3, st=st),
@@ -363,9 +363,39 @@ def _metrics(flows: dict[str, Any], st: Style = MARKDOWN) -> str:
     for name, flow in sorted(flows.items()):
         for ename, evaluation in sorted(as_dict(as_dict(flow).get("evaluations")).items()):
             metrics = as_dict(as_dict(evaluation).get("metrics"))
-            rows += [[st.code(name), st.code(ename), st.text(metric, 80), _num(value, st=st)]
+            lines = _scored_of_run(as_dict(evaluation), as_dict(as_dict(flow).get("run")), st)
+            rows += [[st.code(name), st.code(ename), st.text(metric, 80), _num(value, st=st), lines]
                      for metric, value in sorted(metrics.items())]
-    return f"{st.heading}Evaluations\n\n" + _table(rows, ["flow", "evaluation", "metric", "value"], st) if rows else ""
+    return (f"{st.heading}Evaluations\n\n" + _table(rows, ["flow", "evaluation", "metric", "value", "lines scored"], st)
+            if rows else "")
+
+
+def _scored_of_run(evaluation: dict[str, Any], run: dict[str, Any], st: Style) -> str:
+    """How many lines the evaluation scored, of the lines the batch run ran (failed lines are never scored)."""
+    total = evaluation.get("lines_total")
+    if not isinstance(total, int):
+        return "-"
+    scored = total - int(evaluation.get("lines_failed") or 0)
+    ran = run.get("lines_total")
+    return f"{scored} of {_num(ran, st=st)}" if isinstance(ran, int) else str(scored)
+
+
+def _scored_wrong(flows: dict[str, Any], shown: int, st: Style = MARKDOWN) -> str:
+    """Per evaluation with a 0/1 per-line score: its first lines scored wrong (input, what was scored, the score),
+    folded; text from the data and the flow, so made inert like all untrusted text."""
+    parts = []
+    for name, flow in sorted(flows.items()):
+        for ename, evaluation in sorted(as_dict(as_dict(flow).get("evaluations")).items()):
+            wrong = as_dict(as_dict(evaluation).get("scored_wrong"))
+            if not wrong.get("wrong"):
+                continue
+            rows = [[_num(w.get("line_number"), st=st), st.text(w.get("input"), 200), st.text(w.get("evaluated"), 200),
+                     st.text(w.get("score"), 80)] for w in as_list(wrong.get("first"))[:shown] if isinstance(w, dict)]
+            title = (f"{st.code(name + '/' + ename)}: {_num(wrong.get('wrong'), st=st)} of "
+                     f"{_num(wrong.get('scored'), st=st)} lines scored wrong"
+                     + (f" (first {len(rows)})" if len(rows) < int(wrong.get("wrong") or 0) else ""))
+            parts.append(st.details(title, _table(rows, ["line", "input", "expected / output", "score"], st)))
+    return f"{st.heading}Lines scored wrong\n\n" + "\n\n".join(parts) if parts else ""
 
 
 def _parity(flows: dict[str, Any], shown: int, st: Style = MARKDOWN) -> str:
@@ -418,16 +448,34 @@ def _lint(lint: dict[str, Any], listed: int, folded: int, st: Style = MARKDOWN) 
 _LEVELS = [(50, 1000, 5, False), (20, 200, 3, False), (10, 0, 1, False), (5, 0, 1, True), (0, 0, 0, True)]
 
 
+def _commit(flows: dict[str, Any]) -> str | None:
+    """The commit the gate judged (the same for every flow of one run)."""
+    for flow in flows.values():
+        commit = as_dict(as_dict(as_dict(flow).get("gate")).get("provenance")).get("commit")
+        if isinstance(commit, str) and commit:
+            return commit
+    return None
+
+
+def _footer(flows: dict[str, Any], run_url: str | None, artifacts_url: str | None) -> str:
+    links = [f"[CI run]({run_url})"] if run_url else []
+    links += [f"[artifacts]({artifacts_url})"] if artifacts_url else []
+    commit = _commit(flows)
+    links += [f"commit {code(commit[:12])}"] if commit else []
+    return "\n\n---\n" + " · ".join(links) if links else "\n\n---"
+
+
 def render(summary: dict[str, Any], *, limit: int = GITHUB_LIMIT, run_url: str | None = None,
-           full_report: str = "the job summary and the state dir artifact") -> str:
+           full_report: str = "the job summary and the state dir artifact", artifacts_url: str | None = None) -> str:
     """The comment body: starts with the hidden marker, never longer than ``limit`` characters."""
     summary = redaction.redact_data(summary)  # before escaping, which would break a secret into pieces
     result = outcome(summary)
     flows = as_dict(summary.get("flows"))
-    footer = f"\n\n---\n[CI run]({run_url})" if run_url else "\n\n---"
+    footer = _footer(flows, run_url, artifacts_url)
     for level, (listed, folded, errors, only_failed) in enumerate(_LEVELS):
         parts = [MARKER, f"## {result.headline}", _gate(flows, only_failed), _runs(flows, errors, only_failed),
-                 _cache(flows), _parity(flows, errors), "" if only_failed else _metrics(flows), _release(flows),
+                 _cache(flows), _parity(flows, errors), "" if only_failed else _metrics(flows),
+                 _scored_wrong(flows, 2 * errors), _release(flows),
                  _unchanged(flows),
                  _lint(as_dict(summary.get("lint")), listed, folded), _elsewhere(summary, MARKDOWN)]
         note = "" if level == 0 else f"\n\n_Shortened to fit the comment; the full report is in {full_report}._"
@@ -445,6 +493,6 @@ def render_text(summary: dict[str, Any]) -> str:
     flows = as_dict(summary.get("flows"))
     parts = [result.headline, _gate(flows, False, PLAIN), _runs(flows, 5, False, PLAIN), _cache(flows, PLAIN),
              _parity(flows, 5, PLAIN),
-             _metrics(flows, PLAIN), _release(flows, PLAIN), _unchanged(flows, PLAIN),
+             _metrics(flows, PLAIN), _scored_wrong(flows, 10, PLAIN), _release(flows, PLAIN), _unchanged(flows, PLAIN),
              _lint(as_dict(summary.get("lint")), 50, 1000, PLAIN), _elsewhere(summary, PLAIN)]
     return "\n\n".join(p for p in parts if p)

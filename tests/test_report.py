@@ -133,3 +133,32 @@ def test_numbers_are_rounded_alike_in_log_and_tables() -> None:
     summary["flows"]["flow-000"]["evaluations"]["acc"]["metrics"]["accuracy"] = 2 / 3
     assert number(2 / 3) == "0.6667" and "| 0.6667 |" in re.sub(r" +", " ", render(summary))
     assert number(2.4812, 3) == "2.48" and number(None) == "-" and number(42) == "42"
+
+
+def test_comment_shows_lines_scored_wrong_commit_links_variant_and_lines_scored() -> None:
+    data = summary_with(flows=2)
+    flow = data["flows"]["flow-001"]
+    flow["run"]["variant"] = "${chat.variant_1}"
+    flow["gate"]["provenance"] = {"commit": "0123456789abcdef0123"}
+    flow["evaluations"]["acc"].update({"lines_total": 50, "lines_failed": 2, "scored_wrong": {
+        "scored": 48, "wrong": 3, "first": [{"line_number": 7, "input": "text: a @octocat page", "score": "ok: 0",
+                                             "evaluated": "groundtruth: Movie, prediction: None"}]}})
+    body = render(data, run_url="https://ci/run/1", artifacts_url="https://ci/run/1#artifacts")
+    flat = re.sub(r" +", " ", body)
+    assert "### Lines scored wrong" in body and "@octocat" not in body
+    assert "<details><summary>`flow-001/acc`: 3 of 48 lines scored wrong (first 1)</summary>" in body
+    assert "| 7 | text: a " in flat
+    assert "groundtruth: Movie, prediction: None" in body
+    assert "| `flow-001` | `acc` | accuracy | 0.84 | 48 of 50 |" in flat  # lines scored of lines run
+    assert "| `flow-001` ($\\{chat\\.variant\\_1\\}) | ✅ |" in flat  # the variant that ran
+    assert body.rstrip().endswith("[CI run](https://ci/run/1) · [artifacts](https://ci/run/1#artifacts) · commit "
+                                  "`0123456789ab`")
+
+
+def test_azure_devops_build_url() -> None:
+    from llmops_ci.platforms.azure_devops import build_url
+
+    env = {"SYSTEM_COLLECTIONURI": "https://dev.azure.com/org/", "SYSTEM_TEAMPROJECT": "My Project",
+           "BUILD_BUILDID": "42"}
+    assert build_url(env) == "https://dev.azure.com/org/My%20Project/_build/results?buildId=42"
+    assert build_url({**env, "BUILD_BUILDID": "x"}) is None and build_url({}) is None
