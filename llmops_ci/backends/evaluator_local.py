@@ -117,8 +117,8 @@ class EvaluatorRuns:
         if down:
             self._down[job.name] = down
         duration = time.monotonic() - started
-        if job.cache is not None and (line := cache_line(job.cache.mode, route.stats, job.cache.cassette)):
-            log.info("%s", line)
+        if job.cache is not None and (said := cache_line(job.cache.mode, route.stats, job.cache.cassette)):
+            log.info("%s", said)
         if outcome.get("status") != "Completed":
             message = f"{job.label}: the evaluator {ref} could not be loaded or run: {outcome.get('error')}"
             if outcome.get("error_code") in LOAD_ERRORS:

@@ -163,8 +163,8 @@ class LocalBackend:
         down = route.down()
         if down:
             self._down[job.name] = down
-        if job.cache is not None and (line := cache_line(job.cache.mode, route.stats, job.cache.cassette)):
-            log.info("%s", line)
+        if job.cache is not None and (said := cache_line(job.cache.mode, route.stats, job.cache.cassette)):
+            log.info("%s", said)
         if "lines" not in outcome:  # the flow could not start (a tool that does not load): it failed as a whole
             progress.finish(0)
             log.debug("%s", outcome.get("traceback"))
@@ -256,8 +256,8 @@ class LocalBackend:
             assert proxy.run is not None
             yield (rerouted(connections, proxy.run), {var: proxy.url_for(route) for var, route in routes.items()},
                    proxy)
-        if line := cache_line(cache.mode, proxy.stats, cache.cassette):
-            log.info("%s", line)
+        if said := cache_line(cache.mode, proxy.stats, cache.cassette):
+            log.info("%s", said)
 
     # -- the runner process ----------------------------------------------------------------------------
     def _child(self, name: str, request: dict[str, Any], connections: tuple[Any, ...], tick: Any,

@@ -118,8 +118,8 @@ def llm_routes(cache: CacheSettings | None, environ: Mapping[str, str]) -> Itera
         env = {var: proxy.url_for(route) for var, route in ENDPOINT_ROUTES.items()}
         env.update({k: v for k, v in REPLAY_KEYS.items() if not environ.get(k)})  # clients insist on a key
         yield env, proxy
-    if line := cache_line(cache.mode, proxy.stats, cache.cassette):
-        log.info("%s", line)
+    if said := cache_line(cache.mode, proxy.stats, cache.cassette):
+        log.info("%s", said)
 
 
 def snapshot(spec: MlflowAgentSpec, folder: Path, dest: Path) -> Path:

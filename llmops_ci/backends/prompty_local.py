@@ -242,8 +242,8 @@ class PromptyLocal:
         down = route.down()
         if down:
             self._down[job.name] = down
-        if job.cache is not None and (line := cache_line(job.cache.mode, route.stats, job.cache.cassette)):
-            log.info("%s", line)
+        if job.cache is not None and (said := cache_line(job.cache.mode, route.stats, job.cache.cassette)):
+            log.info("%s", said)
         for line in lines:
             line.tokens = {_TOKENS.get(k, k): v for k, v in line.tokens.items()}
         metrics = mean_scores(lines) if job.base_run else {}
