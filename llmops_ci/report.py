@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmops_ci import redaction
+from llmops_ci.headline import headline
 from llmops_ci.log import number
 from llmops_ci.safe_text import code, log_safe, md
 from llmops_ci.schema import as_dict, as_list
@@ -75,41 +76,6 @@ def _flow_problems(name: str, flow: dict[str, Any]) -> list[str]:
     if as_dict(flow.get("deploy")).get("status") == "rolled_back":
         problems.append(f"deploy of {name} rolled back")
     return problems
-
-
-# the kinds of problem, worst first: (what the text starts with or holds, how a count of them reads)
-_KINDS = (("internal error", "internal errors"), ("was interrupted", "interrupted"), ("stopped (exit", "steps stopped"),
-          ("failed (exit", "steps failed"), ("never finished", "unfinished"), ("run of", "runs failed"),
-          ("evaluation ", "evaluations failed"), ("gate of", "gates failed"), ("deploy of", "deploys rolled back"),
-          ("register of", "registrations refused"), ("results of", "stale results"), ("lint error", "lint errors"))
-HEADLINE_LIMIT = 160
-
-
-def _kind(problem: str) -> int:
-    for rank, (mark, _) in enumerate(_KINDS):
-        if problem.startswith(mark) or mark in problem.split(":")[0]:
-            return rank
-    return len(_KINDS)
-
-
-def headline(problems: list[str]) -> str:
-    """One line whatever the count: the problems themselves when a few fit, else how many of each kind and the
-    worst one (a stopped step before a failed run before a failed gate before lint)."""
-    joined = " ".join("; ".join(problems).split())
-    if len(problems) == 1 or (len(problems) <= 3 and len(joined) <= HEADLINE_LIMIT):
-        return joined if len(joined) <= HEADLINE_LIMIT else joined[:HEADLINE_LIMIT - 1] + "…"
-    counts: Counter[int] = Counter(_kind(p) for p in problems)
-    parts = []
-    for rank, n in sorted(counts.items()):
-        if rank == len(_KINDS):
-            parts.append(f"{n} other")
-        elif _KINDS[rank][1] == "lint errors":  # its problem text is already a count
-            parts += [p for p in problems if _kind(p) == rank]
-        else:
-            parts.append(f"{n} {_KINDS[rank][1]}")
-    worst = " ".join(min(problems, key=_kind).split())
-    worst = worst if len(worst) <= 100 else worst[:99] + "…"
-    return f"{len(problems)} problems ({', '.join(parts)}); worst: {worst}"
 
 
 def outcome(summary: dict[str, Any]) -> Outcome:
@@ -381,10 +347,19 @@ def _scored_of_run(evaluation: dict[str, Any], run: dict[str, Any], st: Style) -
 
 
 def _scored_wrong(flows: dict[str, Any], shown: int, st: Style = MARKDOWN) -> str:
-    """Per evaluation with a 0/1 per-line score: its first lines scored wrong (input, what was scored, the score),
-    folded; text from the data and the flow, so made inert like all untrusted text."""
+    """Per gated metric, the first lines scored otherwise than the baseline; per evaluation with a 0/1 per-line
+    score, its first lines scored wrong (input, what was scored, the score). Folded; text from the data and the
+    flow, so made inert like all untrusted text."""
     parts = []
     for name, flow in sorted(flows.items()):
+        for metric, changed in sorted(as_dict(as_dict(as_dict(flow).get("gate")).get("changed_lines")).items()):
+            changed = as_dict(changed)
+            rows = [[_num(c.get("line_number"), st=st), st.text(c.get("input"), 200), _num(c.get("was"), st=st),
+                     _num(c.get("now"), st=st)] for c in as_list(changed.get("first"))[:shown] if isinstance(c, dict)]
+            if rows:
+                parts.append(st.details(f"{st.code(name)} {st.text(metric, 80)}: {_num(changed.get('changed'), st=st)} "
+                                        f"of {_num(changed.get('paired'), st=st)} paired lines scored otherwise than "
+                                        "the baseline", _table(rows, ["line", "input", "baseline", "now"], st)))
         for ename, evaluation in sorted(as_dict(as_dict(flow).get("evaluations")).items()):
             wrong = as_dict(as_dict(evaluation).get("scored_wrong"))
             if not wrong.get("wrong"):
@@ -395,7 +370,7 @@ def _scored_wrong(flows: dict[str, Any], shown: int, st: Style = MARKDOWN) -> st
                      f"{_num(wrong.get('scored'), st=st)} lines scored wrong"
                      + (f" (first {len(rows)})" if len(rows) < int(wrong.get("wrong") or 0) else ""))
             parts.append(st.details(title, _table(rows, ["line", "input", "expected / output", "score"], st)))
-    return f"{st.heading}Lines scored wrong\n\n" + "\n\n".join(parts) if parts else ""
+    return f"{st.heading}Lines that changed verdict or scored wrong\n\n" + "\n\n".join(parts) if parts else ""
 
 
 def _parity(flows: dict[str, Any], shown: int, st: Style = MARKDOWN) -> str:

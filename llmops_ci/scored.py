@@ -64,3 +64,24 @@ def scored_wrong(state_dir: Path, flow: str, lines: list[LineResult], scores: di
     first = [{"line_number": line.line + 1, "input": _short(base.get(line.line, "")), "evaluated": _short(line.inputs),
               "score": _short({o: line.outputs.get(o) for o in outputs})} for line in wrong[:LIMIT]]
     return {"scored": scored, "wrong": len(wrong), "first": first}
+
+
+def changed_lines(state_dir: Path, flow: str, current: dict[int, float], previous: dict[str, float],
+                  keys: dict[int, str], kind: str) -> dict[str, Any] | None:
+    """The lines whose score differs from the baseline's line it is paired with (``previous`` by pairing key;
+    ``keys`` this run's line -> key, or by position when ``kind`` is "line"): ``{"paired": n, "changed": k,
+    "first": [{line_number, input, was, now}]}``, or None when nothing was paired."""
+    changed, paired = [], 0
+    for line, now in sorted(current.items()):
+        key = str(line) if kind == "line" else keys.get(line)
+        if key is None or key not in previous:
+            continue
+        paired += 1
+        if abs(previous[key] - now) > 1e-9:
+            changed.append((line, previous[key], now))
+    if not paired:
+        return None
+    base = _base_inputs(state_dir, flow) if changed else {}
+    first = [{"line_number": line + 1, "input": _short(base.get(line, "")), "was": was, "now": now}
+             for line, was, now in changed[:LIMIT]]
+    return {"paired": paired, "changed": len(changed), "first": first}

@@ -145,7 +145,7 @@ def test_comment_shows_lines_scored_wrong_commit_links_variant_and_lines_scored(
                                              "evaluated": "groundtruth: Movie, prediction: None"}]}})
     body = render(data, run_url="https://ci/run/1", artifacts_url="https://ci/run/1#artifacts")
     flat = re.sub(r" +", " ", body)
-    assert "### Lines scored wrong" in body and "@octocat" not in body
+    assert "### Lines that changed verdict or scored wrong" in body and "@octocat" not in body
     assert "<details><summary>`flow-001/acc`: 3 of 48 lines scored wrong (first 1)</summary>" in body
     assert "| 7 | text: a " in flat
     assert "groundtruth: Movie, prediction: None" in body
@@ -162,3 +162,13 @@ def test_azure_devops_build_url() -> None:
            "BUILD_BUILDID": "42"}
     assert build_url(env) == "https://dev.azure.com/org/My%20Project/_build/results?buildId=42"
     assert build_url({**env, "BUILD_BUILDID": "x"}) is None and build_url({}) is None
+
+
+def test_comment_shows_lines_that_changed_verdict_against_the_baseline() -> None:
+    data = summary_with()
+    data["flows"]["flow-000"]["gate"]["changed_lines"] = {"acc.accuracy": {"paired": 50, "changed": 2, "first": [
+        {"line_number": 4, "input": "url: https://x/4", "was": 1.0, "now": 0.0},
+        {"line_number": 9, "input": "url: https://x/9", "was": 0.0, "now": 1.0}]}}
+    body = render(data)
+    assert "`flow-000` acc\\.accuracy: 2 of 50 paired lines scored otherwise than the baseline" in body
+    assert "| 4 | url: https://x/4 | 1 | 0 |" in re.sub(r" +", " ", body)

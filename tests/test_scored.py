@@ -34,3 +34,17 @@ def test_graded_scores_have_no_wrong_lines_and_only_the_first_are_kept(tmp_path:
     out = scored_wrong(tmp_path, "f", many, {"acc": "ok"})  # no batch run lines: the input is left empty
     assert out is not None and out["wrong"] == LIMIT + 5 and len(out["first"]) == LIMIT
     assert len(out["first"][0]["evaluated"]) <= 200 and out["first"][0]["input"] == ""
+
+
+def test_lines_that_changed_verdict_are_paired_by_key(tmp_path: Path) -> None:
+    from llmops_ci.scored import changed_lines
+
+    runs = tmp_path / "runs" / "qa"
+    runs.mkdir(parents=True)
+    (runs / "lines.jsonl").write_text("\n".join(json.dumps({"line": i, "inputs": {"q": f"q{i}"}}) for i in range(3)))
+    current = {0: 1.0, 1: 0.0, 2: 1.0}
+    keys = {0: "a", 1: "b", 2: "c"}
+    out = changed_lines(tmp_path, "qa", current, {"a": 1.0, "b": 1.0, "z": 0.0}, keys, "id")
+    assert out == {"paired": 2, "changed": 1, "first": [{"line_number": 2, "input": "q: q1", "was": 1.0, "now": 0.0}]}
+    assert changed_lines(tmp_path, "qa", current, {"0": 0.0, "1": 0.0}, keys, "line")["changed"] == 1  # by position
+    assert changed_lines(tmp_path, "qa", current, {}, keys, "id") is None
