@@ -16,6 +16,7 @@ from llmops_ci.backends import Backend
 from llmops_ci.config import FlowSpec
 from llmops_ci.errors import CheckFailed, ServiceError, UsageError
 from llmops_ci.gate_keys import save_line_keys
+from llmops_ci.log import number
 from llmops_ci.progress import Progress
 from llmops_ci.project import Project
 from llmops_ci.provenance import config_id, data_hash, evaluation_hash, flow_hash, now
@@ -32,6 +33,7 @@ from llmops_ci.runs import (
     secret_values,
     update_flow_summary,
 )
+from llmops_ci.scored import scored_wrong
 from llmops_ci.state import start_evaluations, start_flow, write_json_atomic
 from llmops_ci.yamldoc import display_path
 
@@ -63,9 +65,9 @@ def _report(record: RunRecord, summary: dict[str, Any], allowed: int | None) -> 
         log.error("%s: the run failed as a whole before its %d line%s ran: %s", record.label, record.lines_total,
                   "s" if record.lines_total != 1 else "", one_line(record.error or f"it ended {record.status}"))
         return
-    log.info("%s: %s, %d/%d lines ok in %.1f s (p50 %s s, p95 %s s, %d tokens)", record.label, summary["status"],
-             record.lines_total - failed, record.lines_total, record.duration_s, summary["latency_p50"],
-             summary["latency_p95"], tokens)
+    log.info("%s: %s, %d/%d lines ok in %s s (p50 %s s, p95 %s s, %d tokens)", record.label, summary["status"],
+             record.lines_total - failed, record.lines_total, number(record.duration_s, 3),
+             number(summary["latency_p50"], 3), number(summary["latency_p95"], 3), tokens)
     if record.error:
         log.error("%s: %s", record.label, one_line(record.error))
     if failed:
@@ -264,6 +266,10 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
             entry["error"] = summary["error"]
         if summary.get("llm_cache"):  # a judge's replayed answers are what its scores rest on
             entry["llm_cache"] = summary["llm_cache"]
+        scores = flow.evaluations[ename].scores if ename in flow.evaluations else {}
+        wrong = scored_wrong(rc.state_dir, flow.name, record.lines, scores) if scores and flow.repeats == 1 else None
+        if wrong is not None:  # the comment's "lines scored wrong" (scored.py)
+            entry["scored_wrong"] = wrong
         update_flow_summary(rc.state_dir, flow.name, "evaluations", {ename: entry})
         rows = project.data(job.data).rows
         if record.lines_total < rows:
@@ -271,7 +277,7 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
                      "skips a line whose base line has no outputs", job.label, record.lines_total, rows, job.base_run)
         _report(record, summary, None)
         if record.metrics:
-            log.info("%s: %s", job.label, ", ".join(f"{k} = {v}" for k, v in sorted(record.metrics.items())))
+            log.info("%s: %s", job.label, ", ".join(f"{k} = {number(v)}" for k, v in sorted(record.metrics.items())))
         elif summary["status"] == "completed":
             log.warning("%s: the evaluation logged no metrics", job.label)
         results[job.label] = entry
@@ -309,7 +315,8 @@ def parity_run(project: Project, flow: FlowSpec, options: RunOptions, rc: RunCon
     update_flow_summary(rc.state_dir, flow.name, "evaluations", {parity.NAME: entry})
     _report(record, summary, None)
     log.info("%s: agreement with %s = %s (%d lines, %d disagree)", record.label, other.name,
-             record.metrics.get("agreement"), record.metrics.get("lines", 0), record.metrics.get("disagreements", 0))
+             number(record.metrics.get("agreement")), record.metrics.get("lines", 0),
+             record.metrics.get("disagreements", 0))
     return record.label, entry
 
 
@@ -327,7 +334,7 @@ def start_run(state_dir: Path, label: str, name: str, provenance: dict[str, Any]
 def _start_batch(project: Project, rc: RunContext, flow: FlowSpec, job: Any) -> dict[str, Any]:
     """What the run rests on, kept before it starts: the flow's entry says ``incomplete`` until the run ends."""
     provenance = {"flow_hash": flow_hash(flow, job.info), "data_hash": data_hash(_source_data(flow, job)),
-                  "started": now()}
+                  "started": now(), **({"variant": flow.variant} if flow.variant else {})}
     entry = start_run(rc.state_dir, flow.name, job.name, provenance)
     start_flow(rc.state_dir, flow.name, {"config": config_id(project.config.path), "run": entry})
     return provenance

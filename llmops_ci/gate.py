@@ -34,6 +34,7 @@ from llmops_ci.gate_stats import level as threshold_level
 from llmops_ci.repeats import mean_by_line
 from llmops_ci.runs import run_dir
 from llmops_ci.schema import as_dict
+from llmops_ci.scored import changed_lines
 from llmops_ci.state import check_summary, read_json_file
 
 __all__ = ["MIN_LINES", "RESAMPLES", "SEED", "Comparison", "compare"]  # compare/paired_checks: for against: too
@@ -102,6 +103,7 @@ class FlowGate:
     changed_rules: list[dict[str, Any]] = field(default_factory=list)
     baseline: dict[str, Any] | None = None  # where the baseline came from and whether it is comparable
     provenance: dict[str, Any] = field(default_factory=dict)  # this run's, read when it serves as a baseline
+    changed_lines: dict[str, Any] = field(default_factory=dict)  # metric -> lines scored otherwise than the baseline
 
     @property
     def passed(self) -> bool:
@@ -114,6 +116,8 @@ class FlowGate:
             out["baseline"] = self.baseline
         if self.provenance:
             out["provenance"] = self.provenance
+        if self.changed_lines:
+            out["changed_lines"] = self.changed_lines
         return out
 
 
@@ -260,6 +264,10 @@ def gate_flow(flow: FlowSpec, state_dir: Path, summary: dict[str, Any], baseline
                                           _keyed(previous, pairing.baseline, pairing.kind), rule,
                                           clusters=pairing.clusters)
             notes[metric] = pairing.note
+            changed = changed_lines(state_dir, flow.name, current, _keyed(previous, pairing.baseline, pairing.kind),
+                                    pairing.current, pairing.kind)
+            if changed is not None and metric not in result.changed_lines:  # for the comment (scored.py)
+                result.changed_lines[metric] = changed
             if repeats > 1:
                 comparisons[metric] = dataclasses.replace(comparisons[metric], repeats=repeats,
                                                           spread=round(spread, 6) if spread is not None else None)

@@ -126,3 +126,23 @@ def setup(formatter: logging.Formatter, stream: TextIO | None = None, verbose: b
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
     return logger
+
+
+def cache_line(mode: str, stats: Any, cassette: object) -> str | None:
+    """The one log line of a run's LLM cache, the same on every engine; None when the run called no LLM (an
+    evaluation of plain Python), which would name a cassette that is never written."""
+    hits, misses, recorded = int(stats.hits), int(stats.misses), int(stats.recorded)
+    if not (hits or misses or recorded):
+        return None
+    return (f"LLM cache ({mode}): {hits} hits, {misses} misses, {recorded} recorded, "
+            f"{int(getattr(stats, 'tokens_saved', 0))} tokens saved -> {cassette}")
+
+
+def number(value: Any, digits: int = 4) -> str:
+    """A number as every log line, table and comment shows it: metrics to 4 significant digits, seconds to 3;
+    whole numbers whole (``-`` when there is none)."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:.{digits}g}"

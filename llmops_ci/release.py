@@ -9,6 +9,7 @@ so the endpoint can be checked, and granted access, before a deployment goes liv
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import re
 import stat
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.config import Config, DeploySpec, FlowSpec
+from llmops_ci.config import Config, DeploySpec, FlowSpec, MlflowAgentSpec
 from llmops_ci.errors import UsageError
 from llmops_ci.kinds import FlowInfo
 from llmops_ci.project import Project
@@ -117,9 +118,23 @@ def other_slot(serving: str | None) -> str:
     return "green" if serving == "blue" else "blue"
 
 
+def agent_logged(agent: MlflowAgentSpec) -> dict[str, Any]:
+    """What logging an MLflow agent writes into its MLmodel from the config: declaring another resource or
+    requirement is other content."""
+    return {"interface": agent.interface, "pip_requirements": list(agent.pip_requirements),
+            "auth_policy": agent.auth_policy, "api_scopes": list(agent.api_scopes),
+            "resources": sorted((r.type, r.name, r.on_behalf_of_user) for r in agent.resources)}
+
+
 def content_hash(flow: FlowSpec, info: FlowInfo | None) -> str:
-    """A short hash of everything that decides what the flow does (not when or where it was built)."""
-    return tree_digest(flow.path, info, {"variant": flow.variant, "connections": flow.connections})[:12]
+    """A short hash of everything that decides what the flow does (not when or where it was built): the one
+    content identifier of a model version, the same in register's log, a dry run's ``content_hash``, the registry's
+    ``llmops.content_hash`` tag and deploy's ``name:content_hash``."""
+    digest = tree_digest(flow.path, info, {"variant": flow.variant, "connections": flow.connections})[:12]
+    if flow.mlflow_agent is None:
+        return digest
+    logged = json.dumps([digest, agent_logged(flow.mlflow_agent)], sort_keys=True, default=str)
+    return hashlib.sha256(logged.encode()).hexdigest()[:12]
 
 
 def git_commit(environ: Mapping[str, str], cwd: Path) -> str | None:

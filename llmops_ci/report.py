@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmops_ci import redaction
+from llmops_ci.headline import headline
+from llmops_ci.log import number
 from llmops_ci.safe_text import code, log_safe, md
 from llmops_ci.schema import as_dict, as_list
 
@@ -86,8 +88,7 @@ def outcome(summary: dict[str, Any]) -> Outcome:
         problems += _flow_problems(name, as_dict(flow))
     problems = problems or _step_problems(summary, failed=True)  # a step that failed is never green
     if problems:
-        return Outcome(False, "❌ llmops-ci: " + "; ".join(problems[:5]) + (" …" if len(problems) > 5 else ""),
-                       problems)
+        return Outcome(False, "❌ llmops-ci: " + headline(problems), problems)
     ran = any(section in as_dict(flow) for flow in flows.values() for section in RESULT_SECTIONS)
     if not ran and "lint" not in summary:
         return Outcome(False, "⚠️ llmops-ci: nothing ran: no lint, run or evaluation result in this state dir",
@@ -149,7 +150,7 @@ def _num(value: Any, digits: int = 4, st: Style = MARKDOWN) -> str:
     if isinstance(value, bool) or value is None:
         return "-" if value is None else str(value)
     if isinstance(value, (int, float)):
-        return f"{value:.{digits}g}"
+        return number(value, digits)
     return st.text(value, 40)
 
 
@@ -192,7 +193,7 @@ def _gate(flows: dict[str, Any], only_failed: bool, st: Style = MARKDOWN) -> str
     ordered = [row for _, row in sorted(rows, key=lambda r: r[0])]  # failing rows first; stable within
     return f"{st.heading}Gate\n\n" + _table(ordered, ["flow", "metric", "value", "baseline", "Δ",
                                                        "95% CI (per-line score)", "p (adj.), mde", "rule", "verdict",
-                                                       ""], st) + _provenance(flows, st)
+                                                       "result"], st) + _provenance(flows, st)
 
 
 def _statistics(check: dict[str, Any], st: Style) -> str:
@@ -244,7 +245,7 @@ def _runs(flows: dict[str, Any], errors_per_flow: int, only_failed: bool, st: St
         icon = {"completed": "✅", "incomplete": "❌ never finished"}.get(str(run.get("status")), "❌")
         if as_dict(flow).get("stale"):
             icon += " (stale: " + st.text(as_dict(flow)["stale"], 80) + ")"
-        rows.append([st.code(name), icon,
+        rows.append([st.code(name) + (f" ({st.text(run['variant'], 60)})" if run.get("variant") else ""), icon,
                      _num(run.get("lines_total"), st=st) + (f" × {_num(run['repeats'], st=st)}" if run.get("repeats")
                                                            else ""), _num(run.get("lines_failed"), st=st),
                      _num(run.get("duration_s"), 3, st=st), _num(run.get("latency_p95"), 3, st=st),
@@ -258,7 +259,8 @@ def _runs(flows: dict[str, Any], errors_per_flow: int, only_failed: bool, st: St
                 + f": {st.text(e.get('message'), 300)}" for e in lines))
     if not rows:
         return ""
-    out = f"{st.heading}Runs\n\n" + _table(rows, ["flow", "", "lines", "failed", "seconds", "p95 s", "tokens"], st)
+    out = f"{st.heading}Runs\n\n" + _table(rows, ["flow", "status", "lines", "failed", "seconds", "p95 s", "tokens"],
+                                            st)
     if errors:
         out += "\n\n" + "\n\n".join(errors)
     if details:
@@ -318,7 +320,8 @@ def _release(flows: dict[str, Any], st: Style = MARKDOWN) -> str:
                      {"deployed": "✅", "rolled_back": "❌ rolled back"}.get(str(deploy.get("status")), "-")])
     if not rows:
         return ""
-    return f"{st.heading}Release\n\n" + _table(rows, ["flow", "model", "endpoint", "slot", "traffic", "smoke", ""], st)
+    return f"{st.heading}Release\n\n" + _table(rows, ["flow", "model", "endpoint", "slot", "traffic", "smoke",
+                                                        "status"], st)
 
 
 def _metrics(flows: dict[str, Any], st: Style = MARKDOWN) -> str:
@@ -326,9 +329,48 @@ def _metrics(flows: dict[str, Any], st: Style = MARKDOWN) -> str:
     for name, flow in sorted(flows.items()):
         for ename, evaluation in sorted(as_dict(as_dict(flow).get("evaluations")).items()):
             metrics = as_dict(as_dict(evaluation).get("metrics"))
-            rows += [[st.code(name), st.code(ename), st.text(metric, 80), _num(value, st=st)]
+            lines = _scored_of_run(as_dict(evaluation), as_dict(as_dict(flow).get("run")), st)
+            rows += [[st.code(name), st.code(ename), st.text(metric, 80), _num(value, st=st), lines]
                      for metric, value in sorted(metrics.items())]
-    return f"{st.heading}Evaluations\n\n" + _table(rows, ["flow", "evaluation", "metric", "value"], st) if rows else ""
+    return (f"{st.heading}Evaluations\n\n" + _table(rows, ["flow", "evaluation", "metric", "value", "lines scored"], st)
+            if rows else "")
+
+
+def _scored_of_run(evaluation: dict[str, Any], run: dict[str, Any], st: Style) -> str:
+    """How many lines the evaluation scored, of the lines the batch run ran (failed lines are never scored)."""
+    total = evaluation.get("lines_total")
+    if not isinstance(total, int):
+        return "-"
+    scored = total - int(evaluation.get("lines_failed") or 0)
+    ran = run.get("lines_total")
+    return f"{scored} of {_num(ran, st=st)}" if isinstance(ran, int) else str(scored)
+
+
+def _scored_wrong(flows: dict[str, Any], shown: int, st: Style = MARKDOWN) -> str:
+    """Per gated metric, the first lines scored otherwise than the baseline; per evaluation with a 0/1 per-line
+    score, its first lines scored wrong (input, what was scored, the score). Folded; text from the data and the
+    flow, so made inert like all untrusted text."""
+    parts = []
+    for name, flow in sorted(flows.items()):
+        for metric, changed in sorted(as_dict(as_dict(as_dict(flow).get("gate")).get("changed_lines")).items()):
+            changed = as_dict(changed)
+            rows = [[_num(c.get("line_number"), st=st), st.text(c.get("input"), 200), _num(c.get("was"), st=st),
+                     _num(c.get("now"), st=st)] for c in as_list(changed.get("first"))[:shown] if isinstance(c, dict)]
+            if rows:
+                parts.append(st.details(f"{st.code(name)} {st.text(metric, 80)}: {_num(changed.get('changed'), st=st)} "
+                                        f"of {_num(changed.get('paired'), st=st)} paired lines scored otherwise than "
+                                        "the baseline", _table(rows, ["line", "input", "baseline", "now"], st)))
+        for ename, evaluation in sorted(as_dict(as_dict(flow).get("evaluations")).items()):
+            wrong = as_dict(as_dict(evaluation).get("scored_wrong"))
+            if not wrong.get("wrong"):
+                continue
+            rows = [[_num(w.get("line_number"), st=st), st.text(w.get("input"), 200), st.text(w.get("evaluated"), 200),
+                     st.text(w.get("score"), 80)] for w in as_list(wrong.get("first"))[:shown] if isinstance(w, dict)]
+            title = (f"{st.code(name + '/' + ename)}: {_num(wrong.get('wrong'), st=st)} of "
+                     f"{_num(wrong.get('scored'), st=st)} lines scored wrong"
+                     + (f" (first {len(rows)})" if len(rows) < int(wrong.get("wrong") or 0) else ""))
+            parts.append(st.details(title, _table(rows, ["line", "input", "expected / output", "score"], st)))
+    return f"{st.heading}Lines that changed verdict or scored wrong\n\n" + "\n\n".join(parts) if parts else ""
 
 
 def _parity(flows: dict[str, Any], shown: int, st: Style = MARKDOWN) -> str:
@@ -381,16 +423,34 @@ def _lint(lint: dict[str, Any], listed: int, folded: int, st: Style = MARKDOWN) 
 _LEVELS = [(50, 1000, 5, False), (20, 200, 3, False), (10, 0, 1, False), (5, 0, 1, True), (0, 0, 0, True)]
 
 
+def _commit(flows: dict[str, Any]) -> str | None:
+    """The commit the gate judged (the same for every flow of one run)."""
+    for flow in flows.values():
+        commit = as_dict(as_dict(as_dict(flow).get("gate")).get("provenance")).get("commit")
+        if isinstance(commit, str) and commit:
+            return commit
+    return None
+
+
+def _footer(flows: dict[str, Any], run_url: str | None, artifacts_url: str | None) -> str:
+    links = [f"[CI run]({run_url})"] if run_url else []
+    links += [f"[artifacts]({artifacts_url})"] if artifacts_url else []
+    commit = _commit(flows)
+    links += [f"commit {code(commit[:12])}"] if commit else []
+    return "\n\n---\n" + " · ".join(links) if links else "\n\n---"
+
+
 def render(summary: dict[str, Any], *, limit: int = GITHUB_LIMIT, run_url: str | None = None,
-           full_report: str = "the job summary and the state dir artifact") -> str:
+           full_report: str = "the job summary and the state dir artifact", artifacts_url: str | None = None) -> str:
     """The comment body: starts with the hidden marker, never longer than ``limit`` characters."""
     summary = redaction.redact_data(summary)  # before escaping, which would break a secret into pieces
     result = outcome(summary)
     flows = as_dict(summary.get("flows"))
-    footer = f"\n\n---\n[CI run]({run_url})" if run_url else "\n\n---"
+    footer = _footer(flows, run_url, artifacts_url)
     for level, (listed, folded, errors, only_failed) in enumerate(_LEVELS):
         parts = [MARKER, f"## {result.headline}", _gate(flows, only_failed), _runs(flows, errors, only_failed),
-                 _cache(flows), _parity(flows, errors), "" if only_failed else _metrics(flows), _release(flows),
+                 _cache(flows), _parity(flows, errors), "" if only_failed else _metrics(flows),
+                 _scored_wrong(flows, 2 * errors), _release(flows),
                  _unchanged(flows),
                  _lint(as_dict(summary.get("lint")), listed, folded), _elsewhere(summary, MARKDOWN)]
         note = "" if level == 0 else f"\n\n_Shortened to fit the comment; the full report is in {full_report}._"
@@ -408,6 +468,6 @@ def render_text(summary: dict[str, Any]) -> str:
     flows = as_dict(summary.get("flows"))
     parts = [result.headline, _gate(flows, False, PLAIN), _runs(flows, 5, False, PLAIN), _cache(flows, PLAIN),
              _parity(flows, 5, PLAIN),
-             _metrics(flows, PLAIN), _release(flows, PLAIN), _unchanged(flows, PLAIN),
+             _metrics(flows, PLAIN), _scored_wrong(flows, 10, PLAIN), _release(flows, PLAIN), _unchanged(flows, PLAIN),
              _lint(as_dict(summary.get("lint")), 50, 1000, PLAIN), _elsewhere(summary, PLAIN)]
     return "\n\n".join(p for p in parts if p)

@@ -57,10 +57,12 @@ class LineResult:
     repeat: int | None = None  # with flow ``repeats:``: which run of the data line this is (0-based)
 
     def to_json(self) -> dict[str, Any]:
-        return {"line": self.line, "status": self.status, "inputs": self.inputs, "outputs": self.outputs,
-                "duration_s": self.duration_s, "tokens": self.tokens, "error": self.error, "node": self.node,
-                "service_failure": self.service_failure, **({"repeat": self.repeat} if self.repeat is not None
-                                                             else {})}
+        # ``line`` is prompt flow's 0-based line_number (what pairs runs); ``line_number`` the 1-based data row that
+        # every log line, summary.json and the comment name (docs/runs.md)
+        return {"line": self.line, "line_number": self.line + 1, "status": self.status, "inputs": self.inputs,
+                "outputs": self.outputs, "duration_s": self.duration_s, "tokens": self.tokens, "error": self.error,
+                "node": self.node, "service_failure": self.service_failure,
+                **({"repeat": self.repeat} if self.repeat is not None else {})}
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ _SKIP_DATA_DIRS = {".git", ".llmops", ".venv", "venv", "node_modules", "__pycach
 # names evaluation flows give the expected answer, and the data columns that usually hold it
 _TRUTH_INPUTS = ("groundtruth", "ground_truth", "answer", "expected", "label", "truth")
 _TRUTH_COLUMNS = ("groundtruth", "ground_truth", "label", "answer", "expected", "category", "truth")
+# a sample line's value per input type: prompt flow parses a list or object column as JSON, so "" would fail the line
+_SAMPLE: dict[str, object] = {"list": [], "object": {}, "int": 0, "double": 0.0, "bool": False}
 _CONNECTION_FIELDS = {
     "open_ai": [("base_url", "${env:OPENAI_BASE_URL}"), ("api_key", "${env:OPENAI_API_KEY}")],
     "azure_open_ai": [("api_base", "${env:AZURE_OPENAI_ENDPOINT}"), ("api_key", "${env:AZURE_OPENAI_API_KEY}"),
@@ -162,7 +164,7 @@ def _flow_lines(flow: FoundFlow, root: Path, files: list[Path], cache: dict[Path
         data = Path("data") / f"{flow.name}.jsonl"
         while data in starter.data_files or (root / data).exists():
             data = data.with_name(data.stem + "-sample.jsonl")
-        row = {n: "" for n in info.inputs}
+        row = {n: _SAMPLE.get(i.type.lower(), "") for n, i in info.inputs.items()}
         starter.data_files[data] = json.dumps(row) + "\n"
         out.append(f"    data: {data.as_posix()}          # a one-line sample 'init' wrote: put your test cases here")
         columns = set(row)

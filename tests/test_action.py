@@ -545,7 +545,7 @@ def test_baseline_step_keeps_only_complete_results(tmp_path: Path, fake_github: 
 
 def test_readme_documents_every_action_input_and_pipeline_parameter() -> None:
     root = Path(__file__).parent.parent
-    readme = (root / "README.md").read_text(encoding="utf-8")
+    readme = (root / "docs" / "ci.md").read_text(encoding="utf-8")  # the README's CI tables live there (#27)
     action = yaml.safe_load((root / "action.yml").read_text(encoding="utf-8"))
     for name in [*action["inputs"], *action["outputs"]]:
         assert f"| `{name}` |" in readme, name

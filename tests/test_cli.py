@@ -27,7 +27,7 @@ def test_lint_clean_project(cli: Cli, project: Callable[..., Project]) -> None:
     proj = project()
     result = cli("lint")
     assert result.code == 0, result
-    assert "No problems found (2 flows checked)." in result.out
+    assert "No problems found (1 flow and 1 evaluation checked)." in result.out
     summary = json.loads(proj.read(".llmops/summary.json"))
     assert summary == {"schema": "llmops-ci/summary@1", "lint": {"findings": []}}
 

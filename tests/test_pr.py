@@ -49,3 +49,8 @@ def test_the_whole_check_in_one_go(cli: Cli, project: Callable[..., Project], ru
     assert flow["run"]["status"] == "completed" and flow["evaluations"]["match"]["metrics"] == {"match_rate": 0.75}
     assert flow["gate"]["passed"] is True
     assert "✅ llmops-ci: all checks passed" in result.out
+    # #27: each thing printed once: the gate table is in the report at the end, not also in the gate's log
+    both = result.out + result.err
+    assert both.count("match.match_rate") == 1 and "echo: gate passed" in result.err
+    # the evaluation calls no LLM: no cache line naming a cassette it never writes
+    assert "echo.match.json" not in both

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -109,6 +107,9 @@ def test_blue_green_with_rollback(cli: Cli, example: Path) -> None:
     assert "traffic blue 10%" in first.err and "traffic blue 100%" in first.err
     # smoke results come before the traffic moves, as they happen
     assert first.err.index(": smoke test ") < first.err.index("traffic blue 10%")
+    # nothing of prompt flow's home (keyring_pass.cfg, its store) stays in the state dir after a deploy (#27)
+    assert not (example / ".llmops" / "pf-home").exists()
+    assert not list((example / ".llmops").rglob("keyring_pass.cfg"))
 
     # a new version whose smoke test fails: green is tried, blue keeps serving
     (example / "tests" / "smoke" / "movie.json").write_text(json.dumps({
@@ -216,7 +217,5 @@ def test_sigterm_during_deploy_leaves_nothing_serving_and_the_endpoint_as_it_was
     assert (endpoint.read_bytes() if endpoint.exists() else None) == before
     summary = json.loads((example / ".llmops" / "summary.json").read_text())
     assert summary["interrupted"] == {"step": "deploy", "signal": "SIGTERM"}
-    store = example / ".llmops" / "pf-home" / "pf.sqlite"  # the slot's connection (its key) went with it
-    if store.exists():
-        with contextlib.closing(sqlite3.connect(store)) as db:
-            assert db.execute("select connectionName from connection").fetchall() == []
+    # the slot's connection (its key) went with it: prompt flow's home is never in the state dir (#27)
+    assert not (example / ".llmops" / "pf-home").exists()

@@ -100,3 +100,75 @@ def test_comment_shows_the_run_error_and_no_interval_on_threshold_rows() -> None
     assert "the run failed: PythonLoadError" in body
     threshold = next(line for line in body.splitlines() if "run\\.lines\\_failed" in line)
     assert "[" not in threshold.split("|")[6]
+
+
+def test_headline_is_one_line_with_counts_and_the_worst_failure() -> None:
+    # #27: never a list cut off with "… …": how many of each kind, and the worst one
+    data = summary_with(flows=6, findings=3, failed_gate=True)
+    data["steps"] = {"eval-run": {"exit_code": 3, "error": "the endpoint did not answer"}}
+    head = outcome(data).headline
+    assert "\n" not in head and "…" not in head and len(head) < 260
+    assert head.startswith("❌ llmops-ci: 9 problems (1 steps stopped, 1 runs failed, 6 gates failed, 2 lint errors)")
+    assert head.endswith("worst: eval-run stopped (exit 3): the endpoint did not answer")
+    # a few short problems are said as they are
+    assert outcome(summary_with(failed_gate=True)).headline == ("❌ llmops-ci: run of flow-000 failed; "
+                                                                "gate of flow-000 failed")
+
+
+def test_every_table_column_has_a_heading() -> None:
+    data = summary_with(flows=2)
+    data["flows"]["flow-001"]["register"] = {"name": "m", "version": "abc"}
+    data["flows"]["flow-001"]["deploy"] = {"endpoint": "ep", "status": "deployed", "traffic": {"blue": 100}}
+    body = render(data)
+    for heading in ("### Gate", "### Runs", "### Release"):
+        header = body.split(heading, 1)[1].strip().splitlines()[0]
+        cells = [c.strip() for c in header.strip("|").split("|")]
+        assert all(cells), (heading, header)
+
+
+def test_numbers_are_rounded_alike_in_log_and_tables() -> None:
+    from llmops_ci.log import number
+
+    summary = summary_with()
+    summary["flows"]["flow-000"]["evaluations"]["acc"]["metrics"]["accuracy"] = 2 / 3
+    assert number(2 / 3) == "0.6667" and "| 0.6667 |" in re.sub(r" +", " ", render(summary))
+    assert number(2.4812, 3) == "2.48" and number(None) == "-" and number(42) == "42"
+
+
+def test_comment_shows_lines_scored_wrong_commit_links_variant_and_lines_scored() -> None:
+    data = summary_with(flows=2)
+    flow = data["flows"]["flow-001"]
+    flow["run"]["variant"] = "${chat.variant_1}"
+    flow["gate"]["provenance"] = {"commit": "0123456789abcdef0123"}
+    flow["evaluations"]["acc"].update({"lines_total": 50, "lines_failed": 2, "scored_wrong": {
+        "scored": 48, "wrong": 3, "first": [{"line_number": 7, "input": "text: a @octocat page", "score": "ok: 0",
+                                             "evaluated": "groundtruth: Movie, prediction: None"}]}})
+    body = render(data, run_url="https://ci/run/1", artifacts_url="https://ci/run/1#artifacts")
+    flat = re.sub(r" +", " ", body)
+    assert "### Lines that changed verdict or scored wrong" in body and "@octocat" not in body
+    assert "<details><summary>`flow-001/acc`: 3 of 48 lines scored wrong (first 1)</summary>" in body
+    assert "| 7 | text: a " in flat
+    assert "groundtruth: Movie, prediction: None" in body
+    assert "| `flow-001` | `acc` | accuracy | 0.84 | 48 of 50 |" in flat  # lines scored of lines run
+    assert "| `flow-001` ($\\{chat\\.variant\\_1\\}) | ✅ |" in flat  # the variant that ran
+    assert body.rstrip().endswith("[CI run](https://ci/run/1) · [artifacts](https://ci/run/1#artifacts) · commit "
+                                  "`0123456789ab`")
+
+
+def test_azure_devops_build_url() -> None:
+    from llmops_ci.platforms.azure_devops import build_url
+
+    env = {"SYSTEM_COLLECTIONURI": "https://dev.azure.com/org/", "SYSTEM_TEAMPROJECT": "My Project",
+           "BUILD_BUILDID": "42"}
+    assert build_url(env) == "https://dev.azure.com/org/My%20Project/_build/results?buildId=42"
+    assert build_url({**env, "BUILD_BUILDID": "x"}) is None and build_url({}) is None
+
+
+def test_comment_shows_lines_that_changed_verdict_against_the_baseline() -> None:
+    data = summary_with()
+    data["flows"]["flow-000"]["gate"]["changed_lines"] = {"acc.accuracy": {"paired": 50, "changed": 2, "first": [
+        {"line_number": 4, "input": "url: https://x/4", "was": 1.0, "now": 0.0},
+        {"line_number": 9, "input": "url: https://x/9", "was": 0.0, "now": 1.0}]}}
+    body = render(data)
+    assert "`flow-000` acc\\.accuracy: 2 of 50 paired lines scored otherwise than the baseline" in body
+    assert "| 4 | url: https://x/4 | 1 | 0 |" in re.sub(r" +", " ", body)

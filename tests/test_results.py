@@ -467,3 +467,6 @@ def test_a_run_that_failed_as_a_whole_keeps_a_record_per_line_it_counts(tmp_path
     lines = [json.loads(x) for x in (tmp_path / "runs" / "math" / "evals" / "acc" / "lines.jsonl").read_text()
              .splitlines()]
     assert [x["line"] for x in lines] == [0, 3]
+    # one numbering in every message: the 1-based line_number the log and summary.json name, beside
+    # prompt flow's 0-based line (docs/runs.md, #27)
+    assert [x["line_number"] for x in lines] == [1, 4]

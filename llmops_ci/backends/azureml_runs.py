@@ -19,6 +19,7 @@ import logging
 import os
 import queue
 import re
+import shutil
 import signal
 import tempfile
 import threading
@@ -96,9 +97,16 @@ class AzureMLRuns:
         self.polling = polling or Polling()
         self.sleep, self.clock = sleep, clock
         self._pf: Any = None
+        self._home: Path | None = None  # prompt flow's home for the client: a temporary folder, never the state dir
         self._known: dict[tuple[str, str], bool] = {}
 
     # -------------------------------------------------------------------------------------- protocol
+
+    def close(self) -> None:
+        """Removes prompt flow's home (its keyring file, its store) when the step's backends are closed."""
+        if self._home is not None:
+            shutil.rmtree(self._home, ignore_errors=True)
+            self._home, self._pf = None, None
 
     def run(self, job: RunJob, progress: Progress) -> RunRecord:
         return self.run_many([job], lambda label, total: progress)[0]
@@ -170,7 +178,8 @@ class AzureMLRuns:
         if self._pf is not None:
             return self._pf
         scope = self._scope()
-        home = PFHome(self.ctx.state_dir.absolute() / "pf-home").prepare()
+        self._home = Path(tempfile.mkdtemp(prefix="llmops-pf-"))
+        home = PFHome(self._home).prepare()
         env = home.environment(self.ctx.environ, home.root / "work")
         os.environ.update({k: env[k] for k in PF_ENV})  # promptflow reads its home (telemetry off) at import
         from azure.ai.ml import MLClient

@@ -257,7 +257,7 @@ class DatabricksRelease:
         model = plan.model
         version = self.find_version(model)
         if version is None:
-            raise UsageError(f"{model.name} (content {model.version}) is not in Unity Catalog; run "
+            raise UsageError(f"{model.name} (content_hash {model.version}) is not in Unity Catalog; run "
                              f"'llmops-ci register --backend databricks --flow {model.flow}' first")
         experiment = self.experiment_id(plan)
         new = served_entity(model.name, version, plan, experiment)

@@ -27,6 +27,7 @@ from llmops_ci.errors import CheckFailed, UsageError
 from llmops_ci.evaluators import model_connection
 from llmops_ci.kinds import FlowInfo
 from llmops_ci.llm_cache import CacheSettings, ProxyServer
+from llmops_ci.log import cache_line
 from llmops_ci.progress import Progress
 from llmops_ci.runs import LineResult, ProviderConnection, RunJob, RunRecord, TestJob, TestRecord
 
@@ -116,9 +117,8 @@ class EvaluatorRuns:
         if down:
             self._down[job.name] = down
         duration = time.monotonic() - started
-        if job.cache is not None:
-            log.info("LLM cache (%s): %d hits, %d misses, %d recorded -> %s", job.cache.mode, route.stats.hits,
-                     route.stats.misses, route.stats.recorded, job.cache.cassette)
+        if job.cache is not None and (said := cache_line(job.cache.mode, route.stats, job.cache.cassette)):
+            log.info("%s", said)
         if outcome.get("status") != "Completed":
             message = f"{job.label}: the evaluator {ref} could not be loaded or run: {outcome.get('error')}"
             if outcome.get("error_code") in LOAD_ERRORS:

@@ -31,6 +31,7 @@ from llmops_ci.backends.pf_home import PFHome
 from llmops_ci.errors import CheckFailed, LlmopsError, ServiceError, UsageError
 from llmops_ci.kinds import snapshot
 from llmops_ci.llm_cache import CacheSettings, LlmProxy, LlmRun, ProxyServer
+from llmops_ci.log import cache_line
 from llmops_ci.progress import Progress
 from llmops_ci.runs import (
     LineResult,
@@ -163,10 +164,8 @@ class LocalBackend:
         down = route.down()
         if down:
             self._down[job.name] = down
-        if job.cache is not None:
-            log.info("LLM cache (%s): %d hits, %d misses, %d recorded, %d tokens saved -> %s", job.cache.mode,
-                     route.stats.hits, route.stats.misses, route.stats.recorded, route.stats.tokens_saved,
-                     job.cache.cassette)
+        if job.cache is not None and (said := cache_line(job.cache.mode, route.stats, job.cache.cassette)):
+            log.info("%s", said)
         if "lines" not in outcome:  # the flow could not start (a tool that does not load): it failed as a whole
             progress.finish(0)
             log.debug("%s", outcome.get("traceback"))
@@ -265,8 +264,8 @@ class LocalBackend:
             assert proxy.run is not None
             yield (rerouted(connections, proxy.run), {var: proxy.url_for(route) for var, route in routes.items()},
                    proxy)
-        log.info("LLM cache (%s): %d hits, %d misses, %d recorded, %d tokens saved -> %s", cache.mode,
-                 proxy.stats.hits, proxy.stats.misses, proxy.stats.recorded, proxy.stats.tokens_saved, cache.cassette)
+        if said := cache_line(cache.mode, proxy.stats, cache.cassette):
+            log.info("%s", said)
 
     # -- the runner process ----------------------------------------------------------------------------
     def _child(self, name: str, request: dict[str, Any], connections: tuple[Any, ...], tick: Any,

@@ -36,7 +36,6 @@ class LocalRelease:
 
     def __init__(self, state_dir: Path, registry: Path, environ: dict[str, str]) -> None:
         self.state_dir, self.registry, self.environ = state_dir.absolute(), registry.absolute(), environ
-        self.home = PFHome(self.state_dir / "pf-home")
 
     def model_dir(self, name: str, version: str) -> Path:
         return self.registry / name / version
@@ -129,20 +128,24 @@ class LocalRelease:
 
     def _serve(self, flow: Path, port: int, connections: tuple[ProviderConnection, ...], env: dict[str, str],
                name: str) -> tuple[subprocess.Popen[str], Path]:
-        self.home.prepare()
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix="llmops-serve-"))
+        # prompt flow's home (its keyring file, its run store) lives and dies with the serving process's temporary
+        # folder, never in the state dir that CI publishes
+        home = PFHome(tmp / "pf-home").prepare()
         info = inspect(flow)
         if info is None:
             raise UsageError(f"{flow}: the registered model holds no flow that llmops-ci recognises; register it "
                              "again")
         request = {"flow": str(flow), "entry": str(info.definition), "port": port, "environment_variables": env,
                    "provider_connections": [asdict(c) for c in connections], "tmp": str(tmp)}
+        # the state dir it serves from is named in its environment, as the runners' is
+        env = {**home.environment(self.environ, tmp), "LLMOPS_CI_STATE_DIR": str(self.state_dir)}
         with (logs / f"serve-{name}.log").open("w", encoding="utf-8") as log_file:
             proc = subprocess.Popen([sys.executable, "-m", "llmops_ci.backends.pf_serve"], stdin=subprocess.PIPE,
-                                    stdout=log_file, stderr=subprocess.STDOUT, cwd=self.home.root,
-                                    env=self.home.environment(self.environ, tmp), start_new_session=True, text=True)
+                                    stdout=log_file, stderr=subprocess.STDOUT, cwd=home.root,
+                                    env=env, start_new_session=True, text=True)
         try:
             assert proc.stdin is not None
             proc.stdin.write(json.dumps(request))

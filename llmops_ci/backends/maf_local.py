@@ -35,6 +35,7 @@ from llmops_ci.backends.local import reap, upstreams
 from llmops_ci.backends.prompty_local import mapped_inputs, mean_scores, read_rows
 from llmops_ci.errors import CheckFailed, UsageError
 from llmops_ci.llm_cache import CacheSettings, LlmRun, ProxyServer
+from llmops_ci.log import cache_line
 from llmops_ci.progress import Progress
 from llmops_ci.runs import ProviderConnection, RunJob, RunRecord, TestJob, TestRecord
 from llmops_ci.service_errors import service_failure
@@ -346,10 +347,8 @@ class MafLocal:
         down = route.down()
         if down:
             self._down[job.name] = down
-        if job.cache is not None:
-            log.info("LLM cache (%s): %d hits, %d misses, %d recorded, %d tokens saved -> %s", job.cache.mode,
-                     route.stats.hits, route.stats.misses, route.stats.recorded, route.stats.tokens_saved,
-                     job.cache.cassette)
+        if job.cache is not None and (said := cache_line(job.cache.mode, route.stats, job.cache.cassette)):
+            log.info("%s", said)
         metrics = mean_scores(lines) if job.base_run else {}
         return RunRecord(job.label, job.name, "Completed", lines, time.monotonic() - started, metrics, None,
                          route.stats.to_json() if job.cache is not None else None, data_lines=len(todo))

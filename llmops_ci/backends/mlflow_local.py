@@ -27,6 +27,7 @@ from llmops_ci.config import Config, MlflowAgentSpec
 from llmops_ci.errors import CheckFailed, UsageError
 from llmops_ci.kinds.mlflow_agent import MLMODEL_SKIP
 from llmops_ci.llm_cache import CacheSettings, LlmProxy
+from llmops_ci.log import cache_line
 from llmops_ci.progress import Progress
 from llmops_ci.runs import RunJob, RunRecord, TestJob, TestRecord
 from llmops_ci.safe_copy import copy_tree
@@ -117,8 +118,8 @@ def llm_routes(cache: CacheSettings | None, environ: Mapping[str, str]) -> Itera
         env = {var: proxy.url_for(route) for var, route in ENDPOINT_ROUTES.items()}
         env.update({k: v for k, v in REPLAY_KEYS.items() if not environ.get(k)})  # clients insist on a key
         yield env, proxy
-    log.info("LLM cache (%s): %d hits, %d misses, %d recorded -> %s", cache.mode, proxy.stats.hits,
-             proxy.stats.misses, proxy.stats.recorded, cache.cassette)
+    if said := cache_line(cache.mode, proxy.stats, cache.cassette):
+        log.info("%s", said)
 
 
 def snapshot(spec: MlflowAgentSpec, folder: Path, dest: Path) -> Path:

@@ -9,7 +9,6 @@ again reuses its version. The new version gets the alias ``challenger``; a succe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -56,13 +55,9 @@ def agent_of(flows: Mapping[str, FlowSpec], spec: ModelSpec) -> tuple[FlowSpec, 
 
 
 def content_key(spec: ModelSpec, agent: MlflowAgentSpec) -> str:
-    """The version's content tag: the folder's hash (``spec.version``) plus what logging writes into MLmodel
-    from the config, so declaring another resource or requirement makes a new version."""
-    logged = {"interface": agent.interface, "pip_requirements": list(agent.pip_requirements),
-              "auth_policy": agent.auth_policy, "api_scopes": list(agent.api_scopes),
-              "resources": sorted((r.type, r.name, r.on_behalf_of_user) for r in agent.resources)}
-    digest = hashlib.sha256(json.dumps([spec.version, logged], sort_keys=True).encode()).hexdigest()
-    return digest[:12]
+    """The version's content tag: ``spec.version``, which for an agent already covers what logging writes into
+    MLmodel from the config (release.content_hash), so the log, a dry run and deploy name one value."""
+    return spec.version
 
 
 def content_alias(key: str) -> str:
@@ -146,7 +141,7 @@ class MlflowRelease:
                 out = self._call("log", log_request(flow, agent, spec, code), f"register-{spec.flow}", routes)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        log.info("%s: version %s (content %s) %s, alias %s", spec.name, out["version"], spec.version,
+        log.info("%s: version %s (content_hash %s) %s, alias %s", spec.name, out["version"], spec.version,
                  "registered" if out["created"] else "already registered", CHALLENGER)
         return spec.name, str(out["version"]), bool(out["created"])
 
@@ -171,7 +166,7 @@ class MlflowRelease:
         model = plan.model
         version = self.find_version(model)
         if version is None:
-            raise UsageError(f"{model.name} (content {model.version}) is not in the MLflow registry "
+            raise UsageError(f"{model.name} (content_hash {model.version}) is not in the MLflow registry "
                              f"{self.child.root / 'mlflow.db'}; run 'llmops-ci register --flow {model.flow}' first")
         state = self.endpoint_state(plan.endpoint)
         previous = state.get("serving")

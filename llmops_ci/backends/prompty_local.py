@@ -30,6 +30,7 @@ from llmops_ci.backends.prompty_runner import COMPLETED, FAILED, Connection, loa
 from llmops_ci.child_env import child_environment, ci_credential_refs, scrubbed_os_environ
 from llmops_ci.errors import UsageError
 from llmops_ci.llm_cache import CacheSettings, LlmRun, ProxyServer
+from llmops_ci.log import cache_line
 from llmops_ci.progress import Progress
 from llmops_ci.runs import LineResult, RunJob, RunRecord, TestJob, TestRecord
 from llmops_ci.yamldoc import display_path
@@ -241,10 +242,8 @@ class PromptyLocal:
         down = route.down()
         if down:
             self._down[job.name] = down
-        if job.cache is not None:
-            log.info("LLM cache (%s): %d hits, %d misses, %d recorded, %d tokens saved -> %s", job.cache.mode,
-                     route.stats.hits, route.stats.misses, route.stats.recorded, route.stats.tokens_saved,
-                     job.cache.cassette)
+        if job.cache is not None and (said := cache_line(job.cache.mode, route.stats, job.cache.cassette)):
+            log.info("%s", said)
         for line in lines:
             line.tokens = {_TOKENS.get(k, k): v for k, v in line.tokens.items()}
         metrics = mean_scores(lines) if job.base_run else {}

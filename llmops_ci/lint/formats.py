@@ -28,7 +28,8 @@ def text(report: LintReport) -> str:
             lines.append(f"  {where:<8} {f.severity:<8} {f.rule:<24} {f.message}")
         lines.append("")
     files = len({f.path for f in report.findings})
-    checked = _plural(report.flows_checked, "flow") + " checked"
+    checked = _plural(report.flows_checked, "flow") + (
+        f" and {_plural(report.evaluations_checked, 'evaluation')}" if report.evaluations_checked else "") + " checked"
     if not report.findings:
         lines.append(f"No problems found ({checked}).")
     else:

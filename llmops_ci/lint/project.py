@@ -54,6 +54,7 @@ class LintRequest:
 class LintReport:
     findings: list[Finding] = field(default_factory=list)
     flows_checked: int = 0
+    evaluations_checked: int = 0  # with a config: its evaluations, counted apart from the flows it names
 
     @property
     def errors(self) -> int:
@@ -100,7 +101,8 @@ def lint(request: LintRequest, loaded: Project | None = None) -> LintReport:
                 info = project.flow_folder(flow)
                 if info is not None and info.loaded:
                     project.without_config(info)
-    report = LintReport(sorted(set(project.findings), key=lambda f: f.sort_key), len(project.infos))
+    counted = project.counted if project.counted is not None else (len(project.infos), 0)
+    report = LintReport(sorted(set(project.findings), key=lambda f: f.sort_key), *counted)
     return report
 
 
@@ -109,6 +111,7 @@ class _Project:
         self.loaded = loaded
         self.findings: list[Finding] = []
         self.infos: dict[Path, FlowInfo] = {}
+        self.counted: tuple[int, int] | None = None  # (flows, evaluations) the config selected
         self.data: dict[Path, DataInfo] = {}
         self.scanned: set[Path] = set()
         self.linked: set[Path] = set()
@@ -183,7 +186,9 @@ class _Project:
         if self.loaded is None:  # flows declared by their config entry are inspected through the project
             self.loaded = Project(config)
         self.scan_secrets([config.doc, *config.run_docs])
-        for flow in config.select(list(names)):
+        selected = config.select(list(names))
+        self.counted = (len(selected), sum(len(flow.evaluations) for flow in selected))
+        for flow in selected:
             self.flow(config, flow)
 
     def flow(self, config: Config, flow: FlowSpec) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from typing import Any, TextIO
+from urllib.parse import quote
 
 from llmops_ci import log
 from llmops_ci.http import Http, HttpFailure
@@ -23,6 +24,15 @@ PUBLISH_SECONDS = 60.0  # all API calls of one publish, retries included
 
 def _prop(value: object) -> str:
     return log.escape_azure(str(value))
+
+
+def build_url(environ: Mapping[str, str]) -> str | None:
+    """The build's results page (System.CollectionUri, System.TeamProject, Build.BuildId: predefined variables)."""
+    collection, project, build = (environ.get("SYSTEM_COLLECTIONURI"), environ.get("SYSTEM_TEAMPROJECT"),
+                                  environ.get("BUILD_BUILDID"))
+    if not (collection and project and build and build.isdigit()):
+        return None
+    return f"{collection.rstrip('/')}/{quote(project)}/_build/results?buildId={build}"
 
 
 class AzureDevOpsThreads:
@@ -146,7 +156,9 @@ class AzureDevOps:
             return
         client = AzureDevOpsThreads(http, environ["SYSTEM_COLLECTIONURI"], environ["SYSTEM_TEAMPROJECTID"],
                                     environ["BUILD_REPOSITORY_ID"], environ["SYSTEM_ACCESSTOKEN"])
-        body = render(pub.summary, limit=COMMENT_LIMIT, full_report="the build summary tab and the state dir artifact")
+        run_url = build_url(environ)
+        body = render(pub.summary, limit=COMMENT_LIMIT, full_report="the build summary tab and the state dir artifact",
+                      run_url=run_url, artifacts_url=f"{run_url}&view=artifacts" if run_url else None)
         try:
             result.comment_url, result.comment = client.upsert(pr, body, "fixed" if result.passed else "active")
         except HttpFailure as exc:

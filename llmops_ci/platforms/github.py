@@ -135,7 +135,8 @@ class GitHub:
                 self._comment(pub, environ, http, number, run_url, result)
         elif pub.comment:
             logger.debug("no pull request in this event: no PR comment")
-        full = render(pub.summary, limit=SUMMARY_LIMIT, run_url=run_url, full_report="the state dir artifact")
+        full = render(pub.summary, limit=SUMMARY_LIMIT, run_url=run_url, full_report="the state dir artifact",
+                      artifacts_url=f"{run_url}#artifacts" if run_url else None)
         if left_out:
             full += f"\n\n{left_out} lint findings were not annotated (GitHub shows {ANNOTATIONS_PER_TYPE} per type)."
         if environ.get("GITHUB_STEP_SUMMARY"):
@@ -155,7 +156,8 @@ class GitHub:
                            "env: GITHUB_TOKEN: ${{ github.token }})")
             return
         client = GitHubComments(http, environ.get("GITHUB_API_URL", "https://api.github.com"), token, repository)
-        body = render(pub.summary, limit=GITHUB_LIMIT, run_url=run_url)
+        body = render(pub.summary, limit=GITHUB_LIMIT, run_url=run_url,
+                      artifacts_url=f"{run_url}#artifacts" if run_url else None)
         try:
             result.comment_url, result.comment = client.upsert(number, body)
         except HttpFailure as exc:

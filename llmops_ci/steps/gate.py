@@ -10,6 +10,7 @@ from typing import Any
 from llmops_ci.errors import CheckFailed
 from llmops_ci.gate import FlowGate, gate_flow, load_baseline
 from llmops_ci.gate_provenance import run_provenance
+from llmops_ci.log import number
 from llmops_ci.release import git_commit
 from llmops_ci.runs import update_flow_summary
 from llmops_ci.schema import as_dict
@@ -20,7 +21,7 @@ log = logging.getLogger("llmops_ci.gate")
 
 
 def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
+    return number(value)
 
 
 def table(gate: FlowGate) -> str:
@@ -97,8 +98,10 @@ class GateStep:
                 continue
             result = gate_flow(flow, ctx.state_dir, summary, baseline, run_provenance(flow, commit))
             update_flow_summary(ctx.state_dir, flow.name, "gate", {**result.to_json(), **judged(summary, flow.name)})
-            log.info("%s: gate %s%s\n%s", flow.name, "passed" if result.passed else "FAILED",
-                     f" (baseline: {baseline.source})" if baseline else " (no baseline)", table(result))
+            # under ``pr`` on a terminal the report that follows holds the same table: print it once
+            shown = "\n" + table(result) if getattr(args, "gate_table", True) else ""
+            log.info("%s: gate %s%s%s", flow.name, "passed" if result.passed else "FAILED",
+                     f" (baseline: {baseline.source})" if baseline else " (no baseline)", shown)
             for check in result.checks:
                 if check.note:
                     log.info("  %s %s: %s", check.metric, check.rule, check.note)

@@ -55,7 +55,13 @@ class InitStep:
             raise UsageError(f"{target} already exists; init never overwrites") from None
         report = lint(LintRequest(config=target))
         kinds = ", ".join(sorted({f.info.kind for f in starter.flows}))
-        ctx.stdout.write(f"wrote {target}: {len(starter.flows)} flow{'s' * (len(starter.flows) != 1)} ({kinds})\n")
+        # what the config holds (lint's count), not every folder found: an evaluation flow is no flow of its own
+        flows, evals = report.flows_checked, report.evaluations_checked
+        unplaced = sum(1 for f in starter.flows if f.evaluation) - evals
+        ctx.stdout.write(f"wrote {target}: {flows} flow{'s' * (flows != 1)}"
+                         + (f" and {evals} evaluation{'s' * (evals != 1)}" if evals else "") + f" ({kinds})"
+                         + (f"; {unplaced} evaluation flow{'s' * (unplaced != 1)} to place under the flow it scores "
+                            "(see the comment at its end)" if unplaced > 0 else "") + "\n")
         if report.errors or report.warnings:
             ctx.stdout.write(f"lint: {report.errors} error(s), {report.warnings} warning(s): run "
                              f"'llmops-ci lint --config {target}' to see them\n")

@@ -49,6 +49,8 @@ class PrStep:
                 run_args = argparse.Namespace(**{**vars(args), "flow": runnable})
                 log.error("lint errors stop %s; running the other flows: %s", ", ".join(blocked),
                           ", ".join(runnable))
+            # the local report printed at the end shows the gate table: the gate step need not print it too
+            run_args = argparse.Namespace(**{**vars(run_args), "gate_table": ctx.platform.name != "local"})
             steps: list[Step] = [BATCH_RUN, EVAL_RUN, GATE]
             for step in steps:
                 codes.append(run_step(step, run_args, ctx))

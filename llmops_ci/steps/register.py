@@ -78,7 +78,8 @@ class RegisterStep:
                 ctx.stdout.write(release.dry_run_model(spec))
                 continue
             name, version, created = release.register(spec)
-            log.info("%s: %s %s:%s", flow.name, "registered" if created else "already registered", name, version)
+            log.info("%s: %s %s:%s%s", flow.name, "registered" if created else "already registered", name, version,
+                     "" if version == spec.version else f" (content_hash {spec.version})")  # a registry's own number
             update_flow_summary(ctx.state_dir, flow.name, "register",
                                 {"name": name, "version": version, "created": created, "backend": args.backend,
                                  "run": as_dict(entry.get("run")).get("name"), "flow_hash": content,

@@ -134,6 +134,7 @@ def test_batch_then_eval_run(azproject: Project, workspace: FakeWorkspace, backe
                              cli: Callable[..., CliResult]) -> None:
     result = cli("batch-run", "--backend", "azureml")
     assert result.code == 0, result.err
+    assert not azproject.path(".llmops/pf-home").exists()  # prompt flow's home is never left in the state dir
 
     # the request sequence: the workspace, our checks, then what create_or_update resolves in parallel (the
     # default datastore for the data and the code, the trace settings), the submission, the read-back

@@ -141,12 +141,12 @@ def test_azure_doc_snippets(line: int, text: str) -> None:
 
 
 def readme_ci_snippets() -> list[tuple[int, str]]:
-    """The wrapper snippets of the README (its "Use in CI" section)."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    start = text.index("## Use in CI")
-    end = text.find("\n## ", start + 1)
+    """The wrapper snippets of docs/ci.md (moved there from the README's "Use in CI" section, #27)."""
+    text = (ROOT / "docs" / "ci.md").read_text(encoding="utf-8")
+    start = 0
+    end = text.find("\n## Security model")
     section = text[start:end if end > 0 else len(text)]
-    offset = text[:start].count("\n")
+    offset = 0
     return [(offset + section[:m.start()].count("\n") + 2, m.group(1))
             for m in re.finditer(r"```yaml\n(.*?)```", section, re.S)]
 
@@ -155,7 +155,7 @@ def readme_ci_snippets() -> list[tuple[int, str]]:
 def test_readme_ci_snippets(line: int, text: str) -> None:
     data = load(text)
     if "jobs" in data and "on" in data:
-        assert errors("github-workflow.json", data) == [], f"README.md:{line}"
+        assert errors("github-workflow.json", data) == [], f"docs/ci.md:{line}"
     else:
-        assert errors("azure-pipelines-service-schema.json", data) == [], f"README.md:{line}"
+        assert errors("azure-pipelines-service-schema.json", data) == [], f"docs/ci.md:{line}"
         az.expand_pipeline(data["extends"].get("parameters", {}))

@@ -49,6 +49,7 @@ def test_sarif_2_1_0_for_code_scanning() -> None:
 def test_readme_documents_every_rule() -> None:
     from pathlib import Path
 
-    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    # the rule table moved from the README to the generated docs/lint-rules.md (#27)
+    readme = (Path(__file__).parents[2] / "docs" / "lint-rules.md").read_text(encoding="utf-8")
     for rule in RULES.values():
-        assert f"| `{rule.id}` | {rule.severity} | {rule.summary} |" in readme
+        assert f"| `{rule.id}` | {rule.severity} | " in readme  # the summaries: tests/test_docs.py
