@@ -173,7 +173,7 @@ def _execute_all(project: Project, rc: RunContext, jobs: list[Any]) -> Iterator[
 
 def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: RunContext) -> list[dict[str, Any]]:
     """Run each flow over its data; raise CheckFailed when failed lines exceed a flow's allowance."""
-    flows = parity.with_compared(project.config, flows)
+    flows = parity.with_compared(project.config, flows, current=lambda other: _current_run(project, rc, other))
     jobs = [(flow, repeats.job(rc.state_dir, flow, batch_job(project, flow, options, rc.environ,
                                                              local_connections=_local_connections(rc)), write=True))
             for flow in flows]  # env checked up front
@@ -216,9 +216,6 @@ def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: 
 
 def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: RunContext) -> dict[str, Any]:
     """Run every evaluation of each flow against that flow's batch run from the state dir."""
-    # batch-run of a flow with parity: ran the flow it compares with too (a new batch run drops that flow's older
-    # evaluations), so its evaluations run again with it, or an against: rule would find nothing to compare with
-    flows = parity.with_compared(project.config, flows)
     plans = []
     for flow in flows:
         if not flow.evaluations:
@@ -338,6 +335,15 @@ def _start_batch(project: Project, rc: RunContext, flow: FlowSpec, job: Any) -> 
     entry = start_run(rc.state_dir, flow.name, job.name, provenance)
     start_flow(rc.state_dir, flow.name, {"config": config_id(project.config.path), "run": entry})
     return provenance
+
+
+def _current_run(project: Project, rc: RunContext, flow: FlowSpec) -> bool:
+    """The flow's batch run in the state dir finished on its content and data as they are now: running it again
+    would give the same lines and drop its evaluations for nothing."""
+    run = load_run(rc.state_dir, flow.name)
+    if run is None or run.get("status") != "completed" or not run.get("flow_hash") or flow.data is None:
+        return False
+    return run["flow_hash"] == flow_hash(flow, project.info(flow.path)) and run.get("data_hash") == data_hash(flow.data)
 
 
 def _source_data(flow: FlowSpec, job: Any) -> Path:

@@ -23,7 +23,7 @@ import json
 import logging
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,17 +136,21 @@ def check_same_data(config: Config, flow: FlowSpec) -> FlowSpec:
     return other
 
 
-def with_compared(config: Config, flows: list[FlowSpec]) -> list[FlowSpec]:
-    """``flows`` plus each flow a selected flow's parity compares with: both run on the same lines in one batch
-    run (``--flow new`` alone would leave nothing to pair with)."""
+def with_compared(config: Config, flows: list[FlowSpec],
+                  current: Callable[[FlowSpec], bool] = lambda flow: False) -> list[FlowSpec]:
+    """``flows`` plus each flow a selected flow's parity compares with, unless its run is ``current`` (finished on
+    its content and data as they are now, so its lines and evaluations stand): both flows' lines must exist on
+    the same data (``--flow new`` alone would leave nothing to pair with)."""
     names = {f.name for f in flows}
     out = list(flows)
     for flow in flows:
         other = config.flows.get(flow.parity.of) if flow.parity is not None else None
         if other is not None and other.name not in names:
-            log.info("%s: also running '%s' (and its evaluations), which its parity compares with", flow.name,
-                     other.name)
             names.add(other.name)
+            if current(other):
+                log.info("%s: '%s', which its parity compares with, has a current run; kept", flow.name, other.name)
+                continue
+            log.info("%s: also running '%s', which its parity compares with", flow.name, other.name)
             out.append(other)
     return out
 

@@ -138,3 +138,20 @@ def test_comment_parity_section_is_inert(project: Callable[..., Project], tmp_pa
     assert "@octocat" not in section and "<img" not in section and "\n## heading" not in section
     assert "octocat" in section and "pwned" in section  # shown, made inert
 
+
+
+def test_the_compared_flow_runs_again_only_when_its_run_is_not_current() -> None:
+    """batch-run --flow new runs the flow its parity compares with unless that flow's run is current (its
+    content and data unchanged): running it again would drop its evaluations for nothing."""
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from llmops_ci.parity import with_compared
+
+    old = SimpleNamespace(name="old", parity=None)
+    new = SimpleNamespace(name="new", parity=SimpleNamespace(of="old"))
+    config = cast(Any, SimpleNamespace(flows={"old": old, "new": new}))
+    assert [f.name for f in with_compared(config, [cast(Any, new)])] == ["new", "old"]
+    assert [f.name for f in with_compared(config, [cast(Any, new)], current=lambda f: True)] == ["new"]
+    assert [f.name for f in with_compared(config, [cast(Any, new), cast(Any, old)], current=lambda f: True)] == \
+        ["new", "old"]  # asked for by name: it runs
