@@ -82,3 +82,16 @@ def classify_exception(exc: BaseException) -> str | None:
         todo += [item.__cause__, item.__context__, getattr(item, "reason", None), *item.args]
     found = {_FAILURE_OF[n] for n in names if n in _FAILURE_OF}
     return next((label for label in _CLASS_ORDER if label in found), None)
+
+
+def exception_chain(exc: BaseException) -> dict[str, Any]:
+    """An exception and its causes in the shape of a prompt flow line error (``debugInfo``), for ``service_failure``."""
+    top: dict[str, Any] = {}
+    node, seen = top, set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        node["innerException"] = {"type": type(current).__name__, "message": str(current)}
+        node = node["innerException"]
+        current = current.__cause__ or current.__context__
+    return {"debugInfo": top.get("innerException")}

@@ -31,6 +31,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from llmops_ci.service_errors import exception_chain  # plain Python: the runner stays light
+
 LINE_HEADER = "X-Llmops-Line"  # llm_cache.LINE_HEADER (not imported: this process stays light)
 _LINE: contextvars.ContextVar[str | None] = contextvars.ContextVar("llmops_line", default=None)
 
@@ -228,7 +230,7 @@ async def _batch(req: dict[str, Any]) -> dict[str, Any]:
                               error=f"Line {number} execution timeout for exceeding {int(timeout)} seconds")
             except Exception as exc:  # one line's failure is that line's result
                 record.update(status="Failed", outputs=None, tokens={}, error=f"{type(exc).__name__}: {exc}",
-                              error_code=type(exc).__name__, error_detail=_chain(exc))
+                              error_code=type(exc).__name__, error_detail=exception_chain(exc))
             record["duration_s"] = round(time.monotonic() - started, 3)
             records[number] = record
             with progress.open("a", encoding="utf-8") as fh:
@@ -238,17 +240,6 @@ async def _batch(req: dict[str, Any]) -> dict[str, Any]:
     return {"status": "Completed", "lines": [records[n] for n, _ in todo]}
 
 
-def _chain(exc: BaseException) -> dict[str, Any]:
-    """The exception and its causes in prompt flow's line-error shape (``debugInfo``), for service_failure."""
-    top: dict[str, Any] = {}
-    node, seen = top, set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        node["innerException"] = {"type": type(current).__name__, "message": str(current)}
-        node = node["innerException"]
-        current = current.__cause__ or current.__context__
-    return {"debugInfo": top.get("innerException")}
 
 
 def main() -> int:

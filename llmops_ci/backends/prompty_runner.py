@@ -20,7 +20,7 @@ from typing import Any
 
 from llmops_ci.backends.artifacts import LineResult
 from llmops_ci.errors import UsageError
-from llmops_ci.service_errors import service_failure
+from llmops_ci.service_errors import exception_chain, service_failure
 from llmops_ci.yamldoc import display_path
 
 COMPLETED = "Completed"
@@ -127,18 +127,6 @@ def _client(conn: Connection, timeout_s: float, max_retries: int) -> Any:
     raise UsageError(f"connection '{conn.name}' has type '{conn.type}'; a prompty 2.x file can use open_ai or "
                      "azure_open_ai connections")
 
-
-def exception_chain(exc: BaseException) -> dict[str, Any]:
-    """An exception and its causes in the shape of a prompt flow line error (``debugInfo``), for ``service_failure``."""
-    top: dict[str, Any] = {}
-    node, seen = top, set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        node["innerException"] = {"type": type(current).__name__, "message": str(current)}
-        node = node["innerException"]
-        current = current.__cause__ or current.__context__
-    return {"debugInfo": top.get("innerException")}
 
 
 def _usage(response: Any) -> dict[str, int]:
