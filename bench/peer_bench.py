@@ -281,8 +281,8 @@ def find_promptfoo(folder: Path) -> tuple[str, str | None]:
         if candidate.is_file():
             node = str(candidate)
             break
-    for script in (folder / "node_modules" / "promptfoo" / "dist" / "src" / "main.js",
-                   folder / "node_modules" / "promptfoo" / "dist" / "src" / "entrypoint.js"):
+    for script in (folder / "node_modules" / "promptfoo" / "dist" / "src" / "entrypoint.js",
+                   folder / "node_modules" / "promptfoo" / "dist" / "src" / "main.js"):
         if script.is_file():
             return node, str(script)
     return node, None

@@ -29,7 +29,7 @@ from llmops_ci import redaction
 from llmops_ci.backends.artifacts import count_lines_done, read_base, read_run
 from llmops_ci.backends.pf_home import PFHome
 from llmops_ci.errors import CheckFailed, LlmopsError, ServiceError, UsageError
-from llmops_ci.kinds import snapshot
+from llmops_ci.kinds import FlowInfo, snapshot
 from llmops_ci.llm_cache import CacheSettings, LlmProxy, LlmRun, ProxyServer
 from llmops_ci.progress import Progress
 from llmops_ci.runs import (
@@ -99,6 +99,14 @@ class LocalBackend:
                                       workers,
                                       self.state_dir / "logs" / "executor.log")
             return self._proxy, self._worker
+
+    def prestart(self, infos: list[FlowInfo], workers: int) -> None:
+        """Start the warm executor now (prompt flow's import, the larger part of a step's fixed cost), in its own
+        process, so that it loads while the caller does other work (``pr``: lint), when one of ``infos`` will run
+        in it. Starting it changes nothing about what runs there: ``run`` would start the same process."""
+        if any(info.kind in IN_PROCESS_KINDS and str(info.environment_variables.get(EXECUTOR_VAR, "")).lower()
+               != "process" for info in infos):
+            self._start(workers)
 
     def close(self) -> None:
         """Stop the executor process (its children with it) and the proxy; idempotent."""
@@ -486,7 +494,8 @@ class Worker:
         what it stored and exits."""
         with self._lock:
             busy = bool(self._queues)
-        if not busy and self.proc.poll() is None and self.proc.stdin is not None:
+        # an executor that never got a job (started ahead, then nothing ran) is not waited for: SIGTERM at once
+        if not busy and self._next and self.proc.poll() is None and self.proc.stdin is not None:
             with contextlib.suppress(BrokenPipeError, OSError):
                 self.proc.stdin.write(json.dumps({"op": "stop"}) + "\n")
                 self.proc.stdin.close()
