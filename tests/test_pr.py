@@ -37,6 +37,25 @@ def test_lint_errors_stop_the_runs_but_still_comment(cli: Cli, project: Callable
     assert run_env.requests == []
 
 
+def test_the_executor_started_before_lint_is_stopped_at_once_when_lint_stops_every_flow(
+        cli: Cli, project: Callable[..., Project], run_env: FakeOpenAI) -> None:
+    from pathlib import Path
+
+    proj = project(RUN_PROJECT, base=False)
+    proj.replace("flows/echo/flow.dag.yaml", "text: ${inputs.text}", "text: ${inputs.txt}")
+    assert cli("pr", "--flow", "echo").code == 1
+    assert proj.path(".llmops/logs/executor.log").is_file()  # it was started ahead, while lint ran
+    state = str(proj.path(".llmops").absolute()).encode()
+    left = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and state in (entry / "environ").read_bytes():
+                left.append(entry.name)
+        except OSError:
+            continue
+    assert not left and run_env.requests == []
+
+
 def test_the_whole_check_in_one_go(cli: Cli, project: Callable[..., Project], run_env: FakeOpenAI) -> None:
     proj = project({**RUN_PROJECT, "llmops.yaml": RUN_PROJECT["llmops.yaml"].replace(
         "                  expected: ${data.expected}\n",

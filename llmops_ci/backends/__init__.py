@@ -100,6 +100,14 @@ class RunsByEngine:
     def test(self, job: TestJob) -> TestRecord:
         return self.for_info(job.info).test(job)
 
+    def prestart(self, infos: list[FlowInfo], workers: int) -> None:
+        """Let the default engine (prompt flow's) start its executor ahead when it will run one of ``infos``. Other
+        engines are built when their first run needs them (building one may import its library)."""
+        mine = [info for info in infos if (info.engine or info.kind) not in self.engines]
+        start = getattr(self.for_info(mine[0]), "prestart", None) if mine else None
+        if start is not None:
+            start(mine, workers)
+
     def close(self) -> None:
         with self._lock:
             built = list(self._built.values())

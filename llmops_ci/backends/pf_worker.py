@@ -276,7 +276,8 @@ class Job:
 
         timeout = float(self.req["line_timeout_sec"])
         pending = deque((int(i[LINE_NUMBER_KEY]), dict(i)) for i in inputs)
-        most = max(1, min(self.workers, len(pending)))
+        # a replayed run asks for fewer line processes (local.replay_processes): its lines wait on nothing
+        most = max(1, min(self.workers, int(self.req.get("processes") or self.workers), len(pending)))
         idle: list[LineProcess] = []
         busy: list[LineProcess] = []
         results: dict[int, dict[str, Any]] = {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import signal
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
@@ -70,14 +72,43 @@ def run(environ: Mapping[str, str], host: Host, call: Call = call_cli) -> int:
         if host.name == "azure-devops":
             state_dir.mkdir(parents=True, exist_ok=True)
             (state_dir / ".artifactignore").write_text(ARTIFACT_IGNORE, encoding="utf-8")
-        code = 0
-        for argv in plan.commands:
-            host.message("info", "llmops-ci " + shlex.join(argv))
-            code = call(argv)
-            if code != 0:
-                host.message("info", f"llmops-ci {argv[0]} exited with {code} ({describe(code)})")
-                break
+        code = run_commands(plan.commands, host, call)
         finish(host, code, state_dir)
+    return code
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM between two steps (a step's own run turns it into its exit 143)."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
+    raise Terminated()
+
+
+def run_commands(commands: list[list[str]], host: Host, call: Call) -> int:
+    """The steps one after another; stops at the first that fails. They share one job scope: the run steps
+    (``batch-run``, ``eval-run``) use one warm executor, started by the first, stopped when the last has run or on
+    SIGINT/SIGTERM, wherever it lands (a step's own handler while it runs, this one between steps)."""
+    from llmops_ci.steps import job_scope
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
+    code = 0
+    try:
+        with job_scope():
+            for argv in commands:
+                host.message("info", "llmops-ci " + shlex.join(argv))
+                code = call(argv)
+                if code != 0:
+                    host.message("info", f"llmops-ci {argv[0]} exited with {code} ({describe(code)})")
+                    break
+    except KeyboardInterrupt as exc:
+        code = 143 if isinstance(exc, Terminated) else 130
+        host.message("info", f"llmops-ci stopped between steps: {describe(code)}")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return code
 
 

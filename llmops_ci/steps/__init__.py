@@ -34,6 +34,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmops_ci.steps")
 
+# run backends kept for a whole CI job (``job_scope``): keyed by what a backend is built from, so that only steps of
+# the same config, state dir and environment share one (and its warm executor)
+_JOB_BACKENDS: list[dict[tuple[Any, ...], Any]] = []
+
+
+@contextlib.contextmanager
+def job_scope() -> Iterator[None]:
+    """Steps run one after another in this process (``python -m llmops_ci.ci run``) share their run backends, and so
+    one warm executor (prompt flow imported once for ``batch-run`` and ``eval-run``), as the steps of ``pr`` do. The
+    backends are closed, their processes with them, when the scope ends, however it ends."""
+    _JOB_BACKENDS.append({})
+    try:
+        yield
+    finally:
+        backends = list(_JOB_BACKENDS.pop().values())
+        for backend in backends:
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+
 
 @dataclass(frozen=True)
 class Context:
@@ -103,9 +123,14 @@ def run_context(backend: str, ctx: Context, project: Project, args: argparse.Nam
         ctx.platform.mask(value, ctx.stdout)
 
     chosen = ctx.backends.get(backend)
+    job_key = (backend, project.config.path.absolute(), ctx.state_dir.absolute(), tuple(sorted(ctx.environ.items())))
+    if chosen is None and _JOB_BACKENDS:
+        chosen = _JOB_BACKENDS[-1].get(job_key)
     if chosen is None:
         chosen = BACKENDS[backend](BackendContext(project, ctx.state_dir, ctx.environ))
-        if ctx.backend_scopes[0]:
+        if _JOB_BACKENDS:  # the job's scope closes it, not the step's
+            _JOB_BACKENDS[-1][job_key] = chosen
+        elif ctx.backend_scopes[0]:
             ctx.backends[backend] = chosen
     return RunContext(backend=chosen, state_dir=ctx.state_dir, environ=ctx.environ,
                       progress=lambda label, total: Progress(label, total, ctx.stderr, live=live),

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -160,3 +161,130 @@ def test_call_cli_turns_argparse_exits_into_codes(capsys: pytest.CaptureFixture[
 def test_main_refuses_an_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["deploy-everything"]) == 2
     assert "usage: python -m llmops_ci.ci [run|publish|baseline|prepare]" in capsys.readouterr().out
+
+
+# -- one job scope: the steps of a ci run share their run backends (one warm executor) ---------------------------
+
+
+class FakeBackend:
+    """Stands in for the local run backend: counts how often it is built and closed."""
+
+    built: ClassVar[list[FakeBackend]] = []
+
+    def __init__(self, ctx: object) -> None:
+        self.closed = 0
+        FakeBackend.built.append(self)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def _context(state_dir: Path, environ: dict[str, str]) -> object:
+    import sys
+
+    from llmops_ci.http import Http
+    from llmops_ci.platforms import PLATFORMS
+    from llmops_ci.steps import Context
+
+    return Context(platform=PLATFORMS["local"], environ=environ, stdout=sys.stdout, stderr=sys.stderr,
+                   state_dir=state_dir, http=Http())
+
+
+@pytest.fixture
+def fake_backends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[object, Path]:
+    from llmops_ci import backends
+    from llmops_ci.project import load_project
+
+    monkeypatch.setitem(backends.BACKENDS, "local", FakeBackend)
+    FakeBackend.built = []
+    (tmp_path / "llmops.yaml").write_text("version: 1\nflows: {}\n", encoding="utf-8")
+    return load_project(tmp_path / "llmops.yaml"), tmp_path
+
+
+def test_steps_of_one_job_share_one_backend_closed_at_the_end(fake_backends: tuple[object, Path]) -> None:
+    from llmops_ci.steps import job_scope, run_context
+
+    project, tmp_path = fake_backends
+
+    def step(state: str, environ: dict[str, str]) -> object:  # what each step's cli.main does: its own Context
+        ctx = _context(tmp_path / state, environ)
+        with ctx.backend_scope():  # type: ignore[attr-defined]
+            return run_context("local", ctx, project).backend  # type: ignore[arg-type]
+
+    with job_scope():
+        first, second = step("s", {"A": "1"}), step("s", {"A": "1"})
+        assert first is second and first.closed == 0  # type: ignore[attr-defined]
+        # another state dir or environment is another job's business: a backend of its own
+        assert step("t", {"A": "1"}) is not first and step("s", {"A": "2"}) is not first
+    assert len(FakeBackend.built) == 3 and all(b.closed == 1 for b in FakeBackend.built)
+    # without a job scope each step closes its own, as before
+    alone = step("s", {"A": "1"})
+    assert alone is not first and alone.closed == 1  # type: ignore[attr-defined]
+
+
+def test_sigterm_between_steps_is_143_and_stops_the_shared_executor(fake_backends: tuple[object, Path],
+                                                                    tmp_path: Path) -> None:
+    import signal
+
+    from llmops_ci.ci.run import run_commands
+    from llmops_ci.steps import run_context
+
+    project, _ = fake_backends
+    before = signal.getsignal(signal.SIGTERM)
+
+    def call(argv: list[str]) -> int:
+        if argv[0] == "batch-run":  # the step built the backend (its executor), then the job is cancelled
+            ctx = _context(tmp_path / "s", {})
+            with ctx.backend_scope():  # type: ignore[attr-defined]
+                run_context("local", ctx, project)  # type: ignore[arg-type]
+            return 0
+        os.kill(os.getpid(), signal.SIGTERM)
+        return 0
+
+    out = io.StringIO()
+    code = run_commands([["batch-run"], ["eval-run"], ["gate"]], Local({}, out), call)
+    assert code == 143 and "terminated" in out.getvalue()
+    assert [b.closed for b in FakeBackend.built] == [1]
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+@pytest.mark.executor
+def test_separate_steps_in_one_ci_run_load_prompt_flow_once_and_match_pr(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """batch-run, eval-run and gate as separate steps of one ``ci run`` share one warm executor (one prompt flow
+    import), leave no process behind, and give what ``pr`` gives on the same project (replayed from its cassettes)."""
+    from tests.fake_openai import FakeOpenAI  # noqa: F401  - offline: the cassettes answer every call
+
+    for name in [k for k in os.environ if k.startswith(("GITHUB_", "TF_BUILD", "SYSTEM_", "BUILD_", "OPENAI_"))]:
+        monkeypatch.delenv(name)
+    results = {}
+    for label, steps in (("steps", "batch-run, eval-run, gate"), ("pr", "pr")):
+        shutil.copytree(EXAMPLE, tmp_path / label, ignore=shutil.ignore_patterns(".llmops", "__pycache__"))
+        environ = {"LLMOPS_STEPS": steps, "LLMOPS_WORKING_DIRECTORY": str(tmp_path / label),
+                   "LLMOPS_COMMENT": "false", "LLMOPS_FLOWS": "classify"}
+        out = io.StringIO()
+        assert dispatch("run", environ, Local(environ, out)) == 0, out.getvalue() + capsys.readouterr().err
+        state = tmp_path / label / ".llmops"
+        loads = [x for x in (state / "logs" / "executor.log").read_text().splitlines() if "promptflow loaded" in x]
+        assert len(loads) == 1, loads
+        assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and p.name != str(os.getpid())
+                    and _mentions(p, str(state))]
+        flow = json.loads((state / "summary.json").read_text())["flows"]["classify"]
+        lines = [(x["line"], x["status"], x["outputs"], x["tokens"]) for x in map(
+            json.loads, (state / "runs" / "classify" / "lines.jsonl").read_text().splitlines())]
+        results[label] = (
+            {k: flow["run"][k] for k in ("status", "lines_total", "lines_failed", "tokens", "flow_hash", "data_hash")},
+            {name: (e["status"], e["metrics"], e["lines_total"], e["lines_failed"])
+             for name, e in flow["evaluations"].items()},
+            [(c["metric"], c["value"], c["passed"]) for c in flow["gate"]["checks"] if "latency" not in c["metric"]],
+            lines)
+    assert results["steps"] == results["pr"]
+    assert results["pr"][1] and results["pr"][2] and len(results["pr"][3]) > 40
+
+
+def _mentions(proc: Path, needle: str) -> bool:
+    try:
+        return needle.encode() in (proc / "environ").read_bytes() + (proc / "cmdline").read_bytes()
+    except OSError:
+        return False
