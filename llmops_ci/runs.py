@@ -131,6 +131,7 @@ class TestRecord:
     error: str | None
     nodes: list[dict[str, Any]]
     duration_s: float | None
+    tokens: dict[str, int] | None = None  # the line's LLM calls as the proxy counted them (all nodes together)
 
 
 def percentile(values: list[float], q: float) -> float | None:

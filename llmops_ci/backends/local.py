@@ -251,13 +251,14 @@ class LocalBackend:
         started = time.monotonic()
         try:
             outcome = worker.call(request, lambda done: None)
+            tokens = route.tokens(0)
         finally:
             route.close()
             shutil.rmtree(snap.folder, ignore_errors=True)
         if "output" not in outcome and outcome.get("status") == "Failed":
             raise self._failure("test", outcome)
         return TestRecord(str(outcome.get("status")), outcome.get("output"), outcome.get("error"),
-                          list(outcome.get("nodes") or []), time.monotonic() - started)
+                          list(outcome.get("nodes") or []), time.monotonic() - started, tokens)
 
     @contextlib.contextmanager
     def _llm_calls(self, cache: CacheSettings | None, connections: tuple[ProviderConnection, ...],

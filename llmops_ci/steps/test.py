@@ -114,9 +114,13 @@ class TestStep:
         if record.nodes:
             from tabulate import tabulate
 
+            per_node = any(n.get("tokens") for n in record.nodes)  # prompt flow counts them only with tracing on
             rows = [(n["node"], n["status"], f"{n['duration_s']:.3f}" if n.get("duration_s") is not None else "-",
-                     n.get("tokens") or "-") for n in record.nodes]
-            ctx.stdout.write(tabulate(rows, headers=["node", "status", "seconds", "tokens"]) + "\n")
+                     *([n.get("tokens") or "-"] if per_node else [])) for n in record.nodes]
+            headers = ["node", "status", "seconds", *(["tokens"] if per_node else [])]
+            ctx.stdout.write(tabulate(rows, headers=headers) + "\n")
+        if record.tokens and record.tokens.get("total"):
+            ctx.stdout.write(f"tokens: {record.tokens['total']} (the line's LLM calls, as the proxy counted them)\n")
         if record.status != "Completed":
             raise CheckFailed(f"{flow.name}: the line failed: {one_line(record.error)}")
         log.info("%s: completed in %.2f s", flow.name, record.duration_s or 0)

@@ -37,9 +37,13 @@ def test_auto_cache_never_edits_the_cassette_unless_record_is_asked(cli: Cli, pr
     recorded = cli("test", "--flow", "classify", "--input", "text=hello", "--llm-cache", "record")
     assert recorded.code == 0, recorded.err
     assert cassette.is_file() and "recording this line's LLM calls" in recorded.err
+    # tokens are the line's, counted by the proxy; no column of '-' per node (prompt flow counts none there)
+    assert "tokens: " in recorded.out and "(the line's LLM calls, as the proxy counted them)" in recorded.out
+    assert "tokens" not in recorded.out.split("node")[1].splitlines()[0]
     before = cassette.read_bytes()
     replayed = cli("test", "--flow", "classify", "--input", "text=hello")
     assert replayed.code == 0
     assert replayed.out.split("node")[0] == recorded.out.split("node")[0] == '{\n  "category": "None"\n}\n'
+    assert "tokens: " in replayed.out  # a replayed line's recorded tokens
     assert cassette.read_bytes() == before
     assert len(run_env.requests) == calls + 1  # the replayed line reached no server
