@@ -47,6 +47,12 @@ def test_the_longest_secret_wins_when_secrets_overlap() -> None:
     assert redact("[secret1-and-more]") == "[***]"
 
 
+def test_the_longest_secret_wins_whatever_its_spelling() -> None:
+    add("zz-secret")
+    add("aa-zz-secret")  # contains the other, sorts before it
+    assert redact("<aa-zz-secret>") == "<***>"
+
+
 def test_values_are_matched_literally_not_as_patterns() -> None:
     add("a.b+c*d(e")
     assert redact("axbbcd(e a.b+c*d(e") == "axbbcd(e ***"
@@ -80,7 +86,8 @@ def test_credential_names(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["PWD", "OLDPWD", "pwd", "PATH", "HOME", "KEYBOARD", "MONKEY", "TOKENIZER",
-                                  "SECRET_NAME_PREFIX", "PATH_COMPAT", "TOKENS", "PASSWORD_HINT_URL", "OPENAI_BASE_URL"])
+                                  "SECRET_NAME_PREFIX",
+                                  "PATH_COMPAT", "TOKENS", "PASSWORD_HINT_URL", "OPENAI_BASE_URL"])
 def test_ordinary_names(name: str) -> None:
     assert not is_secret_name(name)
 

@@ -49,6 +49,7 @@ GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
 }
 
+PYTEST_ARGS = ["-m", "not executor", "-p", "no:randomly", "-p", "no:cacheprovider", "-q"]
 KILLED = {1, 3, 37}
 SURVIVED = {0}
 NO_TESTS = {5, 33}
@@ -97,7 +98,7 @@ def prepare(work: Path, modules: tuple[str, ...], tests: list[str]) -> None:
         "\n[tool.mutmut]\n"
         'source_paths = ["llmops_ci"]\n'
         f"only_mutate = {_toml_list(list(modules))}\n"
-        f"pytest_add_cli_args = {_toml_list(['-m', 'not executor', '-p', 'no:randomly', '-p', 'no:cacheprovider', '-q'])}\n"
+        f"pytest_add_cli_args = {_toml_list(PYTEST_ARGS)}\n"
         f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
         "use_git_change_detection = false\n"
     )
