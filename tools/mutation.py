@@ -33,7 +33,7 @@ GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "gate": (
         ("llmops_ci/gate.py", "llmops_ci/gate_stats.py", "llmops_ci/gate_keys.py", "llmops_ci/gate_provenance.py",
          "llmops_ci/repeats.py"),
-        ("tests/test_gate*.py", "tests/test_provenance.py"),
+        ("tests/test_gate*.py",),
     ),
     "redaction": (
         ("llmops_ci/redaction.py", "llmops_ci/safe_text.py"),
@@ -45,7 +45,7 @@ GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "llm_cache": (
         ("llmops_ci/llm_cache.py", "llmops_ci/cassette_diff.py"),
-        ("tests/test_llm_cache*.py", "tests/test_cassette_diff*.py", "tests/test_hostile_cassette.py"),
+        ("tests/test_llm_cache*.py", "tests/test_hostile_cassette.py", "tests/test_provenance.py"),
     ),
 }
 
