@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -348,3 +350,71 @@ def test_damaged_lines_are_exit_2_with_the_line_number(tmp_path: Path, text: str
     with pytest.raises(UsageError) as caught:
         scored_lines(tmp_path, "qa", "judge", "correct")
     assert message in str(caught.value) and "run the evaluation again" in str(caught.value)
+
+
+# --- run figures, rounding, clustered thresholds -----------------------------------------------------------------
+
+def test_every_run_figure_can_be_gated(cli: Cli, gate_project: Callable[[str], Project]) -> None:
+    figures = {"latency_p50": 1.25, "latency_p95": 3.5, "duration_s": 42.0, "tokens_prompt": 900,
+               "tokens_completion": 100, "tokens_total": 1000, "lines_failed": 2, "lines_failed_ratio": 0.02}
+    rules = "".join(f"      run.{name}: {{max: {value}}}\n" for name, value in figures.items())
+    proj = gate_project(rules)
+    write_state(proj.path(".llmops"), {0: 1.0}, run={
+        "name": "r", "status": "completed", "lines_total": 100, "lines_failed": 2, "latency_p50": 1.25,
+        "latency_p95": 3.5, "duration_s": 42.0, "tokens": {"prompt": 900, "completion": 100, "total": 1000}})
+    assert cli("gate").code == 0
+    assert {c["metric"]: c["value"] for c in gate_json(proj)["checks"]} == {f"run.{k}": v for k, v in figures.items()}
+
+
+@pytest.mark.parametrize("run", [
+    {"lines_total": 0, "lines_failed": 0},
+    {"lines_failed": 1},
+])
+def test_a_failed_ratio_without_numbers_is_no_metric(run: dict[str, Any], cli: Cli,
+                                                    gate_project: Callable[[str], Project]) -> None:
+    proj = gate_project("      run.lines_failed_ratio: {max: 0.5}\n")
+    write_state(proj.path(".llmops"), {0: 1.0}, run={"name": "r", "status": "completed", **run})
+    result = cli("gate")
+    assert result.code == 2 and "no such metric" in result.err
+
+
+def test_row_statistics_are_rounded_to_six_decimals() -> None:
+    comparison = Comparison(20, 0, 0, 1 / 3, (-0.5, 0.5), "inconclusive", p_value=0.123456789, p_raw=0.123456789)
+    (check,) = paired_checks("judge.accuracy", GateRule("judge.accuracy", max_drop=0.5), 0.9, 1.0, comparison,
+                             output="s", note="paired by inputs")
+    assert (check.metric, check.line_delta, check.p_value) == ("judge.accuracy", 0.333333, 0.123457)
+    assert check.note == "paired by inputs"
+    bare = Comparison(5, 0, 0, None, None, "too few lines")
+    (check,) = paired_checks("m", GateRule("m", max_drop=0.5), 0.9, 1.0, bare, output="s")
+    assert check.line_delta is None and check.p_value is None and check.interval is None
+
+
+def test_a_clustered_threshold_row_shows_the_cluster_robust_interval(tmp_path: Path) -> None:
+    from llmops_ci.config import load_config
+    from llmops_ci.gate import gate_flow
+    from tests.test_gate_stats import config
+    from tests.test_gate_stats import write_state as write_keyed
+
+    scores = {f"q{i}": float(i % 3 != 0) for i in range(12)}
+    docs = {f"q{i}": f"d{i // 2}" for i in range(12)}
+    (tmp_path / "llmops.yaml").write_text(config("      judge.accuracy: {min: 0.5}\n", "    cluster: ${data.doc}\n"))
+    flow = load_config(tmp_path / "llmops.yaml", {}).flows["qa"]
+    state = write_keyed(tmp_path / "state", {"correct": scores}, clusters=docs)
+    summary = json.loads((state / "summary.json").read_text())
+    (row,) = gate_flow(flow, state, summary, None).checks
+    assert (row.method, row.clusters, row.lines) == ("cluster-robust-t", 6, 12)
+    assert row.interval is not None and row.interval[0] < 2 / 3 < row.interval[1]
+    assert row.interval_of == "mean per-line 'correct'"
+    unclustered = dataclasses.replace(flow, cluster=None)
+    (row,) = gate_flow(unclustered, state, summary, None).checks
+    assert (row.method, row.clusters) == ("wilson", None)
+
+
+def test_a_failed_ratio_needs_two_numbers() -> None:
+    from llmops_ci.gate import _run_figure
+
+    assert _run_figure({"lines_total": 10, "lines_failed": "2"}, "lines_failed_ratio") is None
+    assert _run_figure({"lines_total": True, "lines_failed": 1}, "lines_failed_ratio") is None
+    assert _run_figure({"lines_total": 4, "lines_failed": 1}, "lines_failed_ratio") == 0.25
+    assert _run_figure({"lines_total": 4}, "no_such_figure") is None
+    assert math.isnan(_run_figure({"latency_p95": "slow"}, "latency_p95") or 0.0)
