@@ -418,3 +418,49 @@ def test_a_failed_ratio_needs_two_numbers() -> None:
     assert _run_figure({"lines_total": 4, "lines_failed": 1}, "lines_failed_ratio") == 0.25
     assert _run_figure({"lines_total": 4}, "no_such_figure") is None
     assert math.isnan(_run_figure({"latency_p95": "slow"}, "latency_p95") or 0.0)
+
+
+# --- the baseline argument and what is written --------------------------------------------------------------------
+
+def test_load_baseline_from_a_state_dir_or_its_summary(tmp_path: Path) -> None:
+    from llmops_ci.gate import load_baseline
+
+    assert load_baseline(None) is None
+    root = write_state(tmp_path / "main", {0: 1.0})
+    from_dir = load_baseline(root)
+    assert from_dir is not None and from_dir.state_dir == root and from_dir.source == str(root)
+    assert from_dir.summary["flows"]["qa"]["evaluations"]["judge"]["metrics"] == {"accuracy": 1.0}
+    from_file = load_baseline(root / "summary.json")
+    assert from_file is not None and from_file.state_dir is None and from_file.summary == from_dir.summary
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    (None, "not found; pass the state dir (or its summary.json) of a run on the target branch"),
+    ("{not json", "--baseline "),
+    ('{"schema": "llmops-ci/summary@1", "flows": []}', "--baseline "),
+])
+def test_a_bad_baseline_is_exit_2_naming_the_option(tmp_path: Path, text: str | None, says: str) -> None:
+    from llmops_ci.errors import UsageError
+    from llmops_ci.gate import load_baseline
+
+    path = tmp_path / "summary.json"
+    if text is not None:
+        path.write_text(text, encoding="utf-8")
+    with pytest.raises(UsageError) as caught:
+        load_baseline(path)
+    assert str(caught.value).startswith("--baseline ") and says in str(caught.value)
+
+
+def test_gate_json_keeps_baseline_and_verdict_even_when_empty() -> None:
+    from llmops_ci.gate import Check, FlowGate
+
+    check = Check("m", 0.5, None, "min", 0.4, True, None)
+    assert check.to_json() == {"metric": "m", "value": 0.5, "baseline": None, "rule": "min", "limit": 0.4,
+                               "passed": True, "verdict": None}
+    gate = FlowGate("qa", [check])
+    assert gate.to_json() == {"passed": True, "checks": [check.to_json()], "changed_rules": []}
+    gate.checks.append(Check("m", 0.5, None, "max", 0.45, False, None))
+    gate.baseline, gate.provenance = {"source": "x"}, {"commit": "abc"}
+    out = gate.to_json()
+    assert out["passed"] is False and out["baseline"] == {"source": "x"} and out["provenance"] == {"commit": "abc"}
+    assert FlowGate("empty").passed is True
