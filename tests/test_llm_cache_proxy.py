@@ -453,3 +453,14 @@ def test_a_dropped_entry_is_gone_after_the_next_save(tmp_path: Path) -> None:
     loaded = Cassette.load(path)
     loaded.save()
     assert [e["key"] for e in json.loads(path.read_text())["entries"]] == ["good"]
+
+
+def test_the_server_as_a_context_manager_listens_on_loopback_only_while_open(tmp_path: Path) -> None:
+    with ProxyServer() as server:
+        url = server.url
+        assert url.startswith("http://127.0.0.1:")
+        run = server.open_run("c", CacheSettings("record", tmp_path / "c.json"), {"openai": None})
+        assert post(run.url_for("openai")).status_code == 502  # no recording, no endpoint
+    assert "c" not in server.runs
+    with pytest.raises(requests.ConnectionError):
+        requests.post(url + "/r/c/u/openai/chat/completions", json=BODY, timeout=5)
