@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llmops_ci.changes import ChangedFiles, changed_files, merge_base, repo_top, select_flows
+from llmops_ci.changes import ChangedFiles, Selection, changed_files, merge_base, repo_top, select_flows
 from llmops_ci.config import read_config
 from llmops_ci.errors import UsageError
 from tests.helpers.projects import BASE_PROJECT, Project
@@ -249,3 +249,89 @@ def test_a_config_file_outside_the_repository_did_not_exist_at_base(repo: Callab
     base = git(proj.root, "rev-parse", "main")
     result = select_flows(config, {outside / "llmops.yaml"}, base=base, repo_root=proj.root)
     assert result.all_reason == f"llmops.yaml did not exist at {base[:12]}"
+
+
+def _other_entry(proj: Project, edit: Callable[[str], str]) -> None:
+    head, other = proj.read("llmops.yaml").split("  other:\n")
+    proj.write("llmops.yaml", head + "  other:\n" + edit(other))
+
+
+def test_an_evaluator_module_in_the_project_selects_the_flows_using_it(repo: Callable[..., Project]) -> None:
+    entry = """\
+            evaluations:
+              same:
+                scorer: scorers.labels:same_label
+                column_mapping:
+                  outputs: ${run.outputs.category}
+        """
+    proj = repo({"llmops.yaml": TWO_FLOWS["llmops.yaml"].rstrip(" ") + entry,
+                 "scorers/__init__.py": "", "scorers/labels.py": "def same_label(outputs):\n    return 1\n"})
+    proj.write("scorers/labels.py", "def same_label(outputs):\n    return 0\n")
+    result = select(proj)
+    assert result.selected == ["other"]
+    assert result.reasons["other"] == ["scorers/labels.py changed (evaluation same)"]
+
+
+def _select_any(proj: Project) -> Selection:
+    """As ``select``, for a config with problems lint would report (unknown keys): selection still works."""
+    config, _ = read_config(proj.path("llmops.yaml"), environ=None)
+    assert config is not None
+    return select_flows(config, changed_files("main", proj.root))
+
+
+def test_a_null_key_and_a_missing_key_differ(repo: Callable[..., Project]) -> None:
+    proj = repo()
+    _other_entry(proj, lambda text: text + "    description: null\n")
+    assert _select_any(proj).reasons == {"other": ["llmops.yaml flows.other.description changed"]}
+    commit(proj.root, "null description")
+    git(proj.root, "branch", "-f", "main")
+    _other_entry(proj, lambda text: text.replace("    description: null\n", ""))
+    assert _select_any(proj).reasons == {"other": ["llmops.yaml flows.other.description changed"]}
+
+
+def test_keys_that_are_not_strings_are_compared_too(repo: Callable[..., Project]) -> None:
+    proj = repo()
+    _other_entry(proj, lambda text: text + "    7: seven\n    x-note: n\n")
+    result = _select_any(proj)
+    assert result.reasons["other"] == ["llmops.yaml flows.other.7 changed", "llmops.yaml flows.other.x-note changed"]
+    proj.write("llmops.yaml", proj.read("llmops.yaml") + "3: three\nextra: e\n")
+    assert _select_any(proj).all_reason == \
+        "llmops.yaml top-level '3', 'extra' changed"
+
+
+def test_a_base_config_that_is_not_utf8_is_still_compared(repo: Callable[..., Project]) -> None:
+    proj = repo()
+    proj.path("llmops.yaml").write_bytes(b"# caf\xe9\n" + proj.path("llmops.yaml").read_bytes())
+    commit(proj.root, "latin-1 comment")
+    git(proj.root, "branch", "-f", "main")
+    proj.write("llmops.yaml", TWO_FLOWS["llmops.yaml"])
+    assert select(proj).selected == []  # only the comment changed
+
+
+def test_the_top_is_found_from_the_config_not_the_working_directory(
+        repo: Callable[..., Project], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    proj = repo()
+    proj.replace("llmops.yaml", "type: open_ai", "type: open_ai\n    organization: acme")
+    config = load(proj)
+    base = git(proj.root, "rev-parse", "main")
+    elsewhere = tmp_path.parent / (tmp_path.name + "-cwd")
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = select_flows(config, {proj.path("llmops.yaml")}, base=base)
+    assert result.all_reason == "llmops.yaml top-level 'connections' changed"
+
+
+def test_an_evaluation_flows_include_is_labelled_with_the_evaluation(repo: Callable[..., Project]) -> None:
+    dag = BASE_PROJECT["flows/eval/flow.dag.yaml"].rstrip(" ")
+    proj = repo({"flows/eval/flow.dag.yaml": dag + "        additional_includes:\n        - ../shared/util.py\n"})
+    proj.write("flows/shared/util.py", "X = 2\n")
+    result = select(proj)
+    assert result.reasons["classify"] == ["flows/shared/util.py changed (additional include of evaluation "
+                                          "accuracy)"]
+
+
+def test_a_run_file_with_inline_environment_variables(repo: Callable[..., Project]) -> None:
+    run_yml = RUN_YML.replace("environment_variables: env/runner.env", "environment_variables:\n  MODE: a")
+    proj = repo({"llmops.yaml": TWO_FLOWS["llmops.yaml"].rstrip(" ") + RUNNER, "runs/runner.yml": run_yml})
+    proj.write("runs/runner.yml", run_yml.replace("MODE: a", "MODE: b"))
+    assert select(proj).reasons == {"runner": ["runs/runner.yml changed (run_file)"]}
