@@ -1,6 +1,6 @@
 """Mutation check of the modules whose behaviour the fast tests must pin (gate, redaction, record/replay, changes).
 
-Runs mutmut 3 (``pip install mutmut``) on a scratch copy of the checkout, one group of modules at a time with the
+Runs mutmut 3 (in the ``[test]`` extra) on a scratch copy of the checkout, one group of modules at a time with the
 fast tests that cover them, and prints per module: mutants, killed, survived (and how many of those only change
 message text: the mutant's diff touches nothing but string literals), not run by any test, and the score.
 
