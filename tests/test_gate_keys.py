@@ -371,3 +371,25 @@ def test_changed_rules_lists_limits_and_burdens_of_proof(tmp_path: Path) -> None
     rise = dataclasses.replace(flow, gate={"run.latency_p95": GateRule("run.latency_p95", max_rise=1.0)})
     assert changed_rules(rise, _summary({"gate": {"checks": [
         {"metric": "run.latency_p95", "rule": "max_rise", "limit": 1.0}]}})) == []
+
+
+def test_keys_of_lines_beyond_the_data_and_of_a_line_key_alone(tmp_path: Path) -> None:
+    flow = flow_of(tmp_path, "    line_key: ${data.id}\n", data='{"id": {"b": 1, "a": 2}}\n{"id": "y"}\n')
+    save_line_keys(tmp_path, flow, [(i, {"q": i}) for i in range(4)])  # more results than data rows
+    data = json.loads((tmp_path / FILE).read_text())
+    assert [x["key"] for x in data["lines"]] == ['{"a": 2, "b": 1}', "y", None, None]
+    assert [x["cluster"] for x in data["lines"]] == [None] * 4
+
+
+def test_a_repeated_line_keeps_its_repeats_in_order() -> None:
+    lines = [LineResult(i, "Completed", {}, {"i": i}, 0.1, {}) for i in (1, 0, 2)]
+    folded = fold(RunRecord("qa", "r", "Completed", lines, 1.0), 3, 1)
+    assert [(x.line, x.repeat) for x in folded.lines] == [(0, 0), (0, 1), (0, 2)]
+
+
+def test_a_batch_run_writes_the_repeated_data(tmp_path: Path) -> None:
+    flow = dataclasses.replace(flow_of(tmp_path), repeats=2)
+    run_job: Any = _Job(tmp_path / "data.jsonl", None)
+    state = tmp_path / "fresh"
+    repeated = job(state, flow, run_job, write=True)
+    assert repeated.data == data_path(state, "qa") and len(repeated.data.read_text().splitlines()) == 4

@@ -138,3 +138,21 @@ def test_power_and_detectability() -> None:
 def test_holm_and_cluster_se_edges() -> None:
     assert holm([0.6, 0.7]) == [1.0, 1.0] and holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert cluster_se([[1.0], [2.0]]) == 0.5 and cluster_se([[1.0, 2.0]]) == 0.0 and cluster_se([]) == 0.0
+
+
+def test_clusters_with_no_spread_decide_by_the_mean_alone() -> None:
+    from llmops_ci.gate_stats import non_inferior
+
+    base = {i: 0.5 for i in range(12)}
+    same = compare(dict(base), base, DROP, clusters=CLUSTERS)
+    assert same.se == 0.0 and same.p_value == 1.0 and same.verdict == "unchanged"
+    lower = compare({i: 0.0 for i in range(12)}, base, DROP, clusters=CLUSTERS)
+    assert lower.se == 0.0 and lower.p_value == 0.0 and lower.verdict == "degraded"
+    assert never_detectable(10, 1.0, 100) is None and never_detectable(70, 0.1, 3) is None
+    from llmops_ci.gate_stats import Comparison
+
+    def c(bound: float, higher: bool) -> Comparison:
+        return Comparison(20, 0, 0, 0.0, (-0.2, 0.2), "", p_value=0.5, bound=bound, tolerance=0.1,
+                          higher_better=higher)
+
+    assert non_inferior(c(-0.1 - 1e-12, True)) and non_inferior(c(0.1 + 1e-12, False))  # the limit itself passes
