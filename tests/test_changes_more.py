@@ -335,3 +335,13 @@ def test_a_run_file_with_inline_environment_variables(repo: Callable[..., Projec
     proj = repo({"llmops.yaml": TWO_FLOWS["llmops.yaml"].rstrip(" ") + RUNNER, "runs/runner.yml": run_yml})
     proj.write("runs/runner.yml", run_yml.replace("MODE: a", "MODE: b"))
     assert select(proj).reasons == {"runner": ["runs/runner.yml changed (run_file)"]}
+
+
+def test_select_flows_takes_a_project_as_well_as_a_config(repo: Callable[..., Project]) -> None:
+    from llmops_ci.project import Project as LoadedProject
+
+    proj = repo()
+    proj.write("flows/other/new.py", "X = 1\n")
+    loaded = LoadedProject(load(proj))
+    result = select_flows(loaded, changed_files("main", proj.root))
+    assert result.selected == ["other"] and result.reasons == {"other": ["flows/other/new.py changed"]}
