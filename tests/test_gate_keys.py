@@ -393,3 +393,13 @@ def test_a_batch_run_writes_the_repeated_data(tmp_path: Path) -> None:
     state = tmp_path / "fresh"
     repeated = job(state, flow, run_job, write=True)
     assert repeated.data == data_path(state, "qa") and len(repeated.data.read_text().splitlines()) == 4
+
+
+def test_inputs_keys_are_stable_across_versions() -> None:
+    """A baseline made by an older llmops-ci pairs by these hashes: they must not change (UTF-8 text, not escapes;
+    values JSON cannot hold as their text; a lone surrogate from a data file does not crash)."""
+    import datetime
+
+    assert inputs_key({"q": "café"}) == "f9f6ff4cbd4fa106"
+    assert inputs_key({"q": "\ud800"}) == "ee4678f874f1855a"
+    assert inputs_key({"when": datetime.date(2024, 6, 7)}) == "59bb356900cfef4c"
