@@ -156,3 +156,21 @@ def test_clusters_with_no_spread_decide_by_the_mean_alone() -> None:
                           higher_better=higher)
 
     assert non_inferior(c(-0.1 - 1e-12, True)) and non_inferior(c(0.1 + 1e-12, False))  # the limit itself passes
+
+
+def test_compare_edges_few_clusters_mixed_keys_and_nothing_in_common() -> None:
+    four = {i: str(i % 4) for i in range(12)}
+    few = compare(CURRENT, SCORES, DROP, clusters=four)
+    assert (few.clusters, few.method, few.interval, few.verdict, few.lines) == (
+        4, "cluster-robust-t", None, "too few lines", 12)
+    assert few.note == "4 clusters: at least 5 are needed for an interval"
+    five = compare(CURRENT, SCORES, DROP, clusters={i: str(i % 5) for i in range(12)})
+    assert five.clusters == 5 and five.interval is not None and five.note is None
+    mixed_cur = {**{i: float(i) for i in range(6)}, **{f"k{i}": float(i) / 2 for i in range(6)}}
+    mixed_base = {k: v + (0.1 if isinstance(k, int) else 0.3) for k, v in mixed_cur.items()}
+    mixed = compare(mixed_cur, mixed_base, DROP)  # line keys of several types: compared, not a crash
+    assert mixed.lines == 12 and mixed.delta == pytest.approx(-0.2)
+    empty = compare({}, {"a": 1.0}, DROP)
+    assert (empty.lines, empty.delta, empty.verdict, empty.only_baseline) == (0, None, "too few lines", 1)
+    half = compare({i: float(i % 2) for i in range(12)}, SCORES, DROP, clusters=CLUSTERS)
+    assert half.binary is False  # 0/1 on one side only: not a 0/1 comparison
