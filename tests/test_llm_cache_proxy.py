@@ -464,3 +464,20 @@ def test_the_server_as_a_context_manager_listens_on_loopback_only_while_open(tmp
     assert "c" not in server.runs
     with pytest.raises(requests.ConnectionError):
         requests.post(url + "/r/c/u/openai/chat/completions", json=BODY, timeout=5)
+
+
+def test_a_dead_endpoint_is_a_connection_reset_not_an_orderly_close(tmp_path: Path, server: ProxyServer) -> None:
+    """An orderly close reads as "server disconnected", which clients retry; a reset is what a dead endpoint gives."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    run = server.open_run("z", CacheSettings("record", tmp_path / "c.json"), {"openai": f"http://127.0.0.1:{port}"})
+    body = json.dumps(BODY).encode()
+    path = run.url_for("openai").removeprefix(server.url) + PATH
+    for _ in range(2):  # the first call finds it dead, the second meets the endpoint already down
+        with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=10) as conn:
+            conn.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            with pytest.raises(ConnectionResetError):
+                while conn.recv(4096):
+                    pass
