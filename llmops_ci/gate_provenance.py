@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -63,10 +62,6 @@ def _timestamp(value: Any) -> float | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
-
-
-def _rule_values(rule: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: rule.get(k) for k in ("min", "max", "max_drop", "max_rise")}
 
 
 def changed_rules(flow: FlowSpec, baseline: dict[str, Any]) -> list[dict[str, Any]]:

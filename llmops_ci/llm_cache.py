@@ -469,7 +469,7 @@ class ProxyServer:
                 # an endpoint (an older Azure api-version) that does not take stream_options: as the client sent it
                 response = self.session.post(url, json=body, headers=headers, stream=stream,
                                              timeout=(CONNECT_TIMEOUT_S, run.call_timeout))
-        except requests.ConnectionError as exc:
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:  # the latter: no subclass
             if not isinstance(exc, (requests.ReadTimeout, requests.exceptions.ChunkedEncodingError)):
                 kind = classify_exception(exc) or "cannot connect"
                 health.failed(f"{kind}: cannot reach {upstream}: {type(exc).__name__}", plainly_down=True, kind=kind)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from llmops_ci import redaction
 from llmops_ci.cli import main
 from tests.fake_openai import FakeOpenAI
 from tests.helpers.projects import BASE_PROJECT, CliResult, Project, processes_using, snapshot
@@ -52,6 +53,14 @@ def clean_env() -> dict[str, str]:
 
 
 __all__ = ["BASE_PROJECT", "CliResult", "Project", "processes_using", "snapshot"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_redaction() -> Iterator[None]:
+    """Every test starts and ends with no registered secret: the registry is process-wide."""
+    redaction.reset()
+    yield
+    redaction.reset()
 
 
 # --- real runs ---------------------------------------------------------------------------------------

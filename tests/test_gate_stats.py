@@ -483,8 +483,10 @@ def test_a_tampered_baseline_is_tolerated(cli: Cli, project: Callable[..., Proje
     proj = project({"llmops.yaml": config("      judge.accuracy: {min: 0.5, max_drop: 0.05}\n")}, base=False)
     scores = {f"q{i}": 1.0 for i in range(20)}
     write_state(proj.path(".llmops"), {"correct": scores})
-    junk = {"passed": "yes", "checks": [], "provenance": {"commit": {"x": 1}, "gated_at": "never",
-                                                           "data_hash": [], "evaluation_hashes": "judge"}}
+    # "passed"/"checks" of the wrong type make the summary itself invalid (exit 2, test_hostile_state); the
+    # provenance a baseline carries is only read for the report: junk there is tolerated
+    junk = {"passed": True, "checks": [], "provenance": {"commit": {"x": 1}, "gated_at": "never",
+                                                          "data_hash": [], "evaluation_hashes": "judge"}}
     base = write_state(tmp_path / "main", {"correct": scores}, gate=junk)
     (base / "runs" / "qa" / "line_keys.json").write_text('{"line_key": null, "lines": "x"}')
     result = cli("gate", "--baseline", str(base))

@@ -16,7 +16,7 @@ import yaml
 
 from llmops_ci.backends import BACKENDS, BackendContext
 from llmops_ci.kinds import KINDS, Dependency, FlowInfo, FlowInput, Snapshot, snapshot
-from llmops_ci.lint.findings import ERROR, Rule, finding
+from llmops_ci.lint.findings import ERROR, RULES, Rule, finding
 from llmops_ci.progress import Progress
 from llmops_ci.runs import LineResult, RunJob, RunRecord, TestJob, TestRecord
 from tests.helpers.projects import CliResult, Project
@@ -120,7 +120,10 @@ TOY_PROJECT = {
 def toy(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setitem(KINDS, "toy", ToyKind())
     monkeypatch.setitem(BACKENDS, "toy", ToyBackend)
+    rules = dict(RULES)  # linting a toy flow registers its kind's rules: the rule catalogue must not keep them
     yield
+    RULES.clear()
+    RULES.update(rules)
 
 
 def _git(root: Path, *args: str) -> None:
