@@ -22,7 +22,7 @@ def test_example_lints_clean(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(EXAMPLES.parent)
     report = lint(LintRequest(config=EXAMPLE / "llmops.yaml"))
     assert report.findings == []
-    assert report.flows_checked == 3  # flex flow, flex evaluation, the DAG
+    assert (report.flows_checked, report.evaluations_checked) == (2, 2)  # the flex flow and the DAG, each evaluated
 
 
 def test_example_interfaces() -> None:
