@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _harness import kill_pids, processes_mentioning, tail
-from executor_bench import run
+from executor_bench import FLOW, run
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -58,19 +58,6 @@ if str(REPO) not in sys.path:
 
 from tests.fake_openai import FakeOpenAI  # noqa: E402
 
-FLOW = """\
-inputs:
-  question: {type: string}
-outputs:
-  answer: {type: string, reference: "${answer.output}"}
-nodes:
-- name: answer
-  type: llm
-  source: {type: code, path: answer.jinja2}
-  connection: openai
-  api: chat
-  inputs: {model: gpt-4o-mini, question: "${inputs.question}"}
-"""
 PROMPT = "# system:\nAnswer with the number only.\n# user:\n{{question}}\n"
 EVAL = """\
 inputs:
