@@ -139,7 +139,9 @@ class _Boom:
         raise self.exc
 
 
-def test_interrupt_is_130_and_unexpected_errors_keep_traceback(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupt_is_130_and_unexpected_errors_keep_traceback(cli: Cli, monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # the default state dir (.llmops) is written where the step runs, not in the repo
     monkeypatch.setitem(cli_steps(), "boom", _Boom(KeyboardInterrupt()))
     assert cli("boom").code == 130
     monkeypatch.setitem(cli_steps(), "boom", _Boom(RuntimeError("bug")))
