@@ -126,3 +126,33 @@ def test_outside_a_repository_there_is_no_base(tmp_path: Path, caplog: pytest.Lo
     caplog.set_level(logging.WARNING, "llmops_ci.llm_cache")
     assert resolve_base("main", {}, folder) is None
     assert "cannot find the base main in git" in caplog.text
+
+
+@pytest.mark.parametrize("failure", [FileNotFoundError(2, "No such file or directory: 'git'"),
+                                     __import__("subprocess").TimeoutExpired(["git"], 60)])
+def test_git_missing_or_hanging_means_no_base_not_a_crash(repo: Path, failure: Exception,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """git absent from the machine, or not answering within its time: the base cannot be told, so provenance is
+    not reported (never a crash, never a false 0), and --llm-cache-base-only says what it needs (exit 2)."""
+    import subprocess
+
+    from llmops_ci import cassette_diff
+
+    calls: list[list[str]] = []
+
+    def broken(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+        calls.append(cmd)
+        assert kwargs.get("timeout") == 60 and kwargs.get("check") is False and kwargs.get("capture_output")
+        raise failure
+
+    monkeypatch.setattr(cassette_diff.subprocess, "run", broken)
+    proc = cassette_diff._git(repo, "rev-parse", "--show-toplevel")
+    assert (proc.returncode, proc.stdout, proc.args) == (1, b"", ["git", "rev-parse", "--show-toplevel"])
+    assert str(failure).encode() == proc.stderr
+    with caplog.at_level(logging.WARNING):
+        assert resolve_base("main", {}, repo) is None
+    assert "cannot find the base main in git" in caplog.text
+    assert calls[-1] == ["git", "rev-parse", "--show-toplevel"]  # stopped after git could not name the top
+    with pytest.raises(UsageError, match="--llm-cache-base-only needs the base branch"):
+        resolve_base("main", {}, repo, base_only=True)
