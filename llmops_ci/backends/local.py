@@ -73,6 +73,7 @@ class LocalBackend:
         self._proxy: ProxyServer | None = None
         self._worker: Worker | None = None
         self._workers = 0
+        self._closed = False
 
     @property
     def home(self) -> PFHome:
@@ -86,6 +87,8 @@ class LocalBackend:
     # -- the warm executor and the proxy live as long as the backend (one step, or all of ``pr``) ---------
     def _start(self, workers: int) -> tuple[ProxyServer, Worker]:
         with self._lock:
+            if self._closed:  # a job thread still going after its step ended must not start a process nobody stops
+                raise RuntimeError("the local backend was closed (its step ended); no executor is started")
             if self._proxy is None:
                 routes = {var: f"env-{var.lower()}" for var in ENV_ENDPOINTS if self.environ.get(var)}
                 self._proxy = ProxyServer(env_upstreams={route: self.environ[var] for var, route in routes.items()})
@@ -110,8 +113,9 @@ class LocalBackend:
             self._start(workers)
 
     def close(self) -> None:
-        """Stop the executor process (its children with it) and the proxy; idempotent."""
+        """Stop the executor process (its children with it) and the proxy; idempotent, and final."""
         with self._lock:
+            self._closed = True
             if self._worker is not None:
                 self._worker.close()
                 self._worker = None
