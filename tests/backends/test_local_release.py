@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,11 @@ def test_keep_then_deploy_again_stops_the_kept_slot(cli: Any, example: Path) -> 
     second = cli("deploy", "--flow", "classify")
     assert second.code == 0, second.err
     assert "which --keep left serving" in second.err
-    subprocess.run(["sleep", "1"])
-    assert not Path(f"/proc/{kept['pid']}").exists() or b"zombie" in Path(f"/proc/{kept['pid']}/status").read_bytes()
+    proc = Path(f"/proc/{kept['pid']}")
+    deadline = time.monotonic() + 10  # the stopped server cleans up its temp folder on the way out
+    while proc.exists() and b"zombie" not in (proc / "status").read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not proc.exists() or b"zombie" in (proc / "status").read_bytes()
 
 
 @pytest.mark.executor
