@@ -7,7 +7,7 @@
 What it does, per (flows, lines):
 
 1. Writes a project in a temporary folder with that many flows over a data set of that many lines.
-2. Starts the fake Azure ML workspace of the tests (tests/fake_azureml_runs.py, real HTTP on 127.0.0.1) on a
+2. Starts the fake Azure ML workspace of the tests (tests/fakes/azureml_runs.py, real HTTP on 127.0.0.1) on a
    virtual clock: a run takes ``startup + lines x per-line / service-workers`` seconds of service time (the
    compute session start, then the lines in parallel in the cloud). The service's time is a parameter: it
    cannot be measured here.
@@ -43,10 +43,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from llmops_ci.backends import BACKENDS  # noqa: E402
-from llmops_ci.backends.azureml_runs import AzureMLRuns, Polling, pf_client_class  # noqa: E402
 from llmops_ci.cli import main  # noqa: E402
-from tests.fake_azureml_runs import SUB, FakeCredential, FakeWorkspace, upload_stub  # noqa: E402
+from llmops_ci.runs import BACKENDS  # noqa: E402
+from llmops_ci.runs.azureml import AzureMLRuns, Polling, pf_client_class  # noqa: E402
+from tests.fakes.azureml_runs import SUB, FakeCredential, FakeWorkspace, upload_stub  # noqa: E402
 
 PFAZURE_STREAM_S = 10.0  # promptflow-azure's RunOperations.stream sleeps 10 s between checks
 

@@ -9,7 +9,7 @@ What it does:
    ``model: gpt-4o-mini``, a tiny Jinja2 prompt on ``{{question}}``), a JSONL data file of --lines lines
    and an ``llmops.yaml`` whose ``openai`` connection reads ``${env:OPENAI_BASE_URL}`` and
    ``${env:OPENAI_API_KEY}``.
-2. Starts ``tests.fake_openai.FakeOpenAI`` in this process with a fixed latency per call.
+2. Starts ``tests.fakes.openai.FakeOpenAI`` in this process with a fixed latency per call.
 3. Times the whole ``python -m llmops_ci batch-run --workers W`` process --runs times (a fresh state dir
    each time); checks exit 0, the summary's line counts and that the server saw one call per line.
 4. Prints the ideal time (lines x latency / workers) and the overhead over it.
@@ -22,7 +22,7 @@ What it does:
 Since the warm executor (issue #14) llmops-ci keeps no pf run folder, so its part of the timeline shows only
 the server's arrivals and the state dir's files; bench/executor_bench.py is the side-by-side benchmark.
 
-Standard library only (plus the repo's tests/fake_openai.py).
+Standard library only (plus the repo's tests/fakes/openai.py).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.fake_openai import FakeOpenAI  # noqa: E402
+from tests.fakes.openai import FakeOpenAI  # noqa: E402
 
 FLOW_DAG = """\
 $schema: https://azuremlschemas.azureedge.net/promptflow/latest/Flow.schema.json

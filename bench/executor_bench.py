@@ -18,7 +18,7 @@ Prints, in one run, side by side:
    during the replay (goal 0).
 4. The example's ``pr`` (README's main command, replayed from its committed cassettes).
 
-The LLM server is tests/fake_openai.py (stdlib ThreadingHTTPServer, TCP_NODELAY, headers and body in one
+The LLM server is tests/fakes/openai.py (stdlib ThreadingHTTPServer, TCP_NODELAY, headers and body in one
 segment) in this process, sleeping --latency per call. Standard library only.
 """
 
@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.fake_openai import FakeOpenAI  # noqa: E402
+from tests.fakes.openai import FakeOpenAI  # noqa: E402
 
 FLOW = """\
 inputs:
@@ -314,7 +314,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="eb-"))
     fake = FakeOpenAI(latency=args.latency).start()
     bench = Bench(args, tmp, fake)
-    print(f"server: tests/fake_openai.py on {fake.url}, {args.latency:g} s per call; concurrency {args.workers}; "
+    print(f"server: tests/fakes/openai.py on {fake.url}, {args.latency:g} s per call; concurrency {args.workers}; "
           f"{os.cpu_count()} CPUs; python {args.python}")
     try:
         if "1" in sections:

@@ -20,7 +20,7 @@ What it does:
 4. Methods side by side: ``today`` is the gate before issue #25 (a percentile paired bootstrap of the
    per-line differences, 4000 resamples, ``degraded`` when the 95% interval lies below 0, no correction
    for 8 metrics), reproduced here (the resampling drawn through numpy's multinomial for speed: the same
-   distribution as resampling lines); ``new`` and ``new+clusters`` call ``llmops_ci.gate_stats.compare``
+   distribution as resampling lines); ``new`` and ``new+clusters`` call ``llmops_ci.gate.stats.compare``
    (McNemar's exact test for 0/1 scores; with clusters, cluster-robust SE and t on G - 1 df) and Holm over
    the 8 metrics.
 
@@ -41,7 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llmops_ci.config import GateRule
-from llmops_ci.gate_stats import Comparison, adjust_family, compare
+from llmops_ci.gate.stats import Comparison, adjust_family, compare
 
 METRICS = 8
 LINES_PER_DOC = 10

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from llmops_ci.lint.data import read_data
+from llmops_ci.project.data import read_data
 
 
 def _timed(fn: Callable[[], object]) -> str:

@@ -5,7 +5,7 @@ loop (the peer), and the ideal.
     LLMOPS_CI_AGENTS_PATH=<dir with agent-framework-*> python bench/maf_bench.py [--lines 40] [--workers 4]
         [--latency 0.25] [--repeat 3]
 
-The LLM is tests/fake_openai.py on 127.0.0.1, answering every request after ``--latency`` seconds.
+The LLM is tests/fakes/openai.py on 127.0.0.1, answering every request after ``--latency`` seconds.
 The peer is a fresh Python process that loads the same YAML with ``AgentFactory().create_agent_from_yaml`` and
 runs ``agent.run`` over the lines, ``--workers`` at a time (asyncio), straight to the server.
 llmops-ci is ``python -m llmops_ci batch-run`` (interpreter start, lint preflight, the local backend's
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
 
-    from tests.fake_openai import FakeOpenAI
+    from tests.fakes.openai import FakeOpenAI
 
     fake = FakeOpenAI(latency=args.latency).start()
     work = Path(tempfile.mkdtemp(prefix="maf-bench-"))

@@ -4,7 +4,7 @@
     python bench/peer_bench.py [--sizes 200,2000] [--latency 0.1] [--workers 8] [--runs 3]
                                [--promptfoo DIR] [--python PATH] [--modes live,replay]
 
-The workload (the same for every tool): N test lines, one LLM call each (tests/fake_openai.py in this process,
+The workload (the same for every tool): N test lines, one LLM call each (tests/fakes/openai.py in this process,
 --latency seconds per call, --workers calls in flight), an exact-match check of the answer against the line's
 ``expected`` column, 75% right (the server answers line i wrong when i % 4 == 0). llmops-ci runs a one-node DAG
 flow (one ``llm`` node) and a Python evaluation (exact match per line, ``accuracy`` as an aggregation metric).
@@ -56,7 +56,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.fake_openai import FakeOpenAI  # noqa: E402
+from tests.fakes.openai import FakeOpenAI  # noqa: E402
 
 PROMPT = "# system:\nAnswer with the number only.\n# user:\n{{question}}\n"
 EVAL = """\
@@ -352,7 +352,7 @@ def main() -> int:
         node_version = subprocess.run([bench.node, "--version"], capture_output=True, text=True,
                                       check=False).stdout.strip()
         version = f"{version[0]} on node {node_version}"
-    print(f"server: tests/fake_openai.py on {fake.url}, {args.latency:g} s per call; {args.workers} in flight; "
+    print(f"server: tests/fakes/openai.py on {fake.url}, {args.latency:g} s per call; {args.workers} in flight; "
           f"{os.cpu_count()} CPUs; python {args.python}; promptfoo {version}; medians of {args.runs}, interleaved")
     try:
         for n in (int(s) for s in args.sizes.split(",")):

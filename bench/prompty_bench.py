@@ -3,7 +3,7 @@
 
     python bench/prompty_bench.py [--lines 40] [--workers 4] [--latency 0.25] [--repeat 3]
 
-The LLM is tests/fake_openai.py on 127.0.0.1, answering every request after ``--latency`` seconds.
+The LLM is tests/fakes/openai.py on 127.0.0.1, answering every request after ``--latency`` seconds.
 The peer is what the prompty package offers for many lines: one ``prompty.invoke`` after another.
 The ideal is ceil(lines / workers) * latency: the server's time alone, ``workers`` at a time.
 Also times the whole ``batch-run`` step on the file (in this process, so without interpreter start-up): lint
@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import prompty
 
-    from llmops_ci.backends.prompty_runner import run_lines
     from llmops_ci.cli import main as llmops_ci
-    from tests.fake_openai import FakeOpenAI
+    from llmops_ci.engines.prompty.runner import run_lines
+    from tests.fakes.openai import FakeOpenAI
 
     fake = FakeOpenAI(latency=args.latency).start()
     os.environ["OPENAI_BASE_URL"] = fake.url + "/v1"

@@ -8,7 +8,7 @@ What it does:
 1. Copies examples/web-classification to a temporary folder, deletes its cassettes/ and writes a
    data/classify.jsonl of --lines distinct lines (the 42 example lines repeated, " (copy k)" appended
    to the text of the k-th repetition; keys url, text, label).
-2. Starts ``tests.fake_openai.FakeOpenAI`` in this process with --latency seconds per call, answering
+2. Starts ``tests.fakes.openai.FakeOpenAI`` in this process with --latency seconds per call, answering
    like ``tests/test_examples.py::classify_by_url`` (JSON with category and evidence).
 3. Times ``python -m llmops_ci batch-run --flow classify --llm-cache record --workers W`` with
    OPENAI_BASE_URL/OPENAI_API_KEY pointing at the fake server: wall time, upstream calls (the server's
@@ -20,7 +20,7 @@ What it does:
    replay (goal 0), the fixed cost of a run and the ratio it implies at --workers 1.
 6. Stops the server, deletes the temporary folder and makes sure no process mentioning it is left.
 
-Standard library only (plus the repo's tests/fake_openai.py and tests/test_examples.py).
+Standard library only (plus the repo's tests/fakes/openai.py and tests/test_examples.py).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.fake_openai import FakeOpenAI  # noqa: E402
+from tests.fakes.openai import FakeOpenAI  # noqa: E402
 from tests.test_examples import classify_by_url  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "web-classification"

@@ -13,14 +13,14 @@ import traceback
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn
 
-from llmops_ci import __version__, redaction
-from llmops_ci import log as logsetup
-from llmops_ci.backends import backend_names
-from llmops_ci.errors import INTERNAL_ERROR, INTERRUPTED, TERMINATED
-from llmops_ci.http import Http
+from llmops_ci import __version__
+from llmops_ci.core import log as logsetup
+from llmops_ci.core import redaction
+from llmops_ci.core.errors import INTERNAL_ERROR, INTERRUPTED, TERMINATED
+from llmops_ci.core.http import Http
+from llmops_ci.core.schema import closest
 from llmops_ci.platforms import PLATFORMS, Publication, detect
-from llmops_ci.schema import closest
-from llmops_ci.state import read_summary, update_summary, write_json_atomic
+from llmops_ci.results.state import read_summary, update_summary, write_json_atomic
 from llmops_ci.steps import Context, Step, current_summary, run_step
 from llmops_ci.steps.batch_run import STEP as BATCH_RUN
 from llmops_ci.steps.comment import STEP as COMMENT
@@ -31,6 +31,7 @@ from llmops_ci.steps.init import STEP as INIT
 from llmops_ci.steps.lint import STEP as LINT
 from llmops_ci.steps.pr import STEP as PR
 from llmops_ci.steps.register import STEP as REGISTER
+from llmops_ci.steps.targets import backend_names
 from llmops_ci.steps.test import STEP as TEST
 
 STEPS: dict[str, Step] = {step.name: step for step in (LINT, TEST, BATCH_RUN, EVAL_RUN, GATE, REGISTER, DEPLOY,

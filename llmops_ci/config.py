@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.child_env import ci_credential_refs, ci_token_message
-from llmops_ci.errors import ConfigError, Problem, UsageError
-from llmops_ci.schema import (
+from llmops_ci.core.child_env import ci_credential_refs, ci_token_message
+from llmops_ci.core.errors import ConfigError, Problem, UsageError
+from llmops_ci.core.schema import (
     BOOL,
     FINITE,
     INT,
@@ -31,7 +31,7 @@ from llmops_ci.schema import (
     did_you_mean,
     path_problem,
 )
-from llmops_ci.yamldoc import Key, YamlDoc, load_yaml
+from llmops_ci.core.yamldoc import Key, YamlDoc, load_yaml
 
 DEFAULT_CONFIG = "llmops.yaml"
 FLOW_NAME = r"[a-z0-9][a-z0-9_-]*"

@@ -11,16 +11,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmops_ci import parity, repeats
-from llmops_ci.backends import Backend
+from llmops_ci import parity
 from llmops_ci.config import FlowSpec
-from llmops_ci.errors import CheckFailed, ServiceError, UsageError
-from llmops_ci.gate_keys import save_line_keys
-from llmops_ci.log import number
-from llmops_ci.progress import Progress
-from llmops_ci.project import Project
-from llmops_ci.provenance import config_id, data_hash, evaluation_hash, flow_hash, now
-from llmops_ci.runs import (
+from llmops_ci.core.errors import CheckFailed, ServiceError, UsageError
+from llmops_ci.core.log import number
+from llmops_ci.core.progress import Progress
+from llmops_ci.core.yamldoc import display_path
+from llmops_ci.engines.base import Backend
+from llmops_ci.gate import repeats
+from llmops_ci.gate.keys import save_line_keys
+from llmops_ci.gate.scored import scored_wrong
+from llmops_ci.project.loaded import Project
+from llmops_ci.results.provenance import config_id, data_hash, evaluation_hash, flow_hash, now
+from llmops_ci.results.records import (
     RunOptions,
     RunRecord,
     base_dir,
@@ -33,9 +36,7 @@ from llmops_ci.runs import (
     secret_values,
     update_flow_summary,
 )
-from llmops_ci.scored import scored_wrong
-from llmops_ci.state import start_evaluations, start_flow, write_json_atomic
-from llmops_ci.yamldoc import display_path
+from llmops_ci.results.state import start_evaluations, start_flow, write_json_atomic
 
 log = logging.getLogger("llmops_ci.run")
 

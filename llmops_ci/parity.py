@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from llmops_ci.config import Config, FlowSpec
-from llmops_ci.errors import UsageError
-from llmops_ci.evaluators import REFERENCE_PARAMS, evaluation_info
-from llmops_ci.runs import (
+from llmops_ci.core.errors import UsageError
+from llmops_ci.project.evaluators import REFERENCE_PARAMS, evaluation_info
+from llmops_ci.results.records import (
     LineResult,
     RunJob,
     RunOptions,
@@ -43,7 +43,7 @@ from llmops_ci.runs import (
     run_dir,
     run_name,
 )
-from llmops_ci.state import write_json_atomic
+from llmops_ci.results.state import write_json_atomic
 
 log = logging.getLogger("llmops_ci.run")
 NAME = "parity"
@@ -209,7 +209,7 @@ def judge_job(config: Config, flow: FlowSpec, pairs: list[Pair], options: RunOpt
 
 
 def _data_rows(flow: FlowSpec) -> list[dict[str, Any]]:
-    from llmops_ci.backends.prompty_local import read_rows
+    from llmops_ci.engines.prompty.engine import read_rows
 
     return read_rows(flow.data) if flow.data is not None else []
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from llmops_ci import redaction
 from llmops_ci.cli import main
-from tests.fake_openai import FakeOpenAI
+from llmops_ci.core import redaction
+from tests.fakes.openai import FakeOpenAI
 from tests.helpers.projects import BASE_PROJECT, CliResult, Project, processes_using, snapshot
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from llmops_ci.lint.project import LintRequest, lint
-from tests.fake_openai import FakeOpenAI
+from tests.fakes.openai import FakeOpenAI
 from tests.helpers.projects import EXAMPLE, CliResult, classify_by_url, processes_using, snapshot
 
 pytestmark = pytest.mark.executor

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_openai import FakeOpenAI
+from tests.fakes.openai import FakeOpenAI
 from tests.helpers.projects import RUN_PROJECT, CliResult, Project, processes_using, snapshot
 
 pytestmark = pytest.mark.executor

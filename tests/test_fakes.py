@@ -1,4 +1,4 @@
-"""Self-tests of the GitHub and Azure DevOps fakes (tests/fake_github.py, tests/fake_ado.py)."""
+"""Self-tests of the GitHub and Azure DevOps fakes (tests/fakes/github.py, tests/fakes/ado.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.fake_ado import FakeAzureDevOps
-from tests.fake_github import FakeGitHub
+from tests.fakes.ado import FakeAzureDevOps
+from tests.fakes.github import FakeGitHub
 
 V = {"api-version": "7.1"}
 

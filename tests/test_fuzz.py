@@ -32,10 +32,10 @@ from typing import Any
 import pytest
 import yaml
 
-from llmops_ci.backends import BACKENDS
 from llmops_ci.cli import main
-from llmops_ci.errors import CheckFailed, LlmopsError
-from llmops_ci.llm_cache import Cassette
+from llmops_ci.core.errors import CheckFailed, LlmopsError
+from llmops_ci.llm.cache import Cassette
+from llmops_ci.runs import BACKENDS
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import pytest
 
 from llmops_ci.config import load_config
-from llmops_ci.errors import UsageError
-from llmops_ci.release import load_smoke_tests
+from llmops_ci.core.errors import UsageError
+from llmops_ci.releases.spec import load_smoke_tests
 from tests.conftest import CliResult, Project
 
 ENV = {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "sk-smoke-" + "s" * 20}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.fake_openai import FakeOpenAI
+from tests.fakes.openai import FakeOpenAI
 from tests.helpers.projects import CliResult, processes_using
 
 pytestmark = pytest.mark.executor

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from llmops_ci.config import FlowSpec, load_config
-from llmops_ci.gate import gate_flow
+from llmops_ci.gate.verdict import gate_flow
 from llmops_ci.parity import agrees, disagreements, judged_agreement, normalized, pair_lines, parity_record
-from llmops_ci.report import render
+from llmops_ci.report.comment import render
 from tests.helpers.projects import Project
 
 

@@ -31,22 +31,23 @@ ROOT = Path(__file__).resolve().parent.parent
 # group -> (modules mutated, test files that cover them; run with -m "not executor")
 GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "gate": (
-        ("llmops_ci/gate.py", "llmops_ci/gate_stats.py", "llmops_ci/gate_keys.py", "llmops_ci/gate_provenance.py",
-         "llmops_ci/repeats.py"),
-        ("tests/test_gate*.py",),
+        ("llmops_ci/gate/verdict.py", "llmops_ci/gate/stats.py", "llmops_ci/gate/keys.py",
+         "llmops_ci/gate/provenance.py", "llmops_ci/gate/repeats.py"),
+        ("tests/gate/test_gate*.py",),
     ),
     "redaction": (
-        ("llmops_ci/redaction.py", "llmops_ci/safe_text.py"),
-        ("tests/test_redaction*.py", "tests/test_safe_text*.py", "tests/hardening/test_secrets.py"),
+        ("llmops_ci/core/redaction.py", "llmops_ci/core/safe_text.py"),
+        ("tests/core/test_redaction*.py", "tests/core/test_safe_text*.py",
+         "tests/diagnostics/test_secrets_hardening.py"),
     ),
     "changes": (
-        ("llmops_ci/changes.py",),
-        ("tests/test_changes*.py",),
+        ("llmops_ci/project/changes.py",),
+        ("tests/project/test_changes*.py",),
     ),
     "llm_cache": (
-        ("llmops_ci/llm_cache.py", "llmops_ci/cassette_diff.py"),
-        ("tests/test_llm_cache*.py", "tests/test_cassette_diff.py", "tests/test_hostile_cassette.py",
-                                                          "tests/test_provenance.py"),
+        ("llmops_ci/llm/cache.py", "llmops_ci/llm/cassette_diff.py"),
+        ("tests/llm/test_llm_cache*.py", "tests/llm/test_cassette_diff.py", "tests/llm/test_hostile_cassette.py",
+                                                          "tests/results/test_provenance.py"),
     ),
 }
 

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from llmops_ci.log import escape_azure, escape_github
-from llmops_ci.safe_text import log_safe
+from llmops_ci.core.log import escape_azure, escape_github
+from llmops_ci.core.safe_text import log_safe
 
 PULL_REQUEST_TARGET_REFUSAL = (
     "llmops-ci does not run on pull_request_target: that event gives the PR's code (its flows and tools, which "

@@ -122,7 +122,7 @@ def results_passed(summary: dict[str, Any]) -> bool:
     """The report's own verdict (the same rule as the run step's ``passed``); on the bare interpreter, where the
     report module cannot be imported, the exit code alone decides."""
     try:
-        from llmops_ci.report import outcome
+        from llmops_ci.report.comment import outcome
     except ImportError:
         return True
     return outcome(summary).passed
@@ -142,7 +142,7 @@ def _publish_comment(environ: Mapping[str, str], host: Host, out: TextIO, commen
         host.message("info", why)
         return ""
     try:
-        from llmops_ci.http import Http
+        from llmops_ci.core.http import Http
         from llmops_ci.platforms import Publication
         from llmops_ci.platforms import detect as platform_for
     except ImportError as exc:  # the bare interpreter: llmops-ci was never installed

@@ -119,8 +119,8 @@ def finish(host: Host, code: int, state_dir: Path) -> None:
     passed = code == 0
     if passed and summary.is_file():
         try:
-            from llmops_ci.report import outcome
-            from llmops_ci.state import read_summary
+            from llmops_ci.report.comment import outcome
+            from llmops_ci.results.state import read_summary
 
             passed = outcome(read_summary(state_dir)).passed
         except Exception as exc:  # an unreadable summary is no pass

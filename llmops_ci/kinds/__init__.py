@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from llmops_ci.lint.findings import Finding, Rule, register_rules
+from llmops_ci.diagnostics.findings import Finding, Rule, register_rules
 
 if TYPE_CHECKING:
-    from llmops_ci.yamldoc import YamlDoc
+    from llmops_ci.core.yamldoc import YamlDoc
 
 
 @dataclass(frozen=True)
@@ -113,10 +113,10 @@ def open_definition(info: FlowInfo, definition: Path, shape: str) -> YamlDoc | N
     """A kind's YAML definition file, loaded (bounded) with its duplicate keys and literal secrets reported into
     ``info``; None, with ``info.loaded`` False, when it does not parse or is not a mapping (``shape`` says what
     it must be)."""
-    from llmops_ci.errors import ConfigError
-    from llmops_ci.lint import secrets
-    from llmops_ci.lint.findings import finding, from_problem
-    from llmops_ci.yamldoc import load_yaml
+    from llmops_ci.core.errors import ConfigError
+    from llmops_ci.core.yamldoc import load_yaml
+    from llmops_ci.diagnostics import secrets
+    from llmops_ci.diagnostics.findings import finding, from_problem
 
     try:
         doc = load_yaml(definition)
@@ -136,11 +136,11 @@ def open_definition(info: FlowInfo, definition: Path, shape: str) -> YamlDoc | N
 
 
 def _registry() -> dict[str, FlowKind]:
-    from llmops_ci.kinds.agent_framework import AgentFrameworkKind
-    from llmops_ci.kinds.dag import DagFlowKind
+    from llmops_ci.kinds.agent_framework.kind import AgentFrameworkKind
+    from llmops_ci.kinds.dag.kind import DagFlowKind
     from llmops_ci.kinds.flex import FlexFlowKind
-    from llmops_ci.kinds.mlflow_agent import MlflowAgentKind
-    from llmops_ci.kinds.prompty import PromptyFlowKind
+    from llmops_ci.kinds.mlflow.kind import MlflowAgentKind
+    from llmops_ci.kinds.prompty.kind import PromptyFlowKind
 
     # mlflow_agent never matches a path: it is declared by an `mlflow_agent:` block in llmops.yaml
     return {"dag": DagFlowKind(), "flex": FlexFlowKind(), "prompty": PromptyFlowKind(),

@@ -17,13 +17,9 @@ from typing import Any
 
 import yaml
 
-from llmops_ci.errors import Problem, UsageError
-from llmops_ci.kinds import ConnectionUse, Dependency, FlowInfo, FlowInput, Snapshot, open_definition
-from llmops_ci.kinds.prompty import PromptyChecker, prompty_files
-from llmops_ci.kinds.pyentry import Entry, EntryError, EntryParam, Signature, read_entry
-from llmops_ci.lint.findings import ERROR, Rule, finding, from_problem
-from llmops_ci.safe_copy import copy_file, copy_tree, require_inside
-from llmops_ci.schema import (
+from llmops_ci.core.errors import Problem, UsageError
+from llmops_ci.core.safe_copy import copy_file, copy_tree, require_inside
+from llmops_ci.core.schema import (
     BOOL,
     STR,
     STR_MAP,
@@ -37,7 +33,11 @@ from llmops_ci.schema import (
     as_list,
     closest,
 )
-from llmops_ci.yamldoc import Key, YamlDoc, display_path
+from llmops_ci.core.yamldoc import Key, YamlDoc, display_path
+from llmops_ci.diagnostics.findings import ERROR, Rule, finding, from_problem
+from llmops_ci.kinds import ConnectionUse, Dependency, FlowInfo, FlowInput, Snapshot, open_definition
+from llmops_ci.kinds.prompty.kind import PromptyChecker, prompty_files
+from llmops_ci.kinds.pyentry import Entry, EntryError, EntryParam, Signature, read_entry
 
 FLEX_FILES = ("flow.flex.yaml", "flow.flex.yml")
 VALUE_TYPES = ("string", "int", "double", "bool", "list", "object")  # FlexFlowInputSchema's ALLOWED_TYPES

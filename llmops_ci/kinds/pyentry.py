@@ -250,7 +250,7 @@ def read_entry(code: Path, module: str, attr: str) -> Entry:
     if node is None:
         if _star_import(tree):
             return Entry(file, "opaque", 1)
-        from llmops_ci.schema import closest
+        from llmops_ci.core.schema import closest
 
         callables = [n for n, s in names.items() if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef,
                                                                    ast.ClassDef))]

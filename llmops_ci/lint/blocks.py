@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from llmops_ci.config import FlowSpec
-from llmops_ci.errors import Problem
-from llmops_ci.lint.findings import ERROR
+from llmops_ci.core.errors import Problem
+from llmops_ci.diagnostics.findings import ERROR
 from llmops_ci.lint.project import LintRequest, lint
-from llmops_ci.project import Project
+from llmops_ci.project.loaded import Project
 
 
 def lint_blocks(project: Project, flows: list[FlowSpec]) -> dict[str, list[Problem]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from llmops_ci.lint.findings import Rule, all_rules
+from llmops_ci.diagnostics.findings import Rule, all_rules
 
 HEADER = """\
 # Lint rules

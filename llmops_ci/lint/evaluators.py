@@ -1,16 +1,16 @@
 """Lint of ``evaluator:``/``scorer:`` evaluations, ``parity:`` blocks and ``against:`` gate rules, from source only:
-nothing here imports azure-ai-evaluation or mlflow (see ``llmops_ci.evaluators``)."""
+nothing here imports azure-ai-evaluation or mlflow (see ``llmops_ci.project.evaluators``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from llmops_ci.config import Config, Evaluation, FlowSpec
-from llmops_ci.evaluators import REFERENCE_PARAMS, Located, call_parameters, locate, model_connection
+from llmops_ci.core.schema import closest
+from llmops_ci.core.yamldoc import display_path
+from llmops_ci.diagnostics.findings import ERROR, Finding, Rule, from_problem, register_rules
 from llmops_ci.kinds import FlowInfo
-from llmops_ci.lint.findings import ERROR, Finding, Rule, from_problem, register_rules
-from llmops_ci.schema import closest
-from llmops_ci.yamldoc import display_path
+from llmops_ci.project.evaluators import REFERENCE_PARAMS, Located, call_parameters, locate, model_connection
 
 PARITY_METHODS = ("exact", "normalized")
 RULES = [

@@ -9,7 +9,7 @@ from pathlib import PurePath
 from typing import Any
 
 from llmops_ci import __version__
-from llmops_ci.lint.findings import ERROR, WARNING, all_rules
+from llmops_ci.diagnostics.findings import ERROR, WARNING, all_rules
 from llmops_ci.lint.project import LintReport
 
 INFORMATION_URI = "https://github.com/org/llmops-ci#lint-rules"

@@ -20,20 +20,20 @@ from llmops_ci.config import (
     inside_project,
     read_config,
 )
-from llmops_ci.errors import UsageError
-from llmops_ci.gate_keys import column
-from llmops_ci.gate_stats import never_detectable
+from llmops_ci.core.errors import UsageError
+from llmops_ci.core.safe_copy import links_out
+from llmops_ci.core.schema import as_dict, closest, path_problem
+from llmops_ci.core.yamldoc import YamlDoc, display_path
+from llmops_ci.diagnostics import secrets
+from llmops_ci.diagnostics.findings import ERROR, WARNING, Finding, finding, from_problem
+from llmops_ci.gate.keys import column
+from llmops_ci.gate.stats import never_detectable
 from llmops_ci.kinds import KINDS, ConnectionUse, FlowInfo, kind_for
 from llmops_ci.kinds.flex import MODEL_CONFIGS, model_config_problems
 from llmops_ci.lint import evaluators as evaluator_lint
-from llmops_ci.lint import secrets
-from llmops_ci.lint.data import DataInfo, read_data
-from llmops_ci.lint.findings import ERROR, WARNING, Finding, finding, from_problem
 from llmops_ci.lint.release import release_findings
-from llmops_ci.project import Project
-from llmops_ci.safe_copy import links_out
-from llmops_ci.schema import as_dict, closest, path_problem
-from llmops_ci.yamldoc import YamlDoc, display_path
+from llmops_ci.project.data import DataInfo, read_data
+from llmops_ci.project.loaded import Project
 
 _MAPPING_REF = re.compile(r"^\$\{([^}]*)\}$")
 # kinds whose runs take an input's default over a same-named data column (prompt flow's batch engine, checked on

@@ -11,8 +11,8 @@
 from __future__ import annotations
 
 from llmops_ci.config import Config, FlowSpec, Origin, connection_ref
+from llmops_ci.diagnostics.findings import WARNING, Finding, Rule, from_problem, register_rules
 from llmops_ci.kinds import FlowInfo
-from llmops_ci.lint.findings import WARNING, Finding, Rule, from_problem, register_rules
 
 RULES = [
     Rule("deploy-env-connection-unused", WARNING, "a deployment environment variable ${connection.field} naming a "

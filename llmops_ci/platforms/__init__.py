@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from llmops_ci.http import Http
+from llmops_ci.core.http import Http
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from llmops_ci import log
-from llmops_ci.http import Http, HttpFailure
+from llmops_ci.core import log
+from llmops_ci.core.http import Http, HttpFailure
+from llmops_ci.core.schema import as_dict, as_list
 from llmops_ci.platforms import Publication, Published
-from llmops_ci.report import outcome, render
-from llmops_ci.schema import as_dict, as_list
+from llmops_ci.report.comment import outcome, render
 
 logger = logging.getLogger("llmops_ci.azure_devops")
 API = {"api-version": "7.1"}

@@ -10,11 +10,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from llmops_ci import log
-from llmops_ci.http import Http, HttpFailure
+from llmops_ci.core import log
+from llmops_ci.core.http import Http, HttpFailure
+from llmops_ci.core.schema import as_dict, as_list
 from llmops_ci.platforms import Publication, Published
-from llmops_ci.report import GITHUB_LIMIT, MARKER, outcome, render
-from llmops_ci.schema import as_dict, as_list
+from llmops_ci.report.comment import GITHUB_LIMIT, MARKER, outcome, render
 
 logger = logging.getLogger("llmops_ci.github")
 ACTIONS_BOT = "github-actions[bot]"

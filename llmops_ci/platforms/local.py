@@ -6,10 +6,10 @@ import logging
 from collections.abc import Mapping
 from typing import TextIO
 
-from llmops_ci import log
-from llmops_ci.http import Http
+from llmops_ci.core import log
+from llmops_ci.core.http import Http
 from llmops_ci.platforms import Publication, Published
-from llmops_ci.report import outcome, render, render_text
+from llmops_ci.report.comment import outcome, render, render_text
 
 
 class Local:

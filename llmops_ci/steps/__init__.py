@@ -10,27 +10,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from llmops_ci import redaction
-from llmops_ci.backends import BackendContext
-from llmops_ci.child_env import warn_if_held
 from llmops_ci.config import DEFAULT_CONFIG, FlowSpec
-from llmops_ci.errors import CheckFailed, ConfigError, LlmopsError, UsageError
+from llmops_ci.core import redaction
+from llmops_ci.core.child_env import warn_if_held
+from llmops_ci.core.errors import CheckFailed, ConfigError, LlmopsError, UsageError
+from llmops_ci.core.extras import missing_extra
+from llmops_ci.core.http import Http
+from llmops_ci.core.log import register_secret
+from llmops_ci.core.progress import Progress
+from llmops_ci.engines.base import BackendContext
 from llmops_ci.execute import RunContext
-from llmops_ci.extras import missing_extra
-from llmops_ci.http import Http
 from llmops_ci.lint.blocks import lint_blocks
-from llmops_ci.llm_cache import MODES
-from llmops_ci.log import register_secret
+from llmops_ci.llm.cache import MODES
 from llmops_ci.platforms import Platform
-from llmops_ci.progress import Progress
-from llmops_ci.project import Project, load_project, secret_env_names
-from llmops_ci.provenance import config_id, flow_hash
-from llmops_ci.report import current
-from llmops_ci.runs import RunOptions, mark_unchanged, update_flow_summary
-from llmops_ci.state import disk_error, read_summary, record_step
+from llmops_ci.project.loaded import Project, load_project, secret_env_names
+from llmops_ci.report.comment import current
+from llmops_ci.results.provenance import config_id, flow_hash
+from llmops_ci.results.records import RunOptions, mark_unchanged, update_flow_summary
+from llmops_ci.results.state import disk_error, read_summary, record_step
 
 if TYPE_CHECKING:
-    from llmops_ci.backends import Release
+    from llmops_ci.releases.base import Release
 
 log = logging.getLogger("llmops_ci.steps")
 
@@ -111,7 +111,7 @@ def backend_context(project: Project, ctx: Context, args: argparse.Namespace) ->
 
 def run_context(backend: str, ctx: Context, project: Project, args: argparse.Namespace | None = None) -> RunContext:
     """The ``--backend`` that runs flows, with everything a run needs from outside."""
-    from llmops_ci.backends import BACKENDS
+    from llmops_ci.runs import BACKENDS
 
     if backend not in BACKENDS:
         raise UsageError(f"--backend {backend} is not available to run flows (test, batch-run, eval-run); use "
@@ -162,7 +162,7 @@ def select_for_run(project: Project, args: argparse.Namespace, ctx: Context) -> 
     flows = project.config.select(args.flow)
     if not args.changed_since:
         return flows
-    from llmops_ci.changes import changed_files, select_flows
+    from llmops_ci.project.changes import changed_files, select_flows
 
     selection = select_flows(project, changed_files(args.changed_since))
     if selection.all_reason:
@@ -182,7 +182,7 @@ def select_for_run(project: Project, args: argparse.Namespace, ctx: Context) -> 
 def run_options(args: argparse.Namespace, ctx: Context | None = None, project: Project | None = None) -> RunOptions:
     base = None
     if ctx is not None and project is not None:
-        from llmops_ci.cassette_diff import resolve_base
+        from llmops_ci.llm.cassette_diff import resolve_base
 
         base = resolve_base(args.changed_since, ctx.environ, project.config.root,
                             base_only=bool(getattr(args, "llm_cache_base_only", False)))
@@ -244,8 +244,8 @@ class RunStep:
 
     def dry_run(self, project: Project, flows: list[FlowSpec], args: argparse.Namespace, ctx: Context) -> int:
         """The runs as run.yml documents; reaches no service and needs no credentials."""
-        from llmops_ci.backends.run_plan import dry_run_yaml, planned
-        from llmops_ci.safe_text import log_safe
+        from llmops_ci.core.safe_text import log_safe
+        from llmops_ci.runs.plan import dry_run_yaml, planned
 
         backend = run_context(args.backend, ctx, project, args).backend
         subs = planned(backend_context(project, ctx, args), [f.name for f in flows], self.evaluations)
@@ -256,7 +256,7 @@ class RunStep:
 
 def release_for(args: argparse.Namespace, ctx: Context, project: Project) -> Release:
     """The registry and endpoints of ``--backend``; built without reaching any service."""
-    from llmops_ci.backends import RELEASES
+    from llmops_ci.releases import RELEASES
 
     if args.backend not in RELEASES:
         raise UsageError(f"--backend {args.backend} cannot register or deploy; use one of: {', '.join(RELEASES)}")

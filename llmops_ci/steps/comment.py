@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from llmops_ci.platforms import Publication
-from llmops_ci.report import outcome
+from llmops_ci.report.comment import outcome
 from llmops_ci.steps import Context, current_summary
 
 log = logging.getLogger("llmops_ci.comment")

@@ -7,14 +7,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.errors import CheckFailed
-from llmops_ci.gate import FlowGate, gate_flow, load_baseline
-from llmops_ci.gate_provenance import run_provenance
-from llmops_ci.log import number
-from llmops_ci.release import git_commit
-from llmops_ci.runs import update_flow_summary
-from llmops_ci.schema import as_dict
-from llmops_ci.state import read_summary
+from llmops_ci.core.errors import CheckFailed
+from llmops_ci.core.log import number
+from llmops_ci.core.schema import as_dict
+from llmops_ci.gate.provenance import run_provenance
+from llmops_ci.gate.verdict import FlowGate, gate_flow, load_baseline
+from llmops_ci.releases.spec import git_commit
+from llmops_ci.results.records import update_flow_summary
+from llmops_ci.results.state import read_summary
 from llmops_ci.steps import Context
 
 log = logging.getLogger("llmops_ci.gate")

@@ -7,9 +7,9 @@ import logging
 from pathlib import Path
 
 from llmops_ci.config import DEFAULT_CONFIG
-from llmops_ci.errors import UsageError
+from llmops_ci.core.errors import UsageError
 from llmops_ci.lint.project import LintRequest, lint
-from llmops_ci.starter import build
+from llmops_ci.project.starter import build
 from llmops_ci.steps import Context
 
 log = logging.getLogger("llmops_ci.init")

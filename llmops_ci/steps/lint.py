@@ -7,12 +7,12 @@ import contextlib
 import logging
 from pathlib import Path
 
-from llmops_ci import redaction
 from llmops_ci.config import DEFAULT_CONFIG
-from llmops_ci.errors import CheckFailed, ConfigError, UsageError
+from llmops_ci.core import redaction
+from llmops_ci.core.errors import CheckFailed, ConfigError, UsageError
 from llmops_ci.lint.formats import FORMATS, text
 from llmops_ci.lint.project import LintRequest, lint
-from llmops_ci.state import update_summary
+from llmops_ci.results.state import update_summary
 from llmops_ci.steps import Context
 
 log = logging.getLogger("llmops_ci.lint")

@@ -7,10 +7,10 @@ import logging
 from pathlib import Path
 
 from llmops_ci.config import DEFAULT_CONFIG
-from llmops_ci.errors import LlmopsError, UsageError, combined
+from llmops_ci.core.errors import LlmopsError, UsageError, combined
 from llmops_ci.lint.blocks import lint_blocks
 from llmops_ci.platforms import Publication
-from llmops_ci.state import fresh_summary
+from llmops_ci.results.state import fresh_summary
 from llmops_ci.steps import Context, Step, add_run_options, current_summary, run_context, run_step
 
 log = logging.getLogger("llmops_ci.pr")

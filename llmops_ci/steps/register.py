@@ -9,15 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from llmops_ci.config import FlowSpec
-from llmops_ci.errors import CheckFailed, UsageError
-from llmops_ci.lint.findings import ERROR
+from llmops_ci.core.errors import CheckFailed, UsageError
+from llmops_ci.core.schema import as_dict
+from llmops_ci.diagnostics.findings import ERROR
 from llmops_ci.lint.project import LintRequest, lint
-from llmops_ci.project import Project
-from llmops_ci.provenance import flow_hash
-from llmops_ci.release import model_spec
-from llmops_ci.runs import update_flow_summary
-from llmops_ci.schema import as_dict
-from llmops_ci.state import read_summary
+from llmops_ci.project.loaded import Project
+from llmops_ci.releases.spec import model_spec
+from llmops_ci.results.provenance import flow_hash
+from llmops_ci.results.records import update_flow_summary
+from llmops_ci.results.state import read_summary
 from llmops_ci.steps import Context, release_for
 
 log = logging.getLogger("llmops_ci.register")

@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.errors import CheckFailed, UsageError
+from llmops_ci.core.errors import CheckFailed, UsageError
+from llmops_ci.core.schema import closest
 from llmops_ci.execute import one_line
-from llmops_ci.llm_cache import MODES, CacheSettings
-from llmops_ci.runs import (
+from llmops_ci.llm.cache import MODES, CacheSettings
+from llmops_ci.results.records import (
     TestJob,
     cache_settings,
     environment,
@@ -26,7 +27,6 @@ from llmops_ci.runs import (
     secret_values,
     used_connections,
 )
-from llmops_ci.schema import closest
 from llmops_ci.steps import Context, run_context
 
 log = logging.getLogger("llmops_ci.test")

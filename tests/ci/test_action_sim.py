@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.ci import github_sim as gh
-from tests.fake_github import FakeGitHub, Recorded, Reply
+from tests.fakes.github import FakeGitHub, Recorded, Reply
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "web-classification"

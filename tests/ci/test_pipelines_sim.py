@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.ci import azure_sim as az
-from tests.fake_ado import FakeAzureDevOps
+from tests.fakes.ado import FakeAzureDevOps
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "web-classification"

@@ -182,7 +182,7 @@ class FakeBackend:
 def _context(state_dir: Path, environ: dict[str, str]) -> object:
     import sys
 
-    from llmops_ci.http import Http
+    from llmops_ci.core.http import Http
     from llmops_ci.platforms import PLATFORMS
     from llmops_ci.steps import Context
 
@@ -192,10 +192,10 @@ def _context(state_dir: Path, environ: dict[str, str]) -> object:
 
 @pytest.fixture
 def fake_backends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[object, Path]:
-    from llmops_ci import backends
-    from llmops_ci.project import load_project
+    from llmops_ci import runs
+    from llmops_ci.project.loaded import load_project
 
-    monkeypatch.setitem(backends.BACKENDS, "local", FakeBackend)
+    monkeypatch.setitem(runs.BACKENDS, "local", FakeBackend)
     FakeBackend.built = []
     (tmp_path / "llmops.yaml").write_text("version: 1\nflows: {}\n", encoding="utf-8")
     return load_project(tmp_path / "llmops.yaml"), tmp_path
@@ -254,7 +254,7 @@ def test_separate_steps_in_one_ci_run_load_prompt_flow_once_and_match_pr(tmp_pat
                                                                          capsys: pytest.CaptureFixture[str]) -> None:
     """batch-run, eval-run and gate as separate steps of one ``ci run`` share one warm executor (one prompt flow
     import), leave no process behind, and give what ``pr`` gives on the same project (replayed from its cassettes)."""
-    from tests.fake_openai import FakeOpenAI  # noqa: F401  - offline: the cassettes answer every call
+    from tests.fakes.openai import FakeOpenAI  # noqa: F401  - offline: the cassettes answer every call
 
     for name in [k for k in os.environ if k.startswith(("GITHUB_", "TF_BUILD", "SYSTEM_", "BUILD_", "OPENAI_"))]:
         monkeypatch.delenv(name)

@@ -14,7 +14,7 @@ import pytest
 
 from tests.ci import azure_sim as az
 from tests.ci import github_sim as gh
-from tests.fake_github import FakeGitHub
+from tests.fakes.github import FakeGitHub
 
 pytestmark = [pytest.mark.executor, pytest.mark.skipif(not Path("/proc/self/environ").exists(),
                                                         reason="needs /proc (Linux)")]

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from llmops_ci import log
+from llmops_ci.core import log
 from tests.helpers.projects import CliResult, Project
 
 Cli = Callable[..., CliResult]

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from llmops_ci import log
-from llmops_ci.http import Http
+from llmops_ci.core import log
+from llmops_ci.core.http import Http
+from llmops_ci.core.safe_text import code, log_safe, md, neutral
 from llmops_ci.platforms import Publication
 from llmops_ci.platforms.azure_devops import AzureDevOps
 from llmops_ci.platforms.github import GitHub, outputs
-from llmops_ci.report import render, render_text
-from llmops_ci.safe_text import code, log_safe, md, neutral
+from llmops_ci.report.comment import render, render_text
 
 HOSTILE = "boom \x1b[2J\x1b]0;owned\x07 \u202eexe.txt\u202c \x9b31m \r\x00 done"
 ACTING = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")

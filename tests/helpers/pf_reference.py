@@ -13,8 +13,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.backends.artifacts import read_run
-from llmops_ci.backends.pf_home import PFHome
+from llmops_ci.engines.artifacts import read_run
+from llmops_ci.engines.promptflow.home import PFHome
 
 SCRIPT = textwrap.dedent("""\
     import json

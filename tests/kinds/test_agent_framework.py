@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from llmops_ci.kinds import KINDS, kind_for
-from llmops_ci.kinds.agent_framework_facts import entry_facts
+from llmops_ci.kinds.agent_framework.facts import entry_facts
 from tests.helpers.projects import CliResult, Project
 
 SAMPLES = Path(__file__).parent / "data" / "maf_samples"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from llmops_ci.backends.maf_local import AGENTS_PATH
-from tests.fake_openai import FakeOpenAI
+from llmops_ci.engines.agent_framework.engine import AGENTS_PATH
+from tests.fakes.openai import FakeOpenAI
 from tests.helpers.projects import CliResult, classify_by_url, processes_using
 
 EXAMPLES = Path(__file__).parents[2] / "examples"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from llmops_ci.kinds import KINDS, kind_for
-from llmops_ci.kinds.dag import Ref, parse_ref
+from llmops_ci.kinds.dag.kind import Ref, parse_ref
 from tests.helpers.projects import Project
 
 VALID_FLOWS: dict[str, dict[str, str]] = {

@@ -11,7 +11,7 @@ import pytest
 
 from llmops_ci.kinds import KINDS
 from llmops_ci.lint.project import LintRequest, lint
-from tests.fake_openai import FakeOpenAI
+from tests.fakes.openai import FakeOpenAI
 from tests.helpers.projects import CliResult, classify_by_url, processes_using, snapshot
 
 EXAMPLES = Path(__file__).parent.parent.parent / "examples"
@@ -79,8 +79,8 @@ def test_snapshots_run_in_prompt_flow(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from llmops_ci.backends.pf_home import PFHome
-    from tests.fake_openai import FakeOpenAI
+    from llmops_ci.engines.promptflow.home import PFHome
+    from tests.fakes.openai import FakeOpenAI
     from tests.test_examples import classify_by_url
 
     home = PFHome(tmp_path / "home").prepare()

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from llmops_ci.errors import UsageError
+from llmops_ci.core.errors import UsageError
+from llmops_ci.diagnostics.findings import RULES
 from llmops_ci.kinds import KINDS, FlowInput, kind_for
 from llmops_ci.kinds.flex import FLEX_RULES
-from llmops_ci.lint.findings import RULES
 from tests.conftest import Project
 
 FLOW = "flows/chat/flow.flex.yaml"

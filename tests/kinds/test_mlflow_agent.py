@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from llmops_ci.config import read_config
+from llmops_ci.diagnostics.findings import Finding
 from llmops_ci.kinds import FlowInfo
-from llmops_ci.kinds.mlflow_agent import MlflowAgentKind, inspect_agent
-from llmops_ci.lint.findings import Finding
+from llmops_ci.kinds.mlflow.kind import MlflowAgentKind, inspect_agent
 
 HEADER = """\
 import os
@@ -59,7 +59,7 @@ def inspect(tmp_path: Path) -> Inspect:
         spec = loaded.flows["a"].mlflow_agent
         assert spec is not None, problems
         info = inspect_agent(folder, spec, spec.origin)
-        from llmops_ci.lint.findings import from_problem
+        from llmops_ci.diagnostics.findings import from_problem
 
         return info, [from_problem(p) for p in problems] + info.findings
 
@@ -509,7 +509,7 @@ def test_lint_never_imports_mlflow(tmp_path: Path) -> None:
 import sys, json
 from pathlib import Path
 from llmops_ci.config import AgentResource, MlflowAgentSpec
-from llmops_ci.kinds.mlflow_agent import inspect_agent
+from llmops_ci.kinds.mlflow.kind import inspect_agent
 spec = MlflowAgentSpec(Path({str(tmp_path / 'agent.py')!r}), "responses",
                        (AgentResource("serving_endpoint", "databricks-claude-3-7-sonnet"),), ("mlflow", "openai"))
 info = inspect_agent(Path({str(tmp_path)!r}), spec, None)
@@ -619,7 +619,7 @@ def test_app_lakebase_and_uc_model_service_can_be_declared_and_are_checked(inspe
 
 
 def test_new_resource_types_reach_mlflow_with_their_classes(tmp_path: Path) -> None:
-    from llmops_ci.kinds.mlflow_agent import resources_for_mlflow
+    from llmops_ci.kinds.mlflow.kind import resources_for_mlflow
 
     (tmp_path / "a").mkdir()
     (tmp_path / "llmops.yaml").write_text(yaml.safe_dump({"version": 1, "flows": {"a": {"path": "a", "mlflow_agent": {

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from llmops_ci.config import read_config
-from llmops_ci.kinds.mlflow_agent import inspect_agent
-from llmops_ci.llm_cache import CacheSettings
-from llmops_ci.progress import Progress
-from llmops_ci.runs import RunJob, RunOptions
+from llmops_ci.core.progress import Progress
+from llmops_ci.kinds.mlflow.kind import inspect_agent
+from llmops_ci.llm.cache import CacheSettings
+from llmops_ci.results.records import RunJob, RunOptions
 from tests.helpers.projects import CliResult, processes_using, snapshot
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "support-agent"
@@ -33,7 +33,7 @@ def test_example_config_and_agent_lint_clean() -> None:
 @pytest.mark.executor
 def test_example_batch_run_replays_offline(tmp_path: Path) -> None:
     pytest.importorskip("mlflow", reason="needs the [mlflow] extra")
-    from llmops_ci.backends.mlflow_local import MlflowAgentRunner
+    from llmops_ci.engines.mlflow.engine import MlflowAgentRunner
 
     config, _ = read_config(EXAMPLE / "llmops.yaml", {})
     assert config is not None
@@ -52,8 +52,8 @@ def test_example_batch_run_replays_offline(tmp_path: Path) -> None:
 
 
 def test_factories_read_the_config(tmp_path: Path) -> None:
-    from llmops_ci.backends.databricks import DatabricksRelease
-    from llmops_ci.kinds.mlflow_agent import inspect_flow
+    from llmops_ci.kinds.mlflow.kind import inspect_flow
+    from llmops_ci.releases.databricks import DatabricksRelease
 
     config, _ = read_config(EXAMPLE / "llmops.yaml", {})
     assert config is not None

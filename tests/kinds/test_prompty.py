@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from llmops_ci.diagnostics.findings import RULES
 from llmops_ci.kinds import KINDS, FlowInput, kind_for
-from llmops_ci.kinds.prompty import PROMPTY_RULES
-from llmops_ci.kinds.prompty_format import PROMPTFLOW, PROMPTY2, file_format
-from llmops_ci.lint.findings import RULES
+from llmops_ci.kinds.prompty.format import PROMPTFLOW, PROMPTY2, file_format
+from llmops_ci.kinds.prompty.kind import PROMPTY_RULES
 from tests.conftest import Project
 
 PF = "prompts/classify.prompty"
@@ -391,7 +391,7 @@ def test_malformed_files_are_findings_not_crashes(text: str, files: Project) -> 
 
 
 def test_snapshot_copies_the_folder(files: Project, tmp_path: Path) -> None:
-    from llmops_ci.errors import UsageError
+    from llmops_ci.core.errors import UsageError
 
     kind = KINDS["prompty"]
     info = kind.inspect(files.path(PF))

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from llmops_ci.backends.prompty_runner import COMPLETED, FAILED, Connection, run_lines
-from llmops_ci.errors import UsageError
-from tests.fake_openai import FakeOpenAI
+from llmops_ci.core.errors import UsageError
+from llmops_ci.engines.prompty.runner import COMPLETED, FAILED, Connection, run_lines
+from tests.fakes.openai import FakeOpenAI
 
 KEY_CONNECTION = """\
     kind: key

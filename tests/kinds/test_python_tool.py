@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from llmops_ci.kinds.python_tool import ToolFileError, read_tool
+from llmops_ci.kinds.dag.python_tool import ToolFileError, read_tool
 
 
 def tool(tmp_path: Path, source: str) -> Path:

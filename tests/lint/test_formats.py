@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from llmops_ci.lint.findings import RULES, finding
+from llmops_ci.diagnostics.findings import RULES, finding
 from llmops_ci.lint.formats import as_json, sarif, text
 from llmops_ci.lint.project import LintReport
 

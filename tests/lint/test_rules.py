@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from llmops_ci.lint.findings import RULES
+from llmops_ci.diagnostics.findings import RULES
 from tests.helpers.projects import Project
 
 DAG = "flows/classify/flow.dag.yaml"
@@ -275,7 +275,7 @@ KIND_TESTS = {"flex": "tests/kinds/test_flex.py", "prompty": "tests/kinds/test_p
 
 def test_every_rule_has_a_case() -> None:
     from llmops_ci.kinds import KINDS
-    from llmops_ci.lint.evaluators import RULES as EVALUATOR_RULES  # their cases: tests/test_evaluators.py
+    from llmops_ci.lint.evaluators import RULES as EVALUATOR_RULES  # their cases: tests/project/test_evaluators.py
 
     elsewhere = {rule.id: name for name in KIND_TESTS for rule in KINDS[name].rules()}
     assert set(CASES) == set(RULES) - set(elsewhere) - {rule.id for rule in EVALUATOR_RULES}

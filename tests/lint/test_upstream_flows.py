@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from llmops_ci.diagnostics.findings import ERROR, Finding
 from llmops_ci.kinds import inspect, kind_for
-from llmops_ci.lint.findings import ERROR, Finding
 from llmops_ci.lint.project import LintRequest, discover, lint
 
 COPIES = Path(__file__).parents[1] / "kinds" / "data" / "upstream"

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from llmops_ci.http import Http
+from llmops_ci.core.http import Http
 from llmops_ci.platforms import Publication
 from llmops_ci.platforms.azure_devops import PROPERTY, AzureDevOps
-from tests.fake_ado import FakeAzureDevOps
+from tests.fakes.ado import FakeAzureDevOps
 
 FAILED = {"schema": "llmops-ci/summary@1", "flows": {"qa": {"gate": {"passed": False, "checks": []}}},
           "lint": {"findings": [{"rule": "node-cycle", "severity": "error", "path": "f/flow.dag.yaml", "line": 3,

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from llmops_ci.http import Http
+from llmops_ci.core.http import Http
 from llmops_ci.platforms import Publication
 from llmops_ci.platforms.github import GitHub, GitHubComments
-from llmops_ci.report import MARKER
-from tests.fake_github import FakeGitHub
+from llmops_ci.report.comment import MARKER
+from tests.fakes.github import FakeGitHub
 from tests.helpers.projects import CliResult
 
 SUMMARY = {"schema": "llmops-ci/summary@1", "lint": {"findings": [

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.fake_openai import FakeOpenAI
+from tests.fakes.openai import FakeOpenAI
 from tests.helpers.projects import BASE_PROJECT, CliResult, Project
 
 Cli = Callable[..., CliResult]

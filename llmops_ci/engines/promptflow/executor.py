@@ -1,0 +1,522 @@
+"""The local backend: prompt flow's own executor in one warm process per step, in a private home under the state dir.
+
+Every run of the backend's life (a step, or all of ``pr``) goes to one ``pf_worker`` process, and every LLM
+call through one proxy on 127.0.0.1 (``llm_cache``: record/replay, or pass-through that only counts tokens).
+A flow that cannot run in-process falls back to ``pf.run`` in a process of its own (``pf_runner``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from llmops_ci.core import redaction
+from llmops_ci.core.errors import CheckFailed, LlmopsError, ServiceError, UsageError
+from llmops_ci.core.log import cache_line
+from llmops_ci.core.progress import Progress
+from llmops_ci.core.service_errors import service_failure
+from llmops_ci.engines.artifacts import count_lines_done, read_base, read_run
+from llmops_ci.engines.promptflow.home import PFHome
+from llmops_ci.kinds import FlowInfo, snapshot
+from llmops_ci.llm.cache import CacheSettings, LlmProxy, LlmRun, ProxyServer
+from llmops_ci.results.records import (
+    LineResult,
+    ProviderConnection,
+    RunJob,
+    RunRecord,
+    TestJob,
+    TestRecord,
+    base_dir,
+    resolve_connection_refs,
+    user_paths,
+)
+
+log = logging.getLogger("llmops_ci.local")
+POLL_S = 0.1
+# endpoints that flows building their own clients read; rerouted through the cache proxy too
+ENV_ENDPOINTS = ("OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT")
+
+
+IN_PROCESS_KINDS = ("dag", "flex", "prompty")
+STATE_VAR = "LLMOPS_CI_STATE_DIR"
+# a flow (flow file or llmops.yaml environment_variables) opts out of the warm executor with this set to "process"
+EXECUTOR_VAR = "LLMOPS_CI_EXECUTOR"
+
+
+class LocalBackend:
+    name = "local"
+    routes_local_proxy = True
+    parallel_runs = True  # run() may be called from several threads at once: flows run side by side
+
+    def __init__(self, state_dir: Path, environ: dict[str, str] | None = None) -> None:
+        self.state_dir = state_dir.absolute()
+        self.environ = dict(os.environ if environ is None else environ)
+        self._home: PFHome | None = None
+        self._down: dict[str, str] = {}
+        atexit.register(self.close)  # a backend used outside a step's scope still takes its processes with it
+        self._lock = threading.RLock()
+        self._proxy: ProxyServer | None = None
+        self._worker: Worker | None = None
+        self._workers = 0
+        self._closed = False
+
+    @property
+    def home(self) -> PFHome:
+        """The private prompt flow home: a temporary folder outside the state dir (which CI may publish), removed
+        with the backend, so the store and the keyring that decrypts it never outlive the step."""
+        with self._lock:
+            if self._home is None:
+                self._home = PFHome(Path(tempfile.mkdtemp(prefix="llmops-pf-"))).prepare()
+            return self._home
+
+    # -- the warm executor and the proxy live as long as the backend (one step, or all of ``pr``) ---------
+    def _start(self, workers: int) -> tuple[ProxyServer, Worker]:
+        with self._lock:
+            if self._closed:  # a job thread still going after its step ended must not start a process nobody stops
+                raise RuntimeError("the local backend was closed (its step ended); no executor is started")
+            if self._proxy is None:
+                routes = {var: f"env-{var.lower()}" for var in ENV_ENDPOINTS if self.environ.get(var)}
+                self._proxy = ProxyServer(env_upstreams={route: self.environ[var] for var, route in routes.items()})
+                self._proxy.start()
+                self._env_routes = {var: self._proxy.env_url(route) for var, route in routes.items()}
+            if self._worker is None or not self._worker.alive():
+                if self._worker is not None:
+                    self._worker.close()
+                self._workers = workers
+                # the state dir in its environment says whose process it is (and lets tests find leftovers)
+                self._worker = Worker(self.home, {**self.environ, **self._env_routes, STATE_VAR: str(self.state_dir)},
+                                      workers,
+                                      self.state_dir / "logs" / "executor.log")
+            return self._proxy, self._worker
+
+    def prestart(self, infos: list[FlowInfo], workers: int) -> None:
+        """Start the warm executor now (prompt flow's import, the larger part of a step's fixed cost), in its own
+        process, so that it loads while the caller does other work (``pr``: lint), when one of ``infos`` will run
+        in it. Starting it changes nothing about what runs there: ``run`` would start the same process."""
+        if any(info.kind in IN_PROCESS_KINDS and str(info.environment_variables.get(EXECUTOR_VAR, "")).lower()
+               != "process" for info in infos):
+            self._start(workers)
+
+    def close(self) -> None:
+        """Stop the executor process (its children with it) and the proxy; idempotent, and final."""
+        with self._lock:
+            self._closed = True
+            if self._worker is not None:
+                self._worker.close()
+                self._worker = None
+            if self._proxy is not None:
+                self._proxy.stop()
+                self._proxy = None
+            if self._home is not None:
+                shutil.rmtree(self._home.root, ignore_errors=True)
+                self._home = None
+        # what flow code printed may hold a secret; the logs go out with the state dir
+        redaction.redact_files(self.state_dir / "logs")
+
+    def __enter__(self) -> LocalBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def endpoint_down(self, run_name: str) -> str | None:
+        """Why an LLM endpoint the run called was found down during it (None: it was not)."""
+        return self._down.get(run_name)
+
+    def fallback_reason(self, job: RunJob) -> str | None:
+        """Why ``job`` cannot run in the warm executor (None: it can)."""
+        env = {**job.info.environment_variables, **job.environment_variables}
+        if str(env.get(EXECUTOR_VAR, "")).lower() == "process":
+            return f"{EXECUTOR_VAR}=process is set for it"
+        if job.info.kind not in IN_PROCESS_KINDS:
+            return f"its kind '{job.info.kind}' has no in-process executor"
+        return None
+
+    def run(self, job: RunJob, progress: Progress) -> RunRecord:
+        reason = self.fallback_reason(job)
+        if reason:
+            log.info("%s: runs in its own prompt flow process (pf.run) because %s", job.label, reason)
+            return self._run_pf(job, progress)
+        proxy, worker = self._start(job.options.workers)
+        snap = snapshot(job.info, self.home.root / "work" / job.name, variant=job.variant, overrides=job.connections)
+        base = self._base(job.base_run) if job.base_run else None
+        settings = job.cache or CacheSettings("off", self.home.root / "work" / f"{job.name}.cassette.json")
+        # a call may use most of its line's time, so that a slow endpoint is seen as such before the line gives up
+        env = {**job.info.environment_variables, **job.environment_variables}
+        route = proxy.open_run(job.name, settings, {**upstreams(job.provider_connections), **env_upstreams(env)},
+                               max(1.0, job.options.line_timeout * 0.9))
+        request = {
+            "op": "run", "tag": job.name, "name": job.name, "kind": job.info.kind, "flow": str(snap.entry),
+            "working_dir": str(snap.folder), "data": str(job.data.absolute()), "base": base,
+            "column_mapping": job.column_mapping, "line_timeout_sec": job.options.line_timeout, "init": job.init,
+            "processes": replay_processes() if settings.mode == "replay" else None,
+            **routed(job.info.kind, env, job.provider_connections, route),
+        }
+        started = time.monotonic()
+        try:
+            outcome = worker.call(request, progress.update)
+        finally:
+            route.close()
+            shutil.rmtree(snap.folder, ignore_errors=True)
+        duration = time.monotonic() - started
+        down = route.down()
+        if down:
+            self._down[job.name] = down
+        if job.cache is not None and (said := cache_line(job.cache.mode, route.stats, job.cache.cassette)):
+            log.info("%s", said)
+        if "lines" not in outcome:  # the flow could not start (a tool that does not load): it failed as a whole
+            progress.finish(0)
+            log.debug("%s", outcome.get("traceback"))
+            error = user_paths(str(outcome.get("error") or "the run could not start"), [snap.folder], job.flow)
+            return RunRecord(job.label, job.name, "Failed", [], duration, {}, error,
+                             route.stats.to_json() if job.cache is not None else None)
+        lines = [_line(raw, route.tokens(int(raw["line"])), route.failure(int(raw["line"])))
+                 for raw in outcome["lines"]]
+        progress.finish(len(lines))
+        return RunRecord(job.label, job.name, str(outcome.get("status")), lines, duration,
+                         dict(outcome.get("metrics") or {}), outcome.get("error"),
+                         route.stats.to_json() if job.cache is not None else None)
+
+    def _base(self, name: str) -> dict[str, str]:
+        """The run to score, as execute.py keeps every batch run (any kind, any engine)."""
+        found = read_base(base_dir(self.state_dir, name).parent, name)
+        if found is None:
+            raise UsageError(f"the run '{name}' to evaluate is not in {base_dir(self.state_dir, name).parent}; run "
+                             "batch-run again with the same --state-dir")
+        return found
+
+    def _run_pf(self, job: RunJob, progress: Progress) -> RunRecord:
+        """Today's path: ``pf.run`` in a process of its own (its own process pool and tracing for tokens)."""
+        snap = snapshot(job.info, self.home.root / "work" / job.name)
+        flow = snap.folder
+        request = {
+            "action": "run", "flow": str(snap.entry), "data": str(job.data.absolute()), "name": job.name,
+            "column_mapping": job.column_mapping, "variant": job.variant, "connections": job.connections,
+            "environment_variables": job.environment_variables, "run": job.base_run,
+            "worker_count": job.options.workers, "line_timeout_sec": job.options.line_timeout,
+        }
+        if job.base_run:  # pf.run sees only its own store's runs: the base run's outputs and data, merged
+            request.update(run=None, base=self._base(job.base_run))
+        run_folder = self.home.runs / job.name
+        started = time.monotonic()
+        stats = None
+        try:
+            with self._llm_calls(job.cache, job.provider_connections, env_upstreams(job.environment_variables)
+                                 ) as (connections, env, proxy):
+                if proxy is not None and proxy.run is not None:  # the run's endpoints recorded/replayed too
+                    request["environment_variables"] = routed(
+                        job.info.kind, dict(job.environment_variables), job.provider_connections,
+                        proxy.run)["environment_variables"]
+                outcome = self._child(job.name, request, connections,
+                                      lambda: progress.update(count_lines_done(run_folder)), env)
+            stats = proxy.stats.to_json() if proxy else None
+        finally:
+            shutil.rmtree(flow, ignore_errors=True)  # the run keeps its own snapshot
+        duration = time.monotonic() - started
+        # prompt flow's own records of the run stay for an evaluation to read; no secret may stay in them
+        redaction.redact_files(run_folder)
+        redaction.redact_files(self.state_dir / "logs" / f"{job.name}.log")
+        artifacts = read_run(run_folder) if run_folder.is_dir() else None
+        progress.finish(len(artifacts.lines) if artifacts else 0)
+        private = [flow, run_folder / "snapshot"]  # messages name the user's flow folder, not these copies
+        for line in artifacts.lines if artifacts else []:
+            line.error = user_paths(line.error, private, job.flow)
+        if artifacts is None:
+            raise self._failure(job.label, {**outcome, "error": user_paths(outcome.get("error"), private, job.flow)})
+        return RunRecord(job.label, job.name, str(outcome.get("status")), artifacts.lines, duration,
+                         artifacts.metrics, user_paths(outcome.get("error"), private, job.flow), stats)
+
+    def test(self, job: TestJob) -> TestRecord:
+        name = f"test_{os.getpid()}_{time.time_ns()}"
+        proxy, worker = self._start(1)
+        # the snapshot carries variant and connection overrides
+        snap = snapshot(job.info, self.home.root / "work" / name, variant=job.variant, overrides=job.connections)
+        settings = job.cache or CacheSettings("off", self.home.root / "work" / f"{name}.cassette.json")
+        env = {**job.info.environment_variables, **job.environment_variables}
+        route = proxy.open_run(name, settings, {**upstreams(job.provider_connections), **env_upstreams(env)})
+        request = {"op": "test", "tag": name, "name": name, "kind": job.info.kind, "flow": str(snap.entry),
+                   "working_dir": str(snap.folder), "inputs": job.inputs,
+                   **routed(job.info.kind, env, job.provider_connections, route)}
+        started = time.monotonic()
+        try:
+            outcome = worker.call(request, lambda done: None)
+            tokens = route.tokens(0)
+        finally:
+            route.close()
+            shutil.rmtree(snap.folder, ignore_errors=True)
+        if "output" not in outcome and outcome.get("status") == "Failed":
+            raise self._failure("test", outcome)
+        return TestRecord(str(outcome.get("status")), outcome.get("output"), outcome.get("error"),
+                          list(outcome.get("nodes") or []), time.monotonic() - started, tokens)
+
+    @contextlib.contextmanager
+    def _llm_calls(self, cache: CacheSettings | None, connections: tuple[ProviderConnection, ...],
+                   extra: dict[str, str] | None = None
+                   ) -> Iterator[tuple[tuple[ProviderConnection, ...], dict[str, str], LlmProxy | None]]:
+        """Without a cache: the connections as they are. With one: rerouted through the record/replay proxy."""
+        if cache is None:
+            yield connections, {}, None
+            return
+        routes = {var: f"env-{var.lower()}" for var in ENV_ENDPOINTS if self.environ.get(var)}
+        with LlmProxy(cache, {**upstreams(connections), **(extra or {}),
+                              **{r: self.environ[v] for v, r in routes.items()}}) as proxy:
+            assert proxy.run is not None
+            yield (rerouted(connections, proxy.run), {var: proxy.url_for(route) for var, route in routes.items()},
+                   proxy)
+        if said := cache_line(cache.mode, proxy.stats, cache.cassette):
+            log.info("%s", said)
+
+    # -- the runner process ----------------------------------------------------------------------------
+    def _child(self, name: str, request: dict[str, Any], connections: tuple[Any, ...], tick: Any,
+               extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+        result = self.home.root / "results" / f"{name}.json"
+        result.unlink(missing_ok=True)
+        request = {**request, "result": str(result), "provider_connections": [asdict(c) for c in connections]}
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"{name}.log"
+        with log_path.open("w", encoding="utf-8") as log_file, tempfile.TemporaryDirectory(prefix="llmops-") as tmp:
+            proc = subprocess.Popen([sys.executable, "-m", "llmops_ci.engines.promptflow.runner"],
+                                    stdin=subprocess.PIPE,
+                                    stdout=log_file, stderr=subprocess.STDOUT, cwd=self.home.root,
+                                    env={**self.home.environment(self.environ, Path(tmp)), **(extra_env or {}),
+                                         STATE_VAR: str(self.state_dir)},
+                                    start_new_session=True, text=True)
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write(json.dumps(request))
+                proc.stdin.close()
+                while proc.poll() is None:
+                    tick()
+                    time.sleep(POLL_S)
+                tick()
+            finally:
+                reap(proc)
+        log.debug("prompt flow log: %s", log_path)
+        if not result.is_file():
+            tail = "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
+            raise CheckFailed(f"the prompt flow runner stopped without a result (exit {proc.returncode}); "
+                              f"its log is {log_path}:\n{tail}")
+        outcome: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
+        result.unlink()
+        return outcome
+
+    @staticmethod
+    def _failure(label: str, outcome: dict[str, Any]) -> LlmopsError:
+        message = f"{label}: prompt flow could not start the run: {outcome.get('error')}"
+        if outcome.get("user_error"):
+            return UsageError(message)
+        log.debug("%s", outcome.get("traceback"))
+        return ServiceError(message) if "Connection" in str(outcome.get("error")) else CheckFailed(message)
+
+
+def replay_processes() -> int:
+    """Line processes for a replayed run. Replayed calls answer at once and a call that is not for the proxy fails the
+    line, so no line waits on the network: more processes than CPUs only contend for them (a 200-line replay on 2
+    CPUs took 0.4 s longer with 8 than with 2). Each line still runs alone in its process; --workers stays the limit."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def reap(proc: subprocess.Popen[str]) -> None:
+    """Stop the runner and everything it started (its own session), even on Ctrl-C, and wait until they are gone:
+    a killed child of the runner (multiprocessing's resource tracker, pf's workers) takes a moment to die."""
+    if proc.poll() is None:
+        _signal_group(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+    _signal_group(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies excepted: they are dead, waiting for init)."""
+    proc_root = Path("/proc")
+    if not proc_root.is_dir():
+        return False
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[0] != "Z" and fields[2] == str(pgid):
+            return True
+    return False
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def upstreams(connections: tuple[ProviderConnection, ...]) -> dict[str, str | None]:
+    """Where each connection's calls really go (None: nowhere, replay only)."""
+    out: dict[str, str | None] = {}
+    for conn in connections:
+        if conn.type == "open_ai":
+            out[conn.name] = conn.values.get("base_url") or (
+                "https://api.openai.com/v1" if conn.values.get("api_key") else None)
+        elif conn.type == "azure_open_ai":
+            out[conn.name] = conn.values.get("api_base") or None
+    return out
+
+
+def env_upstreams(env: dict[str, str]) -> dict[str, str]:
+    """A run's own endpoint variables (``OPENAI_BASE_URL: https://...`` in its environment_variables): each gets a
+    route of the run's, so that its calls are recorded and replayed like a connection's."""
+    return {f"env-{var.lower()}": env[var] for var in ENV_ENDPOINTS
+            if isinstance(env.get(var), str) and env[var].startswith(("http://", "https://"))}
+
+
+def routed(kind: str, env: dict[str, str], connections: tuple[ProviderConnection, ...], route: LlmRun
+           ) -> dict[str, Any]:
+    """What the executor gets of a run's connections and environment, every endpoint pointing at the proxy:
+    connection fields the environment names (``AZURE_OPENAI_ENDPOINT: ${open_ai_connection.api_base}``, or the
+    value already resolved from it), the run's own endpoint variables, and (replay) the proxy as the only place a
+    call may go. Connections that flex flows and prompty files look up by name in the shared store get the route
+    every run shares, which the proxy resolves from each call's line header."""
+    by_run = rerouted(connections, route)
+    stored = rerouted(connections, route, shared=kind != "dag")
+    real = {url.rstrip("/"): conn.name for conn in connections
+            for url in [upstreams((conn,)).get(conn.name)] if url}
+    out = resolve_connection_refs(env, by_run)
+    for var, value in env.items():
+        if isinstance(value, str) and value.rstrip("/") in real:
+            out[var] = route.url_for(real[value.rstrip("/")])
+    for name, value in env_upstreams(env).items():
+        var = next(v for v in ENV_ENDPOINTS if f"env-{v.lower()}" == name)
+        if value.rstrip("/") not in real:
+            out[var] = route.url_for(name)
+    return {"environment_variables": out, "provider_connections": [asdict(c) for c in stored],
+            "only_origin": route.server.url if route.settings.mode == "replay" else None}
+
+
+def rerouted(connections: tuple[ProviderConnection, ...], route: LlmRun, *, shared: bool = False
+             ) -> tuple[ProviderConnection, ...]:
+    out = []
+    for conn in connections:
+        values = dict(conn.values)
+        field = {"open_ai": "base_url", "azure_open_ai": "api_base"}.get(conn.type)
+        if field:
+            values[field] = route.shared_url(conn.name) if shared else route.url_for(conn.name)
+            values["api_key"] = values.get("api_key") or "llmops-ci-replay"  # the client insists on one
+        out.append(ProviderConnection(conn.name, conn.type, values))
+    return tuple(out)
+
+
+def _line(raw: dict[str, Any], tokens: dict[str, int] | None, seen_by_proxy: str | None = None) -> LineResult:
+    return LineResult(line=int(raw["line"]), status=str(raw["status"]), inputs=dict(raw.get("inputs") or {}),
+                      outputs=raw.get("outputs"), duration_s=raw.get("duration_s"),
+                      tokens=tokens or dict(raw.get("tokens") or {}), error=raw.get("error"),
+                      error_code=raw.get("error_code"), node=raw.get("node"),
+                      # the proxy saw the endpoint's own failure; the client behind it only a reset or a 5xx
+                      service_failure=None if raw.get("status") == "Completed" else seen_by_proxy or (
+                          service_failure(raw["error_detail"]) if isinstance(raw.get("error_detail"), dict) else None))
+
+
+class Worker:
+    """The parent's handle on the warm executor process (``pf_worker``): jobs out on stdin, events back on a pipe."""
+
+    def __init__(self, home: PFHome, environ: dict[str, str], workers: int, log_path: Path) -> None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = tempfile.mkdtemp(prefix="llmops-")
+        env = home.environment(environ, Path(self._tmp))
+        env["PF_DISABLE_TRACING"] = "true"  # tokens come from the proxy; no span per call
+        read_fd, write_fd = os.pipe()
+        self._log = log_path.open("a", encoding="utf-8")
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "llmops_ci.engines.promptflow.worker", str(write_fd), str(workers)],
+                stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT, cwd=home.root / "work", env=env,
+                start_new_session=True, text=True, pass_fds=(write_fd,))
+        finally:
+            os.close(write_fd)
+        self._events = os.fdopen(read_fd, "r", encoding="utf-8")
+        self._queues: dict[int, queue.Queue[dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        self._next = 0
+        self.log_path = log_path
+        threading.Thread(target=self._read, daemon=True, name="llmops-worker-events").start()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _read(self) -> None:
+        for raw in self._events:
+            try:
+                event = json.loads(raw)
+            except ValueError:  # not ours: never let one bad line strand every waiting run
+                continue
+            with self._lock:
+                target = self._queues.get(event.get("id", -1))
+            if target is not None:
+                target.put(event)
+        with self._lock:  # the process is gone: nobody waits forever
+            for target in self._queues.values():
+                target.put({"event": "gone"})
+
+    def call(self, request: dict[str, Any], on_progress: Any) -> dict[str, Any]:
+        with self._lock:
+            self._next += 1
+            job_id = self._next
+            events: queue.Queue[dict[str, Any]] = queue.Queue()
+            self._queues[job_id] = events
+            assert self.proc.stdin is not None
+            try:
+                self.proc.stdin.write(json.dumps({**request, "id": job_id}) + "\n")
+                self.proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                events.put({"event": "gone"})
+        try:
+            while True:
+                event = events.get()
+                if event["event"] == "progress":
+                    on_progress(int(event["done"]))
+                elif event["event"] == "done":
+                    return event
+                else:
+                    tail = "\n".join(self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
+                    raise CheckFailed(f"the prompt flow executor stopped (exit {self.proc.poll()}); its log is "
+                                      f"{self.log_path}:\n{tail}")
+        finally:
+            with self._lock:
+                self._queues.pop(job_id, None)
+
+    def close(self) -> None:
+        """Ask the executor to finish (it removes what it stored), then make sure its whole session is gone.
+        With jobs still running (an interrupt, a crash) it is stopped at once: SIGTERM, on which it removes
+        what it stored and exits."""
+        with self._lock:
+            busy = bool(self._queues)
+        # an executor that never got a job (started ahead, then nothing ran) is not waited for: SIGTERM at once
+        if not busy and self._next and self.proc.poll() is None and self.proc.stdin is not None:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self.proc.stdin.write(json.dumps({"op": "stop"}) + "\n")
+                self.proc.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+        reap(self.proc)
+        self._log.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)

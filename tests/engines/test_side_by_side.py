@@ -1,0 +1,158 @@
+"""Side by side with prompt flow: the same upstream-shaped flows (copied from microsoft/promptflow into
+tests/kinds/data/upstream) through llmops-ci and through prompt flow's own ``pf.run`` (what ``pf run create`` calls),
+against one deterministic server on 127.0.0.1: every line's status and outputs and every run's metrics must be
+identical, with all flows and evaluations of a step running side by side at --workers 4.
+
+Flows: standard/maths-to-code (its func_exe swaps sys.stdout to capture print; 8 lines overlap, one fails), two
+evaluations with aggregation side by side over that run (evaluation/eval-classification-accuracy logs accuracy,
+evaluation/eval-chat-math logs accuracy and error_rate), flex-flows/chat-stream twice (two flex flows whose init
+model_config comes from the same connection; the prompty streams), prompty/basic (prompt flow's prompty format,
+endpoint from environment variables resolved from a connection), flex-flows/basic (a Python tool building its own
+AzureOpenAI client from AZURE_OPENAI_ENDPOINT: ${open_ai_connection.api_base})."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.openai import FakeOpenAI, echo
+from tests.helpers.pf_reference import pf_runs
+from tests.helpers.projects import CliResult, Project
+
+pytestmark = pytest.mark.executor
+
+UPSTREAM = Path(__file__).parents[1] / "kinds" / "data" / "upstream"
+AZURE_KEY = "azure-key-" + "b" * 24
+CONFIG = """\
+version: 1
+connections:
+  open_ai_connection:
+    type: azure_open_ai
+    api_base: ${env:AZURE_BASE}
+    api_key: ${env:AZURE_KEY}
+    api_version: "2024-06-01"
+flows:
+  maths:
+    path: flows/maths-to-code
+    data: data/maths.jsonl
+    column_mapping: {math_question: "${data.question}"}
+    max_failed_lines: 1
+    evaluations:
+      accuracy:
+        path: flows/eval-classification-accuracy
+        column_mapping: {groundtruth: "${data.answer}", prediction: "${run.outputs.answer}"}
+      chat-math:
+        path: flows/eval-chat-math
+        column_mapping: {groundtruth: "${data.answer}", prediction: "${run.outputs.answer}"}
+  chat-a:
+    path: flows/chat-stream
+    data: data/chat-a.jsonl
+    column_mapping: {question: "${data.question}"}
+    init: {model_config: {connection: open_ai_connection, azure_deployment: gpt-4o}}
+  chat-b:
+    path: flows/chat-stream
+    data: data/chat-b.jsonl
+    column_mapping: {question: "${data.question}"}
+    init: {model_config: {connection: open_ai_connection, azure_deployment: gpt-4o}}
+  prompty:
+    run_file: flows/prompty-basic/run.yml
+  programmer:
+    run_file: flows/flex-basic/run.yml
+"""
+# line 5 is answered wrong by the code (its label says 5), line 9 fails at the LLM node ("FAIL": the fake's 400)
+MATHS = [{"question": f"What is 300000 plus {n}?", "answer": "5" if n == 5 else str(300000 + n)} for n in range(1, 9)]
+MATHS.append({"question": "FAIL: what is 300000 plus 9?", "answer": "300009"})
+CHAT_A = [{"question": f"Question A{n}: what is prompt flow?"} for n in range(6)]
+CHAT_B = [{"question": f"Question B{n}: what is a flex flow?"} for n in range(6)]
+ENV = {"AZURE_OPENAI_API_KEY": "${open_ai_connection.api_key}",
+       "AZURE_OPENAI_ENDPOINT": "${open_ai_connection.api_base}", "AZURE_OPENAI_API_TYPE": "azure"}
+
+
+def answer(prompt: str) -> str:
+    if "QUESTION:" in prompt and "CODE:" in prompt:  # maths-to-code's code_gen: code that prints after a pause
+        found = re.search(r"plus (\d+)", prompt.rsplit("QUESTION:", 1)[1])
+        number = int(found.group(1)) if found else 0
+        return json.dumps({"code": f"import time\ntime.sleep(0.2)\nprint({300000 + number})"})
+    return echo(prompt)
+
+
+def jsonl(rows: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def ours(proj: Project, label: str) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
+    flow, _, evaluation = label.partition("/")
+    folder = f".llmops/runs/{flow}" + (f"/evals/{evaluation}" if evaluation else "")
+    lines = [json.loads(x) for x in proj.read(f"{folder}/lines.jsonl").splitlines() if x.strip()]
+    summary = json.loads(proj.read(".llmops/summary.json"))["flows"][flow]
+    metrics = summary["evaluations"][evaluation]["metrics"] if evaluation else {}
+    return [(x["status"], x["outputs"]) for x in sorted(lines, key=lambda x: x["line"])], metrics
+
+
+def test_lines_and_metrics_equal_pf_run(project: Callable[..., Project], cli: Callable[..., CliResult],
+                                        fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch,
+                                        tmp_path: Path) -> None:
+    fake_openai.answer = answer
+    proj = project({"llmops.yaml": CONFIG, "data/maths.jsonl": jsonl(MATHS), "data/chat-a.jsonl": jsonl(CHAT_A),
+                    "data/chat-b.jsonl": jsonl(CHAT_B)}, base=False)
+    for name in ("maths-to-code", "eval-classification-accuracy", "eval-chat-math", "chat-stream", "prompty-basic",
+                 "flex-basic"):
+        shutil.copytree(UPSTREAM / name, proj.path(f"flows/{name}"))
+    monkeypatch.setenv("AZURE_BASE", fake_openai.url)
+    monkeypatch.setenv("AZURE_KEY", AZURE_KEY)
+    # flex-flows/basic takes the OpenAI client (and OPENAI_BASE_URL) when OPENAI_API_KEY is set: the Azure path here
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+
+    batch = cli("batch-run", "--workers", "4")
+    assert batch.code == 0, batch.err
+    evals = cli("eval-run", "--workers", "4")
+    assert evals.code == 0, evals.err
+
+    flows = proj.path("flows")
+    data = proj.path("data")
+    reference = pf_runs(tmp_path / "reference", [
+        {"name": "maths", "flow": str(flows / "maths-to-code"), "data": str(data / "maths.jsonl"),
+         "column_mapping": {"math_question": "${data.question}"}},
+        {"name": "maths/accuracy", "flow": str(flows / "eval-classification-accuracy"), "run": "maths",
+         "data": str(data / "maths.jsonl"),
+         "column_mapping": {"groundtruth": "${data.answer}", "prediction": "${run.outputs.answer}"}},
+        {"name": "maths/chat-math", "flow": str(flows / "eval-chat-math"), "run": "maths",
+         "data": str(data / "maths.jsonl"),
+         "column_mapping": {"groundtruth": "${data.answer}", "prediction": "${run.outputs.answer}"}},
+        *({"name": name, "flow": str(flows / "chat-stream"), "data": str(data / f"{name}.jsonl"),
+           "column_mapping": {"question": "${data.question}"},
+           "init": {"model_config": {"connection": "open_ai_connection", "azure_deployment": "gpt-4o"}}}
+          for name in ("chat-a", "chat-b")),
+        {"name": "prompty", "flow": str(flows / "prompty-basic" / "basic.prompty"),
+         "data": str(flows / "prompty-basic" / "data.jsonl"), "column_mapping": {"question": "${data.question}"},
+         "environment_variables": ENV},
+        {"name": "programmer", "flow": str(flows / "flex-basic"), "data": str(flows / "flex-basic" / "data.jsonl"),
+         "column_mapping": {"text": "${data.text}"}, "environment_variables": ENV},
+    ], [{"name": "open_ai_connection", "api_base": fake_openai.url, "api_key": AZURE_KEY,
+         "api_version": "2024-06-01"}])
+
+    for label, expected in reference.items():
+        assert ours(proj, label)[0] == expected[0], label
+        assert ours(proj, label)[1] == expected[1], label
+    # the upstream answers themselves, so that equal can never mean equally wrong
+    maths_lines, _ = reference["maths"]
+    assert [o["answer"] if o else None for _, o in maths_lines] == [str(300000 + n) for n in range(1, 9)] + [None]
+    assert [s for s, _ in maths_lines].count("Failed") == 1
+    assert reference["maths/accuracy"][1] == {"accuracy": 0.88}
+    assert reference["maths/chat-math"][1] == {"accuracy": 0.88, "error_rate": 0.12}
+    assert [o for _, o in reference["chat-a"][0]] == [{"output": f"ECHO: {r['question']} "} for r in CHAT_A]
+    summary = json.loads(proj.read(".llmops/summary.json"))["flows"]
+    # every flow's calls were its own: tokens counted for each line of each flow (streamed ones included)
+    for flow in ("maths", "chat-a", "chat-b", "prompty", "programmer"):
+        lines = [json.loads(x) for x in proj.read(f".llmops/runs/{flow}/lines.jsonl").splitlines() if x.strip()]
+        counted = [x["tokens"]["total"] > 0 for x in lines if x["status"] == "Completed"]
+        assert counted and all(counted), (flow, [x["tokens"] for x in lines])
+    assert summary["chat-a"]["run"]["lines_failed"] == 0 and summary["chat-b"]["run"]["lines_failed"] == 0
+    assert AZURE_KEY not in batch.out + batch.err + evals.out + evals.err
