@@ -9,11 +9,12 @@ from llmops_ci.engines.base import BackendContext
 from llmops_ci.releases.base import Release
 
 if TYPE_CHECKING:
+    from llmops_ci.kinds import FlowInfo
     from llmops_ci.releases.spec import DeployPlan, DeployResult, ModelSpec
     from llmops_ci.results.records import ProviderConnection
 
 
-class ByKind:
+class ByKind(Release):
     """One ``--backend`` whose flows of some kinds go to another release (MLflow agents to the MLflow registry),
     chosen per model from the kind of the flow it is made from."""
 
@@ -22,12 +23,17 @@ class ByKind:
         self.name, self.ctx, self.default, self.kinds = name, ctx, default, kinds
         self._built: dict[str, Release] = {}
 
-    def _for(self, spec: ModelSpec) -> Release:
-        info = self.ctx.project.info(spec.path)
+    def _pick(self, info: FlowInfo | None) -> Release:
         kind = info.kind if info is not None and info.kind in self.kinds else ""
         if kind not in self._built:
             self._built[kind] = (self.kinds[kind] if kind else self.default)(self.ctx)
         return self._built[kind]
+
+    def _for(self, spec: ModelSpec) -> Release:
+        return self._pick(self.ctx.project.info(spec.path))
+
+    def deploys(self, info: FlowInfo) -> bool:
+        return self._pick(info).deploys(info)
 
     def register(self, spec: ModelSpec) -> tuple[str, str, bool]:
         return self._for(spec).register(spec)

@@ -10,27 +10,25 @@ at deploy time, as for a run.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 import tempfile
-import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmops_ci.core.errors import UsageError
 from llmops_ci.engines.agent_framework.engine import agents_environment, declarative_target
-from llmops_ci.engines.promptflow.executor import reap
 from llmops_ci.kinds import KINDS, FlowInfo
-from llmops_ci.releases.local import LocalRelease
-from llmops_ci.releases.spec import ModelSpec
+from llmops_ci.releases.base import Release
+from llmops_ci.releases.file_registry import FileRegistry
+from llmops_ci.releases.slots import Server, deploy_registered, dry_run_slots, spawn
+from llmops_ci.releases.spec import DeployPlan, DeployResult, ModelSpec
 from llmops_ci.results.records import ProviderConnection
-from llmops_ci.results.state import write_json_atomic
 
 if TYPE_CHECKING:
     from llmops_ci.engines.base import BackendContext
     from llmops_ci.project.loaded import Project
+
+SERVER = Server("the serving process", "/health", "/score")
 
 
 class _Direct:
@@ -49,9 +47,13 @@ class _Direct:
         return url
 
 
-class MafRelease(LocalRelease):
+class MafRelease(Release):
+    name = "local"
+    engines = frozenset({"agent_framework"})
+
     def __init__(self, state_dir: Path, registry: Path, environ: dict[str, str], project: Project) -> None:
-        super().__init__(state_dir, registry, environ)
+        self.state_dir, self.registry, self.environ = state_dir.absolute(), registry.absolute(), environ
+        self.models = FileRegistry(self.registry)
         self.project = project
 
     def _info(self, path: Path) -> FlowInfo:
@@ -61,18 +63,14 @@ class MafRelease(LocalRelease):
         return info
 
     def register(self, spec: ModelSpec) -> tuple[str, str, bool]:
-        folder = self.model_dir(spec.name, spec.version)
-        if (folder / "model.json").is_file():
+        if self.models.has(spec):
             return spec.name, spec.version, False
+        folder = self.models.model_dir(spec.name, spec.version)
         info = self._info(spec.path)
         snap = KINDS["agent_framework"].snapshot(info, folder / "flow", variant=spec.variant,
                                                  overrides=spec.connections)
-        entry = self._entry(spec.path)
-        record = {"name": spec.name, "version": spec.version, "flow": spec.flow, "description": spec.description,
-                  "kind": "agent_framework", "entry": snap.entry.relative_to(folder / "flow").as_posix(),
-                  "python_entry": entry, "tags": spec.tags, "resources": [asdict(r) for r in spec.resources],
-                  "registered_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        write_json_atomic(folder / "model.json", record)
+        self.models.save(spec, kind="agent_framework", entry=snap.entry.relative_to(folder / "flow").as_posix(),
+                         python_entry=self._entry(spec.path))
         return spec.name, spec.version, True
 
     def _entry(self, path: Path) -> list[str] | None:
@@ -81,6 +79,15 @@ class MafRelease(LocalRelease):
             if spec is not None and spec.code is not None and flow.path.absolute() == path.absolute():
                 return [spec.code.relative_to(flow.path.absolute()).as_posix(), spec.attr]
         return None
+
+    def dry_run_model(self, spec: ModelSpec) -> str:
+        return self.models.dry_run(spec)
+
+    def dry_run_plan(self, plan: DeployPlan) -> str:
+        return self.models.dry_run(plan.model) + dry_run_slots(plan)
+
+    def deploy(self, plan: DeployPlan, connections: tuple[ProviderConnection, ...], keep: bool) -> DeployResult:
+        return deploy_registered(self.state_dir, self.models, plan, SERVER, self._serve, connections, keep)
 
     def _serve(self, flow: Path, port: int, connections: tuple[ProviderConnection, ...], env: dict[str, str],
                name: str) -> tuple[subprocess.Popen[str], Path]:
@@ -96,23 +103,9 @@ class MafRelease(LocalRelease):
             target = declarative_target(info, _Direct(connections), connections, overlay, False)
             request = {**target.request, "target": target.kind, "structured": target.structured}
         request.update(port=port, model_name=record["name"])
-        logs = self.state_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix="llmops-serve-"))
-        with (logs / f"serve-{name}.log").open("w", encoding="utf-8") as log_file:
-            proc = subprocess.Popen([sys.executable, "-m", "llmops_ci.engines.agent_framework.serve"],
-                                    stdin=subprocess.PIPE,
-                                    stdout=log_file, stderr=subprocess.STDOUT, cwd=tmp,
-                                    env=agents_environment(overlay), start_new_session=True, text=True)
-        try:
-            assert proc.stdin is not None
-            proc.stdin.write(json.dumps(request))
-            proc.stdin.close()
-        except BaseException:  # an interrupt (or a dead child) before the caller holds it: it must not stay up
-            reap(proc)
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return proc, tmp
+        return spawn("llmops_ci.engines.agent_framework.serve", request, env=agents_environment(overlay), cwd=tmp,
+                     log_path=self.state_dir / "logs" / f"serve-{name}.log", tmp=tmp), tmp
 
 
 def from_context(ctx: BackendContext) -> MafRelease:

@@ -41,6 +41,8 @@ from llmops_ci.core.errors import ServiceError, UsageError
 from llmops_ci.engines.base import BackendContext
 from llmops_ci.kinds import snapshot_of
 from llmops_ci.releases import azureml_settings as settings
+from llmops_ci.releases.base import Release
+from llmops_ci.releases.bluegreen import Stage, live, roll_out
 from llmops_ci.releases.spec import DeployPlan, DeployResult, ModelSpec, SmokeResult, SmokeTest, other_slot
 from llmops_ci.results.records import ProviderConnection, resolve_values
 
@@ -165,14 +167,6 @@ def _entity_yaml(entity: Model | ManagedOnlineEndpoint | ManagedOnlineDeployment
     return yaml.safe_dump({"$schema": schema, **data}, sort_keys=False, allow_unicode=True)
 
 
-def traffic_steps(plan: DeployPlan, slot: str, previous: str | None) -> list[dict[str, int]]:
-    """The endpoint traffic after each step; with nothing serving before, one step straight to 100."""
-    if previous is None:
-        return [{slot: 100}]
-    steps = [{slot: p, previous: 100 - p} for p in plan.traffic if 0 < p < 100]
-    return [*steps, {slot: 100, previous: 0}]
-
-
 def dry_run_yaml(plan: DeployPlan | None, spec: ModelSpec, scope: WorkspaceScope | None = None,
                  build_root: Path | None = None) -> str:
     """The entities register (and deploy, with a plan) would create, as YAML documents ``az ml`` and
@@ -223,10 +217,6 @@ def _short(exc: BaseException) -> str:
 def _serving_slot(traffic: dict[str, int] | None) -> str | None:
     live = [(int(p), name) for name, p in (traffic or {}).items() if int(p) > 0]
     return max(live)[1] if live else None
-
-
-def _live(traffic: dict[str, int]) -> dict[str, int]:
-    return {k: int(v) for k, v in traffic.items() if int(v) > 0}
 
 
 class AzureMLRelease:
@@ -308,62 +298,7 @@ class AzureMLRelease:
                 raise UsageError(f"model {model.name}:{model_version} is not registered in workspace "
                                  f"{self.ml.workspace_name}; run 'llmops-ci register --backend azureml "
                                  f"--flow {model.flow}' first") from None
-        endpoint = self._endpoint(plan)
-        previous = _serving_slot(endpoint.traffic)
-        slot = other_slot(previous)
-        result = DeployResult(plan.endpoint, slot, previous, "rolled_back", _live(endpoint.traffic or {}),
-                              url=endpoint.scoring_uri)
-        if previous and (endpoint.traffic or {}).get(slot):
-            # a half-finished earlier rollout: the slot about to be replaced must not serve while it is
-            log.info("%s: %s still has traffic; moving it all to %s first", plan.endpoint, slot, previous)
-            self._set_traffic(endpoint, {previous: 100, slot: 0}, f"moving all traffic to {previous}")
-            result.traffic = {previous: 100}
-
-        log.info("%s: deploying %s:%s to slot %s", plan.endpoint, model.name, model_version, slot)
-        build = Path(tempfile.mkdtemp(prefix="llmops-build-"))
-        try:
-            deployment = deployment_entity(plan, slot, model_ref(model.name, model_version), self.scope, build)
-            self.ml.online_deployments.begin_create_or_update(deployment).result()
-        except ClientAuthenticationError as exc:
-            raise ServiceError(f"Azure ML: creating deployment {slot}: not authenticated ({_short(exc)})") from None
-        except (AzureError, OSError) as exc:  # provisioning failed: the image, the model, quota, the container
-            result.message = (f"deployment {slot} failed: {_short(exc)}; "
-                              f"{_where_traffic(previous)}; see 'az ml online-deployment get-logs --name {slot} "
-                              f"--endpoint-name {plan.endpoint}'")
-            return result
-        finally:
-            shutil.rmtree(build, ignore_errors=True)
-
-        failure = None
-        for test in plan.smoke_tests:
-            smoke = self._smoke(plan.endpoint, slot, test)
-            result.smoke.append(smoke)
-            log.info("%s: smoke test %s on %s: %s", plan.endpoint, test.name, slot,
-                     "passed" if smoke.passed else smoke.error)
-        failed = [s for s in result.smoke if not s.passed]
-        if failed:
-            failure = "; ".join(f"smoke test {s.name}: {s.error}" for s in failed)
-        else:
-            try:
-                for traffic in traffic_steps(plan, slot, previous):
-                    log.info("%s: traffic %s", plan.endpoint, ", ".join(f"{k} {v}%" for k, v in traffic.items()))
-                    self._put_traffic(endpoint, traffic)
-                    result.traffic = _live(traffic)
-            except (AzureError, OSError) as exc:
-                failure = f"shifting traffic to {slot} failed: {_short(exc)}"
-        if failure is None:
-            result.status = "deployed"
-            result.message = f"{slot} serves {model.name}:{model_version}" + (
-                f"; {previous} stays deployed with no traffic (the rollback target)" if previous else "")
-            return result
-
-        if result.traffic != ({previous: 100} if previous else {}):
-            restore = {previous: 100, slot: 0} if previous else {slot: 0}
-            self._set_traffic(endpoint, restore, f"rolling back traffic to {previous or 'nothing'} after: {failure}")
-        result.traffic = {previous: 100} if previous else {}
-        result.message = (f"{failure}; {_where_traffic(previous)}; deployment {slot} is left in place for debugging "
-                          f"('az ml online-deployment get-logs --name {slot} --endpoint-name {plan.endpoint}')")
-        return result
+        return roll_out(plan, _Slots(self, plan, self._endpoint(plan), model_version))
 
     def _endpoint(self, plan: DeployPlan) -> OnlineEndpoint:
         with _service(f"looking up endpoint {plan.endpoint}"):
@@ -408,6 +343,68 @@ class AzureMLRelease:
         return SmokeResult(test.name, error is None, error, round(time.monotonic() - started, 3))
 
 
+class _Slots:
+    """``bluegreen.Slots`` of a managed online endpoint: its deployments named blue and green."""
+
+    routed = True
+
+    def __init__(self, release: AzureMLRelease, plan: DeployPlan, endpoint: OnlineEndpoint, version: str) -> None:
+        self.release, self.plan, self.endpoint, self.version = release, plan, endpoint, version
+        self.previous = _serving_slot(endpoint.traffic)
+        self.slot = other_slot(self.previous)
+        self.traffic = live(endpoint.traffic or {})
+        self.url: str | None = endpoint.scoring_uri
+        if self.previous and (endpoint.traffic or {}).get(self.slot):
+            # a half-finished earlier rollout: the slot about to be replaced must not serve while it is
+            log.info("%s: %s still has traffic; moving it all to %s first", plan.endpoint, self.slot, self.previous)
+            release._set_traffic(endpoint, {self.previous: 100, self.slot: 0}, f"moving all traffic to {self.previous}")
+            self.traffic = {self.previous: 100}
+
+    def start(self) -> str | None:
+        model, slot = self.plan.model, self.slot
+        log.info("%s: deploying %s:%s to slot %s", self.plan.endpoint, model.name, self.version, slot)
+        build = Path(tempfile.mkdtemp(prefix="llmops-build-"))
+        try:
+            deployment = deployment_entity(self.plan, slot, model_ref(model.name, self.version), self.release.scope,
+                                           build)
+            self.release.ml.online_deployments.begin_create_or_update(deployment).result()
+        except ClientAuthenticationError as exc:
+            raise ServiceError(f"Azure ML: creating deployment {slot}: not authenticated ({_short(exc)})") from None
+        except (AzureError, OSError) as exc:  # provisioning failed: the image, the model, quota, the container
+            return f"deployment {slot} failed: {_short(exc)}"
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
+        return None
+
+    def smoke(self, test: SmokeTest) -> SmokeResult:
+        return self.release._smoke(self.plan.endpoint, self.slot, test)
+
+    def shift(self, traffic: dict[str, int]) -> str | None:
+        try:
+            self.release._put_traffic(self.endpoint, traffic)
+        except (AzureError, OSError) as exc:
+            return f"shifting traffic to {self.slot} failed: {_short(exc)}"
+        return None
+
+    def promote(self) -> str | None:
+        return f"{self.slot} serves {self.plan.model.name}:{self.version}" + (
+            f"; {self.previous} stays deployed with no traffic (the rollback target)" if self.previous else "")
+
+    def roll_back(self, failure: str, stage: Stage, traffic: dict[str, int]) -> str:
+        previous, slot, endpoint = self.previous, self.slot, self.plan.endpoint
+        logs = f"'az ml online-deployment get-logs --name {slot} --endpoint-name {endpoint}'"
+        if stage == "start":
+            return f"{failure}; {_where_traffic(previous)}; see {logs}"
+        if traffic != ({previous: 100} if previous else {}):
+            restore = {previous: 100, slot: 0} if previous else {slot: 0}
+            self.release._set_traffic(self.endpoint, restore,
+                                      f"rolling back traffic to {previous or 'nothing'} after: {failure}")
+        return f"{failure}; {_where_traffic(previous)}; deployment {slot} is left in place for debugging ({logs})"
+
+    def close(self, deployed: bool) -> None:
+        return None
+
+
 def _json_or_text(text: Any) -> Any:
     if not isinstance(text, str):
         return text
@@ -421,11 +418,12 @@ def _where_traffic(previous: str | None) -> str:
     return f"traffic stays on {previous}" if previous else "nothing serves on the endpoint"
 
 
-class ProjectRelease:
+class ProjectRelease(Release):
     """The ``Release`` of ``--backend azureml``: the workspace named by llmops.yaml's ``azureml:`` block,
     reached only when something is registered or deployed (dry runs need no credentials)."""
 
     name = "azureml"
+    engines = frozenset({"dag", "flex", "promptflow"})  # what prompt flow's serving image serves
 
     def __init__(self, ctx: BackendContext) -> None:
         self.ctx = ctx

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from llmops_ci.core.errors import ConfigError
+from llmops_ci.releases.base import Release
 from llmops_ci.releases.spec import DeployPlan, DeployResult, ModelSpec
 from llmops_ci.results.records import ProviderConnection
 
@@ -63,8 +64,9 @@ LOAD_PYTHON = '''\
     runnable = found() if callable(found) and not hasattr(found, "run") else found'''
 
 
-class MafAzureML:
+class MafAzureML(Release):
     name = "azureml"
+    engines = frozenset({"agent_framework"})
 
     def __init__(self, ctx: BackendContext) -> None:
         self.ctx = ctx

@@ -1,16 +1,39 @@
-"""The ``Release`` protocol: register, deploy and their dry runs, for one place models go."""
+"""The ``Release`` protocol: register, deploy and their dry runs, for one place models go, with the engines whose
+flows it deploys; ``check_engine`` refuses the others before anything is created."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+from llmops_ci.core.errors import ConfigError
 
 if TYPE_CHECKING:
+    from llmops_ci.config import FlowSpec
+    from llmops_ci.kinds import FlowInfo
     from llmops_ci.releases.spec import DeployPlan, DeployResult, ModelSpec
     from llmops_ci.results.records import ProviderConnection
+
+# why no target deploys an engine's flows, and what to do instead
+NOT_SERVED = {"prompty": (
+    "a .prompty file in the prompty 2.x format, which no deploy backend serves (prompt flow's serving and Azure ML "
+    "endpoints read only prompt flow's own prompty format); call it from a flex flow and deploy that (see "
+    "docs/migrating-to-flex.md), or remove this 'deploy:' block")}
+
+
+def engine_of(info: FlowInfo) -> str:
+    """The engine a flow runs on: the one its kind declares, else the kind itself."""
+    return info.engine or info.kind
 
 
 class Release(Protocol):
     name: str
+    # the engines (``engine_of``) whose flows ``deploy`` serves
+    engines: ClassVar[frozenset[str]] = frozenset()
+
+    def deploys(self, info: FlowInfo) -> bool:
+        """Whether ``deploy`` serves this flow; a release that routes flows to others asks the one it would use."""
+        return engine_of(info) in self.engines
 
     def register(self, spec: ModelSpec) -> tuple[str, str, bool]:
         """(name, version, created): registering the same content again creates nothing."""
@@ -27,3 +50,20 @@ class Release(Protocol):
     def dry_run_plan(self, plan: DeployPlan) -> str:
         """Exactly what ``deploy`` would create, as text; reaches no service."""
         ...
+
+
+def check_engine(release: Release, flows: Sequence[tuple[FlowSpec, FlowInfo | None]]) -> None:
+    """Refuse, at each flow's ``deploy:`` block, the flows whose engine ``release`` does not deploy (before anything
+    is created: a dry run must not show what cannot be). A flow that cannot be read is left to lint's message."""
+    problems = []
+    for flow, info in flows:
+        if info is None or release.deploys(info):
+            continue
+        engine = engine_of(info)
+        why = NOT_SERVED.get(engine) or (
+            f"a flow run by the {engine} engine, which --backend {release.name} does not deploy; deploy it with "
+            "another backend, or remove this 'deploy:' block")
+        problems.append(flow.where("deploy").problem(("deploy",), f"flow '{flow.name}' is {why}",
+                                                     "deploy-unsupported", at_key=True))
+    if problems:
+        raise ConfigError(problems)

@@ -36,7 +36,9 @@ import yaml
 from llmops_ci.config import Config, DeploySpec, FlowSpec
 from llmops_ci.core.errors import ServiceError, UsageError
 from llmops_ci.engines.mlflow.engine import MlflowChild, snapshot
-from llmops_ci.releases.mlflow import (
+from llmops_ci.releases.base import Release
+from llmops_ci.releases.bluegreen import smoke_failure
+from llmops_ci.releases.mlflow_logging import (
     CHALLENGER,
     CHAMPION,
     agent_of,
@@ -151,10 +153,11 @@ def plan_steps(new: dict[str, Any], serving: Serving | None, traffic: tuple[int,
     return steps
 
 
-class DatabricksRelease:
-    """Release shape. ``client`` builds the WorkspaceClient on first use (a dry run never builds one)."""
+class DatabricksRelease(Release):
+    """``client`` builds the WorkspaceClient on first use (a dry run never builds one)."""
 
     name = "databricks"
+    engines = frozenset({"mlflow_agent"})
 
     def __init__(self, state_dir: Path, flows: Mapping[str, FlowSpec], environ: Mapping[str, str],
                  host: str | None = None, *, client: Callable[[], Any] | None = None, poll_s: float = 10.0,
@@ -286,18 +289,16 @@ class DatabricksRelease:
             failure = self._wait_ready(plan.endpoint)
             if failure is None and i == 0:
                 result.smoke = [self._smoke(plan.endpoint, new["name"], t) for t in plan.smoke_tests]
-                bad = [s for s in result.smoke if not s.passed]
-                failure = "; ".join(f"smoke test {s.name}: {s.error}" for s in bad) or None
+                failure = smoke_failure(result.smoke)
             if failure is not None:
                 result.message = self._rollback(plan.endpoint, serving, failure)
                 return result
             result.traffic = {k: v for k, v in routes.items() if v}
         if not steps:
             result.smoke = [self._smoke(plan.endpoint, new["name"], t) for t in plan.smoke_tests]
-            bad = [s for s in result.smoke if not s.passed]
-            if bad:
-                result.message = "; ".join(f"smoke test {s.name}: {s.error}" for s in bad) + (
-                    f"; {new['name']} already served and still does")
+            failure = smoke_failure(result.smoke)
+            if failure is not None:
+                result.message = f"{failure}; {new['name']} already served and still does"
                 result.traffic = {new["name"]: 100}
                 return result
         self._api(lambda: self.client.registered_models.set_alias(model.name, CHAMPION, int(version)))

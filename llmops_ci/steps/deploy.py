@@ -7,8 +7,9 @@ import logging
 from collections.abc import Mapping
 
 from llmops_ci.config import FlowSpec, Origin, connection_ref
-from llmops_ci.core.errors import CheckFailed, ConfigError, UsageError
+from llmops_ci.core.errors import CheckFailed, UsageError
 from llmops_ci.core.log import register_secret
+from llmops_ci.releases.base import check_engine
 from llmops_ci.releases.spec import DeployPlan, load_smoke_tests, model_spec
 from llmops_ci.results.records import environment, provider_connections, secret_values, update_flow_summary
 from llmops_ci.results.state import read_summary
@@ -33,15 +34,9 @@ class DeployStep:
         flows = [f for f in config.select(args.flow) if f.deploy is not None]
         if not flows:
             raise UsageError(f"{config.doc.display}: no selected flow has a 'deploy:' block")
-        unservable = [f for f in flows if getattr(project.info(f.path), "engine", None) == "prompty"]
-        if unservable:  # before anything is created: a dry run must not show what cannot be
-            raise ConfigError([f.where("deploy").problem(("deploy",), (
-                f"flow '{f.name}' is a .prompty file in the prompty 2.x format, which no deploy backend serves "
-                "(prompt flow's serving and Azure ML endpoints read only prompt flow's own prompty format); call "
-                "it from a flex flow and deploy that (see docs/migrating-to-flex.md), or remove this 'deploy:' "
-                "block"), "deploy-unsupported", at_key=True) for f in unservable])
-        failed = []
         release = release_for(args, ctx, project)
+        check_engine(release, [(f, project.info(f.path)) for f in flows])
+        failed = []
         for flow in flows:
             assert flow.deploy is not None
             spec = model_spec(project, flow, summary, ctx.environ)

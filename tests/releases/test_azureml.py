@@ -28,6 +28,7 @@ from llmops_ci.config import DeploySpec
 from llmops_ci.core.errors import UsageError
 from llmops_ci.releases import azureml, azureml_settings
 from llmops_ci.releases.azureml import AzureMLRelease, WorkspaceScope, dry_run_yaml
+from llmops_ci.releases.bluegreen import traffic_steps
 from llmops_ci.releases.spec import DeployPlan, ModelSpec, Resource, SmokeTest
 
 pytestmark = pytest.mark.filterwarnings("ignore:The `context` parameter is deprecated:DeprecationWarning")
@@ -335,8 +336,8 @@ def test_deployment_without_scope_or_options(tmp_path: Path) -> None:
     assert dep.request_settings is not None and dep.request_settings.request_timeout_ms == 180_000
     assert dep.app_insights_enabled is True
     assert dep.environment_variables == {"PROMPTFLOW_RUN_MODE": "serving"}
-    assert azureml.traffic_steps(plan, "green", None) == [{"green": 100}]
-    assert azureml.traffic_steps(plan, "green", "blue") == [{"green": 10, "blue": 90}, {"green": 100, "blue": 0}]
+    assert traffic_steps(plan, "green", None) == [{"green": 100}]
+    assert traffic_steps(plan, "green", "blue") == [{"green": 10, "blue": 90}, {"green": 100, "blue": 0}]
 
 
 # ------------------------------------------------------------------------------------------------ register

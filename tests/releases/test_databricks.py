@@ -12,7 +12,7 @@ import yaml
 from llmops_ci.config import DeploySpec, FlowSpec, read_config
 from llmops_ci.core.errors import ServiceError, UsageError
 from llmops_ci.releases.databricks import DatabricksRelease, entity_name
-from llmops_ci.releases.mlflow import content_key
+from llmops_ci.releases.mlflow_logging import content_key
 from llmops_ci.releases.spec import DeployPlan, ModelSpec, SmokeTest
 from tests.fakes.databricks import FakeDatabricks
 

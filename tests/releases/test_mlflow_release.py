@@ -11,7 +11,8 @@ import yaml
 
 from llmops_ci.config import FlowSpec, read_config
 from llmops_ci.kinds.mlflow.kind import mlmodel_findings
-from llmops_ci.releases.mlflow import MlflowRelease, mlmodel_resources
+from llmops_ci.releases.mlflow import MlflowRelease
+from llmops_ci.releases.mlflow_logging import mlmodel_resources
 from llmops_ci.releases.spec import DeployPlan, ModelSpec, SmokeTest
 from tests.engines.mlflow_agents import RESPONSES_AGENT
 from tests.fakes.openai import FakeOpenAI
@@ -133,7 +134,7 @@ def test_declaring_another_resource_makes_another_version(project: Callable[...,
     import dataclasses
 
     from llmops_ci.config import AgentResource
-    from llmops_ci.releases.mlflow import content_key
+    from llmops_ci.releases.mlflow_logging import content_key
     from llmops_ci.releases.spec import content_hash
 
     _, flow = project()
