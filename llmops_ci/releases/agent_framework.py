@@ -18,17 +18,13 @@ from typing import TYPE_CHECKING, Any
 from llmops_ci.core.errors import UsageError
 from llmops_ci.engines.agent_framework.engine import agents_environment, declarative_target
 from llmops_ci.kinds import KINDS, FlowInfo
-from llmops_ci.releases.base import Release
-from llmops_ci.releases.file_registry import FileRegistry
-from llmops_ci.releases.slots import Server, deploy_registered, dry_run_slots, spawn
-from llmops_ci.releases.spec import DeployPlan, DeployResult, ModelSpec
+from llmops_ci.releases.slots import ServedRelease, spawn
+from llmops_ci.releases.spec import ModelSpec
 from llmops_ci.results.records import ProviderConnection
 
 if TYPE_CHECKING:
     from llmops_ci.engines.base import BackendContext
     from llmops_ci.project.loaded import Project
-
-SERVER = Server("the serving process", "/health", "/score")
 
 
 class _Direct:
@@ -47,13 +43,11 @@ class _Direct:
         return url
 
 
-class MafRelease(Release):
-    name = "local"
+class MafRelease(ServedRelease):
     engines = frozenset({"agent_framework"})
 
     def __init__(self, state_dir: Path, registry: Path, environ: dict[str, str], project: Project) -> None:
-        self.state_dir, self.registry, self.environ = state_dir.absolute(), registry.absolute(), environ
-        self.models = FileRegistry(self.registry)
+        super().__init__(state_dir, registry, environ)
         self.project = project
 
     def _info(self, path: Path) -> FlowInfo:
@@ -79,15 +73,6 @@ class MafRelease(Release):
             if spec is not None and spec.code is not None and flow.path.absolute() == path.absolute():
                 return [spec.code.relative_to(flow.path.absolute()).as_posix(), spec.attr]
         return None
-
-    def dry_run_model(self, spec: ModelSpec) -> str:
-        return self.models.dry_run(spec)
-
-    def dry_run_plan(self, plan: DeployPlan) -> str:
-        return self.models.dry_run(plan.model) + dry_run_slots(plan)
-
-    def deploy(self, plan: DeployPlan, connections: tuple[ProviderConnection, ...], keep: bool) -> DeployResult:
-        return deploy_registered(self.state_dir, self.models, plan, SERVER, self._serve, connections, keep)
 
     def _serve(self, flow: Path, port: int, connections: tuple[ProviderConnection, ...], env: dict[str, str],
                name: str) -> tuple[subprocess.Popen[str], Path]:

@@ -10,24 +10,15 @@ from pathlib import Path
 from llmops_ci.core.errors import UsageError
 from llmops_ci.engines.promptflow.home import PFHome
 from llmops_ci.kinds import inspect, snapshot_of
-from llmops_ci.releases.base import Release
-from llmops_ci.releases.file_registry import FileRegistry
-from llmops_ci.releases.slots import Server, deploy_registered, dry_run_slots, spawn, wait_healthy
-from llmops_ci.releases.spec import DeployPlan, DeployResult, ModelSpec
+from llmops_ci.releases.slots import ServedRelease, spawn, wait_healthy
+from llmops_ci.releases.spec import ModelSpec
 from llmops_ci.results.records import ProviderConnection
 
-SERVER = Server("the serving process", "/health", "/score")
 
-
-class LocalRelease(Release):
+class LocalRelease(ServedRelease):
     """``registry/<model>/<version>/`` holds the flow as registered; ``endpoints/<name>.json`` which slot serves."""
 
-    name = "local"
     engines = frozenset({"dag", "flex", "promptflow"})  # what prompt flow's serving app serves
-
-    def __init__(self, state_dir: Path, registry: Path, environ: dict[str, str]) -> None:
-        self.state_dir, self.registry, self.environ = state_dir.absolute(), registry.absolute(), environ
-        self.models = FileRegistry(self.registry)
 
     def register(self, spec: ModelSpec) -> tuple[str, str, bool]:
         if self.models.has(spec):
@@ -37,15 +28,6 @@ class LocalRelease(Release):
         self.models.save(spec, entry=entry.name, variant=spec.variant,
                          chat={"input": spec.chat_input, "output": spec.chat_output, "history": spec.chat_history})
         return spec.name, spec.version, True
-
-    def dry_run_model(self, spec: ModelSpec) -> str:
-        return self.models.dry_run(spec)
-
-    def dry_run_plan(self, plan: DeployPlan) -> str:
-        return self.models.dry_run(plan.model) + dry_run_slots(plan)
-
-    def deploy(self, plan: DeployPlan, connections: tuple[ProviderConnection, ...], keep: bool) -> DeployResult:
-        return deploy_registered(self.state_dir, self.models, plan, SERVER, self._serve, connections, keep)
 
     def _serve(self, flow: Path, port: int, connections: tuple[ProviderConnection, ...], env: dict[str, str],
                name: str) -> tuple[subprocess.Popen[str], Path]:
@@ -66,4 +48,4 @@ class LocalRelease(Release):
 
     @staticmethod
     def _wait_healthy(url: str, proc: subprocess.Popen[str]) -> str | None:
-        return wait_healthy(url, proc, path=SERVER.health, server=SERVER.what)
+        return wait_healthy(url, proc, path=LocalRelease.server.health, server=LocalRelease.server.what)

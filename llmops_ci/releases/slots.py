@@ -22,9 +22,10 @@ from typing import Any
 import requests
 
 from llmops_ci.engines.promptflow.executor import reap
+from llmops_ci.releases.base import Release
 from llmops_ci.releases.bluegreen import Stage, roll_out
 from llmops_ci.releases.file_registry import FileRegistry
-from llmops_ci.releases.spec import DeployPlan, DeployResult, SmokeResult, SmokeTest, other_slot
+from llmops_ci.releases.spec import DeployPlan, DeployResult, ModelSpec, SmokeResult, SmokeTest, other_slot
 from llmops_ci.results.records import ProviderConnection, resolve_connection_refs
 from llmops_ci.results.state import write_json_atomic
 
@@ -48,22 +49,39 @@ class Server:
 Start = Callable[[int, str], tuple[subprocess.Popen[str], Path | None]]
 
 
-# (the registered flow, port, connections, environment variables, a name for its log) -> as Start
-Serve = Callable[[Path, int, tuple[ProviderConnection, ...], dict[str, str], str],
-                 tuple[subprocess.Popen[str], Path | None]]
+class ServedRelease(Release):
+    """A release target on this machine: models in the file registry, each slot a server process that ``_serve``
+    starts for the registered flow."""
 
+    name = "local"
+    server = Server("the serving process", "/health", "/score")
 
-def deploy_registered(state_dir: Path, models: FileRegistry, plan: DeployPlan, server: Server, serve: Serve,
-                      connections: tuple[ProviderConnection, ...], keep: bool) -> DeployResult:
-    """Blue/green on this machine for a model of the file registry; ``serve`` starts its server in a slot."""
-    model = plan.model
-    flow = models.flow(model)
-    # a serving app leaves ${connection.field} in environment variables as written: resolve here
-    env = resolve_connection_refs(plan.environment_variables, connections)
-    slots = ServedSlots(state_dir, plan, server, lambda port, name: serve(flow, port, connections, env, name),
-                        {"model": model.name, "version": model.version}, keep)
-    log.info("%s: deploying %s:%s to slot %s (%s)", plan.endpoint, model.name, model.version, slots.slot, slots.url)
-    return roll_out(plan, slots)
+    def __init__(self, state_dir: Path, registry: Path, environ: dict[str, str]) -> None:
+        self.state_dir, self.registry, self.environ = state_dir.absolute(), registry.absolute(), environ
+        self.models = FileRegistry(self.registry)
+
+    def dry_run_model(self, spec: ModelSpec) -> str:
+        return self.models.dry_run(spec)
+
+    def dry_run_plan(self, plan: DeployPlan) -> str:
+        return self.models.dry_run(plan.model) + dry_run_slots(plan)
+
+    def deploy(self, plan: DeployPlan, connections: tuple[ProviderConnection, ...], keep: bool) -> DeployResult:
+        model = plan.model
+        flow = self.models.flow(model)
+        # a serving app leaves ${connection.field} in environment variables as written: resolve here
+        env = resolve_connection_refs(plan.environment_variables, connections)
+        slots = ServedSlots(self.state_dir, plan, self.server,
+                            lambda port, name: self._serve(flow, port, connections, env, name),
+                            {"model": model.name, "version": model.version}, keep)
+        log.info("%s: deploying %s:%s to slot %s (%s)", plan.endpoint, model.name, model.version, slots.slot,
+                 slots.url)
+        return roll_out(plan, slots)
+
+    def _serve(self, flow: Path, port: int, connections: tuple[ProviderConnection, ...], env: dict[str, str],
+               name: str) -> tuple[subprocess.Popen[str], Path | None]:
+        """Start the server of the registered ``flow`` on ``port`` (log ``serve-<name>.log``): as ``Start``."""
+        raise NotImplementedError
 
 
 def dry_run_slots(plan: DeployPlan) -> str:
