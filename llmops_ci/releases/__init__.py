@@ -78,13 +78,13 @@ def _databricks_release(ctx: BackendContext) -> Release:
 
 
 def _azureml_prompt_flow_release(ctx: BackendContext) -> Release:
-    from llmops_ci.releases.azureml import ProjectRelease
+    from llmops_ci.releases.azureml.release import ProjectRelease
 
     return ProjectRelease(ctx)
 
 
 def _maf_azureml_release(ctx: BackendContext) -> Release:
-    from llmops_ci.releases.azureml_agent_framework import from_context
+    from llmops_ci.releases.azureml.agent_framework import from_context
 
     return from_context(ctx)
 

@@ -26,8 +26,9 @@ from azure.core.utils import case_insensitive_dict
 
 from llmops_ci.config import DeploySpec
 from llmops_ci.core.errors import UsageError
-from llmops_ci.releases import azureml, azureml_settings
-from llmops_ci.releases.azureml import AzureMLRelease, WorkspaceScope, dry_run_yaml
+from llmops_ci.releases.azureml import release as azureml
+from llmops_ci.releases.azureml import settings as azureml_settings
+from llmops_ci.releases.azureml.release import AzureMLRelease, WorkspaceScope, dry_run_yaml
 from llmops_ci.releases.bluegreen import traffic_steps
 from llmops_ci.releases.spec import DeployPlan, ModelSpec, Resource, SmokeTest
 

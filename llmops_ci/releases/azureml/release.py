@@ -40,7 +40,7 @@ from llmops_ci.config import Origin, expand_env
 from llmops_ci.core.errors import ServiceError, UsageError
 from llmops_ci.engines.base import BackendContext
 from llmops_ci.kinds import snapshot_of
-from llmops_ci.releases import azureml_settings as settings
+from llmops_ci.releases.azureml import settings
 from llmops_ci.releases.base import Release
 from llmops_ci.releases.bluegreen import Stage, live, roll_out
 from llmops_ci.releases.spec import DeployPlan, DeployResult, ModelSpec, SmokeResult, SmokeTest, other_slot
