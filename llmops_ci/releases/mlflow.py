@@ -106,6 +106,9 @@ class MlflowRelease(Release):
                          f"find-{spec.flow}")
         return str(out["version"]) if out.get("version") is not None else None
 
+    def endpoint_state(self, endpoint: str) -> dict[str, Any]:
+        return endpoint_state(self.state_dir, endpoint)
+
     def deploy(self, plan: DeployPlan, connections: tuple[ProviderConnection, ...], keep: bool) -> DeployResult:
         # a server kept running (--keep) outlives the proxy, so it calls the real endpoints
         cache = None if keep else self.caches.get(plan.model.flow)
@@ -148,7 +151,7 @@ class MlflowRelease(Release):
         return dry_run_model(self.flows, spec, f"sqlite {self.child.root / 'mlflow.db'}")
 
     def dry_run_plan(self, plan: DeployPlan) -> str:
-        state = endpoint_state(self.state_dir, plan.endpoint)
+        state = self.endpoint_state(plan.endpoint)
         slot = other_slot(state.get("serving"))
         doc = {"endpoint": plan.endpoint, "slot": slot, "serving_now": state.get("serving"),
                "model": f"models:/{plan.model.name}/<the version tagged llmops.content_hash="

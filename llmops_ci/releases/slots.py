@@ -60,6 +60,9 @@ class ServedRelease(Release):
         self.state_dir, self.registry, self.environ = state_dir.absolute(), registry.absolute(), environ
         self.models = FileRegistry(self.registry)
 
+    def endpoint_state(self, endpoint: str) -> dict[str, Any]:
+        return endpoint_state(self.state_dir, endpoint)
+
     def dry_run_model(self, spec: ModelSpec) -> str:
         return self.models.dry_run(spec)
 
