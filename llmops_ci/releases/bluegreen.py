@@ -101,6 +101,7 @@ def roll_out(plan: DeployPlan, slots: Slots) -> DeployResult:
             return result
         result.message = slots.promote()
         result.traffic = {slot: 100}
+        # only once promoted (the endpoint's state names the slot): interrupted before, close must stop it
         result.status = "deployed"
         return result
     finally:

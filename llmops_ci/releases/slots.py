@@ -153,8 +153,7 @@ class ServedSlots:
         return f"{failure}; {where}, {self.slot} does not serve{self.note}"
 
     def close(self, deployed: bool) -> None:
-        # only once the endpoint's state names the new slot: interrupted before, a kept slot would run unrecorded
-        if deployed:
+        if deployed:  # the slot --keep left serving before no longer serves
             stop_kept(self.kept, self.plan.endpoint, self.previous)
         if self.proc is None:
             return
