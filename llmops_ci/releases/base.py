@@ -59,10 +59,10 @@ def check_engine(release: Release, flows: Sequence[tuple[FlowSpec, FlowInfo | No
     for flow, info in flows:
         if info is None or release.deploys(info):
             continue
-        engine = engine_of(info)
-        why = NOT_SERVED.get(engine) or (
-            f"a flow run by the {engine} engine, which --backend {release.name} does not deploy; deploy it with "
-            "another backend, or remove this 'deploy:' block")
+        run_by = f" run by {info.engine}" if info.engine else ""
+        why = NOT_SERVED.get(engine_of(info)) or (
+            f"a {info.kind} flow{run_by}, which --backend {release.name} does not deploy; deploy it with another "
+            "backend, or remove this 'deploy:' block")
         problems.append(flow.where("deploy").problem(("deploy",), f"flow '{flow.name}' is {why}",
                                                      "deploy-unsupported", at_key=True))
     if problems:

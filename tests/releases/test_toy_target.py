@@ -174,5 +174,5 @@ def test_a_target_refuses_the_engines_it_does_not_declare(toy: Project, cli: Cli
         refused = cli("deploy", "--backend", "toy", *args)
         assert refused.code == 2, refused.err
         assert "llmops.yaml:" in refused.err and "which --backend toy does not deploy" in refused.err
-        assert "dag engine" in refused.err and "Traceback" not in refused.err
+        assert "flow 'classify' is a dag flow" in refused.err and "Traceback" not in refused.err
     assert not toy.path(".llmops/toy-release").exists()
