@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmops_ci.core.errors import UsageError
 from llmops_ci.engines.agent_framework.engine import agents_environment, declarative_target
-from llmops_ci.engines.promptflow.executor import reap
+from llmops_ci.engines.plumbing import reap
 from llmops_ci.kinds import KINDS, FlowInfo
 from llmops_ci.releases.local import LocalRelease
 from llmops_ci.releases.spec import ModelSpec

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops_ci.core.errors import UsageError
-from llmops_ci.engines.promptflow.executor import reap
+from llmops_ci.engines.plumbing import reap
 from llmops_ci.engines.promptflow.home import PFHome
 from llmops_ci.kinds import inspect, snapshot_of
 from llmops_ci.releases.slots import free_port, wait_healthy

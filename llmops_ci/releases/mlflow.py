@@ -31,7 +31,7 @@ from llmops_ci.engines.mlflow.engine import (
     model_config_path,
     snapshot,
 )
-from llmops_ci.engines.promptflow.executor import reap
+from llmops_ci.engines.plumbing import reap
 from llmops_ci.kinds.mlflow.kind import resources_for_mlflow
 from llmops_ci.llm.cache import CacheSettings
 from llmops_ci.releases.slots import free_port, smoke, wait_healthy

@@ -15,7 +15,8 @@ import pytest
 pytest.importorskip("azure.ai.ml")
 
 from llmops_ci.runs import BACKENDS
-from llmops_ci.runs.azureml import PF_ENV, AzureMLRuns, Polling, pf_client_class
+from llmops_ci.runs.azureml import PF_ENV, AzureMLRuns, Polling
+from llmops_ci.runs.azureml_service import pf_client_class
 from tests.fakes.azureml_runs import SUB, FakeCredential, FakeRun, FakeWorkspace, upload_stub
 from tests.helpers.projects import CliResult, Project
 
