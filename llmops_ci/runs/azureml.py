@@ -140,7 +140,7 @@ class AzureMLRuns(Backend):
 
     def _unsupported(self, runs: list[tuple[str, FlowInfo]]) -> None:
         """Refuse flows the workspace cannot run, at the line of their ``path:`` (prompt flow's engine only)."""
-        check_engine("Azure ML prompt flow runs", self.engines, [
+        check_engine(f"--backend {self.name}", self.engines, [
             EngineUse(label, engine_of(info), functools.partial(self._origin(label).problem, ("path",),
                                                                 rule="azureml-unsupported-kind"))
             for label, info in runs], UNSUPPORTED)
