@@ -45,7 +45,8 @@ sys.path.insert(0, str(ROOT))
 
 from llmops_ci.cli import main  # noqa: E402
 from llmops_ci.runs import BACKENDS  # noqa: E402
-from llmops_ci.runs.azureml import AzureMLRuns, Polling, pf_client_class  # noqa: E402
+from llmops_ci.runs.azureml import AzureMLRuns, Polling  # noqa: E402
+from llmops_ci.runs.azureml_service import pf_client_class  # noqa: E402
 from tests.fakes.azureml_runs import SUB, FakeCredential, FakeWorkspace, upload_stub  # noqa: E402
 
 PFAZURE_STREAM_S = 10.0  # promptflow-azure's RunOperations.stream sleeps 10 s between checks

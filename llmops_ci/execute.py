@@ -116,7 +116,8 @@ def _execute(project: Project, rc: RunContext, job: Any) -> RunRecord:
 
 
 def _check_job(rc: RunContext, job: Any) -> None:
-    if getattr(job, "evaluator", None) and "evaluator" not in getattr(rc.backend, "engines", {}):
+    accepts = rc.backend.engines
+    if getattr(job, "evaluator", None) and accepts is not None and "evaluator" not in accepts:
         raise UsageError(f"{job.label}: an evaluator or scorer ({job.evaluator}) runs on --backend local only; "
                          f"--backend {rc.backend.name} cannot run it")
     for secret in secret_values(job.provider_connections):
@@ -128,30 +129,28 @@ def _check_job(rc: RunContext, job: Any) -> None:
 
 
 def _records(project: Project, rc: RunContext, jobs: list[Any]) -> Iterator[RunRecord]:
-    """One record per job, in order: all at once from a backend with ``run_many`` (remote runs submitted
+    """One record per job, in order: all at once from a backend that ``submits_together`` (remote runs submitted
     together and awaited together), side by side on one with ``parallel_runs``, else one after the other."""
-    run_many = getattr(rc.backend, "run_many", None)
-    if run_many is None:
+    if not rc.backend.submits_together:
         yield from _execute_all(project, rc, jobs)
         return
     for job in jobs:
         _check_job(rc, job)
-    for job, record in zip(jobs, run_many(jobs, rc.progress), strict=True):
+    for job, record in zip(jobs, rc.backend.run_many(jobs, rc.progress), strict=True):
         expected = _lines_expected(project, rc, job)
         record.data_lines, record.line_numbers = len(expected), expected
         yield record
 
 
 def _local_connections(rc: RunContext) -> bool:
-    return bool(getattr(rc.backend, "needs_local_connections", True))
+    return rc.backend.needs_local_connections
 
 
 def _endpoint_down(rc: RunContext, record: RunRecord) -> str | None:
     """Why the run's LLM endpoint is down, when every line failed on it (None: it is not, or some line passed)."""
     if not record.lines or len(record.failed) != len(record.lines):
         return None
-    found = getattr(rc.backend, "endpoint_down", None)
-    detail = found(record.name) if found is not None else None  # what the LLM proxy saw of the endpoint
+    detail = rc.backend.endpoint_down(record.name)  # what the LLM proxy saw of the endpoint
     reasons = [r for r in (record.service_down(), str(detail) if detail else None) if r]
     return "; ".join(reasons) or None
 
@@ -159,7 +158,7 @@ def _endpoint_down(rc: RunContext, record: RunRecord) -> str | None:
 def _execute_all(project: Project, rc: RunContext, jobs: list[Any]) -> Iterator[RunRecord]:
     """The records of ``jobs`` in their order. A backend with ``parallel_runs`` gets them all at once (it shares
     ``--workers`` lines in flight among them); the next record is yielded as soon as it and those before it are in."""
-    if len(jobs) < 2 or not getattr(rc.backend, "parallel_runs", False):
+    if len(jobs) < 2 or not rc.backend.parallel_runs:
         for job in jobs:
             yield _execute(project, rc, job)
         return

@@ -30,6 +30,7 @@ from typing import Any
 
 from llmops_ci.config import Config, FlowSpec
 from llmops_ci.core.errors import UsageError
+from llmops_ci.engines.mapping import read_rows
 from llmops_ci.project.evaluators import REFERENCE_PARAMS, evaluation_info
 from llmops_ci.results.records import (
     LineResult,
@@ -209,8 +210,6 @@ def judge_job(config: Config, flow: FlowSpec, pairs: list[Pair], options: RunOpt
 
 
 def _data_rows(flow: FlowSpec) -> list[dict[str, Any]]:
-    from llmops_ci.engines.prompty.engine import read_rows
-
     return read_rows(flow.data) if flow.data is not None else []
 
 

@@ -34,6 +34,7 @@ import yaml
 
 from llmops_ci.cli import main
 from llmops_ci.core.errors import CheckFailed, LlmopsError
+from llmops_ci.engines.base import Backend
 from llmops_ci.llm.cache import Cassette
 from llmops_ci.runs import BACKENDS
 
@@ -89,7 +90,7 @@ class CaseTimeout(Exception):
     pass
 
 
-class RefusingBackend:
+class RefusingBackend(Backend):
     """Registered in place of the local backend: the fuzz stops where an executor would start."""
 
     name = "fuzz"

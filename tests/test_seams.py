@@ -16,7 +16,7 @@ import yaml
 
 from llmops_ci.core.progress import Progress
 from llmops_ci.diagnostics.findings import ERROR, RULES, Rule, finding
-from llmops_ci.engines.base import BackendContext
+from llmops_ci.engines.base import Backend, BackendContext
 from llmops_ci.kinds import KINDS, Dependency, FlowInfo, FlowInput, Snapshot, snapshot
 from llmops_ci.results.records import LineResult, RunJob, RunRecord, TestJob, TestRecord
 from llmops_ci.runs import BACKENDS
@@ -58,7 +58,7 @@ class ToyKind:
         return [Rule("toy-entry-missing", ERROR, "a toy flow whose entry does not exist")]
 
 
-class ToyBackend:
+class ToyBackend(Backend):
     """Runs a toy flow in this process, one call per data line."""
 
     name = "toy"

@@ -1,12 +1,16 @@
 """The engines that run a flow on this machine, by the name a kind declares (``FlowInfo.engine``, else its kind):
 prompt flow's executor is the default; MLflow, the prompty package, evaluators and Agent Framework each run in a
-module of their own, imported only when a run needs it."""
+module of their own, imported only when a run needs it. A new engine is its module and one line in ``ENGINES``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from llmops_ci.engines.base import Backend, BackendContext
+from llmops_ci.engines.base import PROMPT_FLOW, Backend, BackendContext
+
+if TYPE_CHECKING:
+    from llmops_ci.kinds import FlowInfo
 
 
 def _prompt_flow(ctx: BackendContext) -> Backend:
@@ -46,3 +50,10 @@ ENGINES: dict[str, Callable[[BackendContext], Backend]] = {
     "evaluator": _evaluator_runs,
     "agent_framework": _agent_framework_runs,
 }
+
+
+def engine_of(info: FlowInfo) -> str:
+    """The engine that runs a flow: the one its kind declares for the file, else the one named after its kind,
+    else prompt flow's."""
+    wanted = info.engine or info.kind
+    return wanted if wanted in ENGINES else PROMPT_FLOW

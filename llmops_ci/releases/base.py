@@ -3,13 +3,16 @@ flows it deploys; ``check_engine`` refuses the others before anything is created
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from llmops_ci.core.errors import ConfigError
+from llmops_ci.engines.base import EngineUse
+from llmops_ci.engines.base import check_engine as check_engine_of_target
 
 if TYPE_CHECKING:
     from llmops_ci.config import FlowSpec
+    from llmops_ci.core.errors import Problem
     from llmops_ci.kinds import FlowInfo
     from llmops_ci.releases.spec import DeployPlan, DeployResult, ModelSpec
     from llmops_ci.results.records import ProviderConnection
@@ -54,16 +57,20 @@ class Release(Protocol):
 
 def check_engine(release: Release, flows: Sequence[tuple[FlowSpec, FlowInfo | None]]) -> None:
     """Refuse, at each flow's ``deploy:`` block, the flows whose engine ``release`` does not deploy (before anything
-    is created: a dry run must not show what cannot be). A flow that cannot be read is left to lint's message."""
-    problems = []
-    for flow, info in flows:
-        if info is None or release.deploys(info):
-            continue
+    is created: a dry run must not show what cannot be), through the one check every target uses
+    (``engines.base.check_engine``). A flow that cannot be read is left to lint's message."""
+    readable = [(flow, info) for flow, info in flows if info is not None]
+    accepts = {engine_of(info) for _, info in readable if release.deploys(info)}
+    reasons: dict[str, str] = {}
+    for _, info in readable:
         run_by = f" run by {info.engine}" if info.engine else ""
-        why = NOT_SERVED.get(engine_of(info)) or (
+        reasons.setdefault(engine_of(info), NOT_SERVED.get(engine_of(info)) or (
             f"a {info.kind} flow{run_by}, which --backend {release.name} does not deploy; deploy it with another "
-            "backend, or remove this 'deploy:' block")
-        problems.append(flow.where("deploy").problem(("deploy",), f"flow '{flow.name}' is {why}",
-                                                     "deploy-unsupported", at_key=True))
-    if problems:
-        raise ConfigError(problems)
+            "backend, or remove this 'deploy:' block"))
+    uses = [EngineUse(flow.name, engine_of(info), functools.partial(_at_deploy, flow)) for flow, info in readable]
+    check_engine_of_target(f"--backend {release.name}", accepts, uses, reasons)
+
+
+def _at_deploy(flow: FlowSpec, why: str) -> Problem:
+    return flow.where("deploy").problem(("deploy",), f"flow '{flow.name}' is {why}", "deploy-unsupported",
+                                        at_key=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 import requests
 
-from llmops_ci.engines.promptflow.executor import reap
+from llmops_ci.engines.plumbing import reap
 from llmops_ci.releases.base import Release
 from llmops_ci.releases.bluegreen import Stage, roll_out
 from llmops_ci.releases.file_registry import FileRegistry

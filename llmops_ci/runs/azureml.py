@@ -24,7 +24,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,23 +33,40 @@ from llmops_ci.config import Origin
 from llmops_ci.core import redaction
 from llmops_ci.core.errors import ConfigError, LlmopsError, Problem, ServiceError, UsageError
 from llmops_ci.core.schema import as_dict
-from llmops_ci.engines.base import BackendContext
+from llmops_ci.engines import engine_of
+from llmops_ci.engines.base import PROMPT_FLOW, Backend, BackendContext, EngineUse, check_engine
 from llmops_ci.engines.promptflow.home import PFHome
 from llmops_ci.kinds import snapshot
-from llmops_ci.results.records import LineResult, RunJob, RunRecord, TestJob, TestRecord, resolve_values
-from llmops_ci.runs.azureml_service import compute_of, flow_lineage_id, retryable, service_error
+from llmops_ci.results.records import RunJob, RunRecord, TestJob, TestRecord, resolve_values
+from llmops_ci.runs.azureml_service import (
+    compute_of,
+    flow_lineage_id,
+    line_result,
+    pf_client_class,
+    retryable,
+    service_error,
+)
 from llmops_ci.runs.plan import Submission, dry_run_yaml, submission
 
 if TYPE_CHECKING:
     from llmops_ci.core.progress import Progress
+    from llmops_ci.kinds import FlowInfo
 
 log = logging.getLogger("llmops_ci.azureml")
 
 TERMINAL = ("Completed", "Failed", "Canceled")
 _PROGRESS = re.compile(r"Finished (\d+) / (\d+) lines")
-_FAILED_NODE = re.compile(r"Execution failure in '([^']+)'")
 PF_ENV = ("PF_HOME_DIRECTORY", "PYTHON_KEYRING_BACKEND", "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL",
            "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED", "PF_TRACING_SKIP_LOCAL_SETUP")
+
+
+UNSUPPORTED = {
+    "agent_framework": "'{label}' is a Microsoft Agent Framework flow; Azure ML prompt flow runs cannot run it. Run "
+                       "it with --backend local (the framework runs it on this machine)",
+    "prompty": "'{label}' is a .prompty file in the prompty 2.x format; Azure ML prompt flow runs read only prompt "
+               "flow's prompty format (model: {api, configuration, parameters}). Run it with --backend local (the "
+               "prompty package runs it), or call it from a flex flow",
+}
 
 
 @dataclass(frozen=True)
@@ -81,12 +98,14 @@ class _Flight:
     running_since: float = 0.0  # when its current status was first seen
 
 
-class AzureMLRuns:
+class AzureMLRuns(Backend):
     """The run ``Backend`` of ``--backend azureml``; reaches the workspace only when a run is submitted."""
 
     name = "azureml"
     routes_local_proxy = False  # the flow runs in the cloud: the local LLM cache cannot answer its calls
     needs_local_connections = False  # the workspace's connections are used, by name
+    submits_together = True
+    engines = frozenset({PROMPT_FLOW})
 
     def __init__(self, ctx: BackendContext, *, credential: Any = None, client_kwargs: dict[str, Any] | None = None,
                  polling: Polling | None = None, sleep: Callable[[float], None] = time.sleep,
@@ -115,32 +134,21 @@ class AzureMLRuns:
         raise UsageError("'test' runs one line on this machine; use --backend local (Azure ML runs whole data "
                          "sets: batch-run, eval-run)")
 
-    def dry_run(self, subs: list[Submission]) -> str:
-        problems = self._unsupported([(sub.label, sub.info) for sub in subs])
-        if problems:
-            raise ConfigError(problems)
-        return dry_run_yaml(subs, self.name, {sub.label: compute_of(sub.resources, sub.details) for sub in subs})
+    def dry_run(self, subs: Sequence[Submission]) -> str:
+        self._unsupported([(sub.label, sub.info) for sub in subs])
+        return dry_run_yaml(list(subs), self.name, {sub.label: compute_of(sub.resources, sub.details) for sub in subs})
 
-    def _unsupported(self, runs: list[tuple[str, Any]]) -> list[Problem]:
-        """Flows the workspace cannot run, at the line of their ``path:``: prompty 2.x files (prompt flow reads only
-        its own prompty format)."""
-        problems = []
-        for label, info in runs:
-            if getattr(info, "engine", None) not in ("prompty", "agent_framework"):
-                continue
-            flow_name, _, evaluation = label.partition("/")
-            flow = self.ctx.project.config.flows[flow_name]
-            origin = flow.evaluations[evaluation].origin if evaluation else flow.where("path")
-            if info.engine == "agent_framework":
-                problems.append(origin.problem(("path",), (
-                    f"'{label}' is a Microsoft Agent Framework flow; Azure ML prompt flow runs cannot run it. Run it "
-                    "with --backend local (the framework runs it on this machine)"), "azureml-unsupported-kind"))
-                continue
-            problems.append(origin.problem(("path",), (
-                f"'{label}' is a .prompty file in the prompty 2.x format; Azure ML prompt flow runs read only "
-                "prompt flow's prompty format (model: {api, configuration, parameters}). Run it with --backend "
-                "local (the prompty package runs it), or call it from a flex flow"), "azureml-unsupported-kind"))
-        return problems
+    def _unsupported(self, runs: list[tuple[str, FlowInfo]]) -> None:
+        """Refuse flows the workspace cannot run, at the line of their ``path:`` (prompt flow's engine only)."""
+        check_engine(f"--backend {self.name}", self.engines, [
+            EngineUse(label, engine_of(info), functools.partial(self._origin(label).problem, ("path",),
+                                                                rule="azureml-unsupported-kind"))
+            for label, info in runs], UNSUPPORTED)
+
+    def _origin(self, label: str) -> Origin:
+        flow_name, _, evaluation = label.partition("/")
+        flow = self.ctx.project.config.flows[flow_name]
+        return flow.evaluations[evaluation].origin if evaluation else flow.where("path")
 
     def run_many(self, jobs: list[RunJob], progress_factory: Callable[[str, int], Progress]) -> list[RunRecord]:
         """Submit every job, then await them together; Ctrl-C or SIGTERM cancels what was submitted."""
@@ -148,8 +156,8 @@ class AzureMLRuns:
         flights: list[_Flight] = []
         with _sigterm_as_interrupt():
             try:
-                problems = self._unsupported([(job.label, job.info) for job in jobs]) or [
-                    problem for job in jobs for problem in self._check(pf, job)]
+                self._unsupported([(job.label, job.info) for job in jobs])
+                problems = [problem for job in jobs for problem in self._check(pf, job)]
                 if problems:
                     raise ConfigError(problems)
                 for job in jobs:
@@ -407,7 +415,7 @@ class AzureMLRuns:
         name = flight.job.name
         children = self._call(f"line details of run {name}",
                               lambda: pf.runs._get_flow_runs_pagination(name, max_results=10**7))
-        lines = [_line(child) for child in children or []]
+        lines = [line_result(child) for child in children or []]
         lines.sort(key=lambda line: line.line)
         metrics: dict[str, Any] = {}
         if run.status == "Completed":
@@ -449,47 +457,6 @@ def _start(fn: Callable[[], Any]) -> queue.Queue[tuple[bool, Any]]:
 
 def _running(flights: list[_Flight]) -> list[_Flight]:
     return [f for f in flights if f.record is None and f.status not in TERMINAL]
-
-
-def pf_client_class() -> Any:
-    """promptflow-azure's ``PFClient``. Its last release (1.18) imports ``DatastoreType`` from azure-ai-ml's
-    2022-10 REST client, which azure-ai-ml 1.33 removed; the same enum is in azure-ai-ml's current ARM client,
-    so that module is provided under the old name when it is missing (the only symbol promptflow-azure takes
-    from there)."""
-    import importlib
-    import sys
-    import types
-
-    old = "azure.ai.ml._restclient.v2022_10_01"
-    try:
-        importlib.import_module(old + ".models")
-    except ModuleNotFoundError:
-        from azure.ai.ml._restclient.arm_ml_service.models import DatastoreType
-
-        package, models = types.ModuleType(old), types.ModuleType(old + ".models")
-        models.DatastoreType = DatastoreType  # type: ignore[attr-defined]
-        package.models = models  # type: ignore[attr-defined]
-        sys.modules.update({old: package, old + ".models": models})
-    from promptflow.azure import PFClient
-
-    return PFClient
-
-
-def _line(child: dict[str, Any]) -> LineResult:
-    """One child run (a line) as prompt flow's run history returns it."""
-    metrics = as_dict(child.get("system_metrics") or child.get("systemMetrics"))
-    error = as_dict(child.get("error"))
-    message = error.get("message")
-    duration = metrics.get("duration")
-    node = _FAILED_NODE.search(str(message)) if message else None
-    inputs = {k: v for k, v in as_dict(child.get("inputs")).items() if k != "line_number"}
-    return LineResult(
-        line=int(child.get("index", -1)), status=str(child.get("status")), inputs=inputs, outputs=child.get("output"),
-        duration_s=float(duration) if isinstance(duration, (int, float)) else None,
-        tokens={k: int(metrics.get(f"{k}_tokens") or 0) for k in ("prompt", "completion", "total")},
-        error=str(message) if message else None,
-        error_code=as_dict(error.get("innerError")).get("code") or error.get("code"),
-        node=node.group(1) if node else None)
 
 
 @contextlib.contextmanager

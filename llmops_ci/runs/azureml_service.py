@@ -1,5 +1,6 @@
 """What the Azure ML prompt flow service says, in our terms: its failures as exit codes with what to do next,
-the compute a run gets and the flow lineage it is filed under (both as promptflow-azure resolves them)."""
+the compute a run gets and the flow lineage it is filed under (both as promptflow-azure resolves them), a line of
+a run as its run history returns it, and promptflow-azure's client as today's azure-ai-ml can load it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from llmops_ci.core.errors import LlmopsError, ServiceError, UsageError
+from llmops_ci.core.schema import as_dict
+from llmops_ci.results.records import LineResult
 
 _STATUS_IN_TEXT = re.compile(r"(?:Status code|Code):\s*(\d{3})")
+_FAILED_NODE = re.compile(r"Execution failure in '([^']+)'")
 
 
 def _status_of(exc: BaseException) -> tuple[int | None, str]:
@@ -88,3 +92,44 @@ def flow_lineage_id(flow: Path) -> str:
 def retryable(error: LlmopsError) -> bool:
     return isinstance(error, ServiceError) and ("throttled" in str(error) or "the service failed" in str(error)
                                                 or "no answer within" in str(error))
+
+
+def pf_client_class() -> Any:
+    """promptflow-azure's ``PFClient``. Its last release (1.18) imports ``DatastoreType`` from azure-ai-ml's
+    2022-10 REST client, which azure-ai-ml 1.33 removed; the same enum is in azure-ai-ml's current ARM client,
+    so that module is provided under the old name when it is missing (the only symbol promptflow-azure takes
+    from there)."""
+    import importlib
+    import sys
+    import types
+
+    old = "azure.ai.ml._restclient.v2022_10_01"
+    try:
+        importlib.import_module(old + ".models")
+    except ModuleNotFoundError:
+        from azure.ai.ml._restclient.arm_ml_service.models import DatastoreType
+
+        package, models = types.ModuleType(old), types.ModuleType(old + ".models")
+        models.DatastoreType = DatastoreType  # type: ignore[attr-defined]
+        package.models = models  # type: ignore[attr-defined]
+        sys.modules.update({old: package, old + ".models": models})
+    from promptflow.azure import PFClient
+
+    return PFClient
+
+
+def line_result(child: dict[str, Any]) -> LineResult:
+    """One child run (a line) as prompt flow's run history returns it."""
+    metrics = as_dict(child.get("system_metrics") or child.get("systemMetrics"))
+    error = as_dict(child.get("error"))
+    message = error.get("message")
+    duration = metrics.get("duration")
+    node = _FAILED_NODE.search(str(message)) if message else None
+    inputs = {k: v for k, v in as_dict(child.get("inputs")).items() if k != "line_number"}
+    return LineResult(
+        line=int(child.get("index", -1)), status=str(child.get("status")), inputs=inputs, outputs=child.get("output"),
+        duration_s=float(duration) if isinstance(duration, (int, float)) else None,
+        tokens={k: int(metrics.get(f"{k}_tokens") or 0) for k in ("prompt", "completion", "total")},
+        error=str(message) if message else None,
+        error_code=as_dict(error.get("innerError")).get("code") or error.get("code"),
+        node=node.group(1) if node else None)

@@ -50,9 +50,7 @@ def job_scope() -> Iterator[None]:
     finally:
         backends = list(_JOB_BACKENDS.pop().values())
         for backend in backends:
-            close = getattr(backend, "close", None)
-            if close is not None:
-                close()
+            backend.close()
 
 
 @dataclass(frozen=True)
@@ -82,9 +80,7 @@ class Context:
                 backends = list(self.backends.values())
                 self.backends.clear()
                 for backend in backends:
-                    close = getattr(backend, "close", None)
-                    if close is not None:
-                        close()
+                    backend.close()
 
     def project(self, config: Path | None) -> Project:
         """llmops.yaml loaded once per process, whichever steps (``pr`` runs several) ask for it."""
@@ -249,7 +245,7 @@ class RunStep:
 
         backend = run_context(args.backend, ctx, project, args).backend
         subs = planned(backend_context(project, ctx, args), [f.name for f in flows], self.evaluations)
-        text = backend.dry_run(subs) if hasattr(backend, "dry_run") else dry_run_yaml(subs, backend.name)
+        text = backend.dry_run(subs) or dry_run_yaml(subs, backend.name)
         ctx.stdout.write(log_safe(text))
         return 0
 

@@ -82,9 +82,7 @@ class PrStep:
         except (LlmopsError, OSError, ValueError):  # lint reports what is wrong
             return
         backend = run_context(args.backend, ctx, project, args).backend
-        start = getattr(backend, "prestart", None)
-        if start is not None:
-            start([info for info in infos if info is not None], args.workers)
+        backend.prestart([info for info in infos if info is not None], args.workers)
 
     @staticmethod
     def _split(args: argparse.Namespace, ctx: Context) -> tuple[list[str], list[str]]:

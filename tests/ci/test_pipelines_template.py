@@ -121,7 +121,8 @@ def test_parameters_are_typed_documented_and_used(template: dict[str, Any], step
     assert all("type" in p and "default" in p for p in declared.values())
     assert declared["steps"]["default"] == "pr" and declared["config"]["default"] == "llmops.yaml"
     assert declared["flows"]["type"] == "object" and declared["flows"]["default"] == []
-    assert declared["backend"]["values"] == ["local", "azureml"] and declared["backend"]["default"] == "local"
+    assert declared["backend"]["values"] == ["local", "azureml", "databricks"]
+    assert declared["backend"]["default"] == "local"
     assert declared["baseline"]["default"] == "auto" and declared["comment"]["default"] is True
     assert declared["pool"]["default"] == {"vmImage": "ubuntu-latest"}
     assert declared["defaultBranch"]["default"] == "refs/heads/main"

@@ -15,6 +15,7 @@ from llmops_ci.ci import dispatch, main
 from llmops_ci.ci.baseline import save
 from llmops_ci.ci.hosts import AzureDevOps, GitHub, Local
 from llmops_ci.ci.run import call_cli
+from llmops_ci.engines.base import Backend
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "web-classification"
@@ -166,7 +167,7 @@ def test_main_refuses_an_unknown_command(capsys: pytest.CaptureFixture[str]) -> 
 # -- one job scope: the steps of a ci run share their run backends (one warm executor) ---------------------------
 
 
-class FakeBackend:
+class FakeBackend(Backend):
     """Stands in for the local run backend: counts how often it is built and closed."""
 
     built: ClassVar[list[FakeBackend]] = []

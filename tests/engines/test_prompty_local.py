@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from llmops_ci.core.errors import UsageError
-from llmops_ci.engines.prompty.engine import mapped_inputs, mean_scores, read_rows
+from llmops_ci.engines.mapping import mapped_inputs, mean_scores, read_rows
 from llmops_ci.kinds import inspect
 from llmops_ci.results.records import LineResult
 from tests.fakes.openai import FakeOpenAI

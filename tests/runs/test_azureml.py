@@ -15,7 +15,8 @@ import pytest
 pytest.importorskip("azure.ai.ml")
 
 from llmops_ci.runs import BACKENDS
-from llmops_ci.runs.azureml import PF_ENV, AzureMLRuns, Polling, pf_client_class
+from llmops_ci.runs.azureml import PF_ENV, AzureMLRuns, Polling
+from llmops_ci.runs.azureml_service import pf_client_class
 from tests.fakes.azureml_runs import SUB, FakeCredential, FakeRun, FakeWorkspace, upload_stub
 from tests.helpers.projects import CliResult, Project
 
@@ -660,3 +661,25 @@ def test_the_dry_run_names_the_compute_each_run_gets(azproject: Project, cli: Ca
     assert result.code == 0, result.err
     assert "# compute: a serverless compute session of the workspace's default instance type (runtime " \
            "'automatic')" in result.out
+
+
+# ------------------------------------------------------------------------------------------------ engines
+
+
+def test_flows_on_an_engine_azure_ml_lacks_are_refused_at_their_path_line(
+        project: Callable[..., Project], cli: Callable[..., CliResult]) -> None:
+    """Prompt flow's engine only: an MLflow agent (which a prompty-only blocklist let through) is refused like a
+    prompty 2.x file, each at its flow's ``path:`` line, before anything is submitted."""
+    from tests.engines.test_execute_agents import AGENT_PROJECT
+    from tests.runs.test_toy_target import PROMPTY2
+
+    proj = project({**AGENT_PROJECT, "flows/ask/ask.prompty": PROMPTY2}, base=False)
+    proj.replace("llmops.yaml", "flows:\n", "flows:\n  ask:\n    path: flows/ask/ask.prompty\n"
+                 "    data: data/support.jsonl\n    column_mapping:\n      text: ${data.input}\n")
+    result = cli("batch-run", "--backend", "azureml", "--dry-run")
+    assert result.code == 2, result.err
+    assert ("llmops.yaml:4:11: 'ask' is a .prompty file in the prompty 2.x format; Azure ML prompt flow runs read "
+            "only prompt flow's prompty format") in result.err
+    assert ("'support' runs on the mlflow_agent engine, which --backend azureml does not have; run it with "
+            "--backend local") in result.err
+    assert result.out == ""

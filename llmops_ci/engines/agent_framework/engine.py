@@ -21,8 +21,6 @@ import json
 import logging
 import os
 import re
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -31,13 +29,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from llmops_ci.core.errors import CheckFailed, UsageError
-from llmops_ci.core.log import cache_line
 from llmops_ci.core.progress import Progress
 from llmops_ci.core.service_errors import service_failure
 from llmops_ci.core.yamldoc import YamlDoc, load_yaml
-from llmops_ci.engines.artifacts import LineResult, read_base
-from llmops_ci.engines.promptflow.executor import reap, upstreams
-from llmops_ci.engines.prompty.engine import mapped_inputs, mean_scores, read_rows
+from llmops_ci.engines.artifacts import LineResult
+from llmops_ci.engines.mapping import base_run, mapped_inputs, mean_scores, read_rows
+from llmops_ci.engines.plumbing import LocalEngine, count_lines, run_child, take_result, upstreams
 from llmops_ci.llm.cache import CacheSettings, LlmRun, ProxyServer
 from llmops_ci.results.records import ProviderConnection, RunJob, RunRecord, TestJob, TestRecord
 
@@ -198,22 +195,15 @@ def workflow_agents(info: FlowInfo) -> dict[str, Path]:
     return agent_files(info.definition.parent)
 
 
-class MafLocal:
-    """Backend shape (runs): ``agent_framework`` flows in Microsoft Agent Framework, one child process per run."""
-
-    name = "local"
-    routes_local_proxy = True
-    parallel_runs = True
+class MafLocal(LocalEngine):
+    """Runs of ``agent_framework`` flows in Microsoft Agent Framework, one child process per run."""
 
     def __init__(self, state_dir: Path, environ: Mapping[str, str] | None = None,
                  entries: Mapping[Path, tuple[Path, str]] | None = None) -> None:
-        self.state_dir = state_dir.absolute()
-        self.environ = dict(os.environ if environ is None else environ)
+        super().__init__(state_dir, environ)
         self.entries = dict(entries or {})  # flow path -> (code file, attribute) of a Python entry
-        self.bases = self.state_dir / "runs" / ".base"
         self._lock = threading.Lock()
         self._proxy: ProxyServer | None = None
-        self._down: dict[str, str] = {}
         atexit.register(self.close)
 
     def _start(self) -> ProxyServer:
@@ -227,9 +217,6 @@ class MafLocal:
             if self._proxy is not None:
                 self._proxy.stop()
                 self._proxy = None
-
-    def endpoint_down(self, run_name: str) -> str | None:
-        return self._down.get(run_name)
 
     def _target(self, flow: Path, info: FlowInfo, route: LlmRun, connections: tuple[ProviderConnection, ...],
                 env: Mapping[str, str], lenient: bool) -> Target:
@@ -283,45 +270,29 @@ class MafLocal:
         result, lines_file = work / f"{name}.result.json", work / f"{name}.lines.jsonl"
         result.unlink(missing_ok=True)
         lines_file.unlink(missing_ok=True)
-        logs = self.state_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"maf-{name}.log"
         request = {**request, "result": str(result), "lines": str(lines_file)}
-        with log_path.open("w", encoding="utf-8") as log_file:
-            proc = subprocess.Popen([sys.executable, "-m", "llmops_ci.engines.agent_framework.runner"],
-                                    stdin=subprocess.PIPE,
-                                    stdout=log_file, stderr=subprocess.STDOUT, cwd=work, env=env,
-                                    start_new_session=True, text=True)
-            try:
-                assert proc.stdin is not None
-                proc.stdin.write(json.dumps(request))
-                proc.stdin.close()
-                done, moved = 0, time.monotonic()
-                stall = float(request.get("line_timeout") or 300) + STARTUP_GRACE_S
-                while proc.poll() is None:
-                    count = _count(lines_file)
-                    if count != done:
-                        done, moved = count, time.monotonic()
-                        if tick:
-                            tick(count)
-                    elif time.monotonic() - moved > stall:
-                        # a line that blocks the event loop (synchronous code) cannot be cancelled from inside
-                        break
-                    time.sleep(POLL_S)
-            finally:
-                stalled = proc.poll() is None
-                reap(proc)
-        if stalled and not result.is_file():
+        seen = {"done": 0, "moved": time.monotonic()}
+        stall = float(request.get("line_timeout") or 300) + STARTUP_GRACE_S
+
+        def watch() -> bool:
+            count = count_lines(lines_file)
+            if count != seen["done"]:
+                seen["done"], seen["moved"] = count, time.monotonic()
+                if tick:
+                    tick(count)
+            # a line that blocks the event loop (synchronous code) cannot be cancelled from inside
+            return time.monotonic() - seen["moved"] <= stall
+
+        exited = run_child("llmops_ci.engines.agent_framework.runner", request, cwd=work, env=env,
+                           log_path=self.state_dir / "logs" / f"maf-{name}.log", watch=watch, poll_s=POLL_S)
+        if exited.stopped and not result.is_file():
             return _abandoned(request, lines_file, stall)
         lines_file.unlink(missing_ok=True)
-        if not result.is_file():
-            tail = "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
-            if "No module named 'agent_framework" in tail:
+        outcome = take_result(result)
+        if outcome is None:
+            if "No module named 'agent_framework" in exited.tail():
                 raise UsageError(NOT_INSTALLED)
-            raise CheckFailed(f"the Agent Framework runner stopped without a result (exit {proc.returncode}); its log "
-                              f"is {log_path}:\n{tail}")
-        outcome: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
-        result.unlink()
+            raise exited.no_result("Agent Framework")
         if outcome.get("status") != "Completed":
             log.debug("%s", outcome.get("traceback"))
             message = f"Agent Framework could not load or run the flow: {outcome.get('error')}"
@@ -333,23 +304,14 @@ class MafLocal:
         return list(outcome["lines"])
 
     def run(self, job: RunJob, progress: Progress) -> RunRecord:
-        base = None
-        if job.base_run:
-            base = read_base(self.bases, job.base_run)
-            if base is None:
-                raise UsageError(f"the run '{job.base_run}' to evaluate is not in {self.bases}; run batch-run again "
-                                 "with the same --state-dir")
+        base = base_run(self.bases, job.base_run) if job.base_run else None
         todo = mapped_inputs(job.info, job.column_mapping, read_rows(job.data), base, job.label)
         started = time.monotonic()
         lines, route = self._execute(job.name, job.flow, job.info, todo, job.cache, job.provider_connections,
                                      job.environment_variables, job.options.workers, float(job.options.line_timeout),
                                      progress.update)
         progress.finish(len(lines))
-        down = route.down()
-        if down:
-            self._down[job.name] = down
-        if job.cache is not None and (said := cache_line(job.cache.mode, route.stats, job.cache.cassette)):
-            log.info("%s", said)
+        self.ran(job, route, log)
         metrics = mean_scores(lines) if job.base_run else {}
         return RunRecord(job.label, job.name, "Completed", lines, time.monotonic() - started, metrics, None,
                          route.stats.to_json() if job.cache is not None else None, data_lines=len(todo))
@@ -381,14 +343,6 @@ def _abandoned(request: dict[str, Any], lines_file: Path, stall: float) -> list[
                      "(a line blocking its event loop past --line-timeout, e.g. a synchronous call in async code); "
                      "it was stopped"})
     return out
-
-
-def _count(path: Path) -> int:
-    try:
-        with path.open("rb") as fh:
-            return sum(1 for _ in fh)
-    except FileNotFoundError:
-        return 0
 
 
 def from_context(ctx: BackendContext) -> MafLocal:

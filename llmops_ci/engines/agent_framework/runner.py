@@ -27,11 +27,11 @@ import json
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
 from llmops_ci.core.service_errors import exception_chain  # plain Python: the runner stays light
+from llmops_ci.engines.runner_main import answer
 
 LINE_HEADER = "X-Llmops-Line"  # llm_cache.LINE_HEADER (not imported: this process stays light)
 _LINE: contextvars.ContextVar[str | None] = contextvars.ContextVar("llmops_line", default=None)
@@ -240,22 +240,5 @@ async def _batch(req: dict[str, Any]) -> dict[str, Any]:
     return {"status": "Completed", "lines": [records[n] for n, _ in todo]}
 
 
-
-
-def main() -> int:
-    req = json.loads(sys.stdin.read())
-    result = Path(req["result"])
-    try:
-        outcome = asyncio.run(_batch(req))
-    except Exception as exc:  # reported to the parent, which decides the exit code
-        outcome = {"status": "Failed", "error": f"{type(exc).__name__}: {exc}", "error_code": type(exc).__name__,
-                   "traceback": traceback.format_exc()}
-    result.write_text(json.dumps(outcome, default=str), encoding="utf-8")
-    return 0
-
-
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # the result is written; skip teardown (the framework's background threads)
+    answer(lambda req: asyncio.run(_batch(req)))  # no teardown after: the framework's background threads

@@ -9,23 +9,23 @@ connection, so the judge's calls are recorded into, and replayed from, the evalu
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmops_ci.core.errors import CheckFailed, UsageError
-from llmops_ci.core.log import cache_line
 from llmops_ci.core.progress import Progress
-from llmops_ci.engines.artifacts import read_base
-from llmops_ci.engines.mlflow.engine import ENDPOINT_ROUTES, REPLAY_KEYS
-from llmops_ci.engines.promptflow.executor import reap, rerouted, upstreams
-from llmops_ci.engines.prompty.engine import mapped_inputs, read_rows
+from llmops_ci.engines.mapping import base_run, mapped_inputs, read_rows
+from llmops_ci.engines.plumbing import (
+    ENDPOINT_ROUTES,
+    REPLAY_KEYS,
+    LocalEngine,
+    count_lines,
+    rerouted,
+    run_child,
+    take_result,
+    upstreams,
+)
 from llmops_ci.kinds import FlowInfo
 from llmops_ci.llm.cache import CacheSettings, ProxyServer
 from llmops_ci.project.evaluators import model_connection
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from llmops_ci.engines.base import BackendContext
 
 log = logging.getLogger("llmops_ci.evaluators")
-POLL_S = 0.1
 LOAD_ERRORS = ("ImportError", "ModuleNotFoundError", "SyntaxError", "TypeError", "AttributeError",
                "EvaluationException", "ValueError")
 
@@ -68,29 +67,11 @@ def resolved_init(init: dict[str, Any], connections: tuple[ProviderConnection, .
     return {**init, key: model_config(init[key], conn)}
 
 
-class EvaluatorRuns:
-    """Backend shape (runs) for jobs whose ``info.engine`` is ``evaluator``."""
-
-    name = "local"
-    routes_local_proxy = True
-    parallel_runs = True
-
-    def __init__(self, state_dir: Path, environ: Mapping[str, str] | None = None) -> None:
-        self.state_dir = state_dir.absolute()
-        self.environ = dict(os.environ if environ is None else environ)
-        self.bases = self.state_dir / "runs" / ".base"
-        self._down: dict[str, str] = {}
-
-    def endpoint_down(self, run_name: str) -> str | None:
-        return self._down.get(run_name)
+class EvaluatorRuns(LocalEngine):
+    """Runs of jobs whose ``info.engine`` is ``evaluator``."""
 
     def lines(self, job: RunJob) -> list[tuple[int, dict[str, Any]]]:
-        base = None
-        if job.base_run:
-            base = read_base(self.bases, job.base_run)
-            if base is None:
-                raise UsageError(f"the run '{job.base_run}' to evaluate is not in {self.bases}; run batch-run again "
-                                 "with the same --state-dir")
+        base = base_run(self.bases, job.base_run) if job.base_run else None
         # only what column_mapping gives: an evaluator's parameters have no data columns of their own
         mapping_only = FlowInfo(kind=job.info.kind, folder=job.info.folder, definition=job.info.definition)
         return mapped_inputs(mapping_only, job.column_mapping, read_rows(job.data), base, job.label)
@@ -113,12 +94,8 @@ class EvaluatorRuns:
                 outcome = self.call(job, ref, init, todo, progress, routes)
             finally:
                 route.close()
-            down = route.down()
-        if down:
-            self._down[job.name] = down
+            self.ran(job, route, log)
         duration = time.monotonic() - started
-        if job.cache is not None and (said := cache_line(job.cache.mode, route.stats, job.cache.cassette)):
-            log.info("%s", said)
         if outcome.get("status") != "Completed":
             message = f"{job.label}: the evaluator {ref} could not be loaded or run: {outcome.get('error')}"
             if outcome.get("error_code") in LOAD_ERRORS:
@@ -149,32 +126,17 @@ class EvaluatorRuns:
                    "lines": todo,
                    "workers": job.options.workers, "line_timeout": job.options.line_timeout,
                    "name": job.label.rpartition("/")[2], "progress": str(progress_file), "result": str(result)}
-        logs = self.state_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"evaluator-{job.name}.log"
         env = {**self.environ, **job.environment_variables, **routes,
                "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "MLFLOW_MODEL_CATALOG_URI": "",
                "PYTHONUNBUFFERED": "1", "GIT_PYTHON_REFRESH": "quiet", "PF_DISABLE_TRACING": "true",
                "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true"}  # azure-monitor's settings fetch: no traffic out
         try:
-            with log_path.open("w", encoding="utf-8") as log_file:
-                proc = subprocess.Popen([sys.executable, "-m", "llmops_ci.engines.evaluators.runner"],
-                                        stdin=subprocess.PIPE, stdout=log_file, stderr=subprocess.STDOUT, cwd=work,
-                                        env=env, start_new_session=True, text=True)
-                try:
-                    assert proc.stdin is not None
-                    proc.stdin.write(json.dumps(request, default=str))
-                    proc.stdin.close()
-                    while proc.poll() is None:
-                        progress.update(_count(progress_file))
-                        time.sleep(POLL_S)
-                finally:
-                    reap(proc)
-            if not result.is_file():
-                tail = "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
-                raise CheckFailed(f"{job.label}: the evaluator runner stopped without a result (exit "
-                                  f"{proc.returncode}); its log is {log_path}:\n{tail}")
-            outcome: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
+            exited = run_child("llmops_ci.engines.evaluators.runner", request, cwd=work, env=env,
+                               log_path=self.state_dir / "logs" / f"evaluator-{job.name}.log",
+                               watch=lambda: progress.update(count_lines(progress_file)))
+            outcome = take_result(result)
+            if outcome is None:
+                raise exited.no_result("evaluator", f"{job.label}: ")
         finally:
             result.unlink(missing_ok=True)
             progress_file.unlink(missing_ok=True)
@@ -185,14 +147,6 @@ class EvaluatorRuns:
     def test(self, job: TestJob) -> TestRecord:
         raise UsageError(f"{job.flow}: an evaluator or scorer is not a flow; 'test' runs flows (score a run with "
                          "eval-run)")
-
-
-def _count(path: Path) -> int:
-    try:
-        with path.open("rb") as fh:
-            return sum(1 for _ in fh)
-    except FileNotFoundError:
-        return 0
 
 
 def from_context(ctx: BackendContext) -> EvaluatorRuns:

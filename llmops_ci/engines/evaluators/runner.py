@@ -13,15 +13,15 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import os
 import sys
 import threading
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+from llmops_ci.engines.runner_main import answer
 
 TOKEN_SUFFIXES = {"_prompt_tokens": "prompt", "_completion_tokens": "completion", "_total_tokens": "total"}
 
@@ -196,17 +196,6 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
     return {"status": "Completed", "lines": ordered, "metrics": aggregate(req, evaluator, ordered, found)}
 
 
-def main() -> int:
-    req = json.loads(sys.stdin.read())
-    try:
-        outcome = run(req)
-    except BaseException as exc:  # everything goes back to the parent as a result
-        outcome = {"status": "Failed", "error": f"{type(exc).__name__}: {exc}", "error_code": type(exc).__name__,
-                   "traceback": traceback.format_exc()}
-    Path(req["result"]).write_text(json.dumps(outcome, default=str), encoding="utf-8")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.stdout.flush()
-    os._exit(main())  # an abandoned line's thread must not keep the process (the parent has the result)
+    # everything goes back to the parent as a result; an abandoned line's thread must not keep the process
+    answer(run, catch=BaseException)

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -27,7 +26,8 @@ from llmops_ci.core.log import cache_line
 from llmops_ci.core.progress import Progress
 from llmops_ci.core.safe_copy import copy_tree
 from llmops_ci.engines.artifacts import LineResult
-from llmops_ci.engines.promptflow.executor import reap
+from llmops_ci.engines.base import Backend
+from llmops_ci.engines.plumbing import ENDPOINT_ROUTES, REPLAY_KEYS, count_lines, run_child, take_result
 from llmops_ci.kinds.mlflow.kind import MLMODEL_SKIP
 from llmops_ci.llm.cache import CacheSettings, LlmProxy
 from llmops_ci.results.records import RunJob, RunRecord, TestJob, TestRecord
@@ -36,10 +36,6 @@ if TYPE_CHECKING:
     from llmops_ci.engines.base import BackendContext
 
 log = logging.getLogger("llmops_ci.mlflow")
-POLL_S = 0.1
-# endpoints an agent's clients read from the environment, and the proxy route standing in for each
-ENDPOINT_ROUTES = {"OPENAI_BASE_URL": "env-openai_base_url", "DATABRICKS_HOST": "databricks"}
-REPLAY_KEYS = {"OPENAI_API_KEY": "llmops-ci-replay", "DATABRICKS_TOKEN": "llmops-ci-replay"}
 LOAD_ERRORS = ("MlflowException", "ImportError", "ModuleNotFoundError", "SyntaxError", "FileNotFoundError")
 
 
@@ -78,30 +74,12 @@ class MlflowChild:
         result = self.root / "results" / f"{name}.json"
         result.unlink(missing_ok=True)
         request = {"artifacts": str(self.root / "artifacts"), **request, "action": action, "result": str(result)}
-        logs = self.state_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"mlflow-{name}.log"
-        with log_path.open("w", encoding="utf-8") as log_file:
-            proc = subprocess.Popen([sys.executable, "-m", "llmops_ci.engines.mlflow.runner"], stdin=subprocess.PIPE,
-                                    stdout=log_file, stderr=subprocess.STDOUT, cwd=self.root,
-                                    env=mlflow_environment(self.state_dir, self.environ, extra_env),
-                                    start_new_session=True, text=True)
-            try:
-                assert proc.stdin is not None
-                proc.stdin.write(json.dumps(request))
-                proc.stdin.close()
-                while proc.poll() is None:
-                    if tick:
-                        tick()
-                    time.sleep(POLL_S)
-            finally:
-                reap(proc)
-        if not result.is_file():
-            tail = "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
-            raise CheckFailed(f"the MLflow runner stopped without a result (exit {proc.returncode}); its log is "
-                              f"{log_path}:\n{tail}")
-        outcome: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
-        result.unlink()
+        exited = run_child("llmops_ci.engines.mlflow.runner", request, cwd=self.root,
+                           env=mlflow_environment(self.state_dir, self.environ, extra_env),
+                           log_path=self.state_dir / "logs" / f"mlflow-{name}.log", watch=tick)
+        outcome = take_result(result)
+        if outcome is None:
+            raise exited.no_result("MLflow")
         if outcome.get("traceback"):
             log.debug("%s", outcome["traceback"])
         return outcome
@@ -140,11 +118,10 @@ def model_config_path(code: Path) -> str | None:
     return None
 
 
-class MlflowAgentRunner:
-    """The run backend for ``kind == "mlflow_agent"`` jobs (Backend shape); ``specs`` maps flow name -> spec."""
+class MlflowAgentRunner(Backend):
+    """Runs of ``kind == "mlflow_agent"`` jobs; ``specs`` maps flow name -> spec."""
 
     name = "local"
-    routes_local_proxy = True
 
     def __init__(self, state_dir: Path, specs: Mapping[str, MlflowAgentSpec], folders: Mapping[str, Path],
                  environ: Mapping[str, str] | None = None) -> None:
@@ -180,7 +157,7 @@ class MlflowAgentRunner:
                    "model_config": model_config_path(code)}
 
         def tick() -> None:
-            progress.update(_count(lines_file))
+            progress.update(count_lines(lines_file))
 
         started = time.monotonic()
         try:
@@ -227,14 +204,6 @@ def line_result(record: dict[str, Any]) -> LineResult:
     return LineResult(line=int(record["line"]), status=record["status"], inputs=record["inputs"],
                       outputs=record["outputs"], duration_s=record.get("duration_s"), tokens=record.get("tokens") or {},
                       error=record.get("error"), error_code=record.get("error_code"), node=None)
-
-
-def _count(path: Path) -> int:
-    try:
-        with path.open("rb") as fh:
-            return sum(1 for _ in fh)
-    except FileNotFoundError:
-        return 0
 
 
 def _failure(label: str, outcome: dict[str, Any]) -> Exception:

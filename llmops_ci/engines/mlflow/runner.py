@@ -18,9 +18,10 @@ import os
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any
+
+from llmops_ci.engines.runner_main import answer
 
 HASH_TAG = "llmops.content_hash"
 
@@ -268,21 +269,5 @@ def _predict(req: dict[str, Any]) -> dict[str, Any]:
 ACTIONS = {"batch": _batch, "log": _log, "find": _find, "alias": _alias, "predict": _predict}
 
 
-def main() -> int:
-    req = json.loads(sys.stdin.read())
-    result = Path(req["result"])
-    try:
-        outcome = ACTIONS[req["action"]](req)
-    except Exception as exc:  # reported to the parent, which decides the exit code
-        outcome = {"status": "Failed", "error": f"{type(exc).__name__}: {exc}", "error_code": type(exc).__name__,
-                   "traceback": traceback.format_exc()}
-    result.write_text(json.dumps(outcome, default=str), encoding="utf-8")
-    return 0
-
-
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # the result is written; skip interpreter teardown (MLflow's async loggers and thread pools)
-    os._exit(code)
+    answer(lambda req: ACTIONS[req["action"]](req))  # no teardown after: MLflow's async loggers and thread pools

@@ -14,13 +14,12 @@ import logging
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,20 @@ from llmops_ci.core.log import cache_line
 from llmops_ci.core.progress import Progress
 from llmops_ci.core.service_errors import service_failure
 from llmops_ci.engines.artifacts import count_lines_done, read_base, read_run
+from llmops_ci.engines.plumbing import (
+    ENV_ENDPOINTS,
+    LocalEngine,
+    env_upstreams,
+    reap,
+    rerouted,
+    routed,
+    run_child,
+    take_result,
+    upstreams,
+)
 from llmops_ci.engines.promptflow.home import PFHome
 from llmops_ci.kinds import FlowInfo, snapshot
-from llmops_ci.llm.cache import CacheSettings, LlmProxy, LlmRun, ProxyServer
+from llmops_ci.llm.cache import CacheSettings, LlmProxy, ProxyServer
 from llmops_ci.results.records import (
     LineResult,
     ProviderConnection,
@@ -42,14 +52,10 @@ from llmops_ci.results.records import (
     TestJob,
     TestRecord,
     base_dir,
-    resolve_connection_refs,
     user_paths,
 )
 
 log = logging.getLogger("llmops_ci.local")
-POLL_S = 0.1
-# endpoints that flows building their own clients read; rerouted through the cache proxy too
-ENV_ENDPOINTS = ("OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT")
 
 
 IN_PROCESS_KINDS = ("dag", "flex", "prompty")
@@ -58,16 +64,12 @@ STATE_VAR = "LLMOPS_CI_STATE_DIR"
 EXECUTOR_VAR = "LLMOPS_CI_EXECUTOR"
 
 
-class LocalBackend:
-    name = "local"
-    routes_local_proxy = True
-    parallel_runs = True  # run() may be called from several threads at once: flows run side by side
+class LocalBackend(LocalEngine):
+    """Prompt flow's executor: DAG and flex flows and prompt flow's prompty files, warm in one process."""
 
     def __init__(self, state_dir: Path, environ: dict[str, str] | None = None) -> None:
-        self.state_dir = state_dir.absolute()
-        self.environ = dict(os.environ if environ is None else environ)
+        super().__init__(state_dir, environ)
         self._home: PFHome | None = None
-        self._down: dict[str, str] = {}
         atexit.register(self.close)  # a backend used outside a step's scope still takes its processes with it
         self._lock = threading.RLock()
         self._proxy: ProxyServer | None = None
@@ -134,10 +136,6 @@ class LocalBackend:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def endpoint_down(self, run_name: str) -> str | None:
-        """Why an LLM endpoint the run called was found down during it (None: it was not)."""
-        return self._down.get(run_name)
-
     def fallback_reason(self, job: RunJob) -> str | None:
         """Why ``job`` cannot run in the warm executor (None: it can)."""
         env = {**job.info.environment_variables, **job.environment_variables}
@@ -174,11 +172,7 @@ class LocalBackend:
             route.close()
             shutil.rmtree(snap.folder, ignore_errors=True)
         duration = time.monotonic() - started
-        down = route.down()
-        if down:
-            self._down[job.name] = down
-        if job.cache is not None and (said := cache_line(job.cache.mode, route.stats, job.cache.cassette)):
-            log.info("%s", said)
+        self.ran(job, route, log)
         if "lines" not in outcome:  # the flow could not start (a tool that does not load): it failed as a whole
             progress.finish(0)
             log.debug("%s", outcome.get("traceback"))
@@ -282,38 +276,21 @@ class LocalBackend:
             log.info("%s", said)
 
     # -- the runner process ----------------------------------------------------------------------------
-    def _child(self, name: str, request: dict[str, Any], connections: tuple[Any, ...], tick: Any,
+    def _child(self, name: str, request: dict[str, Any], connections: tuple[Any, ...], tick: Callable[[], None],
                extra_env: dict[str, str] | None = None) -> dict[str, Any]:
         result = self.home.root / "results" / f"{name}.json"
         result.unlink(missing_ok=True)
         request = {**request, "result": str(result), "provider_connections": [asdict(c) for c in connections]}
-        logs = self.state_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"{name}.log"
-        with log_path.open("w", encoding="utf-8") as log_file, tempfile.TemporaryDirectory(prefix="llmops-") as tmp:
-            proc = subprocess.Popen([sys.executable, "-m", "llmops_ci.engines.promptflow.runner"],
-                                    stdin=subprocess.PIPE,
-                                    stdout=log_file, stderr=subprocess.STDOUT, cwd=self.home.root,
-                                    env={**self.home.environment(self.environ, Path(tmp)), **(extra_env or {}),
-                                         STATE_VAR: str(self.state_dir)},
-                                    start_new_session=True, text=True)
-            try:
-                assert proc.stdin is not None
-                proc.stdin.write(json.dumps(request))
-                proc.stdin.close()
-                while proc.poll() is None:
-                    tick()
-                    time.sleep(POLL_S)
-                tick()
-            finally:
-                reap(proc)
-        log.debug("prompt flow log: %s", log_path)
-        if not result.is_file():
-            tail = "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
-            raise CheckFailed(f"the prompt flow runner stopped without a result (exit {proc.returncode}); "
-                              f"its log is {log_path}:\n{tail}")
-        outcome: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
-        result.unlink()
+        with tempfile.TemporaryDirectory(prefix="llmops-") as tmp:
+            exited = run_child("llmops_ci.engines.promptflow.runner", request, cwd=self.home.root,
+                               env={**self.home.environment(self.environ, Path(tmp)), **(extra_env or {}),
+                                    STATE_VAR: str(self.state_dir)},
+                               log_path=self.state_dir / "logs" / f"{name}.log", watch=tick)
+        tick()
+        log.debug("prompt flow log: %s", exited.log_path)
+        outcome = take_result(result)
+        if outcome is None:
+            raise exited.no_result("prompt flow")
         return outcome
 
     @staticmethod
@@ -333,97 +310,6 @@ def replay_processes() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
-
-
-def reap(proc: subprocess.Popen[str]) -> None:
-    """Stop the runner and everything it started (its own session), even on Ctrl-C, and wait until they are gone:
-    a killed child of the runner (multiprocessing's resource tracker, pf's workers) takes a moment to die."""
-    if proc.poll() is None:
-        _signal_group(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
-    _signal_group(proc.pid, signal.SIGKILL)
-    proc.wait()
-    deadline = time.monotonic() + 5
-    while _group_alive(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether a process of group ``pgid`` still runs (zombies excepted: they are dead, waiting for init)."""
-    proc_root = Path("/proc")
-    if not proc_root.is_dir():
-        return False
-    for entry in proc_root.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if len(fields) > 2 and fields[0] != "Z" and fields[2] == str(pgid):
-            return True
-    return False
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def upstreams(connections: tuple[ProviderConnection, ...]) -> dict[str, str | None]:
-    """Where each connection's calls really go (None: nowhere, replay only)."""
-    out: dict[str, str | None] = {}
-    for conn in connections:
-        if conn.type == "open_ai":
-            out[conn.name] = conn.values.get("base_url") or (
-                "https://api.openai.com/v1" if conn.values.get("api_key") else None)
-        elif conn.type == "azure_open_ai":
-            out[conn.name] = conn.values.get("api_base") or None
-    return out
-
-
-def env_upstreams(env: dict[str, str]) -> dict[str, str]:
-    """A run's own endpoint variables (``OPENAI_BASE_URL: https://...`` in its environment_variables): each gets a
-    route of the run's, so that its calls are recorded and replayed like a connection's."""
-    return {f"env-{var.lower()}": env[var] for var in ENV_ENDPOINTS
-            if isinstance(env.get(var), str) and env[var].startswith(("http://", "https://"))}
-
-
-def routed(kind: str, env: dict[str, str], connections: tuple[ProviderConnection, ...], route: LlmRun
-           ) -> dict[str, Any]:
-    """What the executor gets of a run's connections and environment, every endpoint pointing at the proxy:
-    connection fields the environment names (``AZURE_OPENAI_ENDPOINT: ${open_ai_connection.api_base}``, or the
-    value already resolved from it), the run's own endpoint variables, and (replay) the proxy as the only place a
-    call may go. Connections that flex flows and prompty files look up by name in the shared store get the route
-    every run shares, which the proxy resolves from each call's line header."""
-    by_run = rerouted(connections, route)
-    stored = rerouted(connections, route, shared=kind != "dag")
-    real = {url.rstrip("/"): conn.name for conn in connections
-            for url in [upstreams((conn,)).get(conn.name)] if url}
-    out = resolve_connection_refs(env, by_run)
-    for var, value in env.items():
-        if isinstance(value, str) and value.rstrip("/") in real:
-            out[var] = route.url_for(real[value.rstrip("/")])
-    for name, value in env_upstreams(env).items():
-        var = next(v for v in ENV_ENDPOINTS if f"env-{v.lower()}" == name)
-        if value.rstrip("/") not in real:
-            out[var] = route.url_for(name)
-    return {"environment_variables": out, "provider_connections": [asdict(c) for c in stored],
-            "only_origin": route.server.url if route.settings.mode == "replay" else None}
-
-
-def rerouted(connections: tuple[ProviderConnection, ...], route: LlmRun, *, shared: bool = False
-             ) -> tuple[ProviderConnection, ...]:
-    out = []
-    for conn in connections:
-        values = dict(conn.values)
-        field = {"open_ai": "base_url", "azure_open_ai": "api_base"}.get(conn.type)
-        if field:
-            values[field] = route.shared_url(conn.name) if shared else route.url_for(conn.name)
-            values["api_key"] = values.get("api_key") or "llmops-ci-replay"  # the client insists on one
-        out.append(ProviderConnection(conn.name, conn.type, values))
-    return tuple(out)
 
 
 def _line(raw: dict[str, Any], tokens: dict[str, int] | None, seen_by_proxy: str | None = None) -> LineResult:

@@ -1,0 +1,134 @@
+"""A batch run's data lines as prompt flow maps them, for the engines that map lines themselves (prompty, evaluators,
+Agent Framework): data files read as prompt flow reads them, ``column_mapping`` applied over the data and a base
+run, and a judge's metrics as the mean of its numeric outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmops_ci.core.errors import UsageError
+from llmops_ci.core.yamldoc import display_path
+from llmops_ci.engines.artifacts import read_base
+from llmops_ci.results.records import LineResult
+
+if TYPE_CHECKING:
+    from llmops_ci.kinds import FlowInfo
+
+REFERENCE = re.compile(r"^\$\{([^{}]+)\}$")
+COMPLETED = "Completed"
+
+
+def base_run(bases: Path, name: str) -> dict[str, str]:
+    """The kept run an evaluation scores (``read_base``), or the error that says how to get it kept."""
+    found = read_base(bases, name)
+    if found is None:
+        raise UsageError(f"the run '{name}' to evaluate is not in {bases}; run batch-run again with the same "
+                         "--state-dir")
+    return found
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The data's lines as prompt flow reads them: JSON Lines objects, or CSV/TSV rows of strings."""
+    shown = display_path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{shown}: cannot read the data ({exc})") from None
+    if path.suffix in (".csv", ".tsv"):
+        delimiter = "\t" if path.suffix == ".tsv" else ","
+        return [dict(row) for row in csv.DictReader(text.splitlines(), delimiter=delimiter)]
+    if path.suffix == ".json":
+        try:
+            rows = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"{shown}: not valid JSON ({exc})") from None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise UsageError(f"{shown}: a .json data file must hold a list of objects")
+        return rows
+    out = []
+    for number, raw in enumerate(text.split("\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except ValueError as exc:
+            raise UsageError(f"{shown}:{number}: not a JSON object ({exc})") from None
+        if not isinstance(row, dict):
+            raise UsageError(f"{shown}:{number}: each line must be a JSON object")
+        out.append(row)
+    return out
+
+
+def _outputs_by_line(path: Path) -> dict[int, dict[str, Any]]:
+    out = {}
+    for row in read_rows(path) if path.is_file() else []:
+        number = row.pop("line_number", None)
+        if isinstance(number, int):
+            out[number] = row
+    return out
+
+
+def mapped_inputs(info: FlowInfo, mapping: Mapping[str, Any], rows: list[dict[str, Any]],
+                  base: dict[str, str] | None, label: str) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, inputs) of each line to run, with ``mapping`` applied as prompt flow applies it."""
+    full = {name: f"${{data.{name}}}" for name, spec in info.inputs.items() if not spec.has_default}
+    full.update(mapping)
+    sources: dict[str, dict[int, dict[str, Any]]] = {"data": dict(enumerate(rows))}
+    if base is not None:
+        sources["run.outputs"] = _outputs_by_line(Path(base["outputs"]))
+        sources["run.inputs"] = dict(enumerate(read_rows(Path(base["data"]))))
+    numbers = sorted(set.intersection(*(set(s) for s in sources.values())))
+    out, missing = [], set()
+    for number in numbers:
+        inputs: dict[str, Any] = {}
+        for key, value in full.items():
+            found = REFERENCE.match(value) if isinstance(value, str) else None
+            if found is None:
+                inputs[key] = value  # a literal
+                continue
+            parts = found.group(1).split(".")
+            for i in range(1, len(parts)):
+                source, field = ".".join(parts[:i]), ".".join(parts[i:])
+                if source in sources and field in sources[source][number]:
+                    inputs[key] = sources[source][number][field]
+                    break
+            else:
+                missing.add(value)
+        out.append((number, inputs))
+    if missing:
+        raise UsageError(f"{label}: column_mapping refers to {', '.join(sorted(missing))}, which the data "
+                         f"{'or the base run ' if base else ''}does not have; map each input to an existing column "
+                         "(${data.<column>}) or output (${run.outputs.<output>})")
+    return out
+
+
+def mean_scores(lines: list[LineResult]) -> dict[str, float]:
+    """A judge's metrics: the mean of each output that is a number (or a numeric string, or a bool) on every line
+    that completed; a prompty file has no aggregation of its own."""
+    done = [line.outputs for line in lines if line.status == COMPLETED and isinstance(line.outputs, dict)]
+    values: dict[str, list[float]] = {}
+    for key in dict.fromkeys(k for outputs in done for k in outputs):
+        numbers = [_number(outputs.get(key)) for outputs in done]
+        if numbers and all(n is not None for n in numbers):
+            values[key] = [n for n in numbers if n is not None]
+    return {key: round(sum(v) / len(v), 4) for key, v in values.items()}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
