@@ -51,7 +51,7 @@ class Evaluation:
     scorer: str | None = None
     data: str | None = None
     column_mapping: Mapping[str, str] | None = None
-    scores: Mapping[str, str] | None = None
+    scores: Mapping[str, str] | Raw | None = None
     connections: Mapping[str, Mapping[str, Value]] | None = None
     environment_variables: Mapping[str, str] | None = None
     init: Mapping[str, Value] | None = None
@@ -177,7 +177,7 @@ def raw_rules(text: str) -> dict[str, Rule | Raw]:
 
 # --- rendering ---------------------------------------------------------------------------------------------------
 
-class _Inline(dict):  # type: ignore[type-arg]
+class _Inline(dict[str, Any]):
     """A mapping rendered in flow style on its key's line."""
 
 
