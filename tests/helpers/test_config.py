@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from llmops_ci.config import CONFIG, load_config
-from llmops_ci.core.schema import MapOf, Struct
+from llmops_ci.core.schema import MapOf
 from tests.helpers.config import (
     Config,
     Connection,
@@ -19,7 +19,6 @@ from tests.helpers.config import (
     Evaluation,
     Flow,
     Parity,
-    Raw,
     Register,
     Rule,
     judged,
@@ -31,7 +30,7 @@ from tests.helpers.projects import BASE_CONFIG
 ENV = {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "sk-test-" + "k" * 24}
 
 
-def _struct(spec: Any) -> Struct:
+def _struct(spec: Any) -> Any:
     return spec.value if isinstance(spec, MapOf) else spec
 
 
