@@ -14,6 +14,11 @@ from tests.helpers.config import Config, Evaluation, Flow, Rule, openai_connecti
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "web-classification"
 
+def _as_written(config: Config) -> str:
+    """Indented as the other files of a project dict are (``Project.write`` dedents them): tests append to it."""
+    return textwrap.indent(config.yaml(), " " * 8) + " " * 8
+
+
 # the valid project most tests start from: a DAG flow with a variant and an LLM node, its evaluation and gate
 BASE_CONFIG = Config(
     connections={"openai": openai_connection()},
@@ -25,7 +30,7 @@ BASE_CONFIG = Config(
         gate={"accuracy.accuracy": Rule(min=0.8, max_drop=0.05), "run.latency_p95": Rule(max=4.0)})})
 
 BASE_PROJECT: dict[str, str] = {
-    "llmops.yaml": BASE_CONFIG.yaml(),
+    "llmops.yaml": _as_written(BASE_CONFIG),
     "flows/classify/flow.dag.yaml": """\
         inputs:
           text:
@@ -241,7 +246,7 @@ RUN_CONFIG = Config(
     })
 
 RUN_PROJECT: dict[str, str] = {
-    "llmops.yaml": RUN_CONFIG.yaml(),
+    "llmops.yaml": _as_written(RUN_CONFIG),
     "flows/echo/flow.dag.yaml": """\
         inputs:
           text:
