@@ -12,16 +12,19 @@ import pytest
 from llmops_ci.cli import main
 from llmops_ci.core import redaction
 from tests.fakes.openai import FakeOpenAI
+from tests.helpers.config import Config
 from tests.helpers.projects import BASE_PROJECT, CliResult, Project, processes_using, snapshot
 
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Project]:
-    """A factory: ``project()`` writes the valid base project (or ``project(files)``) and chdirs into it."""
+    """A factory: ``project()`` writes the valid base project (or ``project(files)``) and chdirs into it;
+    ``config=`` (a ``tests.helpers.config.Config``) writes its llmops.yaml (over any other)."""
 
-    def make(files: dict[str, str] | None = None, base: bool = True) -> Project:
+    def make(files: dict[str, str] | None = None, base: bool = True, config: Config | None = None) -> Project:
         proj = Project(tmp_path)
-        for rel, text in {**(BASE_PROJECT if base else {}), **(files or {})}.items():
+        written = {**(BASE_PROJECT if base else {}), **(files or {}), **(config.files() if config else {})}
+        for rel, text in written.items():
             proj.write(rel, text)
         monkeypatch.chdir(tmp_path)
         return proj

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Callable
@@ -15,7 +16,8 @@ from llmops_ci.config import FlowSpec, load_config
 from llmops_ci.gate.verdict import gate_flow
 from llmops_ci.parity import agrees, disagreements, judged_agreement, normalized, pair_lines, parity_record
 from llmops_ci.report.comment import render
-from tests.helpers.projects import Project
+from tests.helpers.config import Evaluation, Flow, Parity, Rule
+from tests.helpers.projects import BASE_CONFIG, Project
 
 
 def record(line: int, output: Any, status: str = "Completed") -> dict[str, Any]:
@@ -23,21 +25,14 @@ def record(line: int, output: Any, status: str = "Completed") -> dict[str, Any]:
             "outputs": {"category": output} if status == "Completed" else None}
 
 
-def flow_with_parity(project: Callable[..., Project], parity: str, gate: str = "") -> FlowSpec:
-    proj = project()
-    proj.write("llmops.yaml", proj.read("llmops.yaml") + f"""\
-  classify2:
-    path: flows/classify
-    data: data/classify.jsonl
-    column_mapping:
-      text: ${{data.text}}
-    parity: {parity}
-{gate}""")
+def flow_with_parity(project: Callable[..., Project], parity: Parity) -> FlowSpec:
+    proj = project(config=BASE_CONFIG.add_flow("classify2", Flow(
+        "flows/classify", data="data/classify.jsonl", column_mapping={"text": "${data.text}"}, parity=parity)))
     return load_config(proj.path("llmops.yaml"), {"OPENAI_BASE_URL": "x", "OPENAI_API_KEY": "y"}).flows["classify2"]
 
 
 def test_pairs_by_data_line_and_failed_lines_disagree(project: Callable[..., Project]) -> None:
-    flow = flow_with_parity(project, "{of: classify, outputs: {category: category}, method: normalized}")
+    flow = flow_with_parity(project, Parity("classify", {"category": "category"}, "normalized"))
     new = {0: record(0, "App."), 1: record(1, "movie"), 2: record(2, None, "Failed"), 3: record(3, "None")}
     old = {0: record(0, "app"), 1: record(1, "Movie"), 2: record(2, "None"), 4: record(4, "App")}
     pairs = pair_lines(new, old)
@@ -75,31 +70,14 @@ def write_eval(state: Path, flow: str, scores: dict[int, float], metric: float) 
 
 
 def test_against_compares_with_the_replaced_flow_paired(project: Callable[..., Project], tmp_path: Path) -> None:
-    proj = project()
-    proj.replace("llmops.yaml", "    gate:\n      accuracy.accuracy: {min: 0.8, max_drop: 0.05}\n", """\
-      acc:
-        path: flows/eval
-        column_mapping:
-          groundtruth: ${data.label}
-          prediction: ${run.outputs.category}
-        scores: {accuracy: score}
-    gate:
-      acc.accuracy: {max_drop: 0.02, against: classify2}
-""")
-    proj.replace("llmops.yaml", "      run.latency_p95: {max: 4.0}\n", "")
-    proj.write("llmops.yaml", proj.read("llmops.yaml") + """\
-  classify2:
-    path: flows/classify
-    data: data/classify.jsonl
-    column_mapping:
-      text: ${data.text}
-    evaluations:
-      acc:
-        path: flows/eval
-        column_mapping:
-          groundtruth: ${data.label}
-          prediction: ${run.outputs.category}
-""")
+    acc = Evaluation("flows/eval", column_mapping={"groundtruth": "${data.label}",
+                                                   "prediction": "${run.outputs.category}"})
+    evaluations = {**(BASE_CONFIG.flows["classify"].evaluations or {}),
+                   "acc": dataclasses.replace(acc, scores={"accuracy": "score"})}
+    proj = project(config=BASE_CONFIG.with_flow(
+        "classify", evaluations=evaluations, gate={"acc.accuracy": Rule(max_drop=0.02, against="classify2")}
+    ).add_flow("classify2", Flow("flows/classify", data="data/classify.jsonl", column_mapping={"text": "${data.text}"},
+                                 evaluations={"acc": acc})))
     flow = load_config(proj.path("llmops.yaml"), {"OPENAI_BASE_URL": "x", "OPENAI_API_KEY": "y"}).flows["classify"]
     rng = random.Random(7)
     old = {n: float(rng.random() < 0.9) for n in range(200)}
@@ -125,7 +103,7 @@ def test_against_compares_with_the_replaced_flow_paired(project: Callable[..., P
 
 
 def test_comment_parity_section_is_inert(project: Callable[..., Project], tmp_path: Path) -> None:
-    flow = flow_with_parity(project, "{of: classify, outputs: {category: category}}")
+    flow = flow_with_parity(project, Parity("classify", {"category": "category"}))
     hostile = "@octocat <img src=x> ::error::pwned ```\n## heading"
     pairs = pair_lines({0: record(0, hostile), 1: record(1, "App")}, {0: record(0, "App"), 1: record(1, "App")})
     rec = parity_record(flow, pairs, None, 0.0)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from llmops_ci.core.child_env import child_environment, scrubbed_os_environ, warn_if_held
+from tests.helpers.config import Config, Flow, Register, openai_connection
 from tests.helpers.projects import CliResult, Project
 
 Cli = Callable[..., CliResult]
@@ -63,30 +64,15 @@ def test_scrubbed_os_environ_is_restored(monkeypatch: pytest.MonkeyPatch) -> Non
     assert os.environ["GITHUB_TOKEN"] == CI["GITHUB_TOKEN"] and "ADDED" not in os.environ
 
 
+# every place a flow can name an environment variable, each naming a CI credential (the line numbers matter)
+REFS_CONFIG = Config(connections={"openai": openai_connection()}, flows={
+    "greet": Flow("flows/greet", data="data/names.jsonl", environment_variables={"FWD": "${env:GITHUB_TOKEN}"},
+                  init={"greeting": "${env:ACTIONS_ID_TOKEN_REQUEST_TOKEN}"}),
+    "other": Flow(run_file="runs/other.run.yml"),
+    "summarize": Flow("flows/summarize.prompty", data="data/names.jsonl", column_mapping={"text": "${data.name}"}),
+})
 REFS = {
-    "llmops.yaml": """\
-        version: 1
-        connections:
-          openai:
-            type: open_ai
-            base_url: ${env:OPENAI_BASE_URL}
-            api_key: ${env:OPENAI_API_KEY}
-        flows:
-          greet:
-            path: flows/greet
-            data: data/names.jsonl
-            environment_variables:
-              FWD: ${env:GITHUB_TOKEN}
-            init:
-              greeting: ${env:ACTIONS_ID_TOKEN_REQUEST_TOKEN}
-          other:
-            run_file: runs/other.run.yml
-          summarize:
-            path: flows/summarize.prompty
-            data: data/names.jsonl
-            column_mapping:
-              text: ${data.name}
-        """,
+    **REFS_CONFIG.files(),
     "runs/other.run.yml": """\
         flow: ../flows/plain
         data: ../data/names.jsonl
@@ -145,7 +131,7 @@ def test_ci_credential_refs_are_lint_errors_at_their_line(cli: Cli, project: Cal
 
 def test_a_run_never_resolves_a_ci_credential(cli: Cli, project: Callable[..., Project],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    project({**REFS, "llmops.yaml": REFS["llmops.yaml"].split("          other:")[0]}, base=False)
+    project(REFS, base=False, config=REFS_CONFIG.without_flow("other").without_flow("summarize"))
     for name, value in CI.items():
         monkeypatch.setenv(name, value)
     result = cli("batch-run", "--flow", "greet")
@@ -155,15 +141,8 @@ def test_a_run_never_resolves_a_ci_credential(cli: Cli, project: Callable[..., P
 
 
 FLEX_ECHO = {
-    "llmops.yaml": """\
-        version: 1
-        flows:
-          echo:
-            path: flows/echo
-            data: data/names.jsonl
-            environment_variables:
-              MODE: fast
-        """,
+    **Config(flows={"echo": Flow("flows/echo", data="data/names.jsonl", environment_variables={"MODE": "fast"})}
+             ).files(),
     "flows/echo/flow.flex.yaml": "entry: echo:echo\n",
     "data/names.jsonl": '{"text": "Ada"}\n{"text": "Alan"}\n',
 }
@@ -209,19 +188,9 @@ mlflow.models.set_model(Echo())
 def test_mlflow_agent_sees_no_ci_credential(cli: Cli, project: Callable[..., Project],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("mlflow", reason="needs the [mlflow] extra")
-    proj = project({
-        "llmops.yaml": """\
-            version: 1
-            flows:
-              support:
-                path: agents/support
-                mlflow_agent:
-                  code: agent.py
-                  interface: responses
-                  pip_requirements: [mlflow-skinny==3.17.2]
-                data: data/support.jsonl
-                register: {name: support}
-            """,
+    agent = Flow("agents/support", data="data/support.jsonl", register=Register("support"), mlflow_agent={
+        "code": "agent.py", "interface": "responses", "pip_requirements": ["mlflow-skinny==3.17.2"]})
+    proj = project(config=Config(flows={"support": agent}), files={
         "agents/support/agent.py": AGENT_ECHO.format(names=sorted(CI), values=CI),
         "data/support.jsonl": '{"input": "hello"}\n',
     }, base=False)
@@ -241,15 +210,8 @@ def test_a_prompty_file_cannot_send_the_ci_token_to_its_own_endpoint(cli: Cli, p
     thief = FakeOpenAI().start()  # "an endpoint of its own choosing"
     try:
         prompty = REFS["flows/summarize.prompty"].replace("http://127.0.0.1:9/v1", thief.url + "/v1")
-        project({"llmops.yaml": """\
-            version: 1
-            flows:
-              summarize:
-                path: flows/summarize.prompty
-                data: data/names.jsonl
-                column_mapping:
-                  text: ${data.name}
-            """, "flows/summarize.prompty": prompty, "data/names.jsonl": REFS["data/names.jsonl"]}, base=False)
+        project({"flows/summarize.prompty": prompty, "data/names.jsonl": REFS["data/names.jsonl"]}, base=False,
+                config=Config(flows={"summarize": REFS_CONFIG.flows["summarize"]}))
         for name, value in CI.items():
             monkeypatch.setenv(name, value)
         for step in (("batch-run",), ("batch-run", "--llm-cache", "record"),

@@ -11,6 +11,8 @@ import pytest
 from llmops_ci.core.errors import ConfigError
 from llmops_ci.core.yamldoc import MAX_VALUES, load_yaml, parse_yaml
 from tests.conftest import CliResult, Project
+from tests.helpers.config import Flow
+from tests.helpers.projects import BASE_CONFIG
 
 
 def _laughs(levels: int = 9, width: int = 9) -> str:
@@ -82,8 +84,7 @@ def test_every_yaml_we_read_uses_the_bounded_loader(project: Callable[..., Proje
     result = cli("lint", "--config", "llmops.yaml")
     assert result.code == 1 and "flow.dag.yaml" in result.out and "recursive alias" in result.out
 
-    proj = project()
+    proj = project(config=BASE_CONFIG.add_flow("viafile", Flow(run_file="runs/c.run.yml"), before="classify"))
     proj.write("runs/c.run.yml", "flow: ../flows/classify\nn: " + "1" * 5000 + "\n")
-    proj.replace("llmops.yaml", "  classify:\n", "  viafile:\n    run_file: runs/c.run.yml\n  classify:\n")
     result = cli("batch-run", "--config", "llmops.yaml")
     assert result.code == 2 and "c.run.yml:2:" in result.err and "Traceback" not in result.err

@@ -11,23 +11,11 @@ import pytest
 
 from llmops_ci.config import GateRule
 from llmops_ci.gate.verdict import compare
+from tests.gate.conftest import GateProject
+from tests.helpers.config import Rule, judged, raw_rules
 from tests.helpers.projects import CliResult, Project
 
 Cli = Callable[..., CliResult]
-
-CONFIG = """\
-version: 1
-flows:
-  qa:
-    path: flows/qa
-    data: data.jsonl
-    evaluations:
-      judge:
-        path: flows/judge
-        scores: {accuracy: correct}
-    gate:
-RULES
-"""
 
 
 def write_state(root: Path, accuracy_lines: dict[int, float], run: dict | None = None) -> Path:
@@ -48,13 +36,6 @@ def write_state(root: Path, accuracy_lines: dict[int, float], run: dict | None =
     return root
 
 
-@pytest.fixture
-def gate_project(project: Callable[..., Project]) -> Callable[[str], Project]:
-    def make(rules: str) -> Project:
-        return project({"llmops.yaml": CONFIG.replace("RULES", rules)}, base=False)
-    return make
-
-
 def gate_json(proj: Project) -> dict:
     return json.loads(proj.read(".llmops/summary.json"))["flows"]["qa"]["gate"]
 
@@ -70,8 +51,8 @@ def gate_json(proj: Project) -> dict:
     ("run.latency_p95: {max: 3.5}", 0),
     ("run.lines_failed_ratio: {max: 0.02}", 0),
 ])
-def test_thresholds_at_the_boundary(rule: str, code: int, cli: Cli, gate_project: Callable[[str], Project]) -> None:
-    proj = gate_project(f"      {rule}\n")
+def test_thresholds_at_the_boundary(rule: str, code: int, cli: Cli, gate_project: GateProject) -> None:
+    proj = gate_project(raw_rules(rule))
     write_state(proj.path(".llmops"), {0: 1, 1: 1, 2: 1, 3: 0})
     result = cli("gate")
     assert result.code == code, result.err
@@ -85,9 +66,9 @@ def bernoulli(n: int, p: float, seed: int) -> dict[int, float]:
     return {i: float(rng.random() < p) for i in range(n)}
 
 
-def test_real_regression_on_200_lines_fails_as_degraded(cli: Cli, gate_project: Callable[[str], Project],
+def test_real_regression_on_200_lines_fails_as_degraded(cli: Cli, gate_project: GateProject,
                                                         tmp_path: Path) -> None:
-    proj = gate_project("      judge.accuracy: {min: 0.5, max_drop: 0.03}\n")
+    proj = gate_project({"judge.accuracy": Rule(min=0.5, max_drop=0.03)})
     base = bernoulli(200, 0.85, seed=1)
     broken = [i for i, v in base.items() if v == 1.0][:30]  # the change breaks 30 lines that used to pass
     current = {i: 0.0 if i in broken else v for i, v in base.items()}
@@ -106,8 +87,8 @@ def test_real_regression_on_200_lines_fails_as_degraded(cli: Cli, gate_project: 
 
 
 def test_noise_on_30_lines_is_underpowered_and_passes_a_significant_rule(
-        cli: Cli, gate_project: Callable[[str], Project], tmp_path: Path) -> None:
-    proj = gate_project("      judge.accuracy: {max_drop: 0.03, significant: true}\n")
+        cli: Cli, gate_project: GateProject, tmp_path: Path) -> None:
+    proj = gate_project({"judge.accuracy": Rule(max_drop=0.03, significant=True)})
     write_state(proj.path(".llmops"), bernoulli(30, 0.7, seed=12))
     write_state(tmp_path / "main", bernoulli(30, 0.7, seed=11))
     result = cli("gate", "--baseline", str(tmp_path / "main"))
@@ -119,16 +100,16 @@ def test_noise_on_30_lines_is_underpowered_and_passes_a_significant_rule(
     assert result.code == 0 and check["passed"] is True
 
 
-def test_plain_rule_fails_on_the_same_noise(cli: Cli, gate_project: Callable[[str], Project], tmp_path: Path) -> None:
-    proj = gate_project("      judge.accuracy: {max_drop: 0.03}\n")
+def test_plain_rule_fails_on_the_same_noise(cli: Cli, gate_project: GateProject, tmp_path: Path) -> None:
+    proj = gate_project({"judge.accuracy": Rule(max_drop=0.03)})
     write_state(proj.path(".llmops"), bernoulli(30, 0.7, seed=12))
     write_state(tmp_path / "main", bernoulli(30, 0.7, seed=11))
     assert cli("gate", "--baseline", str(tmp_path / "main")).code == 1
 
 
-def test_lines_missing_on_either_side_are_counted(cli: Cli, gate_project: Callable[[str], Project],
+def test_lines_missing_on_either_side_are_counted(cli: Cli, gate_project: GateProject,
                                                   tmp_path: Path) -> None:
-    proj = gate_project("      judge.accuracy: {max_drop: 0.1}\n")
+    proj = gate_project({"judge.accuracy": Rule(max_drop=0.1)})
     current = {i: 1.0 for i in range(0, 40)}  # lines 0..39
     base = {i: 1.0 for i in range(5, 45)}  # lines 5..44
     write_state(proj.path(".llmops"), current)
@@ -139,9 +120,9 @@ def test_lines_missing_on_either_side_are_counted(cli: Cli, gate_project: Callab
     assert check["note"].startswith("5 line(s) only in this run, 5 only in the baseline")
 
 
-def test_no_baseline_and_summary_only_baseline(cli: Cli, gate_project: Callable[[str], Project],
+def test_no_baseline_and_summary_only_baseline(cli: Cli, gate_project: GateProject,
                                               tmp_path: Path) -> None:
-    proj = gate_project("      judge.accuracy: {max_drop: 0.01, significant: true}\n")
+    proj = gate_project({"judge.accuracy": Rule(max_drop=0.01, significant=True)})
     write_state(proj.path(".llmops"), {0: 1.0, 1: 0.0})
     assert cli("gate").code == 0
     (check,) = gate_json(proj)["checks"]
@@ -158,16 +139,16 @@ def test_no_baseline_and_summary_only_baseline(cli: Cli, gate_project: Callable[
     ("run.tokens: {max: 5}", "available: run.lines_failed, run.lines_failed_ratio"),
     ("judges.accuracy: {min: 0.5}", "no evaluation 'judges' in the config; rules can name: run.lines_failed"),
 ])
-def test_unknown_metric_is_exit_2(rule: str, message: str, cli: Cli, gate_project: Callable[[str], Project]) -> None:
-    proj = gate_project(f"      {rule}\n")
+def test_unknown_metric_is_exit_2(rule: str, message: str, cli: Cli, gate_project: GateProject) -> None:
+    proj = gate_project(raw_rules(rule))
     write_state(proj.path(".llmops"), {0: 1.0})
     result = cli("gate")
     assert result.code == 2 and message in result.err
 
 
-def test_missing_evaluation_results_and_bad_baseline(cli: Cli, gate_project: Callable[[str], Project],
+def test_missing_evaluation_results_and_bad_baseline(cli: Cli, gate_project: GateProject,
                                                      tmp_path: Path) -> None:
-    proj = gate_project("      judge.accuracy: {min: 0.5}\n")
+    proj = gate_project({"judge.accuracy": Rule(min=0.5)})
     proj.write(".llmops/summary.json", '{"schema": "llmops-ci/summary@1"}')
     assert "run 'llmops-ci eval-run --flow qa' first" in cli("gate").err
     write_state(proj.path(".llmops"), {0: 1.0})
@@ -198,9 +179,8 @@ def test_direction_of_lower_is_better_metrics() -> None:
 
 def test_interval_and_delta_say_their_scales(cli: Cli, project: Callable[..., Project], tmp_path: Path) -> None:
     # evaluation/eval-chat-math: each line scores 1 or -1, the metric is the share of 1s (on another scale)
-    config = CONFIG.replace("scores: {accuracy: correct}", "scores: {accuracy: score}").replace(
-        "RULES", "      judge.accuracy: {min: 0.5, max_drop: 0.05, significant: true}")
-    proj = project({"llmops.yaml": config}, base=False)
+    config = judged({"judge.accuracy": Rule(min=0.5, max_drop=0.05, significant=True)}, scores={"accuracy": "score"})
+    proj = project(config=config, base=False)
 
     def state(root: Path, right: int) -> None:
         scores = {i: 1 if i < right else -1 for i in range(20)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,26 +34,16 @@ from llmops_ci.gate.provenance import (
 from llmops_ci.gate.repeats import data_path, fold, job, mean_by_line, write_data
 from llmops_ci.llm.cache import CacheSettings
 from llmops_ci.results.records import LineResult, RunRecord
+from tests.helpers.config import Raw, Rule, judged
 
 
-def flow_of(tmp_path: Path, extra: str = "", data: str = '{"q": "a", "doc": "d1"}\n{"q": "b", "doc": "d1"}\n',
-            gate: str = "      judge.accuracy: {min: 0.5, max_drop: 0.05}\n") -> FlowSpec:
+def flow_of(tmp_path: Path, data: str = '{"q": "a", "doc": "d1"}\n{"q": "b", "doc": "d1"}\n',
+            gate: Mapping[str, Rule | Raw] | None = None, **flow: Any) -> FlowSpec:
     (tmp_path / "data.jsonl").write_text(data, encoding="utf-8")
     for folder in ("flows/qa", "flows/judge"):
         (tmp_path / folder).mkdir(parents=True, exist_ok=True)
     (tmp_path / "flows/judge/judge.py").write_text("X = 1\n")
-    (tmp_path / "llmops.yaml").write_text(f"""\
-version: 1
-flows:
-  qa:
-    path: flows/qa
-    data: data.jsonl
-{extra}    evaluations:
-      judge:
-        path: flows/judge
-        scores: {{accuracy: correct}}
-    gate:
-{gate}""", encoding="utf-8")
+    judged(gate or {"judge.accuracy": Rule(min=0.5, max_drop=0.05)}, **flow).write(tmp_path / "llmops.yaml")
     return load_config(tmp_path / "llmops.yaml", {}).flows["qa"]
 
 
@@ -114,7 +105,7 @@ def test_saved_keys_default_to_the_mapped_inputs_and_repeat_keys_are_numbered(tm
 
 
 def test_saved_keys_from_a_line_key_and_cluster_column(tmp_path: Path) -> None:
-    flow = flow_of(tmp_path, "    line_key: ${data.id}\n    cluster: ${data.doc}\n",
+    flow = flow_of(tmp_path, line_key="${data.id}", cluster="${data.doc}",
                    data='{"id": "x", "doc": "d1"}\n{"id": 7, "doc": {"n": 2}}\n{"id": "x"}\n{"doc": "d2"}\n')
     save_line_keys(tmp_path, flow, [(0, {"q": 1}), (1, {"q": 2})])
     data = json.loads((tmp_path / FILE).read_text())
@@ -169,7 +160,7 @@ def _keys(kind: str, keys: dict[int, str], inputs: dict[int, str] | None = None,
 
 
 def test_pairing_prefers_the_shared_line_key(tmp_path: Path) -> None:
-    flow = flow_of(tmp_path, "    line_key: ${data.id}\n")
+    flow = flow_of(tmp_path, line_key="${data.id}")
     mine = _keys("${data.id}", {0: "a", 1: "b"}, {0: "ia", 1: "ib"})
     theirs = _keys("${data.id}", {0: "b", 1: "a"}, {0: "ib", 1: "ia"})
     assert pair(flow, mine, theirs) == pair(flow, mine, theirs, same_data=True)
@@ -179,7 +170,7 @@ def test_pairing_prefers_the_shared_line_key(tmp_path: Path) -> None:
 
 
 def test_pairing_falls_back_to_inputs_and_says_so(tmp_path: Path) -> None:
-    flow = flow_of(tmp_path, "    line_key: ${data.id}\n")
+    flow = flow_of(tmp_path, line_key="${data.id}")
     mine = _keys("${data.id}", {0: "a"}, {0: "ia"})
     theirs = _keys(INPUTS, {0: "ia"}, {0: "ia"})
     result = pair(flow, mine, theirs)
@@ -201,7 +192,7 @@ def test_pairing_by_position_as_the_last_resort(tmp_path: Path) -> None:
 
 
 def test_pairing_with_clusters(tmp_path: Path) -> None:
-    flow = flow_of(tmp_path, "    cluster: ${data.doc}\n")
+    flow = flow_of(tmp_path, cluster="${data.doc}")
     mine = _keys(INPUTS, {0: "ia", 1: "ib", 2: "ic"}, {0: "ia", 1: "ib", 2: "ic"}, "${data.doc}",
                  {0: "d1", 1: "d1", 3: "d9"})
     result = pair(flow, mine, _keys(INPUTS, {0: "ib"}, {0: "ib"}))
@@ -351,8 +342,8 @@ def test_results_flow_hashes_win_over_the_gates(tmp_path: Path) -> None:
 
 
 def test_changed_rules_lists_limits_and_burdens_of_proof(tmp_path: Path) -> None:
-    flow = flow_of(tmp_path, gate="      judge.accuracy: {min: 0.6, max_drop: 0.05, significant: true}\n"
-                                  "      run.latency_p95: {max: 4.0}\n")
+    flow = flow_of(tmp_path, gate={"judge.accuracy": Rule(min=0.6, max_drop=0.05, significant=True),
+                                   "run.latency_p95": Rule(max=4.0)})
     rows = [{"metric": "judge.accuracy", "rule": "min", "limit": 0.5},
             {"metric": "judge.accuracy", "rule": "max_drop", "limit": 0.05},
             {"metric": "run.latency_p95", "rule": "max", "limit": 4.0},
@@ -374,7 +365,7 @@ def test_changed_rules_lists_limits_and_burdens_of_proof(tmp_path: Path) -> None
 
 
 def test_keys_of_lines_beyond_the_data_and_of_a_line_key_alone(tmp_path: Path) -> None:
-    flow = flow_of(tmp_path, "    line_key: ${data.id}\n", data='{"id": {"b": 1, "a": 2}}\n{"id": "y"}\n')
+    flow = flow_of(tmp_path, line_key="${data.id}", data='{"id": {"b": 1, "a": 2}}\n{"id": "y"}\n')
     save_line_keys(tmp_path, flow, [(i, {"q": i}) for i in range(4)])  # more results than data rows
     data = json.loads((tmp_path / FILE).read_text())
     assert [x["key"] for x in data["lines"]] == ['{"a": 2, "b": 1}', "y", None, None]

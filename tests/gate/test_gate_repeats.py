@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import textwrap
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +14,8 @@ import pytest
 
 from llmops_ci.gate.repeats import fold, mean_by_line
 from llmops_ci.results.records import LineResult, RunRecord
-from tests.helpers.projects import RUN_PROJECT, CliResult, Project
+from tests.helpers.config import Config, Flow, Rule, judged
+from tests.helpers.projects import RUN_CONFIG, RUN_PROJECT, CliResult, Project
 
 Cli = Callable[..., CliResult]
 
@@ -61,19 +61,7 @@ def write_state(root: Path, per_line: dict[int, list[float]]) -> None:
 
 def test_gate_scores_a_line_by_the_mean_of_its_repeats(cli: Cli, project: Callable[..., Project],
                                                        tmp_path: Path) -> None:
-    config = """\
-version: 1
-flows:
-  qa:
-    path: flows/qa
-    data: data.jsonl
-    repeats: 3
-    evaluations:
-      judge: {path: flows/judge, scores: {accuracy: correct}}
-    gate:
-      judge.accuracy: {max_drop: 0.5}
-"""
-    proj = project({"llmops.yaml": config}, base=False)
+    proj = project(config=judged({"judge.accuracy": Rule(max_drop=0.5)}, repeats=3), base=False)
     # 12 lines; in this run every line is right 2 times of 3 (mean 2/3), in the baseline always (mean 1)
     write_state(proj.path(".llmops"), {n: [1.0, 0.0, 1.0] for n in range(12)})
     write_state(tmp_path / "main", {n: [1.0, 1.0, 1.0] for n in range(12)})
@@ -89,8 +77,7 @@ flows:
 
 
 def test_repeats_out_of_range_is_exit_2(cli: Cli, project: Callable[..., Project]) -> None:
-    text = "version: 1\nflows:\n  qa:\n    path: flows/qa\n    data: d.jsonl\n    repeats: 0\n"
-    proj = project({"llmops.yaml": text}, base=False)
+    proj = project(config=Config(flows={"qa": Flow("flows/qa", data="d.jsonl", repeats=0)}), base=False)
     result = cli("gate")
     assert result.code == 2 and "repeats must be 1 to 100" in result.err and proj
 
@@ -106,9 +93,7 @@ def test_repeats_record_and_replay_each_repeat_its_own_answer(cli: Cli, project:
             return f"{prompt} #{next(counter)}"
 
     run_env.answer = answer
-    config = textwrap.dedent(RUN_PROJECT["llmops.yaml"]).replace(
-        "    data: data/chat.jsonl\n", "    data: data/chat.jsonl\n    repeats: 3\n")
-    proj = project({**RUN_PROJECT, "llmops.yaml": config}, base=False)
+    proj = project(RUN_PROJECT, base=False, config=RUN_CONFIG.with_flow("chat", repeats=3))
     result = cli("batch-run", "--flow", "chat", "--llm-cache", "record")
     assert result.code == 0, result.err
     run = json.loads(proj.read(".llmops/summary.json"))["flows"]["chat"]["run"]
@@ -131,11 +116,9 @@ def test_repeats_record_and_replay_each_repeat_its_own_answer(cli: Cli, project:
 
 @pytest.mark.executor
 def test_evaluations_score_every_repeat(cli: Cli, project: Callable[..., Project], run_env: Any) -> None:
-    config = textwrap.dedent(RUN_PROJECT["llmops.yaml"]).replace(
-        "    data: data/echo.jsonl\n", "    data: data/echo.jsonl\n    repeats: 2\n").replace(
-        "        path: flows/match\n", "        path: flows/match\n        scores: {match_rate: score}\n").replace(
-        "  chat:\n", "    gate:\n      match.match_rate: {min: 0.5}\n  chat:\n", 1)
-    proj = project({**RUN_PROJECT, "llmops.yaml": config}, base=False)
+    config = RUN_CONFIG.with_flow("echo", repeats=2, gate={"match.match_rate": Rule(min=0.5)}).with_evaluation(
+        "echo", "match", scores={"match_rate": "score"})
+    proj = project(RUN_PROJECT, base=False, config=config)
     for step in ("batch-run", "eval-run", "gate"):
         assert (result := cli(step, "--flow", "echo")).code == 0, result.err
     flow = json.loads(proj.read(".llmops/summary.json"))["flows"]["echo"]

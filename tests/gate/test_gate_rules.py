@@ -24,17 +24,12 @@ from llmops_ci.gate.stats import (
     verdict_of,
 )
 from llmops_ci.gate.verdict import line_scores, paired_checks, scored_lines
-from tests.gate.test_gate import CONFIG, gate_json, write_state
-from tests.helpers.projects import CliResult, Project
+from tests.gate.conftest import GateProject
+from tests.gate.test_gate import gate_json, write_state
+from tests.helpers.config import Rule, judged, raw_rules
+from tests.helpers.projects import CliResult
 
 Cli = Callable[..., CliResult]
-
-
-@pytest.fixture
-def gate_project(project: Callable[..., Project]) -> Callable[[str], Project]:
-    def make(rules: str) -> Project:
-        return project({"llmops.yaml": CONFIG.replace("RULES", rules)}, base=False)
-    return make
 
 
 def _with_metric(root: Path, name: str, value: object) -> None:
@@ -46,10 +41,9 @@ def _with_metric(root: Path, name: str, value: object) -> None:
 # --- every rule of a flow is judged and reported ---------------------------------------------------------------
 
 def test_every_rule_of_a_flow_gives_its_rows_even_after_a_nan_metric(
-        cli: Cli, gate_project: Callable[[str], Project]) -> None:
-    proj = gate_project("      judge.broken: {min: 0.1, max_drop: 0.5}\n"
-                        "      judge.accuracy: {min: 0.5, max: 0.9}\n"
-                        "      run.lines_failed: {max: 5}\n")
+        cli: Cli, gate_project: GateProject) -> None:
+    proj = gate_project({"judge.broken": Rule(min=0.1, max_drop=0.5), "judge.accuracy": Rule(min=0.5, max=0.9),
+                         "run.lines_failed": Rule(max=5)})
     write_state(proj.path(".llmops"), {0: 1, 1: 1, 2: 1, 3: 0})
     _with_metric(proj.path(".llmops"), "broken", None)
     result = cli("gate")
@@ -65,8 +59,8 @@ def test_every_rule_of_a_flow_gives_its_rows_even_after_a_nan_metric(
     assert all(rows[k]["passed"] for k in rows if k[0] != "judge.broken")
 
 
-def test_a_nan_metric_fails_every_kind_of_rule_on_it(cli: Cli, gate_project: Callable[[str], Project]) -> None:
-    proj = gate_project("      judge.broken: {min: 0.1, max: 0.9, max_rise: 0.2}\n")
+def test_a_nan_metric_fails_every_kind_of_rule_on_it(cli: Cli, gate_project: GateProject) -> None:
+    proj = gate_project({"judge.broken": Rule(min=0.1, max=0.9, max_rise=0.2)})
     write_state(proj.path(".llmops"), {0: 1})
     _with_metric(proj.path(".llmops"), "broken", "n/a")
     assert cli("gate").code == 1
@@ -74,8 +68,8 @@ def test_a_nan_metric_fails_every_kind_of_rule_on_it(cli: Cli, gate_project: Cal
         ("max", False), ("max_rise", False), ("min", False)]
 
 
-def test_several_failing_rules_all_fail(cli: Cli, gate_project: Callable[[str], Project]) -> None:
-    proj = gate_project("      judge.accuracy: {min: 0.9}\n      run.lines_failed: {max: 0}\n")
+def test_several_failing_rules_all_fail(cli: Cli, gate_project: GateProject) -> None:
+    proj = gate_project({"judge.accuracy": Rule(min=0.9), "run.lines_failed": Rule(max=0)})
     write_state(proj.path(".llmops"), {0: 1, 1: 0})
     assert cli("gate").code == 1
     assert [c["passed"] for c in gate_json(proj)["checks"]] == [False, False]
@@ -86,9 +80,9 @@ def test_several_failing_rules_all_fail(cli: Cli, gate_project: Callable[[str], 
     ("max_drop: 0.2499", False),
     ("max_rise: 0.25", True),
 ])
-def test_relative_limits_at_the_boundary(rule: str, passed: bool, cli: Cli, gate_project: Callable[[str], Project],
+def test_relative_limits_at_the_boundary(rule: str, passed: bool, cli: Cli, gate_project: GateProject,
                                          tmp_path: Path) -> None:
-    proj = gate_project(f"      judge.accuracy: {{{rule}}}\n")
+    proj = gate_project(raw_rules(f"judge.accuracy: {{{rule}}}"))
     write_state(proj.path(".llmops"), {0: 1, 1: 0})
     write_state(tmp_path / "main", {0: 1, 1: 1, 2: 1, 3: 0})
     result = cli("gate", "--baseline", str(tmp_path / "main" / "summary.json"))
@@ -354,11 +348,10 @@ def test_damaged_lines_are_exit_2_with_the_line_number(tmp_path: Path, text: str
 
 # --- run figures, rounding, clustered thresholds -----------------------------------------------------------------
 
-def test_every_run_figure_can_be_gated(cli: Cli, gate_project: Callable[[str], Project]) -> None:
+def test_every_run_figure_can_be_gated(cli: Cli, gate_project: GateProject) -> None:
     figures = {"latency_p50": 1.25, "latency_p95": 3.5, "duration_s": 42.0, "tokens_prompt": 900,
                "tokens_completion": 100, "tokens_total": 1000, "lines_failed": 2, "lines_failed_ratio": 0.02}
-    rules = "".join(f"      run.{name}: {{max: {value}}}\n" for name, value in figures.items())
-    proj = gate_project(rules)
+    proj = gate_project({f"run.{name}": Rule(max=value) for name, value in figures.items()})
     write_state(proj.path(".llmops"), {0: 1.0}, run={
         "name": "r", "status": "completed", "lines_total": 100, "lines_failed": 2, "latency_p50": 1.25,
         "latency_p95": 3.5, "duration_s": 42.0, "tokens": {"prompt": 900, "completion": 100, "total": 1000}})
@@ -371,8 +364,8 @@ def test_every_run_figure_can_be_gated(cli: Cli, gate_project: Callable[[str], P
     {"lines_failed": 1},
 ])
 def test_a_failed_ratio_without_numbers_is_no_metric(run: dict[str, Any], cli: Cli,
-                                                    gate_project: Callable[[str], Project]) -> None:
-    proj = gate_project("      run.lines_failed_ratio: {max: 0.5}\n")
+                                                    gate_project: GateProject) -> None:
+    proj = gate_project({"run.lines_failed_ratio": Rule(max=0.5)})
     write_state(proj.path(".llmops"), {0: 1.0}, run={"name": "r", "status": "completed", **run})
     result = cli("gate")
     assert result.code == 2 and "no such metric" in result.err
@@ -392,12 +385,11 @@ def test_row_statistics_are_rounded_to_six_decimals() -> None:
 def test_a_clustered_threshold_row_shows_the_cluster_robust_interval(tmp_path: Path) -> None:
     from llmops_ci.config import load_config
     from llmops_ci.gate.verdict import gate_flow
-    from tests.gate.test_gate_stats import config
     from tests.gate.test_gate_stats import write_state as write_keyed
 
     scores = {f"q{i}": float(i % 3 != 0) for i in range(12)}
     docs = {f"q{i}": f"d{i // 2}" for i in range(12)}
-    (tmp_path / "llmops.yaml").write_text(config("      judge.accuracy: {min: 0.5}\n", "    cluster: ${data.doc}\n"))
+    judged({"judge.accuracy": Rule(min=0.5)}, cluster="${data.doc}").write(tmp_path / "llmops.yaml")
     flow = load_config(tmp_path / "llmops.yaml", {}).flows["qa"]
     state = write_keyed(tmp_path / "state", {"correct": scores}, clusters=docs)
     summary = json.loads((state / "summary.json").read_text())

@@ -28,24 +28,10 @@ from llmops_ci.gate.stats import (
     t_ppf,
     wilson,
 )
-from tests.helpers.projects import CliResult, Project
+from tests.helpers.config import Config, Flow, Rule, judged, raw_rules
+from tests.helpers.projects import BASE_CONFIG, CliResult, Project
 
 Cli = Callable[..., CliResult]
-
-
-def config(rules: str, flow_extra: str = "", scores: str = "{accuracy: correct}") -> str:
-    return f"""\
-version: 1
-flows:
-  qa:
-    path: flows/qa
-    data: data.jsonl
-{flow_extra}    evaluations:
-      judge:
-        path: flows/judge
-        scores: {scores}
-    gate:
-{rules}"""
 
 
 def write_state(root: Path, scores: dict[str, dict[str, float]], *, clusters: dict[str, str] | None = None,
@@ -188,15 +174,15 @@ def test_clustered_drop_is_degraded_naively_but_not_with_clusters() -> None:
 
 def test_clustered_gate_through_the_cli(cli: Cli, project: Callable[..., Project], tmp_path: Path) -> None:
     current, baseline, clusters = _one_document_drops()
-    rules = "      judge.accuracy: {max_drop: 0.02, significant: true}\n"
-    naive = project({"llmops.yaml": config(rules)}, base=False)
+    rules = {"judge.accuracy": Rule(max_drop=0.02, significant=True)}
+    naive = project(config=judged(rules), base=False)
     write_state(naive.path(".llmops"), {"correct": current})
     write_state(tmp_path / "main", {"correct": baseline}, clusters=clusters)
     assert cli("gate", "--baseline", str(tmp_path / "main")).code == 1
     (row,) = gate_json(naive)["checks"]
     assert row["verdict"] == "degraded" and row["method"] == "paired-bootstrap" and row["passed"] is False
 
-    naive.write("llmops.yaml", config(rules, "    cluster: ${data.doc}\n"))
+    judged(rules, cluster="${data.doc}").write(naive.path("llmops.yaml"))
     write_state(naive.path(".llmops"), {"correct": current}, clusters=clusters)
     result = cli("gate", "--baseline", str(tmp_path / "main"))
     assert result.code == 0, result.err
@@ -209,7 +195,7 @@ def test_clustered_gate_through_the_cli(cli: Cli, project: Callable[..., Project
 def test_cluster_set_without_recorded_clusters_is_exit_2(cli: Cli, project: Callable[..., Project],
                                                          tmp_path: Path) -> None:
     current, baseline, _ = _one_document_drops()
-    proj = project({"llmops.yaml": config("      judge.accuracy: {max_drop: 0.02}\n", "    cluster: ${data.doc}\n")},
+    proj = project(config=judged({"judge.accuracy": Rule(max_drop=0.02)}, cluster="${data.doc}"),
                    base=False)
     write_state(proj.path(".llmops"), {"correct": current})
     write_state(tmp_path / "main", {"correct": baseline})
@@ -246,13 +232,13 @@ def test_no_change_pr_over_8_metrics_with_holm() -> None:
     assert adjust_family(raw, "none")["j.m0"].verdict == "degraded"
 
 
-@pytest.mark.parametrize(("family", "code"), [("", 0), ("    gate_family: none\n", 1)])
-def test_eight_metric_gate_through_the_cli(family: str, code: int, cli: Cli, project: Callable[..., Project],
+@pytest.mark.parametrize(("family", "code"), [(None, 0), ("none", 1)])
+def test_eight_metric_gate_through_the_cli(family: str | None, code: int, cli: Cli, project: Callable[..., Project],
                                            tmp_path: Path) -> None:
     cur, base = _eight_metrics()
-    rules = "".join(f"      judge.m{m}: {{max_drop: 0.01, significant: true}}\n" for m in range(8))
-    scores = "{" + ", ".join(f"m{m}: c{m}" for m in range(8)) + "}"
-    proj = project({"llmops.yaml": config(rules, family, scores)}, base=False)
+    rules = {f"judge.m{m}": Rule(max_drop=0.01, significant=True) for m in range(8)}
+    scores = {f"m{m}": f"c{m}" for m in range(8)}
+    proj = project(config=judged(rules, scores=scores, gate_family=family), base=False)
     write_state(proj.path(".llmops"), cur, metrics={f"m{m}": sum(cur[f"c{m}"].values()) / 40 for m in range(8)})
     write_state(tmp_path / "main", base, metrics={f"m{m}": sum(base[f"c{m}"].values()) / 40 for m in range(8)})
     result = cli("gate", "--baseline", str(tmp_path / "main"))
@@ -266,7 +252,7 @@ def test_eight_metric_gate_through_the_cli(family: str, code: int, cli: Cli, pro
 
 def test_reordered_data_pairs_by_key(cli: Cli, project: Callable[..., Project], tmp_path: Path) -> None:
     # the same 30 questions with the same scores, the data file reversed: by position every pair would differ
-    proj = project({"llmops.yaml": config("      judge.accuracy: {max_drop: 0.05}\n")}, base=False)
+    proj = project(config=judged({"judge.accuracy": Rule(max_drop=0.05)}), base=False)
     scores = {f"q{i}": 0.5 * (i % 3) for i in range(30)}  # 0, 0.5, 1: the bootstrap, which has no width here
     write_state(proj.path(".llmops"), {"correct": scores}, order=[f"q{i}" for i in reversed(range(30))])
     write_state(tmp_path / "main", {"correct": scores})
@@ -278,7 +264,7 @@ def test_reordered_data_pairs_by_key(cli: Cli, project: Callable[..., Project], 
 
 def test_configured_line_key_and_lines_only_one_side_has(cli: Cli, project: Callable[..., Project],
                                                          tmp_path: Path) -> None:
-    proj = project({"llmops.yaml": config("      judge.accuracy: {max_drop: 0.05}\n", "    line_key: ${data.id}\n")},
+    proj = project(config=judged({"judge.accuracy": Rule(max_drop=0.05)}, line_key="${data.id}"),
                    base=False)
     write_state(proj.path(".llmops"), {"correct": {f"q{i}": 1.0 for i in range(3, 30)}}, keys="${data.id}")
     write_state(tmp_path / "main", {"correct": {f"q{i}": 1.0 for i in range(0, 25)}}, keys="${data.id}")
@@ -289,7 +275,7 @@ def test_configured_line_key_and_lines_only_one_side_has(cli: Cli, project: Call
 
 def test_old_baseline_without_keys_pairs_by_position_and_says_so(cli: Cli, project: Callable[..., Project],
                                                                  tmp_path: Path) -> None:
-    proj = project({"llmops.yaml": config("      judge.accuracy: {max_drop: 0.05}\n")}, base=False)
+    proj = project(config=judged({"judge.accuracy": Rule(max_drop=0.05)}), base=False)
     write_state(proj.path(".llmops"), {"correct": {f"q{i}": 1.0 for i in range(20)}})
     old = write_state(tmp_path / "main", {"correct": {f"q{i}": 1.0 for i in range(20)}})
     (old / "runs" / "qa" / "lines.jsonl").unlink()
@@ -332,7 +318,7 @@ def test_non_inferiority_bound_by_hand() -> None:
 def test_non_inferiority_pass_and_fail(limit: float, code: int, verdict: str, cli: Cli,
                                        project: Callable[..., Project], tmp_path: Path) -> None:
     current, baseline = binary_lines(150, 5, 5, 40)
-    proj = project({"llmops.yaml": config(f"      judge.accuracy: {{max_drop: {limit}, test: non_inferiority}}\n")},
+    proj = project(config=judged({"judge.accuracy": Rule(max_drop=limit, test="non_inferiority")}),
                    base=False)
     write_state(proj.path(".llmops"), {"correct": current})
     write_state(tmp_path / "main", {"correct": baseline})
@@ -346,7 +332,7 @@ def test_non_inferiority_pass_and_fail(limit: float, code: int, verdict: str, cl
 
 
 def test_non_inferiority_without_a_baseline_fails(cli: Cli, project: Callable[..., Project]) -> None:
-    proj = project({"llmops.yaml": config("      judge.accuracy: {max_drop: 0.05, test: non_inferiority}\n")},
+    proj = project(config=judged({"judge.accuracy": Rule(max_drop=0.05, test="non_inferiority")}),
                    base=False)
     write_state(proj.path(".llmops"), {"correct": {f"q{i}": 1.0 for i in range(20)}})
     assert cli("gate").code == 1
@@ -360,13 +346,13 @@ def test_non_inferiority_without_a_baseline_fails(cli: Cli, project: Callable[..
     ("{max_drop: 0.1, test: non_inferiority, significant: true}", "significant"),
 ])
 def test_rule_test_key_is_checked(rule: str, message: str, cli: Cli, project: Callable[..., Project]) -> None:
-    project({"llmops.yaml": config(f"      judge.accuracy: {rule}\n")}, base=False)
+    project(config=judged(raw_rules(f"judge.accuracy: {rule}")), base=False)
     result = cli("gate")
     assert result.code == 2 and message in result.err and "llmops.yaml:" in result.err
 
 
 def test_line_key_must_name_a_data_column(cli: Cli, project: Callable[..., Project]) -> None:
-    project({"llmops.yaml": config("      judge.accuracy: {min: 0}\n", "    line_key: id\n")}, base=False)
+    project(config=judged({"judge.accuracy": Rule(min=0)}, line_key="id"), base=False)
     result = cli("gate")
     assert result.code == 2 and "${data.<column>}" in result.err
 
@@ -374,7 +360,7 @@ def test_line_key_must_name_a_data_column(cli: Cli, project: Callable[..., Proje
 # --- provenance ---------------------------------------------------------------------------------------------
 
 def test_baseline_provenance_and_changed_rules(cli: Cli, project: Callable[..., Project], tmp_path: Path) -> None:
-    proj = project({"llmops.yaml": config("      judge.accuracy: {min: 0.5, max_drop: 0.05}\n")}, base=False)
+    proj = project(config=judged({"judge.accuracy": Rule(min=0.5, max_drop=0.05)}), base=False)
     proj.write("flows/judge/flow.dag.yaml", "outputs: {}\n")
     proj.write("data.jsonl", '{"q": "q0"}\n')
     scores = {f"q{i}": 1.0 for i in range(20)}
@@ -413,11 +399,10 @@ def test_never_detectable_by_hand() -> None:
 
 
 def test_lint_warns_when_the_data_can_never_show_the_limit(cli: Cli, project: Callable[..., Project]) -> None:
-    proj = project()
-    text = proj.read("llmops.yaml").replace("accuracy.accuracy: {min: 0.8, max_drop: 0.05}",
-                                            "accuracy.accuracy: {min: 0.8, max_drop: 0.05, significant: true}")
-    proj.write("llmops.yaml", text.replace("    data: data/classify.jsonl\n",
-                                           "    data: data/classify.jsonl\n    line_key: ${data.id}\n", 1))
+    significant = BASE_CONFIG.with_flow("classify", gate={
+        "accuracy.accuracy": Rule(min=0.8, max_drop=0.05, significant=True), "run.latency_p95": Rule(max=4.0)})
+    text = significant.yaml()
+    project(config=significant.with_flow("classify", line_key="${data.id}"))
     result = cli("lint", "--format", "json")
     findings = {f["rule"]: f for f in json.loads(result.out)["findings"]}
     power = findings["gate-underpowered"]
@@ -434,19 +419,17 @@ def test_lint_warns_when_the_data_can_never_show_the_limit(cli: Cli, project: Ca
 def test_batch_run_keeps_line_keys_and_a_reordered_data_file_pairs_by_key(
         cli: Cli, project: Callable[..., Project], run_env: Any, tmp_path: Path) -> None:
     import shutil
-    import textwrap
 
-    from tests.helpers.projects import RUN_PROJECT
+    from tests.helpers.projects import RUN_CONFIG, RUN_PROJECT
 
     def data(ids: list[int]) -> str:
         return "".join(json.dumps({"id": f"q{i}", "doc": f"d{i // 4}", "text": chr(97 + i),
                                    "expected": "X" if i == 2 else chr(65 + i)}) + "\n" for i in ids)
 
-    config = textwrap.dedent(RUN_PROJECT["llmops.yaml"]).replace(
-        "    data: data/echo.jsonl\n", "    data: data/echo.jsonl\n    line_key: ${data.id}\n    cluster: ${data.doc}\n"
-    ).replace("        path: flows/match\n", "        path: flows/match\n        scores: {match_rate: score}\n"
-              ).replace("  chat:\n", "    gate:\n      match.match_rate: {max_drop: 0.05}\n  chat:\n", 1)
-    proj = project({**RUN_PROJECT, "llmops.yaml": config, "data/echo.jsonl": data(list(range(12)))}, base=False)
+    config = RUN_CONFIG.with_flow("echo", line_key="${data.id}", cluster="${data.doc}",
+                                  gate={"match.match_rate": Rule(max_drop=0.05)}
+                                  ).with_evaluation("echo", "match", scores={"match_rate": "score"})
+    proj = project({**RUN_PROJECT, "data/echo.jsonl": data(list(range(12)))}, base=False, config=config)
     for step in ("batch-run", "eval-run"):
         assert (result := cli(step, "--flow", "echo")).code == 0, result.err
     keys = json.loads(proj.read(".llmops/runs/echo/line_keys.json"))
@@ -480,7 +463,7 @@ def test_paired_checks_for_any_reference() -> None:
 
 
 def test_a_tampered_baseline_is_tolerated(cli: Cli, project: Callable[..., Project], tmp_path: Path) -> None:
-    proj = project({"llmops.yaml": config("      judge.accuracy: {min: 0.5, max_drop: 0.05}\n")}, base=False)
+    proj = project(config=judged({"judge.accuracy": Rule(min=0.5, max_drop=0.05)}), base=False)
     scores = {f"q{i}": 1.0 for i in range(20)}
     write_state(proj.path(".llmops"), {"correct": scores})
     # "passed"/"checks" of the wrong type make the summary itself invalid (exit 2, test_hostile_state); the
@@ -511,7 +494,7 @@ def test_against_rules_use_the_same_comparison(tmp_path: Path) -> None:
     class AgainstRule(GateRule):
         against: str | None = None
 
-    (tmp_path / "llmops.yaml").write_text(config("      judge.accuracy: {max_drop: 0.02}\n"))
+    judged({"judge.accuracy": Rule(max_drop=0.02)}).write(tmp_path / "llmops.yaml")
     flow = load_config(tmp_path / "llmops.yaml", {}).flows["qa"]
     flow = dataclasses.replace(flow, gate={"judge.accuracy": AgainstRule("judge.accuracy", max_drop=0.02,
                                                                           test="non_inferiority", against="old")})
@@ -529,7 +512,7 @@ def test_against_rules_use_the_same_comparison(tmp_path: Path) -> None:
 
 
 def test_threshold_rows_show_wilson_for_0_1_scores(cli: Cli, project: Callable[..., Project]) -> None:
-    proj = project({"llmops.yaml": config("      judge.accuracy: {min: 0.7}\n")}, base=False)
+    proj = project(config=judged({"judge.accuracy": Rule(min=0.7)}), base=False)
     write_state(proj.path(".llmops"), {"correct": {f"q{i}": float(i < 15) for i in range(20)}})
     assert cli("gate").code == 0
     (row,) = gate_json(proj)["checks"]
@@ -566,7 +549,7 @@ def test_a_sibling_flow_with_other_mapped_inputs_pairs_by_line(tmp_path: Path) -
 
     (tmp_path / "flows").mkdir()
     (tmp_path / "data.jsonl").write_text('{"q": "a"}\n')
-    (tmp_path / "llmops.yaml").write_text("version: 1\nflows:\n  qa:\n    path: flows\n    data: data.jsonl\n")
+    Config(flows={"qa": Flow("flows", data="data.jsonl")}).write(tmp_path / "llmops.yaml")
     flow = load_config(tmp_path / "llmops.yaml").flows["qa"]
     mine = LineKeys(INPUTS, {0: "h-url-text-0", 1: "h-url-text-1"}, {0: "x", 1: "y"}, None, {})
     theirs = LineKeys(INPUTS, {0: "h-input-0", 1: "h-input-1"}, {0: "u", 1: "v"}, None, {})

@@ -9,37 +9,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmops_ci.lint.project import LintReport, LintRequest, lint
+from tests.helpers.config import Config, Evaluation, Flow, Rule, openai_connection
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "web-classification"
 
+def _as_written(config: Config) -> str:
+    """Indented as the other files of a project dict are (``Project.write`` dedents them): tests append to it."""
+    return textwrap.indent(config.yaml(), " " * 8) + " " * 8
+
+
+# the valid project most tests start from: a DAG flow with a variant and an LLM node, its evaluation and gate
+BASE_CONFIG = Config(
+    connections={"openai": openai_connection()},
+    flows={"classify": Flow(
+        "flows/classify", data="data/classify.jsonl", column_mapping={"text": "${data.text}"},
+        variant="${classify.variant_0}", connections={"classify": {"connection": "openai", "model": "gpt-4o-mini"}},
+        evaluations={"accuracy": Evaluation("flows/eval", column_mapping={
+            "groundtruth": "${data.label}", "prediction": "${run.outputs.category}"})},
+        gate={"accuracy.accuracy": Rule(min=0.8, max_drop=0.05), "run.latency_p95": Rule(max=4.0)})})
+
 BASE_PROJECT: dict[str, str] = {
-    "llmops.yaml": """\
-        version: 1
-        connections:
-          openai:
-            type: open_ai
-            base_url: ${env:OPENAI_BASE_URL}
-            api_key: ${env:OPENAI_API_KEY}
-        flows:
-          classify:
-            path: flows/classify
-            data: data/classify.jsonl
-            column_mapping:
-              text: ${data.text}
-            variant: ${classify.variant_0}
-            connections:
-              classify: {connection: openai, model: gpt-4o-mini}
-            evaluations:
-              accuracy:
-                path: flows/eval
-                column_mapping:
-                  groundtruth: ${data.label}
-                  prediction: ${run.outputs.category}
-            gate:
-              accuracy.accuracy: {min: 0.8, max_drop: 0.05}
-              run.latency_p95: {max: 4.0}
-        """,
+    "llmops.yaml": _as_written(BASE_CONFIG),
     "flows/classify/flow.dag.yaml": """\
         inputs:
           text:
@@ -241,35 +232,21 @@ def snapshot(folder: Path) -> dict[str, tuple[int, float]]:
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime) for p in sorted(folder.rglob("*"))}
 
 
+# flows that run for real: echo (python, a failing and a slow line) with its evaluation match, chat (an LLM
+# node), and chat again through a run.yml
+RUN_CONFIG = Config(
+    connections={"openai": openai_connection()},
+    flows={
+        "echo": Flow("flows/echo", data="data/echo.jsonl", column_mapping={"text": "${data.text}"},
+                     evaluations={"match": Evaluation("flows/match", column_mapping={
+                         "loud": "${run.outputs.loud}", "expected": "${data.expected}"})}),
+        "chat": Flow("flows/chat", data="data/chat.jsonl",
+                     connections={"answer": {"connection": "openai", "model": "gpt-test"}}),
+        "chat-run-file": Flow(run_file="runs/chat.run.yml"),
+    })
 
 RUN_PROJECT: dict[str, str] = {
-    "llmops.yaml": """\
-        version: 1
-        connections:
-          openai:
-            type: open_ai
-            base_url: ${env:OPENAI_BASE_URL}
-            api_key: ${env:OPENAI_API_KEY}
-        flows:
-          echo:
-            path: flows/echo
-            data: data/echo.jsonl
-            column_mapping:
-              text: ${data.text}
-            evaluations:
-              match:
-                path: flows/match
-                column_mapping:
-                  loud: ${run.outputs.loud}
-                  expected: ${data.expected}
-          chat:
-            path: flows/chat
-            data: data/chat.jsonl
-            connections:
-              answer: {connection: openai, model: gpt-test}
-          chat-run-file:
-            run_file: runs/chat.run.yml
-        """,
+    "llmops.yaml": _as_written(RUN_CONFIG),
     "flows/echo/flow.dag.yaml": """\
         inputs:
           text:

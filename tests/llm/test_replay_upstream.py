@@ -13,36 +13,25 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.openai import FakeOpenAI
+from tests.helpers.config import Config, Connection, Flow
 from tests.helpers.projects import CliResult, Project
 
 pytestmark = pytest.mark.executor
 
 UPSTREAM = Path(__file__).parents[1] / "kinds" / "data" / "upstream"
 AZURE_KEY = "azure-key-" + "c" * 24
-CONFIG = """\
-version: 1
-connections:
-  open_ai_connection:
-    type: azure_open_ai
-    api_base: ${env:AZURE_BASE}
-    api_key: ${env:AZURE_KEY}
-    api_version: "2024-06-01"
-flows:
-  programmer:
-    run_file: flows/flex-basic/run.yml
-  programmer-process:
-    run_file: flows/flex-basic/run.yml
-    environment_variables: {LLMOPS_CI_EXECUTOR: process}
-  chat:
-    path: flows/chat-stream
-    data: flows/chat-stream/data.jsonl
-    column_mapping: {question: "${data.question}"}
-    init: {model_config: {connection: open_ai_connection, azure_deployment: gpt-4o}}
-  around:
-    path: flows/around
-    data: flows/flex-basic/data.jsonl
-    column_mapping: {text: "${data.text}"}
-"""
+CONFIG = Config(
+    connections={"open_ai_connection": Connection("azure_open_ai", {
+        "api_base": "${env:AZURE_BASE}", "api_key": "${env:AZURE_KEY}", "api_version": "2024-06-01"})},
+    flows={
+        "programmer": Flow(run_file="flows/flex-basic/run.yml"),
+        "programmer-process": Flow(run_file="flows/flex-basic/run.yml",
+                                   environment_variables={"LLMOPS_CI_EXECUTOR": "process"}),
+        "chat": Flow("flows/chat-stream", data="flows/chat-stream/data.jsonl",
+                     column_mapping={"question": "${data.question}"},
+                     init={"model_config": {"connection": "open_ai_connection", "azure_deployment": "gpt-4o"}}),
+        "around": Flow("flows/around", data="flows/flex-basic/data.jsonl", column_mapping={"text": "${data.text}"}),
+    })
 AROUND = """\
 import os
 
@@ -69,8 +58,8 @@ def lines(proj: Project, flow: str) -> list[dict]:
 @pytest.fixture
 def replay_project(project: Callable[..., Project], fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
                    ) -> Project:
-    proj = project({"llmops.yaml": CONFIG, "flows/around/flow.flex.yaml": "entry: around:run\n",
-                    "flows/around/around.py": AROUND}, base=False)
+    proj = project({"flows/around/flow.flex.yaml": "entry: around:run\n", "flows/around/around.py": AROUND},
+                   base=False, config=CONFIG)
     for name in ("flex-basic", "chat-stream"):
         shutil.copytree(UPSTREAM / name, proj.path(f"flows/{name}"))
     monkeypatch.setenv("AZURE_BASE", fake_openai.url)

@@ -15,7 +15,8 @@ import pytest
 from llmops_ci.core.errors import UsageError
 from llmops_ci.results.state import atomic_writer, read_summary, update_flow, update_summary
 from tests.conftest import CliResult, Project
-from tests.gate.test_gate import CONFIG, gate_json, write_state
+from tests.gate.test_gate import gate_json, write_state
+from tests.helpers.config import judged, raw_rules
 
 Cli = Callable[..., CliResult]
 
@@ -23,7 +24,7 @@ Cli = Callable[..., CliResult]
 @pytest.fixture
 def gate_project(project: Callable[..., Project]) -> Callable[[str], Project]:
     def make(rules: str) -> Project:
-        return project({"llmops.yaml": CONFIG.replace("RULES", rules)}, base=False)
+        return project(config=judged(raw_rules(rules)), base=False)
     return make
 
 

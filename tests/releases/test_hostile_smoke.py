@@ -12,15 +12,15 @@ from llmops_ci.config import load_config
 from llmops_ci.core.errors import UsageError
 from llmops_ci.releases.spec import load_smoke_tests
 from tests.conftest import CliResult, Project
+from tests.helpers.config import Deploy
+from tests.helpers.projects import BASE_CONFIG
 
 ENV = {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "sk-smoke-" + "s" * 20}
-DEPLOY = "    deploy:\n      endpoint: classify-ep\n      smoke_tests: smoke/*.json\n"
+DEPLOYED = BASE_CONFIG.with_flow("classify", deploy=Deploy("classify-ep", smoke_tests="smoke/*.json"))
 
 
 def _project(project: Callable[..., Project], body: str) -> Project:
-    proj = project({"smoke/a.json": body})
-    proj.replace("llmops.yaml", "    gate:\n", DEPLOY + "    gate:\n")
-    return proj
+    return project({"smoke/a.json": body}, config=DEPLOYED)
 
 
 def _load(proj: Project) -> list:
