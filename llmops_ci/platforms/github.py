@@ -1,196 +1,248 @@
-"""GitHub Actions: one sticky PR comment over the REST API, the job summary, annotations, step outputs."""
+"""The CI system the wrapper runs on: its event, its messages and its step outputs (``Host`` + registry).
+
+Stdlib only at import time: the action's first step runs this package before llmops-ci is installed.
+"""
 
 from __future__ import annotations
 
 import json
-import logging
 import secrets
-import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Protocol, TextIO
 
-from llmops_ci.core import log
-from llmops_ci.core.http import Http, HttpFailure
-from llmops_ci.core.schema import as_dict, as_list
-from llmops_ci.platforms import Publication, Published
-from llmops_ci.report.comment import GITHUB_LIMIT, MARKER, outcome, render
+from llmops_ci.core.log import escape_azure, escape_github
+from llmops_ci.core.safe_text import log_safe
 
-logger = logging.getLogger("llmops_ci.github")
-ACTIONS_BOT = "github-actions[bot]"
-SUMMARY_LIMIT = 900_000  # characters; GitHub refuses a step summary over 1 MiB (bytes: emoji take 4)
-ANNOTATIONS_PER_TYPE = 10  # GitHub shows at most 10 error and 10 warning annotations per step
-MAX_PAGES = 100  # 10,000 comments at 100 per page; a Link header that never ends must not loop forever
-PUBLISH_SECONDS = 60.0  # all API calls of one publish, retries included: a hanging API costs a minute, not eight
+PULL_REQUEST_TARGET_REFUSAL = (
+    "llmops-ci does not run on pull_request_target: that event gives the PR's code (its flows and tools, which "
+    "llmops-ci executes) the base repository's secrets, a write token and write access to the cache. "
+    "Trigger the workflow with `on: pull_request` instead: a fork's PR then gets a read-only token and no "
+    "secrets, the comment is skipped with a warning and the report is in the job summary (see "
+    "docs/github-action.md, Pull requests from forks)")
 
 
-def _prop(value: object) -> str:
-    return log.escape_github(str(value)).replace(":", "%3A").replace(",", "%2C")
+class Host(Protocol):
+    name: str
+    # how the wrapper spells each input, for messages: the action has `steps` and `changed-since`,
+    # the template `steps` and `changedSince`
+    names: Mapping[str, str]
 
+    def refusal(self) -> str | None:
+        """Why llmops-ci must not run for this event at all, or None."""
+        ...
 
-def pr_number(environ: Mapping[str, str], override: int | None) -> int | None:
-    if override is not None:
-        return override
-    path = environ.get("GITHUB_EVENT_PATH")
-    if not path or environ.get("GITHUB_EVENT_NAME") not in ("pull_request", "pull_request_target"):
-        return None
-    try:
-        if not stat.S_ISREG(Path(path).stat().st_mode):
-            return None
-        event = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
-    number = as_dict(as_dict(event).get("pull_request")).get("number")
-    return number if isinstance(number, int) else None
+    def pull_request_base(self) -> str | None:
+        """On a pull-request build, the name of its target branch (no ``refs/heads/``); else None."""
+        ...
 
+    def is_pull_request(self) -> bool: ...
 
-class GitHubComments:
-    """The one comment on a PR that carries our marker and was written by our own identity."""
+    def pull_request_number(self) -> int | None:
+        """The PR that the comment or thread belongs to, from the CI's own event data; else None."""
+        ...
 
-    def __init__(self, http: Http, api_url: str, token: str, repository: str) -> None:
-        self.http, self.api, self.repository = http, api_url.rstrip("/"), repository
-        self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
-                        "X-GitHub-Api-Version": "2022-11-28"}
+    def comment_unsupported(self) -> str | None:
+        """Why no PR comment can be written on this host even when asked for, or None."""
+        ...
 
-    def login(self) -> str:
-        try:
-            login = as_dict(self.http.json("GET", f"{self.api}/user", headers=self.headers)).get("login")
-        except HttpFailure:
-            login = None
-        # an Actions token may not read /user; its comments are github-actions[bot]'s
-        return login if isinstance(login, str) and login else ACTIONS_BOT
+    def message(self, level: str, text: str) -> None:
+        """``level``: error, warning, notice or info."""
+        ...
 
-    def find(self, number: int, login: str) -> dict[str, Any] | None:
-        url: str | None = f"{self.api}/repos/{self.repository}/issues/{number}/comments?per_page=100"
-        found = None
-        seen: set[str] = set()
-        while url:
-            if url in seen or len(seen) >= MAX_PAGES:
-                why = "points back at a page already read" if url in seen else f"goes past {MAX_PAGES} pages"
-                raise HttpFailure(f"GET {url}: the comment list's Link: rel=\"next\" {why}; stopped reading")
-            seen.add(url)
-            response = self.http.request("GET", url, headers=self.headers)
-            try:
-                comments = response.json()
-            except (ValueError, RecursionError):
-                raise HttpFailure(f"GET {url}: HTTP {response.status_code} but the body is not JSON: "
-                                  f"{response.text[:200]!r}", response) from None
-            if not isinstance(comments, list):
-                raise HttpFailure(f"GET {url}: expected a list of comments, got {type(comments).__name__}", response)
-            for comment in comments:
-                if isinstance(comment, dict) and MARKER in str(comment.get("body", "")) \
-                        and as_dict(comment.get("user")).get("login") == login and "id" in comment:
-                    found = comment
-            url = response.links.get("next", {}).get("url")
-        return found
+    def set_output(self, name: str, value: str) -> None:
+        """Outputs: passed, summary, exit-code, baseline-ready, and the action's prepare values."""
+        ...
 
-    def upsert(self, number: int, body: str) -> tuple[str, str]:
-        existing = self.find(number, self.login())
-        if existing is not None and existing.get("body") == body:
-            return str(existing.get("html_url")), "unchanged"
-        if existing is not None:
-            edited = self.http.json("PATCH", f"{self.api}/repos/{self.repository}/issues/comments/"
-                                    f"{existing['id']}", headers=self.headers, json={"body": body})
-            return str(as_dict(edited).get("html_url")), "updated"
-        created = self.http.json("POST", f"{self.api}/repos/{self.repository}/issues/{number}/comments",
-                                 headers=self.headers, json={"body": body})
-        return str(as_dict(created).get("html_url")), "created"
+    def published_passed(self) -> bool:
+        """Whether llmops-ci already wrote the ``passed`` output in this run (GitHub: read back the file)."""
+        ...
 
 
 class GitHub:
     name = "github"
+    names: Mapping[str, str] = {"steps": "steps", "changed_since": "changed-since", "llm_cache": "llm-cache",
+                                "working_directory": "working-directory"}
 
-    def formatter(self) -> logging.Formatter:
-        return log.GitHubFormatter()
+    def __init__(self, environ: Mapping[str, str], out: TextIO) -> None:
+        self.environ, self.out = environ, out
+        self._output_start = self._output_size()
 
-    def mask(self, secret: str, out: TextIO) -> None:
-        log.command(out, f"::add-mask::{log.escape_github(secret)}\n", secret=True)
+    def refusal(self) -> str | None:
+        if self.environ.get("GITHUB_EVENT_NAME") == "pull_request_target":
+            return PULL_REQUEST_TARGET_REFUSAL
+        return None
 
-    def annotate(self, summary: dict[str, Any], out: TextIO) -> int:
-        """Annotations for lint findings, worst first, within GitHub's per-step cap; returns how many were left out."""
-        findings = as_list(as_dict(summary.get("lint")).get("findings"))
-        left_out = 0
-        for severity in ("error", "warning"):
-            of_kind = [f for f in findings if f.get("severity") == severity]
-            for f in of_kind[:ANNOTATIONS_PER_TYPE]:
-                props = [f"file={_prop(f.get('path'))}"]
-                if f.get("line"):
-                    props.append(f"line={f['line']}")
-                if f.get("column"):
-                    props.append(f"col={f['column']}")
-                props.append(f"title={_prop('llmops-ci ' + str(f.get('rule')))}")
-                log.command(out, f"::{severity} {','.join(props)}::{log.escape_github(str(f.get('message')))}\n")
-            left_out += max(0, len(of_kind) - ANNOTATIONS_PER_TYPE)
-        return left_out
+    def is_pull_request(self) -> bool:
+        return self.environ.get("GITHUB_EVENT_NAME") == "pull_request"
 
-    def publish(self, pub: Publication, environ: Mapping[str, str], http: Http, out: TextIO) -> Published:
-        result = Published(outcome(pub.summary).passed)
-        server = environ.get("GITHUB_SERVER_URL", "https://github.com")
-        run_url = (f"{server}/{environ['GITHUB_REPOSITORY']}/actions/runs/{environ['GITHUB_RUN_ID']}"
-                   if environ.get("GITHUB_REPOSITORY") and environ.get("GITHUB_RUN_ID") else None)
-        left_out = self.annotate(pub.summary, out) if pub.annotate else 0
-        number = pr_number(environ, pub.pr)
-        if pub.comment and number is not None:
-            with http.budget(PUBLISH_SECONDS):
-                self._comment(pub, environ, http, number, run_url, result)
-        elif pub.comment:
-            logger.debug("no pull request in this event: no PR comment")
-        full = render(pub.summary, limit=SUMMARY_LIMIT, run_url=run_url, full_report="the state dir artifact",
-                      artifacts_url=f"{run_url}#artifacts" if run_url else None)
-        if left_out:
-            full += f"\n\n{left_out} lint findings were not annotated (GitHub shows {ANNOTATIONS_PER_TYPE} per type)."
-        if environ.get("GITHUB_STEP_SUMMARY"):
-            _append(environ["GITHUB_STEP_SUMMARY"], "GITHUB_STEP_SUMMARY", full.replace(MARKER, "", 1).lstrip() + "\n")
-        if environ.get("GITHUB_OUTPUT"):
-            _append(environ["GITHUB_OUTPUT"], "GITHUB_OUTPUT", outputs({
-                "passed": "true" if result.passed else "false",
-                "summary": str((pub.state_dir / "summary.json").absolute()),
-                "comment-url": result.comment_url or ""}))
-        return result
-
-    def _comment(self, pub: Publication, environ: Mapping[str, str], http: Http, number: int, run_url: str | None,
-                 result: Published) -> None:
-        token, repository = environ.get("GITHUB_TOKEN"), environ.get("GITHUB_REPOSITORY")
-        if not token or not repository:
-            logger.warning("no PR comment: GITHUB_TOKEN and GITHUB_REPOSITORY must be set (pass the token with "
-                           "env: GITHUB_TOKEN: ${{ github.token }})")
-            return
-        client = GitHubComments(http, environ.get("GITHUB_API_URL", "https://api.github.com"), token, repository)
-        body = render(pub.summary, limit=GITHUB_LIMIT, run_url=run_url,
-                      artifacts_url=f"{run_url}#artifacts" if run_url else None)
+    def pull_request_number(self) -> int | None:
         try:
-            result.comment_url, result.comment = client.upsert(number, body)
-        except HttpFailure as exc:
-            result.comment = "failed"
-            if exc.status in (401, 403, 404):
-                logger.warning("could not write the PR comment (HTTP %s): the token cannot write to this pull "
-                               "request (a PR from a fork, or the workflow lacks 'permissions: pull-requests: "
-                               "write'); the report is in the job summary", exc.status)
-            else:
-                logger.warning("could not write the PR comment: %s; the report is in the job summary", exc)
+            payload = json.loads(Path(self.environ["GITHUB_EVENT_PATH"]).read_text(encoding="utf-8"))
+        except (KeyError, OSError, ValueError):
+            return None
+        if not isinstance(payload, dict):
+            return None
+        if self.is_pull_request():
+            number = (payload.get("pull_request") or {}).get("number") or payload.get("number")
+            return number if isinstance(number, int) else None
+        if self.environ.get("GITHUB_EVENT_NAME") == "workflow_run":
+            run = payload.get("workflow_run") or {}
+            pulls = run.get("pull_requests") or []
+            if run.get("event") == "pull_request" and pulls and isinstance(pulls[0].get("number"), int):
+                return int(pulls[0]["number"])
+        return None
 
+    def pull_request_base(self) -> str | None:
+        base = self.environ.get("GITHUB_BASE_REF", "")
+        return base if self.is_pull_request() and base else None
 
-def outputs(values: Mapping[str, str]) -> str:
-    """Step outputs for ``$GITHUB_OUTPUT``. A value with a line break (a state dir path can hold one) uses the
-    documented multiline form with a random delimiter, so no value can add an output line of its own."""
-    out = []
-    for name, value in values.items():
-        if "\n" in value or "\r" in value:
-            delimiter = f"ghadelimiter_{secrets.token_hex(16)}"
-            out.append(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
+    def comment_unsupported(self) -> str | None:
+        return None
+
+    def message(self, level: str, text: str) -> None:
+        if level == "info":
+            self.out.write(log_safe(text) + "\n")
         else:
-            out.append(f"{name}={value}\n")
-    return "".join(out)
+            self.out.write(f"::{level} title=llmops-ci::{escape_github(text)}\n")
+        self.out.flush()
 
-
-def _append(path: str, variable: str, text: str) -> None:
-    """Append to a runner file; a file that cannot be written is a warning, never a failed build."""
-    try:
-        if Path(path).exists():
-            mode = Path(path).stat().st_mode
-            if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):  # a FIFO would block the step forever
-                raise OSError("not a regular file")
+    def set_output(self, name: str, value: str) -> None:
+        path = self.environ.get("GITHUB_OUTPUT")
+        if not path:
+            self.message("info", f"{name}: {value}")
+            return
         with open(path, "a", encoding="utf-8") as fh:
-            fh.write(text)
-    except (OSError, ValueError) as exc:
-        logger.warning("could not write $%s (%s): %s; the results are still in the state dir", variable, path, exc)
+            if "\n" in value or "\r" in value:
+                delimiter = f"EOF_{secrets.token_hex(8)}"
+                fh.write(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
+            else:
+                fh.write(f"{name}={value}\n")
+
+    def published_passed(self) -> bool:
+        path = self.environ.get("GITHUB_OUTPUT")
+        if not path:
+            return False
+        try:
+            with open(path, encoding="utf-8") as fh:
+                fh.seek(self._output_start)
+                written = fh.read()
+        except OSError:
+            return False
+        return any(line.startswith("passed=") for line in written.splitlines())
+
+    def _output_size(self) -> int:
+        path = self.environ.get("GITHUB_OUTPUT")
+        try:
+            return Path(path).stat().st_size if path else 0
+        except OSError:
+            return 0
+
+
+class AzureDevOps:
+    name = "azure-devops"
+    names: Mapping[str, str] = {"steps": "steps", "changed_since": "changedSince", "llm_cache": "llmCache",
+                                "working_directory": "workingDirectory"}
+    # step outputs of the run step (`$(llmops.passed)`) and job variables for the later steps
+    OUTPUTS: Mapping[str, tuple[str, bool]] = {
+        "passed": ("passed", True), "summary": ("summary", True), "exit-code": ("exitCode", True),
+        "comment-url": ("commentUrl", True),
+        "baseline-ready": ("LLMOPS_BASELINE_READY", False)}
+
+    def __init__(self, environ: Mapping[str, str], out: TextIO) -> None:
+        self.environ, self.out = environ, out
+
+    def refusal(self) -> str | None:
+        return None
+
+    def is_pull_request(self) -> bool:
+        return self.environ.get("BUILD_REASON") == "PullRequest"
+
+    def pull_request_number(self) -> int | None:
+        number = self.environ.get("SYSTEM_PULLREQUEST_PULLREQUESTID", "")
+        return int(number) if self.is_pull_request() and number.isdigit() else None
+
+    def pull_request_base(self) -> str | None:
+        target = self.environ.get("SYSTEM_PULLREQUEST_TARGETBRANCH", "")
+        if not self.is_pull_request() or not target:
+            return None
+        # refs/heads/<name> for Azure Repos, just <name> for GitHub repositories
+        return target.removeprefix("refs/heads/")
+
+    def comment_unsupported(self) -> str | None:
+        provider = self.environ.get("BUILD_REPOSITORY_PROVIDER", "")
+        if provider and provider != "TfsGit":
+            return "PR thread: only Azure Repos pull requests get one; the report is on the summary tab"
+        return None
+
+    def message(self, level: str, text: str) -> None:
+        if level in ("error", "warning"):
+            self.out.write(f"##vso[task.logissue type={level}]{escape_azure(text)}\n")
+        else:
+            self.out.write(log_safe(text) + "\n")
+        self.out.flush()
+
+    def set_output(self, name: str, value: str) -> None:
+        variable, is_output = self.OUTPUTS.get(name, (name, True))
+        flag = ";isOutput=true" if is_output else ""
+        self.out.write(f"##vso[task.setvariable variable={variable}{flag}]{escape_azure(value)}\n")
+        if name == "exit-code":  # a job variable too: the baseline step reads $(LLMOPS_EXIT_CODE)
+            self.out.write(f"##vso[task.setvariable variable=LLMOPS_EXIT_CODE]{escape_azure(value)}\n")
+        self.out.flush()
+
+    def published_passed(self) -> bool:
+        return False  # the agent reads the log; a later setvariable simply wins
+
+
+class Local:
+    """``python -m llmops_ci.ci`` on a laptop: plain lines, outputs printed."""
+
+    name = "local"
+    names: Mapping[str, str] = {"steps": "LLMOPS_STEPS", "changed_since": "LLMOPS_CHANGED_SINCE",
+                                "llm_cache": "LLMOPS_LLM_CACHE", "working_directory": "LLMOPS_WORKING_DIRECTORY"}
+
+    def __init__(self, environ: Mapping[str, str], out: TextIO) -> None:
+        self.environ, self.out = environ, out
+
+    def refusal(self) -> str | None:
+        return None
+
+    def is_pull_request(self) -> bool:
+        return False
+
+    def pull_request_base(self) -> str | None:
+        return None
+
+    def pull_request_number(self) -> int | None:
+        return None
+
+    def comment_unsupported(self) -> str | None:
+        return None
+
+    def message(self, level: str, text: str) -> None:
+        prefix = "" if level in ("info", "notice") else f"{level}: "
+        self.out.write(prefix + log_safe(text) + "\n")
+        self.out.flush()
+
+    def set_output(self, name: str, value: str) -> None:
+        self.message("info", f"{name}: {value}")
+
+    def published_passed(self) -> bool:
+        return False
+
+
+class HostFactory(Protocol):
+    def __call__(self, environ: Mapping[str, str], out: TextIO) -> Host: ...
+
+
+HOSTS: dict[str, HostFactory] = {"github": GitHub, "azure-devops": AzureDevOps, "local": Local}
+
+
+def detect(environ: Mapping[str, str], out: TextIO) -> Host:
+    """The same rule as ``--platform auto``."""
+    if environ.get("GITHUB_ACTIONS") == "true":
+        return HOSTS["github"](environ, out)
+    if environ.get("TF_BUILD", "").lower() == "true":
+        return HOSTS["azure-devops"](environ, out)
+    return HOSTS["local"](environ, out)
+
