@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmops_ci.ci.hosts import Host
+from llmops_ci.platforms import Host
 
 STEPS = ("pr", "lint", "test", "batch-run", "eval-run", "gate", "register", "deploy", "comment")
 RUNS_FLOWS = frozenset({"pr", "batch-run", "eval-run"})  # these take --changed-since

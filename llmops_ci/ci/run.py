@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from llmops_ci.ci.hosts import Host
 from llmops_ci.ci.plan import InputError, make_plan, read_inputs
+from llmops_ci.platforms import Host
 
 Call = Callable[[list[str]], int]
 

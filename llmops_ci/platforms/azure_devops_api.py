@@ -1,38 +1,18 @@
-"""Azure Pipelines: one PR thread over REST 7.1 (found by a thread property), summary tab, log issues."""
+"""Azure DevOps REST 7.1 as the PR thread needs it: our one thread, found by a thread property and its author
+(imported only when a thread is written)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any, TextIO
-from urllib.parse import quote
+from typing import Any
 
-from llmops_ci.core import log
 from llmops_ci.core.http import Http, HttpFailure
 from llmops_ci.core.schema import as_dict, as_list
-from llmops_ci.platforms import Publication, Published
-from llmops_ci.report.comment import outcome, render
 
 logger = logging.getLogger("llmops_ci.azure_devops")
 API = {"api-version": "7.1"}
 CONNECTION_DATA_API = {"api-version": "7.1-preview.1"}  # the resource exists only as a preview
 PROPERTY = "llmops-ci.comment"
-COMMENT_LIMIT = 150_000
-ISSUES_LIMIT = 50
-PUBLISH_SECONDS = 60.0  # all API calls of one publish, retries included
-
-
-def _prop(value: object) -> str:
-    return log.escape_azure(str(value))
-
-
-def build_url(environ: Mapping[str, str]) -> str | None:
-    """The build's results page (System.CollectionUri, System.TeamProject, Build.BuildId: predefined variables)."""
-    collection, project, build = (environ.get("SYSTEM_COLLECTIONURI"), environ.get("SYSTEM_TEAMPROJECT"),
-                                  environ.get("BUILD_BUILDID"))
-    if not (collection and project and build and build.isdigit()):
-        return None
-    return f"{collection.rstrip('/')}/{quote(project)}/_build/results?buildId={build}"
 
 
 class AzureDevOpsThreads:
@@ -100,72 +80,3 @@ class AzureDevOpsThreads:
 
     def web_url(self, pr: int, thread_id: Any) -> str:
         return f"{self.collection}/{self.project}/_git/{self.repository}/pullrequest/{pr}?discussionId={thread_id}"
-
-
-class AzureDevOps:
-    name = "azure-devops"
-
-    def formatter(self) -> logging.Formatter:
-        return log.AzureDevOpsFormatter()
-
-    def mask(self, secret: str, out: TextIO) -> None:
-        log.command(out, f"##vso[task.setsecret]{log.escape_azure(secret)}\n", secret=True)
-
-    def publish(self, pub: Publication, environ: Mapping[str, str], http: Http, out: TextIO) -> Published:
-        result = Published(outcome(pub.summary).passed)
-        if pub.annotate:
-            findings = as_list(as_dict(pub.summary.get("lint")).get("findings"))
-            for f in sorted(findings, key=lambda f: f.get("severity") != "error")[:ISSUES_LIMIT]:
-                props = [f"type={'error' if f.get('severity') == 'error' else 'warning'}",
-                         f"sourcepath={_prop(f.get('path'))}"]
-                if f.get("line"):
-                    props.append(f"linenumber={f['line']}")
-                if f.get("column"):
-                    props.append(f"columnnumber={f['column']}")
-                props.append(f"code={_prop(f.get('rule'))}")
-                log.command(out, f"##vso[task.logissue {';'.join(props)}]{log.escape_azure(str(f.get('message')))}\n")
-        pr = pub.pr or (int(environ["SYSTEM_PULLREQUEST_PULLREQUESTID"])
-                        if environ.get("SYSTEM_PULLREQUEST_PULLREQUESTID", "").isdigit() else None)
-        if pub.comment and pr is not None:
-            with http.budget(PUBLISH_SECONDS):
-                self._comment(pub, environ, http, pr, result)
-        summary_md = pub.state_dir / "summary.md"
-        try:
-            pub.state_dir.mkdir(parents=True, exist_ok=True)
-            summary_md.write_text(render(pub.summary, limit=COMMENT_LIMIT * 4, full_report="the state dir artifact")
-                                  + "\n", encoding="utf-8")
-        except OSError as exc:
-            logger.warning("could not write %s (%s); no summary tab for this step", summary_md, exc)
-        else:
-            log.command(out, f"##vso[task.uploadsummary]{_prop(summary_md.absolute())}\n")
-        passed = "true" if result.passed else "false"
-        log.command(out, f"##vso[task.setvariable variable=passed;isOutput=true]{passed}\n")
-        summary_json = (pub.state_dir / "summary.json").absolute()
-        # escaped: a state dir path with a line break must not start a command of its own
-        log.command(out, f"##vso[task.setvariable variable=summary;isOutput=true]{_prop(summary_json)}\n")
-        if result.comment_url:
-            log.command(out, f"##vso[task.setvariable variable=commentUrl;isOutput=true]{_prop(result.comment_url)}\n")
-        return result
-
-    def _comment(self, pub: Publication, environ: Mapping[str, str], http: Http, pr: int, result: Published) -> None:
-        needed = ("SYSTEM_COLLECTIONURI", "SYSTEM_TEAMPROJECTID", "BUILD_REPOSITORY_ID", "SYSTEM_ACCESSTOKEN")
-        missing = [name for name in needed if not environ.get(name)]
-        if missing:
-            logger.warning("no PR comment: %s not set (map it in the pipeline: env: SYSTEM_ACCESSTOKEN: "
-                           "$(System.AccessToken))", ", ".join(missing))
-            return
-        client = AzureDevOpsThreads(http, environ["SYSTEM_COLLECTIONURI"], environ["SYSTEM_TEAMPROJECTID"],
-                                    environ["BUILD_REPOSITORY_ID"], environ["SYSTEM_ACCESSTOKEN"])
-        run_url = build_url(environ)
-        body = render(pub.summary, limit=COMMENT_LIMIT, full_report="the build summary tab and the state dir artifact",
-                      run_url=run_url, artifacts_url=f"{run_url}&view=artifacts" if run_url else None)
-        try:
-            result.comment_url, result.comment = client.upsert(pr, body, "fixed" if result.passed else "active")
-        except HttpFailure as exc:
-            result.comment = "failed"
-            if exc.status in (401, 403) or "TF401027" in exc.text:
-                logger.warning("could not write the PR thread (HTTP %s): grant 'Contribute to pull requests' to the "
-                               "build service identity in the repository's security settings; the report is on the "
-                               "summary tab", exc.status)
-            else:
-                logger.warning("could not write the PR thread: %s; the report is on the summary tab", exc)
