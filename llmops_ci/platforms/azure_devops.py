@@ -15,7 +15,7 @@ from urllib.parse import quote
 from llmops_ci.core import log
 from llmops_ci.core.http import HttpFailure
 from llmops_ci.core.safe_text import log_safe, neutral
-from llmops_ci.platforms.base import Host, Publication, Published, lint_findings
+from llmops_ci.platforms.base import CommandFormatter, Host, Publication, Published, finding_location, lint_findings
 
 if TYPE_CHECKING:
     from llmops_ci.core.http import Http
@@ -44,16 +44,12 @@ def _prop(value: object) -> str:
     return escape_azure(str(value))
 
 
-class AzureDevOpsFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        msg = record.getMessage()
-        if record.levelno >= logging.ERROR:
-            return f"##vso[task.logissue type=error]{escape_azure(msg)}"
-        if record.levelno >= logging.WARNING:
-            return f"##vso[task.logissue type=warning]{escape_azure(msg)}"
-        if record.levelno <= logging.DEBUG:
-            return "\n".join(f"##[debug]{log_safe(line)}" for line in msg.splitlines() or [""])
-        return log_safe(msg)
+class AzureDevOpsFormatter(CommandFormatter):
+    def issue(self, level: str, msg: str) -> str:
+        return f"##vso[task.logissue type={level}]{escape_azure(msg)}"
+
+    def debug(self, msg: str) -> str:
+        return "\n".join(f"##[debug]{log_safe(line)}" for line in msg.splitlines() or [""])
 
 
 def build_url(environ: Mapping[str, str]) -> str | None:
@@ -154,12 +150,8 @@ class AzureDevOps:
             findings = lint_findings(pub.summary)
             for f in sorted(findings, key=lambda f: f.get("severity") != "error")[:ISSUES_LIMIT]:
                 props = [f"type={'error' if f.get('severity') == 'error' else 'warning'}",
-                         f"sourcepath={_prop(f.get('path'))}"]
-                if f.get("line"):
-                    props.append(f"linenumber={f['line']}")
-                if f.get("column"):
-                    props.append(f"columnnumber={f['column']}")
-                props.append(f"code={_prop(f.get('rule'))}")
+                         *finding_location(f, ("sourcepath", "linenumber", "columnnumber"), _prop),
+                         f"code={_prop(f.get('rule'))}"]
                 log.command(out, f"##vso[task.logissue {';'.join(props)}]{escape_azure(str(f.get('message')))}\n")
         pr = pub.pr or (int(environ["SYSTEM_PULLREQUEST_PULLREQUESTID"])
                         if environ.get("SYSTEM_PULLREQUEST_PULLREQUESTID", "").isdigit() else None)

@@ -8,10 +8,12 @@ interpreter, before llmops-ci and its dependencies are installed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+from llmops_ci.core.safe_text import log_safe
 
 if TYPE_CHECKING:
     from llmops_ci.core.http import Http
@@ -111,8 +113,42 @@ class Platform(Protocol):
         ...
 
 
+class CommandFormatter(logging.Formatter):
+    """Log records as a CI system shows them: errors and warnings as its issue commands, debug lines as its debug
+    command, the rest as plain text that can start no command."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            return self.issue("error", msg)
+        if record.levelno >= logging.WARNING:
+            return self.issue("warning", msg)
+        if record.levelno <= logging.DEBUG:
+            return self.debug(msg)
+        return log_safe(msg)
+
+    def issue(self, level: str, msg: str) -> str:
+        return f"{level}: {log_safe(msg)}"
+
+    def debug(self, msg: str) -> str:
+        return log_safe(msg)
+
+
 def lint_findings(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The lint findings of a summary, for annotations."""
     lint = summary.get("lint")
     findings = lint.get("findings") if isinstance(lint, dict) else None
     return [f for f in findings if isinstance(f, dict)] if isinstance(findings, list) else []
+
+
+def finding_location(finding: Mapping[str, Any], names: tuple[str, str, str],
+                     prop: Callable[[object], str]) -> list[str]:
+    """A finding's path, line and column as an annotation command's properties, under the platform's ``names`` for
+    them and escaped by its ``prop``."""
+    path, line, column = names
+    props = [f"{path}={prop(finding.get('path'))}"]
+    if finding.get("line"):
+        props.append(f"{line}={finding['line']}")
+    if finding.get("column"):
+        props.append(f"{column}={finding['column']}")
+    return props

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from llmops_ci.core import log
 from llmops_ci.core.http import HttpFailure
 from llmops_ci.core.safe_text import log_safe, neutral
-from llmops_ci.platforms.base import Host, Publication, Published, lint_findings
+from llmops_ci.platforms.base import CommandFormatter, Host, Publication, Published, finding_location, lint_findings
 
 if TYPE_CHECKING:
     from llmops_ci.core.http import Http
@@ -54,16 +54,12 @@ def _prop(value: object) -> str:
     return escape_github(str(value)).replace(":", "%3A").replace(",", "%2C")
 
 
-class GitHubFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        msg = record.getMessage()
-        if record.levelno >= logging.ERROR:
-            return f"::error::{escape_github(msg)}"
-        if record.levelno >= logging.WARNING:
-            return f"::warning::{escape_github(msg)}"
-        if record.levelno <= logging.DEBUG:
-            return f"::debug::{escape_github(msg)}"
-        return log_safe(msg)
+class GitHubFormatter(CommandFormatter):
+    def issue(self, level: str, msg: str) -> str:
+        return f"::{level}::{escape_github(msg)}"
+
+    def debug(self, msg: str) -> str:
+        return f"::debug::{escape_github(msg)}"
 
 
 def outputs(values: Mapping[str, str], delimiter: str = "ghadelimiter") -> str:
@@ -242,12 +238,8 @@ class GitHub:
         for severity in ("error", "warning"):
             of_kind = [f for f in findings if f.get("severity") == severity]
             for f in of_kind[:ANNOTATIONS_PER_TYPE]:
-                props = [f"file={_prop(f.get('path'))}"]
-                if f.get("line"):
-                    props.append(f"line={f['line']}")
-                if f.get("column"):
-                    props.append(f"col={f['column']}")
-                props.append(f"title={_prop('llmops-ci ' + str(f.get('rule')))}")
+                props = [*finding_location(f, ("file", "line", "col"), _prop),
+                         f"title={_prop('llmops-ci ' + str(f.get('rule')))}"]
                 log.command(out, f"::{severity} {','.join(props)}::{escape_github(str(f.get('message')))}\n")
             left_out += max(0, len(of_kind) - ANNOTATIONS_PER_TYPE)
         return left_out

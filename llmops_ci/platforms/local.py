@@ -8,21 +8,15 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, TextIO
 
 from llmops_ci.core.safe_text import log_safe
-from llmops_ci.platforms.base import Host, Publication, Published
+from llmops_ci.platforms.base import CommandFormatter, Host, Publication, Published
 
 if TYPE_CHECKING:
     from llmops_ci.core.http import Http
 
 
-class LocalFormatter(logging.Formatter):
-    # ``--platform local`` may still run on a CI runner: its log is read for commands all the same
-    def format(self, record: logging.LogRecord) -> str:
-        msg = log_safe(record.getMessage())
-        if record.levelno >= logging.ERROR:
-            return f"error: {msg}"
-        if record.levelno >= logging.WARNING:
-            return f"warning: {msg}"
-        return msg
+class LocalFormatter(CommandFormatter):
+    """``error: ...``, ``warning: ...`` and plain lines, all neutralised: ``--platform local`` may still run on a CI
+    runner, whose log is read for commands all the same."""
 
 
 class LocalHost:
