@@ -71,7 +71,7 @@ def test_azure_outputs() -> None:
 def test_the_package_imports_only_the_standard_library() -> None:
     """The action's prepare step runs it on the bare setup-python interpreter, before the install."""
     code = ("import sys, llmops_ci.ci, llmops_ci.ci.prepare, llmops_ci.ci.baseline, llmops_ci.ci.run\n"
-            "import llmops_ci.ci.publish\n"
+            "import llmops_ci.ci.publish, llmops_ci.platforms.github, llmops_ci.platforms.azure_devops\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names) - {'__main__'}))")
     # -S: no site-packages, as on the bare interpreter; the package from the source folder, as PYTHONPATH gives it
     root = Path(__file__).resolve().parents[2]
