@@ -27,8 +27,6 @@ logger = logging.getLogger("llmops_ci.azure_devops")
 CREDENTIALS = frozenset({"SYSTEM_ACCESSTOKEN", "SYSTEM_OIDCREQUESTURI", "AZURE_DEVOPS_EXT_PAT",
                          "AZURE_DEVOPS_EXT_GITHUB_PAT", "VSS_NUGET_ACCESSTOKEN", "VSS_NUGET_EXTERNAL_FEED_ENDPOINTS"})
 CREDENTIAL_PREFIXES = ("ENDPOINT_AUTH", "SECUREFILE_")
-# redacted from everything printed even where no other rule would name them
-TOKENS = ("SYSTEM_ACCESSTOKEN", "AZURE_DEVOPS_EXT_PAT")
 COMMENT_LIMIT = 150_000
 ISSUES_LIMIT = 50
 PUBLISH_SECONDS = 60.0  # all API calls of one publish, retries included

@@ -28,9 +28,6 @@ logger = logging.getLogger("llmops_ci.github")
 # holds ACTIONS_RUNTIME_TOKEN, ACTIONS_ID_TOKEN_REQUEST_TOKEN/_URL, ACTIONS_CACHE_URL, ACTIONS_RESULTS_URL
 CREDENTIALS = frozenset({"GITHUB_TOKEN", "GH_TOKEN", "GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN"})
 CREDENTIAL_PREFIXES = ("ACTIONS_",)
-# redacted from everything printed even where no other rule would name them
-TOKENS = ("GITHUB_TOKEN", "GH_TOKEN", "ACTIONS_RUNTIME_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
-          "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_CACHE_URL", "ACTIONS_RESULTS_URL")
 COMMENT_LIMIT = 65_536  # characters of an issue comment's body
 SUMMARY_LIMIT = 900_000  # characters; GitHub refuses a step summary over 1 MiB (bytes: emoji take 4)
 ANNOTATIONS_PER_TYPE = 10  # GitHub shows at most 10 error and 10 warning annotations per step
