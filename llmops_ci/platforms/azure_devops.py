@@ -68,6 +68,11 @@ class AzureDevOpsHost:
         "passed": ("passed", True), "summary": ("summary", True), "exit-code": ("exitCode", True),
         "comment-url": ("commentUrl", True),
         "baseline-ready": ("LLMOPS_BASELINE_READY", False)}
+    no_baseline = ("baseline: none found for the target branch; relative gate rules report 'no baseline' "
+                   "(builds of defaultBranch publish one)")
+    # what the state dir's artifact leaves out: the private prompt flow home holds the connections and the keyring
+    # that decrypts them
+    state_dir_files: Mapping[str, str] = {".artifactignore": "pf-home/\n"}
 
     def __init__(self, environ: Mapping[str, str], out: TextIO) -> None:
         self.environ, self.out = environ, out

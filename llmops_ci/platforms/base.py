@@ -48,6 +48,9 @@ class Host(Protocol):
     # how the wrapper spells each input, for messages: the action has `steps` and `changed-since`,
     # the template `steps` and `changedSince`
     names: Mapping[str, str]
+    no_baseline: str  # the notice on a pull-request build when no baseline of its target branch was found
+    # files the wrapper's upload of the state dir as an artifact needs in it (name: content)
+    state_dir_files: Mapping[str, str]
 
     def refusal(self) -> str | None:
         """Why llmops-ci must not run for this event at all, or None."""

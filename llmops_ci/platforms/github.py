@@ -127,6 +127,9 @@ class GitHubHost:
     name = "github"
     names: Mapping[str, str] = {"steps": "steps", "changed_since": "changed-since", "llm_cache": "llm-cache",
                                 "working_directory": "working-directory"}
+    no_baseline = ("no baseline of the base branch yet: relative gate rules report 'no baseline' (run the action on "
+                   "pushes to the default branch to save one)")
+    state_dir_files: Mapping[str, str] = {}
 
     def __init__(self, environ: Mapping[str, str], out: TextIO) -> None:
         self.environ, self.out = environ, out

@@ -25,6 +25,8 @@ class LocalHost:
     name = "local"
     names: Mapping[str, str] = {"steps": "LLMOPS_STEPS", "changed_since": "LLMOPS_CHANGED_SINCE",
                                 "llm_cache": "LLMOPS_LLM_CACHE", "working_directory": "LLMOPS_WORKING_DIRECTORY"}
+    no_baseline = "no baseline of the base branch: relative gate rules report 'no baseline'"
+    state_dir_files: Mapping[str, str] = {}
 
     def __init__(self, environ: Mapping[str, str], out: TextIO) -> None:
         self.environ, self.out = environ, out

@@ -29,6 +29,8 @@ class ToyHost:
     name = "toy"
     names: Mapping[str, str] = {"steps": "steps", "changed_since": "changed_since", "llm_cache": "llm_cache",
                                 "working_directory": "working_directory"}
+    no_baseline = "no baseline of the target branch yet"
+    state_dir_files: Mapping[str, str] = {}
 
     def __init__(self, environ: Mapping[str, str], out: TextIO) -> None:
         self.environ, self.out = environ, out
