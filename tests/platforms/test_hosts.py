@@ -78,3 +78,15 @@ def test_the_package_imports_only_the_standard_library() -> None:
     proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True, timeout=60,
                           env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
     assert proc.stdout.strip() == "['llmops_ci']"
+
+
+def test_every_entry_point_knows_the_ci_credentials_before_any_flow_runs() -> None:
+    """The names live in the platform modules and reach ``core.child_env`` when the registry is built: a fresh
+    process entered through the CLI, the steps or the wrappers' entry has them all."""
+    root = Path(__file__).resolve().parents[2]
+    for entry in ("llmops_ci.cli", "llmops_ci.steps", "llmops_ci.ci"):
+        code = (f"import {entry}\nfrom llmops_ci.core.child_env import is_ci_credential\n"
+                "print(all(map(is_ci_credential, ['GITHUB_TOKEN', 'ACTIONS_RUNTIME_TOKEN', 'SYSTEM_ACCESSTOKEN', "
+                "'ENDPOINT_AUTH_X', 'SECUREFILE_TICKET_Y'])))")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
+        assert proc.stdout.strip() == "True", (entry, proc.stderr)
