@@ -22,8 +22,8 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 
-from llmops_ci.ci.hosts import Host, detect
 from llmops_ci.ci.plan import InputError
+from llmops_ci.platforms import Host, detect_host
 
 COMMANDS = ("run", "publish", "baseline", "prepare")
 Call = Callable[[list[str]], int]
@@ -31,7 +31,7 @@ Call = Callable[[list[str]], int]
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    host = detect(os.environ, sys.stdout)
+    host = detect_host(os.environ, sys.stdout)
     if len(args) > 1 or (args and args[0] not in COMMANDS):
         host.message("error", f"usage: python -m llmops_ci.ci [{'|'.join(COMMANDS)}] (inputs come from LLMOPS_* "
                               "environment variables: docs/github-action.md, docs/azure-pipelines.md)")

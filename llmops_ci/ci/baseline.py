@@ -12,8 +12,8 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from llmops_ci.ci.hosts import Host
 from llmops_ci.ci.plan import InputError
+from llmops_ci.platforms import Host
 
 KEPT_CODES = frozenset({0, 1})
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmops_ci.ci.hosts import Host
+from llmops_ci.platforms import Host
 
 STEPS = ("pr", "lint", "test", "batch-run", "eval-run", "gate", "register", "deploy", "comment")
 RUNS_FLOWS = frozenset({"pr", "batch-run", "eval-run"})  # these take --changed-since
@@ -98,7 +98,7 @@ def resolve_baseline(inputs: Inputs, host: Host) -> tuple[str | None, list[tuple
         where = f" from cache entry {inputs.baseline_key}" if inputs.baseline_key else ""
         return str(found), [("info", f"baseline: the target branch's results{where} ({found})")]
     if host.is_pull_request():
-        return None, [("notice", NO_BASELINE.get(host.name, NO_BASELINE["github"]))]
+        return None, [("notice", host.no_baseline)]
     return None, []
 
 
@@ -117,14 +117,6 @@ def find_baseline(folder: Path) -> Path | None:
         if m and (child / "summary.json").is_file():
             attempts.append((int(m.group(1)), child))
     return max(attempts)[1] if attempts else None
-
-
-NO_BASELINE = {
-    "github": "no baseline of the base branch yet: relative gate rules report 'no baseline' (run the action on "
-              "pushes to the default branch to save one)",
-    "azure-devops": "baseline: none found for the target branch; relative gate rules report 'no baseline' "
-                    "(builds of defaultBranch publish one)",
-}
 
 
 def resolve_changed_since(inputs: Inputs, host: Host) -> tuple[str | None, list[tuple[str, str]]]:

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmops_ci.ci.hosts import Host
 from llmops_ci.ci.plan import InputError, read_inputs
+from llmops_ci.platforms import Host
 
 EXTRA = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # actions/cache refuses a key with a comma ("Key Validation Error: ... cannot contain commas", thrown before its

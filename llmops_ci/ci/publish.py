@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from llmops_ci.ci.hosts import Host
 from llmops_ci.ci.plan import InputError, read_inputs
+from llmops_ci.core.http import Http
+from llmops_ci.platforms import PLATFORMS, Host, Publication
 
 
 def metric_values(summary: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float | None]]]:
@@ -58,20 +59,6 @@ def output_name(*parts: str) -> str:
     """``metric_<flow>_<evaluation>_<metric>``: Azure Pipelines variable names take letters, digits, '.' and '_'
     only (and GitHub output names should too), so every other character becomes '_'."""
     return "_".join("".join(c if c.isalnum() or c == "_" else "_" for c in part) for part in parts)
-
-
-class _WithoutSummaryUpload:
-    """The run step already uploaded the summary tab (Azure Pipelines); the publish step must not add a second."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-
-    def write(self, text: str) -> int:
-        kept = "".join(line for line in text.splitlines(keepends=True) if "##vso[task.uploadsummary]" not in line)
-        return self.out.write(kept)
-
-    def flush(self) -> None:
-        self.out.flush()
 
 
 def publish(environ: Mapping[str, str], host: Host, out: TextIO) -> int:
@@ -142,42 +129,15 @@ def _publish_comment(environ: Mapping[str, str], host: Host, out: TextIO, commen
         host.message("info", why)
         return ""
     try:
-        from llmops_ci.core.http import Http
-        from llmops_ci.platforms import Publication
-        from llmops_ci.platforms import detect as platform_for
+        import llmops_ci.report.comment  # noqa: F401  (what the publisher renders with)
     except ImportError as exc:  # the bare interpreter: llmops-ci was never installed
         host.message("warning", f"no PR comment: llmops-ci is not installed in this job ({exc})")
         return ""
-    pr = host.pull_request_number()
-    if pr is None and environ.get("GITHUB_EVENT_NAME") == "workflow_run":
-        pr = workflow_run_pull_request(environ, Http())
+    pr = host.find_pull_request(Http())
     if pr is None:
         return ""
-    platform = platform_for(host.name, environ)
-    # the job summary was written by the run step: hide it from the publisher so it is not written twice
-    env = {k: v for k, v in environ.items() if k not in ("GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT")}
-    result = platform.publish(Publication(summary, state_dir, comment=True, annotate=False, pr=pr), env, Http(),
-                              _WithoutSummaryUpload(out))  # type: ignore[arg-type]
+    # the run step wrote the job summary and this step sets the outputs: the publisher writes the comment alone
+    result = PLATFORMS[host.name].publish(Publication(summary, state_dir, comment=True, annotate=False, pr=pr,
+                                                      comment_only=True), environ, Http(), out)
     host.message("info", f"comment {result.comment}{': ' + result.comment_url if result.comment_url else ''}")
     return result.comment_url or ""
-
-
-def workflow_run_pull_request(environ: Mapping[str, str], http: Any) -> int | None:
-    """The open PR whose head is the branch that the triggering run built, asked of the API (the event's
-    ``workflow_run.pull_requests`` is empty for a fork's PR). The PR number is never read from the artifact:
-    the fork wrote that."""
-    try:
-        payload = json.loads(Path(environ["GITHUB_EVENT_PATH"]).read_text(encoding="utf-8"))
-        run = payload["workflow_run"]
-        owner, branch, sha = run["head_repository"]["owner"]["login"], run["head_branch"], run["head_sha"]
-        api, repository = environ.get("GITHUB_API_URL", "https://api.github.com"), environ["GITHUB_REPOSITORY"]
-        pulls = http.json("GET", f"{api}/repos/{repository}/pulls", params={"head": f"{owner}:{branch}",
-                                                                           "state": "open"},
-                          headers={"Authorization": f"Bearer {environ.get('GITHUB_TOKEN', '')}",
-                                   "Accept": "application/vnd.github+json"})
-    except Exception:  # no payload, no token, the API refused: no comment, never a failed build
-        return None
-    for pull in pulls if isinstance(pulls, list) else []:
-        if isinstance(pull, dict) and pull.get("head", {}).get("sha") == sha and isinstance(pull.get("number"), int):
-            return int(pull["number"])
-    return None

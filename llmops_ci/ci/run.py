@@ -12,16 +12,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from llmops_ci.ci.hosts import Host
 from llmops_ci.ci.plan import InputError, make_plan, read_inputs
+from llmops_ci.platforms import Host
 
 Call = Callable[[list[str]], int]
 
 MEANING = {0: "passed", 1: "a check failed", 2: "bad usage, config or input", 3: "an outside service failed",
            4: "internal error in llmops-ci", 130: "interrupted", 143: "terminated"}
-# what the Azure Pipelines artifact of the state dir leaves out: the private prompt flow home holds the
-# connections and the keyring that decrypts them
-ARTIFACT_IGNORE = "pf-home/\n"
 
 
 def call_cli(argv: list[str]) -> int:
@@ -69,9 +66,9 @@ def run(environ: Mapping[str, str], host: Host, call: Call = call_cli) -> int:
         for level, text in plan.notes:
             host.message(level, text)
         state_dir = Path(inputs.state_dir)
-        if host.name == "azure-devops":
+        for name, content in host.state_dir_files.items():
             state_dir.mkdir(parents=True, exist_ok=True)
-            (state_dir / ".artifactignore").write_text(ARTIFACT_IGNORE, encoding="utf-8")
+            (state_dir / name).write_text(content, encoding="utf-8")
         code = run_commands(plan.commands, host, call)
         finish(host, code, state_dir)
     return code

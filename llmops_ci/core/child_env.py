@@ -14,28 +14,34 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
-# Variables GitHub Actions and Azure Pipelines put into a job's (or a task's) environment that carry a
-# credential of the CI system itself, or the address to trade one for an identity token.
-CI_CREDENTIALS = frozenset({
-    "GITHUB_TOKEN", "GH_TOKEN", "GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN",
-    "SYSTEM_ACCESSTOKEN", "SYSTEM_OIDCREQUESTURI", "AZURE_DEVOPS_EXT_PAT", "AZURE_DEVOPS_EXT_GITHUB_PAT",
-    "VSS_NUGET_ACCESSTOKEN", "VSS_NUGET_EXTERNAL_FEED_ENDPOINTS",
-})
-# ACTIONS_RUNTIME_TOKEN, ACTIONS_ID_TOKEN_REQUEST_TOKEN/_URL, ACTIONS_CACHE_URL, ACTIONS_RESULTS_URL, ...;
-# Azure Pipelines service connections as tasks see them (ENDPOINT_AUTH_<id>, ENDPOINT_AUTH_PARAMETER_...),
-# secure files (SECUREFILE_TICKET_...)
-CI_PREFIXES = ("ACTIONS_", "ENDPOINT_AUTH", "SECUREFILE_")
+# Variables a CI system puts into a job's (or a task's) environment that carry a credential of the CI system itself,
+# or the address to trade one for an identity token; and prefixes of such variables. Each CI platform registers its
+# own (``llmops_ci.platforms`` does when its registry is built), with how to tell that a process runs on it.
+CI_CREDENTIALS: set[str] = set()
+CI_PREFIXES: list[str] = []
+_RUNNERS: list[Callable[[Mapping[str, str]], bool]] = []
 log = logging.getLogger("llmops_ci.child_env")
 _warned: set[str] = set()
 _MIN_VALUE = 8  # a shorter value ("true", a port) would drop unrelated variables that happen to contain it
 ENV_NAME = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)")
 
 
+def register_ci(credentials: Iterable[str], prefixes: Iterable[str],
+                detected: Callable[[Mapping[str, str]], bool]) -> None:
+    """A CI system's credential variables, their prefixes, and whether an environment is one of its jobs."""
+    CI_CREDENTIALS.update(name.upper() for name in credentials)
+    for prefix in prefixes:
+        if prefix.upper() not in CI_PREFIXES:
+            CI_PREFIXES.append(prefix.upper())
+    if detected not in _RUNNERS:
+        _RUNNERS.append(detected)
+
+
 def is_ci_credential(name: str) -> bool:
     upper = name.upper()
-    return upper in CI_CREDENTIALS or upper.startswith(CI_PREFIXES)
+    return upper in CI_CREDENTIALS or upper.startswith(tuple(CI_PREFIXES))
 
 
 def ci_credential_refs(text: str) -> list[str]:
@@ -82,7 +88,7 @@ def scrubbed_os_environ(overlay: Mapping[str, str]) -> Iterator[None]:
 def warn_if_held(environ: Mapping[str, str]) -> None:
     """On a CI runner, say once when the step that runs flow code holds a CI credential itself: children never get
     it from us, but flow code can read it from ``/proc/<ppid>/environ`` of this process and of the step's shell."""
-    if environ.get("GITHUB_ACTIONS") != "true" and environ.get("TF_BUILD", "").lower() != "true":
+    if not any(detected(environ) for detected in _RUNNERS):
         return
     held = sorted(k for k, v in environ.items()
                   if v and is_ci_credential(k) and (k.upper() in CI_CREDENTIALS or "TOKEN" in k.upper()))

@@ -1,5 +1,5 @@
-"""Logging and output for CI: one formatter per platform; secrets masked and untrusted text neutralised
-before anything reaches stdout or stderr, whatever the formatter or the platform chosen."""
+"""Logging and output for CI: secrets masked and untrusted text neutralised before anything reaches stdout or
+stderr, whatever the formatter (each platform brings its own: ``Platform.formatter``)."""
 
 from __future__ import annotations
 
@@ -8,57 +8,9 @@ import sys
 from typing import Any, TextIO
 
 from llmops_ci.core import redaction
-from llmops_ci.core.safe_text import log_safe, neutral
+from llmops_ci.core.safe_text import log_safe
 
 LOGGER = "llmops_ci"
-
-
-def escape_github(text: str) -> str:
-    """Workflow-command data escaping (so a message cannot end the command or start another, on GitHub or on an
-    Azure agent that reads the same log)."""
-    return (neutral(text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
-            .replace("##vso[", "#\u200b#vso[").replace("##[", "#\u200b#["))
-
-
-def escape_azure(text: str) -> str:
-    """Logging-command escaping for Azure Pipelines, and no line may start a new ##vso command."""
-    return (neutral(text.replace("%", "%AZP25").replace("\r", "%0D").replace("\n", "%0A"))
-            .replace("]", "%5D").replace(";", "%3B").replace("##vso[", "##vso%5B"))
-
-
-class LocalFormatter(logging.Formatter):
-    # ``--platform local`` may still run on a CI runner: its log is read for commands all the same
-    def format(self, record: logging.LogRecord) -> str:
-        msg = log_safe(record.getMessage())
-        if record.levelno >= logging.ERROR:
-            return f"error: {msg}"
-        if record.levelno >= logging.WARNING:
-            return f"warning: {msg}"
-        return msg
-
-
-class GitHubFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        msg = record.getMessage()
-        if record.levelno >= logging.ERROR:
-            return f"::error::{escape_github(msg)}"
-        if record.levelno >= logging.WARNING:
-            return f"::warning::{escape_github(msg)}"
-        if record.levelno <= logging.DEBUG:
-            return f"::debug::{escape_github(msg)}"
-        return log_safe(msg)
-
-
-class AzureDevOpsFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        msg = record.getMessage()
-        if record.levelno >= logging.ERROR:
-            return f"##vso[task.logissue type=error]{escape_azure(msg)}"
-        if record.levelno >= logging.WARNING:
-            return f"##vso[task.logissue type=warning]{escape_azure(msg)}"
-        if record.levelno <= logging.DEBUG:
-            return "\n".join(f"##[debug]{log_safe(line)}" for line in msg.splitlines() or [""])
-        return log_safe(msg)
 
 
 class SecretFilter(logging.Filter):

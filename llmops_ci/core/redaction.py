@@ -20,11 +20,9 @@ from llmops_ci.core.child_env import is_ci_credential
 
 MASK = "***"
 MIN_LENGTH = 6  # shorter values ("true", a port) would redact ordinary text
-# Tokens the CI system hands a job: never for flow code, never in an output.
-CI_TOKENS = ("GITHUB_TOKEN", "GH_TOKEN", "ACTIONS_RUNTIME_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
-             "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_CACHE_URL", "ACTIONS_RESULTS_URL", "SYSTEM_ACCESSTOKEN",
-             "AZURE_DEVOPS_EXT_PAT", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN", "DATABRICKS_TOKEN",
-             "DATABRICKS_CLIENT_SECRET")
+# Cloud credentials a job may hold under names no rule below matches; the CI system's own tokens are each
+# platform's (``child_env.is_ci_credential``).
+CLOUD_TOKENS = ("AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET")
 _SECRET_NAME = re.compile(
     r"(?:^|[_-])(?:api[_-]?key|apikey|key|secret|client[_-]?secret|password|passwd|pwd|token|access[_-]?token|"
     r"auth[_-]?token|sas[_-]?token|sas|connection[_-]?string|access[_-]?key|account[_-]?key|subscription[_-]?key|"
@@ -75,7 +73,7 @@ NOT_SECRETS = ("PWD", "OLDPWD")
 def is_secret_name(name: str) -> bool:
     if name.upper() in NOT_SECRETS:
         return False
-    return name.upper() in CI_TOKENS or is_ci_credential(name) or bool(_SECRET_NAME.search(name))
+    return name.upper() in CLOUD_TOKENS or is_ci_credential(name) or bool(_SECRET_NAME.search(name))
 
 
 def from_environment(environ: Mapping[str, str], secret_names: Iterable[str] = ()) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import llmops_ci.platforms  # noqa: F401  (registers the CI credential names every child environment is scrubbed of)
 from llmops_ci.core.errors import ConfigError, Problem
 
 if TYPE_CHECKING:

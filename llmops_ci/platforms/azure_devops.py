@@ -1,29 +1,53 @@
-"""Azure Pipelines: one PR thread over REST 7.1 (found by a thread property), summary tab, log issues."""
+"""Azure Pipelines: everything llmops-ci knows of it. Detection, the build's variables, logging commands and their
+escaping, the log formatter, output variables, the summary tab, log issues, the token names, build tags, limits; the
+one PR thread through the REST client in ``azure_devops_api`` (imported when a thread is written).
+
+Stdlib only at import time: the action's first step runs ``llmops_ci.ci`` before llmops-ci is installed.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 from urllib.parse import quote
 
 from llmops_ci.core import log
-from llmops_ci.core.http import Http, HttpFailure
-from llmops_ci.core.schema import as_dict, as_list
-from llmops_ci.platforms import Publication, Published
-from llmops_ci.report.comment import outcome, render
+from llmops_ci.core.http import HttpFailure
+from llmops_ci.core.safe_text import log_safe, neutral
+from llmops_ci.platforms.base import CommandFormatter, Host, Publication, Published, finding_location, lint_findings
+
+if TYPE_CHECKING:
+    from llmops_ci.core.http import Http
 
 logger = logging.getLogger("llmops_ci.azure_devops")
-API = {"api-version": "7.1"}
-CONNECTION_DATA_API = {"api-version": "7.1-preview.1"}  # the resource exists only as a preview
-PROPERTY = "llmops-ci.comment"
+# Variables a job (or a task) holds that carry the CI system's own credential, or the address to trade one for an
+# identity token; service connections as tasks see them (ENDPOINT_AUTH_<id>, ENDPOINT_AUTH_PARAMETER_...), secure
+# files (SECUREFILE_TICKET_...)
+CREDENTIALS = frozenset({"SYSTEM_ACCESSTOKEN", "SYSTEM_OIDCREQUESTURI", "AZURE_DEVOPS_EXT_PAT",
+                         "AZURE_DEVOPS_EXT_GITHUB_PAT", "VSS_NUGET_ACCESSTOKEN", "VSS_NUGET_EXTERNAL_FEED_ENDPOINTS"})
+CREDENTIAL_PREFIXES = ("ENDPOINT_AUTH", "SECUREFILE_")
 COMMENT_LIMIT = 150_000
 ISSUES_LIMIT = 50
 PUBLISH_SECONDS = 60.0  # all API calls of one publish, retries included
 
 
+def escape_azure(text: str) -> str:
+    """Logging-command escaping for Azure Pipelines, and no line may start a new ##vso command."""
+    return (neutral(text.replace("%", "%AZP25").replace("\r", "%0D").replace("\n", "%0A"))
+            .replace("]", "%5D").replace(";", "%3B").replace("##vso[", "##vso%5B"))
+
+
 def _prop(value: object) -> str:
-    return log.escape_azure(str(value))
+    return escape_azure(str(value))
+
+
+class AzureDevOpsFormatter(CommandFormatter):
+    def issue(self, level: str, msg: str) -> str:
+        return f"##vso[task.logissue type={level}]{escape_azure(msg)}"
+
+    def debug(self, msg: str) -> str:
+        return "\n".join(f"##[debug]{log_safe(line)}" for line in msg.splitlines() or [""])
 
 
 def build_url(environ: Mapping[str, str]) -> str | None:
@@ -35,100 +59,110 @@ def build_url(environ: Mapping[str, str]) -> str | None:
     return f"{collection.rstrip('/')}/{quote(project)}/_build/results?buildId={build}"
 
 
-class AzureDevOpsThreads:
-    def __init__(self, http: Http, collection: str, project: str, repository: str, token: str) -> None:
-        self.http = http
-        self.collection, self.project, self.repository = collection.rstrip("/"), project, repository
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+class AzureDevOpsHost:
+    name = "azure-devops"
+    names: Mapping[str, str] = {"steps": "steps", "changed_since": "changedSince", "llm_cache": "llmCache",
+                                "working_directory": "workingDirectory"}
+    # step outputs of the run step (`$(llmops.passed)`) and job variables for the later steps
+    OUTPUTS: Mapping[str, tuple[str, bool]] = {
+        "passed": ("passed", True), "summary": ("summary", True), "exit-code": ("exitCode", True),
+        "comment-url": ("commentUrl", True),
+        "baseline-ready": ("LLMOPS_BASELINE_READY", False)}
+    no_baseline = ("baseline: none found for the target branch; relative gate rules report 'no baseline' "
+                   "(builds of defaultBranch publish one)")
+    # what the state dir's artifact leaves out: the private prompt flow home holds the connections and the keyring
+    # that decrypts them
+    state_dir_files: Mapping[str, str] = {".artifactignore": "pf-home/\n"}
 
-    def threads_url(self, pr: int) -> str:
-        return (f"{self.collection}/{self.project}/_apis/git/repositories/{self.repository}/pullRequests/{pr}"
-                "/threads")
+    def __init__(self, environ: Mapping[str, str], out: TextIO) -> None:
+        self.environ, self.out = environ, out
 
-    def me(self) -> str | None:
-        """The token's identity: ``authenticatedUser.id`` of ``GET {collection}/_apis/connectionData`` (a preview
-        resource of the Location area), the id thread comments carry as ``author.id``; None when it cannot be told."""
-        try:
-            data = self.http.json("GET", f"{self.collection}/_apis/connectionData", headers=self.headers,
-                                  params=CONNECTION_DATA_API)
-        except HttpFailure as exc:
-            logger.warning("could not tell which identity the token is (connectionData: %s); a new PR thread is "
-                           "posted and no existing one is edited", exc)
-            return None
-        user_id = as_dict(as_dict(data).get("authenticatedUser")).get("id")
-        return str(user_id) if isinstance(user_id, str) and user_id else None
-
-    def find(self, pr: int) -> dict[str, Any] | None:
-        """Our thread: it carries our property AND its first comment was written by the token's identity. Anyone may
-        set a thread property; only the author can edit a comment, so another's thread is never ours."""
-        threads = self.http.json("GET", self.threads_url(pr), headers=self.headers, params=API)
-        if not isinstance(as_dict(threads).get("value"), list):
-            raise HttpFailure(f"GET {self.threads_url(pr)}: expected {{\"value\": [threads]}}, got "
-                              f"{type(threads).__name__}")
-        marked = [t for t in as_list(as_dict(threads).get("value")) if isinstance(t, dict)
-                  and PROPERTY in as_dict(t.get("properties")) and not t.get("isDeleted") and "id" in t]
-        me = self.me() if marked else None  # asked only when there is a thread to tell apart
-        for thread in marked:
-            comments = as_list(thread.get("comments"))
-            author = as_dict(as_dict(comments[0]).get("author")).get("id") if comments else None
-            if me is not None and isinstance(author, str) and author.lower() == me.lower():
-                return dict(thread)
-            logger.info("PR thread %s carries the llmops-ci property but was written by someone else; left alone",
-                        thread.get("id"))
+    def refusal(self) -> str | None:
         return None
 
-    def upsert(self, pr: int, content: str, status: str) -> tuple[str, str]:
-        thread = self.find(pr)
-        if thread is None:
-            created = self.http.json("POST", self.threads_url(pr), headers=self.headers, params=API, json={
-                "comments": [{"parentCommentId": 0, "content": content, "commentType": 1}],
-                "status": status, "properties": {PROPERTY: "1"},
-            })
-            return self.web_url(pr, as_dict(created).get("id")), "created"
-        url = f"{self.threads_url(pr)}/{thread['id']}"
-        comments = as_list(thread.get("comments"))
-        first = as_dict(comments[0]) if comments else {}
-        action = "unchanged"
-        if first.get("content") != content:
-            self.http.request("PATCH", f"{url}/comments/{first.get('id', 1)}", headers=self.headers, params=API,
-                              json={"content": content})
-            action = "updated"
-        if thread.get("status") != status:
-            self.http.request("PATCH", url, headers=self.headers, params=API, json={"status": status})
-            action = "updated"
-        return self.web_url(pr, thread["id"]), action
+    def is_pull_request(self) -> bool:
+        return self.environ.get("BUILD_REASON") == "PullRequest"
 
-    def web_url(self, pr: int, thread_id: Any) -> str:
-        return f"{self.collection}/{self.project}/_git/{self.repository}/pullrequest/{pr}?discussionId={thread_id}"
+    def pull_request_number(self) -> int | None:
+        number = self.environ.get("SYSTEM_PULLREQUEST_PULLREQUESTID", "")
+        return int(number) if self.is_pull_request() and number.isdigit() else None
+
+    def find_pull_request(self, http: Http) -> int | None:
+        return self.pull_request_number()
+
+    def pull_request_base(self) -> str | None:
+        target = self.environ.get("SYSTEM_PULLREQUEST_TARGETBRANCH", "")
+        if not self.is_pull_request() or not target:
+            return None
+        # refs/heads/<name> for Azure Repos, just <name> for GitHub repositories
+        return target.removeprefix("refs/heads/")
+
+    def comment_unsupported(self) -> str | None:
+        provider = self.environ.get("BUILD_REPOSITORY_PROVIDER", "")
+        if provider and provider != "TfsGit":
+            return "PR thread: only Azure Repos pull requests get one; the report is on the summary tab"
+        return None
+
+    def message(self, level: str, text: str) -> None:
+        if level in ("error", "warning"):
+            self.out.write(f"##vso[task.logissue type={level}]{escape_azure(text)}\n")
+        else:
+            self.out.write(log_safe(text) + "\n")
+        self.out.flush()
+
+    def set_output(self, name: str, value: str) -> None:
+        variable, is_output = self.OUTPUTS.get(name, (name, True))
+        flag = ";isOutput=true" if is_output else ""
+        self.out.write(f"##vso[task.setvariable variable={variable}{flag}]{escape_azure(value)}\n")
+        if name == "exit-code":  # a job variable too: the baseline step reads $(LLMOPS_EXIT_CODE)
+            self.out.write(f"##vso[task.setvariable variable=LLMOPS_EXIT_CODE]{escape_azure(value)}\n")
+        self.out.flush()
+
+    def published_passed(self) -> bool:
+        return False  # the agent reads the log; a later setvariable simply wins
 
 
 class AzureDevOps:
     name = "azure-devops"
+    credentials: frozenset[str] = CREDENTIALS
+    credential_prefixes: tuple[str, ...] = CREDENTIAL_PREFIXES
+
+    def detected(self, environ: Mapping[str, str]) -> bool:
+        return environ.get("TF_BUILD", "").lower() == "true"
+
+    def host(self, environ: Mapping[str, str], out: TextIO) -> Host:
+        return AzureDevOpsHost(environ, out)
+
+    def build_tags(self, environ: Mapping[str, str]) -> dict[str, str]:
+        tags = {"git.commit": environ.get("BUILD_SOURCEVERSION", ""), "ci.build": environ.get("BUILD_BUILDID", ""),
+                "ci.pr": environ.get("SYSTEM_PULLREQUEST_PULLREQUESTID", "")}
+        return {k: v for k, v in tags.items() if v}
 
     def formatter(self) -> logging.Formatter:
-        return log.AzureDevOpsFormatter()
+        return AzureDevOpsFormatter()
 
     def mask(self, secret: str, out: TextIO) -> None:
-        log.command(out, f"##vso[task.setsecret]{log.escape_azure(secret)}\n", secret=True)
+        log.command(out, f"##vso[task.setsecret]{escape_azure(secret)}\n", secret=True)
 
     def publish(self, pub: Publication, environ: Mapping[str, str], http: Http, out: TextIO) -> Published:
+        # the report needs llmops-ci's dependencies, which the wrappers' first steps run without
+        from llmops_ci.report.comment import outcome, render
+
         result = Published(outcome(pub.summary).passed)
         if pub.annotate:
-            findings = as_list(as_dict(pub.summary.get("lint")).get("findings"))
+            findings = lint_findings(pub.summary)
             for f in sorted(findings, key=lambda f: f.get("severity") != "error")[:ISSUES_LIMIT]:
                 props = [f"type={'error' if f.get('severity') == 'error' else 'warning'}",
-                         f"sourcepath={_prop(f.get('path'))}"]
-                if f.get("line"):
-                    props.append(f"linenumber={f['line']}")
-                if f.get("column"):
-                    props.append(f"columnnumber={f['column']}")
-                props.append(f"code={_prop(f.get('rule'))}")
-                log.command(out, f"##vso[task.logissue {';'.join(props)}]{log.escape_azure(str(f.get('message')))}\n")
+                         *finding_location(f, ("sourcepath", "linenumber", "columnnumber"), _prop),
+                         f"code={_prop(f.get('rule'))}"]
+                log.command(out, f"##vso[task.logissue {';'.join(props)}]{escape_azure(str(f.get('message')))}\n")
         pr = pub.pr or (int(environ["SYSTEM_PULLREQUEST_PULLREQUESTID"])
                         if environ.get("SYSTEM_PULLREQUEST_PULLREQUESTID", "").isdigit() else None)
         if pub.comment and pr is not None:
             with http.budget(PUBLISH_SECONDS):
                 self._comment(pub, environ, http, pr, result)
+        if pub.comment_only:
+            return result
         summary_md = pub.state_dir / "summary.md"
         try:
             pub.state_dir.mkdir(parents=True, exist_ok=True)
@@ -148,6 +182,9 @@ class AzureDevOps:
         return result
 
     def _comment(self, pub: Publication, environ: Mapping[str, str], http: Http, pr: int, result: Published) -> None:
+        from llmops_ci.platforms.azure_devops_api import AzureDevOpsThreads
+        from llmops_ci.report.comment import render
+
         needed = ("SYSTEM_COLLECTIONURI", "SYSTEM_TEAMPROJECTID", "BUILD_REPOSITORY_ID", "SYSTEM_ACCESSTOKEN")
         missing = [name for name in needed if not environ.get(name)]
         if missing:

@@ -137,10 +137,10 @@ def content_hash(flow: FlowSpec, info: FlowInfo | None) -> str:
     return hashlib.sha256(logged.encode()).hexdigest()[:12]
 
 
-def git_commit(environ: Mapping[str, str], cwd: Path) -> str | None:
-    for var in ("GITHUB_SHA", "BUILD_SOURCEVERSION"):
-        if environ.get(var):
-            return environ[var]
+def git_commit(cwd: Path, ci_commit: str | None = None) -> str | None:
+    """The commit the CI system built (``ci_commit``, from the platform's build tags), else the checkout's HEAD."""
+    if ci_commit:
+        return ci_commit
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
@@ -148,20 +148,17 @@ def git_commit(environ: Mapping[str, str], cwd: Path) -> str | None:
     return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
-def model_spec(project: Project, flow: FlowSpec, summary: dict[str, Any], environ: Mapping[str, str]) -> ModelSpec:
+def model_spec(project: Project, flow: FlowSpec, summary: dict[str, Any], build: Mapping[str, str]) -> ModelSpec:
+    """``build``: what the CI platform tells of the build (``git.commit``, ``ci.build``, ``ci.pr``, those known)."""
     config = project.config
     entry = as_dict(as_dict(summary.get("flows")).get(flow.name))
     tags: dict[str, str] = {"llmops.flow": flow.name}
-    commit = git_commit(environ, config.root)
+    commit = git_commit(config.root, build.get("git.commit"))
     if commit:
         tags["git.commit"] = commit
-    build = environ.get("GITHUB_RUN_ID") or environ.get("BUILD_BUILDID")
-    if build:
-        tags["ci.build"] = build
-    pr = environ.get("SYSTEM_PULLREQUEST_PULLREQUESTID") or (
-        environ.get("GITHUB_REF", "").split("/")[2] if environ.get("GITHUB_REF", "").startswith("refs/pull/") else "")
-    if pr:
-        tags["ci.pr"] = pr
+    for key in ("ci.build", "ci.pr"):
+        if build.get(key):
+            tags[key] = build[key]
     run = as_dict(entry.get("run")).get("name")
     if run:
         tags["llmops.run"] = str(run)

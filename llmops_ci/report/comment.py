@@ -19,7 +19,7 @@ from llmops_ci.core.schema import as_dict, as_list
 from llmops_ci.report.headline import headline
 
 MARKER = "<!-- llmops-ci:comment -->"
-GITHUB_LIMIT = 65_536
+DEFAULT_LIMIT = 65_536  # characters: a body every platform takes as a PR comment; each passes its own limit
 SEVERITY_ORDER = {"error": 0, "warning": 1}
 
 
@@ -440,7 +440,7 @@ def _footer(flows: dict[str, Any], run_url: str | None, artifacts_url: str | Non
     return "\n\n---\n" + " · ".join(links) if links else "\n\n---"
 
 
-def render(summary: dict[str, Any], *, limit: int = GITHUB_LIMIT, run_url: str | None = None,
+def render(summary: dict[str, Any], *, limit: int = DEFAULT_LIMIT, run_url: str | None = None,
            full_report: str = "the job summary and the state dir artifact", artifacts_url: str | None = None) -> str:
     """The comment body: starts with the hidden marker, never longer than ``limit`` characters."""
     summary = redaction.redact_data(summary)  # before escaping, which would break a secret into pieces

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from llmops_ci.config import FlowSpec, Origin, connection_ref
 from llmops_ci.core.errors import CheckFailed, UsageError
 from llmops_ci.core.log import register_secret
+from llmops_ci.platforms import build_tags
 from llmops_ci.releases.base import check_engine
 from llmops_ci.releases.spec import DeployPlan, load_smoke_tests, model_spec
 from llmops_ci.results.records import environment, provider_connections, secret_values, update_flow_summary
@@ -39,7 +40,7 @@ class DeployStep:
         failed = []
         for flow in flows:
             assert flow.deploy is not None
-            spec = model_spec(project, flow, summary, ctx.environ)
+            spec = model_spec(project, flow, summary, build_tags(ctx.environ))
             env = deployment_environment(flow, ctx.environ, dry_run=args.dry_run)
             plan = DeployPlan(spec, flow.deploy.endpoint, flow.deploy.instance_type, flow.deploy.instance_count,
                               flow.deploy.traffic, tuple(load_smoke_tests(config, flow)), env,

@@ -12,6 +12,7 @@ from llmops_ci.core.log import number
 from llmops_ci.core.schema import as_dict
 from llmops_ci.gate.provenance import run_provenance
 from llmops_ci.gate.verdict import FlowGate, gate_flow, load_baseline
+from llmops_ci.platforms import build_tags
 from llmops_ci.releases.spec import git_commit
 from llmops_ci.results.records import update_flow_summary
 from llmops_ci.results.state import read_summary
@@ -77,7 +78,8 @@ class GateStep:
         config = ctx.project(args.config).config
         flows = config.select(args.flow)
         baseline = load_baseline(args.baseline)
-        commit = git_commit(ctx.environ, config.root) if any(flow.gate for flow in flows) else None
+        commit = (git_commit(config.root, build_tags(ctx.environ).get("git.commit"))
+                  if any(flow.gate for flow in flows) else None)
         summary = read_summary(ctx.state_dir)
         failed = []
         for flow in flows:

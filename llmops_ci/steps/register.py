@@ -13,6 +13,7 @@ from llmops_ci.core.errors import CheckFailed, UsageError
 from llmops_ci.core.schema import as_dict
 from llmops_ci.diagnostics.findings import ERROR
 from llmops_ci.lint.project import LintRequest, lint
+from llmops_ci.platforms import build_tags
 from llmops_ci.project.loaded import Project
 from llmops_ci.releases.spec import model_spec
 from llmops_ci.results.provenance import flow_hash
@@ -73,7 +74,7 @@ class RegisterStep:
                     update_flow_summary(ctx.state_dir, flow.name, "register", {"refused": refusal})
                 refused.append(flow.name)
                 continue
-            spec = model_spec(project, flow, summary, ctx.environ)
+            spec = model_spec(project, flow, summary, build_tags(ctx.environ))
             if args.dry_run:
                 ctx.stdout.write(release.dry_run_model(spec))
                 continue

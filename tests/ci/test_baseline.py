@@ -10,7 +10,7 @@ import pytest
 
 from llmops_ci.ci import dispatch
 from llmops_ci.ci.baseline import decide
-from llmops_ci.ci.hosts import AzureDevOps
+from llmops_ci.platforms.azure_devops import AzureDevOpsHost
 
 SUMMARY = {"schema": "llmops-ci/summary@1", "flows": {"classify": {"run": {"status": "completed"}}}}
 
@@ -48,7 +48,7 @@ def test_save_copies_summary_and_runs_only(tmp_path: Path) -> None:
     environ = {"TF_BUILD": "True", "LLMOPS_EXIT_CODE": "1", "LLMOPS_STATE_DIR": str(state),
                "LLMOPS_BASELINE_OUT": str(out_dir)}
     out = io.StringIO()
-    assert dispatch("baseline", environ, AzureDevOps(environ, out)) == 0
+    assert dispatch("baseline", environ, AzureDevOpsHost(environ, out)) == 0
     assert sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*")) == [
         "runs", "runs/classify", "runs/classify/lines.jsonl", "summary.json"]
     assert "##vso[task.setvariable variable=LLMOPS_BASELINE_READY]true" in out.getvalue()
@@ -59,7 +59,7 @@ def test_save_after_a_cancel_keeps_nothing(tmp_path: Path) -> None:
     environ = {"TF_BUILD": "True", "LLMOPS_EXIT_CODE": "143", "LLMOPS_STATE_DIR": str(state_dir(tmp_path)),
                "LLMOPS_BASELINE_OUT": str(out_dir)}
     out = io.StringIO()
-    assert dispatch("baseline", environ, AzureDevOps(environ, out)) == 0
+    assert dispatch("baseline", environ, AzureDevOpsHost(environ, out)) == 0
     assert not out_dir.exists()
     assert "##vso[task.setvariable variable=LLMOPS_BASELINE_READY]false" in out.getvalue()
     assert "##vso[task.logissue type=warning]the llmops-ci run exited 143 (terminated)" in out.getvalue()
@@ -68,5 +68,5 @@ def test_save_after_a_cancel_keeps_nothing(tmp_path: Path) -> None:
 def test_save_needs_a_target(tmp_path: Path) -> None:
     environ = {"TF_BUILD": "True", "LLMOPS_EXIT_CODE": "0", "LLMOPS_STATE_DIR": str(state_dir(tmp_path))}
     out = io.StringIO()
-    assert dispatch("baseline", environ, AzureDevOps(environ, out)) == 2
+    assert dispatch("baseline", environ, AzureDevOpsHost(environ, out)) == 2
     assert "LLMOPS_BASELINE_OUT" in out.getvalue()

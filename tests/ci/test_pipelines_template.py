@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from llmops_ci.ci import dispatch
-from llmops_ci.ci.hosts import AzureDevOps
+from llmops_ci.platforms.azure_devops import AzureDevOpsHost
 from tests.ci import azure_sim as az
 from tests.fakes.ado import FakeAzureDevOps
 from tests.fakes.openai import FakeOpenAI
@@ -319,7 +319,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         env = agent.env_of(step)
         monkeypatch.chdir(agent.macro(step["workingDirectory"]))
         out = io.StringIO()
-        code = dispatch("run", env, AzureDevOps(env, out), call=llmops_ci)
+        code = dispatch("run", env, AzureDevOpsHost(env, out), call=llmops_ci)
         return subprocess.CompletedProcess(["llmops_ci.ci", "run"], code, out.getvalue(), ""), calls
 
     yield run

@@ -7,20 +7,23 @@ from pathlib import Path
 
 import pytest
 
-from llmops_ci.ci.hosts import AzureDevOps, GitHub, Host, Local
 from llmops_ci.ci.plan import STEPS, InputError, make_plan, read_inputs, split_names
+from llmops_ci.platforms import Host
+from llmops_ci.platforms.azure_devops import AzureDevOpsHost
+from llmops_ci.platforms.github import GitHubHost
+from llmops_ci.platforms.local import LocalHost
 
 
-def github(**environ: str) -> GitHub:
-    return GitHub({"GITHUB_ACTIONS": "true", **environ}, io.StringIO())
+def github(**environ: str) -> GitHubHost:
+    return GitHubHost({"GITHUB_ACTIONS": "true", **environ}, io.StringIO())
 
 
-def azure(**environ: str) -> AzureDevOps:
-    return AzureDevOps({"TF_BUILD": "True", **environ}, io.StringIO())
+def azure(**environ: str) -> AzureDevOpsHost:
+    return AzureDevOpsHost({"TF_BUILD": "True", **environ}, io.StringIO())
 
 
 def commands(environ: dict[str, str], host: Host | None = None) -> list[list[str]]:
-    host = host or Local({}, io.StringIO())
+    host = host or LocalHost({}, io.StringIO())
     return make_plan(read_inputs(environ, host), host).commands
 
 
@@ -97,7 +100,7 @@ def test_changed_since_auto_is_the_target_branch_of_a_pull_request(host: Host, r
 
 
 def test_changed_since_on_steps_that_run_no_flows_is_a_warning() -> None:
-    host = Local({}, io.StringIO())
+    host = LocalHost({}, io.StringIO())
     plan = make_plan(read_inputs({"LLMOPS_STEPS": "lint gate", "LLMOPS_CHANGED_SINCE": "origin/main"}, host), host)
     assert not any(options(argv, "--changed-since") for argv in plan.commands)
     assert plan.notes[0][0] == "warning" and "changed" in plan.notes[0][1].lower()
@@ -139,7 +142,7 @@ def test_bad_inputs_name_the_input(environ: dict[str, str], message: str) -> Non
 
 def test_the_deprecated_step_input_still_works_with_a_warning() -> None:
     out = io.StringIO()
-    host = GitHub({"GITHUB_ACTIONS": "true"}, out)
+    host = GitHubHost({"GITHUB_ACTIONS": "true"}, out)
     assert read_inputs({"LLMOPS_STEP": "lint gate", "LLMOPS_STEPS": ""}, host).steps == ("lint", "gate")
     assert "::warning title=llmops-ci::the input 'step' is deprecated: name it 'steps'" in out.getvalue()
     assert read_inputs({"LLMOPS_STEP": "lint", "LLMOPS_STEPS": "lint"}, github()).steps == ("lint",)

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from llmops_ci.ci.hosts import AzureDevOps, GitHub
 from llmops_ci.ci.plan import InputError
 from llmops_ci.ci.prepare import baseline_plan, cache_part, normalise_extras
 from llmops_ci.ci.publish import metric_values, output_name, publish
+from llmops_ci.platforms.azure_devops import AzureDevOpsHost
+from llmops_ci.platforms.github import GitHubHost
 
 
 @pytest.mark.parametrize(("text", "backend", "extras"), [
@@ -90,7 +91,7 @@ def test_publish_when_nothing_ran_sets_passed_false_and_ignores_a_planted_summar
     state.mkdir()
     (state / "summary.json").write_text('{"schema": "llmops-ci/summary@1", "flows": {}}')  # not this run's
     out = io.StringIO()
-    code = publish({"LLMOPS_STATE_DIR": str(state), "LLMOPS_EXIT_CODE": ""}, AzureDevOps({}, out), out)
+    code = publish({"LLMOPS_STATE_DIR": str(state), "LLMOPS_EXIT_CODE": ""}, AzureDevOpsHost({}, out), out)
     assert code == 0
     lines = out.getvalue().splitlines()
     assert "##vso[task.setvariable variable=passed;isOutput=true]false" in lines
@@ -103,5 +104,5 @@ def test_publish_refuses_pull_request_target(tmp_path: Path) -> None:
     output.write_text("")
     environ = {"GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": "pull_request_target", "GITHUB_OUTPUT": str(output),
                "LLMOPS_EXIT_CODE": "0", "LLMOPS_STATE_DIR": str(tmp_path)}
-    assert publish(environ, GitHub(environ, io.StringIO()), io.StringIO()) == 2
+    assert publish(environ, GitHubHost(environ, io.StringIO()), io.StringIO()) == 2
     assert "passed=false" in output.read_text()

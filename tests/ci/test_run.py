@@ -13,9 +13,11 @@ import pytest
 
 from llmops_ci.ci import dispatch, main
 from llmops_ci.ci.baseline import save
-from llmops_ci.ci.hosts import AzureDevOps, GitHub, Local
 from llmops_ci.ci.run import call_cli
 from llmops_ci.engines.base import Backend
+from llmops_ci.platforms.azure_devops import AzureDevOpsHost
+from llmops_ci.platforms.github import GitHubHost
+from llmops_ci.platforms.local import LocalHost
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "web-classification"
@@ -49,7 +51,7 @@ def test_stops_at_the_first_failing_step_with_its_code(tmp_path: Path, monkeypat
     environ = github_env(tmp_path, LLMOPS_STEPS="batch-run eval-run gate register deploy")
     out = io.StringIO()
     llmops = Recorder({"gate": 1})
-    assert dispatch("run", environ, GitHub(environ, out), call=llmops) == 1
+    assert dispatch("run", environ, GitHubHost(environ, out), call=llmops) == 1
     assert [argv[0] for argv in llmops.calls] == ["batch-run", "eval-run", "gate"]
     assert outputs(environ)["exit-code"] == "1" and outputs(environ)["passed"] == "false"
     assert "llmops-ci gate exited with 1 (a check failed)" in out.getvalue()
@@ -65,13 +67,13 @@ def test_a_crash_is_exit_4_and_never_becomes_the_baseline(tmp_path: Path, monkey
     (state / "summary.json").write_text(json.dumps({"schema": "llmops-ci/summary@1", "flows": {}}))
     environ = github_env(tmp_path, LLMOPS_STEPS="pr")
     out = io.StringIO()
-    assert dispatch("run", environ, GitHub(environ, out), call=Recorder({"pr": 4})) == 4
+    assert dispatch("run", environ, GitHubHost(environ, out), call=Recorder({"pr": 4})) == 4
     assert "internal error in llmops-ci" in out.getvalue()
     assert outputs(environ)["exit-code"] == "4" and outputs(environ)["passed"] == "false"
     saved = tmp_path / "baseline"
     env = {**environ, "LLMOPS_EXIT_CODE": outputs(environ)["exit-code"], "LLMOPS_STATE_DIR": str(state),
            "LLMOPS_BASELINE_OUT": str(saved)}
-    assert save(env, GitHub(env, out)) == 0
+    assert save(env, GitHubHost(env, out)) == 0
     assert not saved.exists()
     assert outputs(environ)["baseline-ready"] == "false"
     assert "exited 4 (internal error in llmops-ci): its results are not kept as the baseline" in out.getvalue()
@@ -84,7 +86,7 @@ def test_passed_follows_the_summary_when_every_step_exits_0(tmp_path: Path, monk
     (tmp_path / ".llmops" / "summary.json").write_text(json.dumps(
         {"schema": "llmops-ci/summary@1", "flows": {"a": {"gate": {"passed": False, "checks": []}}}}))
     environ = github_env(tmp_path, LLMOPS_STEPS="comment")
-    assert dispatch("run", environ, GitHub(environ, io.StringIO()), call=Recorder()) == 0
+    assert dispatch("run", environ, GitHubHost(environ, io.StringIO()), call=Recorder()) == 0
     assert outputs(environ)["passed"] == "false"
     assert outputs(environ)["summary"] == str(tmp_path / ".llmops" / "summary.json")
 
@@ -93,7 +95,7 @@ def test_azure_outputs_and_the_artifact_ignore(tmp_path: Path, monkeypatch: pyte
     monkeypatch.chdir(tmp_path)
     environ = {"TF_BUILD": "True", "LLMOPS_STEPS": "lint", "LLMOPS_STATE_DIR": str(tmp_path / "state")}
     out = io.StringIO()
-    assert dispatch("run", environ, AzureDevOps(environ, out), call=Recorder({"lint": 2})) == 2
+    assert dispatch("run", environ, AzureDevOpsHost(environ, out), call=Recorder({"lint": 2})) == 2
     log = out.getvalue()
     assert "##vso[task.setvariable variable=passed;isOutput=true]false" in log
     assert "##vso[task.setvariable variable=exitCode;isOutput=true]2" in log
@@ -106,7 +108,7 @@ def test_refuses_pull_request_target_before_anything_runs(tmp_path: Path) -> Non
     environ = github_env(tmp_path, GITHUB_EVENT_NAME="pull_request_target")
     out = io.StringIO()
     llmops = Recorder()
-    assert dispatch("run", environ, GitHub(environ, out), call=llmops) == 2
+    assert dispatch("run", environ, GitHubHost(environ, out), call=llmops) == 2
     assert llmops.calls == []
     assert out.getvalue().startswith("::error title=llmops-ci::llmops-ci does not run on pull_request_target")
 
@@ -121,11 +123,11 @@ def test_working_directory_is_entered_and_left(tmp_path: Path, monkeypatch: pyte
         return 0
 
     environ = {"LLMOPS_STEPS": "lint", "LLMOPS_WORKING_DIRECTORY": "project"}
-    assert dispatch("run", environ, Local(environ, io.StringIO()), call=llmops) == 0
+    assert dispatch("run", environ, LocalHost(environ, io.StringIO()), call=llmops) == 0
     assert seen == [str(tmp_path / "project")] and os.getcwd() == str(tmp_path)
     out = io.StringIO()
     environ["LLMOPS_WORKING_DIRECTORY"] = "missing"
-    assert dispatch("run", environ, Local(environ, out), call=llmops) == 2
+    assert dispatch("run", environ, LocalHost(environ, out), call=llmops) == 2
     assert "LLMOPS_WORKING_DIRECTORY: 'missing' is not a folder" in out.getvalue()
 
 
@@ -133,7 +135,7 @@ def test_untrusted_values_cannot_start_a_workflow_command(tmp_path: Path, monkey
     monkeypatch.chdir(tmp_path)
     environ = github_env(tmp_path, LLMOPS_STEPS="lint", LLMOPS_CONFIG="x.yaml\n::error::forged\n##vso[task.complete]")
     out = io.StringIO()
-    dispatch("run", environ, GitHub(environ, out), call=Recorder())
+    dispatch("run", environ, GitHubHost(environ, out), call=Recorder())
     lines = out.getvalue().splitlines()
     assert not any(line.startswith("::error::") or "##vso[" in line for line in lines), lines
 
@@ -146,7 +148,7 @@ def test_the_real_llmops_ci_runs_in_process_step_after_step(tmp_path: Path, monk
         monkeypatch.delenv(name)
     environ = {"LLMOPS_STEPS": "lint, comment", "LLMOPS_WORKING_DIRECTORY": "project", "LLMOPS_COMMENT": "false"}
     out = io.StringIO()
-    assert dispatch("run", environ, Local(environ, out)) == 0, out.getvalue() + capsys.readouterr().err
+    assert dispatch("run", environ, LocalHost(environ, out)) == 0, out.getvalue() + capsys.readouterr().err
     log = out.getvalue()
     assert "llmops-ci lint --config llmops.yaml" in log and "llmops-ci comment --config llmops.yaml" in log
     assert "passed: true" in log and "exit-code: 0" in log
@@ -243,7 +245,7 @@ def test_sigterm_between_steps_is_143_and_stops_the_shared_executor(fake_backend
         return 0
 
     out = io.StringIO()
-    code = run_commands([["batch-run"], ["eval-run"], ["gate"]], Local({}, out), call)
+    code = run_commands([["batch-run"], ["eval-run"], ["gate"]], LocalHost({}, out), call)
     assert code == 143 and "terminated" in out.getvalue()
     assert [b.closed for b in FakeBackend.built] == [1]
     assert signal.getsignal(signal.SIGTERM) == before
@@ -265,7 +267,7 @@ def test_separate_steps_in_one_ci_run_load_prompt_flow_once_and_match_pr(tmp_pat
         environ = {"LLMOPS_STEPS": steps, "LLMOPS_WORKING_DIRECTORY": str(tmp_path / label),
                    "LLMOPS_COMMENT": "false", "LLMOPS_FLOWS": "classify"}
         out = io.StringIO()
-        assert dispatch("run", environ, Local(environ, out)) == 0, out.getvalue() + capsys.readouterr().err
+        assert dispatch("run", environ, LocalHost(environ, out)) == 0, out.getvalue() + capsys.readouterr().err
         state = tmp_path / label / ".llmops"
         loads = [x for x in (state / "logs" / "executor.log").read_text().splitlines() if "promptflow loaded" in x]
         assert len(loads) == 1, loads

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -250,3 +252,14 @@ def test_a_step_that_runs_flows_with_the_token_is_warned(caplog: pytest.LogCaptu
                       "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "x" * 20})
     assert "ACTIONS_ID_TOKEN_REQUEST_TOKEN, GITHUB_TOKEN is in the environment" in caplog.text
     assert "ACTIONS_STEP_DEBUG" not in caplog.text and CI["GITHUB_TOKEN"] not in caplog.text
+
+
+def test_a_program_using_an_engine_alone_still_scrubs_ci_tokens() -> None:
+    """The CI credential names come from the platform modules; an engine used without the CLI must know them too."""
+    code = ("from llmops_ci.engines.base import Backend\n"
+            "from llmops_ci.core.child_env import child_environment\n"
+            "env = child_environment({'GITHUB_TOKEN': 'ghs_secretvalue123', 'SYSTEM_ACCESSTOKEN': 'x' * 20,"
+            " 'HOME': '/h'})\n"
+            "print(sorted(env))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['HOME']"

@@ -10,6 +10,8 @@ import pytest
 
 from llmops_ci.core import log
 from llmops_ci.core.safe_text import code, log_safe, md
+from llmops_ci.platforms.azure_devops import AzureDevOpsFormatter
+from llmops_ci.platforms.github import GitHubFormatter
 from llmops_ci.report.comment import MARKER
 
 
@@ -61,10 +63,10 @@ def test_log_lines_cannot_start_commands(attack: str) -> None:
 
 def test_error_annotations_keep_untrusted_text_on_one_line() -> None:
     stream = io.StringIO()
-    log.setup(log.GitHubFormatter(), stream).error("line 3: %s", "model said\n::error::pwned")
+    log.setup(GitHubFormatter(), stream).error("line 3: %s", "model said\n::error::pwned")
     assert stream.getvalue().count("\n") == 1 and "%0A::error::pwned" in stream.getvalue()
     stream = io.StringIO()
-    log.setup(log.AzureDevOpsFormatter(), stream).log(logging.INFO, "data: %s", "x\n##[error]fake\n##vso[a]b")
+    log.setup(AzureDevOpsFormatter(), stream).log(logging.INFO, "data: %s", "x\n##[error]fake\n##vso[a]b")
     assert all(not line.startswith("##") for line in stream.getvalue().splitlines())
 
 

@@ -12,7 +12,8 @@ import requests
 
 from llmops_ci.core.http import Http
 from llmops_ci.platforms import Publication
-from llmops_ci.platforms.azure_devops import PROPERTY, AzureDevOps
+from llmops_ci.platforms.azure_devops import AzureDevOps
+from llmops_ci.platforms.azure_devops_api import PROPERTY
 from tests.fakes.ado import FakeAzureDevOps
 
 FAILED = {"schema": "llmops-ci/summary@1", "flows": {"qa": {"gate": {"passed": False, "checks": []}}},

@@ -12,7 +12,8 @@ import requests
 
 from llmops_ci.core.http import Http
 from llmops_ci.platforms import Publication
-from llmops_ci.platforms.github import GitHub, GitHubComments
+from llmops_ci.platforms.github import GitHub
+from llmops_ci.platforms.github_api import GitHubComments
 from llmops_ci.report.comment import MARKER
 from tests.fakes.github import FakeGitHub
 from tests.helpers.projects import CliResult

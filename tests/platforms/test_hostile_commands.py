@@ -10,6 +10,9 @@ from collections.abc import Callable
 import pytest
 
 from llmops_ci.core import log
+from llmops_ci.platforms.azure_devops import AzureDevOpsFormatter
+from llmops_ci.platforms.github import GitHubFormatter
+from llmops_ci.platforms.local import LocalFormatter
 from tests.helpers.projects import CliResult, Project
 
 Cli = Callable[..., CliResult]
@@ -93,7 +96,7 @@ def test_folder_name_with_a_newline_is_inert(cli: Cli, project: Callable[..., Pr
     assert_inert(result.out + result.err)
 
 
-@pytest.mark.parametrize("formatter", [log.LocalFormatter(), log.GitHubFormatter(), log.AzureDevOpsFormatter()])
+@pytest.mark.parametrize("formatter", [LocalFormatter(), GitHubFormatter(), AzureDevOpsFormatter()])
 @pytest.mark.parametrize("level", [logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR])
 def test_every_formatter_and_level_is_inert(formatter: logging.Formatter, level: int) -> None:
     stream = io.StringIO()

@@ -13,8 +13,8 @@ from llmops_ci.core import log
 from llmops_ci.core.http import Http
 from llmops_ci.core.safe_text import code, log_safe, md, neutral
 from llmops_ci.platforms import Publication
-from llmops_ci.platforms.azure_devops import AzureDevOps
-from llmops_ci.platforms.github import GitHub, outputs
+from llmops_ci.platforms.azure_devops import AzureDevOps, escape_azure
+from llmops_ci.platforms.github import GitHub, escape_github, outputs
 from llmops_ci.report.comment import render, render_text
 
 HOSTILE = "boom \x1b[2J\x1b]0;owned\x07 \u202eexe.txt\u202c \x9b31m \r\x00 done"
@@ -31,7 +31,7 @@ def test_neutral_shows_controls_instead_of_acting() -> None:
     assert not ACTING.search(shown)
     assert "␛[2J" in shown and "<U+202E>" in shown and "<U+009B>" in shown and "␍" in shown
     assert neutral("line one\n\tline two") == "line one\n\tline two"  # layout stays
-    for out in (md(HOSTILE), code(HOSTILE), log_safe(HOSTILE), log.escape_github(HOSTILE), log.escape_azure(HOSTILE)):
+    for out in (md(HOSTILE), code(HOSTILE), log_safe(HOSTILE), escape_github(HOSTILE), escape_azure(HOSTILE)):
         assert not ACTING.search(out), repr(out)
 
 

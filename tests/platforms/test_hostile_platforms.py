@@ -100,9 +100,9 @@ def test_a_link_next_loop_is_detected(github: FakeGitHub, tmp_path: Path, caplog
 
 
 def test_pages_are_bounded(github: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from llmops_ci.platforms import github as github_module
+    from llmops_ci.platforms import github_api
 
-    monkeypatch.setattr(github_module, "MAX_PAGES", 3)
+    monkeypatch.setattr(github_api, "MAX_PAGES", 3)
     for i in range(450):
         github.add_comment(42, f"comment {i}", "someone")
     result, _ = _gh_publish(github, tmp_path)

@@ -4,7 +4,7 @@ import json
 import re
 from pathlib import Path
 
-from llmops_ci.report.comment import GITHUB_LIMIT, MARKER, outcome, render
+from llmops_ci.report.comment import DEFAULT_LIMIT, MARKER, outcome, render
 
 
 def summary_with(flows: int = 1, findings: int = 0, failed_gate: bool = False) -> dict:
@@ -53,7 +53,7 @@ def test_sections_for_steps_that_did_not_run_are_left_out() -> None:
 def test_huge_report_fits_and_says_where_the_rest_is() -> None:
     data = summary_with(flows=200, findings=5000, failed_gate=True)
     body = render(data)
-    assert len(body) <= GITHUB_LIMIT
+    assert len(body) <= DEFAULT_LIMIT
     assert body.startswith(MARKER)
     assert "full report is in the job summary and the state dir artifact" in body
     assert "❌" in body.splitlines()[2]
