@@ -17,7 +17,8 @@ import yaml
 from llmops_ci.core.progress import Progress
 from llmops_ci.diagnostics.findings import ERROR, RULES, Rule, finding
 from llmops_ci.engines.base import BackendContext
-from llmops_ci.kinds import KINDS, Dependency, FlowInfo, FlowInput, Snapshot, snapshot
+from llmops_ci.kinds import KINDS, snapshot
+from llmops_ci.kinds.base import Dependency, FlowInfo, FlowInput, Snapshot
 from llmops_ci.results.records import LineResult, RunJob, RunRecord, TestJob, TestRecord
 from llmops_ci.runs import BACKENDS
 from tests.helpers.projects import CliResult, Project

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -90,21 +91,26 @@ def register_rules(rules: list[Rule]) -> None:
         RULES[rule.id] = rule
 
 
+_SOURCES: list[Callable[[], list[Rule]]] = []
+
+
+def add_rule_source(source: Callable[[], list[Rule]]) -> None:
+    """``source`` gives rules that join the catalogue when it is read (the kinds registry's: a kind may be added
+    after import)."""
+    _SOURCES.append(source)
+
+
 def rule(rule_id: str) -> Rule:
     """The rule with this id; a kind added to ``KINDS`` brings its rules along the first time one is asked for."""
     if rule_id not in RULES:
-        from llmops_ci.kinds import KINDS
-
-        for kind in KINDS.values():
-            register_rules(kind.rules())
+        for source in _SOURCES:
+            register_rules(source())
     return RULES[rule_id]
 
 
 def all_rules() -> dict[str, Rule]:
-    from llmops_ci.kinds import KINDS
-
-    for kind in KINDS.values():
-        register_rules(kind.rules())
+    for source in _SOURCES:
+        register_rules(source())
     return RULES
 
 

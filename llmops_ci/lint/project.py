@@ -14,7 +14,6 @@ from llmops_ci.config import (
     Config,
     Connection,
     FlowSpec,
-    Origin,
     connection_fields,
     connection_ref,
     inside_project,
@@ -26,9 +25,11 @@ from llmops_ci.core.schema import as_dict, closest, path_problem
 from llmops_ci.core.yamldoc import YamlDoc, display_path
 from llmops_ci.diagnostics import secrets
 from llmops_ci.diagnostics.findings import ERROR, WARNING, Finding, finding, from_problem
+from llmops_ci.diagnostics.origin import Origin
 from llmops_ci.gate.keys import column
 from llmops_ci.gate.stats import never_detectable
-from llmops_ci.kinds import KINDS, ConnectionUse, FlowInfo, kind_for
+from llmops_ci.kinds import KINDS, kind_for
+from llmops_ci.kinds.base import ConnectionUse, FlowInfo
 from llmops_ci.kinds.flex import MODEL_CONFIGS, model_config_problems
 from llmops_ci.lint import evaluators as evaluator_lint
 from llmops_ci.lint.release import release_findings

@@ -10,9 +10,10 @@
 
 from __future__ import annotations
 
-from llmops_ci.config import Config, FlowSpec, Origin, connection_ref
+from llmops_ci.config import Config, FlowSpec, connection_ref
 from llmops_ci.diagnostics.findings import WARNING, Finding, Rule, from_problem, register_rules
-from llmops_ci.kinds import FlowInfo
+from llmops_ci.diagnostics.origin import Origin
+from llmops_ci.kinds.base import FlowInfo
 
 RULES = [
     Rule("deploy-env-connection-unused", WARNING, "a deployment environment variable ${connection.field} naming a "

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmops_ci.config import Evaluation
-from llmops_ci.kinds import FlowInfo, FlowInput
+from llmops_ci.kinds.base import FlowInfo, FlowInput
 
 ENGINE = "evaluator"
 KINDS = ("evaluator", "scorer")  # FlowInfo.kind of an evaluator:/scorer: evaluation (not flow kinds: no path has them)

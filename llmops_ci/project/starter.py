@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmops_ci.kinds import FlowInfo, inspect
+from llmops_ci.kinds import inspect
+from llmops_ci.kinds.base import FlowInfo
 from llmops_ci.lint.project import discover
 from llmops_ci.project.data import SUFFIXES, DataInfo, read_data
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from llmops_ci.config import Config, FlowSpec, MlflowAgentSpec
+from llmops_ci.config import Config, FlowSpec
 from llmops_ci.core.errors import CheckFailed, UsageError
 from llmops_ci.engines.mlflow.engine import (
     MlflowChild,
@@ -33,6 +33,7 @@ from llmops_ci.engines.mlflow.engine import (
 )
 from llmops_ci.engines.promptflow.executor import reap
 from llmops_ci.kinds.mlflow.kind import resources_for_mlflow
+from llmops_ci.kinds.mlflow.spec import MlflowAgentSpec
 from llmops_ci.llm.cache import CacheSettings
 from llmops_ci.releases.slots import free_port, smoke, wait_healthy
 from llmops_ci.releases.spec import DeployPlan, DeployResult, ModelSpec, other_slot
@@ -49,9 +50,10 @@ CHALLENGER, CHAMPION = "challenger", "champion"
 
 def agent_of(flows: Mapping[str, FlowSpec], spec: ModelSpec) -> tuple[FlowSpec, MlflowAgentSpec]:
     flow = flows.get(spec.flow)
-    if flow is None or flow.mlflow_agent is None:
+    agent = flow.block(MlflowAgentSpec) if flow is not None else None
+    if flow is None or agent is None:
         raise UsageError(f"flow '{spec.flow}' is not an MLflow agent (no mlflow_agent: block in llmops.yaml)")
-    return flow, flow.mlflow_agent
+    return flow, agent
 
 
 def content_key(spec: ModelSpec, agent: MlflowAgentSpec) -> str:

@@ -27,7 +27,7 @@ from llmops_ci.core.safe_copy import copy_tree
 from llmops_ci.core.schema import as_dict
 from llmops_ci.core.yamldoc import display_path
 from llmops_ci.diagnostics.findings import ERROR
-from llmops_ci.kinds import FlowInfo
+from llmops_ci.kinds.base import FlowInfo
 from llmops_ci.lint.project import DEFAULTS_SHADOW_COLUMNS, LintRequest, lint
 from llmops_ci.llm.cache import CacheSettings
 from llmops_ci.llm.cassette_diff import CacheBase, provenance

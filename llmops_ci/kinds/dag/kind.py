@@ -10,7 +10,7 @@ from llmops_ci.core.errors import Problem
 from llmops_ci.core.schema import as_dict, as_list, closest
 from llmops_ci.core.yamldoc import Key, YamlDoc, display_path
 from llmops_ci.diagnostics.findings import Rule, finding, from_problem
-from llmops_ci.kinds import ConnectionUse, FlowInfo, FlowInput, Snapshot, open_definition
+from llmops_ci.kinds.base import ConnectionUse, FlowInfo, FlowInput, Snapshot, open_definition
 from llmops_ci.kinds.dag.files import copy_flow, dependencies
 from llmops_ci.kinds.dag.python_tool import ToolFileError, module_installed, read_tool
 from llmops_ci.kinds.dag.schema import (

@@ -16,14 +16,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.config import AGENT_RESOURCE_TYPES, AgentResource, FlowSpec, MlflowAgentSpec, Origin
 from llmops_ci.core.errors import ConfigError, UsageError
 from llmops_ci.core.safe_copy import copy_tree
 from llmops_ci.core.schema import as_dict, as_list, closest
 from llmops_ci.core.yamldoc import YamlDoc, display_path, load_yaml
 from llmops_ci.diagnostics.findings import ERROR, WARNING, Finding, Rule, finding, from_problem, register_rules
-from llmops_ci.kinds import FlowInfo, FlowInput, Snapshot
+from llmops_ci.diagnostics.origin import Origin
+from llmops_ci.kinds.base import FlowInfo, FlowInput, Snapshot
 from llmops_ci.kinds.mlflow.scan import AgentCode, Use, scan
+from llmops_ci.kinds.mlflow.spec import (
+    AGENT_RESOURCE_TYPES,
+    MLFLOW_AGENT,
+    AgentResource,
+    MlflowAgentSpec,
+    agent_spec,
+)
 
 KIND = "mlflow_agent"
 INTERFACES = {"responses": "ResponsesAgent", "chat": "ChatAgent"}
@@ -354,6 +361,9 @@ class MlflowAgentKind:
     """Declared by config (``mlflow_agent:``), never recognised from files: ``for_spec`` binds one flow's block."""
 
     name = KIND
+    block = KIND
+    block_schema = MLFLOW_AGENT
+    excludes = ("run_file", "variant")
 
     def __init__(self, spec: MlflowAgentSpec | None = None, origin: Origin | None = None) -> None:
         self.spec, self.origin = spec, origin
@@ -383,12 +393,11 @@ class MlflowAgentKind:
     def rules(self) -> list[Rule]:
         return list(AGENT_RULES)
 
+    def declare(self, path: Path, raw: Any, origin: Origin) -> MlflowAgentSpec | None:
+        return agent_spec(path, raw, origin)
 
-def inspect_flow(flow: FlowSpec) -> FlowInfo | None:
-    """The FlowInfo of a flow entry with an ``mlflow_agent:`` block (None for other flows)."""
-    if flow.mlflow_agent is None:
-        return None
-    return inspect_agent(flow.path, flow.mlflow_agent, flow.mlflow_agent.origin)
+    def inspect_declared(self, path: Path, spec: MlflowAgentSpec) -> FlowInfo:
+        return inspect_agent(path, spec, spec.origin)
 
 
 def resources_for_mlflow(spec: MlflowAgentSpec) -> list[tuple[str, str, str, bool]]:

@@ -25,7 +25,7 @@ from llmops_ci.core.schema import Struct, as_dict, closest
 from llmops_ci.core.yamldoc import Key, YamlDoc, display_path
 from llmops_ci.diagnostics import secrets
 from llmops_ci.diagnostics.findings import ERROR, WARNING, Rule, finding, from_problem
-from llmops_ci.kinds import ConnectionUse, Dependency, FlowInfo, FlowInput, Snapshot
+from llmops_ci.kinds.base import ConnectionUse, Dependency, FlowInfo, FlowInput, Snapshot
 from llmops_ci.kinds.jinja import TemplateSyntax, template_vars
 from llmops_ci.kinds.prompty.format import (
     ENV_WHOLE,
