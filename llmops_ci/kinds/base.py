@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from llmops_ci.core.errors import ConfigError
 from llmops_ci.core.schema import Spec
@@ -73,8 +73,18 @@ class FlowInfo:
     chat_output: str | None = None
     chat_history: str | None = None
     environment_variables: dict[str, str] = field(default_factory=dict)
-    # which executor runs it, when the kind can go to more than one (a prompty file: "promptflow" or "prompty")
-    engine: str | None = None
+    # facts other layers act on instead of testing kind names:
+    # which executor runs it: "promptflow" (prompt flow's, the default) or a key of engines.ENGINES
+    engine: str = "promptflow"
+    # what serves it once deployed: "promptflow" (prompt flow's serving app), its engine's own server, or None
+    # when no deploy target can (a prompty 2.x file)
+    served_by: str | None = "promptflow"
+    # an input's default wins over a same-named data column unless the column is mapped (a DAG in prompt flow):
+    # runs map such columns and say so, lint warns
+    defaults_shadow_columns: bool = False
+    # what a line lacking a mapped column gets: no value ("absent"), prompt flow's NaN ("nan"), or NaN converted to
+    # the input's declared type, which fails an int/bool/list input ("typed", a DAG)
+    missing_value: Literal["absent", "nan", "typed"] = "absent"
     # a class entry's __init__ parameters (name -> required), which a run's `init:` must give; None: no such entry
     init_params: dict[str, bool] | None = None
     init_types: dict[str, str] = field(default_factory=dict)  # those parameters' annotations, where simple

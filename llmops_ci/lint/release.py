@@ -22,7 +22,6 @@ RULES = [
                                        "environment_variables)"),
 ]
 register_rules(RULES)
-SERVED_BY_PROMPT_FLOW = ("dag", "flex", "prompty")
 
 
 def release_findings(config: Config, flow: FlowSpec, info: FlowInfo) -> list[Finding]:
@@ -42,7 +41,7 @@ def referenced_connections(flow: FlowSpec, info: FlowInfo) -> set[str]:
 
 
 def _deploy_environment(flow: FlowSpec, info: FlowInfo) -> list[Finding]:
-    if flow.deploy is None or info.kind not in SERVED_BY_PROMPT_FLOW:
+    if flow.deploy is None or info.served_by != "promptflow":
         return []
     used = referenced_connections(flow, info)
     deploy = Origin(flow.origin.doc, (*flow.origin.prefix, "deploy"))

@@ -142,7 +142,8 @@ def test_declaring_another_resource_makes_another_version(project: Callable[...,
     assert agent is not None
     more = dataclasses.replace(agent, resources=(*agent.resources, AgentResource("table", "main.sales.orders")))
     fewer_reqs = dataclasses.replace(agent, pip_requirements=agent.pip_requirements[:1])
-    keys = {content_hash(dataclasses.replace(flow, blocks={"mlflow_agent": a}), None) for a in (agent, more, fewer_reqs)}
+    keys = {content_hash(dataclasses.replace(flow, blocks={"mlflow_agent": a}), None)
+            for a in (agent, more, fewer_reqs)}
     assert len(keys) == 3 and content_hash(flow, None) == content_hash(flow, None)
     # #27: one content identifier: the registry's tag is the model version's content hash itself
     assert content_key(model("h"), agent) == "h"

@@ -69,7 +69,7 @@ def bindings_file(definition: Path, spec: AgentFrameworkSpec | None = None) -> P
 
 
 def inspect_declarative(path: Path, spec: AgentFrameworkSpec | None = None) -> FlowInfo:
-    info = FlowInfo(kind=KIND, folder=path.parent, definition=path, engine=ENGINE)
+    info = FlowInfo(kind=KIND, folder=path.parent, definition=path, engine=ENGINE, served_by=ENGINE)
     doc = open_definition(info, path, "(a declarative agent or workflow)")
     if doc is None:
         return info
@@ -108,7 +108,7 @@ def inspect_entry(path: Path, spec: AgentFrameworkSpec) -> FlowInfo | None:
     by its files)."""
     if spec.code is None:  # a declarative file with its bindings declared
         return inspect_declarative(path, spec) if path.is_file() else None
-    info = FlowInfo(kind=KIND, folder=path, definition=spec.code, engine=ENGINE,
+    info = FlowInfo(kind=KIND, folder=path, definition=spec.code, engine=ENGINE, served_by=ENGINE,
                     inputs={"input": FlowInput("input", "string", False)}, outputs={"output"},
                     output_types={"output": "string"}, outputs_open=True)  # a workflow may yield a dict
     where = spec.origin

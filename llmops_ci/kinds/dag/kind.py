@@ -71,7 +71,7 @@ class _DagChecker:
     def __init__(self, definition: Path) -> None:
         self.definition = definition
         self.folder = definition.parent
-        self.info = FlowInfo("dag", self.folder, definition)
+        self.info = FlowInfo("dag", self.folder, definition, defaults_shadow_columns=True, missing_value="typed")
         self.doc: YamlDoc | None = None
         self.returns: dict[str, str] = {}  # node -> the value type its Python tool's return annotation gives
 

@@ -132,7 +132,8 @@ def inspect_agent(folder: Path, spec: MlflowAgentSpec, config_origin: Origin | N
                   mlmodel: Path | None = None) -> FlowInfo:
     origin = config_origin or spec.origin
     inputs, outputs = agent_io(spec.interface)
-    info = FlowInfo(kind=KIND, folder=folder, definition=spec.code, inputs=inputs, outputs=outputs)
+    info = FlowInfo(kind=KIND, folder=folder, definition=spec.code, inputs=inputs, outputs=outputs, engine=KIND,
+                    served_by=KIND)
     out = info.findings
 
     def config(sub: tuple[Any, ...], message: str, rule: str, at_key: bool = False) -> None:

@@ -151,7 +151,7 @@ class PromptyChecker:
         self.path = path
         self.embedded = embedded or beside_flex_code(path.parent)
         self.configured_by_code = self.embedded and code_passes_configuration(path.parent, path.name)
-        self.info = FlowInfo("prompty", path.parent, path)
+        self.info = FlowInfo("prompty", path.parent, path, engine="prompty")
         self.doc: YamlDoc | None = None
         self.format = PROMPTFLOW
         self.node = path.stem
@@ -186,6 +186,9 @@ class PromptyChecker:
             return self.info
         self.format, v2_keys, pf_keys = detect_format(data)
         self.info.engine = "prompty" if self.format == PROMPTY2 else "promptflow"
+        # prompt flow serves only its own prompty format; it reads data with pandas (NaN for a missing value)
+        self.info.served_by = None if self.format == PROMPTY2 else "promptflow"
+        self.info.missing_value = "absent" if self.format == PROMPTY2 else "nan"
         problems: list[Problem] = []
         if self.format == PROMPTY2:
             self._old_keys(data, v2_keys, pf_keys)
