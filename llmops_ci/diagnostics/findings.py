@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -19,7 +19,28 @@ class Rule:
     summary: str
 
 
-_RULES = [
+RULES: dict[str, Rule] = {}
+
+
+def register_rules(rules: Iterable[Rule]) -> None:
+    """Rules join the catalogue (ids are global: a clash is a bug)."""
+    for rule in rules:
+        if RULES.get(rule.id, rule) != rule:
+            raise ValueError(f"lint rule id {rule.id} is registered twice with different meanings")
+        RULES[rule.id] = rule
+
+
+def rule_table(*rules: Rule) -> dict[str, Rule]:
+    """A module's lint rules by id, joined to the catalogue: the one way every rule table is declared (this module's,
+    each kind's, lint's)."""
+    table = {r.id: r for r in rules}
+    if len(table) != len(rules):
+        raise ValueError("a rule table declares an id twice")
+    register_rules(table.values())
+    return table
+
+
+_RULES = rule_table(
     # files and schema
     Rule("yaml-syntax", ERROR, "a YAML file does not parse (line and column of the first error)"),
     Rule("yaml-duplicate-key", ERROR, "a key appears twice in one mapping; YAML silently keeps the last"),
@@ -78,17 +99,8 @@ _RULES = [
          "(see docs/gate.md)"),
     # discovery
     Rule("flow-kind-unknown", ERROR, "a flow folder that no supported flow kind recognises"),
-]
+)
 
-RULES: dict[str, Rule] = {r.id: r for r in _RULES}
-
-
-def register_rules(rules: list[Rule]) -> None:
-    """A flow kind's own rules join the catalogue (ids are global: a clash is a bug)."""
-    for rule in rules:
-        if RULES.get(rule.id, rule) != rule:
-            raise ValueError(f"lint rule id {rule.id} is registered twice with different meanings")
-        RULES[rule.id] = rule
 
 
 _SOURCES: list[Callable[[], list[Rule]]] = []

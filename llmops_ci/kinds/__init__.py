@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.diagnostics.findings import Rule, add_rule_source, register_rules
+from llmops_ci.diagnostics.findings import Rule, add_rule_source
 from llmops_ci.kinds.agent_framework.kind import AgentFrameworkKind
 from llmops_ci.kinds.base import DeclaredKind, FlowInfo, FlowKind, Snapshot
 from llmops_ci.kinds.dag.kind import DagFlowKind
@@ -22,9 +22,9 @@ def _rules() -> list[Rule]:
     return [rule for kind in KINDS.values() for rule in kind.rules()]
 
 
-# a kind added to KINDS later (a plug-in, a test's) brings its rules the first time one is asked for
+# each kind's rule table joined the catalogue when it was declared; a kind added to KINDS later (a plug-in, a
+# test's) brings its rules the first time one is asked for
 add_rule_source(_rules)
-register_rules(_rules())
 
 
 def declared_kinds() -> dict[str, DeclaredKind]:

@@ -11,17 +11,16 @@
 from __future__ import annotations
 
 from llmops_ci.config import Config, FlowSpec, connection_ref
-from llmops_ci.diagnostics.findings import WARNING, Finding, Rule, from_problem, register_rules
+from llmops_ci.diagnostics.findings import WARNING, Finding, Rule, from_problem, rule_table
 from llmops_ci.diagnostics.origin import Origin
 from llmops_ci.kinds.base import FlowInfo
 
-RULES = [
+RULES = rule_table(
     Rule("deploy-env-connection-unused", WARNING, "a deployment environment variable ${connection.field} naming a "
                                                   "connection no node of the flow uses: serving leaves it literal"),
     Rule("run-field-ignored", WARNING, "a run.yml key that no run submits (name, properties, a .env file as "
                                        "environment_variables)"),
-]
-register_rules(RULES)
+)
 
 
 def release_findings(config: Config, flow: FlowSpec, info: FlowInfo) -> list[Finding]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmops_ci.core.errors import UsageError
 from llmops_ci.core.yamldoc import display_path
-from llmops_ci.diagnostics.findings import Rule, finding, from_problem, register_rules
+from llmops_ci.diagnostics.findings import Rule, finding, from_problem
 from llmops_ci.diagnostics.origin import Origin
 from llmops_ci.kinds.agent_framework.facts import agent_files, declared_kind, entry_facts
 from llmops_ci.kinds.agent_framework.lint import RULES, DeclarativeChecker
@@ -30,7 +30,6 @@ ENGINE = "agent_framework"
 SKIP = (".git", "__pycache__", ".venv", "venv", ".llmops", "node_modules", ".agents-site")
 _TYPES = {"string": "string", "number": "double", "integer": "int", "boolean": "bool", "object": "object",
           "array": "list"}
-register_rules(RULES)  # a Python entry is declared by config, so the rules cannot wait for KINDS
 
 
 def _io(info: FlowInfo, data: dict[str, Any]) -> None:
@@ -182,7 +181,7 @@ class AgentFrameworkKind:
             raise UsageError(f"{shown} is outside the flow's folder {display_path(info.folder)}") from None
 
     def rules(self) -> list[Rule]:
-        return list(RULES)
+        return list(RULES.values())
 
 
 def is_agent(info: FlowInfo) -> bool:

@@ -64,7 +64,7 @@ class DagFlowKind:
         return Snapshot(dest, dest / info.definition.name)
 
     def rules(self) -> list[Rule]:
-        return RULES
+        return list(RULES.values())
 
 
 class _DagChecker:

@@ -20,7 +20,7 @@ from llmops_ci.core.errors import ConfigError, UsageError
 from llmops_ci.core.safe_copy import copy_tree
 from llmops_ci.core.schema import as_dict, as_list, closest
 from llmops_ci.core.yamldoc import YamlDoc, display_path, load_yaml
-from llmops_ci.diagnostics.findings import ERROR, WARNING, Finding, Rule, finding, from_problem, register_rules
+from llmops_ci.diagnostics.findings import ERROR, WARNING, Finding, Rule, finding, from_problem, rule_table
 from llmops_ci.diagnostics.origin import Origin
 from llmops_ci.kinds.base import FlowInfo, FlowInput, Snapshot
 from llmops_ci.kinds.mlflow.scan import AgentCode, Use, scan
@@ -81,7 +81,7 @@ DISTRIBUTIONS = {"databricks_langchain": "databricks-langchain", "databricks_ope
                  "yaml": "pyyaml", "databricks_ai_bridge": "databricks-ai-bridge", "sklearn": "scikit-learn"}
 MLMODEL_SKIP = {".git", ".venv", "venv", "__pycache__", "node_modules", ".llmops", "mlruns"}
 # checked with ast; the agent is never imported
-AGENT_RULES = [
+AGENT_RULES = rule_table(
     Rule("agent-code-missing", ERROR, "mlflow_agent.code names a file that does not exist"),
     Rule("agent-syntax", ERROR, "the agent's code file does not parse"),
     Rule("agent-set-model-missing", ERROR, "the agent's code never calls mlflow.models.set_model(...)"),
@@ -101,8 +101,7 @@ AGENT_RULES = [
     Rule("resource-scope-missing", ERROR, "an on-behalf-of-user resource without the API scope it needs "
                                           "(auth_policy.api_scopes)"),
     Rule("mlmodel-resources-differ", ERROR, "a logged MLmodel whose resources differ from mlflow_agent's"),
-]
-register_rules(AGENT_RULES)  # the kind is declared by config, so its rules cannot wait for KINDS
+)
 
 
 def norm(rtype: str, name: str) -> str:
@@ -392,7 +391,7 @@ class MlflowAgentKind:
         return Snapshot(dest, dest / info.definition.relative_to(info.folder))
 
     def rules(self) -> list[Rule]:
-        return list(AGENT_RULES)
+        return list(AGENT_RULES.values())
 
     def declare(self, path: Path, raw: Any, origin: Origin) -> MlflowAgentSpec | None:
         return agent_spec(path, raw, origin)

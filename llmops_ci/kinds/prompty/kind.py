@@ -24,7 +24,7 @@ from llmops_ci.core.safe_copy import copy_tree
 from llmops_ci.core.schema import Struct, as_dict, closest
 from llmops_ci.core.yamldoc import Key, YamlDoc, display_path
 from llmops_ci.diagnostics import secrets
-from llmops_ci.diagnostics.findings import ERROR, WARNING, Rule, finding, from_problem
+from llmops_ci.diagnostics.findings import ERROR, WARNING, Rule, finding, from_problem, rule_table
 from llmops_ci.kinds.base import ConnectionUse, Dependency, FlowInfo, FlowInput, Snapshot
 from llmops_ci.kinds.jinja import TemplateSyntax, template_vars
 from llmops_ci.kinds.prompty.format import (
@@ -55,26 +55,26 @@ from llmops_ci.kinds.prompty.format import (
     split_front_matter,
 )
 
-PROMPTY_RULES: dict[str, tuple[str, str]] = {
-    "prompty-front-matter": (ERROR, "a .prompty file without a YAML front matter between '---' lines"),
-    "prompty-old-key": (ERROR, "a file meant for the prompty 2.x package (it uses 2.x keys) with a key of prompt "
-                               "flow's format; the message names the 2.x key that replaced it"),
-    "prompty-body-separator": (ERROR, "a '---' line in the body of a prompt flow prompty: prompt flow reads the "
-                                      "front matter up to the last one"),
-    "prompty-connection-conflict": (ERROR, "a model configuration with both 'connection' and its own endpoint, key "
-                                           "or version (prompt flow refuses it)"),
-    "prompty-param-unknown": (ERROR, "a model parameter the OpenAI client does not take (with the closest one)"),
-    "prompty-input-unused": (WARNING, "a declared prompty input that the template never uses"),
-    "prompty-file-missing": (ERROR, "a ${file:...} reference to a file that does not exist"),
-    "prompty-env-ref": (ERROR, "an ${env:...} reference the format would not resolve (not the whole value, or a "
-                               "default prompt flow does not support)"),
-    "prompty-kind-unknown": (WARNING, "a 2.x input kind or provider the prompty package does not know"),
-}
+PROMPTY_RULES = rule_table(
+    Rule("prompty-front-matter", ERROR, "a .prompty file without a YAML front matter between '---' lines"),
+    Rule("prompty-old-key", ERROR, "a file meant for the prompty 2.x package (it uses 2.x keys) with a key of prompt "
+                                   "flow's format; the message names the 2.x key that replaced it"),
+    Rule("prompty-body-separator", ERROR, "a '---' line in the body of a prompt flow prompty: prompt flow reads the "
+                                          "front matter up to the last one"),
+    Rule("prompty-connection-conflict", ERROR, "a model configuration with both 'connection' and its own endpoint, key "
+                                               "or version (prompt flow refuses it)"),
+    Rule("prompty-param-unknown", ERROR, "a model parameter the OpenAI client does not take (with the closest one)"),
+    Rule("prompty-input-unused", WARNING, "a declared prompty input that the template never uses"),
+    Rule("prompty-file-missing", ERROR, "a ${file:...} reference to a file that does not exist"),
+    Rule("prompty-env-ref", ERROR, "an ${env:...} reference the format would not resolve (not the whole value, or a "
+                                   "default prompt flow does not support)"),
+    Rule("prompty-kind-unknown", WARNING, "a 2.x input kind or provider the prompty package does not know"),
+)
 
 
 
 def prompty_rules() -> list[Rule]:
-    return [Rule(rule_id, severity, summary) for rule_id, (severity, summary) in PROMPTY_RULES.items()]
+    return list(PROMPTY_RULES.values())
 
 
 def prompty_files(folder: Path) -> list[Path]:
