@@ -36,7 +36,7 @@ from llmops_ci.core.schema import (
 from llmops_ci.core.yamldoc import Key, YamlDoc, display_path
 from llmops_ci.diagnostics.findings import ERROR, Rule, finding, from_problem, rule_table
 from llmops_ci.kinds.base import ConnectionUse, Dependency, FlowInfo, FlowInput, Snapshot, open_definition
-from llmops_ci.kinds.prompty.kind import PromptyChecker, prompty_files
+from llmops_ci.kinds.prompty.checker import PromptyChecker, prompty_files
 from llmops_ci.kinds.pyentry import Entry, EntryError, EntryParam, Signature, read_entry
 
 FLEX_FILES = ("flow.flex.yaml", "flow.flex.yml")

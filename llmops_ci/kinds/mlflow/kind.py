@@ -23,7 +23,7 @@ from llmops_ci.core.yamldoc import YamlDoc, display_path, load_yaml
 from llmops_ci.diagnostics.findings import ERROR, WARNING, Finding, Rule, finding, from_problem, rule_table
 from llmops_ci.diagnostics.origin import Origin
 from llmops_ci.kinds.base import FlowInfo, FlowInput, Snapshot
-from llmops_ci.kinds.mlflow.scan import AgentCode, Use, scan
+from llmops_ci.kinds.mlflow.scan import AgentCode, Use
 from llmops_ci.kinds.mlflow.spec import (
     AGENT_RESOURCE_TYPES,
     MLFLOW_AGENT,
@@ -31,6 +31,7 @@ from llmops_ci.kinds.mlflow.spec import (
     MlflowAgentSpec,
     agent_spec,
 )
+from llmops_ci.kinds.mlflow.uses import scan
 
 KIND = "mlflow_agent"
 INTERFACES = {"responses": "ResponsesAgent", "chat": "ChatAgent"}
