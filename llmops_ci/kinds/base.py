@@ -85,6 +85,9 @@ class FlowInfo:
     # what a line lacking a mapped column gets: no value ("absent"), prompt flow's NaN ("nan"), or NaN converted to
     # the input's declared type, which fails an int/bool/list input ("typed", a DAG)
     missing_value: Literal["absent", "nan", "typed"] = "absent"
+    # its code looks connections up by name in prompt flow's store at run time (a flex entry, a prompty file), so
+    # a run's record/replay route cannot ride on the connection itself; a DAG names its connection per node
+    connections_by_name: bool = False
     # a class entry's __init__ parameters (name -> required), which a run's `init:` must give; None: no such entry
     init_params: dict[str, bool] | None = None
     init_types: dict[str, str] = field(default_factory=dict)  # those parameters' annotations, where simple

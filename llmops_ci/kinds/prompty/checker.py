@@ -98,7 +98,7 @@ class PromptyChecker:
         self.path = path
         self.embedded = embedded or beside_flex_code(path.parent)
         self.configured_by_code = self.embedded and code_passes_configuration(path.parent, path.name)
-        self.info = FlowInfo("prompty", path.parent, path, engine="prompty")
+        self.info = FlowInfo("prompty", path.parent, path, engine="prompty", connections_by_name=True)
         self.doc: YamlDoc | None = None
         self.format = PROMPTFLOW
         self.node = path.stem
