@@ -38,6 +38,7 @@ from llmops_ci.core.yamldoc import YamlDoc, load_yaml
 from llmops_ci.engines.artifacts import LineResult, read_base
 from llmops_ci.engines.promptflow.executor import reap, upstreams
 from llmops_ci.engines.prompty.engine import mapped_inputs, mean_scores, read_rows
+from llmops_ci.kinds.agent_framework.spec import AgentFrameworkSpec
 from llmops_ci.llm.cache import CacheSettings, LlmRun, ProxyServer
 from llmops_ci.results.records import ProviderConnection, RunJob, RunRecord, TestJob, TestRecord
 
@@ -395,8 +396,8 @@ def from_context(ctx: BackendContext) -> MafLocal:
     """The factory for engine ``agent_framework`` of the local backend."""
     entries: dict[Path, tuple[Path, str]] = {}
     for flow in ctx.project.config.flows.values():
-        spec = getattr(flow, "agent_framework", None)
-        if spec is not None:
+        spec = flow.block(AgentFrameworkSpec)
+        if spec is not None and spec.code is not None:  # a block with only bindings: is a declarative flow
             entries[flow.path.absolute()] = (spec.code, spec.attr)
     return MafLocal(ctx.state_dir, ctx.environ, entries)
 
