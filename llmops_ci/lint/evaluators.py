@@ -9,7 +9,7 @@ from llmops_ci.config import Config, Evaluation, FlowSpec
 from llmops_ci.core.schema import closest
 from llmops_ci.core.yamldoc import display_path
 from llmops_ci.diagnostics.findings import ERROR, Finding, Rule, from_problem, rule_table
-from llmops_ci.kinds.base import FlowInfo
+from llmops_ci.kinds.base import FlowInfo, FlowInput
 from llmops_ci.project.evaluators import REFERENCE_PARAMS, Located, call_parameters, locate, model_connection
 
 PARITY_METHODS = ("exact", "normalized")
@@ -130,8 +130,6 @@ def _connection(config: Config, evaluation: Evaluation) -> list[Finding]:
 def mapping_info(evaluation: Evaluation, located: Located | None, root: Any) -> FlowInfo:
     """What the shared column_mapping checks (data columns, base outputs) need: every mapped name an input (the
     parameters are checked above), so only the values are judged there."""
-    from llmops_ci.kinds.base import FlowInput
-
     info = FlowInfo(kind="scorer" if evaluation.scorer else "evaluator", folder=root,
                     definition=located.file if located is not None else root)
     info.inputs = {str(k): FlowInput(str(k), "object", True) for k in evaluation.column_mapping}
