@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING, Any
 from llmops_ci.core.errors import UsageError
 from llmops_ci.engines.agent_framework.engine import agents_environment, declarative_target
 from llmops_ci.engines.promptflow.executor import reap
-from llmops_ci.kinds import KINDS
+from llmops_ci.kinds import KINDS, FlowInfo
 from llmops_ci.kinds.agent_framework.spec import AgentFrameworkSpec
-from llmops_ci.kinds.base import FlowInfo
 from llmops_ci.releases.local import LocalRelease
 from llmops_ci.releases.spec import ModelSpec
 from llmops_ci.results.records import ProviderConnection

@@ -36,9 +36,8 @@ from azure.ai.ml.entities import (
 )
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
-from llmops_ci.config import expand_env
+from llmops_ci.config import Origin, expand_env
 from llmops_ci.core.errors import ServiceError, UsageError
-from llmops_ci.diagnostics.origin import Origin
 from llmops_ci.engines.base import BackendContext
 from llmops_ci.kinds import snapshot_of
 from llmops_ci.releases import azureml_settings as settings

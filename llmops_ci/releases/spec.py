@@ -23,7 +23,7 @@ from llmops_ci.config import Config, DeploySpec, FlowSpec
 from llmops_ci.core.errors import UsageError
 from llmops_ci.core.schema import as_dict, describe, did_you_mean
 from llmops_ci.core.yamldoc import display_path
-from llmops_ci.kinds.base import FlowInfo
+from llmops_ci.kinds import FlowInfo
 from llmops_ci.kinds.mlflow.spec import MlflowAgentSpec
 from llmops_ci.project.loaded import Project
 from llmops_ci.results.provenance import tree_digest

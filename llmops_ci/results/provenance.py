@@ -21,7 +21,7 @@ from llmops_ci.kinds.mlflow.spec import MlflowAgentSpec
 
 if TYPE_CHECKING:
     from llmops_ci.config import Evaluation, FlowSpec
-    from llmops_ci.kinds.base import FlowInfo
+    from llmops_ci.kinds import FlowInfo
 
 _IGNORED = ("__pycache__", ".promptflow", ".runs")
 _CHUNK = 1 << 20

@@ -26,7 +26,7 @@ from llmops_ci.core.errors import ConfigError, Problem, UsageError
 from llmops_ci.core.safe_copy import copy_tree
 from llmops_ci.core.schema import as_dict
 from llmops_ci.core.yamldoc import display_path
-from llmops_ci.kinds.base import FlowInfo
+from llmops_ci.kinds import FlowInfo
 from llmops_ci.llm.cache import CacheSettings
 from llmops_ci.llm.cassette_diff import CacheBase, provenance
 from llmops_ci.project.data import DataInfo

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmops_ci.config import Origin
 from llmops_ci.core import redaction
 from llmops_ci.core.errors import ConfigError, LlmopsError, Problem, ServiceError, UsageError
 from llmops_ci.core.schema import as_dict
-from llmops_ci.diagnostics.origin import Origin
 from llmops_ci.engines.base import BackendContext
 from llmops_ci.engines.promptflow.home import PFHome
 from llmops_ci.kinds import snapshot

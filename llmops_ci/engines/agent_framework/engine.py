@@ -44,7 +44,7 @@ from llmops_ci.results.records import ProviderConnection, RunJob, RunRecord, Tes
 
 if TYPE_CHECKING:
     from llmops_ci.engines.base import BackendContext
-    from llmops_ci.kinds.base import FlowInfo
+    from llmops_ci.kinds import FlowInfo
 
 log = logging.getLogger("llmops_ci.maf")
 POLL_S = 0.05

@@ -26,7 +26,7 @@ from llmops_ci.engines.artifacts import read_base
 from llmops_ci.engines.mlflow.engine import ENDPOINT_ROUTES, REPLAY_KEYS
 from llmops_ci.engines.promptflow.executor import reap, rerouted, upstreams
 from llmops_ci.engines.prompty.engine import mapped_inputs, read_rows
-from llmops_ci.kinds.base import FlowInfo
+from llmops_ci.kinds import FlowInfo
 from llmops_ci.llm.cache import CacheSettings, ProxyServer
 from llmops_ci.project.evaluators import model_connection
 from llmops_ci.results.records import LineResult, ProviderConnection, RunJob, RunRecord, TestJob, TestRecord

@@ -32,8 +32,7 @@ from llmops_ci.core.progress import Progress
 from llmops_ci.core.service_errors import service_failure
 from llmops_ci.engines.artifacts import count_lines_done, read_base, read_run
 from llmops_ci.engines.promptflow.home import PFHome
-from llmops_ci.kinds import snapshot
-from llmops_ci.kinds.base import FlowInfo
+from llmops_ci.kinds import FlowInfo, snapshot
 from llmops_ci.llm.cache import CacheSettings, LlmProxy, LlmRun, ProxyServer
 from llmops_ci.results.records import (
     LineResult,

@@ -37,7 +37,7 @@ from llmops_ci.results.records import LineResult, RunJob, RunRecord, TestJob, Te
 
 if TYPE_CHECKING:
     from llmops_ci.engines.base import BackendContext
-    from llmops_ci.kinds.base import FlowInfo
+    from llmops_ci.kinds import FlowInfo
 
 log = logging.getLogger("llmops_ci.prompty")
 REFERENCE = re.compile(r"^\$\{([^{}]+)\}$")
