@@ -8,16 +8,22 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from llmops_ci.config import read_config
+from llmops_ci.core.errors import UsageError
 from llmops_ci.core.progress import Progress
-from llmops_ci.diagnostics.findings import ERROR, RULES, Rule, finding
+from llmops_ci.core.schema import Scalar, Struct
+from llmops_ci.diagnostics.findings import ERROR, RULES, Rule, finding, from_problem
+from llmops_ci.diagnostics.origin import Origin
 from llmops_ci.engines.base import Backend, BackendContext
-from llmops_ci.kinds import KINDS, Dependency, FlowInfo, FlowInput, Snapshot, snapshot
+from llmops_ci.kinds import KINDS, snapshot
+from llmops_ci.kinds.base import Dependency, FlowInfo, FlowInput, Snapshot
 from llmops_ci.results.records import LineResult, RunJob, RunRecord, TestJob, TestRecord
 from llmops_ci.runs import BACKENDS
 from tests.helpers.projects import CliResult, Project
@@ -56,6 +62,54 @@ class ToyKind:
 
     def rules(self) -> list[Rule]:
         return [Rule("toy-entry-missing", ERROR, "a toy flow whose entry does not exist")]
+
+
+@dataclass(frozen=True)
+class ToyAgentSpec:
+    code: Path
+    origin: Origin
+
+
+class ToyAgentKind:
+    """A kind declared by its flow entry's own block, ``toy_agent: {code: file.py}`` (the file's ``run`` is called
+    per line), as an MLflow agent is by ``mlflow_agent:``: the kind owns the block's schema and value."""
+
+    name = "toy_agent"
+    block = "toy_agent"
+    block_schema = Struct({"code": Scalar((str,), pattern=r"[^:\s]+\.py", hint=": name a .py file")},
+                          required=("code",), what="in toy_agent")
+    excludes = ("variant", "run_file")
+
+    def matches(self, path: Path) -> bool:
+        return False
+
+    def inspect(self, path: Path) -> FlowInfo:
+        raise UsageError(f"{path}: a toy agent is declared in llmops.yaml with a 'toy_agent:' block")
+
+    def declare(self, path: Path, raw: Any, origin: Origin) -> ToyAgentSpec | None:
+        if not isinstance(raw, dict) or not isinstance(raw.get("code"), str):
+            return None
+        return ToyAgentSpec(path / raw["code"], origin)
+
+    def inspect_declared(self, path: Path, spec: ToyAgentSpec) -> FlowInfo:
+        info = FlowInfo("toy_agent", path, spec.code, engine="toy_agent")
+        info.inputs = {"word": FlowInput("word", "string", False)}
+        info.outputs = {"out"}
+        if not spec.code.is_file():
+            info.findings.append(from_problem(spec.origin.problem(("code",), f"{spec.code.name} does not exist",
+                                                                  "toy-agent-code-missing")))
+        return info
+
+    def snapshot(self, info: FlowInfo, dest: Path, *, variant: str | None = None,
+                 overrides: dict[str, dict[str, Any]] | None = None) -> Snapshot:
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(info.folder, dest)
+        (dest / "toy.yaml").write_text(f"entry: {info.definition.name}:run\n")  # what ToyBackend runs
+        return Snapshot(dest, dest / "toy.yaml")
+
+    def rules(self) -> list[Rule]:
+        return [Rule("toy-agent-code-missing", ERROR, "a toy agent's code file does not exist")]
 
 
 class ToyBackend(Backend):
@@ -122,6 +176,33 @@ def toy(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setitem(KINDS, "toy", ToyKind())
     monkeypatch.setitem(BACKENDS, "toy", ToyBackend)
     rules = dict(RULES)  # linting a toy flow registers its kind's rules: the rule catalogue must not keep them
+    yield
+    RULES.clear()
+    RULES.update(rules)
+
+
+TOY_AGENT_PROJECT = {
+    "llmops.yaml": """\
+        version: 1
+        flows:
+          greet:
+            path: flows/greet
+            data: data/words.jsonl
+            column_mapping:
+              word: ${data.text}
+            toy_agent:
+              code: greet.py
+        """,
+    "flows/greet/greet.py": "def run(word):\n    return 'hi ' + word\n",
+    "data/words.jsonl": '{"text": "ann"}\n{"text": "bo"}\n',
+}
+
+
+@pytest.fixture
+def toy_agent(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setitem(KINDS, "toy_agent", ToyAgentKind())  # the one registry line
+    monkeypatch.setitem(BACKENDS, "toy", ToyBackend)
+    rules = dict(RULES)
     yield
     RULES.clear()
     RULES.update(rules)
@@ -198,3 +279,44 @@ def test_release_only_backend_cannot_run(cli: Cli, project: Callable[..., Projec
     project()
     result = cli("batch-run", "--backend", "azureml")
     assert result.code == 2 and "is not available to run flows" in result.err
+
+
+def test_toy_config_declared_kind_owns_its_block(toy_agent: None, cli: Cli, project: Callable[..., Project]) -> None:
+    """A kind declared by a block of its own in a flow entry: one module (ToyAgentKind) and one registry line; config,
+    lint and runs read the block through the kinds registry."""
+    proj = project(TOY_AGENT_PROJECT, base=False)
+    config, problems = read_config(proj.root / "llmops.yaml", None)
+    assert config is not None and problems == []
+    assert config.flows["greet"].block(ToyAgentSpec) == ToyAgentSpec(proj.root / "flows" / "greet" / "greet.py",
+                                                                     Origin(config.doc, ("flows", "greet",
+                                                                                         "toy_agent")))
+    lint = cli("lint", "--format", "json")
+    assert lint.code == 0, lint.err
+    assert json.loads(lint.out) == {"findings": []}
+
+    run = cli("batch-run", "--backend", "toy")
+    assert run.code == 0, run.err
+    lines = [json.loads(raw) for raw in proj.read(".llmops/runs/greet/lines.jsonl").splitlines()]
+    assert [line["outputs"] for line in lines] == [{"out": "hi ann"}, {"out": "hi bo"}]
+
+
+def test_toy_config_declared_block_is_checked_by_its_kind(toy_agent: None, cli: Cli,
+                                                          project: Callable[..., Project]) -> None:
+    config = TOY_AGENT_PROJECT["llmops.yaml"]
+    project({**TOY_AGENT_PROJECT, "llmops.yaml": config.replace("code: greet.py", "code: 3")}, base=False)
+    result = cli("lint", "--format", "json")
+    assert result.code == 1
+    hits = json.loads(result.out)["findings"]  # not built from a broken block, the folder is no flow either
+    assert [(h["rule"], h["line"]) for h in hits if "'code' must be a string" in h["message"]] == [("wrong-type", 9)]
+
+    project({**TOY_AGENT_PROJECT, "llmops.yaml": config.replace("code: greet.py", "code: gone.py")}, base=False)
+    result = cli("lint", "--format", "json")
+    (hit,) = json.loads(result.out)["findings"]
+    assert hit["rule"] == "toy-agent-code-missing" and hit["line"] == 9 and hit["path"] == "llmops.yaml"
+    assert cli("batch-run", "--backend", "toy").code == 2  # preflight stops before anything runs
+
+    project({**TOY_AGENT_PROJECT, "llmops.yaml": config.replace("    toy_agent:", "    variant: ${a.b}\n"
+                                                                "            toy_agent:")}, base=False)
+    result = cli("lint", "--format", "json")
+    assert result.code == 1
+    assert any("either 'variant' or 'toy_agent'" in f["message"] for f in json.loads(result.out)["findings"])

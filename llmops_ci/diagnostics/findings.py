@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,7 +19,28 @@ class Rule:
     summary: str
 
 
-_RULES = [
+RULES: dict[str, Rule] = {}
+
+
+def register_rules(rules: Iterable[Rule]) -> None:
+    """Rules join the catalogue (ids are global: a clash is a bug)."""
+    for rule in rules:
+        if RULES.get(rule.id, rule) != rule:
+            raise ValueError(f"lint rule id {rule.id} is registered twice with different meanings")
+        RULES[rule.id] = rule
+
+
+def rule_table(*rules: Rule) -> dict[str, Rule]:
+    """A module's lint rules by id, joined to the catalogue: the one way every rule table is declared (this module's,
+    each kind's, lint's)."""
+    table = {r.id: r for r in rules}
+    if len(table) != len(rules):
+        raise ValueError("a rule table declares an id twice")
+    register_rules(table.values())
+    return table
+
+
+_RULES = rule_table(
     # files and schema
     Rule("yaml-syntax", ERROR, "a YAML file does not parse (line and column of the first error)"),
     Rule("yaml-duplicate-key", ERROR, "a key appears twice in one mapping; YAML silently keeps the last"),
@@ -77,34 +99,30 @@ _RULES = [
          "(see docs/gate.md)"),
     # discovery
     Rule("flow-kind-unknown", ERROR, "a flow folder that no supported flow kind recognises"),
-]
-
-RULES: dict[str, Rule] = {r.id: r for r in _RULES}
+)
 
 
-def register_rules(rules: list[Rule]) -> None:
-    """A flow kind's own rules join the catalogue (ids are global: a clash is a bug)."""
-    for rule in rules:
-        if RULES.get(rule.id, rule) != rule:
-            raise ValueError(f"lint rule id {rule.id} is registered twice with different meanings")
-        RULES[rule.id] = rule
+
+_SOURCES: list[Callable[[], list[Rule]]] = []
+
+
+def add_rule_source(source: Callable[[], list[Rule]]) -> None:
+    """``source`` gives rules that join the catalogue when it is read (the kinds registry's: a kind may be added
+    after import)."""
+    _SOURCES.append(source)
 
 
 def rule(rule_id: str) -> Rule:
     """The rule with this id; a kind added to ``KINDS`` brings its rules along the first time one is asked for."""
     if rule_id not in RULES:
-        from llmops_ci.kinds import KINDS
-
-        for kind in KINDS.values():
-            register_rules(kind.rules())
+        for source in _SOURCES:
+            register_rules(source())
     return RULES[rule_id]
 
 
 def all_rules() -> dict[str, Rule]:
-    from llmops_ci.kinds import KINDS
-
-    for kind in KINDS.values():
-        register_rules(kind.rules())
+    for source in _SOURCES:
+        register_rules(source())
     return RULES
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from llmops_ci.engines.base import PROMPT_FLOW, Backend, BackendContext
 
 if TYPE_CHECKING:
-    from llmops_ci.kinds import FlowInfo
+    from llmops_ci.kinds.base import FlowInfo
 
 
 def _prompt_flow(ctx: BackendContext) -> Backend:

@@ -15,7 +15,7 @@ from llmops_ci.core.errors import ConfigError, Problem
 
 if TYPE_CHECKING:
     from llmops_ci.core.progress import Progress
-    from llmops_ci.kinds import FlowInfo
+    from llmops_ci.kinds.base import FlowInfo
     from llmops_ci.project.loaded import Project
     from llmops_ci.results.records import RunJob, RunRecord, TestJob, TestRecord
 

@@ -18,7 +18,7 @@ from llmops_ci.engines.artifacts import read_base
 from llmops_ci.results.records import LineResult
 
 if TYPE_CHECKING:
-    from llmops_ci.kinds import FlowInfo
+    from llmops_ci.kinds.base import FlowInfo
 
 REFERENCE = re.compile(r"^\$\{([^{}]+)\}$")
 COMPLETED = "Completed"

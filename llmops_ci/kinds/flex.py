@@ -34,9 +34,9 @@ from llmops_ci.core.schema import (
     closest,
 )
 from llmops_ci.core.yamldoc import Key, YamlDoc, display_path
-from llmops_ci.diagnostics.findings import ERROR, Rule, finding, from_problem
-from llmops_ci.kinds import ConnectionUse, Dependency, FlowInfo, FlowInput, Snapshot, open_definition
-from llmops_ci.kinds.prompty.kind import PromptyChecker, prompty_files
+from llmops_ci.diagnostics.findings import ERROR, Rule, finding, from_problem, rule_table
+from llmops_ci.kinds.base import ConnectionUse, Dependency, FlowInfo, FlowInput, Snapshot, open_definition
+from llmops_ci.kinds.prompty.checker import PromptyChecker, prompty_files
 from llmops_ci.kinds.pyentry import Entry, EntryError, EntryParam, Signature, read_entry
 
 FLEX_FILES = ("flow.flex.yaml", "flow.flex.yml")
@@ -77,28 +77,29 @@ def model_config_problems(annotation: str, param: str, value: dict[str, Any]) ->
                     "flow refuses that: keep one"))
     return out
 
-FLEX_RULES: dict[str, tuple[str, str]] = {
-    "flex-entry-invalid": (ERROR, "'entry' is not written module:function or module:Class"),
-    "flex-entry-missing": (ERROR, "the entry's module file, or the function or class in it, does not exist"),
-    "flex-entry-syntax": (ERROR, "the entry's module does not parse"),
-    "flex-call-missing": (ERROR, "a class entry without __call__ (prompt flow calls the instance once per line)"),
-    "flex-class-init": (ERROR, "a class entry that defines no __init__ (nor a base class in its module): prompt "
-                               "flow 1.18 cannot read its signature and fails with GenerateFlowMetaJsonError"),
-    "flex-type-unsupported": (ERROR, "an entry parameter or result type prompt flow 1.18 refuses (\"a complex "
-                                     "python type\": list[str], X | None, Any, -> dict, a quoted annotation, or "
-                                     "any annotation under 'from __future__ import annotations')"),
-    "flex-input-mismatch": (ERROR, "declared 'inputs:' that differ from the entry's parameters (unknown or missing)"),
-    "flex-output-mismatch": (ERROR, "declared 'outputs:' that differ from the fields of the entry's return type"),
-    "flex-init-mismatch": (ERROR, "'init:' (or sample.init) names a parameter __init__ does not have, or leaves "
-                                  "out one it requires; or init for a function entry"),
-    "flex-init-type": (ERROR, "an 'init:' type prompt flow cannot build (not a value, connection or model "
-                              "configuration type)"),
-    "flex-model-config": (ERROR, "a model configuration value (`init:` in llmops.yaml, sample.init) with an "
-                                 "unknown or missing field, or both a connection and its own endpoint or key"),
-    "flex-include-missing": (ERROR, "an additional_includes path of a flex flow does not exist"),
-    "flex-env-ref": (ERROR, "an environment_variables value prompt flow passes on literally (${env:...}, or a "
-                            "reference that is not the whole value; it resolves only ${<connection>.<key>})"),
-}
+FLEX_RULES = rule_table(
+    Rule("flex-entry-invalid", ERROR, "'entry' is not written module:function or module:Class"),
+    Rule("flex-entry-missing", ERROR, "the entry's module file, or the function or class in it, does not exist"),
+    Rule("flex-entry-syntax", ERROR, "the entry's module does not parse"),
+    Rule("flex-call-missing", ERROR, "a class entry without __call__ (prompt flow calls the instance once per line)"),
+    Rule("flex-class-init", ERROR, "a class entry that defines no __init__ (nor a base class in its module): prompt "
+                                   "flow 1.18 cannot read its signature and fails with GenerateFlowMetaJsonError"),
+    Rule("flex-type-unsupported", ERROR, "an entry parameter or result type prompt flow 1.18 refuses (\"a complex "
+                                         "python type\": list[str], X | None, Any, -> dict, a quoted annotation, or "
+                                         "any annotation under 'from __future__ import annotations')"),
+    Rule("flex-input-mismatch", ERROR, "declared 'inputs:' that differ from the entry's parameters (unknown or "
+                                       "missing)"),
+    Rule("flex-output-mismatch", ERROR, "declared 'outputs:' that differ from the fields of the entry's return type"),
+    Rule("flex-init-mismatch", ERROR, "'init:' (or sample.init) names a parameter __init__ does not have, or leaves "
+                                      "out one it requires; or init for a function entry"),
+    Rule("flex-init-type", ERROR, "an 'init:' type prompt flow cannot build (not a value, connection or model "
+                                  "configuration type)"),
+    Rule("flex-model-config", ERROR, "a model configuration value (`init:` in llmops.yaml, sample.init) with an "
+                                     "unknown or missing field, or both a connection and its own endpoint or key"),
+    Rule("flex-include-missing", ERROR, "an additional_includes path of a flex flow does not exist"),
+    Rule("flex-env-ref", ERROR, "an environment_variables value prompt flow passes on literally (${env:...}, or a "
+                                "reference that is not the whole value; it resolves only ${<connection>.<key>})"),
+)
 
 _IO = {"type": STR, "description": STR, "default": AnyValue(), "is_chat_input": BOOL, "is_chat_history": BOOL}
 FLEX = Struct(
@@ -125,7 +126,7 @@ _ENV_WHOLE = re.compile(r"^\$\{env:[A-Za-z_][A-Za-z0-9_]*\}$")
 
 
 def flex_rules() -> list[Rule]:
-    return [Rule(rule_id, severity, summary) for rule_id, (severity, summary) in FLEX_RULES.items()]
+    return list(FLEX_RULES.values())
 
 
 class FlexFlowKind:
@@ -191,7 +192,7 @@ class _FlexChecker:
     def __init__(self, definition: Path) -> None:
         self.definition = definition
         self.folder = definition.parent
-        self.info = FlowInfo("flex", self.folder, definition)
+        self.info = FlowInfo("flex", self.folder, definition, missing_value="nan", connections_by_name=True)
         self.doc: YamlDoc | None = None
 
     def add(self, rule: str, key: Key, message: str, *, at_key: bool = False) -> None:

@@ -6,6 +6,8 @@ import ast
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llmops_ci.core.schema import closest
+
 # Python annotation -> prompt flow value type (promptflow.contracts.tool.ValueType)
 _VALUE_TYPES = {"str": "string", "int": "int", "float": "double", "bool": "bool", "list": "list", "List": "list",
                 "dict": "object", "Dict": "object", "Mapping": "object"}
@@ -250,8 +252,6 @@ def read_entry(code: Path, module: str, attr: str) -> Entry:
     if node is None:
         if _star_import(tree):
             return Entry(file, "opaque", 1)
-        from llmops_ci.core.schema import closest
-
         callables = [n for n, s in names.items() if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef,
                                                                    ast.ClassDef))]
         best = closest(attr, callables)

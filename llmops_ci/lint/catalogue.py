@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import sys
 
+import llmops_ci.lint.project  # noqa: F401  (the whole linter: every module that declares rules)
 from llmops_ci.diagnostics.findings import Rule, all_rules
+from llmops_ci.kinds import KINDS
 
 HEADER = """\
 # Lint rules
@@ -30,9 +32,6 @@ def _table(rules: list[Rule]) -> list[str]:
 
 
 def markdown() -> str:
-    import llmops_ci.lint.project  # noqa: F401  (the whole linter: every module that registers rules)
-    from llmops_ci.kinds import KINDS
-
     catalogue = all_rules()
     by_kind: dict[str, list[Rule]] = {}
     owned: set[str] = set()

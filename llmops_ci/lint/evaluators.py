@@ -8,12 +8,12 @@ from typing import Any
 from llmops_ci.config import Config, Evaluation, FlowSpec
 from llmops_ci.core.schema import closest
 from llmops_ci.core.yamldoc import display_path
-from llmops_ci.diagnostics.findings import ERROR, Finding, Rule, from_problem, register_rules
-from llmops_ci.kinds import FlowInfo
+from llmops_ci.diagnostics.findings import ERROR, Finding, Rule, from_problem, rule_table
+from llmops_ci.kinds.base import FlowInfo, FlowInput
 from llmops_ci.project.evaluators import REFERENCE_PARAMS, Located, call_parameters, locate, model_connection
 
 PARITY_METHODS = ("exact", "normalized")
-RULES = [
+RULES = rule_table(
     Rule("evaluator-unresolvable", ERROR, "an evaluation's evaluator:/scorer: module:attr is not installed or not "
                                           "found in its module's source"),
     Rule("evaluator-init-mismatch", ERROR, "an evaluator's init: key that its __init__ does not take, or a required "
@@ -31,8 +31,7 @@ RULES = [
                                      "results would replace"),
     Rule("gate-against-invalid", ERROR, "a gate rule's against: names a flow that is not in the config or does not "
                                         "evaluate the same metric, or the rule has no relative limit"),
-]
-register_rules(RULES)
+)
 
 
 def evaluation_findings(config: Config, evaluation: Evaluation) -> tuple[list[Finding], Located | None]:
@@ -131,8 +130,6 @@ def _connection(config: Config, evaluation: Evaluation) -> list[Finding]:
 def mapping_info(evaluation: Evaluation, located: Located | None, root: Any) -> FlowInfo:
     """What the shared column_mapping checks (data columns, base outputs) need: every mapped name an input (the
     parameters are checked above), so only the values are judged there."""
-    from llmops_ci.kinds import FlowInput
-
     info = FlowInfo(kind="scorer" if evaluation.scorer else "evaluator", folder=root,
                     definition=located.file if located is not None else root)
     info.inputs = {str(k): FlowInput(str(k), "object", True) for k in evaluation.column_mapping}

@@ -10,18 +10,17 @@
 
 from __future__ import annotations
 
-from llmops_ci.config import Config, FlowSpec, Origin, connection_ref
-from llmops_ci.diagnostics.findings import WARNING, Finding, Rule, from_problem, register_rules
-from llmops_ci.kinds import FlowInfo
+from llmops_ci.config import Config, FlowSpec, connection_ref
+from llmops_ci.diagnostics.findings import WARNING, Finding, Rule, from_problem, rule_table
+from llmops_ci.diagnostics.origin import Origin
+from llmops_ci.kinds.base import FlowInfo
 
-RULES = [
+RULES = rule_table(
     Rule("deploy-env-connection-unused", WARNING, "a deployment environment variable ${connection.field} naming a "
                                                   "connection no node of the flow uses: serving leaves it literal"),
     Rule("run-field-ignored", WARNING, "a run.yml key that no run submits (name, properties, a .env file as "
                                        "environment_variables)"),
-]
-register_rules(RULES)
-SERVED_BY_PROMPT_FLOW = ("dag", "flex", "prompty")
+)
 
 
 def release_findings(config: Config, flow: FlowSpec, info: FlowInfo) -> list[Finding]:
@@ -41,7 +40,7 @@ def referenced_connections(flow: FlowSpec, info: FlowInfo) -> set[str]:
 
 
 def _deploy_environment(flow: FlowSpec, info: FlowInfo) -> list[Finding]:
-    if flow.deploy is None or info.kind not in SERVED_BY_PROMPT_FLOW:
+    if flow.deploy is None or info.served_by != "promptflow":
         return []
     used = referenced_connections(flow, info)
     deploy = Origin(flow.origin.doc, (*flow.origin.prefix, "deploy"))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmops_ci.config import Evaluation
-from llmops_ci.kinds import FlowInfo, FlowInput
+from llmops_ci.kinds.base import FlowInfo, FlowInput
 
 ENGINE = "evaluator"
 KINDS = ("evaluator", "scorer")  # FlowInfo.kind of an evaluator:/scorer: evaluation (not flow kinds: no path has them)
@@ -240,7 +240,7 @@ def evaluation_info(evaluation: Evaluation, root: Path) -> FlowInfo:
     definition = located.file if located is not None and _inside(located.file, root) else root
     params = call_parameters(evaluation, located)[0] or {}
     info = FlowInfo(kind="scorer" if is_scorer(evaluation) else "evaluator", folder=root, definition=definition,
-                    engine=ENGINE, outputs_open=True,
+                    engine=ENGINE, served_by=None, outputs_open=True,
                     inputs={name: FlowInput(name, "object", not required) for name, required in params.items()})
     info.init_params = located.init_params if located is not None else None
     return info

@@ -13,7 +13,8 @@ from typing import Any
 from llmops_ci.config import DEFAULT_CONFIG, ENV_REF, Config, read_config
 from llmops_ci.core import redaction, safe_copy
 from llmops_ci.core.errors import ConfigError, UsageError
-from llmops_ci.kinds import FlowInfo, FlowKind, kind_for
+from llmops_ci.kinds import declared_kinds, kind_for
+from llmops_ci.kinds.base import FlowInfo, FlowKind
 from llmops_ci.project.data import DataInfo, read_data
 
 
@@ -34,22 +35,15 @@ class Project:
         declared by its config entry (an ``mlflow_agent:`` block) is inspected from that entry."""
         key = path.absolute()
         if key not in self._infos:
-            declared = next((f for f in self.config.flows.values()
-                             if f.mlflow_agent is not None and f.path.absolute() == key), None)
-            maf = next((f for f in self.config.flows.values()
-                        if f.agent_framework is not None and f.path.absolute() == key), None)
-            if declared is not None:
-                from llmops_ci.kinds.mlflow.kind import inspect_flow
-
-                self._infos[key] = inspect_flow(declared)
-            elif maf is not None and (maf.agent_framework is None or maf.agent_framework.code is not None
-                                      or key.is_file()):
-                from llmops_ci.kinds.agent_framework.kind import inspect_entry
-
-                self._infos[key] = inspect_entry(maf)
-            else:
+            declared = next(((block, spec) for f in self.config.flows.values() if f.path.absolute() == key
+                             for block, spec in f.blocks.items()), None)
+            kinds = declared_kinds()
+            info = kinds[declared[0]].inspect_declared(key, declared[1]) if declared and declared[0] in kinds \
+                else None
+            if info is None:
                 kind = kind_for(key)
-                self._infos[key] = kind.inspect(key) if kind is not None else None
+                info = kind.inspect(key) if kind is not None else None
+            self._infos[key] = info
         return self._infos[key]
 
     def data(self, path: Path) -> DataInfo:

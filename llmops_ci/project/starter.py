@@ -12,9 +12,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmops_ci.kinds import FlowInfo, inspect
-from llmops_ci.lint.project import discover
+from llmops_ci.kinds import inspect
+from llmops_ci.kinds.base import FlowInfo
 from llmops_ci.project.data import SUFFIXES, DataInfo, read_data
+from llmops_ci.project.discover import discover
 
 _SKIP_DATA_DIRS = {".git", ".llmops", ".venv", "venv", "node_modules", "__pycache__", "cassettes", ".ci"}
 # names evaluation flows give the expected answer, and the data columns that usually hold it

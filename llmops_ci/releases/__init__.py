@@ -9,7 +9,7 @@ from llmops_ci.engines.base import BackendContext
 from llmops_ci.releases.base import Release
 
 if TYPE_CHECKING:
-    from llmops_ci.kinds import FlowInfo
+    from llmops_ci.kinds.base import FlowInfo
     from llmops_ci.releases.spec import DeployPlan, DeployResult, ModelSpec
     from llmops_ci.results.records import ProviderConnection
 

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from llmops_ci.core.errors import UsageError
 from llmops_ci.engines.agent_framework.engine import agents_environment, declarative_target
-from llmops_ci.kinds import KINDS, FlowInfo
+from llmops_ci.kinds import KINDS
+from llmops_ci.kinds.agent_framework.spec import AgentFrameworkSpec
+from llmops_ci.kinds.base import FlowInfo
 from llmops_ci.releases.slots import ServedRelease, spawn
 from llmops_ci.releases.spec import ModelSpec
 from llmops_ci.results.records import ProviderConnection
@@ -69,7 +71,7 @@ class MafRelease(ServedRelease):
 
     def _entry(self, path: Path) -> list[str] | None:
         for flow in self.project.config.flows.values():
-            spec = flow.agent_framework
+            spec = flow.block(AgentFrameworkSpec)
             if spec is not None and spec.code is not None and flow.path.absolute() == path.absolute():
                 return [spec.code.relative_to(flow.path.absolute()).as_posix(), spec.attr]
         return None

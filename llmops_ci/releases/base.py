@@ -7,13 +7,14 @@ import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from llmops_ci.engines.base import EngineUse
+from llmops_ci.engines import engine_of
+from llmops_ci.engines.base import PROMPT_FLOW, EngineUse
 from llmops_ci.engines.base import check_engine as check_engine_of_target
 
 if TYPE_CHECKING:
     from llmops_ci.config import FlowSpec
     from llmops_ci.core.errors import Problem
-    from llmops_ci.kinds import FlowInfo
+    from llmops_ci.kinds.base import FlowInfo
     from llmops_ci.releases.spec import DeployPlan, DeployResult, ModelSpec
     from llmops_ci.results.records import ProviderConnection
 
@@ -22,11 +23,6 @@ NOT_SERVED = {"prompty": (
     "a .prompty file in the prompty 2.x format, which no deploy backend serves (prompt flow's serving and Azure ML "
     "endpoints read only prompt flow's own prompty format); call it from a flex flow and deploy that (see "
     "docs/migrating-to-flex.md), or remove this 'deploy:' block")}
-
-
-def engine_of(info: FlowInfo) -> str:
-    """The engine a flow runs on: the one its kind declares, else the kind itself."""
-    return info.engine or info.kind
 
 
 class Release(Protocol):
@@ -63,7 +59,7 @@ def check_engine(release: Release, flows: Sequence[tuple[FlowSpec, FlowInfo | No
     accepts = {engine_of(info) for _, info in readable if release.deploys(info)}
     reasons: dict[str, str] = {}
     for _, info in readable:
-        run_by = f" run by {info.engine}" if info.engine else ""
+        run_by = f" run by {info.engine}" if info.engine not in (info.kind, PROMPT_FLOW) else ""
         reasons.setdefault(engine_of(info), NOT_SERVED.get(engine_of(info)) or (
             f"a {info.kind} flow{run_by}, which --backend {release.name} does not deploy; deploy it with another "
             "backend, or remove this 'deploy:' block"))

@@ -18,7 +18,7 @@ from llmops_ci.results.records import ProviderConnection
 class LocalRelease(ServedRelease):
     """``registry/<model>/<version>/`` holds the flow as registered; ``endpoints/<name>.json`` which slot serves."""
 
-    engines = frozenset({"dag", "flex", "promptflow"})  # what prompt flow's serving app serves
+    engines = frozenset({"promptflow"})  # what prompt flow's serving app serves
 
     def register(self, spec: ModelSpec) -> tuple[str, str, bool]:
         if self.models.has(spec):

@@ -10,10 +10,11 @@ from typing import Any
 
 import yaml
 
-from llmops_ci.config import FlowSpec, MlflowAgentSpec
+from llmops_ci.config import FlowSpec
 from llmops_ci.core.errors import UsageError
 from llmops_ci.engines.mlflow.engine import data_example, model_config_path
 from llmops_ci.kinds.mlflow.kind import resources_for_mlflow
+from llmops_ci.kinds.mlflow.spec import MlflowAgentSpec
 from llmops_ci.releases.spec import ModelSpec
 
 CHALLENGER, CHAMPION = "challenger", "champion"
@@ -21,9 +22,10 @@ CHALLENGER, CHAMPION = "challenger", "champion"
 
 def agent_of(flows: Mapping[str, FlowSpec], spec: ModelSpec) -> tuple[FlowSpec, MlflowAgentSpec]:
     flow = flows.get(spec.flow)
-    if flow is None or flow.mlflow_agent is None:
+    agent = flow.block(MlflowAgentSpec) if flow is not None else None
+    if flow is None or agent is None:
         raise UsageError(f"flow '{spec.flow}' is not an MLflow agent (no mlflow_agent: block in llmops.yaml)")
-    return flow, flow.mlflow_agent
+    return flow, agent
 
 
 def content_key(spec: ModelSpec, agent: MlflowAgentSpec) -> str:

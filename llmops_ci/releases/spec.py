@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.config import Config, DeploySpec, FlowSpec, MlflowAgentSpec
+from llmops_ci.config import Config, DeploySpec, FlowSpec
 from llmops_ci.core.errors import UsageError
 from llmops_ci.core.schema import as_dict, describe, did_you_mean
 from llmops_ci.core.yamldoc import display_path
-from llmops_ci.kinds import FlowInfo
+from llmops_ci.kinds.base import FlowInfo
+from llmops_ci.kinds.mlflow.spec import MlflowAgentSpec
 from llmops_ci.project.loaded import Project
 from llmops_ci.results.provenance import tree_digest
 
@@ -131,9 +132,10 @@ def content_hash(flow: FlowSpec, info: FlowInfo | None) -> str:
     content identifier of a model version, the same in register's log, a dry run's ``content_hash``, the registry's
     ``llmops.content_hash`` tag and deploy's ``name:content_hash``."""
     digest = tree_digest(flow.path, info, {"variant": flow.variant, "connections": flow.connections})[:12]
-    if flow.mlflow_agent is None:
+    agent = flow.block(MlflowAgentSpec)
+    if agent is None:
         return digest
-    logged = json.dumps([digest, agent_logged(flow.mlflow_agent)], sort_keys=True, default=str)
+    logged = json.dumps([digest, agent_logged(agent)], sort_keys=True, default=str)
     return hashlib.sha256(logged.encode()).hexdigest()[:12]
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmops_ci.core.yamldoc import display_path
+from llmops_ci.kinds.mlflow.spec import MlflowAgentSpec
 
 if TYPE_CHECKING:
     from llmops_ci.config import Evaluation, FlowSpec
-    from llmops_ci.kinds import FlowInfo
+    from llmops_ci.kinds.base import FlowInfo
 
 _IGNORED = ("__pycache__", ".promptflow", ".runs")
 _CHUNK = 1 << 20
@@ -56,7 +57,7 @@ def flow_hash(flow: FlowSpec, info: FlowInfo | None) -> str:
     settings: dict[str, Any] = {"variant": flow.variant, "connections": flow.connections, "init": flow.init,
                                 "environment_variables": flow.environment_variables}
     digest = tree_digest(flow.path, info, settings)
-    agent = flow.mlflow_agent
+    agent = flow.block(MlflowAgentSpec)
     if agent is not None:  # its code file may live outside the folder; its resources decide what it may call
         extra = hashlib.sha256(digest.encode())
         if agent.code.is_file():

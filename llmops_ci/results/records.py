@@ -26,9 +26,7 @@ from llmops_ci.core.errors import ConfigError, Problem, UsageError
 from llmops_ci.core.safe_copy import copy_tree
 from llmops_ci.core.schema import as_dict
 from llmops_ci.core.yamldoc import display_path
-from llmops_ci.diagnostics.findings import ERROR
-from llmops_ci.kinds import FlowInfo
-from llmops_ci.lint.project import DEFAULTS_SHADOW_COLUMNS, LintRequest, lint
+from llmops_ci.kinds.base import FlowInfo
 from llmops_ci.llm.cache import CacheSettings
 from llmops_ci.llm.cassette_diff import CacheBase, provenance
 from llmops_ci.project.data import DataInfo
@@ -228,14 +226,6 @@ def run_name(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", label) + time.strftime("_%Y%m%d_%H%M%S_") + secrets.token_hex(3)
 
 
-def preflight(project: Project, flows: list[FlowSpec]) -> None:
-    """Everything lint can tell before a run: a broken mapping or flow is exit 2 before anything starts."""
-    report = lint(LintRequest(config=project.config.path, flows=tuple(f.name for f in flows)), project)
-    errors = [f for f in report.findings if f.severity == ERROR]
-    if errors:
-        raise ConfigError([Problem(f.path, f.line, f.column, f"{f.message} [{f.rule}]", f.rule) for f in errors])
-
-
 def _require_env(origin: Origin, sub: tuple[Any, ...], value: Any, environ: Mapping[str, str],
                  problems: list[Problem] | None) -> Any:
     """``${env:NAME}`` resolved; unset names are problems, or empty when ``problems`` is None (replay)."""
@@ -351,7 +341,7 @@ def init_arguments(origin: Origin, values: dict[str, Any], environ: Mapping[str,
 def same_named_columns(label: str, info: FlowInfo, mapping: dict[str, Any], data: DataInfo) -> dict[str, Any]:
     """``mapping`` plus ``input: ${data.input}`` for each input with a default that the data has a column for:
     prompt flow alone would run every line on the default, silently."""
-    if info.kind not in DEFAULTS_SHADOW_COLUMNS:
+    if not info.defaults_shadow_columns:
         return mapping
     added = {name: f"${{data.{name}}}" for name, spec in info.inputs.items()
              if spec.has_default and name not in mapping and data.rows and data.columns.get(name) == data.rows}

@@ -50,7 +50,7 @@ from llmops_ci.runs.plan import Submission, dry_run_yaml, submission
 
 if TYPE_CHECKING:
     from llmops_ci.core.progress import Progress
-    from llmops_ci.kinds import FlowInfo
+    from llmops_ci.kinds.base import FlowInfo
 
 log = logging.getLogger("llmops_ci.azureml")
 

@@ -11,7 +11,7 @@ from llmops_ci.engines.base import PROMPT_FLOW, Backend, BackendContext
 
 if TYPE_CHECKING:
     from llmops_ci.core.progress import Progress
-    from llmops_ci.kinds import FlowInfo
+    from llmops_ci.kinds.base import FlowInfo
     from llmops_ci.results.records import RunJob, RunRecord, TestJob, TestRecord
 
 

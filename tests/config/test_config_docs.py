@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from llmops_ci import config
+from llmops_ci.config import schema as config
 from llmops_ci.core.schema import ListOf, MapOf, OneOf, Spec, Struct
 
 DOC = Path(__file__).parents[2] / "docs" / "configuration.md"

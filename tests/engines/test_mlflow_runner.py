@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from llmops_ci.config import AgentResource, MlflowAgentSpec
 from llmops_ci.core.errors import UsageError
 from llmops_ci.core.progress import Progress
 from llmops_ci.engines.mlflow.engine import MlflowAgentRunner, MlflowChild, data_example, tracking_uri
 from llmops_ci.engines.mlflow.runner import agent_outputs, as_request, usage_tokens
-from llmops_ci.kinds import FlowInfo
+from llmops_ci.kinds.base import FlowInfo
+from llmops_ci.kinds.mlflow.spec import AgentResource, MlflowAgentSpec
 from llmops_ci.llm.cache import CacheSettings
 from llmops_ci.results.records import RunJob, RunOptions, TestJob
 from tests.engines.mlflow_agents import CHAT_AGENT, DATABRICKS_AGENT, RESPONSES_AGENT

@@ -15,7 +15,8 @@ import pytest
 from llmops_ci import engines
 from llmops_ci.core.progress import Progress
 from llmops_ci.engines.base import PROMPT_FLOW, Backend, BackendContext
-from llmops_ci.kinds import KINDS, FlowInfo, FlowInput, Snapshot, inspect
+from llmops_ci.kinds import KINDS, inspect
+from llmops_ci.kinds.base import FlowInfo, FlowInput, Snapshot
 from llmops_ci.results.records import LineResult, RunJob, RunRecord, TestJob, TestRecord
 from tests.helpers.projects import CliResult, Project
 

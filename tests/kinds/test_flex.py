@@ -11,7 +11,8 @@ import pytest
 
 from llmops_ci.core.errors import UsageError
 from llmops_ci.diagnostics.findings import RULES
-from llmops_ci.kinds import KINDS, FlowInput, kind_for
+from llmops_ci.kinds import KINDS, kind_for
+from llmops_ci.kinds.base import FlowInput
 from llmops_ci.kinds.flex import FLEX_RULES
 from tests.conftest import Project
 

@@ -14,8 +14,9 @@ import yaml
 
 from llmops_ci.config import read_config
 from llmops_ci.diagnostics.findings import Finding
-from llmops_ci.kinds import FlowInfo
+from llmops_ci.kinds.base import FlowInfo
 from llmops_ci.kinds.mlflow.kind import MlflowAgentKind, inspect_agent
+from llmops_ci.kinds.mlflow.spec import MlflowAgentSpec
 
 HEADER = """\
 import os
@@ -56,7 +57,7 @@ def inspect(tmp_path: Path) -> Inspect:
             (folder / name).write_text(textwrap.dedent(content), encoding="utf-8")
         loaded, problems = read_config(tmp_path / "llmops.yaml", None)
         assert loaded is not None
-        spec = loaded.flows["a"].mlflow_agent
+        spec = loaded.flows["a"].block(MlflowAgentSpec)
         assert spec is not None, problems
         info = inspect_agent(folder, spec, spec.origin)
         from llmops_ci.diagnostics.findings import from_problem
@@ -508,7 +509,7 @@ def test_lint_never_imports_mlflow(tmp_path: Path) -> None:
     script = f"""
 import sys, json
 from pathlib import Path
-from llmops_ci.config import AgentResource, MlflowAgentSpec
+from llmops_ci.kinds.mlflow.spec import AgentResource, MlflowAgentSpec
 from llmops_ci.kinds.mlflow.kind import inspect_agent
 spec = MlflowAgentSpec(Path({str(tmp_path / 'agent.py')!r}), "responses",
                        (AgentResource("serving_endpoint", "databricks-claude-3-7-sonnet"),), ("mlflow", "openai"))
@@ -564,7 +565,7 @@ def test_config_block_shape(tmp_path: Path) -> None:
                for _, m in messages), messages
     assert any("either 'variant' or 'mlflow_agent'" in m for _, m in messages), messages
     assert any(line == 9 and "a name, or {name: ..., on_behalf_of_user: true}" in m for line, m in messages)
-    assert config is not None and config.flows["a"].mlflow_agent is None  # not built from a broken block
+    assert config is not None and config.flows["a"].block(MlflowAgentSpec) is None  # not built from a broken block
 
 
 def test_literal_credentials_in_the_code(inspect: Inspect) -> None:
@@ -627,7 +628,7 @@ def test_new_resource_types_reach_mlflow_with_their_classes(tmp_path: Path) -> N
         "resources": {"app": ["mcp-tools"], "lakebase": ["orders-db"], "uc_model_service": ["svc"]}}}}}))
     config, problems = read_config(tmp_path / "llmops.yaml", None)
     assert config is not None and not problems
-    spec = config.flows["a"].mlflow_agent
+    spec = config.flows["a"].block(MlflowAgentSpec)
     assert spec is not None
     assert resources_for_mlflow(spec) == [("DatabricksApp", "app_name", "mcp-tools", False),
                                           ("DatabricksLakebase", "database_instance_name", "orders-db", False),

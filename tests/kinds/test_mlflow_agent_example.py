@@ -13,6 +13,7 @@ import pytest
 from llmops_ci.config import read_config
 from llmops_ci.core.progress import Progress
 from llmops_ci.kinds.mlflow.kind import inspect_agent
+from llmops_ci.kinds.mlflow.spec import MlflowAgentSpec
 from llmops_ci.llm.cache import CacheSettings
 from llmops_ci.results.records import RunJob, RunOptions
 from tests.helpers.projects import CliResult, processes_using, snapshot
@@ -24,8 +25,8 @@ def test_example_config_and_agent_lint_clean() -> None:
     config, problems = read_config(EXAMPLE / "llmops.yaml", {})
     assert config is not None and problems == []
     flow = config.flows["support"]
-    assert flow.mlflow_agent is not None
-    info = inspect_agent(flow.path, flow.mlflow_agent, flow.mlflow_agent.origin)
+    assert flow.block(MlflowAgentSpec) is not None
+    info = inspect_agent(flow.path, flow.block(MlflowAgentSpec), flow.block(MlflowAgentSpec).origin)
     assert info.findings == []
     assert "input" in info.inputs and {"output_text", "output"} <= info.outputs
 
@@ -38,10 +39,10 @@ def test_example_batch_run_replays_offline(tmp_path: Path) -> None:
     config, _ = read_config(EXAMPLE / "llmops.yaml", {})
     assert config is not None
     flow = config.flows["support"]
-    assert flow.mlflow_agent is not None and flow.data is not None
-    runner = MlflowAgentRunner(tmp_path, {"support": flow.mlflow_agent}, {"support": flow.path},
+    assert flow.block(MlflowAgentSpec) is not None and flow.data is not None
+    runner = MlflowAgentRunner(tmp_path, {"support": flow.block(MlflowAgentSpec)}, {"support": flow.path},
                                {"PATH": "/usr/bin:/bin", "DATABRICKS_AUTH_TYPE": "pat"})
-    info = inspect_agent(flow.path, flow.mlflow_agent, flow.mlflow_agent.origin)
+    info = inspect_agent(flow.path, flow.block(MlflowAgentSpec), flow.block(MlflowAgentSpec).origin)
     job = RunJob("support", "support_replay", flow.path, info, flow.data, {}, None, {}, {}, (), RunOptions(workers=2),
                  cache=CacheSettings("replay", config.cassettes / "support.json"))
     record = runner.run(job, Progress("support", 4, io.StringIO(), live=False))
@@ -52,12 +53,12 @@ def test_example_batch_run_replays_offline(tmp_path: Path) -> None:
 
 
 def test_factories_read_the_config(tmp_path: Path) -> None:
-    from llmops_ci.kinds.mlflow.kind import inspect_flow
+    from llmops_ci.project.loaded import Project
     from llmops_ci.releases.databricks import DatabricksRelease
 
     config, _ = read_config(EXAMPLE / "llmops.yaml", {})
     assert config is not None
-    info = inspect_flow(config.flows["support"])
+    info = Project(config).info(config.flows["support"].path)
     assert info is not None and info.kind == "mlflow_agent" and info.definition.name == "agent.py"
     release = DatabricksRelease.for_config(tmp_path, config, {"DATABRICKS_HOST": "https://adb-1.azuredatabricks.net"})
     assert release.host == "https://adb-1.azuredatabricks.net" and release._client is None  # nothing connected

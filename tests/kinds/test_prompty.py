@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from llmops_ci.diagnostics.findings import RULES
-from llmops_ci.kinds import KINDS, FlowInput, kind_for
+from llmops_ci.kinds import KINDS, kind_for
+from llmops_ci.kinds.base import FlowInput
+from llmops_ci.kinds.prompty.checker import PROMPTY_RULES
 from llmops_ci.kinds.prompty.format import PROMPTFLOW, PROMPTY2, file_format
-from llmops_ci.kinds.prompty.kind import PROMPTY_RULES
 from tests.conftest import Project
 
 PF = "prompts/classify.prompty"

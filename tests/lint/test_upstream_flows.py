@@ -18,7 +18,8 @@ import yaml
 
 from llmops_ci.diagnostics.findings import ERROR, Finding
 from llmops_ci.kinds import inspect, kind_for
-from llmops_ci.lint.project import LintRequest, discover, lint
+from llmops_ci.lint.project import LintRequest, lint
+from llmops_ci.project.discover import discover
 
 COPIES = Path(__file__).parents[1] / "kinds" / "data" / "upstream"
 FULL = Path(os.environ.get("LLMOPS_UPSTREAM_FLOWS", "/work/upstream/promptflow/examples/flows"))

@@ -11,6 +11,7 @@ import yaml
 
 from llmops_ci.config import DeploySpec, FlowSpec, read_config
 from llmops_ci.core.errors import ServiceError, UsageError
+from llmops_ci.kinds.mlflow.spec import MlflowAgentSpec
 from llmops_ci.releases.databricks import DatabricksRelease, entity_name
 from llmops_ci.releases.mlflow_logging import content_key
 from llmops_ci.releases.spec import DeployPlan, ModelSpec, SmokeTest
@@ -46,7 +47,7 @@ def flows(tmp_path: Path) -> dict[str, FlowSpec]:
 @pytest.fixture
 def fake(tmp_path: Path) -> Iterator[FakeDatabricks]:
     server = FakeDatabricks().start()
-    agent = flows(tmp_path)["support"].mlflow_agent
+    agent = flows(tmp_path)["support"].block(MlflowAgentSpec)
     assert agent is not None
     for version, content in (("1", "hash1"), ("2", "hash2"), ("3", "hash3")):
         server.add_version(NAME, version, content_key(plan(content).model, agent))
@@ -215,7 +216,7 @@ def test_register_again_finds_the_version_through_mlflow_uc_client(fake: FakeDat
                        "DATABRICKS_HOST": fake.url, "DATABRICKS_TOKEN": fake.token,
                        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}.items():
         monkeypatch.setenv(key, value)
-    key = content_key(plan("hash2").model, flows(tmp_path)["support"].mlflow_agent)  # type: ignore[arg-type]
+    key = content_key(plan("hash2").model, flows(tmp_path)["support"].block(MlflowAgentSpec))  # type: ignore[arg-type]
     out = mlflow_runner._log({"register_name": NAME, "content_hash": key, "alias": "challenger",
                               "content_alias": f"llmops_{key}"})
     assert (out["version"], out["created"]) == ("2", False)
@@ -228,7 +229,7 @@ def test_register_again_finds_the_version_through_mlflow_uc_client(fake: FakeDat
 
 def test_deploy_finds_a_version_without_alias_by_reading_each(fake: FakeDatabricks, tmp_path: Path) -> None:
     rel = release(fake, tmp_path)
-    key = content_key(plan("hash4").model, flows(tmp_path)["support"].mlflow_agent)  # type: ignore[arg-type]
+    key = content_key(plan("hash4").model, flows(tmp_path)["support"].block(MlflowAgentSpec))  # type: ignore[arg-type]
     fake.add_version(NAME, "4", key, alias=False)
     assert rel.find_version(plan("hash4").model) == "4"
     assert rel.find_version(plan("hash1").model) == "1"
@@ -436,7 +437,7 @@ def test_two_releases_registered_with_mlflow_uc_and_deployed_with_databricks_sdk
     def plan_for(content: str, version: str) -> DeployPlan:
         model = ModelSpec(name=name, version=content, flow="support", path=Path("."), description=None, tags={},
                           resources=())
-        agent = spec_flows["support"].mlflow_agent
+        agent = spec_flows["support"].block(MlflowAgentSpec)
         assert agent is not None
         fake.aliases[name][f"llmops_{content_key(model, agent)}"] = version  # as register would alias it
         return DeployPlan(model, "echo-agent", None, 1, (10, 100), (SmokeTest("hi.json", HELLO.request,

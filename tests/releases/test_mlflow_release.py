@@ -11,6 +11,7 @@ import yaml
 
 from llmops_ci.config import FlowSpec, read_config
 from llmops_ci.kinds.mlflow.kind import mlmodel_findings
+from llmops_ci.kinds.mlflow.spec import MlflowAgentSpec
 from llmops_ci.releases.mlflow import MlflowRelease
 from llmops_ci.releases.mlflow_logging import mlmodel_resources
 from llmops_ci.releases.spec import DeployPlan, ModelSpec, SmokeTest
@@ -73,8 +74,8 @@ def test_dry_run_shows_the_resources_mlmodel_will_declare(project: Callable[...,
     assert doc["log_model"]["resources"]["databricks"] == {"serving_endpoint": [{"name": "support-llm"}],
                                                            "vector_search_index": [{"name": "main.docs.docs_index"}]}
     assert "DatabricksVectorSearchIndex(index_name='main.docs.docs_index')" in doc["mlflow_resources"]
-    assert flow.mlflow_agent is not None and mlmodel_resources(flow.mlflow_agent) == {"resources": doc["log_model"][
-        "resources"]}
+    agent = flow.block(MlflowAgentSpec)
+    assert agent is not None and mlmodel_resources(agent) == {"resources": doc["log_model"]["resources"]}
 
 
 @pytest.mark.executor
@@ -84,7 +85,7 @@ def test_register_is_content_addressed_with_aliases_and_deploy_rolls_back(
     assert release.register(model("hash1")) == ("main.agents.support", "1", True)
     assert release.register(model("hash1")) == ("main.agents.support", "1", False)  # same content, same version
     mlmodel = next((tmp_path / "state/mlflow/artifacts").rglob("MLmodel"))
-    assert flow.mlflow_agent is not None and mlmodel_findings(mlmodel, flow.mlflow_agent) == []
+    assert flow.block(MlflowAgentSpec) is not None and mlmodel_findings(mlmodel, flow.block(MlflowAgentSpec)) == []
     assert "main.docs.docs_index" in mlmodel.read_text()
 
     good = SmokeTest("hello.json", {"input": [{"role": "user", "content": "hi there"}]}, contains="ECHO: hi there")
@@ -133,16 +134,17 @@ def test_declaring_another_resource_makes_another_version(project: Callable[...,
                                                           ) -> None:
     import dataclasses
 
-    from llmops_ci.config import AgentResource
+    from llmops_ci.kinds.mlflow.spec import AgentResource
     from llmops_ci.releases.mlflow_logging import content_key
     from llmops_ci.releases.spec import content_hash
 
     _, flow = project()
-    agent = flow.mlflow_agent
+    agent = flow.block(MlflowAgentSpec)
     assert agent is not None
     more = dataclasses.replace(agent, resources=(*agent.resources, AgentResource("table", "main.sales.orders")))
     fewer_reqs = dataclasses.replace(agent, pip_requirements=agent.pip_requirements[:1])
-    keys = {content_hash(dataclasses.replace(flow, mlflow_agent=a), None) for a in (agent, more, fewer_reqs)}
+    keys = {content_hash(dataclasses.replace(flow, blocks={"mlflow_agent": a}), None)
+            for a in (agent, more, fewer_reqs)}
     assert len(keys) == 3 and content_hash(flow, None) == content_hash(flow, None)
     # #27: one content identifier: the registry's tag is the model version's content hash itself
     assert content_key(model("h"), agent) == "h"

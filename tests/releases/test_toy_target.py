@@ -65,7 +65,7 @@ class ToyRelease(Release):
     """Models as JSON files under the state dir; endpoints served by ``ToySlots``."""
 
     name = "toy"
-    engines = frozenset({"dag"})
+    engines = frozenset({"promptflow"})
 
     def __init__(self, ctx: BackendContext) -> None:
         self.root = ctx.state_dir / "toy-release"

@@ -35,12 +35,13 @@ from llmops_ci.core.yamldoc import YamlDoc, load_yaml
 from llmops_ci.engines.artifacts import LineResult
 from llmops_ci.engines.mapping import base_run, mapped_inputs, mean_scores, read_rows
 from llmops_ci.engines.plumbing import LocalEngine, count_lines, run_child, take_result, upstreams
+from llmops_ci.kinds.agent_framework.spec import AgentFrameworkSpec
 from llmops_ci.llm.cache import CacheSettings, LlmRun, ProxyServer
 from llmops_ci.results.records import ProviderConnection, RunJob, RunRecord, TestJob, TestRecord
 
 if TYPE_CHECKING:
     from llmops_ci.engines.base import BackendContext
-    from llmops_ci.kinds import FlowInfo
+    from llmops_ci.kinds.base import FlowInfo
 
 log = logging.getLogger("llmops_ci.maf")
 POLL_S = 0.05
@@ -349,8 +350,8 @@ def from_context(ctx: BackendContext) -> MafLocal:
     """The factory for engine ``agent_framework`` of the local backend."""
     entries: dict[Path, tuple[Path, str]] = {}
     for flow in ctx.project.config.flows.values():
-        spec = getattr(flow, "agent_framework", None)
-        if spec is not None:
+        spec = flow.block(AgentFrameworkSpec)
+        if spec is not None and spec.code is not None:  # a block with only bindings: is a declarative flow
             entries[flow.path.absolute()] = (spec.code, spec.attr)
     return MafLocal(ctx.state_dir, ctx.environ, entries)
 

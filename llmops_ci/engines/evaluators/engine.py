@@ -26,7 +26,7 @@ from llmops_ci.engines.plumbing import (
     take_result,
     upstreams,
 )
-from llmops_ci.kinds import FlowInfo
+from llmops_ci.kinds.base import FlowInfo
 from llmops_ci.llm.cache import CacheSettings, ProxyServer
 from llmops_ci.project.evaluators import model_connection
 from llmops_ci.results.records import LineResult, ProviderConnection, RunJob, RunRecord, TestJob, TestRecord

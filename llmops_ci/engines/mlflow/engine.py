@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmops_ci.config import Config, MlflowAgentSpec
+from llmops_ci.config import Config
 from llmops_ci.core.child_env import child_environment
 from llmops_ci.core.errors import CheckFailed, UsageError
 from llmops_ci.core.log import cache_line
@@ -29,6 +29,7 @@ from llmops_ci.engines.artifacts import LineResult
 from llmops_ci.engines.base import Backend
 from llmops_ci.engines.plumbing import ENDPOINT_ROUTES, REPLAY_KEYS, count_lines, run_child, take_result
 from llmops_ci.kinds.mlflow.kind import MLMODEL_SKIP
+from llmops_ci.kinds.mlflow.spec import MlflowAgentSpec
 from llmops_ci.llm.cache import CacheSettings, LlmProxy
 from llmops_ci.results.records import RunJob, RunRecord, TestJob, TestRecord
 
@@ -132,9 +133,8 @@ class MlflowAgentRunner(Backend):
 
     @classmethod
     def for_config(cls, state_dir: Path, config: Config, environ: Mapping[str, str]) -> MlflowAgentRunner:
-        agents = {n: f for n, f in config.flows.items() if f.mlflow_agent is not None}
-        return cls(state_dir, {n: f.mlflow_agent for n, f in agents.items() if f.mlflow_agent is not None},
-                   {n: f.path for n, f in agents.items()}, environ)
+        specs = {n: spec for n, f in config.flows.items() if (spec := f.block(MlflowAgentSpec)) is not None}
+        return cls(state_dir, specs, {n: config.flows[n].path for n in specs}, environ)
 
     def _spec(self, label: str, path: Path) -> tuple[MlflowAgentSpec, Path]:
         flow = label.partition("/")[0]

@@ -42,7 +42,8 @@ from llmops_ci.engines.plumbing import (
     upstreams,
 )
 from llmops_ci.engines.promptflow.home import PFHome
-from llmops_ci.kinds import FlowInfo, snapshot
+from llmops_ci.kinds import snapshot
+from llmops_ci.kinds.base import FlowInfo
 from llmops_ci.llm.cache import CacheSettings, LlmProxy, ProxyServer
 from llmops_ci.results.records import (
     LineResult,

@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from llmops_ci.core.errors import UsageError
 from llmops_ci.core.yamldoc import display_path
-from llmops_ci.diagnostics.findings import Rule, finding, from_problem, register_rules
-from llmops_ci.kinds import ConnectionUse, Dependency, FlowInfo, FlowInput, Snapshot, open_definition
+from llmops_ci.diagnostics.findings import Rule, finding, from_problem
+from llmops_ci.diagnostics.origin import Origin
 from llmops_ci.kinds.agent_framework.facts import agent_files, declared_kind, entry_facts
 from llmops_ci.kinds.agent_framework.lint import RULES, DeclarativeChecker
 from llmops_ci.kinds.agent_framework.schema import AGENT_KINDS, WORKFLOW_KIND
+from llmops_ci.kinds.agent_framework.spec import AGENT_FRAMEWORK, AgentFrameworkSpec, framework_spec
+from llmops_ci.kinds.base import ConnectionUse, Dependency, FlowInfo, FlowInput, Snapshot, open_definition
 
 if TYPE_CHECKING:
-    from llmops_ci.config import AgentFrameworkSpec, FlowSpec
     from llmops_ci.core.yamldoc import YamlDoc
 
 KIND = "agent_framework"
@@ -29,7 +30,6 @@ ENGINE = "agent_framework"
 SKIP = (".git", "__pycache__", ".venv", "venv", ".llmops", "node_modules", ".agents-site")
 _TYPES = {"string": "string", "number": "double", "integer": "int", "boolean": "bool", "object": "object",
           "array": "list"}
-register_rules(RULES)  # a Python entry is declared by config, so the rules cannot wait for KINDS
 
 
 def _io(info: FlowInfo, data: dict[str, Any]) -> None:
@@ -68,7 +68,7 @@ def bindings_file(definition: Path, spec: AgentFrameworkSpec | None = None) -> P
 
 
 def inspect_declarative(path: Path, spec: AgentFrameworkSpec | None = None) -> FlowInfo:
-    info = FlowInfo(kind=KIND, folder=path.parent, definition=path, engine=ENGINE)
+    info = FlowInfo(kind=KIND, folder=path.parent, definition=path, engine=ENGINE, served_by=ENGINE)
     doc = open_definition(info, path, "(a declarative agent or workflow)")
     if doc is None:
         return info
@@ -102,14 +102,12 @@ def inspect_declarative(path: Path, spec: AgentFrameworkSpec | None = None) -> F
     return info
 
 
-def inspect_entry(flow: FlowSpec) -> FlowInfo | None:
-    """A flow declared with an ``agent_framework: {entry: ...}`` block (None when it has none)."""
-    spec = flow.agent_framework
-    if spec is None:
-        return None
+def inspect_entry(path: Path, spec: AgentFrameworkSpec) -> FlowInfo | None:
+    """A flow declared with an ``agent_framework: {entry: ...}`` block; None for a declarative folder (inspected
+    by its files)."""
     if spec.code is None:  # a declarative file with its bindings declared
-        return inspect_declarative(flow.path, spec) if flow.path.is_file() else None
-    info = FlowInfo(kind=KIND, folder=flow.path, definition=spec.code, engine=ENGINE,
+        return inspect_declarative(path, spec) if path.is_file() else None
+    info = FlowInfo(kind=KIND, folder=path, definition=spec.code, engine=ENGINE, served_by=ENGINE,
                     inputs={"input": FlowInput("input", "string", False)}, outputs={"output"},
                     output_types={"output": "string"}, outputs_open=True)  # a workflow may yield a dict
     where = spec.origin
@@ -146,6 +144,15 @@ def inspect_entry(flow: FlowSpec) -> FlowInfo | None:
 class AgentFrameworkKind:
     name = KIND
     folder_files: tuple[str, ...] = ()
+    block = KIND
+    block_schema = AGENT_FRAMEWORK
+    excludes = ("variant",)
+
+    def declare(self, path: Path, raw: Any, origin: Origin) -> AgentFrameworkSpec | None:
+        return framework_spec(path, raw, origin)
+
+    def inspect_declared(self, path: Path, spec: AgentFrameworkSpec) -> FlowInfo | None:
+        return inspect_entry(path, spec)
 
     def matches(self, path: Path) -> bool:
         try:
@@ -174,7 +181,7 @@ class AgentFrameworkKind:
             raise UsageError(f"{shown} is outside the flow's folder {display_path(info.folder)}") from None
 
     def rules(self) -> list[Rule]:
-        return list(RULES)
+        return list(RULES.values())
 
 
 def is_agent(info: FlowInfo) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 
 from llmops_ci.core.schema import closest
 from llmops_ci.core.yamldoc import YamlDoc
-from llmops_ci.diagnostics.findings import ERROR, WARNING, Finding, Rule, finding
+from llmops_ci.diagnostics.findings import ERROR, WARNING, Finding, Rule, finding, rule_table
 from llmops_ci.kinds.agent_framework.facts import agent_files
 from llmops_ci.kinds.agent_framework.schema import (
     ACTION_ALTERNATES,
@@ -32,7 +32,7 @@ from llmops_ci.kinds.agent_framework.schema import (
     WORKFLOW,
 )
 
-RULES = [
+RULES = rule_table(
     Rule("maf-unknown-key", ERROR, "a key the Agent Framework declarative schema does not have (the framework "
                                    "ignores it silently); the nearest valid key is named"),
     Rule("maf-provider-unknown", ERROR, "model.provider (and apiType) is not one the framework can load"),
@@ -57,7 +57,7 @@ RULES = [
     Rule("maf-entry-returns", ERROR, "the entry is not a workflow or agent, or a factory that cannot return one "
                                      "(required arguments, no return, a plain value)"),
     Rule("maf-entry-unchecked", WARNING, "what the entry returns cannot be followed statically"),
-]
+)
 ENV_REF = re.compile(r"^=\s*Env\.([A-Za-z_][A-Za-z0-9_]*)\s*$")
 CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "TF_BUILD")
 

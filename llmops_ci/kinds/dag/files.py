@@ -13,7 +13,7 @@ import yaml
 from llmops_ci.core.safe_copy import copy_file, copy_tree, require_inside
 from llmops_ci.core.schema import as_dict, as_list
 from llmops_ci.core.yamldoc import YamlDoc
-from llmops_ci.kinds import Dependency
+from llmops_ci.kinds.base import Dependency
 
 DAG_FILE = "flow.dag.yaml"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,34 +9,17 @@ from llmops_ci.core.errors import Problem
 from llmops_ci.core.schema import as_dict, as_list, closest
 from llmops_ci.core.yamldoc import Key, YamlDoc, display_path
 from llmops_ci.diagnostics.findings import Rule, finding, from_problem
-from llmops_ci.kinds import ConnectionUse, FlowInfo, FlowInput, Snapshot, open_definition
+from llmops_ci.kinds.base import FlowInfo, FlowInput, Snapshot, open_definition
 from llmops_ci.kinds.dag.files import copy_flow, dependencies
-from llmops_ci.kinds.dag.python_tool import ToolFileError, module_installed, read_tool
+from llmops_ci.kinds.dag.nodes import Body, NodeChecks
 from llmops_ci.kinds.dag.schema import (
     DAG,
     DAG_FILES,
-    LLM_OVERRIDES,
-    LLM_PARAMS,
-    LLM_PROVIDERS,
-    MODEL_OVERRIDES,
-    NODE_TYPES,
-    RETURN_TYPES,
     RULES,
     VALUE_TYPES,
     Ref,
     parse_ref,
 )
-from llmops_ci.kinds.jinja import TemplateSyntax, template_vars
-
-
-@dataclass
-class _Body:
-    """One executable definition of a node: the node itself, or one of its variants."""
-
-    node: str
-    data: dict[str, Any]
-    key: Key
-    variant: str | None = None
 
 
 def _definition(path: Path) -> Path:
@@ -64,14 +46,14 @@ class DagFlowKind:
         return Snapshot(dest, dest / info.definition.name)
 
     def rules(self) -> list[Rule]:
-        return RULES
+        return list(RULES.values())
 
 
-class _DagChecker:
+class _DagChecker(NodeChecks):
     def __init__(self, definition: Path) -> None:
         self.definition = definition
         self.folder = definition.parent
-        self.info = FlowInfo("dag", self.folder, definition)
+        self.info = FlowInfo("dag", self.folder, definition, defaults_shadow_columns=True, missing_value="typed")
         self.doc: YamlDoc | None = None
         self.returns: dict[str, str] = {}  # node -> the value type its Python tool's return annotation gives
 
@@ -181,11 +163,11 @@ class _DagChecker:
                          + (f"did you mean '{best}'?" if best else "use one of: " + ", ".join(VALUE_TYPES)))
             self.info.inputs[str(name)] = FlowInput(str(name), str(itype), "default" in spec)
 
-    def _nodes(self, data: dict[str, Any], nodes: list[dict[str, Any]]) -> tuple[list[_Body], dict[str, Key]]:
+    def _nodes(self, data: dict[str, Any], nodes: list[dict[str, Any]]) -> tuple[list[Body], dict[str, Key]]:
         raw_nodes = as_list(data.get("nodes"))
         variants = as_dict(data.get("node_variants"))
         node_keys: dict[str, Key] = {}
-        bodies: list[_Body] = []
+        bodies: list[Body] = []
         for i, node in enumerate(raw_nodes):
             if not isinstance(node, dict) or not isinstance(node.get("name"), str):
                 continue
@@ -215,9 +197,9 @@ class _DagChecker:
                 for vid, variant in vmap.items():
                     vnode = variant.get("node") if isinstance(variant, dict) else None
                     if isinstance(vnode, dict):
-                        bodies.append(_Body(name, vnode, ("node_variants", name, "variants", vid, "node"), str(vid)))
+                        bodies.append(Body(name, vnode, ("node_variants", name, "variants", vid, "node"), str(vid)))
             else:
-                bodies.append(_Body(name, node, key))
+                bodies.append(Body(name, node, key))
         for name in variants:
             node_key = node_keys.get(name)
             if node_key is None:
@@ -248,7 +230,7 @@ class _DagChecker:
             return False
         return True
 
-    def _references(self, bodies: list[_Body], node_keys: dict[str, Key],
+    def _references(self, bodies: list[Body], node_keys: dict[str, Key],
                     aggregation: set[str]) -> tuple[set[str], set[str]]:
         used_inputs: set[str] = set()
         used_nodes: set[str] = set()
@@ -305,7 +287,7 @@ class _DagChecker:
                 self.add("output-ref-aggregation", key, f"flow output '{name}' references aggregation node "
                          f"'{ref.name}'; aggregation results are metrics (log_metric), not outputs")
 
-    def _cycles(self, bodies: list[_Body], node_keys: dict[str, Key]) -> None:
+    def _cycles(self, bodies: list[Body], node_keys: dict[str, Key]) -> None:
         edges: dict[str, set[str]] = {n: set() for n in node_keys}
         for body in bodies:
             values = list(as_dict(body.data.get("inputs")).values())
@@ -353,144 +335,6 @@ class _DagChecker:
                 visit(name)
 
     # -- node bodies ---------------------------------------------------------------------------------
-    def _body(self, body: _Body) -> None:
-        data, key = body.data, body.key
-        label = f"node '{body.node}'" + (f" (variant {body.variant})" if body.variant else "")
-        ntype = data.get("type")
-        source = data["source"] if isinstance(data.get("source"), dict) else None
-        if "type" not in data:
-            self.add("missing-key", key, f"{label} has no 'type'; use one of: " + ", ".join(NODE_TYPES),
-                     at_key=True)
-        elif isinstance(ntype, str) and ntype not in NODE_TYPES:
-            best = closest(ntype, NODE_TYPES)
-            self.add("node-type-unknown", (*key, "type"), f"{label} has unknown type '{ntype}'; "
-                     + (f"did you mean '{best}'?" if best else "use one of: " + ", ".join(NODE_TYPES)))
-        if "source" not in data:
-            self.add("missing-key", key, f"{label} has no 'source'; e.g. source: {{type: code, path: tool.py}}",
-                     at_key=True)
-        inputs = as_dict(data.get("inputs"))
-        if ntype == "llm":
-            self._llm(body, label, inputs)
-            self.info.override_keys[body.node] = LLM_OVERRIDES
-        elif ntype != "python" or (source is not None and source.get("type") != "code"):
-            self.info.override_keys[body.node] = None
-        if source is None:
-            return
-        stype, spath = source.get("type"), source.get("path")
-        if stype in ("package", "package_with_prompt"):
-            self._package(body, label, source.get("tool") or data.get("tool"))
-        if ntype == "python" and stype == "code":
-            self._python(body, label, inputs, spath)
-        elif ntype in ("llm", "prompt", "custom_llm") and stype in ("code", "package_with_prompt"):
-            self._template(body, label, inputs, spath, warn_unused=stype == "code", llm=ntype != "prompt")
-
-    def _llm(self, body: _Body, label: str, inputs: dict[str, Any]) -> None:
-        data, key = body.data, body.key
-        conn = data.get("connection")
-        if not conn:
-            # whether that is an error depends on the config (a `connections:` override can give one): lint decides
-            line, col = self.doc.key_pos(*key) if self.doc else (None, None)
-            self.info.connections.append(ConnectionUse(body.node, None, "connection", self.doc.display if self.doc
-                                                       else "", line, col, frozenset(map(str, inputs))))
-        provider = data.get("provider")
-        if isinstance(provider, str) and provider not in LLM_PROVIDERS:
-            best = closest(provider, LLM_PROVIDERS)
-            self.add("llm-provider-unknown", (*key, "provider"), f"{label} has provider '{provider}', which prompt "
-                     "flow does not know; " + (f"did you mean '{best}'?" if best else "use one of: "
-                                               + ", ".join(LLM_PROVIDERS)))
-        api = data.get("api")
-        if api not in ("chat", "completion"):
-            self.add("llm-api-invalid", (*key, "api") if "api" in data else key,
-                     f"{label} has api '{api}'; an LLM node's api must be 'chat' or 'completion'",
-                     at_key="api" not in data)
-        if isinstance(conn, str) and conn:
-            line, col = self.doc.pos(*key, "connection") if self.doc else (None, None)
-            self.info.connections.append(ConnectionUse(body.node, conn, "connection", self.doc.display if self.doc
-                                                       else "", line, col, frozenset(map(str, inputs))))
-
-    def _package(self, body: _Body, label: str, tool: Any) -> None:
-        if not isinstance(tool, str) or not tool:
-            self.add("missing-key", (*body.key, "source"), f"{label} uses a package tool but names none; add "
-                     "source.tool (e.g. promptflow.tools.embedding.embedding)")
-            return
-        if not module_installed(tool):
-            top = tool.split(".")[0]
-            self.add("package-tool-unchecked", (*body.key, "source", "tool"), f"{label} uses package tool '{tool}', "
-                     f"which is not installed here, so its inputs were not checked; install the package that "
-                     f"provides '{top}' to check them")
-
-    def _python(self, body: _Body, label: str, inputs: dict[str, Any], spath: Any) -> None:
-        key = (*body.key, "source", "path")
-        if not isinstance(spath, str) or not spath:
-            self.add("missing-key", (*body.key, "source"), f"{label} has no source.path (the .py file of its tool)")
-            return
-        file = self.resolve(spath)
-        if file is None or not file.is_file():
-            self.add("tool-file-missing", key, f"{label} runs '{spath}', which does not exist in "
-                     f"{display_path(self.folder)} (nor in additional_includes)")
-            return
-        try:
-            sig = read_tool(file)
-        except ToolFileError as exc:
-            self.add_at(exc.rule, file, exc.line, exc.column, f"{label}: {exc.message}")
-            return
-        if sig.returns in RETURN_TYPES and body.variant is None:
-            self.returns[body.node] = RETURN_TYPES[sig.returns]
-        for arg in inputs:
-            if arg not in sig.params and not sig.var_kwargs:
-                best = closest(str(arg), sig.params)
-                self.add("tool-arg-unknown", (*body.key, "inputs", arg), f"{label} passes '{arg}' but "
-                         f"{sig.name}() in {file.name} has no such parameter"
-                         + (f"; did you mean '{best}'?" if best else ""), at_key=True)
-        for param in sig.params.values():
-            if not param.has_default and param.name not in inputs:
-                self.add("tool-arg-missing", (*body.key, "inputs") if inputs else body.key,
-                         f"{label} does not pass '{param.name}', which {sig.name}() in {file.name} "
-                         f"(line {param.line}) requires; add it under the node's inputs", at_key=not inputs)
-        allowed = self.info.override_keys.get(body.node, MODEL_OVERRIDES)
-        if allowed is not None:
-            conn_args = frozenset(p.name for p in sig.params.values() if p.connection)
-            self.info.override_keys[body.node] = allowed | conn_args
-        for arg, value in inputs.items():
-            used = sig.params.get(arg)
-            if used is not None and used.connection and isinstance(value, str) and parse_ref(value) is None:
-                line, col = self.doc.pos(*body.key, "inputs", arg) if self.doc else (None, None)
-                self.info.connections.append(ConnectionUse(body.node, value, arg, self.doc.display if self.doc
-                                                           else "", line, col, llm=False))
-
-    def _template(self, body: _Body, label: str, inputs: dict[str, Any], spath: Any, *, warn_unused: bool,
-                  llm: bool) -> None:
-        key = (*body.key, "source", "path")
-        if not isinstance(spath, str) or not spath:
-            self.add("missing-key", (*body.key, "source"), f"{label} has no source.path (its Jinja2 template)")
-            return
-        file = self.resolve(spath)
-        if file is None or not file.is_file():
-            self.add("tool-file-missing", key, f"{label} uses template '{spath}', which does not exist in "
-                     f"{display_path(self.folder)}")
-            return
-        try:
-            text = file.read_text(encoding="utf-8")
-            used = template_vars(text).used
-        except TemplateSyntax as exc:
-            self.add_at("prompt-syntax", file, exc.line, None, f"{label}: Jinja2 syntax error: {exc.message}")
-            return
-        except (OSError, UnicodeDecodeError) as exc:
-            self.add("tool-file-missing", key, f"{label}: cannot read '{spath}': {exc}")
-            return
-        if llm and "prompt" in inputs:
-            return  # prompt flow sends the `prompt` input instead of rendering the template
-        for var, line in sorted(used.items(), key=lambda kv: kv[1]):
-            if var not in inputs:
-                self.add_at("prompt-var-unbound", file, line, None, f"{label}: template uses '{{{{ {var} }}}}' but "
-                            f"the node does not pass '{var}', so it would render empty; add '{var}: ...' to the "
-                            "node's inputs")
-        if warn_unused:
-            for arg in inputs:
-                if arg not in used and not (llm and arg in LLM_PARAMS):
-                    self.add("prompt-input-unused", (*body.key, "inputs", arg), f"{label} passes '{arg}' but "
-                             f"{file.name} never uses it", at_key=True)
-
     def _files(self, data: dict[str, Any]) -> None:
         for i, inc in enumerate(as_list(data.get("additional_includes"))):
             if isinstance(inc, str) and not _exists(self.folder / inc):

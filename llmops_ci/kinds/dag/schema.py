@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmops_ci.core.schema import BOOL, STR, STR_MAP, AnyValue, ListOf, MapOf, Scalar, Struct
-from llmops_ci.diagnostics.findings import ERROR, WARNING, Rule
+from llmops_ci.diagnostics.findings import ERROR, WARNING, Rule, rule_table
 
 DAG_FILES = ("flow.dag.yaml", "flow.dag.yml")
 NODE_TYPES = ("python", "llm", "prompt", "custom_llm")
@@ -87,7 +87,7 @@ def parse_ref(value: Any) -> Ref | None:
 
 
 
-RULES = [
+RULES = rule_table(
     Rule("input-unused", WARNING, "a flow input that no node, activate condition or output reads"),
     Rule("output-ref-unknown", ERROR, "a flow output references a node or input that does not exist"),
     Rule("output-ref-aggregation", ERROR, "a flow output references an aggregation node"),
@@ -111,4 +111,4 @@ RULES = [
     Rule("variant-default-unknown", ERROR, "default_variant_id names a variant that does not exist"),
     Rule("variant-mismatch", ERROR, "use_variants and node_variants disagree"),
     Rule("include-missing", ERROR, "an additional_includes path does not exist"),
-]
+)

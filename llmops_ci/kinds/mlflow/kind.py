@@ -16,14 +16,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.config import AGENT_RESOURCE_TYPES, AgentResource, FlowSpec, MlflowAgentSpec, Origin
 from llmops_ci.core.errors import ConfigError, UsageError
 from llmops_ci.core.safe_copy import copy_tree
 from llmops_ci.core.schema import as_dict, as_list, closest
 from llmops_ci.core.yamldoc import YamlDoc, display_path, load_yaml
-from llmops_ci.diagnostics.findings import ERROR, WARNING, Finding, Rule, finding, from_problem, register_rules
-from llmops_ci.kinds import FlowInfo, FlowInput, Snapshot
-from llmops_ci.kinds.mlflow.scan import AgentCode, Use, scan
+from llmops_ci.diagnostics.findings import ERROR, WARNING, Finding, Rule, finding, from_problem, rule_table
+from llmops_ci.diagnostics.origin import Origin
+from llmops_ci.kinds.base import FlowInfo, FlowInput, Snapshot
+from llmops_ci.kinds.mlflow.scan import AgentCode, Use
+from llmops_ci.kinds.mlflow.spec import (
+    AGENT_RESOURCE_TYPES,
+    MLFLOW_AGENT,
+    AgentResource,
+    MlflowAgentSpec,
+    agent_spec,
+)
+from llmops_ci.kinds.mlflow.uses import scan
 
 KIND = "mlflow_agent"
 INTERFACES = {"responses": "ResponsesAgent", "chat": "ChatAgent"}
@@ -74,7 +82,7 @@ DISTRIBUTIONS = {"databricks_langchain": "databricks-langchain", "databricks_ope
                  "yaml": "pyyaml", "databricks_ai_bridge": "databricks-ai-bridge", "sklearn": "scikit-learn"}
 MLMODEL_SKIP = {".git", ".venv", "venv", "__pycache__", "node_modules", ".llmops", "mlruns"}
 # checked with ast; the agent is never imported
-AGENT_RULES = [
+AGENT_RULES = rule_table(
     Rule("agent-code-missing", ERROR, "mlflow_agent.code names a file that does not exist"),
     Rule("agent-syntax", ERROR, "the agent's code file does not parse"),
     Rule("agent-set-model-missing", ERROR, "the agent's code never calls mlflow.models.set_model(...)"),
@@ -94,8 +102,7 @@ AGENT_RULES = [
     Rule("resource-scope-missing", ERROR, "an on-behalf-of-user resource without the API scope it needs "
                                           "(auth_policy.api_scopes)"),
     Rule("mlmodel-resources-differ", ERROR, "a logged MLmodel whose resources differ from mlflow_agent's"),
-]
-register_rules(AGENT_RULES)  # the kind is declared by config, so its rules cannot wait for KINDS
+)
 
 
 def norm(rtype: str, name: str) -> str:
@@ -125,7 +132,8 @@ def inspect_agent(folder: Path, spec: MlflowAgentSpec, config_origin: Origin | N
                   mlmodel: Path | None = None) -> FlowInfo:
     origin = config_origin or spec.origin
     inputs, outputs = agent_io(spec.interface)
-    info = FlowInfo(kind=KIND, folder=folder, definition=spec.code, inputs=inputs, outputs=outputs)
+    info = FlowInfo(kind=KIND, folder=folder, definition=spec.code, inputs=inputs, outputs=outputs, engine=KIND,
+                    served_by=KIND)
     out = info.findings
 
     def config(sub: tuple[Any, ...], message: str, rule: str, at_key: bool = False) -> None:
@@ -354,6 +362,9 @@ class MlflowAgentKind:
     """Declared by config (``mlflow_agent:``), never recognised from files: ``for_spec`` binds one flow's block."""
 
     name = KIND
+    block = KIND
+    block_schema = MLFLOW_AGENT
+    excludes = ("run_file", "variant")
 
     def __init__(self, spec: MlflowAgentSpec | None = None, origin: Origin | None = None) -> None:
         self.spec, self.origin = spec, origin
@@ -381,14 +392,13 @@ class MlflowAgentKind:
         return Snapshot(dest, dest / info.definition.relative_to(info.folder))
 
     def rules(self) -> list[Rule]:
-        return list(AGENT_RULES)
+        return list(AGENT_RULES.values())
 
+    def declare(self, path: Path, raw: Any, origin: Origin) -> MlflowAgentSpec | None:
+        return agent_spec(path, raw, origin)
 
-def inspect_flow(flow: FlowSpec) -> FlowInfo | None:
-    """The FlowInfo of a flow entry with an ``mlflow_agent:`` block (None for other flows)."""
-    if flow.mlflow_agent is None:
-        return None
-    return inspect_agent(flow.path, flow.mlflow_agent, flow.mlflow_agent.origin)
+    def inspect_declared(self, path: Path, spec: MlflowAgentSpec) -> FlowInfo:
+        return inspect_agent(path, spec, spec.origin)
 
 
 def resources_for_mlflow(spec: MlflowAgentSpec) -> list[tuple[str, str, str, bool]]:

@@ -17,14 +17,7 @@ from typing import Any
 import yaml
 
 from llmops_ci.kinds.mlflow.calls import (
-    APP_URL,
-    CALLS,
     DATABRICKS_URL,
-    MCP_PATH,
-    OPENAI_CALLS,
-    SQL_CALLS,
-    SQL_TABLE,
-    WAREHOUSE_PATH,
 )
 
 MAX_DEPTH = 25
@@ -81,7 +74,7 @@ def callee(call: ast.Call) -> str:
 
 
 @dataclass
-class _Scope:
+class Scope:
     names: dict[str, ast.expr | None]  # None: assigned more than once
     params: dict[str, ast.expr | None]  # parameter -> default
     cls: str | None = None
@@ -103,18 +96,18 @@ def _assignments(body: list[ast.stmt], nested: bool) -> dict[str, ast.expr | Non
 class Scanner:
     def __init__(self, tree: ast.Module, folder: Path) -> None:
         self.tree, self.folder = tree, folder
-        self.module = _Scope(_assignments(tree.body, nested=False), {})
+        self.module = Scope(_assignments(tree.body, nested=False), {})
         self.classes: dict[str, ast.ClassDef] = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
         self.functions = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
         # class -> attribute -> (expression, the method's scope); None when set in two places
-        self.attrs: dict[str, dict[str, tuple[ast.expr, _Scope] | None]] = {}
-        self.scopes: dict[int, _Scope] = {}  # id(function node) -> its scope
+        self.attrs: dict[str, dict[str, tuple[ast.expr, Scope] | None]] = {}
+        self.scopes: dict[int, Scope] = {}  # id(function node) -> its scope
         self.instances: dict[str, list[ast.Call]] = {}  # class -> calls that build it at module level
         self.calls_to: dict[str, list[ast.Call]] = {}  # module function -> calls to it
         self.code = AgentCode()
 
     # -- scopes -------------------------------------------------------------------------------------------
-    def _func_scope(self, fn: ast.FunctionDef | ast.AsyncFunctionDef, cls: str | None) -> _Scope:
+    def _func_scope(self, fn: ast.FunctionDef | ast.AsyncFunctionDef, cls: str | None) -> Scope:
         args = fn.args
         positional = [*args.posonlyargs, *args.args]
         defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
@@ -123,7 +116,7 @@ class Scanner:
         for extra in (args.vararg, args.kwarg):
             if extra is not None:
                 params[extra.arg] = None
-        return _Scope(_assignments(fn.body, nested=True), params, cls, fn.name)
+        return Scope(_assignments(fn.body, nested=True), params, cls, fn.name)
 
     def prepare(self) -> None:
         for node in ast.walk(self.tree):
@@ -163,7 +156,7 @@ class Scanner:
                         table[t.attr] = None if t.attr in table else (node.value, scope)
 
     # -- following expressions ------------------------------------------------------------------------------
-    def origin(self, node: ast.expr, scope: _Scope, depth: int = 0) -> tuple[ast.expr, _Scope]:
+    def origin(self, node: ast.expr, scope: Scope, depth: int = 0) -> tuple[ast.expr, Scope]:
         """The expression a name or ``self.x`` stands for (itself when it cannot be followed)."""
         if depth > MAX_DEPTH:
             return node, scope
@@ -182,7 +175,7 @@ class Scanner:
                 return self.origin(returned[0], returned[1], depth + 1)
         return node, scope
 
-    def _returns(self, call: ast.Call, scope: _Scope) -> tuple[ast.expr, _Scope] | None:
+    def _returns(self, call: ast.Call, scope: Scope) -> tuple[ast.expr, Scope] | None:
         """What a call to one of this file's functions or ``self`` methods returns, when it returns one thing."""
         fn: ast.FunctionDef | ast.AsyncFunctionDef | None = None
         func = call.func
@@ -198,7 +191,7 @@ class Scanner:
                   and not _is_none(r.value)]
         return (values[0], self.scopes[id(fn)]) if len(values) == 1 else None
 
-    def _lookup(self, name: str, scope: _Scope) -> tuple[ast.expr, _Scope] | None:
+    def _lookup(self, name: str, scope: Scope) -> tuple[ast.expr, Scope] | None:
         if scope is not self.module:
             if name in scope.names:
                 value = scope.names[name]
@@ -208,7 +201,7 @@ class Scanner:
         value = self.module.names.get(name)
         return (value, self.module) if value is not None else None
 
-    def value(self, node: ast.expr | None, scope: _Scope, depth: int = 0) -> Any:
+    def value(self, node: ast.expr | None, scope: Scope, depth: int = 0) -> Any:
         """A str, list, dict or number the expression always has, or Unresolved saying why not."""
         if node is None:
             return Unresolved("a value that is not given")
@@ -260,7 +253,7 @@ class Scanner:
             return self._call_value(node, scope, nxt)
         return Unresolved(f"'{ast.unparse(node)[:60]}'")
 
-    def _name_value(self, name: str, scope: _Scope, depth: int) -> Any:
+    def _name_value(self, name: str, scope: Scope, depth: int) -> Any:
         if scope is not self.module:
             if name in scope.names:
                 value = scope.names[name]
@@ -274,7 +267,7 @@ class Scanner:
                 f"'{name}', which is assigned more than once")
         return Unresolved(f"'{name}'")
 
-    def _attr_value(self, attr: str, scope: _Scope, depth: int) -> Any:
+    def _attr_value(self, attr: str, scope: Scope, depth: int) -> Any:
         entry = self.attrs.get(scope.cls or "", {}).get(attr)
         if entry is None:
             cls = self.classes.get(scope.cls or "")
@@ -286,7 +279,7 @@ class Scanner:
             return Unresolved(f"self.{attr}")
         return self.value(entry[0], entry[1], depth)
 
-    def _param_value(self, name: str, scope: _Scope, depth: int) -> Any:
+    def _param_value(self, name: str, scope: Scope, depth: int) -> Any:
         """An argument: what every call in the module passes for it (the class's builds for ``__init__``)."""
         what = f"argument '{name}' of {scope.cls + '.' if scope.cls else ''}{scope.func}"
         if scope.cls is not None:
@@ -317,14 +310,14 @@ class Scanner:
             return first if isinstance(first, Unresolved) else Unresolved(f"{what}, given different values")
         return first
 
-    def _scope_of(self, node: ast.AST) -> _Scope:
+    def _scope_of(self, node: ast.AST) -> Scope:
         for fn in ast.walk(self.tree):
             if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and id(fn) in self.scopes and any(
                     n is node for n in ast.walk(fn)):
                 return self.scopes[id(fn)]
         return self.module
 
-    def _call_value(self, node: ast.Call, scope: _Scope, depth: int) -> Any:
+    def _call_value(self, node: ast.Call, scope: Scope, depth: int) -> Any:
         func = node.func
         if isinstance(func, ast.Attribute) and func.attr == "get" and node.args:
             base = self.value(func.value, scope, depth)
@@ -341,7 +334,7 @@ class Scanner:
                 return func.value.value.join(items)
         return Unresolved(f"the result of {dotted(func) or 'a call'}()")
 
-    def _model_config(self, node: ast.Call, scope: _Scope, depth: int) -> Any:
+    def _model_config(self, node: ast.Call, scope: Scope, depth: int) -> Any:
         given = next((k.value for k in node.keywords if k.arg == "development_config"), None)
         source = self.value(given, scope, depth) if given is not None else Unresolved(
             "a ModelConfig without development_config (its values come with the logged model)")
@@ -356,7 +349,7 @@ class Scanner:
         return data if isinstance(data, dict) else Unresolved(f"the ModelConfig file {source}, not a mapping")
 
     # -- what is Databricks ------------------------------------------------------------------------------------
-    def databricks_client(self, node: ast.expr, scope: _Scope) -> bool:
+    def databricks_client(self, node: ast.expr, scope: Scope) -> bool:
         expr, where = self.origin(node, scope)
         if not isinstance(expr, ast.Call):
             return False
@@ -368,7 +361,7 @@ class Scanner:
             return url is not None and self.points_at_databricks(url, where)
         return False
 
-    def points_at_databricks(self, node: ast.expr, scope: _Scope) -> bool:
+    def points_at_databricks(self, node: ast.expr, scope: Scope) -> bool:
         value = self.value(node, scope)
         if isinstance(value, str):
             return bool(DATABRICKS_URL.search(value))
@@ -404,119 +397,3 @@ def _index(base: Any, key: Any, what: str) -> Any:
     if isinstance(base, list) and isinstance(key, int) and -len(base) <= key < len(base):
         return base[key]
     return Unresolved(f"{what}[{key!r}]")
-
-
-def scan(tree: ast.Module, folder: Path) -> AgentCode:
-    s = Scanner(tree, folder)
-    s.prepare()
-    code = s.code
-    scopes: list[tuple[ast.AST, _Scope]] = [(tree, s.module)]
-    for fn in ast.walk(tree):
-        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and id(fn) in s.scopes:
-            scopes.append((fn, s.scopes[id(fn)]))
-    seen: set[int] = set()
-    # innermost scope first so a call is read with the names its own function sees
-    for root, scope in reversed(scopes):
-        for node in ast.walk(root):
-            if isinstance(node, ast.Call) and id(node) not in seen:
-                seen.add(id(node))
-                _call(s, node, scope)
-    return code
-
-
-def _add(s: Scanner, rtype: str, node: ast.expr, scope: _Scope, via: str, at: ast.AST) -> None:
-    value = s.value(node, scope)
-    line, col = getattr(at, "lineno", 1), getattr(at, "col_offset", 0) + 1
-    items = value if isinstance(value, list) else [value]
-    for item in items:
-        if isinstance(item, str):
-            s.code.uses.append(Use(rtype, item, line, col, via))
-        elif isinstance(item, Unresolved):
-            s.code.uses.append(Use(rtype, None, line, col, via, item.why))
-        else:
-            s.code.uses.append(Use(rtype, None, line, col, via, "a value that is not a string"))
-
-
-def _call(s: Scanner, node: ast.Call, scope: _Scope) -> None:
-    name = dotted(node.func)
-    if name.split(".")[-1] == "set_model" and (name in ("set_model", "models.set_model", "mlflow.models.set_model")):
-        s.code.set_model = node
-        if node.args:
-            target, _ = s.origin(node.args[0], scope)
-            if isinstance(target, ast.Call) and isinstance(target.func, ast.Name):
-                s.code.agent_class = target.func.id
-    short = callee(node)
-    for rtype, keywords, position in CALLS.get(short, []):
-        arg = next((k for k in node.keywords if k.arg in keywords), None)
-        if arg is not None:
-            _add(s, rtype, arg.value, scope, f"{short}({arg.arg}=...)", arg.value)
-        elif position is not None and len(node.args) > position:
-            _add(s, rtype, node.args[position], scope, f"{short}(...)", node.args[position])
-    for kw in node.keywords:
-        if kw.arg == "warehouse_id":
-            _add(s, "sql_warehouse", kw.value, scope, f"{short}(warehouse_id=...)", kw.value)
-        elif kw.arg == "http_path":
-            path = s.value(kw.value, scope)
-            match = WAREHOUSE_PATH.search(path) if isinstance(path, str) else None
-            if match:
-                s.code.uses.append(Use("sql_warehouse", match.group(1), kw.value.lineno, kw.value.col_offset + 1,
-                                       f"{short}(http_path=...)"))
-        elif kw.arg in ("server_url", "url"):
-            _mcp(s, kw.value, scope, short)
-    if short in SQL_CALLS:
-        keyword, position = SQL_CALLS[short]
-        sql: ast.expr | None = next((k.value for k in node.keywords if k.arg == keyword), None)
-        if sql is None and len(node.args) > position:
-            sql = node.args[position]
-        text = s.value(sql, scope) if sql is not None else None
-        if sql is not None and isinstance(text, str):
-            for match in SQL_TABLE.finditer(text):
-                s.code.uses.append(Use("table", match.group(1), sql.lineno, sql.col_offset + 1, f"{short}(...) SQL"))
-    if short == "get" and dotted(node.func).split(".")[-2:-1] == ["apps"]:  # WorkspaceClient().apps.get(name)
-        app: ast.expr | None = next((k.value for k in node.keywords if k.arg == "name"),
-                                    node.args[0] if node.args else None)
-        if app is not None:
-            _add(s, "app", app, scope, "apps.get(...)", app)
-    if short == "table" and node.args and dotted(node.func).split(".")[-2:-1] in (["spark"], ["read"]):
-        _add(s, "table", node.args[0], scope, f"{dotted(node.func)}(...)", node.args[0])
-    _model_call(s, node, scope)
-
-
-def _model_call(s: Scanner, node: ast.Call, scope: _Scope) -> None:
-    """``client.chat.completions.create(model=...)`` and friends on a client that points at Databricks."""
-    model = next((k for k in node.keywords if k.arg == "model"), None)
-    if model is None:
-        return
-    if callee(node) in ("ChatOpenAI", "OpenAIEmbeddings"):
-        if s.databricks_client(node, scope):
-            _add(s, "serving_endpoint", model.value, scope, f"{callee(node)}(model=...) on Databricks", model.value)
-        return
-    chain = node.func
-    if not isinstance(chain, ast.Attribute) or chain.attr not in ("create", "stream", "parse"):
-        return
-    while isinstance(chain, ast.Attribute):
-        if chain.attr in OPENAI_CALLS and getattr(chain.value, "attr", None) not in OPENAI_CALLS:
-            if s.databricks_client(chain.value, scope):
-                via = f"{dotted(node.func).split('.', 1)[-1]}(model=...) on a Databricks client"
-                _add(s, "serving_endpoint", model.value, scope, via, model.value)
-            return
-        chain = chain.value
-
-
-def _mcp(s: Scanner, node: ast.expr, scope: _Scope, short: str) -> None:
-    url = s.value(node, scope)
-    app = APP_URL.search(url) if isinstance(url, str) else None
-    if app:
-        s.code.uses.append(Use("app", app.group(1), node.lineno, node.col_offset + 1, f"{short}(...) app URL"))
-        return
-    match = MCP_PATH.search(url) if isinstance(url, str) else None
-    if not match:
-        return
-    kind, rest = match.group(1), match.group(2).strip("/").split("/")
-    line, col = node.lineno, node.col_offset + 1
-    if kind == "genie" and rest:
-        s.code.uses.append(Use("genie_space", rest[0], line, col, f"{short}(...) MCP server"))
-    elif len(rest) >= 2:
-        rtype = "function" if kind == "functions" else "vector_search_index"
-        name = ".".join(rest[:3]) if len(rest) >= 3 else f"{rest[0]}.{rest[1]}.*"
-        s.code.uses.append(Use(rtype, name, line, col, f"{short}(...) MCP server"))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from llmops_ci.core.errors import ConfigError
+from llmops_ci.kinds.agent_framework.spec import AgentFrameworkSpec
 from llmops_ci.releases.base import Release
 from llmops_ci.releases.spec import DeployPlan, DeployResult, ModelSpec
 from llmops_ci.results.records import ProviderConnection
@@ -87,7 +88,7 @@ class MafAzureML(Release):
 
     def _score(self, spec: ModelSpec) -> str:
         flow = self.ctx.project.config.flows[spec.flow]
-        entry = flow.agent_framework
+        entry = flow.block(AgentFrameworkSpec)
         if entry is not None and entry.code is not None:
             load = LOAD_PYTHON.format(module=entry.code.stem, attr=entry.attr)
             return SCORE.format(what="Python entry", load=load)

@@ -423,7 +423,7 @@ class ProjectRelease(Release):
     reached only when something is registered or deployed (dry runs need no credentials)."""
 
     name = "azureml"
-    engines = frozenset({"dag", "flex", "promptflow"})  # what prompt flow's serving image serves
+    engines = frozenset({"promptflow"})  # what prompt flow's serving image serves
 
     def __init__(self, ctx: BackendContext) -> None:
         self.ctx = ctx
