@@ -23,20 +23,9 @@ from llmops_ci.gate.keys import save_line_keys
 from llmops_ci.gate.scored import scored_wrong
 from llmops_ci.project.loaded import Project
 from llmops_ci.results.provenance import config_id, data_hash, evaluation_hash, flow_hash, now
-from llmops_ci.results.records import (
-    RunOptions,
-    RunRecord,
-    base_dir,
-    batch_job,
-    eval_jobs,
-    keep_base,
-    load_run,
-    run_dir,
-    save_run,
-    secret_values,
-    update_flow_summary,
-)
+from llmops_ci.results.records import RunOptions, RunRecord, batch_job, eval_jobs, secret_values
 from llmops_ci.results.state import start_evaluations, start_flow, write_json_atomic
+from llmops_ci.results.store import base_dir, keep_base, load_run, run_dir, save_run, update_flow_summary
 
 log = logging.getLogger("llmops_ci.run")
 

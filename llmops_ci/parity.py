@@ -40,10 +40,10 @@ from llmops_ci.results.records import (
     init_arguments,
     init_connections,
     provider_connections,
-    run_dir,
     run_name,
 )
 from llmops_ci.results.state import write_json_atomic
+from llmops_ci.results.store import run_dir
 
 log = logging.getLogger("llmops_ci.run")
 NAME = "parity"

@@ -34,8 +34,8 @@ from llmops_ci.gate.stats import (
     non_inferiority_verdict,
 )
 from llmops_ci.gate.stats import level as threshold_level
-from llmops_ci.results.records import run_dir
 from llmops_ci.results.state import check_summary, read_json_file
+from llmops_ci.results.store import run_dir
 
 __all__ = ["MIN_LINES", "RESAMPLES", "SEED", "Comparison", "compare"]  # compare/paired_checks: for against: too
 _EPS = 1e-12

@@ -17,7 +17,8 @@ import yaml
 from llmops_ci.core.errors import UsageError
 from llmops_ci.engines.base import BackendContext
 from llmops_ci.kinds import snapshot
-from llmops_ci.results.records import RunJob, load_run, run_name
+from llmops_ci.results.records import RunJob, run_name
+from llmops_ci.results.store import load_run
 
 RUN_SCHEMA = "https://azuremlschemas.azureedge.net/promptflow/latest/Run.schema.json"
 _NO_BASE_RUN = "-batch-run-not-made-yet"

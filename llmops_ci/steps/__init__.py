@@ -26,8 +26,9 @@ from llmops_ci.platforms import Platform
 from llmops_ci.project.loaded import Project, load_project, secret_env_names
 from llmops_ci.report.comment import current
 from llmops_ci.results.provenance import config_id, flow_hash
-from llmops_ci.results.records import RunOptions, mark_unchanged, update_flow_summary
+from llmops_ci.results.records import RunOptions
 from llmops_ci.results.state import disk_error, read_summary, record_step
+from llmops_ci.results.store import mark_unchanged, update_flow_summary
 
 if TYPE_CHECKING:
     from llmops_ci.releases.base import Release

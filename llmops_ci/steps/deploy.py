@@ -10,8 +10,9 @@ from llmops_ci.config import FlowSpec, Origin, connection_ref
 from llmops_ci.core.errors import CheckFailed, ConfigError, UsageError
 from llmops_ci.core.log import register_secret
 from llmops_ci.releases.spec import DeployPlan, load_smoke_tests, model_spec
-from llmops_ci.results.records import environment, provider_connections, secret_values, update_flow_summary
+from llmops_ci.results.records import environment, provider_connections, secret_values
 from llmops_ci.results.state import read_summary
+from llmops_ci.results.store import update_flow_summary
 from llmops_ci.steps import Context, release_for
 from llmops_ci.steps.register import add_release_options
 

@@ -13,8 +13,8 @@ from llmops_ci.core.schema import as_dict
 from llmops_ci.gate.provenance import run_provenance
 from llmops_ci.gate.verdict import FlowGate, gate_flow, load_baseline
 from llmops_ci.releases.spec import git_commit
-from llmops_ci.results.records import update_flow_summary
 from llmops_ci.results.state import read_summary
+from llmops_ci.results.store import update_flow_summary
 from llmops_ci.steps import Context
 
 log = logging.getLogger("llmops_ci.gate")

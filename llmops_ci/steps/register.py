@@ -16,8 +16,8 @@ from llmops_ci.lint.project import LintRequest, lint
 from llmops_ci.project.loaded import Project
 from llmops_ci.releases.spec import model_spec
 from llmops_ci.results.provenance import flow_hash
-from llmops_ci.results.records import update_flow_summary
 from llmops_ci.results.state import read_summary
+from llmops_ci.results.store import update_flow_summary
 from llmops_ci.steps import Context, release_for
 
 log = logging.getLogger("llmops_ci.register")

@@ -22,8 +22,9 @@ from llmops_ci.lint.blocks import lint_blocks
 from llmops_ci.project.loaded import load_project
 from llmops_ci.report.comment import current, outcome, render
 from llmops_ci.results.provenance import flow_hash
-from llmops_ci.results.records import RunRecord, save_run
+from llmops_ci.results.records import RunRecord
 from llmops_ci.results.state import SCHEMA
+from llmops_ci.results.store import save_run
 from llmops_ci.steps import Context, run_step
 from llmops_ci.steps.register import unjudged
 from tests.fakes.openai import FakeOpenAI

@@ -41,10 +41,10 @@ from llmops_ci.results.records import (
     RunRecord,
     TestJob,
     TestRecord,
-    base_dir,
     resolve_connection_refs,
     user_paths,
 )
+from llmops_ci.results.store import base_dir
 
 log = logging.getLogger("llmops_ci.local")
 POLL_S = 0.1
