@@ -85,9 +85,9 @@ class ProviderConnection:
 
 @dataclass(frozen=True)
 class RunJob:
-    label: str  # "classify" or "classify/accuracy"
+    flow: str  # the flow's name in llmops.yaml (for an evaluation, the flow it scores)
     name: str  # unique run name within the private home
-    flow: Path
+    path: Path  # what runs: the flow's (or the evaluation's) folder or file
     info: FlowInfo  # what the flow's kind found in it (and how to snapshot it)
     data: Path
     column_mapping: dict[str, Any]
@@ -100,13 +100,19 @@ class RunJob:
     cache: CacheSettings | None = None
     init: dict[str, Any] = field(default_factory=dict)  # a flex class entry's __init__ arguments, resolved
     evaluator: str | None = None  # module:attr of an evaluator/scorer evaluation (info.kind says which)
+    evaluation: str | None = None  # the evaluation's name when the job scores the flow's run
+
+    @property
+    def label(self) -> str:
+        """How logs, cassettes and the state dir name the job: ``classify`` or ``classify/accuracy``."""
+        return f"{self.flow}/{self.evaluation}" if self.evaluation else self.flow
 
 
 @dataclass(frozen=True)
 class TestJob:
     __test__ = False  # not a pytest class
 
-    flow: Path
+    path: Path
     info: FlowInfo
     inputs: dict[str, Any]
     variant: str | None
@@ -398,7 +404,7 @@ def batch_job(project: Project, flow: FlowSpec, options: RunOptions, environ: Ma
                                            config, flow.init),
                                        environ, lenient=cache is not None) if local_connections else ()
     return RunJob(
-        label=flow.name, name=run_name(flow.name), flow=flow.path, info=info, data=flow.data,
+        flow=flow.name, name=run_name(flow.name), path=flow.path, info=info, data=flow.data,
         column_mapping=same_named_columns(flow.name, info, flow.column_mapping, project.data(flow.data)),
         variant=flow.variant, connections=flow.connections,
         environment_variables=environment(flow.where("environment_variables"), flow.environment_variables, environ,
@@ -422,8 +428,8 @@ def eval_jobs(project: Project, flow: FlowSpec, base_run: str, options: RunOptio
             | init_connections(config, evaluation.init), environ,
             lenient=cache is not None) if local_connections else ()
         jobs.append(RunJob(
-            label=label, name=run_name(f"{flow.name}_{evaluation.name}"), flow=evaluation.path, info=info,
-            evaluator=evaluation.ref,
+            flow=flow.name, evaluation=evaluation.name, name=run_name(f"{flow.name}_{evaluation.name}"),
+            path=evaluation.path, info=info, evaluator=evaluation.ref,
             data=data, column_mapping=same_named_columns(label, info, evaluation.column_mapping, project.data(data)),
             variant=None, connections=evaluation.connections,
             environment_variables=environment(evaluation.origin, evaluation.environment_variables, environ,

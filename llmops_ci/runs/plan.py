@@ -64,7 +64,7 @@ class Submission:
 
 
 def submission(job: RunJob, resources: dict[str, Any], details: dict[str, Any] | None = None) -> Submission:
-    return Submission(job.label, job.name, job.flow, job.data.absolute(), job.base_run, dict(job.column_mapping),
+    return Submission(job.label, job.name, job.path, job.data.absolute(), job.base_run, dict(job.column_mapping),
                       job.variant, {k: dict(v) for k, v in job.connections.items()},
                       dict(job.environment_variables), dict(resources), job.info, dict(job.init),
                       dict(details or {}))

@@ -148,7 +148,7 @@ class EvaluatorRuns:
         request = {"ref": ref, "scorer": job.info.kind == "scorer", "roots": [str(job.info.folder)], "init": init,
                    "lines": todo,
                    "workers": job.options.workers, "line_timeout": job.options.line_timeout,
-                   "name": job.label.rpartition("/")[2], "progress": str(progress_file), "result": str(result)}
+                   "name": job.evaluation or job.flow, "progress": str(progress_file), "result": str(result)}
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"evaluator-{job.name}.log"
@@ -183,7 +183,7 @@ class EvaluatorRuns:
         return outcome
 
     def test(self, job: TestJob) -> TestRecord:
-        raise UsageError(f"{job.flow}: an evaluator or scorer is not a flow; 'test' runs flows (score a run with "
+        raise UsageError(f"{job.path}: an evaluator or scorer is not a flow; 'test' runs flows (score a run with "
                          "eval-run)")
 
 
