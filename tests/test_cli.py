@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from llmops_ci import __version__, cli
+from llmops_ci.steps import Step
 from tests.helpers.projects import CliResult, Project
 
 Cli = Callable[..., CliResult]
@@ -123,7 +124,7 @@ def test_github_platform_annotations_in_log(cli: Cli, project: Callable[..., Pro
     assert "::error::lint found 1 error" in result.err
 
 
-class _Boom:
+class _Boom(Step):
     name = "boom"
     help = "raises"
 
@@ -133,7 +134,7 @@ class _Boom:
     def add_arguments(self, parser: object) -> None:
         return None
 
-    def run(self, args: object, ctx: object) -> int:
+    def run(self, settings: object, ctx: object) -> int:
         if self.exc is None:
             return 0
         raise self.exc

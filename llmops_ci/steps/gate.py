@@ -15,7 +15,8 @@ from llmops_ci.gate.verdict import FlowGate, gate_flow, load_baseline
 from llmops_ci.releases.spec import git_commit
 from llmops_ci.results.state import read_summary
 from llmops_ci.results.store import update_flow_summary
-from llmops_ci.steps import Context
+from llmops_ci.steps import Context, Step
+from llmops_ci.steps.settings import Settings
 
 log = logging.getLogger("llmops_ci.gate")
 
@@ -64,7 +65,7 @@ def judged(summary: dict[str, Any], flow: str) -> dict[str, Any]:
             "evaluation_runs": {name: as_dict(e).get("run") for name, e in sorted(evaluations.items())}}
 
 
-class GateStep:
+class GateStep(Step):
     name = "gate"
     help = "check metrics against thresholds and a baseline; exit 1 when a rule breaks"
 
@@ -73,10 +74,10 @@ class GateStep:
                             help="state dir (or its summary.json) of a run on the target branch, for "
                                  "max_drop/max_rise rules")
 
-    def run(self, args: argparse.Namespace, ctx: Context) -> int:
-        config = ctx.project(args.config).config
-        flows = config.select(args.flow)
-        baseline = load_baseline(args.baseline)
+    def run(self, settings: Settings, ctx: Context) -> int:
+        config = ctx.project(settings.config).config
+        flows = config.select(settings.flows)
+        baseline = load_baseline(settings.baseline)
         commit = git_commit(ctx.environ, config.root) if any(flow.gate for flow in flows) else None
         summary = read_summary(ctx.state_dir)
         failed = []
@@ -99,7 +100,7 @@ class GateStep:
             result = gate_flow(flow, ctx.state_dir, summary, baseline, run_provenance(flow, commit))
             update_flow_summary(ctx.state_dir, flow.name, "gate", {**result.to_json(), **judged(summary, flow.name)})
             # under ``pr`` on a terminal the report that follows holds the same table: print it once
-            shown = "\n" + table(result) if getattr(args, "gate_table", True) else ""
+            shown = "\n" + table(result) if settings.gate_table else ""
             log.info("%s: gate %s%s%s", flow.name, "passed" if result.passed else "FAILED",
                      f" (baseline: {baseline.source})" if baseline else " (no baseline)", shown)
             for check in result.checks:

@@ -25,8 +25,9 @@ from llmops_ci.results.provenance import flow_hash
 from llmops_ci.results.records import RunRecord
 from llmops_ci.results.state import SCHEMA
 from llmops_ci.results.store import save_run
-from llmops_ci.steps import Context, run_step
+from llmops_ci.steps import Context, Step, run_step
 from llmops_ci.steps.register import unjudged
+from llmops_ci.steps.settings import Settings
 from tests.fakes.openai import FakeOpenAI
 from tests.helpers.projects import RUN_PROJECT, CliResult, Project, processes_using
 
@@ -141,7 +142,7 @@ def test_a_step_that_stopped_on_bad_input_turns_the_report_red(cli: Cli, project
     assert "steps" not in json.loads(Path(".llmops/summary.json").read_text())
 
 
-class _Missing:
+class _Missing(Step):
     name = "batch-run"
     help = ""
 
@@ -151,7 +152,7 @@ class _Missing:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         return None
 
-    def run(self, args: argparse.Namespace, ctx: Context) -> int:
+    def run(self, settings: Settings, ctx: Context) -> int:
         raise self.error
 
 
@@ -168,7 +169,7 @@ def test_a_missing_extra_names_the_extra_and_is_never_green(error: BaseException
     ctx = Context(platform=PLATFORMS["local"], environ={}, stdout=sys.stdout, stderr=sys.stderr,
                   state_dir=tmp_path / "state", http=Http())
     ctx.state_dir.mkdir()  # as the lint before it left it
-    assert run_step(_Missing(error), argparse.Namespace(), ctx) == 2
+    assert run_step(_Missing(error), Settings(), ctx) == 2
     assert 'pip install -e ".[mlflow]"' in caplog.text and "[mlflow] extra" in caplog.text
     data = json.loads((tmp_path / "state" / "summary.json").read_text())
     assert not outcome(data).passed and "batch-run stopped (exit 2)" in outcome(data).headline
