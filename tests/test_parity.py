@@ -15,6 +15,7 @@ from llmops_ci.config import FlowSpec, load_config
 from llmops_ci.gate.verdict import gate_flow
 from llmops_ci.parity import agrees, disagreements, judged_agreement, normalized, pair_lines, parity_record
 from llmops_ci.report.comment import render
+from llmops_ci.results.summary import Summary
 from tests.helpers.projects import Project
 
 
@@ -132,7 +133,7 @@ def test_comment_parity_section_is_inert(project: Callable[..., Project], tmp_pa
     summary = {"schema": "llmops-ci/summary@1", "flows": {"classify2": {"evaluations": {"parity": {
         "run": rec.name, "status": "completed", "metrics": rec.metrics, "of": "classify", "method": "exact",
         "disagreeing": disagreements(rec)}}}}}
-    body = render(summary)
+    body = render(Summary.parse(summary))
     section = body.split("### Parity", 1)[1].split("###", 1)[0]
     assert "agreement 0.5 on 2 lines, 1 disagree" in section
     assert "@octocat" not in section and "<img" not in section and "\n## heading" not in section

@@ -123,9 +123,10 @@ def results_passed(summary: dict[str, Any]) -> bool:
     report module cannot be imported, the exit code alone decides."""
     try:
         from llmops_ci.report.comment import outcome
+        from llmops_ci.results.summary import Summary
     except ImportError:
         return True
-    return outcome(summary).passed
+    return outcome(Summary.parse(summary)).passed
 
 
 def format_number(value: float | None) -> str:
@@ -145,6 +146,7 @@ def _publish_comment(environ: Mapping[str, str], host: Host, out: TextIO, commen
         from llmops_ci.core.http import Http
         from llmops_ci.platforms import Publication
         from llmops_ci.platforms import detect as platform_for
+        from llmops_ci.results.summary import Summary
     except ImportError as exc:  # the bare interpreter: llmops-ci was never installed
         host.message("warning", f"no PR comment: llmops-ci is not installed in this job ({exc})")
         return ""
@@ -156,8 +158,8 @@ def _publish_comment(environ: Mapping[str, str], host: Host, out: TextIO, commen
     platform = platform_for(host.name, environ)
     # the job summary was written by the run step: hide it from the publisher so it is not written twice
     env = {k: v for k, v in environ.items() if k not in ("GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT")}
-    result = platform.publish(Publication(summary, state_dir, comment=True, annotate=False, pr=pr), env, Http(),
-                              _WithoutSummaryUpload(out))  # type: ignore[arg-type]
+    publication = Publication(Summary.parse(summary), state_dir, comment=True, annotate=False, pr=pr)
+    result = platform.publish(publication, env, Http(), _WithoutSummaryUpload(out))  # type: ignore[arg-type]
     host.message("info", f"comment {result.comment}{': ' + result.comment_url if result.comment_url else ''}")
     return result.comment_url or ""
 

@@ -6,16 +6,17 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Protocol, TextIO
 
 from llmops_ci.core.http import Http
+from llmops_ci.results.summary import Summary
 
 
 @dataclass(frozen=True)
 class Publication:
     """What a step hands to the platform: the results so far and what to do with them."""
 
-    summary: dict[str, Any]
+    summary: Summary
     state_dir: Path
     comment: bool = True  # write the PR comment (when there is a PR)
     annotate: bool = False  # annotations for lint findings (once per job: the lint step)

@@ -114,16 +114,14 @@ class AzureDevOps:
     def publish(self, pub: Publication, environ: Mapping[str, str], http: Http, out: TextIO) -> Published:
         result = Published(outcome(pub.summary).passed)
         if pub.annotate:
-            findings = as_list(as_dict(pub.summary.get("lint")).get("findings"))
-            for f in sorted(findings, key=lambda f: f.get("severity") != "error")[:ISSUES_LIMIT]:
-                props = [f"type={'error' if f.get('severity') == 'error' else 'warning'}",
-                         f"sourcepath={_prop(f.get('path'))}"]
-                if f.get("line"):
-                    props.append(f"linenumber={f['line']}")
-                if f.get("column"):
-                    props.append(f"columnnumber={f['column']}")
-                props.append(f"code={_prop(f.get('rule'))}")
-                log.command(out, f"##vso[task.logissue {';'.join(props)}]{log.escape_azure(str(f.get('message')))}\n")
+            for f in sorted(pub.summary.findings, key=lambda f: f.severity != "error")[:ISSUES_LIMIT]:
+                props = [f"type={'error' if f.severity == 'error' else 'warning'}", f"sourcepath={_prop(f.path)}"]
+                if f.line:
+                    props.append(f"linenumber={f.line}")
+                if f.column:
+                    props.append(f"columnnumber={f.column}")
+                props.append(f"code={_prop(f.rule)}")
+                log.command(out, f"##vso[task.logissue {';'.join(props)}]{log.escape_azure(str(f.message))}\n")
         pr = pub.pr or (int(environ["SYSTEM_PULLREQUEST_PULLREQUESTID"])
                         if environ.get("SYSTEM_PULLREQUEST_PULLREQUESTID", "").isdigit() else None)
         if pub.comment and pr is not None:

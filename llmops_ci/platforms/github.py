@@ -12,9 +12,10 @@ from typing import Any, TextIO
 
 from llmops_ci.core import log
 from llmops_ci.core.http import Http, HttpFailure
-from llmops_ci.core.schema import as_dict, as_list
+from llmops_ci.core.schema import as_dict
 from llmops_ci.platforms import Publication, Published
 from llmops_ci.report.comment import GITHUB_LIMIT, MARKER, outcome, render
+from llmops_ci.results.summary import Summary
 
 logger = logging.getLogger("llmops_ci.github")
 ACTIONS_BOT = "github-actions[bot]"
@@ -106,20 +107,19 @@ class GitHub:
     def mask(self, secret: str, out: TextIO) -> None:
         log.command(out, f"::add-mask::{log.escape_github(secret)}\n", secret=True)
 
-    def annotate(self, summary: dict[str, Any], out: TextIO) -> int:
+    def annotate(self, summary: Summary, out: TextIO) -> int:
         """Annotations for lint findings, worst first, within GitHub's per-step cap; returns how many were left out."""
-        findings = as_list(as_dict(summary.get("lint")).get("findings"))
         left_out = 0
         for severity in ("error", "warning"):
-            of_kind = [f for f in findings if f.get("severity") == severity]
+            of_kind = [f for f in summary.findings if f.severity == severity]
             for f in of_kind[:ANNOTATIONS_PER_TYPE]:
-                props = [f"file={_prop(f.get('path'))}"]
-                if f.get("line"):
-                    props.append(f"line={f['line']}")
-                if f.get("column"):
-                    props.append(f"col={f['column']}")
-                props.append(f"title={_prop('llmops-ci ' + str(f.get('rule')))}")
-                log.command(out, f"::{severity} {','.join(props)}::{log.escape_github(str(f.get('message')))}\n")
+                props = [f"file={_prop(f.path)}"]
+                if f.line:
+                    props.append(f"line={f.line}")
+                if f.column:
+                    props.append(f"col={f.column}")
+                props.append(f"title={_prop('llmops-ci ' + str(f.rule))}")
+                log.command(out, f"::{severity} {','.join(props)}::{log.escape_github(str(f.message))}\n")
             left_out += max(0, len(of_kind) - ANNOTATIONS_PER_TYPE)
         return left_out
 

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
@@ -27,8 +27,9 @@ from llmops_ci.project.loaded import Project, load_project, secret_env_names
 from llmops_ci.report.comment import current
 from llmops_ci.results.provenance import config_id, flow_hash
 from llmops_ci.results.records import RunOptions
-from llmops_ci.results.state import disk_error, read_summary, record_step
+from llmops_ci.results.state import disk_error, load_summary, record_step
 from llmops_ci.results.store import mark_unchanged, update_flow_summary
+from llmops_ci.results.summary import Summary
 from llmops_ci.steps.settings import Settings
 
 if TYPE_CHECKING:
@@ -326,21 +327,21 @@ def report_config(settings: Settings) -> str | None:
     return config_id(path) if path.is_file() else None
 
 
-def current_summary(settings: Settings, ctx: Context) -> dict[str, Any]:
+def current_summary(settings: Settings, ctx: Context) -> Summary:
     """summary.json as the report shows it: only the flows of this step's config are current, and a run of content
     that has changed since is marked stale."""
-    summary = current(read_summary(ctx.state_dir), report_config(settings))
-    if report_config(settings) is None or not summary.get("flows"):
+    summary = current(load_summary(ctx.state_dir), report_config(settings))
+    if report_config(settings) is None or not summary.flows:
         return summary
     try:
         project = ctx.project(settings.config)
     except LlmopsError:  # a broken config is reported by the step; the report shows what is there
         return summary
-    for name, entry in summary["flows"].items():
-        ran = entry.get("run") if isinstance(entry, dict) else None
+    flows = dict(summary.flows)
+    for name, entry in summary.flows.items():
         flow = project.config.flows.get(name)
-        if not isinstance(ran, dict) or not ran.get("flow_hash") or flow is None or entry.get("unchanged"):
+        if entry.run is None or not entry.run.flow_hash or flow is None or entry.unchanged is not None:
             continue
-        if flow_hash(flow, project.info(flow.path)) != ran["flow_hash"]:
-            entry["stale"] = "the flow changed since this run"
-    return summary
+        if flow_hash(flow, project.info(flow.path)) != entry.run.flow_hash:
+            flows[name] = replace(entry, stale="the flow changed since this run")
+    return replace(summary, flows=flows)

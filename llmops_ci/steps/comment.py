@@ -30,7 +30,7 @@ class CommentStep(Step):
         if outcome(summary).nothing_ran:
             log.error("nothing ran: %s holds no lint, run or evaluation result%s; run the steps first (or pass the "
                       "--state-dir they used)", ctx.state_dir,
-                      " of this config" if summary.get("elsewhere") else "")
+                      " of this config" if summary.elsewhere else "")
             return 2
         return 0
 

@@ -13,6 +13,7 @@ import requests
 from llmops_ci.core.http import Http
 from llmops_ci.platforms import Publication
 from llmops_ci.platforms.azure_devops import PROPERTY, AzureDevOps
+from llmops_ci.results.summary import Summary
 from tests.fakes.ado import FakeAzureDevOps
 
 FAILED = {"schema": "llmops-ci/summary@1", "flows": {"qa": {"gate": {"passed": False, "checks": []}}},
@@ -35,7 +36,8 @@ def env(server: FakeAzureDevOps, pr: int = 17) -> dict[str, str]:
 
 def publish(server: FakeAzureDevOps, summary: dict, tmp_path: Path, annotate: bool = False) -> tuple[str, object]:
     out = io.StringIO()
-    result = AzureDevOps().publish(Publication(summary, tmp_path / "state", annotate=annotate), env(server),
+    publication = Publication(Summary.parse(summary), tmp_path / "state", annotate=annotate)
+    result = AzureDevOps().publish(publication, env(server),
                                    Http(requests.Session(), sleep=lambda s: None), out)
     return out.getvalue(), result
 

@@ -25,6 +25,7 @@ from llmops_ci.results.provenance import flow_hash
 from llmops_ci.results.records import RunRecord
 from llmops_ci.results.state import SCHEMA
 from llmops_ci.results.store import save_run
+from llmops_ci.results.summary import Summary
 from llmops_ci.steps import Context, Step, run_step
 from llmops_ci.steps.register import unjudged
 from llmops_ci.steps.settings import Settings
@@ -172,7 +173,8 @@ def test_a_missing_extra_names_the_extra_and_is_never_green(error: BaseException
     assert run_step(_Missing(error), Settings(), ctx) == 2
     assert 'pip install -e ".[mlflow]"' in caplog.text and "[mlflow] extra" in caplog.text
     data = json.loads((tmp_path / "state" / "summary.json").read_text())
-    assert not outcome(data).passed and "batch-run stopped (exit 2)" in outcome(data).headline
+    result = outcome(Summary.parse(data))
+    assert not result.passed and "batch-run stopped (exit 2)" in result.headline
 
 
 # --- item 7: a result belongs to one run of one config --------------------------------------------------------------
@@ -192,15 +194,15 @@ def test_flows_of_another_config_in_a_shared_state_dir_are_not_current(cli: Cli,
     assert "classify-run-file" not in runs
     assert "Not shown: results of other configs in this state dir" in shown.out
     assert "classify-run-file (flex/llmops.yaml)" in shown.out
-    data = current(json.loads(proj.read(".llmops/summary.json")), "flex/llmops.yaml")
-    assert list(data["flows"]) == ["classify-run-file"] and not outcome(data).passed
+    data = current(Summary.parse(json.loads(proj.read(".llmops/summary.json"))), "flex/llmops.yaml")
+    assert list(data.flows) == ["classify-run-file"] and not outcome(data).passed
 
 
 def test_an_unfinished_run_never_passes() -> None:
     data = {"schema": SCHEMA, "flows": {"classify": _run("llmops.yaml", "incomplete")}}
-    result = outcome(data)
+    result = outcome(Summary.parse(data))
     assert not result.passed and result.failed == ["run of classify never finished"]
-    assert "never finished" in render(data)
+    assert "never finished" in render(Summary.parse(data))
 
 
 @pytest.mark.executor
