@@ -110,7 +110,7 @@ def test_against_compares_with_the_replaced_flow_paired(project: Callable[..., P
     write_eval(state, "classify2", old, sum(old.values()) / 200)
     summary = {"flows": {"classify": {"evaluations": {"acc": {"metrics": {"accuracy": sum(new.values()) / 200}}}},
                          "classify2": {"evaluations": {"acc": {"metrics": {"accuracy": sum(old.values()) / 200}}}}}}
-    result = gate_flow(flow, state, summary, None)  # no baseline at all: the reference is the other flow
+    result = gate_flow(flow, state, Summary.parse(summary), None)  # no baseline at all: the reference is the other flow
     check = result.checks[0]
     assert not result.passed and check.verdict == "degraded" and check.lines == 200
     assert check.baseline == pytest.approx(sum(old.values()) / 200)
@@ -119,10 +119,10 @@ def test_against_compares_with_the_replaced_flow_paired(project: Callable[..., P
     write_eval(tmp_path / "same", "classify", old, 0)
     write_eval(tmp_path / "same", "classify2", old, 0)
     summary["flows"]["classify"] = summary["flows"]["classify2"]
-    assert gate_flow(flow, tmp_path / "same", summary, None).passed
+    assert gate_flow(flow, tmp_path / "same", Summary.parse(summary), None).passed
     # the reference flow has no results: said, exit 2
     with pytest.raises(Exception, match="compares against flow 'classify2'"):
-        gate_flow(flow, state, {"flows": {"classify": summary["flows"]["classify"]}}, None)
+        gate_flow(flow, state, Summary.parse({"flows": {"classify": summary["flows"]["classify"]}}), None)
 
 
 def test_comment_parity_section_is_inert(project: Callable[..., Project], tmp_path: Path) -> None:

@@ -236,7 +236,7 @@ def _runs(flows: dict[str, FlowResult], errors_per_flow: int, only_failed: bool,
         rows.append([st.code(name) + (f" ({st.text(run.variant, 60)})" if run.variant else ""), icon,
                      _num(run.lines_total, st=st) + (f" × {_num(run.repeats, st=st)}" if run.repeats else ""),
                      _num(run.lines_failed, st=st), _num(run.duration_s, 3, st=st), _num(run.latency_p95, 3, st=st),
-                     _num(run.tokens_total, 9, st=st)])
+                     _num(run.tokens.get("total"), 9, st=st)])
         if run.error:  # the run failed as a whole (or ended with an error): say what, before any line
             errors.append(f"{st.bold(st.code(name))}: the run failed: {st.text(run.error, 500)}")
         lines = run.errors[:errors_per_flow]
@@ -406,8 +406,9 @@ _LEVELS = [(50, 1000, 5, False), (20, 200, 3, False), (10, 0, 1, False), (5, 0, 
 def _commit(flows: dict[str, FlowResult]) -> str | None:
     """The commit the gate judged (the same for every flow of one run)."""
     for flow in flows.values():
-        if flow.gate is not None and flow.gate.commit:
-            return flow.gate.commit
+        commit = flow.gate.provenance.commit if flow.gate is not None else None
+        if isinstance(commit, str) and commit:
+            return commit
     return None
 
 

@@ -36,10 +36,6 @@ def _count(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _number(value: object) -> float | None:
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -110,15 +106,19 @@ class RunResult:
     lines_total: int | None = None
     lines_failed: int | None = None
     repeats: int | None = None
-    duration_s: float | None = None
-    latency_p95: float | None = None
-    tokens_total: Shown = None
+    # figures a gate rule may name (run.<figure>): numbers as written, which the gate checks are numbers
+    duration_s: Shown = None
+    latency_p50: Shown = None
+    latency_p95: Shown = None
+    tokens: dict[str, Shown] = field(default_factory=dict)  # prompt, completion, total
     error: Shown = None
     errors: tuple[LineError, ...] = ()
     llm_cache: CacheCounts | None = None
     metrics: dict[str, Shown] = field(default_factory=dict)
     flow_hash: Shown = None
     data_hash: Shown = None
+    commit: Shown = None
+    finished: Shown = None
     scored_wrong: ScoredWrong | None = None
     parity: Parity | None = None
 
@@ -130,13 +130,15 @@ class RunResult:
             status=_literal(data.get("status"), get_args(RunStatus)), name=data.get("name"), run=data.get("run"),
             variant=data.get("variant"), lines_total=_count(data.get("lines_total")),
             lines_failed=_count(data.get("lines_failed")), repeats=_count(data.get("repeats")),
-            duration_s=_number(data.get("duration_s")), latency_p95=_number(data.get("latency_p95")),
-            tokens_total=as_dict(data.get("tokens")).get("total"), error=data.get("error"),
+            duration_s=data.get("duration_s"), latency_p50=data.get("latency_p50"),
+            latency_p95=data.get("latency_p95"), tokens={str(k): v for k, v in as_dict(data.get("tokens")).items()},
+            error=data.get("error"),
             errors=tuple(LineError(e.get("line"), e.get("node"), e.get("message"))
                          for e in as_list(data.get("errors")) if isinstance(e, dict)),
             llm_cache=CacheCounts.parse(cache) if cache else None,
             metrics={str(k): v for k, v in as_dict(data.get("metrics")).items()},
-            flow_hash=data.get("flow_hash"), data_hash=data.get("data_hash"),
+            flow_hash=data.get("flow_hash"), data_hash=data.get("data_hash"), commit=data.get("commit"),
+            finished=data.get("finished"),
             scored_wrong=ScoredWrong(wrong.get("wrong"), wrong.get("scored"), tuple(
                 ScoredLine(w.get("line_number"), w.get("input"), w.get("evaluated"), w.get("score"))
                 for w in as_list(wrong.get("first")) if isinstance(w, dict))) if wrong else None,
@@ -214,20 +216,30 @@ class ChangedLines:
 
 
 @dataclass(frozen=True)
+class GateProvenance:
+    """What the gate judged, kept for when its state dir is a later run's baseline (gate/provenance.py)."""
+
+    commit: Shown = None
+    gated_at: Shown = None
+    data_hash: Shown = None
+    evaluation_hashes: dict[str, Shown] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class GateResult:
     passed: Shown  # True or False as the gate wrote it: anything else is no verdict
     checks: tuple[GateCheck, ...] = ()
     baseline: BaselineSource | None = None
     changed_rules: tuple[ChangedRule, ...] = ()
     changed_lines: dict[str, ChangedLines] = field(default_factory=dict)
-    commit: str | None = None  # the commit the gate judged
+    provenance: GateProvenance = field(default_factory=GateProvenance)
     flow_hash: Shown = None  # the content of the run it judged
     run: Shown = None  # the batch run it judged
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> GateResult:
         base = as_dict(data.get("baseline"))
-        commit = as_dict(data.get("provenance")).get("commit")
+        provenance = as_dict(data.get("provenance"))
         return cls(
             passed=data.get("passed"),
             checks=tuple(GateCheck.parse(c) for c in as_list(data.get("checks")) if isinstance(c, dict)),
@@ -239,7 +251,8 @@ class GateResult:
                 ChangedLine(x.get("line_number"), x.get("input"), x.get("was"), x.get("now"))
                 for x in as_list(c.get("first")) if isinstance(x, dict)))
                 for metric, c in ((m, as_dict(v)) for m, v in as_dict(data.get("changed_lines")).items())},
-            commit=commit if isinstance(commit, str) and commit else None,
+            provenance=GateProvenance(provenance.get("commit"), provenance.get("gated_at"), provenance.get("data_hash"),
+                                      {str(k): v for k, v in as_dict(provenance.get("evaluation_hashes")).items()}),
             flow_hash=data.get("flow_hash"), run=data.get("run"))
 
 

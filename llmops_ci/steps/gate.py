@@ -9,12 +9,12 @@ from typing import Any
 
 from llmops_ci.core.errors import CheckFailed
 from llmops_ci.core.log import number
-from llmops_ci.core.schema import as_dict
 from llmops_ci.gate.provenance import run_provenance
 from llmops_ci.gate.verdict import FlowGate, gate_flow, load_baseline
 from llmops_ci.releases.spec import git_commit
-from llmops_ci.results.state import read_summary
+from llmops_ci.results.state import load_summary
 from llmops_ci.results.store import update_flow_summary
+from llmops_ci.results.summary import FlowResult, RunResult, Summary
 from llmops_ci.steps import Context, Step
 from llmops_ci.steps.settings import Settings
 
@@ -44,25 +44,23 @@ def table(gate: FlowGate) -> str:
                                    "rule", "verdict", "result"])
 
 
-def _unfinished(summary: dict[str, Any], flow: str) -> str | None:
+def _unfinished(summary: Summary, flow: str) -> str | None:
     """Why the flow's results cannot be judged: a run or evaluation that never finished."""
-    entry = as_dict(as_dict(summary.get("flows")).get(flow))
-    run = as_dict(entry.get("run"))
-    if run.get("status") == "incomplete":
-        return f"its batch run {run.get('name')} never finished"
-    for name, evaluation in sorted(as_dict(entry.get("evaluations")).items()):
-        if as_dict(evaluation).get("status") == "incomplete":
+    entry = summary.flows.get(flow) or FlowResult()
+    if entry.run is not None and entry.run.status == "incomplete":
+        return f"its batch run {entry.run.name} never finished"
+    for name, evaluation in sorted(entry.evaluations.items()):
+        if evaluation.status == "incomplete":
             return f"its evaluation {name} never finished"
     return None
 
 
-def judged(summary: dict[str, Any], flow: str) -> dict[str, Any]:
+def judged(summary: Summary, flow: str) -> dict[str, Any]:
     """What a gate verdict rests on: the batch run (and its content hash) and the evaluation runs it read."""
-    entry = as_dict(as_dict(summary.get("flows")).get(flow))
-    run = as_dict(entry.get("run"))
-    evaluations = as_dict(entry.get("evaluations"))
-    return {"run": run.get("name"), "flow_hash": run.get("flow_hash"), "data_hash": run.get("data_hash"),
-            "evaluation_runs": {name: as_dict(e).get("run") for name, e in sorted(evaluations.items())}}
+    entry = summary.flows.get(flow) or FlowResult()
+    run = entry.run or RunResult()
+    return {"run": run.name, "flow_hash": run.flow_hash, "data_hash": run.data_hash,
+            "evaluation_runs": {name: e.run for name, e in sorted(entry.evaluations.items())}}
 
 
 class GateStep(Step):
@@ -79,16 +77,16 @@ class GateStep(Step):
         flows = config.select(settings.flows)
         baseline = load_baseline(settings.baseline)
         commit = git_commit(ctx.environ, config.root) if any(flow.gate for flow in flows) else None
-        summary = read_summary(ctx.state_dir)
+        summary = load_summary(ctx.state_dir)
         failed = []
         for flow in flows:
             if not flow.gate:
                 log.info("%s: no gate rules", flow.name)
                 continue
-            unchanged = summary.get("flows", {}).get(flow.name, {}).get("unchanged")
-            if unchanged and not unchanged.get("carried_over"):
+            unchanged = (summary.flows.get(flow.name) or FlowResult()).unchanged
+            if unchanged is not None and not unchanged.carried_over:
                 log.info("%s: unchanged since %s and no baseline results carried over: nothing to gate", flow.name,
-                         unchanged.get("since"))
+                         unchanged.since)
                 continue
             unfinished = _unfinished(summary, flow.name)
             if unfinished:
