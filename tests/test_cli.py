@@ -200,3 +200,19 @@ def test_test_step_refuses_an_input_the_flow_does_not_have(cli: Cli, project: Ca
     assert "--input txt: flow 'classify' has no input 'txt'; did you mean 'text'?; its inputs are: text, history" \
         in result.err
     assert not proj.path(".llmops/pf-home").exists()  # stopped before any executor started
+
+
+def test_every_option_of_every_step_is_a_settings_field() -> None:
+    """A step reads its options from the Settings value cli.py builds; an option without a field would be lost."""
+    import argparse
+    import dataclasses
+
+    from llmops_ci.steps.settings import Settings
+
+    names = {f.name for f in dataclasses.fields(Settings)}
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = {(step, action.dest) for step, parser in sub.choices.items() for action in parser._actions
+               if action.dest not in names and action.dest != "help"}
+    assert not missing
+    settings = cli.settings_of(cli.build_parser().parse_args(["--flow", "a", "lint", "x", "--flow", "b"]))
+    assert settings == Settings(step="lint", flow=("b",), paths=(Path("x"),))
