@@ -26,6 +26,7 @@ from llmops_ci.core.yamldoc import display_path
 from llmops_ci.kinds import FlowInfo
 from llmops_ci.project.loaded import Project
 from llmops_ci.results.provenance import tree_digest
+from llmops_ci.results.summary import DeployStatus
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class DeployResult:
     endpoint: str
     deployment: str  # the slot deployed to: blue or green
     previous: str | None  # the slot that served before, if any
-    status: str  # deployed | rolled_back
+    status: DeployStatus
     traffic: dict[str, int]  # what serves now
     smoke: list[SmokeResult] = field(default_factory=list)
     url: str | None = None
