@@ -26,7 +26,7 @@ from llmops_ci.core.yamldoc import display_path
 from llmops_ci.kinds import FlowInfo
 from llmops_ci.project.loaded import Project
 from llmops_ci.results.provenance import tree_digest
-from llmops_ci.results.summary import DeployStatus
+from llmops_ci.results.summary import DeployStatus, FlowResult, RunResult, Summary
 
 
 @dataclass(frozen=True)
@@ -149,9 +149,10 @@ def git_commit(environ: Mapping[str, str], cwd: Path) -> str | None:
     return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
-def model_spec(project: Project, flow: FlowSpec, summary: dict[str, Any], environ: Mapping[str, str]) -> ModelSpec:
+def model_spec(project: Project, flow: FlowSpec, summary: Summary, environ: Mapping[str, str]) -> ModelSpec:
     config = project.config
-    entry = as_dict(as_dict(summary.get("flows")).get(flow.name))
+    entry = summary.flows.get(flow.name) or FlowResult()
+    run_entry = entry.run or RunResult()
     tags: dict[str, str] = {"llmops.flow": flow.name}
     commit = git_commit(environ, config.root)
     if commit:
@@ -163,19 +164,19 @@ def model_spec(project: Project, flow: FlowSpec, summary: dict[str, Any], enviro
         environ.get("GITHUB_REF", "").split("/")[2] if environ.get("GITHUB_REF", "").startswith("refs/pull/") else "")
     if pr:
         tags["ci.pr"] = pr
-    run = as_dict(entry.get("run")).get("name")
-    if run:
-        tags["llmops.run"] = str(run)
-    gate = as_dict(entry.get("gate"))  # what this model carries: the run the gate judged, and its verdict
-    passed = gate.get("passed")
+    if run_entry.name:
+        tags["llmops.run"] = str(run_entry.name)
+    gate = entry.gate  # what this model carries: the run the gate judged, and its verdict
+    passed = gate.passed if gate is not None else None
     tags["llmops.gate"] = "passed" if passed is True else "failed" if passed is False else "none"
-    for key in ("flow_hash", "data_hash"):
-        value = gate.get(key) or as_dict(entry.get("run")).get(key)
+    for key, judged, ran in (("flow_hash", gate.flow_hash if gate else None, run_entry.flow_hash),
+                             ("data_hash", gate.data_hash if gate else None, run_entry.data_hash)):
+        value = judged or ran
         if value:
             tags[f"llmops.{key}"] = str(value)
-    for ename, evaluation in as_dict(entry.get("evaluations")).items():
-        tags[f"llmops.eval.{ename}.run"] = str(as_dict(evaluation).get("run"))
-        for metric, value in as_dict(as_dict(evaluation).get("metrics")).items():
+    for ename, evaluation in entry.evaluations.items():
+        tags[f"llmops.eval.{ename}.run"] = str(evaluation.run)
+        for metric, value in evaluation.metrics.items():
             tags[f"metric.{ename}.{metric}"] = str(value)
     if flow.register and flow.register.tags:
         tags.update({str(k): str(v) for k, v in flow.register.tags.items()})

@@ -234,6 +234,7 @@ class GateResult:
     changed_lines: dict[str, ChangedLines] = field(default_factory=dict)
     provenance: GateProvenance = field(default_factory=GateProvenance)
     flow_hash: Shown = None  # the content of the run it judged
+    data_hash: Shown = None  # the data of the run it judged
     run: Shown = None  # the batch run it judged
 
     @classmethod
@@ -253,7 +254,7 @@ class GateResult:
                 for metric, c in ((m, as_dict(v)) for m, v in as_dict(data.get("changed_lines")).items())},
             provenance=GateProvenance(provenance.get("commit"), provenance.get("gated_at"), provenance.get("data_hash"),
                                       {str(k): v for k, v in as_dict(provenance.get("evaluation_hashes")).items()}),
-            flow_hash=data.get("flow_hash"), run=data.get("run"))
+            flow_hash=data.get("flow_hash"), data_hash=data.get("data_hash"), run=data.get("run"))
 
 
 @dataclass(frozen=True)

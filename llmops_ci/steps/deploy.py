@@ -11,7 +11,7 @@ from llmops_ci.core.errors import CheckFailed, ConfigError, UsageError
 from llmops_ci.core.log import register_secret
 from llmops_ci.releases.spec import DeployPlan, load_smoke_tests, model_spec
 from llmops_ci.results.records import environment, provider_connections, secret_values
-from llmops_ci.results.state import read_summary
+from llmops_ci.results.state import load_summary
 from llmops_ci.results.store import update_flow_summary
 from llmops_ci.steps import Context, Step, release_for
 from llmops_ci.steps.register import add_release_options
@@ -31,7 +31,7 @@ class DeployStep(Step):
     def run(self, settings: Settings, ctx: Context) -> int:
         project = ctx.project(settings.config)
         config = project.config
-        summary = read_summary(ctx.state_dir)
+        summary = load_summary(ctx.state_dir)
         flows = [f for f in config.select(settings.flows) if f.deploy is not None]
         if not flows:
             raise UsageError(f"{config.doc.display}: no selected flow has a 'deploy:' block")

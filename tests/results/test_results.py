@@ -25,7 +25,7 @@ from llmops_ci.results.provenance import flow_hash
 from llmops_ci.results.records import RunRecord
 from llmops_ci.results.state import SCHEMA
 from llmops_ci.results.store import save_run
-from llmops_ci.results.summary import Summary
+from llmops_ci.results.summary import FlowResult, Summary
 from llmops_ci.steps import Context, Step, run_step
 from llmops_ci.steps.register import unjudged
 from llmops_ci.steps.settings import Settings
@@ -323,12 +323,13 @@ def test_an_agent_edited_after_its_gate_is_not_what_the_gate_judged(project: Cal
         return flow_hash(flow, loaded.info(flow.path))
 
     judged = current_hash()
-    entry = {"run": {"name": "support_1", "flow_hash": judged}, "gate": {"passed": True, "flow_hash": judged}}
+    entry = FlowResult.parse({"run": {"name": "support_1", "flow_hash": judged},
+                              "gate": {"passed": True, "flow_hash": judged}})
     assert unjudged(entry, current_hash()) is None
     proj.replace("agents/support/agent.py", "'hello'", "'goodbye'")
     assert current_hash() != judged
     assert "content changed since the run the gate judged (support_1" in str(unjudged(entry, current_hash()))
-    assert "no content hash" in str(unjudged({"gate": {"passed": True}}, judged))
+    assert "no content hash" in str(unjudged(FlowResult.parse({"gate": {"passed": True}}), judged))
 
 
 # --- item 11: lint stops only the flows it concerns; messages say true consequences ---------------------------------
