@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import traceback
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn
 
@@ -31,6 +32,7 @@ from llmops_ci.steps.init import STEP as INIT
 from llmops_ci.steps.lint import STEP as LINT
 from llmops_ci.steps.pr import STEP as PR
 from llmops_ci.steps.register import STEP as REGISTER
+from llmops_ci.steps.settings import Settings
 from llmops_ci.steps.targets import backend_names
 from llmops_ci.steps.test import STEP as TEST
 
@@ -123,34 +125,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _publish(step: str, args: argparse.Namespace, ctx: Context) -> None:
+def _publish(step: str, settings: Settings, ctx: Context) -> None:
     """After a step, the platform shows everything known so far; this never changes the exit code."""
     try:
-        summary = current_summary(args, ctx)
-        ctx.platform.publish(Publication(summary, ctx.state_dir, comment=args.comment != "off",
-                                         annotate=step == "lint", pr=args.pr), ctx.environ, ctx.http, ctx.stdout)
+        summary = current_summary(settings, ctx)
+        ctx.platform.publish(Publication(summary, ctx.state_dir, comment=settings.comment != "off",
+                                         annotate=step == "lint", pr=settings.pr), ctx.environ, ctx.http, ctx.stdout)
     except Exception as exc:  # reporting must not fail a build whose checks passed
         log.warning("could not publish the results: %s", exc)
         log.debug("publish failed", exc_info=True)
 
 
+def settings_of(args: argparse.Namespace) -> Settings:
+    """The parsed command line as the typed value the steps read; argparse's Namespace goes no further."""
+    given = {**COMMON_DEFAULTS, **vars(args)}
+    if given["flow"] is not None:  # repeatable options: argparse collects them in lists
+        given["flow"] = tuple(given["flow"])
+    for name in ("paths", "input"):
+        given[name] = tuple(given.get(name) or ())
+    return Settings(**{f.name: given[f.name] for f in fields(Settings) if f.name in given})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     Parser.argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    for name, default in COMMON_DEFAULTS.items():
-        if not hasattr(args, name):
-            setattr(args, name, default)
-    platform = detect(args.platform, os.environ)
+    settings = settings_of(parser.parse_args(argv))
+    platform = detect(settings.platform, os.environ)
     redaction.from_environment(os.environ)
     stdout, stderr = logsetup.SafeStream(sys.stdout), logsetup.SafeStream(sys.stderr)
-    logsetup.setup(platform.formatter(), stream=sys.stderr, verbose=args.verbose)
+    logsetup.setup(platform.formatter(), stream=sys.stderr, verbose=settings.verbose)
     ctx = Context(platform=platform, environ=os.environ, stdout=stdout, stderr=stderr,  # type: ignore[arg-type]
-                  state_dir=args.state_dir or DEFAULT_STATE_DIR, http=Http())
-    step = STEPS[args.step]
+                  state_dir=settings.state_dir or DEFAULT_STATE_DIR, http=Http())
+    step = STEPS[settings.step]
     previous = _on_sigterm()
     try:
-        code = run_step(step, args, ctx)
+        code = run_step(step, settings, ctx)
     except KeyboardInterrupt as exc:  # the steps' cleanup ran on the way up: runs stopped, recordings saved
         terminated = isinstance(exc, Terminated)
         log.error("terminated (SIGTERM)" if terminated else "interrupted")
@@ -158,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         return TERMINATED if terminated else INTERRUPTED
     except Exception as exc:  # the one place a bug becomes exit 4; what is known is still published
         _internal_error(step.name, exc, ctx)
-        _publish(step.name, args, ctx)
+        _publish(step.name, settings, ctx)
         return INTERNAL_ERROR
     finally:
         if previous is not None:
@@ -166,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     _clear_internal_error(step.name, ctx)
     if code == 2 and not (ctx.state_dir / "summary.json").is_file():
         return code  # bad usage before anything was kept: nothing to publish
-    if not getattr(step, "publishes", False) and not getattr(args, "stateless", False):
-        _publish(step.name, args, ctx)
+    if not step.publishes and not step.stateless(settings, ctx):
+        _publish(step.name, settings, ctx)
     return code
 
 

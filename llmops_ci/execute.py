@@ -23,20 +23,9 @@ from llmops_ci.gate.keys import save_line_keys
 from llmops_ci.gate.scored import scored_wrong
 from llmops_ci.project.loaded import Project
 from llmops_ci.results.provenance import config_id, data_hash, evaluation_hash, flow_hash, now
-from llmops_ci.results.records import (
-    RunOptions,
-    RunRecord,
-    base_dir,
-    batch_job,
-    eval_jobs,
-    keep_base,
-    load_run,
-    run_dir,
-    save_run,
-    secret_values,
-    update_flow_summary,
-)
+from llmops_ci.results.records import RunJob, RunOptions, RunRecord, batch_job, eval_jobs, secret_values
 from llmops_ci.results.state import start_evaluations, start_flow, write_json_atomic
+from llmops_ci.results.store import base_dir, keep_base, load_run, run_dir, save_run, update_flow_summary
 
 log = logging.getLogger("llmops_ci.run")
 
@@ -99,7 +88,7 @@ def base_lines(state_dir: Path, base_run: str, rows: int) -> list[int] | None:
     return sorted(numbers)
 
 
-def _lines_expected(project: Project, rc: RunContext, job: Any) -> list[int]:
+def _lines_expected(project: Project, rc: RunContext, job: RunJob) -> list[int]:
     """The data lines (0-based) a run gets: its data's, or over a base run those that both the data and the base
     run's outputs have (prompt flow skips a line whose base line failed)."""
     rows = project.data(job.data).rows
@@ -107,7 +96,7 @@ def _lines_expected(project: Project, rc: RunContext, job: Any) -> list[int]:
     return list(range(rows)) if joined is None else joined
 
 
-def _execute(project: Project, rc: RunContext, job: Any) -> RunRecord:
+def _execute(project: Project, rc: RunContext, job: RunJob) -> RunRecord:
     _check_job(rc, job)
     expected = _lines_expected(project, rc, job)
     record = rc.backend.run(job, rc.progress(job.label, len(expected)))
@@ -115,7 +104,7 @@ def _execute(project: Project, rc: RunContext, job: Any) -> RunRecord:
     return record
 
 
-def _check_job(rc: RunContext, job: Any) -> None:
+def _check_job(rc: RunContext, job: RunJob) -> None:
     accepts = rc.backend.engines
     if getattr(job, "evaluator", None) and accepts is not None and "evaluator" not in accepts:
         raise UsageError(f"{job.label}: an evaluator or scorer ({job.evaluator}) runs on --backend local only; "
@@ -128,7 +117,7 @@ def _check_job(rc: RunContext, job: Any) -> None:
                          "--llm-cache off (it overrides llmops.yaml's llm_cache.mode), or on --backend local")
 
 
-def _records(project: Project, rc: RunContext, jobs: list[Any]) -> Iterator[RunRecord]:
+def _records(project: Project, rc: RunContext, jobs: list[RunJob]) -> Iterator[RunRecord]:
     """One record per job, in order: all at once from a backend that ``submits_together`` (remote runs submitted
     together and awaited together), side by side on one with ``parallel_runs``, else one after the other."""
     if not rc.backend.submits_together:
@@ -155,7 +144,7 @@ def _endpoint_down(rc: RunContext, record: RunRecord) -> str | None:
     return "; ".join(reasons) or None
 
 
-def _execute_all(project: Project, rc: RunContext, jobs: list[Any]) -> Iterator[RunRecord]:
+def _execute_all(project: Project, rc: RunContext, jobs: list[RunJob]) -> Iterator[RunRecord]:
     """The records of ``jobs`` in their order. A backend with ``parallel_runs`` gets them all at once (it shares
     ``--workers`` lines in flight among them); the next record is yielded as soon as it and those before it are in."""
     if len(jobs) < 2 or not rc.backend.parallel_runs:
@@ -241,7 +230,8 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
     for flow, base, jobs in plans:
         entries = {}
         for job in jobs:
-            evaluation = flow.evaluations[job.label.split("/", 1)[1]]
+            assert job.evaluation is not None  # eval_jobs makes one job per evaluation
+            evaluation = flow.evaluations[job.evaluation]
             started[job.label] = {"base_run": base["name"], "flow_hash": evaluation_hash(evaluation, job.info),
                                   "data_hash": data_hash(_source_data(flow, job)), "started": now()}
             entries[evaluation.name] = {"run": job.name, **start_run(rc.state_dir, job.label, job.name,
@@ -255,7 +245,7 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
         if flow.repeats > 1:
             repeats.fold(record, flow.repeats, project.data(flow.data).rows if flow.data else None)
         summary = save_run(rc.state_dir, record, None, started[job.label])
-        ename = job.label.split("/", 1)[1]
+        ename = str(job.evaluation)
         entry = {"run": record.name, "status": summary["status"], "metrics": record.metrics,
                  "lines_total": summary["lines_total"], "lines_failed": summary["lines_failed"],
                  **{k: summary[k] for k in ("base_run", "flow_hash", "data_hash", "started", "finished")}}
@@ -328,7 +318,7 @@ def start_run(state_dir: Path, label: str, name: str, provenance: dict[str, Any]
     return entry
 
 
-def _start_batch(project: Project, rc: RunContext, flow: FlowSpec, job: Any) -> dict[str, Any]:
+def _start_batch(project: Project, rc: RunContext, flow: FlowSpec, job: RunJob) -> dict[str, Any]:
     """What the run rests on, kept before it starts: the flow's entry says ``incomplete`` until the run ends."""
     provenance = {"flow_hash": flow_hash(flow, job.info), "data_hash": data_hash(_source_data(flow, job)),
                   "started": now(), **({"variant": flow.variant} if flow.variant else {})}
@@ -346,7 +336,7 @@ def _current_run(project: Project, rc: RunContext, flow: FlowSpec) -> bool:
     return run["flow_hash"] == flow_hash(flow, project.info(flow.path)) and run.get("data_hash") == data_hash(flow.data)
 
 
-def _source_data(flow: FlowSpec, job: Any) -> Path:
+def _source_data(flow: FlowSpec, job: RunJob) -> Path:
     """The data a run rests on: the flow's own file, also when ``repeats:`` runs a copy with each line repeated."""
     return flow.data if flow.repeats > 1 and flow.data is not None else Path(job.data)
 
@@ -362,7 +352,7 @@ def _finished_base(rc: RunContext, flow: FlowSpec) -> dict[str, Any]:
     return base
 
 
-def _check_same_data(flow: FlowSpec, jobs: list[Any], base: dict[str, Any]) -> None:
+def _check_same_data(flow: FlowSpec, jobs: list[RunJob], base: dict[str, Any]) -> None:
     """An evaluation pairs the base run's outputs with its data by line number: data changed since the run read
     it would pair outputs with the wrong lines."""
     if flow.data is None or not base.get("data_hash"):

@@ -41,10 +41,10 @@ from llmops_ci.results.records import (
     init_arguments,
     init_connections,
     provider_connections,
-    run_dir,
     run_name,
 )
 from llmops_ci.results.state import write_json_atomic
+from llmops_ci.results.store import run_dir
 
 log = logging.getLogger("llmops_ci.run")
 NAME = "parity"
@@ -202,7 +202,8 @@ def judge_job(config: Config, flow: FlowSpec, pairs: list[Pair], options: RunOpt
     cache = cache_settings(config, label, options.llm_cache)
     connections = provider_connections(config, init_connections(config, evaluation.init), environ,
                                        lenient=cache is not None)
-    return RunJob(label=label, name=run_name(f"{flow.name}_{NAME}"), flow=evaluation.path, info=info, data=data,
+    return RunJob(flow=flow.name, evaluation=NAME, name=run_name(f"{flow.name}_{NAME}"), path=evaluation.path,
+                  info=info, data=data,
                   column_mapping=mapping, variant=None, connections={}, environment_variables={},
                   provider_connections=connections, options=options, cache=cache,
                   init=init_arguments(evaluation.origin, evaluation.init, environ, lenient=cache is not None),

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from llmops_ci import __version__, cli
+from llmops_ci.steps import Step
 from tests.helpers.projects import CliResult, Project
 
 Cli = Callable[..., CliResult]
@@ -123,7 +124,7 @@ def test_github_platform_annotations_in_log(cli: Cli, project: Callable[..., Pro
     assert "::error::lint found 1 error" in result.err
 
 
-class _Boom:
+class _Boom(Step):
     name = "boom"
     help = "raises"
 
@@ -133,7 +134,7 @@ class _Boom:
     def add_arguments(self, parser: object) -> None:
         return None
 
-    def run(self, args: object, ctx: object) -> int:
+    def run(self, settings: object, ctx: object) -> int:
         if self.exc is None:
             return 0
         raise self.exc
@@ -199,3 +200,19 @@ def test_test_step_refuses_an_input_the_flow_does_not_have(cli: Cli, project: Ca
     assert "--input txt: flow 'classify' has no input 'txt'; did you mean 'text'?; its inputs are: text, history" \
         in result.err
     assert not proj.path(".llmops/pf-home").exists()  # stopped before any executor started
+
+
+def test_every_option_of_every_step_is_a_settings_field() -> None:
+    """A step reads its options from the Settings value cli.py builds; an option without a field would be lost."""
+    import argparse
+    import dataclasses
+
+    from llmops_ci.steps.settings import Settings
+
+    names = {f.name for f in dataclasses.fields(Settings)}
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = {(step, action.dest) for step, parser in sub.choices.items() for action in parser._actions
+               if action.dest not in names and action.dest != "help"}
+    assert not missing
+    settings = cli.settings_of(cli.build_parser().parse_args(["--flow", "a", "lint", "x", "--flow", "b"]))
+    assert settings == Settings(step="lint", flow=("b",), paths=(Path("x"),))

@@ -16,6 +16,7 @@ from llmops_ci.config import FlowSpec, load_config
 from llmops_ci.gate.verdict import gate_flow
 from llmops_ci.parity import agrees, disagreements, judged_agreement, normalized, pair_lines, parity_record
 from llmops_ci.report.comment import render
+from llmops_ci.results.summary import Summary
 from tests.helpers.config import Evaluation, Flow, Parity, Rule
 from tests.helpers.projects import BASE_CONFIG, Project
 
@@ -87,7 +88,7 @@ def test_against_compares_with_the_replaced_flow_paired(project: Callable[..., P
     write_eval(state, "classify2", old, sum(old.values()) / 200)
     summary = {"flows": {"classify": {"evaluations": {"acc": {"metrics": {"accuracy": sum(new.values()) / 200}}}},
                          "classify2": {"evaluations": {"acc": {"metrics": {"accuracy": sum(old.values()) / 200}}}}}}
-    result = gate_flow(flow, state, summary, None)  # no baseline at all: the reference is the other flow
+    result = gate_flow(flow, state, Summary.parse(summary), None)  # no baseline at all: the reference is the other flow
     check = result.checks[0]
     assert not result.passed and check.verdict == "degraded" and check.lines == 200
     assert check.baseline == pytest.approx(sum(old.values()) / 200)
@@ -96,10 +97,10 @@ def test_against_compares_with_the_replaced_flow_paired(project: Callable[..., P
     write_eval(tmp_path / "same", "classify", old, 0)
     write_eval(tmp_path / "same", "classify2", old, 0)
     summary["flows"]["classify"] = summary["flows"]["classify2"]
-    assert gate_flow(flow, tmp_path / "same", summary, None).passed
+    assert gate_flow(flow, tmp_path / "same", Summary.parse(summary), None).passed
     # the reference flow has no results: said, exit 2
     with pytest.raises(Exception, match="compares against flow 'classify2'"):
-        gate_flow(flow, state, {"flows": {"classify": summary["flows"]["classify"]}}, None)
+        gate_flow(flow, state, Summary.parse({"flows": {"classify": summary["flows"]["classify"]}}), None)
 
 
 def test_comment_parity_section_is_inert(project: Callable[..., Project], tmp_path: Path) -> None:
@@ -110,7 +111,7 @@ def test_comment_parity_section_is_inert(project: Callable[..., Project], tmp_pa
     summary = {"schema": "llmops-ci/summary@1", "flows": {"classify2": {"evaluations": {"parity": {
         "run": rec.name, "status": "completed", "metrics": rec.metrics, "of": "classify", "method": "exact",
         "disagreeing": disagreements(rec)}}}}}
-    body = render(summary)
+    body = render(Summary.parse(summary))
     section = body.split("### Parity", 1)[1].split("###", 1)[0]
     assert "agreement 0.5 on 2 lines, 1 disagree" in section
     assert "@octocat" not in section and "<img" not in section and "\n## heading" not in section

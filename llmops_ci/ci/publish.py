@@ -110,9 +110,10 @@ def results_passed(summary: dict[str, Any]) -> bool:
     report module cannot be imported, the exit code alone decides."""
     try:
         from llmops_ci.report.comment import outcome
+        from llmops_ci.results.summary import Summary
     except ImportError:
         return True
-    return outcome(summary).passed
+    return outcome(Summary.parse(summary)).passed
 
 
 def format_number(value: float | None) -> str:
@@ -130,6 +131,7 @@ def _publish_comment(environ: Mapping[str, str], host: Host, out: TextIO, commen
         return ""
     try:
         import llmops_ci.report.comment  # noqa: F401  (what the publisher renders with)
+        from llmops_ci.results.summary import Summary
     except ImportError as exc:  # the bare interpreter: llmops-ci was never installed
         host.message("warning", f"no PR comment: llmops-ci is not installed in this job ({exc})")
         return ""
@@ -137,7 +139,8 @@ def _publish_comment(environ: Mapping[str, str], host: Host, out: TextIO, commen
     if pr is None:
         return ""
     # the run step wrote the job summary and this step sets the outputs: the publisher writes the comment alone
-    result = PLATFORMS[host.name].publish(Publication(summary, state_dir, comment=True, annotate=False, pr=pr,
-                                                      comment_only=True), environ, Http(), out)
+    publication = Publication(Summary.parse(summary), state_dir, comment=True, annotate=False, pr=pr,
+                              comment_only=True)
+    result = PLATFORMS[host.name].publish(publication, environ, Http(), out)
     host.message("info", f"comment {result.comment}{': ' + result.comment_url if result.comment_url else ''}")
     return result.comment_url or ""

@@ -117,9 +117,9 @@ def finish(host: Host, code: int, state_dir: Path) -> None:
     if passed and summary.is_file():
         try:
             from llmops_ci.report.comment import outcome
-            from llmops_ci.results.state import read_summary
+            from llmops_ci.results.state import load_summary
 
-            passed = outcome(read_summary(state_dir)).passed
+            passed = outcome(load_summary(state_dir)).passed
         except Exception as exc:  # an unreadable summary is no pass
             host.message("warning", f"could not read {summary}: {exc}")
             passed = False

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from llmops_ci.config import FlowSpec
-from llmops_ci.core.schema import as_dict, as_list
+from llmops_ci.core.schema import as_dict
+from llmops_ci.results.summary import FlowResult, GateProvenance, RunResult, Summary
 
 STALE_S = 7 * 86400  # a baseline older than a week is shown as stale
 _IGNORED = {"__pycache__", ".git", ".promptflow", ".runs", "node_modules"}
@@ -64,20 +65,20 @@ def _timestamp(value: Any) -> float | None:
         return None
 
 
-def changed_rules(flow: FlowSpec, baseline: dict[str, Any]) -> list[dict[str, Any]]:
+def changed_rules(flow: FlowSpec, baseline: Summary) -> list[dict[str, Any]]:
     """Gate limits (and burdens of proof) that differ from the baseline run's, from its gate's check rows."""
-    entry = as_dict(as_dict(baseline.get("flows")).get(flow.name))
-    rows = [c for c in as_list(as_dict(entry.get("gate")).get("checks")) if isinstance(c, dict)]
+    entry = baseline.flows.get(flow.name)
+    rows = entry.gate.checks if entry is not None and entry.gate is not None else ()
     if not rows:
         return []
     was: dict[tuple[str, str], Any] = {}
     was_test: dict[str, Any] = {}
     for row in rows:
-        metric, kind = row.get("metric"), row.get("rule")
+        metric, kind = row.metric, row.rule
         if isinstance(metric, str) and isinstance(kind, str):
-            was[(metric, kind)] = row.get("limit")
+            was[(metric, kind)] = row.limit
             if kind in ("max_drop", "max_rise"):
-                was_test[metric] = row.get("test") or ("significant" if row.get("significant") else None)
+                was_test[metric] = row.test or ("significant" if row.significant else None)
     now: dict[tuple[str, str], Any] = {}
     now_test: dict[str, Any] = {}
     for metric, rule in flow.gate.items():
@@ -93,30 +94,30 @@ def changed_rules(flow: FlowSpec, baseline: dict[str, Any]) -> list[dict[str, An
     return out
 
 
-def baseline_provenance(flow: FlowSpec, summary: dict[str, Any], baseline: dict[str, Any], source: str,
+def baseline_provenance(flow: FlowSpec, summary: Summary, baseline: Summary, source: str,
                         current: dict[str, Any], now: float | None = None) -> dict[str, Any]:
     """The baseline's commit, age, data and evaluation hashes beside this run's, with a warning per difference."""
-    base_flow = as_dict(as_dict(baseline.get("flows")).get(flow.name))
-    cur_flow = as_dict(as_dict(summary.get("flows")).get(flow.name))
-    base_prov = as_dict(as_dict(base_flow.get("gate")).get("provenance"))
-    base_run, cur_run = as_dict(base_flow.get("run")), as_dict(cur_flow.get("run"))
-    out: dict[str, Any] = {"source": source, "commit": base_run.get("commit") or base_prov.get("commit")}
-    when = _timestamp(base_run.get("finished")) or _timestamp(base_prov.get("gated_at"))
+    base_flow = baseline.flows.get(flow.name) or FlowResult()
+    cur_flow = summary.flows.get(flow.name) or FlowResult()
+    base_prov = base_flow.gate.provenance if base_flow.gate is not None else GateProvenance()
+    base_run, cur_run = base_flow.run or RunResult(), cur_flow.run or RunResult()
+    out: dict[str, Any] = {"source": source, "commit": base_run.commit or base_prov.commit}
+    when = _timestamp(base_run.finished) or _timestamp(base_prov.gated_at)
     now = now if now is not None else time.time()
     out["age_s"] = max(0, round(now - when)) if when is not None else None
-    if base_run.get("data_hash") and cur_run.get("data_hash"):
-        base_data, cur_data = base_run["data_hash"], cur_run["data_hash"]
+    if base_run.data_hash and cur_run.data_hash:
+        base_data, cur_data = base_run.data_hash, cur_run.data_hash
     else:
-        base_data, cur_data = base_prov.get("data_hash"), current.get("data_hash")
+        base_data, cur_data = base_prov.data_hash, current.get("data_hash")
     out["data_hash"] = base_data
     out["same_data"] = (base_data == cur_data) if base_data and cur_data else None
-    base_evals = as_dict(base_prov.get("evaluation_hashes"))
+    base_evals = dict(base_prov.evaluation_hashes)
     cur_evals = as_dict(current.get("evaluation_hashes"))
-    for name, entry in as_dict(base_flow.get("evaluations")).items():  # results' per-run content hash wins
-        if as_dict(entry).get("flow_hash") and as_dict(as_dict(cur_flow.get("evaluations")).get(name)).get(
-                "flow_hash"):
-            base_evals[name] = entry["flow_hash"]
-            cur_evals[name] = cur_flow["evaluations"][name]["flow_hash"]
+    for name, entry in base_flow.evaluations.items():  # results' per-run content hash wins
+        mine = cur_flow.evaluations.get(name)
+        if entry.flow_hash and mine is not None and mine.flow_hash:
+            base_evals[name] = entry.flow_hash
+            cur_evals[name] = mine.flow_hash
     out["evaluation_hashes"] = base_evals
     warnings = []
     if out["same_data"] is False:
@@ -127,7 +128,7 @@ def baseline_provenance(flow: FlowSpec, summary: dict[str, Any], baseline: dict[
     if changed:
         warnings.append(f"evaluation {', '.join(changed)} changed since the baseline: its judge scores differently, "
                         "so a change in its metrics may come from the judge")
-    base_names = set(as_dict(base_flow.get("evaluations")))
+    base_names = set(base_flow.evaluations)
     added, removed = sorted(set(flow.evaluations) - base_names), sorted(base_names - set(flow.evaluations))
     if base_names and (added or removed):
         warnings.append("the evaluation set changed since the baseline (" + ", ".join(

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.results.records import LineResult, run_dir
+from llmops_ci.results.records import LineResult
+from llmops_ci.results.store import run_dir
 
 LIMIT = 10
 TEXT = 200

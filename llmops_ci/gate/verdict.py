@@ -34,8 +34,9 @@ from llmops_ci.gate.stats import (
     non_inferiority_verdict,
 )
 from llmops_ci.gate.stats import level as threshold_level
-from llmops_ci.results.records import run_dir
 from llmops_ci.results.state import check_summary, read_json_file
+from llmops_ci.results.store import run_dir
+from llmops_ci.results.summary import FlowResult, RunResult, Summary
 
 __all__ = ["MIN_LINES", "RESAMPLES", "SEED", "Comparison", "compare"]  # compare/paired_checks: for against: too
 _EPS = 1e-12
@@ -43,7 +44,7 @@ _EPS = 1e-12
 
 @dataclass(frozen=True)
 class Baseline:
-    summary: dict[str, Any]
+    summary: Summary
     state_dir: Path | None  # None when only a summary.json was given (no per-line scores)
     source: str
 
@@ -63,7 +64,7 @@ def load_baseline(path: Path | None) -> Baseline | None:
         check_summary(data, str(file))
     except UsageError as exc:
         raise UsageError(f"--baseline {exc}") from None
-    return Baseline(data, path if path.is_dir() else None, str(path))
+    return Baseline(Summary.parse(data), path if path.is_dir() else None, str(path))
 
 
 @dataclass
@@ -135,30 +136,28 @@ def _number(value: Any) -> float | None:
     return math.nan
 
 
-def _run_figure(run: dict[str, Any], figure: str) -> float | None:
-    tokens = as_dict(run.get("tokens"))
-    failed, total = run.get("lines_failed"), run.get("lines_total")
-    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (failed, total))
+def _run_figure(run: RunResult, figure: str) -> float | None:
+    failed, total = run.lines_failed, run.lines_total
     values = {
-        "lines_failed": run.get("lines_failed"),
-        "lines_failed_ratio": (failed / total) if numeric and total else None,
-        "latency_p50": run.get("latency_p50"), "latency_p95": run.get("latency_p95"),
-        "duration_s": run.get("duration_s"), "tokens_prompt": tokens.get("prompt"),
-        "tokens_completion": tokens.get("completion"), "tokens_total": tokens.get("total"),
+        "lines_failed": failed,
+        "lines_failed_ratio": (failed / total) if failed is not None and total else None,
+        "latency_p50": run.latency_p50, "latency_p95": run.latency_p95,
+        "duration_s": run.duration_s, "tokens_prompt": run.tokens.get("prompt"),
+        "tokens_completion": run.tokens.get("completion"), "tokens_total": run.tokens.get("total"),
     }
     if figure not in values or values[figure] is None:
         return None
     return _number(values[figure])
 
 
-def metric_value(summary: dict[str, Any], flow: str, metric: str) -> tuple[float | None, list[str]]:
+def metric_value(summary: Summary, flow: str, metric: str) -> tuple[float | None, list[str]]:
     """The value of ``<evaluation>.<metric>`` or ``run.<figure>`` and the names that do exist."""
-    entry = as_dict(as_dict(summary.get("flows")).get(flow))
+    entry = summary.flows.get(flow) or FlowResult()
     source, _, name = metric.partition(".")
     if source == "run":
-        run = as_dict(entry.get("run"))
-        return (_run_figure(run, name) if run else None), [f"run.{f}" for f in RUN_FIGURES]
-    metrics = as_dict(as_dict(as_dict(entry.get("evaluations")).get(source)).get("metrics"))
+        return (_run_figure(entry.run, name) if entry.run else None), [f"run.{f}" for f in RUN_FIGURES]
+    evaluation = entry.evaluations.get(source)
+    metrics = evaluation.metrics if evaluation is not None else {}
     return (_number(metrics[name]) if name in metrics else None), [f"{source}.{m}" for m in sorted(metrics)]
 
 
@@ -207,7 +206,7 @@ def _keyed(scores: dict[int, float], keys: dict[int, str], kind: str) -> dict[st
     return {keys[i]: v for i, v in scores.items() if i in keys}
 
 
-def gate_flow(flow: FlowSpec, state_dir: Path, summary: dict[str, Any], baseline: Baseline | None,
+def gate_flow(flow: FlowSpec, state_dir: Path, summary: Summary, baseline: Baseline | None,
               provenance: dict[str, Any] | None = None) -> FlowGate:
     """``provenance``: this run's (commit, time, data and evaluation hashes), kept for when it is a baseline."""
     result = FlowGate(flow.name, provenance=dict(provenance or {}))
@@ -224,8 +223,7 @@ def gate_flow(flow: FlowSpec, state_dir: Path, summary: dict[str, Any], baseline
             names = [f"run.{f}" for f in RUN_FIGURES] + [f"{e}.<metric>" for e in flow.evaluations]
             raise UsageError(f"gate rule '{metric}' of flow '{flow.name}': no evaluation '{source}' in the config; "
                              f"rules can name: {', '.join(names)}")
-        if source != "run" and source not in as_dict(as_dict(as_dict(summary.get("flows")).get(flow.name))
-                                                     .get("evaluations")):
+        if source != "run" and source not in (summary.flows.get(flow.name) or FlowResult()).evaluations:
             raise UsageError(f"gate rule '{metric}' of flow '{flow.name}': no results for evaluation '{source}' in "
                              f"{state_dir}; run 'llmops-ci eval-run --flow {flow.name}' first")
         value, available = metric_value(summary, flow.name, metric)

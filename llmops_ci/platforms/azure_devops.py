@@ -15,7 +15,7 @@ from urllib.parse import quote
 from llmops_ci.core import log
 from llmops_ci.core.http import HttpFailure
 from llmops_ci.core.safe_text import log_safe, neutral
-from llmops_ci.platforms.base import CommandFormatter, Host, Publication, Published, finding_location, lint_findings
+from llmops_ci.platforms.base import CommandFormatter, Host, Publication, Published, finding_location
 
 if TYPE_CHECKING:
     from llmops_ci.core.http import Http
@@ -150,12 +150,11 @@ class AzureDevOps:
 
         result = Published(outcome(pub.summary).passed)
         if pub.annotate:
-            findings = lint_findings(pub.summary)
-            for f in sorted(findings, key=lambda f: f.get("severity") != "error")[:ISSUES_LIMIT]:
-                props = [f"type={'error' if f.get('severity') == 'error' else 'warning'}",
+            for f in sorted(pub.summary.findings, key=lambda f: f.severity != "error")[:ISSUES_LIMIT]:
+                props = [f"type={'error' if f.severity == 'error' else 'warning'}",
                          *finding_location(f, ("sourcepath", "linenumber", "columnnumber"), _prop),
-                         f"code={_prop(f.get('rule'))}"]
-                log.command(out, f"##vso[task.logissue {';'.join(props)}]{escape_azure(str(f.get('message')))}\n")
+                         f"code={_prop(f.rule)}"]
+                log.command(out, f"##vso[task.logissue {';'.join(props)}]{escape_azure(str(f.message))}\n")
         pr = pub.pr or (int(environ["SYSTEM_PULLREQUEST_PULLREQUESTID"])
                         if environ.get("SYSTEM_PULLREQUEST_PULLREQUESTID", "").isdigit() else None)
         if pub.comment and pr is not None:

@@ -11,19 +11,20 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from llmops_ci.core.safe_text import log_safe
 
 if TYPE_CHECKING:
     from llmops_ci.core.http import Http
+    from llmops_ci.results.summary import Finding, Summary
 
 
 @dataclass(frozen=True)
 class Publication:
     """What a step hands to the platform: the results so far and what to do with them."""
 
-    summary: dict[str, Any]
+    summary: Summary
     state_dir: Path
     comment: bool = True  # write the PR comment (when there is a PR)
     annotate: bool = False  # annotations for lint findings (once per job: the lint step)
@@ -137,21 +138,13 @@ class CommandFormatter(logging.Formatter):
         return log_safe(msg)
 
 
-def lint_findings(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The lint findings of a summary, for annotations."""
-    lint = summary.get("lint")
-    findings = lint.get("findings") if isinstance(lint, dict) else None
-    return [f for f in findings if isinstance(f, dict)] if isinstance(findings, list) else []
-
-
-def finding_location(finding: Mapping[str, Any], names: tuple[str, str, str],
-                     prop: Callable[[object], str]) -> list[str]:
+def finding_location(finding: Finding, names: tuple[str, str, str], prop: Callable[[object], str]) -> list[str]:
     """A finding's path, line and column as an annotation command's properties, under the platform's ``names`` for
     them and escaped by its ``prop``."""
     path, line, column = names
-    props = [f"{path}={prop(finding.get('path'))}"]
-    if finding.get("line"):
-        props.append(f"{line}={finding['line']}")
-    if finding.get("column"):
-        props.append(f"{column}={finding['column']}")
+    props = [f"{path}={prop(finding.path)}"]
+    if finding.line:
+        props.append(f"{line}={finding.line}")
+    if finding.column:
+        props.append(f"{column}={finding.column}")
     return props

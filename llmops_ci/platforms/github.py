@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 from llmops_ci.core import log
 from llmops_ci.core.http import HttpFailure
 from llmops_ci.core.safe_text import log_safe, neutral
-from llmops_ci.platforms.base import CommandFormatter, Host, Publication, Published, finding_location, lint_findings
+from llmops_ci.platforms.base import CommandFormatter, Host, Publication, Published, finding_location
 
 if TYPE_CHECKING:
     from llmops_ci.core.http import Http
+    from llmops_ci.results.summary import Summary
 
 logger = logging.getLogger("llmops_ci.github")
 # Variables an Actions job (or the gh CLI on it) holds that carry the CI system's own credential; ACTIONS_* also
@@ -231,16 +232,15 @@ class GitHub:
     def mask(self, secret: str, out: TextIO) -> None:
         log.command(out, f"::add-mask::{escape_github(secret)}\n", secret=True)
 
-    def annotate(self, summary: dict[str, Any], out: TextIO) -> int:
+    def annotate(self, summary: Summary, out: TextIO) -> int:
         """Annotations for lint findings, worst first, within GitHub's per-step cap; returns how many were left out."""
-        findings = lint_findings(summary)
         left_out = 0
         for severity in ("error", "warning"):
-            of_kind = [f for f in findings if f.get("severity") == severity]
+            of_kind = [f for f in summary.findings if f.severity == severity]
             for f in of_kind[:ANNOTATIONS_PER_TYPE]:
                 props = [*finding_location(f, ("file", "line", "col"), _prop),
-                         f"title={_prop('llmops-ci ' + str(f.get('rule')))}"]
-                log.command(out, f"::{severity} {','.join(props)}::{escape_github(str(f.get('message')))}\n")
+                         f"title={_prop('llmops-ci ' + str(f.rule))}"]
+                log.command(out, f"::{severity} {','.join(props)}::{escape_github(str(f.message))}\n")
             left_out += max(0, len(of_kind) - ANNOTATIONS_PER_TYPE)
         return left_out
 

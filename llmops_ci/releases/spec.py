@@ -27,6 +27,7 @@ from llmops_ci.kinds.base import FlowInfo
 from llmops_ci.kinds.mlflow.spec import MlflowAgentSpec
 from llmops_ci.project.loaded import Project
 from llmops_ci.results.provenance import tree_digest
+from llmops_ci.results.summary import DeployStatus, FlowResult, RunResult, Summary
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class DeployResult:
     endpoint: str
     deployment: str  # the slot deployed to: blue or green
     previous: str | None  # the slot that served before, if any
-    status: str  # deployed | rolled_back
+    status: DeployStatus
     traffic: dict[str, int]  # what serves now
     smoke: list[SmokeResult] = field(default_factory=list)
     url: str | None = None
@@ -150,10 +151,11 @@ def git_commit(cwd: Path, ci_commit: str | None = None) -> str | None:
     return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
-def model_spec(project: Project, flow: FlowSpec, summary: dict[str, Any], build: Mapping[str, str]) -> ModelSpec:
+def model_spec(project: Project, flow: FlowSpec, summary: Summary, build: Mapping[str, str]) -> ModelSpec:
     """``build``: what the CI platform tells of the build (``git.commit``, ``ci.build``, ``ci.pr``, those known)."""
     config = project.config
-    entry = as_dict(as_dict(summary.get("flows")).get(flow.name))
+    entry = summary.flows.get(flow.name) or FlowResult()
+    run_entry = entry.run or RunResult()
     tags: dict[str, str] = {"llmops.flow": flow.name}
     commit = git_commit(config.root, build.get("git.commit"))
     if commit:
@@ -161,19 +163,19 @@ def model_spec(project: Project, flow: FlowSpec, summary: dict[str, Any], build:
     for key in ("ci.build", "ci.pr"):
         if build.get(key):
             tags[key] = build[key]
-    run = as_dict(entry.get("run")).get("name")
-    if run:
-        tags["llmops.run"] = str(run)
-    gate = as_dict(entry.get("gate"))  # what this model carries: the run the gate judged, and its verdict
-    passed = gate.get("passed")
+    if run_entry.name:
+        tags["llmops.run"] = str(run_entry.name)
+    gate = entry.gate  # what this model carries: the run the gate judged, and its verdict
+    passed = gate.passed if gate is not None else None
     tags["llmops.gate"] = "passed" if passed is True else "failed" if passed is False else "none"
-    for key in ("flow_hash", "data_hash"):
-        value = gate.get(key) or as_dict(entry.get("run")).get(key)
+    for key, judged, ran in (("flow_hash", gate.flow_hash if gate else None, run_entry.flow_hash),
+                             ("data_hash", gate.data_hash if gate else None, run_entry.data_hash)):
+        value = judged or ran
         if value:
             tags[f"llmops.{key}"] = str(value)
-    for ename, evaluation in as_dict(entry.get("evaluations")).items():
-        tags[f"llmops.eval.{ename}.run"] = str(as_dict(evaluation).get("run"))
-        for metric, value in as_dict(as_dict(evaluation).get("metrics")).items():
+    for ename, evaluation in entry.evaluations.items():
+        tags[f"llmops.eval.{ename}.run"] = str(evaluation.run)
+        for metric, value in evaluation.metrics.items():
             tags[f"metric.{ename}.{metric}"] = str(value)
     if flow.register and flow.register.tags:
         tags.update({str(k): str(v) for k, v in flow.register.tags.items()})

@@ -1,4 +1,4 @@
-"""Batch, evaluation and single-line runs: what to run (jobs), what came out (records), where it is kept.
+"""Batch, evaluation and single-line runs: what to run (jobs) and what came out (records); store.py keeps them.
 
 Jobs and records are the same whatever the flow kind and the backend: a backend turns a ``RunJob``
 into a ``RunRecord`` of ``LineResult``s.
@@ -6,12 +6,10 @@ into a ``RunRecord`` of ``LineResult``s.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
 import secrets
-import textwrap
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -23,8 +21,6 @@ from llmops_ci.config import ENV_REF, Config, FlowSpec, Origin, connection_ref, 
 from llmops_ci.core import redaction
 from llmops_ci.core.child_env import ci_credential_refs, ci_token_message
 from llmops_ci.core.errors import ConfigError, Problem, UsageError
-from llmops_ci.core.safe_copy import copy_tree
-from llmops_ci.core.schema import as_dict
 from llmops_ci.core.yamldoc import display_path
 from llmops_ci.kinds.base import FlowInfo
 from llmops_ci.llm.cache import CacheSettings
@@ -32,8 +28,6 @@ from llmops_ci.llm.cassette_diff import CacheBase, provenance
 from llmops_ci.project.data import DataInfo
 from llmops_ci.project.evaluators import evaluation_info
 from llmops_ci.project.loaded import Project
-from llmops_ci.results.provenance import now
-from llmops_ci.results.state import atomic_writer, dumps_line, read_summary, update_flow, write_json_atomic
 
 log = logging.getLogger("llmops_ci.run")
 SECRET_FIELDS = ("api_key", "secrets")
@@ -89,9 +83,9 @@ class ProviderConnection:
 
 @dataclass(frozen=True)
 class RunJob:
-    label: str  # "classify" or "classify/accuracy"
+    flow: str  # the flow's name in llmops.yaml (for an evaluation, the flow it scores)
     name: str  # unique run name within the private home
-    flow: Path
+    path: Path  # what runs: the flow's (or the evaluation's) folder or file
     info: FlowInfo  # what the flow's kind found in it (and how to snapshot it)
     data: Path
     column_mapping: dict[str, Any]
@@ -104,13 +98,19 @@ class RunJob:
     cache: CacheSettings | None = None
     init: dict[str, Any] = field(default_factory=dict)  # a flex class entry's __init__ arguments, resolved
     evaluator: str | None = None  # module:attr of an evaluator/scorer evaluation (info.kind says which)
+    evaluation: str | None = None  # the evaluation's name when the job scores the flow's run
+
+    @property
+    def label(self) -> str:
+        """How logs, cassettes and the state dir name the job: ``classify`` or ``classify/accuracy``."""
+        return f"{self.flow}/{self.evaluation}" if self.evaluation else self.flow
 
 
 @dataclass(frozen=True)
 class TestJob:
     __test__ = False  # not a pytest class
 
-    flow: Path
+    path: Path
     info: FlowInfo
     inputs: dict[str, Any]
     variant: str | None
@@ -394,7 +394,7 @@ def batch_job(project: Project, flow: FlowSpec, options: RunOptions, environ: Ma
                                            config, flow.init),
                                        environ, lenient=cache is not None) if local_connections else ()
     return RunJob(
-        label=flow.name, name=run_name(flow.name), flow=flow.path, info=info, data=flow.data,
+        flow=flow.name, name=run_name(flow.name), path=flow.path, info=info, data=flow.data,
         column_mapping=same_named_columns(flow.name, info, flow.column_mapping, project.data(flow.data)),
         variant=flow.variant, connections=flow.connections,
         environment_variables=environment(flow.where("environment_variables"), flow.environment_variables, environ,
@@ -418,8 +418,8 @@ def eval_jobs(project: Project, flow: FlowSpec, base_run: str, options: RunOptio
             | init_connections(config, evaluation.init), environ,
             lenient=cache is not None) if local_connections else ()
         jobs.append(RunJob(
-            label=label, name=run_name(f"{flow.name}_{evaluation.name}"), flow=evaluation.path, info=info,
-            evaluator=evaluation.ref,
+            flow=flow.name, evaluation=evaluation.name, name=run_name(f"{flow.name}_{evaluation.name}"),
+            path=evaluation.path, info=info, evaluator=evaluation.ref,
             data=data, column_mapping=same_named_columns(label, info, evaluation.column_mapping, project.data(data)),
             variant=None, connections=evaluation.connections,
             environment_variables=environment(evaluation.origin, evaluation.environment_variables, environ,
@@ -427,94 +427,3 @@ def eval_jobs(project: Project, flow: FlowSpec, base_run: str, options: RunOptio
             provider_connections=connections, options=options, base_run=base_run, cache=cache,
             init=init_arguments(evaluation.origin, evaluation.init, environ, lenient=cache is not None)))
     return jobs
-
-
-# --- where results are kept ------------------------------------------------------------------------
-
-def run_dir(state_dir: Path, label: str) -> Path:
-    flow, _, evaluation = label.partition("/")
-    return state_dir / "runs" / flow / ("evals/" + evaluation if evaluation else "")
-
-
-def save_run(state_dir: Path, record: RunRecord, allowed_failures: int | None,
-             provenance: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The run's summary (with ``provenance``: what ran, on which data, when) and its lines, kept under the state
-    dir; ``finished`` is stamped here."""
-    folder = run_dir(state_dir, record.label)
-    folder.mkdir(parents=True, exist_ok=True)
-    summary = record.summary(allowed_failures)
-    summary.update({**(provenance or {}), "finished": now()})
-    if record.metrics:
-        summary["metrics"] = record.metrics
-    write_json_atomic(folder / "run.json", summary)
-    with atomic_writer(folder / "lines.jsonl") as fh:
-        for line in record.lines + unrun_lines(record):
-            fh.write(dumps_line(line.to_json()) + "\n")
-    return summary
-
-
-def unrun_lines(record: RunRecord) -> list[LineResult]:
-    """A failed record for each line a run that failed as a whole never ran, so lines.jsonl holds as many records as
-    ``lines_total`` counts."""
-    if not record.failed_as_a_whole:
-        return []
-    ran = {line.line for line in record.lines}
-    numbers = record.line_numbers if record.line_numbers is not None else list(range(record.lines_total))
-    why = "not run: the run failed as a whole" + (
-        f" ({textwrap.shorten(record.error, 300, placeholder='…')})" if record.error else "")
-    # prompt flow's own status for a line that never started
-    return [LineResult(n, "NotStarted", {}, None, None, {}, error=why) for n in numbers if n not in ran]
-
-
-def base_dir(state_dir: Path, name: str) -> Path:
-    """Where the run ``name`` keeps what a run over it reads (``${run.outputs.x}``, ``${run.inputs.x}``)."""
-    return state_dir.absolute() / "runs" / ".base" / name
-
-
-def keep_base(state_dir: Path, record: RunRecord, data: Path) -> Path:
-    """A batch run's completed outputs by line (``line_number`` plus the outputs, as pf.run keeps them) and its data,
-    whatever its kind and backend: an evaluation flow of any kind can then score it. A line whose outputs are not
-    an object keeps them as ``output``."""
-    folder = base_dir(state_dir, record.name)
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_writer(folder / "outputs.jsonl") as fh:
-        for line in record.lines:
-            if line.status == "Completed":
-                outputs = line.outputs if isinstance(line.outputs, dict) else {"output": line.outputs}
-                fh.write(dumps_line({**outputs, "line_number": line.line}) + "\n")
-    write_json_atomic(folder / "llmops-run.json", {"data": str(data.absolute())})
-    return folder
-
-
-def load_run(state_dir: Path, label: str) -> dict[str, Any] | None:
-    path = run_dir(state_dir, label) / "run.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path}: unreadable ({exc}); run batch-run again") from None
-    return data if isinstance(data, dict) else None
-
-
-def mark_unchanged(state_dir: Path, flow: str, since: str, reasons_elsewhere: str | None,
-                   baseline_dir: Path | None) -> bool:
-    """Record that ``flow`` was not run; carry its results over from the baseline state dir when there are any."""
-    carried = False
-    if baseline_dir is not None and (baseline_dir / "summary.json").is_file():
-        base_flow = as_dict(as_dict(read_summary(baseline_dir).get("flows")).get(flow))
-        for key in ("run", "evaluations"):
-            if key in base_flow:
-                update_flow_summary(state_dir, flow, key, base_flow[key])
-                carried = True
-        source = baseline_dir / "runs" / flow
-        if source.is_dir():
-            # records only llmops-ci writes: a link in them is a plant, never followed
-            copy_tree(source, state_dir / "runs" / flow, dirs_exist_ok=True, root=source, skip_links=True)
-    update_flow_summary(state_dir, flow, "unchanged", {"since": since, "carried_over": carried,
-                                                       "baseline": str(baseline_dir) if carried else None})
-    return carried
-
-
-def update_flow_summary(state_dir: Path, flow: str, key: str, value: Any) -> None:
-    update_flow(state_dir, flow, key, value)  # read-modify-write under the state dir's lock

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from llmops_ci.core import redaction
 from llmops_ci.core.errors import LlmopsError, UsageError
+from llmops_ci.results.summary import Summary
 
 SCHEMA = "llmops-ci/summary@1"
 FILE_MODE = 0o644  # results are for every later step and the CI artifact upload, not secret
@@ -131,12 +132,18 @@ def read_json_file(path: Path, what: str, kind: str = "readable JSON") -> Any:
 
 
 def read_summary(state_dir: Path) -> dict[str, Any]:
+    """summary.json as JSON, for changing it (``modify_summary``) or carrying parts of it over as they are."""
     path = state_dir / "summary.json"
     try:
         data = read_json_file(path, "delete it or pass another --state-dir", "a readable summary")
     except FileNotFoundError:
         return {"schema": SCHEMA}
     return check_summary(data, str(path))
+
+
+def load_summary(state_dir: Path) -> Summary:
+    """summary.json as typed values, for reading (the report, the gate, the release steps)."""
+    return Summary.parse(read_summary(state_dir))
 
 
 @contextlib.contextmanager

@@ -224,12 +224,11 @@ class AzureMLRuns(Backend):
         """The flow's run.yml settings (display_name, description, tags, runtime, identity), for its batch run;
         ``init`` goes as the run's init_kwargs, which the service stores in the run's properties in clear, so a
         secret in it is refused here."""
-        flow_name, _, evaluation = job.label.partition("/")
-        flow = self.ctx.project.config.flows.get(flow_name)
+        flow = self.ctx.project.config.flows.get(job.flow)
         for key, value in job.init.items():
             for field_name in (value if isinstance(value, dict) else {}):
                 if redaction.is_secret_name(str(field_name)):
-                    origin = (flow.evaluations[evaluation].origin if flow is not None and evaluation else
+                    origin = (flow.evaluations[job.evaluation].origin if flow is not None and job.evaluation else
                               flow.where("init") if flow is not None else None)
                     message = (f"init: {key}.{field_name} would be stored in clear in the Azure ML run's "
                                "properties (init_kwargs); give the model configuration a workspace connection "
@@ -237,16 +236,16 @@ class AzureMLRuns(Backend):
                     if origin is None:
                         raise UsageError(message)
                     raise ConfigError([origin.problem(("init", key, field_name), message, "wrong-type")])
-        return dict(flow.run_details) if flow is not None and not evaluation else {}
+        return dict(flow.run_details) if flow is not None and not job.evaluation else {}
 
     def _resources(self, job: RunJob) -> dict[str, Any]:
-        flow = self.ctx.project.config.flows.get(job.label.split("/", 1)[0])
+        flow = self.ctx.project.config.flows.get(job.flow)
         return dict(flow.resources) if flow is not None else {}
 
     def _check(self, pf: Any, job: RunJob) -> list[Problem]:
         """Compute and connections named by the run must exist in the workspace (exit 2 at the line naming them)."""
         problems: list[Problem] = []
-        flow = self.ctx.project.config.flows.get(job.label.split("/", 1)[0])
+        flow = self.ctx.project.config.flows.get(job.flow)
         compute = self._resources(job).get("compute")
         if isinstance(compute, str) and not self._exists(pf, "compute", compute) and flow is not None:
             problems.append(flow.where("resources").problem(
@@ -264,9 +263,8 @@ class AzureMLRuns(Backend):
     def _connection_uses(self, job: RunJob) -> Iterator[tuple[str, str, Callable[[str], Problem]]]:
         """(node, workspace connection, where it is written) for each connection the run uses."""
         rule = "azureml-unknown-connection"
-        flow_name, _, evaluation = job.label.partition("/")
-        flow = self.ctx.project.config.flows.get(flow_name)
-        spec = flow.evaluations.get(evaluation) if flow is not None and evaluation else None
+        flow = self.ctx.project.config.flows.get(job.flow)
+        spec = flow.evaluations.get(job.evaluation) if flow is not None and job.evaluation else None
         origin = spec.origin if spec is not None else flow.where("connections") if flow is not None else None
         for use in job.info.connections:
             override = job.connections.get(use.node, {}).get(use.field)
@@ -300,11 +298,11 @@ class AzureMLRuns(Backend):
 
         sub = submission(job, self._resources(job), self._details(job))
         with tempfile.TemporaryDirectory(prefix="llmops-azrun-") as tmp:
-            snap = snapshot(job.info, Path(tmp) / job.flow.name)
+            snap = snapshot(job.info, Path(tmp) / job.path.name)
             run = Run._load(data=sub.document(snap.entry))
             # pfazure derives the flow's lineage (and from it the compute session) from the flow's own path: from
             # the snapshot's temporary folder every CI run would be a new flow and pay a new session
-            run._lineage_id = flow_lineage_id(job.flow)
+            run._lineage_id = flow_lineage_id(job.path)
             log.info("%s: submitting run %s to workspace %s", job.label, job.name, pf._ml_client.workspace_name)
             submitting = _start(lambda: pf.runs.create_or_update(run=run))
             try:

@@ -17,7 +17,8 @@ import yaml
 from llmops_ci.core.errors import UsageError
 from llmops_ci.engines.base import BackendContext
 from llmops_ci.kinds import snapshot
-from llmops_ci.results.records import RunJob, load_run, run_name
+from llmops_ci.results.records import RunJob, run_name
+from llmops_ci.results.store import load_run
 
 RUN_SCHEMA = "https://azuremlschemas.azureedge.net/promptflow/latest/Run.schema.json"
 _NO_BASE_RUN = "-batch-run-not-made-yet"
@@ -63,7 +64,7 @@ class Submission:
 
 
 def submission(job: RunJob, resources: dict[str, Any], details: dict[str, Any] | None = None) -> Submission:
-    return Submission(job.label, job.name, job.flow, job.data.absolute(), job.base_run, dict(job.column_mapping),
+    return Submission(job.label, job.name, job.path, job.data.absolute(), job.base_run, dict(job.column_mapping),
                       job.variant, {k: dict(v) for k, v in job.connections.items()},
                       dict(job.environment_variables), dict(resources), job.info, dict(job.init),
                       dict(details or {}))

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
@@ -26,8 +26,11 @@ from llmops_ci.platforms import Platform
 from llmops_ci.project.loaded import Project, load_project, secret_env_names
 from llmops_ci.report.comment import current
 from llmops_ci.results.provenance import config_id, flow_hash
-from llmops_ci.results.records import RunOptions, mark_unchanged, update_flow_summary
-from llmops_ci.results.state import disk_error, read_summary, record_step
+from llmops_ci.results.records import RunOptions
+from llmops_ci.results.state import disk_error, load_summary, record_step
+from llmops_ci.results.store import mark_unchanged, update_flow_summary
+from llmops_ci.results.summary import Summary
+from llmops_ci.steps.settings import Settings
 
 if TYPE_CHECKING:
     from llmops_ci.releases.base import Release
@@ -95,17 +98,22 @@ class Context:
 class Step(Protocol):
     name: str
     help: str
+    publishes: bool = False  # it publishes the results itself (or has none): main does not publish after it
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
 
-    def run(self, args: argparse.Namespace, ctx: Context) -> int: ...
+    def run(self, settings: Settings, ctx: Context) -> int: ...
+
+    def stateless(self, settings: Settings, ctx: Context) -> bool:
+        """It leaves no state behind this time: nothing is noted in summary.json and nothing is published."""
+        return False
 
 
-def backend_context(project: Project, ctx: Context, args: argparse.Namespace) -> BackendContext:
-    return BackendContext(project, ctx.state_dir, ctx.environ, getattr(args, "registry", None))
+def backend_context(project: Project, ctx: Context, settings: Settings) -> BackendContext:
+    return BackendContext(project, ctx.state_dir, ctx.environ, settings.registry)
 
 
-def run_context(backend: str, ctx: Context, project: Project, args: argparse.Namespace | None = None) -> RunContext:
+def run_context(backend: str, ctx: Context, project: Project, settings: Settings | None = None) -> RunContext:
     """The ``--backend`` that runs flows, with everything a run needs from outside."""
     from llmops_ci.runs import BACKENDS
 
@@ -153,36 +161,36 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                              "REF, or the CI's target branch); answers this change recorded or altered are misses")
 
 
-def select_for_run(project: Project, args: argparse.Namespace, ctx: Context) -> list[FlowSpec]:
+def select_for_run(project: Project, settings: Settings, ctx: Context) -> list[FlowSpec]:
     """The flows to run: ``--flow`` (default all), narrowed by ``--changed-since`` to those a change touches."""
-    flows = project.config.select(args.flow)
-    if not args.changed_since:
+    flows = project.config.select(settings.flows)
+    if not settings.changed_since:
         return flows
     from llmops_ci.project.changes import changed_files, select_flows
 
-    selection = select_flows(project, changed_files(args.changed_since))
+    selection = select_flows(project, changed_files(settings.changed_since))
     if selection.all_reason:
         log.info("all flows selected: %s", selection.all_reason)
     for flow in flows:
         if flow.name in selection.selected:
             log.info("%s: changed (%s)", flow.name, "; ".join(selection.reasons.get(flow.name, [])[:3]))
         else:
-            carried = mark_unchanged(ctx.state_dir, flow.name, args.changed_since, selection.all_reason,
-                                     args.baseline if args.baseline and args.baseline.is_dir() else None)
+            carried = mark_unchanged(ctx.state_dir, flow.name, settings.changed_since, selection.all_reason,
+                                     settings.baseline if settings.baseline and settings.baseline.is_dir() else None)
             update_flow_summary(ctx.state_dir, flow.name, "config", config_id(project.config.path))
-            log.info("%s: unchanged since %s, not run%s", flow.name, args.changed_since,
+            log.info("%s: unchanged since %s, not run%s", flow.name, settings.changed_since,
                      "; baseline results carried over" if carried else "")
     return [f for f in flows if f.name in selection.selected]
 
 
-def run_options(args: argparse.Namespace, ctx: Context | None = None, project: Project | None = None) -> RunOptions:
+def run_options(settings: Settings, ctx: Context | None = None, project: Project | None = None) -> RunOptions:
     base = None
     if ctx is not None and project is not None:
         from llmops_ci.llm.cassette_diff import resolve_base
 
-        base = resolve_base(args.changed_since, ctx.environ, project.config.root,
-                            base_only=bool(getattr(args, "llm_cache_base_only", False)))
-    return RunOptions(args.workers, args.line_timeout, args.llm_cache, base)
+        base = resolve_base(settings.changed_since, ctx.environ, project.config.root,
+                            base_only=bool(settings.llm_cache_base_only))
+    return RunOptions(settings.workers, settings.line_timeout, settings.llm_cache, base)
 
 
 def _positive(text: str) -> int:
@@ -195,7 +203,7 @@ def _positive(text: str) -> int:
     return value
 
 
-class RunStep:
+class RunStep(Step):
     """A step that runs flows on a backend: batch-run and eval-run differ only in the library call."""
 
     def __init__(self, name: str, help: str,
@@ -208,9 +216,9 @@ class RunStep:
         parser.add_argument("--dry-run", action="store_true",
                             help="print the run(s) that would be submitted, as run.yml documents; run nothing")
 
-    def run(self, args: argparse.Namespace, ctx: Context) -> int:
-        project = ctx.project(args.config)
-        flows = select_for_run(project, args, ctx)
+    def run(self, settings: Settings, ctx: Context) -> int:
+        project = ctx.project(settings.config)
+        flows = select_for_run(project, settings, ctx)
         if not flows:
             return 0
         blocked = lint_blocks(project, flows)
@@ -218,15 +226,15 @@ class RunStep:
         problems = list(dict.fromkeys(p for errors in blocked.values() for p in errors))
         if not runnable:  # nothing can run: bad input, exit 2, as before anything starts
             raise ConfigError(problems)
-        if getattr(args, "dry_run", False):
-            self.dry_run(project, runnable, args, ctx)
+        if settings.dry_run:
+            self.dry_run(project, runnable, settings, ctx)
             if blocked:
                 raise ConfigError(problems)
             return 0
         warn_if_held(ctx.environ)
         try:
-            self.action(project, runnable, run_options(args, ctx, project),
-                        run_context(args.backend, ctx, project, args))
+            self.action(project, runnable, run_options(settings, ctx, project),
+                        run_context(settings.backend, ctx, project, settings))
         finally:
             if blocked:
                 for problem in problems:
@@ -238,47 +246,47 @@ class RunStep:
             raise CheckFailed(f"{self.name}: lint errors stopped {', '.join(blocked)}; fix them and run again")
         return 0
 
-    def dry_run(self, project: Project, flows: list[FlowSpec], args: argparse.Namespace, ctx: Context) -> int:
+    def dry_run(self, project: Project, flows: list[FlowSpec], settings: Settings, ctx: Context) -> int:
         """The runs as run.yml documents; reaches no service and needs no credentials."""
         from llmops_ci.core.safe_text import log_safe
         from llmops_ci.runs.plan import dry_run_yaml, planned
 
-        backend = run_context(args.backend, ctx, project, args).backend
-        subs = planned(backend_context(project, ctx, args), [f.name for f in flows], self.evaluations)
+        backend = run_context(settings.backend, ctx, project, settings).backend
+        subs = planned(backend_context(project, ctx, settings), [f.name for f in flows], self.evaluations)
         text = backend.dry_run(subs) or dry_run_yaml(subs, backend.name)
         ctx.stdout.write(log_safe(text))
         return 0
 
 
-def release_for(args: argparse.Namespace, ctx: Context, project: Project) -> Release:
+def release_for(settings: Settings, ctx: Context, project: Project) -> Release:
     """The registry and endpoints of ``--backend``; built without reaching any service."""
     from llmops_ci.releases import RELEASES
 
-    if args.backend not in RELEASES:
-        raise UsageError(f"--backend {args.backend} cannot register or deploy; use one of: {', '.join(RELEASES)}")
-    return RELEASES[args.backend](backend_context(project, ctx, args))
+    if settings.backend not in RELEASES:
+        raise UsageError(f"--backend {settings.backend} cannot register or deploy; use one of: {', '.join(RELEASES)}")
+    return RELEASES[settings.backend](backend_context(project, ctx, settings))
 
 
-def run_step(step: Step, args: argparse.Namespace, ctx: Context) -> int:
+def run_step(step: Step, settings: Settings, ctx: Context) -> int:
     """Run one step; an expected failure is logged and becomes its exit code (unexpected ones propagate). A step
     that stops on bad input or a dead service is noted in summary.json, so no report is green after it."""
     try:
         with ctx.backend_scope():
-            code = step.run(args, ctx)
-        _record(step, args, ctx, code, None)
+            code = step.run(settings, ctx)
+        _record(step, settings, ctx, code, None)
         return code
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("%s", problem)
         more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
-        _record(step, args, ctx, exc.return_code, str(exc.problems[0]) + more if exc.problems else str(exc))
+        _record(step, settings, ctx, exc.return_code, str(exc.problems[0]) + more if exc.problems else str(exc))
         return exc.return_code
     except ModuleNotFoundError as exc:
         hint = missing_extra(exc)
         if hint is None:
             raise
         log.error("%s", hint)
-        _record(step, args, ctx, UsageError.return_code, hint)
+        _record(step, settings, ctx, UsageError.return_code, hint)
         return UsageError.return_code
     except LlmopsError as exc:
         message = str(exc)
@@ -286,7 +294,7 @@ def run_step(step: Step, args: argparse.Namespace, ctx: Context) -> int:
         if hint is not None:
             message = f"{message}; {hint}"
         log.error("%s", message)
-        _record(step, args, ctx, exc.return_code, message)
+        _record(step, settings, ctx, exc.return_code, message)
         return exc.return_code
     except OSError as exc:  # a full or read-only disk is the machine's problem, not a bug in llmops-ci
         known = disk_error(exc)
@@ -300,8 +308,8 @@ def run_step(step: Step, args: argparse.Namespace, ctx: Context) -> int:
 RECORDED_STEPS = frozenset({"lint", "batch-run", "eval-run", "gate", "register", "deploy"})
 
 
-def _record(step: Step, args: argparse.Namespace, ctx: Context, code: int, error: str | None) -> None:
-    if step.name not in RECORDED_STEPS or getattr(args, "stateless", False):
+def _record(step: Step, settings: Settings, ctx: Context, code: int, error: str | None) -> None:
+    if step.name not in RECORDED_STEPS or step.stateless(settings, ctx):
         return
     try:
         record_step(ctx.state_dir, step.name, code, error)
@@ -309,27 +317,27 @@ def _record(step: Step, args: argparse.Namespace, ctx: Context, code: int, error
         log.debug("could not note how %s ended", step.name, exc_info=True)
 
 
-def report_config(args: argparse.Namespace) -> str | None:
+def report_config(settings: Settings) -> str | None:
     """The config whose results a report shows as current: --config, else llmops.yaml when there is one."""
-    path = getattr(args, "config", None) or Path(DEFAULT_CONFIG)
+    path = settings.config or Path(DEFAULT_CONFIG)
     return config_id(path) if path.is_file() else None
 
 
-def current_summary(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+def current_summary(settings: Settings, ctx: Context) -> Summary:
     """summary.json as the report shows it: only the flows of this step's config are current, and a run of content
     that has changed since is marked stale."""
-    summary = current(read_summary(ctx.state_dir), report_config(args))
-    if report_config(args) is None or not summary.get("flows"):
+    summary = current(load_summary(ctx.state_dir), report_config(settings))
+    if report_config(settings) is None or not summary.flows:
         return summary
     try:
-        project = ctx.project(getattr(args, "config", None))
+        project = ctx.project(settings.config)
     except LlmopsError:  # a broken config is reported by the step; the report shows what is there
         return summary
-    for name, entry in summary["flows"].items():
-        ran = entry.get("run") if isinstance(entry, dict) else None
+    flows = dict(summary.flows)
+    for name, entry in summary.flows.items():
         flow = project.config.flows.get(name)
-        if not isinstance(ran, dict) or not ran.get("flow_hash") or flow is None or entry.get("unchanged"):
+        if entry.run is None or not entry.run.flow_hash or flow is None or entry.unchanged is not None:
             continue
-        if flow_hash(flow, project.info(flow.path)) != ran["flow_hash"]:
-            entry["stale"] = "the flow changed since this run"
-    return summary
+        if flow_hash(flow, project.info(flow.path)) != entry.run.flow_hash:
+            flows[name] = replace(entry, stale="the flow changed since this run")
+    return replace(summary, flows=flows)

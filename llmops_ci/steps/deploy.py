@@ -12,15 +12,17 @@ from llmops_ci.core.log import register_secret
 from llmops_ci.platforms import build_tags
 from llmops_ci.releases.base import check_engine
 from llmops_ci.releases.spec import DeployPlan, load_smoke_tests, model_spec
-from llmops_ci.results.records import environment, provider_connections, secret_values, update_flow_summary
-from llmops_ci.results.state import read_summary
-from llmops_ci.steps import Context, release_for
+from llmops_ci.results.records import environment, provider_connections, secret_values
+from llmops_ci.results.state import load_summary
+from llmops_ci.results.store import update_flow_summary
+from llmops_ci.steps import Context, Step, release_for
 from llmops_ci.steps.register import add_release_options
+from llmops_ci.steps.settings import Settings
 
 log = logging.getLogger("llmops_ci.deploy")
 
 
-class DeployStep:
+class DeployStep(Step):
     name = "deploy"
     help = "deploy each registered flow to its endpoint (blue/green, smoke tests, traffic steps, rollback)"
 
@@ -28,24 +30,24 @@ class DeployStep:
         add_release_options(parser)
         parser.add_argument("--keep", action="store_true", help="local backend: keep the new deployment serving")
 
-    def run(self, args: argparse.Namespace, ctx: Context) -> int:
-        project = ctx.project(args.config)
+    def run(self, settings: Settings, ctx: Context) -> int:
+        project = ctx.project(settings.config)
         config = project.config
-        summary = read_summary(ctx.state_dir)
-        flows = [f for f in config.select(args.flow) if f.deploy is not None]
+        summary = load_summary(ctx.state_dir)
+        flows = [f for f in config.select(settings.flows) if f.deploy is not None]
         if not flows:
             raise UsageError(f"{config.doc.display}: no selected flow has a 'deploy:' block")
-        release = release_for(args, ctx, project)
+        release = release_for(settings, ctx, project)
         check_engine(release, [(f, project.info(f.path)) for f in flows])
         failed = []
         for flow in flows:
             assert flow.deploy is not None
             spec = model_spec(project, flow, summary, build_tags(ctx.environ))
-            env = deployment_environment(flow, ctx.environ, dry_run=args.dry_run)
+            env = deployment_environment(flow, ctx.environ, dry_run=settings.dry_run)
             plan = DeployPlan(spec, flow.deploy.endpoint, flow.deploy.instance_type, flow.deploy.instance_count,
                               flow.deploy.traffic, tuple(load_smoke_tests(config, flow)), env,
                               flow.deploy.request_timeout_ms, flow.deploy)
-            if args.dry_run:
+            if settings.dry_run:
                 ctx.stdout.write(release.dry_run_plan(plan))
                 continue
             names = {r.connection for r in spec.resources if r.connection} | {
@@ -57,7 +59,7 @@ class DeployStep:
             connections = provider_connections(config, names, ctx.environ)
             for secret in secret_values(connections):
                 register_secret(secret)
-            result = release.deploy(plan, connections, args.keep)
+            result = release.deploy(plan, connections, settings.keep)
             update_flow_summary(ctx.state_dir, flow.name, "deploy", {"model": f"{spec.name}:{spec.version}",
                                                                       **result.to_json()})
             if result.status != "deployed":

@@ -9,14 +9,15 @@ from typing import Any
 
 from llmops_ci.core.errors import CheckFailed
 from llmops_ci.core.log import number
-from llmops_ci.core.schema import as_dict
 from llmops_ci.gate.provenance import run_provenance
 from llmops_ci.gate.verdict import FlowGate, gate_flow, load_baseline
 from llmops_ci.platforms import build_tags
 from llmops_ci.releases.spec import git_commit
-from llmops_ci.results.records import update_flow_summary
-from llmops_ci.results.state import read_summary
-from llmops_ci.steps import Context
+from llmops_ci.results.state import load_summary
+from llmops_ci.results.store import update_flow_summary
+from llmops_ci.results.summary import FlowResult, RunResult, Summary
+from llmops_ci.steps import Context, Step
+from llmops_ci.steps.settings import Settings
 
 log = logging.getLogger("llmops_ci.gate")
 
@@ -44,28 +45,26 @@ def table(gate: FlowGate) -> str:
                                    "rule", "verdict", "result"])
 
 
-def _unfinished(summary: dict[str, Any], flow: str) -> str | None:
+def _unfinished(summary: Summary, flow: str) -> str | None:
     """Why the flow's results cannot be judged: a run or evaluation that never finished."""
-    entry = as_dict(as_dict(summary.get("flows")).get(flow))
-    run = as_dict(entry.get("run"))
-    if run.get("status") == "incomplete":
-        return f"its batch run {run.get('name')} never finished"
-    for name, evaluation in sorted(as_dict(entry.get("evaluations")).items()):
-        if as_dict(evaluation).get("status") == "incomplete":
+    entry = summary.flows.get(flow) or FlowResult()
+    if entry.run is not None and entry.run.status == "incomplete":
+        return f"its batch run {entry.run.name} never finished"
+    for name, evaluation in sorted(entry.evaluations.items()):
+        if evaluation.status == "incomplete":
             return f"its evaluation {name} never finished"
     return None
 
 
-def judged(summary: dict[str, Any], flow: str) -> dict[str, Any]:
+def judged(summary: Summary, flow: str) -> dict[str, Any]:
     """What a gate verdict rests on: the batch run (and its content hash) and the evaluation runs it read."""
-    entry = as_dict(as_dict(summary.get("flows")).get(flow))
-    run = as_dict(entry.get("run"))
-    evaluations = as_dict(entry.get("evaluations"))
-    return {"run": run.get("name"), "flow_hash": run.get("flow_hash"), "data_hash": run.get("data_hash"),
-            "evaluation_runs": {name: as_dict(e).get("run") for name, e in sorted(evaluations.items())}}
+    entry = summary.flows.get(flow) or FlowResult()
+    run = entry.run or RunResult()
+    return {"run": run.name, "flow_hash": run.flow_hash, "data_hash": run.data_hash,
+            "evaluation_runs": {name: e.run for name, e in sorted(entry.evaluations.items())}}
 
 
-class GateStep:
+class GateStep(Step):
     name = "gate"
     help = "check metrics against thresholds and a baseline; exit 1 when a rule breaks"
 
@@ -74,22 +73,22 @@ class GateStep:
                             help="state dir (or its summary.json) of a run on the target branch, for "
                                  "max_drop/max_rise rules")
 
-    def run(self, args: argparse.Namespace, ctx: Context) -> int:
-        config = ctx.project(args.config).config
-        flows = config.select(args.flow)
-        baseline = load_baseline(args.baseline)
+    def run(self, settings: Settings, ctx: Context) -> int:
+        config = ctx.project(settings.config).config
+        flows = config.select(settings.flows)
+        baseline = load_baseline(settings.baseline)
         commit = (git_commit(config.root, build_tags(ctx.environ).get("git.commit"))
                   if any(flow.gate for flow in flows) else None)
-        summary = read_summary(ctx.state_dir)
+        summary = load_summary(ctx.state_dir)
         failed = []
         for flow in flows:
             if not flow.gate:
                 log.info("%s: no gate rules", flow.name)
                 continue
-            unchanged = summary.get("flows", {}).get(flow.name, {}).get("unchanged")
-            if unchanged and not unchanged.get("carried_over"):
+            unchanged = (summary.flows.get(flow.name) or FlowResult()).unchanged
+            if unchanged is not None and not unchanged.carried_over:
                 log.info("%s: unchanged since %s and no baseline results carried over: nothing to gate", flow.name,
-                         unchanged.get("since"))
+                         unchanged.since)
                 continue
             unfinished = _unfinished(summary, flow.name)
             if unfinished:
@@ -101,7 +100,7 @@ class GateStep:
             result = gate_flow(flow, ctx.state_dir, summary, baseline, run_provenance(flow, commit))
             update_flow_summary(ctx.state_dir, flow.name, "gate", {**result.to_json(), **judged(summary, flow.name)})
             # under ``pr`` on a terminal the report that follows holds the same table: print it once
-            shown = "\n" + table(result) if getattr(args, "gate_table", True) else ""
+            shown = "\n" + table(result) if settings.gate_table else ""
             log.info("%s: gate %s%s%s", flow.name, "passed" if result.passed else "FAILED",
                      f" (baseline: {baseline.source})" if baseline else " (no baseline)", shown)
             for check in result.checks:

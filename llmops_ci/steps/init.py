@@ -10,12 +10,13 @@ from llmops_ci.config import DEFAULT_CONFIG
 from llmops_ci.core.errors import UsageError
 from llmops_ci.lint.project import LintRequest, lint
 from llmops_ci.project.starter import build
-from llmops_ci.steps import Context
+from llmops_ci.steps import Context, Step
+from llmops_ci.steps.settings import Settings
 
 log = logging.getLogger("llmops_ci.init")
 
 
-class InitStep:
+class InitStep(Step):
     name = "init"
     help = "write an llmops.yaml for the flows found below a folder (every kind); never overwrites"
     publishes = True  # nothing to publish: it writes a file and leaves the state dir alone
@@ -24,11 +25,11 @@ class InitStep:
         parser.add_argument("folder", nargs="?", type=Path, default=Path("."),
                             help="where to look for flows and write llmops.yaml (default: this folder)")
 
-    def run(self, args: argparse.Namespace, ctx: Context) -> int:
-        root = args.folder
+    def run(self, settings: Settings, ctx: Context) -> int:
+        root = settings.folder
         if not root.is_dir():
             raise UsageError(f"{root}: no such folder")
-        target = args.config if args.config is not None else root / DEFAULT_CONFIG
+        target = settings.config if settings.config is not None else root / DEFAULT_CONFIG
         if target.exists() or target.is_symlink():
             raise UsageError(f"{target} already exists; init never overwrites: move it away, or pass "
                              "--config NEW.yaml to write another file")

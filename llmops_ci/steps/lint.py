@@ -13,12 +13,13 @@ from llmops_ci.core.errors import CheckFailed, ConfigError, UsageError
 from llmops_ci.lint.formats import FORMATS, text
 from llmops_ci.lint.project import LintRequest, lint
 from llmops_ci.results.state import update_summary
-from llmops_ci.steps import Context
+from llmops_ci.steps import Context, Step
+from llmops_ci.steps.settings import Settings
 
 log = logging.getLogger("llmops_ci.lint")
 
 
-class LintStep:
+class LintStep(Step):
     name = "lint"
     help = "static checks of config, flows, prompts, tool code, data and mappings (no LLM call)"
 
@@ -30,29 +31,36 @@ class LintStep:
         parser.add_argument("--output", type=Path, metavar="FILE",
                             help="write the report to FILE (the text report still goes to the log)")
 
-    def run(self, args: argparse.Namespace, ctx: Context) -> int:
-        request = make_request(args.config, tuple(args.paths), tuple(args.flow or ()))
+    def stateless(self, settings: Settings, ctx: Context) -> bool:
+        """Linting folders on a laptop without a config leaves no state behind, unless a state dir was asked for (in
+        CI the state dir is the job's record, and the PR comment is still updated)."""
+        if settings.state_dir is not None or ctx.platform.name != "local":
+            return False
+        try:
+            return make_request(settings.config, settings.paths, tuple(settings.flow or ())).config is None
+        except UsageError:  # the step stops on it before linting anything: it is noted like any other stop
+            return False
+
+    def run(self, settings: Settings, ctx: Context) -> int:
+        request = make_request(settings.config, settings.paths, tuple(settings.flow or ()))
         loaded = None
         if request.config is not None:
             # a valid config is loaded once and kept for the steps after lint (pr); lint reports a broken one
             with contextlib.suppress(ConfigError):
                 loaded = ctx.project(request.config)
         report = lint(request, loaded)
-        rendered = FORMATS[args.format](report)
-        if args.output is not None:
+        rendered = FORMATS[settings.format](report)
+        if settings.output is not None:
             try:
-                args.output.parent.mkdir(parents=True, exist_ok=True)
-                args.output.write_text(redaction.redact(rendered), encoding="utf-8")
+                settings.output.parent.mkdir(parents=True, exist_ok=True)
+                settings.output.write_text(redaction.redact(rendered), encoding="utf-8")
             except OSError as exc:
-                raise UsageError(f"--output {args.output}: cannot write ({exc.strerror})") from None
+                raise UsageError(f"--output {settings.output}: cannot write ({exc.strerror})") from None
             ctx.stdout.write(text(report))
         else:
             ctx.stdout.write(rendered)
         ctx.stdout.flush()
-        # linting folders on a laptop without a config leaves no state behind, unless a state dir was asked for
-        # (in CI the state dir is the job's record, and the PR comment is still updated)
-        args.stateless = request.config is None and args.state_dir is None and ctx.platform.name == "local"
-        if not args.stateless:
+        if not self.stateless(settings, ctx):
             update_summary(ctx.state_dir, "lint", {"findings": [f.to_json() for f in report.findings]})
         if report.errors:
             raise CheckFailed(f"lint found {report.errors} error{'s' if report.errors != 1 else ''}; fix them and "

@@ -27,12 +27,13 @@ from llmops_ci.results.records import (
     secret_values,
     used_connections,
 )
-from llmops_ci.steps import Context, run_context
+from llmops_ci.steps import Context, Step, run_context
+from llmops_ci.steps.settings import Settings
 
 log = logging.getLogger("llmops_ci.test")
 
 
-def parse_inputs(pairs: list[str]) -> dict[str, Any]:
+def parse_inputs(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
     """``key=value`` pairs; a value that parses as JSON is taken as JSON (numbers, lists, objects)."""
     inputs: dict[str, Any] = {}
     for pair in pairs:
@@ -67,7 +68,7 @@ def scratch_cassette(cache: CacheSettings | None, *, explicit: bool) -> Iterator
                      "into %s", cache.cassette)
 
 
-class TestStep:
+class TestStep(Step):
     name = "test"
     help = "run one input through one flow and print its outputs and node timings"
 
@@ -78,17 +79,17 @@ class TestStep:
         parser.add_argument("--llm-cache", choices=MODES, metavar="MODE",
                             help="record/replay LLM calls: off, record, replay or auto (default: llmops.yaml's)")
 
-    def run(self, args: argparse.Namespace, ctx: Context) -> int:
-        project = ctx.project(args.config)
+    def run(self, settings: Settings, ctx: Context) -> int:
+        project = ctx.project(settings.config)
         config = project.config
-        if not args.flow or len(args.flow) != 1:
+        if not settings.flow or len(settings.flow) != 1:
             raise UsageError("test needs exactly one --flow NAME; flows: " + ", ".join(config.flows))
-        (flow,) = config.select(args.flow)
+        (flow,) = config.select(settings.flows)
         preflight(project, [flow])
-        rc = run_context(args.backend, ctx, project, args)
-        cache = cache_settings(config, flow.name, args.llm_cache)
+        rc = run_context(settings.backend, ctx, project, settings)
+        cache = cache_settings(config, flow.name, settings.llm_cache)
         info = flow_info(project, flow.path)
-        inputs = parse_inputs(args.input)
+        inputs = parse_inputs(settings.input)
         unknown = sorted(set(inputs) - set(info.inputs))
         if unknown:
             best = closest(unknown[0], info.inputs)
@@ -103,12 +104,12 @@ class TestStep:
         connections = provider_connections(config, used_connections(config, info, flow.connections,
                                                                     flow.environment_variables),
                                            ctx.environ, lenient=lenient)
-        job = TestJob(flow.path, info, inputs, args.variant or flow.variant, flow.connections,
+        job = TestJob(flow.path, info, inputs, settings.variant or flow.variant, flow.connections,
                       environment(flow.where("environment_variables"), flow.environment_variables, ctx.environ,
                                   connections, lenient=lenient), connections, cache)
         for secret in secret_values(job.provider_connections):
             rc.on_secret(secret)
-        with scratch_cassette(cache, explicit=args.llm_cache is not None) as job_cache:
+        with scratch_cassette(cache, explicit=settings.llm_cache is not None) as job_cache:
             record = rc.backend.test(dataclasses.replace(job, cache=job_cache))
         ctx.stdout.write(json.dumps(record.output, indent=2, ensure_ascii=False, default=str) + "\n")
         if record.nodes:

@@ -13,7 +13,7 @@ import pytest
 from llmops_ci.core.errors import UsageError
 from llmops_ci.core.safe_copy import LinkLoop, LinkOutside, copy_tree, set_project_root
 from llmops_ci.kinds import snapshot_of
-from llmops_ci.results.records import mark_unchanged
+from llmops_ci.results.store import mark_unchanged
 from tests.helpers.projects import CliResult, Project
 
 Cli = Callable[..., CliResult]

@@ -54,7 +54,7 @@ def agent(tmp_path: Path, fake: FakeOpenAI) -> Agent:
 
 def job(data: Path, *, workers: int = 3, cache: CacheSettings | None = None, mapping: dict | None = None) -> RunJob:
     folder = data.parent / "agents/support"
-    return RunJob(label="support", name="support_run_1", flow=folder, info=FlowInfo("mlflow_agent", folder,
+    return RunJob(flow="support", name="support_run_1", path=folder, info=FlowInfo("mlflow_agent", folder,
                                                                                     folder / "agent.py"), data=data,
                   column_mapping=mapping or {}, variant=None, connections={}, environment_variables={},
                   provider_connections=(), options=RunOptions(workers=workers), cache=cache)
@@ -107,7 +107,7 @@ def test_batch_predicts_once_per_line_concurrently(agent: Agent, fake: FakeOpenA
 @pytest.mark.executor
 def test_chat_agent_and_test_one_input(agent: Agent) -> None:
     runner, spec, _ = agent(CHAT_AGENT, "chat")
-    record = runner.test(TestJob(flow=spec.code.parent, info=FlowInfo("mlflow_agent", spec.code.parent, spec.code),
+    record = runner.test(TestJob(path=spec.code.parent, info=FlowInfo("mlflow_agent", spec.code.parent, spec.code),
                                  inputs={"messages": "hello"}, variant=None, connections={},
                                  environment_variables={}, provider_connections=()))
     assert record.status == "Completed" and record.output["messages"][0]["content"] == "ECHO: hello"
@@ -178,7 +178,7 @@ def test_a_hung_line_times_out_and_the_rest_go_on(agent: Agent, fake: FakeOpenAI
     fake.slow_seconds = 120  # "SLOW" in a prompt hangs far past the line timeout
     lines = [{"input": "SLOW please"}, {"input": "one"}, {"input": "two"}]
     runner, _, data = agent(lines=lines)
-    slow_job = RunJob(label="support", name="support_slow", flow=data.parent,
+    slow_job = RunJob(flow="support", name="support_slow", path=data.parent,
                       info=FlowInfo("mlflow_agent", data.parent, data.parent / "agent.py"), data=data,
                       column_mapping={}, variant=None, connections={}, environment_variables={},
                       provider_connections=(),

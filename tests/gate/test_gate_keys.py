@@ -34,6 +34,7 @@ from llmops_ci.gate.provenance import (
 from llmops_ci.gate.repeats import data_path, fold, job, mean_by_line, write_data
 from llmops_ci.llm.cache import CacheSettings
 from llmops_ci.results.records import LineResult, RunRecord
+from llmops_ci.results.summary import Summary
 from tests.helpers.config import Raw, Rule, judged
 
 
@@ -283,8 +284,8 @@ def test_run_provenance(tmp_path: Path) -> None:
     assert prov["evaluation_hashes"] == {"judge": content_hash(tmp_path / "flows" / "judge")}
 
 
-def _summary(flow: dict[str, Any]) -> dict[str, Any]:
-    return {"flows": {"qa": flow}}
+def _summary(flow: dict[str, Any]) -> Summary:
+    return Summary.parse({"flows": {"qa": flow}})
 
 
 def test_baseline_provenance_compares_data_evaluations_and_age(tmp_path: Path) -> None:

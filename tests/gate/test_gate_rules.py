@@ -24,6 +24,7 @@ from llmops_ci.gate.stats import (
     verdict_of,
 )
 from llmops_ci.gate.verdict import line_scores, paired_checks, scored_lines
+from llmops_ci.results.summary import Summary
 from tests.gate.conftest import GateProject
 from tests.gate.test_gate import gate_json, write_state
 from tests.helpers.config import Rule, judged, raw_rules
@@ -393,23 +394,24 @@ def test_a_clustered_threshold_row_shows_the_cluster_robust_interval(tmp_path: P
     flow = load_config(tmp_path / "llmops.yaml", {}).flows["qa"]
     state = write_keyed(tmp_path / "state", {"correct": scores}, clusters=docs)
     summary = json.loads((state / "summary.json").read_text())
-    (row,) = gate_flow(flow, state, summary, None).checks
+    (row,) = gate_flow(flow, state, Summary.parse(summary), None).checks
     assert (row.method, row.clusters, row.lines) == ("cluster-robust-t", 6, 12)
     assert row.interval is not None and row.interval[0] < 2 / 3 < row.interval[1]
     assert row.interval_of == "mean per-line 'correct'"
     unclustered = dataclasses.replace(flow, cluster=None)
-    (row,) = gate_flow(unclustered, state, summary, None).checks
+    (row,) = gate_flow(unclustered, state, Summary.parse(summary), None).checks
     assert (row.method, row.clusters) == ("wilson", None)
 
 
 def test_a_failed_ratio_needs_two_numbers() -> None:
     from llmops_ci.gate.verdict import _run_figure
+    from llmops_ci.results.summary import RunResult
 
-    assert _run_figure({"lines_total": 10, "lines_failed": "2"}, "lines_failed_ratio") is None
-    assert _run_figure({"lines_total": True, "lines_failed": 1}, "lines_failed_ratio") is None
-    assert _run_figure({"lines_total": 4, "lines_failed": 1}, "lines_failed_ratio") == 0.25
-    assert _run_figure({"lines_total": 4}, "no_such_figure") is None
-    assert math.isnan(_run_figure({"latency_p95": "slow"}, "latency_p95") or 0.0)
+    assert _run_figure(RunResult.parse({"lines_total": 10, "lines_failed": "2"}), "lines_failed_ratio") is None
+    assert _run_figure(RunResult.parse({"lines_total": True, "lines_failed": 1}), "lines_failed_ratio") is None
+    assert _run_figure(RunResult.parse({"lines_total": 4, "lines_failed": 1}), "lines_failed_ratio") == 0.25
+    assert _run_figure(RunResult.parse({"lines_total": 4}), "no_such_figure") is None
+    assert math.isnan(_run_figure(RunResult.parse({"latency_p95": "slow"}), "latency_p95") or 0.0)
 
 
 # --- the baseline argument and what is written --------------------------------------------------------------------
@@ -421,7 +423,7 @@ def test_load_baseline_from_a_state_dir_or_its_summary(tmp_path: Path) -> None:
     root = write_state(tmp_path / "main", {0: 1.0})
     from_dir = load_baseline(root)
     assert from_dir is not None and from_dir.state_dir == root and from_dir.source == str(root)
-    assert from_dir.summary["flows"]["qa"]["evaluations"]["judge"]["metrics"] == {"accuracy": 1.0}
+    assert from_dir.summary.flows["qa"].evaluations["judge"].metrics == {"accuracy": 1.0}
     from_file = load_baseline(root / "summary.json")
     assert from_file is not None and from_file.state_dir is None and from_file.summary == from_dir.summary
 

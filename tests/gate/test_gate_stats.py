@@ -28,6 +28,7 @@ from llmops_ci.gate.stats import (
     t_ppf,
     wilson,
 )
+from llmops_ci.results.summary import Summary
 from tests.helpers.config import Config, Flow, Rule, judged, raw_rules
 from tests.helpers.projects import BASE_CONFIG, CliResult, Project
 
@@ -505,7 +506,7 @@ def test_against_rules_use_the_same_comparison(tmp_path: Path) -> None:
     summary["flows"]["old"] = json.loads((old / "summary.json").read_text())["flows"]["qa"]
     (state / "summary.json").write_text(json.dumps(summary))
     (old / "runs" / "qa").rename(state / "runs" / "old")  # the sibling flow's lines, in this run's state dir
-    (row,) = gate_flow(flow, state, summary, None).checks
+    (row,) = gate_flow(flow, state, Summary.parse(summary), None).checks
     # the same numbers as test_non_inferiority_pass_and_fail: bound -0.02686 > -0.02 fails
     assert row.bound == pytest.approx(-0.02686, abs=2e-5) and row.passed is False
     assert row.note is not None and row.note.startswith("against flow 'old' in this run")

@@ -14,6 +14,7 @@ from llmops_ci.core.http import Http
 from llmops_ci.platforms import Publication
 from llmops_ci.platforms.azure_devops import AzureDevOps
 from llmops_ci.platforms.azure_devops_api import PROPERTY
+from llmops_ci.results.summary import Summary
 from tests.fakes.ado import FakeAzureDevOps
 
 FAILED = {"schema": "llmops-ci/summary@1", "flows": {"qa": {"gate": {"passed": False, "checks": []}}},
@@ -36,7 +37,8 @@ def env(server: FakeAzureDevOps, pr: int = 17) -> dict[str, str]:
 
 def publish(server: FakeAzureDevOps, summary: dict, tmp_path: Path, annotate: bool = False) -> tuple[str, object]:
     out = io.StringIO()
-    result = AzureDevOps().publish(Publication(summary, tmp_path / "state", annotate=annotate), env(server),
+    publication = Publication(Summary.parse(summary), tmp_path / "state", annotate=annotate)
+    result = AzureDevOps().publish(publication, env(server),
                                    Http(requests.Session(), sleep=lambda s: None), out)
     return out.getvalue(), result
 

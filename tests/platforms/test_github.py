@@ -15,6 +15,7 @@ from llmops_ci.platforms import Publication
 from llmops_ci.platforms.github import GitHub
 from llmops_ci.platforms.github_api import GitHubComments
 from llmops_ci.report.comment import MARKER
+from llmops_ci.results.summary import Summary
 from tests.fakes.github import FakeGitHub
 from tests.helpers.projects import CliResult
 
@@ -168,5 +169,5 @@ def test_every_step_updates_the_comment_unless_turned_off(cli: Callable[..., Cli
 
 def test_no_pull_request_no_comment(github: FakeGitHub, http: Http, tmp_path: Path) -> None:
     out = io.StringIO()
-    result = GitHub().publish(Publication(SUMMARY, tmp_path), {"GITHUB_EVENT_NAME": "push"}, http, out)
+    result = GitHub().publish(Publication(Summary.parse(SUMMARY), tmp_path), {"GITHUB_EVENT_NAME": "push"}, http, out)
     assert result.comment == "skipped" and github.requests == []

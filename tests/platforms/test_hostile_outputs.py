@@ -16,6 +16,7 @@ from llmops_ci.platforms import Publication
 from llmops_ci.platforms.azure_devops import AzureDevOps, escape_azure
 from llmops_ci.platforms.github import GitHub, escape_github, outputs
 from llmops_ci.report.comment import render, render_text
+from llmops_ci.results.summary import Summary
 
 HOSTILE = "boom \x1b[2J\x1b]0;owned\x07 \u202eexe.txt\u202c \x9b31m \r\x00 done"
 ACTING = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -36,8 +37,8 @@ def test_neutral_shows_controls_instead_of_acting() -> None:
 
 
 def test_the_comment_and_the_log_never_carry_raw_controls() -> None:
-    assert not ACTING.search(render(SUMMARY).replace("\n", " "))
-    assert not ACTING.search(render_text(SUMMARY).replace("\n", " "))
+    assert not ACTING.search(render(Summary.parse(SUMMARY)).replace("\n", " "))
+    assert not ACTING.search(render_text(Summary.parse(SUMMARY)).replace("\n", " "))
     stream = io.StringIO()
     log.SafeStream(stream).write(HOSTILE + "\n")
     assert not ACTING.search(stream.getvalue().replace("\n", " "))
@@ -70,7 +71,8 @@ def test_a_state_dir_with_a_newline_adds_no_output(tmp_path: Path) -> None:
     state = tmp_path / "x\npassed=true\nsummary=etc-passwd"
     state.mkdir()
     target = tmp_path / "output.txt"
-    GitHub().publish(Publication({"schema": "llmops-ci/summary@1", "flows": {"qa": {"gate": {"passed": False}}}},
+    failed = Summary.parse({"schema": "llmops-ci/summary@1", "flows": {"qa": {"gate": {"passed": False}}}})
+    GitHub().publish(Publication(failed,
                                  state, comment=False), {"GITHUB_OUTPUT": str(target), "GITHUB_EVENT_NAME": "push"},
                      Http(requests.Session(), sleep=lambda s: None), io.StringIO())
     got = _github_outputs(target.read_text())
@@ -90,7 +92,7 @@ def test_azure_outputs_never_start_a_command(tmp_path: Path, bad: str) -> None:
     state.mkdir()
     out = io.StringIO()
     failed = {"schema": "llmops-ci/summary@1", "flows": {"qa": {"gate": {"passed": False}}}}
-    AzureDevOps().publish(Publication(failed, state, comment=False), {},
+    AzureDevOps().publish(Publication(Summary.parse(failed), state, comment=False), {},
                           Http(requests.Session(), sleep=lambda s: None), out)
     lines = out.getvalue().splitlines()
     assert len(lines) == 3 and all(line.startswith("##vso[task.") and line.count("##vso[") == 1 for line in lines)

@@ -19,6 +19,7 @@ from llmops_ci.platforms import Publication
 from llmops_ci.platforms.azure_devops import AzureDevOps
 from llmops_ci.platforms.github import GitHub, pr_number
 from llmops_ci.report.comment import MARKER
+from llmops_ci.results.summary import Summary
 from tests.conftest import CliResult
 from tests.fakes.ado import FakeAzureDevOps
 from tests.fakes.github import FakeGitHub
@@ -60,7 +61,7 @@ def _gh_env(server: FakeGitHub, tmp_path: Path) -> dict[str, str]:
 def _gh_publish(server: FakeGitHub, tmp_path: Path, http: Http | None = None,
                 **env: str) -> tuple[object, dict[str, str]]:
     environ = {**_gh_env(server, tmp_path), **env}
-    result = GitHub().publish(Publication(SUMMARY, tmp_path / "state"), environ,
+    result = GitHub().publish(Publication(Summary.parse(SUMMARY), tmp_path / "state"), environ,
                               http or Http(requests.Session(), sleep=lambda s: None), io.StringIO())
     return result, environ
 
@@ -184,7 +185,7 @@ def _ado_env(server: FakeAzureDevOps) -> dict[str, str]:
 
 def _ado_publish(server: FakeAzureDevOps, state: Path, http: Http | None = None) -> tuple[str, object]:
     out = io.StringIO()
-    result = AzureDevOps().publish(Publication(SUMMARY, state), _ado_env(server),
+    result = AzureDevOps().publish(Publication(Summary.parse(SUMMARY), state), _ado_env(server),
                                    http or Http(requests.Session(), sleep=lambda s: None), out)
     return out.getvalue(), result
 

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 from llmops_ci.report.comment import DEFAULT_LIMIT, MARKER, outcome, render
+from llmops_ci.results.summary import Summary
 
 
 def summary_with(flows: int = 1, findings: int = 0, failed_gate: bool = False) -> dict:
@@ -29,7 +30,7 @@ def summary_with(flows: int = 1, findings: int = 0, failed_gate: bool = False) -
 
 
 def test_sections_and_headline() -> None:
-    body = render(summary_with(findings=3, failed_gate=True), run_url="https://ci/run/1")
+    body = render(Summary.parse(summary_with(findings=3, failed_gate=True)), run_url="https://ci/run/1")
     assert body.startswith(MARKER + "\n\n## ❌ llmops-ci: 2 lint errors; run of flow-000 failed; "
                            "gate of flow-000 failed")
     for heading in ("### Gate", "### Runs", "### Evaluations", "### Lint"):
@@ -42,27 +43,28 @@ def test_sections_and_headline() -> None:
 
 
 def test_sections_for_steps_that_did_not_run_are_left_out() -> None:
-    body = render({"schema": "llmops-ci/summary@1", "lint": {"findings": []}})
+    body = render(Summary.parse({"schema": "llmops-ci/summary@1", "lint": {"findings": []}}))
     assert "### Lint\n\n0 errors, 0 warnings ✅" in body
     assert "### Runs" not in body and "### Gate" not in body
-    assert outcome({"schema": "x", "lint": {"findings": []}}).passed
+    assert outcome(Summary.parse({"schema": "x", "lint": {"findings": []}})).passed
     # round 3 (#20 item 6): an empty summary is "nothing ran", never a pass
-    assert not outcome({"schema": "x"}).passed and outcome({"schema": "x"}).nothing_ran
+    nothing = outcome(Summary.parse({"schema": "x"}))
+    assert not nothing.passed and nothing.nothing_ran
 
 
 def test_huge_report_fits_and_says_where_the_rest_is() -> None:
     data = summary_with(flows=200, findings=5000, failed_gate=True)
-    body = render(data)
+    body = render(Summary.parse(data))
     assert len(body) <= DEFAULT_LIMIT
     assert body.startswith(MARKER)
     assert "full report is in the job summary and the state dir artifact" in body
     assert "❌" in body.splitlines()[2]
-    assert len(render(data, limit=2000)) <= 2000
+    assert len(render(Summary.parse(data), limit=2000)) <= 2000
 
 
 def test_renders_a_real_state_dir(tmp_path: Path) -> None:
     (tmp_path / "summary.json").write_text(json.dumps(summary_with()))
-    assert "flow-000" in render(json.loads((tmp_path / "summary.json").read_text()))
+    assert "flow-000" in render(Summary.parse(json.loads((tmp_path / "summary.json").read_text())))
 
 
 def gate_summary() -> dict:
@@ -84,7 +86,7 @@ def gate_summary() -> dict:
 def test_terminal_report_is_plain_text_with_failing_gate_rows_first() -> None:
     from llmops_ci.report.comment import render_text
 
-    text = render_text(gate_summary())
+    text = render_text(Summary.parse(gate_summary()))
     assert "\\" not in text and "<details>" not in text and MARKER not in text and "**" not in text
     assert "'${data.question}' is not run.lines_failed" in text
     rows = [line for line in text.splitlines() if line.startswith("chat-math ")]
@@ -96,7 +98,7 @@ def test_terminal_report_is_plain_text_with_failing_gate_rows_first() -> None:
 
 
 def test_comment_shows_the_run_error_and_no_interval_on_threshold_rows() -> None:
-    body = render(gate_summary())
+    body = render(Summary.parse(gate_summary()))
     assert "the run failed: PythonLoadError" in body
     threshold = next(line for line in body.splitlines() if "run\\.lines\\_failed" in line)
     assert "[" not in threshold.split("|")[6]
@@ -106,20 +108,20 @@ def test_headline_is_one_line_with_counts_and_the_worst_failure() -> None:
     # #27: never a list cut off with "… …": how many of each kind, and the worst one
     data = summary_with(flows=6, findings=3, failed_gate=True)
     data["steps"] = {"eval-run": {"exit_code": 3, "error": "the endpoint did not answer"}}
-    head = outcome(data).headline
+    head = outcome(Summary.parse(data)).headline
     assert "\n" not in head and "…" not in head and len(head) < 260
     assert head.startswith("❌ llmops-ci: 9 problems (1 steps stopped, 1 runs failed, 6 gates failed, 2 lint errors)")
     assert head.endswith("worst: eval-run stopped (exit 3): the endpoint did not answer")
     # a few short problems are said as they are
-    assert outcome(summary_with(failed_gate=True)).headline == ("❌ llmops-ci: run of flow-000 failed; "
-                                                                "gate of flow-000 failed")
+    assert outcome(Summary.parse(summary_with(failed_gate=True))).headline == (
+        "❌ llmops-ci: run of flow-000 failed; gate of flow-000 failed")
 
 
 def test_every_table_column_has_a_heading() -> None:
     data = summary_with(flows=2)
     data["flows"]["flow-001"]["register"] = {"name": "m", "version": "abc"}
     data["flows"]["flow-001"]["deploy"] = {"endpoint": "ep", "status": "deployed", "traffic": {"blue": 100}}
-    body = render(data)
+    body = render(Summary.parse(data))
     for heading in ("### Gate", "### Runs", "### Release"):
         header = body.split(heading, 1)[1].strip().splitlines()[0]
         cells = [c.strip() for c in header.strip("|").split("|")]
@@ -131,7 +133,7 @@ def test_numbers_are_rounded_alike_in_log_and_tables() -> None:
 
     summary = summary_with()
     summary["flows"]["flow-000"]["evaluations"]["acc"]["metrics"]["accuracy"] = 2 / 3
-    assert number(2 / 3) == "0.6667" and "| 0.6667 |" in re.sub(r" +", " ", render(summary))
+    assert number(2 / 3) == "0.6667" and "| 0.6667 |" in re.sub(r" +", " ", render(Summary.parse(summary)))
     assert number(2.4812, 3) == "2.48" and number(None) == "-" and number(42) == "42"
 
 
@@ -143,7 +145,7 @@ def test_comment_shows_lines_scored_wrong_commit_links_variant_and_lines_scored(
     flow["evaluations"]["acc"].update({"lines_total": 50, "lines_failed": 2, "scored_wrong": {
         "scored": 48, "wrong": 3, "first": [{"line_number": 7, "input": "text: a @octocat page", "score": "ok: 0",
                                              "evaluated": "groundtruth: Movie, prediction: None"}]}})
-    body = render(data, run_url="https://ci/run/1", artifacts_url="https://ci/run/1#artifacts")
+    body = render(Summary.parse(data), run_url="https://ci/run/1", artifacts_url="https://ci/run/1#artifacts")
     flat = re.sub(r" +", " ", body)
     assert "### Lines that changed verdict or scored wrong" in body and "@octocat" not in body
     assert "<details><summary>`flow-001/acc`: 3 of 48 lines scored wrong (first 1)</summary>" in body
@@ -169,6 +171,6 @@ def test_comment_shows_lines_that_changed_verdict_against_the_baseline() -> None
     data["flows"]["flow-000"]["gate"]["changed_lines"] = {"acc.accuracy": {"paired": 50, "changed": 2, "first": [
         {"line_number": 4, "input": "url: https://x/4", "was": 1.0, "now": 0.0},
         {"line_number": 9, "input": "url: https://x/9", "was": 0.0, "now": 1.0}]}}
-    body = render(data)
+    body = render(Summary.parse(data))
     assert "`flow-000` acc\\.accuracy: 2 of 50 paired lines scored otherwise than the baseline" in body
     assert "| 4 | url: https://x/4 | 1 | 0 |" in re.sub(r" +", " ", body)

@@ -130,7 +130,7 @@ def test_huge_numbers_and_deep_nesting_in_a_summary(tmp_path: Path) -> None:
 WRITER = """
 import sys
 from pathlib import Path
-from llmops_ci.results.records import update_flow_summary
+from llmops_ci.results.store import update_flow_summary
 state, flow, rounds = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 for i in range(rounds):
     update_flow_summary(state, flow, "run", {"round": i})

@@ -15,6 +15,7 @@ from llmops_ci.core.errors import UsageError
 from llmops_ci.llm.cache import CacheSettings, LlmProxy
 from llmops_ci.llm.cassette_diff import provenance, resolve_base
 from llmops_ci.report.comment import render
+from llmops_ci.results.summary import Summary
 from tests.fakes.openai import FakeOpenAI
 from tests.helpers.projects import Project
 from tests.project.test_changes import commit, git, init_repo, load, repo, select  # noqa: F401  (fixtures)
@@ -106,8 +107,8 @@ def test_the_comment_says_when_answers_were_recorded_in_the_change() -> None:
         return {"schema": "llmops-ci/summary@1", "flows": {"classify": {"run": {
             "name": "r", "status": "completed", "lines_total": 3, "lines_failed": 0,
             "llm_cache": {"mode": "replay", "hits": 3, "misses": 0, "recorded_in_change": changed}}}}}
-    assert "2 of 3 replayed answers were recorded or altered in this change" in render(summary(2))
-    assert "recorded or altered in this change" not in render(summary(0))
+    assert "2 of 3 replayed answers were recorded or altered in this change" in render(Summary.parse(summary(2)))
+    assert "recorded or altered in this change" not in render(Summary.parse(summary(0)))
 
 
 def test_a_re_recorded_cassette_selects_its_flow(repo: Callable[..., Project]) -> None:  # noqa: F811

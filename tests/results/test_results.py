@@ -22,10 +22,13 @@ from llmops_ci.lint.blocks import lint_blocks
 from llmops_ci.project.loaded import load_project
 from llmops_ci.report.comment import current, outcome, render
 from llmops_ci.results.provenance import flow_hash
-from llmops_ci.results.records import RunRecord, save_run
+from llmops_ci.results.records import RunRecord
 from llmops_ci.results.state import SCHEMA
-from llmops_ci.steps import Context, run_step
+from llmops_ci.results.store import save_run
+from llmops_ci.results.summary import FlowResult, Summary
+from llmops_ci.steps import Context, Step, run_step
 from llmops_ci.steps.register import unjudged
+from llmops_ci.steps.settings import Settings
 from tests.fakes.openai import FakeOpenAI
 from tests.helpers.projects import RUN_PROJECT, CliResult, Project, processes_using
 
@@ -140,7 +143,7 @@ def test_a_step_that_stopped_on_bad_input_turns_the_report_red(cli: Cli, project
     assert "steps" not in json.loads(Path(".llmops/summary.json").read_text())
 
 
-class _Missing:
+class _Missing(Step):
     name = "batch-run"
     help = ""
 
@@ -150,7 +153,7 @@ class _Missing:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         return None
 
-    def run(self, args: argparse.Namespace, ctx: Context) -> int:
+    def run(self, settings: Settings, ctx: Context) -> int:
         raise self.error
 
 
@@ -167,10 +170,11 @@ def test_a_missing_extra_names_the_extra_and_is_never_green(error: BaseException
     ctx = Context(platform=PLATFORMS["local"], environ={}, stdout=sys.stdout, stderr=sys.stderr,
                   state_dir=tmp_path / "state", http=Http())
     ctx.state_dir.mkdir()  # as the lint before it left it
-    assert run_step(_Missing(error), argparse.Namespace(), ctx) == 2
+    assert run_step(_Missing(error), Settings(), ctx) == 2
     assert 'pip install -e ".[mlflow]"' in caplog.text and "[mlflow] extra" in caplog.text
     data = json.loads((tmp_path / "state" / "summary.json").read_text())
-    assert not outcome(data).passed and "batch-run stopped (exit 2)" in outcome(data).headline
+    result = outcome(Summary.parse(data))
+    assert not result.passed and "batch-run stopped (exit 2)" in result.headline
 
 
 # --- item 7: a result belongs to one run of one config --------------------------------------------------------------
@@ -190,15 +194,15 @@ def test_flows_of_another_config_in_a_shared_state_dir_are_not_current(cli: Cli,
     assert "classify-run-file" not in runs
     assert "Not shown: results of other configs in this state dir" in shown.out
     assert "classify-run-file (flex/llmops.yaml)" in shown.out
-    data = current(json.loads(proj.read(".llmops/summary.json")), "flex/llmops.yaml")
-    assert list(data["flows"]) == ["classify-run-file"] and not outcome(data).passed
+    data = current(Summary.parse(json.loads(proj.read(".llmops/summary.json"))), "flex/llmops.yaml")
+    assert list(data.flows) == ["classify-run-file"] and not outcome(data).passed
 
 
 def test_an_unfinished_run_never_passes() -> None:
     data = {"schema": SCHEMA, "flows": {"classify": _run("llmops.yaml", "incomplete")}}
-    result = outcome(data)
+    result = outcome(Summary.parse(data))
     assert not result.passed and result.failed == ["run of classify never finished"]
-    assert "never finished" in render(data)
+    assert "never finished" in render(Summary.parse(data))
 
 
 @pytest.mark.executor
@@ -319,12 +323,13 @@ def test_an_agent_edited_after_its_gate_is_not_what_the_gate_judged(project: Cal
         return flow_hash(flow, loaded.info(flow.path))
 
     judged = current_hash()
-    entry = {"run": {"name": "support_1", "flow_hash": judged}, "gate": {"passed": True, "flow_hash": judged}}
+    entry = FlowResult.parse({"run": {"name": "support_1", "flow_hash": judged},
+                              "gate": {"passed": True, "flow_hash": judged}})
     assert unjudged(entry, current_hash()) is None
     proj.replace("agents/support/agent.py", "'hello'", "'goodbye'")
     assert current_hash() != judged
     assert "content changed since the run the gate judged (support_1" in str(unjudged(entry, current_hash()))
-    assert "no content hash" in str(unjudged({"gate": {"passed": True}}, judged))
+    assert "no content hash" in str(unjudged(FlowResult.parse({"gate": {"passed": True}}), judged))
 
 
 # --- item 11: lint stops only the flows it concerns; messages say true consequences ---------------------------------

@@ -308,7 +308,7 @@ class MafLocal(LocalEngine):
         base = base_run(self.bases, job.base_run) if job.base_run else None
         todo = mapped_inputs(job.info, job.column_mapping, read_rows(job.data), base, job.label)
         started = time.monotonic()
-        lines, route = self._execute(job.name, job.flow, job.info, todo, job.cache, job.provider_connections,
+        lines, route = self._execute(job.name, job.path, job.info, todo, job.cache, job.provider_connections,
                                      job.environment_variables, job.options.workers, float(job.options.line_timeout),
                                      progress.update)
         progress.finish(len(lines))
@@ -320,7 +320,7 @@ class MafLocal(LocalEngine):
     def test(self, job: TestJob) -> TestRecord:
         name = f"test_{os.getpid()}_{time.time_ns()}"
         started = time.monotonic()
-        lines, _ = self._execute(name, job.flow, job.info, [(0, dict(job.inputs))], job.cache,
+        lines, _ = self._execute(name, job.path, job.info, [(0, dict(job.inputs))], job.cache,
                                  job.provider_connections, job.environment_variables, 1, 300.0)
         line = lines[0]
         return TestRecord(line.status, line.outputs, line.error, [], time.monotonic() - started)

@@ -125,7 +125,7 @@ class EvaluatorRuns(LocalEngine):
         request = {"ref": ref, "scorer": job.info.kind == "scorer", "roots": [str(job.info.folder)], "init": init,
                    "lines": todo,
                    "workers": job.options.workers, "line_timeout": job.options.line_timeout,
-                   "name": job.label.rpartition("/")[2], "progress": str(progress_file), "result": str(result)}
+                   "name": job.evaluation or job.flow, "progress": str(progress_file), "result": str(result)}
         env = {**self.environ, **job.environment_variables, **routes,
                "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "MLFLOW_MODEL_CATALOG_URI": "",
                "PYTHONUNBUFFERED": "1", "GIT_PYTHON_REFRESH": "quiet", "PF_DISABLE_TRACING": "true",
@@ -145,7 +145,7 @@ class EvaluatorRuns(LocalEngine):
         return outcome
 
     def test(self, job: TestJob) -> TestRecord:
-        raise UsageError(f"{job.flow}: an evaluator or scorer is not a flow; 'test' runs flows (score a run with "
+        raise UsageError(f"{job.path}: an evaluator or scorer is not a flow; 'test' runs flows (score a run with "
                          "eval-run)")
 
 

@@ -136,8 +136,7 @@ class MlflowAgentRunner(Backend):
         specs = {n: spec for n, f in config.flows.items() if (spec := f.block(MlflowAgentSpec)) is not None}
         return cls(state_dir, specs, {n: config.flows[n].path for n in specs}, environ)
 
-    def _spec(self, label: str, path: Path) -> tuple[MlflowAgentSpec, Path]:
-        flow = label.partition("/")[0]
+    def _spec(self, flow: str, path: Path) -> tuple[MlflowAgentSpec, Path]:
         if flow in self.specs:
             return self.specs[flow], self.folders[flow]
         for name, folder in self.folders.items():
@@ -146,7 +145,7 @@ class MlflowAgentRunner(Backend):
         raise UsageError(f"{path}: not an MLflow agent declared in llmops.yaml (no mlflow_agent: block)")
 
     def run(self, job: RunJob, progress: Progress) -> RunRecord:
-        spec, folder = self._spec(job.label, job.flow)
+        spec, folder = self._spec(job.flow, job.path)
         work = self.child.root / "work" / job.name
         code = snapshot(spec, folder, work)
         lines_file = work.parent / f"{job.name}.lines.jsonl"
@@ -176,7 +175,7 @@ class MlflowAgentRunner(Backend):
         return RunRecord(job.label, job.name, "Completed", lines, duration, {}, None, stats)
 
     def test(self, job: TestJob) -> TestRecord:
-        spec, folder = self._spec("", job.flow)
+        spec, folder = self._spec("", job.path)
         name = f"test_{os.getpid()}_{time.time_ns()}"
         work = self.child.root / "work" / name
         code = snapshot(spec, folder, work)
@@ -195,7 +194,7 @@ class MlflowAgentRunner(Backend):
             data.unlink(missing_ok=True)
             lines_file.unlink(missing_ok=True)
         if outcome.get("status") != "Completed":
-            raise _failure(str(job.flow), outcome)
+            raise _failure(str(job.path), outcome)
         line = outcome["lines"][0]
         return TestRecord(line["status"], line["outputs"], line["error"], [], time.monotonic() - started)
 

@@ -52,9 +52,9 @@ from llmops_ci.results.records import (
     RunRecord,
     TestJob,
     TestRecord,
-    base_dir,
     user_paths,
 )
+from llmops_ci.results.store import base_dir
 
 log = logging.getLogger("llmops_ci.local")
 
@@ -177,7 +177,7 @@ class LocalBackend(LocalEngine):
         if "lines" not in outcome:  # the flow could not start (a tool that does not load): it failed as a whole
             progress.finish(0)
             log.debug("%s", outcome.get("traceback"))
-            error = user_paths(str(outcome.get("error") or "the run could not start"), [snap.folder], job.flow)
+            error = user_paths(str(outcome.get("error") or "the run could not start"), [snap.folder], job.path)
             return RunRecord(job.label, job.name, "Failed", [], duration, {}, error,
                              route.stats.to_json() if job.cache is not None else None)
         lines = [_line(raw, route.tokens(int(raw["line"])), route.failure(int(raw["line"])))
@@ -230,11 +230,11 @@ class LocalBackend(LocalEngine):
         progress.finish(len(artifacts.lines) if artifacts else 0)
         private = [flow, run_folder / "snapshot"]  # messages name the user's flow folder, not these copies
         for line in artifacts.lines if artifacts else []:
-            line.error = user_paths(line.error, private, job.flow)
+            line.error = user_paths(line.error, private, job.path)
         if artifacts is None:
-            raise self._failure(job.label, {**outcome, "error": user_paths(outcome.get("error"), private, job.flow)})
+            raise self._failure(job.label, {**outcome, "error": user_paths(outcome.get("error"), private, job.path)})
         return RunRecord(job.label, job.name, str(outcome.get("status")), artifacts.lines, duration,
-                         artifacts.metrics, user_paths(outcome.get("error"), private, job.flow), stats)
+                         artifacts.metrics, user_paths(outcome.get("error"), private, job.path), stats)
 
     def test(self, job: TestJob) -> TestRecord:
         name = f"test_{os.getpid()}_{time.time_ns()}"
