@@ -174,15 +174,16 @@ def env_upstreams(env: dict[str, str]) -> dict[str, str]:
             if isinstance(env.get(var), str) and env[var].startswith(("http://", "https://"))}
 
 
-def routed(kind: str, env: dict[str, str], connections: tuple[ProviderConnection, ...], route: LlmRun
+def routed(by_name: bool, env: dict[str, str], connections: tuple[ProviderConnection, ...], route: LlmRun
            ) -> dict[str, Any]:
     """What the executor gets of a run's connections and environment, every endpoint pointing at the proxy:
     connection fields the environment names (``AZURE_OPENAI_ENDPOINT: ${open_ai_connection.api_base}``, or the
     value already resolved from it), the run's own endpoint variables, and (replay) the proxy as the only place a
-    call may go. Connections that flex flows and prompty files look up by name in the shared store get the route
-    every run shares, which the proxy resolves from each call's line header."""
+    call may go. Connections a flow looks up by name in the shared store (``by_name``:
+    ``FlowInfo.connections_by_name``, as flex flows and prompty files do) get the route every run shares, which the
+    proxy resolves from each call's line header."""
     by_run = rerouted(connections, route)
-    stored = rerouted(connections, route, shared=kind != "dag")
+    stored = rerouted(connections, route, shared=by_name)
     real = {url.rstrip("/"): conn.name for conn in connections
             for url in [upstreams((conn,)).get(conn.name)] if url}
     out = resolve_connection_refs(env, by_run)

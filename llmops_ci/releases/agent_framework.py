@@ -54,7 +54,7 @@ class MafRelease(ServedRelease):
 
     def _info(self, path: Path) -> FlowInfo:
         info = self.project.info(path)
-        if info is None or info.kind != "agent_framework":
+        if info is None or not self.deploys(info):
             raise UsageError(f"{path}: not an Agent Framework flow")
         return info
 

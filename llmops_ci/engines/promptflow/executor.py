@@ -164,7 +164,7 @@ class LocalBackend(LocalEngine):
             "working_dir": str(snap.folder), "data": str(job.data.absolute()), "base": base,
             "column_mapping": job.column_mapping, "line_timeout_sec": job.options.line_timeout, "init": job.init,
             "processes": replay_processes() if settings.mode == "replay" else None,
-            **routed(job.info.kind, env, job.provider_connections, route),
+            **routed(job.info.connections_by_name, env, job.provider_connections, route),
         }
         started = time.monotonic()
         try:
@@ -215,7 +215,7 @@ class LocalBackend(LocalEngine):
                                  ) as (connections, env, proxy):
                 if proxy is not None and proxy.run is not None:  # the run's endpoints recorded/replayed too
                     request["environment_variables"] = routed(
-                        job.info.kind, dict(job.environment_variables), job.provider_connections,
+                        job.info.connections_by_name, dict(job.environment_variables), job.provider_connections,
                         proxy.run)["environment_variables"]
                 outcome = self._child(job.name, request, connections,
                                       lambda: progress.update(count_lines_done(run_folder)), env)
@@ -246,7 +246,7 @@ class LocalBackend(LocalEngine):
         route = proxy.open_run(name, settings, {**upstreams(job.provider_connections), **env_upstreams(env)})
         request = {"op": "test", "tag": name, "name": name, "kind": job.info.kind, "flow": str(snap.entry),
                    "working_dir": str(snap.folder), "inputs": job.inputs,
-                   **routed(job.info.kind, env, job.provider_connections, route)}
+                   **routed(job.info.connections_by_name, env, job.provider_connections, route)}
         started = time.monotonic()
         try:
             outcome = worker.call(request, lambda done: None)
