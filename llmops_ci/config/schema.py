@@ -45,7 +45,7 @@ CONNECTION_REQUIRED = {"open_ai": ("api_key",), "azure_open_ai": ("api_base",), 
 class _ConnectionSpec(Spec):
     def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> Any:
         ctype = value.get("type") if isinstance(value, dict) else None
-        if ctype not in CONNECTION_FIELDS:
+        if not isinstance(ctype, str) or ctype not in CONNECTION_FIELDS:  # a list or mapping is no type
             Struct({"type": Scalar((str,), choices=tuple(CONNECTION_FIELDS))}, required=("type",),
                    what="in a connection").check(doc, {"type": ctype} if isinstance(value, dict) else value,
                                                  path, out)

@@ -64,8 +64,8 @@ class Spec:
     def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> Any:
         """Report the problems of ``value`` into ``out`` and hand back the value as declared: a wrong-typed value
         is REFUSED, a mapping keeps only its known keys with valid values, a list only its valid items. A value
-        of the right type that fails a pattern, a choice or a finiteness rule is reported and handed back (the
-        steps that read it check it again against the rest of the config)."""
+        of the right type that fails a pattern, a choice or a finiteness rule is reported and handed back as written
+        (it has the declared type, and its problem already stops every step but lint)."""
         raise NotImplementedError
 
 
