@@ -36,7 +36,6 @@ from llmops_ci.config.schema import (
     config_schema,
 )
 from llmops_ci.core.errors import ConfigError, Problem
-from llmops_ci.core.schema import as_dict
 from llmops_ci.core.yamldoc import YamlDoc, load_yaml
 from llmops_ci.diagnostics.origin import Origin
 
@@ -63,33 +62,28 @@ def read_config(path: Path, environ: Mapping[str, str] | None) -> tuple[Config |
         problems.append(doc.problem((), "llmops.yaml must be a mapping with 'version: 1' and 'flows:'",
                                     "wrong-type"))
         return None, problems
-    config_schema().check(doc, doc.data, (), problems)
+    checked = config_schema().check(doc, doc.data, (), problems)
     problems += env_problems(doc, environ)
-    data = expand_env(doc.data, environ) if environ is not None else doc.data
+    data = expand_env(checked, environ) if environ is not None else checked
     root = path.parent
-    connections = {}
-    for name, raw in as_dict(data.get("connections")).items():
-        if isinstance(raw, dict) and raw.get("type") in CONNECTION_FIELDS:
-            connections[str(name)] = Connection(str(name), raw["type"], {k: v for k, v in raw.items() if k != "type"})
+    connections = {str(name): Connection(str(name), raw["type"], {k: v for k, v in raw.items() if k != "type"})
+                   for name, raw in data.get("connections", {}).items()}
     flows: dict[str, FlowSpec] = {}
     run_docs: list[YamlDoc] = []
-    for name, raw in as_dict(data.get("flows")).items():
-        if not isinstance(raw, dict):
-            continue
-        flow, flow_problems, run_doc = build_flow(str(name), raw, doc, root)
+    for name, entry in data.get("flows", {}).items():
+        flow, flow_problems, run_doc = build_flow(str(name), entry, doc.data["flows"][name], doc, root)
         problems += flow_problems
         if run_doc is not None:
             run_docs.append(run_doc)
         if flow is not None:
             flows[str(name)] = flow
-    azure = data.get("azureml")
+    azure = data.get("azureml", {})
     azureml = None
-    if isinstance(azure, dict) and all(isinstance(azure.get(k), str)
-                                       for k in ("subscription_id", "resource_group", "workspace")):
+    if all(k in azure for k in ("subscription_id", "resource_group", "workspace")):
         azureml = AzureML(azure["subscription_id"], azure["resource_group"], azure["workspace"])
-    version = data["version"] if isinstance(data.get("version"), int) else 1
-    cache = as_dict(data.get("llm_cache"))
-    cache_dir = rel(root, cache.get("dir"))
+    version = data.get("version", 1)
+    cache = data.get("llm_cache", {})
+    cache_dir = rel(root, cache["dir"]) if "dir" in cache else None
     if cache_dir is not None:
         cache_origin = Origin(doc, ("llm_cache",))
         problems += outside(root, cache_origin, ("dir",), cache_dir)
@@ -99,8 +93,8 @@ def read_config(path: Path, environ: Mapping[str, str] | None) -> tuple[Config |
                                                  "wrong-type"))
     llm_cache = LlmCacheConfig(cache["mode"] if cache.get("mode") in ("off", "record", "replay", "auto") else "off",
                                cache_dir)
-    host = as_dict(data.get("databricks")).get("host")
-    databricks = DatabricksConfig(host) if isinstance(host, str) else None
+    host = data.get("databricks", {}).get("host")
+    databricks = DatabricksConfig(host) if host is not None else None
     return Config(path, version, connections, flows, azureml, doc, tuple(run_docs), llm_cache,
                   databricks), problems
 

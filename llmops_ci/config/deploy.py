@@ -12,76 +12,63 @@ from llmops_ci.config.model import AZUREML_MAX_REQUEST_TIMEOUT_MS, MAX_SERVED_EN
 from llmops_ci.config.paths import outside
 from llmops_ci.config.schema import DEPLOY_CLOUD_KEYS
 from llmops_ci.core.errors import Problem
-from llmops_ci.core.schema import BOOL, INT, STR, as_dict
+from llmops_ci.core.schema import as_dict, as_list
 from llmops_ci.diagnostics.origin import Origin
 
 
-def deploy_spec(raw: Any, origin: Origin, root: Path) -> tuple[DeploySpec | None, list[Problem]]:
-    """``raw`` (a flow's deploy: block) typed, and the problems the schema cannot see; None without an endpoint."""
+def deploy_spec(dep: dict[str, Any] | None, written: dict[str, Any], origin: Origin,
+                root: Path) -> tuple[DeploySpec | None, list[Problem]]:
+    """A flow's deploy: block, as the schema check handed it back (every value of its declared type), typed, with
+    the problems the schema cannot see; None without an endpoint. ``written`` is the block as written, asked only
+    whether a key is there."""
     problems: list[Problem] = []
-    if not isinstance(raw, dict) or not isinstance(raw.get("endpoint"), str):
+    if dep is None or "endpoint" not in dep:
         return None, problems
-    dep = raw
-    raw_traffic = dep.get("traffic", [100])
-    traffic = tuple(t for t in raw_traffic if isinstance(t, int)) if isinstance(raw_traffic, list) else ()
-    if isinstance(raw_traffic, list) and len(traffic) == len(raw_traffic):  # else the schema said why
+    traffic = tuple(dep.get("traffic", [100]))
+    if len(traffic) == len(as_list(written.get("traffic", [100]))):  # else the schema said which step is wrong
         problems += _traffic_problems(origin, traffic)
     for key in ("instance_count", "request_timeout_ms", "max_concurrent_requests", "worker_num",
                 "worker_threads"):
-        if isinstance(dep.get(key), int) and not isinstance(dep[key], bool) and dep[key] < 1:
+        if dep.get(key, 1) < 1:
             problems.append(origin.problem(("deploy", key), f"{key} must be 1 or more", "wrong-type"))
-    problems += _deploy_limits(origin, dep)
-    smoke = dep.get("smoke_tests") if isinstance(dep.get("smoke_tests"), str) else None
-    if smoke is not None and smoke.strip():
+    problems += _deploy_limits(origin, dep, as_dict(written.get("identity")))
+    smoke = dep.get("smoke_tests")
+    if smoke is not None:
         problems += outside(root, origin, ("deploy", "smoke_tests"), Path(os.path.normpath(root / smoke)))
-    return DeploySpec(dep["endpoint"], dep.get("instance_type"),
-                      dep["instance_count"] if isinstance(dep.get("instance_count"), int) else 1,
-                      traffic or (100,), smoke,
-                      dict(as_dict(dep.get("environment_variables"))),
-                      dep["request_timeout_ms"] if isinstance(dep.get("request_timeout_ms"), int) else None,
-                      **_deploy_cloud(dep)), problems
+    cloud = {key: dep[key] for key in DEPLOY_CLOUD_KEYS if key in dep}
+    cloud.update(probes=dep.get("probes", {}), identity=dep.get("identity", {}))
+    return DeploySpec(dep["endpoint"], dep.get("instance_type"), dep.get("instance_count", 1), traffic or (100,),
+                      smoke, dict(dep.get("environment_variables", {})), dep.get("request_timeout_ms"),
+                      **cloud), problems
 
 
-def _deploy_cloud(dep: dict[str, Any]) -> dict[str, Any]:
-    """The backend-specific deploy: keys, typed; a value of the wrong type was reported by the schema."""
-    out: dict[str, Any] = {}
-    for key, spec in DEPLOY_CLOUD_KEYS.items():
-        value = dep.get(key)
-        if (spec is BOOL and isinstance(value, bool)) or (spec is STR and isinstance(value, str)) or (
-                spec is INT and isinstance(value, int) and not isinstance(value, bool)):
-            out[key] = value
-    out["probes"] = {k: {n: v for n, v in as_dict(p).items() if isinstance(v, int)}
-                     for k, p in as_dict(dep.get("probes")).items() if isinstance(p, dict)}
-    out["identity"] = {k: v for k, v in as_dict(dep.get("identity")).items() if isinstance(v, str)}
-    return out
-
-
-def _deploy_limits(origin: Origin, dep: dict[str, Any]) -> list[Problem]:
+def _deploy_limits(origin: Origin, dep: dict[str, Any], written_identity: dict[str, Any]) -> list[Problem]:
     problems = []
     timeout = dep.get("request_timeout_ms")
-    if isinstance(timeout, int) and timeout > AZUREML_MAX_REQUEST_TIMEOUT_MS:
+    if timeout is not None and timeout > AZUREML_MAX_REQUEST_TIMEOUT_MS:
         problems.append(origin.problem(("deploy", "request_timeout_ms"), (
             f"request_timeout_ms {timeout} is over {AZUREML_MAX_REQUEST_TIMEOUT_MS}, the most an Azure ML managed "
             "online deployment allows"), "wrong-type"))
     keep = dep.get("keep_previous")
-    if isinstance(keep, int) and not 0 <= keep < MAX_SERVED_ENTITIES:
+    if keep is not None and not 0 <= keep < MAX_SERVED_ENTITIES:
         problems.append(origin.problem(("deploy", "keep_previous"), (
             f"keep_previous must be 0 to {MAX_SERVED_ENTITIES - 1}: a Databricks endpoint serves at most "
             f"{MAX_SERVED_ENTITIES} entities, the new one included"), "wrong-type"))
-    identity = as_dict(dep.get("identity"))
+    identity = dep.get("identity", {})
     if identity.get("type") == "user_assigned":
         rid = identity.get("resource_id")
-        if not isinstance(rid, str) or not re.fullmatch(
+        if rid is None or not re.fullmatch(
                 r"/subscriptions/[^/]+/resource[gG]roups/[^/]+/providers/"
                 r"Microsoft\.ManagedIdentity/userAssignedIdentities/[^/]+", rid):
             problems.append(origin.problem(("deploy", "identity"), (
                 "a user-assigned identity needs resource_id: /subscriptions/<id>/resourceGroups/<group>/providers/"
                 "Microsoft.ManagedIdentity/userAssignedIdentities/<name>"), "wrong-type"))
-        if not isinstance(identity.get("client_id"), str):
+        if "client_id" not in identity:
             problems.append(origin.problem(("deploy", "identity"), (
                 "a user-assigned identity needs client_id (prompt flow serving reads it as UAI_CLIENT_ID to reach "
                 "the workspace's connections)"), "wrong-type"))
-    elif identity.get("type") == "system_assigned" and ("resource_id" in identity or "client_id" in identity):
+    elif identity.get("type") == "system_assigned" and (
+            "resource_id" in written_identity or "client_id" in written_identity):  # even of the wrong type
         problems.append(origin.problem(("deploy", "identity"), (
             "resource_id and client_id are for type: user_assigned; a system-assigned identity has neither"),
             "wrong-type"))

@@ -10,6 +10,7 @@ from llmops_ci.core.schema import (
     BOOL,
     FINITE,
     INT,
+    REFUSED,
     SCALAR,
     STR,
     STR_MAP,
@@ -42,17 +43,17 @@ CONNECTION_REQUIRED = {"open_ai": ("api_key",), "azure_open_ai": ("api_base",), 
 
 
 class _ConnectionSpec(Spec):
-    def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> None:
+    def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> Any:
         ctype = value.get("type") if isinstance(value, dict) else None
-        if ctype not in CONNECTION_FIELDS:
+        if not isinstance(ctype, str) or ctype not in CONNECTION_FIELDS:  # a list or mapping is no type
             Struct({"type": Scalar((str,), choices=tuple(CONNECTION_FIELDS))}, required=("type",),
                    what="in a connection").check(doc, {"type": ctype} if isinstance(value, dict) else value,
                                                  path, out)
-            return
+            return REFUSED
         fields: dict[str, Spec] = {"type": STR}
         for name in CONNECTION_FIELDS[ctype]:
             fields[name] = STR_MAP if name in ("configs", "secrets") else STR
-        Struct(fields, required=CONNECTION_REQUIRED[ctype], what=f"in a connection of type {ctype}").check(
+        return Struct(fields, required=CONNECTION_REQUIRED[ctype], what=f"in a connection of type {ctype}").check(
             doc, value, path, out)
 
 

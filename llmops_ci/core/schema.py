@@ -50,8 +50,22 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return "valid keys: " + ", ".join(choices) if choices else "no keys are allowed here"
 
 
+class _Refused:
+    """What a check hands back for a value it refused: the caller leaves it out."""
+
+    def __repr__(self) -> str:
+        return "REFUSED"
+
+
+REFUSED: Any = _Refused()
+
+
 class Spec:
-    def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> None:
+    def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> Any:
+        """Report the problems of ``value`` into ``out`` and hand back the value as declared: a wrong-typed value
+        is REFUSED, a mapping keeps only its known keys with valid values, a list only its valid items. A value
+        of the right type that fails a pattern, a choice or a finiteness rule is reported and handed back as written
+        (it has the declared type, and its problem already stops every step but lint)."""
         raise NotImplementedError
 
 
@@ -63,16 +77,16 @@ class Scalar(Spec):
     hint: str = ""
     finite: bool = False  # numbers: refuse .nan and .inf (NaN passes or fails every comparison silently)
 
-    def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> None:
+    def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> Any:
         if not _is(value, self.types):
             want = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in self.types)
             out.append(doc.problem(path, f"'{_name(path)}' must be {want}, not {describe(value)}{self.hint}",
                                    "wrong-type"))
-            return
+            return REFUSED
         if self.finite and isinstance(value, float) and not math.isfinite(value):
             out.append(doc.problem(path, f"'{_name(path)}' is {value}; it must be a finite number like 0.8",
                                    "wrong-type"))
-            return
+            return value
         if self.choices is not None and value not in self.choices:
             best = closest(str(value), [str(c) for c in self.choices])
             tip = f"; did you mean '{best}'?" if best else ""
@@ -81,6 +95,7 @@ class Scalar(Spec):
                                    "wrong-type"))
         elif self.pattern is not None and isinstance(value, str) and not re.fullmatch(self.pattern, value):
             out.append(doc.problem(path, f"'{value}' is not valid for '{_name(path)}'{self.hint}", "wrong-type"))
+        return value
 
 
 def path_problem(value: str) -> str | None:
@@ -97,31 +112,33 @@ def path_problem(value: str) -> str | None:
 
 @dataclass
 class PathValue(Spec):
-    def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> None:
+    def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> Any:
         if not isinstance(value, str):
             out.append(doc.problem(path, f"'{_name(path)}' must be a string, not {describe(value)}", "wrong-type"))
-            return
+            return REFUSED
         problem = path_problem(value)
         if problem:
             out.append(doc.problem(path, f"'{_name(path)}' {problem}", "wrong-type"))
+            return REFUSED
+        return value
 
 
 @dataclass
 class AnyValue(Spec):
-    def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> None:
-        return
+    def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> Any:
+        return value
 
 
 @dataclass
 class ListOf(Spec):
     item: Spec
 
-    def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> None:
+    def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> Any:
         if not isinstance(value, list):
             out.append(doc.problem(path, f"'{_name(path)}' must be a list, not {describe(value)}", "wrong-type"))
-            return
-        for i, item in enumerate(value):
-            self.item.check(doc, item, (*path, i), out)
+            return REFUSED
+        items = [self.item.check(doc, item, (*path, i), out) for i, item in enumerate(value)]
+        return [item for item in items if item is not REFUSED]
 
 
 @dataclass
@@ -130,15 +147,17 @@ class MapOf(Spec):
     key_pattern: str | None = None
     key_hint: str = ""
 
-    def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> None:
+    def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> Any:
         if not isinstance(value, dict):
             out.append(doc.problem(path, f"'{_name(path)}' must be a mapping, not {describe(value)}", "wrong-type"))
-            return
+            return REFUSED
+        checked = {}
         for key, item in value.items():
             if self.key_pattern and not re.fullmatch(self.key_pattern, str(key)):
                 out.append(doc.problem((*path, key), f"'{key}' is not a valid name{self.key_hint}", "wrong-type",
                                        at_key=True))
-            self.value.check(doc, item, (*path, key), out)
+            checked[key] = self.value.check(doc, item, (*path, key), out)
+        return {key: item for key, item in checked.items() if item is not REFUSED}
 
 
 @dataclass
@@ -148,17 +167,18 @@ class Struct(Spec):
     what: str = "here"
     exclusive: tuple[tuple[str, ...], ...] = field(default_factory=tuple)
 
-    def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> None:
+    def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> Any:
         if not isinstance(value, dict):
             out.append(doc.problem(path, f"'{_name(path)}' must be a mapping, not {describe(value)}", "wrong-type"))
-            return
+            return REFUSED
+        checked = {}
         for key, item in value.items():
             spec = self.fields.get(key)
             if spec is None:
                 out.append(doc.problem((*path, key), f"unknown key '{key}' {self.what}; "
                                        f"{did_you_mean(str(key), self.fields)}", "unknown-key", at_key=True))
                 continue
-            spec.check(doc, item, (*path, key), out)
+            checked[key] = spec.check(doc, item, (*path, key), out)
         for key in self.required:
             if key not in value:
                 out.append(doc.problem(path, f"missing required key '{key}' {self.what}", "missing-key",
@@ -168,6 +188,7 @@ class Struct(Spec):
             if len(present) > 1:
                 out.append(doc.problem((*path, present[1]), f"use either '{present[0]}' or '{present[1]}' "
                                        f"{self.what}, not both", "wrong-type", at_key=True))
+        return {key: item for key, item in checked.items() if item is not REFUSED}
 
 
 @dataclass
@@ -175,13 +196,14 @@ class OneOf(Spec):
     options: tuple[Spec, ...]
     summary: str
 
-    def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> None:
+    def check(self, doc: YamlDoc, value: Any, path: Key, out: list[Problem]) -> Any:
         for option in self.options:
             trial: list[Problem] = []
-            option.check(doc, value, path, trial)
+            checked = option.check(doc, value, path, trial)
             if not trial:
-                return
+                return checked
         out.append(doc.problem(path, f"'{_name(path)}' must be {self.summary}", "wrong-type"))
+        return REFUSED
 
 
 def _name(path: Key) -> str:
