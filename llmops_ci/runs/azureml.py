@@ -37,7 +37,15 @@ from llmops_ci.engines import engine_of
 from llmops_ci.engines.base import PROMPT_FLOW, Backend, BackendContext, EngineUse, check_engine
 from llmops_ci.engines.promptflow.home import PFHome
 from llmops_ci.kinds import snapshot
-from llmops_ci.results.records import RunJob, RunRecord, TestJob, TestRecord, resolve_values, run_status
+from llmops_ci.results.records import (
+    RUN_STATUSES,
+    RunJob,
+    RunRecord,
+    TestJob,
+    TestRecord,
+    resolve_values,
+    run_status,
+)
 from llmops_ci.runs.azureml_service import (
     compute_of,
     flow_lineage_id,
@@ -54,7 +62,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmops_ci.azureml")
 
-TERMINAL = ("Completed", "Failed", "Canceled")
+TERMINAL = RUN_STATUSES  # a run is awaited until it reaches one of these; its record then carries it
 _PROGRESS = re.compile(r"Finished (\d+) / (\d+) lines")
 PF_ENV = ("PF_HOME_DIRECTORY", "PYTHON_KEYRING_BACKEND", "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL",
            "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED", "PF_TRACING_SKIP_LOCAL_SETUP")
