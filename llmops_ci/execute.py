@@ -234,8 +234,8 @@ def eval_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: R
             evaluation = flow.evaluations[job.evaluation]
             started[job.label] = {"base_run": base["name"], "flow_hash": evaluation_hash(evaluation, job.info),
                                   "data_hash": data_hash(_source_data(flow, job)), "started": now()}
-            entries[evaluation.name] = {"run": job.name, **start_run(rc.state_dir, job.label, job.name,
-                                                                     started[job.label])}
+            entries[evaluation.name] = {"run": job.name, **start_run(rc.state_dir, job.flow, job.evaluation,
+                                                                     job.name, started[job.label])}
             entries[evaluation.name].pop("name")
         start_evaluations(rc.state_dir, flow.name, entries)
     results: dict[str, Any] = {}
@@ -307,10 +307,11 @@ def parity_run(project: Project, flow: FlowSpec, options: RunOptions, rc: RunCon
     return record.label, entry
 
 
-def start_run(state_dir: Path, label: str, name: str, provenance: dict[str, Any]) -> dict[str, Any]:
+def start_run(state_dir: Path, flow: str, evaluation: str | None, name: str,
+              provenance: dict[str, Any]) -> dict[str, Any]:
     """The run's entry while it runs: ``incomplete`` until ``save_run`` replaces it, so a run that never finishes
     (SIGKILL, OOM, a lost runner) is never read as the one before it."""
-    folder = run_dir(state_dir, label)
+    folder = run_dir(state_dir, flow, evaluation)
     folder.mkdir(parents=True, exist_ok=True)
     entry = {"name": name, "status": "incomplete", **provenance}
     write_json_atomic(folder / "run.json", entry)
@@ -322,7 +323,7 @@ def _start_batch(project: Project, rc: RunContext, flow: FlowSpec, job: RunJob) 
     """What the run rests on, kept before it starts: the flow's entry says ``incomplete`` until the run ends."""
     provenance = {"flow_hash": flow_hash(flow, job.info), "data_hash": data_hash(_source_data(flow, job)),
                   "started": now(), **({"variant": flow.variant} if flow.variant else {})}
-    entry = start_run(rc.state_dir, flow.name, job.name, provenance)
+    entry = start_run(rc.state_dir, flow.name, None, job.name, provenance)
     start_flow(rc.state_dir, flow.name, {"config": config_id(project.config.path), "run": entry})
     return provenance
 

@@ -34,6 +34,7 @@ from llmops_ci.engines.mapping import read_rows
 from llmops_ci.project.evaluators import REFERENCE_PARAMS, evaluation_info
 from llmops_ci.results.records import (
     LineResult,
+    LineStatus,
     RunJob,
     RunOptions,
     RunRecord,
@@ -198,8 +199,7 @@ def judge_job(config: Config, flow: FlowSpec, pairs: list[Pair], options: RunOpt
             row.update({f"parity_new.{k}": v for k, v in pair.new.items()})
             row.update({f"parity_old.{k}": v for k, v in pair.old.items()})
             fh.write(json.dumps(row, default=str) + "\n")
-    label = f"{flow.name}/{NAME}"
-    cache = cache_settings(config, label, options.llm_cache)
+    cache = cache_settings(config, flow.name, options.llm_cache, evaluation=NAME)
     connections = provider_connections(config, init_connections(config, evaluation.init), environ,
                                        lenient=cache is not None)
     return RunJob(flow=flow.name, evaluation=NAME, name=run_name(f"{flow.name}_{NAME}"), path=evaluation.path,
@@ -241,7 +241,8 @@ def parity_record(flow: FlowSpec, pairs: list[Pair], judged: RunRecord | None, d
     lines = []
     for pair in pairs:
         result: dict[str, Any] = {"new": side(pair.new, new_names), "old": side(pair.old, old_names)}
-        status, error = "Completed", None
+        status: LineStatus = "Completed"
+        error = None
         if pair.new is None or pair.old is None:
             agree: bool | None = False
             result["note"] = " and ".join(n for n, s in ((flow.name, pair.new), (flow.parity.of, pair.old))
@@ -267,8 +268,8 @@ def parity_record(flow: FlowSpec, pairs: list[Pair], judged: RunRecord | None, d
     if judged is not None:
         metrics.update({k: v for k, v in judged.metrics.items() if k not in metrics})
     llm_cache = judged.llm_cache if judged is not None else None
-    return RunRecord(f"{flow.name}/{NAME}", judged.name if judged is not None else f"{flow.name}_{NAME}", "Completed",
-                     lines, duration_s, metrics, None, llm_cache, data_lines=len(pairs))
+    return RunRecord(flow.name, judged.name if judged is not None else f"{flow.name}_{NAME}", "Completed",
+                     lines, duration_s, metrics, None, llm_cache, data_lines=len(pairs), evaluation=NAME)
 
 
 def disagreements(record: RunRecord, limit: int = SHOWN) -> list[dict[str, Any]]:
@@ -298,5 +299,5 @@ def summary_entry(flow: FlowSpec, record: RunRecord, summary: dict[str, Any]) ->
 
 def write_pairs(state_dir: Path, flow: str, pairs: list[Pair]) -> None:
     """How the lines were paired (for a reader of the state dir): data line -> whether each side completed."""
-    write_json_atomic(run_dir(state_dir, f"{flow}/{NAME}") / "pairs.json",
+    write_json_atomic(run_dir(state_dir, flow, NAME) / "pairs.json",
                       [{"line": p.line, "new": p.new is not None, "old": p.old is not None} for p in pairs])

@@ -145,7 +145,7 @@ class ToyBackend(Backend):
                 lines.append(LineResult(number, "Failed", inputs, None, 0.01, {}, str(exc), type(exc).__name__))
             progress.update(number + 1)
         progress.finish(len(lines))
-        return RunRecord(job.label, job.name, "Completed", lines, time.monotonic() - started)
+        return RunRecord(job.flow, job.name, "Completed", lines, time.monotonic() - started, evaluation=job.evaluation)
 
     def test(self, job: TestJob) -> TestRecord:
         function = self._function(job.info, self.ctx.state_dir / "toy-work" / "test")

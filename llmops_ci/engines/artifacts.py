@@ -10,7 +10,7 @@ from typing import Any
 
 from llmops_ci.core.schema import as_dict
 from llmops_ci.core.service_errors import service_failure
-from llmops_ci.results.records import LineResult
+from llmops_ci.results.records import LineResult, line_status
 
 FAILED = ("Failed", "Canceled")
 
@@ -66,7 +66,7 @@ def read_run(run_dir: Path) -> RunArtifacts:
             duration = _seconds(info.get("start_time"), info.get("end_time"))
         inputs = {k: v for k, v in as_dict(info.get("inputs")).items() if k != "line_number"}
         result.lines.append(LineResult(
-            line=line, status=str(info.get("status") or rec.get("status")), inputs=inputs,
+            line=line, status=line_status(info.get("status") or rec.get("status"), "prompt flow"), inputs=inputs,
             outputs=info.get("output"), duration_s=float(duration) if duration is not None else None,
             tokens={k: int(metrics.get(f"{k}_tokens") or 0) for k in ("prompt", "completion", "total")},
             error=error.get("message"), error_code=as_dict(error.get("innerError")).get("code") or error.get("code"),

@@ -10,7 +10,7 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from llmops_ci.core.errors import UsageError
 from llmops_ci.core.yamldoc import display_path
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from llmops_ci.kinds.base import FlowInfo
 
 REFERENCE = re.compile(r"^\$\{([^{}]+)\}$")
-COMPLETED = "Completed"
+COMPLETED: Final = "Completed"
 
 
 def base_run(bases: Path, name: str) -> dict[str, str]:

@@ -171,7 +171,7 @@ def scored_lines(state_dir: Path | None, flow: str, evaluation: str, output: str
     """(data line, score) of every completed record; a line appears once per repeat."""
     if state_dir is None:
         return None
-    path = run_dir(state_dir, f"{flow}/{evaluation}") / "lines.jsonl"
+    path = run_dir(state_dir, flow, evaluation) / "lines.jsonl"
     if not path.is_file():
         return None
     scores: list[tuple[int, float]] = []

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from llmops_ci.config import ENV_REF, Config, FlowSpec, Origin, connection_ref, connection_value
 from llmops_ci.core import redaction
@@ -33,11 +33,39 @@ log = logging.getLogger("llmops_ci.run")
 SECRET_FIELDS = ("api_key", "secrets")
 MAX_ERRORS = 5
 
+# prompt flow's words (promptflow.contracts.run_info.Status) for how a line ended; every engine and Azure ML's run
+# history use them, and lines.jsonl keeps them as they came
+LineStatus = Literal["Completed", "Failed", "Canceled", "Bypassed", "NotStarted", "Running", "Preparing",
+                     "CancelRequested"]
+# how a run as a whole ended: the terminal words of prompt flow's run status (what Azure ML waits for)
+RunStatus = Literal["Completed", "Failed", "Canceled"]
+LINE_STATUSES: tuple[LineStatus, ...] = get_args(LineStatus)
+RUN_STATUSES: tuple[RunStatus, ...] = get_args(RunStatus)
+
+
+def line_status(word: object, source: str) -> LineStatus:
+    """A line's status as ``source`` (an engine's child, a service) wrote it; any other word than prompt flow's is a
+    failed line, as every word but Completed always counted."""
+    for known in LINE_STATUSES:
+        if word == known:
+            return known
+    log.warning("%s gave a line the status %r, which is not prompt flow's; counted as Failed", source, word)
+    return "Failed"
+
+
+def run_status(word: object, source: str) -> RunStatus:
+    """How a run ended as ``source`` reported it; a word that is not a terminal one is a failed run."""
+    for known in RUN_STATUSES:
+        if word == known:
+            return known
+    log.warning("%s reported the run as %r, not as Completed, Failed or Canceled; counted as Failed", source, word)
+    return "Failed"
+
 
 @dataclass
 class LineResult:
     line: int  # the line's index in the data (prompt flow's line_number, 0-based); shown 1-based
-    status: str
+    status: LineStatus
     inputs: dict[str, Any]
     outputs: Any
     duration_s: float | None
@@ -65,12 +93,12 @@ class RunOptions:
     cache_base: CacheBase | None = None  # what cassettes are compared with (recorded_in_change, base-only replay)
 
 
-def cache_settings(config: Config, label: str, override: str | None,
-                   base: CacheBase | None = None) -> CacheSettings | None:
+def cache_settings(config: Config, flow: str, override: str | None, base: CacheBase | None = None, *,
+                   evaluation: str | None = None) -> CacheSettings | None:
     mode = override or config.llm_cache.mode
     if mode == "off":
         return None
-    cassette = config.cassettes / (label.replace("/", ".") + ".json")
+    cassette = config.cassettes / (f"{flow}.{evaluation}.json" if evaluation else f"{flow}.json")
     return CacheSettings(mode, cassette, provenance(cassette, base) if base is not None else None)
 
 
@@ -124,7 +152,7 @@ class TestJob:
 class TestRecord:
     __test__ = False
 
-    status: str
+    status: LineStatus
     output: Any
     error: str | None
     nodes: list[dict[str, Any]]
@@ -144,9 +172,9 @@ def percentile(values: list[float], q: float) -> float | None:
 
 @dataclass
 class RunRecord:
-    label: str
+    flow: str  # the flow's name in llmops.yaml (for an evaluation, the flow it scores)
     name: str
-    status: str  # the backend's word for how the run as a whole ended: Completed, Failed, Canceled
+    status: RunStatus
     lines: list[LineResult]
     duration_s: float
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -155,6 +183,12 @@ class RunRecord:
     data_lines: int | None = None  # how many lines the data has (a run that fails as a whole reports none)
     line_numbers: list[int] | None = None  # the data lines (0-based) the run was to produce, when known
     repeats: int = 1  # each data line ran this many times (its records carry ``repeat``)
+    evaluation: str | None = None  # the evaluation's name when the run scored the flow's run
+
+    @property
+    def label(self) -> str:
+        """How logs name the run: ``classify`` or ``classify/accuracy``."""
+        return f"{self.flow}/{self.evaluation}" if self.evaluation else self.flow
 
     @property
     def lines_total(self) -> int:
@@ -411,7 +445,7 @@ def eval_jobs(project: Project, flow: FlowSpec, base_run: str, options: RunOptio
         data = evaluation.data or flow.data
         assert data is not None
         label = f"{flow.name}/{evaluation.name}"
-        cache = cache_settings(config, label, options.llm_cache, options.cache_base)
+        cache = cache_settings(config, flow.name, options.llm_cache, options.cache_base, evaluation=evaluation.name)
         info = evaluation_info(evaluation, config.root) if evaluation.ref else flow_info(project, evaluation.path)
         connections = provider_connections(
             config, used_connections(config, info, evaluation.connections, evaluation.environment_variables)

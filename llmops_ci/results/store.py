@@ -16,8 +16,7 @@ from llmops_ci.results.records import LineResult, RunRecord
 from llmops_ci.results.state import atomic_writer, dumps_line, read_summary, update_flow, write_json_atomic
 
 
-def run_dir(state_dir: Path, label: str) -> Path:
-    flow, _, evaluation = label.partition("/")
+def run_dir(state_dir: Path, flow: str, evaluation: str | None = None) -> Path:
     return state_dir / "runs" / flow / ("evals/" + evaluation if evaluation else "")
 
 
@@ -25,7 +24,7 @@ def save_run(state_dir: Path, record: RunRecord, allowed_failures: int | None,
              provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """The run's summary (with ``provenance``: what ran, on which data, when) and its lines, kept under the state
     dir; ``finished`` is stamped here."""
-    folder = run_dir(state_dir, record.label)
+    folder = run_dir(state_dir, record.flow, record.evaluation)
     folder.mkdir(parents=True, exist_ok=True)
     summary = record.summary(allowed_failures)
     summary.update({**(provenance or {}), "finished": now()})
@@ -71,8 +70,8 @@ def keep_base(state_dir: Path, record: RunRecord, data: Path) -> Path:
     return folder
 
 
-def load_run(state_dir: Path, label: str) -> dict[str, Any] | None:
-    path = run_dir(state_dir, label) / "run.json"
+def load_run(state_dir: Path, flow: str, evaluation: str | None = None) -> dict[str, Any] | None:
+    path = run_dir(state_dir, flow, evaluation) / "run.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

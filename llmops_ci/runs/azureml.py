@@ -37,7 +37,15 @@ from llmops_ci.engines import engine_of
 from llmops_ci.engines.base import PROMPT_FLOW, Backend, BackendContext, EngineUse, check_engine
 from llmops_ci.engines.promptflow.home import PFHome
 from llmops_ci.kinds import snapshot
-from llmops_ci.results.records import RunJob, RunRecord, TestJob, TestRecord, resolve_values
+from llmops_ci.results.records import (
+    RUN_STATUSES,
+    RunJob,
+    RunRecord,
+    TestJob,
+    TestRecord,
+    resolve_values,
+    run_status,
+)
 from llmops_ci.runs.azureml_service import (
     compute_of,
     flow_lineage_id,
@@ -54,7 +62,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmops_ci.azureml")
 
-TERMINAL = ("Completed", "Failed", "Canceled")
+TERMINAL = RUN_STATUSES  # a run is awaited until it reaches one of these; its record then carries it
 _PROGRESS = re.compile(r"Finished (\d+) / (\d+) lines")
 PF_ENV = ("PF_HOME_DIRECTORY", "PYTHON_KEYRING_BACKEND", "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL",
            "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED", "PF_TRACING_SKIP_LOCAL_SETUP")
@@ -135,18 +143,18 @@ class AzureMLRuns(Backend):
                          "sets: batch-run, eval-run)")
 
     def dry_run(self, subs: Sequence[Submission]) -> str:
-        self._unsupported([(sub.label, sub.info) for sub in subs])
+        self._unsupported([(sub.flow_name, sub.evaluation, sub.info) for sub in subs])
         return dry_run_yaml(list(subs), self.name, {sub.label: compute_of(sub.resources, sub.details) for sub in subs})
 
-    def _unsupported(self, runs: list[tuple[str, FlowInfo]]) -> None:
+    def _unsupported(self, runs: list[tuple[str, str | None, FlowInfo]]) -> None:
         """Refuse flows the workspace cannot run, at the line of their ``path:`` (prompt flow's engine only)."""
         check_engine(f"--backend {self.name}", self.engines, [
-            EngineUse(label, engine_of(info), functools.partial(self._origin(label).problem, ("path",),
-                                                                rule="azureml-unsupported-kind"))
-            for label, info in runs], UNSUPPORTED)
+            EngineUse(f"{flow}/{evaluation}" if evaluation else flow, engine_of(info),
+                      functools.partial(self._origin(flow, evaluation).problem, ("path",),
+                                        rule="azureml-unsupported-kind"))
+            for flow, evaluation, info in runs], UNSUPPORTED)
 
-    def _origin(self, label: str) -> Origin:
-        flow_name, _, evaluation = label.partition("/")
+    def _origin(self, flow_name: str, evaluation: str | None) -> Origin:
         flow = self.ctx.project.config.flows[flow_name]
         return flow.evaluations[evaluation].origin if evaluation else flow.where("path")
 
@@ -156,7 +164,7 @@ class AzureMLRuns(Backend):
         flights: list[_Flight] = []
         with _sigterm_as_interrupt():
             try:
-                self._unsupported([(job.label, job.info) for job in jobs])
+                self._unsupported([(job.flow, job.evaluation, job.info) for job in jobs])
                 problems = [problem for job in jobs for problem in self._check(pf, job)]
                 if problems:
                     raise ConfigError(problems)
@@ -422,8 +430,8 @@ class AzureMLRuns(Backend):
         flight.progress.finish(len(lines))
         start, end = getattr(run, "_start_time", None), getattr(run, "_end_time", None)
         duration = (end - start).total_seconds() if start and end else self.clock() - flight.started
-        record = RunRecord(flight.job.label, name, str(run.status), lines, duration, metrics,
-                           str(error) if error else None)
+        record = RunRecord(flight.job.flow, name, run_status(run.status, "Azure ML"), lines, duration, metrics,
+                           str(error) if error else None, evaluation=flight.job.evaluation)
         log.info("%s: run %s %s: %s", flight.job.label, name, run.status, flight.portal or "")
         return record
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from llmops_ci.core.errors import LlmopsError, ServiceError, UsageError
 from llmops_ci.core.schema import as_dict
-from llmops_ci.results.records import LineResult
+from llmops_ci.results.records import LineResult, line_status
 
 _STATUS_IN_TEXT = re.compile(r"(?:Status code|Code):\s*(\d{3})")
 _FAILED_NODE = re.compile(r"Execution failure in '([^']+)'")
@@ -127,7 +127,8 @@ def line_result(child: dict[str, Any]) -> LineResult:
     node = _FAILED_NODE.search(str(message)) if message else None
     inputs = {k: v for k, v in as_dict(child.get("inputs")).items() if k != "line_number"}
     return LineResult(
-        line=int(child.get("index", -1)), status=str(child.get("status")), inputs=inputs, outputs=child.get("output"),
+        line=int(child.get("index", -1)), status=line_status(child.get("status"), "Azure ML"), inputs=inputs,
+        outputs=child.get("output"),
         duration_s=float(duration) if isinstance(duration, (int, float)) else None,
         tokens={k: int(metrics.get(f"{k}_tokens") or 0) for k in ("prompt", "completion", "total")},
         error=str(message) if message else None,

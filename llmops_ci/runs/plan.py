@@ -28,7 +28,7 @@ _NO_BASE_RUN = "-batch-run-not-made-yet"
 class Submission:
     """One run as a run.yml states it (``Run.schema.json``)."""
 
-    label: str
+    flow_name: str  # the flow's name in llmops.yaml (for an evaluation, the flow it scores)
     name: str
     flow: Path
     data: Path | None
@@ -41,6 +41,12 @@ class Submission:
     info: Any = field(default=None, compare=False, repr=False)  # the FlowInfo, to snapshot it
     init: dict[str, Any] = field(default_factory=dict)  # a flex class entry's __init__ arguments
     details: dict[str, Any] = field(default_factory=dict)  # the flow's run.yml: display_name, description, ...
+    evaluation: str | None = None  # the evaluation's name when the run scores the flow's run
+
+    @property
+    def label(self) -> str:
+        """How the plan and the run's tags name it: ``classify`` or ``classify/accuracy``."""
+        return f"{self.flow_name}/{self.evaluation}" if self.evaluation else self.flow_name
 
     def document(self, flow: Path | None = None) -> dict[str, Any]:
         """The run.yml; the name is always ours (one per CI run), the rest of a flow's own run.yml is kept."""
@@ -64,10 +70,10 @@ class Submission:
 
 
 def submission(job: RunJob, resources: dict[str, Any], details: dict[str, Any] | None = None) -> Submission:
-    return Submission(job.label, job.name, job.path, job.data.absolute(), job.base_run, dict(job.column_mapping),
+    return Submission(job.flow, job.name, job.path, job.data.absolute(), job.base_run, dict(job.column_mapping),
                       job.variant, {k: dict(v) for k, v in job.connections.items()},
                       dict(job.environment_variables), dict(resources), job.info, dict(job.init),
-                      dict(details or {}))
+                      dict(details or {}), job.evaluation)
 
 
 def planned(ctx: BackendContext, flow_names: list[str], evaluations: bool) -> list[Submission]:
@@ -93,10 +99,10 @@ def planned(ctx: BackendContext, flow_names: list[str], evaluations: bool) -> li
                 raise UsageError(f"{ev.origin.doc.display}: evaluation '{flow.name}/{ev.name}' is an "
                                  f"{'evaluator' if ev.evaluator else 'scorer'} ({ev.ref}), which runs on --backend "
                                  "local only; run eval-run locally (it scores the run kept in the state dir)")
-            out.append(Submission(f"{flow.name}/{ev.name}", run_name(f"{flow.name}_{ev.name}"), ev.path,
+            out.append(Submission(flow.name, run_name(f"{flow.name}_{ev.name}"), ev.path,
                                   ev.data or flow.data, base_name, dict(ev.column_mapping), None,
                                   dict(ev.connections), {str(k): str(v) for k, v in ev.environment_variables.items()},
-                                  dict(flow.resources), project.info(ev.path), dict(ev.init)))
+                                  dict(flow.resources), project.info(ev.path), dict(ev.init), evaluation=ev.name))
     return out
 
 

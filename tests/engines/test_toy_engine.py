@@ -65,7 +65,7 @@ class UpperEngine(Backend):
         lines = [LineResult(number, "Completed", {"word": row[column]}, {"out": str(row[column]).upper()}, 0.01, {})
                  for number, row in enumerate(rows)]
         progress.finish(len(lines))
-        return RunRecord(job.label, job.name, "Completed", lines, 0.01)
+        return RunRecord(job.flow, job.name, "Completed", lines, 0.01, evaluation=job.evaluation)
 
     def test(self, job: TestJob) -> TestRecord:
         return TestRecord("Completed", {"out": str(job.inputs["word"]).upper()}, None, [], 0.0)

@@ -467,7 +467,7 @@ def test_a_run_that_failed_as_a_whole_keeps_a_record_per_line_it_counts(tmp_path
     assert "failed as a whole (PythonLoadError: no module x)" in lines[0]["error"]
     assert summary["finished"] and summary["flow_hash"] == "f"
     # over a base run: the lines the join gives, not the data's
-    evaluation = RunRecord("math/acc", "acc_1", "Failed", [], 1.0, data_lines=2, line_numbers=[0, 3])
+    evaluation = RunRecord("math", "acc_1", "Failed", [], 1.0, data_lines=2, line_numbers=[0, 3], evaluation="acc")
     save_run(tmp_path, evaluation, None)
     lines = [json.loads(x) for x in (tmp_path / "runs" / "math" / "evals" / "acc" / "lines.jsonl").read_text()
              .splitlines()]

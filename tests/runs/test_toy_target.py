@@ -60,7 +60,7 @@ class EchoCloud(Backend):
         lines = [LineResult(number, "Completed", {"text": row["text"]}, {"category": str(row["text"]).upper()},
                             0.01, {}) for number, row in enumerate(rows)]
         progress.finish(len(lines))
-        return RunRecord(job.label, job.name, "Completed", lines, 0.1)
+        return RunRecord(job.flow, job.name, "Completed", lines, 0.1, evaluation=job.evaluation)
 
     def run(self, job: RunJob, progress: Progress) -> RunRecord:
         return self.run_many([job], lambda label, total: progress)[0]

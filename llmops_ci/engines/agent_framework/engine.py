@@ -37,7 +37,14 @@ from llmops_ci.engines.mapping import base_run, mapped_inputs, mean_scores, read
 from llmops_ci.engines.plumbing import LocalEngine, count_lines, run_child, take_result, upstreams
 from llmops_ci.kinds.agent_framework.spec import AgentFrameworkSpec
 from llmops_ci.llm.cache import CacheSettings, LlmRun, ProxyServer
-from llmops_ci.results.records import ProviderConnection, RunJob, RunRecord, TestJob, TestRecord
+from llmops_ci.results.records import (
+    ProviderConnection,
+    RunJob,
+    RunRecord,
+    TestJob,
+    TestRecord,
+    line_status,
+)
 
 if TYPE_CHECKING:
     from llmops_ci.engines.base import BackendContext
@@ -257,7 +264,7 @@ class MafLocal(LocalEngine):
                 tokens = dict(raw.get("tokens") or {})
             failed = raw.get("status") != "Completed"
             lines.append(LineResult(
-                line=number, status=str(raw["status"]), inputs=dict(raw.get("inputs") or {}),
+                line=number, status=line_status(raw["status"], "Agent Framework"), inputs=dict(raw.get("inputs") or {}),
                 outputs=raw.get("outputs"), duration_s=raw.get("duration_s"), tokens=tokens, error=raw.get("error"),
                 error_code=raw.get("error_code"), node=None,
                 service_failure=(route.failure(number) or (service_failure(raw["error_detail"])
@@ -314,8 +321,9 @@ class MafLocal(LocalEngine):
         progress.finish(len(lines))
         self.ran(job, route, log)
         metrics = mean_scores(lines) if job.base_run else {}
-        return RunRecord(job.label, job.name, "Completed", lines, time.monotonic() - started, metrics, None,
-                         route.stats.to_json() if job.cache is not None else None, data_lines=len(todo))
+        return RunRecord(job.flow, job.name, "Completed", lines, time.monotonic() - started, metrics, None,
+                         route.stats.to_json() if job.cache is not None else None, data_lines=len(todo),
+                         evaluation=job.evaluation)
 
     def test(self, job: TestJob) -> TestRecord:
         name = f"test_{os.getpid()}_{time.time_ns()}"

@@ -29,7 +29,15 @@ from llmops_ci.engines.plumbing import (
 from llmops_ci.kinds.base import FlowInfo
 from llmops_ci.llm.cache import CacheSettings, ProxyServer
 from llmops_ci.project.evaluators import model_connection
-from llmops_ci.results.records import LineResult, ProviderConnection, RunJob, RunRecord, TestJob, TestRecord
+from llmops_ci.results.records import (
+    LineResult,
+    ProviderConnection,
+    RunJob,
+    RunRecord,
+    TestJob,
+    TestRecord,
+    line_status,
+)
 
 if TYPE_CHECKING:
     from llmops_ci.engines.base import BackendContext
@@ -101,12 +109,13 @@ class EvaluatorRuns(LocalEngine):
             if outcome.get("error_code") in LOAD_ERRORS:
                 raise UsageError(message + f" (evaluation defined in {spec})")
             raise CheckFailed(message)
-        lines = [LineResult(line=int(r["line"]), status=r["status"], inputs=r["inputs"], outputs=r["outputs"],
-                            duration_s=r.get("duration_s"), tokens=r.get("tokens") or {}, error=r.get("error"),
-                            error_code=r.get("error_code")) for r in outcome["lines"]]
+        lines = [LineResult(line=int(r["line"]), status=line_status(r["status"], "the evaluator"), inputs=r["inputs"],
+                            outputs=r["outputs"], duration_s=r.get("duration_s"), tokens=r.get("tokens") or {},
+                            error=r.get("error"), error_code=r.get("error_code")) for r in outcome["lines"]]
         progress.finish(len(lines))
-        return RunRecord(job.label, job.name, "Completed", lines, duration, dict(outcome.get("metrics") or {}), None,
-                         route.stats.to_json() if job.cache is not None else None, data_lines=len(todo))
+        return RunRecord(job.flow, job.name, "Completed", lines, duration, dict(outcome.get("metrics") or {}), None,
+                         route.stats.to_json() if job.cache is not None else None, data_lines=len(todo),
+                         evaluation=job.evaluation)
 
     def env_upstreams(self) -> dict[str, str | None]:
         """Where the endpoints a judge reads from the environment really are (None: replay only)."""

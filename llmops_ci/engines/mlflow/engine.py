@@ -31,7 +31,7 @@ from llmops_ci.engines.plumbing import ENDPOINT_ROUTES, REPLAY_KEYS, count_lines
 from llmops_ci.kinds.mlflow.kind import MLMODEL_SKIP
 from llmops_ci.kinds.mlflow.spec import MlflowAgentSpec
 from llmops_ci.llm.cache import CacheSettings, LlmProxy
-from llmops_ci.results.records import RunJob, RunRecord, TestJob, TestRecord
+from llmops_ci.results.records import RunJob, RunRecord, TestJob, TestRecord, line_status
 
 if TYPE_CHECKING:
     from llmops_ci.engines.base import BackendContext
@@ -172,7 +172,7 @@ class MlflowAgentRunner(Backend):
             raise _failure(job.label, outcome)
         lines = [line_result(r) for r in outcome["lines"]]
         progress.finish(len(lines))
-        return RunRecord(job.label, job.name, "Completed", lines, duration, {}, None, stats)
+        return RunRecord(job.flow, job.name, "Completed", lines, duration, {}, None, stats, evaluation=job.evaluation)
 
     def test(self, job: TestJob) -> TestRecord:
         spec, folder = self._spec("", job.path)
@@ -196,11 +196,12 @@ class MlflowAgentRunner(Backend):
         if outcome.get("status") != "Completed":
             raise _failure(str(job.path), outcome)
         line = outcome["lines"][0]
-        return TestRecord(line["status"], line["outputs"], line["error"], [], time.monotonic() - started)
+        return TestRecord(line_status(line["status"], "MLflow"), line["outputs"], line["error"], [],
+                          time.monotonic() - started)
 
 
 def line_result(record: dict[str, Any]) -> LineResult:
-    return LineResult(line=int(record["line"]), status=record["status"], inputs=record["inputs"],
+    return LineResult(line=int(record["line"]), status=line_status(record["status"], "MLflow"), inputs=record["inputs"],
                       outputs=record["outputs"], duration_s=record.get("duration_s"), tokens=record.get("tokens") or {},
                       error=record.get("error"), error_code=record.get("error_code"), node=None)
 

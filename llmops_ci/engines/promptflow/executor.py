@@ -52,6 +52,8 @@ from llmops_ci.results.records import (
     RunRecord,
     TestJob,
     TestRecord,
+    line_status,
+    run_status,
     user_paths,
 )
 from llmops_ci.results.store import base_dir
@@ -178,14 +180,14 @@ class LocalBackend(LocalEngine):
             progress.finish(0)
             log.debug("%s", outcome.get("traceback"))
             error = user_paths(str(outcome.get("error") or "the run could not start"), [snap.folder], job.path)
-            return RunRecord(job.label, job.name, "Failed", [], duration, {}, error,
-                             route.stats.to_json() if job.cache is not None else None)
+            return RunRecord(job.flow, job.name, "Failed", [], duration, {}, error,
+                             route.stats.to_json() if job.cache is not None else None, evaluation=job.evaluation)
         lines = [_line(raw, route.tokens(int(raw["line"])), route.failure(int(raw["line"])))
                  for raw in outcome["lines"]]
         progress.finish(len(lines))
-        return RunRecord(job.label, job.name, str(outcome.get("status")), lines, duration,
+        return RunRecord(job.flow, job.name, run_status(outcome.get("status"), "prompt flow"), lines, duration,
                          dict(outcome.get("metrics") or {}), outcome.get("error"),
-                         route.stats.to_json() if job.cache is not None else None)
+                         route.stats.to_json() if job.cache is not None else None, evaluation=job.evaluation)
 
     def _base(self, name: str) -> dict[str, str]:
         """The run to score, as execute.py keeps every batch run (any kind, any engine)."""
@@ -233,8 +235,9 @@ class LocalBackend(LocalEngine):
             line.error = user_paths(line.error, private, job.path)
         if artifacts is None:
             raise self._failure(job.label, {**outcome, "error": user_paths(outcome.get("error"), private, job.path)})
-        return RunRecord(job.label, job.name, str(outcome.get("status")), artifacts.lines, duration,
-                         artifacts.metrics, user_paths(outcome.get("error"), private, job.path), stats)
+        return RunRecord(job.flow, job.name, run_status(outcome.get("status"), "prompt flow"), artifacts.lines,
+                         duration, artifacts.metrics, user_paths(outcome.get("error"), private, job.path), stats,
+                         evaluation=job.evaluation)
 
     def test(self, job: TestJob) -> TestRecord:
         name = f"test_{os.getpid()}_{time.time_ns()}"
@@ -256,8 +259,8 @@ class LocalBackend(LocalEngine):
             shutil.rmtree(snap.folder, ignore_errors=True)
         if "output" not in outcome and outcome.get("status") == "Failed":
             raise self._failure("test", outcome)
-        return TestRecord(str(outcome.get("status")), outcome.get("output"), outcome.get("error"),
-                          list(outcome.get("nodes") or []), time.monotonic() - started, tokens)
+        return TestRecord(line_status(outcome.get("status"), "prompt flow"), outcome.get("output"),
+                          outcome.get("error"), list(outcome.get("nodes") or []), time.monotonic() - started, tokens)
 
     @contextlib.contextmanager
     def _llm_calls(self, cache: CacheSettings | None, connections: tuple[ProviderConnection, ...],
@@ -314,8 +317,9 @@ def replay_processes() -> int:
 
 
 def _line(raw: dict[str, Any], tokens: dict[str, int] | None, seen_by_proxy: str | None = None) -> LineResult:
-    return LineResult(line=int(raw["line"]), status=str(raw["status"]), inputs=dict(raw.get("inputs") or {}),
-                      outputs=raw.get("outputs"), duration_s=raw.get("duration_s"),
+    return LineResult(line=int(raw["line"]), status=line_status(raw["status"], "prompt flow"),
+                      inputs=dict(raw.get("inputs") or {}), outputs=raw.get("outputs"),
+                      duration_s=raw.get("duration_s"),
                       tokens=tokens or dict(raw.get("tokens") or {}), error=raw.get("error"),
                       error_code=raw.get("error_code"), node=raw.get("node"),
                       # the proxy saw the endpoint's own failure; the client behind it only a reset or a 5xx

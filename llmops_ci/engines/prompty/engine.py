@@ -121,8 +121,9 @@ class PromptyLocal(LocalEngine):
         for line in lines:
             line.tokens = {_TOKENS.get(k, k): v for k, v in line.tokens.items()}
         metrics = mean_scores(lines) if job.base_run else {}
-        return RunRecord(job.label, job.name, "Completed", lines, duration, metrics, None,
-                         route.stats.to_json() if job.cache is not None else None, data_lines=len(todo))
+        return RunRecord(job.flow, job.name, "Completed", lines, duration, metrics, None,
+                         route.stats.to_json() if job.cache is not None else None, data_lines=len(todo),
+                         evaluation=job.evaluation)
 
     def test(self, job: TestJob) -> TestRecord:
         name = f"test_{os.getpid()}_{time.time_ns()}"

@@ -16,15 +16,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from llmops_ci.core.errors import UsageError
 from llmops_ci.core.service_errors import exception_chain, service_failure
 from llmops_ci.core.yamldoc import display_path
 from llmops_ci.engines.artifacts import LineResult
 
-COMPLETED = "Completed"
-FAILED = "Failed"
+COMPLETED: Final = "Completed"
+FAILED: Final = "Failed"
 
 
 @dataclass(frozen=True)
