@@ -35,7 +35,7 @@ import yaml
 from llmops_ci.cli import main
 from llmops_ci.core.errors import CheckFailed, LlmopsError
 from llmops_ci.engines.base import Backend
-from llmops_ci.llm.cache import Cassette
+from llmops_ci.llm.cassette import Cassette
 from llmops_ci.runs import BACKENDS
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

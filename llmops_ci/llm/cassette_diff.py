@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops_ci.core.errors import UsageError
-from llmops_ci.llm.cache import CassetteProvenance
+from llmops_ci.llm.cassette import CassetteProvenance
 
 log = logging.getLogger("llmops_ci.llm_cache")
 

@@ -22,7 +22,7 @@ import yaml
 from llmops_ci.config import Config, FlowSpec
 from llmops_ci.core.errors import CheckFailed, UsageError
 from llmops_ci.engines.mlflow.engine import MlflowChild, llm_routes, mlflow_environment, snapshot
-from llmops_ci.llm.cache import CacheSettings
+from llmops_ci.llm.cassette import CacheSettings
 from llmops_ci.releases.base import Release
 from llmops_ci.releases.bluegreen import roll_out
 from llmops_ci.releases.mlflow_logging import (

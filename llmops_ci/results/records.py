@@ -23,7 +23,7 @@ from llmops_ci.core.child_env import ci_credential_refs, ci_token_message
 from llmops_ci.core.errors import ConfigError, Problem, UsageError
 from llmops_ci.core.yamldoc import display_path
 from llmops_ci.kinds.base import FlowInfo
-from llmops_ci.llm.cache import CacheSettings
+from llmops_ci.llm.cassette import CacheSettings
 from llmops_ci.llm.cassette_diff import CacheBase, provenance
 from llmops_ci.project.data import DataInfo
 from llmops_ci.project.evaluators import evaluation_info

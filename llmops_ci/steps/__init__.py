@@ -21,7 +21,7 @@ from llmops_ci.core.progress import Progress
 from llmops_ci.engines.base import BackendContext
 from llmops_ci.execute import RunContext
 from llmops_ci.lint.blocks import lint_blocks
-from llmops_ci.llm.cache import MODES
+from llmops_ci.llm.cassette import MODES
 from llmops_ci.platforms import Platform
 from llmops_ci.project.loaded import Project, load_project, secret_env_names
 from llmops_ci.report.comment import current

@@ -17,7 +17,7 @@ from llmops_ci.core.errors import CheckFailed, UsageError
 from llmops_ci.core.schema import closest
 from llmops_ci.execute import one_line
 from llmops_ci.lint.project import preflight
-from llmops_ci.llm.cache import MODES, CacheSettings
+from llmops_ci.llm.cassette import MODES, CacheSettings
 from llmops_ci.results.records import (
     TestJob,
     cache_settings,

@@ -15,7 +15,7 @@ from llmops_ci.engines.mlflow.engine import MlflowAgentRunner, MlflowChild, data
 from llmops_ci.engines.mlflow.runner import agent_outputs, as_request, usage_tokens
 from llmops_ci.kinds.base import FlowInfo
 from llmops_ci.kinds.mlflow.spec import AgentResource, MlflowAgentSpec
-from llmops_ci.llm.cache import CacheSettings
+from llmops_ci.llm.cassette import CacheSettings
 from llmops_ci.results.records import RunJob, RunOptions, TestJob
 from tests.engines.mlflow_agents import CHAT_AGENT, DATABRICKS_AGENT, RESPONSES_AGENT
 from tests.fakes.openai import FakeOpenAI

@@ -32,7 +32,7 @@ from llmops_ci.gate.provenance import (
     run_provenance,
 )
 from llmops_ci.gate.repeats import data_path, fold, job, mean_by_line, write_data
-from llmops_ci.llm.cache import CacheSettings
+from llmops_ci.llm.cassette import CacheSettings
 from llmops_ci.results.records import LineResult, RunRecord
 from llmops_ci.results.summary import Summary
 from tests.helpers.config import Raw, Rule, judged

@@ -135,7 +135,8 @@ def test_untagged_repeats_replay_their_own_answers(tmp_path: Path) -> None:
     replay gives back the k recorded answers, not k copies of one."""
     import requests
 
-    from llmops_ci.llm.cache import CacheSettings, LlmProxy
+    from llmops_ci.llm.cache import LlmProxy
+    from llmops_ci.llm.cassette import CacheSettings
     from tests.fakes.openai import FakeOpenAI
 
     counter = itertools.count()

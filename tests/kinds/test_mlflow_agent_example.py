@@ -14,7 +14,7 @@ from llmops_ci.config import read_config
 from llmops_ci.core.progress import Progress
 from llmops_ci.kinds.mlflow.kind import inspect_agent
 from llmops_ci.kinds.mlflow.spec import MlflowAgentSpec
-from llmops_ci.llm.cache import CacheSettings
+from llmops_ci.llm.cassette import CacheSettings
 from llmops_ci.results.records import RunJob, RunOptions
 from tests.helpers.projects import CliResult, processes_using, snapshot
 

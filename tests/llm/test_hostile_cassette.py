@@ -14,7 +14,8 @@ import pytest
 import requests
 
 from llmops_ci.core.errors import UsageError
-from llmops_ci.llm.cache import CacheSettings, Cassette, LlmProxy, request_key
+from llmops_ci.llm.cache import LlmProxy
+from llmops_ci.llm.cassette import CacheSettings, Cassette, request_key
 from tests.conftest import CliResult, Project
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from llmops_ci.llm.cache import LINE_HEADER, CacheSettings, LlmProxy, ProxyServer, request_key
+from llmops_ci.llm.cache import LINE_HEADER, LlmProxy, ProxyServer
+from llmops_ci.llm.cassette import CacheSettings, request_key
 from tests.fakes.openai import FakeOpenAI
 
 KEY = "sk-live-" + "s" * 30

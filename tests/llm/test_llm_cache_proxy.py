@@ -15,19 +15,8 @@ import pytest
 import requests
 
 from llmops_ci.core import redaction
-from llmops_ci.llm.cache import (
-    FAILURES_BEFORE_DOWN,
-    LINE_HEADER,
-    CacheSettings,
-    CacheStats,
-    Cassette,
-    CassetteProvenance,
-    Health,
-    LineUsage,
-    LlmProxy,
-    ProxyServer,
-    request_key,
-)
+from llmops_ci.llm.cache import FAILURES_BEFORE_DOWN, LINE_HEADER, Health, LlmProxy, ProxyServer
+from llmops_ci.llm.cassette import CacheSettings, CacheStats, Cassette, CassetteProvenance, LineUsage, request_key
 from tests.fakes.openai import FakeOpenAI
 
 PATH = "/chat/completions"

@@ -12,7 +12,8 @@ import pytest
 import requests
 
 from llmops_ci.core.errors import UsageError
-from llmops_ci.llm.cache import CacheSettings, LlmProxy
+from llmops_ci.llm.cache import LlmProxy
+from llmops_ci.llm.cassette import CacheSettings
 from llmops_ci.llm.cassette_diff import provenance, resolve_base
 from llmops_ci.report.comment import render
 from llmops_ci.results.summary import Summary

@@ -36,7 +36,8 @@ from llmops_ci.engines.artifacts import LineResult
 from llmops_ci.engines.mapping import base_run, mapped_inputs, mean_scores, read_rows
 from llmops_ci.engines.plumbing import LocalEngine, count_lines, run_child, take_result, upstreams
 from llmops_ci.kinds.agent_framework.spec import AgentFrameworkSpec
-from llmops_ci.llm.cache import CacheSettings, LlmRun, ProxyServer
+from llmops_ci.llm.cache import LlmRun, ProxyServer
+from llmops_ci.llm.cassette import CacheSettings
 from llmops_ci.results.records import (
     ProviderConnection,
     RunJob,

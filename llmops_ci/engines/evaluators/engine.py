@@ -27,7 +27,8 @@ from llmops_ci.engines.plumbing import (
     upstreams,
 )
 from llmops_ci.kinds.base import FlowInfo
-from llmops_ci.llm.cache import CacheSettings, ProxyServer
+from llmops_ci.llm.cache import ProxyServer
+from llmops_ci.llm.cassette import CacheSettings
 from llmops_ci.project.evaluators import model_connection
 from llmops_ci.results.records import (
     LineResult,

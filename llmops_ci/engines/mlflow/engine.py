@@ -30,7 +30,8 @@ from llmops_ci.engines.base import Backend
 from llmops_ci.engines.plumbing import ENDPOINT_ROUTES, REPLAY_KEYS, count_lines, run_child, take_result
 from llmops_ci.kinds.mlflow.kind import MLMODEL_SKIP
 from llmops_ci.kinds.mlflow.spec import MlflowAgentSpec
-from llmops_ci.llm.cache import CacheSettings, LlmProxy
+from llmops_ci.llm.cache import LlmProxy
+from llmops_ci.llm.cassette import CacheSettings
 from llmops_ci.results.records import RunJob, RunRecord, TestJob, TestRecord, line_status
 
 if TYPE_CHECKING:

@@ -44,7 +44,8 @@ from llmops_ci.engines.plumbing import (
 from llmops_ci.engines.promptflow.home import PFHome
 from llmops_ci.kinds import snapshot
 from llmops_ci.kinds.base import FlowInfo
-from llmops_ci.llm.cache import CacheSettings, LlmProxy, ProxyServer
+from llmops_ci.llm.cache import LlmProxy, ProxyServer
+from llmops_ci.llm.cassette import CacheSettings
 from llmops_ci.results.records import (
     LineResult,
     ProviderConnection,

@@ -28,7 +28,8 @@ from llmops_ci.core.yamldoc import display_path
 from llmops_ci.engines.mapping import base_run, mapped_inputs, mean_scores, read_rows
 from llmops_ci.engines.plumbing import LocalEngine, rerouted, upstreams
 from llmops_ci.engines.prompty.runner import FAILED, Connection, load_agent, run_line
-from llmops_ci.llm.cache import CacheSettings, LlmRun, ProxyServer
+from llmops_ci.llm.cache import LlmRun, ProxyServer
+from llmops_ci.llm.cassette import CacheSettings
 from llmops_ci.results.records import LineResult, RunJob, RunRecord, TestJob, TestRecord
 
 if TYPE_CHECKING:
