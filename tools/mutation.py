@@ -45,7 +45,7 @@ GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "llm_cache": (
         ("llmops_ci/llm_cache.py", "llmops_ci/cassette_diff.py"),
-        ("tests/test_llm_cache*.py", "tests/test_cassette_diff.py", "tests/test_hostile_cassette.py",
+        ("tests/test_llm_cache*.py", "tests/test_cassette_diff*.py", "tests/test_hostile_cassette.py",
                                                           "tests/test_provenance.py"),
     ),
 }
