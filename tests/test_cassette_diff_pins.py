@@ -45,7 +45,12 @@ def test_outside_a_pull_request_git_is_not_asked_and_nothing_is_warned(
     """A push build (no target branch, no --changed-since) has no base: quietly, without running git."""
     calls: list[tuple[str, ...]] = []
     real = cassette_diff._git
-    monkeypatch.setattr(cassette_diff, "_git", lambda top, *args: calls.append(args) or real(top, *args))
+
+    def counted(top: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+        calls.append(args)
+        return real(top, *args)
+
+    monkeypatch.setattr(cassette_diff, "_git", counted)
     caplog.set_level(logging.DEBUG, "llmops_ci.llm_cache")
     assert resolve_base(None, {"GITHUB_BASE_REF": "", "SYSTEM_PULLREQUEST_TARGETBRANCH": " "}, repo) is None
     assert calls == [] and caplog.records == []
@@ -88,7 +93,7 @@ def test_git_answering_no_commit_is_no_base(repo: Path, monkeypatch: pytest.Monk
     def fake(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
         if cmd[1] == "merge-base":
             return subprocess.CompletedProcess(cmd, returncode, stdout, b"")
-        return real(cmd, **kwargs)  # type: ignore[no-any-return]
+        return real(cmd, **kwargs)
 
     monkeypatch.setattr(cassette_diff.subprocess, "run", fake)
     caplog.set_level(logging.WARNING, "llmops_ci.llm_cache")

@@ -3,6 +3,7 @@ it; SSE as endpoints really write it; routes that must not be confused."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +39,8 @@ def scripted() -> Iterator[Callable[..., _Scripted]]:
     started: list[_Scripted] = []
 
     def start(reply: Callable[[BaseHTTPRequestHandler, dict[str, Any]], None], **kw: Any) -> _Scripted:
-        started.append(_Scripted(reply, **kw).start())
+        started.append(_Scripted(reply, **kw))
+        started[-1].start()
         return started[-1]
 
     yield start
@@ -85,10 +87,8 @@ def _cut_off(handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
 
 def _slow(handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
     time.sleep(0.6)
-    try:
+    with contextlib.suppress(OSError):  # the proxy gave up on it
         _answer(handler, 200, b"{}", "application/json")
-    except OSError:
-        pass  # the proxy gave up on it
 
 
 @pytest.mark.parametrize(("reply", "timeout", "status", "kind", "reason"), [

@@ -92,8 +92,8 @@ def test_an_azure_query_reaches_the_endpoint(tmp_path: Path, upstream: FakeOpenA
         assert requests.post(f"{url}{PATH}?api-version=2024-06-01", json=BODY, headers={"api-key": "k" * 32},
                              timeout=30).ok
         assert requests.post(f"{url}{PATH}", json=BODY, headers={"api-key": "k" * 32}, timeout=30).ok
-    assert [r["path"] for r in upstream.requests] == ["/openai/deployments/gpt4o/chat/completions?api-version=2024-06-01",
-                                                      "/openai/deployments/gpt4o/chat/completions"]
+    deployment = "/openai/deployments/gpt4o/chat/completions"
+    assert [r["path"] for r in upstream.requests] == [f"{deployment}?api-version=2024-06-01", deployment]
 
 
 def test_a_streamed_call_asks_for_usage_and_keeps_the_clients_other_stream_options(
@@ -162,7 +162,8 @@ class _Trickle(FakeOpenAI):
 def test_streamed_chunks_reach_the_client_as_they_come(tmp_path: Path, refuse_stream_options: bool) -> None:
     """Time to first token is what streaming is for: the proxy passes each chunk on before the answer is over (also
     when the endpoint refused ``stream_options`` and was asked again without)."""
-    upstream = _Trickle(refuse_stream_options).start()
+    upstream = _Trickle(refuse_stream_options)
+    upstream.start()
     try:
         with LlmProxy(CacheSettings("record", tmp_path / "c.json"), {"openai": upstream.url}) as proxy:
             response = post(proxy.url_for("openai"), {**BODY, "stream": True}, stream=True)
@@ -206,7 +207,8 @@ class _NoStreamOptions(FakeOpenAI):
 
 
 def test_an_endpoint_refusing_stream_options_gets_the_call_as_the_client_sent_it(tmp_path: Path) -> None:
-    upstream = _NoStreamOptions().start()
+    upstream = _NoStreamOptions()
+    upstream.start()
     body = {**BODY, "stream": True}
     try:
         url = upstream.url + "/openai/deployments/gpt4o"
@@ -231,7 +233,8 @@ def test_an_endpoint_refusing_stream_options_gets_the_call_as_the_client_sent_it
 
 def test_the_call_without_stream_options_is_still_bounded_by_the_call_timeout(tmp_path: Path,
                                                                              server: ProxyServer) -> None:
-    upstream = _NoStreamOptions(slow_retry=2.0).start()
+    upstream = _NoStreamOptions(slow_retry=2.0)
+    upstream.start()
     try:
         run = server.open_run("t", CacheSettings("record", tmp_path / "c.json"), {"openai": upstream.url + "/v1"},
                               call_timeout=0.3)
@@ -243,7 +246,8 @@ def test_the_call_without_stream_options_is_still_bounded_by_the_call_timeout(tm
 
 def test_a_client_that_asked_for_usage_itself_is_not_asked_again(tmp_path: Path) -> None:
     """The client's own stream_options were refused: the endpoint's 400 is the client's answer, sent once."""
-    upstream = _NoStreamOptions().start()
+    upstream = _NoStreamOptions()
+    upstream.start()
     try:
         body = {**BODY, "stream": True, "stream_options": {"include_usage": True}}
         with LlmProxy(CacheSettings("record", tmp_path / "c.json"), {"openai": upstream.url + "/v1"}) as proxy:
