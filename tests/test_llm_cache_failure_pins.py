@@ -214,3 +214,18 @@ def test_a_route_that_only_looks_like_a_runs_is_unknown(tmp_path: Path, server: 
         assert response.status_code == 404, path
         assert response.json()["error"]["message"].startswith("llmops-ci proxy: unknown route /")
     assert run.stats.to_json() == {"mode": "replay", "hits": 0, "misses": 0, "recorded": 0, "tokens_saved": 0}
+
+
+def test_an_endpoints_json_error_reaches_the_client_unchanged(tmp_path: Path, server: ProxyServer) -> None:
+    """The client (openai's SDK) reads ``type``, ``code`` and ``param`` of an error: they pass as the endpoint wrote
+    them, not rewrapped."""
+    upstream = FakeOpenAI()
+    upstream.start()
+    try:
+        run = server.open_run("j", CacheSettings("record", tmp_path / "c.json"), {"openai": upstream.url + "/v1"})
+        failing = {**BODY, "messages": [{"role": "user", "content": "FAIL"}]}
+        response = post(run.url_for("openai"), "j|0", failing)
+    finally:
+        upstream.stop()
+    assert response.status_code == 400
+    assert response.json() == {"error": {"message": "fake failure (FAIL in prompt)", "type": "invalid_request_error"}}
