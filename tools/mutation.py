@@ -46,7 +46,7 @@ GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "llm_cache": (
         ("llmops_ci/llm/cache.py", "llmops_ci/llm/cassette.py", "llmops_ci/llm/cassette_diff.py"),
-        ("tests/llm/test_llm_cache*.py", "tests/llm/test_cassette_diff.py", "tests/llm/test_hostile_cassette.py",
+        ("tests/llm/test_llm_cache*.py", "tests/llm/test_cassette_diff*.py", "tests/llm/test_hostile_cassette.py",
                                                           "tests/results/test_provenance.py"),
     ),
 }
