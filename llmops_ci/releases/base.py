@@ -57,16 +57,20 @@ def check_engine(release: Release, flows: Sequence[tuple[FlowSpec, FlowInfo | No
     (``engines.base.check_engine``). A flow that cannot be read is left to lint's message."""
     readable = [(flow, info) for flow, info in flows if info is not None]
     accepts = {engine_of(info) for _, info in readable if release.deploys(info)}
-    reasons: dict[str, str] = {}
-    for _, info in readable:
-        run_by = f" run by {info.engine}" if info.engine not in (info.kind, PROMPT_FLOW) else ""
-        reasons.setdefault(engine_of(info), NOT_SERVED.get(engine_of(info)) or (
-            f"a {info.kind} flow{run_by}, which --backend {release.name} does not deploy; deploy it with another "
-            "backend, or remove this 'deploy:' block"))
-    uses = [EngineUse(flow.name, engine_of(info), functools.partial(_at_deploy, flow)) for flow, info in readable]
-    check_engine_of_target(f"--backend {release.name}", accepts, uses, reasons)
+    uses = [EngineUse(flow.name, engine_of(info), functools.partial(_at_deploy, flow, _why(release, info)))
+            for flow, info in readable]
+    check_engine_of_target(f"--backend {release.name}", accepts, uses)
 
 
-def _at_deploy(flow: FlowSpec, why: str) -> Problem:
+def _why(release: Release, info: FlowInfo) -> str:
+    """Why ``release`` does not deploy this flow, naming the flow's own kind (two kinds may share an engine)."""
+    run_by = f" run by {info.engine}" if info.engine not in (info.kind, PROMPT_FLOW) else ""
+    return NOT_SERVED.get(engine_of(info)) or (
+        f"a {info.kind} flow{run_by}, which --backend {release.name} does not deploy; deploy it with another "
+        "backend, or remove this 'deploy:' block")
+
+
+def _at_deploy(flow: FlowSpec, why: str, _engine_reason: str) -> Problem:
+    # the per-flow ``why`` names the flow's kind; check_engine's reason names only the engine
     return flow.where("deploy").problem(("deploy",), f"flow '{flow.name}' is {why}", "deploy-unsupported",
                                         at_key=True)
