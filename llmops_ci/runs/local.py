@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from llmops_ci import engines
 from llmops_ci.engines.base import PROMPT_FLOW, Backend, BackendContext
+from llmops_ci.engines.promptflow import early
 
 if TYPE_CHECKING:
     from llmops_ci.core.progress import Progress
@@ -57,6 +58,8 @@ class RunsByEngine(Backend):
         mine = [info for info in infos if (info.engine or info.kind) not in self.factories]
         if mine:
             self.for_info(mine[0]).prestart(mine, workers)
+        else:  # nothing runs on prompt flow: the executor ``python -m llmops_ci`` may have started ahead goes
+            early.discard()
 
     def close(self) -> None:
         with self._lock:

@@ -70,6 +70,17 @@ def test_a_flex_flow_with_aggregation(worker: Worker, tmp_path: Path) -> None:
     assert outcome["metrics"] == {"rate": pytest.approx(2 / 3)}  # over the completed lines, as pf.run
 
 
+def test_lines_run_with_the_garbage_collector_on(worker: Worker, tmp_path: Path) -> None:
+    """The executor imports prompt flow with the collector off (speed); a flow's code must never see that."""
+    write(tmp_path / "flex", {"flow.flex.yaml": "entry: probe:run\n",
+                              "probe.py": "import gc\n\n\ndef run(text: str) -> str:\n"
+                                          "    return f'{gc.isenabled()} {gc.get_threshold()[0]}'\n"})
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "a"}\n', encoding="utf-8")
+    outcome = run(worker, tmp_path / "flex" / "flow.flex.yaml", data, "flex")
+    assert [x["outputs"] for x in outcome["lines"]] == [{"output": "True 700"}]
+
+
 def test_a_flex_line_past_its_timeout_is_abandoned(worker: Worker, tmp_path: Path) -> None:
     write(tmp_path / "flex", {"flow.flex.yaml": "entry: slow:run\n",
                               "slow.py": "import time\n\n\ndef run(text: str) -> str:\n"

@@ -15,7 +15,6 @@ import os
 import queue
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -41,10 +40,12 @@ from llmops_ci.engines.plumbing import (
     take_result,
     upstreams,
 )
+from llmops_ci.engines.promptflow import early
 from llmops_ci.engines.promptflow.home import PFHome
+from llmops_ci.engines.promptflow.launch import STATE_VAR, Launched, executor_base, launch
 from llmops_ci.kinds import snapshot
 from llmops_ci.kinds.base import FlowInfo
-from llmops_ci.llm.cache import LlmProxy, ProxyServer
+from llmops_ci.llm.cache import LlmProxy, LlmRun, ProxyServer
 from llmops_ci.llm.cassette import CacheSettings
 from llmops_ci.results.records import (
     LineResult,
@@ -63,7 +64,6 @@ log = logging.getLogger("llmops_ci.local")
 
 
 IN_PROCESS_KINDS = ("dag", "flex", "prompty")
-STATE_VAR = "LLMOPS_CI_STATE_DIR"
 # a flow (flow file or llmops.yaml environment_variables) opts out of the warm executor with this set to "process"
 EXECUTOR_VAR = "LLMOPS_CI_EXECUTOR"
 
@@ -79,6 +79,7 @@ class LocalBackend(LocalEngine):
         self._proxy: ProxyServer | None = None
         self._worker: Worker | None = None
         self._workers = 0
+        self._env_routes: dict[str, str] = {}
         self._closed = False
 
     @property
@@ -104,10 +105,13 @@ class LocalBackend(LocalEngine):
                 if self._worker is not None:
                     self._worker.close()
                 self._workers = workers
-                # the state dir in its environment says whose process it is (and lets tests find leftovers)
-                self._worker = Worker(self.home, {**self.environ, **self._env_routes, STATE_VAR: str(self.state_dir)},
-                                      workers,
-                                      self.state_dir / "logs" / "executor.log")
+                base, log_path = executor_base(self.environ, self.state_dir), self.state_dir / "logs" / "executor.log"
+                # the one ``python -m llmops_ci`` started ahead, if it is this very process (else it is stopped)
+                launched = early.take(base, workers, log_path) if self._home is None else None
+                if launched is not None:
+                    self._home = launched.home
+                    log.debug("the prompt flow executor started ahead (pid %s) is taken over", launched.proc.pid)
+                self._worker = Worker(self.home, base, workers, log_path, launched)
             return self._proxy, self._worker
 
     def prestart(self, infos: list[FlowInfo], workers: int) -> None:
@@ -117,6 +121,8 @@ class LocalBackend(LocalEngine):
         if any(info.kind in IN_PROCESS_KINDS and str(info.environment_variables.get(EXECUTOR_VAR, "")).lower()
                != "process" for info in infos):
             self._start(workers)
+        else:
+            early.discard()
 
     def close(self) -> None:
         """Stop the executor process (its children with it) and the proxy; idempotent, and final."""
@@ -167,7 +173,7 @@ class LocalBackend(LocalEngine):
             "working_dir": str(snap.folder), "data": str(job.data.absolute()), "base": base,
             "column_mapping": job.column_mapping, "line_timeout_sec": job.options.line_timeout, "init": job.init,
             "processes": replay_processes() if settings.mode == "replay" else None,
-            **routed(job.info.connections_by_name, env, job.provider_connections, route),
+            **self._routed(job.info.connections_by_name, env, job.provider_connections, route),
         }
         started = time.monotonic()
         try:
@@ -189,6 +195,15 @@ class LocalBackend(LocalEngine):
         return RunRecord(job.flow, job.name, run_status(outcome.get("status"), "prompt flow"), lines, duration,
                          dict(outcome.get("metrics") or {}), outcome.get("error"),
                          route.stats.to_json() if job.cache is not None else None, evaluation=job.evaluation)
+
+    def _routed(self, by_name: bool, env: dict[str, str], connections: tuple[ProviderConnection, ...],
+                route: LlmRun) -> dict[str, Any]:
+        """``routed``, with the endpoint variables of this process's own environment pointing at the proxy too: they
+        go with each job, not into the executor's environment, so that an executor started ahead (before the proxy)
+        is the same process as one started now."""
+        found = routed(by_name, env, connections, route)
+        found["environment_variables"] = {**self._env_routes, **found["environment_variables"]}
+        return found
 
     def _base(self, name: str) -> dict[str, str]:
         """The run to score, as execute.py keeps every batch run (any kind, any engine)."""
@@ -250,7 +265,7 @@ class LocalBackend(LocalEngine):
         route = proxy.open_run(name, settings, {**upstreams(job.provider_connections), **env_upstreams(env)})
         request = {"op": "test", "tag": name, "name": name, "kind": job.info.kind, "flow": str(snap.entry),
                    "working_dir": str(snap.folder), "inputs": job.inputs,
-                   **routed(job.info.connections_by_name, env, job.provider_connections, route)}
+                   **self._routed(job.info.connections_by_name, env, job.provider_connections, route)}
         started = time.monotonic()
         try:
             outcome = worker.call(request, lambda done: None)
@@ -331,21 +346,14 @@ def _line(raw: dict[str, Any], tokens: dict[str, int] | None, seen_by_proxy: str
 class Worker:
     """The parent's handle on the warm executor process (``pf_worker``): jobs out on stdin, events back on a pipe."""
 
-    def __init__(self, home: PFHome, environ: dict[str, str], workers: int, log_path: Path) -> None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = tempfile.mkdtemp(prefix="llmops-")
-        env = home.environment(environ, Path(self._tmp))
-        env["PF_DISABLE_TRACING"] = "true"  # tokens come from the proxy; no span per call
-        read_fd, write_fd = os.pipe()
-        self._log = log_path.open("a", encoding="utf-8")
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "llmops_ci.engines.promptflow.worker", str(write_fd), str(workers)],
-                stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT, cwd=home.root / "work", env=env,
-                start_new_session=True, text=True, pass_fds=(write_fd,))
-        finally:
-            os.close(write_fd)
-        self._events = os.fdopen(read_fd, "r", encoding="utf-8")
+    def __init__(self, home: PFHome, environ: dict[str, str], workers: int, log_path: Path,
+                 launched: Launched | None = None) -> None:
+        """The executor started now, or ``launched`` (one started ahead with these same values) taken over."""
+        started = launched or launch(home, environ, workers, log_path)
+        self.proc = started.proc
+        self._tmp = started.tmp
+        self._log = started.log
+        self._events = started.events
         self._queues: dict[int, queue.Queue[dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._next = 0
