@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import traceback
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn
 
@@ -20,6 +20,7 @@ from llmops_ci.core import redaction
 from llmops_ci.core.errors import INTERNAL_ERROR, INTERRUPTED, TERMINATED
 from llmops_ci.core.http import Http
 from llmops_ci.core.schema import closest
+from llmops_ci.engines.promptflow import linger
 from llmops_ci.platforms import PLATFORMS, Publication, detect
 from llmops_ci.results.state import read_summary, update_summary, write_json_atomic
 from llmops_ci.steps import Context, Step, current_summary, run_step
@@ -157,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(platform=platform, environ=os.environ, stdout=stdout, stderr=stderr,  # type: ignore[arg-type]
                   state_dir=settings.state_dir or DEFAULT_STATE_DIR, http=Http())
     step = STEPS[settings.step]
+    if step.keeps_executor:
+        settings = replace(settings, keep_executor_s=linger.keep_seconds(os.environ, platform.ends_job_processes))
     previous = _on_sigterm()
     try:
         code = run_step(step, settings, ctx)
@@ -172,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if not step.keeps_executor:  # the executor earlier steps of the job kept, if any, ends with this one
+            linger.stop_kept(ctx.state_dir)
     _clear_internal_error(step.name, ctx)
     if code == 2 and not (ctx.state_dir / "summary.json").is_file():
         return code  # bad usage before anything was kept: nothing to publish

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def _prompt_flow(ctx: BackendContext) -> Backend:
     from llmops_ci.engines.promptflow.executor import LocalBackend
 
-    return LocalBackend(ctx.state_dir, dict(ctx.environ))
+    return LocalBackend(ctx.state_dir, dict(ctx.environ), keep_s=ctx.keep_executor_s)
 
 
 def _mlflow_runs(ctx: BackendContext) -> Backend:

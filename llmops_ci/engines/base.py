@@ -28,6 +28,7 @@ class BackendContext:
     state_dir: Path
     environ: Mapping[str, str]
     registry: Path | None = None  # --registry: the local release's model registry folder
+    keep_executor_s: float = 0.0  # Settings.keep_executor_s
 
 
 class Backend:

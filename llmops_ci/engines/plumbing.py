@@ -130,6 +130,18 @@ def reap(proc: subprocess.Popen[str]) -> None:
         time.sleep(0.02)
 
 
+def end_group(pgid: int, grace_s: float = 5.0) -> None:
+    """Stop a session that is not our child (an executor an earlier step kept): SIGTERM, then SIGKILL to what is
+    left after ``grace_s``, and wait until none of it runs."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        _signal_group(pgid, sig)
+        deadline = time.monotonic() + grace_s
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not _group_alive(pgid):
+            return
+
+
 def _group_alive(pgid: int) -> bool:
     """Whether a process of group ``pgid`` still runs (zombies excepted: they are dead, waiting for init)."""
     proc_root = Path("/proc")

@@ -124,6 +124,7 @@ class AzureDevOpsHost:
 
 class AzureDevOps:
     name = "azure-devops"
+    ends_job_processes = True
     credentials: frozenset[str] = CREDENTIALS
     credential_prefixes: tuple[str, ...] = CREDENTIAL_PREFIXES
 

@@ -91,6 +91,8 @@ class Host(Protocol):
 
 class Platform(Protocol):
     name: str
+    # the CI system ends what a job left running when the job ends: an executor may wait for the job's next step
+    ends_job_processes: bool
     # the variables this CI system puts into a job that carry its own credential (never for flow code, never in
     # an output), and prefixes of such variables
     credentials: frozenset[str]

@@ -211,6 +211,7 @@ class GitHubHost:
 
 class GitHub:
     name = "github"
+    ends_job_processes = True
     credentials: frozenset[str] = CREDENTIALS
     credential_prefixes: tuple[str, ...] = CREDENTIAL_PREFIXES
 

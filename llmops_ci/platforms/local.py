@@ -63,6 +63,7 @@ class LocalHost:
 
 class Local:
     name = "local"
+    ends_job_processes = False
     credentials: frozenset[str] = frozenset()
     credential_prefixes: tuple[str, ...] = ()
 

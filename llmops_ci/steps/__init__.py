@@ -99,6 +99,9 @@ class Step(Protocol):
     name: str
     help: str
     publishes: bool = False  # it publishes the results itself (or has none): main does not publish after it
+    # a later step of the CI job may use the executor it ran flows in (batch-run, eval-run); every other step ends
+    # one an earlier step kept
+    keeps_executor: bool = False
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
 
@@ -131,7 +134,9 @@ def run_context(backend: str, ctx: Context, project: Project, settings: Settings
     if chosen is None and _JOB_BACKENDS:
         chosen = _JOB_BACKENDS[-1].get(job_key)
     if chosen is None:
-        chosen = BACKENDS[backend](BackendContext(project, ctx.state_dir, ctx.environ))
+        chosen = BACKENDS[backend](BackendContext(project, ctx.state_dir, ctx.environ,
+                                                  keep_executor_s=settings.keep_executor_s
+                                                  if settings and not _JOB_BACKENDS else 0.0))
         if _JOB_BACKENDS:  # the job's scope closes it, not the step's
             _JOB_BACKENDS[-1][job_key] = chosen
         elif ctx.backend_scopes[0]:
@@ -205,6 +210,8 @@ def _positive(text: str) -> int:
 
 class RunStep(Step):
     """A step that runs flows on a backend: batch-run and eval-run differ only in the library call."""
+
+    keeps_executor = True
 
     def __init__(self, name: str, help: str,
                  action: Callable[[Project, list[FlowSpec], RunOptions, RunContext], object], *,

@@ -30,6 +30,8 @@ class Settings:
     llm_cache: Literal["off", "record", "replay", "auto"] | None = None  # overrides llmops.yaml's mode
     llm_cache_base_only: bool = False
     dry_run: bool = False
+    # seconds the prompt flow executor waits, after this step, for the next step of the job (0: it ends with it)
+    keep_executor_s: float = 0.0
     # lint
     paths: tuple[Path, ...] = ()
     format: str = "text"  # a name in lint.formats.FORMATS

@@ -76,8 +76,10 @@ def test_snapshots_run_in_prompt_flow(tmp_path: Path) -> None:
     prompty), its flex evaluation, and an upstream prompty file, over HTTP to the fake server."""
     import json
     import os
+    import shutil
     import subprocess
     import sys
+    import tempfile
 
     from llmops_ci.engines.promptflow.home import PFHome
     from tests.fakes.openai import FakeOpenAI
@@ -91,8 +93,8 @@ def test_snapshots_run_in_prompt_flow(tmp_path: Path) -> None:
     single = prompty.snapshot(prompty.inspect(basic), tmp_path / "s3")  # type: ignore[attr-defined]
     server = FakeOpenAI(answer=classify_by_url).start()
     try:
-        tmp = tmp_path / "t"
-        tmp.mkdir()
+        # short: multiprocessing's sockets go below it (a Unix socket path may not exceed 107 bytes)
+        tmp = Path(tempfile.mkdtemp(prefix="llmops-t-"))
         env = home.environment(os.environ, tmp)
         env.update({"AZURE_OPENAI_ENDPOINT": server.url, "AZURE_OPENAI_API_KEY": "test-key",
                     "OPENAI_API_VERSION": "2024-06-01"})
@@ -105,6 +107,7 @@ def test_snapshots_run_in_prompt_flow(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=600)
     finally:
         server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert results[0] == {"category": "Movie", "evidence": "Url"}

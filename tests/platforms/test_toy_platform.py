@@ -70,6 +70,7 @@ class ToyFormatter(logging.Formatter):
 
 class ToyCI:
     name = "toy"
+    ends_job_processes = False
     credentials: frozenset[str] = frozenset({"TOY_CI_TOKEN"})
     credential_prefixes: tuple[str, ...] = ("TOY_CI_SECRET_",)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from llmops_ci.engines.promptflow.home import PFHome
 from llmops_ci.engines.promptflow.launch import Launched, executor_base, launch
+from llmops_ci.engines.promptflow.linger import POINTER
 
 RUN_STEPS = frozenset({"pr", "batch-run", "eval-run"})
 # the command line's defaults (cli.DEFAULT_STATE_DIR, --workers): tests/engines/test_pf_early.py holds them equal
@@ -62,6 +63,8 @@ def start_early(argv: Sequence[str], environ: Mapping[str, str] | None = None) -
     if found is None or _early is not None:
         return
     state_dir, workers = found
+    if (state_dir / POINTER).exists():  # an earlier step of the job kept a warm one: the step will use that
+        return
     root = None
     try:
         root = Path(tempfile.mkdtemp(prefix="llmops-pf-"))

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import logging
 import os
-import queue
 import shutil
-import subprocess
+import socket
 import tempfile
 import threading
 import time
@@ -33,16 +31,16 @@ from llmops_ci.engines.plumbing import (
     ENV_ENDPOINTS,
     LocalEngine,
     env_upstreams,
-    reap,
     rerouted,
     routed,
     run_child,
     take_result,
     upstreams,
 )
-from llmops_ci.engines.promptflow import early
+from llmops_ci.engines.promptflow import early, linger
+from llmops_ci.engines.promptflow.handle import Worker
 from llmops_ci.engines.promptflow.home import PFHome
-from llmops_ci.engines.promptflow.launch import STATE_VAR, Launched, executor_base, launch
+from llmops_ci.engines.promptflow.launch import STATE_VAR, executor_base
 from llmops_ci.kinds import snapshot
 from llmops_ci.kinds.base import FlowInfo
 from llmops_ci.llm.cache import LlmProxy, LlmRun, ProxyServer
@@ -71,8 +69,11 @@ EXECUTOR_VAR = "LLMOPS_CI_EXECUTOR"
 class LocalBackend(LocalEngine):
     """Prompt flow's executor: DAG and flex flows and prompt flow's prompty files, warm in one process."""
 
-    def __init__(self, state_dir: Path, environ: dict[str, str] | None = None) -> None:
+    def __init__(self, state_dir: Path, environ: dict[str, str] | None = None, keep_s: float = 0.0) -> None:
+        """``keep_s`` > 0: the executor is left, when the backend closes, to the next step of the CI job
+        (``linger``), which uses it if it is exactly the process it would start."""
         super().__init__(state_dir, environ)
+        self._keep_s = keep_s
         self._home: PFHome | None = None
         atexit.register(self.close)  # a backend used outside a step's scope still takes its processes with it
         self._lock = threading.RLock()
@@ -106,13 +107,32 @@ class LocalBackend(LocalEngine):
                     self._worker.close()
                 self._workers = workers
                 base, log_path = executor_base(self.environ, self.state_dir), self.state_dir / "logs" / "executor.log"
-                # the one ``python -m llmops_ci`` started ahead, if it is this very process (else it is stopped)
-                launched = early.take(base, workers, log_path) if self._home is None else None
+                # an executor an earlier step of the job kept is warm already; else the one ``python -m llmops_ci``
+                # started ahead, if either is this very process (a different one is stopped)
+                kept = self._kept(base, workers, log_path) if self._home is None else None
+                launched = early.take(base, workers, log_path) if self._home is None and kept is None else None
                 if launched is not None:
                     self._home = launched.home
                     log.debug("the prompt flow executor started ahead (pid %s) is taken over", launched.proc.pid)
-                self._worker = Worker(self.home, base, workers, log_path, launched)
+                elif kept is not None:
+                    self._home = PFHome(kept[0].home)
+                    log.debug("the prompt flow executor kept by an earlier step (pid %s) is used", kept[0].pid)
+                self._worker = Worker(self.home, base, workers, log_path, launched, kept)
             return self._proxy, self._worker
+
+    def _kept(self, base: dict[str, str], workers: int, log_path: Path
+              ) -> tuple[linger.Kept, socket.socket] | None:
+        """The executor an earlier step of the job kept, connected, if it is the one this step would start; any
+        other kept one is stopped."""
+        kept = linger.find(self.state_dir)
+        if kept is None:
+            return None
+        if self._home is None and kept.matches(linger.fingerprint(base, workers, log_path)):
+            sock = kept.connect()
+            if sock is not None:
+                return kept, sock
+        linger.stop(kept, self.state_dir)
+        return None
 
     def prestart(self, infos: list[FlowInfo], workers: int) -> None:
         """Start the warm executor now (prompt flow's import, the larger part of a step's fixed cost), in its own
@@ -128,14 +148,16 @@ class LocalBackend(LocalEngine):
         """Stop the executor process (its children with it) and the proxy; idempotent, and final."""
         with self._lock:
             self._closed = True
+            kept = False
             if self._worker is not None:
-                self._worker.close()
+                kept = self._worker.close(self._keep_s, self.state_dir)
                 self._worker = None
             if self._proxy is not None:
                 self._proxy.stop()
                 self._proxy = None
             if self._home is not None:
-                shutil.rmtree(self._home.root, ignore_errors=True)
+                if not kept:  # a kept executor's home goes with it
+                    shutil.rmtree(self._home.root, ignore_errors=True)
                 self._home = None
         # what flow code printed may hold a secret; the logs go out with the state dir
         redaction.redact_files(self.state_dir / "logs")
@@ -341,82 +363,3 @@ def _line(raw: dict[str, Any], tokens: dict[str, int] | None, seen_by_proxy: str
                       # the proxy saw the endpoint's own failure; the client behind it only a reset or a 5xx
                       service_failure=None if raw.get("status") == "Completed" else seen_by_proxy or (
                           service_failure(raw["error_detail"]) if isinstance(raw.get("error_detail"), dict) else None))
-
-
-class Worker:
-    """The parent's handle on the warm executor process (``pf_worker``): jobs out on stdin, events back on a pipe."""
-
-    def __init__(self, home: PFHome, environ: dict[str, str], workers: int, log_path: Path,
-                 launched: Launched | None = None) -> None:
-        """The executor started now, or ``launched`` (one started ahead with these same values) taken over."""
-        started = launched or launch(home, environ, workers, log_path)
-        self.proc = started.proc
-        self._tmp = started.tmp
-        self._log = started.log
-        self._events = started.events
-        self._queues: dict[int, queue.Queue[dict[str, Any]]] = {}
-        self._lock = threading.Lock()
-        self._next = 0
-        self.log_path = log_path
-        threading.Thread(target=self._read, daemon=True, name="llmops-worker-events").start()
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def _read(self) -> None:
-        for raw in self._events:
-            try:
-                event = json.loads(raw)
-            except ValueError:  # not ours: never let one bad line strand every waiting run
-                continue
-            with self._lock:
-                target = self._queues.get(event.get("id", -1))
-            if target is not None:
-                target.put(event)
-        with self._lock:  # the process is gone: nobody waits forever
-            for target in self._queues.values():
-                target.put({"event": "gone"})
-
-    def call(self, request: dict[str, Any], on_progress: Any) -> dict[str, Any]:
-        with self._lock:
-            self._next += 1
-            job_id = self._next
-            events: queue.Queue[dict[str, Any]] = queue.Queue()
-            self._queues[job_id] = events
-            assert self.proc.stdin is not None
-            try:
-                self.proc.stdin.write(json.dumps({**request, "id": job_id}) + "\n")
-                self.proc.stdin.flush()
-            except (BrokenPipeError, OSError):
-                events.put({"event": "gone"})
-        try:
-            while True:
-                event = events.get()
-                if event["event"] == "progress":
-                    on_progress(int(event["done"]))
-                elif event["event"] == "done":
-                    return event
-                else:
-                    tail = "\n".join(self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
-                    raise CheckFailed(f"the prompt flow executor stopped (exit {self.proc.poll()}); its log is "
-                                      f"{self.log_path}:\n{tail}")
-        finally:
-            with self._lock:
-                self._queues.pop(job_id, None)
-
-    def close(self) -> None:
-        """Ask the executor to finish (it removes what it stored), then make sure its whole session is gone.
-        With jobs still running (an interrupt, a crash) it is stopped at once: SIGTERM, on which it removes
-        what it stored and exits."""
-        with self._lock:
-            busy = bool(self._queues)
-        # an executor that never got a job (started ahead, then nothing ran) is not waited for: SIGTERM at once
-        if not busy and self._next and self.proc.poll() is None and self.proc.stdin is not None:
-            with contextlib.suppress(BrokenPipeError, OSError):
-                self.proc.stdin.write(json.dumps({"op": "stop"}) + "\n")
-                self.proc.stdin.close()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=10)
-        reap(self.proc)
-        self._log.close()
-        shutil.rmtree(self._tmp, ignore_errors=True)

@@ -18,6 +18,7 @@ from llmops_ci.engines.promptflow.home import PFHome
 
 # the state dir in an executor's environment says whose process it is (and lets tests find leftovers)
 STATE_VAR = "LLMOPS_CI_STATE_DIR"
+MODULE = "llmops_ci.engines.promptflow.jobs"
 
 
 def executor_base(environ: dict[str, str], state_dir: Path) -> dict[str, str]:
@@ -56,7 +57,7 @@ class Launched:
 
 
 def launch(home: PFHome, base: dict[str, str], workers: int, log_path: Path) -> Launched:
-    """``python -m llmops_ci.engines.promptflow.worker`` in a session of its own, its output in ``log_path``."""
+    """``python -m llmops_ci.engines.promptflow.jobs`` in a session of its own, its output in ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="llmops-")
     env = home.environment(base, Path(tmp))
@@ -65,7 +66,7 @@ def launch(home: PFHome, base: dict[str, str], workers: int, log_path: Path) -> 
     log = log_path.open("a", encoding="utf-8")
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llmops_ci.engines.promptflow.worker", str(write_fd), str(workers)],
+            [sys.executable, "-m", MODULE, str(write_fd), str(workers)],
             stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, cwd=home.root / "work", env=env,
             start_new_session=True, text=True, pass_fds=(write_fd,))
     except BaseException:

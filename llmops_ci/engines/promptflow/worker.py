@@ -1,11 +1,10 @@
 """The warm executor: one process per step that runs every flow and evaluation of the step, with prompt flow's
 own per-line isolation (one line at a time per process) and without its re-import.
 
-Started by ``local.Worker`` as ``python -m llmops_ci.engines.promptflow.worker <result-fd> <workers>`` inside the
-private home (environment set by the parent). Jobs come on stdin as JSON lines (connection secrets never
-touch a file); events go back as JSON lines on the result fd (stdout and stderr are the log).
+The main process (``jobs``, started by ``launch``) reads the jobs and forks a job process for each; this module
+is what runs in the job and line processes.
 
-Processes: this one imports prompt flow once and stays single-threaded. Each job (a run, or one ``test``
+Processes: the main one imports prompt flow once and stays single-threaded. Each job (a run, or one ``test``
 line) is forked into a job process of its own, which sets the job's environment variables, builds prompt
 flow's ``FlowExecutor`` (DAG, flex or prompty), maps the inputs and then forks warm line processes that run
 one line at a time each (``exec_line``), lines handed out over pipes as processes free up, at most
@@ -20,13 +19,11 @@ See docs/promptflow-runtime.md.
 from __future__ import annotations
 
 import contextlib
-import gc
 import itertools
 import json
 import multiprocessing
 import multiprocessing.connection
 import os
-import select
 import signal
 import sys
 import time
@@ -35,7 +32,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.engines.promptflow.forking import fork, warm_up
+from llmops_ci.engines.promptflow.forking import fork
 from llmops_ci.engines.promptflow.lines import (
     aggregate,
     failed_record,
@@ -310,142 +307,3 @@ def exit_message(pid: int) -> str:
     how = (f"was killed by signal {os.WTERMSIG(status)}" if status and os.WIFSIGNALED(status)
            else f"exited with code {os.WEXITSTATUS(status)}" if status else "ended")
     return f"the line's process {how} while running it (a tool called os._exit, or ran out of memory)"
-
-
-class Main:
-    """The warm process: reads jobs, forks a job process for each, relays their events whole. Single-threaded,
-    so that nothing holds a lock at the moment it forks."""
-
-    def __init__(self, channel_fd: int, workers: int) -> None:
-        self.channel = os.fdopen(channel_fd, "w", encoding="utf-8")
-        self.workers = workers
-        self.slots = multiprocessing.get_context("fork").BoundedSemaphore(workers)
-        self.jobs: dict[int, dict[str, Any]] = {}  # read fd -> {"id", "pid", "buffer", "done"}
-        self.stored: set[str] = set()
-        self.cwd = os.getcwd()
-
-    def send(self, event: dict[str, Any]) -> None:
-        self.channel.write(json.dumps(event, default=str) + "\n")
-        self.channel.flush()
-
-    def start(self, req: dict[str, Any]) -> None:
-        if req["kind"] != "dag":
-            self.stored.update(spec["name"] for spec in req.get("provider_connections") or [])
-        read_fd, write_fd = os.pipe()
-
-        def child() -> int:
-            Job(req, Events(write_fd, req["id"]), self.slots, self.workers).handle()
-            return 0
-
-        others = [fd for fd in self.jobs]
-        pid = fork(child, read_fd, 0, self.channel.fileno(), *others)
-        os.close(write_fd)
-        self.jobs[read_fd] = {"id": req["id"], "pid": pid, "buffer": b"", "done": False}
-
-    def relay(self, fd: int) -> None:
-        job = self.jobs[fd]
-        chunk = os.read(fd, 1 << 16)
-        if chunk:
-            job["buffer"] += chunk
-            *complete, job["buffer"] = job["buffer"].split(b"\n")
-            for raw in complete:
-                if raw.strip():
-                    event = json.loads(raw)
-                    job["done"] = job["done"] or event.get("event") == "done"
-                    self.channel.write(raw.decode("utf-8") + "\n")
-            self.channel.flush()
-            return
-        os.close(fd)
-        del self.jobs[fd]
-        try:
-            _, status = os.waitpid(job["pid"], 0)
-        except ChildProcessError:
-            status = 0
-        if not job["done"]:
-            how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
-                   else f"exited with code {os.WEXITSTATUS(status)}")
-            self.send({"id": job["id"], "event": "done", "status": "Failed",
-                       "error": f"the run's executor process {how} (out of memory, or a tool ended it)"})
-
-    def serve(self) -> None:
-        buffer = b""
-        reading = True
-        while reading or self.jobs:
-            fds = ([0] if reading else []) + list(self.jobs)
-            ready, _, _ = select.select(fds, [], [])
-            for fd in ready:
-                if fd != 0:
-                    self.relay(fd)
-                    continue
-                chunk = os.read(0, 1 << 16)
-                if not chunk:
-                    reading = False
-                    continue
-                buffer += chunk
-                *complete, buffer = buffer.split(b"\n")
-                for raw in complete:
-                    if not raw.strip():
-                        continue
-                    req = json.loads(raw)
-                    if req["op"] == "stop":
-                        reading = False
-                        break
-                    self.start(req)
-
-    def remove_connections(self) -> None:
-        """Secrets must not outlive the step in the store (the state dir may become a CI artifact). Only once no
-        job runs: from here on this process forks no more."""
-        if not self.stored:
-            return
-        from promptflow.client import PFClient
-
-        pf = PFClient()
-        for name in sorted(self.stored):
-            try:
-                pf.connections.delete(name)
-            except Exception as exc:  # keep removing the others
-                print(f"could not remove connection {name}: {exc}", file=sys.stderr)
-        self.stored.clear()
-
-
-def main() -> int:
-    worker = Main(int(sys.argv[1]), int(sys.argv[2]))
-
-    def stop(signum: int, frame: Any) -> None:
-        for job in list(worker.jobs.values()):  # their line processes see their pipes close and end
-            try:
-                os.kill(job["pid"], signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                continue
-        worker.remove_connections()
-        os._exit(128 + signum)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    started = time.monotonic()
-    # importing makes many objects and few cycles: the collector's passes over them would cost a fifth of it
-    gc.disable()
-    try:
-        import promptflow.executor  # noqa: F401  - the fixed cost of the step, paid once: see the timing line
-
-        tag_requests()
-        warm_up()
-    finally:
-        gc.enable()
-    import threading
-
-    print(f"llmops-ci timing: promptflow loaded in {time.monotonic() - started:.2f} s "
-          f"({threading.active_count()} thread(s))", file=sys.stderr, flush=True)
-    worker.send({"event": "ready"})
-    worker.serve()
-    worker.remove_connections()
-    return 0
-
-
-if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # skip interpreter teardown (prompt flow's thread pools and atexit hooks)
-    os._exit(code)
-
