@@ -148,8 +148,10 @@ def _tree_memory(root: int) -> tuple[int, int]:
     return rss, pss
 
 
-def run(cmd: list[str], env: dict[str, str], cwd: Path, out: Path) -> tuple[float, int, float, float]:
-    """(seconds, exit code, peak RSS sum, peak PSS sum of the command's whole process tree in MiB)."""
+def run(cmd: list[str], env: dict[str, str], cwd: Path, out: Path, sample: bool = True
+        ) -> tuple[float, int, float, float]:
+    """(seconds, exit code, peak RSS sum, peak PSS sum of the command's whole process tree in MiB); memory 0 when
+    not ``sample``d (scanning /proc 20 times a second takes CPU from what is timed)."""
     peak = [0, 0]
     with out.open("w", encoding="utf-8") as fh:
         start = time.perf_counter()
@@ -157,17 +159,19 @@ def run(cmd: list[str], env: dict[str, str], cwd: Path, out: Path) -> tuple[floa
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         stop = threading.Event()
 
-        def sample() -> None:
+        def sample_memory() -> None:
             while not stop.wait(0.05):
                 rss, pss = _tree_memory(proc.pid)
                 peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
 
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
+        sampler = threading.Thread(target=sample_memory, daemon=True)
+        if sample:
+            sampler.start()
         code = proc.wait()
         seconds = time.perf_counter() - start
         stop.set()
-        sampler.join()
+        if sample:
+            sampler.join()
     return seconds, code, peak[0] / 2**20, peak[1] / 2**20
 
 
