@@ -19,7 +19,7 @@ from llmops_ci.engines.promptflow.handle import Worker
 from llmops_ci.engines.promptflow.home import PFHome
 from llmops_ci.engines.promptflow.launch import executor_base
 from llmops_ci.platforms import PLATFORMS
-from tests.helpers.projects import RUN_PROJECT, Project, processes_using
+from tests.helpers.projects import CHAT_PROMPTY, RUN_PROJECT, Project, processes_using
 
 
 @pytest.mark.parametrize(("value", "on_ci", "wanted"), [
@@ -151,25 +151,7 @@ def test_a_step_that_goes_mid_run_leaves_nothing_running(tmp_path: Path) -> None
 def test_connections_stored_for_a_step_do_not_wait_with_the_executor(tmp_path: Path, fake_openai: object) -> None:
     state = tmp_path / "state"
     (tmp_path / "p").mkdir()
-    (tmp_path / "p" / "chat.prompty").write_text("""\
----
-name: chat
-model:
-  api: chat
-  configuration:
-    type: openai
-    connection: openai
-  parameters:
-    model: gpt-test
-inputs:
-  text:
-    type: string
----
-system:
-Be brief.
-user:
-{{text}}
-""", encoding="utf-8")
+    (tmp_path / "p" / "chat.prompty").write_text(CHAT_PROMPTY, encoding="utf-8")
     data = tmp_path / "data.jsonl"
     data.write_text('{"text": "hello"}\n', encoding="utf-8")
     home = PFHome(tmp_path / "home").prepare()

@@ -12,7 +12,7 @@ import pytest
 from llmops_ci.engines.promptflow.executor import Worker
 from llmops_ci.engines.promptflow.home import PFHome
 from tests.fakes.openai import FakeOpenAI
-from tests.helpers.projects import processes_using
+from tests.helpers.projects import CHAT_PROMPTY, processes_using
 
 pytestmark = pytest.mark.executor
 
@@ -95,26 +95,7 @@ def test_a_flex_line_past_its_timeout_is_abandoned(worker: Worker, tmp_path: Pat
 
 def test_a_prompty_file_with_a_connection_from_the_store(worker: Worker, tmp_path: Path,
                                                          fake_openai: FakeOpenAI) -> None:
-    write(tmp_path / "p", {"chat.prompty": """\
-        ---
-        name: chat
-        model:
-          api: chat
-          configuration:
-            type: openai
-            connection: openai
-            model: gpt-test
-          parameters:
-            max_tokens: 50
-        inputs:
-          text:
-            type: string
-        ---
-        system:
-        Be brief.
-        user:
-        {{text}}
-        """})
+    write(tmp_path / "p", {"chat.prompty": CHAT_PROMPTY})
     data = tmp_path / "data.jsonl"
     data.write_text('{"text": "hello"}\n{"text": "there"}\n', encoding="utf-8")
     conn = {"name": "openai", "type": "open_ai", "values": {"api_key": "sk-x", "base_url": fake_openai.url + "/v1"}}

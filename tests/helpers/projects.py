@@ -374,3 +374,26 @@ def classify_by_url(prompt: str) -> str:
              ("f-droid", "App"), ("store/", "App")]
     category = next((c for key, c in rules if key in url), "None")
     return json.dumps({"category": category, "evidence": "Url"})
+
+
+# a prompt flow prompty file whose connection ("openai") is looked up by name in the store
+CHAT_PROMPTY = """\
+---
+name: chat
+model:
+  api: chat
+  configuration:
+    type: openai
+    connection: openai
+    model: gpt-test
+  parameters:
+    max_tokens: 50
+inputs:
+  text:
+    type: string
+---
+system:
+Be brief.
+user:
+{{text}}
+"""
