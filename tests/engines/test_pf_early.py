@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -55,6 +56,22 @@ def test_the_guess_uses_the_command_lines_own_defaults() -> None:
 def test_the_command_goes_through_the_early_start() -> None:
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
     assert scripts["llmops-ci"] == "llmops_ci.__main__:run"
+
+
+def test_a_state_dir_that_cannot_be_made_is_left_to_the_step(tmp_path: Path) -> None:
+    """The guess never fails the command: the step reports the bad state dir in its own words."""
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    before = set(Path(tempfile.gettempdir()).glob("llmops-pf-*"))
+    early.start_early(["batch-run", "--state-dir", str(tmp_path / "file")], {"PATH": "/usr/bin:/bin"})
+    assert not early.pending()
+    assert set(Path(tempfile.gettempdir()).glob("llmops-pf-*")) == before  # its private home went too
+
+
+def test_a_job_with_a_kept_executor_starts_none(tmp_path: Path) -> None:
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / ".executor.json").write_text('{"pid": 1}', encoding="utf-8")
+    early.start_early(["eval-run", "--state-dir", str(tmp_path / "s")], {"PATH": "/usr/bin:/bin"})
+    assert not early.pending()
 
 
 def test_switched_off_by_its_variable(tmp_path: Path) -> None:

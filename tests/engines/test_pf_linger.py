@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -114,6 +115,27 @@ def test_one_nobody_comes_back_to_ends_and_leaves_nothing(tmp_path: Path) -> Non
         time.sleep(0.1)
     assert processes_using(state) == []
     assert not (state / linger.POINTER).exists() and not kept.tmp.exists() and not kept.home.exists()
+
+
+@pytest.mark.executor
+def test_an_executor_that_cannot_listen_runs_and_then_ends_with_its_step(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)  # its TMPDIR: too long a path for a Unix socket
+    deep.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    state = tmp_path / "state"
+    flow, data = write_flex(tmp_path)
+    home = PFHome(tmp_path / "llmops-pf-home").prepare()
+    worker = Worker(home, executor_base({"PATH": "/usr/bin:/bin"}, state), 4, state / "logs" / "executor.log")
+    assert [x["outputs"] for x in worker.call(job(flow, data), lambda n: None)["lines"]] == [
+        {"output": "a"}, {"output": "b"}]
+    worker.close(keep_s=60, state_dir=state)
+    deadline = time.monotonic() + 20
+    while processes_using(state) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_using(state) == [] and linger.find(state) is None
+    assert not home.root.exists() and list(deep.iterdir()) == []
+    assert "cannot wait for a later step" in (state / "logs" / "executor.log").read_text(encoding="utf-8")
 
 
 @pytest.mark.executor

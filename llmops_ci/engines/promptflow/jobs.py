@@ -22,6 +22,7 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -143,7 +144,11 @@ class Main:
                 self.keep = False  # asked to end: no later step comes in
                 return
             if req["op"] == "keep":
-                self.keep, self.idle_s, self.pointer = True, float(req["idle_s"]), Path(req["pointer"])
+                self.pointer = Path(req["pointer"])
+                if self.listener is not None:
+                    self.keep, self.idle_s = True, float(req["idle_s"])
+                else:  # its caller leaves it its folders: it ends with this step and removes them itself
+                    self.idled = True
                 continue
             self.start(req)
 
@@ -248,10 +253,22 @@ def leave_no_trace(pointer: Path | None) -> None:
                 pointer.unlink()
 
 
+def listen() -> socket.socket | None:
+    """The socket a later step of the job connects to; None when it cannot be made (a path past the length limit
+    of a socket's): this executor then simply ends with its step."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(Path(os.environ.get("TMPDIR") or tempfile.gettempdir()) / SOCKET))
+        sock.listen(1)
+    except OSError as exc:
+        sock.close()
+        print(f"llmops-ci: the executor cannot wait for a later step ({exc})", file=sys.stderr, flush=True)
+        return None
+    return sock
+
+
 def main() -> int:
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(Path(os.environ.get("TMPDIR") or "/tmp") / SOCKET))
-    listener.listen(1)
+    listener = listen()
     worker = Main(Client(0, os.fdopen(int(sys.argv[1]), "w", encoding="utf-8")), int(sys.argv[2]), listener)
 
     def stop(signum: int, frame: Any) -> None:
