@@ -13,8 +13,11 @@ AzureOpenAI client from AZURE_OPENAI_ENDPOINT: ${open_ai_connection.api_base})."
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ import pytest
 
 from tests.fakes.openai import FakeOpenAI, echo
 from tests.helpers.pf_reference import pf_runs
-from tests.helpers.projects import CliResult, Project
+from tests.helpers.projects import CliResult, Project, processes_using
 
 pytestmark = pytest.mark.executor
 
@@ -95,9 +98,12 @@ def ours(proj: Project, label: str) -> tuple[list[tuple[str, Any]], dict[str, An
     return [(x["status"], x["outputs"]) for x in sorted(lines, key=lambda x: x["line"])], metrics
 
 
-def test_lines_and_metrics_equal_pf_run(project: Callable[..., Project], cli: Callable[..., CliResult],
+@pytest.mark.parametrize("how", ["one process", "CI steps"])
+def test_lines_and_metrics_equal_pf_run(how: str, project: Callable[..., Project], cli: Callable[..., CliResult],
                                         fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch,
                                         tmp_path: Path) -> None:
+    """``CI steps``: each step a ``python -m llmops_ci`` process of its own, as separate CI steps run it: the
+    executor started before the command line is read, kept by batch-run, used by eval-run, ended by gate."""
     fake_openai.answer = answer
     proj = project({"llmops.yaml": CONFIG, "data/maths.jsonl": jsonl(MATHS), "data/chat-a.jsonl": jsonl(CHAT_A),
                     "data/chat-b.jsonl": jsonl(CHAT_B)}, base=False)
@@ -110,10 +116,24 @@ def test_lines_and_metrics_equal_pf_run(project: Callable[..., Project], cli: Ca
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY"):
         monkeypatch.delenv(var, raising=False)
 
-    batch = cli("batch-run", "--workers", "4")
+    def step(*argv: str) -> CliResult:
+        if how == "one process":
+            return cli(*argv)
+        env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_ACTIONS", "TF_BUILD")}
+        done = subprocess.run([sys.executable, "-m", "llmops_ci", *argv, "-v"], cwd=proj.root, capture_output=True,
+                              text=True, timeout=600, env={**env, "LLMOPS_CI_KEEP_EXECUTOR": "120"})
+        return CliResult(done.returncode, done.stdout, done.stderr)
+
+    batch = step("batch-run", "--workers", "4")
     assert batch.code == 0, batch.err
-    evals = cli("eval-run", "--workers", "4")
+    evals = step("eval-run", "--workers", "4")
     assert evals.code == 0, evals.err
+    if how == "CI steps":
+        assert "the prompt flow executor started ahead" in batch.err
+        assert "the prompt flow executor kept by an earlier step" in evals.err
+        step("gate")
+        assert processes_using(tmp_path) == []
+        assert proj.read(".llmops/logs/executor.log").count("promptflow loaded") == 1
 
     flows = proj.path("flows")
     data = proj.path("data")
