@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -102,6 +103,9 @@ def test_one_started_for_another_environment_is_stopped_not_used(tmp_path: Path)
 def test_one_nobody_takes_is_gone_at_exit(tmp_path: Path) -> None:
     state = tmp_path / "s"
     early.start_early(["pr", "--state-dir", str(state)], {"PATH": "/usr/bin:/bin"})
+    deadline = time.monotonic() + 30  # until it has exec'd, its /proc entry still shows this process's environment
+    while not processes_using(state) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert processes_using(state) != []
     early.discard()
     assert processes_using(state) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -223,3 +224,34 @@ def test_steps_as_separate_processes_share_one_executor(project: Callable[..., P
     assert processes_using(tmp_path) == []
     assert json.loads(proj.read(".llmops/summary.json"))["flows"]["echo"]["evaluations"]["match"]["metrics"] == {
         "match_rate": 0.75}
+
+
+@pytest.mark.executor
+def test_a_step_cancelled_on_a_kept_executor_leaves_nothing(project: Callable[..., Project],
+                                                           clean_env: dict[str, str], tmp_path: Path) -> None:
+    """SIGTERM (a cancelled CI job) to a step running on the executor an earlier step kept: stopped as today."""
+    proj = project(RUN_PROJECT, base=False)
+    env = {**clean_env, linger.KEEP_VAR: "120"}
+    argv = [sys.executable, "-m", "llmops_ci", "batch-run", "--flow", "echo", "-v"]
+    done = subprocess.run(argv, cwd=proj.root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    proj.write("data/echo.jsonl", '{"text": "sleep", "expected": "SLEEP"}\n' * 4)  # 4 s a line
+    proc = subprocess.Popen(argv, cwd=proj.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(processes_using(tmp_path)) < 3 and time.monotonic() < deadline:  # executor, job, lines
+            time.sleep(0.1)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, out
+    assert "kept by an earlier step" in out and "Traceback" not in out
+    deadline = time.monotonic() + 10
+    while processes_using(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_using(tmp_path) == [] and not proj.path(".llmops/.executor.json").exists()

@@ -46,6 +46,7 @@ class Worker:
         self._queues: dict[int, queue.Queue[dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._next = 0
+        self._abandoned = False
         threading.Thread(target=self._read, daemon=True, name="llmops-worker-events").start()
 
     def alive(self) -> bool:
@@ -80,12 +81,14 @@ class Worker:
                 self._send({**request, "id": job_id})
             except (BrokenPipeError, OSError, ValueError):
                 events.put({"event": "gone"})
+        finished = False
         try:
             while True:
                 event = events.get()
                 if event["event"] == "progress":
                     on_progress(int(event["done"]))
                 elif event["event"] == "done":
+                    finished = True
                     return event
                 else:
                     tail = "\n".join(self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
@@ -95,13 +98,15 @@ class Worker:
         finally:
             with self._lock:
                 self._queues.pop(job_id, None)
+                # left before its end (Ctrl-C, SIGTERM): the job may still run there; the executor is not reusable
+                self._abandoned = self._abandoned or not finished
 
     def close(self, keep_s: float = 0.0, state_dir: Path | None = None) -> bool:
         """Leave the executor to the next step of the job (``keep_s`` > 0, nothing running: True), or ask it to
         finish (it removes what it stored) and make sure its whole session is gone. With jobs still running (an
         interrupt, a crash) it is stopped at once: SIGTERM, on which it removes what it stored and exits."""
         with self._lock:
-            busy = bool(self._queues)
+            busy = bool(self._queues) or self._abandoned
         if not busy and keep_s > 0 and state_dir is not None and self.alive():
             try:
                 self._send({"op": "keep", "idle_s": keep_s, "pointer": str(state_dir / linger.POINTER)})
