@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.openai import FakeOpenAI
-from tests.helpers.projects import RUN_PROJECT, CliResult, Project, processes_using, snapshot
+from tests.helpers.projects import RUN_PROJECT, CliResult, Project, interrupt, processes_using, running, snapshot
 
 pytestmark = pytest.mark.executor
 
@@ -338,22 +338,15 @@ def test_a_signal_stops_every_process_keeps_the_recordings_and_leaves_no_secret(
     private_tmp = Path(tempfile.mkdtemp(prefix="sig-"))  # short: pf.run's Unix sockets go below it
     env = {**clean_env, "OPENAI_BASE_URL": os.environ["OPENAI_BASE_URL"], "OPENAI_API_KEY": KEY,
            "TMPDIR": str(private_tmp)}
-    proc = subprocess.Popen([sys.executable, "-m", "llmops_ci", "batch-run", "--flow", "chat", "--workers", "6",
-                             "--llm-cache", "record"], cwd=proj.root, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
+    with running([sys.executable, "-m", "llmops_ci", "batch-run", "--flow", "chat", "--workers", "6",
+                  "--llm-cache", "record"], cwd=proj.root, env=env) as proc:
         deadline = time.monotonic() + 120
         while len(run_env.requests) < 6 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.1)
         assert len(run_env.requests) == 6, proc.communicate(timeout=30)[0] if proc.poll() is not None else ""
         time.sleep(1)  # the three fast lines are answered and recorded
         started = time.monotonic()
-        proc.send_signal(sig)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        out = interrupt(proc, sig)
     assert proc.returncode == code, out
     assert time.monotonic() - started < 30, "stopping took as long as the slow calls"
     assert "Traceback" not in out

@@ -21,7 +21,7 @@ from llmops_ci.engines.promptflow.handle import Worker
 from llmops_ci.engines.promptflow.home import PFHome
 from llmops_ci.engines.promptflow.launch import executor_base
 from llmops_ci.platforms import PLATFORMS
-from tests.helpers.projects import CHAT_PROMPTY, RUN_PROJECT, Project, processes_using
+from tests.helpers.projects import CHAT_PROMPTY, RUN_PROJECT, Project, interrupt, processes_using, running
 
 
 @pytest.mark.parametrize(("value", "on_ci", "wanted"), [
@@ -236,19 +236,12 @@ def test_a_step_cancelled_on_a_kept_executor_leaves_nothing(project: Callable[..
     done = subprocess.run(argv, cwd=proj.root, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     proj.write("data/echo.jsonl", '{"text": "sleep", "expected": "SLEEP"}\n' * 4)  # 4 s a line
-    proc = subprocess.Popen(argv, cwd=proj.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    try:
+    with running(argv, cwd=proj.root, env=env) as proc:
         deadline = time.monotonic() + 60
         while len(processes_using(tmp_path)) < 3 and time.monotonic() < deadline:  # executor, job, lines
             time.sleep(0.1)
         time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        out = interrupt(proc, signal.SIGTERM)
     assert proc.returncode == 143, out
     assert "kept by an earlier step" in out and "Traceback" not in out
     deadline = time.monotonic() + 10

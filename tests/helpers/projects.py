@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from llmops_ci.lint.project import LintReport, LintRequest, lint
 from tests.helpers.config import Config, Evaluation, Flow, Rule, openai_connection
@@ -226,6 +230,24 @@ def processes_using(path: Path) -> list[str]:
             command = (proc / "cmdline").read_bytes().replace(b"\0", b" ")[:120]
             found.append(f"{proc.name}: {command!r}")
     return found
+
+
+@contextlib.contextmanager
+def running(argv: list[str], **popen: Any) -> Iterator[subprocess.Popen[str]]:
+    """A command whose output (stdout and stderr together) is read at its end; killed if the test leaves first."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def interrupt(proc: subprocess.Popen[str], sig: int) -> str:
+    """Send ``sig`` (a CI cancel, Ctrl-C) and wait for the end: its output."""
+    proc.send_signal(sig)
+    return proc.communicate(timeout=60)[0]
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, float]]:

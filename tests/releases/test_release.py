@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,7 +18,7 @@ from llmops_ci.project.loaded import load_project
 from llmops_ci.releases.spec import SmokeTest
 from llmops_ci.results.provenance import flow_hash
 from tests.fakes.openai import FakeOpenAI
-from tests.helpers.projects import EXAMPLE, CliResult, classify_by_url, processes_using
+from tests.helpers.projects import EXAMPLE, CliResult, classify_by_url, interrupt, processes_using, running
 
 pytestmark = pytest.mark.executor
 
@@ -194,21 +193,17 @@ def test_sigterm_during_deploy_leaves_nothing_serving_and_the_endpoint_as_it_was
     slow = FakeOpenAI(answer=classify_by_url, fault="slow", slow_seconds=120).start()  # the smoke test hangs on it
     env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_ACTIONS", "TF_BUILD")}
     env["OPENAI_BASE_URL"] = slow.url + "/v1"
-    proc = subprocess.Popen([sys.executable, "-m", "llmops_ci", "deploy", "--flow", "classify"], cwd=example,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120
-        ready = (lambda: _serving(example)) if phase == "starting" else (lambda: bool(slow.requests))
-        while not ready() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        assert ready(), proc.communicate(timeout=30)[0] if proc.poll() is not None else f"no {phase} in 120 s"
-        started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
+        with running([sys.executable, "-m", "llmops_ci", "deploy", "--flow", "classify"], cwd=example,
+                     env=env) as proc:
+            deadline = time.monotonic() + 120
+            ready = (lambda: _serving(example)) if phase == "starting" else (lambda: bool(slow.requests))
+            while not ready() and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.05)
+            assert ready(), proc.communicate(timeout=30)[0] if proc.poll() is not None else f"no {phase} in 120 s"
+            started = time.monotonic()
+            out = interrupt(proc, signal.SIGTERM)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         slow.stop()
     assert proc.returncode == 143, out
     assert time.monotonic() - started < 30, "stopping waited for the slot"
