@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import requests
 
 from llmops_ci.llm.cache import LINE_HEADER, LlmProxy, ProxyServer
@@ -15,13 +13,6 @@ from tests.fakes.openai import FakeOpenAI
 
 KEY = "sk-live-" + "s" * 30
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]}
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    yield server
-    server.stop()
 
 
 def call(proxy: LlmProxy, body: dict, name: str = "openai", stream: bool = False) -> requests.Response:

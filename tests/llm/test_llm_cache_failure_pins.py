@@ -49,13 +49,6 @@ def scripted() -> Iterator[Callable[..., _Scripted]]:
         server.stop()
 
 
-@pytest.fixture
-def server() -> Iterator[ProxyServer]:
-    proxy = ProxyServer().start()
-    yield proxy
-    proxy.stop()
-
-
 def post(url: str, line: str | None = None, body: dict[str, Any] | None = None, **kw: Any) -> requests.Response:
     return requests.post(f"{url}{PATH}", json=body or BODY, headers={LINE_HEADER: line} if line else {}, timeout=30,
                          **kw)

@@ -8,7 +8,6 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -25,20 +24,6 @@ PATH = "/chat/completions"
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]}
 AUTH = {"Authorization": "Bearer sk-test-" + "k" * 24}
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def server() -> Iterator[ProxyServer]:
-    proxy = ProxyServer().start()
-    yield proxy
-    proxy.stop()
 
 
 def post(url: str, body: dict[str, Any] | None = None, line: str | None = None, **kw: Any) -> requests.Response:

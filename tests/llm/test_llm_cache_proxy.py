@@ -7,7 +7,6 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +21,6 @@ from tests.fakes.openai import FakeOpenAI
 PATH = "/chat/completions"
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]}
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def server() -> Iterator[ProxyServer]:
-    proxy = ProxyServer().start()
-    yield proxy
-    proxy.stop()
 
 
 def entry(response: dict[str, Any], body: dict[str, Any] | None = None, key: str | None = None) -> dict[str, Any]:

@@ -7,7 +7,6 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +20,6 @@ from tests.fakes.openai import FakeOpenAI
 
 PATH = "/chat/completions"
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]}
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def server() -> Iterator[ProxyServer]:
-    proxy = ProxyServer().start()
-    yield proxy
-    proxy.stop()
 
 
 def post(url: str, line: str | None = None, body: dict[str, Any] | None = None) -> requests.Response:
