@@ -109,7 +109,7 @@ class LocalBackend(LocalEngine):
                 base, log_path = executor_base(self.environ, self.state_dir), self.state_dir / "logs" / "executor.log"
                 # an executor an earlier step of the job kept is warm already; else the one ``python -m llmops_ci``
                 # started ahead, if either is this very process (a different one is stopped)
-                kept = self._kept(base, workers, log_path) if self._home is None else None
+                kept = self._kept(base, workers, log_path)
                 launched = early.take(base, workers, log_path) if self._home is None and kept is None else None
                 if launched is not None:
                     self._home = launched.home
@@ -123,7 +123,8 @@ class LocalBackend(LocalEngine):
     def _kept(self, base: dict[str, str], workers: int, log_path: Path
               ) -> tuple[linger.Kept, socket.socket] | None:
         """The executor an earlier step of the job kept, connected, if it is the one this step would start; any
-        other kept one is stopped."""
+        other kept one is stopped (also one this backend cannot take because it has a home already: left running,
+        it would be orphaned when this step's executor takes the state dir's pointer)."""
         kept = linger.find(self.state_dir)
         if kept is None:
             return None
