@@ -248,3 +248,28 @@ def test_a_step_cancelled_on_a_kept_executor_leaves_nothing(project: Callable[..
     while processes_using(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_using(tmp_path) == [] and not proj.path(".llmops/.executor.json").exists()
+
+
+@pytest.mark.executor
+def test_a_kept_executor_a_step_cannot_take_is_stopped_not_orphaned(tmp_path: Path) -> None:
+    """A step whose backend has a home already (a pf.run fallback flow ran first) starts its own executor; the
+    kept one would lose the state dir's pointer to it and wait, unreachable, until its idle time: it is stopped."""
+    from llmops_ci.engines.promptflow.executor import LocalBackend
+
+    state = tmp_path / "state"
+    environ = {"PATH": "/usr/bin:/bin"}
+    first = Worker(PFHome(tmp_path / "home").prepare(), executor_base(environ, state), 4,
+                   state / "logs" / "executor.log")
+    flow, data = write_flex(tmp_path)
+    first.call(job(flow, data), lambda n: None)
+    assert first.close(keep_s=120, state_dir=state) is True
+    kept = linger.find(state)
+    assert kept is not None
+    backend = LocalBackend(state, environ)
+    try:
+        assert backend.home.root.is_dir()  # what a fallback run does first
+        backend._start(4)
+        assert not linger.alive(kept.pid) and not kept.home.exists()
+    finally:
+        backend.close()
+    assert processes_using(state) == []
