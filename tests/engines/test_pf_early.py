@@ -3,6 +3,7 @@ is exactly the process the step would start (else stopped, nothing of it left)."
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -52,6 +53,16 @@ def test_other_command_lines_do_not(argv: list[str]) -> None:
 def test_the_guess_uses_the_command_lines_own_defaults() -> None:
     settings = settings_of(build_parser().parse_args(["batch-run"]))
     assert (settings.workers, str(DEFAULT_STATE_DIR)) == (early.DEFAULT_WORKERS, early.DEFAULT_STATE_DIR)
+
+
+def test_the_guess_knows_every_option_that_takes_a_value() -> None:
+    """A value the guess took for the step would only cost the early start; this keeps the two lists equal."""
+    parser = build_parser()
+    steps = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    taking = {option for step in early.RUN_STEPS for action in (*steps.choices[step]._actions, *parser._actions)
+              if action.option_strings and action.nargs != 0 and not isinstance(action, argparse._SubParsersAction)
+              for option in action.option_strings if option.startswith("--")}
+    assert taking == early.VALUE_OPTIONS
 
 
 def test_the_command_goes_through_the_early_start() -> None:

@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from llmops_ci.core.errors import CheckFailed
 from llmops_ci.engines.plumbing import reap
@@ -42,7 +42,7 @@ class Worker:
             started = launched or launch(home, environ, workers, log_path)
             self.proc, self.pid, self._tmp, self._log = started.proc, started.proc.pid, started.tmp, started.log
             assert started.proc.stdin is not None
-            self._out, self._events = started.proc.stdin, started.events  # type: ignore[assignment]
+            self._out, self._events = cast(TextIO, started.proc.stdin), started.events
         self._queues: dict[int, queue.Queue[dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._next = 0

@@ -63,7 +63,7 @@ class Main:
         self.listener, self.idle_s = listener, 0.0
         self.keep = False
         self.pointer: Path | None = None
-        self.idled = False
+        self.ends_alone = False  # nobody will stop it: it removes its own folders and pointer at its end
 
     def send(self, event: dict[str, Any]) -> None:
         self.emit(json.dumps(event, default=str))
@@ -148,7 +148,7 @@ class Main:
                 if self.listener is not None:
                     self.keep, self.idle_s = True, float(req["idle_s"])
                 else:  # its caller leaves it its folders: it ends with this step and removes them itself
-                    self.idled = True
+                    self.ends_alone = True
                 continue
             self.start(req)
 
@@ -185,7 +185,7 @@ class Main:
             idle = client is None and not self.jobs
             ready, _, _ = select.select(fds, [], [], self.idle_s if idle else None)
             if not ready and idle:
-                self.idled = True
+                self.ends_alone = True
                 return
             for fd in ready:
                 if fd in self.jobs:
@@ -295,7 +295,7 @@ def main() -> int:
     worker.send({"event": "ready"})
     worker.serve()
     worker.remove_connections()
-    if worker.idled:
+    if worker.ends_alone:
         leave_no_trace(worker.pointer)
     return 0
 
