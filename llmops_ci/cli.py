@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import traceback
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn
 
@@ -158,8 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(platform=platform, environ=os.environ, stdout=stdout, stderr=stderr,  # type: ignore[arg-type]
                   state_dir=settings.state_dir or DEFAULT_STATE_DIR, http=Http())
     step = STEPS[settings.step]
-    if step.keeps_executor:
-        settings = replace(settings, keep_executor_s=linger.keep_seconds(os.environ, platform.ends_job_processes))
     previous = _on_sigterm()
     try:
         code = run_step(step, settings, ctx)

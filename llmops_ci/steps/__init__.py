@@ -19,6 +19,7 @@ from llmops_ci.core.http import Http
 from llmops_ci.core.log import register_secret
 from llmops_ci.core.progress import Progress
 from llmops_ci.engines.base import BackendContext
+from llmops_ci.engines.promptflow import linger
 from llmops_ci.execute import RunContext
 from llmops_ci.lint.blocks import lint_blocks
 from llmops_ci.llm.cassette import MODES
@@ -239,6 +240,9 @@ class RunStep(Step):
                 raise ConfigError(problems)
             return 0
         warn_if_held(ctx.environ)
+        if settings.step == self.name:  # a command of its own (not within pr): a later step may use its executor
+            settings = replace(settings, keep_executor_s=linger.keep_seconds(ctx.environ,
+                                                                             ctx.platform.ends_job_processes))
         try:
             self.action(project, runnable, run_options(settings, ctx, project),
                         run_context(settings.backend, ctx, project, settings))

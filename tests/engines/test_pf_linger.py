@@ -16,21 +16,37 @@ from pathlib import Path
 
 import pytest
 
+from llmops_ci.core.errors import UsageError
 from llmops_ci.engines.promptflow import linger
 from llmops_ci.engines.promptflow.handle import Worker
 from llmops_ci.engines.promptflow.home import PFHome
 from llmops_ci.engines.promptflow.launch import executor_base
 from llmops_ci.platforms import PLATFORMS
-from tests.helpers.projects import CHAT_PROMPTY, RUN_PROJECT, Project, interrupt, processes_using, running
+from tests.helpers.projects import CHAT_PROMPTY, RUN_PROJECT, CliResult, Project, interrupt, processes_using, running
 
 
 @pytest.mark.parametrize(("value", "on_ci", "wanted"), [
-    (None, False, 0.0), (None, True, linger.CI_KEEP_S), ("0", True, 0.0), ("45", False, 45.0), ("-3", True, 0.0),
-    ("soon", True, 0.0), (" 12.5 ", False, 12.5),
+    (None, False, 0.0), (None, True, linger.CI_KEEP_S), ("0", True, 0.0), ("45", False, 45.0), (" 12.5 ", False, 12.5),
+    ("", True, linger.CI_KEEP_S),
 ])
 def test_how_long_an_executor_waits_for_the_next_step(value: str | None, on_ci: bool, wanted: float) -> None:
     environ = {} if value is None else {linger.KEEP_VAR: value}
     assert linger.keep_seconds(environ, on_ci) == wanted
+
+
+@pytest.mark.parametrize("value", ["-3", "soon", "nan", "inf", "1e999"])
+def test_a_wait_that_is_not_a_number_of_seconds_is_refused(value: str) -> None:
+    with pytest.raises(UsageError, match=f"LLMOPS_CI_KEEP_EXECUTOR='{value}' is not a number of seconds"):
+        linger.keep_seconds({linger.KEEP_VAR: value}, True)
+
+
+def test_a_bad_wait_stops_the_step_with_exit_2(project: Callable[..., Project], cli: Callable[..., CliResult],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    project(RUN_PROJECT, base=False)
+    monkeypatch.setenv(linger.KEEP_VAR, "soon")
+    result = cli("batch-run", "--flow", "echo")
+    assert result.code == 2 and "Traceback" not in result.err
+    assert "LLMOPS_CI_KEEP_EXECUTOR='soon' is not a number of seconds" in result.err
 
 
 def test_only_ci_systems_that_end_a_jobs_processes_keep_one_by_default() -> None:

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmops_ci.core.errors import UsageError
 from llmops_ci.engines.promptflow.launch import MODULE, STATE_VAR
 
 POINTER = ".executor.json"
@@ -34,12 +35,16 @@ def keep_seconds(environ: Mapping[str, str], on_ci: bool) -> float:
     """How long an executor waits, after a step that runs flows, for the next step of the job: the variable's
     value, else 300 s on a CI runner and 0 (not kept) elsewhere."""
     given = environ.get(KEEP_VAR, "").strip()
-    if given:
-        try:
-            return max(0.0, float(given))
-        except ValueError:
-            return 0.0
-    return CI_KEEP_S if on_ci else 0.0
+    if not given:
+        return CI_KEEP_S if on_ci else 0.0
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 <= seconds < float("inf"):
+        raise UsageError(f"{KEEP_VAR}={given!r} is not a number of seconds: set it to how long prompt flow's executor "
+                         "may wait for the next step of the CI job (e.g. 300), or to 0 to end it with each step")
+    return seconds
 
 
 def fingerprint(base: dict[str, str], workers: int, log_path: Path) -> str:
