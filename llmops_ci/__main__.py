@@ -15,6 +15,7 @@ def run() -> int:
         early.start_early(sys.argv[1:])
         from llmops_ci.cli import main
     finally:
+        gc.freeze()  # else the first pass once enabled walks every object the imports made
         gc.enable()
     try:
         return main()

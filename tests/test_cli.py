@@ -24,6 +24,15 @@ def test_version_and_help(cli: Cli) -> None:
     assert no_step.code == 2 and "required" in no_step.err
 
 
+def test_the_command_starts_with_its_import_objects_out_of_the_collectors_passes() -> None:
+    """``python -m llmops_ci`` imports with the collector off; what the imports made is frozen before it is on."""
+    code = ("import gc, sys\nimport llmops_ci.cli as c\n"
+            "c.main = lambda argv=None: print(gc.isenabled(), len(gc.get_objects()) < 5_000) or 0\n"
+            "from llmops_ci.__main__ import run\nsys.exit(run())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.split()) == (0, ["True", "True"]), done.stderr
+
+
 def test_lint_clean_project(cli: Cli, project: Callable[..., Project]) -> None:
     proj = project()
     result = cli("lint")

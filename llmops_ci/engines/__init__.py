@@ -7,9 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from llmops_ci.engines.base import PROMPT_FLOW, Backend, BackendContext
-
 if TYPE_CHECKING:
+    from llmops_ci.engines.base import Backend, BackendContext
     from llmops_ci.kinds.base import FlowInfo
 
 
@@ -55,5 +54,8 @@ ENGINES: dict[str, Callable[[BackendContext], Backend]] = {
 def engine_of(info: FlowInfo) -> str:
     """The engine that runs a flow: the one its kind declares for the file, else the one named after its kind,
     else prompt flow's."""
+    # imported here, not above: the executor's process imports this package first thing and needs none of it
+    from llmops_ci.engines.base import PROMPT_FLOW
+
     wanted = info.engine or info.kind
     return wanted if wanted in ENGINES else PROMPT_FLOW

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,15 @@ def test_lines_run_with_the_garbage_collector_on(worker: Worker, tmp_path: Path)
     data.write_text('{"text": "a"}\n', encoding="utf-8")
     outcome = run(worker, tmp_path / "flex" / "flow.flex.yaml", data, "flex")
     assert [x["outputs"] for x in outcome["lines"]] == [{"output": "True 700"}]
+
+
+def test_the_import_leaves_its_objects_out_of_the_collectors_passes() -> None:
+    """Imported with the collector off, then on: every object the import made is frozen first, else the first
+    pass walks them all (0.1 s of every step, before its first line)."""
+    code = ("import gc\nfrom llmops_ci.engines.promptflow import jobs\njobs.load()\n"
+            "print(gc.isenabled(), gc.get_freeze_count() > 100_000, len(gc.get_objects()) < 5_000)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["True", "True", "True"], done.stderr
 
 
 def test_a_flex_line_past_its_timeout_is_abandoned(worker: Worker, tmp_path: Path) -> None:
