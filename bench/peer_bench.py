@@ -17,7 +17,9 @@ Rows, medians of --runs, interleaved (each repetition runs every row once, so th
 - llmops-ci as separate CI steps: ``batch-run``, ``eval-run``, ``gate`` as three processes sharing a state dir
   (the time is the sum, memory the largest of the three), with the executor kept between them as on a CI runner
   (``LLMOPS_CI_KEEP_EXECUTOR=300``, GitHub Actions' and Azure Pipelines' default) and not kept (elsewhere);
-- the ideal N x L / C (live only).
+- the ideal N x L / C (live only), and beside it what the machine itself allows: the OpenAI client alone, the
+  same N calls from C forked processes (client built before forking, the calls only timed, no flow, no
+  llmops-ci): its client-side cost per call and the server's are the part of the ideal's gap nobody removes.
 
 Each row also shows the peak memory of the process tree (the command and all its descendants, sampled every
 50 ms): the sum of PSS from ``/proc/<pid>/smaps_rollup`` (pages shared by forked processes counted once) and the
@@ -169,6 +171,27 @@ class Result:
     calls: int
 
 
+CLIENT_ALONE = """
+import os, sys, time
+import openai
+base, procs, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+openai.OpenAI(base_url=base, api_key="dummy").chat.completions  # its lazy imports, once, before forking
+start = time.perf_counter()
+pids = []
+for k in range(procs):
+    pid = os.fork()
+    if pid == 0:
+        client = openai.OpenAI(base_url=base, api_key="dummy", max_retries=0)
+        for i in range(k, n, procs):
+            client.chat.completions.create(model="gpt-4o-mini",
+                                           messages=[{"role": "user", "content": f"what is {i} + {i}?"}])
+        os._exit(0)
+    pids.append(pid)
+failed = sum(os.waitpid(pid, 0)[1] != 0 for pid in pids)
+print(f"{time.perf_counter() - start:.3f} {failed}")
+"""
+
+
 @dataclass
 class Row:
     label: str
@@ -179,11 +202,10 @@ class Row:
         if not self.results:
             return f"   {self.label:<44} {'-':>8}"
         s = statistics.median(r.seconds for r in self.results)
-        pss = self.memory.pss if self.memory else float("nan")
-        rss = self.memory.rss if self.memory else float("nan")
+        memory = f"{self.memory.pss:>5.0f}/{self.memory.rss:<5.0f}" if self.memory else f"{'-':>5} {'':<5}"
         calls = statistics.median(r.calls for r in self.results)
         runs = ", ".join(f"{r.seconds:.2f}" for r in self.results)
-        return f"   {self.label:<44} {s:>8.2f} {pss:>5.0f}/{rss:<5.0f} {calls:>6.0f}   ({runs})"
+        return f"   {self.label:<44} {s:>8.2f} {memory} {calls:>6.0f}   ({runs})"
 
     @property
     def median(self) -> float:
@@ -240,6 +262,16 @@ class Bench:
         if not re.search(r'"accuracy": 0\.75\b', text):
             self.problems.append(f"llmops-ci {label}: accuracy 0.75 not found in {state / 'summary.json'}")
 
+    def client_alone(self, n: int) -> Result:
+        before = len(self.fake.requests)
+        done = subprocess.run([self.args.python, "-c", CLIENT_ALONE, f"{self.fake.url}/v1", str(self.args.workers),
+                               str(n)], capture_output=True, text=True, timeout=600)
+        seconds, failed = [*done.stdout.split(), "nan", "1"][:2]
+        if done.returncode or failed != "0":
+            self.problems.append(f"openai client alone: exit {done.returncode}, {failed} process(es) failed: "
+                                 f"{done.stderr[-500:]}")
+        return Result(float(seconds), float("nan"), float("nan"), len(self.fake.requests) - before)
+
     def peer(self, folder: Path, extra: list[str], clear_cache: bool) -> Result | None:
         if self.promptfoo is None:
             return None
@@ -289,6 +321,7 @@ def measure(args: argparse.Namespace, bench: Bench, n: int) -> None:
     kept, alone = "llmops-ci batch-run + eval-run + gate (kept)", "  same, executor not kept"
     live = {k: Row(k) for k in ("promptfoo eval --no-cache", "promptfoo eval writing its cache",
                                 "llmops-ci pr --llm-cache record", kept, alone)}
+    client = Row(f"openai client alone, {c} processes, calls only")
     replay = {k: Row(k) for k in ("promptfoo eval (cached)", "llmops-ci pr --llm-cache replay", kept, alone)}
     steps = ["batch-run", "eval-run", "gate"]
     plan: list[tuple[Row, Callable[[], Result | None]]] = []
@@ -298,7 +331,8 @@ def measure(args: argparse.Namespace, bench: Bench, n: int) -> None:
                   lambda: bench.llmops(project, ["pr"], "record", fresh("live-pr"))),
                  (live["promptfoo eval writing its cache"], lambda: bench.peer(peer, [], True)),
                  (live[kept], lambda: bench.llmops(project, steps, "record", fresh("live-steps"), keep=True)),
-                 (live[alone], lambda: bench.llmops(project, steps, "record", fresh("live-alone")))]
+                 (live[alone], lambda: bench.llmops(project, steps, "record", fresh("live-alone"))),
+                 (client, lambda: bench.client_alone(n))]
     if "replay" in modes:
         plan += [(replay["llmops-ci pr --llm-cache replay"],
                   lambda: bench.llmops(project, ["pr"], "replay", fresh("replay-pr"))),
@@ -320,7 +354,8 @@ def measure(args: argparse.Namespace, bench: Bench, n: int) -> None:
                 row.results.append(result)
     bench.sampling = True
     for row, step in plan:
-        row.memory = step()
+        if row is not client:
+            row.memory = step()
     bench.sampling = False
     header = f"   {'':<44} {'median s':>8} {'PSS/RSS MiB':<11} {'calls':>6}   (runs)"
     if "live" in modes:
@@ -328,6 +363,7 @@ def measure(args: argparse.Namespace, bench: Bench, n: int) -> None:
         for row in live.values():
             print(row.line())
         print(f"   {'ideal N x L / C':<44} {n * lat / c:>8.2f}")
+        print(client.line())
     if "replay" in modes:
         print(f"\n{n} lines, replayed / cached (no endpoint for llmops-ci; 0 calls is the goal):\n{header}")
         for row in replay.values():
@@ -337,8 +373,8 @@ def measure(args: argparse.Namespace, bench: Bench, n: int) -> None:
     pr_live, pf_live = live["llmops-ci pr --llm-cache record"].median, live["promptfoo eval --no-cache"].median
     print(f"   ratios: replayed pr / promptfoo cached = {pr_replay / pf_cached:.2f} (goal <= 1); separate steps "
           f"(kept) / pr replayed = {steps_replay / pr_replay:.2f} (goal <= 1.5); live pr / ideal = "
-          f"{pr_live / (n * lat / c):.2f} (goal <= 1.6); live pr / promptfoo --no-cache = {pr_live / pf_live:.2f} "
-          "(goal < 1)")
+          f"{pr_live / (n * lat / c):.2f} (goal <= 1.6; the openai client alone: {client.median / (n * lat / c):.2f}); "
+          f"live pr / promptfoo --no-cache = {pr_live / pf_live:.2f} (goal < 1)")
 
 
 def main() -> int:
@@ -357,12 +393,12 @@ def main() -> int:
     bench = Bench(args, tmp, fake)
     version = "not installed (see --help)"
     if bench.promptfoo is not None:
-        version = subprocess.run([bench.node, bench.promptfoo, "--version"], capture_output=True, text=True,
-                                 env={**os.environ, "PROMPTFOO_DISABLE_TELEMETRY": "1", "HOME": str(tmp)},
-                                 check=False).stdout.strip().splitlines()[-1:] or ["?"]
+        said = subprocess.run([bench.node, bench.promptfoo, "--version"], capture_output=True, text=True,
+                              env={**os.environ, "PROMPTFOO_DISABLE_TELEMETRY": "1", "HOME": str(tmp)},
+                              check=False).stdout.strip().splitlines()[-1:] or ["?"]
         node_version = subprocess.run([bench.node, "--version"], capture_output=True, text=True,
                                       check=False).stdout.strip()
-        version = f"{version[0]} on node {node_version}"
+        version = f"{said[0]} on node {node_version}"
     print(f"server: tests/fakes/openai.py on {fake.url}, {args.latency:g} s per call; {args.workers} in flight; "
           f"{os.cpu_count()} CPUs; python {args.python}; promptfoo {version}; medians of {args.runs}, interleaved")
     try:
