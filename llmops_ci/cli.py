@@ -20,6 +20,7 @@ from llmops_ci.core import redaction
 from llmops_ci.core.errors import INTERNAL_ERROR, INTERRUPTED, TERMINATED
 from llmops_ci.core.http import Http
 from llmops_ci.core.schema import closest
+from llmops_ci.core.state_dir import state_dir_problem
 from llmops_ci.engines.promptflow import linger
 from llmops_ci.platforms import PLATFORMS, Publication, detect
 from llmops_ci.results.state import read_summary, update_summary, write_json_atomic
@@ -89,11 +90,17 @@ COMMON_DEFAULTS: dict[str, Any] = {"config": None, "state_dir": None, "flow": No
                                    "platform": "auto", "comment": "auto", "pr": None, "verbose": False}
 
 
+def _path(text: str) -> Path:
+    if not text.strip():  # Path("") is the current folder: an empty value is a mistake, never a wish
+        raise argparse.ArgumentTypeError("is empty: give a path, or leave the option out for its default")
+    return Path(text)
+
+
 def _common() -> Parser:
     common = Parser(add_help=False, argument_default=argparse.SUPPRESS)
     group = common.add_argument_group("common options (before or after the step)")
-    group.add_argument("--config", type=Path, metavar="PATH", help="project config (default: llmops.yaml)")
-    group.add_argument("--state-dir", type=Path, metavar="PATH",
+    group.add_argument("--config", type=_path, metavar="PATH", help="project config (default: llmops.yaml)")
+    group.add_argument("--state-dir", type=_path, metavar="PATH",
                        help="where results are kept between steps (default: .llmops)")
     group.add_argument("--flow", action="append", metavar="NAME", help="only this flow (repeatable; default: all)")
     group.add_argument("--backend", choices=backend_names(),
@@ -158,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(platform=platform, environ=os.environ, stdout=stdout, stderr=stderr,  # type: ignore[arg-type]
                   state_dir=settings.state_dir or DEFAULT_STATE_DIR, http=Http())
     step = STEPS[settings.step]
+    unusable = None if step.stateless(settings, ctx) else state_dir_problem(ctx.state_dir)
+    if unusable is not None:  # before the step: its first write would fail, and look like a bug (exit 4)
+        log.error("%s", unusable)
+        return unusable.return_code
     previous = _on_sigterm()
     try:
         code = run_step(step, settings, ctx)

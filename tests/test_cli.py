@@ -225,3 +225,34 @@ def test_every_option_of_every_step_is_a_settings_field() -> None:
     assert not missing
     settings = cli.settings_of(cli.build_parser().parse_args(["--flow", "a", "lint", "x", "--flow", "b"]))
     assert settings == Settings(step="lint", flow=("b",), paths=(Path("x"),))
+
+
+@pytest.mark.parametrize("where", ["file", "under a file", "a dangling link"])
+def test_a_state_dir_that_cannot_be_one_stops_before_the_step(cli: Cli, project: Callable[..., Project],
+                                                               tmp_path: Path, where: str) -> None:
+    """A file or a dangling link where the state dir should be: exit 2 naming it, not an internal error (exit 4)
+    at the step's first write."""
+    project()
+    (tmp_path / "notes.txt").write_text("mine\n", encoding="utf-8")
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere" / "x")
+    state = {"file": "notes.txt", "under a file": "notes.txt/state", "a dangling link": "gone"}[where]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for step in ("pr", "batch-run", "gate"):
+        result = cli(step, "--state-dir", state)
+        assert result.code == 2, result.err
+        assert f"--state-dir {state}: " in result.err and "Traceback" not in result.err
+    assert "is a file" in result.err or "link to nothing" in result.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing made, nothing lost
+    assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "mine\n"
+
+
+@pytest.mark.parametrize("option", ["--state-dir", "--config"])
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(cli: Cli, project: Callable[..., Project],
+                                                                 tmp_path: Path, option: str) -> None:
+    project()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for value in (f"{option}=", f"{option}= "):
+        result = cli("pr", value)
+        assert result.code == 2
+        assert f"argument {option}: is empty" in result.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from llmops_ci.ci.plan import InputError, make_plan, read_inputs
+from llmops_ci.core.state_dir import state_dir_problem
 from llmops_ci.platforms import Host
 
 Call = Callable[[list[str]], int]
@@ -66,6 +67,10 @@ def run(environ: Mapping[str, str], host: Host, call: Call = call_cli) -> int:
         for level, text in plan.notes:
             host.message(level, text)
         state_dir = Path(inputs.state_dir)
+        unusable = state_dir_problem(state_dir)
+        if unusable is not None:
+            host.message("error", str(unusable))
+            return unusable.return_code
         for name, content in host.state_dir_files.items():
             state_dir.mkdir(parents=True, exist_ok=True)
             (state_dir / name).write_text(content, encoding="utf-8")

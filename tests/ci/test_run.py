@@ -60,6 +60,18 @@ def test_stops_at_the_first_failing_step_with_its_code(tmp_path: Path, monkeypat
     assert shown == ["batch-run", "eval-run", "gate"]
 
 
+def test_a_state_dir_that_cannot_be_one_stops_before_any_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken").write_text("a file\n", encoding="utf-8")
+    environ = github_env(tmp_path, LLMOPS_STEPS="batch-run eval-run gate", LLMOPS_STATE_DIR="taken/state")
+    out = io.StringIO()
+    llmops = Recorder()
+    assert dispatch("run", environ, GitHubHost(environ, out), call=llmops) == 2
+    assert llmops.calls == []
+    assert "--state-dir taken/state: cannot be made: taken is a file" in out.getvalue()
+    assert (tmp_path / "taken").read_text(encoding="utf-8") == "a file\n"
+
+
 def test_a_crash_is_exit_4_and_never_becomes_the_baseline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     state = tmp_path / ".llmops"

@@ -147,3 +147,18 @@ def test_a_step_with_nothing_on_prompt_flow_stops_it(project: Callable[..., Proj
                           env=clean_env, capture_output=True, text=True, timeout=120)
     assert "Traceback" not in done.stderr
     assert processes_using(tmp_path) == []
+
+
+@pytest.mark.executor
+@pytest.mark.parametrize("argv", [["--bogus-option"], ["--workers", "0"]])
+def test_a_command_refused_before_its_step_leaves_no_state_dir(project: Callable[..., Project],
+                                                               clean_env: dict[str, str], tmp_path: Path,
+                                                               argv: list[str]) -> None:
+    """The executor starts before the command line is checked; when the command line is refused, neither it
+    nor the state dir and log it made for itself stay behind."""
+    proj = project(RUN_PROJECT, base=False)
+    done = subprocess.run([sys.executable, "-m", "llmops_ci", "pr", *argv], cwd=proj.root, env=clean_env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert not (proj.root / ".llmops").exists()
+    assert processes_using(tmp_path) == []

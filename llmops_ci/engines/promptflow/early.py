@@ -31,6 +31,7 @@ NO_RUN = frozenset({"-h", "--help", "--version", "--dry-run"})
 OFF_VAR = "LLMOPS_CI_EARLY_EXECUTOR"  # "0": never start ahead
 
 _early: Launched | None = None
+_made: list[Path] = []  # what the early start created in the state dir: removed again if nobody takes it
 
 
 def guess(argv: Sequence[str]) -> tuple[Path, int] | None:
@@ -48,6 +49,8 @@ def guess(argv: Sequence[str]) -> tuple[Path, int] | None:
             step = word
     if step not in RUN_STEPS or options.get("--backend", "local") != "local":
         return None
+    if any(not options[name].strip() for name in ("--config", "--state-dir") if name in options):
+        return None  # refused by the command line: nothing will run
     try:
         workers = int(options.get("--workers", DEFAULT_WORKERS))
     except ValueError:
@@ -66,10 +69,12 @@ def start_early(argv: Sequence[str], environ: Mapping[str, str] | None = None) -
     if (state_dir / POINTER).exists():  # an earlier step of the job kept a warm one: the step will use that
         return
     root = None
+    log_path = state_dir / "logs" / "executor.log"
+    made = [path for path in (state_dir, log_path.parent, log_path) if not path.exists()]
     try:
         root = Path(tempfile.mkdtemp(prefix="llmops-pf-"))
-        _early = launch(PFHome(root).prepare(), executor_base(environ, state_dir), workers,
-                        state_dir / "logs" / "executor.log")
+        _early = launch(PFHome(root).prepare(), executor_base(environ, state_dir), workers, log_path)
+        _made[:] = made
     except Exception:  # a state dir that cannot be made, a full disk: the step reports it in its own words
         if root is not None:
             shutil.rmtree(root, ignore_errors=True)
@@ -82,6 +87,7 @@ def take(base: dict[str, str], workers: int, log_path: Path) -> Launched | None:
     None, and the early one is stopped."""
     global _early
     found, _early = _early, None
+    _made.clear()  # the step's executor writes to that log, whichever it is
     if found is None:
         return None
     if found.same(base, workers, log_path):
@@ -97,6 +103,11 @@ def discard() -> None:
     if found is not None:
         with contextlib.suppress(Exception):
             found.stop()
+        # a command refused before its step (bad usage) leaves no state dir it did not ask for
+        for path in reversed(_made):
+            with contextlib.suppress(OSError):
+                path.rmdir() if path.is_dir() else path.unlink()
+    _made.clear()
 
 
 def pending() -> bool:
