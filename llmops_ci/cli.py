@@ -96,6 +96,16 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
+def _pr_number(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a pull request number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("a pull request number is 1 or more")
+    return number
+
+
 def _common() -> Parser:
     common = Parser(add_help=False, argument_default=argparse.SUPPRESS)
     group = common.add_argument_group("common options (before or after the step)")
@@ -110,8 +120,8 @@ def _common() -> Parser:
                        help="where results go (default: auto-detect from the CI environment)")
     group.add_argument("--comment", choices=("auto", "off"),
                        help="update the PR comment after this step when running for a pull request (default: auto)")
-    group.add_argument("--pr", type=int, metavar="N", help="the pull request to comment on (default: from the CI "
-                       "environment)")
+    group.add_argument("--pr", type=_pr_number, metavar="N",
+                       help="the pull request to comment on (default: from the CI environment)")
     group.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return common
 

@@ -79,6 +79,12 @@ def test_summary_keeps_other_sections(cli: Cli, project: Callable[..., Project])
 
 @pytest.mark.parametrize(("argv", "message"), [
     (("lint", "--config", "nope.yaml"), "nope.yaml: config file not found"),
+    (("lint", "--config", "flows"), "flows: a folder, not a config file"),
+    (("batch-run", "--config", "flows"), "flows: a folder, not a config file"),
+    (("pr", "--config", "flows"), "flows: a folder, not a config file"),
+    (("gate", "--config", "/dev/null"), "/dev/null: not a regular file"),
+    (("pr", "--pr", "0"), "argument --pr: a pull request number is 1 or more"),
+    (("comment", "--pr", "x"), "argument --pr: 'x' is not a pull request number"),
     (("lint", "flows/none"), "flows/none: no such file or folder"),
     (("lint", "--flow", "clasify"), "did you mean 'classify'"),
     (("lint", "flows/classify", "--config", "llmops.yaml"), "either flow folders or --config"),

@@ -43,8 +43,15 @@ __all__ = [
     "AZUREML_MAX_REQUEST_TIMEOUT_MS", "CONFIG", "CONNECTION_FIELDS", "DEFAULT_CONFIG", "ENV_REF", "RUN_FIGURES",
     "RUN_YML", "AzureML", "Config", "Connection", "DatabricksConfig", "DeploySpec", "Evaluation", "FlowSpec",
     "GateRule", "LlmCacheConfig", "ParitySpec", "RegisterSpec", "connection_fields", "connection_ref",
-    "connection_value", "env_problems", "expand_env", "inside_project", "load_config", "read_config",
+    "connection_value", "env_problems", "expand_env", "inside_project", "load_config", "not_a_config", "read_config",
 ]
+
+
+def not_a_config(path: Path) -> str:
+    """Why ``path`` (not a regular file) cannot be read as llmops.yaml, in a few words."""
+    if path.is_dir():
+        return "a folder, not a config file"
+    return "not a regular file" if path.exists() else "config file not found"
 
 
 def read_config(path: Path, environ: Mapping[str, str] | None) -> tuple[Config | None, list[Problem]]:

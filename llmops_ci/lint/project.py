@@ -11,6 +11,7 @@ from llmops_ci.config import (
     Config,
     FlowSpec,
     inside_project,
+    not_a_config,
     read_config,
 )
 from llmops_ci.core.errors import ConfigError, Problem, UsageError
@@ -157,7 +158,7 @@ class _Project(FlowChecks):
     # -- config mode ---------------------------------------------------------------------------------
     def config(self, path: Path, names: tuple[str, ...]) -> None:
         if not path.is_file():
-            raise UsageError(f"{path}: config file not found; pass --config PATH, or flow folders to lint "
+            raise UsageError(f"{path}: {not_a_config(path)}; pass --config PATH, or flow folders to lint "
                              "without a config")
         config, problems = read_config(path, environ=None)
         self.findings += [from_problem(p) for p in problems]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.config import DEFAULT_CONFIG, ENV_REF, Config, read_config
+from llmops_ci.config import DEFAULT_CONFIG, ENV_REF, Config, not_a_config, read_config
 from llmops_ci.core import redaction, safe_copy
 from llmops_ci.core.errors import ConfigError, UsageError
 from llmops_ci.kinds import declared_kinds, kind_for
@@ -81,7 +81,7 @@ def load_project(config: Path | None) -> Project:
     """llmops.yaml for a step that runs flows: every problem is exit 2; ``${env:...}`` is resolved per run."""
     path = config or Path(DEFAULT_CONFIG)
     if not path.is_file():
-        raise UsageError(f"{path}: config file not found; pass --config PATH")
+        raise UsageError(f"{path}: {not_a_config(path)}; pass --config PATH")
     loaded, problems = read_config(path, environ=None)
     if problems or loaded is None:
         raise ConfigError(problems)

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from pathlib import Path
 
-from llmops_ci.config import DEFAULT_CONFIG
+from llmops_ci.config import DEFAULT_CONFIG, not_a_config
 from llmops_ci.core import redaction
 from llmops_ci.core.errors import CheckFailed, ConfigError, UsageError
 from llmops_ci.lint.formats import FORMATS, text
@@ -77,7 +77,7 @@ def make_request(config: Path | None, paths: tuple[Path, ...], flows: tuple[str,
         return LintRequest(paths=paths)
     if config is not None:
         if not config.is_file():
-            raise UsageError(f"{config}: config file not found")
+            raise UsageError(f"{config}: {not_a_config(config)}; pass --config PATH to a config file")
         return LintRequest(config=config, flows=flows)
     default = Path(DEFAULT_CONFIG)
     if default.is_file():

@@ -7,7 +7,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from llmops_ci.config import DEFAULT_CONFIG
+from llmops_ci.config import DEFAULT_CONFIG, not_a_config
 from llmops_ci.core.errors import LlmopsError, UsageError, combined
 from llmops_ci.lint.blocks import lint_blocks
 from llmops_ci.platforms import Publication
@@ -34,7 +34,8 @@ class PrStep(Step):
 
         config = settings.config or Path(DEFAULT_CONFIG)
         if not config.is_file():
-            raise UsageError(f"{config}: no such file: pr runs the flows an llmops.yaml names, and there is none "
+            found = "no such file" if not config.exists() else not_a_config(config)
+            raise UsageError(f"{config}: {found}: pr runs the flows an llmops.yaml names, and there is none "
                              f"in {Path.cwd()}; write one with 'llmops-ci init' (or pass --config PATH), or run "
                              "'llmops-ci lint' alone to check flow folders without a config")
         fresh_summary(ctx.state_dir)
