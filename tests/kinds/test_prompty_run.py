@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import textwrap
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,17 +51,10 @@ def prompty_file(folder: Path, connection: str = KEY_CONNECTION, provider: str =
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def env(fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
-    monkeypatch.setenv("OPENAI_BASE_URL", fake.url + "/v1")
+def env(fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.url + "/v1")
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-    return fake
+    return fake_openai
 
 
 def test_lines_run_with_outputs_tokens_latency_and_errors(env: FakeOpenAI, tmp_path: Path) -> None:
@@ -96,21 +88,22 @@ def test_lines_are_in_flight_together(env: FakeOpenAI, tmp_path: Path) -> None:
     assert [line.status for line in run.lines] == [COMPLETED] * 8, [line.error for line in run.lines]
 
 
-def test_reference_connection_comes_from_llmops_yaml(fake: FakeOpenAI, tmp_path: Path) -> None:
+def test_reference_connection_comes_from_llmops_yaml(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
     path = prompty_file(tmp_path, connection="kind: reference\nname: openai\n")
-    conn = Connection("openai", "open_ai", {"base_url": fake.url + "/v1", "api_key": "k"})
+    conn = Connection("openai", "open_ai", {"base_url": fake_openai.url + "/v1", "api_key": "k"})
     run = run_lines(path, [{"text": "hi"}], connections=[conn])
     assert run.lines[0].outputs == {"output": "ECHO: hi"}
     with pytest.raises(UsageError, match="'openai', which is not declared"):
         run_lines(path, [{"text": "hi"}])
 
 
-def test_azure_reference_connection(fake: FakeOpenAI, tmp_path: Path) -> None:
+def test_azure_reference_connection(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
     path = prompty_file(tmp_path, connection="kind: reference\nname: aoai\n", provider="azure")
-    conn = Connection("aoai", "azure_open_ai", {"api_base": fake.url, "api_key": "k", "api_version": "2024-06-01"})
+    conn = Connection("aoai", "azure_open_ai",
+                      {"api_base": fake_openai.url, "api_key": "k", "api_version": "2024-06-01"})
     run = run_lines(path, [{"text": "hi"}], connections=[conn])
     assert run.lines[0].status == COMPLETED, run.lines[0].error
-    assert fake.requests[-1]["path"].startswith("/openai/deployments/gpt-4o-mini/chat/completions")
+    assert fake_openai.requests[-1]["path"].startswith("/openai/deployments/gpt-4o-mini/chat/completions")
 
 
 def test_structured_outputs_are_parsed(env: FakeOpenAI, tmp_path: Path) -> None:
@@ -120,7 +113,7 @@ def test_structured_outputs_are_parsed(env: FakeOpenAI, tmp_path: Path) -> None:
     assert run.lines[0].outputs == {"category": "Movie", "evidence": "trailer"}
 
 
-def test_unset_environment_variable_is_bad_input(fake: FakeOpenAI, tmp_path: Path,
+def test_unset_environment_variable_is_bad_input(fake_openai: FakeOpenAI, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "k")
@@ -135,10 +128,11 @@ def test_old_format_file_is_bad_input(env: FakeOpenAI, tmp_path: Path) -> None:
         run_lines(path, [{"text": "hi"}])
 
 
-def test_no_api_key_anywhere_fails_each_line(fake: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_api_key_anywhere_fails_each_line(fake_openai: FakeOpenAI, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.setenv("PROMPTY_TRUSTED_ENDPOINTS", fake.url)
-    path = prompty_file(tmp_path, connection=f"kind: key\nendpoint: {fake.url}/v1\n")
+    monkeypatch.setenv("PROMPTY_TRUSTED_ENDPOINTS", fake_openai.url)
+    path = prompty_file(tmp_path, connection=f"kind: key\nendpoint: {fake_openai.url}/v1\n")
     run = run_lines(path, [{"text": "a"}, {"text": "b"}])
     assert [line.status for line in run.lines] == [FAILED, FAILED]
     assert all("api_key" in (line.error or "") for line in run.lines)
