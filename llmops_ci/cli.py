@@ -24,7 +24,7 @@ from llmops_ci.core.state_dir import state_dir_problem
 from llmops_ci.engines.promptflow import linger
 from llmops_ci.platforms import PLATFORMS, Publication, detect
 from llmops_ci.results.state import read_summary, update_summary, write_json_atomic
-from llmops_ci.steps import Context, Step, current_summary, run_step
+from llmops_ci.steps import Context, Step, current_summary, positive_int, run_step
 from llmops_ci.steps.batch_run import STEP as BATCH_RUN
 from llmops_ci.steps.comment import STEP as COMMENT
 from llmops_ci.steps.deploy import STEP as DEPLOY
@@ -96,16 +96,6 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
-def _pr_number(text: str) -> int:
-    try:
-        number = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a pull request number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError("a pull request number is 1 or more")
-    return number
-
-
 def _common() -> Parser:
     common = Parser(add_help=False, argument_default=argparse.SUPPRESS)
     group = common.add_argument_group("common options (before or after the step)")
@@ -120,7 +110,7 @@ def _common() -> Parser:
                        help="where results go (default: auto-detect from the CI environment)")
     group.add_argument("--comment", choices=("auto", "off"),
                        help="update the PR comment after this step when running for a pull request (default: auto)")
-    group.add_argument("--pr", type=_pr_number, metavar="N",
+    group.add_argument("--pr", type=positive_int, metavar="N",
                        help="the pull request to comment on (default: from the CI environment)")
     group.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return common

@@ -148,9 +148,9 @@ def run_context(backend: str, ctx: Context, project: Project, settings: Settings
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workers", type=_positive, default=4, metavar="N",
+    parser.add_argument("--workers", type=positive_int, default=4, metavar="N",
                         help="lines in flight at once, over all the flows the step runs side by side (default: 4)")
-    parser.add_argument("--line-timeout", type=_positive, default=300, metavar="S",
+    parser.add_argument("--line-timeout", type=positive_int, default=300, metavar="S",
                         help="seconds one line may take before it fails (default: 300)")
     parser.add_argument("--changed-since", metavar="REF",
                         help="run only the flows whose files, data, evaluations or config entry changed since the "
@@ -199,7 +199,8 @@ def run_options(settings: Settings, ctx: Context | None = None, project: Project
     return RunOptions(settings.workers, settings.line_timeout, settings.llm_cache, base)
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse's type for a count or a number that starts at 1 (``--workers``, ``--line-timeout``, ``--pr``)."""
     try:
         value = int(text)
     except ValueError:
