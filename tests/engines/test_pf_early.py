@@ -150,7 +150,7 @@ def test_a_step_with_nothing_on_prompt_flow_stops_it(project: Callable[..., Proj
 
 
 @pytest.mark.executor
-@pytest.mark.parametrize("argv", [["--bogus-option"], ["--workers", "0"]])
+@pytest.mark.parametrize("argv", [["--bogus-option"], ["--workers", "0"], ["--state-dir="]])
 def test_a_command_refused_before_its_step_leaves_no_state_dir(project: Callable[..., Project],
                                                                clean_env: dict[str, str], tmp_path: Path,
                                                                argv: list[str]) -> None:

@@ -49,8 +49,6 @@ def guess(argv: Sequence[str]) -> tuple[Path, int] | None:
             step = word
     if step not in RUN_STEPS or options.get("--backend", "local") != "local":
         return None
-    if any(not options[name].strip() for name in ("--config", "--state-dir") if name in options):
-        return None  # refused by the command line: nothing will run
     try:
         workers = int(options.get("--workers", DEFAULT_WORKERS))
     except ValueError:
