@@ -19,7 +19,10 @@ Rows, medians of --runs, interleaved (each repetition runs every row once, so th
   (``LLMOPS_CI_KEEP_EXECUTOR=300``, GitHub Actions' and Azure Pipelines' default) and not kept (elsewhere);
 - the ideal N x L / C (live only), and beside it what the machine itself allows: the OpenAI client alone, the
   same N calls from C forked processes (client built before forking, the calls only timed, no flow, no
-  llmops-ci): its client-side cost per call and the server's are the part of the ideal's gap nobody removes.
+  llmops-ci): its client-side cost per call and the server's are the part of the ideal's gap nobody removes;
+  and the floor of any tool that runs the lines in prompt flow's executor: a fresh ``python`` that imports what
+  that executor needs before its first line (``promptflow.executor`` and the LLM tools, as ours does) and then
+  makes the same calls, timed from outside like the other rows, with no flow, no evaluation and no results.
 
 Each row also shows the peak memory of the process tree (the command and all its descendants, sampled every
 50 ms): the sum of PSS from ``/proc/<pid>/smaps_rollup`` (pages shared by forked processes counted once) and the
@@ -191,6 +194,11 @@ failed = sum(os.waitpid(pid, 0)[1] != 0 for pid in pids)
 print(f"{time.perf_counter() - start:.3f} {failed}")
 """
 
+# the executor's import as jobs.load() does it (collector off, its objects frozen), then the client-alone calls;
+# it ends as the executor does, without the interpreter's teardown of the modules
+FLOOR = ("import gc\ngc.disable()\nimport promptflow.executor, promptflow.tools\ngc.freeze()\ngc.enable()\n"
+         + CLIENT_ALONE + "sys.stdout.flush()\nos._exit(0)\n")
+
 
 @dataclass
 class Row:
@@ -272,6 +280,17 @@ class Bench:
                                  f"{done.stderr[-500:]}")
         return Result(float(seconds), float("nan"), float("nan"), len(self.fake.requests) - before)
 
+    def floor(self, n: int) -> Result:
+        cmd = [self.args.python, "-c", FLOOR, f"{self.fake.url}/v1", str(self.args.workers), str(n)]
+        home = self.tmp / "floor-pf-home"  # prompt flow's settings as the executor's private home has them
+        env = {**self.env(False), "PF_HOME_DIRECTORY": str(home), "PF_TRACING_SKIP_LOCAL_SETUP": "true",
+               "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+               "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true"}
+        r = self._timed(cmd, env, self.tmp, "the floor")
+        if r.calls != n:
+            self.problems.append(f"the floor: {r.calls} calls, not {n}")
+        return r
+
     def peer(self, folder: Path, extra: list[str], clear_cache: bool) -> Result | None:
         if self.promptfoo is None:
             return None
@@ -322,6 +341,7 @@ def measure(args: argparse.Namespace, bench: Bench, n: int) -> None:
     live = {k: Row(k) for k in ("promptfoo eval --no-cache", "promptfoo eval writing its cache",
                                 "llmops-ci pr --llm-cache record", kept, alone)}
     client = Row(f"openai client alone, {c} processes, calls only")
+    floor = Row("floor: prompt flow's import + those calls")
     replay = {k: Row(k) for k in ("promptfoo eval (cached)", "llmops-ci pr --llm-cache replay", kept, alone)}
     steps = ["batch-run", "eval-run", "gate"]
     plan: list[tuple[Row, Callable[[], Result | None]]] = []
@@ -332,7 +352,8 @@ def measure(args: argparse.Namespace, bench: Bench, n: int) -> None:
                  (live["promptfoo eval writing its cache"], lambda: bench.peer(peer, [], True)),
                  (live[kept], lambda: bench.llmops(project, steps, "record", fresh("live-steps"), keep=True)),
                  (live[alone], lambda: bench.llmops(project, steps, "record", fresh("live-alone"))),
-                 (client, lambda: bench.client_alone(n))]
+                 (client, lambda: bench.client_alone(n)),
+                 (floor, lambda: bench.floor(n))]
     if "replay" in modes:
         plan += [(replay["llmops-ci pr --llm-cache replay"],
                   lambda: bench.llmops(project, ["pr"], "replay", fresh("replay-pr"))),
@@ -354,7 +375,7 @@ def measure(args: argparse.Namespace, bench: Bench, n: int) -> None:
                 row.results.append(result)
     bench.sampling = True
     for row, step in plan:
-        if row is not client:
+        if row not in (client, floor):
             row.memory = step()
     bench.sampling = False
     header = f"   {'':<44} {'median s':>8} {'PSS/RSS MiB':<11} {'calls':>6}   (runs)"
@@ -364,6 +385,7 @@ def measure(args: argparse.Namespace, bench: Bench, n: int) -> None:
             print(row.line())
         print(f"   {'ideal N x L / C':<44} {n * lat / c:>8.2f}")
         print(client.line())
+        print(floor.line())
     if "replay" in modes:
         print(f"\n{n} lines, replayed / cached (no endpoint for llmops-ci; 0 calls is the goal):\n{header}")
         for row in replay.values():
@@ -373,7 +395,8 @@ def measure(args: argparse.Namespace, bench: Bench, n: int) -> None:
     pr_live, pf_live = live["llmops-ci pr --llm-cache record"].median, live["promptfoo eval --no-cache"].median
     print(f"   ratios: replayed pr / promptfoo cached = {pr_replay / pf_cached:.2f} (goal <= 1); separate steps "
           f"(kept) / pr replayed = {steps_replay / pr_replay:.2f} (goal <= 1.5); live pr / ideal = "
-          f"{pr_live / (n * lat / c):.2f} (goal <= 1.6; the openai client alone: {client.median / (n * lat / c):.2f}); "
+          f"{pr_live / (n * lat / c):.2f} (goal <= 1.6; the openai client alone: {client.median / (n * lat / c):.2f}, "
+          f"the floor: {floor.median / (n * lat / c):.2f}); "
           f"live pr / promptfoo --no-cache = {pr_live / pf_live:.2f} (goal < 1)")
 
 
