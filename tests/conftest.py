@@ -9,6 +9,12 @@ from pathlib import Path
 
 import pytest
 
+# a test that imports prompt flow in this process (its data reader, its connections) must not start Azure Monitor's
+# configuration worker, which calls settings.sdk.monitor.azure.com: tests reach nothing but 127.0.0.1 (the executor
+# and pf.run get the same settings from PFHome.environment)
+os.environ.setdefault("APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED", "true")
+os.environ.setdefault("APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL", "true")
+
 from llmops_ci.cli import main
 from llmops_ci.core import redaction
 from tests.fakes.openai import FakeOpenAI

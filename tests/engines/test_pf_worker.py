@@ -116,27 +116,6 @@ def test_a_prompty_file_with_a_connection_from_the_store(worker: Worker, tmp_pat
     assert {r["body"]["model"] for r in fake_openai.requests} == {"gpt-test"}
 
 
-@pytest.mark.parametrize(("text", "fast"), [
-    ('{"a": 1, "b": "x", "c": [1, 2], "d": {"e": 1.5}}\n{"a": 2, "b": "y", "c": [], "d": {}}\n', True),
-    ('{"a": 1, "b": "x"}\n{"a": 2}\n', False),            # a missing key: pandas fills NaN
-    ('{"a": 1, "b": null}\n', False),                     # null
-    ('{"created_at": "2024-01-01", "a": 1}\n', False),    # a column pandas reads as a date
-    ('\ufeff{"a": 1}\n', False),                          # a BOM
-    ('{"a": 123456789012345678901234567890}\n', False),   # beyond int64
-])
-def test_plain_jsonl_reads_exactly_what_prompt_flow_reads(text: str, fast: bool, tmp_path: Path) -> None:
-    from llmops_ci.engines.promptflow.lines import plain_jsonl
-
-    path = tmp_path / "d.jsonl"
-    path.write_text(text, encoding="utf-8")
-    rows = plain_jsonl(path)
-    assert (rows is not None) == fast  # anything pandas would read differently goes to prompt flow's loader
-    if fast:
-        from promptflow._utils.load_data import load_data
-
-        assert rows == load_data(local_path=path)
-
-
 STATE_TOOL = """\
     import os
     import random

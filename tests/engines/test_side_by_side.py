@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.openai import FakeOpenAI, echo
-from tests.helpers.pf_reference import pf_runs
+from tests.helpers.pf_reference import pf_runs, same
 from tests.helpers.projects import CliResult, Project, processes_using
 
 pytestmark = pytest.mark.executor
@@ -159,8 +159,8 @@ def test_lines_and_metrics_equal_pf_run(how: str, project: Callable[..., Project
          "api_version": "2024-06-01"}])
 
     for label, expected in reference.items():
-        assert ours(proj, label)[0] == expected[0], label
-        assert ours(proj, label)[1] == expected[1], label
+        assert same(ours(proj, label)[0], expected[0]), label
+        assert same(ours(proj, label)[1], expected[1]), label
     # the upstream answers themselves, so that equal can never mean equally wrong
     maths_lines, _ = reference["maths"]
     assert [o["answer"] if o else None for _, o in maths_lines] == [str(300000 + n) for n in range(1, 9)] + [None]
@@ -176,3 +176,119 @@ def test_lines_and_metrics_equal_pf_run(how: str, project: Callable[..., Project
         assert counted and all(counted), (flow, [x["tokens"] for x in lines])
     assert summary["chat-a"]["run"]["lines_failed"] == 0 and summary["chat-b"]["run"]["lines_failed"] == 0
     assert AZURE_KEY not in batch.out + batch.err + evals.out + evals.err
+
+
+SHOW_DAG = """\
+inputs:
+  n: {type: object}
+  nested: {type: object}
+outputs:
+  shown: {type: string, reference: "${show.output.shown}"}
+  kind: {type: string, reference: "${show.output.kind}"}
+  n: {type: object, reference: "${show.output.n}"}
+nodes:
+- name: show
+  type: python
+  source: {type: code, path: show.py}
+  inputs: {n: "${inputs.n}", nested: "${inputs.nested}"}
+"""
+SHOW_PY = """\
+from promptflow.core import tool
+
+
+@tool
+def show(n: object, nested: object) -> dict:
+    return {"shown": f"{n} {nested}", "kind": type(n).__name__, "n": n}
+"""
+SCORE_DAG = """\
+inputs:
+  n: {type: object}
+  kind: {type: string}
+  expected: {type: object}
+outputs:
+  score: {type: object, reference: "${score.output}"}
+nodes:
+- name: score
+  type: python
+  source: {type: code, path: score.py}
+  inputs: {n: "${inputs.n}", kind: "${inputs.kind}", expected: "${inputs.expected}"}
+- name: mean
+  type: python
+  source: {type: code, path: mean.py}
+  inputs: {scores: "${score.output}"}
+  aggregation: true
+"""
+SCORE_PY = """\
+from promptflow.core import tool
+
+
+@tool
+def score(n: object, kind: str, expected: object) -> float:
+    return float(repr(n) == repr(expected)) + (0.5 if kind == type(expected).__name__ else 0.0)
+"""
+MEAN_PY = """\
+from promptflow.core import log_metric, tool
+
+
+@tool
+def mean(scores: list) -> float:
+    value = sum(scores) / len(scores)
+    log_metric("mean", value)
+    return value
+"""
+NUMBERS_CONFIG = """\
+version: 1
+flows:
+  plain:
+    path: flows/show
+    data: data/plain.jsonl
+    column_mapping: {n: "${data.n}", nested: "${data.nested}"}
+    evaluations:
+      score:
+        path: flows/score
+        column_mapping: {n: "${run.outputs.n}", kind: "${run.outputs.kind}", expected: "${data.n}"}
+  mixed:
+    path: flows/show
+    data: data/mixed.jsonl
+    column_mapping: {n: "${data.n}", nested: "${data.nested}"}
+    evaluations:
+      score:
+        path: flows/score
+        column_mapping: {n: "${run.outputs.n}", kind: "${run.outputs.kind}", expected: "${data.n}"}
+"""
+# read without pandas (strings, ints, bools, nulls inside values) and with it: ints beside floats in a column (pandas
+# makes them floats), floats its parser reads its own way, a float inside a value
+PLAIN = ['{"n": 4, "nested": {"a": [1, null, true]}}', '{"n": "4", "nested": []}', '{"n": true, "nested": {}}']
+MIXED = ['{"n": 4, "nested": {"x": 0.1}}', '{"n": 4.5, "nested": [1, 2.5]}', '{"n": 1.7976931348623157e308, '
+         '"nested": 5e-324}', '{"n": 12345678901234567, "nested": "x"}']
+
+
+def test_data_values_reach_the_flows_as_pf_run_gives_them(project: Callable[..., Project],
+                                                          cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    """A value reaches the flow (and the evaluation, through the run's outputs) with the type and digits prompt
+    flow's reader gives it, whichever way llmops-ci reads the file: ``4`` beside ``4.5`` in a column is ``4.0``."""
+    proj = project({"llmops.yaml": NUMBERS_CONFIG, "data/plain.jsonl": "\n".join(PLAIN) + "\n",
+                    "data/mixed.jsonl": "\n".join(MIXED) + "\n", "flows/show/flow.dag.yaml": SHOW_DAG,
+                    "flows/show/show.py": SHOW_PY, "flows/score/flow.dag.yaml": SCORE_DAG,
+                    "flows/score/score.py": SCORE_PY, "flows/score/mean.py": MEAN_PY}, base=False)
+    batch = cli("batch-run", "--workers", "4")
+    assert batch.code == 0, batch.err
+    evals = cli("eval-run", "--workers", "4")
+    assert evals.code == 0, evals.err
+
+    flows, data = proj.path("flows"), proj.path("data")
+    runs: list[dict[str, Any]] = []
+    for name in ("plain", "mixed"):
+        runs += [{"name": name, "flow": str(flows / "show"), "data": str(data / f"{name}.jsonl"),
+                  "column_mapping": {"n": "${data.n}", "nested": "${data.nested}"}},
+                 {"name": f"{name}/score", "flow": str(flows / "score"), "run": name,
+                  "data": str(data / f"{name}.jsonl"), "column_mapping": {
+                      "n": "${run.outputs.n}", "kind": "${run.outputs.kind}", "expected": "${data.n}"}}]
+    reference = pf_runs(tmp_path / "reference", runs, [])
+    for label, expected in reference.items():
+        assert same(ours(proj, label)[0], expected[0]), (label, ours(proj, label)[0], expected[0])
+        assert same(ours(proj, label)[1], expected[1]), label
+    # prompt flow's own answers, so that the same can never mean equally wrong
+    assert [o["kind"] for _, o in reference["mixed"][0]] == ["float", "float", "float", "float"]
+    assert reference["mixed"][0][0][1]["shown"] == "4.0 {'x': 0.1}"
+    assert [o["kind"] for _, o in reference["plain"][0]] == ["int", "int", "bool"]  # an object input parses "4"

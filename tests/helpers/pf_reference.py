@@ -4,6 +4,7 @@ process of its own with a private home, on the same flows, data and connections 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -55,3 +56,17 @@ def pf_runs(root: Path, runs: list[dict[str, Any]], connections: list[dict[str, 
         found = read_run(home.runs / run["name"])
         out[run["name"]] = ([(line.status, line.outputs) for line in found.lines], found.metrics)
     return out
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal with the same types at every depth and the same key order: ``1 == 1.0`` is not enough, a flow that shows
+    the value (a prompt, an f-string) shows ``1`` and ``1.0``."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) == math.copysign(1, b))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
