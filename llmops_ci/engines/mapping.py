@@ -4,7 +4,6 @@ run, and a judge's metrics as the mean of its numeric outputs."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 from llmops_ci.core.errors import UsageError
 from llmops_ci.core.yamldoc import display_path
 from llmops_ci.engines.artifacts import read_base
+from llmops_ci.engines.data_rows import DataUnreadable, rows_of
 from llmops_ci.results.records import LineResult
 
 if TYPE_CHECKING:
@@ -34,15 +34,13 @@ def base_run(bases: Path, name: str) -> dict[str, str]:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The data's lines as prompt flow reads them: JSON Lines objects, or CSV/TSV rows of strings."""
+    """The data's lines as prompt flow reads them (``data_rows``: pandas' values and types), after checks that name
+    the file and line of what no reader takes."""
     shown = display_path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{shown}: cannot read the data ({exc})") from None
-    if path.suffix in (".csv", ".tsv"):
-        delimiter = "\t" if path.suffix == ".tsv" else ","
-        return [dict(row) for row in csv.DictReader(text.splitlines(), delimiter=delimiter)]
     if path.suffix == ".json":
         try:
             rows = json.loads(text)
@@ -50,19 +48,21 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
             raise UsageError(f"{shown}: not valid JSON ({exc})") from None
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise UsageError(f"{shown}: a .json data file must hold a list of objects")
-        return rows
-    out = []
-    for number, raw in enumerate(text.split("\n"), 1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-        except ValueError as exc:
-            raise UsageError(f"{shown}:{number}: not a JSON object ({exc})") from None
-        if not isinstance(row, dict):
-            raise UsageError(f"{shown}:{number}: each line must be a JSON object")
-        out.append(row)
-    return out
+    elif path.suffix not in (".csv", ".tsv"):
+        for number, raw in enumerate(text.split("\n"), 1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except ValueError as exc:
+                raise UsageError(f"{shown}:{number}: not a JSON object ({exc})") from None
+            if not isinstance(row, dict):
+                raise UsageError(f"{shown}:{number}: each line must be a JSON object")
+    try:
+        return rows_of(path)
+    except DataUnreadable as exc:
+        raise UsageError(f"{shown}: prompt flow's reader (pandas) cannot read it ({exc}); prompt flow fails such a "
+                         "run as a whole: fix the value it names (an integer beyond 64 bits, say)") from None
 
 
 def _outputs_by_line(path: Path) -> dict[int, dict[str, Any]]:

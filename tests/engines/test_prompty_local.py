@@ -266,6 +266,38 @@ def test_mapping_follows_prompt_flow(tmp_path: Path) -> None:
         mapped_inputs(info, {"answer": "${data.nope}"}, rows, None, "f")
 
 
+@pytest.mark.parametrize("outputs", [
+    '{"line_number": 0, "output": 4}\n{"line_number": 1, "output": "7"}\n{"line_number": 2, "output": true}\n',
+    '{"line_number": 0, "output": 4}\n{"line_number": 1, "output": 4.5}\n{"line_number": 2, "output": [0.1]}\n',
+])
+def test_values_reach_the_inputs_as_prompt_flow_maps_them(outputs: str, tmp_path: Path) -> None:
+    """What prompt flow's own ``BatchInputsProcessor`` makes of the same data and base run, types included: a score
+    of 4 beside 4.5 in a column is 4.0, as pandas reads it."""
+    from promptflow.batch._batch_inputs_processor import BatchInputsProcessor
+    from promptflow.contracts.flow import FlowInputDefinition
+    from promptflow.contracts.tool import ValueType
+
+    from tests.helpers.pf_reference import same
+
+    (tmp_path / "judge.prompty").write_text(FILES["flows/judge.prompty"].replace("        ", ""), encoding="utf-8")
+    info = inspect(tmp_path / "judge.prompty")
+    assert info is not None
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"label": 1, "n": 2}\n{"label": 2.5, "n": 3}\n{"label": 3, "n": 4}\n', encoding="utf-8")
+    (tmp_path / "outputs.jsonl").write_text(outputs, encoding="utf-8")
+    mapping = {"answer": "${run.outputs.output}", "label": "${data.label}"}
+    got = mapped_inputs(info, mapping, read_rows(data), {"outputs": str(tmp_path / "outputs.jsonl"),
+                                                         "data": str(data)}, "f/judge")
+    processor = BatchInputsProcessor(tmp_path, {  # an input with a default takes no column unless mapped
+        name: FlowInputDefinition(ValueType.OBJECT, default="d" if spec.has_default else None)
+        for name, spec in info.inputs.items()})
+    theirs = processor.process_batch_inputs({"data": str(data), "run.outputs": str(tmp_path / "outputs.jsonl")},
+                                            mapping)
+    expected = [(int(row.pop("line_number")), row) for row in theirs]
+    assert same(got, expected), (got, expected)
+    assert isinstance(got[0][1]["label"], float)
+
+
 def test_judge_metrics_are_means_of_numeric_outputs() -> None:
     def line(n: int, outputs: object, status: str = "Completed") -> LineResult:
         return LineResult(n, status, {}, outputs, 0.1, {})

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from llmops_ci.engines.data_rows import plain_jsonl
+
 
 def inputs_processor(base: type) -> type:
     """prompt flow's own input processor, reading plain JSON Lines without pandas (its import is ~0.7 s of
@@ -21,61 +23,6 @@ def inputs_processor(base: type) -> type:
             return list(self._multimedia_processor.resolve_multimedia_data_recursively(Path(input_path).parent, rows))
 
     return Inputs
-
-
-# column names pandas turns into numbers or timestamps (``convert_axes``) when every name of the file is one of
-# these or reads as a number: a file keeps its names as they are when one name is a plain word not among them
-_AXIS_WORDS = frozenset({"inf", "infinity", "nan", "nat", "today", "now"})
-
-
-def _names_kept(keys: list[str]) -> bool:
-    return any(k.isascii() and k.isidentifier() and k.lower() not in _AXIS_WORDS for k in keys)
-
-
-def _date_like(key: str) -> bool:
-    """pandas.read_json turns such columns into timestamps (``keep_default_dates``)."""
-    low = key.lower()
-    return low.endswith(("_at", "_time")) or low in ("modified", "date", "datetime") or low.startswith("timestamp")
-
-
-def _exact_in_pandas(value: Any) -> bool:
-    """Whether pandas reads ``value`` (at any depth) as the very same Python value and type. Not a float: its JSON
-    parser is not exact (1.7976931348623157e308 -> 1.7976931348623151e308, 5e-324 -> 0.0) and a column mixing floats
-    with ints makes every int a float; not an int beyond int64."""
-    if isinstance(value, bool) or isinstance(value, str):
-        return True
-    if isinstance(value, int):
-        return -2**63 <= value < 2**63
-    if isinstance(value, list):
-        return all(_exact_in_pandas(v) for v in value)
-    if isinstance(value, dict):
-        return all(_exact_in_pandas(v) for v in value.values())
-    return value is None  # null nested in a list or an object stays None; a float (NaN, Infinity too) does not pass
-
-
-def plain_jsonl(path: Path) -> list[dict[str, Any]] | None:
-    """The rows of a ``.jsonl`` file when pandas (``dtype=object``, as prompt flow reads it) would give the very same
-    dicts, types included: every line an object with the same keys, no null column value, no date-like column name,
-    names pandas keeps as they are, no float anywhere, ints within int64."""
-    if path.suffix != ".jsonl" or not path.is_file():
-        return None
-    try:
-        raw = path.read_bytes()
-        if not raw or raw.startswith(b"\xef\xbb\xbf"):
-            return None
-        rows = [json.loads(line) for line in raw.decode("utf-8").split("\n") if line.strip()]
-    except (OSError, ValueError):
-        return None
-    if not rows or not all(isinstance(r, dict) for r in rows):
-        return None
-    order = list(rows[0])
-    keys = set(order)
-    for row in rows:
-        if set(row) != keys or any(v is None or not _exact_in_pandas(v) for v in row.values()):
-            return None
-    if any(_date_like(k) for k in keys) or not _names_kept(order):
-        return None
-    return [{k: row[k] for k in order} for row in rows]  # pandas' column order: the first line's
 
 
 def status_of(status: Any) -> str:

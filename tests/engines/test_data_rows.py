@@ -1,5 +1,6 @@
-"""``lines.plain_jsonl``: the reading of a data file without pandas gives exactly what prompt flow's own reader
-(``load_data``: pandas, ``dtype=object``) gives, types included, or it gives nothing and prompt flow's reader runs."""
+"""``data_rows``: a data file's rows exactly as prompt flow's own reader (``load_data``: pandas, ``dtype=object``)
+gives them, types included: without pandas when that gives the same (else nothing, and the reader runs), and with
+pandas otherwise."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from llmops_ci.engines.promptflow.lines import plain_jsonl
+from llmops_ci.engines.data_rows import DataUnreadable, plain_jsonl, rows_of
 from tests.helpers.pf_reference import same
 
 
@@ -78,3 +79,58 @@ def test_generated_files_read_as_prompt_flow_reads_them(seed: int, tmp_path: Pat
         theirs = pf_reads(path)
         assert same(rows, theirs), f"{path.read_text()}\nours:   {rows}\npandas: {theirs}"
     assert accepted >= 10  # the fast path was exercised, not only refused
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("d.jsonl", '{"a": 1, "b": "x"}\n{"b": "y", "a": 2}\n'),
+    ("d.jsonl", '{"score": 4}\n{"score": 4.5}\n'),
+    ("d.jsonl", '{"a": 1, "b": "x"}\n{"a": 2}\n'),                 # pandas: NaN where a key is missing
+    ("d.json", '[{"a": 1}, {"a": 2.5}]'),
+    ("d.json", '[{"a": "x", "b": [1, true]}]'),
+    ("d.csv", "a,b\n1,x\n2,\n"),
+    ("d.csv", "\ufeffa,b\n1,x\n"),
+    ("d.csv", 'a,b\n"x\ny",2\n'),                                  # a quoted line break stays in the value
+    ("d.csv", "a,a\n1,2\n"),                                       # pandas: a, a.1
+    ("d.csv", "a,b\n1\n"),
+    ("d.csv", "a,b\n1,2\n   \n3,4\n"),
+    ("d.csv", ",b\n1,2\n"),
+    ("d.tsv", "a\tb\n1\tx y\n"),
+])
+def test_rows_of_gives_prompt_flow_s_rows(name: str, text: str, tmp_path: Path) -> None:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    assert same(rows_of(path), pf_reads(path)), (rows_of(path), pf_reads(path))
+
+
+@pytest.mark.parametrize("text", ['{"a": 123456789012345678901234567890}\n', '\ufeff{"a": "x"}\n'])
+def test_a_file_prompt_flow_cannot_read_is_said_so(text: str, tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataUnreadable):
+        rows_of(path)
+    with pytest.raises(Exception, match="Fail to load invalid data"):
+        pf_reads(path)
+
+
+CSV_CELLS = ["1", "x", "", "  ", '"a,b"', '"x\ny"', '"q""q"', "NA", "null", "1.5", "é"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_generated_csv_files_read_as_prompt_flow_reads_them(seed: int, tmp_path: Path) -> None:
+    rnd = random.Random(seed)
+    for i in range(120):
+        width = rnd.randint(1, 3)
+        header = rnd.choice([["a", "b", "c"][:width], ["a", "a", "b"][:width], ["", "b", "c"][:width]])
+        lines = [",".join(header)]
+        for _ in range(rnd.randint(1, 4)):
+            cells = [rnd.choice(CSV_CELLS) for _ in range(rnd.choice([width, width, width, width - 1, width + 1]))]
+            lines.append(",".join(cells) if rnd.random() > 0.1 else "   ")
+        path = tmp_path / f"{i}.csv"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        try:
+            theirs = pf_reads(path)
+        except Exception:  # prompt flow refuses it: so must we
+            with pytest.raises(DataUnreadable):
+                rows_of(path)
+            continue
+        assert same(rows_of(path), theirs), f"{path.read_text()!r}\nours:   {rows_of(path)}\npandas: {theirs}"
