@@ -164,6 +164,31 @@ def _surrogate(text: str, value: Any) -> bool:
     return False
 
 
+# the integers pandas' JSON parser (prompt flow's reader) takes; one outside, at any depth, and it refuses the whole
+# file ("Value is too big"), so prompt flow fails the run before any line
+_INT_RANGE = (-2**63, 2**64 - 1)
+
+
+def _int_too_big(value: Any) -> int | None:
+    """The first integer in ``value`` pandas cannot read, or None."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, int) and not isinstance(item, bool) and not _INT_RANGE[0] <= item <= _INT_RANGE[1]:
+            return item
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
+def _big_int_message(found: int) -> str:
+    shown = str(found) if len(str(found)) <= 30 else f"{str(found)[:12]}…({len(str(found))} digits)"
+    return (f"holds the integer {shown}, beyond the 64 bits prompt flow's reader (pandas) takes: it refuses the whole "
+            "file and the run fails before any line; write it as a string (\"...\")")
+
+
 _SURROGATE_MESSAGE = ("holds a lone UTF-16 surrogate escape (like \\ud800) that is not valid text; fix or remove "
                       "the broken character")
 
@@ -184,6 +209,8 @@ def _jsonl(lines: Iterator[str], info: DataInfo) -> None:
         if _surrogate(line, row):
             info.note_error(lineno, _SURROGATE_MESSAGE)
             continue
+        if (big := _int_too_big(row)) is not None:
+            info.note_error(lineno, _big_int_message(big))
         info._add_row(lineno, list(row))
 
 
@@ -213,6 +240,8 @@ def _json(fh: TextIO, info: DataInfo) -> None:
         return
     for i, row in enumerate(rows, 1):
         if isinstance(row, dict):
+            if (big := _int_too_big(row)) is not None:
+                info.note_error(1, f"item {i} {_big_int_message(big)}")
             info._add_row(i, list(row))
         else:
             info.note_error(1, f"item {i} is not an object")

@@ -70,6 +70,38 @@ def test_bad_jsonl_lines_are_located(tmp_path: Path, text: str, line: int, says:
     assert [(n, says in m) for n, m in info.errors] == [(line, True)], info.errors
 
 
+@pytest.mark.parametrize(("value", "refused"), [
+    ("18446744073709551615", False), ("18446744073709551616", True), ("-9223372036854775808", False),
+    ("-9223372036854775809", True), ("[1, 123456789012345678901234567890]", True),
+    ('{"x": -99999999999999999999}', True), ("1e400", False),
+])
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_an_integer_prompt_flow_s_reader_refuses_is_located(value: str, refused: bool, suffix: str,
+                                                            tmp_path: Path) -> None:
+    """Exactly the files prompt flow's reader (pandas) refuses as a whole: an integer beyond 64 bits at any depth."""
+    import warnings
+
+    from promptflow._utils.load_data import load_data
+
+    rows = ['{"a": "x"}', f'{{"a": {value}}}']
+    path = tmp_path / f"d{suffix}"
+    path.write_text("\n".join(rows) + "\n" if suffix == ".jsonl" else f"[{', '.join(rows)}]", encoding="utf-8")
+    info = read_data(path)
+    said = [(line, message) for line, message in info.errors if "64 bits" in message]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            load_data(local_path=path)
+            pf_refused = False
+        except Exception:  # prompt flow's InvalidUserData
+            pf_refused = True
+    assert pf_refused == refused
+    assert bool(said) == refused
+    if refused:
+        assert said[0][0] == (2 if suffix == ".jsonl" else 1)
+        assert suffix == ".jsonl" or "item 2" in said[0][1]
+
+
 def test_a_valid_surrogate_pair_is_fine(tmp_path: Path) -> None:
     info = read_data(_write(tmp_path, "d.jsonl", '{"a": "\\ud83d\\ude00"}\n'))
     assert info.errors == [] and info.rows == 1
