@@ -19,6 +19,18 @@ from llmops_ci.kinds.flex import MODEL_CONFIGS, model_config_problems
 from llmops_ci.project.data import DataInfo
 
 _MAPPING_REF = re.compile(r"^\$\{([^}]*)\}$")
+_PF_REFERENCE = re.compile(r"^\$\{([^{}]+)\}$")  # prompt flow's apply_inputs_mapping: anything else is a literal
+
+
+def reference_meant(value: Any) -> str | None:
+    """The reference a literal mapping value was meant to be, when it is one but for blanks around it, its closing
+    brace or a blank after the '$' (``"${data.x"``, ``" ${data.x} "``, ``"$ {data.x}"``); None for any other value."""
+    if not isinstance(value, str) or "$" not in value or _PF_REFERENCE.match(value):
+        return None
+    text = re.sub(r"^\$\s+\{", "${", value.strip())
+    if text.startswith("${") and not text.endswith("}"):
+        text += "}"
+    return text if _PF_REFERENCE.match(text) and text.count("${") == 1 else None
 
 
 class FlowChecks:
@@ -64,6 +76,11 @@ class FlowChecks:
                     f"{display_path(info.definition)}" + (f"; did you mean '{best}'?" if best else ""), True)
             m = _MAPPING_REF.match(value) if isinstance(value, str) else None
             if m is None:
+                meant = reference_meant(value)
+                if meant:  # prompt flow takes it as a literal: every line would get this very text
+                    add("mapping-invalid", (name,), f"'{value}' is not a reference but a literal every line gets "
+                        "as it is (prompt flow reads only ${source.name} with nothing around it); did you mean "
+                        f"'{meant}'?")
                 continue  # a literal value
             source, _, rest = m.group(1).strip().partition(".")
             if source == "data":

@@ -312,6 +312,24 @@ def test_rule_near_miss_is_clean(rule: str, project: Callable[..., Project]) -> 
     assert findings == [], [(f.rule, f.path, f.line, f.message) for f in findings]
 
 
+@pytest.mark.parametrize(("value", "meant"), [
+    ('"${data.text"', "${data.text}"), ('" ${data.text} "', "${data.text}"), ('"$ {data.text}"', "${data.text}"),
+    ('"Text: ${data.text} please"', None), ('"${data.text}"', None), ("a literal value", None),
+])
+def test_a_reference_prompt_flow_would_take_as_text_is_an_error(value: str, meant: str | None,
+                                                                 project: Callable[..., Project]) -> None:
+    """prompt flow maps only ``${source.name}`` with nothing around it; an unclosed or padded one reaches every line
+    as that very text, and the run goes on with it."""
+    proj = project()
+    replace(CFG, "text: ${data.text}", f"text: {value}")(proj)
+    found = [f for f in proj.lint().findings if f.rule == "mapping-invalid"]
+    if meant is None:
+        assert found == [], [(f.rule, f.message) for f in found]
+    else:
+        assert len(found) == 1 and f"did you mean '{meant}'" in found[0].message, found
+        assert found[0].path == CFG and found[0].line == 12
+
+
 @pytest.mark.parametrize(("node", "key", "ok"), [
     ("classify", "deploymnet_name", False),
     ("classify", "model", True),
