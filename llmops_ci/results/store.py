@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from llmops_ci.core import redaction
 from llmops_ci.core.errors import UsageError
 from llmops_ci.core.safe_copy import copy_tree
 from llmops_ci.core.schema import as_dict
@@ -65,7 +66,10 @@ def keep_base(state_dir: Path, record: RunRecord, data: Path) -> Path:
         for line in record.lines:
             if line.status == "Completed":
                 outputs = line.outputs if isinstance(line.outputs, dict) else {"output": line.outputs}
-                fh.write(dumps_line({**outputs, "line_number": line.line}) + "\n")
+                # as prompt flow's batch engine writes them (json.dump: NaN and Infinity kept, which its reader then
+                # gives back), not as our own records (valid JSON): the evaluation gets what pf run's would
+                fh.write(json.dumps(redaction.redact_data({**outputs, "line_number": line.line}), ensure_ascii=False,
+                                    default=str) + "\n")
     write_json_atomic(folder / "llmops-run.json", {"data": str(data.absolute())})
     return folder
 

@@ -292,3 +292,86 @@ def test_data_values_reach_the_flows_as_pf_run_gives_them(project: Callable[...,
     assert [o["kind"] for _, o in reference["mixed"][0]] == ["float", "float", "float", "float"]
     assert reference["mixed"][0][0][1]["shown"] == "4.0 {'x': 0.1}"
     assert [o["kind"] for _, o in reference["plain"][0]] == ["int", "int", "bool"]  # an object input parses "4"
+
+
+# a flow output of each kind a Python tool returns, then an evaluation that shows what it got from ${run.outputs.v}
+OUTPUTS_DAG = """\
+inputs:
+  k: {type: int}
+outputs:
+  v: {type: object, reference: "${make.output}"}
+nodes:
+- name: make
+  type: python
+  source: {type: code, path: make.py}
+  inputs: {k: "${inputs.k}"}
+"""
+OUTPUTS_PY = """\
+import datetime, decimal, math
+from promptflow.core import tool
+
+VALUES = [(1, 2), {1: "a", 2: "b"}, float("nan"), float("inf"), datetime.datetime(2024, 1, 2, 3, 4, 5),
+          b"bytes", decimal.Decimal("1.10"), 1.0, None, "", {"a": float("nan")}, [1, 2.5], True, 3, 1e-7,
+          {"x": (1, 2)}, "2024-01-01", {"nested": {"1": 2}}]
+
+@tool
+def make(k: int) -> object:
+    return VALUES[k]
+"""
+SHOWN_DAG = """\
+inputs:
+  v: {type: object}
+outputs:
+  shown: {type: string, reference: "${show.output}"}
+nodes:
+- name: show
+  type: python
+  source: {type: code, path: show.py}
+  inputs: {v: "${inputs.v}"}
+"""
+SHOWN_PY = """\
+from promptflow.core import tool
+
+@tool
+def show(v: object) -> str:
+    return f"{type(v).__name__}: {v!r}"
+"""
+OUTPUTS_CONFIG = """\
+version: 1
+flows:
+  weird:
+    path: flows/weird
+    data: data/k.jsonl
+    column_mapping: {k: "${data.k}"}
+    evaluations:
+      show:
+        path: flows/show
+        column_mapping: {v: "${run.outputs.v}"}
+"""
+
+
+def test_outputs_reach_the_evaluation_as_pf_run_gives_them(project: Callable[..., Project],
+                                                           cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    """What an evaluation gets from a run's outputs is what pf run's gets (NaN and Infinity included: prompt flow
+    writes them as such and reads them back); outputs that are not JSON fail their line in both."""
+    from llmops_ci.results.state import finite
+
+    values = 18  # len(VALUES) in OUTPUTS_PY
+    proj = project({"llmops.yaml": OUTPUTS_CONFIG, "data/k.jsonl": "".join(f'{{"k": {i}}}\n' for i in range(values)),
+                    "flows/weird/flow.dag.yaml": OUTPUTS_DAG, "flows/weird/make.py": OUTPUTS_PY,
+                    "flows/show/flow.dag.yaml": SHOWN_DAG, "flows/show/show.py": SHOWN_PY}, base=False)
+    assert cli("batch-run", "--workers", "2").code == 1  # three lines fail: their outputs are not JSON
+    assert cli("eval-run", "--workers", "2").code == 0
+    flows, data = proj.path("flows"), proj.path("data")
+    reference = pf_runs(tmp_path / "reference", [
+        {"name": "weird", "flow": str(flows / "weird"), "data": str(data / "k.jsonl"),
+         "column_mapping": {"k": "${data.k}"}},
+        {"name": "weird/show", "flow": str(flows / "show"), "run": "weird", "data": str(data / "k.jsonl"),
+         "column_mapping": {"v": "${run.outputs.v}"}}], [])
+    # our line records are valid JSON: a NaN or an infinity is recorded as null there
+    expected = [(status, finite(outputs)) for status, outputs in reference["weird"][0]]
+    assert same(ours(proj, "weird")[0], expected), (ours(proj, "weird")[0], expected)
+    assert same(ours(proj, "weird/show")[0], reference["weird/show"][0]), (ours(proj, "weird/show")[0],
+                                                                           reference["weird/show"][0])
+    shown = [o["shown"] for _, o in reference["weird/show"][0]]
+    assert "float: inf" in shown and "list: [1, 2]" in shown and len(shown) == values - 3
