@@ -231,7 +231,8 @@ def gate_flow(flow: FlowSpec, state_dir: Path, summary: Summary, baseline: Basel
             raise UsageError(f"gate rule '{metric}' of flow '{flow.name}': no such metric in {state_dir}; "
                              f"available: {', '.join(available) or 'none'}")
         if not math.isfinite(value):
-            result.checks += _not_a_number(metric, rule)
+            entry = (summary.flows.get(flow.name) or FlowResult()).evaluations.get(source)
+            result.checks += _not_a_number(metric, rule, entry.metrics.get(name) if entry is not None else None)
             continue
         reference = Baseline(summary, state_dir, f"flow {against}") if against else baseline
         ref_flow = against or flow.name
@@ -307,12 +308,18 @@ def paired_checks(metric: str, rule: GateRule, value: float, reference: float | 
     return _checks(metric, rule, value, reference, comparison, True, output, note)
 
 
-def _not_a_number(metric: str, rule: GateRule) -> list[Check]:
-    """A metric that is NaN (or null) breaks every rule on it: it must never pass a comparison by accident."""
+def _not_a_number(metric: str, rule: GateRule, raw: Any) -> list[Check]:
+    """A metric that is NaN (or null, text) breaks every rule on it: it must never pass a comparison by accident.
+    ``raw``: the value as the summary keeps it (a NaN or an infinity as null), for the note."""
     limits = (("min", rule.min), ("max", rule.max), ("max_drop", rule.max_drop), ("max_rise", rule.max_rise))
-    return [Check(metric, None, None, kind, limit, False, None,
-                  note="the metric is not a number (NaN or empty): the evaluation produced no usable value; look at "
-                       "its failed lines")
+    if isinstance(raw, (str, bool)) or (raw is not None and not isinstance(raw, (int, float))):
+        shown = repr(raw) if len(repr(raw)) <= 40 else repr(raw)[:39] + "…"
+        note = (f"the metric is {shown} ({type(raw).__name__}), not a number: the evaluation must log a number "
+                "(log_metric(name, float(value)))")
+    else:
+        note = ("the metric is not a number (NaN or empty): the evaluation produced no usable value; look at its "
+                "failed lines")
+    return [Check(metric, None, None, kind, limit, False, None, note=note)
             for kind, limit in limits if limit is not None]
 
 

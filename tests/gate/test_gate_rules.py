@@ -67,6 +67,9 @@ def test_a_nan_metric_fails_every_kind_of_rule_on_it(cli: Cli, gate_project: Gat
     assert cli("gate").code == 1
     assert sorted((c["rule"], c["passed"]) for c in gate_json(proj)["checks"]) == [
         ("max", False), ("max_rise", False), ("min", False)]
+    # what the evaluation logged is said: text is not an empty result
+    assert all("'n/a' (str), not a number" in c["note"] and "log_metric" in c["note"]
+               for c in gate_json(proj)["checks"])
 
 
 def test_several_failing_rules_all_fail(cli: Cli, gate_project: GateProject) -> None:
