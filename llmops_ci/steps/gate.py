@@ -7,10 +7,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from llmops_ci.core.errors import CheckFailed
+from llmops_ci.core.errors import CheckFailed, UsageError
 from llmops_ci.core.log import number
 from llmops_ci.gate.provenance import run_provenance
-from llmops_ci.gate.verdict import FlowGate, gate_flow, load_baseline
+from llmops_ci.gate.verdict import Baseline, FlowGate, gate_flow, load_baseline
 from llmops_ci.platforms import build_tags
 from llmops_ci.releases.spec import git_commit
 from llmops_ci.results.state import load_summary
@@ -64,6 +64,17 @@ def judged(summary: Summary, flow: str) -> dict[str, Any]:
             "evaluation_runs": {name: e.run for name, e in sorted(entry.evaluations.items())}}
 
 
+def _not_itself(flow: str, summary: Summary, baseline: Baseline) -> None:
+    """A baseline holding this very run (its state dir, or a copy of it) would make every comparison vacuous: each
+    drop 0, each rule passed. A flow whose results were carried over from the baseline is that run by design."""
+    mine = (summary.flows.get(flow) or FlowResult()).run
+    theirs = (baseline.summary.flows.get(flow) or FlowResult()).run
+    if mine is not None and theirs is not None and mine.name and mine.name == theirs.name:
+        raise UsageError(f"--baseline {baseline.source}: its run of flow '{flow}' is this very run ({mine.name}); "
+                         "a run compared with itself cannot show a drop, so max_drop/max_rise would pass whatever "
+                         "changed: pass the state dir of a run on the target branch (not this run's, nor a copy)")
+
+
 class GateStep(Step):
     name = "gate"
     help = "check metrics against thresholds and a baseline; exit 1 when a rule breaks"
@@ -90,6 +101,8 @@ class GateStep(Step):
                 log.info("%s: unchanged since %s and no baseline results carried over: nothing to gate", flow.name,
                          unchanged.since)
                 continue
+            if baseline is not None and unchanged is None:
+                _not_itself(flow.name, summary, baseline)
             unfinished = _unfinished(summary, flow.name)
             if unfinished:
                 log.error("%s: gate not checked: %s; run batch-run and eval-run again", flow.name, unfinished)

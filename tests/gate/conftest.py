@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import pytest
 
@@ -17,3 +19,8 @@ def gate_project(project: Callable[..., Project]) -> GateProject:
     def make(rules: Mapping[str, Rule | Raw]) -> Project:
         return project(config=judged(rules), base=False)
     return make
+
+
+def run_name(state_dir: Path) -> str:
+    """A batch run's name of its own for each state dir, as real runs have one: a baseline is never this run."""
+    return "r-" + hashlib.sha1(str(state_dir.absolute()).encode()).hexdigest()[:8]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from llmops_ci.config import GateRule
 from llmops_ci.gate.verdict import compare
-from tests.gate.conftest import GateProject
+from tests.gate.conftest import GateProject, run_name
 from tests.helpers.config import Rule, judged, raw_rules
 from tests.helpers.projects import CliResult, Project
 
@@ -23,7 +24,7 @@ def write_state(root: Path, accuracy_lines: dict[int, float], run: dict | None =
     values = list(accuracy_lines.values())
     metrics = {"accuracy": round(sum(values) / len(values), 4) if values else 0.0}
     summary = {"schema": "llmops-ci/summary@1", "flows": {"qa": {
-        "run": run or {"name": "r", "status": "completed", "lines_total": 100, "lines_failed": 2,
+        "run": run or {"name": run_name(root), "status": "completed", "lines_total": 100, "lines_failed": 2,
                        "latency_p95": 3.5, "tokens": {"prompt": 900, "completion": 100, "total": 1000}},
         "evaluations": {"judge": {"run": "e", "status": "completed", "metrics": metrics}}}}}
     root.mkdir(parents=True, exist_ok=True)
@@ -132,6 +133,26 @@ def test_no_baseline_and_summary_only_baseline(cli: Cli, gate_project: GateProje
     (check,) = gate_json(proj)["checks"]
     assert result.code == 1 and check["delta"] == -0.5
     assert "judged on the plain delta" in check["note"] and check.get("interval") is None
+
+
+def test_a_baseline_that_is_this_very_run_is_refused(cli: Cli, gate_project: GateProject, tmp_path: Path) -> None:
+    """Its own state dir, or a copy of it, as --baseline: every drop would be 0 and every rule pass. A flow whose
+    results were carried over from the baseline (not run: unchanged) is that run by design, and is gated."""
+    proj = gate_project({"judge.accuracy": Rule(max_drop=0.01)})
+    state = write_state(proj.path(".llmops"), {0: 1.0, 1: 0.0})
+    for baseline in (state, state / "summary.json"):
+        result = cli("gate", "--baseline", str(baseline))
+        assert result.code == 2, result.err
+        assert f"its run of flow 'qa' is this very run ({run_name(state)})" in result.err
+    copy = tmp_path / "copy"
+    shutil.copytree(state, copy)
+    assert cli("gate", "--baseline", str(copy)).code == 2
+    summary = json.loads((state / "summary.json").read_text())
+    summary["flows"]["qa"]["unchanged"] = {"since": "main", "carried_over": True, "baseline": str(copy)}
+    (state / "summary.json").write_text(json.dumps(summary))
+    result = cli("gate", "--baseline", str(copy))
+    assert result.code == 0, result.err
+    assert gate_json(proj)["checks"][0]["baseline"] == 0.5
 
 
 @pytest.mark.parametrize(("rule", "message"), [

@@ -14,6 +14,7 @@ import pytest
 
 from llmops_ci.gate.repeats import fold, mean_by_line
 from llmops_ci.results.records import LineResult, RunRecord
+from tests.gate.conftest import run_name
 from tests.helpers.config import Config, Flow, Rule, judged
 from tests.helpers.projects import RUN_CONFIG, RUN_PROJECT, CliResult, Project
 
@@ -45,7 +46,7 @@ def test_mean_and_spread_by_hand() -> None:
 def write_state(root: Path, per_line: dict[int, list[float]]) -> None:
     records = [(n, r, s) for n, scores in per_line.items() for r, s in enumerate(scores)]
     mean = sum(s for _, _, s in records) / len(records)
-    flow = {"run": {"name": "r", "status": "completed", "lines_total": len(per_line), "lines_failed": 0,
+    flow = {"run": {"name": run_name(root), "status": "completed", "lines_total": len(per_line), "lines_failed": 0,
                     "repeats": 3},
             "evaluations": {"judge": {"run": "e", "status": "completed", "metrics": {"accuracy": mean}}}}
     root.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ from llmops_ci.gate.stats import (
     wilson,
 )
 from llmops_ci.results.summary import Summary
+from tests.gate.conftest import run_name
 from tests.helpers.config import Config, Flow, Rule, judged, raw_rules
 from tests.helpers.projects import BASE_CONFIG, CliResult, Project
 
@@ -43,7 +44,7 @@ def write_state(root: Path, scores: dict[str, dict[str, float]], *, clusters: di
     ids = order or list(next(iter(scores.values())))
     values = {out: [per_line[i] for i in ids] for out, per_line in scores.items()}
     metrics = metrics or {"accuracy": sum(values["correct"]) / len(ids)}
-    flow: dict[str, Any] = {"run": run or {"name": "r", "status": "completed", "lines_total": len(ids),
+    flow: dict[str, Any] = {"run": run or {"name": run_name(root), "status": "completed", "lines_total": len(ids),
                                            "lines_failed": 0},
                             "evaluations": {"judge": {"run": "e", "status": "completed", "metrics": metrics}}}
     if gate is not None:
