@@ -60,8 +60,12 @@ def test_example_runs_end_to_end_offline(tmp_path: Path, monkeypatch: pytest.Mon
         assert flow["run"]["llm_cache"]["hits"] == 42 and flow["run"]["llm_cache"]["misses"] == 0
         assert flow["evaluations"]["accuracy"]["metrics"]["accuracy"] == pytest.approx(41 / 42, abs=1e-4)
         assert server.requests == []
-        # the same results as their own baseline: every rule passes, the paired comparison says unchanged
-        gate = cli("gate", "--config", config, "--flow", "classify", "--state-dir", state, "--baseline", state)
+        # the same cassettes replayed again as the baseline (another run, the same answers): every rule passes, the
+        # paired comparison says unchanged
+        base = str(tmp_path / "base")
+        for step in ("batch-run", "eval-run"):
+            assert cli(step, "--config", config, "--flow", "classify", "--state-dir", base).code == 0
+        gate = cli("gate", "--config", config, "--flow", "classify", "--state-dir", state, "--baseline", base)
         assert gate.code == 0, gate.err
         checks = json.loads((tmp_path / "state" / "summary.json").read_text())["flows"]["classify"]["gate"]["checks"]
         drop = next(c for c in checks if c["rule"] == "max_drop")

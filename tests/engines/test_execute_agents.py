@@ -150,7 +150,9 @@ def test_evaluation_flows_score_an_agent_run_without_predicting_again(
     scored = [json.loads(x) for x in proj.read(".llmops/runs/support/evals/exact/lines.jsonl").splitlines()]
     assert sorted((x["line"], x["outputs"]["score"]) for x in scored) == [(0, 1.0), (1, 1.0), (2, 0.0)]
 
-    gate = cli("gate", "--flow", "support", "--baseline", ".llmops")
+    for step in ("batch-run", "eval-run"):  # the baseline: another run of the same agent on the same data
+        assert cli(step, "--flow", "support", "--state-dir", "base").code == 0
+    gate = cli("gate", "--flow", "support", "--baseline", "base")
     assert gate.code == 0, gate.err
     checks = json.loads(proj.read(".llmops/summary.json"))["flows"]["support"]["gate"]["checks"]
     drop = next(c for c in checks if c["metric"] == "exact.match_rate" and c["rule"] == "max_drop")
