@@ -263,7 +263,7 @@ def _csv(lines: Iterator[str], info: DataInfo, delimiter: str) -> None:
                 break
             seen.add(name)
         for row in reader:
-            if not any(cell.strip() for cell in row):
+            if len(row) <= 1 and not "".join(row).strip():  # a blank line, which pandas skips; ",," is a row of ''
                 continue
             if len(row) != len(header):
                 info.note_error(reader.line_num, f"has {len(row)} fields, the header has {len(header)}")

@@ -148,6 +148,23 @@ def test_csv_oddities(tmp_path: Path) -> None:
     assert nul.fatal is None  # a NUL is a character like any other for the csv module
 
 
+@pytest.mark.parametrize("text", [
+    "a,b\n1,2\n,\n", "a,b\n1,2\n\n3,4\n", "a,b\n1,2\n   \n3,4\n", "a,b\r\n1,2\r\n\r\n", "a\n1\n\n2\n",
+    "a,b\n , \n", 'a,b\n"",""\n',
+])
+def test_csv_rows_are_the_rows_prompt_flow_reads(text: str, tmp_path: Path) -> None:
+    """Lint counts the rows prompt flow's reader (pandas) gives, which the run's lines are numbered against: a
+    line of delimiters only is a row of empty values, a blank line is no row."""
+    import warnings
+
+    from promptflow._utils.load_data import load_data
+
+    path = _write(tmp_path, "d.csv", text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert read_data(path).rows == len(load_data(local_path=path))
+
+
 def test_hostile_data_through_lint_and_batch_run(project: Callable[..., Project],
                                                  cli: Callable[..., CliResult]) -> None:
     proj = project()
