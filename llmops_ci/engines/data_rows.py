@@ -67,13 +67,9 @@ def plain_jsonl(path: Path) -> list[dict[str, Any]] | None:
     if path.suffix != ".jsonl" or not path.is_file():
         return None
     try:
-        raw = path.read_bytes()
-        if not raw or raw.startswith(b"\xef\xbb\xbf"):
-            return None
-        rows = [json.loads(line) for line in raw.decode("utf-8").split("\n") if line.strip()]
+        return _plain(path.read_bytes(), path.suffix)
     except (OSError, ValueError):
         return None
-    return exact_objects(rows)
 
 
 def plain_csv(text: str, delimiter: str) -> list[dict[str, Any]] | None:
@@ -113,17 +109,22 @@ def pandas_rows(path: Path) -> list[dict[str, Any]]:
     return [row.to_dict() for _, row in frame.iterrows()]
 
 
-def rows_of(path: Path) -> list[dict[str, Any]]:
-    """The rows of ``path`` (a file that parses) as prompt flow's reader gives them; ``DataUnreadable`` when it
-    refuses the file."""
-    raw = path.read_bytes()
-    if path.suffix in (".csv", ".tsv"):  # pandas skips a BOM in CSV, not in JSON
-        found = plain_csv(raw.decode("utf-8-sig"), "\t" if path.suffix == ".tsv" else ",")
-    elif raw.startswith(b"\xef\xbb\xbf"):
-        found = None
-    elif path.suffix == ".json":
-        parsed = json.loads(raw.decode("utf-8"))
-        found = exact_objects(parsed) if isinstance(parsed, list) else None
-    else:
-        found = exact_objects([json.loads(line) for line in raw.decode("utf-8").split("\n") if line.strip()])
+def _plain(raw: bytes, suffix: str, parsed: Any = None) -> list[dict[str, Any]] | None:
+    """The rows of a file's bytes read without pandas, when that gives what pandas gives; ``parsed``: its JSON
+    (a .json file's value, a .jsonl file's line objects) when the caller has parsed it already."""
+    if suffix in (".csv", ".tsv"):  # pandas skips a BOM in CSV, not in JSON
+        return plain_csv(raw.decode("utf-8-sig"), "\t" if suffix == ".tsv" else ",")
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return None
+    if parsed is None:
+        text = raw.decode("utf-8")
+        parsed = json.loads(text) if suffix == ".json" else [json.loads(line) for line in text.split("\n")
+                                                             if line.strip()]
+    return exact_objects(parsed) if isinstance(parsed, list) else None
+
+
+def rows_of(path: Path, raw: bytes | None = None, parsed: Any = None) -> list[dict[str, Any]]:
+    """The rows of ``path`` (a file that parses; ``raw``/``parsed``: its bytes and JSON when read already) as prompt
+    flow's reader gives them; ``DataUnreadable`` when it refuses the file."""
+    found = _plain(path.read_bytes() if raw is None else raw, path.suffix, parsed)
     return found if found is not None else pandas_rows(path)

@@ -38,28 +38,32 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     the file and line of what no reader takes."""
     shown = display_path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        raw = path.read_bytes()
+        text = raw.decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{shown}: cannot read the data ({exc})") from None
+    parsed: Any = None
     if path.suffix == ".json":
         try:
-            rows = json.loads(text)
+            parsed = json.loads(text)
         except ValueError as exc:
             raise UsageError(f"{shown}: not valid JSON ({exc})") from None
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        if not isinstance(parsed, list) or not all(isinstance(r, dict) for r in parsed):
             raise UsageError(f"{shown}: a .json data file must hold a list of objects")
     elif path.suffix not in (".csv", ".tsv"):
-        for number, raw in enumerate(text.split("\n"), 1):
-            if not raw.strip():
+        parsed = []
+        for number, line in enumerate(text.split("\n"), 1):
+            if not line.strip():
                 continue
             try:
-                row = json.loads(raw)
+                row = json.loads(line)
             except ValueError as exc:
                 raise UsageError(f"{shown}:{number}: not a JSON object ({exc})") from None
             if not isinstance(row, dict):
                 raise UsageError(f"{shown}:{number}: each line must be a JSON object")
+            parsed.append(row)
     try:
-        return rows_of(path)
+        return rows_of(path, raw, parsed)
     except DataUnreadable as exc:
         raise UsageError(f"{shown}: prompt flow's reader (pandas) cannot read it ({exc}); prompt flow fails such a "
                          "run as a whole: fix the value it names (an integer beyond 64 bits, say)") from None

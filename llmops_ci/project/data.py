@@ -184,7 +184,8 @@ def _int_too_big(value: Any) -> int | None:
 
 
 def _big_int_message(found: int) -> str:
-    shown = str(found) if len(str(found)) <= 30 else f"{str(found)[:12]}…({len(str(found))} digits)"
+    digits = str(found)
+    shown = digits if len(digits) <= 30 else f"{digits[:12]}…({len(digits)} digits)"
     return (f"holds the integer {shown}, beyond the 64 bits prompt flow's reader (pandas) takes: it refuses the whole "
             "file and the run fails before any line; write it as a string (\"...\")")
 
