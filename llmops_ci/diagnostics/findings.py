@@ -82,11 +82,13 @@ _RULES = rule_table(
                                    "${run.inputs.x} or a literal"),
     Rule("mapping-column-unknown", ERROR, "${data.col} in a column mapping names a column the data does not have"),
     Rule("mapping-input-unknown", WARNING, "a column mapping key that is not an input of the flow"),
+    Rule("evaluation-data-misaligned", ERROR, "an evaluation's own data has not as many lines as the flow's data "
+                                              "(prompt flow fails such an evaluation as a whole)"),
     Rule("mapping-output-unknown", ERROR, "${run.outputs.x} in an evaluation mapping is not an output of the "
                                           "evaluated flow"),
     Rule("input-unmapped", ERROR, "a flow input without a default that is neither mapped nor a data column"),
     Rule("input-default-shadowed", WARNING, "an input with a default and a same-named data column but no mapping "
-                                            "(runs map the column explicitly and say so)"),
+                                            "(prompt flow, and so every run, uses the default on every line)"),
     Rule("env-connection-unknown", ERROR, "${connection.field} in environment_variables names a connection "
                                           "llmops.yaml does not declare, or a field its type lacks"),
     # gate

@@ -24,7 +24,7 @@ from llmops_ci.diagnostics.origin import Origin
 class FlowInput:
     name: str
     type: str
-    has_default: bool
+    has_default: bool  # a default prompt flow uses: in a DAG or prompty file, a null default is none
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,8 @@ class FlowInfo:
     # what serves it once deployed: "promptflow" (prompt flow's serving app), its engine's own server, or None
     # when no deploy target can (a prompty 2.x file)
     served_by: str | None = "promptflow"
-    # an input's default wins over a same-named data column unless the column is mapped (a DAG in prompt flow):
-    # runs map such columns and say so, lint warns
+    # an input's default wins over a same-named data column unless the column is mapped (prompt flow's rule, which
+    # runs follow; engines.mapping applies it too): lint warns, runs say so
     defaults_shadow_columns: bool = False
     # what a line lacking a mapped column gets: no value ("absent"), prompt flow's NaN ("nan"), or NaN converted to
     # the input's declared type, which fails an int/bool/list input ("typed", a DAG)

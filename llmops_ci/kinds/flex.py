@@ -192,7 +192,8 @@ class _FlexChecker:
     def __init__(self, definition: Path) -> None:
         self.definition = definition
         self.folder = definition.parent
-        self.info = FlowInfo("flex", self.folder, definition, missing_value="nan", connections_by_name=True)
+        self.info = FlowInfo("flex", self.folder, definition, defaults_shadow_columns=True, missing_value="nan",
+                             connections_by_name=True)
         self.doc: YamlDoc | None = None
 
     def add(self, rule: str, key: Key, message: str, *, at_key: bool = False) -> None:

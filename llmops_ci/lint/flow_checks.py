@@ -121,9 +121,9 @@ class FlowChecks:
             if info.defaults_shadow_columns and spec.has_default and name not in mapping \
                     and name in data.columns:
                 add("input-default-shadowed", (), f"{label}: flow input '{name}' has a default and "
-                    f"{display_path(data.path)} has a '{name}' column, but column_mapping does not map it; runs map "
-                    f"it to ${{data.{name}}} (prompt flow alone would use the default on every line): add "
-                    f"'{name}: ${{data.{name}}}' to column_mapping to say so", True)
+                    f"{display_path(data.path)} has a '{name}' column, but column_mapping does not map it: prompt "
+                    f"flow (and so llmops-ci) runs every line on the default, not on the column; add "
+                    f"'{name}: ${{data.{name}}}' to column_mapping to run it on the column", True)
             if not spec.has_default and name not in mapping and name not in data.columns:
                 add("input-unmapped", (), f"{label}: flow input '{name}' has no default, no column_mapping entry "
                     f"and no '{name}' column in {display_path(data.path)}; add '{name}: ${{data.<column>}}' to "

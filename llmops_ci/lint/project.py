@@ -30,6 +30,8 @@ from llmops_ci.project.data import DataInfo, read_data
 from llmops_ci.project.discover import discover
 from llmops_ci.project.loaded import Project
 
+LINE_NUMBER = "line_number"  # prompt flow's own line key: a data file with this column numbers its lines itself
+
 
 @dataclass(frozen=True)
 class LintRequest:
@@ -223,6 +225,7 @@ class _Project(FlowChecks):
             self.findings += found
             data = self.dataset(evaluation.data, origin, ("data",)) if evaluation.data is not None and \
                 inside_project(config.root, evaluation.data) else base_data
+            self.lines_pair(origin, base_data, data)
             self.mapping(evaluation.column_mapping, origin, ("column_mapping",),
                          evaluator_lint.mapping_info(evaluation, located, config.root), data, base,
                          f"{flow.name}/{evaluation.name}")
@@ -240,6 +243,7 @@ class _Project(FlowChecks):
         if evaluation.data is not None:
             data = self.dataset(evaluation.data, origin, ("data",)) \
                 if inside_project(config.root, evaluation.data) else None
+            self.lines_pair(origin, base_data, data)
         self.mapping(evaluation.column_mapping, origin, ("column_mapping",), info, data, base,
                      f"{flow.name}/{evaluation.name}")
         self.init(evaluation.init, origin, info)
@@ -258,6 +262,19 @@ class _Project(FlowChecks):
                     "score-output-type")))
         self.connections(config, info, evaluation.connections, None, origin)
         self.environment(config, evaluation.environment_variables, origin, ("environment_variables",))
+
+    def lines_pair(self, origin: Origin, base: DataInfo | None, own: DataInfo | None) -> None:
+        """An evaluation's own data is paired with its base run line by line: prompt flow refuses the run as a whole
+        ("Line numbers are not aligned") when the counts differ and neither file numbers its lines."""
+        if base is None or own is None or own is base or base.rows == own.rows or not base.rows or not own.rows \
+                or LINE_NUMBER in base.columns or LINE_NUMBER in own.columns:
+            return
+        self.findings.append(from_problem(origin.problem(
+            ("data",), f"'{display_path(own.path)}' has {own.rows} line(s) and the flow's data "
+            f"'{display_path(base.path)}' {base.rows}: prompt flow pairs an evaluation's data with the run it scores "
+            "line by line and fails the evaluation as a whole when the counts differ; give it one line per line of "
+            "the flow's data, in the same order (or leave out 'data:' to use the flow's)",
+            "evaluation-data-misaligned")))
 
     def includes_inside(self, config: Config, info: FlowInfo) -> None:
         """additional_includes, and links in the flow's folder, are copied into every run and model: they must not

@@ -372,17 +372,16 @@ def init_arguments(origin: Origin, values: dict[str, Any], environ: Mapping[str,
     return out
 
 
-def same_named_columns(label: str, info: FlowInfo, mapping: dict[str, Any], data: DataInfo) -> dict[str, Any]:
-    """``mapping`` plus ``input: ${data.input}`` for each input with a default that the data has a column for:
-    prompt flow alone would run every line on the default, silently."""
+def warn_shadowed_defaults(label: str, info: FlowInfo, mapping: dict[str, Any], data: DataInfo) -> None:
+    """Prompt flow runs an unmapped input that has a default on that default, even when the data has a column of the
+    same name; so do these runs (their answers are prompt flow's), and they say so where a reader of the log sees it."""
     if not info.defaults_shadow_columns:
-        return mapping
-    added = {name: f"${{data.{name}}}" for name, spec in info.inputs.items()
-             if spec.has_default and name not in mapping and data.rows and data.columns.get(name) == data.rows}
-    for name, value in added.items():
-        log.info("%s: input '%s' has a default and the data has a '%s' column; mapped %s: %s (add it to "
-                 "column_mapping to say so, or map it to something else)", label, name, name, name, value)
-    return {**mapping, **added}
+        return
+    for name, spec in info.inputs.items():
+        if spec.has_default and name not in mapping and data.columns.get(name):
+            log.warning("%s: input '%s' runs on its default on every line, as prompt flow runs it, although %s has a "
+                        "'%s' column: add '%s: ${data.%s}' to column_mapping to run it on the column", label, name,
+                        display_path(data.path), name, name, name)
 
 
 def secret_values(connections: tuple[ProviderConnection, ...]) -> list[str]:
@@ -423,13 +422,14 @@ def batch_job(project: Project, flow: FlowSpec, options: RunOptions, environ: Ma
         raise UsageError(f"{flow.origin.doc.display}: flow '{flow.name}' has no 'data:' to run over")
     cache = cache_settings(config, flow.name, options.llm_cache, options.cache_base)
     info = flow_info(project, flow.path)
+    warn_shadowed_defaults(flow.name, info, flow.column_mapping, project.data(flow.data))
     connections = provider_connections(config, used_connections(config, info, flow.connections,
                                                                 flow.environment_variables) | init_connections(
                                            config, flow.init),
                                        environ, lenient=cache is not None) if local_connections else ()
     return RunJob(
         flow=flow.name, name=run_name(flow.name), path=flow.path, info=info, data=flow.data,
-        column_mapping=same_named_columns(flow.name, info, flow.column_mapping, project.data(flow.data)),
+        column_mapping=flow.column_mapping,
         variant=flow.variant, connections=flow.connections,
         environment_variables=environment(flow.where("environment_variables"), flow.environment_variables, environ,
                                           connections, lenient=cache is not None),
@@ -447,6 +447,7 @@ def eval_jobs(project: Project, flow: FlowSpec, base_run: str, options: RunOptio
         label = f"{flow.name}/{evaluation.name}"
         cache = cache_settings(config, flow.name, options.llm_cache, options.cache_base, evaluation=evaluation.name)
         info = evaluation_info(evaluation, config.root) if evaluation.ref else flow_info(project, evaluation.path)
+        warn_shadowed_defaults(label, info, evaluation.column_mapping, project.data(data))
         connections = provider_connections(
             config, used_connections(config, info, evaluation.connections, evaluation.environment_variables)
             | init_connections(config, evaluation.init), environ,
@@ -454,7 +455,7 @@ def eval_jobs(project: Project, flow: FlowSpec, base_run: str, options: RunOptio
         jobs.append(RunJob(
             flow=flow.name, evaluation=evaluation.name, name=run_name(f"{flow.name}_{evaluation.name}"),
             path=evaluation.path, info=info, evaluator=evaluation.ref,
-            data=data, column_mapping=same_named_columns(label, info, evaluation.column_mapping, project.data(data)),
+            data=data, column_mapping=evaluation.column_mapping,
             variant=None, connections=evaluation.connections,
             environment_variables=environment(evaluation.origin, evaluation.environment_variables, environ,
                                               connections, lenient=cache is not None),

@@ -375,3 +375,78 @@ def test_outputs_reach_the_evaluation_as_pf_run_gives_them(project: Callable[...
                                                                            reference["weird/show"][0])
     shown = [o["shown"] for _, o in reference["weird/show"][0]]
     assert "float: inf" in shown and "list: [1, 2]" in shown and len(shown) == values - 3
+
+
+# inputs with defaults beside data columns of the same names, none of them mapped: prompt flow runs the defaults
+DEFAULTS_DAG = """\
+inputs:
+  a: {type: string, default: null}
+  b: {type: string, default: ""}
+  c: {type: string, default: "cd"}
+outputs:
+  out: {type: string, reference: "${show.output}"}
+nodes:
+- name: show
+  type: python
+  source: {type: code, path: show.py}
+  inputs: {a: "${inputs.a}", b: "${inputs.b}", c: "${inputs.c}"}
+"""
+DEFAULTS_PY = """\
+from promptflow.core import tool
+
+
+@tool
+def show(a, b, c) -> str:
+    return f"{a!r} {b!r} {c!r}"
+"""
+DEFAULTS_FLEX = """\
+def run(a: str = None, b: str = "", c: str = "cd") -> str:
+    return f"{a!r} {b!r} {c!r}"
+"""
+DEFAULTS_CONFIG = """\
+version: 1
+flows:
+  dag:
+    path: flows/dag
+    data: data/abc.jsonl
+    evaluations:
+      again:
+        path: flows/dag
+        column_mapping: {b: "${run.outputs.out}"}
+  flex:
+    path: flows/flex
+    data: data/abc.jsonl
+"""
+
+
+def test_unmapped_inputs_with_defaults_run_as_pf_run_runs_them(project: Callable[..., Project],
+                                                               cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    """An input with a default runs on it even beside a same-named data column, unless mapped (a null default in a DAG
+    is none; a flex ``= None`` is one): prompt flow's rule, followed, and said by lint and the run."""
+    proj = project({"llmops.yaml": DEFAULTS_CONFIG, "flows/dag/flow.dag.yaml": DEFAULTS_DAG,
+                    "flows/dag/show.py": DEFAULTS_PY, "flows/flex/flow.flex.yaml": "entry: entry:run\n",
+                    "flows/flex/entry.py": DEFAULTS_FLEX,
+                    "data/abc.jsonl": '{"a": "A1", "b": "B1", "c": "C1"}\n{"a": "A2", "b": "B2", "c": "C2"}\n'},
+                   base=False)
+    batch = cli("batch-run", "--workers", "2")
+    assert batch.code == 0, batch.err
+    evals = cli("eval-run", "--workers", "2")
+    assert evals.code == 0, evals.err
+    flows, data = proj.path("flows"), str(proj.path("data/abc.jsonl"))
+    reference = pf_runs(tmp_path / "reference", [
+        {"name": "dag", "flow": str(flows / "dag"), "data": data},
+        {"name": "dag/again", "flow": str(flows / "dag"), "data": data, "run": "dag",
+         "column_mapping": {"b": "${run.outputs.out}"}},
+        {"name": "flex", "flow": str(flows / "flex"), "data": data}], [], workers=2)
+    for label, expected in reference.items():
+        assert same(ours(proj, label)[0], expected[0]), (label, ours(proj, label)[0], expected[0])
+    # prompt flow's own answers, so that the same can never mean equally wrong
+    assert [o for _, o in reference["dag"][0]] == [{"out": "'A1' '' 'cd'"}, {"out": "'A2' '' 'cd'"}]
+    assert [o for _, o in reference["flex"][0]] == [{"output": "None '' 'cd'"}] * 2
+    said = batch.err + evals.err
+    for label, inputs in (("dag", "bc"), ("dag/again", "c"), ("flex", "abc")):
+        for name in "abc":
+            warning = f"{label}: input '{name}' runs on its default on every line"
+            assert (warning in said) is (name in inputs), (warning, said)
+    lint = cli("lint")
+    assert lint.out.count("input-default-shadowed") == 6, lint.out

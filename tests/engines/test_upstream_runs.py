@@ -79,16 +79,25 @@ def test_run_yml_environment_variables_resolve_connections(cli: Cli, upstream: P
     assert not [p for p in upstream.path(".llmops").rglob("*") if p.is_file() and AZURE_KEY.encode() in p.read_bytes()]
 
 
-def test_defaults_do_not_shadow_same_named_columns(cli: Cli, upstream: Project) -> None:
-    # evaluation/eval-chat-math: inputs with defaults, data with the same columns, no column_mapping
+def test_defaults_win_over_same_named_columns_as_in_prompt_flow(cli: Cli, upstream: Project) -> None:
+    # evaluation/eval-chat-math: inputs with defaults ("10"), data with the same columns, no column_mapping: prompt
+    # flow runs every line on the defaults (each scores 1), so must we, and both lint and the run say so
     result = cli("batch-run", "--flow", "math")
     assert result.code == 0, result.err
-    assert "math: input 'groundtruth' has a default and the data has a 'groundtruth' column; mapped groundtruth: " \
-           "${data.groundtruth}" in result.err
+    assert "math: input 'groundtruth' runs on its default on every line, as prompt flow runs it, although " \
+           "data/math.jsonl has a 'groundtruth' column: add 'groundtruth: ${data.groundtruth}' to column_mapping" \
+           in result.err
     scores = [json.loads(x)["outputs"]["score"] for x in upstream.read(".llmops/runs/math/lines.jsonl").splitlines()]
-    assert scores == [1, -1, -1, -1]  # on the defaults every line would score 1
+    assert scores == [1, 1, 1, 1]
     lint = cli("lint")
     assert "input-default-shadowed" in lint.out and "flow input 'prediction' has a default" in lint.out
+    upstream.replace("llmops.yaml", "    data: data/math.jsonl\n", "    data: data/math.jsonl\n    column_mapping: "
+                     "{groundtruth: '${data.groundtruth}', prediction: '${data.prediction}'}\n")
+    result = cli("batch-run", "--flow", "math")
+    assert result.code == 0, result.err
+    assert "runs on its default" not in result.err
+    scores = [json.loads(x)["outputs"]["score"] for x in upstream.read(".llmops/runs/math/lines.jsonl").splitlines()]
+    assert scores == [1, -1, -1, -1]
 
 
 def test_a_flow_that_fails_as_a_whole(cli: Cli, upstream: Project) -> None:

@@ -39,9 +39,9 @@ def facts(info: FlowInfo | None) -> tuple[str, str, str | None, bool, str, bool]
 
 @pytest.mark.parametrize(("path", "expected"), [
     ("examples/web-classification/flows/classify", ("dag", "promptflow", "promptflow", True, "typed", False)),
-    ("examples/web-classification-flex/flows/classify", ("flex", "promptflow", "promptflow", False, "nan", True)),
+    ("examples/web-classification-flex/flows/classify", ("flex", "promptflow", "promptflow", True, "nan", True)),
     ("tests/kinds/data/prompty/basic/basic.prompty",
-     ("prompty", "promptflow", "promptflow", False, "nan", True)),
+     ("prompty", "promptflow", "promptflow", True, "nan", True)),
     ("examples/web-classification-maf/agents/classify.yaml",
      ("agent_framework", "agent_framework", "agent_framework", False, "absent", False)),
 ])
@@ -51,7 +51,7 @@ def test_flow_facts_by_kind(path: str, expected: tuple[str, str, str | None, boo
 
 def test_prompty2_is_run_by_the_prompty_package_and_served_by_nothing(tmp_path: Path) -> None:
     (tmp_path / "summarize.prompty").write_text(textwrap.dedent(PROMPTY2), encoding="utf-8")
-    assert facts(inspect(tmp_path / "summarize.prompty")) == ("prompty", "prompty", None, False, "absent", True)
+    assert facts(inspect(tmp_path / "summarize.prompty")) == ("prompty", "prompty", None, True, "absent", True)
 
 
 @pytest.mark.parametrize(("example", "flow", "expected"), [

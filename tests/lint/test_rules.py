@@ -222,6 +222,13 @@ CASES: dict[str, Case] = {
                                    "did you mean 'text'"),
     "mapping-input-unknown": Case(replace(CFG, "text: ${data.text}", "txt: ${data.text}"), nothing, CFG, 12,
                                   "did you mean 'text'"),
+    # the near miss: as many lines as the flow's data (prompt flow pairs them line by line)
+    "evaluation-data-misaligned": Case(
+        both(write("data/labels.jsonl", '{"label": "App"}\n{"label": "Movie"}\n'),
+             replace(CFG, "        path: flows/eval\n", "        path: flows/eval\n        data: data/labels.jsonl\n")),
+        both(write("data/labels.jsonl", '{"label": "App"}\n{"label": "Movie"}\n{"label": "None"}\n'),
+             replace(CFG, "        path: flows/eval\n", "        path: flows/eval\n        data: data/labels.jsonl\n")),
+        CFG, 19, "has 2 line(s) and the flow's data 'data/classify.jsonl' 3"),
     "mapping-output-unknown": Case(replace(CFG, "${run.outputs.category}", "${run.outputs.categry}"),
                                    replace(CFG, "${run.outputs.category}", "${run.inputs.text}"), CFG, 21,
                                    "did you mean 'category'"),

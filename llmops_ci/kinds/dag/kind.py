@@ -161,7 +161,7 @@ class _DagChecker(NodeChecks):
                 best = closest(itype, VALUE_TYPES)
                 self.add("input-type", ("inputs", name, "type"), f"flow input '{name}' has unknown type '{itype}'; "
                          + (f"did you mean '{best}'?" if best else "use one of: " + ", ".join(VALUE_TYPES)))
-            self.info.inputs[str(name)] = FlowInput(str(name), str(itype), "default" in spec)
+            self.info.inputs[str(name)] = FlowInput(str(name), str(itype), spec.get("default") is not None)
 
     def _nodes(self, data: dict[str, Any], nodes: list[dict[str, Any]]) -> tuple[list[Body], dict[str, Key]]:
         raw_nodes = as_list(data.get("nodes"))

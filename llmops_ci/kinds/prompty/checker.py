@@ -98,7 +98,8 @@ class PromptyChecker:
         self.path = path
         self.embedded = embedded or beside_flex_code(path.parent)
         self.configured_by_code = self.embedded and code_passes_configuration(path.parent, path.name)
-        self.info = FlowInfo("prompty", path.parent, path, engine="prompty", connections_by_name=True)
+        self.info = FlowInfo("prompty", path.parent, path, engine="prompty", defaults_shadow_columns=True,
+                             connections_by_name=True)
         self.doc: YamlDoc | None = None
         self.format = PROMPTFLOW
         self.node = path.stem
@@ -215,7 +216,8 @@ class PromptyChecker:
                 best = closest(itype, VALUE_TYPES)
                 self.add("input-type", ("inputs", name, "type"), f"input '{name}' has unknown type '{itype}'; "
                          + (f"did you mean '{best}'?" if best else "use one of: " + ", ".join(VALUE_TYPES)))
-            self.info.inputs[str(name)] = FlowInput(str(name), str(itype or "string"), "default" in spec)
+            self.info.inputs[str(name)] = FlowInput(str(name), str(itype or "string"),
+                                                         spec.get("default") is not None)
             self.input_keys[str(name)] = ("inputs", name)
             if spec.get("is_chat_input") is True:
                 self.info.chat_input = str(name)
