@@ -26,7 +26,7 @@ from llmops_ci.config.model import (
     ParitySpec,
     RegisterSpec,
 )
-from llmops_ci.config.paths import inside_project, outside, rel
+from llmops_ci.config.paths import inside_project, outside_tree, rel
 from llmops_ci.config.schema import (
     CONFIG,
     CONNECTION_FIELDS,
@@ -93,7 +93,7 @@ def read_config(path: Path, environ: Mapping[str, str] | None) -> tuple[Config |
     cache_dir = rel(root, cache["dir"]) if "dir" in cache else None
     if cache_dir is not None:
         cache_origin = Origin(doc, ("llm_cache",))
-        problems += outside(root, cache_origin, ("dir",), cache_dir)
+        problems += outside_tree(root, cache_origin, ("dir",), cache_dir)
         if cache_dir.exists() and not cache_dir.is_dir():
             problems.append(cache_origin.problem(("dir",), f"llm_cache.dir '{cache['dir']}' is a file; it must be "
                                                  "a folder (cassettes are written there, one file per flow)",

@@ -9,7 +9,7 @@ from typing import Any
 
 from llmops_ci.config.deploy import deploy_spec
 from llmops_ci.config.model import Evaluation, FlowSpec, GateRule, ParitySpec, RegisterSpec
-from llmops_ci.config.paths import flow_dir, outside, rel
+from llmops_ci.config.paths import flow_dir, outside, outside_tree, rel
 from llmops_ci.config.schema import MAX_REPEATS, RUN_DETAILS, RUN_YML
 from llmops_ci.core.errors import ConfigError, Problem
 from llmops_ci.core.schema import as_dict
@@ -80,7 +80,7 @@ def build_flow(name: str, entry: dict[str, Any], written: dict[str, Any], doc: Y
         return None, problems + out, run_doc
     data_path = rel(src.root, source["data"]) if "data" in source else None
     if data_path is not None:
-        problems += outside(root, src.origin, ("data",), data_path)
+        problems += outside_tree(root, src.origin, ("data",), data_path)
     connections: dict[str, dict[str, Any]] = {}
     for layer in (source, entry) if src.run_file is not None else (entry,):
         for node, values in layer.get("connections", {}).items():
@@ -152,7 +152,7 @@ def _evaluations(name: str, entry: dict[str, Any], written: dict[str, Any], doc:
         eval_data = rel(root, eraw["data"]) if "data" in eraw else None
         out = outside(root, eval_origin, ("path",), eval_path)
         problems += out
-        problems += outside(root, eval_origin, ("data",), eval_data) if eval_data is not None else []
+        problems += outside_tree(root, eval_origin, ("data",), eval_data) if eval_data is not None else []
         if out:
             continue
         evaluations[str(ename)] = Evaluation(
@@ -197,7 +197,7 @@ def _ref_evaluation(name: str, raw: dict[str, Any], origin: Origin,
     problems: list[Problem] = []
     data = rel(root, raw["data"]) if "data" in raw else None
     if data is not None:
-        problems += outside(root, origin, ("data",), data)
+        problems += outside_tree(root, origin, ("data",), data)
     evaluation = Evaluation(
         name, root, data, dict(raw.get("column_mapping", {})), {}, dict(raw.get("environment_variables", {})),
         origin, dict(raw.get("scores", {})), dict(raw.get("init", {})),

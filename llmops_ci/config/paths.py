@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops_ci.core.errors import Problem
+from llmops_ci.core.safe_copy import links_out
 from llmops_ci.core.schema import path_problem
 from llmops_ci.core.yamldoc import Key
 from llmops_ci.diagnostics.origin import Origin
@@ -44,3 +45,14 @@ def outside(root: Path, origin: Origin, sub: Key, path: Path) -> list[Problem]:
     except (OSError, RuntimeError) as exc:  # a symlink loop
         return [origin.problem(sub, f"cannot resolve '{path}': {exc}", "path-missing")]
     return []
+
+
+def outside_tree(root: Path, origin: Origin, sub: Key, path: Path) -> list[Problem]:
+    """``outside`` for a path that may be a folder read whole (a data folder, the cassettes): a link in it that leads
+    out of the project is refused too, where it is (its content would be read as the project's and published)."""
+    found = outside(root, origin, sub, path)
+    if found or not path.is_dir():
+        return found
+    return [origin.problem(sub, f"'{os.path.relpath(link.link, root) if os.path.isabs(link.link) else link.link}' in "
+                           f"'{os.path.relpath(path, root)}': {link.reason}", link.rule)
+            for link in links_out(path, root)]

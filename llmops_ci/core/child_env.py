@@ -61,6 +61,10 @@ def child_environment(base: Mapping[str, str], extra: Mapping[str, str] | None =
     A variable whose value carries a CI credential's value under another name (``FWD: ${env:GITHUB_TOKEN}``
     resolved somewhere upstream) is dropped too: the name is not what is secret, the value is.
     """
+    if not _RUNNERS:  # fail closed: without the platforms' names nothing would be dropped, silently
+        raise RuntimeError("llmops-ci: no CI platform has registered its credential names, so a child's environment "
+                           "cannot be cleaned of them; import llmops_ci.platforms before starting a process that "
+                           "runs flow code")
     secrets = [v for k, v in base.items() if is_ci_credential(k) and len(v.strip()) >= _MIN_VALUE]
     env = {k: v for k, v in base.items() if not is_ci_credential(k) and k not in drop}
     env.update(extra or {})

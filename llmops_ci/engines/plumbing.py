@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from llmops_ci.core.child_env import child_environment
 from llmops_ci.core.errors import CheckFailed
 from llmops_ci.core.log import cache_line
 from llmops_ci.engines.base import Backend
@@ -82,8 +83,10 @@ def run_child(module: str, request: dict[str, Any], *, cwd: Path, env: Mapping[s
     everything it started are gone when it returns."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w", encoding="utf-8") as log_file:
+        # the one way a runner starts: whatever the engine built, no CI credential reaches the code it runs
         proc = subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=log_file,
-                                stderr=subprocess.STDOUT, cwd=cwd, env=dict(env), start_new_session=True, text=True)
+                                stderr=subprocess.STDOUT, cwd=cwd, env=child_environment(env), start_new_session=True,
+                                text=True)
         try:
             assert proc.stdin is not None
             proc.stdin.write(json.dumps(request, default=str))

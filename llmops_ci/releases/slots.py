@@ -21,6 +21,7 @@ from typing import Any
 
 import requests
 
+from llmops_ci.core.child_env import child_environment
 from llmops_ci.engines.plumbing import reap
 from llmops_ci.releases.base import Release
 from llmops_ci.releases.bluegreen import Stage, roll_out
@@ -173,7 +174,8 @@ def spawn(module: str, request: dict[str, Any], *, env: dict[str, str], cwd: Pat
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w", encoding="utf-8") as log_file:
         proc = subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=log_file,
-                                stderr=subprocess.STDOUT, cwd=cwd, env=env, start_new_session=True, text=True)
+                                stderr=subprocess.STDOUT, cwd=cwd, env=child_environment(env), start_new_session=True,
+                                text=True)
     try:
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(request))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops_ci.config import Config, DeploySpec, FlowSpec
+from llmops_ci.config.paths import inside_project
 from llmops_ci.core.errors import UsageError
 from llmops_ci.core.schema import as_dict, describe, did_you_mean
 from llmops_ci.core.yamldoc import display_path
@@ -210,6 +211,10 @@ def load_smoke_tests(config: Config, flow: FlowSpec) -> list[SmokeTest]:
     files = sorted(glob.glob(str(config.root / pattern)))
     if not files:
         raise UsageError(f"{config.doc.display}: smoke_tests '{pattern}' of flow '{flow.name}' matches no file")
+    for file in files:  # a link among them to a file outside the project: its content is not the project's to send
+        if not inside_project(config.root, Path(file)):
+            raise UsageError(f"{display_path(Path(file))}: a smoke test of flow '{flow.name}' that leads out of the "
+                             f"project folder {config.root}; replace the link with the file itself")
     return [_smoke_test(Path(file)) for file in files]
 
 

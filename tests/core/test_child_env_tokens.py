@@ -263,3 +263,58 @@ def test_a_program_using_an_engine_alone_still_scrubs_ci_tokens() -> None:
             "print(sorted(env))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['HOME']"
+
+
+def _with_ci(environ: dict[str, str]) -> dict[str, str]:
+    drop = ("GITHUB_ACTIONS", "TF_BUILD", "LLMOPS_CI_EARLY_EXECUTOR", "LLMOPS_CI_KEEP_EXECUTOR")
+    return {**{k: v for k, v in environ.items() if k not in drop}, **CI}
+
+
+@pytest.mark.executor
+def test_the_executor_started_ahead_gets_no_ci_credential(project: Callable[..., Project]) -> None:
+    """``python -m llmops_ci`` starts prompt flow's executor before it has imported the rest of llmops-ci (the
+    platforms that name the CI credentials among it): that executor must be as clean as one started later."""
+    proj = project({**FLEX_ECHO, "flows/echo/echo.py": _echo_code()}, base=False)
+    done = subprocess.run([sys.executable, "-m", "llmops_ci", "batch-run", "-v"], cwd=proj.root, capture_output=True,
+                          text=True, timeout=300, env=_with_ci(dict(os.environ)))
+    assert done.returncode == 0, done.stderr
+    assert "the prompt flow executor started ahead" in done.stderr and "is taken over" in done.stderr
+    lines = [json.loads(x) for x in proj.read(".llmops/runs/echo/lines.jsonl").splitlines()]
+    assert [line["outputs"]["output"] for line in lines] == ["seen:", "seen:"]
+
+
+PEEK = """\
+import os
+
+VALUES = {values!r}
+
+
+def peek(text: str) -> dict:
+    return {{"seen": float(sum(v in VALUES.values() for v in os.environ.values()))}}
+"""
+
+
+@pytest.mark.executor
+def test_an_evaluator_sees_no_ci_credential(cli: Cli, project: Callable[..., Project],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """An evaluator's (or scorer's, or Agent Framework flow's) runner is started by ``run_child``: it cleans the
+    environment whatever the engine handed it."""
+    proj = project({**FLEX_ECHO, "flows/echo/echo.py": _echo_code(), "evals/peek.py": PEEK.format(values=CI),
+                    "evals/__init__.py": ""}, base=False)
+    proj.replace("llmops.yaml", "      MODE: fast\n", "      MODE: fast\n    evaluations:\n      peek:\n"
+                 "        evaluator: evals.peek:peek\n        column_mapping: {text: '${data.text}'}\n")
+    for name, value in CI.items():
+        monkeypatch.setenv(name, value)
+    result = cli("pr", "--platform", "local")
+    assert result.code == 0, result.err
+    lines = [json.loads(x) for x in proj.read(".llmops/runs/echo/evals/peek/lines.jsonl").splitlines()]
+    assert [line["outputs"] for line in lines] == [{"seen": 0.0}, {"seen": 0.0}]
+
+
+def test_without_the_platforms_a_child_environment_is_refused() -> None:
+    """Fail closed: before any platform named its credentials there is nothing to drop, so nothing is handed on."""
+    code = ("from llmops_ci.core.child_env import child_environment\n"
+            "try:\n    child_environment({'GITHUB_TOKEN': 'ghs_secretvalue123'})\n"
+            "except RuntimeError as exc:\n    print('refused:', exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("refused:") and "import llmops_ci.platforms" in out

@@ -129,3 +129,47 @@ def test_an_include_out_of_the_project_is_never_copied(project: Callable[..., Pr
     with pytest.raises(UsageError, match="outside the project"):
         snapshot_of(proj.path("flows/classify"), tmp_path / "snap")
     assert not any(SECRET in p.read_text(errors="replace") for p in (tmp_path / "snap").rglob("*") if p.is_file())
+
+
+def test_a_folder_read_whole_never_reads_through_a_link_out(cli: Cli, project: Callable[..., Project],
+                                                            outside: Path) -> None:
+    """A data folder (prompt flow reads every file in it) or the cassettes folder holding a link out of the project:
+    the link is refused where it is, before anything is read (its content would land in lines.jsonl)."""
+    proj = project()
+    proj.write("data/batch/a.jsonl", proj.read("data/classify.jsonl"))
+    proj.path("data/batch/b.jsonl").symlink_to(outside)
+    proj.replace("llmops.yaml", "data: data/classify.jsonl", "data: data/batch")
+    for step in ("lint", "batch-run"):
+        result = cli(step)
+        assert result.code == (1 if step == "lint" else 2), result.err
+        said = result.out + result.err
+        assert "'data/batch/b.jsonl' in 'data/batch'" in said and "path-outside" in said or step != "lint"
+        assert "llmops.yaml:10" in said or step == "lint"
+        assert SECRET not in said
+    assert not proj.path(".llmops/runs/classify/lines.jsonl").exists()
+    proj.path("data/batch/b.jsonl").unlink()
+    proj.write("shared/more.jsonl", proj.read("data/classify.jsonl"))
+    proj.path("data/batch/b.jsonl").symlink_to(proj.path("shared/more.jsonl"))  # inside the project: fine
+    assert cli("lint").code == 0
+    proj.write("cassettes/ok.json", "{}\n")
+    proj.path("cassettes/planted.json").symlink_to(outside)
+    proj.replace("llmops.yaml", "flows:\n", "llm_cache:\n  dir: cassettes\nflows:\n")
+    result = cli("lint")
+    assert result.code == 1 and "'cassettes/planted.json' in 'cassettes'" in result.out
+
+
+def test_a_smoke_test_through_a_link_out_is_refused(project: Callable[..., Project], outside: Path) -> None:
+    from llmops_ci.config import read_config
+    from llmops_ci.releases.spec import load_smoke_tests
+
+    proj = project()
+    proj.write("smoke/ok.json", '{"text": "hello"}\n')
+    proj.replace("llmops.yaml", "    path: flows/classify\n", "    path: flows/classify\n    deploy:\n"
+                 "      endpoint: ep\n      smoke_tests: smoke/*.json\n")
+    config, problems = read_config(proj.path("llmops.yaml"), None)
+    assert config is not None and not problems
+    assert len(load_smoke_tests(config, config.flows["classify"])) == 1
+    outside.write_text('{"text": "' + SECRET + '"}\n', encoding="utf-8")
+    proj.path("smoke/planted.json").symlink_to(outside)
+    with pytest.raises(UsageError, match="smoke/planted.json: a smoke test of flow 'classify' that leads out"):
+        load_smoke_tests(config, config.flows["classify"])
