@@ -170,6 +170,7 @@ def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: 
     summaries: list[dict[str, Any]] = []
     broken: list[str] = []
     whole: list[str] = []
+    empty: list[str] = []  # every line failed: such a run never passes, whatever max_failed_lines allows
     down: dict[str, str] = {}
     for (flow, job), record in zip(jobs, _records(project, rc, [job for _, job in jobs]), strict=True):
         keep_base(rc.state_dir, record, job.data)  # what eval-run scores, whichever engine made the run
@@ -187,13 +188,19 @@ def batch_run(project: Project, flows: list[FlowSpec], options: RunOptions, rc: 
         if summary["status"] != "completed":
             if endpoint:
                 down[flow.name] = endpoint
+            elif record.failed_as_a_whole:
+                whole.append(flow.name)
+            elif summary["lines_total"] and summary["lines_failed"] == summary["lines_total"]:
+                empty.append(flow.name)
             else:
-                (whole if record.failed_as_a_whole else broken).append(flow.name)
-    if down and not broken and not whole:
+                broken.append(flow.name)
+    if down and not broken and not whole and not empty:
         raise ServiceError("every line failed reaching an outside service (" + ", ".join(
             f"{name}: {failure}" for name, failure in down.items()) + "); check that the endpoint is up and that "
             "the connection's base URL and key are right")
     problems = [f"{name} failed as a whole (see its error above)" for name in whole]
+    problems += [f"every line of {name} failed (see the errors above): a run with no line done never passes, "
+                 "whatever max_failed_lines allows" for name in empty]
     if broken or down:
         names = broken + list(down)
         problems.append(f"{', '.join(names)} had more failed lines than max_failed_lines allows (see the errors "

@@ -84,6 +84,18 @@ def test_failed_lines_within_the_allowance_pass(cli: Cli, run_project: Callable[
     assert summary(proj)["flows"]["echo"]["run"]["status"] == "completed"
 
 
+def test_a_run_whose_every_line_failed_fails_whatever_the_allowance(cli: Cli, run_project: Callable[..., Project],
+                                                                    run_env: FakeOpenAI) -> None:
+    proj = run_project({"data/echo.jsonl": '{"text": "boom", "expected": "A"}\n{"text": "boom", "expected": "B"}\n'})
+    proj.replace("llmops.yaml", "    path: flows/echo\n", "    path: flows/echo\n    max_failed_lines: 5\n")
+    result = cli("batch-run", "--flow", "echo")
+    assert result.code == 1
+    assert summary(proj)["flows"]["echo"]["run"]["status"] == "failed"
+    assert "2 lines failed (allowed 5)" in result.err
+    assert "every line of echo failed (see the errors above): a run with no line done never passes" in result.err
+    assert "more failed lines than max_failed_lines allows" not in result.err
+
+
 def test_line_timeout(cli: Cli, run_project: Callable[..., Project], run_env: FakeOpenAI) -> None:
     proj = run_project({"data/echo.jsonl": '{"text": "a", "expected": "A"}\n{"text": "sleep", "expected": "B"}\n'})
     result = cli("batch-run", "--flow", "echo", "--line-timeout", "1")

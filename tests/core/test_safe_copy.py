@@ -143,9 +143,8 @@ def test_a_folder_read_whole_never_reads_through_a_link_out(cli: Cli, project: C
         result = cli(step)
         assert result.code == (1 if step == "lint" else 2), result.err
         said = result.out + result.err
-        assert "'data/batch/b.jsonl' in 'data/batch'" in said and "path-outside" in said or step != "lint"
-        assert "llmops.yaml:10" in said or step == "lint"
-        assert SECRET not in said
+        assert "'data/batch/b.jsonl' in 'data/batch'" in said and SECRET not in said
+        assert ("path-outside" if step == "lint" else "llmops.yaml:10") in said
     assert not proj.path(".llmops/runs/classify/lines.jsonl").exists()
     proj.path("data/batch/b.jsonl").unlink()
     proj.write("shared/more.jsonl", proj.read("data/classify.jsonl"))
@@ -171,5 +170,5 @@ def test_a_smoke_test_through_a_link_out_is_refused(project: Callable[..., Proje
     assert len(load_smoke_tests(config, config.flows["classify"])) == 1
     outside.write_text('{"text": "' + SECRET + '"}\n', encoding="utf-8")
     proj.path("smoke/planted.json").symlink_to(outside)
-    with pytest.raises(UsageError, match="smoke/planted.json: a smoke test of flow 'classify' that leads out"):
+    with pytest.raises(UsageError, match=r"smoke/planted\.json: a smoke test of flow 'classify' that leads out"):
         load_smoke_tests(config, config.flows["classify"])
