@@ -82,6 +82,8 @@ _RULES = rule_table(
                                    "${run.inputs.x} or a literal"),
     Rule("mapping-column-unknown", ERROR, "${data.col} in a column mapping names a column the data does not have"),
     Rule("mapping-input-unknown", WARNING, "a column mapping key that is not an input of the flow"),
+    Rule("data-line-number", ERROR, "a data column named line_number with a repeated, missing or non-integer value "
+                                    "(prompt flow keys the lines by it and merges repeats)"),
     Rule("evaluation-data-misaligned", ERROR, "an evaluation's own data has not as many lines as the flow's data "
                                               "(prompt flow fails such an evaluation as a whole)"),
     Rule("mapping-output-unknown", ERROR, "${run.outputs.x} in an evaluation mapping is not an output of the "

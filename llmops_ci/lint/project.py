@@ -26,11 +26,9 @@ from llmops_ci.kinds.base import FlowInfo
 from llmops_ci.lint import evaluators as evaluator_lint
 from llmops_ci.lint.flow_checks import FlowChecks, no_connection, typed
 from llmops_ci.lint.release import release_findings
-from llmops_ci.project.data import DataInfo, read_data
+from llmops_ci.project.data import LINE_NUMBER, DataInfo, read_data
 from llmops_ci.project.discover import discover
 from llmops_ci.project.loaded import Project
-
-LINE_NUMBER = "line_number"  # prompt flow's own line key: a data file with this column numbers its lines itself
 
 
 @dataclass(frozen=True)
@@ -151,6 +149,16 @@ class _Project(FlowChecks):
             return None
         for line, message in info.errors:
             self.findings.append(finding("data-parse", shown, line, None, f"line {line} {message}"))
+        if info.renumbered is not None:
+            line, value, _ = info.renumbered
+            what = ("no line_number while other lines have one" if value is None
+                    else f"line_number {value!r}, " + ("a number an earlier line has" if type(value) is int
+                                                       or str(value).strip().isdigit() else "not a whole number"))
+            self.findings.append(finding(
+                "data-line-number", shown, line, None, f"line {line} has {what}: prompt flow takes a 'line_number' "
+                "column as each line's own number and keys the lines by it, so lines with the same number are "
+                "merged into one (the run has fewer lines than the data, silently); rename the column (or number "
+                "every line once)"))
         if info.error_count > len(info.errors):
             line = info.errors[-1][0]
             self.findings.append(finding("data-parse", shown, line, None,

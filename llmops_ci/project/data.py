@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 SUFFIXES = (".jsonl", ".csv", ".tsv", ".json")
+LINE_NUMBER = "line_number"  # prompt flow's own line key: a data column of this name numbers the lines
 
 
 MAX_LINE = 10_000_000  # characters in one line (one data row); a longer one is refused, not read into memory
@@ -35,14 +36,31 @@ class DataInfo:
     errors: list[tuple[int, str]] = field(default_factory=list)  # (line, message), at most a few
     error_count: int = 0
     fatal: str | None = None  # the file cannot be used at all
+    renumbered: tuple[int, Any, int] | None = None  # (line, value, position): a line_number prompt flow cannot key by
     # per column, the index of the last row that had it; row index -> line number (for first_missing)
     _last: dict[str, int] = field(default_factory=dict, repr=False)
     _lines: list[int] = field(default_factory=list, repr=False)
+    _numbers: set[int] = field(default_factory=set, repr=False)  # the line_number values met so far
 
     def note_error(self, line: int, message: str) -> None:
         self.error_count += 1
         if len(self.errors) < 3:
             self.errors.append((line, message))
+
+    def note_line_number(self, line: int, row: dict[str, Any]) -> None:
+        """Prompt flow takes a ``line_number`` column as each line's number and keys the lines by it: lines with the
+        same number become one. ``renumbered`` keeps the first line whose number is a repeat, not a whole number,
+        or missing while other rows have one."""
+        seen = self.columns.get(LINE_NUMBER, 0)  # rows before this one that had it
+        if self.renumbered is not None or (LINE_NUMBER not in row and not seen):
+            return
+        value = row.get(LINE_NUMBER)  # None: missing here though earlier rows have it (pandas: NaN)
+        if isinstance(value, str) and value.strip().isdigit():  # CSV text, as pandas reads it
+            value = int(value)
+        if type(value) is not int or value < 0 or value in self._numbers or seen != self.rows:
+            self.renumbered = (line, row.get(LINE_NUMBER), self.rows)
+        else:
+            self._numbers.add(value)
 
     def missing_in(self, column: str) -> int:
         return self.rows - self.columns.get(column, 0)
@@ -71,6 +89,7 @@ class DataInfo:
                 self.first_missing[k] = self._lines[self._last[k] + 1]
         self._last.clear()
         self._lines.clear()
+        self._numbers.clear()
 
 
 def read_data(path: Path) -> DataInfo:
@@ -212,6 +231,7 @@ def _jsonl(lines: Iterator[str], info: DataInfo) -> None:
             continue
         if (big := _int_too_big(row)) is not None:
             info.note_error(lineno, _big_int_message(big))
+        info.note_line_number(lineno, row)
         info._add_row(lineno, list(row))
 
 
@@ -243,6 +263,7 @@ def _json(fh: TextIO, info: DataInfo) -> None:
         if isinstance(row, dict):
             if (big := _int_too_big(row)) is not None:
                 info.note_error(1, f"item {i} {_big_int_message(big)}")
+            info.note_line_number(1, row)
             info._add_row(i, list(row))
         else:
             info.note_error(1, f"item {i} is not an object")
@@ -269,6 +290,7 @@ def _csv(lines: Iterator[str], info: DataInfo, delimiter: str) -> None:
             if len(row) != len(header):
                 info.note_error(reader.line_num, f"has {len(row)} fields, the header has {len(header)}")
                 continue
+            info.note_line_number(reader.line_num, dict(zip(header, row, strict=True)))
             info._add_row(reader.line_num, header)
     except csv.Error as exc:
         info.note_error(reader.line_num, f"broken CSV: {exc}")

@@ -214,6 +214,14 @@ CASES: dict[str, Case] = {
                                       replace(DAG, "inputs:\n  text:", "environment:\n  python_requirements_txt: "
                                               "req.txt\ninputs:\n  text:")), DAG, 2),
     "data-missing": Case(replace(CFG, "data/classify.jsonl", "data/missing.jsonl"), nothing, CFG, 10),
+    # the near miss: every line numbered once (upstream's evaluation data counts from 1): nothing is merged
+    "data-line-number": Case(write("data/classify.jsonl", '{"line_number": 1, "text": "a", "label": "App"}\n'
+                                   '{"line_number": 1, "text": "b", "label": "Movie"}\n'
+                                   '{"line_number": 2, "text": "c", "label": "None"}\n'),
+                             write("data/classify.jsonl", '{"line_number": 1, "text": "a", "label": "App"}\n'
+                                   '{"line_number": 2, "text": "b", "label": "Movie"}\n'
+                                   '{"line_number": 3, "text": "c", "label": "None"}\n'),
+                             "data/classify.jsonl", 2, "line 2 has line_number 1, a number an earlier line has"),
     "data-parse": Case(replace("data/classify.jsonl", '{"text": "Watch', '{"text": Watch'), nothing,
                        "data/classify.jsonl", 2, "line 2"),
     "mapping-invalid": Case(replace(CFG, "text: ${data.text}", "text: ${inputs.text}"),

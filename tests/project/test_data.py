@@ -45,3 +45,36 @@ def test_unusable_files(tmp_path: Path) -> None:
     (tmp_path / "bin.jsonl").write_bytes(b"\xff\xfe\x00bad")
     assert "not UTF-8" in (read_data(tmp_path / "bin.jsonl").fatal or "")
     assert "empty" in (read_data(write(tmp_path, "e.csv", "")).fatal or "")
+
+
+def _pf_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, q) of each line prompt flow's own batch input processor makes of ``path``."""
+    from promptflow._constants import LINE_NUMBER_KEY
+    from promptflow.batch._batch_inputs_processor import BatchInputsProcessor
+    from promptflow.contracts.flow import FlowInputDefinition
+    from promptflow.contracts.tool import ValueType
+
+    processor = BatchInputsProcessor(path.parent, {"q": FlowInputDefinition(ValueType.STRING)})
+    rows = processor.process_batch_inputs({"data": str(path)}, {"q": "${data.q}"})
+    return [(int(row[LINE_NUMBER_KEY]), row["q"]) for row in rows]
+
+
+def test_a_line_number_column_is_flagged_exactly_when_prompt_flow_would_merge_lines(tmp_path: Path) -> None:
+    cases = {  # name: (file, flagged as (line, value, position))
+        "positions.jsonl": ('{"q": "a", "line_number": 0}\n{"q": "b", "line_number": 1}\n', None),
+        "from-one.jsonl": ('{"q": "a", "line_number": 1}\n{"q": "b", "line_number": 2}\n', None),  # upstream's
+        "swapped.csv": ("q,line_number\na,1\nb,0\n", None),
+        "none.jsonl": ('{"q": "a"}\n{"q": "b"}\n', None),
+        "twice.jsonl": ('{"q": "a", "line_number": 1}\n{"q": "b", "line_number": 1}\n', (2, 1, 1)),
+        "twice.csv": ("q,line_number\na,3\nb,3\n", (3, "3", 1)),
+        "text.jsonl": ('{"q": "a", "line_number": 0}\n{"q": "b", "line_number": "x"}\n', (2, "x", 1)),
+        "bool.jsonl": ('{"q": "a", "line_number": false}\n{"q": "b", "line_number": true}\n', (1, False, 0)),
+        "gap.jsonl": ('{"q": "a", "line_number": 0}\n{"q": "b"}\n', (2, None, 1)),
+    }
+    for name, (text, flagged) in cases.items():
+        path = write(tmp_path, name, text)
+        assert read_data(path).renumbered == flagged, name
+        if flagged is None:  # prompt flow's own: every row is a line of its own
+            assert sorted(q for _, q in _pf_lines(path)) == ["a", "b"], name
+    assert _pf_lines(tmp_path / "twice.jsonl") == [(1, "b")]  # prompt flow's own: a line is gone, silently
+    assert _pf_lines(tmp_path / "twice.csv") == [(3, "b")]

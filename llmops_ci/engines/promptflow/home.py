@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from llmops_ci import platforms  # noqa: F401  (registers the CI credential names child_environment drops)
 from llmops_ci.core.child_env import child_environment
 
 PF_YAML = {

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from llmops_ci import platforms  # noqa: F401  (registers the CI credential names before any executor starts)
 from llmops_ci.engines.promptflow.home import PFHome
 
 # the state dir in an executor's environment says whose process it is (and lets tests find leftovers)
