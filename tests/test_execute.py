@@ -272,8 +272,16 @@ def test_changed_since_runs_only_touched_flows_and_carries_the_rest(cli: Cli, ru
     assert len(run_env.requests) == calls  # the LLM flows did not run
     comment = cli("comment")
     assert "Not run: unchanged since main" in comment.out  # plain text on a terminal
-    assert "chat-run-file (no baseline results)" in comment.out
+    assert "chat-run-file (no baseline results: not gated)" in comment.out
     assert "### Not run: unchanged since `main`" in proj.read(".llmops/comment.md")
+    assert "all checks passed" in comment.out  # echo ran, chat's results were carried over: both gated
+    # nothing changed and no baseline: green, but it says that nothing was run or gated
+    git(proj.root, "commit", "-q", "-am", "change")
+    nothing = cli("batch-run", "--changed-since", "HEAD", "--state-dir", str(tmp_path / "nothing"))
+    assert nothing.code == 0, nothing.err
+    said = cli("comment", "--state-dir", str(tmp_path / "nothing")).out
+    assert "no flow changed since HEAD, so none was run or gated" in said and "all checks passed" not in said
+    assert "the results shown for them are the baseline's" not in said
 
 
 def lines_of(proj: Project, flow: str) -> list[dict]:

@@ -86,6 +86,11 @@ def outcome(summary: Summary) -> Outcome:
                        ["nothing ran"], nothing_ran=True)
     if not ran:
         return Outcome(True, "✅ llmops-ci: all checks passed (lint only; no flow was run)")
+    flows = summary.flows.values()
+    if not any(f.run or f.evaluations or f.gate or f.register or f.deploy
+               or (f.unchanged is not None and f.unchanged.carried_over) for f in flows):
+        since = ", ".join(sorted({str(f.unchanged.since) for f in flows if f.unchanged is not None}))
+        return Outcome(True, f"✅ llmops-ci: lint passed; no flow changed since {since}, so none was run or gated")
     return Outcome(True, "✅ llmops-ci: all checks passed")
 
 
@@ -260,9 +265,11 @@ def _unchanged(flows: dict[str, FlowResult], st: Style = MARKDOWN) -> str:
     if not entries:
         return ""
     since = {str(e.since) for e in entries.values()}
-    names = ", ".join(st.code(n) + ("" if e.carried_over else " (no baseline results)") for n, e in entries.items())
-    return (f"{st.heading}Not run: unchanged since {st.code(', '.join(sorted(since)))}\n\n{names}; "
-            "the results shown for them are the baseline's.")
+    names = ", ".join(st.code(n) + ("" if e.carried_over else " (no baseline results: not gated)")
+                      for n, e in entries.items())
+    carried = any(e.carried_over for e in entries.values())
+    return (f"{st.heading}Not run: unchanged since {st.code(', '.join(sorted(since)))}\n\n{names}"
+            + ("; the results shown for them are the baseline's." if carried else "."))
 
 
 def _cache(flows: dict[str, FlowResult], st: Style = MARKDOWN) -> str:
