@@ -91,6 +91,11 @@ def outcome(summary: Summary) -> Outcome:
                or (f.unchanged is not None and f.unchanged.carried_over) for f in flows):
         since = ", ".join(sorted({str(f.unchanged.since) for f in flows if f.unchanged is not None}))
         return Outcome(True, f"✅ llmops-ci: lint passed; no flow changed since {since}, so none was run or gated")
+    unchecked = sum(1 for f in flows if f.gate is not None for c in f.gate.checks
+                    if c.passed and c.verdict == "no baseline")
+    if unchecked:  # a rule against a baseline that is not there passes, but nothing stands behind it
+        return Outcome(True, f"✅ llmops-ci: all checks passed ({unchecked} rule{'s' if unchecked != 1 else ''} "
+                             "against a baseline not checked: no baseline)")
     return Outcome(True, "✅ llmops-ci: all checks passed")
 
 

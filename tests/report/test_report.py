@@ -52,6 +52,24 @@ def test_sections_for_steps_that_did_not_run_are_left_out() -> None:
     assert not nothing.passed and nothing.nothing_ran
 
 
+def test_a_pass_says_what_stood_behind_it() -> None:
+    def headline(flows: dict) -> str:
+        return str(outcome(Summary.parse({"schema": "x", "lint": {"findings": []}, "flows": flows})).headline)
+
+    run = {"status": "completed", "lines_total": 3, "lines_failed": 0}
+    checked = {"metric": "e.m", "rule": "min", "passed": True, "value": 0.9, "limit": 0.8}
+    unchecked = {"metric": "e.m", "rule": "max_drop", "passed": True, "value": 0.9, "verdict": "no baseline"}
+    assert headline({"f": {"run": run, "gate": {"passed": True, "checks": [checked]}}}) == \
+        "✅ llmops-ci: all checks passed"
+    assert headline({"f": {"run": run, "gate": {"passed": True, "checks": [checked, unchecked]}},
+                     "g": {"run": run, "gate": {"passed": True, "checks": [unchecked]}}}) == \
+        "✅ llmops-ci: all checks passed (2 rules against a baseline not checked: no baseline)"
+    assert headline({"f": {"unchanged": {"since": "main", "carried_over": False}}}) == \
+        "✅ llmops-ci: lint passed; no flow changed since main, so none was run or gated"
+    assert headline({"f": {"unchanged": {"since": "main", "carried_over": True}, "run": run}}) == \
+        "✅ llmops-ci: all checks passed"
+
+
 def test_huge_report_fits_and_says_where_the_rest_is() -> None:
     data = summary_with(flows=200, findings=5000, failed_gate=True)
     body = render(Summary.parse(data))
