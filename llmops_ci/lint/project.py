@@ -149,11 +149,8 @@ class _Project(FlowChecks):
             return None
         for line, message in info.errors:
             self.findings.append(finding("data-parse", shown, line, None, f"line {line} {message}"))
-        if info.renumbered is not None:
-            line, value, _ = info.renumbered
-            what = ("no line_number while other lines have one" if value is None
-                    else f"line_number {value!r}, " + ("a number an earlier line has" if type(value) is int
-                                                       or str(value).strip().isdigit() else "not a whole number"))
+        if info.line_number_problem is not None:
+            line, what = info.line_number_problem
             self.findings.append(finding(
                 "data-line-number", shown, line, None, f"line {line} has {what}: prompt flow takes a 'line_number' "
                 "column as each line's own number and keys the lines by it, so lines with the same number are "

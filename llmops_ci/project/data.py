@@ -36,7 +36,7 @@ class DataInfo:
     errors: list[tuple[int, str]] = field(default_factory=list)  # (line, message), at most a few
     error_count: int = 0
     fatal: str | None = None  # the file cannot be used at all
-    renumbered: tuple[int, Any, int] | None = None  # (line, value, position): a line_number prompt flow cannot key by
+    line_number_problem: tuple[int, str] | None = None  # (line, what): a line_number prompt flow cannot key by
     # per column, the index of the last row that had it; row index -> line number (for first_missing)
     _last: dict[str, int] = field(default_factory=dict, repr=False)
     _lines: list[int] = field(default_factory=list, repr=False)
@@ -49,18 +49,25 @@ class DataInfo:
 
     def note_line_number(self, line: int, row: dict[str, Any]) -> None:
         """Prompt flow takes a ``line_number`` column as each line's number and keys the lines by it: lines with the
-        same number become one. ``renumbered`` keeps the first line whose number is a repeat, not a whole number,
-        or missing while other rows have one."""
+        same number become one. Keeps the first line whose number is a repeat, not a whole number, or missing while
+        other rows have one."""
         seen = self.columns.get(LINE_NUMBER, 0)  # rows before this one that had it
-        if self.renumbered is not None or (LINE_NUMBER not in row and not seen):
+        if self.line_number_problem is not None or (LINE_NUMBER not in row and not seen):
             return
-        value = row.get(LINE_NUMBER)  # None: missing here though earlier rows have it (pandas: NaN)
-        if isinstance(value, str) and value.strip().isdigit():  # CSV text, as pandas reads it
-            value = int(value)
-        if type(value) is not int or value < 0 or value in self._numbers or seen != self.rows:
-            self.renumbered = (line, row.get(LINE_NUMBER), self.rows)
+        raw = row.get(LINE_NUMBER)
+        value = int(raw) if isinstance(raw, str) and raw.strip().isdigit() else raw  # CSV text, as pandas reads it
+        if LINE_NUMBER not in row:
+            what = "no line_number while the lines before it have one"
+        elif seen != self.rows:
+            what = f"line_number {raw!r} while a line before it has none"
+        elif type(value) is not int or value < 0:
+            what = f"line_number {raw!r}, not a whole number"
+        elif value in self._numbers:
+            what = f"line_number {raw!r}, which a line before it has too"
         else:
             self._numbers.add(value)
+            return
+        self.line_number_problem = (line, what)
 
     def missing_in(self, column: str) -> int:
         return self.rows - self.columns.get(column, 0)

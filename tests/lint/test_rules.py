@@ -221,7 +221,7 @@ CASES: dict[str, Case] = {
                              write("data/classify.jsonl", '{"line_number": 1, "text": "a", "label": "App"}\n'
                                    '{"line_number": 2, "text": "b", "label": "Movie"}\n'
                                    '{"line_number": 3, "text": "c", "label": "None"}\n'),
-                             "data/classify.jsonl", 2, "line 2 has line_number 1, a number an earlier line has"),
+                             "data/classify.jsonl", 2, "line 2 has line_number 1, which a line before it has too"),
     "data-parse": Case(replace("data/classify.jsonl", '{"text": "Watch', '{"text": Watch'), nothing,
                        "data/classify.jsonl", 2, "line 2"),
     "mapping-invalid": Case(replace(CFG, "text: ${data.text}", "text: ${inputs.text}"),

@@ -60,20 +60,28 @@ def _pf_lines(path: Path) -> list[tuple[int, str]]:
 
 
 def test_a_line_number_column_is_flagged_exactly_when_prompt_flow_would_merge_lines(tmp_path: Path) -> None:
-    cases = {  # name: (file, flagged as (line, value, position))
+    cases = {  # name: (file, flagged as (line, what))
         "positions.jsonl": ('{"q": "a", "line_number": 0}\n{"q": "b", "line_number": 1}\n', None),
         "from-one.jsonl": ('{"q": "a", "line_number": 1}\n{"q": "b", "line_number": 2}\n', None),  # upstream's
         "swapped.csv": ("q,line_number\na,1\nb,0\n", None),
         "none.jsonl": ('{"q": "a"}\n{"q": "b"}\n', None),
-        "twice.jsonl": ('{"q": "a", "line_number": 1}\n{"q": "b", "line_number": 1}\n', (2, 1, 1)),
-        "twice.csv": ("q,line_number\na,3\nb,3\n", (3, "3", 1)),
-        "text.jsonl": ('{"q": "a", "line_number": 0}\n{"q": "b", "line_number": "x"}\n', (2, "x", 1)),
-        "bool.jsonl": ('{"q": "a", "line_number": false}\n{"q": "b", "line_number": true}\n', (1, False, 0)),
-        "gap.jsonl": ('{"q": "a", "line_number": 0}\n{"q": "b"}\n', (2, None, 1)),
+        "twice.jsonl": ('{"q": "a", "line_number": 1}\n{"q": "b", "line_number": 1}\n',
+                        (2, "line_number 1, which a line before it has too")),
+        "twice.csv": ("q,line_number\na,3\nb,3\n", (3, "line_number '3', which a line before it has too")),
+        "text.jsonl": ('{"q": "a", "line_number": 0}\n{"q": "b", "line_number": "x"}\n',
+                       (2, "line_number 'x', not a whole number")),
+        "bool.jsonl": ('{"q": "a", "line_number": false}\n{"q": "b", "line_number": true}\n',
+                       (1, "line_number False, not a whole number")),
+        "negative.jsonl": ('{"q": "a", "line_number": -1}\n{"q": "b", "line_number": 1}\n',
+                           (1, "line_number -1, not a whole number")),
+        "gap.jsonl": ('{"q": "a", "line_number": 0}\n{"q": "b"}\n',
+                      (2, "no line_number while the lines before it have one")),
+        "late.jsonl": ('{"q": "a"}\n{"q": "b", "line_number": 1}\n',
+                       (2, "line_number 1 while a line before it has none")),
     }
     for name, (text, flagged) in cases.items():
         path = write(tmp_path, name, text)
-        assert read_data(path).renumbered == flagged, name
+        assert read_data(path).line_number_problem == flagged, name
         if flagged is None:  # prompt flow's own: every row is a line of its own
             assert sorted(q for _, q in _pf_lines(path)) == ["a", "b"], name
     assert _pf_lines(tmp_path / "twice.jsonl") == [(1, "b")]  # prompt flow's own: a line is gone, silently
