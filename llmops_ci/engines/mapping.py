@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from llmops_ci.kinds.base import FlowInfo
 
 REFERENCE = re.compile(r"^\$\{([^{}]+)\}$")
+LINE_NUMBER: Final = "line_number"  # prompt flow's line key (LINE_NUMBER_KEY)
 COMPLETED: Final = "Completed"
 
 
@@ -69,6 +70,19 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
                          "run as a whole: fix the value it names (an integer beyond 64 bits, say)") from None
 
 
+def _numbered(rows: Any) -> bool:
+    items = rows.values() if isinstance(rows, dict) else rows
+    return any(isinstance(row, dict) and LINE_NUMBER in row for row in items)
+
+
+def _by_line(rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Rows keyed as prompt flow keys an input list: by their own ``line_number`` when any row has one (rows without
+    are left out, a repeated number keeps the last row), else by position."""
+    if not _numbered(rows):
+        return dict(enumerate(rows))
+    return {row[LINE_NUMBER]: row for row in rows if LINE_NUMBER in row}
+
+
 def _outputs_by_line(path: Path) -> dict[int, dict[str, Any]]:
     out = {}
     for row in read_rows(path) if path.is_file() else []:
@@ -83,10 +97,17 @@ def mapped_inputs(info: FlowInfo, mapping: Mapping[str, Any], rows: list[dict[st
     """(line number, inputs) of each line to run, with ``mapping`` applied as prompt flow applies it."""
     full = {name: f"${{data.{name}}}" for name, spec in info.inputs.items() if not spec.has_default}
     full.update(mapping)
-    sources: dict[str, dict[int, dict[str, Any]]] = {"data": dict(enumerate(rows))}
+    sources: dict[str, dict[int, dict[str, Any]]] = {"data": _by_line(rows)}
     if base is not None:
         sources["run.outputs"] = _outputs_by_line(Path(base["outputs"]))
-        sources["run.inputs"] = dict(enumerate(read_rows(Path(base["data"]))))
+        sources["run.inputs"] = _by_line(read_rows(Path(base["data"])))
+    positional = {name: len(source) for name, source in (("data", rows), *(
+        (("run.inputs", sources["run.inputs"]),) if base is not None else ())) if not _numbered(source)}
+    if len(set(positional.values())) > 1:  # prompt flow's InputMappingError ("Line numbers are not aligned")
+        raise UsageError(f"{label}: the data and the base run's data have {positional.get('data')} and "
+                         f"{positional.get('run.inputs')} lines and neither numbers them (a 'line_number' column): "
+                         "prompt flow pairs them line by line and refuses this; give the evaluation data with one line "
+                         "per line of the run's")
     numbers = sorted(set.intersection(*(set(s) for s in sources.values())))
     out, missing = [], set()
     for number in numbers:

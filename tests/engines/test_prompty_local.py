@@ -325,3 +325,56 @@ def test_workers_lines_are_in_flight_together(project: Callable[..., Project], c
     result = cli("batch-run", "--flow", "summarize", "--state-dir", str(proj.root / "state"), "--workers", "4")
     assert result.code == 0, result.err
     assert summary(proj.root)["flows"]["summarize"]["run"]["lines_failed"] == 0
+
+
+@pytest.mark.parametrize(("data", "outputs"), [
+    # positional data, a base run that lost its line 1
+    ('{"label": "a"}\n{"label": "b"}\n{"label": "c"}\n',
+     '{"line_number": 0, "output": 1}\n{"line_number": 2, "output": 3}\n'),
+    # data numbering its own lines from 1 (upstream's evaluation data), the base run numbered the same way
+    ('{"label": "a", "line_number": 1}\n{"label": "b", "line_number": 2}\n',
+     '{"line_number": 1, "output": 1}\n{"line_number": 2, "output": 2}\n'),
+    # numbered out of order, and a repeat (the last row wins)
+    ('{"label": "a", "line_number": 1}\n{"label": "b", "line_number": 0}\n{"label": "c", "line_number": 1}\n',
+     '{"line_number": 0, "output": 0}\n{"line_number": 1, "output": 1}\n'),
+])
+def test_lines_pair_with_the_base_run_as_prompt_flow_pairs_them(data: str, outputs: str, tmp_path: Path) -> None:
+    """Data rows, the base run's data and its outputs keyed as prompt flow keys them: by their own line_number where
+    a list has one, else by position."""
+    from promptflow._constants import LINE_NUMBER_KEY
+    from promptflow.batch._batch_inputs_processor import BatchInputsProcessor
+    from promptflow.contracts.flow import FlowInputDefinition
+    from promptflow.contracts.tool import ValueType
+
+    from tests.helpers.pf_reference import same
+
+    (tmp_path / "judge.prompty").write_text(FILES["flows/judge.prompty"].replace("        ", ""), encoding="utf-8")
+    info = inspect(tmp_path / "judge.prompty")
+    assert info is not None
+    (tmp_path / "d.jsonl").write_text(data, encoding="utf-8")
+    (tmp_path / "outputs.jsonl").write_text(outputs, encoding="utf-8")
+    mapping = {"answer": "${run.outputs.output}", "label": "${data.label}"}
+    dirs = {"data": str(tmp_path / "d.jsonl"), "run.outputs": str(tmp_path / "outputs.jsonl"),
+            "run.inputs": str(tmp_path / "d.jsonl")}
+    got = mapped_inputs(info, mapping, read_rows(tmp_path / "d.jsonl"),
+                        {"outputs": dirs["run.outputs"], "data": dirs["run.inputs"]}, "f/judge")
+    processor = BatchInputsProcessor(tmp_path, {name: FlowInputDefinition(ValueType.OBJECT, default="d" if
+                                                                          spec.has_default else None)
+                                                for name, spec in info.inputs.items()})
+    theirs = sorted(((int(row.pop(LINE_NUMBER_KEY)), row) for row in processor.process_batch_inputs(dirs, mapping)),
+                    key=lambda pair: pair[0])
+    assert same(got, theirs), (got, theirs)
+
+
+def test_an_evaluation_whose_data_does_not_pair_with_the_run_is_refused_as_prompt_flow_refuses_it(
+        tmp_path: Path) -> None:
+    (tmp_path / "judge.prompty").write_text(FILES["flows/judge.prompty"].replace("        ", ""), encoding="utf-8")
+    info = inspect(tmp_path / "judge.prompty")
+    assert info is not None
+    (tmp_path / "own.jsonl").write_text('{"label": "a"}\n', encoding="utf-8")
+    (tmp_path / "base.jsonl").write_text('{"label": "a"}\n{"label": "b"}\n', encoding="utf-8")
+    (tmp_path / "outputs.jsonl").write_text('{"line_number": 0, "output": 1}\n', encoding="utf-8")
+    with pytest.raises(UsageError, match="have 1 and 2 lines and neither numbers them"):
+        mapped_inputs(info, {"answer": "${run.outputs.output}", "label": "${data.label}"},
+                      read_rows(tmp_path / "own.jsonl"),
+                      {"outputs": str(tmp_path / "outputs.jsonl"), "data": str(tmp_path / "base.jsonl")}, "f/judge")
