@@ -15,13 +15,13 @@ from llmops_ci.core.errors import UsageError
 from llmops_ci.core.yamldoc import display_path
 from llmops_ci.engines.artifacts import read_base
 from llmops_ci.engines.data_rows import DataUnreadable, rows_of
+from llmops_ci.project.data import LINE_NUMBER
 from llmops_ci.results.records import LineResult
 
 if TYPE_CHECKING:
     from llmops_ci.kinds.base import FlowInfo
 
 REFERENCE = re.compile(r"^\$\{([^{}]+)\}$")
-LINE_NUMBER: Final = "line_number"  # prompt flow's line key (LINE_NUMBER_KEY)
 COMPLETED: Final = "Completed"
 
 
@@ -86,7 +86,7 @@ def _by_line(rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
 def _outputs_by_line(path: Path) -> dict[int, dict[str, Any]]:
     out = {}
     for row in read_rows(path) if path.is_file() else []:
-        number = row.pop("line_number", None)
+        number = row.pop(LINE_NUMBER, None)
         if isinstance(number, int):
             out[number] = row
     return out

@@ -8,6 +8,7 @@ runnable ``Snapshot`` of it. Nothing outside ``kinds/`` reads a flow's definitio
 
 from __future__ import annotations
 
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -93,6 +94,13 @@ class FlowInfo:
     init_types: dict[str, str] = field(default_factory=dict)  # those parameters' annotations, where simple
     findings: list[Finding] = field(default_factory=list)
     loaded: bool = True
+
+    def shadowed_defaults(self, mapping: Mapping[str, Any], columns: Container[str]) -> list[str]:
+        """The inputs that run on their default although the data has a column of their name (nothing maps them)."""
+        if not self.defaults_shadow_columns:
+            return []
+        return [name for name, spec in self.inputs.items() if spec.has_default and name not in mapping
+                and name in columns]
 
 
 @dataclass(frozen=True)

@@ -117,9 +117,9 @@ class FlowChecks:
                     + (", ${run.outputs.<output>}" if base else "") + " or a literal")
         if data is None or not data.rows:
             return
+        shadowed = info.shadowed_defaults(mapping, data.columns)
         for name, spec in info.inputs.items():
-            if info.defaults_shadow_columns and spec.has_default and name not in mapping \
-                    and name in data.columns:
+            if name in shadowed:
                 add("input-default-shadowed", (), f"{label}: flow input '{name}' has a default and "
                     f"{display_path(data.path)} has a '{name}' column, but column_mapping does not map it: prompt "
                     f"flow (and so llmops-ci) runs every line on the default, not on the column; add "

@@ -375,13 +375,10 @@ def init_arguments(origin: Origin, values: dict[str, Any], environ: Mapping[str,
 def warn_shadowed_defaults(label: str, info: FlowInfo, mapping: dict[str, Any], data: DataInfo) -> None:
     """Prompt flow runs an unmapped input that has a default on that default, even when the data has a column of the
     same name; so do these runs (their answers are prompt flow's), and they say so where a reader of the log sees it."""
-    if not info.defaults_shadow_columns:
-        return
-    for name, spec in info.inputs.items():
-        if spec.has_default and name not in mapping and data.columns.get(name):
-            log.warning("%s: input '%s' runs on its default on every line, as prompt flow runs it, although %s has a "
-                        "'%s' column: add '%s: ${data.%s}' to column_mapping to run it on the column", label, name,
-                        display_path(data.path), name, name, name)
+    for name in info.shadowed_defaults(mapping, data.columns):
+        log.warning("%s: input '%s' runs on its default on every line, as prompt flow runs it, although %s has a "
+                    "'%s' column: add '%s: ${data.%s}' to column_mapping to run it on the column", label, name,
+                    display_path(data.path), name, name, name)
 
 
 def secret_values(connections: tuple[ProviderConnection, ...]) -> list[str]:
